@@ -1,0 +1,337 @@
+"""The model configuration: one YAML file per model, validated once into frozen pydantic models.
+
+Every mistake in a config file becomes a `ConfigError` that names the file, the key and what
+was expected, so a typo never turns into a silent default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "FeatureSpec",
+    "GatesConfig",
+    "ModelConfig",
+    "ModelFamily",
+    "SplitConfig",
+    "TargetConfig",
+    "Task",
+    "TuningConfig",
+    "ValidationConfig",
+    "config_hash",
+    "config_json_schema",
+    "load_config",
+]
+
+IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class ConfigError(ValueError):
+    """A model configuration file is missing, unreadable or invalid."""
+
+
+class _Frozen(BaseModel):
+    """Base for every config section: immutable, and unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Task(str, Enum):
+    """The learning task."""
+
+    BINARY_CLASSIFICATION = "binary_classification"
+    REGRESSION = "regression"
+
+
+class ModelFamily(str, Enum):
+    """The scikit-learn model families the tuner can choose from."""
+
+    LINEAR = "linear"  # logistic regression for classification, ridge for regression
+    RANDOM_FOREST = "random_forest"
+    EXTRA_TREES = "extra_trees"
+    HIST_GRADIENT_BOOSTING = "hist_gradient_boosting"
+
+
+class DataConfig(_Frozen):
+    """Where the data comes from. Relative paths are resolved against the config file."""
+
+    source: str = Field(description="Local path or s3:// URI of the training batch (CSV or Parquet).")
+    test_source: str | None = Field(
+        default=None,
+        description="Optional held-out batch; when absent the test split is drawn from `source`.",
+    )
+    format: Literal["auto", "csv", "parquet"] = Field(
+        default="auto", description="File format; `auto` decides from the file name."
+    )
+
+
+class TargetConfig(_Frozen):
+    """The column to predict."""
+
+    column: str
+    positive_class: str | int | None = Field(
+        default=None, description="The label counted as positive (binary classification only)."
+    )
+    classes: list[str | int] | None = Field(
+        default=None, description="Every allowed label (classification); validation checks it."
+    )
+    min: float | None = Field(default=None, description="Lowest allowed value (regression).")
+    max: float | None = Field(default=None, description="Highest allowed value (regression).")
+
+
+class FeatureSpec(_Frozen):
+    """One input column: its type and what values are allowed."""
+
+    type: Literal["numeric", "categorical"]
+    nullable: bool = Field(default=True, description="Whether missing values are allowed at all.")
+    max_null_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.05, description="Highest share of missing values allowed when nullable."
+    )
+    min: float | None = Field(default=None, description="Lowest allowed value (numeric).")
+    max: float | None = Field(default=None, description="Highest allowed value (numeric).")
+    categories: list[str] | None = Field(
+        default=None, description="Allowed values (categorical); unknown values fail validation."
+    )
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> FeatureSpec:
+        if self.type == "categorical" and (self.min is not None or self.max is not None):
+            raise ValueError("min/max apply to numeric features only")
+        if self.type == "numeric" and self.categories is not None:
+            raise ValueError("categories apply to categorical features only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class SplitConfig(_Frozen):
+    """How the data is split, once and seeded, before tuning."""
+
+    seed: int = 42
+    test_size: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        default=0.2, description="Share held out for testing when there is no `test_source`."
+    )
+    stratify: bool = Field(default=True, description="Stratify splits by label (classification).")
+    cv_folds: Annotated[int, Field(ge=2, le=20)] = Field(
+        default=3, description="Cross-validation folds inside each tuning trial."
+    )
+
+
+class ValidationConfig(_Frozen):
+    """Data validation: whole-batch expectations beyond the per-feature schema."""
+
+    min_rows: Annotated[int, Field(ge=1)] = 100
+    max_rows: Annotated[int, Field(ge=1)] = 50_000_000
+    range_mostly: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=1.0, description="Share of non-null values that must lie inside a numeric range."
+    )
+    category_mostly: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=1.0, description="Share of non-null values that must be an allowed category."
+    )
+
+    @model_validator(mode="after")
+    def _check_rows(self) -> ValidationConfig:
+        if self.min_rows > self.max_rows:
+            raise ValueError(f"min_rows ({self.min_rows}) is greater than max_rows ({self.max_rows})")
+        return self
+
+
+class TuningConfig(_Frozen):
+    """The Optuna search budget."""
+
+    n_trials: Annotated[int, Field(ge=1)] = 30
+    timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    families: list[ModelFamily] = Field(default_factory=lambda: list(ModelFamily), min_length=1)
+    seed: int = 42
+    sampler: Literal["tpe", "random"] = "tpe"
+    n_startup_trials: Annotated[int, Field(ge=0)] = Field(
+        default=8, description="Random trials before TPE starts modelling the space."
+    )
+    pruner_warmup_folds: Annotated[int, Field(ge=0)] = Field(
+        default=1, description="Folds a trial always completes before it can be pruned."
+    )
+    max_train_rows: Annotated[int, Field(ge=100)] | None = Field(
+        default=None, description="Subsample the tuning folds to this many rows (the refit uses all)."
+    )
+
+    @field_validator("families")
+    @classmethod
+    def _unique(cls, value: list[ModelFamily]) -> list[ModelFamily]:
+        if len(set(value)) != len(value):
+            raise ValueError("families are listed more than once")
+        return value
+
+
+class GatesConfig(_Frozen):
+    """Thresholds the pipeline's gates enforce."""
+
+    min_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Absolute floors on test metrics (lower-is-better metrics use max_metrics).",
+    )
+    max_metrics: dict[str, float] = Field(
+        default_factory=dict, description="Absolute ceilings on test metrics, e.g. rmse."
+    )
+
+
+class RegistryConfig(_Frozen):
+    """Where versions are registered."""
+
+    name: str | None = Field(default=None, description="Registered model name; defaults to the model name.")
+
+
+CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae"})
+
+
+class ModelConfig(_Frozen):
+    """Everything autopilot needs to know about one model."""
+
+    name: Annotated[str, Field(pattern=IDENTIFIER)]
+    description: str = ""
+    owner: str = "autopilot"
+    task: Task
+    data: DataConfig
+    target: TargetConfig
+    features: dict[str, FeatureSpec] = Field(min_length=1)
+    sensitive_attributes: list[str] = Field(default_factory=list)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    metric: str = Field(description="The metric tuning optimizes and gates compare.")
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ModelConfig:
+        allowed = CLASSIFICATION_METRICS if self.task is Task.BINARY_CLASSIFICATION else REGRESSION_METRICS
+        for key, names in (("metric", [self.metric]), ("gates.min_metrics", list(self.gates.min_metrics)),
+                           ("gates.max_metrics", list(self.gates.max_metrics))):
+            for name in names:
+                if name not in allowed:
+                    raise ValueError(f"{key}: {name!r} is not a {self.task.value} metric; expected one of {list(allowed)}")
+        if self.target.column in self.features:
+            raise ValueError(f"target.column {self.target.column!r} is also listed under features")
+        for attr in self.sensitive_attributes:
+            if attr not in self.features:
+                raise ValueError(f"sensitive_attributes: {attr!r} is not one of the features")
+        if self.task is Task.BINARY_CLASSIFICATION:
+            self._check_binary_target()
+        elif self.target.positive_class is not None or self.target.classes is not None:
+            raise ValueError("target.positive_class and target.classes apply to classification only")
+        return self
+
+    def _check_binary_target(self) -> None:
+        target = self.target
+        if target.positive_class is None:
+            raise ValueError("target.positive_class is required for binary_classification")
+        if target.classes is not None:
+            if len(target.classes) != 2:
+                raise ValueError(f"target.classes must list exactly 2 labels, got {len(target.classes)}")
+            if target.positive_class not in target.classes:
+                raise ValueError(f"target.positive_class {target.positive_class!r} is not in target.classes")
+
+    @property
+    def registered_model_name(self) -> str:
+        """The MLflow registered model name."""
+        return self.registry.name or self.name
+
+    @property
+    def numeric_features(self) -> list[str]:
+        """Numeric feature names, in config order."""
+        return [n for n, f in self.features.items() if f.type == "numeric"]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        """Categorical feature names, in config order."""
+        return [n for n, f in self.features.items() if f.type == "categorical"]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column a batch must have: the features in config order, then the target."""
+        return [*self.features, self.target.column]
+
+    @property
+    def greater_is_better(self) -> bool:
+        """Whether a larger value of `metric` is better."""
+        return self.metric not in LOWER_IS_BETTER
+
+
+class LoadedConfig(ModelConfig):
+    """A config together with the file it came from (for resolving relative paths)."""
+
+    path: str = Field(description="Absolute path of the YAML file this config was read from.")
+
+    def resolve(self, location: str) -> str:
+        """Resolve a data location: URIs pass through, relative paths join the config's folder."""
+        if "://" in location:
+            return location
+        candidate = Path(location).expanduser()
+        if not candidate.is_absolute():
+            candidate = Path(self.path).parent / candidate
+        return str(candidate.resolve())
+
+
+def _format_error(path: Path, error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check its spelling; unknown keys are not allowed)"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    elif "input" in error and error["type"] not in {"value_error", "assertion_error"}:
+        message = f"{message} (got {error['input']!r})"
+    return f"{path}: {key}: {message}"
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Read and validate a model config file.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The frozen config, with the file's absolute path attached.
+
+    Raises:
+        ConfigError: naming the file, the key and what was expected, for every problem found.
+    """
+    file = Path(path).expanduser().resolve()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the config file ({exc.strerror or exc})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    if "path" in raw:
+        raise ConfigError(f"{file}: path: unknown key (check its spelling; unknown keys are not allowed)")
+    try:
+        return LoadedConfig.model_validate({**raw, "path": str(file)})
+    except ValidationError as exc:
+        lines = [_format_error(file, err) for err in exc.errors()]
+        raise ConfigError("invalid model config:\n  " + "\n  ".join(lines)) from None
+
+
+def config_hash(config: ModelConfig) -> str:
+    """A SHA-256 of the config's content (not its location), for fingerprints and cache keys."""
+    payload = config.model_dump(mode="json", exclude={"path"})
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON schema of a model config file."""
+    return ModelConfig.model_json_schema()

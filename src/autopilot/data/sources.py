@@ -1,0 +1,135 @@
+"""Reading batches: local or S3, CSV or Parquet, into one canonical frame layout.
+
+A canonical frame has exactly the config's columns in config order, numeric features as
+float64, categorical features as object columns of `str` with `NaN` for missing values, and
+the target as float64 (regression) or `str` labels (classification). Every later stage, and
+the snapshot digest, relies on that layout.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from autopilot.config import ModelConfig
+
+__all__ = ["DataSourceError", "canonicalize", "detect_format", "read_bytes", "read_frame"]
+
+
+class DataSourceError(ValueError):
+    """A data source cannot be read or does not have the expected layout."""
+
+
+def detect_format(location: str, declared: str = "auto") -> str:
+    """Decide between `csv` and `parquet` from the declared format or the file name."""
+    if declared != "auto":
+        return declared
+    name = urlparse(location).path.lower() if "://" in location else location.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".txt")):
+        return "csv"
+    raise DataSourceError(f"{location}: cannot tell the format from the name; set data.format to csv or parquet")
+
+
+def read_bytes(location: str, s3_client: object | None = None) -> bytes:
+    """Read a whole object from a local path or an s3:// URI (through boto3)."""
+    parsed = urlparse(location)
+    if parsed.scheme == "s3":
+        client = s3_client
+        if client is None:
+            import boto3  # imported here: only S3 sources need it
+
+            client = boto3.client("s3")
+        try:
+            response = client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))  # type: ignore[attr-defined]
+        except Exception as exc:  # botocore raises many types; name the object either way
+            raise DataSourceError(f"{location}: cannot read from S3: {exc}") from exc
+        body: bytes = response["Body"].read()
+        return body
+    if parsed.scheme not in ("", "file"):
+        raise DataSourceError(f"{location}: unsupported scheme {parsed.scheme!r}; use a local path or s3://")
+    path = Path(parsed.path if parsed.scheme == "file" else location)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataSourceError(f"{location}: cannot read the file ({exc.strerror or exc})") from exc
+
+
+def read_frame(location: str, declared_format: str = "auto", s3_client: object | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet batch as it is, without any type conversion.
+
+    An empty file gives an empty frame (validation then rejects it), not an exception.
+    """
+    fmt = detect_format(location, declared_format)
+    payload = read_bytes(location, s3_client)
+    if not payload:
+        return pd.DataFrame()
+    compression = _compression(location) if fmt == "csv" else None
+    try:
+        if fmt == "parquet":
+            return pd.read_parquet(io.BytesIO(payload))
+        # Strings stay strings: types are decided by the config in `canonicalize`.
+        return pd.read_csv(io.BytesIO(payload), compression=compression, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except Exception as exc:
+        raise DataSourceError(f"{location}: not a readable {fmt} file: {exc}") from exc
+
+
+def _compression(location: str) -> str | None:
+    name = location.lower()
+    for suffix, kind in ((".gz", "gzip"), (".bz2", "bz2"), (".zst", "zstd"), (".xz", "xz")):
+        if name.endswith(suffix):
+            return kind
+    return None
+
+
+def _as_category_strings(column: pd.Series) -> pd.Series:
+    def convert(value: object) -> object:
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+            return np.nan
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # "3.0" read from a numeric-looking column means the category "3"
+        text = str(value).strip()
+        return np.nan if text == "" else text
+
+    return column.map(convert).astype(object)
+
+
+def canonicalize(frame: pd.DataFrame, cfg: ModelConfig, require_target: bool = True) -> pd.DataFrame:
+    """Bring a raw frame to the canonical layout, keeping every value that can be kept.
+
+    Columns the config does not know are dropped; missing columns are kept missing (validation
+    reports them). Numeric values that cannot be parsed become NaN only after being counted:
+    the returned frame's `attrs["unparseable"]` maps column -> count, which validation reports.
+    """
+    wanted = cfg.columns if require_target else list(cfg.features)
+    out: dict[str, pd.Series] = {}
+    unparseable: dict[str, int] = {}
+    for name in wanted:
+        if name not in frame.columns:
+            continue
+        column = frame[name]
+        spec = cfg.features.get(name)
+        is_numeric = (spec is not None and spec.type == "numeric") or (
+            name == cfg.target.column and cfg.task.value == "regression"
+        )
+        if is_numeric:
+            parsed = pd.to_numeric(column, errors="coerce").astype("float64")
+            bad = int((parsed.isna() & column.notna() & (column.astype(str).str.strip() != "")).sum())
+            if bad:
+                unparseable[name] = bad
+            out[name] = parsed
+        else:
+            out[name] = _as_category_strings(column)
+    result = pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+    result.attrs["unparseable"] = unparseable
+    result.attrs["missing_columns"] = [c for c in wanted if c not in frame.columns]
+    return result

@@ -1,0 +1,71 @@
+"""Runtime settings: where the services live. Read from the environment, never at import time.
+
+The embedded default keeps everything under one home folder (`.autopilot/` in the project):
+MLflow on SQLite, artifacts and snapshots on local disk, the Optuna study on SQLite. In
+production each points at a real service (MLflow server or Postgres, S3, Postgres).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+__all__ = ["Settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where autopilot keeps state.
+
+    Attributes:
+        home: the folder for embedded state (`AUTOPILOT_HOME`).
+        mlflow_tracking_uri: MLflow tracking and registry URI (`MLFLOW_TRACKING_URI`).
+        mlflow_artifact_root: where new MLflow experiments store artifacts
+            (`AUTOPILOT_MLFLOW_ARTIFACT_ROOT`); a local folder or s3:// URI.
+        artifact_root: the artifact store for snapshots and reports (`AUTOPILOT_ARTIFACT_ROOT`).
+        optuna_storage: the Optuna RDB storage URL (`AUTOPILOT_OPTUNA_STORAGE`).
+        config_dir: the folder of model config files (`AUTOPILOT_CONFIG_DIR`).
+    """
+
+    home: Path
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str
+    artifact_root: str
+    optuna_storage: str
+    config_dir: Path
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables, defaulting to the embedded setup."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get("AUTOPILOT_HOME", ".autopilot")).expanduser().resolve()
+        config_dir = Path(env.get("AUTOPILOT_CONFIG_DIR", "config/models")).expanduser().resolve()
+        return cls(
+            home=home,
+            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+            mlflow_artifact_root=env.get("AUTOPILOT_MLFLOW_ARTIFACT_ROOT") or str(home / "mlartifacts"),
+            artifact_root=env.get("AUTOPILOT_ARTIFACT_ROOT") or str(home / "artifacts"),
+            optuna_storage=env.get("AUTOPILOT_OPTUNA_STORAGE") or f"sqlite:///{home / 'optuna.db'}",
+            config_dir=config_dir,
+        )
+
+    def with_home(self, home: Path) -> Settings:
+        """The embedded defaults under another home folder (used by tests)."""
+        home = home.resolve()
+        return replace(
+            self,
+            home=home,
+            mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+            mlflow_artifact_root=str(home / "mlartifacts"),
+            artifact_root=str(home / "artifacts"),
+            optuna_storage=f"sqlite:///{home / 'optuna.db'}",
+        )
+
+    def ensure_local_dirs(self) -> None:
+        """Create the local folders the embedded setup writes to (called by tasks, not on import)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        for root in (self.artifact_root, self.mlflow_artifact_root):
+            if "://" not in root:
+                Path(root).mkdir(parents=True, exist_ok=True)
