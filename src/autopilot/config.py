@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -45,14 +45,14 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     """The learning task."""
 
     BINARY_CLASSIFICATION = "binary_classification"
     REGRESSION = "regression"
 
 
-class ModelFamily(str, Enum):
+class ModelFamily(StrEnum):
     """The scikit-learn model families the tuner can choose from."""
 
     LINEAR = "linear"  # logistic regression for classification, ridge for regression
@@ -187,6 +187,10 @@ class RegistryConfig(_Frozen):
     """Where versions are registered."""
 
     name: str | None = Field(default=None, description="Registered model name; defaults to the model name.")
+    allow_pickle: bool = Field(
+        default=False,
+        description="Allow a pickle-based model file when skops cannot store the model with trusted types.",
+    )
 
 
 CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
@@ -199,7 +203,6 @@ class ModelConfig(_Frozen):
 
     name: Annotated[str, Field(pattern=IDENTIFIER)]
     description: str = ""
-    owner: str = "autopilot"
     task: Task
     data: DataConfig
     target: TargetConfig
@@ -215,11 +218,13 @@ class ModelConfig(_Frozen):
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelConfig:
         allowed = CLASSIFICATION_METRICS if self.task is Task.BINARY_CLASSIFICATION else REGRESSION_METRICS
-        for key, names in (("metric", [self.metric]), ("gates.min_metrics", list(self.gates.min_metrics)),
-                           ("gates.max_metrics", list(self.gates.max_metrics))):
+        named = (("metric", [self.metric]), ("gates.min_metrics", list(self.gates.min_metrics)),
+                 ("gates.max_metrics", list(self.gates.max_metrics)))
+        for key, names in named:
             for name in names:
                 if name not in allowed:
-                    raise ValueError(f"{key}: {name!r} is not a {self.task.value} metric; expected one of {list(allowed)}")
+                    raise ValueError(
+                        f"{key}: {name!r} is not a {self.task.value} metric; expected one of {list(allowed)}")
         if self.target.column in self.features:
             raise ValueError(f"target.column {self.target.column!r} is also listed under features")
         for attr in self.sensitive_attributes:

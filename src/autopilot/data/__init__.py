@@ -1,0 +1,1 @@
+"""Data: sources, validation (Great Expectations) and content-addressed snapshots."""

@@ -1,0 +1,1 @@
+"""Modeling: splits, search space, tuning (Optuna), training, fingerprint, reproduction."""

@@ -1,0 +1,1 @@
+"""Orchestration: the only Airflow-aware package (DAG factory, embedded Airflow set-up)."""

@@ -1,0 +1,49 @@
+# autopilot: `make demo` and `make test` work on a fresh clone with only Python 3.11.
+# `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export GX_ANALYTICS_ENABLED := False
+
+.PHONY: help install demo test lint typecheck pytest bench up down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv (if needed) and install the package with its dev tools
+
+demo: $(STAMP) ## train, validate, version, tune and register the Adult model through Airflow
+	$(BIN)/autopilot demo
+
+test: lint typecheck pytest ## lint, type-check and run every test
+
+lint: $(STAMP) ## ruff (with Airflow's AIR rules)
+	$(BIN)/ruff check src tests dags bench scripts
+
+typecheck: $(STAMP) ## mypy
+	$(BIN)/mypy
+
+pytest: $(STAMP) ## the test suite (unit, DAG, end-to-end, integration)
+	@$(BIN)/pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
+
+bench: $(STAMP) ## benchmarks (long; not run by CI): quality, FLAML, TPE vs random, parse time, overhead
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python bench/run_all.py
+
+up: $(STAMP) ## start the Airflow UI (api-server, scheduler, dag-processor, triggerer) and MLflow UI
+	$(BIN)/autopilot up
+
+down: ## stop what `make up` started
+	@test -x $(BIN)/autopilot && $(BIN)/autopilot down || true
+
+clean: down ## remove the embedded state (.autopilot/) but keep .venv
+	rm -rf .autopilot

@@ -1,0 +1,181 @@
+"""The embedded default: Airflow on SQLite with the LocalExecutor, MLflow on SQLite, local files.
+
+Everything lives under one home folder (`.autopilot/` in the project). Airflow is driven
+through its own CLI in subprocesses with an explicit environment, so the user's shell and any
+other Airflow installation are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from autopilot.settings import Settings
+
+__all__ = ["Embedded"]
+
+SERVICES = {
+    "api-server": ["airflow", "api-server", "--port", "{airflow_port}"],
+    "scheduler": ["airflow", "scheduler"],
+    "dag-processor": ["airflow", "dag-processor"],
+    "triggerer": ["airflow", "triggerer"],
+    "mlflow": ["mlflow", "server", "--backend-store-uri", "{mlflow_uri}", "--default-artifact-root",
+               "{mlflow_artifacts}", "--host", "127.0.0.1", "--port", "{mlflow_port}"],
+}
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """The embedded Airflow + MLflow set-up under `settings.home`."""
+
+    settings: Settings
+    project: Path
+    airflow_port: int = 8080
+    mlflow_port: int = 5001
+
+    @property
+    def airflow_home(self) -> Path:
+        """AIRFLOW_HOME for the embedded set-up."""
+        return self.settings.home / "airflow"
+
+    @property
+    def run_dir(self) -> Path:
+        """Where service pid files and logs go."""
+        return self.settings.home / "run"
+
+    def env(self) -> dict[str, str]:
+        """The environment every Airflow and MLflow process of the embedded set-up gets."""
+        home = self.airflow_home
+        env = dict(os.environ)
+        bin_dir = str(Path(sys.executable).parent)
+        env.update({
+            # Airflow runs `airflow` from PATH for task processes: put this venv first.
+            "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.project / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.project / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__API__PORT": str(self.airflow_port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.airflow_port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.airflow_port}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "AUTOPILOT_HOME": str(self.settings.home),
+            "AUTOPILOT_CONFIG_DIR": str(self.settings.config_dir),
+            "MLFLOW_TRACKING_URI": self.settings.mlflow_tracking_uri,
+            "AUTOPILOT_MLFLOW_ARTIFACT_ROOT": self.settings.mlflow_artifact_root,
+            "AUTOPILOT_ARTIFACT_ROOT": self.settings.artifact_root,
+            "AUTOPILOT_OPTUNA_STORAGE": self.settings.optuna_storage,
+            "GX_ANALYTICS_ENABLED": "False",
+            "PYTHONWARNINGS": env.get("PYTHONWARNINGS", "ignore::DeprecationWarning"),
+        })
+        return env
+
+    def _secret(self, name: str) -> str:
+        """A per-installation secret kept in the home folder (never in code or logs)."""
+        path = self.settings.home / f".{name}"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def migrate(self) -> None:
+        """Create or upgrade the Airflow metadata database (idempotent)."""
+        self.settings.ensure_local_dirs()
+        self.airflow_home.mkdir(parents=True, exist_ok=True)
+        self._run(["airflow", "db", "migrate"], log="db-migrate.log")
+
+    def _run(self, command: list[str], log: str) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / log, "w") as out:
+            done = subprocess.run(command, env=self.env(), stdout=out, stderr=subprocess.STDOUT, check=False)
+        if done.returncode != 0:
+            tail = (self.run_dir / log).read_text()[-3000:]
+            raise RuntimeError(f"`{' '.join(command)}` failed ({done.returncode}); log {self.run_dir / log}:\n{tail}")
+
+    def test_dag(self, dag_id: str, conf: dict[str, object] | None = None, stream: bool = True) -> int:
+        """Run one DAG run in-process with `airflow dags test`; return its exit code."""
+        command = ["airflow", "dags", "test", dag_id]
+        if conf:
+            command += ["--conf", json.dumps(conf)]
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.run_dir / f"{dag_id}.log"
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(command, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True)
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                if stream and _interesting(line):
+                    print("  " + line.rstrip()[:200], flush=True)
+            return process.wait()
+
+    def start(self) -> list[str]:
+        """Start the Airflow services and the MLflow UI, each in its own process group."""
+        self.migrate()
+        started = []
+        for name, template in SERVICES.items():
+            pid_file = self.run_dir / f"{name}.pid"
+            if pid_file.exists() and _alive(int(pid_file.read_text())):
+                continue
+            command = [part.format(airflow_port=self.airflow_port, mlflow_port=self.mlflow_port,
+                                   mlflow_uri=self.settings.mlflow_tracking_uri,
+                                   mlflow_artifacts=self.settings.mlflow_artifact_root) for part in template]
+            with open(self.run_dir / f"{name}.log", "a") as log:
+                process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True)  # its own group: `down` stops all of it
+            pid_file.write_text(str(process.pid))
+            started.append(name)
+        return started
+
+    def stop(self) -> list[str]:
+        """Stop every service started by `start` (the whole process group of each)."""
+        stopped = []
+        for pid_file in sorted(self.run_dir.glob("*.pid")):
+            pid = int(pid_file.read_text())
+            if _alive(pid):
+                _stop_group(pid)
+                stopped.append(pid_file.stem)
+            pid_file.unlink()
+        return stopped
+
+
+def _interesting(line: str) -> bool:
+    markers = ("Marking task as", "Task instance in failure state", "AirflowFailException", "GateFailure",
+               "ERROR", "dag_run_id", "state=success", "state=failed", "Dag run", "DagRun Finished")
+    return any(marker in line for marker in markers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _stop_group(pid: int, grace: float = 15.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
+    if _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass

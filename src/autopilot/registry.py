@@ -1,0 +1,245 @@
+"""The one MLflow adapter: tracking set-up, idempotent runs, model logging, versions and aliases.
+
+MLflow's APIs move between majors; every call autopilot makes to MLflow lives here, so one
+file absorbs each change. Registry stages are deprecated: versions are addressed by number
+or by alias (`challenger`, `champion`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
+
+    from autopilot.settings import Settings
+
+__all__ = [
+    "IDEMPOTENCY_TAG",
+    "ManifestError",
+    "ModelRef",
+    "client",
+    "configure",
+    "ensure_experiment",
+    "find_run",
+    "find_version",
+    "log_sklearn_model",
+    "resolve_version",
+    "set_alias",
+    "sha256_manifest",
+    "verify_manifest",
+]
+
+IDEMPOTENCY_TAG = "autopilot.idempotency_key"
+MANIFEST_TAG = "autopilot.sha256_manifest"
+# Types a skops file may contain. skops asks which types to trust when loading; it reads the
+# list from the model's own files, so this allowlist (checked at save time) and our SHA-256
+# manifest (checked at load time) are what keep a swapped file from running arbitrary code.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+TRUSTED_EXACT = frozenset({"functools.partial", "builtins.slice", "builtins.type"})
+
+
+class ManifestError(RuntimeError):
+    """Model files do not match the SHA-256 manifest recorded at registration."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version (small: it travels through XCom)."""
+
+    name: str
+    version: int
+    run_id: str
+    model_uri: str
+    source: str
+
+    def as_ref(self) -> dict[str, Any]:
+        """A JSON-safe dict."""
+        return {"name": self.name, "version": self.version, "run_id": self.run_id,
+                "model_uri": self.model_uri, "source": self.source}
+
+
+def configure(settings: Settings) -> None:
+    """Point MLflow at the configured tracking and registry store (called inside tasks)."""
+    import mlflow
+
+    settings.ensure_local_dirs()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+
+
+def client() -> MlflowClient:
+    """An MLflow client for the configured store."""
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def ensure_experiment(name: str, artifact_root: str) -> str:
+    """Get or create an experiment whose artifacts live under `artifact_root`; return its id."""
+    mlflow_client = client()
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = artifact_root.rstrip("/") + "/" + name.replace("/", "_")
+    try:
+        return str(mlflow_client.create_experiment(name, artifact_location=location))
+    except Exception:  # another task created it in between: use theirs
+        again = mlflow_client.get_experiment_by_name(name)
+        if again is None:
+            raise
+        return str(again.experiment_id)
+
+
+def find_run(experiment_id: str, key: str) -> Run | None:
+    """The newest run carrying an idempotency key, or None."""
+    runs = client().search_runs(
+        [experiment_id], filter_string=f"tags.`{IDEMPOTENCY_TAG}` = '{_quote(key)}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def find_version(name: str, key: str) -> ModelVersion | None:
+    """The model version registered under an idempotency key, or None."""
+    try:
+        versions = client().search_model_versions(
+            f"name = '{_quote(name)}' and tags.`{IDEMPOTENCY_TAG}` = '{_quote(key)}'"
+        )
+    except Exception as exc:  # the registered model does not exist yet
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+            return None
+        raise
+    return versions[0] if versions else None
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def requirements() -> list[str]:
+    """Pinned requirements for a logged model (inferring them costs seconds per model)."""
+    pins = []
+    for name in ("scikit-learn", "numpy", "pandas", "scipy", "skops", "cloudpickle"):
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def skops_types(model: object) -> list[str] | None:
+    """The non-default types a skops file of the model needs, or None if any is not trusted."""
+    import skops.io as sio
+
+    needed: list[str] = sio.get_untrusted_types(data=sio.dumps(model))
+    if all(t.startswith(TRUSTED_PREFIXES) or t in TRUSTED_EXACT for t in needed):
+        return needed
+    return None
+
+
+def log_sklearn_model(model: object, input_example: Any, signature: Any, allow_pickle: bool) -> Any:
+    """Log a fitted sklearn model to the active run, as skops when every type is trusted.
+
+    Raises:
+        ValueError: when the model needs an untrusted type and pickle is not allowed.
+    """
+    import mlflow.sklearn
+
+    trusted = skops_types(model)
+    if trusted is None and not allow_pickle:
+        raise ValueError(
+            "the model contains types outside the skops allowlist and registry.allow_pickle is false; "
+            "refusing to store it as a pickle"
+        )
+    fmt = "skops" if trusted is not None else "cloudpickle"
+    return mlflow.sklearn.log_model(
+        model, name="model", serialization_format=fmt, skops_trusted_types=trusted,
+        signature=signature, input_example=input_example, pip_requirements=requirements(),
+    )
+
+
+def sha256_manifest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under a folder, by relative path."""
+    manifest = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        manifest[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return manifest
+
+
+def verify_manifest(folder: Path, manifest: dict[str, str]) -> None:
+    """Check model files against their manifest before anything loads them.
+
+    Raises:
+        ManifestError: naming each missing, changed or unexpected file.
+    """
+    actual = sha256_manifest(folder)
+    problems = [f"missing file {name}" for name in manifest if name not in actual]
+    problems += [f"changed file {name}" for name in manifest if name in actual and actual[name] != manifest[name]]
+    problems += [f"unexpected file {name}" for name in actual if name not in manifest]
+    if problems:
+        raise ManifestError(f"model files fail SHA-256 verification: {'; '.join(problems)}")
+
+
+def create_version(name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
+    """Register a version, creating the registered model on first use."""
+    mlflow_client = client()
+    try:
+        mlflow_client.get_registered_model(name)
+    except Exception:
+        try:
+            mlflow_client.create_registered_model(name, description=f"Managed by autopilot ({name}).")
+        except Exception as exc:  # created concurrently by another task
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc):
+                raise
+    return mlflow_client.create_model_version(name, model_uri, run_id, tags=tags)
+
+
+def set_alias(name: str, alias: str, version: int) -> None:
+    """Point an alias at a version."""
+    client().set_registered_model_alias(name, alias, str(version))
+
+
+def resolve_version(name: str, spec: str | int) -> ModelVersion:
+    """A version by number or alias (`champion`, `challenger`, `latest`)."""
+    mlflow_client = client()
+    text = str(spec)
+    if text.isdigit():
+        return mlflow_client.get_model_version(name, text)
+    if text == "latest":
+        versions = mlflow_client.search_model_versions(f"name = '{_quote(name)}'", order_by=["version_number DESC"],
+                                                       max_results=1)
+        if not versions:
+            raise LookupError(f"model {name!r} has no versions")
+        return versions[0]
+    try:
+        return mlflow_client.get_model_version_by_alias(name, text)
+    except Exception as exc:
+        raise LookupError(f"model {name!r} has no version with alias {text!r}") from exc
+
+
+def download_verified(version: ModelVersion) -> Path:
+    """Download a version's files and verify them against the manifest tag."""
+    import mlflow
+
+    raw = (version.tags or {}).get(MANIFEST_TAG)
+    if not raw:
+        raise ManifestError(f"version {version.version} of {version.name} has no SHA-256 manifest tag")
+    folder = Path(mlflow.artifacts.download_artifacts(version.source))
+    verify_manifest(folder, json.loads(raw))
+    return folder
+
+
+def load_verified_model(version: ModelVersion) -> Any:
+    """Load a version's sklearn model after SHA-256 verification of its files."""
+    import mlflow.sklearn
+
+    folder = download_verified(version)
+    return mlflow.sklearn.load_model(str(folder))

@@ -1,0 +1,382 @@
+"""The lifecycle stages: one function per DAG task, each taking and returning small references.
+
+Each stage is idempotent. Its MLflow run is found again by an idempotency key
+(`<model>/<dag run id>/<stage>`), snapshots are content-addressed, the Optuna study is named
+after the data and search space, and the model version carries the key as a tag: a retry or
+rerun of the same DAG run finds what it already made and does nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autopilot import registry
+from autopilot.config import LoadedConfig, config_hash
+from autopilot.reports import GateFailure, GateReport
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.entities import Run
+
+    from autopilot.modeling.splits import Splits
+    from autopilot.settings import Settings
+    from autopilot.storage import ArtifactStore
+
+__all__ = [
+    "RunContext",
+    "experiment_name",
+    "load_batch",
+    "snapshot_data",
+    "train_and_register",
+    "tune_model",
+    "validate_data",
+]
+
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who is running the pipeline: the DAG run (or CLI invocation) behind every side effect."""
+
+    run_id: str
+    dag_id: str = ""
+    actor: str = "autopilot"
+
+    def key(self, cfg: LoadedConfig, stage: str) -> str:
+        """The idempotency key of one stage of this run."""
+        return f"{cfg.name}/{self.run_id}/{stage}"
+
+
+def experiment_name(cfg: LoadedConfig) -> str:
+    """The MLflow experiment holding every run of a model."""
+    return f"autopilot/{cfg.name}"
+
+
+def _store(settings: Settings) -> ArtifactStore:
+    from autopilot.storage import open_store
+
+    return open_store(settings.artifact_root)
+
+
+@contextmanager
+def _stage_run(cfg: LoadedConfig, settings: Settings, ctx: RunContext, stage: str) -> Iterator[Run]:
+    """Start, or resume after a retry, the MLflow run of one stage of one DAG run."""
+    import mlflow
+
+    registry.configure(settings)
+    experiment_id = registry.ensure_experiment(experiment_name(cfg), settings.mlflow_artifact_root)
+    key = ctx.key(cfg, stage)
+    existing = registry.find_run(experiment_id, key)
+    tags = {
+        registry.IDEMPOTENCY_TAG: key,
+        "autopilot.model": cfg.name,
+        "autopilot.stage": stage,
+        "autopilot.dag_id": ctx.dag_id,
+        "autopilot.dag_run_id": ctx.run_id,
+        "autopilot.actor": ctx.actor,
+    }
+    run_id = existing.info.run_id if existing else None
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=stage, tags=tags) as run:
+        yield run
+
+
+def _sources(cfg: LoadedConfig) -> list[tuple[str, str]]:
+    found = [("train", cfg.resolve(cfg.data.source))]
+    if cfg.data.test_source:
+        found.append(("test", cfg.resolve(cfg.data.test_source)))
+    return found
+
+
+def load_batch(cfg: LoadedConfig, location: str) -> pd.DataFrame:
+    """Read a source and bring it to the canonical layout."""
+    from autopilot.data.sources import canonicalize, read_frame
+
+    return canonicalize(read_frame(location, cfg.data.format), cfg)
+
+
+def _combine(reports: dict[str, GateReport]) -> GateReport:
+    reasons = [f"{split}: {reason}" for split, report in reports.items() for reason in report.reasons]
+    metrics = {f"{split}.{name}": value for split, report in reports.items() for name, value in report.metrics.items()}
+    return GateReport(
+        name="data_validation",
+        passed=all(report.passed for report in reports.values()),
+        metrics=metrics,
+        reasons=reasons,
+        details={split: report.details for split, report in reports.items()},
+    )
+
+
+def _validate_one(cfg: LoadedConfig, split: str, location: str, store: ArtifactStore, workdir: Path) -> tuple[
+        GateReport, dict[str, Any]]:
+    import mlflow
+
+    from autopilot.data.snapshot import digest_frame
+    from autopilot.data.sources import DataSourceError
+    from autopilot.data.validation import validate_batch
+
+    try:
+        frame = load_batch(cfg, location)
+    except DataSourceError as exc:
+        return GateReport.failed("data_validation", [str(exc)]), {"source": location, "digest": None}
+    digest = digest_frame(frame)[0] if len(frame.columns) else None
+    docs_dir = workdir / split
+    report = validate_batch(frame, cfg, docs_dir=docs_dir)
+    payload = report.model_dump(mode="json")
+    mlflow.log_dict(payload, f"validation/{split}/report.json")
+    if docs_dir.is_dir():
+        mlflow.log_artifacts(str(docs_dir), f"validation/{split}/data_docs")
+    report_key = f"validations/sha256/{digest or 'empty'}/{config_hash(cfg)[:16]}.json"
+    store.put(report_key, json.dumps(payload, indent=2, sort_keys=True).encode())
+    numeric = {f"validation.{split}.{k}": float(v) for k, v in report.metrics.items() if isinstance(v, int | float)}
+    mlflow.log_metrics(numeric)
+    mlflow.set_tags({
+        f"autopilot.source.{split}": location,
+        f"autopilot.digest.{split}": digest or "",
+        f"autopilot.validation.{split}.passed": str(report.passed),
+        f"autopilot.validation.{split}.report": store.uri(report_key),
+    })
+    return report, {"source": location, "digest": digest, "rows": len(frame), "report_uri": store.uri(report_key)}
+
+
+def validate_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> dict[str, Any]:
+    """Validate every batch the config names; fail closed with a report on any problem.
+
+    Returns:
+        `{"data_run_id", "batches": {split: {source, digest, rows, report_uri}}}`.
+
+    Raises:
+        GateFailure: when any batch fails validation (the report is recorded first).
+    """
+    store = _store(settings)
+    reports: dict[str, GateReport] = {}
+    batches: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp, _stage_run(cfg, settings, ctx, "data") as run:
+        for split, location in _sources(cfg):
+            reports[split], batches[split] = _validate_one(cfg, split, location, store, Path(tmp))
+        combined = _combine(reports)
+        import mlflow
+
+        mlflow.set_tag("autopilot.validation.passed", str(combined.passed))
+        if not combined.passed:
+            raise GateFailure(combined)
+    return {"data_run_id": run.info.run_id, "batches": batches}
+
+
+def _log_dataset_inputs(cfg: LoadedConfig, frames: dict[str, pd.DataFrame], snapshots: dict[str, Any],
+                        contexts: dict[str, str]) -> None:
+    import mlflow
+    import mlflow.data
+
+    for split, frame in frames.items():
+        snap = snapshots[split]
+        dataset = mlflow.data.from_pandas(
+            frame, source=snap["uri"], name=f"{cfg.name}-{split}", targets=cfg.target.column,
+            # MLflow's digest column holds 36 characters; the full SHA-256 is in the source URI.
+            digest=snap["digest"][:32],
+        )
+        mlflow.log_input(dataset, context=contexts[split])
+
+
+def snapshot_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext, validated: dict[str, Any]) -> dict[str, Any]:
+    """Store each validated batch once, content-addressed, and record it as an MLflow run input.
+
+    The batch is read again and must hash to the digest validation saw, so data that changed
+    in between is refused rather than versioned unvalidated.
+
+    Returns:
+        `{"data_run_id", "snapshots": {split: Snapshot.as_ref()}}`.
+    """
+    import mlflow
+
+    from autopilot.data.snapshot import write_snapshot
+
+    store = _store(settings)
+    snapshots: dict[str, Any] = {}
+    frames: dict[str, pd.DataFrame] = {}
+    for split, batch in validated["batches"].items():
+        frame = load_batch(cfg, batch["source"])
+        snapshots[split] = write_snapshot(frame, store, batch["source"], expected_digest=batch["digest"]).as_ref()
+        frames[split] = frame
+    with _stage_run(cfg, settings, ctx, "data"):
+        existing = {d.dataset.digest for d in (mlflow.active_run().inputs.dataset_inputs or [])}  # type: ignore[union-attr]
+        new = {split: frame for split, frame in frames.items() if snapshots[split]["digest"][:32] not in existing}
+        _log_dataset_inputs(cfg, new, snapshots, {split: split for split in new})
+        for split, snap in snapshots.items():
+            mlflow.set_tag(f"autopilot.snapshot.{split}", snap["uri"])
+    return {"data_run_id": validated["data_run_id"], "snapshots": snapshots}
+
+
+def _load_splits(cfg: LoadedConfig, settings: Settings,
+                 snapshots: dict[str, Any]) -> tuple[Splits, dict[str, pd.DataFrame]]:
+    from autopilot.data.snapshot import load_snapshot
+    from autopilot.modeling.splits import make_splits
+
+    store = _store(settings)
+    frames = {split: load_snapshot(store, snap["digest"]) for split, snap in snapshots.items()}
+    return make_splits(frames["train"], frames.get("test"), cfg), frames
+
+
+def study_name(cfg: LoadedConfig, train_digest: str) -> str:
+    """The Optuna study for a model, its training data and its search settings."""
+    import hashlib
+
+    search = {
+        "tuning": cfg.tuning.model_dump(mode="json"),
+        "split": cfg.split.model_dump(mode="json"),
+        "features": {k: v.type for k, v in cfg.features.items()},
+        "metric": cfg.metric,
+    }
+    digest = hashlib.sha256(json.dumps(search, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{cfg.name}-{train_digest[:12]}-{digest}"
+
+
+def tune_model(cfg: LoadedConfig, settings: Settings, ctx: RunContext, snapped: dict[str, Any]) -> dict[str, Any]:
+    """Search the model families and preprocessing with Optuna; log the study to MLflow.
+
+    The study lives in RDB storage under a name derived from the data and search settings,
+    so a retry resumes it and a rerun spends no second budget.
+
+    Returns:
+        `{"tune_run_id", "study_name", "best_params", "best_value", "n_trials"}`.
+    """
+    import mlflow
+
+    from autopilot.modeling.tuning import plot_history, tune
+
+    splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
+    name = study_name(cfg, snapped["snapshots"]["train"]["digest"])
+    with tempfile.TemporaryDirectory() as tmp, _stage_run(cfg, settings, ctx, "tune") as run:
+        result = tune(splits.X_train, splits.y_train, cfg, settings.optuna_storage, name)
+        trials_csv = Path(tmp) / "trials.csv"
+        result.trials.to_csv(trials_csv, index=False)
+        mlflow.log_artifact(str(trials_csv), "tuning")
+        mlflow.log_artifact(str(plot_history(result, Path(tmp) / "optimization_history.png")), "tuning")
+        mlflow.log_dict(result.best_params, "tuning/best_params.json")
+        mlflow.log_metrics({f"cv_{cfg.metric}": result.best_value, "n_trials": result.n_trials,
+                            "n_pruned": result.n_pruned, "n_complete": result.n_complete})
+        mlflow.set_tags({"autopilot.study_name": name, "autopilot.best_family": str(result.best_params["family"])})
+    return {"tune_run_id": run.info.run_id, "study_name": name, "best_params": result.best_params,
+            "best_value": result.best_value, "n_trials": result.n_trials}
+
+
+def _quality_floor(cfg: LoadedConfig, metrics: dict[str, float]) -> GateReport:
+    import math
+
+    reasons = []
+    for name, floor in cfg.gates.min_metrics.items():
+        value = metrics.get(name, math.nan)
+        if not value >= floor:  # NaN fails too
+            reasons.append(f"test {name} {value:.4f} is below the floor {floor}")
+    for name, ceiling in cfg.gates.max_metrics.items():
+        value = metrics.get(name, math.nan)
+        if not value <= ceiling:
+            reasons.append(f"test {name} {value:.4f} is above the ceiling {ceiling}")
+    thresholds = {**{k: f">= {v}" for k, v in cfg.gates.min_metrics.items()},
+                  **{k: f"<= {v}" for k, v in cfg.gates.max_metrics.items()}}
+    return GateReport(name="quality_floor", passed=not reasons, metrics=metrics, thresholds=thresholds, reasons=reasons)
+
+
+def signature_for(cfg: LoadedConfig, X: pd.DataFrame, scores: Any) -> Any:
+    """The MLflow signature: one typed column per feature, from the config, not guessed."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema([ColSpec("double" if spec.type == "numeric" else "string", name)
+                     for name, spec in cfg.features.items()])
+    outputs = Schema([ColSpec("double", "score")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, snapped: dict[str, Any],
+                       tuned: dict[str, Any]) -> dict[str, Any]:
+    """Refit the best pipeline, evaluate it on the held-out split, log and register it.
+
+    Returns:
+        `ModelRef.as_ref()` plus `metrics` and `train_run_id`; the version has alias
+        `challenger` and a SHA-256 manifest tag.
+
+    Raises:
+        GateFailure: when the test metrics miss the configured floors (nothing is registered).
+    """
+    name = cfg.registered_model_name
+    key = ctx.key(cfg, "train")
+    registry.configure(settings)
+    found = registry.find_version(name, key)
+    if found is not None:  # this DAG run already registered its version
+        return _version_ref(found)
+    splits, frames = _load_splits(cfg, settings, snapped["snapshots"])
+    with tempfile.TemporaryDirectory() as tmp, _stage_run(cfg, settings, ctx, "train") as run:
+        info, metrics, manifest = _fit_and_log(cfg, snapped, tuned, splits, frames, Path(tmp))
+        tags = _version_tags(cfg, ctx, snapped, tuned, metrics, manifest, key)
+    version = registry.create_version(name, info.model_uri, run.info.run_id, tags)
+    registry.set_alias(name, CHALLENGER, int(version.version))
+    return {**_version_ref(version), "metrics": metrics}
+
+
+def _fit_and_log(cfg: LoadedConfig, snapped: dict[str, Any], tuned: dict[str, Any], splits: Splits,
+                 frames: dict[str, pd.DataFrame], workdir: Path) -> tuple[Any, dict[str, float], dict[str, str]]:
+    import mlflow
+    import numpy as np
+
+    from autopilot.modeling.fingerprint import environment_fingerprint, fingerprint_tags
+    from autopilot.modeling.training import evaluate, fit_pipeline, predict_scores
+
+    params, seed = tuned["best_params"], cfg.tuning.seed
+    _log_dataset_inputs(cfg, frames, snapped["snapshots"], {"train": "training", "test": "testing"})
+    pipeline = fit_pipeline(params, cfg, splits.X_train, splits.y_train, seed)
+    metrics = evaluate(pipeline, splits.X_test, splits.y_test, cfg.task)
+    mlflow.log_params({f"model.{k}": v for k, v in params.items()})
+    mlflow.log_dict(params, "model_params.json")
+    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    seeds = {"split": cfg.split.seed, "tuning": cfg.tuning.seed, "estimator": seed}
+    fingerprint = environment_fingerprint(config_hash(cfg), seeds)
+    mlflow.log_dict(fingerprint, "environment.json")
+    mlflow.set_tags(fingerprint_tags(fingerprint))
+    mlflow.log_dict(json.loads(cfg.model_dump_json(exclude={"path"})), "config.json")
+    scores = predict_scores(pipeline, splits.X_test, cfg.task)
+    np.save(workdir / "test_scores.npy", scores)
+    mlflow.log_artifact(str(workdir / "test_scores.npy"), "evaluation")
+    floor = _quality_floor(cfg, metrics)
+    mlflow.log_dict(floor.model_dump(mode="json"), "gates/quality_floor.json")
+    if not floor.passed:
+        mlflow.set_tag("autopilot.decision", "rejected: " + "; ".join(floor.reasons))
+        raise GateFailure(floor)
+    info = registry.log_sklearn_model(pipeline, splits.X_test.head(5), signature_for(cfg, splits.X_test, scores),
+                                      cfg.registry.allow_pickle)
+    manifest = registry.sha256_manifest(Path(mlflow.artifacts.download_artifacts(info.model_uri)))
+    mlflow.log_dict(manifest, "model_manifest.json")
+    return info, metrics, manifest
+
+
+def _version_tags(cfg: LoadedConfig, ctx: RunContext, snapped: dict[str, Any], tuned: dict[str, Any],
+                  metrics: dict[str, float], manifest: dict[str, str], key: str) -> dict[str, str]:
+    snaps = snapped["snapshots"]
+    tags = {
+        registry.IDEMPOTENCY_TAG: key,
+        registry.MANIFEST_TAG: json.dumps(manifest, sort_keys=True),
+        "autopilot.model": cfg.name,
+        "autopilot.dag_run_id": ctx.run_id,
+        "autopilot.data_run_id": snapped["data_run_id"],
+        "autopilot.tune_run_id": tuned["tune_run_id"],
+        "autopilot.study_name": tuned["study_name"],
+        "autopilot.family": str(tuned["best_params"]["family"]),
+        "autopilot.snapshot.train": f"sha256:{snaps['train']['digest']}",
+        f"autopilot.test_{cfg.metric}": f"{metrics[cfg.metric]:.6f}",
+    }
+    if "test" in snaps:
+        tags["autopilot.snapshot.test"] = f"sha256:{snaps['test']['digest']}"
+    return tags
+
+
+def _version_ref(version: Any) -> dict[str, Any]:
+    return registry.ModelRef(
+        name=version.name, version=int(version.version), run_id=version.run_id,
+        model_uri=f"models:/{version.name}/{version.version}", source=version.source,
+    ).as_ref()

@@ -1,0 +1,98 @@
+"""Shared fixtures. Airflow reads its configuration when first imported, so the environment
+for an isolated, example-free Airflow is set here, before any test module imports it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+ADULT_CONFIG = PROJECT / "config" / "models" / "adult_income.yaml"
+
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="autopilot-airflow-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT / "dags"))
+os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Any:
+    """Embedded-default settings under a fresh temporary home."""
+    from autopilot.settings import Settings
+
+    return Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"), "AUTOPILOT_CONFIG_DIR": str(tmp_path)})
+
+
+@pytest.fixture(scope="session")
+def adult_frames() -> tuple[Any, Any]:
+    """The bundled Adult train and test splits, raw."""
+    import pandas as pd
+
+    return (pd.read_csv(PROJECT / "data/adult/adult_train.csv.gz"),
+            pd.read_csv(PROJECT / "data/adult/adult_test.csv.gz"))
+
+
+def adult_config_dict(**overrides: Any) -> dict[str, Any]:
+    """The demo config as a dict, with top-level sections replaced by `overrides`."""
+    raw = yaml.safe_load(ADULT_CONFIG.read_text())
+    raw.update(overrides)
+    return raw
+
+
+TINY_TUNING = {"n_trials": 3, "timeout_seconds": 60, "families": ["linear", "hist_gradient_boosting"],
+               "seed": 7, "n_startup_trials": 2}
+
+
+@pytest.fixture
+def small_adult(tmp_path: Path, adult_frames: tuple[Any, Any]) -> Callable[..., Path]:
+    """Write a small Adult sample and a config with a tiny budget; return the config path.
+
+    Keyword arguments replace config sections; `mutate_train` edits the training frame first.
+    """
+
+    def make(name: str = "adult_small", rows: int = 1500, test_rows: int = 800,
+             mutate_train: Callable[[Any], Any] | None = None, **overrides: Any) -> Path:
+        train, test = adult_frames
+        train = train.sample(rows, random_state=0).reset_index(drop=True)
+        test = test.sample(test_rows, random_state=0).reset_index(drop=True)
+        if mutate_train is not None:
+            train = mutate_train(train)
+        data_dir = tmp_path / "data"
+        data_dir.mkdir(exist_ok=True)
+        train.to_csv(data_dir / f"{name}_train.csv", index=False)
+        test.to_csv(data_dir / f"{name}_test.csv", index=False)
+        sections = {
+            "name": name,
+            "data": {"source": f"data/{name}_train.csv", "test_source": f"data/{name}_test.csv"},
+            "validation": {"min_rows": 100, "max_rows": 1_000_000},
+            "tuning": TINY_TUNING,
+            "split": {"seed": 42, "cv_folds": 2},
+            "gates": {"min_metrics": {"roc_auc": 0.7}},
+            "registry": {"name": name},
+        }
+        sections.update(overrides)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(adult_config_dict(**sections), sort_keys=False))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def mlflow_clean() -> Iterator[None]:
+    """End any MLflow run a failed test left active."""
+    yield
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()

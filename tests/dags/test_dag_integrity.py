@@ -1,0 +1,84 @@
+"""DAG integrity: every DAG file imports cleanly, fast, without heavy imports, and is well-formed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT
+
+DAGS = PROJECT / "dags"
+HEAVY = ("pandas", "sklearn", "mlflow", "optuna", "great_expectations", "shap", "evidently", "pyarrow")
+
+
+@pytest.fixture(scope="module")
+def dagbag():  # type: ignore[no-untyped-def]
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_no_import_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
+    assert dagbag.import_errors == {}
+    assert "autopilot_training__adult_income" in dagbag.dags
+
+
+def test_every_dag_is_well_formed(dagbag) -> None:  # type: ignore[no-untyped-def]
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.tags and "autopilot" in dag.tags, dag_id
+        assert dag.doc_md and len(dag.doc_md) > 100, dag_id
+        assert dag.catchup is False and dag.max_active_runs == 1, dag_id
+        assert dag.start_date is not None and dag.start_date.year == 2026, dag_id
+        for task in dag.tasks:
+            assert task.owner == "autopilot", (dag_id, task.task_id)
+
+
+def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.dags["autopilot_training__adult_income"]
+    assert dag.tags == ["autopilot", "training", "model:adult_income"] or set(dag.tags) == {
+        "autopilot", "training", "model:adult_income"}
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert set(tasks) == {"validate", "snapshot", "tune", "train_and_register"}
+    assert tasks["validate"].retries == 0  # a gate: no retry
+    for name in ("snapshot", "tune", "train_and_register"):
+        assert tasks[name].retries == 2 and tasks[name].retry_exponential_backoff
+    assert tasks["validate"].downstream_task_ids == {"snapshot"}
+    assert tasks["snapshot"].downstream_task_ids == {"tune", "train_and_register"}
+    assert tasks["tune"].downstream_task_ids == {"train_and_register"}
+
+
+def test_one_dag_per_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopilot.orchestration.factory import training_dags
+
+    for name in ("alpha", "beta"):
+        (tmp_path / f"{name}.yaml").write_text("name: x\n")  # not read at parse time
+    monkeypatch.setenv("AUTOPILOT_CONFIG_DIR", str(tmp_path))
+    assert sorted(training_dags(Path("/nonexistent"))) == ["autopilot_training__alpha", "autopilot_training__beta"]
+
+
+PROBE = """
+import sys, time
+start = time.perf_counter()
+from airflow.dag_processing.dagbag import DagBag
+base = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+end = time.perf_counter()
+heavy = [m for m in {heavy!r} if m in sys.modules]
+print(len(bag.dags), len(bag.import_errors), end - base, ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize("dag_file", sorted(p.name for p in DAGS.glob("*.py")))
+def test_parse_is_fast_and_imports_nothing_heavy(dag_file: str) -> None:
+    """Parsed in a fresh interpreter, as the DAG processor would; heavy libraries stay unimported."""
+    probe = PROBE.format(heavy=HEAVY)
+    out = subprocess.run([sys.executable, "-c", probe, str(DAGS / dag_file)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.strip().splitlines()[-1]
+    n_dags, n_errors, seconds, heavy = out.split(" ") if out.count(" ") == 3 else (*out.split(" "), "")
+    assert int(n_errors) == 0 and int(n_dags) >= 1
+    assert heavy == "", f"{dag_file} imports heavy modules at parse time: {heavy}"
+    # Generous bound against pathologies (the benchmark measures the real ratio).
+    assert float(seconds) < 5.0

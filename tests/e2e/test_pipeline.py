@@ -1,0 +1,130 @@
+"""End-to-end runs of the four stages in-process (no Airflow), on small data and tiny budgets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from autopilot import registry
+from autopilot.cli import run_pipeline
+from autopilot.config import load_config
+from autopilot.lineage import format_lineage, lineage
+from autopilot.modeling.reproduce import reproduce
+from autopilot.reports import GateFailure
+from autopilot.stages import RunContext, validate_data
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
+
+
+def versions(name: str) -> list[Any]:
+    try:
+        return list(registry.client().search_model_versions(f"name = '{name}'"))
+    except Exception:
+        return []
+
+
+def test_pipeline_registers_a_reproducible_challenger(small_adult: Callable[..., Path], settings: Any) -> None:
+    cfg = load_config(small_adult())
+    ref = run_pipeline(cfg, settings, "run-1")
+    assert ref["version"] == 1 and ref["metrics"]["roc_auc"] > 0.8
+    version = registry.resolve_version(cfg.registered_model_name, "challenger")
+    assert int(version.version) == 1
+    tags = version.tags
+    manifest = json.loads(tags[registry.MANIFEST_TAG])
+    assert any(name.endswith(".skops") for name in manifest), manifest  # no pickle
+    assert tags["autopilot.snapshot.train"].startswith("sha256:")
+    run = registry.client().get_run(version.run_id)
+    assert run.data.tags["env.pkg.scikit-learn"] and run.data.tags["env.git_commit"]
+    assert {d.context for d in [i.tags[0] for i in run.inputs.dataset_inputs if i.tags]} or run.inputs.dataset_inputs
+    artifacts = {a.path for a in registry.client().list_artifacts(version.run_id)}
+    assert {"environment.json", "model_params.json", "config.json", "model_manifest.json"} <= artifacts
+    tune_artifacts = {a.path for a in registry.client().list_artifacts(tags["autopilot.tune_run_id"], "tuning")}
+    assert {"tuning/trials.csv", "tuning/optimization_history.png", "tuning/best_params.json"} <= tune_artifacts
+
+    chain = lineage(cfg.registered_model_name, 1)
+    text = format_lineage(chain)
+    assert chain["batches"]["train"]["rows"] == 1500 and chain["batches"]["test"]["rows"] == 800
+    assert chain["batches"]["train"]["validation_passed"] is True
+    assert "source" in text and "snapshot" in text and "validation" in text and "version 1" in text
+
+    report = reproduce(settings, cfg.registered_model_name, 1)
+    assert report.reproduced, report.as_dict()
+
+
+def test_rerun_of_the_same_run_creates_nothing_new(small_adult: Callable[..., Path], settings: Any) -> None:
+    import optuna
+
+    cfg = load_config(small_adult())
+    first = run_pipeline(cfg, settings, "same-run")
+    studies = optuna.get_all_study_summaries(settings.optuna_storage)
+    trials = studies[0].n_trials
+    second = run_pipeline(cfg, settings, "same-run")
+    assert second["version"] == first["version"] == 1
+    assert len(versions(cfg.registered_model_name)) == 1
+    again = optuna.get_all_study_summaries(settings.optuna_storage)
+    assert len(again) == 1 and again[0].n_trials == trials
+    snapshots = list(Path(settings.artifact_root).rglob("*.parquet"))
+    assert len(snapshots) == 2  # train and test, each stored once
+    runs = registry.client().search_runs([registry.client().get_experiment_by_name("autopilot/adult_small")
+                                          .experiment_id])
+    assert sorted(r.data.tags["autopilot.stage"] for r in runs) == ["data", "train", "tune"]
+    # A new DAG run on the same data is a new version, reusing the finished study.
+    third = run_pipeline(cfg, settings, "next-run")
+    assert third["version"] == 2
+    assert optuna.get_all_study_summaries(settings.optuna_storage)[0].n_trials == trials
+
+
+BAD_DATA: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
+    "missing column": lambda f: f.drop(columns=["age"]),
+    "flood of nulls": lambda f: f.assign(occupation=None),
+    "out-of-range values": lambda f: f.assign(age=f["age"].where(f.index % 10 != 0, 250)),
+    "unknown category": lambda f: f.assign(workclass=f["workclass"].where(f.index % 7 != 0, "Space-force")),
+    "empty file": lambda f: f.iloc[0:0],
+    "wrong label": lambda f: f.assign(income=f["income"].where(f.index % 5 != 0, "maybe")),
+}
+EXPECTED = {
+    "missing column": "age",
+    "flood of nulls": "occupation",
+    "out-of-range values": "age",
+    "unknown category": "Space-force",
+    "empty file": "0 rows",
+    "wrong label": "income",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_data_stops_before_training(case: str, small_adult: Callable[..., Path], settings: Any) -> None:
+    cfg = load_config(small_adult(mutate_train=BAD_DATA[case]))
+    with pytest.raises(GateFailure) as err:
+        run_pipeline(cfg, settings, "bad")
+    report = err.value.report
+    assert not report.passed and any(EXPECTED[case] in reason for reason in report.reasons), report.reasons
+    registry.configure(settings)
+    assert versions(cfg.registered_model_name) == []
+    assert not list(Path(settings.artifact_root).rglob("*.parquet"))  # nothing versioned
+    # The failure is recorded: a FAILED data run with the report attached.
+    run = registry.find_run(registry.client().get_experiment_by_name("autopilot/adult_small").experiment_id,
+                            "adult_small/bad/data")
+    assert run is not None and run.info.status == "FAILED"
+    assert run.data.tags["autopilot.validation.passed"] == "False"
+
+
+def test_quality_floor_blocks_registration(small_adult: Callable[..., Path], settings: Any) -> None:
+    cfg = load_config(small_adult(gates={"min_metrics": {"roc_auc": 0.999}}))
+    with pytest.raises(GateFailure, match="roc_auc .* below the floor 0.999"):
+        run_pipeline(cfg, settings, "floor")
+    assert versions(cfg.registered_model_name) == []
+
+
+def test_validation_records_data_docs(small_adult: Callable[..., Path], settings: Any) -> None:
+    cfg = load_config(small_adult())
+    refs = validate_data(cfg, settings, RunContext(run_id="docs"))
+    assert refs["batches"]["train"]["rows"] == 1500
+    artifacts = [a.path for a in registry.client().list_artifacts(refs["data_run_id"], "validation/train")]
+    assert "validation/train/report.json" in artifacts
+    assert "validation/train/data_docs" in artifacts
