@@ -287,7 +287,7 @@ class LoadedConfig(ModelConfig):
         return str(candidate.resolve())
 
 
-def _format_error(path: Path, error: dict[str, Any]) -> str:
+def _format_error(path: Path, error: Any) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = error["msg"]
     if error["type"] == "extra_forbidden":

@@ -25,7 +25,7 @@ def lineage(model_name: str, version_spec: str | int) -> dict[str, Any]:
     """The recorded chain behind one model version, as a JSON-safe dict."""
     mlflow_client = registry.client()
     version = registry.resolve_version(model_name, version_spec)
-    train_run = mlflow_client.get_run(version.run_id)
+    train_run = mlflow_client.get_run(str(version.run_id))
     tags = version.tags or {}
     data_run = mlflow_client.get_run(tags["autopilot.data_run_id"]) if tags.get("autopilot.data_run_id") else None
     data_tags = data_run.data.tags if data_run else {}

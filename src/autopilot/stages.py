@@ -172,11 +172,11 @@ def validate_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> dic
 def _log_dataset_inputs(cfg: LoadedConfig, frames: dict[str, pd.DataFrame], snapshots: dict[str, Any],
                         contexts: dict[str, str]) -> None:
     import mlflow
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
 
     for split, frame in frames.items():
         snap = snapshots[split]
-        dataset = mlflow.data.from_pandas(
+        dataset = from_pandas(
             frame, source=snap["uri"], name=f"{cfg.name}-{split}", targets=cfg.target.column,
             # MLflow's digest column holds 36 characters; the full SHA-256 is in the source URI.
             digest=snap["digest"][:32],

@@ -40,7 +40,10 @@ def test_pipeline_registers_a_reproducible_challenger(small_adult: Callable[...,
     assert tags["autopilot.snapshot.train"].startswith("sha256:")
     run = registry.client().get_run(version.run_id)
     assert run.data.tags["env.pkg.scikit-learn"] and run.data.tags["env.git_commit"]
-    assert {d.context for d in [i.tags[0] for i in run.inputs.dataset_inputs if i.tags]} or run.inputs.dataset_inputs
+    contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
+    assert contexts == {"training", "testing"}
+    digests = {i.dataset.digest for i in run.inputs.dataset_inputs}
+    assert tags["autopilot.snapshot.train"].removeprefix("sha256:")[:32] in digests
     artifacts = {a.path for a in registry.client().list_artifacts(version.run_id)}
     assert {"environment.json", "model_params.json", "config.json", "model_manifest.json"} <= artifacts
     tune_artifacts = {a.path for a in registry.client().list_artifacts(tags["autopilot.tune_run_id"], "tuning")}

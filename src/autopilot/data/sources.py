@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -38,7 +38,7 @@ def detect_format(location: str, declared: str = "auto") -> str:
     raise DataSourceError(f"{location}: cannot tell the format from the name; set data.format to csv or parquet")
 
 
-def read_bytes(location: str, s3_client: object | None = None) -> bytes:
+def read_bytes(location: str, s3_client: Any | None = None) -> bytes:
     """Read a whole object from a local path or an s3:// URI (through boto3)."""
     parsed = urlparse(location)
     if parsed.scheme == "s3":
@@ -48,7 +48,7 @@ def read_bytes(location: str, s3_client: object | None = None) -> bytes:
 
             client = boto3.client("s3")
         try:
-            response = client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))  # type: ignore[attr-defined]
+            response = client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
         except Exception as exc:  # botocore raises many types; name the object either way
             raise DataSourceError(f"{location}: cannot read from S3: {exc}") from exc
         body: bytes = response["Body"].read()
@@ -62,7 +62,7 @@ def read_bytes(location: str, s3_client: object | None = None) -> bytes:
         raise DataSourceError(f"{location}: cannot read the file ({exc.strerror or exc})") from exc
 
 
-def read_frame(location: str, declared_format: str = "auto", s3_client: object | None = None) -> pd.DataFrame:
+def read_frame(location: str, declared_format: str = "auto", s3_client: Any | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet batch as it is, without any type conversion.
 
     An empty file gives an empty frame (validation then rejects it), not an exception.

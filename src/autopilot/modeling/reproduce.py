@@ -71,7 +71,7 @@ def reproduce(settings: Settings, model_name: str, version_spec: str | int) -> R
 
     registry.configure(settings)
     version = registry.resolve_version(model_name, version_spec)
-    tags, run_id = version.tags or {}, version.run_id
+    tags, run_id = version.tags or {}, str(version.run_id)
     cfg = ModelConfig.model_validate(json.loads(_recorded(run_id, "config.json").read_text()))
     params = json.loads(_recorded(run_id, "model_params.json").read_text())
     environment = json.loads(_recorded(run_id, "environment.json").read_text())

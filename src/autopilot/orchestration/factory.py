@@ -126,8 +126,10 @@ def training_dag(model: str, config_path: Path) -> DAG:
             ctx, settings = _context()
             return dict(_gate(stage, _config(path, model), settings, ctx, snapped, tuned))
 
-        snapped = snapshot(validate())
-        train_and_register(snapped, tune(snapped))
+        # The decorated calls return XComArgs (references resolved at run time), not dicts.
+        snapped: Any = snapshot(validate())  # type: ignore[arg-type]
+        tuned: Any = tune(snapped)
+        train_and_register(snapped, tuned)
 
     return training()
 

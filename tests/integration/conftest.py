@@ -1,0 +1,85 @@
+"""Real services for integration tests: PostgreSQL on 127.0.0.1:5432 and moto's S3 server.
+
+When `AUTOPILOT_REQUIRE_SERVICES=1` (set by `.ci/run`), a missing service fails the tests
+instead of skipping them, so CI cannot pass by skipping."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+PG_DSN = os.environ.get("AUTOPILOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("AUTOPILOT_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_factory() -> Iterator[Callable[[], str]]:
+    """Makes fresh, empty PostgreSQL databases (dropped afterwards); each call gives a URL."""
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(PG_DSN, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        _unavailable(f"PostgreSQL at {PG_DSN}: {exc}")
+    admin.autocommit = True
+    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"autopilot_test_{uuid.uuid4().hex[:12]}"
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"{base}/{name}"
+
+    try:
+        yield make
+    finally:
+        with admin.cursor() as cur:
+            for name in made:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def postgres_db(postgres_factory: Callable[[], str]) -> str:
+    """One fresh PostgreSQL database URL."""
+    return postgres_factory()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's S3 server on loopback; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 S3 client on moto's server, with a fresh bucket; the same code path as AWS."""
+    import boto3
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_server}.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3")
+    bucket = f"autopilot-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    client.bucket = bucket  # type: ignore[attr-defined]
+    return client
