@@ -200,13 +200,14 @@ def _print_summary(chain: dict[str, Any], settings: Any, embedded: Any, seconds:
         print(f"validation      [{split}] {'passed' if batch['validation_passed'] else 'FAILED'}: "
               f"{batch['validation_report']}")
         print(f"snapshot        [{split}] {batch['snapshot']}")
-    print(f"tuning          study {chain['tuning']['study']}, best family {chain['tuning']['family']}")
+    print(f"tuning          study {chain['tuning']['study']}, best family {chain['tuning']['family']}, "
+          f"{chain['tuning']['n_trials']} trials")
     print(f"artifacts       {settings.artifact_root} (snapshots, reports); MLflow {settings.mlflow_artifact_root}")
     print(f"MLflow store    {settings.mlflow_tracking_uri}")
     print(f"lineage         autopilot lineage {chain['model']}@{chain['version']}")
     print(f"reproduce       autopilot reproduce {chain['model']} --version {chain['version']}")
-    print(f"UIs             make up -> Airflow http://127.0.0.1:{embedded.airflow_port} (admin/admin), "
-          f"MLflow http://127.0.0.1:{embedded.mlflow_port}; make down stops them")
+    print(f"UIs             make up -> Airflow http://127.0.0.1:{embedded.airflow_port} (it prints the admin "
+          f"password), MLflow http://127.0.0.1:{embedded.mlflow_port}; make down stops them")
     print("=" * 72)
 
 
@@ -215,8 +216,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     embedded = _embedded(_settings())
     started = embedded.start()
     print(f"started: {', '.join(started) or 'nothing (already running)'}; logs in {embedded.run_dir}")
-    print(f"Airflow  http://127.0.0.1:{embedded.airflow_port}  (user admin, password admin)")
+    healthy = embedded.wait_healthy(timeout=args.wait)
+    password = embedded.admin_password()
+    login = f"user admin, password {password}" if password else "password: see the api-server log"
+    print(f"Airflow  http://127.0.0.1:{embedded.airflow_port}  ({login})")
     print(f"MLflow   http://127.0.0.1:{embedded.mlflow_port}")
+    if not healthy:
+        print(f"not healthy after {args.wait:.0f} s; see the logs in {embedded.run_dir}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -266,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the training DAG on the embedded default and summarize")
     demo.add_argument("--model", default="adult_income")
     demo.set_defaults(func=cmd_demo)
-    sub.add_parser("up", help="start the Airflow and MLflow UIs").set_defaults(func=cmd_up)
+    up = sub.add_parser("up", help="start the Airflow and MLflow UIs")
+    up.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the services to be healthy")
+    up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop them").set_defaults(func=cmd_down)
     return parser
 
@@ -276,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     from autopilot.config import ConfigError
 
     args = build_parser().parse_args(argv)
+    # Progress bars of artifact downloads would bury the output of every command.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return int(args.func(args))
     except (ConfigError, LookupError, FileNotFoundError, ValueError) as exc:

@@ -29,7 +29,9 @@ def lineage(model_name: str, version_spec: str | int) -> dict[str, Any]:
     tags = version.tags or {}
     data_run = mlflow_client.get_run(tags["autopilot.data_run_id"]) if tags.get("autopilot.data_run_id") else None
     data_tags = data_run.data.tags if data_run else {}
-    splits = sorted(k.split(".")[-1] for k in data_tags if k.startswith("autopilot.source."))
+    # Training data first, then the held-out batch.
+    splits = sorted((k.split(".")[-1] for k in data_tags if k.startswith("autopilot.source.")),
+                    key=lambda s: (s != "train", s))
     batches = {
         split: {
             "source": data_tags.get(f"autopilot.source.{split}"),
@@ -48,8 +50,7 @@ def lineage(model_name: str, version_spec: str | int) -> dict[str, Any]:
         "aliases": aliases,
         "batches": batches,
         "data_run_id": data_run.info.run_id if data_run else None,
-        "tuning": {"run_id": tags.get("autopilot.tune_run_id"), "study": tags.get("autopilot.study_name"),
-                   "family": tags.get("autopilot.family")},
+        "tuning": _tuning(tags),
         "training": {
             "run_id": train_run.info.run_id,
             "metrics": {k: v for k, v in sorted(train_run.data.metrics.items()) if k.startswith("test_")},
@@ -59,6 +60,16 @@ def lineage(model_name: str, version_spec: str | int) -> dict[str, Any]:
         "model_uri": f"models:/{model_name}/{version.version}",
         "source": version.source,
     }
+
+
+def _tuning(tags: dict[str, str]) -> dict[str, Any]:
+    run_id = tags.get("autopilot.tune_run_id")
+    n_trials = None
+    if run_id:
+        metrics = registry.client().get_run(run_id).data.metrics
+        n_trials = int(metrics["n_trials"]) if "n_trials" in metrics else None
+    return {"run_id": run_id, "study": tags.get("autopilot.study_name"), "family": tags.get("autopilot.family"),
+            "n_trials": n_trials}
 
 
 def _rows(run: Any, snapshot: str) -> int | None:
@@ -93,7 +104,8 @@ def format_lineage(chain: dict[str, Any]) -> str:
     metrics = ", ".join(f"{k.removeprefix('test_')}={v:.4f}" for k, v in training["metrics"].items())
     lines += [
         f"data run    {chain['data_run_id']}",
-        f"tuning      study {tuning['study']} (best family {tuning['family']}), run {tuning['run_id']}",
+        f"tuning      study {tuning['study']} ({tuning['n_trials']} trials, best family {tuning['family']}), "
+        f"run {tuning['run_id']}",
         f"training    run {training['run_id']} (DAG run {training['dag_run_id']}, git {training['git_commit']})",
         f"            test: {metrics}",
         f"model       {chain['model']} version {chain['version']}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -116,10 +117,12 @@ class Embedded:
             process = subprocess.Popen(command, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True)
             assert process.stdout is not None
+            progress = _Progress()
             for line in process.stdout:
                 log.write(line)
-                if stream and _interesting(line):
-                    print("  " + line.rstrip()[:200], flush=True)
+                shown = progress.line(line) if stream else None
+                if shown:
+                    print(shown, flush=True)
             return process.wait()
 
     def start(self) -> list[str]:
@@ -140,6 +143,32 @@ class Embedded:
             started.append(name)
         return started
 
+    def wait_healthy(self, timeout: float = 120.0) -> bool:
+        """Wait until Airflow reports every component healthy and MLflow answers."""
+        import urllib.request
+
+        urls = [f"http://127.0.0.1:{self.airflow_port}/api/v2/monitor/health",
+                f"http://127.0.0.1:{self.mlflow_port}/health"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                bodies = [urllib.request.urlopen(url, timeout=5).read() for url in urls]
+                health = json.loads(bodies[0])
+                if all(part.get("status") == "healthy" for part in health.values()):
+                    return True
+            except (OSError, ValueError):
+                pass
+            time.sleep(2)
+        return False
+
+    def admin_password(self) -> str | None:
+        """The admin password the simple auth manager generated for this installation."""
+        path = self.airflow_home / "simple_auth_manager_passwords.json.generated"
+        try:
+            return str(json.loads(path.read_text())["admin"])
+        except (OSError, ValueError, KeyError):
+            return None
+
     def stop(self) -> list[str]:
         """Stop every service started by `start` (the whole process group of each)."""
         stopped = []
@@ -152,13 +181,34 @@ class Embedded:
         return stopped
 
 
-def _interesting(line: str) -> bool:
-    markers = ("Marking task as", "Task instance in failure state", "AirflowFailException", "GateFailure",
-               "ERROR", "dag_run_id", "state=success", "state=failed", "Dag run", "DagRun Finished")
-    return any(marker in line for marker in markers)
+_STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+_STATE = re.compile(r"Task instance state updated.*new_state=(\w+)")
+_FAILURE = re.compile(r"(AirflowFailException|GateFailure|Traceback|ERROR)")
+
+
+class _Progress:
+    """Turns `airflow dags test` output into one line per task outcome."""
+
+    def __init__(self) -> None:
+        self.task = ""
+        self.started = 0.0
+
+    def line(self, text: str) -> str | None:
+        if match := _STARTING.search(text):
+            self.task, self.started = match.group(1), time.monotonic()
+            return f"  {self.task:20s} running"
+        if (match := _STATE.search(text)) and self.task:
+            return f"  {self.task:20s} {match.group(1)} ({time.monotonic() - self.started:.1f} s)"
+        if _FAILURE.search(text) and "[DAG TEST]" not in text:
+            return "  " + text.strip()[:300]
+        return None
 
 
 def _alive(pid: int) -> bool:
+    try:  # reap it if it is our own exited child, or it lingers as a zombie that "exists"
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except OSError:
