@@ -265,6 +265,7 @@ def test_max_train_rows_subsamples_stratified(cls_data: tuple[ModelConfig, pd.Da
                                                    "linear.cat_encoding": "target", "linear.C": 1.0})) > 0.9
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
 def test_no_completed_trial_is_a_clear_error(tmp_path: Path) -> None:
     cfg = _config()
     frame = _frame()
@@ -285,3 +286,9 @@ def test_plot_history_writes_png(tmp_path: Path, cls_data: tuple[ModelConfig, pd
         path = plot_history(source, tmp_path / "plots" / name)
         data = path.read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5_000
+
+
+def test_threads_must_be_positive(cls_data: tuple[ModelConfig, pd.DataFrame, pd.Series], tmp_path: Path) -> None:
+    cfg, X, y = cls_data
+    with pytest.raises(ValueError, match="threads"):
+        tune(X, y, cfg, _storage(tmp_path), "threads", threads=0)

@@ -276,6 +276,7 @@ def _sampler(name: str, cfg: ModelConfig, seed: int) -> optuna.samplers.BaseSamp
     if name != "tpe":
         raise ValueError(f"unknown sampler {name!r}; expected 'tpe' or 'random'")
     with warnings.catch_warnings():
+        # `multivariate`/`group` are still flagged experimental in Optuna 5.0.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # group=True: TPE models each conditional sub-space (one per family) jointly.
         return optuna.samplers.TPESampler(
@@ -310,7 +311,7 @@ def _result(study: optuna.Study, *, n_new: int, direction: str, seed: int) -> Tu
     return TuningResult(
         study_name=study.study_name,
         best_params=dict(best.user_attrs.get("params", best.params)),
-        best_value=float(best.value),  # type: ignore[arg-type]  # COMPLETE trials have a value
+        best_value=float(study.best_value),
         n_trials=len(complete) + len(pruned),
         n_complete=len(complete),
         n_pruned=len(pruned),
@@ -350,7 +351,7 @@ def plot_history(study_or_result: optuna.Study | TuningResult, path: Path) -> Pa
     _draw_history(ax, frame, direction)
     ax.set_title(f"Optimization history: {name}")
     ax.set_xlabel("trial")
-    ax.set_ylabel("objective value")
+    ax.set_ylabel(f"objective value ({direction})")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", bbox_inches="tight")
@@ -369,6 +370,8 @@ def _draw_history(ax: Any, frame: pd.DataFrame, direction: str) -> None:
     if not complete.empty:
         values = complete["value"].to_numpy(dtype=float)
         best = np.maximum.accumulate(values) if direction == "maximize" else np.minimum.accumulate(values)
-        ax.step(complete["number"], best, where="post", color="tab:red", label="best so far")
+        # Carry the line to the last trial, so trials after the last improvement show as flat.
+        numbers = [*complete["number"], int(frame["number"].max())]
+        ax.step(numbers, [*best, best[-1]], where="post", color="tab:red", label="best so far")
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
