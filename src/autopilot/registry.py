@@ -222,7 +222,17 @@ def resolve_version(name: str, spec: str | int) -> ModelVersion:
     try:
         return mlflow_client.get_model_version_by_alias(name, text)
     except Exception as exc:
-        raise LookupError(f"model {name!r} has no version with alias {text!r}") from exc
+        known = _known_aliases(name)
+        hint = f"; its aliases: {known}" if known else ""
+        raise LookupError(f"model {name!r} has no version with alias {text!r}{hint}") from exc
+
+
+def _known_aliases(name: str) -> str:
+    try:
+        aliases = client().get_registered_model(name).aliases or {}
+    except Exception:  # the model itself does not exist
+        return ""
+    return ", ".join(f"{alias} -> {version}" for alias, version in sorted(aliases.items()))
 
 
 def download_verified(version: ModelVersion) -> Path:

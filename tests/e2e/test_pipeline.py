@@ -58,6 +58,12 @@ def test_pipeline_registers_a_reproducible_challenger(small_adult: Callable[...,
     report = reproduce(settings, cfg.registered_model_name, 1)
     assert report.reproduced, report.as_dict()
 
+    # A swapped model file is refused before anything deserializes it.
+    model_file = next(Path(registry.download_verified(version)).glob("*.skops"))
+    model_file.write_bytes(model_file.read_bytes() + b"\0")
+    with pytest.raises(registry.ManifestError, match="changed file model.skops"):
+        registry.load_verified_model(version)
+
 
 def test_rerun_of_the_same_run_creates_nothing_new(small_adult: Callable[..., Path], settings: Any) -> None:
     import optuna
