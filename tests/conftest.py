@@ -77,7 +77,7 @@ def small_adult(tmp_path: Path, adult_frames: tuple[Any, Any]) -> Callable[..., 
             "validation": {"min_rows": 100, "max_rows": 1_000_000},
             "tuning": TINY_TUNING,
             "split": {"seed": 42, "cv_folds": 2},
-            "gates": {"min_metrics": {"roc_auc": 0.7}},
+            "gates": {"quality": {"min_metrics": {"roc_auc": 0.7}}},
             "registry": {"name": name},
         }
         sections.update(overrides)

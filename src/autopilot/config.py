@@ -19,7 +19,12 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "FeatureSpec",
+    "ExplainabilityGateConfig",
+    "FairnessGateConfig",
     "GatesConfig",
+    "InfraGateConfig",
+    "QualityGateConfig",
+    "RetentionConfig",
     "ModelConfig",
     "ModelFamily",
     "SplitConfig",
@@ -171,8 +176,12 @@ class TuningConfig(_Frozen):
         return value
 
 
-class GatesConfig(_Frozen):
-    """Thresholds the pipeline's gates enforce."""
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+Confidence = Annotated[float, Field(gt=0.5, lt=1.0)]
+
+
+class QualityGateConfig(_Frozen):
+    """Quality: absolute floors, and non-inferiority against the champion on the same holdout."""
 
     min_metrics: dict[str, float] = Field(
         default_factory=dict,
@@ -181,6 +190,88 @@ class GatesConfig(_Frozen):
     max_metrics: dict[str, float] = Field(
         default_factory=dict, description="Absolute ceilings on test metrics, e.g. rmse."
     )
+    non_inferiority_margin: Annotated[float, Field(ge=0.0)] = Field(
+        default=0.005,
+        description="How much worse than the champion on `metric` (in metric units) still counts as not worse.",
+    )
+    bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
+    confidence: Confidence = 0.95
+    first_run: Literal["promote", "require_review"] = Field(
+        default="promote",
+        description="With no champion yet: promote a version that passes every other check, or hold it for review.",
+    )
+
+
+class ExplainabilityGateConfig(_Frozen):
+    """SHAP explainability: bounded cost, stability against the champion, leakage check."""
+
+    max_rows: Annotated[int, Field(ge=10)] = Field(default=2000, description="Rows explained (sampled, seeded).")
+    max_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=120.0, description="Time budget of the model-agnostic path; rows shrink to fit it."
+    )
+    background_rows: Annotated[int, Field(ge=5)] = Field(
+        default=50, description="Background sample for the model-agnostic path."
+    )
+    top_k: Annotated[int, Field(ge=1)] = Field(default=5, description="k of the nDCG@k ranking stability.")
+    min_ndcg: Share = Field(default=0.9, description="Lowest nDCG@k of the importance ranking against the champion.")
+    max_feature_share: Share = Field(
+        default=0.5, description="Leakage check: the most any one feature may carry of all attribution."
+    )
+
+
+class FairnessGateConfig(_Frozen):
+    """Fairness per sensitive attribute, judged by bootstrap confidence intervals."""
+
+    min_group_size: Annotated[int, Field(ge=1)] = Field(
+        default=30, description="Groups smaller than this are reported, not gated."
+    )
+    demographic_parity_ratio_min: Share | None = Field(
+        default=0.8,
+        description="Fail when the whole CI of the demographic parity ratio lies below this (null: report only).",
+    )
+    demographic_parity_difference_max: Share | None = Field(
+        default=None, description="Fail when the whole CI of the demographic parity difference lies above this."
+    )
+    equalized_odds_difference_max: Share | None = Field(
+        default=None, description="Fail when the whole CI of the equalized odds difference lies above this."
+    )
+    max_group_error_ratio: Annotated[float, Field(ge=1.0)] | None = Field(
+        default=None, description="Regression: fail when the worst/best group MAE ratio CI lies above this."
+    )
+    max_counterfactual_flip_rate: Share | None = Field(
+        default=0.1, description="Fail when changing a sensitive attribute flips more predictions than this."
+    )
+    max_sensitive_attribution_share: Share | None = Field(
+        default=0.2, description="Fail when sensitive attributes carry more than this share of SHAP attribution."
+    )
+    bootstrap_samples: Annotated[int, Field(ge=50, le=100_000)] = 500
+    confidence: Confidence = 0.95
+    threshold: Share = Field(default=0.5, description="Decision threshold turning scores into selections.")
+
+
+class InfraGateConfig(_Frozen):
+    """Infra validation: load the version as serving will, query it, measure it."""
+
+    sample_rows: Annotated[int, Field(ge=1)] = 200
+    max_load_seconds: Annotated[float, Field(gt=0)] = 60.0
+    max_p95_latency_ms: Annotated[float, Field(gt=0)] = 1000.0
+    max_peak_memory_mb: Annotated[float, Field(gt=0)] = 4096.0
+
+
+class GatesConfig(_Frozen):
+    """Thresholds the promotion gates enforce."""
+
+    quality: QualityGateConfig = Field(default_factory=QualityGateConfig)
+    explainability: ExplainabilityGateConfig = Field(default_factory=ExplainabilityGateConfig)
+    fairness: FairnessGateConfig = Field(default_factory=FairnessGateConfig)
+    infra: InfraGateConfig = Field(default_factory=InfraGateConfig)
+
+
+class RetentionConfig(_Frozen):
+    """Which versions are kept; the champion and the rollback target never retire."""
+
+    keep_last: Annotated[int, Field(ge=1)] = Field(default=10, description="Versions kept besides protected ones.")
+    delete_artifacts: bool = Field(default=False, description="Delete a retired version's model files too.")
 
 
 class RegistryConfig(_Frozen):
@@ -214,12 +305,14 @@ class ModelConfig(_Frozen):
     metric: str = Field(description="The metric tuning optimizes and gates compare.")
     gates: GatesConfig = Field(default_factory=GatesConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelConfig:
         allowed = CLASSIFICATION_METRICS if self.task is Task.BINARY_CLASSIFICATION else REGRESSION_METRICS
-        named = (("metric", [self.metric]), ("gates.min_metrics", list(self.gates.min_metrics)),
-                 ("gates.max_metrics", list(self.gates.max_metrics)))
+        quality = self.gates.quality
+        named = (("metric", [self.metric]), ("gates.quality.min_metrics", list(quality.min_metrics)),
+                 ("gates.quality.max_metrics", list(quality.max_metrics)))
         for key, names in named:
             for name in names:
                 if name not in allowed:

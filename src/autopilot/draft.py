@@ -106,6 +106,6 @@ def draft_yaml(config: dict[str, Any]) -> str:
     header = (
         "# Drafted by `autopilot init-config` from the data it saw. Review every value before use:\n"
         "# ranges were widened by 10%, null allowances by 50%, and categories are the ones observed.\n"
-        "# Add sensitive_attributes and gates (min_metrics / max_metrics) for your use case.\n"
+        "# Add sensitive_attributes and gates (quality floors, fairness bands) for your use case.\n"
     )
     return header + yaml.safe_dump(config, sort_keys=False, width=100)

@@ -270,16 +270,16 @@ def _quality_floor(cfg: LoadedConfig, metrics: dict[str, float]) -> GateReport:
     import math
 
     reasons = []
-    for name, floor in cfg.gates.min_metrics.items():
+    for name, floor in cfg.gates.quality.min_metrics.items():
         value = metrics.get(name, math.nan)
         if not value >= floor:  # NaN fails too
             reasons.append(f"test {name} {value:.4f} is below the floor {floor}")
-    for name, ceiling in cfg.gates.max_metrics.items():
+    for name, ceiling in cfg.gates.quality.max_metrics.items():
         value = metrics.get(name, math.nan)
         if not value <= ceiling:
             reasons.append(f"test {name} {value:.4f} is above the ceiling {ceiling}")
-    thresholds = {**{k: f">= {v}" for k, v in cfg.gates.min_metrics.items()},
-                  **{k: f"<= {v}" for k, v in cfg.gates.max_metrics.items()}}
+    thresholds = {**{k: f">= {v}" for k, v in cfg.gates.quality.min_metrics.items()},
+                  **{k: f"<= {v}" for k, v in cfg.gates.quality.max_metrics.items()}}
     return GateReport(name="quality_floor", passed=not reasons, metrics=metrics, thresholds=thresholds, reasons=reasons)
 
 

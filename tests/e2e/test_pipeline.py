@@ -124,7 +124,7 @@ def test_bad_data_stops_before_training(case: str, small_adult: Callable[..., Pa
 
 
 def test_quality_floor_blocks_registration(small_adult: Callable[..., Path], settings: Any) -> None:
-    cfg = load_config(small_adult(gates={"min_metrics": {"roc_auc": 0.999}}))
+    cfg = load_config(small_adult(gates={"quality": {"min_metrics": {"roc_auc": 0.999}}}))
     with pytest.raises(GateFailure, match="roc_auc .* below the floor 0.999"):
         run_pipeline(cfg, settings, "floor")
     assert versions(cfg.registered_model_name) == []

@@ -65,7 +65,7 @@ def test_missing_required_key(tmp_path: Path) -> None:
         (lambda r: r["tuning"].update(n_trials=0), r"tuning.n_trials: .*greater than or equal to 1"),
         (lambda r: r["split"].update(test_size=1.5), r"split.test_size"),
         (lambda r: r.update(name="Adult Income"), r"name: .*pattern"),
-        (lambda r: r["gates"].update(min_metrics={"auc": 0.9}), r"gates.min_metrics: 'auc'"),
+        (lambda r: r["gates"]["quality"].update(min_metrics={"auc": 0.9}), r"gates.quality.min_metrics: 'auc'"),
         (lambda r: r["validation"].update(min_rows=10, max_rows=5), r"min_rows \(10\) is greater than max_rows"),
     ],
 )
