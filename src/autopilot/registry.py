@@ -145,8 +145,12 @@ def skops_types(model: object) -> list[str] | None:
     return None
 
 
-def log_sklearn_model(model: object, input_example: Any, signature: Any, allow_pickle: bool) -> Any:
+def log_sklearn_model(model: object, input_example: Any, signature: Any, allow_pickle: bool,
+                      predict_fn: str = "predict") -> Any:
     """Log a fitted sklearn model to the active run, as skops when every type is trusted.
+
+    `predict_fn` is what the pyfunc flavor (serving) calls: `predict_proba` for classifiers,
+    so a served model answers with probabilities, as the in-process pipeline does.
 
     Raises:
         ValueError: when the model needs an untrusted type and pickle is not allowed.
@@ -163,6 +167,7 @@ def log_sklearn_model(model: object, input_example: Any, signature: Any, allow_p
     return mlflow.sklearn.log_model(
         model, name="model", serialization_format=fmt, skops_trusted_types=trusted,
         signature=signature, input_example=input_example, pip_requirements=requirements(),
+        pyfunc_predict_fn=predict_fn,
     )
 
 

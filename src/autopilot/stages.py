@@ -283,15 +283,14 @@ def _quality_floor(cfg: LoadedConfig, metrics: dict[str, float]) -> GateReport:
     return GateReport(name="quality_floor", passed=not reasons, metrics=metrics, thresholds=thresholds, reasons=reasons)
 
 
-def signature_for(cfg: LoadedConfig, X: pd.DataFrame, scores: Any) -> Any:
-    """The MLflow signature: one typed column per feature, from the config, not guessed."""
-    from mlflow.models import ModelSignature
+def signature_for(cfg: LoadedConfig, X: pd.DataFrame, served: Any) -> Any:
+    """The MLflow signature: inputs typed from the config (not guessed), outputs as served."""
+    from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
 
     inputs = Schema([ColSpec("double" if spec.type == "numeric" else "string", name)
                      for name, spec in cfg.features.items()])
-    outputs = Schema([ColSpec("double", "score")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    return ModelSignature(inputs=inputs, outputs=infer_signature(X, served).outputs)
 
 
 def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, snapped: dict[str, Any],
@@ -348,8 +347,10 @@ def _fit_and_log(cfg: LoadedConfig, snapped: dict[str, Any], tuned: dict[str, An
     if not floor.passed:
         mlflow.set_tag("autopilot.decision", "rejected: " + "; ".join(floor.reasons))
         raise GateFailure(floor)
-    info = registry.log_sklearn_model(pipeline, splits.X_test.head(5), signature_for(cfg, splits.X_test, scores),
-                                      cfg.registry.allow_pickle)
+    predict_fn = "predict_proba" if cfg.task.value == "binary_classification" else "predict"
+    served = getattr(pipeline, predict_fn)(splits.X_test.head(50))
+    info = registry.log_sklearn_model(pipeline, splits.X_test.head(5), signature_for(cfg, splits.X_test, served),
+                                      cfg.registry.allow_pickle, predict_fn)
     manifest = registry.sha256_manifest(Path(mlflow.artifacts.download_artifacts(info.model_uri)))
     mlflow.log_dict(manifest, "model_manifest.json")
     return info, metrics, manifest
