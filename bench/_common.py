@@ -157,6 +157,16 @@ def neighbours() -> Iterator[dict[str, Any]]:
         box["foreign_cpu_share"] = round(foreign / total, 3) if total > 0 else None
 
 
+def warn_if_contended(shares: Sequence[float | None], limit: float = 0.1) -> bool:
+    """Print a warning when other processes took more than `limit` of the CPU in any timed part."""
+    known = [s for s in shares if s is not None]
+    if known and max(known) > limit:
+        print(f"WARNING: other processes took up to {max(known):.0%} of the machine's CPU during the timed parts; "
+              "wall times (and ratios built on them) are unreliable: rerun on a quiet machine")
+        return True
+    return False
+
+
 def write_result(name: str, payload: Mapping[str, Any]) -> Path:
     """Write `bench/results/<name>.json` with the machine description and a timestamp added.
 

@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
           f"goal >= 1.0: {common.verdict(met)}")
     print("our tuning time by family: " + common.format_by_family(ours["by_family"]))
     print(f"other processes' share of CPU time: ours {ours['foreign_cpu_share']}, FLAML {peer['foreign_cpu_share']}")
+    common.warn_if_contended([ours["foreign_cpu_share"], peer["foreign_cpu_share"]])
     print(f"Wall time ours / FLAML: {ours['seconds'] / peer['seconds']:.2f}x")
     wall = time.perf_counter() - started
     path = common.write_result(NAME, {

@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"DAG side breakdown (run 1): import airflow {dag0['import_seconds']:.1f} s, "
           f"DagBag {dag0['parse_seconds']:.2f} s, dag.test() {dag0['test_seconds']:.1f} s; task durations {durations}")
     print(f"Same work on both sides (identical test ROC AUC {aucs['inprocess'][0]}): {same_work}")
+    common.warn_if_contended([r["foreign_cpu_share"] for rs in runs.values() for r in rs])
     print(f"RATIO DAG / in-process (wall time): {ratio:.2f}x   goal <= {GOAL}x: {common.verdict(ratio <= GOAL)}")
     print(f"Distance from the floor (in-process): {dag_s - inproc_s:+.1f} s per pipeline run")
     wall = time.perf_counter() - started

@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{ms(min(r['cold'] for r in samples['trivial']))}..{ms(max(r['cold'] for r in samples['trivial']))}"]],
     )
     print(f"other processes used {others['foreign_cpu_share']} of the machine's CPU time meanwhile")
+    common.warn_if_contended([others["foreign_cpu_share"]])
     print(f"RATIO project / trivial (cold): {ratio:.2f}x   goal <= {GOAL}x: {common.verdict(ratio <= GOAL)}")
     print(f"      warm re-parse ratio: {warm_ratio:.2f}x")
     print(f"Distance from the floor: {ms(cold['project'] - cold['trivial'])} per parse above a DAG that does "

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"other test metrics: {({k: round(v, 4) for k, v in ours['test_metrics'].items() if k != 'roc_auc'})}")
     print(f"other processes used {others['foreign_cpu_share']} of the machine's CPU time during tuning "
           f"(quiet at start: {quiet['quiet']})")
+    common.warn_if_contended([others["foreign_cpu_share"]])
     wall = time.perf_counter() - started
     path = common.write_result(NAME, {
         "ratio": ratio,

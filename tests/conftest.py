@@ -77,12 +77,17 @@ def small_adult(tmp_path: Path, adult_frames: tuple[Any, Any]) -> Callable[..., 
             "validation": {"min_rows": 100, "max_rows": 1_000_000},
             "tuning": TINY_TUNING,
             "split": {"seed": 42, "cv_folds": 2},
-            "gates": {"quality": {"min_metrics": {"roc_auc": 0.7}}},
+            "gates": {"quality": {"min_metrics": {"roc_auc": 0.7}}},  # merged into the demo's gates
             "registry": {"name": name},
         }
+        gates = overrides.pop("gates", {})
         sections.update(overrides)
+        raw = adult_config_dict(**{k: v for k, v in sections.items() if k != "gates"})
+        for part in (sections["gates"], gates):  # section by section, so the demo's other gates stay
+            for section, values in part.items():
+                raw["gates"][section] = {**raw["gates"].get(section, {}), **values}
         path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(adult_config_dict(**sections), sort_keys=False))
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
         return path
 
     return make

@@ -87,15 +87,32 @@ def cmd_init_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_pipeline(cfg: Any, settings: Any, run_id: str) -> dict[str, Any]:
-    """Run the four training stages in this process, as the DAG's tasks would."""
+def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promote") -> dict[str, Any]:
+    """Run the training DAG's stages in this process, as its tasks would, in the same order.
+
+    Args:
+        stop_after: `register` stops after `train_and_register`; `promote` (default) also runs
+            the gates, the decision and the promotion.
+
+    Raises:
+        GateFailure: a gate stopped the line (bad data, quality floor, or a rejected version).
+    """
+    from autopilot import gate_stages
     from autopilot.stages import RunContext, snapshot_data, train_and_register, tune_model, validate_data
 
     ctx = RunContext(run_id=run_id, dag_id="cli", actor="cli")
     validated = validate_data(cfg, settings, ctx)
     snapped = snapshot_data(cfg, settings, ctx, validated)
     tuned = tune_model(cfg, settings, ctx, snapped)
-    return train_and_register(cfg, settings, ctx, snapped, tuned)
+    registered = train_and_register(cfg, settings, ctx, snapped, tuned)
+    if stop_after == "register":
+        return registered
+    quality = gate_stages.quality_gate(cfg, settings, ctx, registered, snapped)
+    gate_stages.explainability_and_fairness_gates(cfg, settings, ctx, registered, snapped)
+    gate_stages.infra_gate(cfg, settings, ctx, registered, snapped)
+    decided = gate_stages.decide_version(cfg, settings, ctx, registered, snapped, quality)
+    promoted = gate_stages.promote_version(cfg, settings, ctx, registered, decided)
+    return {**registered, "decision": decided["decision"], "promoted": promoted["promoted"]}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -150,6 +167,110 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         for note in report.notes:
             print(f"  note: {note}")
     return 0 if report.reproduced else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Show two versions side by side."""
+    from autopilot import registry
+    from autopilot.compare import compare_versions, format_comparison
+
+    settings = _settings()
+    registry.configure(settings)
+    cmp = compare_versions(_registered_name(args.model, settings), args.a, args.b)
+    print(json.dumps(cmp, indent=2) if args.json else format_comparison(cmp))
+    return 0
+
+
+def _actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Force-promote a version (a human decision, with a mandatory reason)."""
+    from autopilot.promotion import promote
+
+    settings = _settings()
+    move = promote(settings, _registered_name(args.model, settings), int(args.version), actor=_actor(),
+                   reason=args.reason, action="force_promote")
+    print(f"champion of {move.model}: {move.from_version} -> {move.to_version} ({move.action} by {move.actor})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Move the champion back (to the previous champion, or to --to)."""
+    from autopilot.promotion import rollback
+
+    settings = _settings()
+    move = rollback(settings, _registered_name(args.model, settings), actor=_actor(), reason=args.reason,
+                    to_version=args.to)
+    print(f"champion of {move.model}: {move.from_version} -> {move.to_version} (rollback by {move.actor})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Champion, challenger, last decision and alias history of a model."""
+    from autopilot import registry
+    from autopilot.promotion import status
+
+    settings = _settings()
+    name = _registered_name(args.model, settings)
+    state = status(settings, name)
+    state["last_decision"] = _last_decision(name)
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return 0
+    registry.configure(settings)
+    print(f"{name}: champion {state['champion']}, challenger {state['challenger']}, "
+          f"rollback target {state['rollback_target']}")
+    decision = state["last_decision"]
+    if decision:
+        print(f"last decision: version {decision['version']} -> {decision['decision']} "
+              f"({decision.get('decided_at', '?')}; gates: {decision['gates']})")
+        for reason in decision.get("reasons", "").split("; ") if decision.get("reasons") else []:
+            print(f"  - {reason}")
+    print("alias history (oldest first):")
+    for move in state["history"]:
+        print(f"  {move['at']}  {move['action']:14s} {move['from_version']} -> {move['to_version']}  "
+              f"by {move['actor']}: {move['reason']}")
+    return 0
+
+
+def _last_decision(name: str) -> dict[str, Any] | None:
+    from autopilot import registry
+
+    try:
+        versions = registry.client().search_model_versions(f"name = '{name}'")
+    except Exception:
+        return None
+    decided = [v for v in versions if (v.tags or {}).get("autopilot.decision")]
+    if not decided:
+        return None
+    latest = max(decided, key=lambda v: int(v.version))
+    tags = latest.tags or {}
+    return {"version": int(latest.version), "decision": tags["autopilot.decision"],
+            "decided_at": tags.get("autopilot.decided_at"), "reasons": tags.get("autopilot.decision_reasons", ""),
+            "gates": {k.removeprefix("autopilot.gate."): v for k, v in tags.items()
+                      if k.startswith("autopilot.gate.")}}
+
+
+def cmd_retire(args: argparse.Namespace) -> int:
+    """Retire a version, or apply the config's retention policy."""
+    from autopilot.retention import apply_retention, retire
+
+    settings = _settings()
+    if args.policy:
+        retired = apply_retention(settings, _find_config(args.model, settings), actor=_actor())
+        print(f"retired by policy: {retired or 'nothing'}")
+        return 0
+    if args.version is None:
+        raise ValueError("give --version N, or --policy to apply the retention policy")
+    done = retire(settings, _registered_name(args.model, settings), int(args.version), actor=_actor(),
+                  reason=args.reason, delete_artifacts=args.delete_artifacts)
+    print(f"retired {done['model']} version {done['version']}; aliases removed: {done['aliases_removed'] or 'none'}; "
+          f"model files deleted: {done['artifacts_deleted']}")
+    return 0
 
 
 def _embedded(settings: Any) -> Any:
@@ -270,6 +391,38 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true")
     rep.set_defaults(func=cmd_reproduce)
 
+    promote = sub.add_parser("promote", help="force-promote a version to champion (recorded)")
+    promote.add_argument("model")
+    promote.add_argument("--version", required=True, type=int)
+    promote.add_argument("--reason", required=True, help="why (recorded in the alias history)")
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = sub.add_parser("rollback", help="move the champion back (recorded)")
+    rollback.add_argument("model")
+    rollback.add_argument("--to", type=int, help="version to roll back to (default: the previous champion)")
+    rollback.add_argument("--reason", default="manual rollback", help="why (recorded in the alias history)")
+    rollback.set_defaults(func=cmd_rollback)
+
+    status = sub.add_parser("status", help="champion, challenger, last decision, alias history")
+    status.add_argument("model")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    retire = sub.add_parser("retire", help="retire a version (aliases removed, marked retired)")
+    retire.add_argument("model")
+    retire.add_argument("--version", type=int)
+    retire.add_argument("--reason", default="retired by hand")
+    retire.add_argument("--delete-artifacts", action="store_true", help="also delete the model files")
+    retire.add_argument("--policy", action="store_true", help="apply the config's retention policy instead")
+    retire.set_defaults(func=cmd_retire)
+
+    compare = sub.add_parser("compare", help="two versions side by side")
+    compare.add_argument("model")
+    compare.add_argument("a", help="version number or alias")
+    compare.add_argument("b", help="version number or alias")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(func=cmd_compare)
+
     demo = sub.add_parser("demo", help="run the training DAG on the embedded default and summarize")
     demo.add_argument("--model", default="adult_income")
     demo.set_defaults(func=cmd_demo)
@@ -283,13 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `autopilot` console script."""
     from autopilot.config import ConfigError
+    from autopilot.promotion import PromotionConflict
 
     args = build_parser().parse_args(argv)
     # Progress bars of artifact downloads would bury the output of every command.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return int(args.func(args))
-    except (ConfigError, LookupError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, LookupError, FileNotFoundError, ValueError, PromotionConflict) as exc:
         print(f"autopilot: error: {exc}", file=sys.stderr)
         return 2
 

@@ -207,7 +207,7 @@ class ExplainabilityGateConfig(_Frozen):
 
     max_rows: Annotated[int, Field(ge=10)] = Field(default=2000, description="Rows explained (sampled, seeded).")
     max_seconds: Annotated[float, Field(gt=0)] = Field(
-        default=120.0, description="Time budget of the model-agnostic path; rows shrink to fit it."
+        default=120.0, description="Time budget per explained model (either path); rows shrink to fit it."
     )
     background_rows: Annotated[int, Field(ge=5)] = Field(
         default=50, description="Background sample for the model-agnostic path."

@@ -26,6 +26,8 @@ class Settings:
             (`AUTOPILOT_MLFLOW_ARTIFACT_ROOT`); a local folder or s3:// URI.
         artifact_root: the artifact store for snapshots and reports (`AUTOPILOT_ARTIFACT_ROOT`).
         optuna_storage: the Optuna RDB storage URL (`AUTOPILOT_OPTUNA_STORAGE`).
+        state_db: SQLAlchemy URL of autopilot's own state, e.g. the alias history
+            (`AUTOPILOT_STATE_DB`); SQLite under home by default, PostgreSQL in production.
         config_dir: the folder of model config files (`AUTOPILOT_CONFIG_DIR`).
     """
 
@@ -34,6 +36,7 @@ class Settings:
     mlflow_artifact_root: str
     artifact_root: str
     optuna_storage: str
+    state_db: str
     config_dir: Path
 
     @classmethod
@@ -48,6 +51,7 @@ class Settings:
             mlflow_artifact_root=env.get("AUTOPILOT_MLFLOW_ARTIFACT_ROOT") or str(home / "mlartifacts"),
             artifact_root=env.get("AUTOPILOT_ARTIFACT_ROOT") or str(home / "artifacts"),
             optuna_storage=env.get("AUTOPILOT_OPTUNA_STORAGE") or f"sqlite:///{home / 'optuna.db'}",
+            state_db=env.get("AUTOPILOT_STATE_DB") or f"sqlite:///{home / 'autopilot.db'}",
             config_dir=config_dir,
         )
 
@@ -61,6 +65,7 @@ class Settings:
             mlflow_artifact_root=str(home / "mlartifacts"),
             artifact_root=str(home / "artifacts"),
             optuna_storage=f"sqlite:///{home / 'optuna.db'}",
+            state_db=f"sqlite:///{home / 'autopilot.db'}",
         )
 
     def ensure_local_dirs(self) -> None:

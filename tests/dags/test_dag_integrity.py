@@ -41,13 +41,19 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
     assert dag.tags == ["autopilot", "training", "model:adult_income"] or set(dag.tags) == {
         "autopilot", "training", "model:adult_income"}
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"validate", "snapshot", "tune", "train_and_register"}
-    assert tasks["validate"].retries == 0  # a gate: no retry
-    for name in ("snapshot", "tune", "train_and_register"):
+    gates = {"quality", "explainability_and_fairness", "infra"}
+    assert set(tasks) == {"validate", "snapshot", "tune", "train_and_register", *gates, "decide", "promote"}
+    for name in ("validate", *gates, "decide"):  # gates and the decision: no retry
+        assert tasks[name].retries == 0, name
+    for name in ("snapshot", "tune", "train_and_register", "promote"):
         assert tasks[name].retries == 2 and tasks[name].retry_exponential_backoff
     assert tasks["validate"].downstream_task_ids == {"snapshot"}
-    assert tasks["snapshot"].downstream_task_ids == {"tune", "train_and_register"}
     assert tasks["tune"].downstream_task_ids == {"train_and_register"}
+    assert gates <= tasks["train_and_register"].downstream_task_ids
+    for gate in gates:  # the gates run in parallel, and one task decides
+        assert tasks[gate].downstream_task_ids == {"decide"}
+    assert tasks["decide"].downstream_task_ids == {"promote"}
+    assert tasks["promote"].pool == "autopilot_promotion"
 
 
 def test_one_dag_per_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

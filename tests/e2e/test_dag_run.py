@@ -20,8 +20,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
 @pytest.fixture(scope="module")
 def airflow_db() -> None:
     """`dag.test()` needs a migrated metadata database."""
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, env=os.environ,
-                   capture_output=True, timeout=300)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], check=True, env=os.environ, capture_output=True, timeout=300)
+    subprocess.run([airflow, "pools", "set", "autopilot_promotion", "1", "one promotion at a time"], check=True,
+                   env=os.environ, capture_output=True, timeout=120)
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ def env(settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     monkeypatch.setenv("AUTOPILOT_HOME", str(settings.home))
     monkeypatch.setenv("AUTOPILOT_CONFIG_DIR", str(tmp_path))
     for name in ("MLFLOW_TRACKING_URI", "AUTOPILOT_ARTIFACT_ROOT", "AUTOPILOT_OPTUNA_STORAGE",
-                 "AUTOPILOT_MLFLOW_ARTIFACT_ROOT"):
+                 "AUTOPILOT_MLFLOW_ARTIFACT_ROOT", "AUTOPILOT_STATE_DB"):
         monkeypatch.delenv(name, raising=False)
     yield settings
 
@@ -55,6 +57,16 @@ def test_training_dag_end_to_end(airflow_db: None, env: Any, small_adult: Callab
     version = registry.resolve_version("dagtest", "challenger")
     assert int(version.version) == 1
     assert version.tags["autopilot.dag_run_id"] == dag_run.run_id
+    # First run with `first_run: promote`: every gate passed, the decision promoted it.
+    assert version.tags["autopilot.decision"] == "promote"
+    assert {version.tags[f"autopilot.gate.{g}"] for g in ("quality", "explainability", "fairness", "infra")} == {
+        "passed"}
+    assert int(registry.resolve_version("dagtest", "champion").version) == 1
+    from autopilot.promotion import history
+
+    moves = history(env, "dagtest")
+    assert [(m.from_version, m.to_version, m.action) for m in moves] == [(None, 1, "promote")]
+    assert moves[0].actor == "airflow:autopilot_training__dagtest"
 
 
 def test_bad_data_fails_the_dag_before_training(airflow_db: None, env: Any,
@@ -64,7 +76,9 @@ def test_bad_data_fails_the_dag_before_training(airflow_db: None, env: Any,
     result = states(dag_run)
     assert str(dag_run.state) == "failed"
     assert result["validate"] == "failed"
-    assert result["snapshot"] == result["tune"] == result["train_and_register"] == "upstream_failed"
+    downstream = ("snapshot", "tune", "train_and_register", "quality", "explainability_and_fairness", "infra",
+                  "decide", "promote")
+    assert {result[name] for name in downstream} == {"upstream_failed"}
     registry.configure(env)
     with pytest.raises(LookupError):
         registry.resolve_version("dagbad", "latest")

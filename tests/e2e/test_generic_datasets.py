@@ -50,4 +50,7 @@ def test_pipeline_is_generic(tmp_path: Path, settings: Any, name: str, parquet: 
     assert ref["metrics"][metric] > floor
     version = registry.resolve_version(name, "challenger")
     assert int(version.version) == ref["version"]
+    # The whole chain, gates included, on data that has no sensitive attributes.
+    assert ref["decision"] == "promote" and ref["promoted"], version.tags.get("autopilot.decision_reasons")
+    assert int(registry.resolve_version(name, "champion").version) == ref["version"]
     assert reproduce(settings, name, ref["version"]).reproduced

@@ -30,7 +30,7 @@ def versions(name: str) -> list[Any]:
 
 def test_pipeline_registers_a_reproducible_challenger(small_adult: Callable[..., Path], settings: Any) -> None:
     cfg = load_config(small_adult())
-    ref = run_pipeline(cfg, settings, "run-1")
+    ref = run_pipeline(cfg, settings, "run-1", stop_after="register")
     assert ref["version"] == 1 and ref["metrics"]["roc_auc"] > 0.8
     version = registry.resolve_version(cfg.registered_model_name, "challenger")
     assert int(version.version) == 1
@@ -69,10 +69,10 @@ def test_rerun_of_the_same_run_creates_nothing_new(small_adult: Callable[..., Pa
     import optuna
 
     cfg = load_config(small_adult())
-    first = run_pipeline(cfg, settings, "same-run")
+    first = run_pipeline(cfg, settings, "same-run", stop_after="register")
     studies = optuna.get_all_study_summaries(settings.optuna_storage)
     trials = studies[0].n_trials
-    second = run_pipeline(cfg, settings, "same-run")
+    second = run_pipeline(cfg, settings, "same-run", stop_after="register")
     assert second["version"] == first["version"] == 1
     assert len(versions(cfg.registered_model_name)) == 1
     again = optuna.get_all_study_summaries(settings.optuna_storage)
@@ -83,7 +83,7 @@ def test_rerun_of_the_same_run_creates_nothing_new(small_adult: Callable[..., Pa
                                           .experiment_id])
     assert sorted(r.data.tags["autopilot.stage"] for r in runs) == ["data", "train", "tune"]
     # A new DAG run on the same data is a new version, reusing the finished study.
-    third = run_pipeline(cfg, settings, "next-run")
+    third = run_pipeline(cfg, settings, "next-run", stop_after="register")
     assert third["version"] == 2
     assert optuna.get_all_study_summaries(settings.optuna_storage)[0].n_trials == trials
 

@@ -30,8 +30,8 @@ def test_pipeline_on_postgres_is_idempotent(small_adult: Callable[..., Path], pg
     import optuna
 
     cfg = load_config(small_adult())
-    first = run_pipeline(cfg, pg_settings, "pg-run")
-    second = run_pipeline(cfg, pg_settings, "pg-run")
+    first = run_pipeline(cfg, pg_settings, "pg-run", stop_after="register")
+    second = run_pipeline(cfg, pg_settings, "pg-run", stop_after="register")
     assert first["version"] == second["version"] == 1
     registry.configure(pg_settings)
     version = registry.resolve_version(cfg.registered_model_name, "challenger")

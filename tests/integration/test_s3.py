@@ -65,7 +65,7 @@ def test_pipeline_with_s3_source_and_artifact_store(s3: Any, small_adult: Callab
     assert cfg.data.source.startswith("s3://")
     settings = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"),
                                   "AUTOPILOT_ARTIFACT_ROOT": f"s3://{s3.bucket}/store"})
-    ref = run_pipeline(cfg, settings, "s3-run")
+    ref = run_pipeline(cfg, settings, "s3-run", stop_after="register")
     assert ref["version"] == 1
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3.bucket, Prefix="store/")["Contents"]]
     assert sum(k.endswith(".parquet") for k in keys) == 2

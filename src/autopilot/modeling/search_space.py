@@ -9,7 +9,9 @@ Parameter names (a name is only suggested when it applies, so the space is condi
 
 - `family`: one of `tuning.families`.
 - `prep.num_impute` (mean/median): every family but HGB, which handles NaN natively.
-- `prep.scaling` (none/standard/robust): linear only; trees are scale-invariant.
+- `prep.scaling` (standard/minmax): linear only; trees are scale-invariant. Unscaled or
+  robust-scaled inputs are not offered: a mostly-zero column with a huge range (Adult's
+  `capital_gain`) keeps its range under RobustScaler and the solver then runs to its cap.
 - `prep.cat_impute` (most_frequent/constant) and `<fam>.cat_encoding`: only when there are
   categorical features. Encoding choices differ by family, hence the family namespace:
   linear onehot/target; random_forest, extra_trees ordinal/target; hist_gradient_boosting
@@ -48,7 +50,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, RobustScaler, StandardScaler, TargetEncoder
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, StandardScaler, TargetEncoder
 
 from autopilot.config import ModelConfig, ModelFamily, Task
 
@@ -98,7 +100,7 @@ def _suggest_preprocessing(trial: BaseTrial, cfg: ModelConfig, family: ModelFami
         if family is not ModelFamily.HIST_GRADIENT_BOOSTING:
             params["prep.num_impute"] = trial.suggest_categorical("prep.num_impute", ["mean", "median"])
         if family is ModelFamily.LINEAR:
-            params["prep.scaling"] = trial.suggest_categorical("prep.scaling", ["none", "standard", "robust"])
+            params["prep.scaling"] = trial.suggest_categorical("prep.scaling", ["standard", "minmax"])
     if cfg.categorical_features:
         params["prep.cat_impute"] = trial.suggest_categorical("prep.cat_impute", ["most_frequent", "constant"])
         key = f"{_PREFIX[family]}.cat_encoding"
@@ -182,8 +184,8 @@ def _numeric_step(params: dict[str, Any], family: ModelFamily) -> Any:
     scaling = _need(params, "prep.scaling") if family is ModelFamily.LINEAR else "none"
     if scaling == "standard":
         steps.append(("scale", StandardScaler()))
-    elif scaling == "robust":
-        steps.append(("scale", RobustScaler()))
+    elif scaling == "minmax":
+        steps.append(("scale", MinMaxScaler()))
     elif scaling != "none":
         raise ValueError(f"unknown prep.scaling {scaling!r}")
     return Pipeline(steps)

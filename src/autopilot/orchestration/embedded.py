@@ -78,6 +78,7 @@ class Embedded:
             "AUTOPILOT_MLFLOW_ARTIFACT_ROOT": self.settings.mlflow_artifact_root,
             "AUTOPILOT_ARTIFACT_ROOT": self.settings.artifact_root,
             "AUTOPILOT_OPTUNA_STORAGE": self.settings.optuna_storage,
+            "AUTOPILOT_STATE_DB": self.settings.state_db,
             "GX_ANALYTICS_ENABLED": "False",
             "PYTHONWARNINGS": env.get("PYTHONWARNINGS", "ignore::DeprecationWarning"),
         })
@@ -97,6 +98,9 @@ class Embedded:
         self.settings.ensure_local_dirs()
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         self._run(["airflow", "db", "migrate"], log="db-migrate.log")
+        # One promotion at a time: the training DAG's promote task runs in this pool.
+        self._run(["airflow", "pools", "set", "autopilot_promotion", "1", "autopilot: one promotion at a time"],
+                  log="pools.log")
 
     def _run(self, command: list[str], log: str) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)

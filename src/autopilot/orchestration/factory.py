@@ -26,6 +26,8 @@ DEFAULT_ARGS: dict[str, Any] = {
     "max_retry_delay": timedelta(minutes=5),
 }
 START_DATE = datetime(2026, 1, 1)
+# An Airflow pool of one slot: `autopilot up`/`demo` create it (`airflow pools set`).
+PROMOTION_POOL = "autopilot_promotion"
 DOC = """
 ### Training: `{model}`
 
@@ -36,6 +38,14 @@ Takes the data named in `{config}` through the lifecycle core:
 3. **tune**: Optuna TPE with pruning over four scikit-learn families, study in RDB storage.
 4. **train_and_register**: refit, evaluate on the held-out split, log with the environment
    fingerprint, register a version with alias `challenger` and a SHA-256 manifest.
+5. **quality**, **explainability_and_fairness**, **infra** (in parallel, no retry): the
+   challenger against the current champion on the same holdout; SHAP stability and leakage;
+   fairness by group with bootstrap intervals and counterfactual flips; load-and-query as
+   serving will, after SHA-256 verification.
+6. **decide**: one decision record per version (MLflow artifact + version tags); a rejected
+   version stops here, registered but untouched by aliases.
+7. **promote** (pool `autopilot_promotion`, one slot): moves `champion`, compare-and-set
+   against the champion the gates compared with, recorded in the alias history.
 
 Every task is idempotent: a retry or a rerun of this DAG run creates no second snapshot, study
 or model version. Trigger with the Airflow UI, `airflow dags trigger`, or the REST API.
@@ -127,9 +137,52 @@ def training_dag(model: str, config_path: Path) -> DAG:
             return dict(_gate(stage, _config(path, model), settings, ctx, snapped, tuned))
 
         # The decorated calls return XComArgs (references resolved at run time), not dicts.
+        @task(retries=0)
+        def quality(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
+            from autopilot.gate_stages import quality_gate
+
+            ctx, settings = _context()
+            return dict(quality_gate(_config(path, model), settings, ctx, registered, snapped))
+
+        @task(retries=0)
+        def explainability_and_fairness(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
+            from autopilot.gate_stages import explainability_and_fairness_gates
+
+            ctx, settings = _context()
+            return dict(explainability_and_fairness_gates(_config(path, model), settings, ctx, registered, snapped))
+
+        @task(retries=0)
+        def infra(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
+            from autopilot.gate_stages import infra_gate
+
+            ctx, settings = _context()
+            return dict(infra_gate(_config(path, model), settings, ctx, registered, snapped))
+
+        @task(retries=0)
+        def decide(snapped: dict[str, Any], registered: dict[str, Any],
+                   quality: dict[str, Any] | None) -> dict[str, Any]:
+            from autopilot.gate_stages import decide_version
+
+            ctx, settings = _context()
+            return dict(_gate(decide_version, _config(path, model), settings, ctx, registered, snapped, quality or {}))
+
+        @task(pool=PROMOTION_POOL)  # one promotion at a time, across every model and run
+        def promote(registered: dict[str, Any], decided: dict[str, Any]) -> dict[str, Any]:
+            from autopilot.gate_stages import promote_version
+
+            ctx, settings = _context()
+            return dict(promote_version(_config(path, model), settings, ctx, registered, decided))
+
+        # The decorated calls return XComArgs (references resolved at run time), not dicts.
         snapped: Any = snapshot(validate())  # type: ignore[arg-type]
         tuned: Any = tune(snapped)
-        train_and_register(snapped, tuned)
+        registered: Any = train_and_register(snapped, tuned)
+        checks: list[Any] = [quality(snapped, registered), explainability_and_fairness(snapped, registered),
+                             infra(snapped, registered)]
+        decided: Any = decide(snapped, registered, checks[0])
+        checks[1] >> decided
+        checks[2] >> decided
+        promote(registered, decided)
 
     return training()
 

@@ -1,0 +1,252 @@
+"""The promotion stages: one function per gate task, the decision, and the promotion.
+
+Each gate scores the challenger (and the current champion, where it compares) now, on the
+held-out split of the current snapshot, and stores its report under `gates/` on the version's
+training run. The decision reads the reports back, writes one decision record per version
+(artifact + tag summary) and says `promote`, `reject` or `review`. Promotion moves the
+`champion` alias through `autopilot.promotion` (locked, compare-and-set, recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autopilot import registry
+from autopilot.reports import GateFailure, GateReport
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from autopilot.config import LoadedConfig
+    from autopilot.settings import Settings
+    from autopilot.stages import RunContext
+
+__all__ = [
+    "GateInputs",
+    "decide_version",
+    "explainability_and_fairness_gates",
+    "infra_gate",
+    "load_gate_inputs",
+    "promote_version",
+    "quality_gate",
+]
+
+CHAMPION = "champion"
+
+
+@dataclass
+class GateInputs:
+    """What every gate needs: the verified models and the current holdout."""
+
+    version: Any
+    challenger: Any
+    champion_version: Any | None
+    champion: Any | None
+    X_test: pd.DataFrame
+    y_test: pd.Series
+    X_train: pd.DataFrame
+    y_train: pd.Series
+
+
+def load_gate_inputs(cfg: LoadedConfig, settings: Settings, registered: dict[str, Any],
+                     snapped: dict[str, Any]) -> GateInputs:
+    """Load the challenger and the champion (each SHA-256 verified) and the current splits."""
+    from autopilot.stages import _load_splits
+
+    registry.configure(settings)
+    version = registry.resolve_version(registered["name"], registered["version"])
+    challenger = registry.load_verified_model(version)
+    champion_version = _champion(registered["name"], int(version.version))
+    champion = registry.load_verified_model(champion_version) if champion_version is not None else None
+    splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
+    return GateInputs(version, challenger, champion_version, champion, splits.X_test, splits.y_test,
+                      splits.X_train, splits.y_train)
+
+
+def _champion(name: str, challenger_version: int) -> Any | None:
+    try:
+        found = registry.client().get_model_version_by_alias(name, CHAMPION)
+    except Exception:  # no champion yet
+        return None
+    # A rerun after this version was promoted compares it with itself: no baseline then.
+    return None if int(found.version) == challenger_version else found
+
+
+def _store_report(run_id: str, report: GateReport, extra: dict[str, Path] | None = None) -> None:
+    client = registry.client()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{report.name}.json"
+        path.write_text(report.model_dump_json(indent=2))
+        client.log_artifact(run_id, str(path), "gates")
+    for file in (extra or {}).values():
+        client.log_artifact(run_id, str(file), f"gates/{report.name}")
+
+
+def _guarded(name: str, func: Any, *args: Any, **kwargs: Any) -> GateReport:
+    """Run a gate; an exception becomes a failed report (fail closed), never a crash."""
+    try:
+        report: GateReport = func(*args, **kwargs)
+    except Exception as exc:  # a gate that errors has not passed
+        return GateReport.failed(name, [f"the gate raised {type(exc).__name__}: {exc}"])
+    return report
+
+
+def _fail_closed(name: str, func: Any) -> Any:
+    """Wrap a gate stage: any exception becomes a stored, failed report, never a crashed task.
+
+    The DAG's decision then runs with every gate's verdict; a report that could not even be
+    stored is missing, and a missing report rejects the version too.
+    """
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
+                snapped: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = func(cfg, settings, ctx, registered, snapped)
+        except Exception as exc:
+            report = GateReport.failed(name, [f"the gate raised {type(exc).__name__}: {exc}"])
+            try:
+                registry.configure(settings)
+                version = registry.resolve_version(registered["name"], registered["version"])
+                _store_report(str(version.run_id), report)
+            except Exception:  # the decision fails closed on the missing report
+                pass
+            return _summary(report)
+        return result
+
+    return wrapper
+
+
+def _summary(report: GateReport) -> dict[str, Any]:
+    return {"name": report.name, "passed": report.passed, "reasons": report.reasons,
+            "requires_review": bool(report.details.get("requires_review"))}
+
+
+def _quality_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
+                 snapped: dict[str, Any]) -> dict[str, Any]:
+    """Score challenger and champion now on the same holdout; floors and non-inferiority."""
+    from autopilot.gates.quality import evaluate_quality
+
+    inputs = load_gate_inputs(cfg, settings, registered, snapped)
+    champion_number = int(inputs.champion_version.version) if inputs.champion_version is not None else None
+    report = _guarded("quality", evaluate_quality, inputs.challenger, inputs.champion, inputs.X_test,
+                      inputs.y_test, cfg, champion_version=champion_number, seed=cfg.split.seed)
+    _store_report(str(inputs.version.run_id), report)
+    return {**_summary(report), "champion_version": champion_number}
+
+
+def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ctx: RunContext,
+                                      registered: dict[str, Any], snapped: dict[str, Any]) -> dict[str, Any]:
+    """SHAP importance (stability, leakage) and fairness (groups, counterfactuals, attribution)."""
+    from autopilot.gates.explainability import evaluate_explainability, explain_model, write_plots
+    from autopilot.gates.fairness import evaluate_fairness
+
+    inputs = load_gate_inputs(cfg, settings, registered, snapped)
+    seed = cfg.split.seed
+    run_id = str(inputs.version.run_id)
+    shares: dict[str, float] | None = None
+    try:
+        attributions = explain_model(inputs.challenger, inputs.X_test, inputs.X_train, cfg, seed=seed)
+        baseline = explain_model(inputs.champion, inputs.X_test, inputs.X_train, cfg, seed=seed) \
+            if inputs.champion is not None else None
+        explain = evaluate_explainability(attributions, baseline, cfg, sensitive=cfg.sensitive_attributes)
+        shares = {name: attributions.shares()[name] for name in cfg.sensitive_attributes
+                  if name in attributions.shares()}
+        with tempfile.TemporaryDirectory() as tmp:
+            files = write_plots(attributions, inputs.X_test.loc[attributions.values.index], Path(tmp))
+            _store_report(run_id, explain, files)
+    except Exception as exc:  # fail closed, and still let fairness report
+        explain = GateReport.failed("explainability", [f"the gate raised {type(exc).__name__}: {exc}"])
+        _store_report(run_id, explain)
+    fairness = _guarded("fairness", evaluate_fairness, inputs.challenger, inputs.X_test, inputs.y_test, cfg,
+                        attribution_share=shares, train=inputs.X_train, y_train=inputs.y_train, seed=seed)
+    _store_report(run_id, fairness)
+    return {"explainability": _summary(explain), "fairness": _summary(fairness)}
+
+
+def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
+               snapped: dict[str, Any]) -> dict[str, Any]:
+    """Load the version as serving will, query it through its signature, measure it."""
+    from autopilot.gates.infra import evaluate_infra
+    from autopilot.stages import _load_splits
+
+    registry.configure(settings)
+    version = registry.resolve_version(registered["name"], registered["version"])
+    splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
+    sample = splits.X_test.head(cfg.gates.infra.sample_rows)
+    try:
+        # The in-process reference: the same verified model, called directly.
+        model = registry.load_verified_model(version)
+        expected = model.predict_proba(sample) if cfg.task.value == "binary_classification" else model.predict(sample)
+        report = _guarded("infra", evaluate_infra, version, sample, expected, cfg)
+    except Exception as exc:
+        report = GateReport.failed("infra", [f"the model could not be loaded: {type(exc).__name__}: {exc}"])
+    _store_report(str(version.run_id), report)
+    return _summary(report)
+
+
+quality_gate = _fail_closed("quality", _quality_gate)
+explainability_and_fairness_gates = _fail_closed("explainability", _explainability_and_fairness_gates)
+infra_gate = _fail_closed("infra", _infra_gate)
+
+
+def _read_reports(run_id: str) -> list[GateReport]:
+    import mlflow
+
+    reports = []
+    for name in ("quality", "explainability", "fairness", "infra"):
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"gates/{name}.json")
+        except Exception:
+            continue  # a missing report fails closed in `decide`
+        reports.append(GateReport.model_validate_json(Path(path).read_text()))
+    return reports
+
+
+def decide_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
+                   snapped: dict[str, Any], quality: dict[str, Any]) -> dict[str, Any]:
+    """Write the decision record of a version and return the verdict.
+
+    Raises:
+        GateFailure: when the verdict is `reject` (the version stays registered, untouched by aliases).
+    """
+    from autopilot.gates.decision import decision_record, decision_tags
+
+    registry.configure(settings)
+    version = registry.resolve_version(registered["name"], registered["version"])
+    reports = _read_reports(str(version.run_id))
+    record = decision_record(cfg.name, int(version.version), reports, run_id=str(version.run_id),
+                             data_snapshot=snapped["snapshots"]["train"]["digest"], actor=ctx.actor,
+                             dag_run=ctx.run_id, baseline_version=quality.get("champion_version"))
+    registry.client().log_dict(str(version.run_id), record, "decision/decision.json")
+    for key, value in decision_tags(record).items():
+        registry.client().set_model_version_tag(registered["name"], str(version.version), key, value)
+    result = {"decision": record["decision"], "reasons": record["reasons"], "version": int(version.version),
+              "champion_version": quality.get("champion_version")}
+    if record["decision"] == "reject":
+        raise GateFailure(GateReport.failed("decision", record["reasons"]))
+    return result
+
+
+def promote_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
+                    decided: dict[str, Any]) -> dict[str, Any]:
+    """Move `champion` to the version when the decision says so (compare-and-set, recorded)."""
+    from autopilot.promotion import promote
+
+    if decided["decision"] != "promote":
+        return {"promoted": False, "decision": decided["decision"], "version": decided["version"],
+                "reasons": decided["reasons"]}
+    move = promote(settings, registered["name"], int(decided["version"]), actor=ctx.actor,
+                   reason="passed every promotion gate", expected_champion=decided["champion_version"],
+                   idempotency_key=ctx.key(cfg, "promote"))
+    return {"promoted": True, "decision": "promote", "version": move.to_version, "from": move.from_version}
+
+
+def record_json(record: dict[str, Any]) -> str:
+    """A decision record as stable JSON (for logs and notes)."""
+    return json.dumps(record, indent=2, sort_keys=True)

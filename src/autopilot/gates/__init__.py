@@ -1,0 +1,1 @@
+"""Promotion gates: quality, explainability, fairness, infra, and the decision record."""

@@ -1,0 +1,313 @@
+"""The infra gate: load a registered version the way serving will, query it, measure it.
+
+Before anything deserializes the model, its files are checked against the SHA-256 manifest
+recorded at registration and a pickle-based model is refused unless `registry.allow_pickle`.
+The checked files are copied to a private folder and checked again there, so the bytes that
+load are the bytes that were verified, even if the store changes in between.
+
+Loading and querying run in a fresh *spawned* process (the probe), for three reasons: load
+time and memory are then those of a cold serving process rather than of a warm Airflow worker
+that already imported everything; a model that crashes or exhausts memory takes down only the
+probe; and peak memory can be read exactly. The probe queries the model through pyfunc
+`predict`, which enforces the signature, in one batch and row by row (latency p50/p95 of
+one-row calls), and checks that frames with a missing column or a wrongly typed column are
+rejected, proving the signature is enforced at all.
+
+Peak memory is the probe's kernel high-water mark of resident memory (`VmHWM` in
+/proc/self/status): exact, not sampled, and it covers the interpreter, the imports, the load
+and the queries, i.e. what a serving container must hold. `ru_maxrss` is NOT used: after a
+spawn (fork + exec) Linux carries the parent's peak into the child's `ru_maxrss`, so it would
+report the Airflow worker's memory. Where /proc is absent (macOS), RSS is sampled every 5 ms
+with psutil, a lower bound; `details["memory_method"]` says which was used.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from autopilot import registry
+from autopilot.reports import GateReport
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    import pandas as pd
+    from mlflow.entities.model_registry import ModelVersion
+
+    from autopilot.config import InfraGateConfig, ModelConfig
+
+__all__ = ["evaluate_infra"]
+
+GATE = "infra"
+PICKLE_REFUSAL = "refusing a pickle model"
+# Spawning the probe and importing MLflow in it takes seconds; this bounds a hung probe only.
+PROBE_OVERHEAD_SECONDS = 120.0
+STATUS_FILE = Path("/proc/self/status")
+MIB = 1024 * 1024
+
+
+def evaluate_infra(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarray,
+                   cfg: ModelConfig) -> GateReport:
+    """Load the version as serving will, query it with sample rows, and measure it.
+
+    Args:
+        version: the registered version (its `MANIFEST_TAG` must match its files).
+        X_sample: feature rows in the canonical layout; the first `gates.infra.sample_rows` are used.
+        expected: the in-process predictions of the same rows (row-aligned with `X_sample`):
+            `predict_proba` for classifiers (what pyfunc serves), `predict` for regressors. A 1-D
+            array of positive-class scores is compared with the served matrix's last column.
+        cfg: the model config (thresholds in `gates.infra`, `registry.allow_pickle`).
+
+    Returns:
+        The `infra` report; it fails closed on any error, with the reason.
+    """
+    infra = cfg.gates.infra
+    thresholds = {"max_load_seconds": infra.max_load_seconds, "max_p95_latency_ms": infra.max_p95_latency_ms,
+                  "max_peak_memory_mb": infra.max_peak_memory_mb, "predictions": "equal to in-process",
+                  "signature": "rejects a missing and a wrongly typed column"}
+    details: dict[str, Any] = {"model": version.name, "version": int(version.version)}
+    try:
+        return _evaluate(version, X_sample, np.asarray(expected), cfg, thresholds, details)
+    except Exception as exc:  # an infra check that could not run has not passed
+        return GateReport.failed(GATE, [f"infra validation could not run: {type(exc).__name__}: {exc}"],
+                                 thresholds=thresholds, details=details)
+
+
+def _evaluate(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarray, cfg: ModelConfig,
+              thresholds: dict[str, Any], details: dict[str, Any]) -> GateReport:
+    infra = cfg.gates.infra
+    rows = min(infra.sample_rows, len(X_sample))
+    if rows == 0 or len(expected) != len(X_sample):
+        reason = (f"need sample rows with one expected prediction each; got {len(X_sample)} rows and "
+                  f"{len(expected)} expected predictions")
+        return GateReport.failed(GATE, [reason], thresholds=thresholds, details=details)
+    with tempfile.TemporaryDirectory(prefix="autopilot-infra-") as tmp:
+        try:
+            folder = _verified_copy(version, Path(tmp) / "model")
+        except registry.ManifestError as exc:
+            return GateReport.failed(GATE, [f"refusing to load version {version.version}: {exc}"],
+                                     thresholds=thresholds, details=details)
+        details["serialization_format"], refusal = _pickle_check(folder, cfg.registry.allow_pickle)
+        if refusal:
+            return GateReport.failed(GATE, [refusal], thresholds=thresholds, details=details)
+        timeout = PROBE_OVERHEAD_SECONDS + infra.max_load_seconds + 4 * rows * infra.max_p95_latency_ms / 1000
+        probe = _run_probe(folder, X_sample.iloc[:rows].reset_index(drop=True), timeout)
+    return _judge(probe, expected[:rows], infra, thresholds, details)
+
+
+def _verified_copy(version: ModelVersion, target: Path) -> Path:
+    """Verify the version's files, copy them, and verify the copy: what loads is what was checked."""
+    source = registry.download_verified(version)  # raises ManifestError, naming each file, before any copy
+    shutil.copytree(source, target)
+    registry.verify_manifest(target, json.loads(version.tags[registry.MANIFEST_TAG]))
+    return target
+
+
+def _pickle_check(folder: Path, allow_pickle: bool) -> tuple[str, str | None]:
+    """The model's serialization format, and a refusal reason when loading it would unpickle."""
+    import yaml
+
+    spec = yaml.safe_load((folder / "MLmodel").read_text(encoding="utf-8")) or {}
+    flavors = spec.get("flavors") or {}
+    sklearn_flavor = flavors.get("sklearn") or {}
+    fmt = str(sklearn_flavor.get("serialization_format") or "unknown")
+    loader = (flavors.get("python_function") or {}).get("loader_module")
+    if allow_pickle:
+        return fmt, None
+    if fmt != "skops" or loader != "mlflow.sklearn":
+        # Any other pyfunc loader (a custom python_model, say) is cloudpickled too.
+        return fmt, f"{PICKLE_REFUSAL} (serialization_format {fmt}, loader {loader}); registry.allow_pickle is false"
+    # skops trusts the types the model's own MLmodel lists; the manifest vouches for that file,
+    # and this keeps the list inside the allowlist the registry enforced when saving.
+    untrusted = [t for t in sklearn_flavor.get("skops_trusted_types") or []
+                 if not (t.startswith(registry.TRUSTED_PREFIXES) or t in registry.TRUSTED_EXACT)]
+    if untrusted:
+        return fmt, f"refusing a skops model that trusts types outside the allowlist: {untrusted}"
+    return fmt, None
+
+
+def _run_probe(folder: Path, X: pd.DataFrame, timeout: float) -> dict[str, Any]:
+    """Run `_probe` in a spawned process; its result, or `{"error": ...}`."""
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_probe, args=(str(folder), X, sender), name="autopilot-infra-probe", daemon=True)
+    process.start()
+    sender.close()  # so the receiver sees EOF if the probe dies without answering
+    try:
+        if not receiver.poll(timeout):
+            return {"error": f"the probe did not finish within {timeout:.0f} s"}
+        result: dict[str, Any] = receiver.recv()
+        return result
+    except EOFError:
+        process.join(10)
+        return {"error": f"the probe process died without an answer (exit code {process.exitcode})"}
+    finally:
+        receiver.close()
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _probe(folder: str, X: pd.DataFrame, conn: Connection) -> None:
+    """Probe entry point (in the spawned process): measure, and send back the result or the error."""
+    try:
+        conn.send(_measure(folder, X))
+    except Exception as exc:  # the parent reports it; a probe that dies outright is seen as EOF
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        conn.close()
+
+
+def _measure(folder: str, X: pd.DataFrame) -> dict[str, Any]:
+    meter = _PeakMemory()
+    started = time.perf_counter()
+    import mlflow.pyfunc
+
+    import_seconds = time.perf_counter() - started
+    baseline_mb = meter.current_mb()
+    started = time.perf_counter()
+    model = mlflow.pyfunc.load_model(folder)
+    load_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    batch = np.asarray(model.predict(X))
+    batch_ms = (time.perf_counter() - started) * 1000
+    singles, latencies = [], []
+    for i in range(len(X)):
+        started = time.perf_counter()
+        singles.append(np.asarray(model.predict(X.iloc[[i]])))
+        latencies.append((time.perf_counter() - started) * 1000)
+    peak_mb = meter.peak_mb()  # before the signature checks, which are not serving work
+    return {"import_seconds": import_seconds, "load_seconds": load_seconds, "batch_ms": batch_ms,
+            "latencies_ms": latencies, "batch": batch, "singles": np.concatenate(singles),
+            "baseline_mb": baseline_mb, "peak_mb": peak_mb, "memory_method": meter.method,
+            "signature_checks": _signature_checks(model, X)}
+
+
+class _PeakMemory:
+    """This process's peak resident memory: the kernel's high-water mark, else psutil sampling."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._sampled = 0
+        self.method = "VmHWM (kernel high-water mark of the probe process)"
+        if not STATUS_FILE.exists():
+            self.method = "psutil RSS sampled every 5 ms (a lower bound)"
+            threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            self._sampled = max(self._sampled, self._process.memory_info().rss)
+            time.sleep(0.005)
+
+    def current_mb(self) -> float:
+        """Resident memory now."""
+        return float(self._process.memory_info().rss / MIB)
+
+    def peak_mb(self) -> float:
+        """Peak resident memory so far."""
+        if not STATUS_FILE.exists():
+            return max(self._sampled, self._process.memory_info().rss) / MIB
+        for line in STATUS_FILE.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024  # kB
+        raise RuntimeError("no VmHWM line in /proc/self/status")
+
+
+def _signature_checks(model: Any, X: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Query with a frame missing a column and one with a wrongly typed column; each must be rejected."""
+    from mlflow.exceptions import MlflowException
+
+    schema = model.metadata.get_input_schema()
+    if schema is None or not schema.has_input_names():
+        return {"signature present": {"rejected": False, "error": "the model has no named input signature"}}
+    head = X.head(3)
+    names = schema.input_names()
+    bad = {f"missing column {names[0]!r}": head.drop(columns=[names[0]])}
+    bad.update(_wrong_type(schema, head))
+    checks: dict[str, dict[str, Any]] = {}
+    for label, frame in bad.items():
+        try:
+            model.predict(frame)
+            checks[label] = {"rejected": False, "error": None}
+        except MlflowException as exc:  # MLflow's schema enforcement refused the frame
+            checks[label] = {"rejected": True, "error": str(exc)[:300]}
+        except Exception as exc:  # the model itself choked: the signature let the frame through
+            checks[label] = {"rejected": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    return checks
+
+
+def _wrong_type(schema: Any, head: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A frame with text in a numeric column, else integers in a text column."""
+    for spec in schema.inputs:
+        kind = str(spec.type)
+        if spec.name in head and any(t in kind for t in ("double", "float", "long", "integer")):
+            return {f"text in numeric column {spec.name!r}": head.assign(**{spec.name: "not a number"})}
+    for spec in schema.inputs:
+        if spec.name in head and "string" in str(spec.type):
+            return {f"integers in text column {spec.name!r}": head.assign(**{spec.name: 12345})}
+    return {}
+
+
+def _judge(probe: dict[str, Any], expected: np.ndarray, infra: InfraGateConfig, thresholds: dict[str, Any],
+           details: dict[str, Any]) -> GateReport:
+    if "error" in probe:
+        return GateReport.failed(GATE, [f"loading or querying the model failed: {probe['error']}"],
+                                 thresholds=thresholds, details=details)
+    equal, max_diff, compared = _compare(probe["batch"], expected)
+    rows_equal, rows_diff, _ = _compare(probe["singles"], probe["batch"])
+    p50, p95 = (float(v) for v in np.percentile(probe["latencies_ms"], [50, 95]))
+    metrics = {
+        "rows": len(expected), "load_seconds": probe["load_seconds"], "import_seconds": probe["import_seconds"],
+        "peak_memory_mb": probe["peak_mb"], "baseline_memory_mb": probe["baseline_mb"],
+        "load_and_query_memory_mb": probe["peak_mb"] - probe["baseline_mb"],
+        "p50_latency_ms": p50, "p95_latency_ms": p95, "max_latency_ms": float(max(probe["latencies_ms"])),
+        "batch_latency_ms": probe["batch_ms"], "predictions_equal": equal, "max_abs_diff": max_diff,
+        # Informational: one-row and batch arithmetic may round differently without anything being wrong.
+        "row_vs_batch_equal": rows_equal, "row_vs_batch_max_abs_diff": rows_diff,
+    }
+    details.update(memory_method=probe["memory_method"], compared=compared,
+                   signature_checks=probe["signature_checks"])
+    reasons = _limit_reasons(metrics, infra)
+    if not equal:
+        reasons.append(f"served predictions differ from the in-process ones ({compared}; max |diff| {max_diff})")
+    reasons += [f"the signature accepted a bad frame ({label})" if check["error"] is None
+                else f"signature check failed ({label}): {check['error']}"
+                for label, check in probe["signature_checks"].items() if not check["rejected"]]
+    return GateReport(name=GATE, passed=not reasons, metrics=metrics, thresholds=thresholds, reasons=reasons,
+                      details=details)
+
+
+def _limit_reasons(metrics: dict[str, Any], infra: InfraGateConfig) -> list[str]:
+    limits = (("load_seconds", infra.max_load_seconds, "s load time"),
+              ("p95_latency_ms", infra.max_p95_latency_ms, "ms p95 latency of one-row queries"),
+              ("peak_memory_mb", infra.max_peak_memory_mb, "MB peak memory of the serving process"))
+    # `not value <= limit` so that a NaN measurement fails too.
+    return [f"{metrics[key]:.4g}{unit} is above the limit {limit}" for key, limit, unit in limits
+            if not metrics[key] <= limit]
+
+
+def _compare(served: np.ndarray, expected: np.ndarray) -> tuple[bool, float | None, str]:
+    """Exact equality, the max absolute difference (None when not numeric), and what was compared."""
+    compared = f"served {served.shape} vs expected {expected.shape}"
+    if served.ndim == 2 and expected.ndim == 1 and served.shape[0] == expected.shape[0]:
+        served, compared = served[:, -1], f"positive-class column of served {served.shape} vs expected scores"
+    if served.shape != expected.shape:
+        return False, None, compared + " (shapes differ)"
+    numeric = np.issubdtype(served.dtype, np.number) and np.issubdtype(expected.dtype, np.number)
+    equal = bool(np.array_equal(served, expected, equal_nan=numeric))
+    if not numeric or served.size == 0:
+        return equal, (0.0 if equal else None), compared
+    diff = float(np.nanmax(np.abs(served.astype(float) - expected.astype(float)), initial=0.0))
+    return equal, diff, compared

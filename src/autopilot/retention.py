@@ -1,0 +1,89 @@
+"""Retiring old versions: aliases removed, marked retired, files optionally deleted.
+
+The decision record and the training run stay (they live on the run, not with the model
+files), so a retired version can still be audited. The champion and the rollback target are
+never retired: a retired rollback target would turn `autopilot rollback` into an error at the
+worst moment.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from autopilot import registry
+
+if TYPE_CHECKING:
+    from autopilot.config import ModelConfig
+    from autopilot.settings import Settings
+
+__all__ = ["apply_retention", "protected_versions", "retire"]
+
+
+def protected_versions(settings: Settings, model: str) -> set[int]:
+    """Versions that must never retire: the champion and the rollback target."""
+    from autopilot.promotion import CHAMPION, current, rollback_target
+
+    protected = {current(model, CHAMPION), rollback_target(settings, model)}
+    return {version for version in protected if version is not None}
+
+
+def retire(settings: Settings, model: str, version: int, actor: str, reason: str,
+           delete_artifacts: bool = False) -> dict[str, Any]:
+    """Retire one version.
+
+    Raises:
+        ValueError: the version is protected, or no reason was given.
+    """
+    from autopilot.promotion import RETIRED_TAG
+
+    if not reason.strip():
+        raise ValueError("a reason is required to retire a version")
+    registry.configure(settings)
+    if version in protected_versions(settings, model):
+        raise ValueError(f"version {version} of {model} is the champion or the rollback target; it cannot retire")
+    client = registry.client()
+    found = client.get_model_version(model, str(version))
+    aliases = [alias for alias, number in (client.get_registered_model(model).aliases or {}).items()
+               if int(number) == version]
+    for alias in aliases:
+        client.delete_registered_model_alias(model, alias)
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    for key, value in {RETIRED_TAG: "true", "autopilot.retired_at": stamp, "autopilot.retired_by": actor,
+                       "autopilot.retired_reason": reason[:1000]}.items():
+        client.set_model_version_tag(model, str(version), key, value)
+    deleted = _delete_files(found) if delete_artifacts else False
+    return {"model": model, "version": version, "aliases_removed": aliases, "artifacts_deleted": deleted,
+            "retired_at": stamp}
+
+
+def _delete_files(version: Any) -> bool:
+    """Delete the model files (the run, its metrics and the decision record stay)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    model_id = getattr(version, "model_id", None)
+    if not model_id:
+        return False
+    location = registry.client().get_logged_model(model_id).artifact_location
+    get_artifact_repository(location).delete_artifacts()
+    return True
+
+
+def apply_retention(settings: Settings, cfg: ModelConfig, actor: str) -> list[int]:
+    """Retire every version beyond the newest `retention.keep_last`, except protected ones."""
+    from autopilot.promotion import RETIRED_TAG
+
+    registry.configure(settings)
+    name = cfg.registered_model_name
+    versions = sorted(registry.client().search_model_versions(f"name = '{name}'"),
+                      key=lambda v: int(v.version), reverse=True)
+    protected = protected_versions(settings, name)
+    retired = []
+    for old in versions[cfg.retention.keep_last:]:
+        number = int(old.version)
+        if number in protected or (old.tags or {}).get(RETIRED_TAG) == "true":
+            continue
+        retire(settings, name, number, actor, f"retention policy: keep the last {cfg.retention.keep_last}",
+               delete_artifacts=cfg.retention.delete_artifacts)
+        retired.append(number)
+    return retired

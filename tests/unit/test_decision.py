@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+
+from autopilot.gates.decision import decide, decision_record, decision_tags
+from autopilot.reports import GateReport
+
+
+def reports(**passed: bool) -> list[GateReport]:
+    return [GateReport(name=name, passed=ok, reasons=[] if ok else [f"{name} broke"]) for name, ok in passed.items()]
+
+
+def test_all_passing_gates_promote() -> None:
+    assert decide(reports(quality=True, explainability=True, fairness=True, infra=True)) == ("promote", [])
+
+
+def test_any_failure_rejects_with_every_reason() -> None:
+    verdict, reasons = decide(reports(quality=True, explainability=False, fairness=False, infra=True))
+    assert verdict == "reject"
+    assert reasons == ["explainability: explainability broke", "fairness: fairness broke"]
+
+
+def test_a_missing_report_fails_closed() -> None:
+    verdict, reasons = decide(reports(quality=True, explainability=True, fairness=True))
+    assert verdict == "reject" and reasons == ["infra: the gate did not report (fails closed)"]
+
+
+def test_first_run_review_is_not_a_rejection_unless_something_else_failed() -> None:
+    review = GateReport(name="quality", passed=False, reasons=["first run: a human must promote it"],
+                        details={"requires_review": True})
+    others = reports(explainability=True, fairness=True, infra=True)
+    assert decide([review, *others])[0] == "review"
+    assert decide([review, *reports(explainability=True, fairness=False, infra=True)])[0] == "reject"
+
+
+def test_record_and_tags() -> None:
+    gates = reports(quality=True, explainability=True, fairness=False, infra=True)
+    record = decision_record("m", 3, gates, run_id="r", data_snapshot="abc", actor="airflow:x", dag_run="d",
+                             baseline_version=2)
+    json.dumps(record)
+    assert record["decision"] == "reject" and record["version"] == 3 and record["baseline_version"] == 2
+    assert [g["name"] for g in record["gates"]] == ["quality", "explainability", "fairness", "infra"]
+    tags = decision_tags(record)
+    assert tags["autopilot.decision"] == "reject" and tags["autopilot.gate.fairness"] == "failed"
+    assert tags["autopilot.decision_reasons"] == "fairness: fairness broke"

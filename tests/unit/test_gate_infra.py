@@ -1,0 +1,183 @@
+"""The infra gate on real registered versions: passes, tampered files, pickles, bad predictions, limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import make_column_transformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from autopilot import registry
+from autopilot.config import ModelConfig
+from autopilot.gates import infra
+from autopilot.gates.infra import evaluate_infra
+from autopilot.settings import Settings
+from tests.conftest import adult_config_dict
+
+pytestmark = pytest.mark.usefixtures("mlflow_clean")
+
+
+def tiny_config(**infra_limits: Any) -> ModelConfig:
+    return ModelConfig.model_validate(adult_config_dict(gates={"infra": {"sample_rows": 40, **infra_limits}}))
+
+
+def tiny_frame(rows: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"age": rng.uniform(18, 80, rows).round(), "sex": rng.choice(["Female", "Male"], rows)})
+
+
+def log_version(settings: Settings, fmt: str = "skops") -> tuple[Any, Any]:
+    """Log and register a small classifier the way stages do (signature typed, predict_proba served)."""
+    import mlflow
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    X = tiny_frame()
+    model = make_pipeline(make_column_transformer((OneHotEncoder(), ["sex"]), remainder="passthrough"),
+                          LogisticRegression()).fit(X, (X["age"] > 45).astype(int))
+    signature = ModelSignature(inputs=Schema([ColSpec("double", "age"), ColSpec("string", "sex")]),
+                               outputs=infer_signature(X, model.predict_proba(X)).outputs)
+    registry.configure(settings)
+    experiment = registry.ensure_experiment("infra-test", settings.mlflow_artifact_root)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        info = mlflow.sklearn.log_model(model, name="model", serialization_format=fmt, signature=signature,
+                                        pyfunc_predict_fn="predict_proba", pip_requirements=registry.requirements())
+    manifest = registry.sha256_manifest(Path(mlflow.artifacts.download_artifacts(info.model_uri)))
+    version = registry.create_version("tiny", info.model_uri, run.info.run_id,
+                                      {registry.MANIFEST_TAG: json.dumps(manifest, sort_keys=True)})
+    return version, model
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """One MLflow home for the module (creating its database costs seconds)."""
+    return Settings.from_env({"AUTOPILOT_HOME": str(tmp_path_factory.mktemp("infra") / "home")})
+
+
+@pytest.fixture(scope="module")
+def skops_version(store: Settings) -> tuple[Any, Any]:
+    return log_version(store)
+
+
+@pytest.fixture(scope="module")
+def pickle_version(store: Settings) -> tuple[Any, Any]:
+    return log_version(store, fmt="cloudpickle")
+
+
+@pytest.fixture(autouse=True)
+def configured(store: Settings) -> Iterator[None]:
+    registry.configure(store)
+    yield
+
+
+@pytest.fixture
+def no_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the gate ever starts loading the model."""
+
+    def refuse(*args: Any) -> dict[str, Any]:
+        raise AssertionError("the gate tried to load the model")
+
+    monkeypatch.setattr(infra, "_run_probe", refuse)
+
+
+def test_a_registered_version_passes(skops_version: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    version, model = skops_version
+    X = tiny_frame(50)
+    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config())
+    assert report.passed, report.reasons
+    m = report.metrics
+    assert m["rows"] == 40 and m["predictions_equal"] and m["max_abs_diff"] == 0.0
+    assert 0 < m["load_seconds"] < 60 and 0 < m["p50_latency_ms"] <= m["p95_latency_ms"] <= m["max_latency_ms"]
+    assert 50 < m["baseline_memory_mb"] <= m["peak_memory_mb"] < 4096
+    assert report.details["memory_method"].startswith("VmHWM") and report.details["serialization_format"] == "skops"
+    checks = report.details["signature_checks"]
+    assert set(checks) == {"missing column 'age'", "text in numeric column 'age'"}
+    assert all(check["rejected"] for check in checks.values()), checks
+    json.dumps(report.model_dump(mode="json"))  # JSON-safe for XCom and MLflow
+
+    # The same probe result, judged against other expectations (one spawned probe is enough).
+    probe = infra._run_probe
+    results: list[dict[str, Any]] = []
+    monkeypatch.setattr(infra, "_run_probe", lambda *args: results[0] if results else results.append(probe(*args))
+                        or results[0])
+    # Judged against the scores the pipeline computes (positive class only).
+    scores = evaluate_infra(version, X, model.predict_proba(X)[:, 1], tiny_config())
+    assert scores.passed and "positive-class column" in scores.details["compared"]
+
+    # Predictions that differ from the in-process ones, and limits the model misses, fail.
+    wrong = model.predict_proba(X)
+    wrong[3, 1] += 1e-12
+    strict = evaluate_infra(version, X, wrong, tiny_config(max_p95_latency_ms=1e-6, max_peak_memory_mb=1.0))
+    assert not strict.passed
+    text = " | ".join(strict.reasons)
+    assert "differ from the in-process ones" in text and "p95 latency" in text and "peak memory" in text
+    assert strict.metrics["max_abs_diff"] == pytest.approx(1e-12, rel=0.01)
+
+
+def test_a_changed_model_file_fails_before_loading(store: Settings, no_load: None) -> None:
+    version, model = log_version(store)  # its own version: this one gets damaged
+    model_file = registry.download_verified(version) / "model.skops"
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    X = tiny_frame(10)
+    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config())
+    assert not report.passed
+    assert "changed file model.skops" in report.reasons[0], report.reasons
+
+
+def test_a_pickle_model_is_refused_without_allow_pickle(pickle_version: tuple[Any, Any], no_load: None) -> None:
+    version, model = pickle_version
+    X = tiny_frame(10)
+    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config())
+    assert not report.passed and "refusing a pickle model" in report.reasons[0], report.reasons
+    assert report.details["serialization_format"] == "cloudpickle"
+
+
+def test_a_pickle_model_loads_when_allowed(pickle_version: tuple[Any, Any]) -> None:
+    version, model = pickle_version
+    X = tiny_frame(10)
+    cfg = ModelConfig.model_validate(adult_config_dict(registry={"allow_pickle": True}))
+    report = evaluate_infra(version, X, model.predict_proba(X), cfg)
+    assert report.passed, report.reasons
+
+
+def test_fails_closed(skops_version: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    version, model = skops_version
+    X = tiny_frame(10)
+    misaligned = evaluate_infra(version, X, model.predict_proba(X.head(5)), tiny_config())
+    assert not misaligned.passed and "one expected prediction each" in misaligned.reasons[0]
+    monkeypatch.setattr(infra, "_run_probe", lambda *args: {"error": "the probe process died (exit code -9)"})
+    died = evaluate_infra(version, X, model.predict_proba(X), tiny_config())
+    assert not died.passed and "exit code -9" in died.reasons[0]
+
+    def explode(*args: Any) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(infra, "_verified_copy", explode)
+    broken = evaluate_infra(version, X, model.predict_proba(X), tiny_config())
+    assert not broken.passed and "could not run: OSError: disk gone" in broken.reasons[0]
+
+
+@pytest.mark.slow
+def test_a_pipeline_version_passes(small_adult: Callable[..., Path], settings: Any) -> None:
+    from autopilot.cli import run_pipeline
+    from autopilot.config import load_config
+    from autopilot.stages import load_batch
+
+    cfg = load_config(small_adult())
+    ref = run_pipeline(cfg, settings, "infra", stop_after="register")
+    version = registry.resolve_version(ref["name"], ref["version"])
+    X = load_batch(cfg, cfg.resolve(cfg.data.test_source or "")).drop(columns=[cfg.target.column]).head(100)
+    expected = registry.load_verified_model(version).predict_proba(X)
+    report = evaluate_infra(version, X, expected, cfg)
+    assert report.passed, report.reasons
+    assert report.metrics["rows"] == 100 and report.metrics["max_abs_diff"] == 0.0
