@@ -303,11 +303,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     code = embedded.test_dag(dag_id)
     registry.configure(settings)
     cfg = _find_config(model, settings)
+    decision = _last_decision(cfg.registered_model_name)
     if code != 0:
         print(f"[demo] the DAG run failed (exit {code}); full log: {embedded.run_dir / (dag_id + '.log')}")
+        if decision and decision["decision"] == "reject":
+            print(f"[demo] version {decision['version']} was rejected: {decision['reasons']}")
         return code
     chain = lineage(cfg.registered_model_name, "challenger")
     _print_summary(chain, settings, embedded, time.monotonic() - started)
+    if decision:
+        print(f"decision        version {decision['version']}: {decision['decision']}; gates {decision['gates']}")
+    print(f"status          autopilot status {cfg.name}   (champion, history; rollback with autopilot rollback)")
     return 0
 
 
