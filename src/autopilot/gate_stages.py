@@ -243,8 +243,22 @@ def promote_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, regi
                 "reasons": decided["reasons"]}
     move = promote(settings, registered["name"], int(decided["version"]), actor=ctx.actor,
                    reason="passed every promotion gate", expected_champion=decided["champion_version"],
-                   idempotency_key=ctx.key(cfg, "promote"))
-    return {"promoted": True, "decision": "promote", "version": move.to_version, "from": move.from_version}
+                   idempotency_key=ctx.key(cfg, "promote"), decision_ref=str(registered["run_id"]))
+    return {"promoted": True, "decision": "promote", "version": move.to_version, "from": move.from_version,
+            "retired": _retire_old(cfg, settings, ctx)}
+
+
+def _retire_old(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> list[int]:
+    """Apply the retention policy after a promotion; a failure here never undoes the promotion."""
+    import logging
+
+    from autopilot.retention import apply_retention
+
+    try:
+        return apply_retention(settings, cfg, actor=ctx.actor)
+    except Exception:
+        logging.getLogger(__name__).exception("retention policy failed for %s; versions kept", cfg.name)
+        return []
 
 
 def record_json(record: dict[str, Any]) -> str:
