@@ -20,7 +20,8 @@ from typing import Any
 import _common as common
 
 # Order: the quick parse-time check first, then the long model runs.
-BENCHMARKS = ("parse_time", "quality", "automl_vs_flaml", "tpe_vs_random", "orchestration_overhead", "shap_paths", "gate_cost")
+BENCHMARKS = ("parse_time", "quality", "automl_vs_flaml", "tpe_vs_random", "orchestration_overhead", "shap_paths",
+              "gate_cost")
 
 
 def run_one(name: str, extra: list[str]) -> dict[str, Any]:
