@@ -8,7 +8,9 @@ import socket
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,21 +27,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def request(url: str, data: dict[str, str] | None = None, token: str | None = None) -> dict[str, object]:
+def request(url: str, data: dict[str, object] | None = None, token: str | None = None,
+            method: str | None = None) -> dict[str, Any]:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     body = json.dumps(data).encode() if data is not None else None
-    with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=10) as response:
+    with urllib.request.urlopen(urllib.request.Request(url, body, headers, method=method), timeout=10) as response:
         return dict(json.loads(response.read()))
 
 
-def test_up_serves_the_training_dag_and_down_stops_everything(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_up_serves_the_training_dag_and_down_stops_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              small_adult: Callable[..., Path]) -> None:
     # The services run `airflow` from PATH: make it this interpreter's.
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
-    settings = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"),
-                                  "AUTOPILOT_CONFIG_DIR": str(PROJECT / "config" / "models")})
+    # A model whose data lacks a column: its run stops at `validate`, and the reasons land on the run's note.
+    small_adult(name="broken", mutate_train=lambda f: f.drop(columns=["sex"]))
+    settings = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"), "AUTOPILOT_CONFIG_DIR": str(tmp_path)})
     embedded = Embedded(settings=settings, project=PROJECT, airflow_port=free_port(), mlflow_port=free_port())
     started = embedded.start()
     try:
@@ -51,14 +55,23 @@ def test_up_serves_the_training_dag_and_down_stops_everything(tmp_path: Path,
         token = str(request(f"{base}/auth/token", {"username": "admin", "password": password})["access_token"])
         deadline = time.monotonic() + 120
         dag: dict[str, object] = {}
+        dag_url = f"{base}/api/v2/dags/autopilot_training__broken"
         while time.monotonic() < deadline and not dag:  # the DAG processor parses the file first
             try:
-                dag = request(f"{base}/api/v2/dags/autopilot_training__adult_income", token=token)
+                dag = request(dag_url, token=token)
             except OSError:
                 time.sleep(3)
-        assert dag.get("dag_id") == "autopilot_training__adult_income", "the DAG never appeared in the API"
-        assert "model:adult_income" in {t["name"] for t in dag["tags"]}  # type: ignore[union-attr]
+        assert dag.get("dag_id") == "autopilot_training__broken", "the DAG never appeared in the API"
+        assert "model:broken" in {t["name"] for t in dag["tags"]}
         assert embedded.start() == []  # already running: nothing started twice
+        request(dag_url, {"is_paused": False}, token=token, method="PATCH")
+        run = request(f"{dag_url}/dagRuns", {"logical_date": None, "dag_run_id": "broken-1"}, token=token)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and run["state"] not in ("success", "failed"):
+            time.sleep(3)
+            run = request(f"{dag_url}/dagRuns/broken-1", token=token)
+        assert run["state"] == "failed", run
+        assert run["note"] and "Stopped by a gate" in run["note"] and "missing column 'sex'" in run["note"], run
     finally:
         pids = [int(p.read_text()) for p in embedded.run_dir.glob("*.pid")]
         stopped = embedded.stop()

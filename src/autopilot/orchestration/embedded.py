@@ -79,10 +79,27 @@ class Embedded:
             "AUTOPILOT_ARTIFACT_ROOT": self.settings.artifact_root,
             "AUTOPILOT_OPTUNA_STORAGE": self.settings.optuna_storage,
             "AUTOPILOT_STATE_DB": self.settings.state_db,
+            # Lets a failed gate write its reasons on the DAG run's note through the REST API.
+            "AIRFLOW_CONN_AUTOPILOT_AIRFLOW_API": json.dumps({
+                "conn_type": "http", "host": "127.0.0.1", "port": self.airflow_port, "login": "admin",
+                "password": self._admin_secret()}),
             "GX_ANALYTICS_ENABLED": "False",
             "PYTHONWARNINGS": env.get("PYTHONWARNINGS", "ignore::DeprecationWarning"),
         })
         return env
+
+    def _admin_secret(self) -> str:
+        """The admin password, kept in the simple auth manager's own password file.
+
+        Writing the file before Airflow starts makes the password known to our processes
+        (the REST connection above); Airflow keeps a password it finds there.
+        """
+        path = self.airflow_home / "simple_auth_manager_passwords.json.generated"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"admin": secrets.token_urlsafe(16)}))
+            path.chmod(0o600)
+        return str(json.loads(path.read_text())["admin"])
 
     def _secret(self, name: str) -> str:
         """A per-installation secret kept in the home folder (never in code or logs)."""

@@ -77,6 +77,14 @@ def _config(path: str, model: str) -> Any:
     return cfg
 
 
+def _note(text: str) -> None:
+    """Put a gate's reasons on the DAG run's note (best effort: the task log has them too)."""
+    from autopilot.orchestration.notes import set_run_note
+
+    dag_run = get_current_context()["dag_run"]
+    set_run_note(dag_run.dag_id, dag_run.run_id, f"Stopped by a gate: {text}")
+
+
 def _gate(func: Any, *args: Any) -> Any:
     """Run a stage; a failed gate fails the task at once (no retry: it is a decision)."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -87,6 +95,7 @@ def _gate(func: Any, *args: Any) -> Any:
     try:
         return func(*args)
     except GateFailure as exc:
+        _note(str(exc))
         raise AirflowFailException(str(exc)) from exc
     except ConfigError as exc:  # a broken config will not fix itself on retry
         raise AirflowFailException(str(exc)) from exc
