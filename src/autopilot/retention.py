@@ -62,6 +62,9 @@ def _delete_files(version: Any) -> bool:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     model_id = getattr(version, "model_id", None)
+    source = str(version.source or "")
+    if not model_id and source.startswith("models:/m-"):  # a logged model registered by its URI
+        model_id = source.removeprefix("models:/").split("/")[0]
     if not model_id:
         return False
     location = registry.client().get_logged_model(model_id).artifact_location

@@ -91,13 +91,18 @@ def test_first_run_review_then_human_promote_rollback_and_status(
 def test_first_run_promote_policy_and_retention(small_adult: Callable[..., Path], settings: Any) -> None:
     from autopilot.retention import apply_retention
 
-    cfg = load_config(small_adult(retention={"keep_last": 1}))
+    cfg = load_config(small_adult(retention={"keep_last": 1, "delete_artifacts": True}))
     assert run_pipeline(cfg, settings, "first")["promoted"]
     registered, _, _ = register(cfg, settings, "second")
     registered, _, _ = register(cfg, settings, "third")
     assert registered["version"] == 3
     retired = apply_retention(settings, cfg, actor="test")
     assert retired == [2]  # 3 is kept (the last 1), 1 is the champion
-    tags = registry.resolve_version(cfg.name, 2).tags
-    assert tags["autopilot.retired"] == "true"
+    retired_version = registry.resolve_version(cfg.name, 2)
+    assert retired_version.tags["autopilot.retired"] == "true"
+    with pytest.raises(Exception):  # noqa: B017 - the model files are gone, whatever MLflow raises
+        registry.load_verified_model(retired_version)
+    run = registry.client().get_run(str(retired_version.run_id))  # the run and its record stay for audit
+    assert run.data.metrics["test_roc_auc"] > 0.5
     assert apply_retention(settings, cfg, actor="test") == []  # idempotent
+    assert int(registry.resolve_version(cfg.name, "champion").version) == 1
