@@ -24,7 +24,9 @@ __all__ = [
     "GatesConfig",
     "InfraGateConfig",
     "QualityGateConfig",
+    "DeploymentConfig",
     "RetentionConfig",
+    "ServiceLevelConfig",
     "ModelConfig",
     "ModelFamily",
     "SplitConfig",
@@ -267,6 +269,24 @@ class GatesConfig(_Frozen):
     infra: InfraGateConfig = Field(default_factory=InfraGateConfig)
 
 
+class ServiceLevelConfig(_Frozen):
+    """What the deployed model must sustain; environment selection sizes for it."""
+
+    p95_latency_ms: Annotated[float, Field(gt=0)] = Field(default=100.0, description="Single-row p95 latency.")
+    peak_rps: Annotated[float, Field(gt=0)] = Field(default=50.0, description="Peak requests per second.")
+    min_replicas: Annotated[int, Field(ge=1)] = Field(default=2, description="Replicas kept for availability.")
+    headroom: Annotated[float, Field(ge=1.0, le=10.0)] = Field(
+        default=1.5, description="Capacity multiplier over the measured need (1.5 = 50% spare)."
+    )
+
+
+class DeploymentConfig(_Frozen):
+    """Where and how the champion is deployed."""
+
+    target: Literal["local", "aws"] = "local"
+    service_level: ServiceLevelConfig = Field(default_factory=ServiceLevelConfig)
+
+
 class RetentionConfig(_Frozen):
     """Which versions are kept; the champion and the rollback target never retire."""
 
@@ -306,6 +326,7 @@ class ModelConfig(_Frozen):
     gates: GatesConfig = Field(default_factory=GatesConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelConfig:
