@@ -1,0 +1,1 @@
+"""Deployment sizing: profile a model on promotion and pick the environment that serves it."""
