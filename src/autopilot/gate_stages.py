@@ -9,7 +9,6 @@ training run. The decision reads the reports back, writes one decision record pe
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,8 +258,3 @@ def _retire_old(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> list[
     except Exception:
         logging.getLogger(__name__).exception("retention policy failed for %s; versions kept", cfg.name)
         return []
-
-
-def record_json(record: dict[str, Any]) -> str:
-    """A decision record as stable JSON (for logs and notes)."""
-    return json.dumps(record, indent=2, sort_keys=True)

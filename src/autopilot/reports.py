@@ -6,7 +6,28 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["GateFailure", "GateReport"]
+__all__ = ["GateFailure", "GateReport", "json_safe"]
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with numpy scalars/arrays made plain Python and NaN/inf replaced by None."""
+    import math
+
+    import numpy as np  # imported here: reports are also built where numpy is not needed
+    import pandas as pd
+
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray | pd.Series):
+        return [json_safe(v) for v in list(value)]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return value
 
 
 class GateReport(BaseModel):

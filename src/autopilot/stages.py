@@ -325,12 +325,15 @@ def _fit_and_log(cfg: LoadedConfig, snapped: dict[str, Any], tuned: dict[str, An
     import numpy as np
 
     from autopilot.modeling.fingerprint import environment_fingerprint, fingerprint_tags
-    from autopilot.modeling.training import evaluate, fit_pipeline, predict_scores
+    from autopilot.modeling.training import fit_pipeline, metrics_from_scores, predict_scores
 
     params, seed = tuned["best_params"], cfg.tuning.seed
     _log_dataset_inputs(cfg, frames, snapped["snapshots"], {"train": "training", "test": "testing"})
     pipeline = fit_pipeline(params, cfg, splits.X_train, splits.y_train, seed)
-    metrics = evaluate(pipeline, splits.X_test, splits.y_test, cfg.task)
+    if len(splits.X_test) == 0:
+        raise ValueError("the test split is empty: nothing to evaluate")
+    scores = predict_scores(pipeline, splits.X_test, cfg.task)  # once: for the metrics and the record
+    metrics = metrics_from_scores(splits.y_test, scores, cfg.task)
     mlflow.log_params({f"model.{k}": v for k, v in params.items()})
     mlflow.log_dict(params, "model_params.json")
     mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
@@ -339,7 +342,6 @@ def _fit_and_log(cfg: LoadedConfig, snapped: dict[str, Any], tuned: dict[str, An
     mlflow.log_dict(fingerprint, "environment.json")
     mlflow.set_tags(fingerprint_tags(fingerprint))
     mlflow.log_dict(json.loads(cfg.model_dump_json(exclude={"path"})), "config.json")
-    scores = predict_scores(pipeline, splits.X_test, cfg.task)
     np.save(workdir / "test_scores.npy", scores)
     mlflow.log_artifact(str(workdir / "test_scores.npy"), "evaluation")
     floor = _quality_floor(cfg, metrics)

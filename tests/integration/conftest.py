@@ -29,7 +29,8 @@ def postgres_factory() -> Iterator[Callable[[], str]]:
     try:
         admin = psycopg2.connect(PG_DSN, connect_timeout=5)
     except psycopg2.OperationalError as exc:
-        _unavailable(f"PostgreSQL at {PG_DSN}: {exc}")
+        _unavailable(f"needs PostgreSQL at {PG_DSN} (set AUTOPILOT_TEST_PG to another server; "
+                     f"CI sets AUTOPILOT_REQUIRE_SERVICES=1 and fails instead): {exc}")
     admin.autocommit = True
     base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
     made: list[str] = []

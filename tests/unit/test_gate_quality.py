@@ -14,10 +14,10 @@ from threadpoolctl import threadpool_limits
 
 from autopilot.config import ModelConfig
 from autopilot.data.sources import canonicalize
-from autopilot.gates.quality import bootstrap_metric, evaluate_quality, json_safe
+from autopilot.gates.quality import bootstrap_metric, evaluate_quality
 from autopilot.modeling.search_space import build_pipeline
 from autopilot.modeling.splits import Splits, make_splits
-from autopilot.reports import GateReport
+from autopilot.reports import GateReport, json_safe
 from tests.conftest import adult_config_dict
 
 HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "constant", "hgb.cat_encoding": "native",

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from autopilot.config import ModelConfig, Task
-from autopilot.reports import GateReport
+from autopilot.reports import GateReport, json_safe
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -684,21 +684,6 @@ def ndcg_at_k(reference: dict[str, float], candidate: dict[str, float], k: int) 
 # ---------------------------------------------------------------------------- the gate
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_json_safe(v) for v in list(value)]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return value
-
-
 def _top(shares: dict[str, float], k: int) -> list[dict[str, Any]]:
     return [{"feature": name, "share": shares[name]} for name in _ranked(shares)[:k]]
 
@@ -759,7 +744,7 @@ def _evaluate(challenger: Attributions, champion: Attributions | None, cfg: Mode
                                "additivity_error": challenger.additivity_error}
     problem = _unusable(challenger, "challenger")
     if problem is not None:
-        return GateReport.failed(GATE, [problem], metrics=_json_safe(metrics), thresholds=thresholds)
+        return GateReport.failed(GATE, [problem], metrics=json_safe(metrics), thresholds=thresholds)
     reasons: list[str] = []
     details: dict[str, Any] = {}
     importance = challenger.importance()
@@ -787,12 +772,12 @@ def _evaluate(challenger: Attributions, champion: Attributions | None, cfg: Mode
                        f"(max {bounds.max_feature_share})")
     if champion is not None:
         reasons.extend(_stability(challenger, champion, bounds.top_k, bounds.min_ndcg, metrics, details))
-    report_metrics = _json_safe(metrics)
+    report_metrics = json_safe(metrics)
     if reasons:
         return GateReport.failed(GATE, reasons, metrics=report_metrics, thresholds=thresholds,
-                                 details=_json_safe(details))
+                                 details=json_safe(details))
     return GateReport(name=GATE, passed=True, metrics=report_metrics, thresholds=thresholds,
-                      details=_json_safe(details))
+                      details=json_safe(details))
 
 
 def _stability(challenger: Attributions, champion: Attributions, k: int, min_ndcg: float,
@@ -900,5 +885,5 @@ def write_plots(attr: Attributions, X: pd.DataFrame, folder: Path) -> dict[str, 
     payload = {"importance": importance, "shares": attr.shares(), "method": attr.method, "output": attr.output,
                "rows": attr.rows, "seconds": attr.seconds, "base_value": attr.base_value,
                "background_rows": attr.background_rows, "additivity_error": attr.additivity_error}
-    paths["importance"].write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
+    paths["importance"].write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     return paths

@@ -37,9 +37,8 @@ from sklearn.metrics import accuracy_score, mean_absolute_error
 from threadpoolctl import threadpool_limits
 
 from autopilot.config import FairnessGateConfig, ModelConfig, Task
-from autopilot.gates.quality import json_safe
 from autopilot.modeling.training import predict_scores
-from autopilot.reports import GateReport
+from autopilot.reports import GateReport, json_safe
 
 __all__ = ["counterfactual_flip_rate", "evaluate_fairness", "pretraining_bias"]
 

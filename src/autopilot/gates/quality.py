@@ -28,31 +28,15 @@ from threadpoolctl import threadpool_limits
 
 from autopilot.config import LOWER_IS_BETTER, ModelConfig
 from autopilot.modeling.training import evaluate, predict_scores
-from autopilot.reports import GateReport
+from autopilot.reports import GateReport, json_safe
 
-__all__ = ["bootstrap_metric", "evaluate_quality", "json_safe"]
+__all__ = ["bootstrap_metric", "evaluate_quality"]
 
 GATE = "quality"
 # `evaluate` turns probabilities into labels at 0.5; the bootstrap must score the same labels.
 LABEL_THRESHOLD = 0.5
 # Upper bound on the replicate x row count matrix held at once (~16 MB of float64).
 CHUNK_CELLS = 2_000_000
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with numpy scalars/arrays made plain Python and NaN/inf replaced by None."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray | pd.Series):
-        return [json_safe(v) for v in list(value)]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return value
 
 
 def evaluate_quality(

@@ -13,7 +13,7 @@ from autopilot.config import ModelConfig, Task
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-__all__ = ["evaluate", "fit_pipeline", "predict_scores"]
+__all__ = ["evaluate", "fit_pipeline", "metrics_from_scores", "predict_scores"]
 
 
 def fit_pipeline(params: dict[str, Any], cfg: ModelConfig, X: pd.DataFrame, y: pd.Series, seed: int) -> Pipeline:
@@ -41,7 +41,11 @@ def evaluate(pipeline: Any, X: pd.DataFrame, y: pd.Series, task: Task, threshold
     """
     if len(X) == 0:
         raise ValueError("the test split is empty: nothing to evaluate")
-    scores = predict_scores(pipeline, X, task)
+    return metrics_from_scores(y, predict_scores(pipeline, X, task), task, threshold)
+
+
+def metrics_from_scores(y: pd.Series, scores: np.ndarray, task: Task, threshold: float = 0.5) -> dict[str, float]:
+    """The test metrics of `evaluate`, from scores already predicted (so they are predicted once)."""
     if task is Task.BINARY_CLASSIFICATION:
         return _classification_metrics(np.asarray(y), scores, threshold)
     return _regression_metrics(np.asarray(y, dtype=float), scores)
