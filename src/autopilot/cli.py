@@ -361,6 +361,19 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the champion (or a package folder) over HTTP until interrupted."""
+    import logging
+
+    from autopilot.serving.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings()
+    cfg = _find_config(args.config or args.model, settings)
+    serve(cfg, settings, host=args.host, port=args.port, model_dir=Path(args.model_dir) if args.model_dir else None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (separate so tests can inspect it)."""
     parser = argparse.ArgumentParser(prog="autopilot", description="Tabular ML lifecycle on Airflow and MLflow.")
@@ -436,6 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the services to be healthy")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop them").set_defaults(func=cmd_down)
+
+    serve = sub.add_parser("serve", help="serve the champion over HTTP (follows the alias, hot-swaps)")
+    serve.add_argument("mode", nargs="?", choices=["serve"], help=argparse.SUPPRESS)  # SageMaker appends `serve`
+    serve.add_argument("--model", default="adult_income", help="model name (its config is in the config folder)")
+    serve.add_argument("--config", help="config file (instead of --model)")
+    serve.add_argument("--model-dir", help="serve this model package folder instead of following the registry")
+    serve.add_argument("--host", help="interface (default: deployment.serving.host)")
+    serve.add_argument("--port", type=int, help="port (default: deployment.serving.port)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -443,13 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `autopilot` console script."""
     from autopilot.config import ConfigError
     from autopilot.promotion import PromotionConflict
+    from autopilot.serving.server import ServingSetupError
 
     args = build_parser().parse_args(argv)
     # Progress bars of artifact downloads would bury the output of every command.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return int(args.func(args))
-    except (ConfigError, LookupError, FileNotFoundError, ValueError, PromotionConflict) as exc:
+    except (ConfigError, LookupError, FileNotFoundError, ValueError, PromotionConflict, ServingSetupError) as exc:
         print(f"autopilot: error: {exc}", file=sys.stderr)
         return 2
 

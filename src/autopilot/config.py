@@ -27,6 +27,9 @@ __all__ = [
     "DeploymentConfig",
     "RetentionConfig",
     "ServiceLevelConfig",
+    "ServingConfig",
+    "RolloutConfig",
+    "AwsDeploymentConfig",
     "ModelConfig",
     "ModelFamily",
     "SplitConfig",
@@ -280,11 +283,95 @@ class ServiceLevelConfig(_Frozen):
     )
 
 
+class ServingConfig(_Frozen):
+    """The serving endpoint's limits (local `autopilot serve` and the generated image alike)."""
+
+    host: str = Field(default="127.0.0.1", description="Interface `autopilot serve` binds to.")
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    token_env: str = Field(
+        default="AUTOPILOT_SERVING_TOKEN",
+        description="Environment variable holding the bearer token (never the token itself).",
+    )
+    max_batch_rows: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=1024, description="Most records one /predict request may carry."
+    )
+    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=4_000_000, description="Largest request body accepted (413 above)."
+    )
+    request_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="A request still unanswered after this gets 504."
+    )
+    micro_batch_max_rows: Annotated[int, Field(ge=1)] = Field(
+        default=256, description="Rows of concurrent requests predicted in one call."
+    )
+    micro_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
+        default=2.0, description="How long the first queued request waits for others to join its batch."
+    )
+    poll_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=5.0, description="How often the server checks the champion alias for a new version."
+    )
+    explain_max_rows: Annotated[int, Field(ge=1)] = Field(default=100, description="Most rows one /explain call.")
+
+
+class RolloutConfig(_Frozen):
+    """How a new champion is checked on the live endpoint before the deployment counts as done."""
+
+    smoke_rows: Annotated[int, Field(ge=1)] = Field(default=20, description="Test rows sent as the smoke test.")
+    bake_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=60.0, description="How long errors and latency are watched after the swap."
+    )
+    bake_interval_seconds: Annotated[float, Field(gt=0)] = Field(default=5.0, description="Time between checks.")
+    max_error_rate: Share = Field(default=0.01, description="Highest share of 5xx answers during the bake.")
+    max_p95_latency_ms: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Highest observed p95 during the bake; defaults to the service level's."
+    )
+    swap_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=120.0, description="How long to wait for the endpoint to serve the new version."
+    )
+
+
+class AwsDeploymentConfig(_Frozen):
+    """SageMaker deployment (used when `target: aws`)."""
+
+    region: str = "us-east-1"
+    bucket: str = Field(default="autopilot-models", description="S3 bucket for model packages.")
+    prefix: str = Field(default="models", description="Key prefix under the bucket.")
+    execution_role_arn: str = Field(
+        default="arn:aws:iam::123456789012:role/autopilot-sagemaker",
+        description="IAM role SageMaker assumes to read the package and pull the image.",
+    )
+    image_uri: str = Field(
+        default="123456789012.dkr.ecr.us-east-1.amazonaws.com/autopilot-serving:latest",
+        description="The serving image (built from the generated Dockerfile).",
+    )
+    aws_conn_id: str = Field(default="aws_default", description="Airflow connection used inside the DAG.")
+    canary_percent: Annotated[float, Field(gt=0, lt=100)] = Field(
+        default=10.0, description="Share of capacity the blue/green canary shifts first."
+    )
+    canary_wait_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=600, description="Canary bake before the rest of the traffic moves."
+    )
+    termination_wait_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=300, description="How long the old fleet is kept after the shift, for a fast rollback."
+    )
+    alarm_error_rate: Share = Field(default=0.01, description="5xx share that triggers an auto-rollback alarm.")
+    wait_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=1800.0, description="Longest wait for an endpoint to reach InService."
+    )
+
+
 class DeploymentConfig(_Frozen):
     """Where and how the champion is deployed."""
 
     target: Literal["local", "aws"] = "local"
+    instance_catalog: str | None = Field(
+        default=None,
+        description="Instance types and prices (YAML, relative to this config file); default: the bundled catalog.",
+    )
     service_level: ServiceLevelConfig = Field(default_factory=ServiceLevelConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    aws: AwsDeploymentConfig = Field(default_factory=AwsDeploymentConfig)
 
 
 class RetentionConfig(_Frozen):

@@ -179,13 +179,15 @@ def sha256_manifest(folder: Path) -> dict[str, str]:
     return manifest
 
 
-def verify_manifest(folder: Path, manifest: dict[str, str]) -> None:
+def verify_manifest(folder: Path, manifest: dict[str, str], ignore: tuple[str, ...] = ()) -> None:
     """Check model files against their manifest before anything loads them.
+
+    `ignore` names files not covered by the manifest (the manifest file itself, inside a package).
 
     Raises:
         ManifestError: naming each missing, changed or unexpected file.
     """
-    actual = sha256_manifest(folder)
+    actual = {k: v for k, v in sha256_manifest(folder).items() if k not in ignore}
     problems = [f"missing file {name}" for name in manifest if name not in actual]
     problems += [f"changed file {name}" for name in manifest if name in actual and actual[name] != manifest[name]]
     problems += [f"unexpected file {name}" for name in actual if name not in manifest]

@@ -29,6 +29,8 @@ class Settings:
         state_db: SQLAlchemy URL of autopilot's own state, e.g. the alias history
             (`AUTOPILOT_STATE_DB`); SQLite under home by default, PostgreSQL in production.
         config_dir: the folder of model config files (`AUTOPILOT_CONFIG_DIR`).
+        inference_db: SQLAlchemy URL of the serving inference log (`AUTOPILOT_INFERENCE_DB`);
+            SQLite under home by default, PostgreSQL in production.
     """
 
     home: Path
@@ -38,6 +40,7 @@ class Settings:
     optuna_storage: str
     state_db: str
     config_dir: Path
+    inference_db: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -53,6 +56,7 @@ class Settings:
             optuna_storage=env.get("AUTOPILOT_OPTUNA_STORAGE") or f"sqlite:///{home / 'optuna.db'}",
             state_db=env.get("AUTOPILOT_STATE_DB") or f"sqlite:///{home / 'autopilot.db'}",
             config_dir=config_dir,
+            inference_db=env.get("AUTOPILOT_INFERENCE_DB") or f"sqlite:///{home / 'inference.db'}",
         )
 
     def with_home(self, home: Path) -> Settings:
@@ -66,6 +70,7 @@ class Settings:
             artifact_root=str(home / "artifacts"),
             optuna_storage=f"sqlite:///{home / 'optuna.db'}",
             state_db=f"sqlite:///{home / 'autopilot.db'}",
+            inference_db=f"sqlite:///{home / 'inference.db'}",
         )
 
     def ensure_local_dirs(self) -> None:

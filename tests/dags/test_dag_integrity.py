@@ -42,10 +42,12 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
         "autopilot", "training", "model:adult_income"}
     tasks = {t.task_id: t for t in dag.tasks}
     gates = {"quality", "explainability_and_fairness", "infra"}
-    assert set(tasks) == {"validate", "snapshot", "tune", "train_and_register", *gates, "decide", "promote"}
-    for name in ("validate", *gates, "decide"):  # gates and the decision: no retry
+    deployment = {"plan_deployment", "deploy", "rollout"}
+    assert set(tasks) == {"validate", "snapshot", "tune", "train_and_register", *gates, "decide", "promote",
+                          *deployment}
+    for name in ("validate", *gates, "decide", "rollout"):  # gates, the decision, the rollout: no retry
         assert tasks[name].retries == 0, name
-    for name in ("snapshot", "tune", "train_and_register", "promote"):
+    for name in ("snapshot", "tune", "train_and_register", "promote", "plan_deployment", "deploy"):
         assert tasks[name].retries == 2 and tasks[name].retry_exponential_backoff
     assert tasks["validate"].downstream_task_ids == {"snapshot"}
     assert tasks["tune"].downstream_task_ids == {"train_and_register"}
@@ -54,6 +56,9 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
         assert tasks[gate].downstream_task_ids == {"decide"}
     assert tasks["decide"].downstream_task_ids == {"promote"}
     assert tasks["promote"].pool == "autopilot_promotion"
+    assert tasks["promote"].downstream_task_ids == {"plan_deployment"}
+    assert tasks["plan_deployment"].downstream_task_ids == {"deploy", "rollout"}
+    assert tasks["deploy"].downstream_task_ids == {"rollout"}
 
 
 def test_one_dag_per_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

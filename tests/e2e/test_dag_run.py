@@ -30,6 +30,8 @@ def airflow_db() -> None:
 def env(settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     monkeypatch.setenv("AUTOPILOT_HOME", str(settings.home))
     monkeypatch.setenv("AUTOPILOT_CONFIG_DIR", str(tmp_path))
+    # No endpoint listens here: the rollout must be skipped, whatever runs on the default port.
+    monkeypatch.setenv("AUTOPILOT_SERVING_URL", "http://127.0.0.1:9")
     for name in ("MLFLOW_TRACKING_URI", "AUTOPILOT_ARTIFACT_ROOT", "AUTOPILOT_OPTUNA_STORAGE",
                  "AUTOPILOT_MLFLOW_ARTIFACT_ROOT", "AUTOPILOT_STATE_DB"):
         monkeypatch.delenv(name, raising=False)
@@ -52,7 +54,10 @@ def test_training_dag_end_to_end(airflow_db: None, env: Any, small_adult: Callab
     small_adult(name="dagtest")
     dag_run = run_dag("dagtest")
     assert str(dag_run.state) == "success", states(dag_run)
-    assert set(states(dag_run).values()) == {"success"}
+    result = states(dag_run)
+    # Nothing serves at AUTOPILOT_SERVING_URL: there is no live endpoint to roll out to.
+    assert result.pop("rollout") == "skipped"
+    assert set(result.values()) == {"success"}, result
     registry.configure(env)
     version = registry.resolve_version("dagtest", "challenger")
     assert int(version.version) == 1
@@ -67,6 +72,17 @@ def test_training_dag_end_to_end(airflow_db: None, env: Any, small_adult: Callab
     moves = history(env, "dagtest")
     assert [(m.from_version, m.to_version, m.action) for m in moves] == [(None, 1, "promote")]
     assert moves[0].actor == "airflow:autopilot_training__dagtest"
+    # The deployment plan is stored with the version: profile, selection, validated configs.
+    import mlflow
+
+    champion = registry.resolve_version("dagtest", "champion")
+    plan = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/deploy/plan.json")
+    assert plan["version"] == 1 and plan["replicas"] >= 2 and plan["instance"] == champion.tags[
+        "autopilot.deploy.instance"]
+    stored = {a.path for a in registry.client().list_artifacts(champion.run_id, "deploy/configs")}
+    assert {"deploy/configs/Dockerfile", "deploy/configs/k8s", "deploy/configs/sagemaker"} <= stored
+    profile = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/deploy/profile.json")
+    assert profile["latency_ms"]["p95"] > 0 and set(profile["throughput_rps"]) == {"1", "2"}
 
 
 def test_bad_data_fails_the_dag_before_training(airflow_db: None, env: Any,
@@ -77,7 +93,7 @@ def test_bad_data_fails_the_dag_before_training(airflow_db: None, env: Any,
     assert str(dag_run.state) == "failed"
     assert result["validate"] == "failed"
     downstream = ("snapshot", "tune", "train_and_register", "quality", "explainability_and_fairness", "infra",
-                  "decide", "promote")
+                  "decide", "promote", "plan_deployment", "deploy", "rollout")
     assert {result[name] for name in downstream} == {"upstream_failed"}
     registry.configure(env)
     with pytest.raises(LookupError):

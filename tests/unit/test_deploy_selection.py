@@ -7,6 +7,7 @@ import pytest
 from autopilot.config import ServiceLevelConfig
 from autopilot.deploy.profile import Profile
 from autopilot.deploy.selection import (
+    DEFAULT_CATALOG,
     InstanceCatalog,
     InstanceType,
     NoFeasibleEnvironment,
@@ -17,7 +18,7 @@ from autopilot.deploy.selection import (
     select_environment,
 )
 
-CATALOG_PATH = Path(__file__).resolve().parents[2] / "config" / "instances.yaml"
+CATALOG_PATH = DEFAULT_CATALOG
 
 
 def profile(p95: float = 10.0, rps1: float = 100.0, rss: float = 1000.0) -> Profile:

@@ -111,6 +111,9 @@ def canonicalize(frame: pd.DataFrame, cfg: ModelConfig, require_target: bool = T
     the returned frame's `attrs["unparseable"]` maps column -> count, which validation reports.
     """
     wanted = cfg.columns if require_target else list(cfg.features)
+    # Positional: a slice or sample of a frame keeps its old labels, which the RangeIndex below
+    # would otherwise align against and silently turn into NaN.
+    frame = frame.reset_index(drop=True)
     out: dict[str, pd.Series] = {}
     unparseable: dict[str, int] = {}
     for name in wanted:

@@ -47,6 +47,7 @@ class InstanceType(BaseModel):
     memory_gib: Annotated[float, Field(gt=0)]
     hourly_usd: Annotated[float, Field(gt=0)]
     baseline_cpu_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    sagemaker: bool = True  # offered by SageMaker hosting as ml.<name>
 
 
 class InstanceCatalog(BaseModel):
@@ -60,8 +61,11 @@ class InstanceCatalog(BaseModel):
     instances: Annotated[list[InstanceType], Field(min_length=1)]
 
 
-def load_catalog(path: Path) -> InstanceCatalog:
-    """Read and validate an instance catalog (see `config/instances.yaml`)."""
+DEFAULT_CATALOG = Path(__file__).with_name("instances.yaml")
+
+
+def load_catalog(path: Path = DEFAULT_CATALOG) -> InstanceCatalog:
+    """Read and validate an instance catalog (the bundled default is `deploy/instances.yaml`)."""
     return InstanceCatalog.model_validate(yaml.safe_load(Path(path).read_text()))
 
 
@@ -159,6 +163,20 @@ class Selection(BaseModel):
         return "\n".join(lines)
 
 
+def sagemaker_candidate(selection: Selection) -> Candidate:
+    """The chosen candidate if SageMaker hosts its type, else the cheapest feasible one it does host.
+
+    Raises:
+        NoFeasibleEnvironment: when no feasible candidate is a SageMaker type.
+    """
+    if selection.chosen.instance.sagemaker:
+        return selection.chosen
+    hosted = [c for c in selection.candidates if c.feasible and c.instance.sagemaker]
+    if not hosted:
+        raise NoFeasibleEnvironment("no feasible instance type is offered by SageMaker hosting")
+    return min(hosted, key=lambda c: (c.hourly_cost, c.replicas, c.instance.name))
+
+
 class NoFeasibleEnvironment(ValueError):
     """No instance type meets the service level; the message says why each one lost."""
 
@@ -180,7 +198,8 @@ def _capacity(profile: Profile, inst: InstanceType) -> tuple[float, bool]:
 
 
 def select_environment(profile: Profile, service_level: ServiceLevelConfig, catalog: InstanceCatalog,
-                       history: list[Observation] | None = None, model: str | None = None) -> Selection:
+                       history: list[Observation] | None = None, model: str | None = None,
+                       require_sagemaker: bool = False) -> Selection:
     """Size every instance type for the model and choose the cheapest that meets the service level.
 
     Args:
@@ -189,6 +208,7 @@ def select_environment(profile: Profile, service_level: ServiceLevelConfig, cata
         catalog: the instance types and prices.
         history: past observations; only `model`'s are used when `model` is given.
         model: the model name to filter `history` by.
+        require_sagemaker: only types SageMaker hosting offers (the `aws` target).
 
     Raises:
         NoFeasibleEnvironment: when no instance type qualifies; the message names every
@@ -204,7 +224,9 @@ def select_environment(profile: Profile, service_level: ServiceLevelConfig, cata
         capacity = raw / corr.latency / sl.headroom
         replicas = max(sl.min_replicas, math.ceil(sl.peak_rps / capacity)) if capacity > 0 else 0
         available_mb = (inst.memory_gib - OS_RESERVED_GIB) * 1024.0
-        if memory_mb > available_mb:
+        if require_sagemaker and not inst.sagemaker:
+            verdict = "not offered by SageMaker hosting"
+        elif memory_mb > available_mb:
             verdict = f"too little memory: needs {memory_mb:.0f} MiB, has {max(available_mb, 0):.0f} MiB after the OS"
         elif p95 > sl.p95_latency_ms:
             verdict = f"latency above SLO: predicted p95 {p95:.2f} ms > {sl.p95_latency_ms:g} ms"

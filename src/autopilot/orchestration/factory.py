@@ -46,6 +46,13 @@ Takes the data named in `{config}` through the lifecycle core:
    version stops here, registered but untouched by aliases.
 7. **promote** (pool `autopilot_promotion`, one slot): moves `champion`, compare-and-set
    against the champion the gates compared with, recorded in the alias history.
+8. **plan_deployment**: profiles the new champion (size, load time, memory, latency,
+   throughput), picks the cheapest instance type and replica count meeting the service level,
+   writes and validates its Dockerfile, Kubernetes and SageMaker configs (stored with the version).
+9. **deploy**: on `aws`, uploads the package to S3 (SHA-256) and creates or updates the SageMaker
+   endpoint (blue/green canary, rollback alarms); on `local`, `autopilot serve` follows the alias.
+10. **rollout** (no retry): smoke test and bake on the live endpoint; a violation rolls the alias
+   back and fails. Skipped when the version was not promoted or no endpoint is running.
 
 Every task is idempotent: a retry or a rerun of this DAG run creates no second snapshot, study
 or model version. Trigger with the Airflow UI, `airflow dags trigger`, or the REST API.
@@ -99,6 +106,24 @@ def _gate(func: Any, *args: Any) -> Any:
         raise AirflowFailException(str(exc)) from exc
     except ConfigError as exc:  # a broken config will not fix itself on retry
         raise AirflowFailException(str(exc)) from exc
+
+
+def _skip_if_skipped(result: dict[str, Any]) -> dict[str, Any]:
+    """A stage with nothing to do (not promoted, no live endpoint) shows as skipped, not succeeded."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if result.get("skipped"):
+        raise AirflowSkipException(str(result.get("reason")))
+    return result
+
+
+def _aws_clients(cfg: Any) -> Any:
+    """boto3 clients from the config's Airflow AWS connection, only for the `aws` target."""
+    if cfg.deployment.target != "aws":
+        return None
+    from autopilot.orchestration.aws import clients_from_connection
+
+    return clients_from_connection(cfg.deployment.aws.aws_conn_id, cfg.deployment.aws.region)
 
 
 def training_dag(model: str, config_path: Path) -> DAG:
@@ -182,6 +207,30 @@ def training_dag(model: str, config_path: Path) -> DAG:
             ctx, settings = _context()
             return dict(promote_version(_config(path, model), settings, ctx, registered, decided))
 
+        @task
+        def plan_deployment(snapped: dict[str, Any], promoted: dict[str, Any]) -> dict[str, Any]:
+            from autopilot.deploy_stages import plan_deployment as stage
+
+            ctx, settings = _context()
+            return _skip_if_skipped(_gate(stage, _config(path, model), settings, ctx, promoted, snapped))
+
+        @task
+        def deploy(plan: dict[str, Any]) -> dict[str, Any]:
+            from autopilot.deploy_stages import deploy_version
+
+            ctx, settings = _context()
+            cfg = _config(path, model)
+            return _skip_if_skipped(_gate(deploy_version, cfg, settings, ctx, plan, _aws_clients(cfg)))
+
+        @task(retries=0)  # a failed rollout has already rolled back: a retry would deploy again
+        def rollout(snapped: dict[str, Any], plan: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any]:
+            from autopilot.deploy_stages import rollout_version
+
+            ctx, settings = _context()
+            cfg = _config(path, model)
+            return _skip_if_skipped(_gate(rollout_version, cfg, settings, ctx, plan, deployed, snapped,
+                                          _aws_clients(cfg)))
+
         # The decorated calls return XComArgs (references resolved at run time), not dicts.
         snapped: Any = snapshot(validate())  # type: ignore[arg-type]
         tuned: Any = tune(snapped)
@@ -191,7 +240,10 @@ def training_dag(model: str, config_path: Path) -> DAG:
         decided: Any = decide(snapped, registered, checks[0])
         checks[1] >> decided
         checks[2] >> decided
-        promote(registered, decided)
+        promoted: Any = promote(registered, decided)
+        plan: Any = plan_deployment(snapped, promoted)
+        deployed: Any = deploy(plan)
+        rollout(snapped, plan, deployed)
 
     return training()
 

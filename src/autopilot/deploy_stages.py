@@ -1,0 +1,234 @@
+"""The deployment stages the training DAG runs after a promotion: plan, deploy, roll out.
+
+* `plan_deployment` measures the new champion (`deploy.profile`), chooses where it runs
+  (`deploy.selection`, corrected by past observations), writes its configs
+  (`deploy.configs`) and stores all of it with the version (artifacts under `deploy/` on its
+  training run, a summary in version tags).
+* `deploy_version` provisions: on `aws`, the model package goes to S3 (SHA-256 checked) and the
+  SageMaker endpoint is created or updated with a blue/green canary guarded by rollback alarms;
+  on `local`, the endpoint (`autopilot serve`) follows the `champion` alias by itself.
+* `rollout_version` checks the live endpoint: the new version must be served (smoke test),
+  then errors and latency are watched for the bake period; a violation rolls the alias back
+  (and, on AWS, the endpoint) and fails the task, which alerts.
+
+Every stage is idempotent: a rerun reads back the stored plan, finds the package and the
+SageMaker objects by their content-derived names, and finds the alias already moved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autopilot import registry
+from autopilot.reports import GateFailure, GateReport
+
+if TYPE_CHECKING:
+    from autopilot.config import LoadedConfig
+    from autopilot.settings import Settings
+    from autopilot.stages import RunContext
+
+log = logging.getLogger(__name__)
+
+__all__ = ["deploy_version", "observations_path", "plan_deployment", "rollout_version", "serving_url"]
+
+PLAN_ARTIFACT = "deploy/plan.json"
+PROFILE_SAMPLE_ROWS = 500
+
+
+def observations_path(settings: Settings) -> Path:
+    """Where observed-vs-predicted serving costs accumulate (selection corrects itself from them)."""
+    return settings.home / "deploy" / "observations.jsonl"
+
+
+def serving_url(cfg: LoadedConfig) -> str:
+    """The live local endpoint (`AUTOPILOT_SERVING_URL`, else the config's host and port)."""
+    serving = cfg.deployment.serving
+    return os.environ.get("AUTOPILOT_SERVING_URL") or f"http://{serving.host}:{serving.port}"
+
+
+def _skipped(reason: str, **extra: Any) -> dict[str, Any]:
+    return {"skipped": True, "reason": reason, **extra}
+
+
+# ---------------------------------------------------------------------------- plan
+
+
+def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, promoted: dict[str, Any],
+                    snapped: dict[str, Any]) -> dict[str, Any]:
+    """Profile the promoted version, select its environment and generate its configs (stored with it)."""
+    if not promoted.get("promoted"):
+        return _skipped(f"version {promoted.get('version')} was not promoted ({promoted.get('decision')})")
+    registry.configure(settings)
+    version = registry.resolve_version(cfg.registered_model_name, promoted["version"])
+    run_id = str(version.run_id)
+    stored = _read_artifact(run_id, PLAN_ARTIFACT)
+    if stored is not None:  # a rerun: the plan is part of the version's record already
+        return dict(stored)
+    from autopilot.deploy.configs import generate_configs
+    from autopilot.deploy.profile import profile_model
+    from autopilot.deploy.selection import load_catalog, load_observations, select_environment
+    from autopilot.stages import _load_splits
+
+    folder = registry.download_verified(version)
+    splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
+    sample = splits.X_test.sample(min(PROFILE_SAMPLE_ROWS, len(splits.X_test)), random_state=0)
+    profile = profile_model(folder, sample)
+    custom = cfg.deployment.instance_catalog
+    catalog = load_catalog(Path(cfg.resolve(custom))) if custom else load_catalog()
+    history = load_observations(observations_path(settings), cfg.name)
+    selection = select_environment(profile, cfg.deployment.service_level, catalog, history, cfg.name,
+                                   require_sagemaker=cfg.deployment.target == "aws")
+    aws = cfg.deployment.aws
+    with tempfile.TemporaryDirectory(prefix="autopilot-deploy-") as tmp:
+        generated = generate_configs(model=cfg.name, version=int(version.version), profile=profile,
+                                     selection=selection, deployment=cfg.deployment, out_dir=Path(tmp) / "configs",
+                                     model_data_url=_package_url(cfg, int(version.version)))
+        mlflow_client = registry.client()
+        mlflow_client.log_artifacts(run_id, str(generated.folder), "deploy/configs")
+        mlflow_client.log_dict(run_id, profile.as_dict(), "deploy/profile.json")
+        mlflow_client.log_dict(run_id, json.loads(selection.model_dump_json()), "deploy/selection.json")
+        mlflow_client.log_dict(run_id, generated.sagemaker, "deploy/sagemaker.json")
+    chosen = selection.chosen
+    plan = {
+        "skipped": False, "model": cfg.name, "version": int(version.version), "run_id": run_id,
+        "target": cfg.deployment.target, "instance": chosen.instance.name, "replicas": chosen.replicas,
+        "hourly_usd": round(chosen.hourly_cost, 4), "predicted_p95_ms": round(chosen.predicted_p95_ms, 3),
+        "predicted_rss_mb": round(profile.peak_rss_mb, 1), "endpoint": generated.names.endpoint,
+        "sagemaker_model": generated.names.model, "endpoint_config": generated.names.endpoint_config,
+        "config_files": generated.files, "region": aws.region,
+    }
+    mlflow_client.log_dict(run_id, plan, PLAN_ARTIFACT)  # last: its presence means the plan is complete
+    for key in ("instance", "replicas", "predicted_p95_ms", "endpoint"):
+        mlflow_client.set_model_version_tag(cfg.registered_model_name, str(version.version),
+                                            f"autopilot.deploy.{key}", str(plan[key]))
+    log.info("deployment plan for %s v%s:\n%s", cfg.name, version.version, selection.explain())
+    return plan
+
+
+def _package_url(cfg: LoadedConfig, version: int) -> str:
+    aws = cfg.deployment.aws
+    return f"s3://{aws.bucket}/{_package_key(cfg, version)}"
+
+
+def _package_key(cfg: LoadedConfig, version: int) -> str:
+    return f"{cfg.deployment.aws.prefix.strip('/')}/{cfg.name}/v{version}/model.tar.gz"
+
+
+def _read_artifact(run_id: str, path: str) -> Any | None:
+    import mlflow
+
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+    except Exception:  # absent: the stage has not completed for this version
+        return None
+    return json.loads(Path(local).read_text())
+
+
+# ---------------------------------------------------------------------------- deploy
+
+
+def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: dict[str, Any],
+                   clients: Any | None = None) -> dict[str, Any]:
+    """Provision the planned deployment (AWS), or hand over to the local endpoint that follows the alias.
+
+    Args:
+        clients: `deploy.aws.AwsClients` for the `aws` target (the DAG builds them from its
+            Airflow connection; the CLI from the environment).
+    """
+    if plan.get("skipped"):
+        return _skipped(plan["reason"])
+    if plan["target"] == "local":
+        return {"skipped": False, "target": "local", "version": plan["version"], "endpoint": serving_url(cfg),
+                "action": "follows the champion alias"}
+    from autopilot.deploy.aws import aws_clients, package_model, provision_endpoint, upload_package
+
+    registry.configure(settings)
+    aws = cfg.deployment.aws
+    clients = clients or aws_clients(aws.region)
+    version = registry.resolve_version(cfg.registered_model_name, plan["version"])
+    folder = registry.download_verified(version)
+    sagemaker = _read_artifact(plan["run_id"], "deploy/sagemaker.json")
+    if sagemaker is None:
+        raise RuntimeError(f"version {plan['version']} has no stored SageMaker configuration: run the plan first")
+    with tempfile.TemporaryDirectory(prefix="autopilot-package-") as tmp:
+        path, digest = package_model(folder, Path(tmp) / "model.tar.gz")
+        url = upload_package(clients.s3, aws.bucket, _package_key(cfg, plan["version"]), path, digest)
+    result = provision_endpoint(clients, endpoint=plan["endpoint"], sagemaker=sagemaker,
+                                wait_timeout=aws.wait_timeout_seconds)
+    return {"skipped": False, "target": "aws", "version": plan["version"], "package": url, "sha256": digest,
+            "endpoint": result.endpoint, "endpoint_config": result.endpoint_config, "action": result.action,
+            "status": result.status, "alarms": [a["AlarmName"] for a in sagemaker["alarms"]]}
+
+
+# ---------------------------------------------------------------------------- rollout
+
+
+def rollout_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: dict[str, Any],
+                    deployed: dict[str, Any], snapped: dict[str, Any], clients: Any | None = None) -> dict[str, Any]:
+    """Smoke-test the new version on the live endpoint, bake it, and roll back on a violation.
+
+    Raises:
+        GateFailure: after rolling back, naming what was violated.
+    """
+    if deployed.get("skipped"):
+        return _skipped(deployed["reason"])
+    if deployed["target"] == "aws":
+        from autopilot.deploy.rollout import watch_aws
+
+        report = watch_aws(cfg, clients, deployed)
+    else:
+        from autopilot.deploy.rollout import EndpointUnavailable, watch_local
+
+        try:
+            report = watch_local(cfg, settings, plan, snapped, serving_url(cfg))
+        except EndpointUnavailable as exc:
+            # Nothing is serving: there is nothing to roll out to. The next `autopilot serve`
+            # starts on the champion; the task is skipped, not failed.
+            return _skipped(str(exc))
+    if report.passed:
+        _observe(cfg, settings, plan, report)
+        return {"skipped": False, "passed": True, "version": plan["version"], "metrics": report.metrics}
+    raise GateFailure(_roll_back(cfg, settings, ctx, plan, deployed, report, clients))
+
+
+def _observe(cfg: LoadedConfig, settings: Settings, plan: dict[str, Any], report: GateReport) -> None:
+    """Record observed p95 and memory against the plan's prediction (later selections correct from it)."""
+    from autopilot.deploy.selection import Observation, record_observation
+
+    p95, rss = report.metrics.get("observed_p95_ms"), report.metrics.get("observed_rss_mb")
+    if not p95 or not rss:
+        return
+    record_observation(observations_path(settings), Observation(
+        model=cfg.name, instance=plan["instance"], predicted_p95_ms=plan["predicted_p95_ms"],
+        observed_p95_ms=float(p95), predicted_rss_mb=plan["predicted_rss_mb"], observed_rss_mb=float(rss)))
+
+
+def _roll_back(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: dict[str, Any],
+               deployed: dict[str, Any], report: GateReport, clients: Any | None) -> GateReport:
+    """Move the alias back (and the endpoint with it); the returned report says where to."""
+    from autopilot.promotion import rollback
+
+    registry.configure(settings)
+    reason = "rollout failed: " + "; ".join(report.reasons)
+    move = rollback(settings, cfg.registered_model_name, actor=ctx.actor, reason=reason[:500],
+                    idempotency_key=ctx.key(cfg, "rollout-rollback"))
+    log.error("rolled %s back from v%s to v%s: %s", cfg.name, move.from_version, move.to_version, reason)
+    if deployed["target"] == "aws" and move.to_version is not None:
+        from autopilot.deploy.aws import provision_endpoint
+
+        previous = registry.resolve_version(cfg.registered_model_name, move.to_version)
+        sagemaker = _read_artifact(str(previous.run_id), "deploy/sagemaker.json")
+        if sagemaker is not None and clients is not None:
+            provision_endpoint(clients, endpoint=plan["endpoint"], sagemaker=sagemaker,
+                               wait_timeout=cfg.deployment.aws.wait_timeout_seconds)
+    elif deployed["target"] == "local":
+        from autopilot.deploy.rollout import request_reload
+
+        request_reload(cfg, serving_url(cfg))
+    return report.model_copy(update={"metrics": {**report.metrics, "rolled_back_to": move.to_version},
+                                     "reasons": [*report.reasons, f"rolled back to version {move.to_version}"]})

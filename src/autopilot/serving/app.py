@@ -1,0 +1,407 @@
+"""The serving endpoint: FastAPI on uvicorn, serving the champion with micro-batching.
+
+Routes: `/predict` (and SageMaker's `/invocations`), `/explain`, `/feedback`, `/model`,
+`/reload` take a bearer token; `/health`, `/ready` (and SageMaker's `/ping`) and `/metrics`
+do not (probes and scrapers carry no secrets, and they expose no data). Every answer carries
+the model version (`X-Model-Version`, and `model_version` in JSON bodies).
+
+Handlers read the body themselves rather than through pydantic models: the size limit is
+enforced while reading, malformed JSON gets a 400 that says so, and validation costs
+microseconds per row (`serving.schema`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+from autopilot.config import ModelConfig
+from autopilot.serving.batcher import Job, MicroBatcher
+from autopilot.serving.holder import ModelHolder, SwapFailure
+from autopilot.serving.model import LoadedModel, ModelSource
+from autopilot.serving.schema import RequestError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ServingMetrics", "create_app"]
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+                   1.0, 2.5, 5.0, 10.0)
+BACKGROUND_ROWS = 200
+
+
+class ServingMetrics:
+    """The endpoint's Prometheus metrics, on a registry of its own (several apps per process in tests)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes etc.: rollouts record memory
+        self.requests = Counter("autopilot_requests_total", "Requests answered, by endpoint and HTTP status.",
+                                ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("autopilot_request_latency_seconds", "Time to answer, by endpoint.", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.errors = Counter("autopilot_errors_total", "Requests refused or failed, by endpoint and kind.",
+                              ["endpoint", "kind"], registry=self.registry)
+        self.version = Gauge("autopilot_model_version", "The model version serving now (0 = none).",
+                             registry=self.registry)
+        self.rows = Counter("autopilot_predicted_rows_total", "Rows predicted.", registry=self.registry)
+        self.batch_rows = Histogram("autopilot_batch_rows", "Rows per micro-batch.",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
+        self.swaps = Counter("autopilot_model_swaps_total", "Model swaps, by outcome.", ["outcome"],
+                             registry=self.registry)
+
+
+@dataclass
+class _State:
+    cfg: ModelConfig
+    holder: ModelHolder
+    metrics: ServingMetrics
+    token: str | None
+    inference_log: Any | None
+    batcher: MicroBatcher | None = None
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=BACKGROUND_ROWS))
+
+    @property
+    def version(self) -> int | None:
+        model = self.holder.current
+        return model.version if model else None
+
+
+def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, inference_log: Any | None = None,
+               follow: bool = True) -> FastAPI:
+    """The serving app for one model.
+
+    Args:
+        cfg: the model config (features, task, `deployment.serving` limits).
+        source: where versions come from (registry alias or a fixed package folder).
+        token: the bearer token clients must send; None disables auth (only for SageMaker,
+            where IAM authenticates `/invocations` and the container is not reachable otherwise).
+        inference_log: an `InferenceLog`; every acknowledged prediction is appended to it first.
+        follow: poll the source every `serving.poll_seconds` and hot-swap on a new version.
+    """
+    metrics = ServingMetrics()
+    state = _State(cfg=cfg, holder=ModelHolder(source), metrics=metrics, token=token, inference_log=inference_log)
+    state.holder._on_swap = lambda old, new: _swapped(state, old, new)
+    state.holder._on_failure = lambda failure: _failed(state, failure)
+    serving = cfg.deployment.serving
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.batcher = MicroBatcher(lambda jobs: _process(state, jobs), serving.micro_batch_max_rows,
+                                     serving.micro_batch_wait_ms)
+        state.batcher.start()
+        await asyncio.get_running_loop().run_in_executor(None, state.holder.refresh)
+        if follow:
+            state.holder.follow(serving.poll_seconds)
+        try:
+            yield
+        finally:
+            state.holder.stop()
+            await state.batcher.stop()
+
+    app = FastAPI(title=f"autopilot: {cfg.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.autopilot = state
+    _routes(app, state)
+    return app
+
+
+def _swapped(state: _State, old: LoadedModel | None, new: LoadedModel) -> None:
+    state.metrics.version.set(new.version)
+    state.metrics.swaps.labels("ok").inc()
+
+
+def _failed(state: _State, failure: SwapFailure) -> None:
+    state.metrics.swaps.labels("failed").inc()
+
+
+# ---------------------------------------------------------------------------- the batch worker
+
+
+@dataclass(frozen=True)
+class _Answer:
+    version: int
+    scores: list[float]
+    labels: list[Any] | None
+
+
+def _process(state: _State, jobs: Sequence[Job]) -> list[Any]:
+    """Predict a micro-batch, log it durably, and split the answers per request (worker thread)."""
+    model = state.holder.current  # read once: the whole batch uses one version
+    if model is None:
+        return [RequestError(503, "no model is loaded yet")] * len(jobs)
+    rows = [row for job in jobs for row in job.rows]
+    scores = model.predict(model.schema.frame(rows))
+    if not np.all(np.isfinite(scores)):
+        return [RequestError(500, "the model produced a non-finite score")] * len(jobs)
+    labels = model.labels(scores) if model.classifier else None
+    state.metrics.rows.inc(len(rows))
+    state.metrics.batch_rows.observe(len(rows))
+    state.recent.extend(rows[-BACKGROUND_ROWS:])
+    answers: list[Any] = []
+    start = 0
+    for job in jobs:
+        end = start + len(job.rows)
+        answers.append(_Answer(model.version, [float(s) for s in scores[start:end]],
+                               labels[start:end] if labels is not None else None))
+        start = end
+    if state.inference_log is not None:
+        answers = _log(state, model, jobs, answers)
+    return answers
+
+
+def _log(state: _State, model: LoadedModel, jobs: Sequence[Job], answers: list[Any]) -> list[Any]:
+    """Append the batch in one transaction; if that fails, job by job, so one bad request fails alone."""
+    from autopilot.serving.inference_log import DuplicateRequest, InferenceRecord
+
+    inference_log = state.inference_log
+    assert inference_log is not None
+    now = datetime.now(UTC)
+    done = time.monotonic()
+
+    def records(job: Job, answer: _Answer) -> list[InferenceRecord]:
+        # The score (probability for classifiers), not the label: monitoring needs it for
+        # prediction drift and for estimating performance before labels arrive.
+        latency = (done - job.enqueued) * 1000.0
+        return [InferenceRecord(request_id=job.request_id, row=i, model=model.name, version=model.version, at=now,
+                                features=row, prediction=score, latency_ms=latency)
+                for i, (row, score) in enumerate(zip(job.rows, answer.scores, strict=True))]
+
+    try:
+        inference_log.append([r for job, a in zip(jobs, answers, strict=True) for r in records(job, a)])
+        return answers
+    except Exception as exc:
+        log.warning("inference log batch append failed (%s); retrying request by request", exc)
+    out: list[Any] = []
+    for job, answer in zip(jobs, answers, strict=True):
+        try:
+            inference_log.append(records(job, answer))
+            out.append(answer)
+        except Exception as exc:
+            duplicate = isinstance(exc, DuplicateRequest)
+            out.append(RequestError(409 if duplicate else 503,
+                                    f"request id {job.request_id!r} is already in the inference log" if duplicate
+                                    else f"the inference log is unavailable, nothing was recorded: {exc}"))
+    return out
+
+
+# ---------------------------------------------------------------------------- routes
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+def _routes(app: FastAPI, state: _State) -> None:
+    serving = state.cfg.deployment.serving
+
+    async def handle(request: Request, endpoint: str, fn: Handler, auth: bool = True) -> Response:
+        start = time.perf_counter()
+        status = 200
+        try:
+            if auth:
+                _authorize(state, request)
+            payload = await asyncio.wait_for(fn(request), serving.request_timeout_seconds)
+            body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+            response = Response(body, media_type="application/json")
+        except RequestError as exc:
+            status = exc.status
+            state.metrics.errors.labels(endpoint, str(status)).inc()
+            response = _error(state, status, exc.message)
+        except TimeoutError:
+            status = 504
+            state.metrics.errors.labels(endpoint, "504").inc()
+            response = _error(state, 504, f"no answer within {serving.request_timeout_seconds:g} s")
+        except Exception as exc:  # a bug or a failed dependency: say so, do not leak a traceback
+            status = 500
+            log.exception("%s failed", endpoint)
+            state.metrics.errors.labels(endpoint, "500").inc()
+            response = _error(state, 500, f"internal error: {type(exc).__name__}")
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="autopilot"'
+        response.headers["X-Model-Version"] = str(state.version or "")
+        state.metrics.requests.labels(endpoint, str(status)).inc()
+        state.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+        return response
+
+    async def predict(request: Request) -> Any:
+        body = await _json_body(request, serving.max_body_bytes)
+        model = state.holder.current
+        if model is None or state.batcher is None:
+            raise RequestError(503, "no model is loaded yet")
+        rows = model.schema.records(body)
+        request_id = _request_id(request)
+        answer = await state.batcher.submit(rows, request_id)
+        result: dict[str, Any] = {"request_id": request_id, "model": state.cfg.name,
+                                  "model_version": answer.version, "predictions": answer.scores}
+        if answer.labels is not None:
+            result["labels"] = answer.labels
+        return result
+
+    async def explain(request: Request) -> Any:
+        body = await _json_body(request, serving.max_body_bytes)
+        model = state.holder.current
+        if model is None:
+            raise RequestError(503, "no model is loaded yet")
+        rows = model.schema.records(body)
+        if len(rows) > serving.explain_max_rows:
+            raise RequestError(422, f"{len(rows)} records exceed the /explain limit of {serving.explain_max_rows}")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, _explain, state, model, rows)
+
+    async def feedback(request: Request) -> Any:
+        body = await _json_body(request, serving.max_body_bytes)
+        if state.inference_log is None:
+            raise RequestError(503, "this endpoint keeps no inference log")
+        items = body.get("feedback", [body]) if isinstance(body, dict) else body
+        if not isinstance(items, list) or not all(isinstance(i, dict) and "request_id" in i and "labels" in i
+                                                  for i in items):
+            raise RequestError(422, "feedback must be {'request_id': ..., 'labels': [...]} or a list of them")
+        loop = asyncio.get_running_loop()
+        labelled = await loop.run_in_executor(None, _feedback, state, items)
+        return {"labelled_rows": labelled, "model_version": state.version}
+
+    async def model_info(request: Request) -> Any:
+        model = state.holder.current
+        failure = state.holder.last_failure
+        return {"model_version": state.version, "serving": model.describe() if model else None,
+                "last_swap_failure": {"version": failure.version, "error": failure.error} if failure else None}
+
+    async def reload(request: Request) -> Any:
+        report = await asyncio.get_running_loop().run_in_executor(None, state.holder.refresh)
+        return {"model_version": state.version, **report}
+
+    async def health(request: Request) -> Any:
+        return {"status": "ok", "model_version": state.version}
+
+    async def ready(request: Request) -> Any:
+        if state.holder.current is None:
+            failure = state.holder.last_failure
+            raise RequestError(503, "no model loaded" + (f": {failure.error}" if failure else ""))
+        return {"status": "ready", "model_version": state.version}
+
+    def route(path: str, endpoint: str, fn: Handler, method: str, auth: bool = True) -> None:
+        async def view(request: Request) -> Response:
+            return await handle(request, endpoint, fn, auth)
+
+        app.add_api_route(path, view, methods=[method], name=endpoint)
+
+    need_token = state.token is not None
+    route("/predict", "predict", predict, "POST", need_token)
+    route("/invocations", "invocations", predict, "POST", need_token)
+    route("/explain", "explain", explain, "POST", need_token)
+    route("/feedback", "feedback", feedback, "POST", need_token)
+    route("/model", "model", model_info, "GET", need_token)
+    route("/reload", "reload", reload, "POST", need_token)
+    route("/health", "health", health, "GET", False)
+    route("/ready", "ready", ready, "GET", False)
+    route("/ping", "ping", ready, "GET", False)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _authorize(state: _State, request: Request) -> None:
+    if state.token is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if not header:
+        raise RequestError(401, "missing bearer token (send 'Authorization: Bearer <token>')")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), state.token.encode()):
+        raise RequestError(401, "invalid bearer token")
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    """The parsed JSON body, read up to `limit` bytes (413 beyond: the rest is never buffered)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise RequestError(400, "empty body: send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses NaN and Infinity literals (and numbers that overflow to infinity), which
+        # is what we want: they are not JSON, and a model must not see them.
+        if "infinity" in str(exc).lower() or b"NaN" in raw or b"Infinity" in raw:
+            raise RequestError(400, f"NaN and infinite numbers are not valid JSON; send null for a missing value "
+                                    f"({exc})") from None
+        raise RequestError(400, f"malformed JSON: {exc}") from None
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given is None:
+        return uuid.uuid4().hex
+    if not REQUEST_ID.match(given):
+        raise RequestError(400, "X-Request-ID must be 1-64 characters of letters, digits, '.', '_', ':' or '-'")
+    return given
+
+
+def _error(state: _State, status: int, message: str) -> Response:
+    body = {"error": message, "status": status, "model_version": state.version}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _explain(state: _State, model: LoadedModel, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-row SHAP contributions on the original features (exact tree path where the model allows)."""
+    from autopilot.gates.explainability import shap_attributions
+
+    frame = model.schema.frame(rows)
+    background_rows = list(state.recent) or rows
+    background = model.schema.frame(background_rows)
+    attr = shap_attributions(model.pipeline, frame, model.cfg, background=background, method="auto", seed=0)
+    values = attr.values.to_dict("records")
+    return {"model_version": model.version, "method": attr.method, "output": attr.output,
+            "base_value": _finite(attr.base_value),
+            "contributions": [{k: _finite(v) for k, v in row.items()} for row in values]}
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _feedback(state: _State, items: list[dict[str, Any]]) -> int:
+    from autopilot.serving.inference_log import UnknownRequest
+
+    total = 0
+    for item in items:
+        try:
+            total += state.inference_log.add_feedback(str(item["request_id"]), item["labels"])  # type: ignore[union-attr]
+        except UnknownRequest as exc:
+            raise RequestError(404, str(exc).strip("'\"")) from None
+        except ValueError as exc:
+            raise RequestError(422, str(exc)) from None
+    return total

@@ -1,0 +1,186 @@
+"""What the endpoint serves: a verified, warmed model version, and where versions come from.
+
+Two sources: the MLflow registry (`RegistrySource`, following an alias such as `champion`)
+and a fixed model directory (`DirectorySource`, the container case: SageMaker extracts the
+package to `/opt/ml/model`). Either way the files are checked against their SHA-256 manifest
+before anything deserializes them, and the model must answer a warm-up batch before it can
+serve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from autopilot.config import ModelConfig, Task
+from autopilot.serving.schema import ServingSchema
+
+__all__ = ["DirectorySource", "LoadedModel", "ModelSource", "RegistrySource", "PACKAGE_MANIFEST"]
+
+# The manifest file inside a model package (written by `deploy.aws.package_model`).
+PACKAGE_MANIFEST = "autopilot-manifest.json"
+
+
+@dataclass
+class LoadedModel:
+    """One model version, loaded and warmed; immutable once serving (swaps replace the object)."""
+
+    name: str
+    version: int
+    pipeline: Any
+    cfg: ModelConfig
+    schema: ServingSchema
+    run_id: str = ""
+    source: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    load_seconds: float = 0.0
+
+    @property
+    def classifier(self) -> bool:
+        """Whether the model answers with a probability and a label."""
+        return self.cfg.task is Task.BINARY_CLASSIFICATION
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Scores for a canonical frame: positive-class probability, or the regression value."""
+        if self.classifier:
+            return np.asarray(self.pipeline.predict_proba(frame))[:, 1]
+        return np.asarray(self.pipeline.predict(frame), dtype=float)
+
+    def labels(self, scores: np.ndarray) -> list[Any]:
+        """Class labels for classifier scores at the fairness gate's decision threshold."""
+        threshold = self.cfg.gates.fairness.threshold
+        positive = self.cfg.target.positive_class
+        negative = _negative_class(self.cfg)
+        return [positive if s >= threshold else negative for s in scores]
+
+    def describe(self) -> dict[str, Any]:
+        """Version and lineage, as `/model` shows them (tags carry the lineage recorded at training)."""
+        lineage = {k.removeprefix("autopilot."): v for k, v in self.tags.items()
+                   if k.startswith("autopilot.") and k != "autopilot.sha256_manifest"}
+        return {"model": self.name, "version": self.version, "run_id": self.run_id, "source": self.source,
+                "loaded_at": self.loaded_at, "load_seconds": round(self.load_seconds, 3),
+                "task": self.cfg.task.value, "features": list(self.schema.columns), "lineage": lineage}
+
+
+def _negative_class(cfg: ModelConfig) -> Any:
+    classes = [c for c in (cfg.target.classes or []) if str(c) != str(cfg.target.positive_class)]
+    return classes[0] if len(classes) == 1 else f"not {cfg.target.positive_class}"
+
+
+class ModelSource(Protocol):
+    """Where versions come from: which version is current, and how to load one."""
+
+    def current_version(self) -> int:
+        """The version that should be serving now."""
+        ...
+
+    def load(self, version: int) -> LoadedModel:
+        """Download, verify, load and warm a version (raises on any problem)."""
+        ...
+
+
+def warm(model: LoadedModel, example: pd.DataFrame | None) -> None:
+    """Predict once so first-call costs are not paid by a client, and so a broken model fails here."""
+    frame = example if example is not None and len(example) else None
+    if frame is None:
+        return
+    scores = model.predict(model.schema.frame(frame.to_dict("records")))
+    if len(scores) != len(frame) or not np.all(np.isfinite(scores)):
+        raise ValueError(f"version {model.version} gave non-finite or missing scores on its input example")
+
+
+def _input_example(folder: Path) -> pd.DataFrame | None:
+    """The input example MLflow stored beside the model (a few real rows), if any."""
+    path = folder / "input_example.json"
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    if isinstance(raw, dict) and "columns" in raw and "data" in raw:
+        return pd.DataFrame(raw["data"], columns=raw["columns"]).replace({np.nan: None})
+    return None
+
+
+def _signature_inputs(folder: Path) -> list[tuple[str, str]] | None:
+    import yaml
+
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    raw = (mlmodel.get("signature") or {}).get("inputs")
+    if not raw:
+        return None
+    return [(col["name"], col["type"]) for col in json.loads(raw)]
+
+
+def load_folder(folder: Path, cfg: ModelConfig, version: int, **meta: Any) -> LoadedModel:
+    """Load a verified MLflow model directory, check its signature against the config and warm it."""
+    import mlflow.sklearn
+
+    start = time.perf_counter()
+    schema = ServingSchema.from_config(cfg)
+    signature = _signature_inputs(folder)
+    if signature is not None:
+        schema.check_signature(signature)
+    pipeline = mlflow.sklearn.load_model(str(folder))
+    model = LoadedModel(name=cfg.name, version=version, pipeline=pipeline, cfg=cfg, schema=schema, **meta)
+    warm(model, _input_example(folder))
+    model.load_seconds = time.perf_counter() - start
+    return model
+
+
+class RegistrySource:
+    """Versions from the MLflow registry, following an alias (the `champion` by default)."""
+
+    def __init__(self, cfg: ModelConfig, registered_name: str, alias: str = "champion") -> None:
+        self.cfg = cfg
+        self.registered_name = registered_name
+        self.alias = alias
+
+    def current_version(self) -> int:
+        """The version the alias points at now."""
+        from autopilot import registry
+
+        return int(registry.resolve_version(self.registered_name, self.alias).version)
+
+    def load(self, version: int) -> LoadedModel:
+        """Download the version, verify its SHA-256 manifest, load and warm it."""
+        from autopilot import registry
+
+        mv = registry.resolve_version(self.registered_name, version)
+        folder = registry.download_verified(mv)
+        return load_folder(folder, self.cfg, int(mv.version), run_id=mv.run_id or "", source=mv.source or "",
+                           tags=dict(mv.tags or {}))
+
+
+class DirectorySource:
+    """A fixed model package directory (containers): one version, verified against its own manifest.
+
+    The manifest inside the package proves the files are what was packaged; the package's own
+    SHA-256 was checked when it was uploaded and is checked again by whoever downloads it.
+    """
+
+    def __init__(self, cfg: ModelConfig, folder: Path, version: int | None = None) -> None:
+        self.cfg = cfg
+        self.folder = Path(folder)
+        self.version = version if version is not None else int(os.environ.get("AUTOPILOT_MODEL_VERSION", "0"))
+
+    def current_version(self) -> int:
+        """The package's version (fixed)."""
+        return self.version
+
+    def load(self, version: int) -> LoadedModel:
+        """Verify the package against its manifest, then load and warm it."""
+        from autopilot.registry import ManifestError, verify_manifest
+
+        manifest_path = self.folder / PACKAGE_MANIFEST
+        if not manifest_path.exists():
+            raise ManifestError(f"{self.folder} has no {PACKAGE_MANIFEST}: refusing to load an unverified model")
+        verify_manifest(self.folder, json.loads(manifest_path.read_text()), ignore=(PACKAGE_MANIFEST,))
+        return load_folder(self.folder, self.cfg, version, source=str(self.folder))

@@ -1,0 +1,94 @@
+"""Register real Adult model versions quickly (no tuning), the way `stages.train_and_register` does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from autopilot import registry
+from autopilot.config import LoadedConfig, load_config
+from autopilot.settings import Settings
+from tests.conftest import ADULT_CONFIG
+
+HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "most_frequent", "hgb.cat_encoding": "native",
+       "prep.min_frequency": 0.0, "hgb.learning_rate": 0.1, "hgb.max_iter": 60, "hgb.max_leaf_nodes": 31,
+       "hgb.min_samples_leaf": 20, "hgb.l2_regularization": 0.1}
+LINEAR = {"family": "linear", "prep.num_impute": "median", "prep.scaling": "standard",
+          "prep.cat_impute": "most_frequent", "linear.cat_encoding": "onehot", "prep.min_frequency": 0.0,
+          "linear.C": 1.0}
+
+
+def adult_cfg(**serving: Any) -> LoadedConfig:
+    """The demo config, with `deployment.serving` overrides."""
+    cfg = load_config(ADULT_CONFIG)
+    if not serving:
+        return cfg
+    deployment = cfg.deployment.model_copy(update={"serving": cfg.deployment.serving.model_copy(update=serving)})
+    return cfg.model_copy(update={"deployment": deployment})
+
+
+def feature_rows(adult_frames: tuple[pd.DataFrame, pd.DataFrame], cfg: LoadedConfig, n: int = 50,
+                 split: int = 1) -> list[dict[str, Any]]:
+    """`n` real rows as JSON-ready records (NaN -> None)."""
+    from autopilot.data.sources import canonicalize
+
+    frame = canonicalize(adult_frames[split].head(n), cfg)[list(cfg.features)]
+    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]
+
+
+def register_version(settings: Settings, cfg: LoadedConfig, adult_frames: tuple[pd.DataFrame, pd.DataFrame],
+                     params: dict[str, Any] = HGB, rows: int = 3000, alias: str | None = "champion") -> Any:
+    """Fit, log (skops, signature, manifest tag) and register one version; optionally point `alias` at it."""
+    import mlflow
+
+    from autopilot.data.sources import canonicalize
+    from autopilot.modeling.splits import encode_target, feature_frame
+    from autopilot.modeling.training import fit_pipeline
+    from autopilot.stages import signature_for
+
+    frame = canonicalize(adult_frames[0].sample(rows, random_state=len(params)), cfg)
+    X, y = feature_frame(frame, cfg), encode_target(frame, cfg)
+    pipeline = fit_pipeline(params, cfg, X, y, seed=0)
+    registry.configure(settings)
+    experiment = registry.ensure_experiment("serving-test", settings.mlflow_artifact_root)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        signature = signature_for(cfg, X, pipeline.predict_proba(X.head(20)))
+        info = registry.log_sklearn_model(pipeline, X.head(5), signature, allow_pickle=False,
+                                          predict_fn="predict_proba")
+    folder = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    manifest = registry.sha256_manifest(folder)
+    version = registry.create_version(cfg.registered_model_name, info.model_uri, run.info.run_id,
+                                      {registry.MANIFEST_TAG: json.dumps(manifest, sort_keys=True),
+                                       "autopilot.family": params["family"]})
+    if alias:
+        registry.set_alias(cfg.registered_model_name, alias, int(version.version))
+    return version
+
+
+def package_dir(version: Any, dest: Path) -> Path:
+    """A package folder as a container sees it: the model files plus `autopilot-manifest.json`."""
+    import mlflow
+
+    from autopilot.serving.model import PACKAGE_MANIFEST
+
+    src = Path(mlflow.artifacts.download_artifacts(version.source))
+    shutil.copytree(src, dest)
+    (dest / PACKAGE_MANIFEST).write_text(json.dumps(registry.sha256_manifest(src), sort_keys=True))
+    return dest
+
+
+def corrupt_version(version: Any) -> None:
+    """Flip one byte of a registered version's stored model file (as a bad disk or an attacker would)."""
+    import mlflow
+
+    folder = Path(mlflow.artifacts.download_artifacts(version.source))
+    # download_artifacts on a local store returns the stored folder itself: edit it in place.
+    target = next(p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in {".skops", ".pkl"})
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))

@@ -1,0 +1,251 @@
+"""The serving endpoint through FastAPI's TestClient, on real registered Adult versions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from autopilot import registry
+from autopilot.config import LoadedConfig
+from autopilot.serving.app import create_app
+from autopilot.serving.inference_log import InferenceLog
+from autopilot.serving.model import DirectorySource, RegistrySource
+from autopilot.serving.server import ServingSetupError, resolve_token
+from autopilot.settings import Settings
+from tests.serving_support import LINEAR, adult_cfg, corrupt_version, feature_rows, package_dir, register_version
+
+pytestmark = pytest.mark.usefixtures("mlflow_clean")
+TOKEN = "s3cret-token-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings.from_env({"AUTOPILOT_HOME": str(tmp_path_factory.mktemp("serving") / "home")})
+
+
+@pytest.fixture(scope="module")
+def cfg() -> LoadedConfig:
+    return adult_cfg(max_batch_rows=64, max_body_bytes=20_000, explain_max_rows=10)
+
+
+@pytest.fixture(scope="module")
+def v1(store: Settings, cfg: LoadedConfig, adult_frames: Any) -> Any:
+    return register_version(store, cfg, adult_frames)
+
+
+@pytest.fixture
+def app_client(store: Settings, cfg: LoadedConfig, v1: Any,
+               tmp_path: Path) -> Iterator[tuple[TestClient, InferenceLog]]:
+    registry.configure(store)
+    registry.set_alias(cfg.registered_model_name, "champion", int(v1.version))
+    log = InferenceLog(f"sqlite:///{tmp_path / 'inference.db'}")
+    app = create_app(cfg, RegistrySource(cfg, cfg.registered_model_name), token=TOKEN, inference_log=log,
+                     follow=False)
+    with TestClient(app) as client:
+        yield client, log
+    log.close()
+
+
+def test_predict_matches_the_pipeline_and_is_logged(app_client: tuple[TestClient, InferenceLog], cfg: LoadedConfig,
+                                                    adult_frames: Any, v1: Any) -> None:
+    client, log = app_client
+    rows = feature_rows(adult_frames, cfg, n=7)
+    answer = client.post("/predict", json={"records": rows}, headers={**AUTH, "X-Request-ID": "req-1"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model_version"] == int(v1.version) and answer.headers["X-Model-Version"] == str(v1.version)
+    assert body["request_id"] == "req-1" and len(body["predictions"]) == 7
+    pipeline = registry.load_verified_model(v1)
+    from autopilot.serving.schema import ServingSchema
+
+    expected = pipeline.predict_proba(ServingSchema.from_config(cfg).frame(rows))[:, 1]
+    np.testing.assert_allclose(body["predictions"], expected, rtol=0, atol=1e-12)
+    assert body["labels"] == [">50K" if p >= 0.5 else "<=50K" for p in expected]
+    # MLflow's and SageMaker's spellings work too, and answers carry the version.
+    assert client.post("/invocations", json={"dataframe_records": rows[:2]}, headers=AUTH).status_code == 200
+    assert log.count() == 9
+    window = log.window(cfg.name, __import__("datetime").datetime(2000, 1, 1, tzinfo=__import__("datetime").UTC),
+                        __import__("datetime").datetime(2100, 1, 1, tzinfo=__import__("datetime").UTC))
+    first = window[window.request_id == "req-1"].sort_values("row")
+    np.testing.assert_allclose(first["prediction"].astype(float), expected, atol=1e-12)
+    assert first["age"].tolist() == [r["age"] for r in rows]
+
+
+@pytest.mark.parametrize(("body", "status", "fragment"), [
+    (b'{"records": [', 400, "malformed JSON"),
+    (b'{"records": [{"age": NaN}]}', 400, "NaN"),
+    (b'{"records": [{"age": 1e999}]}', 400, "infinite"),
+    (b"", 400, "empty body"),
+    (b'{"rows": []}', 422, "exactly one of records"),
+    (b'{"records": []}', 422, "non-empty list"),
+    (b'{"records": [3]}', 422, "record 0 is a int"),
+])
+def test_malformed_bodies(app_client: tuple[TestClient, InferenceLog], body: bytes, status: int,
+                          fragment: str) -> None:
+    client, log = app_client
+    answer = client.post("/predict", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert answer.status_code == status, answer.text
+    assert fragment in answer.json()["error"], answer.json()
+    assert answer.json()["model_version"] is not None and log.count() == 0
+
+
+def test_schema_violations_name_the_problem(app_client: tuple[TestClient, InferenceLog], cfg: LoadedConfig,
+                                            adult_frames: Any) -> None:
+    client, log = app_client
+    row = feature_rows(adult_frames, cfg, n=1)[0]
+    cases = [
+        ({k: v for k, v in row.items() if k != "age"}, "missing columns ['age']"),
+        ({**row, "salary": 3}, "unexpected columns ['salary']"),
+        ({**row, "age": "forty"}, "column 'age' must be a number, got str"),
+        ({**row, "age": True}, "column 'age' must be a number, got bool"),
+        ({**row, "sex": 1}, "column 'sex' must be a string, got int"),
+    ]
+    for record, fragment in cases:
+        answer = client.post("/predict", json={"records": [row, record]}, headers=AUTH)
+        assert answer.status_code == 422, answer.text
+        assert fragment in answer.json()["error"] and "record 1" in answer.json()["error"]
+    too_many = client.post("/predict", json={"records": [row] * 65}, headers=AUTH)
+    assert too_many.status_code == 422 and "exceed the limit of 64" in too_many.json()["error"]
+    assert log.count() == 0  # nothing refused was logged
+
+
+def test_nullable_and_non_nullable_nulls(store: Settings, cfg: LoadedConfig, adult_frames: Any,
+                                         app_client: tuple[TestClient, InferenceLog]) -> None:
+    client, _ = app_client
+    row = feature_rows(adult_frames, cfg, n=1)[0]
+    nullable = next(name for name, spec in cfg.features.items() if spec.nullable)
+    assert client.post("/predict", json={"records": [{**row, nullable: None}]}, headers=AUTH).status_code == 200
+    strict = [name for name, spec in cfg.features.items() if not spec.nullable]
+    if strict:
+        answer = client.post("/predict", json={"records": [{**row, strict[0]: None}]}, headers=AUTH)
+        assert answer.status_code == 422 and "may not be null" in answer.json()["error"]
+
+
+def test_auth_and_body_limit(app_client: tuple[TestClient, InferenceLog], cfg: LoadedConfig,
+                             adult_frames: Any) -> None:
+    client, _ = app_client
+    rows = feature_rows(adult_frames, cfg, n=1)
+    missing = client.post("/predict", json={"records": rows})
+    assert missing.status_code == 401 and "missing bearer token" in missing.json()["error"]
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong = client.post("/predict", json={"records": rows}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "invalid bearer token" in wrong.json()["error"]
+    assert client.get("/model").status_code == 401 and client.post("/feedback", json={}).status_code == 401
+    big = client.post("/predict", content=b'{"records": [' + b" " * 30_000 + b"]}",
+                      headers={**AUTH, "Content-Type": "application/json"})
+    assert big.status_code == 413 and "exceeds the limit of 20000 bytes" in big.json()["error"]
+    # Probes and the scraper need no token.
+    assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
+    assert client.get("/ping").status_code == 200 and client.get("/metrics").status_code == 200
+
+
+def test_feedback_model_explain_metrics(app_client: tuple[TestClient, InferenceLog], cfg: LoadedConfig,
+                                        adult_frames: Any, v1: Any) -> None:
+    client, log = app_client
+    rows = feature_rows(adult_frames, cfg, n=3)
+    request_id = client.post("/predict", json={"records": rows}, headers=AUTH).json()["request_id"]
+    ok = client.post("/feedback", json={"request_id": request_id, "labels": [">50K", "<=50K", "<=50K"]},
+                     headers=AUTH)
+    assert ok.status_code == 200 and ok.json()["labelled_rows"] == 3
+    unknown = client.post("/feedback", json={"request_id": "nope", "labels": [1]}, headers=AUTH)
+    assert unknown.status_code == 404 and "unknown request id 'nope'" in unknown.json()["error"]
+    wrong_count = client.post("/feedback", json={"request_id": request_id, "labels": [1]}, headers=AUTH)
+    assert wrong_count.status_code == 422
+
+    info = client.get("/model", headers=AUTH).json()
+    assert info["serving"]["version"] == int(v1.version) and info["serving"]["run_id"] == v1.run_id
+    assert info["serving"]["lineage"]["family"] == "hist_gradient_boosting"
+
+    explained = client.post("/explain", json={"records": rows}, headers=AUTH)
+    assert explained.status_code == 200, explained.text
+    body = explained.json()
+    assert body["method"] == "tree" and len(body["contributions"]) == 3
+    assert set(body["contributions"][0]) == set(cfg.features)
+    # Additivity: base + contributions = the model's log-odds for each row.
+    scores = np.array(client.post("/predict", json={"records": rows}, headers=AUTH).json()["predictions"])
+    margins = [body["base_value"] + sum(c.values()) for c in body["contributions"]]
+    np.testing.assert_allclose(1 / (1 + np.exp(-np.array(margins))), scores, atol=1e-6)
+    over = client.post("/explain", json={"records": rows * 4}, headers=AUTH)
+    assert over.status_code == 422 and "/explain limit of 10" in over.json()["error"]
+
+    text = client.get("/metrics").text
+    assert f"autopilot_model_version {float(v1.version)}" in text
+    assert 'autopilot_requests_total{endpoint="predict",status="200"}' in text
+    assert 'autopilot_errors_total{endpoint="feedback",kind="404"}' in text
+    assert "autopilot_request_latency_seconds_bucket" in text and "autopilot_batch_rows_count" in text
+
+
+def test_hot_swap_and_a_corrupted_version_keeps_the_old_one(store: Settings, cfg: LoadedConfig, adult_frames: Any,
+                                                           app_client: tuple[TestClient, InferenceLog],
+                                                           v1: Any) -> None:
+    client, _ = app_client
+    rows = feature_rows(adult_frames, cfg, n=2)
+    v2 = register_version(store, cfg, adult_frames, params=LINEAR, alias="champion")
+    swapped = client.post("/reload", headers=AUTH).json()
+    assert swapped == {"model_version": int(v2.version), "version": int(v2.version), "changed": True, "error": None}
+    assert client.post("/predict", json={"records": rows}, headers=AUTH).json()["model_version"] == int(v2.version)
+
+    v3 = register_version(store, cfg, adult_frames, alias=None)
+    corrupt_version(v3)
+    registry.set_alias(cfg.registered_model_name, "champion", int(v3.version))
+    refused = client.post("/reload", headers=AUTH).json()
+    assert refused["changed"] is False and refused["version"] == int(v2.version)
+    assert "fail SHA-256 verification" in refused["error"]
+    answer = client.post("/predict", json={"records": rows}, headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["model_version"] == int(v2.version)
+    assert client.get("/ready").status_code == 200
+    info = client.get("/model", headers=AUTH).json()
+    assert info["last_swap_failure"]["version"] == int(v3.version)
+    assert 'autopilot_model_swaps_total{outcome="failed"} 1.0' in client.get("/metrics").text
+    # Rolling the alias back to v1 is instant (still loaded) and clears the failure.
+    registry.set_alias(cfg.registered_model_name, "champion", int(v1.version))
+    assert client.post("/reload", headers=AUTH).json()["version"] == int(v1.version)
+    assert client.get("/model", headers=AUTH).json()["last_swap_failure"] is None
+
+
+def test_package_folder_is_verified_before_loading(store: Settings, cfg: LoadedConfig, v1: Any, tmp_path: Path,
+                                                   adult_frames: Any) -> None:
+    registry.configure(store)
+    good = package_dir(v1, tmp_path / "good")
+    with TestClient(create_app(cfg, DirectorySource(cfg, good, version=7), token=None, follow=False)) as client:
+        answer = client.post("/invocations", json={"instances": feature_rows(adult_frames, cfg, n=1)})
+        assert answer.status_code == 200 and answer.json()["model_version"] == 7
+    bad = package_dir(v1, tmp_path / "bad")
+    model_file = next(bad.glob("*.skops"))
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    with TestClient(create_app(cfg, DirectorySource(cfg, bad, version=7), token=None, follow=False)) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "changed file model.skops" in ready.json()["error"]
+        assert client.post("/invocations", json={"instances": [{}]}).status_code == 503
+    (bad / "autopilot-manifest.json").unlink()
+    with TestClient(create_app(cfg, DirectorySource(cfg, bad, version=7), token=None, follow=False)) as client:
+        assert "unverified" in client.get("/ready").json()["error"]
+
+
+def test_token_must_be_set(cfg: LoadedConfig) -> None:
+    with pytest.raises(ServingSetupError, match="set AUTOPILOT_SERVING_TOKEN"):
+        resolve_token(cfg, {})
+    with pytest.raises(ServingSetupError, match="at least 16"):
+        resolve_token(cfg, {"AUTOPILOT_SERVING_TOKEN": "short"})
+    assert resolve_token(cfg, {"AUTOPILOT_SERVING_TOKEN": TOKEN}) == TOKEN
+    assert resolve_token(cfg, {"AUTOPILOT_SERVING_AUTH": "iam"}) is None
+
+
+def test_signature_mismatch_is_refused(cfg: LoadedConfig) -> None:
+    from autopilot.serving.schema import ServingSchema
+
+    schema = ServingSchema.from_config(cfg)
+    good = [(n, "double" if k == "numeric" else "string") for n, k in zip(schema.columns, schema.kinds, strict=True)]
+    schema.check_signature(good)
+    with pytest.raises(ValueError, match="does not match the config"):
+        schema.check_signature(list(reversed(good)))
+    assert json.loads(json.dumps(good))  # plain data
