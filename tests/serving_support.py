@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 
 from autopilot import registry
 from autopilot.config import LoadedConfig, load_config
 from autopilot.settings import Settings
-from tests.conftest import ADULT_CONFIG
+from tests.conftest import ADULT_CONFIG, PROJECT
+
+TOKEN = "process-test-token-0123456789abcdef"
 
 HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "most_frequent", "hgb.cat_encoding": "native",
        "prep.min_frequency": 0.0, "hgb.learning_rate": 0.1, "hgb.max_iter": 60, "hgb.max_leaf_nodes": 31,
@@ -92,3 +101,55 @@ def corrupt_version(version: Any) -> None:
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """One `autopilot serve` process on loopback."""
+
+    def __init__(self, config: Path, home: Path, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "AUTOPILOT_HOME": str(home), "AUTOPILOT_SERVING_TOKEN": TOKEN,
+               "PYTHONPATH": str(PROJECT / "src")}
+        self.log = (home / f"serve-{port}.log").open("w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "autopilot.cli", "serve", "--config", str(config),
+                                      "--port", str(port)], env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {Path(self.log.name).read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server not ready: {Path(self.log.name).read_text()[-2000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def snapshots(settings: Settings, cfg: LoadedConfig, adult_frames: Any) -> dict[str, Any]:
+    """Snapshots of 2000 train and test rows in the settings' store, as `snapshot_data` returns them."""
+    from autopilot.data.snapshot import write_snapshot
+    from autopilot.data.sources import canonicalize
+    from autopilot.storage import open_store
+
+    store = open_store(settings.artifact_root)
+    out = {}
+    for split, frame in zip(("train", "test"), adult_frames, strict=True):
+        ref = write_snapshot(canonicalize(frame.head(2000), cfg), store, f"rollout test {split}")
+        out[split] = {"digest": ref.digest, "uri": ref.uri}
+    return {"snapshots": out}

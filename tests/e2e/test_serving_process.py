@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,49 +18,10 @@ from autopilot import registry
 from autopilot.serving.inference_log import InferenceLog
 from autopilot.settings import Settings
 from tests.conftest import ADULT_CONFIG, PROJECT
-from tests.serving_support import LINEAR, adult_cfg, feature_rows, register_version
+from tests.serving_support import LINEAR, TOKEN, Server, adult_cfg, feature_rows, free_port, register_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
-TOKEN = "process-test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """One `autopilot serve` process on loopback."""
-
-    def __init__(self, config: Path, home: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "AUTOPILOT_HOME": str(home), "AUTOPILOT_SERVING_TOKEN": TOKEN,
-               "PYTHONPATH": str(PROJECT / "src")}
-        self.log = (home / f"serve-{port}.log").open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "autopilot.cli", "serve", "--config", str(config),
-                                      "--port", str(port)], env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {Path(self.log.name).read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"server not ready: {Path(self.log.name).read_text()[-2000:]}")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=30)
-        self.log.close()
 
 
 @pytest.fixture
