@@ -314,7 +314,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if decision:
         print(f"decision        version {decision['version']}: {decision['decision']}; gates {decision['gates']}")
     print(f"status          autopilot status {cfg.name}   (champion, history; rollback with autopilot rollback)")
+    _print_deployment(cfg)
     return 0
+
+
+def _print_deployment(cfg: Any) -> None:
+    """The champion's stored deployment plan, and how to serve it."""
+    import mlflow
+
+    from autopilot import registry
+
+    try:
+        champion = registry.resolve_version(cfg.registered_model_name, "champion")
+        plan = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/deploy/plan.json")
+    except Exception:  # no champion, or the plan step did not run
+        return
+    print(f"deployment      v{plan['version']}: {plan['replicas']} x {plan['instance']} (${plan['hourly_usd']}/h), "
+          f"predicted p95 {plan['predicted_p95_ms']} ms; configs in MLflow run {plan['run_id']} under deploy/")
+    serving = cfg.deployment.serving
+    print(f"serve           export {serving.token_env}=<secret>; autopilot serve --model {cfg.name}  "
+          f"(http://{serving.host}:{serving.port}, follows the champion)")
 
 
 def _print_summary(chain: dict[str, Any], settings: Any, embedded: Any, seconds: float) -> None:

@@ -287,7 +287,9 @@ class ServingConfig(_Frozen):
     """The serving endpoint's limits (local `autopilot serve` and the generated image alike)."""
 
     host: str = Field(default="127.0.0.1", description="Interface `autopilot serve` binds to.")
-    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8090, description="Port of `autopilot serve` (8080 is the Airflow UI's; containers use 8080)."
+    )
     token_env: str = Field(
         default="AUTOPILOT_SERVING_TOKEN",
         description="Environment variable holding the bearer token (never the token itself).",

@@ -34,15 +34,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["deploy_version", "observations_path", "plan_deployment", "rollout_version", "serving_url"]
+__all__ = ["deploy_version", "plan_deployment", "rollout_version", "serving_url"]
 
 PLAN_ARTIFACT = "deploy/plan.json"
 PROFILE_SAMPLE_ROWS = 500
-
-
-def observations_path(settings: Settings) -> Path:
-    """Where observed-vs-predicted serving costs accumulate (selection corrects itself from them)."""
-    return settings.home / "deploy" / "observations.jsonl"
 
 
 def serving_url(cfg: LoadedConfig) -> str:
@@ -70,8 +65,9 @@ def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, prom
     if stored is not None:  # a rerun: the plan is part of the version's record already
         return dict(stored)
     from autopilot.deploy.configs import generate_configs
+    from autopilot.deploy.history import load_observations
     from autopilot.deploy.profile import profile_model
-    from autopilot.deploy.selection import load_catalog, load_observations, select_environment
+    from autopilot.deploy.selection import load_catalog, select_environment
     from autopilot.stages import _load_splits
 
     folder = registry.download_verified(version)
@@ -80,7 +76,7 @@ def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, prom
     profile = profile_model(folder, sample)
     custom = cfg.deployment.instance_catalog
     catalog = load_catalog(Path(cfg.resolve(custom))) if custom else load_catalog()
-    history = load_observations(observations_path(settings), cfg.name)
+    history = load_observations(settings, cfg.name)
     selection = select_environment(profile, cfg.deployment.service_level, catalog, history, cfg.name,
                                    require_sagemaker=cfg.deployment.target == "aws")
     aws = cfg.deployment.aws
@@ -198,12 +194,13 @@ def rollout_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan
 
 def _observe(cfg: LoadedConfig, settings: Settings, plan: dict[str, Any], report: GateReport) -> None:
     """Record observed p95 and memory against the plan's prediction (later selections correct from it)."""
-    from autopilot.deploy.selection import Observation, record_observation
+    from autopilot.deploy.history import record_observation
+    from autopilot.deploy.selection import Observation
 
     p95, rss = report.metrics.get("observed_p95_ms"), report.metrics.get("observed_rss_mb")
     if not p95 or not rss:
         return
-    record_observation(observations_path(settings), Observation(
+    record_observation(settings, Observation(
         model=cfg.name, instance=plan["instance"], predicted_p95_ms=plan["predicted_p95_ms"],
         observed_p95_ms=float(p95), predicted_rss_mb=plan["predicted_rss_mb"], observed_rss_mb=float(rss)))
 

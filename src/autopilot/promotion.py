@@ -396,6 +396,11 @@ def _engine(settings: Settings) -> Engine:
         return _ENGINES[key]
 
 
+def state_engine(settings: Settings) -> Engine:
+    """The state database's engine (shared with other state tables, e.g. deployment observations)."""
+    return _engine(settings)
+
+
 def reset_engines() -> None:
     """Dispose the cached state-database engines (a restart, as far as this module is concerned)."""
     with _ENGINES_LOCK:

@@ -13,9 +13,9 @@ import yaml
 
 from autopilot import registry
 from autopilot.config import load_config
+from autopilot.deploy.history import load_observations
 from autopilot.deploy.rollout import MetricsSample, parse_metrics
-from autopilot.deploy.selection import load_observations
-from autopilot.deploy_stages import observations_path, rollout_version
+from autopilot.deploy_stages import rollout_version
 from autopilot.promotion import history, promote
 from autopilot.reports import GateFailure
 from autopilot.settings import Settings
@@ -75,7 +75,7 @@ def test_a_good_version_rolls_out_and_its_cost_is_recorded(live: dict[str, Any])
     metrics = result["metrics"]
     assert metrics["smoke_rows"] == 10 and metrics["smoke_max_abs_diff"] <= 1e-9
     assert metrics["observed_p95_ms"] > 0 and metrics["observed_rss_mb"] > 50
-    observed = load_observations(observations_path(settings), cfg.name)
+    observed = load_observations(settings, cfg.name)
     assert len(observed) == 1 and observed[0].predicted_p95_ms == 5.0
     assert observed[0].observed_p95_ms == metrics["observed_p95_ms"]
 
@@ -97,7 +97,7 @@ def test_a_violation_rolls_the_alias_and_the_endpoint_back(live: dict[str, Any])
     assert (last.action, last.from_version, last.to_version) == ("rollback", live["v2"], live["v1"])
     assert "rollout failed" in last.reason
     assert serving_version(server) == live["v1"]  # the endpoint followed at once
-    assert load_observations(observations_path(settings), cfg.name) == []  # a failed rollout is no observation
+    assert load_observations(settings, cfg.name) == []  # a failed rollout is no observation
 
 
 def test_no_endpoint_means_the_rollout_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

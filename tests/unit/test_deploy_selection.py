@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,8 +13,6 @@ from autopilot.deploy.selection import (
     NoFeasibleEnvironment,
     Observation,
     load_catalog,
-    load_observations,
-    record_observation,
     select_environment,
 )
 
@@ -100,17 +98,18 @@ def test_memory_correction_switches_instance() -> None:
     assert {c.instance.name: c.verdict for c in sel.candidates}["small"].startswith("too little memory")
 
 
-def test_observations_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "obs" / "observations.jsonl"
-    assert load_observations(path, "m") == []
+def test_observations_round_trip_in_the_state_db(settings: Any) -> None:
+    from autopilot.deploy.history import load_observations, record_observation
+
+    assert load_observations(settings, "m") == []
     a = Observation(model="m", instance="c6i.large", predicted_p95_ms=5, observed_p95_ms=6,
                     predicted_rss_mb=300, observed_rss_mb=320)
     b = a.model_copy(update={"model": "n"})
-    record_observation(path, a)
-    record_observation(path, b)
-    assert load_observations(path, "m") == [a]
-    assert load_observations(path) == [a, b]
-    assert len(path.read_text().splitlines()) == 2
+    record_observation(settings, a)
+    record_observation(settings, b)
+    record_observation(settings, a.model_copy(update={"observed_p95_ms": 7.0}))
+    loaded = load_observations(settings, "m")
+    assert [o.observed_p95_ms for o in loaded] == [6.0, 7.0] and loaded[0].at == a.at
 
 
 def test_real_catalog_parses_with_positive_numbers() -> None:

@@ -249,3 +249,13 @@ def test_signature_mismatch_is_refused(cfg: LoadedConfig) -> None:
     with pytest.raises(ValueError, match="does not match the config"):
         schema.check_signature(list(reversed(good)))
     assert json.loads(json.dumps(good))  # plain data
+
+
+def test_a_request_over_its_time_limit_gets_504(store: Settings, v1: Any, adult_frames: Any, tmp_path: Path) -> None:
+    registry.configure(store)
+    slow = adult_cfg(request_timeout_seconds=0.0001)
+    app = create_app(slow, RegistrySource(slow, slow.registered_model_name), token=TOKEN, follow=False)
+    with TestClient(app) as client:
+        answer = client.post("/predict", json={"records": feature_rows(adult_frames, slow, n=50)}, headers=AUTH)
+        assert answer.status_code == 504 and "no answer within" in answer.json()["error"]
+        assert 'autopilot_errors_total{endpoint="predict",kind="504"} 1.0' in client.get("/metrics").text

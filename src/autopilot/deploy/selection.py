@@ -15,13 +15,12 @@ Sizing model (one serving process per replica; every number comes from the model
 * cost = hourly price x replicas; the cheapest feasible wins, ties go to fewer replicas.
 
 Corrections come from history: after a deployment, observed p95 latency and memory are recorded
-against what was predicted (`record_observation`); the median observed/predicted ratio of a
-model's observations multiplies later predictions for that model.
+against what was predicted (`deploy.history`, in the state database); the median
+observed/predicted ratio of a model's observations multiplies later predictions for that model.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from datetime import UTC, datetime
@@ -81,24 +80,6 @@ class Observation(BaseModel):
     predicted_rss_mb: float
     observed_rss_mb: float
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-
-
-def record_observation(path: Path, obs: Observation) -> None:
-    """Append one observation as a JSON line (the file and its parent are created if missing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(obs.model_dump_json() + "\n")
-        fh.flush()
-
-
-def load_observations(path: Path, model: str | None = None) -> list[Observation]:
-    """The observations in `path` (all, or only `model`'s), oldest first; none if the file is absent."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = [Observation.model_validate(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-    return [o for o in out if model is None or o.model == model]
 
 
 class Correction(BaseModel):

@@ -1,0 +1,66 @@
+"""Deployment observations in autopilot's state database (shared by every worker and host).
+
+After a rollout, what the endpoint was seen to need (p95 latency, memory) is stored against
+what the plan predicted; `deploy.selection` corrects later plans for the same model from the
+median ratio. The table lives beside the alias history (`Settings.state_db`: SQLite by
+default, PostgreSQL in production), so a Celery worker on another host sees the same history.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Column, DateTime, Float, Index, Integer, String, Table, insert, select
+
+from autopilot.deploy.selection import Observation
+from autopilot.promotion import METADATA, state_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from autopilot.settings import Settings
+
+__all__ = ["load_observations", "record_observation"]
+
+OBSERVATIONS = Table(
+    "deploy_observations", METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(256), nullable=False),
+    Column("instance", String(64), nullable=False),
+    Column("predicted_p95_ms", Float, nullable=False),
+    Column("observed_p95_ms", Float, nullable=False),
+    Column("predicted_rss_mb", Float, nullable=False),
+    Column("observed_rss_mb", Float, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_deploy_observations_model", "model"),
+)
+_READY: set[int] = set()
+_LOCK = threading.Lock()
+
+
+def _engine(settings: Settings) -> Engine:
+    engine = state_engine(settings)
+    with _LOCK:  # the state engine may predate this module's import: create the table once per engine
+        if id(engine) not in _READY:
+            OBSERVATIONS.create(engine, checkfirst=True)
+            _READY.add(id(engine))
+    return engine
+
+
+def record_observation(settings: Settings, obs: Observation) -> None:
+    """Append one observation."""
+    with _engine(settings).begin() as conn:
+        conn.execute(insert(OBSERVATIONS).values(**obs.model_dump()))
+
+
+def load_observations(settings: Settings, model: str) -> list[Observation]:
+    """A model's observations, oldest first."""
+    query = select(OBSERVATIONS).where(OBSERVATIONS.c.model == model).order_by(OBSERVATIONS.c.id)
+    with _engine(settings).connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    # SQLite returns naive datetimes (stored as UTC): make them aware again.
+    return [Observation.model_validate({**{k: v for k, v in row.items() if k != "id"},
+                                        "at": row["at"] if row["at"].tzinfo else row["at"].replace(tzinfo=UTC)})
+            for row in rows]
