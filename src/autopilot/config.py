@@ -306,8 +306,10 @@ class ServingConfig(_Frozen):
     micro_batch_max_rows: Annotated[int, Field(ge=1)] = Field(
         default=256, description="Rows of concurrent requests predicted in one call."
     )
-    micro_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
-        default=2.0, description="How long the first queued request waits for others to join its batch."
+    micro_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] | None = Field(
+        default=None,
+        description="How long a batch waits for more requests; default (null): adaptive, up to the last "
+                    "prediction's duration, and only when the last batch held more than one request.",
     )
     poll_seconds: Annotated[float, Field(gt=0)] = Field(
         default=5.0, description="How often the server checks the champion alias for a new version."

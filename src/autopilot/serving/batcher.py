@@ -5,8 +5,13 @@ ColumnTransformer's dispatch, not the trees), so serving requests one call each 
 the CPU. One worker coroutine takes the first queued request, gathers whatever else is queued
 (up to `max_rows` rows, optionally waiting `max_wait_ms` for more), and runs the batch on a
 single dedicated thread. Requests that arrive while a batch is predicting form the next one,
-so batches grow with load by themselves ("natural batching"); the wait only helps when
-requests trickle in just behind each other.
+so batches grow with load by themselves ("natural batching").
+
+Natural batching alone splits a closed loop of N clients into two groups that take turns
+(measured: 32 clients gave batches of 16 on average). The adaptive wait closes that gap: when
+the last batch held more than one request, the next one waits up to the last prediction's
+duration for the others to arrive, and stops waiting once as many requests as last time are
+in; a lone client (the last batch held one request) never waits.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 __all__ = ["Job", "MicroBatcher"]
+
+MAX_ADAPTIVE_WAIT = 0.025  # seconds: a slow model must not turn the wait into latency
 
 
 @dataclass
@@ -47,16 +54,20 @@ class MicroBatcher:
     delivered to that job alone) per job, in order.
     """
 
-    def __init__(self, process: Callable[[Sequence[Job]], list[Any]], max_rows: int, max_wait_ms: float = 0.0) -> None:
+    def __init__(self, process: Callable[[Sequence[Job]], list[Any]], max_rows: int,
+                 max_wait_ms: float | None = None, thread_init: Callable[[], None] | None = None) -> None:
         self._process = process
         self.max_rows = max_rows
-        self.max_wait = max_wait_ms / 1000.0
+        self.fixed_wait = None if max_wait_ms is None else max_wait_ms / 1000.0
+        self._last_jobs = 0
+        self._last_seconds = 0.0
         self._queue: asyncio.Queue[Job] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._carry: Job | None = None
         # One thread: predictions never run concurrently with each other (the model's own
         # native code may use the second core), and the order of the inference log follows it.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autopilot-batch")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autopilot-batch",
+                                            initializer=thread_init)
 
     def start(self) -> None:
         """Start the worker on the running event loop."""
@@ -85,17 +96,23 @@ class MicroBatcher:
         await self._queue.put(job)
         return await job.future
 
+    def _wait(self) -> float:
+        if self.fixed_wait is not None:
+            return self.fixed_wait
+        return min(self._last_seconds, MAX_ADAPTIVE_WAIT) if self._last_jobs > 1 else 0.0
+
     async def _gather(self, first: Job) -> list[Job]:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         batch, rows = [first], len(first.rows)
-        deadline = loop.time() + self.max_wait
+        deadline = loop.time() + self._wait()
         while rows < self.max_rows:
             try:
                 job = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                # Adaptive: as many requests as last time are here, so the group is complete.
+                if remaining <= 0 or (self.fixed_wait is None and len(batch) >= self._last_jobs):
                     break
                 try:
                     job = await asyncio.wait_for(self._queue.get(), remaining)
@@ -116,11 +133,13 @@ class MicroBatcher:
             batch = [j for j in await self._gather(first) if not j.cancelled]
             if not batch:
                 continue
+            started = loop.time()
             try:
                 results = await loop.run_in_executor(self._executor, self._process, batch)
             except Exception as exc:  # the whole batch failed: every job gets the error
                 log.exception("batch of %d requests failed", len(batch))
                 results = [exc] * len(batch)
+            self._last_jobs, self._last_seconds = len(batch), loop.time() - started
             for job, result in zip(batch, results, strict=True):
                 if job.future.done():
                     continue

@@ -1,0 +1,665 @@
+"""Serving: `autopilot serve` against `mlflow models serve`, same model version, same load.
+
+One Adult model (the demo's native-categorical HGB, `hgb.max_iter` 200, fitted on the full
+training split) is logged and registered in a fresh AUTOPILOT_HOME the way training does it
+(skops, signature, SHA-256 manifest tag, alias `champion`). Two servers then run on loopback,
+each in its own process group:
+
+- **ours:** `autopilot serve --config <copy of the demo config> --port P1` (default serving
+  settings: micro-batching, durable inference log, bearer token), `POST /predict` with
+  `{"records": [row]}`;
+- **peer:** `mlflow models serve -m models:/adult_income/<v> --env-manager local`, its
+  defaults (one uvicorn worker), `POST /invocations` with `{"dataframe_records": [row]}`.
+
+One load generator drives both: a separate process (`python bench/serving.py --loadgen ...`)
+with asyncio streams and hand-written HTTP/1.1 keep-alive requests (bodies pre-encoded, the
+response framed by Content-Length), so the client costs little CPU on a 2-core machine. It
+runs a closed loop: C connections, each sends one single-row request (real Adult test rows),
+waits for the answer and sends the next. A warm-up comes first, then `--seconds` are
+measured. Each concurrency level runs both servers, in alternating order.
+
+Goals at concurrency 32: throughput >= 3x MLflow's and p99 latency <= 0.5x MLflow's.
+Serving efficiency = autopilot's rows/s at concurrency 32 / in-process `predict_proba`
+rows/s on one 16k-row batch (the physical limit of the model on this machine).
+
+Usage: python bench/serving.py [--seconds 10] [--concurrency 1 8 32] [--warmup 1.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import _common as common
+
+HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "most_frequent", "hgb.cat_encoding": "native",
+       "prep.min_frequency": 0.0, "hgb.learning_rate": 0.1, "hgb.max_iter": 200, "hgb.max_leaf_nodes": 31,
+       "hgb.min_samples_leaf": 20, "hgb.l2_regularization": 0.1}
+GOAL_CONCURRENCY = 32
+GOAL_THROUGHPUT = 3.0   # autopilot / mlflow requests per second, at GOAL_CONCURRENCY
+GOAL_P99 = 0.5          # autopilot / mlflow p99 latency, at GOAL_CONCURRENCY
+TEST_ROWS = 2000        # distinct request bodies, cycled
+BATCH_ROWS = 16_000     # the in-process batch (the physical limit)
+MEASURE_START, MEASURE_END = "#MEASURE_START", "#MEASURE_END"
+
+
+# ---------------------------------------------------------------------------- load generator (child process)
+
+
+def _loadgen_main(spec_path: str) -> int:
+    """The load generator's process: run the closed loop described by the spec file, print one JSON line."""
+    spec = json.loads(Path(spec_path).read_text())
+    runner: Any = asyncio.run
+    loop_name = "asyncio"
+    try:  # the cheaper event loop, as uvicorn uses it for both servers
+        import uvloop
+
+        runner, loop_name = uvloop.run, "uvloop"
+    except ImportError:
+        pass
+    result = runner(_load(spec))
+    result["event_loop"] = loop_name
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """(status, body, server wants to close) of one HTTP/1.1 response."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lower = head.lower()
+    at = lower.find(b"\r\ncontent-length:")
+    if at >= 0:
+        end = lower.find(b"\r\n", at + 2)
+        body = await reader.readexactly(int(lower[at + 17:end]))
+    elif b"\r\ntransfer-encoding: chunked" in lower:
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            parts.append(await reader.readexactly(size + 2))
+            if size == 0:
+                break
+        body = b"".join(p[:-2] for p in parts)
+    else:
+        raise ValueError(f"response without Content-Length or chunked encoding: {head[:200]!r}")
+    return status, body, b"\r\nconnection: close" in lower
+
+
+async def _load(spec: dict[str, Any]) -> dict[str, Any]:
+    host, port, concurrency = spec["host"], int(spec["port"]), int(spec["concurrency"])
+    headers = f"POST {spec['path']} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    if spec.get("token"):
+        headers += f"Authorization: Bearer {spec['token']}\r\n"
+    bodies = [b.encode() for b in json.loads(Path(spec["bodies"]).read_text())]
+    requests = [headers.encode() + b"Content-Length: %d\r\n\r\n" % len(b) + b for b in bodies]
+    clock = time.perf_counter
+    start = clock()
+    measure_from = start + float(spec["warmup"])
+    measure_to = measure_from + float(spec["seconds"])
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    counts = {"sent": 0, "reconnects": 0, "connection_errors": 0}
+    sample: dict[str, Any] = {}
+
+    async def connection(worker: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        i = worker
+        try:
+            while True:
+                t0 = clock()
+                if t0 >= measure_to:
+                    return
+                request = requests[i % len(requests)]
+                i += concurrency
+                try:
+                    writer.write(request)
+                    status, body, close = await _read_response(reader)
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    counts["connection_errors"] += 1
+                    status, body, close = -1, b"", True
+                t1 = clock()
+                counts["sent"] += 1
+                if measure_from <= t1 < measure_to:
+                    latencies.append(t1 - t0)
+                    if status != 200:
+                        statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if status == 200 and "body" not in sample:
+                    sample["body"] = body[:300].decode(errors="replace")
+                elif status != 200 and "error_body" not in sample:
+                    sample.update(error=status, error_body=body[:300].decode(errors="replace"))
+                if close:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    counts["reconnects"] += 1
+        finally:
+            writer.close()
+
+    async def marks() -> float:
+        await asyncio.sleep(max(measure_from - clock(), 0.0))
+        cpu0 = time.process_time()
+        print(MEASURE_START, flush=True)
+        await asyncio.sleep(max(measure_to - clock(), 0.0))
+        print(MEASURE_END, flush=True)
+        return time.process_time() - cpu0
+
+    marker = asyncio.ensure_future(marks())
+    await asyncio.gather(*(connection(w) for w in range(concurrency)))
+    cpu = await marker
+    seconds = measure_to - measure_from
+    ordered = sorted(latencies)
+
+    def pct(q: float) -> float | None:
+        return ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000.0 if ordered else None
+
+    return {"concurrency": concurrency, "seconds": seconds, "completed": len(ordered),
+            "rps": len(ordered) / seconds, "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+            "max_ms": ordered[-1] * 1000.0 if ordered else None,
+            "mean_ms": sum(ordered) / len(ordered) * 1000.0 if ordered else None,
+            "errors": sum(statuses.values()), "error_statuses": statuses, **counts,
+            "loadgen_cpu_cores": cpu / seconds, "sample": sample}
+
+
+# ---------------------------------------------------------------------------- processes and CPU accounting
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in process group `pgid` (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields: state ppid pgrp session ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+class Server:
+    """A server process in its own session (so its whole process group can be stopped)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, ready_path: str,
+                 log_dir: Path) -> None:
+        self.name, self.port, self.ready_path = name, port, ready_path
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_dir / f"{name}-{port}.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, cwd=str(log_dir))
+
+    def wait_ready(self, timeout: float = 240.0) -> float:
+        """Seconds until `ready_path` answered 200 (raises with the log's tail if it never does)."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as answer:
+                    if answer.status == 200:
+                        return time.monotonic() - start
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.tail()}")
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the server's process group."""
+        return group_cpu_seconds(self.proc.pid)
+
+    def tail(self, chars: int = 3000) -> str:
+        """The end of the server's log."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL it if it lingers."""
+        for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                continue
+            try:  # the leader is gone; make sure no child of it (uvicorn under mlflow) is left
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+        self._log.close()
+
+
+def post_json(url: str, body: dict[str, Any], token: str | None = None) -> Any:
+    """One JSON POST (setup checks only, never under load)."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def same_model_check(ours: Server, peer: Server, token: str, pipeline: Any, frame: Any,
+                     records: list[dict[str, Any]], n: int = 200) -> dict[str, Any]:
+    """Both servers against the in-process pipeline on the same `n` test rows (setup only, not timed).
+
+    On rows without nulls all three must agree. MLflow's pyfunc hands JSON nulls of string
+    columns to the pipeline as None, which the pipeline's imputer does not take for missing
+    (it looks for NaN) and the encoder then maps None to "unknown" instead of the most frequent
+    category, so those rows can get another score there; that is counted, not fatal.
+    """
+    import numpy as np
+
+    rows = records[:n]
+    local = pipeline.predict_proba(frame.head(n))[:, 1]
+    mine = np.asarray(post_json(ours.url + "/predict", {"records": rows}, token)["predictions"])
+    answer = post_json(peer.url + "/invocations", {"dataframe_records": rows})
+    theirs = np.asarray([p[1] for p in answer["predictions"]])
+    nulls = np.array([any(v is None for v in row.values()) for row in rows])
+    peer_diff = np.abs(theirs - local)
+    return {"rows": n, "rows_with_nulls": int(nulls.sum()),
+            "autopilot_max_diff": float(np.abs(mine - local).max()),
+            "mlflow_max_diff_complete_rows": float(peer_diff[~nulls].max()),
+            "mlflow_rows_differing_with_nulls": int((peer_diff[nulls] > 1e-9).sum()),
+            "mlflow_max_diff_rows_with_nulls": float(peer_diff[nulls].max()) if nulls.any() else 0.0}
+
+
+def batch_metrics(server: Server) -> dict[str, float]:
+    """autopilot's `autopilot_batch_rows` histogram (sum, count, cumulative buckets) from /metrics."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("autopilot_batch_rows_sum"):
+            out["sum"] = float(line.split()[-1])
+        elif line.startswith("autopilot_batch_rows_count"):
+            out["count"] = float(line.split()[-1])
+        elif line.startswith("autopilot_batch_rows_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[f"le_{le}"] = float(line.split()[-1])
+    return out
+
+
+def batch_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Batches, mean rows per batch and the share of batches per size range during the measured window."""
+    count = after.get("count", 0.0) - before.get("count", 0.0)
+    rows = after.get("sum", 0.0) - before.get("sum", 0.0)
+    shares: dict[str, float] = {}
+    previous, label_from = 0.0, 1
+    for key in [k for k in after if k.startswith("le_")]:
+        le = key[3:]
+        cumulative = after[key] - before.get(key, 0.0)
+        if count and cumulative - previous:
+            label = f">{label_from - 1:g}" if le == "+Inf" else (
+                f"{label_from}-{float(le):g}" if float(le) > label_from else f"{float(le):g}")
+            shares[label] = round((cumulative - previous) / count, 3)
+        previous = cumulative
+        if le != "+Inf":
+            label_from = int(float(le)) + 1
+    return {"batches": int(count), "rows": int(rows), "mean_rows": rows / count if count else None,
+            "batch_size_shares": shares}
+
+
+def run_load(server: Server, other: Server, path: str, token: str | None, bodies: Path, concurrency: int,
+             warmup: float, seconds: float, work: Path) -> dict[str, Any]:
+    """Drive `server` with the load generator; add CPU accounting (and batch sizes for autopilot)."""
+    spec = work / f"spec-{server.name}-{concurrency}.json"
+    spec.write_text(json.dumps({"host": "127.0.0.1", "port": server.port, "path": path, "token": token,
+                                "bodies": str(bodies), "concurrency": concurrency, "warmup": warmup,
+                                "seconds": seconds}))
+    stderr = (work / f"loadgen-{server.name}-{concurrency}.log").open("w")
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--loadgen", str(spec)],
+                             stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
+                             env=common.clean_env())
+    is_autopilot = server.name == "autopilot"
+    marks: dict[str, Any] = {}
+    lines = []
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            lines.append(line)
+            tag = line.strip()
+            if tag in (MEASURE_START, MEASURE_END):
+                key = "start" if tag == MEASURE_START else "end"
+                marks[key] = {"wall": time.perf_counter(), "proc": common._cpu_times(),
+                              "server": server.cpu_seconds(), "other": other.cpu_seconds(),
+                              "batches": batch_metrics(server) if is_autopilot else None}
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        stderr.close()
+    if child.returncode != 0 or "start" not in marks or "end" not in marks:
+        raise RuntimeError(f"load generator failed ({child.returncode}): "
+                           f"{(work / f'loadgen-{server.name}-{concurrency}.log').read_text()[-2000:]}")
+    result = common.last_json_line("".join(lines))
+    start, end = marks["start"], marks["end"]
+    wall = end["wall"] - start["wall"]
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = (end["proc"][0] - start["proc"][0]) / ticks
+    total = (end["proc"][1] - start["proc"][1]) / ticks
+    server_cpu = end["server"] - start["server"]
+    other_cpu = end["other"] - start["other"]
+    loadgen_cpu = result["loadgen_cpu_cores"] * result["seconds"]
+    result.update({
+        "server": server.name,
+        "server_cpu_cores": server_cpu / wall,
+        "idle_peer_cpu_cores": other_cpu / wall,
+        "server_cpu_ms_per_request": server_cpu / max(result["completed"], 1) * 1000.0,
+        # What is left of the machine's busy time once both servers and the load generator are
+        # taken out: other processes (the neighbours), plus this parent's few /metrics reads.
+        "foreign_cpu_share": round(max(busy - server_cpu - other_cpu - loadgen_cpu, 0.0) / total, 3) if total else None,
+        "machine_busy_share": round(busy / total, 3) if total else None,
+    })
+    if is_autopilot:
+        result["batching"] = batch_summary(start["batches"], end["batches"])
+    return result
+
+
+# ---------------------------------------------------------------------------- the model and the in-process floor
+
+
+def fit_and_register(settings: Any, cfg: Any) -> tuple[Any, Any, Any, dict[str, float]]:
+    """Fit the HGB pipeline on the full Adult train split and register it as `champion` (as training does)."""
+    import mlflow
+    import pandas as pd
+
+    from autopilot import registry
+    from autopilot.data.sources import canonicalize
+    from autopilot.modeling.splits import encode_target, feature_frame
+    from autopilot.modeling.training import fit_pipeline
+    from autopilot.stages import signature_for
+
+    seconds: dict[str, float] = {}
+    frame = canonicalize(pd.read_csv(common.PROJECT / "data/adult/adult_train.csv.gz"), cfg)
+    X, y = feature_frame(frame, cfg), encode_target(frame, cfg)
+    with common.stopwatch() as fit:
+        pipeline = fit_pipeline(HGB, cfg, X, y, seed=0)
+    seconds["fit"] = fit["seconds"]
+    with common.stopwatch() as reg:
+        registry.configure(settings)
+        experiment = registry.ensure_experiment("serving-bench", settings.mlflow_artifact_root)
+        with mlflow.start_run(experiment_id=experiment) as run:
+            info = registry.log_sklearn_model(pipeline, X.head(5),
+                                              signature_for(cfg, X, pipeline.predict_proba(X.head(20))),
+                                              allow_pickle=False, predict_fn="predict_proba")
+        folder = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+        manifest = registry.sha256_manifest(folder)
+        version = registry.create_version(cfg.registered_model_name, info.model_uri, run.info.run_id,
+                                          {registry.MANIFEST_TAG: json.dumps(manifest, sort_keys=True),
+                                           "autopilot.family": HGB["family"]})
+        registry.set_alias(cfg.registered_model_name, "champion", int(version.version))
+    seconds["log_and_register"] = reg["seconds"]
+    return pipeline, X, version, seconds
+
+
+def test_rows(cfg: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """The canonical Adult test features (frame) and the first TEST_ROWS of them as JSON-ready records."""
+    import pandas as pd
+
+    from autopilot.data.sources import canonicalize
+    from autopilot.modeling.splits import feature_frame
+
+    frame = feature_frame(canonicalize(pd.read_csv(common.PROJECT / "data/adult/adult_test.csv.gz"), cfg), cfg)
+    records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+               for row in frame.head(TEST_ROWS).to_dict("records")]
+    return frame, records
+
+
+def in_process_floor(pipeline: Any, frame: Any, records: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
+    """predict_proba rows/s in this process: one 16k batch, one row per call, and a few batch sizes."""
+    from autopilot.serving.schema import ServingSchema
+
+    big = frame.head(BATCH_ROWS)
+    pipeline.predict_proba(big)  # warm
+    runs = []
+    for _ in range(5):
+        with common.stopwatch() as t:
+            pipeline.predict_proba(big)
+        runs.append(t["seconds"])
+    batch_seconds = common.median(runs)
+
+    def per_call(size: int, budget: float = 1.5, via_records: bool = False) -> float:
+        schema = ServingSchema.from_config(cfg)
+        chunks = [frame.iloc[i:i + size] for i in range(0, min(len(frame), 200 * size), size)]
+        groups = [records[i:i + size] for i in range(0, len(records) - size + 1, size)]
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < budget:
+            if via_records:
+                pipeline.predict_proba(schema.frame(groups[calls % len(groups)]))
+            else:
+                pipeline.predict_proba(chunks[calls % len(chunks)])
+            calls += 1
+        return calls * size / (time.perf_counter() - start)
+
+    by_size = {str(size): per_call(size) for size in (1, 8, 32, 128)}
+    return {"batch_rows": len(big), "batch_seconds": batch_seconds, "batch_rows_per_s": len(big) / batch_seconds,
+            "single_row_rows_per_s": by_size["1"], "rows_per_s_by_batch_size": by_size,
+            # the server's own path for a batch: JSON-ready records -> canonical frame -> predict_proba
+            "records_path_rows_per_s": {str(size): per_call(size, via_records=True) for size in (1, 32)}}
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    """A number for the table, `-` when missing."""
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Set up the model and both servers, run the load at each concurrency, print and save the results."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--loadgen"]:
+        return _loadgen_main(argv[1])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per server and concurrency")
+    parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="connections (closed loop)")
+    parser.add_argument("--wait-idle", type=float, default=120.0,
+                        help="seconds to wait for a quiet machine before each timed part (0: off)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary home (server logs) afterwards")
+    args = parser.parse_args(argv)
+
+    from autopilot.config import load_config
+    from autopilot.settings import Settings
+
+    home = common.temp_dir("serving", cleanup=not args.keep)
+    work = home / "bench"
+    work.mkdir(parents=True)
+    settings = Settings.from_env({"AUTOPILOT_HOME": str(home)})
+    cfg = load_config(common.ADULT_CONFIG)
+    print(f"[serving] home {home}; fitting HGB (max_iter {HGB['hgb.max_iter']}) on the full Adult train split",
+          flush=True)
+    pipeline, X_train, version, setup_seconds = fit_and_register(settings, cfg)
+    estimator = pipeline.steps[-1][1]
+    print(f"[serving] registered {cfg.registered_model_name} v{version.version} (fit {setup_seconds['fit']:.1f} s, "
+          f"{getattr(estimator, 'n_iter_', '?')} boosting iterations; log+register "
+          f"{setup_seconds['log_and_register']:.1f} s)", flush=True)
+    test_frame, records = test_rows(cfg)
+
+    quiet: list[dict[str, Any]] = []
+    if args.wait_idle > 0:
+        quiet.append(common.wait_for_quiet(args.wait_idle))
+    with common.neighbours() as floor_neighbours:
+        floor = in_process_floor(pipeline, test_frame, records, cfg)
+    floor["foreign_cpu_share"] = floor_neighbours["foreign_cpu_share"]
+    print(f"[serving] in-process predict_proba: {floor['batch_rows_per_s']:,.0f} rows/s in one batch of "
+          f"{floor['batch_rows']:,}; {floor['single_row_rows_per_s']:,.0f} rows/s one row per call", flush=True)
+
+    config = common.write_config_copy(work / "config", cfg.name, {})
+    token = secrets.token_urlsafe(32)
+    ours_body = work / "bodies-autopilot.json"
+    peer_body = work / "bodies-mlflow.json"
+    ours_body.write_text(json.dumps([json.dumps({"records": [r]}) for r in records]))
+    peer_body.write_text(json.dumps([json.dumps({"dataframe_records": [r]}) for r in records]))
+    bin_dir = Path(sys.executable).parent
+    autopilot_exe = bin_dir / "autopilot"
+    ours_argv = ([str(autopilot_exe)] if autopilot_exe.exists() else [sys.executable, "-m", "autopilot.cli"])
+    model_uri = f"models:/{cfg.registered_model_name}/{version.version}"
+    servers: list[Server] = []
+    runs: list[dict[str, Any]] = []
+    try:
+        port_ours, port_peer = free_port(), free_port()
+        ours = Server("autopilot", [*ours_argv, "serve", "--config", str(config), "--port", str(port_ours)],
+                      common.clean_env(AUTOPILOT_HOME=str(home), AUTOPILOT_SERVING_TOKEN=token), port_ours,
+                      "/ready", work)
+        servers.append(ours)
+        peer = Server("mlflow", [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+                                 "-h", "127.0.0.1", "-p", str(port_peer)],
+                      common.clean_env(MLFLOW_TRACKING_URI=settings.mlflow_tracking_uri,
+                                       MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), port_peer, "/ping", work)
+        servers.append(peer)
+        ready = {s.name: s.wait_ready() for s in servers}
+        print(f"[serving] ready: autopilot {ready['autopilot']:.1f} s on {ours.url}, "
+              f"mlflow {ready['mlflow']:.1f} s on {peer.url} ({model_uri})", flush=True)
+
+        same_model = same_model_check(ours, peer, token, pipeline, test_frame, records)
+        print(f"[serving] same model: max |p_autopilot - p_in_process| {same_model['autopilot_max_diff']:.1e}, "
+              f"max |p_mlflow - p_in_process| {same_model['mlflow_max_diff_complete_rows']:.1e} on rows without "
+              f"nulls; mlflow differs on {same_model['mlflow_rows_differing_with_nulls']} of "
+              f"{same_model['rows_with_nulls']} rows with nulls "
+              f"(max {same_model['mlflow_max_diff_rows_with_nulls']:.3f})",
+              flush=True)
+        if same_model["autopilot_max_diff"] > 1e-9 or same_model["mlflow_max_diff_complete_rows"] > 1e-9:
+            raise RuntimeError(f"the servers do not serve the fitted model: {same_model}")
+
+        targets = {"autopilot": (ours, peer, "/predict", token, ours_body),
+                   "mlflow": (peer, ours, "/invocations", None, peer_body)}
+        for index, concurrency in enumerate(args.concurrency):
+            order = ["autopilot", "mlflow"] if index % 2 == 0 else ["mlflow", "autopilot"]
+            for name in order:
+                server, other, path, tok, bodies = targets[name]
+                if args.wait_idle > 0:
+                    quiet.append(common.wait_for_quiet(args.wait_idle))
+                result = run_load(server, other, path, tok, bodies, concurrency, args.warmup, args.seconds, work)
+                runs.append(result)
+                batching = result.get("batching")
+                extra = (f", mean batch {batching['mean_rows']:.1f} rows" if batching and batching["mean_rows"]
+                         else "")
+                print(f"[serving] c={concurrency:<3} {name:<9} {result['rps']:8.1f} req/s  p50 "
+                      f"{fmt(result['p50_ms'])} ms  p99 {fmt(result['p99_ms'])} ms  errors {result['errors']}  "
+                      f"server {result['server_cpu_cores']:.2f} cores, loadgen {result['loadgen_cpu_cores']:.2f}, "
+                      f"foreign {result['foreign_cpu_share']}{extra}", flush=True)
+        dead = [s.name for s in servers if s.proc.poll() is not None]
+        if dead:
+            raise RuntimeError(f"server(s) died during the runs: {dead}")
+    except BaseException:
+        for server in servers:
+            print(f"\n--- {server.name} log tail ({server.log_path}) ---\n{server.tail()}", file=sys.stderr)
+        raise
+    finally:
+        for server in servers:
+            server.stop()
+
+    return report(args, runs, floor, version, setup_seconds, quiet, home, same_model)
+
+
+def report(args: argparse.Namespace, runs: list[dict[str, Any]], floor: dict[str, Any], version: Any,
+           setup_seconds: dict[str, float], quiet: list[dict[str, Any]], home: Path,
+           same_model: dict[str, Any]) -> int:
+    """Print the tables, write `bench/results/serving.json`."""
+    by = {(r["server"], r["concurrency"]): r for r in runs}
+    common.print_table(
+        f"Single-row requests, closed loop, {args.seconds:g} s measured after {args.warmup:g} s warm-up",
+        ["concurrency", "server", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "server CPU (cores)",
+         "loadgen CPU (cores)", "foreign CPU", "mean batch rows"],
+        [[r["concurrency"], r["server"], fmt(r["rps"]), fmt(r["p50_ms"], 2), fmt(r["p95_ms"], 2), fmt(r["p99_ms"], 2),
+          fmt(r["max_ms"]), r["errors"] + r["connection_errors"], f"{r['server_cpu_cores']:.2f}",
+          f"{r['loadgen_cpu_cores']:.2f}",
+          f"{r['foreign_cpu_share']:.0%}" if r["foreign_cpu_share"] is not None else "-",
+          fmt((r.get("batching") or {}).get("mean_rows"))]
+         for c in args.concurrency for r in (by[("autopilot", c)], by[("mlflow", c)])])
+
+    goal_c = GOAL_CONCURRENCY if GOAL_CONCURRENCY in args.concurrency else max(args.concurrency)
+    ratios: dict[int, dict[str, float | None]] = {}
+    for c in args.concurrency:
+        ours, peer = by[("autopilot", c)], by[("mlflow", c)]
+        ratios[c] = {"throughput": ours["rps"] / peer["rps"] if peer["rps"] else None,
+                     "p99": ours["p99_ms"] / peer["p99_ms"] if ours["p99_ms"] and peer["p99_ms"] else None}
+    throughput, p99 = ratios[goal_c]["throughput"], ratios[goal_c]["p99"]
+    throughput_ok = throughput is not None and throughput >= GOAL_THROUGHPUT
+    p99_ok = p99 is not None and p99 <= GOAL_P99
+    errors = sum(r["errors"] + r["connection_errors"] for r in runs)
+    rows = []
+    for c in args.concurrency:
+        at_goal = c == goal_c
+        rows.append([c, "throughput autopilot / mlflow", f"{fmt(ratios[c]['throughput'], 2)}x",
+                     f">= {GOAL_THROUGHPUT:g}x" if at_goal else "-",
+                     ("PASS" if throughput_ok else "FAIL") if at_goal else "-"])
+        rows.append([c, "p99 latency autopilot / mlflow", f"{fmt(ratios[c]['p99'], 3)}x",
+                     f"<= {GOAL_P99:g}x" if at_goal else "-", ("PASS" if p99_ok else "FAIL") if at_goal else "-"])
+    rows.append(["all", "non-200 answers and connection errors", errors, "0", "PASS" if errors == 0 else "FAIL"])
+    common.print_table("autopilot against mlflow models serve (same model version)",
+                       ["concurrency", "ratio", "value", "goal", "verdict"], rows)
+
+    served = by[("autopilot", goal_c)]["rps"]
+    efficiency = served / floor["batch_rows_per_s"]
+    common.print_table("Serving efficiency (rows/s)", ["measure", "rows/s"], [
+        [f"autopilot serve, concurrency {goal_c}, single-row requests", fmt(served, 0)],
+        [f"in-process predict_proba, one batch of {floor['batch_rows']:,} rows (physical limit)",
+         fmt(floor["batch_rows_per_s"], 0)],
+        ["efficiency = served / physical limit", f"{efficiency:.2%}"],
+        ["in-process predict_proba, one row per call (context)", fmt(floor["single_row_rows_per_s"], 0)],
+        *[[f"in-process predict_proba, batches of {size}", fmt(v, 0)]
+          for size, v in floor["rows_per_s_by_batch_size"].items() if size != "1"],
+        *[[f"in-process records -> frame -> predict_proba, batches of {size} (the server's path)", fmt(v, 0)]
+          for size, v in floor["records_path_rows_per_s"].items()],
+    ])
+    shares = [r["foreign_cpu_share"] for r in runs] + [floor.get("foreign_cpu_share")]
+    contended = common.warn_if_contended(shares)
+    met = throughput_ok and p99_ok and errors == 0
+    ratio = ratios[goal_c]["throughput"] or 0.0
+    path = common.write_result("serving", {
+        "ratio": ratio,
+        "ratio_label": f"autopilot / mlflow models serve requests per second, single-row, concurrency {goal_c}",
+        "goal": f">= {GOAL_THROUGHPUT:g}x throughput and <= {GOAL_P99:g}x p99 at concurrency {goal_c}, 0 errors",
+        "goal_met": met,
+        "headline": (f"c={goal_c}: {served:,.0f} vs {by[('mlflow', goal_c)]['rps']:,.0f} req/s, p99 "
+                     f"{fmt(by[('autopilot', goal_c)]['p99_ms'])} vs {fmt(by[('mlflow', goal_c)]['p99_ms'])} ms; "
+                     f"efficiency {efficiency:.1%}"),
+        "goals": {"concurrency": goal_c, "throughput_ratio_min": GOAL_THROUGHPUT, "throughput_met": throughput_ok,
+                  "p99_ratio_max": GOAL_P99, "p99_met": p99_ok, "errors": errors},
+        "ratios": {str(c): v for c, v in ratios.items()},
+        "efficiency": {"served_rows_per_s": served, "physical_limit_rows_per_s": floor["batch_rows_per_s"],
+                       "ratio": efficiency},
+        "in_process": floor,
+        "runs": runs,
+        "model": {"params": HGB, "version": int(version.version), "setup_seconds": setup_seconds},
+        "settings": {"seconds": args.seconds, "warmup": args.warmup, "concurrency": args.concurrency,
+                     "test_rows_cycled": TEST_ROWS},
+        "same_model_check": same_model,
+        "quiet_at_start": quiet,
+        "contended": contended,
+    })
+    print(f"\nwrote {path}")
+    if args.keep:
+        print(f"kept the temporary home with server and load generator logs: {home}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
