@@ -28,6 +28,10 @@ __all__ = [
     "RetentionConfig",
     "ServiceLevelConfig",
     "ServingConfig",
+    "MonitoringConfig",
+    "DriftConfig",
+    "AnomalyConfig",
+    "RetrainConfig",
     "RolloutConfig",
     "AwsDeploymentConfig",
     "ModelConfig",
@@ -378,6 +382,105 @@ class DeploymentConfig(_Frozen):
     aws: AwsDeploymentConfig = Field(default_factory=AwsDeploymentConfig)
 
 
+DriftMethod = Literal["auto", "wasserstein", "jensenshannon", "psi"]
+
+
+class DriftConfig(_Frozen):
+    """How drift between the training reference and a window of served traffic is decided.
+
+    Decisions use effect sizes, never p-values (which flag everything at large n): normed
+    Wasserstein distance for numeric columns, Jensen-Shannon distance for categorical ones
+    (Evidently's own choices for large data), or PSI where configured.
+    """
+
+    methods: dict[str, DriftMethod] = Field(
+        default_factory=dict, description="Per-column method overrides; others use `auto`."
+    )
+    numeric_threshold: Annotated[float, Field(gt=0)] = Field(
+        default=0.1, description="Normed Wasserstein distance above which a numeric column drifted."
+    )
+    categorical_threshold: Annotated[float, Field(gt=0)] = Field(
+        default=0.1, description="Jensen-Shannon distance above which a categorical column drifted."
+    )
+    psi_threshold: Annotated[float, Field(gt=0)] = Field(default=0.2, description="PSI above which a column drifted.")
+    prediction_threshold: Annotated[float, Field(gt=0)] = Field(
+        default=0.1, description="Normed Wasserstein distance of the prediction scores above which they drifted."
+    )
+    weighted_share_alert: Share = Field(
+        default=0.2, description="SHAP-importance-weighted share of drifted columns that raises an alert."
+    )
+    weighted_share_retrain: Share = Field(
+        default=0.35, description="Weighted share of drifted columns that triggers retraining."
+    )
+    severe_weighted_share: Share = Field(
+        default=0.6, description="Weighted share above which the retrain re-tunes instead of refitting."
+    )
+    min_rows: Annotated[int, Field(ge=10)] = Field(
+        default=200, description="A window with fewer rows decides nothing (reported as insufficient)."
+    )
+    bins: Annotated[int, Field(ge=5, le=1000)] = Field(default=20, description="Quantile bins for PSI.")
+    report_max_rows: Annotated[int, Field(ge=100)] = Field(
+        default=5000, description="Rows sampled (each side) for the Evidently HTML report."
+    )
+
+
+class AnomalyConfig(_Frozen):
+    """Adaptive anomaly detection on the metric series the monitor produces (no static thresholds)."""
+
+    min_history: Annotated[int, Field(ge=3)] = Field(
+        default=24, description="Points of history before any alarm (baselines need data)."
+    )
+    z_threshold: Annotated[float, Field(gt=0)] = Field(
+        default=4.0, description="Robust z-score (median/MAD scale) that alarms on one point."
+    )
+    ewma_alpha: Annotated[float, Field(gt=0, lt=1)] = Field(default=0.3, description="EWMA smoothing.")
+    ewma_threshold: Annotated[float, Field(gt=0)] = Field(
+        default=3.0, description="EWMA of robust z-scores (in its own standard deviations) that alarms."
+    )
+    cusum_k: Annotated[float, Field(ge=0)] = Field(default=0.5, description="CUSUM slack, in robust sd.")
+    cusum_h: Annotated[float, Field(gt=0)] = Field(default=5.0, description="CUSUM decision interval, in robust sd.")
+    seasonality: Literal["none", "hour_of_day", "day_of_week", "hour_of_week"] = Field(
+        default="none", description="Seasonal baseline: each point compared with history at the same phase."
+    )
+    cooldown_points: Annotated[int, Field(ge=0)] = Field(
+        default=6, description="After an alarm on a series, this many points raise no new alarm."
+    )
+
+
+class RetrainConfig(_Frozen):
+    """When the monitor may retrain, and how."""
+
+    enabled: bool = True
+    max_per_day: Annotated[int, Field(ge=0)] = Field(default=2, description="Retrains triggered per 24 h, at most.")
+    cooldown_hours: Annotated[float, Field(ge=0)] = Field(
+        default=6.0, description="Hours after a triggered retrain during which no other is triggered."
+    )
+    performance_drop: Share = Field(
+        default=0.05, description="Relative drop of the metric (realized or estimated) that triggers a re-tune."
+    )
+    window: Literal["sliding", "expanding"] = Field(
+        default="sliding", description="Training window: recent labeled traffic replaces (sliding) or extends "
+                                      "(expanding) the reference data."
+    )
+    window_days: Annotated[float, Field(gt=0)] = Field(default=30.0, description="Length of a sliding window.")
+    retune_trials: Annotated[int, Field(ge=1)] = Field(default=10, description="Trials of a warm-started re-tune.")
+
+
+class MonitoringConfig(_Frozen):
+    """The monitoring DAG of this model."""
+
+    schedule: str | None = Field(default="@hourly", description="Cron or preset; null: triggered only.")
+    window_minutes: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Window length when the run has no data interval (manual triggers)."
+    )
+    labels_source: str | None = Field(
+        default=None, description="CSV/Parquet of actual labels (request_id, row, label) besides /feedback."
+    )
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+
 class RetentionConfig(_Frozen):
     """Which versions are kept; the champion and the rollback target never retire."""
 
@@ -418,6 +521,7 @@ class ModelConfig(_Frozen):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelConfig:
@@ -435,6 +539,13 @@ class ModelConfig(_Frozen):
         for attr in self.sensitive_attributes:
             if attr not in self.features:
                 raise ValueError(f"sensitive_attributes: {attr!r} is not one of the features")
+        for column in self.monitoring.drift.methods:
+            if column not in self.features:
+                raise ValueError(f"monitoring.drift.methods: {column!r} is not one of the features")
+        drift = self.monitoring.drift
+        if not drift.weighted_share_alert <= drift.weighted_share_retrain <= drift.severe_weighted_share:
+            raise ValueError("monitoring.drift: weighted_share_alert <= weighted_share_retrain <= "
+                             "severe_weighted_share must hold")
         if self.task is Task.BINARY_CLASSIFICATION:
             self._check_binary_target()
         elif self.target.positive_class is not None or self.target.classes is not None:
