@@ -87,12 +87,14 @@ def cmd_init_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promote") -> dict[str, Any]:
+def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promote",
+                 retrain: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the training DAG's stages in this process, as its tasks would, in the same order.
 
     Args:
         stop_after: `register` stops after `train_and_register`; `promote` (default) also runs
-            the gates, the decision and the promotion.
+            the gates, the decision and the promotion; `deploy` also plans, deploys and rolls out.
+        retrain: the conf a monitoring retrain passes (strategy, reason, window).
 
     Raises:
         GateFailure: a gate stopped the line (bad data, quality floor, or a rejected version).
@@ -100,7 +102,7 @@ def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promot
     from autopilot import gate_stages
     from autopilot.stages import RunContext, snapshot_data, train_and_register, tune_model, validate_data
 
-    ctx = RunContext(run_id=run_id, dag_id="cli", actor="cli")
+    ctx = RunContext(run_id=run_id, dag_id="cli", actor="cli", retrain=retrain)
     validated = validate_data(cfg, settings, ctx)
     snapped = snapshot_data(cfg, settings, ctx, validated)
     tuned = tune_model(cfg, settings, ctx, snapped)
@@ -112,7 +114,14 @@ def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promot
     gate_stages.infra_gate(cfg, settings, ctx, registered, snapped)
     decided = gate_stages.decide_version(cfg, settings, ctx, registered, snapped, quality)
     promoted = gate_stages.promote_version(cfg, settings, ctx, registered, decided)
-    return {**registered, "decision": decided["decision"], "promoted": promoted["promoted"]}
+    result = {**registered, "decision": decided["decision"], "promoted": promoted["promoted"]}
+    if stop_after == "deploy":
+        from autopilot.deploy_stages import deploy_version, plan_deployment, rollout_version
+
+        plan = plan_deployment(cfg, settings, ctx, promoted, snapped)
+        deployed = deploy_version(cfg, settings, ctx, plan)
+        result["rollout"] = rollout_version(cfg, settings, ctx, plan, deployed, snapped)
+    return result
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -393,6 +402,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Send shifted real traffic to the endpoint, then its labels."""
+    from autopilot.deploy_stages import serving_url
+    from autopilot.monitoring.simulate import SimulationError, run_simulation
+
+    settings = _settings()
+    cfg = _find_config(args.model, settings)
+    token = os.environ.get(cfg.deployment.serving.token_env, "")
+    try:
+        result = run_simulation(cfg, args.url or serving_url(cfg), token, args.scenario, rows=args.rows,
+                                batch=args.batch, strength=args.strength, seed=args.seed,
+                                send_labels=not args.no_labels)
+    except SimulationError as exc:
+        print(f"autopilot: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"scenario": result.scenario, "requests": result.requests, "rows": result.rows,
+                      "failed": result.failed, "labelled_rows": result.labelled_rows,
+                      "versions": result.versions, "shift": result.shift, "seconds": round(result.seconds, 1),
+                      "first_error": result.first_error}, indent=2, default=str))
+    return 0 if result.failed == 0 else 1
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Monitor one window of the inference log in-process (what the monitoring DAG's task does)."""
+    from datetime import timedelta
+
+    from autopilot.monitoring_stages import monitor_window
+    from autopilot.stages import RunContext
+
+    settings = _settings()
+    cfg = _find_config(args.model, settings)
+    end = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC)
+    start = datetime.fromisoformat(args.start) if args.start else end - timedelta(minutes=args.minutes)
+    ctx = RunContext(run_id=f"cli__{end:%Y%m%dT%H%M%S}", actor=_actor())
+    result = monitor_window(cfg, settings, ctx, start, end)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (separate so tests can inspect it)."""
     parser = argparse.ArgumentParser(prog="autopilot", description="Tabular ML lifecycle on Airflow and MLflow.")
@@ -477,6 +525,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface (default: deployment.serving.host)")
     serve.add_argument("--port", type=int, help="port (default: deployment.serving.port)")
     serve.set_defaults(func=cmd_serve)
+
+    sim = sub.add_parser("simulate", help="send real rows, shifted by a scenario, to the endpoint; then their labels")
+    sim.add_argument("--model", default="adult_income")
+    sim.add_argument("--scenario", choices=["none", "covariate", "categorical", "concept"], default="none")
+    sim.add_argument("--rows", type=int, default=2000)
+    sim.add_argument("--batch", type=int, default=10, help="records per request")
+    sim.add_argument("--strength", type=float, default=1.0)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--no-labels", action="store_true", help="do not post the labels to /feedback")
+    sim.add_argument("--url", help="endpoint (default: AUTOPILOT_SERVING_URL or the config's host and port)")
+    sim.set_defaults(func=cmd_simulate)
+
+    mon = sub.add_parser("monitor", help="monitor one window of served traffic now (drift, performance, decision)")
+    mon.add_argument("--model", default="adult_income")
+    mon.add_argument("--minutes", type=float, default=60.0, help="window length ending now (default 60)")
+    mon.add_argument("--start", help="window start (ISO 8601, UTC if no zone)")
+    mon.add_argument("--end", help="window end (ISO 8601; default now)")
+    mon.set_defaults(func=cmd_monitor)
     return parser
 
 

@@ -48,6 +48,9 @@ class RunContext:
     run_id: str
     dag_id: str = ""
     actor: str = "autopilot"
+    # Set when the monitoring loop triggered this run: {"strategy": "refit"|"retune", "reason",
+    # "window_start", "window_end"}. None for a regular run.
+    retrain: dict[str, Any] | None = None
 
     def key(self, cfg: LoadedConfig, stage: str) -> str:
         """The idempotency key of one stage of this run."""
@@ -87,11 +90,55 @@ def _stage_run(cfg: LoadedConfig, settings: Settings, ctx: RunContext, stage: st
         yield run
 
 
-def _sources(cfg: LoadedConfig) -> list[tuple[str, str]]:
+def _sources(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> list[tuple[str, str]]:
     found = [("train", cfg.resolve(cfg.data.source))]
+    if ctx.retrain:
+        recent = _recent_labeled_batch(cfg, settings, ctx)
+        if recent is not None:
+            found.append(("recent", recent))
     if cfg.data.test_source:
         found.append(("test", cfg.resolve(cfg.data.test_source)))
     return found
+
+
+def _recent_labeled_batch(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> str | None:
+    """Served rows with labels, as one more training batch (the retraining window), stored once.
+
+    The window policy (`monitoring.retrain.window`): `sliding` takes labeled traffic of the last
+    `window_days` before the triggering window's end, `expanding` all labeled traffic up to it;
+    both add it to the reference data (the config's source), which keeps the model anchored.
+    Fewer labeled rows than `validation.min_rows` add nothing (logged).
+    """
+    import io
+    import logging
+    from datetime import datetime, timedelta
+
+    from autopilot.serving.inference_log import InferenceLog
+
+    assert ctx.retrain is not None
+    end = datetime.fromisoformat(str(ctx.retrain["window_end"]))
+    retrain = cfg.monitoring.retrain
+    start = end - timedelta(days=retrain.window_days) if retrain.window == "sliding" else datetime(1970, 1, 1,
+                                                                                                    tzinfo=end.tzinfo)
+    inference_log = InferenceLog(settings.inference_db)
+    try:
+        frame = inference_log.window(cfg.name, start, end)
+    finally:
+        inference_log.close()
+    labeled = frame[frame["label"].notna()] if len(frame) else frame
+    if len(labeled) < cfg.validation.min_rows:
+        logging.getLogger(__name__).info("retrain of %s: %d labeled served rows (< validation.min_rows %d); "
+                                         "training on the reference data only", cfg.name, len(labeled),
+                                         cfg.validation.min_rows)
+        return None
+    batch = labeled.rename(columns={f"feature_{n}": n for n in cfg.features})[list(cfg.features)].copy()
+    batch[cfg.target.column] = labeled["label"].astype(str).to_numpy()
+    buffer = io.BytesIO()
+    batch.to_parquet(buffer, index=False)
+    store = _store(settings)
+    key = f"retrain/{cfg.name}/{ctx.run_id}/recent.parquet"
+    store.put(key, buffer.getvalue())  # once per run: a retry reads the same rows back
+    return store.uri(key)
 
 
 def load_batch(cfg: LoadedConfig, location: str) -> pd.DataFrame:
@@ -158,7 +205,7 @@ def validate_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> dic
     reports: dict[str, GateReport] = {}
     batches: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp, _stage_run(cfg, settings, ctx, "data") as run:
-        for split, location in _sources(cfg):
+        for split, location in _sources(cfg, settings, ctx):
             reports[split], batches[split] = _validate_one(cfg, split, location, store, Path(tmp))
         combined = _combine(reports)
         import mlflow
@@ -220,7 +267,12 @@ def _load_splits(cfg: LoadedConfig, settings: Settings,
 
     store = _store(settings)
     frames = {split: load_snapshot(store, snap["digest"]) for split, snap in snapshots.items()}
-    return make_splits(frames["train"], frames.get("test"), cfg), frames
+    train = frames["train"]
+    if "recent" in frames:  # a retrain: the reference plus labeled served rows
+        import pandas
+
+        train = pandas.concat([train, frames["recent"]], ignore_index=True)
+    return make_splits(train, frames.get("test"), cfg), frames
 
 
 def study_name(cfg: LoadedConfig, train_digest: str) -> str:
@@ -251,9 +303,18 @@ def tune_model(cfg: LoadedConfig, settings: Settings, ctx: RunContext, snapped: 
     from autopilot.modeling.tuning import plot_history, tune
 
     splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
-    name = study_name(cfg, snapped["snapshots"]["train"]["digest"])
+    strategy = (ctx.retrain or {}).get("strategy")
+    if strategy == "refit":
+        return _refit_params(cfg, settings, ctx)
+    name = study_name(cfg, _data_digest(snapped))
+    warm: list[dict[str, Any]] = []
+    budget: int | None = None
+    if strategy == "retune":
+        warm, budget = _previous_best_trials(cfg, settings), cfg.monitoring.retrain.retune_trials
+        name += "-retune"
     with tempfile.TemporaryDirectory() as tmp, _stage_run(cfg, settings, ctx, "tune") as run:
-        result = tune(splits.X_train, splits.y_train, cfg, settings.optuna_storage, name)
+        result = tune(splits.X_train, splits.y_train, cfg, settings.optuna_storage, name, n_trials=budget,
+                      warm_start=warm)
         trials_csv = Path(tmp) / "trials.csv"
         result.trials.to_csv(trials_csv, index=False)
         mlflow.log_artifact(str(trials_csv), "tuning")
@@ -264,6 +325,54 @@ def tune_model(cfg: LoadedConfig, settings: Settings, ctx: RunContext, snapped: 
         mlflow.set_tags({"autopilot.study_name": name, "autopilot.best_family": str(result.best_params["family"])})
     return {"tune_run_id": run.info.run_id, "study_name": name, "best_params": result.best_params,
             "best_value": result.best_value, "n_trials": result.n_trials}
+
+
+def _data_digest(snapped: dict[str, Any]) -> str:
+    """The training data's identity: the reference snapshot, plus the recent batch in a retrain."""
+    snaps = snapped["snapshots"]
+    if "recent" not in snaps:
+        return str(snaps["train"]["digest"])
+    import hashlib
+
+    return hashlib.sha256(f"{snaps['train']['digest']}+{snaps['recent']['digest']}".encode()).hexdigest()
+
+
+def _champion_run(cfg: LoadedConfig) -> Any:
+    version = registry.resolve_version(cfg.registered_model_name, "champion")
+    return version, registry.client().get_run(str(version.run_id))
+
+
+def _refit_params(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> dict[str, Any]:
+    """`refit`: the champion's hyperparameters on the new training window, no search (moderate drift)."""
+    import mlflow
+
+    registry.configure(settings)
+    version, _ = _champion_run(cfg)
+    params = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/model_params.json")
+    with _stage_run(cfg, settings, ctx, "tune") as run:
+        mlflow.log_dict(params, "tuning/best_params.json")
+        mlflow.set_tags({"autopilot.retrain.strategy": "refit", "autopilot.retrain.from_version": str(version.version),
+                         "autopilot.best_family": str(params["family"])})
+    return {"tune_run_id": run.info.run_id, "study_name": f"refit-of-v{version.version}", "best_params": params,
+            "best_value": None, "n_trials": 0}
+
+
+def _previous_best_trials(cfg: LoadedConfig, settings: Settings, k: int = 5) -> list[dict[str, Any]]:
+    """The champion's study's best `k` trials (raw Optuna params), to warm-start a re-tune."""
+    import optuna
+
+    registry.configure(settings)
+    version, _ = _champion_run(cfg)
+    name = (version.tags or {}).get("autopilot.study_name")
+    if not name:
+        return []
+    try:
+        study = optuna.load_study(study_name=name, storage=settings.optuna_storage)
+    except KeyError:  # the study was deleted: start cold
+        return []
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return [dict(t.params) for t in sorted(done, key=lambda t: float(t.value or 0.0), reverse=reverse)[:k]]
 
 
 def _quality_floor(cfg: LoadedConfig, metrics: dict[str, float]) -> GateReport:
@@ -375,6 +484,11 @@ def _version_tags(cfg: LoadedConfig, ctx: RunContext, snapped: dict[str, Any], t
     }
     if "test" in snaps:
         tags["autopilot.snapshot.test"] = f"sha256:{snaps['test']['digest']}"
+    if "recent" in snaps:  # a monitoring retrain: labeled served rows joined the training data
+        tags["autopilot.snapshot.recent"] = f"sha256:{snaps['recent']['digest']}"
+    if ctx.retrain:
+        tags["autopilot.retrain.strategy"] = str(ctx.retrain.get("strategy"))
+        tags["autopilot.retrain.reason"] = str(ctx.retrain.get("reason", ""))[:500]
     return tags
 
 

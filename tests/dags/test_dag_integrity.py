@@ -70,6 +70,32 @@ def test_one_dag_per_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert sorted(training_dags(Path("/nonexistent"))) == ["autopilot_training__alpha", "autopilot_training__beta"]
 
 
+def test_monitoring_dag_shape_schedule_and_branches(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    dag = dagbag.dags["autopilot_monitoring__adult_income"]
+    assert set(dag.tags) == {"autopilot", "monitoring", "model:adult_income"}
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert set(tasks) == {"monitor", "branch", "trigger_retraining", "alert", "healthy"}
+    assert tasks["branch"].downstream_task_ids == {"trigger_retraining", "alert", "healthy"}
+    trigger = tasks["trigger_retraining"]
+    assert trigger.trigger_dag_id == "autopilot_training__adult_income" and trigger.skip_when_already_exists
+    # Cron with data intervals: each run monitors exactly the time since the previous one.
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert tasks["monitor"].retries == 2
+
+
+def test_monitoring_schedule_comes_from_the_config(tmp_path: Path) -> None:
+    from autopilot.orchestration.factory import _monitoring_schedule
+
+    (tmp_path / "a.yaml").write_text("monitoring:\n  schedule: '*/15 * * * *'\n")
+    (tmp_path / "b.yaml").write_text("monitoring:\n  schedule: null\n")
+    (tmp_path / "c.yaml").write_text("name: c\n")
+    assert _monitoring_schedule(tmp_path / "a.yaml").summary == "*/15 * * * *"
+    assert _monitoring_schedule(tmp_path / "b.yaml") is None
+    assert _monitoring_schedule(tmp_path / "c.yaml").summary == "0 * * * *"  # @hourly by default
+
+
 PROBE = """
 import sys, time
 start = time.perf_counter()

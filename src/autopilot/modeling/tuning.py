@@ -221,6 +221,7 @@ def tune(
     timeout: float | None = None,
     sampler: str | None = None,
     threads: int | None = 1,
+    warm_start: list[dict[str, Any]] | None = None,
 ) -> TuningResult:
     """Run (or resume) the study `study_name` in `storage` until the trial budget is spent.
 
@@ -234,6 +235,8 @@ def tune(
         timeout: seconds for this call (default `tuning.timeout_seconds`); a running trial is
             not interrupted, so the call can overrun by one trial.
         sampler: "tpe" or "random", overriding `tuning.sampler`.
+        warm_start: Optuna params of earlier good trials (a re-tune after drift), enqueued first
+            when the study is new, so the search starts from what worked before.
         threads: OpenMP/BLAS threads per fit and forest `n_jobs` while tuning; None keeps the
             libraries' defaults (all cores). 1 by default: on a shared 2-core machine HGB's
             OpenMP threads made Adult trials ~8x slower (19 s vs 2.4 s per trial; the budget
@@ -259,6 +262,9 @@ def tune(
                           f"but metric {cfg.metric!r} needs {direction}")
     _fail_stale_trials(study, storage_obj)
     n_before = len(study.trials)
+    if n_before == 0:
+        for params in warm_start or []:
+            study.enqueue_trial(params, skip_if_exists=True)
     # Offsetting the seed by the trials already there keeps a fresh study exactly reproducible
     # and stops a resumed study from replaying the same random start-up points.
     study.sampler = _sampler(sampler or cfg.tuning.sampler, cfg, cfg.tuning.seed + n_before)

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import DAG, dag, get_current_context, task
 
-__all__ = ["DEFAULT_ARGS", "config_dir", "training_dag", "training_dags"]
+__all__ = ["DEFAULT_ARGS", "config_dir", "monitoring_dag", "monitoring_dags", "training_dag", "training_dags"]
 
 # Transient failures (a database blip, a slow object store) deserve retries; gates do not.
 DEFAULT_ARGS: dict[str, Any] = {
@@ -71,7 +71,11 @@ def _context() -> tuple[Any, Any]:
 
     context = get_current_context()
     dag_run = context["dag_run"]
-    ctx = RunContext(run_id=dag_run.run_id, dag_id=dag_run.dag_id, actor=f"airflow:{dag_run.dag_id}")
+    conf = dict(dag_run.conf or {})
+    # A run triggered by the monitoring loop carries its reason, window and strategy.
+    retrain = conf if conf.get("strategy") in ("refit", "retune") and conf.get("window_end") else None
+    ctx = RunContext(run_id=dag_run.run_id, dag_id=dag_run.dag_id, actor=f"airflow:{dag_run.dag_id}",
+                     retrain=retrain)
     return ctx, Settings.from_env()
 
 
@@ -257,5 +261,129 @@ def training_dags(default_folder: Path) -> dict[str, DAG]:
     found = {}
     for path in sorted(config_dir(default_folder).glob("*.yaml")):
         built = training_dag(path.stem, path.resolve())
+        found[built.dag_id] = built
+    return found
+
+
+MONITORING_DOC = """
+### Monitoring: `{model}`
+
+Each run watches the inference-log window of its data interval (a rerun reads the same rows):
+
+1. **monitor**: Evidently-backed drift (effect sizes: normed Wasserstein, Jensen-Shannon, PSI;
+   weighted by the champion's SHAP importance), prediction drift, realized performance from
+   labels and a confidence-based estimate before they arrive, SHAP attribution drift, adaptive
+   anomaly detection on the metric series; one report per window (JSON + Evidently HTML) and a
+   decision `none | alert | retrain | rollback` within the retrain budget and cooldown.
+2. **branch**: `retrain` triggers `autopilot_training__{model}` with conf (reason, window,
+   strategy `refit` or `retune`) under a run id derived from the window, so a rerun does not
+   train twice; the retrained version passes the same gates, is promoted and redeployed.
+   `alert` records the alert (Slack notifications are wired in operations).
+"""
+
+
+def _monitoring_schedule(config_path: Path) -> Any:
+    """The schedule from the config's `monitoring.schedule` (YAML only: no validation at parse time).
+
+    A DAG's schedule must be known when the file is parsed; reading one key of a small YAML file
+    costs well under a millisecond. The task validates the whole config when it runs. Cron
+    schedules get data intervals (Airflow 3's default cron timetable has none): each run
+    monitors exactly the interval since the previous one, no gap, no overlap.
+    """
+    import yaml
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    try:
+        raw = yaml.safe_load(config_path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    monitoring = raw.get("monitoring") if isinstance(raw, dict) else None
+    value = monitoring.get("schedule", "@hourly") if isinstance(monitoring, dict) else "@hourly"
+    if not value:
+        return None
+    try:
+        return CronDataIntervalTimetable(str(value), timezone="UTC")
+    except Exception:  # an invalid cron: the task's config validation names it; parse without a schedule
+        return None
+
+
+def monitoring_dag(model: str, config_path: Path) -> DAG:
+    """Build the monitoring DAG `autopilot_monitoring__<model>` for one config file."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    path = str(config_path)
+
+    @dag(
+        dag_id=f"autopilot_monitoring__{model}",
+        description=f"Watch {model}'s traffic for drift and degradation; retrain when needed",
+        doc_md=MONITORING_DOC.format(model=model),
+        schedule=_monitoring_schedule(config_path),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["autopilot", "monitoring", f"model:{model}"],
+        render_template_as_native_obj=True,  # the trigger's conf template renders to a dict, not a string
+    )
+    def monitoring() -> None:
+        @task
+        def monitor() -> dict[str, Any]:
+            from autopilot.monitoring_stages import monitor_window
+
+            ctx, settings = _context()
+            cfg = _config(path, model)
+            start, end = _window(cfg)
+            return dict(_gate(monitor_window, cfg, settings, ctx, start, end))
+
+        @task.branch
+        def branch(result: dict[str, Any]) -> str:
+            return {"retrain": "trigger_retraining", "alert": "alert", "rollback": "alert"}.get(
+                str(result["action"]), "healthy")
+
+        @task
+        def alert(result: dict[str, Any]) -> dict[str, Any]:
+            import logging
+
+            logging.getLogger("autopilot.monitoring").warning(
+                "%s: %s (%s)%s", model, result["action"], "; ".join(result["reasons"]),
+                f"; retrain blocked: {result['blocked_by']}" if result.get("blocked_by") else "")
+            return {"action": result["action"], "reasons": result["reasons"], "report": result.get("report_uri")}
+
+        @task
+        def healthy() -> None:
+            return None
+
+        result: Any = monitor()
+        trigger_retraining = TriggerDagRunOperator(
+            task_id="trigger_retraining",
+            trigger_dag_id=f"autopilot_training__{model}",
+            trigger_run_id="{{ ti.xcom_pull(task_ids='monitor')['trigger_run_id'] }}",
+            conf="{{ ti.xcom_pull(task_ids='monitor')['conf'] }}",  # type: ignore[arg-type]
+            skip_when_already_exists=True,  # a rerun of this window finds its retrain already started
+            wait_for_completion=False,
+        )
+        branch(result) >> [trigger_retraining, alert(result), healthy()]
+
+    return monitoring()
+
+
+def _window(cfg: Any) -> tuple[Any, Any]:
+    """The run's data interval, or the last `monitoring.window_minutes` (default 60) for a manual run."""
+    from datetime import UTC
+    from datetime import datetime as dt
+
+    context = get_current_context()
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None and end > start:
+        return start, end
+    now: Any = getattr(context["dag_run"], "run_after", None) or dt.now(UTC)
+    return now - timedelta(minutes=cfg.monitoring.window_minutes or 60), now
+
+
+def monitoring_dags(default_folder: Path) -> dict[str, DAG]:
+    """One monitoring DAG per `*.yaml` file in the config folder, keyed by DAG id."""
+    found = {}
+    for path in sorted(config_dir(default_folder).glob("*.yaml")):
+        built = monitoring_dag(path.stem, path.resolve())
         found[built.dag_id] = built
     return found

@@ -1,0 +1,1 @@
+"""Monitoring: drift, performance and attribution checks on windows of served traffic."""

@@ -1,0 +1,372 @@
+"""The monitoring stage: one window of served traffic -> drift, performance, attribution, anomalies, decision.
+
+`monitor_window` is what the monitoring DAG's task calls for its data interval. It reads the
+inference-log rows of `[start, end)` (a rerun reads the same rows), compares them with the
+champion's reference (built once per champion from its training snapshot and stored with the
+version), estimates performance before labels arrive and measures it once they do, feeds the
+metric series to the adaptive anomaly detector, and decides `none | alert | retrain | rollback`
+(`monitoring.decision`). The report (JSON, plus Evidently's HTML) is stored per window in the
+artifact store and in the state database; a retrain is recorded once per window (its run id
+derives from the window) before the DAG triggers it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from autopilot import registry
+from autopilot.reports import json_safe
+
+if TYPE_CHECKING:
+    from autopilot.config import LoadedConfig
+    from autopilot.settings import Settings
+    from autopilot.stages import RunContext
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Reference", "load_reference", "monitor_window", "retrain_run_id"]
+
+REFERENCE_ROWS = 50_000  # a seeded sample of the training snapshot: plenty for distributions
+MIN_LABELED_ROWS = 50  # fewer labels than this measure noise, not performance
+SMOKE_PREFIX = "rollout-"  # the rollout's own requests are not traffic
+
+
+class Reference:
+    """What every window of one champion is compared with (built once, stored with the version)."""
+
+    def __init__(self, profile: Any, calibrator: Any, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+        self.profile = profile
+        self.calibrator = calibrator
+        self.frame = frame
+        self.meta = meta
+
+
+def retrain_run_id(model: str, window_end: datetime) -> str:
+    """The training DAG run a window's retrain triggers (one per window, so a rerun finds it)."""
+    return f"retrain__{model}__{window_end.astimezone(UTC):%Y%m%dT%H%M%S}"
+
+
+def _utc(value: datetime | str) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------------- reference
+
+
+def load_reference(cfg: LoadedConfig, settings: Settings, version: Any) -> Reference:
+    """The champion's reference: from its run's artifacts if stored, else built and stored now."""
+    from autopilot.monitoring.drift import ReferenceProfile
+    from autopilot.monitoring.performance import Calibrator
+
+    run_id = str(version.run_id)
+    frame = _training_frame(cfg, settings, version)
+    cache = settings.home / "monitoring" / cfg.name / f"v{version.version}"
+    try:
+        folder = Path(registry.client().download_artifacts(run_id, "monitoring", str(_fresh(cache))))
+        profile = ReferenceProfile.load(folder / "monitoring" / "reference.npz")
+        calibrator = Calibrator.from_dict(json.loads((folder / "monitoring" / "calibrator.json").read_text()))
+        meta = json.loads((folder / "monitoring" / "reference.json").read_text())
+        return Reference(profile, calibrator, frame, meta)
+    except Exception:  # not built yet for this champion
+        log.info("building the monitoring reference of %s v%s", cfg.name, version.version)
+    return _build_reference(cfg, settings, version, frame)
+
+
+def _fresh(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _snapshot(cfg: LoadedConfig, settings: Settings, version: Any, split: str) -> pd.DataFrame:
+    from autopilot.data.snapshot import load_snapshot
+    from autopilot.storage import open_store
+
+    tag = (version.tags or {}).get(f"autopilot.snapshot.{split}", "")
+    if not tag.startswith("sha256:"):
+        raise LookupError(f"version {version.version} of {version.name} has no {split} snapshot tag")
+    frame = load_snapshot(open_store(settings.artifact_root), tag.removeprefix("sha256:"))
+    return frame.sample(min(REFERENCE_ROWS, len(frame)), random_state=0).reset_index(drop=True)
+
+
+def _training_frame(cfg: LoadedConfig, settings: Settings, version: Any) -> pd.DataFrame:
+    """What the version was trained on: the reference snapshot, plus the served rows of a retrain."""
+    frame = _snapshot(cfg, settings, version, "train")
+    if (version.tags or {}).get("autopilot.snapshot.recent"):
+        recent = _snapshot(cfg, settings, version, "recent")
+        frame = pd.concat([frame, recent], ignore_index=True)
+    return frame
+
+
+def _build_reference(cfg: LoadedConfig, settings: Settings, version: Any, frame: pd.DataFrame) -> Reference:
+    from autopilot.modeling.splits import encode_target, feature_frame
+    from autopilot.modeling.training import predict_scores
+    from autopilot.monitoring.drift import build_reference
+    from autopilot.monitoring.performance import fit_calibrator
+
+    model = registry.load_verified_model(version)
+    scores = predict_scores(model, feature_frame(frame, cfg), cfg.task)
+    importance = _importance(str(version.run_id))
+    profile = build_reference(feature_frame(frame, cfg), scores, cfg, importance)
+    try:
+        holdout = _snapshot(cfg, settings, version, "test")
+    except LookupError:
+        holdout = frame
+    calibrator = fit_calibrator(predict_scores(model, feature_frame(holdout, cfg), cfg.task),
+                                np.asarray(encode_target(holdout, cfg))) \
+        if cfg.task.value == "binary_classification" else None
+    metric_tag = (version.tags or {}).get(f"autopilot.test_{cfg.metric}")
+    meta = {"version": int(version.version), "rows": len(frame), "metric": cfg.metric,
+            "reference_metric": float(metric_tag) if metric_tag else None, "importance": importance}
+    with tempfile.TemporaryDirectory() as tmp:
+        profile.save(Path(tmp) / "reference.npz")
+        (Path(tmp) / "calibrator.json").write_text(json.dumps(calibrator.as_dict() if calibrator else None))
+        (Path(tmp) / "reference.json").write_text(json.dumps(json_safe(meta)))
+        registry.client().log_artifacts(str(version.run_id), tmp, "monitoring")
+    return Reference(profile, calibrator, frame, meta)
+
+
+def _importance(run_id: str) -> dict[str, float] | None:
+    """SHAP shares from the version's explainability gate report (None: uniform weights)."""
+    import mlflow
+
+    try:
+        report = mlflow.artifacts.load_dict(f"runs:/{run_id}/gates/explainability.json")
+    except Exception:
+        return None
+    shares = (report.get("details") or {}).get("shares") or (report.get("metrics") or {}).get("shares")
+    return {str(k): float(v) for k, v in shares.items()} if isinstance(shares, dict) else None
+
+
+# ---------------------------------------------------------------------------- the window
+
+
+def _window_frame(cfg: LoadedConfig, settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
+    from autopilot.serving.inference_log import InferenceLog
+
+    inference_log = InferenceLog(settings.inference_db)
+    try:
+        frame = inference_log.window(cfg.name, start, end)
+    finally:
+        inference_log.close()
+    if len(frame):
+        frame = frame[~frame["request_id"].astype(str).str.startswith(SMOKE_PREFIX)].reset_index(drop=True)
+    if cfg.monitoring.labels_source and len(frame):
+        frame = _with_labels_source(cfg, frame)
+    return frame
+
+
+def _with_labels_source(cfg: LoadedConfig, frame: pd.DataFrame) -> pd.DataFrame:
+    """Fill labels /feedback did not bring from the configured labels file (request_id, row, label)."""
+    from autopilot.data.sources import read_frame
+
+    source = cfg.monitoring.labels_source
+    assert source is not None
+    labels = read_frame(cfg.resolve(source), "auto")[["request_id", "row", "label"]]
+    merged = frame.merge(labels.rename(columns={"label": "_label"}), on=["request_id", "row"], how="left")
+    merged["label"] = merged["label"].where(merged["label"].notna(), merged["_label"])
+    return merged.drop(columns="_label")
+
+
+def _features(cfg: LoadedConfig, frame: pd.DataFrame) -> pd.DataFrame:
+    from autopilot.data.sources import canonicalize
+
+    renamed = frame.rename(columns={f"feature_{name}": name for name in cfg.features})
+    return canonicalize(renamed, cfg, require_target=False)
+
+
+def monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start: datetime | str,
+                   end: datetime | str) -> dict[str, Any]:
+    """Monitor one window of the champion's traffic; return the decision and where the report is.
+
+    Returns (small, for XCom): `{"action", "strategy", "reasons", "window_start", "window_end",
+    "rows", "version", "trigger_run_id", "conf", "report_uri", "html_uri"}`.
+    """
+    from autopilot.monitoring import state
+
+    start, end = _utc(start), _utc(end)
+    registry.configure(settings)
+    champion = registry.resolve_version(cfg.registered_model_name, "champion")
+    version = int(champion.version)
+    reference = load_reference(cfg, settings, champion)
+    frame = _window_frame(cfg, settings, start, end)
+    features = _features(cfg, frame)
+    served = frame[frame["version"] == version] if len(frame) else frame
+    drift = _drift(cfg, reference, features, served)
+    performance = _performance(cfg, reference, served) if drift["sufficient"] else {"realized": None,
+                                                                                     "estimated": None}
+    attribution = _attribution(cfg, champion, reference, features) if drift["sufficient"] else None
+    series = _series(cfg, drift, performance, served)
+    alarms = _alarms(cfg, settings, end, series)
+    trigger_run_id = retrain_run_id(cfg.name, end)
+    decision = _decide(cfg, settings, champion, reference, drift, performance, alarms, end, trigger_run_id)
+    paths = _store_report(cfg, settings, reference, features, start, end, drift["sufficient"], {
+        "model": cfg.name, "version": version, "window_start": start.isoformat(), "window_end": end.isoformat(),
+        "rows": len(frame), "drift": drift, "performance": performance, "attribution": attribution,
+        "series": series, "alarms": alarms, "decision": decision.as_dict()})
+    state.record_window(settings, cfg.name, start, end, version, decision.action,
+                        {"series": series, "decision": decision.as_dict(), "rows": len(frame), **paths})
+    conf = None
+    if decision.action == "retrain":
+        reason = "; ".join(decision.reasons)[:500]
+        state.record_trigger(settings, cfg.name, trigger_run_id, end, str(decision.strategy), reason)
+        conf = {"reason": reason, "strategy": decision.strategy, "window_start": start.isoformat(),
+                "window_end": end.isoformat(), "monitoring_run": ctx.run_id}
+    elif decision.action == "rollback":
+        _roll_back(cfg, settings, ctx, decision.reasons)
+    log.info("%s window %s - %s: %s %s", cfg.name, start, end, decision.action, "; ".join(decision.reasons))
+    return json_safe({"action": decision.action, "strategy": decision.strategy, "reasons": decision.reasons,
+                      "blocked_by": decision.blocked_by, "window_start": start.isoformat(),
+                      "window_end": end.isoformat(), "rows": len(frame), "version": version,
+                      "trigger_run_id": trigger_run_id if conf else None, "conf": conf, **paths})
+
+
+def _drift(cfg: LoadedConfig, reference: Reference, features: pd.DataFrame, served: pd.DataFrame) -> dict[str, Any]:
+    from autopilot.monitoring.drift import check_drift
+
+    if len(features) == 0:
+        return {"rows": 0, "sufficient": False, "severity": "none", "reasons": ["no traffic in the window"]}
+    scores = served["prediction"].astype(float).to_numpy() if len(served) else None
+    return dict(check_drift(reference.profile, features, scores, cfg).as_dict())
+
+
+def _performance(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) -> dict[str, Any]:
+    from autopilot.monitoring.performance import estimate_performance, realized_performance
+
+    scores = served["prediction"].astype(float).to_numpy()
+    labeled = served[served["label"].notna()] if "label" in served else served.iloc[:0]
+    realized = None
+    if len(labeled) >= MIN_LABELED_ROWS:
+        realized = realized_performance(labeled["label"].to_numpy(), labeled["prediction"].astype(float).to_numpy(),
+                                        cfg)
+    estimated = None
+    if reference.calibrator is not None and len(scores):
+        estimated = {name: asdict(e) for name, e in estimate_performance(scores, reference.calibrator, cfg).items()}
+    return {"realized": realized, "estimated": estimated, "labeled_rows": len(labeled),
+            "reference_metric": reference.meta.get("reference_metric")}
+
+
+def _attribution(cfg: LoadedConfig, champion: Any, reference: Reference,
+                 features: pd.DataFrame) -> dict[str, Any] | None:
+    from autopilot.monitoring.performance import attribution_drift
+
+    shares = reference.meta.get("importance")
+    if not shares:
+        return None
+    try:
+        return dict(attribution_drift(registry.load_verified_model(champion), features, cfg, shares))
+    except Exception as exc:  # attribution is a diagnostic: report the failure, do not stop the monitor
+        log.warning("attribution drift failed: %s", exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _series(cfg: LoadedConfig, drift: dict[str, Any], performance: dict[str, Any],
+            served: pd.DataFrame) -> dict[str, float]:
+    """The metric values the anomaly detector learns baselines for (NaN-free; absent when unknown)."""
+    values: dict[str, float] = {}
+    if drift.get("sufficient"):
+        values["drift_weighted_share"] = float(drift["weighted_share"])
+        if drift.get("prediction_effect") is not None:
+            values["prediction_drift"] = float(drift["prediction_effect"])
+    if len(served):
+        values["prediction_mean"] = float(served["prediction"].astype(float).mean())
+        values["latency_p95_ms"] = float(np.percentile(served["latency_ms"].astype(float), 95))
+        values["rows"] = float(len(served))
+    realized = performance.get("realized") or {}
+    if realized.get(cfg.metric) is not None:
+        values[f"realized_{cfg.metric}"] = float(realized[cfg.metric])
+    estimated = (performance.get("estimated") or {}).get(cfg.metric)
+    if estimated:
+        values[f"estimated_{cfg.metric}"] = float(estimated["value"])
+    return {k: v for k, v in values.items() if np.isfinite(v)}
+
+
+def _alarms(cfg: LoadedConfig, settings: Settings, end: datetime, series: dict[str, float]) -> list[dict[str, Any]]:
+    from autopilot.monitoring.anomaly import observe
+
+    watched = {k: v for k, v in series.items() if k != "rows"}  # traffic volume is context, not health
+    return [json_safe(a.as_dict()) for a in observe(settings, cfg.name, end, watched, cfg.monitoring.anomaly)]
+
+
+def _decide(cfg: LoadedConfig, settings: Settings, champion: Any, reference: Reference, drift: dict[str, Any],
+            performance: dict[str, Any], alarms: list[dict[str, Any]], end: datetime, trigger_run_id: str) -> Any:
+    from autopilot.monitoring import state
+    from autopilot.monitoring.decision import decide
+
+    triggers = [t["at"] for t in state.triggers_since(settings, cfg.name, end - timedelta(hours=24),
+                                                      exclude_run_id=trigger_run_id)]
+    recent_retrain, previous = _after_retrain(cfg, settings, champion, end)
+    return decide(cfg, drift=drift, performance=performance, alarms=alarms,
+                  reference_metric=reference.meta.get("reference_metric"), previous_champion_metric=previous,
+                  recent_retrain=recent_retrain, triggers=triggers, now=end)
+
+
+def _after_retrain(cfg: LoadedConfig, settings: Settings, champion: Any, end: datetime) -> tuple[bool, float | None]:
+    """Whether the champion came from a monitoring retrain, and its predecessor's recent metric."""
+    from autopilot.monitoring import state
+    from autopilot.promotion import history
+
+    if not str((champion.tags or {}).get("autopilot.dag_run_id", "")).startswith("retrain__"):
+        return False, None
+    moves = [m for m in history(settings, cfg.registered_model_name) if m.to_version == int(champion.version)]
+    if not moves or moves[-1].from_version is None:
+        return False, None
+    previous = moves[-1].from_version
+    metric = cfg.metric
+    values = []
+    for window in state.last_windows(settings, cfg.name, limit=48, before=end):
+        if window["version"] != previous:
+            continue
+        series = window["report"].get("series", {})
+        value = series.get(f"realized_{metric}", series.get(f"estimated_{metric}"))
+        if value is not None:
+            values.append(float(value))
+    return True, (float(np.mean(values[-3:])) if values else None)
+
+
+def _roll_back(cfg: LoadedConfig, settings: Settings, ctx: RunContext, reasons: list[str]) -> None:
+    from autopilot.deploy.rollout import request_reload
+    from autopilot.deploy_stages import serving_url
+    from autopilot.promotion import rollback
+
+    move = rollback(settings, cfg.registered_model_name, actor=ctx.actor,
+                    reason=("monitoring: " + "; ".join(reasons))[:500],
+                    idempotency_key=ctx.key(cfg, "monitor-rollback"))
+    log.error("monitoring rolled %s back from v%s to v%s", cfg.name, move.from_version, move.to_version)
+    try:
+        request_reload(cfg, serving_url(cfg))
+    except Exception as exc:  # the endpoint follows the alias at its next poll anyway
+        log.warning("could not ask the endpoint to reload: %s", exc)
+
+
+def _store_report(cfg: LoadedConfig, settings: Settings, reference: Reference, features: pd.DataFrame,
+                  start: datetime, end: datetime, sufficient: bool, report: dict[str, Any]) -> dict[str, Any]:
+    """The window's JSON report (and Evidently's HTML when there was enough traffic) in the artifact store."""
+    from autopilot.monitoring.drift import evidently_report
+    from autopilot.storage import open_store
+
+    store = open_store(settings.artifact_root)
+    prefix = f"monitoring/{cfg.name}/{end.astimezone(UTC):%Y%m%dT%H%M%S}"
+    paths: dict[str, Any] = {"report_uri": store.uri(f"{prefix}/window.json"), "html_uri": None}
+    if sufficient:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                found = evidently_report(reference.frame[list(cfg.features)], features, cfg, Path(tmp))
+                store.put(f"{prefix}/evidently.html", Path(found["html"]).read_bytes())
+                store.put(f"{prefix}/evidently.json", Path(found["json"]).read_bytes())
+                paths["html_uri"] = store.uri(f"{prefix}/evidently.html")
+                report["evidently"] = {k: v for k, v in found.items() if k not in ("html", "json")}
+        except Exception as exc:  # the HTML is for people; the decision does not depend on it
+            log.warning("Evidently report failed: %s", exc)
+            report["evidently"] = {"error": f"{type(exc).__name__}: {exc}"}
+    store.put(f"{prefix}/window.json", json.dumps(json_safe(report), indent=2, sort_keys=True).encode())
+    return paths
