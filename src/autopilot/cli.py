@@ -324,7 +324,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"decision        version {decision['version']}: {decision['decision']}; gates {decision['gates']}")
     print(f"status          autopilot status {cfg.name}   (champion, history; rollback with autopilot rollback)")
     _print_deployment(cfg)
-    return 0
+    if args.no_loop:
+        return 0
+    from autopilot.demo_loop import run_loop
+
+    print("\n[demo] the monitoring loop: serve, watch, drift, retrain, redeploy")
+    return run_loop(cfg, settings, embedded, say=lambda line: print(f"[loop] {line}", flush=True))
 
 
 def _print_deployment(cfg: Any) -> None:
@@ -511,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the training DAG on the embedded default and summarize")
     demo.add_argument("--model", default="adult_income")
+    demo.add_argument("--no-loop", action="store_true", help="stop after training (no serving and monitoring)")
     demo.set_defaults(func=cmd_demo)
     up = sub.add_parser("up", help="start the Airflow and MLflow UIs")
     up.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the services to be healthy")

@@ -1,0 +1,83 @@
+"""The whole loop on small budgets: serve, watch, drift, retrain, gate, promote, redeploy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from autopilot import registry
+from autopilot.cli import run_pipeline
+from autopilot.config import load_config
+from autopilot.monitoring import state
+from autopilot.monitoring.simulate import run_simulation
+from autopilot.monitoring_stages import monitor_window
+from autopilot.stages import RunContext
+from tests.serving_support import TOKEN, Server, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
+
+
+def window(cfg: Any, settings: Any, start: datetime, run: str) -> dict[str, Any]:
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    return monitor_window(cfg, settings, RunContext(run_id=run, actor="test"), start, end)
+
+
+def test_drift_triggers_a_retrain_that_is_gated_promoted_and_redeployed(
+        small_adult: Callable[..., Path], settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = small_adult(name="loop", rows=2500, test_rows=2000,
+                       deployment={"serving": {"poll_seconds": 0.5},
+                                   "rollout": {"smoke_rows": 5, "bake_seconds": 1, "bake_interval_seconds": 0.5}})
+    cfg = load_config(path)
+    first = run_pipeline(cfg, settings, "first", stop_after="promote")
+    assert first["promoted"]
+    server = Server(path, settings.home, free_port())
+    monkeypatch.setenv("AUTOPILOT_SERVING_URL", server.url)
+    monkeypatch.setenv("AUTOPILOT_SERVING_TOKEN", TOKEN)
+    try:
+        server.wait_ready()
+        # Traffic like the training data: nothing to do.
+        start = datetime.now(UTC)
+        calm = run_simulation(cfg, server.url, TOKEN, "none", rows=1500, batch=25, seed=1)
+        assert calm.failed == 0 and calm.labelled_rows == 1500
+        quiet = window(cfg, settings, start, "w1")
+        assert quiet["action"] == "none", quiet["reasons"]
+        assert quiet["rows"] == 1500 and quiet["html_uri"] and Path(quiet["html_uri"]).exists()
+
+        # Older, more educated, longer-working traffic: drift on important features -> retrain.
+        time.sleep(0.01)
+        start = datetime.now(UTC)
+        shifted = run_simulation(cfg, server.url, TOKEN, "covariate", rows=1200, batch=25, seed=2, strength=1.5)
+        assert shifted.failed == 0
+        drifted = window(cfg, settings, start, "w2")
+        assert drifted["action"] == "retrain", drifted["reasons"]
+        assert drifted["strategy"] in {"refit", "retune"} and drifted["trigger_run_id"].startswith("retrain__loop__")
+        assert any("age" in r or "education_num" in r or "hours_per_week" in r for r in drifted["reasons"])
+
+        # The retrain goes through the same gates, is promoted and rolled out to the live endpoint.
+        second = run_pipeline(cfg, settings, drifted["trigger_run_id"], stop_after="deploy", retrain=drifted["conf"])
+        assert second["decision"] == "promote" and second["promoted"], second
+        assert second["rollout"]["passed"], second["rollout"]
+        registry.configure(settings)
+        champion = registry.resolve_version("loop", "champion")
+        assert int(champion.version) == second["version"] == 2
+        assert champion.tags["autopilot.dag_run_id"] == drifted["trigger_run_id"]
+        assert champion.tags["autopilot.retrain.strategy"] == drifted["strategy"]
+        assert champion.tags["autopilot.snapshot.recent"].startswith("sha256:")  # served, labeled rows joined
+        assert httpx.get(server.url + "/health").json()["model_version"] == 2
+
+        # The budget: another drifted window within the cooldown alerts instead of retraining.
+        start = datetime.now(UTC)
+        run_simulation(cfg, server.url, TOKEN, "covariate", rows=1200, batch=25, seed=3, strength=1.5)
+        again = window(cfg, settings, start, "w3")
+        assert again["action"] in {"alert", "none"}, again
+        if again["action"] == "alert" and again.get("blocked_by"):
+            assert again["blocked_by"].startswith("cooldown")
+        assert len(state.triggers_since(settings, "loop", datetime.now(UTC) - timedelta(hours=1))) == 1
+    finally:
+        server.kill()
