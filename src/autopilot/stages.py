@@ -437,7 +437,8 @@ def _fit_and_log(cfg: LoadedConfig, snapped: dict[str, Any], tuned: dict[str, An
     from autopilot.modeling.training import fit_pipeline, metrics_from_scores, predict_scores
 
     params, seed = tuned["best_params"], cfg.tuning.seed
-    _log_dataset_inputs(cfg, frames, snapped["snapshots"], {"train": "training", "test": "testing"})
+    _log_dataset_inputs(cfg, frames, snapped["snapshots"], {"train": "training", "test": "testing",
+                                                           "recent": "training"})
     pipeline = fit_pipeline(params, cfg, splits.X_train, splits.y_train, seed)
     if len(splits.X_test) == 0:
         raise ValueError("the test split is empty: nothing to evaluate")
