@@ -292,3 +292,22 @@ def test_threads_must_be_positive(cls_data: tuple[ModelConfig, pd.DataFrame, pd.
     cfg, X, y = cls_data
     with pytest.raises(ValueError, match="threads"):
         tune(X, y, cfg, _storage(tmp_path), "threads", threads=0)
+
+
+def test_a_retune_starts_from_the_previous_best_trials(tmp_path: Path,
+                                                       cls_data: tuple[ModelConfig, pd.DataFrame, pd.Series]) -> None:
+    import optuna
+
+    cfg, X, y = cls_data
+    storage = _storage(tmp_path)
+    first = tune(X, y, cfg, storage, "before", n_trials=4)
+    old = optuna.load_study(study_name="before", storage=storage)
+    best = sorted((t for t in old.trials if t.value is not None), key=lambda t: -float(t.value))[:2]
+    warm = [dict(t.params) for t in best]
+    again = tune(X, y, cfg, storage, "after", n_trials=3, warm_start=warm)
+    new = optuna.load_study(study_name="after", storage=storage)
+    assert [dict(t.params) for t in new.trials[:2]] == warm  # the enqueued trials ran first
+    assert again.n_trials == 3 and first.n_trials == 4
+    # Resuming the re-tune does not enqueue them a second time.
+    tune(X, y, cfg, storage, "after", n_trials=4, warm_start=warm)
+    assert len(optuna.load_study(study_name="after", storage=storage).trials) == 4
