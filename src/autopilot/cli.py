@@ -308,7 +308,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"[demo] Airflow home {embedded.airflow_home}: migrating the metadata database")
     embedded.migrate()
     dag_id = f"autopilot_training__{model}"
-    print(f"[demo] running {dag_id} (validate -> snapshot -> tune -> train_and_register)")
+    print(f"[demo] running {dag_id} (validate -> snapshot -> tune -> train_and_register -> gates -> "
+          "decide -> promote -> plan_deployment -> deploy -> rollout)")
     code = embedded.test_dag(dag_id)
     registry.configure(settings)
     cfg = _find_config(model, settings)
