@@ -103,7 +103,8 @@ def _text(value: Any, limit: int = MAX_TEXT) -> str:
 
 def _code(value: Any, limit: int = 500) -> str:
     """Outside text as inline code (backticks inside would end the span early)."""
-    return f"`{_text(str(value).replace('`', "'"), limit)}`"
+    inner = _text(str(value).replace("`", "'"), limit)
+    return f"`{inner}`"
 
 
 def _plain(value: Any, limit: int = MAX_HEADER) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "ServiceLevelConfig",
     "ServingConfig",
     "MonitoringConfig",
+    "AlertsConfig",
     "DriftConfig",
     "AnomalyConfig",
     "RetrainConfig",
@@ -501,6 +502,18 @@ class MonitoringConfig(_Frozen):
         return value
 
 
+class AlertsConfig(_Frozen):
+    """Where DAG outcomes are announced."""
+
+    slack_conn_id: str = Field(
+        default="autopilot_slack",
+        description="Airflow connection (type slackwebhook, the webhook URL as password) for outcome messages.",
+    )
+    skip_healthy: bool = Field(
+        default=False, description="Send nothing for monitoring runs that found nothing (hourly runs add up)."
+    )
+
+
 class RetentionConfig(_Frozen):
     """Which versions are kept; the champion and the rollback target never retire."""
 
@@ -542,6 +555,7 @@ class ModelConfig(_Frozen):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelConfig:

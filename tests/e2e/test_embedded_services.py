@@ -37,6 +37,31 @@ def request(url: str, data: dict[str, object] | None = None, token: str | None =
         return dict(json.loads(response.read()))
 
 
+class Receiver:
+    """A local stand-in for Slack's webhook: records every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bodies: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.bodies = bodies
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T0/B0/secret"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 def test_up_serves_the_training_dag_and_down_stops_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               small_adult: Callable[..., Path]) -> None:
     # The services run `airflow` from PATH: make it this interpreter's.
@@ -44,6 +69,8 @@ def test_up_serves_the_training_dag_and_down_stops_everything(tmp_path: Path, mo
     # A model whose data lacks a column: its run stops at `validate`, and the reasons land on the run's note.
     small_adult(name="broken", mutate_train=lambda f: f.drop(columns=["sex"]))
     settings = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"), "AUTOPILOT_CONFIG_DIR": str(tmp_path)})
+    slack = Receiver()  # the run's outcome must reach "Slack" exactly once, from the real scheduler's run
+    monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_SLACK", json.dumps({"conn_type": "slackwebhook", "password": slack.url}))
     embedded = Embedded(settings=settings, project=PROJECT, airflow_port=free_port(), mlflow_port=free_port())
     started = embedded.start()
     try:
@@ -72,6 +99,13 @@ def test_up_serves_the_training_dag_and_down_stops_everything(tmp_path: Path, mo
             run = request(f"{dag_url}/dagRuns/broken-1", token=token)
         assert run["state"] == "failed", run
         assert run["note"] and "Stopped by a gate" in run["note"] and "missing column 'sex'" in run["note"], run
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not slack.bodies:
+            time.sleep(1)
+        time.sleep(10)  # the DAG-level callback comes later, from the DAG processor: it must not send twice
+        assert len(slack.bodies) == 1, slack.bodies
+        message = json.dumps(slack.bodies[0])
+        assert "broken" in message and "validate" in message and "secret" not in message
     finally:
         pids = [int(p.read_text()) for p in embedded.run_dir.glob("*.pid")]
         stopped = embedded.stop()

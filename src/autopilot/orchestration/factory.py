@@ -132,7 +132,12 @@ def _aws_clients(cfg: Any) -> Any:
 
 def training_dag(model: str, config_path: Path) -> DAG:
     """Build the training DAG `autopilot_training__<model>` for one config file."""
+    from autopilot.orchestration.alerts import outcome_notifier, task_failure_notifier
+
     path = str(config_path)
+    # Slack: one message per run outcome (the config's `alerts.slack_conn_id`, read when sending).
+    # DAG-level callbacks are the real scheduler's; the task-level ones also fire under dag.test().
+    succeeded = outcome_notifier("training", outcome="success", config_path=path)
 
     @dag(
         dag_id=f"autopilot_training__{model}",
@@ -142,7 +147,9 @@ def training_dag(model: str, config_path: Path) -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args={**DEFAULT_ARGS, "on_failure_callback": task_failure_notifier("training", config_path=path)},
+        on_success_callback=succeeded,
+        on_failure_callback=outcome_notifier("training", outcome="failed", config_path=path),
         tags=["autopilot", "training", f"model:{model}"],
     )
     def training() -> None:
@@ -226,7 +233,8 @@ def training_dag(model: str, config_path: Path) -> DAG:
             cfg = _config(path, model)
             return _skip_if_skipped(_gate(deploy_version, cfg, settings, ctx, plan, _aws_clients(cfg)))
 
-        @task(retries=0)  # a failed rollout has already rolled back: a retry would deploy again
+        # a failed rollout has already rolled back: a retry would deploy again
+        @task(retries=0, on_success_callback=succeeded, on_skipped_callback=succeeded)
         def rollout(snapped: dict[str, Any], plan: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any]:
             from autopilot.deploy_stages import rollout_version
 
@@ -311,7 +319,10 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
     """Build the monitoring DAG `autopilot_monitoring__<model>` for one config file."""
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
+    from autopilot.orchestration.alerts import outcome_notifier, task_failure_notifier
+
     path = str(config_path)
+    succeeded = outcome_notifier("monitoring", outcome="success", config_path=path)
 
     @dag(
         dag_id=f"autopilot_monitoring__{model}",
@@ -321,7 +332,9 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args={**DEFAULT_ARGS, "on_failure_callback": task_failure_notifier("monitoring", config_path=path)},
+        on_success_callback=succeeded,
+        on_failure_callback=outcome_notifier("monitoring", outcome="failed", config_path=path),
         tags=["autopilot", "monitoring", f"model:{model}"],
         render_template_as_native_obj=True,  # the trigger's conf template renders to a dict, not a string
     )
@@ -340,7 +353,7 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
             return {"retrain": "trigger_retraining", "alert": "alert", "rollback": "alert"}.get(
                 str(result["action"]), "healthy")
 
-        @task
+        @task(on_success_callback=succeeded)
         def alert(result: dict[str, Any]) -> dict[str, Any]:
             import logging
 
@@ -349,7 +362,7 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
                 f"; retrain blocked: {result['blocked_by']}" if result.get("blocked_by") else "")
             return {"action": result["action"], "reasons": result["reasons"], "report": result.get("report_uri")}
 
-        @task
+        @task(on_success_callback=succeeded)
         def healthy() -> None:
             return None
 
@@ -361,6 +374,7 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
             conf="{{ ti.xcom_pull(task_ids='monitor')['conf'] }}",  # type: ignore[arg-type]
             skip_when_already_exists=True,  # a rerun of this window finds its retrain already started
             wait_for_completion=False,
+            on_success_callback=succeeded,
         )
         branch(result) >> [trigger_retraining, alert(result), healthy()]
 
