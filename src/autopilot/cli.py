@@ -447,6 +447,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trigger(args: argparse.Namespace) -> int:
+    """Trigger a DAG run through Airflow's REST API (for CI); with --wait, report its outcome."""
+    from autopilot.trigger import run_cli
+
+    # The password only from AIRFLOW_PASSWORD: a flag would show in the process list and CI logs.
+    return run_cli(args.dag_id, conf=args.conf, run_id=args.run_id, wait=args.wait, timeout=args.timeout,
+                   url=args.url, username=args.username, unpause=not args.no_unpause)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (separate so tests can inspect it)."""
     parser = argparse.ArgumentParser(prog="autopilot", description="Tabular ML lifecycle on Airflow and MLflow.")
@@ -550,6 +559,17 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--start", help="window start (ISO 8601, UTC if no zone)")
     mon.add_argument("--end", help="window end (ISO 8601; default now)")
     mon.set_defaults(func=cmd_monitor)
+
+    trig = sub.add_parser("trigger", help="trigger a DAG run on a remote Airflow (CI); exit 0 ok, 1 failed, 2 error")
+    trig.add_argument("dag_id", help="e.g. autopilot_training__adult_income")
+    trig.add_argument("--conf", help="the run's conf, a JSON object")
+    trig.add_argument("--run-id", help="default: derived from the commit (GITHUB_SHA, CI_COMMIT_SHA, git HEAD)")
+    trig.add_argument("--wait", action="store_true", help="wait until the run succeeds or fails")
+    trig.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait (default 3600)")
+    trig.add_argument("--url", help="Airflow API server (default: AIRFLOW_API_URL)")
+    trig.add_argument("--username", help="default: AIRFLOW_USERNAME (the password: AIRFLOW_PASSWORD only)")
+    trig.add_argument("--no-unpause", action="store_true", help="do not unpause the DAG first")
+    trig.set_defaults(func=cmd_trigger)
     return parser
 
 
