@@ -206,6 +206,10 @@ def monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start
                                                                                      "estimated": None}
     attribution = _attribution(cfg, champion, reference, features) if drift["sufficient"] else None
     series = _series(cfg, drift, performance, served)
+    counters = _endpoint_counters(cfg)
+    rate = _error_rate(settings, cfg, end, counters)
+    if rate is not None:
+        series["error_rate"] = rate
     alarms = _alarms(cfg, settings, end, series)
     trigger_run_id = retrain_run_id(cfg.name, end)
     decision = _decide(cfg, settings, champion, reference, drift, performance, alarms, end, trigger_run_id)
@@ -214,7 +218,8 @@ def monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start
         "rows": len(frame), "drift": drift, "performance": performance, "attribution": attribution,
         "series": series, "alarms": alarms, "decision": decision.as_dict()})
     state.record_window(settings, cfg.name, start, end, version, decision.action,
-                        {"series": series, "decision": decision.as_dict(), "rows": len(frame), **paths})
+                        {"series": series, "decision": decision.as_dict(), "rows": len(frame), "counters": counters,
+                         **paths})
     conf = None
     if decision.action == "retrain":
         reason = "; ".join(decision.reasons)[:500]
@@ -288,6 +293,42 @@ def _series(cfg: LoadedConfig, drift: dict[str, Any], performance: dict[str, Any
     if estimated:
         values[f"estimated_{cfg.metric}"] = float(estimated["value"])
     return {k: v for k, v in values.items() if np.isfinite(v)}
+
+
+def _endpoint_counters(cfg: LoadedConfig) -> dict[str, float] | None:
+    """The live endpoint's cumulative prediction request and 5xx counters (None when unreachable).
+
+    Errors never reach the inference log (only answered requests do), so the error rate comes
+    from the endpoint's own Prometheus counters, read when the window is monitored.
+    """
+    import httpx
+
+    from autopilot.deploy.rollout import parse_metrics
+    from autopilot.deploy_stages import serving_url
+
+    try:
+        sample = parse_metrics(httpx.get(serving_url(cfg) + "/metrics", timeout=3.0).text)
+    except Exception:  # no endpoint running (or not ours): no error-rate series this window
+        return None
+    return {"requests": sample.requests, "server_errors": sample.server_errors}
+
+
+def _error_rate(settings: Settings, cfg: LoadedConfig, end: datetime,
+                counters: dict[str, float] | None) -> float | None:
+    """5xx share since the previous window's reading; None on the first reading or after a restart."""
+    from autopilot.monitoring import state
+
+    if counters is None:
+        return None
+    previous = state.last_windows(settings, cfg.name, limit=1, before=end)
+    before = (previous[-1]["report"].get("counters") if previous else None) or None
+    if not before:
+        return None
+    requests = counters["requests"] - before["requests"]
+    errors = counters["server_errors"] - before["server_errors"]
+    if requests < 0 or errors < 0:  # the endpoint restarted: its counters began again
+        return None
+    return errors / requests if requests > 0 else 0.0
 
 
 def _alarms(cfg: LoadedConfig, settings: Settings, end: datetime, series: dict[str, float]) -> list[dict[str, Any]]:

@@ -58,6 +58,10 @@ def test_drift_triggers_a_retrain_that_is_gated_promoted_and_redeployed(
         assert drifted["action"] == "retrain", drifted["reasons"]
         assert drifted["strategy"] in {"refit", "retune"} and drifted["trigger_run_id"].startswith("retrain__loop__")
         assert any("age" in r or "education_num" in r or "hours_per_week" in r for r in drifted["reasons"])
+        # The error rate comes from the endpoint's counters, from the second window on.
+        recorded = state.last_windows(settings, "loop")
+        assert "error_rate" not in recorded[0]["report"]["series"]
+        assert recorded[1]["report"]["series"]["error_rate"] == 0.0
 
         # The retrain goes through the same gates, is promoted and rolled out to the live endpoint.
         second = run_pipeline(cfg, settings, drifted["trigger_run_id"], stop_after="deploy", retrain=drifted["conf"])

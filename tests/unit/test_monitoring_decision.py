@@ -108,3 +108,18 @@ def test_config_rejects_bad_monitoring_settings() -> None:
     raw["monitoring"] = {"drift": {"weighted_share_alert": 0.5, "weighted_share_retrain": 0.3}}
     with pytest.raises(ValueError, match="weighted_share_alert <= weighted_share_retrain"):
         ModelConfig.model_validate(raw)
+
+
+def test_error_rate_from_endpoint_counters_between_windows(settings: Any) -> None:
+    from autopilot.config import load_config
+    from autopilot.monitoring_stages import _error_rate
+    from tests.conftest import ADULT_CONFIG
+
+    config = load_config(ADULT_CONFIG)
+    first, second = NOW - timedelta(hours=1), NOW
+    assert _error_rate(settings, config, first, {"requests": 100.0, "server_errors": 1.0}) is None  # no earlier
+    state.record_window(settings, config.name, first - timedelta(hours=1), first, 1, "none",
+                        {"counters": {"requests": 100.0, "server_errors": 1.0}})
+    assert _error_rate(settings, config, second, {"requests": 300.0, "server_errors": 5.0}) == 0.02
+    assert _error_rate(settings, config, second, {"requests": 10.0, "server_errors": 0.0}) is None  # a restart
+    assert _error_rate(settings, config, second, None) is None
