@@ -32,6 +32,7 @@ import logging
 import operator
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -396,9 +397,25 @@ def _engine(settings: Settings) -> Engine:
         return _ENGINES[key]
 
 
-def state_engine(settings: Settings) -> Engine:
-    """The state database's engine (shared with other state tables, e.g. deployment observations)."""
-    return _engine(settings)
+_ENSURED: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
+
+
+def state_engine(settings: Settings, *tables: Table) -> Engine:
+    """The state database's engine, with `tables` (other modules' state tables) created once per engine.
+
+    Modules that keep state beside the alias history (deployment observations, monitoring windows,
+    anomaly state, alert deliveries) pass their tables here: the engine may have been opened before
+    those modules were imported, so `METADATA.create_all` at open time cannot cover them.
+    """
+    engine = _engine(settings)
+    if tables:
+        with _ENGINES_LOCK:
+            done = _ENSURED.setdefault(engine, set())
+            missing = [t for t in tables if t.name not in done]
+            if missing:
+                _create(engine, missing)
+                done.update(t.name for t in missing)
+    return engine
 
 
 def reset_engines() -> None:
@@ -438,9 +455,14 @@ def _sqlite_begin(conn: Connection) -> None:
 
 
 def _create_tables(engine: Engine) -> None:
+    _create(engine, list(METADATA.sorted_tables))
+
+
+def _create(engine: Engine, tables: list[Table]) -> None:
     for attempt in range(3):
         try:
-            METADATA.create_all(engine)
+            for table in tables:
+                table.create(engine, checkfirst=True)
             return
         except DBAPIError:  # another process created them between the check and the CREATE
             if attempt == 2:

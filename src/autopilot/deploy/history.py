@@ -8,7 +8,6 @@ default, PostgreSQL in production), so a Celery worker on another host sees the 
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC
 from typing import TYPE_CHECKING
 
@@ -36,17 +35,8 @@ OBSERVATIONS = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_deploy_observations_model", "model"),
 )
-_READY: set[int] = set()
-_LOCK = threading.Lock()
-
-
 def _engine(settings: Settings) -> Engine:
-    engine = state_engine(settings)
-    with _LOCK:  # the state engine may predate this module's import: create the table once per engine
-        if id(engine) not in _READY:
-            OBSERVATIONS.create(engine, checkfirst=True)
-            _READY.add(id(engine))
-    return engine
+    return state_engine(settings, OBSERVATIONS)
 
 
 def record_observation(settings: Settings, obs: Observation) -> None:

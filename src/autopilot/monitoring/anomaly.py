@@ -74,15 +74,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
-import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from sqlalchemy import Column, DateTime, Float, Index, Integer, String, Table, Text, UniqueConstraint, insert, select
-from sqlalchemy.exc import DBAPIError
 
 from autopilot.promotion import METADATA, state_engine
 
@@ -474,24 +471,8 @@ POINTS = Table(
     UniqueConstraint("model", "series", "at", name="uq_anomaly_point"),
     Index("ix_anomaly_points_model_series_at", "model", "series", "at"),
 )
-_READY: weakref.WeakSet[Engine] = weakref.WeakSet()  # not ids: a disposed engine's id can be reused
-_LOCK = threading.Lock()
-
-
 def _engine(settings: Settings) -> Engine:
-    engine = state_engine(settings)
-    with _LOCK:  # the state engine may predate this module's import: create the tables once per engine
-        if engine not in _READY:
-            for attempt in range(3):
-                try:
-                    STATES.create(engine, checkfirst=True)
-                    POINTS.create(engine, checkfirst=True)
-                    break
-                except DBAPIError:  # another process created them between the check and the CREATE
-                    if attempt == 2:
-                        raise
-            _READY.add(engine)
-    return engine
+    return state_engine(settings, STATES, POINTS)
 
 
 def observe(settings: Settings, model: str, at: datetime, values: Mapping[str, float | None],

@@ -8,7 +8,6 @@ monitoring run replaces its window report and never records a second trigger.
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -45,18 +44,8 @@ TRIGGERS = Table(
     Column("reason", Text, nullable=False),
     UniqueConstraint("model", "run_id", name="uq_retrain_trigger"),
 )
-_READY: set[int] = set()
-_LOCK = threading.Lock()
-
-
 def _engine(settings: Settings) -> Engine:
-    engine = state_engine(settings)
-    with _LOCK:
-        if id(engine) not in _READY:
-            WINDOWS.create(engine, checkfirst=True)
-            TRIGGERS.create(engine, checkfirst=True)
-            _READY.add(id(engine))
-    return engine
+    return state_engine(settings, WINDOWS, TRIGGERS)
 
 
 def _aware(value: datetime) -> datetime:

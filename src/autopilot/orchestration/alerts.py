@@ -528,7 +528,6 @@ def _describe(exc: BaseException, secrets: Sequence[str]) -> str:
 
 
 _TABLE: list[Table] = []  # built on first use: this module is imported when DAG files are parsed
-_READY: set[int] = set()
 
 
 def _table() -> Table:
@@ -555,18 +554,9 @@ def _table() -> Table:
 
 
 def _engine(settings: Settings) -> Engine:
-    from sqlalchemy.exc import DBAPIError
-
     from autopilot.promotion import state_engine
 
-    engine = state_engine(settings)
-    if id(engine) not in _READY:
-        try:
-            _table().create(engine, checkfirst=True)
-        except DBAPIError:  # another process created it between the check and the CREATE
-            _table().create(engine, checkfirst=True)
-        _READY.add(id(engine))
-    return engine
+    return state_engine(settings, _table())
 
 
 def _claim(settings: Settings, run: _Run, outcome: str, kind: str, token: str, lease: float) -> bool | None:
