@@ -456,6 +456,14 @@ def cmd_trigger(args: argparse.Namespace) -> int:
                    url=args.url, username=args.username, unpause=not args.no_unpause)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check a deployment; print each problem with its fix. Exit 1 when any check fails."""
+    from autopilot.doctor import run_cli
+    from autopilot.orchestration.doctor import gather_airflow_facts
+
+    return run_cli(_settings(), gather_airflow_facts, mode=args.mode, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (separate so tests can inspect it)."""
     parser = argparse.ArgumentParser(prog="autopilot", description="Tabular ML lifecycle on Airflow and MLflow.")
@@ -570,6 +578,13 @@ def build_parser() -> argparse.ArgumentParser:
     trig.add_argument("--username", help="default: AIRFLOW_USERNAME (the password: AIRFLOW_PASSWORD only)")
     trig.add_argument("--no-unpause", action="store_true", help="do not unpause the DAG first")
     trig.set_defaults(func=cmd_trigger)
+
+    doctor = sub.add_parser("doctor", help="check a deployment: each problem with its fix; exit 1 on any failure")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.add_argument("--mode", choices=["embedded", "production"],
+                        help="whether laptop-only choices (SQLite, local folders, simple auth) only warn "
+                             "(default: embedded when Airflow's metadata DB is SQLite, else production)")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
