@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: help install demo test lint typecheck pytest bench up down clean
+.PHONY: help install browser demo test lint typecheck pytest bench up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,13 +20,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv (if needed) and install the package with its dev tools
 
+browser: ## install Debian's Chromium for the Models-page browser test (root; a no-op when present)
+	bash scripts/ensure_chromium.sh
+
 demo: $(STAMP) ## train, validate, version, tune and register the Adult model through Airflow
 	$(BIN)/autopilot demo
 
 test: lint typecheck pytest ## lint, type-check and run every test
 
 lint: $(STAMP) ## ruff (with Airflow's AIR rules)
-	$(BIN)/ruff check src tests dags bench scripts
+	$(BIN)/ruff check src tests dags plugins bench scripts
 
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
