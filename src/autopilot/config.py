@@ -177,6 +177,11 @@ class TuningConfig(_Frozen):
     max_train_rows: Annotated[int, Field(ge=100)] | None = Field(
         default=None, description="Subsample the tuning folds to this many rows (the refit uses all)."
     )
+    parallel_workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="Mapped tuning tasks sharing one Optuna study (one per Celery/Kubernetes worker slot). "
+        "1 keeps the search exactly reproducible; more trades that for wall-clock time.",
+    )
 
     @field_validator("families")
     @classmethod

@@ -206,7 +206,10 @@ def create_version(name: str, model_uri: str, run_id: str, tags: dict[str, str])
         except Exception as exc:  # created concurrently by another task
             if "RESOURCE_ALREADY_EXISTS" not in str(exc):
                 raise
-    return mlflow_client.create_model_version(name, model_uri, run_id, tags=tags)
+    # Through an MLflow *server* a `models:/m-<id>` source must come with its model id, or the
+    # server refuses it (INVALID_PARAMETER_VALUE); a database tracking URI does not check.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    return mlflow_client.create_model_version(name, model_uri, run_id, tags=tags, model_id=model_id)
 
 
 def set_alias(name: str, alias: str, version: int) -> None:

@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 __all__ = [
     "RunContext",
     "experiment_name",
+    "finish_tuning",
     "load_batch",
+    "plan_tuning",
+    "run_tuning_worker",
     "snapshot_data",
     "train_and_register",
     "tune_model",
@@ -289,32 +292,72 @@ def study_name(cfg: LoadedConfig, train_digest: str) -> str:
     return f"{cfg.name}-{train_digest[:12]}-{digest}"
 
 
-def tune_model(cfg: LoadedConfig, settings: Settings, ctx: RunContext, snapped: dict[str, Any]) -> dict[str, Any]:
-    """Search the model families and preprocessing with Optuna; log the study to MLflow.
+def plan_tuning(cfg: LoadedConfig, settings: Settings, ctx: RunContext,
+                snapped: dict[str, Any]) -> list[dict[str, Any]]:
+    """Open the run's Optuna study and hand out one assignment per tuning worker.
 
     The study lives in RDB storage under a name derived from the data and search settings,
-    so a retry resumes it and a rerun spends no second budget.
+    so a retry resumes it and a rerun spends no second budget. A `refit` retrain searches
+    nothing: it gets one assignment that runs no trial. A `retune` gets its own study, seeded
+    with the champion's best trials and the retrain budget.
+
+    Returns:
+        `tuning.parallel_workers` assignments `{"study_name", "worker", "n_workers", "n_trials"}`
+        (small: they travel through XCom to mapped tasks).
+    """
+    from autopilot.modeling.tuning import open_study
+
+    strategy = (ctx.retrain or {}).get("strategy")
+    if strategy == "refit":
+        return [{"study_name": None, "worker": 0, "n_workers": 1, "n_trials": 0, "strategy": "refit"}]
+    name = study_name(cfg, _data_digest(snapped))
+    warm: list[dict[str, Any]] = []
+    budget = cfg.tuning.n_trials
+    if strategy == "retune":
+        warm, budget = _previous_best_trials(cfg, settings), cfg.monitoring.retrain.retune_trials
+        name += "-retune"
+    open_study(cfg, settings.optuna_storage, name, warm_start=warm)
+    workers = cfg.tuning.parallel_workers
+    return [{"study_name": name, "worker": k, "n_workers": workers, "n_trials": budget, "strategy": strategy}
+            for k in range(workers)]
+
+
+def run_tuning_worker(cfg: LoadedConfig, settings: Settings, assignment: dict[str, Any],
+                      snapped: dict[str, Any]) -> dict[str, Any]:
+    """Run one worker's share of the study (all workers stop when the study holds the budget).
+
+    Returns:
+        `{"worker", "n_new"}`: how many trials this worker started.
+    """
+    from autopilot.modeling.tuning import run_trials
+
+    if not assignment.get("study_name"):  # refit: nothing to search
+        return {"worker": assignment["worker"], "n_new": 0}
+    splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
+    n_new = run_trials(splits.X_train, splits.y_train, cfg, settings.optuna_storage, assignment["study_name"],
+                       worker=int(assignment["worker"]), n_workers=int(assignment["n_workers"]),
+                       n_trials=int(assignment["n_trials"]))
+    return {"worker": assignment["worker"], "n_new": n_new}
+
+
+def finish_tuning(cfg: LoadedConfig, settings: Settings, ctx: RunContext, assignments: list[dict[str, Any]],
+                  worked: list[dict[str, Any]]) -> dict[str, Any]:
+    """Read the study's winner and log the search to MLflow (trials CSV, history plot, best params).
 
     Returns:
         `{"tune_run_id", "study_name", "best_params", "best_value", "n_trials"}`.
     """
     import mlflow
 
-    from autopilot.modeling.tuning import plot_history, tune
+    from autopilot.modeling.tuning import plot_history, study_result
 
-    splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
-    strategy = (ctx.retrain or {}).get("strategy")
-    if strategy == "refit":
+    if not assignments:
+        raise ValueError("finish_tuning needs the assignments plan_tuning returned; got none")
+    name = assignments[0]["study_name"]
+    if name is None:
         return _refit_params(cfg, settings, ctx)
-    name = study_name(cfg, _data_digest(snapped))
-    warm: list[dict[str, Any]] = []
-    budget: int | None = None
-    if strategy == "retune":
-        warm, budget = _previous_best_trials(cfg, settings), cfg.monitoring.retrain.retune_trials
-        name += "-retune"
+    result = study_result(cfg, settings.optuna_storage, name, n_new=sum(int(w["n_new"]) for w in worked))
     with tempfile.TemporaryDirectory() as tmp, _stage_run(cfg, settings, ctx, "tune") as run:
-        result = tune(splits.X_train, splits.y_train, cfg, settings.optuna_storage, name, n_trials=budget,
-                      warm_start=warm)
         trials_csv = Path(tmp) / "trials.csv"
         result.trials.to_csv(trials_csv, index=False)
         mlflow.log_artifact(str(trials_csv), "tuning")
@@ -322,9 +365,21 @@ def tune_model(cfg: LoadedConfig, settings: Settings, ctx: RunContext, snapped: 
         mlflow.log_dict(result.best_params, "tuning/best_params.json")
         mlflow.log_metrics({f"cv_{cfg.metric}": result.best_value, "n_trials": result.n_trials,
                             "n_pruned": result.n_pruned, "n_complete": result.n_complete})
+        mlflow.log_params({"tuning_workers": len(assignments)})
         mlflow.set_tags({"autopilot.study_name": name, "autopilot.best_family": str(result.best_params["family"])})
     return {"tune_run_id": run.info.run_id, "study_name": name, "best_params": result.best_params,
             "best_value": result.best_value, "n_trials": result.n_trials}
+
+
+def tune_model(cfg: LoadedConfig, settings: Settings, ctx: RunContext, snapped: dict[str, Any]) -> dict[str, Any]:
+    """The whole tuning stage in one process: plan, every worker in turn, finish.
+
+    The training DAG runs the same three functions as separate tasks, the workers mapped
+    (`tuning.parallel_workers`), so Celery or Kubernetes workers share the study.
+    """
+    assignments = plan_tuning(cfg, settings, ctx, snapped)
+    worked = [run_tuning_worker(cfg, settings, a, snapped) for a in assignments]
+    return finish_tuning(cfg, settings, ctx, assignments, worked)
 
 
 def _data_digest(snapped: dict[str, Any]) -> str:

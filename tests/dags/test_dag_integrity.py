@@ -43,13 +43,19 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
     tasks = {t.task_id: t for t in dag.tasks}
     gates = {"quality", "explainability_and_fairness", "infra"}
     deployment = {"plan_deployment", "deploy", "rollout"}
-    assert set(tasks) == {"validate", "snapshot", "tune", "train_and_register", *gates, "decide", "promote",
+    tuning = {"plan_tuning", "tune_worker", "tune"}
+    assert set(tasks) == {"validate", "snapshot", *tuning, "train_and_register", *gates, "decide", "promote",
                           *deployment}
     for name in ("validate", *gates, "decide", "rollout"):  # gates, the decision, the rollout: no retry
         assert tasks[name].retries == 0, name
-    for name in ("snapshot", "tune", "train_and_register", "promote", "plan_deployment", "deploy"):
+    for name in ("snapshot", *tuning, "train_and_register", "promote", "plan_deployment", "deploy"):
         assert tasks[name].retries == 2 and tasks[name].retry_exponential_backoff
     assert tasks["validate"].downstream_task_ids == {"snapshot"}
+    # tuning fans out: one mapped worker task per `tuning.parallel_workers`, all on one study
+    assert {"plan_tuning", "tune_worker", "train_and_register"} <= tasks["snapshot"].downstream_task_ids
+    assert tasks["plan_tuning"].downstream_task_ids == {"tune_worker", "tune"}
+    assert type(tasks["tune_worker"]).__name__.endswith("MappedOperator")
+    assert tasks["tune_worker"].downstream_task_ids == {"tune"}
     assert tasks["tune"].downstream_task_ids == {"train_and_register"}
     assert gates <= tasks["train_and_register"].downstream_task_ids
     for gate in gates:  # the gates run in parallel, and one task decides

@@ -92,7 +92,8 @@ def test_bad_data_fails_the_dag_before_training(airflow_db: None, env: Any,
     result = states(dag_run)
     assert str(dag_run.state) == "failed"
     assert result["validate"] == "failed"
-    downstream = ("snapshot", "tune", "train_and_register", "quality", "explainability_and_fairness", "infra",
+    downstream = ("snapshot", "plan_tuning", "tune_worker", "tune", "train_and_register",
+                  "quality", "explainability_and_fairness", "infra",
                   "decide", "promote", "plan_deployment", "deploy", "rollout")
     assert {result[name] for name in downstream} == {"upstream_failed"}
     registry.configure(env)

@@ -61,3 +61,46 @@ def test_optuna_study_resumes_on_postgres(postgres_db: str, adult_frames: Any) -
     rest = tune(splits.X_train, splits.y_train, cfg, postgres_db, "resume")
     assert rest.n_new == 2 and rest.n_trials == 4
     assert tune(splits.X_train, splits.y_train, cfg, postgres_db, "resume").n_new == 0
+
+
+def _worker(args: tuple[dict[str, Any], Any, Any, str, int]) -> int:
+    """One tuning worker in its own process, as a mapped DAG task on another Celery worker is."""
+    from autopilot.config import ModelConfig
+    from autopilot.modeling.tuning import run_trials
+
+    raw, X, y, storage, worker = args
+    return run_trials(X, y, ModelConfig.model_validate(raw), storage, "shared", worker=worker, n_workers=2)
+
+
+def test_two_worker_processes_share_one_study_on_postgres(postgres_db: str, adult_frames: Any) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import optuna
+
+    from autopilot.config import ModelConfig
+    from autopilot.data.sources import canonicalize
+    from autopilot.modeling.splits import make_splits
+    from autopilot.modeling.tuning import open_study, study_result
+    from tests.conftest import adult_config_dict
+
+    families = ["linear", "hist_gradient_boosting"]
+    raw = adult_config_dict(tuning={"n_trials": 8, "timeout_seconds": 120, "families": families, "seed": 3,
+                                    "n_startup_trials": 2, "parallel_workers": 2},
+                            split={"cv_folds": 2})
+    cfg = ModelConfig.model_validate(raw)
+    frame = canonicalize(adult_frames[0].sample(800, random_state=2).reset_index(drop=True), cfg)
+    splits = make_splits(frame, None, cfg)
+    open_study(cfg, postgres_db, "shared")
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        started = list(pool.map(_worker, [(raw, splits.X_train, splits.y_train, postgres_db, k) for k in (0, 1)]))
+    # Both workers searched, and together they stopped at the budget (a trial running in one
+    # worker when the other reached it may finish: at most n_workers - 1 over).
+    assert all(n >= 1 for n in started), started
+    result = study_result(cfg, postgres_db, "shared", n_new=sum(started))
+    assert 8 <= result.n_trials <= 9 and result.n_new == sum(started) == len(result.trials)
+    study = optuna.load_study(study_name="shared", storage=postgres_db)
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(len(numbers)))  # one numbering: one study, not two
+    # A later worker of the same stage (a retried task) finds the budget spent and runs nothing.
+    assert _worker((raw, splits.X_train, splits.y_train, postgres_db, 1)) == 0

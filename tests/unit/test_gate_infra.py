@@ -181,3 +181,20 @@ def test_a_pipeline_version_passes(small_adult: Callable[..., Path], settings: A
     report = evaluate_infra(version, X, expected, cfg)
     assert report.passed, report.reasons
     assert report.metrics["rows"] == 100 and report.metrics["max_abs_diff"] == 0.0
+
+
+
+def test_probe_runs_from_a_daemonic_process_as_under_celery(tmp_path: Path) -> None:
+    """Celery's prefork pool processes are daemonic; a task forked from one must still probe."""
+    import multiprocessing
+
+    from autopilot.gates.infra import _run_probe
+
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    config["daemon"] = True
+    try:  # an empty folder: the probe starts, fails to load, and says so (no AssertionError)
+        result = _run_probe(tmp_path, pd.DataFrame({"x": [1.0]}), timeout=120)
+    finally:
+        config.pop("daemon", None)
+    assert set(result) == {"error"}, result
+    assert "daemonic" not in result["error"] and "died without an answer" not in result["error"], result

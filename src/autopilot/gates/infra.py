@@ -5,7 +5,7 @@ recorded at registration and a pickle-based model is refused unless `registry.al
 The checked files are copied to a private folder and checked again there, so the bytes that
 load are the bytes that were verified, even if the store changes in between.
 
-Loading and querying run in a fresh *spawned* process (the probe), for three reasons: load
+Loading and querying run in a fresh interpreter (the probe, a subprocess), for three reasons: load
 time and memory are then those of a cold serving process rather than of a warm Airflow worker
 that already imported everything; a model that crashes or exhausts memory takes down only the
 probe; and peak memory can be read exactly. The probe queries the model through pyfunc
@@ -16,15 +16,14 @@ rejected, proving the signature is enforced at all.
 Peak memory is the probe's kernel high-water mark of resident memory (`VmHWM` in
 /proc/self/status): exact, not sampled, and it covers the interpreter, the imports, the load
 and the queries, i.e. what a serving container must hold. `ru_maxrss` is NOT used: after a
-spawn (fork + exec) Linux carries the parent's peak into the child's `ru_maxrss`, so it would
-report the Airflow worker's memory. Where /proc is absent (macOS), RSS is sampled every 5 ms
-with psutil, a lower bound; `details["memory_method"]` says which was used.
+fork + exec Linux carries the parent's peak into the child's `ru_maxrss`, so it would report
+the Airflow worker's memory. Where /proc is absent (macOS), RSS is sampled every 5 ms with
+psutil, a lower bound; `details["memory_method"]` says which was used.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import shutil
 import tempfile
 import threading
@@ -38,7 +37,6 @@ from autopilot import registry
 from autopilot.reports import GateReport
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
 
     import pandas as pd
     from mlflow.entities.model_registry import ModelVersion
@@ -136,36 +134,47 @@ def _pickle_check(folder: Path, allow_pickle: bool) -> tuple[str, str | None]:
 
 
 def _run_probe(folder: Path, X: pd.DataFrame, timeout: float) -> dict[str, Any]:
-    """Run `_probe` in a spawned process; its result, or `{"error": ...}`."""
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_probe, args=(str(folder), X, sender), name="autopilot-infra-probe", daemon=True)
-    process.start()
-    sender.close()  # so the receiver sees EOF if the probe dies without answering
-    try:
-        if not receiver.poll(timeout):
+    """Run the probe in a fresh interpreter (`python -m autopilot.gates.infra`); its result, or `{"error": ...}`.
+
+    A plain subprocess, not multiprocessing: under the CeleryExecutor a task is forked from
+    Celery's daemonic pool process, where multiprocessing refuses to start children ("daemonic
+    processes are not allowed to have children") and refuses to pickle the inherited authkey.
+    The rows go in and the result comes back as pickles in a private temporary folder that only
+    this gate writes.
+    """
+    import pickle
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory(prefix="autopilot-infra-") as tmp:
+        rows, result = Path(tmp) / "rows.pkl", Path(tmp) / "result.pkl"
+        X.to_pickle(rows)
+        try:
+            done = subprocess.run([sys.executable, "-m", "autopilot.gates.infra", str(folder), str(rows), str(result)],
+                                  capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
             return {"error": f"the probe did not finish within {timeout:.0f} s"}
-        result: dict[str, Any] = receiver.recv()
-        return result
-    except EOFError:
-        process.join(10)
-        return {"error": f"the probe process died without an answer (exit code {process.exitcode})"}
-    finally:
-        receiver.close()
-        process.join(10)
-        if process.is_alive():
-            process.kill()
-            process.join()
+        if not result.exists():
+            tail = (done.stderr or "").strip().splitlines()[-3:]
+            return {"error": f"the probe process died without an answer (exit code {done.returncode}): "
+                             + " | ".join(tail)}
+        with result.open("rb") as handle:
+            answer: dict[str, Any] = pickle.load(handle)  # written by our own child, in our own temp folder
+        return answer
 
 
-def _probe(folder: str, X: pd.DataFrame, conn: Connection) -> None:
-    """Probe entry point (in the spawned process): measure, and send back the result or the error."""
+def _probe_main(folder: str, rows: str, result: str) -> None:
+    """Probe entry point (in the fresh interpreter): measure, and write the result or the error."""
+    import pickle
+
+    import pandas
+
     try:
-        conn.send(_measure(folder, X))
-    except Exception as exc:  # the parent reports it; a probe that dies outright is seen as EOF
-        conn.send({"error": f"{type(exc).__name__}: {exc}"})
-    finally:
-        conn.close()
+        answer = _measure(folder, pandas.read_pickle(rows))
+    except Exception as exc:  # the parent reports it; a probe that dies outright leaves no file
+        answer = {"error": f"{type(exc).__name__}: {exc}"}
+    with open(result, "wb") as handle:
+        pickle.dump(answer, handle)
 
 
 def _measure(folder: str, X: pd.DataFrame) -> dict[str, Any]:
@@ -311,3 +320,9 @@ def _compare(served: np.ndarray, expected: np.ndarray) -> tuple[bool, float | No
         return equal, (0.0 if equal else None), compared
     diff = float(np.nanmax(np.abs(served.astype(float) - expected.astype(float)), initial=0.0))
     return equal, diff, compared
+
+
+if __name__ == "__main__":  # the probe process `_run_probe` starts
+    import sys
+
+    _probe_main(*sys.argv[1:4])

@@ -7,9 +7,10 @@ running mean (step = number of folds done), so `MedianPruner` can stop a hopeles
 Resuming: the study lives in `storage` under `study_name` and is loaded when it exists. The
 trial budget counts the trials already finished there (COMPLETE + PRUNED), so a rerun after a
 full run runs no trial and a rerun after a crash runs only the remainder. Trials a crashed
-process left RUNNING are marked FAIL when `tune` starts (with a `fail_reason` user attr) and
-never count: `tune` assumes it is the only process working on its study (n_jobs=1, one task
-per model run), so a RUNNING trial at start-up can only belong to a dead process.
+process left RUNNING are marked FAIL by `open_study` (with a `fail_reason` user attr), which
+runs before any worker of a stage starts, and never count. Several workers can share one study
+(`run_trials(worker=k, n_workers=n)`, one mapped DAG task each); they beat heartbeats, so a
+trial whose worker died mid-stage is failed by the next trial any worker starts.
 
 Every trial stores the full flat params dict (`user_attrs["params"]`, family included) and
 the seed, so `build_pipeline(result.best_params, cfg, result.seed)` rebuilds the winner.
@@ -28,6 +29,7 @@ import numpy as np
 import optuna
 import pandas as pd
 from matplotlib.figure import Figure
+from optuna.study import MaxTrialsCallback
 from optuna.trial import BaseTrial, TrialState
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import (
@@ -54,10 +56,13 @@ __all__ = [
     "TuningError",
     "TuningResult",
     "make_objective",
+    "open_study",
     "plot_history",
     "predict_for_metric",
     "score",
+    "run_trials",
     "score_pipeline",
+    "study_result",
     "tune",
 ]
 
@@ -66,6 +71,8 @@ PROBA_METRICS = frozenset({"roc_auc", "log_loss", "brier"})
 # the trial is recorded as FAIL and the study goes on. Anything else is a bug and stops it.
 TRIAL_ERRORS: tuple[type[Exception], ...] = (ValueError, ArithmeticError)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Parallel workers beat every HEARTBEAT_SECONDS; a trial silent for three beats belongs to a dead worker.
+HEARTBEAT_SECONDS = 20
 
 
 class TuningError(RuntimeError):
@@ -225,6 +232,9 @@ def tune(
 ) -> TuningResult:
     """Run (or resume) the study `study_name` in `storage` until the trial budget is spent.
 
+    One process does it all: `open_study`, then `run_trials` as the only worker, then
+    `study_result`. The DAG splits the same three steps over mapped tasks (`tuning.parallel_workers`).
+
     Args:
         splits_X, splits_y: the training split only; the test split never enters tuning.
         cfg: the model config (metric, families, folds, seeds, budget).
@@ -248,11 +258,25 @@ def tune(
         TuningError: the study has no completed trial afterwards, or its direction does not
             match `cfg.metric`.
     """
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be None or at least 1, got {threads}")
-    budget = cfg.tuning.n_trials if n_trials is None else n_trials
-    seconds = cfg.tuning.timeout_seconds if timeout is None else timeout
-    direction: Literal["minimize", "maximize"] = "minimize" if cfg.metric in LOWER_IS_BETTER else "maximize"
+    open_study(cfg, storage, study_name, warm_start=warm_start)
+    n_new = run_trials(splits_X, splits_y, cfg, storage, study_name, n_trials=n_trials, timeout=timeout,
+                       sampler=sampler, threads=threads)
+    return study_result(cfg, storage, study_name, n_new=n_new)
+
+
+def _direction(cfg: ModelConfig) -> Literal["minimize", "maximize"]:
+    return "minimize" if cfg.metric in LOWER_IS_BETTER else "maximize"
+
+
+def open_study(cfg: ModelConfig, storage: str, study_name: str, *,
+               warm_start: list[dict[str, Any]] | None = None) -> optuna.Study:
+    """Create or load the study before any worker starts; fail trials a dead process left RUNNING.
+
+    Run once per tuning stage, while no worker runs: a RUNNING trial then can only belong to
+    a process that died (a retried or rerun stage), and it must not count or block the budget.
+    Warm-start params are enqueued only into a new study.
+    """
+    direction = _direction(cfg)
     storage_obj = optuna.storages.get_storage(storage)
     study = optuna.create_study(
         study_name=study_name, storage=storage_obj, load_if_exists=True, direction=direction, pruner=_pruner(cfg)
@@ -261,19 +285,75 @@ def tune(
         raise TuningError(f"study {study_name!r} exists with direction {study.direction.name.lower()}, "
                           f"but metric {cfg.metric!r} needs {direction}")
     _fail_stale_trials(study, storage_obj)
-    n_before = len(study.trials)
-    if n_before == 0:
+    if not study.trials:
         for params in warm_start or []:
             study.enqueue_trial(params, skip_if_exists=True)
+    return study
+
+
+def run_trials(
+    splits_X: pd.DataFrame,
+    splits_y: pd.Series,
+    cfg: ModelConfig,
+    storage: str,
+    study_name: str,
+    *,
+    worker: int = 0,
+    n_workers: int = 1,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    sampler: str | None = None,
+    threads: int | None = 1,
+) -> int:
+    """Run trials of an opened study until it holds the budget's finished trials; return how many started.
+
+    Several workers (processes, or Celery workers on several machines) can run this at once on
+    one RDB study: each asks the shared storage for its next point, and `MaxTrialsCallback`
+    stops each worker once the study as a whole holds `n_trials` finished trials (the others'
+    running trials finish, so the total can exceed the budget by at most `n_workers - 1`).
+    Worker `k` seeds its sampler `seed + trials already there + k * 10007`: worker 0 of a single
+    worker reproduces exactly; parallel workers draw different start-up points, and TPE's
+    proposals then depend on which trials finished first (parallel search is not bit-for-bit
+    reproducible; the winner's params and seed are recorded, so the model is).
+    With more than one worker, trials send heartbeats, and a trial whose worker died is failed
+    by the next trial any worker starts (Optuna's `fail_stale_trials`).
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be None or at least 1, got {threads}")
+    if not 0 <= worker < n_workers:
+        raise ValueError(f"worker must be in [0, {n_workers}), got {worker}")
+    budget = cfg.tuning.n_trials if n_trials is None else n_trials
+    seconds = cfg.tuning.timeout_seconds if timeout is None else timeout
+    storage_obj: optuna.storages.BaseStorage = (
+        optuna.storages.get_storage(storage) if n_workers == 1
+        else optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_SECONDS,
+                                        grace_period=3 * HEARTBEAT_SECONDS))
+    study = optuna.load_study(study_name=study_name, storage=storage_obj, pruner=_pruner(cfg))
+    # Enqueued (WAITING) warm-start points are not trials run yet: they do not move the seed.
+    n_before = sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
     # Offsetting the seed by the trials already there keeps a fresh study exactly reproducible
     # and stops a resumed study from replaying the same random start-up points.
-    study.sampler = _sampler(sampler or cfg.tuning.sampler, cfg, cfg.tuning.seed + n_before)
+    study.sampler = _sampler(sampler or cfg.tuning.sampler, cfg, cfg.tuning.seed + n_before + worker * 10007)
     remaining = budget - len(study.get_trials(deepcopy=False, states=_FINISHED))
-    if remaining > 0:
-        objective = make_objective(splits_X, splits_y, cfg, n_jobs=threads or -1)
-        with threadpool_limits(limits=threads):
-            study.optimize(objective, n_trials=remaining, timeout=seconds, n_jobs=1, catch=TRIAL_ERRORS)
-    return _result(study, n_new=len(study.trials) - n_before, direction=direction, seed=cfg.tuning.seed)
+    if remaining <= 0:
+        return 0
+    objective = make_objective(splits_X, splits_y, cfg, n_jobs=threads or -1)
+    mine: list[int] = []
+    with threadpool_limits(limits=threads):
+        study.optimize(objective, n_trials=remaining, timeout=seconds, n_jobs=1, catch=TRIAL_ERRORS,
+                       callbacks=[MaxTrialsCallback(budget, states=_FINISHED),
+                                  lambda _s, trial: mine.append(trial.number)])
+    return len(mine)
+
+
+def study_result(cfg: ModelConfig, storage: str, study_name: str, *, n_new: int) -> TuningResult:
+    """The study's best trial and trial table once the workers are done.
+
+    Raises:
+        TuningError: no trial completed (the message gives the last trial error).
+    """
+    study = optuna.load_study(study_name=study_name, storage=optuna.storages.get_storage(storage))
+    return _result(study, n_new=n_new, direction=_direction(cfg), seed=cfg.tuning.seed)
 
 
 def _sampler(name: str, cfg: ModelConfig, seed: int) -> optuna.samplers.BaseSampler:

@@ -15,7 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autopilot.settings import Settings
@@ -34,12 +35,21 @@ SERVICES = {
 
 @dataclass(frozen=True)
 class Embedded:
-    """The embedded Airflow + MLflow set-up under `settings.home`."""
+    """The embedded Airflow + MLflow set-up under `settings.home`.
+
+    `overrides` replace any variable of `env()` last: the scale-out set-up is the same process
+    layout with Airflow's database on PostgreSQL and the CeleryExecutor (`AIRFLOW__CORE__EXECUTOR`,
+    `AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`, `AIRFLOW__CELERY__*`), plus `celery_workers` worker
+    processes, each with its own Celery hostname and `AUTOPILOT_CELERY_WORKER` name.
+    """
 
     settings: Settings
     project: Path
     airflow_port: int = 8080
     mlflow_port: int = 5001
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    celery_workers: int = 0
+    worker_concurrency: int = 1
 
     @property
     def airflow_home(self) -> Path:
@@ -79,6 +89,8 @@ class Embedded:
             "AUTOPILOT_ARTIFACT_ROOT": self.settings.artifact_root,
             "AUTOPILOT_OPTUNA_STORAGE": self.settings.optuna_storage,
             "AUTOPILOT_STATE_DB": self.settings.state_db,
+            # The Models page in the Airflow UI links each version and run to the embedded MLflow UI.
+            "AUTOPILOT_MLFLOW_UI_URL": f"http://127.0.0.1:{self.mlflow_port}",
             # Lets a failed gate write its reasons on the DAG run's note through the REST API.
             "AIRFLOW_CONN_AUTOPILOT_AIRFLOW_API": json.dumps({
                 "conn_type": "http", "host": "127.0.0.1", "port": self.airflow_port, "login": "admin",
@@ -86,7 +98,24 @@ class Embedded:
             "GX_ANALYTICS_ENABLED": "False",
             "PYTHONWARNINGS": env.get("PYTHONWARNINGS", "ignore::DeprecationWarning"),
         })
+        env.update(self.overrides)
         return env
+
+    def _services(self) -> dict[str, tuple[list[str], dict[str, str]]]:
+        """Each service's command and extra environment: the Airflow components, MLflow, Celery workers."""
+        values = {"airflow_port": self.airflow_port, "mlflow_port": self.mlflow_port,
+                  "mlflow_uri": self.settings.mlflow_tracking_uri,
+                  "mlflow_artifacts": self.settings.mlflow_artifact_root}
+        services: dict[str, tuple[list[str], dict[str, str]]] = {
+            name: ([part.format(**values) for part in template], {}) for name, template in SERVICES.items()}
+        for k in range(1, self.celery_workers + 1):
+            # --skip-serve-logs: workers on one host would fight over the log server's port; they
+            # write to the shared log folder the api-server reads.
+            services[f"celery-worker-{k}"] = (
+                ["airflow", "celery", "worker", "--celery-hostname", f"worker{k}@%h",
+                 "--concurrency", str(self.worker_concurrency), "--skip-serve-logs"],
+                {"AUTOPILOT_CELERY_WORKER": f"worker{k}"})
+        return services
 
     def _admin_secret(self) -> str:
         """The admin password, kept in the simple auth manager's own password file.
@@ -150,15 +179,12 @@ class Embedded:
         """Start the Airflow services and the MLflow UI, each in its own process group."""
         self.migrate()
         started = []
-        for name, template in SERVICES.items():
+        for name, (command, extra) in self._services().items():
             pid_file = self.run_dir / f"{name}.pid"
             if pid_file.exists() and _alive(int(pid_file.read_text())):
                 continue
-            command = [part.format(airflow_port=self.airflow_port, mlflow_port=self.mlflow_port,
-                                   mlflow_uri=self.settings.mlflow_tracking_uri,
-                                   mlflow_artifacts=self.settings.mlflow_artifact_root) for part in template]
             with open(self.run_dir / f"{name}.log", "a") as log:
-                process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                process = subprocess.Popen(command, env={**self.env(), **extra}, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True)  # its own group: `down` stops all of it
             pid_file.write_text(str(process.pid))
             started.append(name)

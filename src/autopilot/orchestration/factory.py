@@ -35,7 +35,9 @@ Takes the data named in `{config}` through the lifecycle core:
 
 1. **validate**: Great Expectations suite built from the config; fails closed, no retry.
 2. **snapshot**: content-addressed canonical Parquet (SHA-256), recorded as an MLflow input.
-3. **tune**: Optuna TPE with pruning over four scikit-learn families, study in RDB storage.
+3. **plan_tuning** → **tune_worker** (mapped, `tuning.parallel_workers`) → **tune**: Optuna TPE
+   with pruning over four scikit-learn families; the workers share one study in RDB storage
+   (on Celery, on different machines); `tune` logs the winner and the trials to MLflow.
 4. **train_and_register**: refit, evaluate on the held-out split, log with the environment
    fingerprint, register a version with alias `challenger` and a SHA-256 manifest.
 5. **quality**, **explainability_and_fairness**, **infra** (in parallel, no retry): the
@@ -168,11 +170,27 @@ def training_dag(model: str, config_path: Path) -> DAG:
             return dict(_gate(snapshot_data, _config(path, model), settings, ctx, validated))
 
         @task
-        def tune(snapped: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.stages import tune_model
+        def plan_tuning(snapped: dict[str, Any]) -> list[dict[str, Any]]:
+            from autopilot.stages import plan_tuning as stage
 
             ctx, settings = _context()
-            return dict(_gate(tune_model, _config(path, model), settings, ctx, snapped))
+            return list(_gate(stage, _config(path, model), settings, ctx, snapped))
+
+        # One mapped task per worker, all on one Optuna study in RDB storage: on Celery or
+        # Kubernetes they run on different machines. A retried worker resumes the shared study.
+        @task
+        def tune_worker(assignment: dict[str, Any], snapped: dict[str, Any]) -> dict[str, Any]:
+            from autopilot.stages import run_tuning_worker
+
+            _, settings = _context()
+            return dict(_gate(run_tuning_worker, _config(path, model), settings, assignment, snapped))
+
+        @task
+        def tune(assignments: list[dict[str, Any]], worked: list[dict[str, Any]]) -> dict[str, Any]:
+            from autopilot.stages import finish_tuning
+
+            ctx, settings = _context()
+            return dict(_gate(finish_tuning, _config(path, model), settings, ctx, list(assignments), list(worked)))
 
         @task
         def train_and_register(snapped: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
@@ -245,7 +263,9 @@ def training_dag(model: str, config_path: Path) -> DAG:
 
         # The decorated calls return XComArgs (references resolved at run time), not dicts.
         snapped: Any = snapshot(validate())  # type: ignore[arg-type]
-        tuned: Any = tune(snapped)
+        assignments: Any = plan_tuning(snapped)
+        worked: Any = tune_worker.partial(snapped=snapped).expand(assignment=assignments)
+        tuned: Any = tune(assignments, worked)
         registered: Any = train_and_register(snapped, tuned)
         checks: list[Any] = [quality(snapped, registered), explainability_and_fairness(snapped, registered),
                              infra(snapped, registered)]
