@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: help install browser demo test lint typecheck pytest bench up down clean
+.PHONY: help install browser demo test lint typecheck pytest bench docker-check up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ pytest: $(STAMP) ## the test suite (unit, DAG, end-to-end, integration)
 bench: $(STAMP) ## benchmarks (long; not run by CI): quality, FLAML, TPE vs random, parse time, overhead
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/run_all.py
+
+docker-check: $(STAMP) ## run the image's pip install step in a fresh venv (~5 min; not run by CI)
+	AUTOPILOT_DOCKER_INSTALL_CHECK=1 $(BIN)/pytest -p no:cacheprovider tests/unit/test_docker_files.py -k install_step -s
 
 up: $(STAMP) ## start the Airflow UI (api-server, scheduler, dag-processor, triggerer) and MLflow UI
 	$(BIN)/autopilot up
