@@ -151,7 +151,7 @@ def _run_probe(folder: Path, X: pd.DataFrame, timeout: float) -> dict[str, Any]:
         X.to_pickle(rows)
         try:
             done = subprocess.run([sys.executable, "-m", "autopilot.gates.infra", str(folder), str(rows), str(result)],
-                                  capture_output=True, text=True, timeout=timeout, check=False)
+                                  capture_output=True, text=True, timeout=timeout, check=False, env=_probe_env())
         except subprocess.TimeoutExpired:
             return {"error": f"the probe did not finish within {timeout:.0f} s"}
         if not result.exists():
@@ -161,6 +161,19 @@ def _run_probe(folder: Path, X: pd.DataFrame, timeout: float) -> dict[str, Any]:
         with result.open("rb") as handle:
             answer: dict[str, Any] = pickle.load(handle)  # written by our own child, in our own temp folder
         return answer
+
+
+def _probe_env() -> dict[str, str]:
+    """The probe's environment: one OpenMP thread, as `autopilot serve` predicts.
+
+    Serving predicts on one thread (its batch thread limits OpenMP to one), so the probe measures
+    the same. With the libraries' default (all cores) a busy machine made one-row HGB predictions
+    spin in OpenMP barriers: p95 rose from ~10 ms to over a second and failed the gate on load, not
+    on the model.
+    """
+    import os
+
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _probe_main(folder: str, rows: str, result: str) -> None:
