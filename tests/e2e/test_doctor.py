@@ -16,7 +16,6 @@ PostgreSQL and Redis: skipped when absent, unless AUTOPILOT_REQUIRE_SERVICES=1 (
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
@@ -34,10 +33,10 @@ import pytest
 import yaml
 
 from tests.conftest import adult_config_dict
+from tests.integration.conftest import PG_DSN, _unavailable
 
 pytestmark = pytest.mark.slow
 
-PG_DSN = os.environ.get("AUTOPILOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("AUTOPILOT_TEST_REDIS", "redis://127.0.0.1:6379/15")
 BIN = Path(sys.executable).parent
 PG_PASSWORD = "pg-Secret-7f3a91"  # trust auth ignores it; the doctor must still never print it
@@ -47,12 +46,6 @@ BROKER_PASSWORD = "broker-Secret-9d1e"
 MLFLOW_PASSWORD = "mlflow-Secret-3b7c"
 STATE_PASSWORD = "state-Secret-6a20"
 SHORT_TOKEN = "short-Secret-0e4f"
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("AUTOPILOT_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"required service unavailable: {reason}")
-    pytest.skip(reason)
 
 
 def _closed_port() -> int:
@@ -172,10 +165,6 @@ def redis_url() -> str:
 def good(tmp_path_factory: pytest.TempPathFactory, postgres: Any, redis_url: str,
          moto: tuple[str, Any]) -> dict[str, Any]:
     """The production-like environment, its metadata DB migrated and one connection stored in it."""
-    if importlib.util.find_spec("asyncpg") is None:
-        # Airflow 3 builds an async engine on its metadata DB: on PostgreSQL it needs asyncpg
-        # (the apache-airflow[postgres] extra). The doctor names this; the good setup needs it.
-        pytest.skip("Airflow on PostgreSQL needs asyncpg, which is not installed")
     home = tmp_path_factory.mktemp("good")
     moto_url, (client, bucket) = moto
     airflow_db, mlflow_db = postgres("airflow"), postgres("mlflow")
