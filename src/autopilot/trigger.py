@@ -22,7 +22,8 @@ from urllib.parse import quote
 
 import httpx
 
-__all__ = ["TriggerError", "TriggerResult", "credentials_from_env", "run_cli", "run_id_for", "trigger"]
+__all__ = ["TransientError", "TriggerError", "TriggerResult", "credentials_from_env", "run_cli", "run_id_for",
+           "trigger"]
 
 FINISHED = ("success", "failed")
 # Airflow's default `[scheduler] allowed_run_id_pattern` is ^[A-Za-z0-9_.~:+-]+$.
@@ -30,8 +31,15 @@ _NOT_IN_RUN_ID = re.compile(r"[^A-Za-z0-9_.~:+-]")
 _MAX_POLL = 30.0  # backoff ceiling: a long training run is not polled every few seconds for an hour
 
 
+_TRANSIENT_STATUS = (502, 503, 504)  # a proxy or a restarting api-server: worth asking again
+
+
 class TriggerError(RuntimeError):
     """Triggering or following a DAG run failed; the message names the problem (never a secret)."""
+
+
+class TransientError(TriggerError):
+    """The API was not reached or answered 502/503/504: asking again later may succeed."""
 
 
 @dataclass
@@ -118,7 +126,7 @@ class _Api:
         try:
             return self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:  # refused, DNS, TLS, timeout: the server was not reached
-            raise TriggerError(f"cannot reach Airflow at {self.base}: {type(exc).__name__}: {exc}") from exc
+            raise TransientError(f"cannot reach Airflow at {self.base}: {type(exc).__name__}: {exc}") from exc
 
     def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:
         if response.is_error:
@@ -141,6 +149,8 @@ class _Api:
                                f"(is DAG {dag_id!r} deployed and parsed without import errors?)")
         if response.status_code == 409:
             return 409, {}
+        if response.status_code in _TRANSIENT_STATUS:
+            raise TransientError(f"{what} at {self.base} failed ({response.status_code}): {_detail(response)}")
         return response.status_code, self._json(response, what)
 
 
@@ -154,7 +164,8 @@ def _detail(response: httpx.Response) -> str:
 
 def trigger(base_url: str, username: str, password: str, dag_id: str, conf: dict[str, Any] | None = None,
             run_id: str | None = None, unpause: bool = True, wait: bool = False, timeout: float = 3600,
-            poll: float = 5.0, say: Callable[[str], None] | None = None) -> TriggerResult:
+            poll: float = 5.0, say: Callable[[str], None] | None = None,
+            unreachable_limit: float = 300.0) -> TriggerResult:
     """Trigger `dag_id` (or find the run that already has `run_id`) and optionally wait for its outcome.
 
     Args:
@@ -163,6 +174,8 @@ def trigger(base_url: str, username: str, password: str, dag_id: str, conf: dict
         wait: poll the run (every `poll` seconds, backing off to 30 s) until it succeeds or fails.
         timeout: seconds to wait with `wait`.
         say: receives a line on each state change while waiting (e.g. `print`).
+        unreachable_limit: while waiting, seconds of back-to-back unanswered polls (timeouts,
+            refused connections, 502/503/504) before giving up; shorter outages are retried.
 
     Raises:
         TriggerError: wrong credentials, unknown DAG, unreachable server, or no outcome within `timeout`.
@@ -181,7 +194,7 @@ def trigger(base_url: str, username: str, password: str, dag_id: str, conf: dict
         if not created:  # this commit's run exists: report it rather than train twice
             _, run = api.call("GET", run_path, "read the run", dag_id)
         if wait:
-            run = _wait(api, run_path, dag_id, run, timeout, poll, say)
+            run = _wait(api, run_path, dag_id, run, timeout, poll, say, unreachable_limit)
         state = str(run.get("state"))
         failed = _failed_tasks(api, run_path, dag_id) if state == "failed" else []
         return TriggerResult(dag_id=dag_id, run_id=run_id, created=created, state=state, failed_tasks=failed,
@@ -192,10 +205,11 @@ def trigger(base_url: str, username: str, password: str, dag_id: str, conf: dict
 
 
 def _wait(api: _Api, run_path: str, dag_id: str, run: dict[str, Any], timeout: float, poll: float,
-          say: Callable[[str], None] | None) -> dict[str, Any]:
+          say: Callable[[str], None] | None, unreachable_limit: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     delay = max(poll, 0.1)
     seen = ""
+    down_since: float | None = None
     while True:
         state = str(run.get("state"))
         if state != seen and say is not None:
@@ -209,7 +223,18 @@ def _wait(api: _Api, run_path: str, dag_id: str, run: dict[str, Any], timeout: f
                                f"after {timeout:.0f} s; it keeps running in Airflow")
         time.sleep(min(delay, remaining))
         delay = min(delay * 1.5, _MAX_POLL)
-        _, run = api.call("GET", run_path, "read the run", dag_id)
+        try:
+            _, run = api.call("GET", run_path, "read the run", dag_id)
+            down_since = None
+        except TransientError as exc:
+            # A busy or restarting api-server must not fail an hour-long wait on one slow answer;
+            # the run goes on in Airflow regardless. Only an outage that lasts gives up.
+            down_since = down_since if down_since is not None else time.monotonic()
+            if time.monotonic() - down_since >= unreachable_limit:
+                raise TriggerError(f"{exc}; unreachable for {unreachable_limit:.0f} s while waiting for run "
+                                   f"{run.get('dag_run_id')!r}, which keeps running in Airflow") from exc
+            if say is not None:
+                say(f"{dag_id} {run.get('dag_run_id')}: API not answering, retrying ({exc})")
 
 
 def _failed_tasks(api: _Api, run_path: str, dag_id: str) -> list[str]:

@@ -62,9 +62,11 @@ class Airflow:
     embedded: Embedded
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
-        token = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password}).json()
+        # 30 s: the SQLite-backed api-server can stall while the scheduler writes on a loaded machine.
+        token = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password},
+                           timeout=30).json()
         response = httpx.get(f"{self.url}{path}", params=params,
-                             headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=10)
+                             headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=30)
         response.raise_for_status()
         return dict(response.json())
 

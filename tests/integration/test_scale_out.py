@@ -111,10 +111,11 @@ def _logs(embedded: Embedded) -> str:
 
 
 def _api(url: str, password: str) -> Callable[[str], dict[str, Any]]:
-    token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": password}).json()["access_token"]
+    token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": password},
+                       timeout=30).json()["access_token"]
 
     def get(path: str) -> dict[str, Any]:
-        response = httpx.get(f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        response = httpx.get(f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30)
         response.raise_for_status()
         return dict(response.json())
 
