@@ -275,11 +275,14 @@ def same_model_check(ours: Server, peer: Server, token: str, pipeline: Any, fram
     rows = records[:n]
     local = pipeline.predict_proba(frame.head(n))[:, 1]
     mine = np.asarray(post_json(ours.url + "/predict", {"records": rows}, token)["predictions"])
+    model = urllib.request.Request(ours.url + "/model", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(model, timeout=30) as answer:
+        fast_path = json.loads(answer.read())["serving"]["fast_path"]
     answer = post_json(peer.url + "/invocations", {"dataframe_records": rows})
     theirs = np.asarray([p[1] for p in answer["predictions"]])
     nulls = np.array([any(v is None for v in row.values()) for row in rows])
     peer_diff = np.abs(theirs - local)
-    return {"rows": n, "rows_with_nulls": int(nulls.sum()),
+    return {"rows": n, "rows_with_nulls": int(nulls.sum()), "autopilot_fast_path": fast_path,
             "autopilot_max_diff": float(np.abs(mine - local).max()),
             "mlflow_max_diff_complete_rows": float(peer_diff[~nulls].max()),
             "mlflow_rows_differing_with_nulls": int((peer_diff[nulls] > 1e-9).sum()),
@@ -431,8 +434,12 @@ def test_rows(cfg: Any) -> tuple[Any, list[dict[str, Any]]]:
 
 def in_process_floor(pipeline: Any, frame: Any, records: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     """predict_proba rows/s in this process: one 16k batch, one row per call, and a few batch sizes."""
+    from autopilot.serving.compiled import compile_pipeline
     from autopilot.serving.schema import ServingSchema
 
+    schema = ServingSchema.from_config(cfg)
+    compiled = compile_pipeline(pipeline, schema, frame.head(5))
+    estimator = pipeline.steps[-1][1]
     big = frame.head(BATCH_ROWS)
     pipeline.predict_proba(big)  # warm
     runs = []
@@ -442,13 +449,14 @@ def in_process_floor(pipeline: Any, frame: Any, records: list[dict[str, Any]], c
         runs.append(t["seconds"])
     batch_seconds = common.median(runs)
 
-    def per_call(size: int, budget: float = 1.5, via_records: bool = False) -> float:
-        schema = ServingSchema.from_config(cfg)
+    def per_call(size: int, budget: float = 1.5, via_records: bool = False, via_compiled: bool = False) -> float:
         chunks = [frame.iloc[i:i + size] for i in range(0, min(len(frame), 200 * size), size)]
         groups = [records[i:i + size] for i in range(0, len(records) - size + 1, size)]
         calls, start = 0, time.perf_counter()
         while time.perf_counter() - start < budget:
-            if via_records:
+            if via_compiled:
+                estimator.predict_proba(compiled.transform(groups[calls % len(groups)]))
+            elif via_records:
                 pipeline.predict_proba(schema.frame(groups[calls % len(groups)]))
             else:
                 pipeline.predict_proba(chunks[calls % len(chunks)])
@@ -459,7 +467,9 @@ def in_process_floor(pipeline: Any, frame: Any, records: list[dict[str, Any]], c
     return {"batch_rows": len(big), "batch_seconds": batch_seconds, "batch_rows_per_s": len(big) / batch_seconds,
             "single_row_rows_per_s": by_size["1"], "rows_per_s_by_batch_size": by_size,
             # the server's own path for a batch: JSON-ready records -> canonical frame -> predict_proba
-            "records_path_rows_per_s": {str(size): per_call(size, via_records=True) for size in (1, 32)}}
+            "records_path_rows_per_s": {str(size): per_call(size, via_records=True) for size in (1, 32)},
+            # the server's fast path: records -> compiled preprocessing -> the estimator alone
+            "compiled_path_rows_per_s": {str(size): per_call(size, via_compiled=True) for size in (1, 32)}}
 
 
 # ---------------------------------------------------------------------------- main
@@ -542,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
               f"max |p_mlflow - p_in_process| {same_model['mlflow_max_diff_complete_rows']:.1e} on rows without "
               f"nulls; mlflow differs on {same_model['mlflow_rows_differing_with_nulls']} of "
               f"{same_model['rows_with_nulls']} rows with nulls "
-              f"(max {same_model['mlflow_max_diff_rows_with_nulls']:.3f})",
+              f"(max {same_model['mlflow_max_diff_rows_with_nulls']:.3f}); autopilot fast path: "
+              f"{same_model['autopilot_fast_path']['note']}",
               flush=True)
         if same_model["autopilot_max_diff"] > 1e-9 or same_model["mlflow_max_diff_complete_rows"] > 1e-9:
             raise RuntimeError(f"the servers do not serve the fitted model: {same_model}")
@@ -626,8 +637,10 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], floor: dict[str
         ["in-process predict_proba, one row per call (context)", fmt(floor["single_row_rows_per_s"], 0)],
         *[[f"in-process predict_proba, batches of {size}", fmt(v, 0)]
           for size, v in floor["rows_per_s_by_batch_size"].items() if size != "1"],
-        *[[f"in-process records -> frame -> predict_proba, batches of {size} (the server's path)", fmt(v, 0)]
+        *[[f"in-process records -> frame -> pipeline, batches of {size} (without the fast path)", fmt(v, 0)]
           for size, v in floor["records_path_rows_per_s"].items()],
+        *[[f"in-process records -> compiled -> estimator, batches of {size} (the server's fast path)", fmt(v, 0)]
+          for size, v in floor["compiled_path_rows_per_s"].items()],
     ])
     shares = [r["foreign_cpu_share"] for r in runs] + [floor.get("foreign_cpu_share")]
     contended = common.warn_if_contended(shares)

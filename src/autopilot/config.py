@@ -325,6 +325,11 @@ class ServingConfig(_Frozen):
         default=5.0, description="How often the server checks the champion alias for a new version."
     )
     explain_max_rows: Annotated[int, Field(ge=1)] = Field(default=100, description="Most rows one /explain call.")
+    compiled_fast_path: bool = Field(
+        default=True,
+        description="Compile the fitted preprocessing to arrays at load (verified against the pipeline on "
+                    "synthetic and example rows; the pipeline serves when it does not apply).",
+    )
 
 
 class RolloutConfig(_Frozen):

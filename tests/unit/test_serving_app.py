@@ -162,6 +162,8 @@ def test_feedback_model_explain_metrics(app_client: tuple[TestClient, InferenceL
     info = client.get("/model", headers=AUTH).json()
     assert info["serving"]["version"] == int(v1.version) and info["serving"]["run_id"] == v1.run_id
     assert info["serving"]["lineage"]["family"] == "hist_gradient_boosting"
+    assert info["serving"]["fast_path"]["compiled"] is True
+    assert "verified against the pipeline" in info["serving"]["fast_path"]["note"]
 
     explained = client.post("/explain", json={"records": rows}, headers=AUTH)
     assert explained.status_code == 200, explained.text
@@ -229,6 +231,21 @@ def test_package_folder_is_verified_before_loading(store: Settings, cfg: LoadedC
     (bad / "autopilot-manifest.json").unlink()
     with TestClient(create_app(cfg, DirectorySource(cfg, bad, version=7), token=None, follow=False)) as client:
         assert "unverified" in client.get("/ready").json()["error"]
+
+
+def test_the_fast_path_serves_the_pipelines_own_scores_and_can_be_turned_off(store: Settings, cfg: LoadedConfig,
+                                                                            v1: Any, adult_frames: Any) -> None:
+    registry.configure(store)
+    rows = feature_rows(adult_frames, cfg, n=40)
+    rows[0] = {**rows[0], "workclass": "a-category-never-seen"}
+    fast = RegistrySource(cfg, cfg.registered_model_name).load(int(v1.version))
+    plain_cfg = adult_cfg(max_batch_rows=64, compiled_fast_path=False)
+    plain = RegistrySource(plain_cfg, plain_cfg.registered_model_name).load(int(v1.version))
+    assert fast.compiled is not None and plain.compiled is None
+    assert plain.describe()["fast_path"] == {"compiled": False,
+                                               "note": "off (deployment.serving.compiled_fast_path: false)"}
+    assert np.array_equal(fast.predict_rows(rows), plain.predict_rows(rows))
+    assert np.array_equal(fast.predict_rows(rows), fast.predict(fast.schema.frame(rows)))
 
 
 def test_token_must_be_set(cfg: LoadedConfig) -> None:

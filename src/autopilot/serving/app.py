@@ -173,7 +173,7 @@ def _process(state: _State, jobs: Sequence[Job]) -> list[Any]:
     if model is None:
         return [RequestError(503, "no model is loaded yet")] * len(jobs)
     rows = [row for job in jobs for row in job.rows]
-    scores = model.predict(model.schema.frame(rows))
+    scores = model.predict_rows(rows)
     if not np.all(np.isfinite(scores)):
         return [RequestError(500, "the model produced a non-finite score")] * len(jobs)
     labels = model.labels(scores) if model.classifier else None

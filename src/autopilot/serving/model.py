@@ -10,8 +10,10 @@ serve.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +23,10 @@ import numpy as np
 import pandas as pd
 
 from autopilot.config import ModelConfig, Task
+from autopilot.serving.compiled import CompiledPreprocess, NotCompilable, compile_pipeline
 from autopilot.serving.schema import ServingSchema
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DirectorySource", "LoadedModel", "ModelSource", "RegistrySource", "PACKAGE_MANIFEST"]
 
@@ -43,6 +48,8 @@ class LoadedModel:
     tags: dict[str, str] = field(default_factory=dict)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     load_seconds: float = 0.0
+    compiled: CompiledPreprocess | None = None  # the verified fast path, when the pipeline allows one
+    compiled_note: str = "not compiled"
 
     @property
     def classifier(self) -> bool:
@@ -54,6 +61,16 @@ class LoadedModel:
         if self.classifier:
             return np.asarray(self.pipeline.predict_proba(frame))[:, 1]
         return np.asarray(self.pipeline.predict(frame), dtype=float)
+
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Scores for validated records: through the compiled preprocessing when there is one."""
+        if self.compiled is None:
+            return self.predict(self.schema.frame(rows))
+        features = self.compiled.transform(rows)
+        estimator = self.pipeline.steps[-1][1]
+        if self.classifier:
+            return np.asarray(estimator.predict_proba(features))[:, 1]
+        return np.asarray(estimator.predict(features), dtype=float)
 
     def labels(self, scores: np.ndarray) -> list[Any]:
         """Class labels for classifier scores at the fairness gate's decision threshold."""
@@ -68,7 +85,8 @@ class LoadedModel:
                    if k.startswith("autopilot.") and k != "autopilot.sha256_manifest"}
         return {"model": self.name, "version": self.version, "run_id": self.run_id, "source": self.source,
                 "loaded_at": self.loaded_at, "load_seconds": round(self.load_seconds, 3),
-                "task": self.cfg.task.value, "features": list(self.schema.columns), "lineage": lineage}
+                "task": self.cfg.task.value, "features": list(self.schema.columns), "lineage": lineage,
+                "fast_path": {"compiled": self.compiled is not None, "note": self.compiled_note}}
 
 
 def _negative_class(cfg: ModelConfig) -> Any:
@@ -93,7 +111,7 @@ def warm(model: LoadedModel, example: pd.DataFrame | None) -> None:
     frame = example if example is not None and len(example) else None
     if frame is None:
         return
-    scores = model.predict(model.schema.frame(frame.to_dict("records")))
+    scores = model.predict_rows(frame.replace({np.nan: None}).to_dict("records"))
     if len(scores) != len(frame) or not np.all(np.isfinite(scores)):
         raise ValueError(f"version {model.version} gave non-finite or missing scores on its input example")
 
@@ -130,9 +148,29 @@ def load_folder(folder: Path, cfg: ModelConfig, version: int, **meta: Any) -> Lo
         schema.check_signature(signature)
     pipeline = mlflow.sklearn.load_model(str(folder))
     model = LoadedModel(name=cfg.name, version=version, pipeline=pipeline, cfg=cfg, schema=schema, **meta)
-    warm(model, _input_example(folder))
+    example = _input_example(folder)
+    warm(model, example)
+    if cfg.deployment.serving.compiled_fast_path:
+        model.compiled, model.compiled_note = _compile(model, example)
+        warm(model, example)  # the fast path answers the warm-up too before it serves
+    else:
+        model.compiled_note = "off (deployment.serving.compiled_fast_path: false)"
     model.load_seconds = time.perf_counter() - start
     return model
+
+
+def _compile(model: LoadedModel, example: pd.DataFrame | None) -> tuple[CompiledPreprocess | None, str]:
+    """The verified fast path, or None and why not (the pipeline then serves, unchanged)."""
+    try:
+        compiled = compile_pipeline(model.pipeline, model.schema, example)
+    except NotCompilable as exc:
+        return None, f"not compiled: {exc}"
+    except Exception as exc:  # a bug in the compiler must cost speed, never the load
+        log.warning("version %s: the fast path failed to compile, serving through the pipeline: %s: %s",
+                    model.version, type(exc).__name__, exc)
+        return None, f"not compiled: {type(exc).__name__}: {exc}"
+    return compiled, f"compiled: {len(compiled.numeric)} numeric and {len(compiled.categorical)} categorical " \
+                     f"columns into {compiled.width} features, verified against the pipeline"
 
 
 class RegistrySource:
