@@ -110,7 +110,13 @@ def child_dag(out: Path, full_dag: bool) -> None:
     if missing:
         raise RuntimeError(f"the training DAG lacks tasks {missing}; it has {all_tasks}")
     if not full_dag and set(all_tasks) != set(CORE_TASKS):
+        whole = dag
         dag = dag.partial_subset(task_ids=list(CORE_TASKS), include_upstream=True, include_downstream=False)
+        # Airflow 3.3's partial_subset drops a mapped task's expand input (tune_worker then fails
+        # with "unexpected expand_input: DictOfListsExpandInput(value={})"): give it back.
+        for task_id, task in dag.task_dict.items():
+            if hasattr(task, "expand_input"):
+                task.expand_input = whole.task_dict[task_id].expand_input
     parsed = time.perf_counter()
     dag_run = dag.test()
     seconds = time.perf_counter() - start
