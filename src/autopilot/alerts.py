@@ -20,6 +20,7 @@ Rules every builder follows:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,15 +58,22 @@ MAX_ERROR = 1500  # an error summary: enough to recognise it; the task log has t
 ELLIPSIS = "…"
 
 # What a secret looks like in text we did not write (error messages, reasons, URIs).
-_SECRETS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"https?://hooks\.slack(?:-gov)?\.com/\S*", re.IGNORECASE), "https://hooks.slack.com/***"),
-    (re.compile(r"/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]+"), "/services/***"),
-    (re.compile(r"(?<=://)[^/\s:@<>|]+:[^/\s@<>|]*@"), "***@"),  # user:password@host in any URL
-    (re.compile(r"\bxox[a-z]-[A-Za-z0-9-]+", re.IGNORECASE), "xox*-***"),
-    (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), "***"),
-    (re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key)"
-                r"(\"?\s*[=:]\s*\"?)[^\s\"',;&]+"), r"\1\2***"),
-]
+_SECRET_PATTERNS: tuple[tuple[str, int, str], ...] = (
+    (r"https?://hooks\.slack(?:-gov)?\.com/\S*", re.IGNORECASE, "https://hooks.slack.com/***"),
+    (r"/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]+", 0, "/services/***"),
+    (r"(?<=://)[^/\s:@<>|]+:[^/\s@<>|]*@", 0, "***@"),  # user:password@host in any URL
+    (r"\bxox[a-z]-[A-Za-z0-9-]+", re.IGNORECASE, "xox*-***"),
+    (r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", 0, "***"),
+    (r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key)"
+     r"(\"?\s*[=:]\s*\"?)[^\s\"',;&]+", 0, r"\1\2***"),
+)
+
+
+@functools.cache
+def _secrets() -> list[tuple[re.Pattern[str], str]]:
+    # Compiled on first use, not at import: the DAG files import this module on every parse,
+    # and compiling these took ~5 ms of each.
+    return [(re.compile(pattern, flags), replacement) for pattern, flags, replacement in _SECRET_PATTERNS]
 
 
 # ---------------------------------------------------------------------------- text
@@ -75,7 +83,7 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with known secrets (exact strings in `secrets`) and secret-looking parts replaced by `***`."""
     for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, "***")
-    for pattern, replacement in _SECRETS:
+    for pattern, replacement in _secrets():
         text = pattern.sub(replacement, text)
     return text
 
