@@ -134,3 +134,17 @@ def test_not_a_two_step_pipeline_is_refused() -> None:
     pipeline = Pipeline([("scale", FunctionTransformer()), ("model", LogisticRegression())])
     with pytest.raises(NotCompilable, match="not a ColumnTransformer"):
         compile_pipeline(pipeline, _tiny_schema())
+
+
+def test_a_dropped_numeric_column_is_ignored_like_the_pipeline_does() -> None:
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": rng.normal(size=100), "b": rng.normal(size=100),
+                          "c": rng.choice(["x", "y"], size=100).astype(object),
+                          "d": rng.choice(["p", "q"], size=100).astype(object)})
+    preprocess = ColumnTransformer([("num", "passthrough", ["a"]),
+                                    ("cat", OneHotEncoder(handle_unknown="ignore"), ["c", "d"])],
+                                   remainder="drop")
+    pipeline = Pipeline([("preprocess", preprocess), ("model", LogisticRegression())]).fit(frame, frame["a"] > 0)
+    compiled = compile_pipeline(pipeline, _tiny_schema())
+    rows = [{"a": 0.25, "b": 99.0, "c": "y", "d": "p"}]
+    assert compiled.transform(rows).tolist() == [[0.25, 0.0, 1.0, 1.0, 0.0]]

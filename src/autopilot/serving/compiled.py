@@ -120,7 +120,7 @@ def compile_pipeline(pipeline: Any, schema: ServingSchema, example: pd.DataFrame
     for name, kind in zip(schema.columns, schema.kinds, strict=True):
         rows = [i for i, (owner, _) in enumerate(owners) if owner == name]
         if kind == "numeric":
-            numeric.append(_fit_numeric(name, moved[name], steps[name]))
+            numeric.append(_fit_numeric(name, moved[name], steps.get(name)))
         else:
             categorical.append(_fit_categorical(name, moved[name], out, rows, vocab[name]))
     compiled = CompiledPreprocess(width=out.shape[1], base=base, numeric=tuple(numeric),
