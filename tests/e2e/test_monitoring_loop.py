@@ -1,4 +1,4 @@
-"""The whole loop on small budgets: serve, watch, drift, retrain, gate, promote, redeploy."""
+"""The whole loop on small budgets: serve, watch, drift, retrain, gate, promote, redeploy, roll back."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from autopilot.config import load_config
 from autopilot.monitoring import state
 from autopilot.monitoring.simulate import run_simulation
 from autopilot.monitoring_stages import monitor_window
+from autopilot.promotion import history
 from autopilot.stages import RunContext
 from tests.serving_support import TOKEN, Server, free_port
 
@@ -28,7 +29,7 @@ def window(cfg: Any, settings: Any, start: datetime, run: str) -> dict[str, Any]
     return monitor_window(cfg, settings, RunContext(run_id=run, actor="test"), start, end)
 
 
-def test_drift_triggers_a_retrain_that_is_gated_promoted_and_redeployed(
+def test_drift_triggers_a_retrain_that_is_gated_promoted_redeployed_and_rolled_back_when_it_regresses(
         small_adult: Callable[..., Path], settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     path = small_adult(name="loop", rows=2500, test_rows=2000,
                        deployment={"serving": {"poll_seconds": 0.5},
@@ -83,5 +84,25 @@ def test_drift_triggers_a_retrain_that_is_gated_promoted_and_redeployed(
         if again["action"] == "alert" and again.get("blocked_by"):
             assert again["blocked_by"].startswith("cooldown")
         assert len(state.triggers_since(settings, "loop", datetime.now(UTC) - timedelta(hours=1))) == 1
+
+        # The retrained champion then does worse than its predecessor did on labeled traffic
+        # (labels of a subgroup flipped): the monitor rolls the alias back and the endpoint follows.
+        start = datetime.now(UTC)
+        concept = run_simulation(cfg, server.url, TOKEN, "concept", rows=1200, batch=25, seed=4, strength=1.0)
+        assert concept.failed == 0 and concept.labelled_rows == 1200
+        regressed = window(cfg, settings, start, "w4")
+        assert regressed["action"] == "rollback", regressed
+        assert "worse than its predecessor" in regressed["reasons"][0]
+        assert int(registry.resolve_version("loop", "champion").version) == 1
+        moves = [m for m in history(settings, "loop") if m.action == "rollback"]
+        assert len(moves) == 1 and (moves[0].from_version, moves[0].to_version) == (2, 1)
+        assert moves[0].reason.startswith("monitoring: the retrained champion's")
+        deadline = time.monotonic() + 20  # the monitor asked the endpoint to reload; it polls anyway
+        while time.monotonic() < deadline and httpx.get(server.url + "/health").json()["model_version"] != 1:
+            time.sleep(0.25)
+        assert httpx.get(server.url + "/health").json()["model_version"] == 1
+        # The same window again (a task retry): the champion is the old one now, no second move.
+        window(cfg, settings, start, "w4")
+        assert len([m for m in history(settings, "loop") if m.action == "rollback"]) == 1
     finally:
         server.kill()
