@@ -148,3 +148,30 @@ def test_a_dropped_numeric_column_is_ignored_like_the_pipeline_does() -> None:
     compiled = compile_pipeline(pipeline, _tiny_schema())
     rows = [{"a": 0.25, "b": 99.0, "c": "y", "d": "p"}]
     assert compiled.transform(rows).tolist() == [[0.25, 0.0, 1.0, 1.0, 0.0]]
+
+
+def test_a_regressor_with_imputation_scaling_and_target_encoding() -> None:
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold
+    from sklearn.preprocessing import MinMaxScaler, TargetEncoder
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"a": rng.normal(50, 10, size=300), "b": rng.normal(size=300),
+                          "c": rng.choice(["x", "y", "z"], size=300).astype(object),
+                          "d": rng.choice(["p", "q"], size=300).astype(object)})
+    frame.loc[::7, "a"] = np.nan
+    y = frame["b"] * 3 + (frame["c"] == "x") + rng.normal(size=300)
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", MinMaxScaler())])
+    categorical = Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
+                            ("encode", TargetEncoder(target_type="continuous", cv=KFold(5, shuffle=True,
+                                                                                      random_state=0)))])
+    preprocess = ColumnTransformer([("num", numeric, ["a", "b"]), ("cat", categorical, ["c", "d"])])
+    pipeline = Pipeline([("preprocess", preprocess), ("model", Ridge())]).fit(frame, y)
+    schema = ServingSchema(columns=("a", "b", "c", "d"), kinds=("numeric", "numeric", "categorical", "categorical"),
+                           nullable=frozenset({"a", "c"}), max_rows=100)
+    compiled = compile_pipeline(pipeline, schema)
+    rows = [{"a": None, "b": 0.5, "c": None, "d": "q"}, {"a": 61.0, "b": -2, "c": "new", "d": "p"}]
+    features = compiled.transform(rows)
+    assert np.array_equal(features, pipeline[0].transform(schema.frame(rows)))
+    assert np.array_equal(pipeline[-1].predict(features), pipeline.predict(schema.frame(rows)))
