@@ -115,10 +115,13 @@ def compile_pipeline(pipeline: Any, schema: ServingSchema, example: pd.DataFrame
     probes, owners = _probe_frame(schema, vocab)
     out = _transform(preprocess, probes)
     base = out[0].copy()
-    moved = _moved_positions(out, base, owners, schema)
+    probe_rows: dict[str, list[int]] = {name: [] for name in schema.columns}
+    for i, (owner, _) in enumerate(owners[1:], start=1):  # row 0 is the base row
+        probe_rows[owner].append(i)
+    moved = _moved_positions(out, base, probe_rows)
     numeric, categorical = [], []
     for name, kind in zip(schema.columns, schema.kinds, strict=True):
-        rows = [i for i, (owner, _) in enumerate(owners) if owner == name]
+        rows = probe_rows[name]
         if kind == "numeric":
             numeric.append(_fit_numeric(name, moved[name], steps.get(name)))
         else:
@@ -191,14 +194,12 @@ def _transform(preprocess: Any, frame: pd.DataFrame) -> np.ndarray:
     return out.astype(np.float64, copy=False)
 
 
-def _moved_positions(out: np.ndarray, base: np.ndarray, owners: Sequence[tuple[str, Any]],
-                     schema: ServingSchema) -> dict[str, np.ndarray]:
+def _moved_positions(out: np.ndarray, base: np.ndarray, probe_rows: dict[str, list[int]]) -> dict[str, np.ndarray]:
     """Per input column, the outputs that changed when only that column did; they must not overlap."""
     changed = ~((out == base) | (np.isnan(out) & np.isnan(base)))
     moved: dict[str, np.ndarray] = {}
     claimed = np.zeros(out.shape[1], dtype=bool)
-    for name in schema.columns:
-        rows = [i for i, (owner, _) in enumerate(owners) if owner == name]
+    for name, rows in probe_rows.items():
         positions = np.flatnonzero(changed[rows].any(axis=0))
         if claimed[positions].any():
             raise NotCompilable(f"column {name!r} changes outputs that another column also changes")
