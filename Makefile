@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: help install browser demo test test-scale lint typecheck pytest bench docker-check up down clean
+.PHONY: help install browser demo test test-scale test-reliability lint typecheck pytest bench docker-check up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,9 +47,18 @@ PYTEST_WORKERS ?= 2
 SCALE_TEST := tests/integration/test_scale_out.py
 # The image's real pip install step (~5 min) is `make docker-check`; CI does not run it.
 IMAGE_TEST := tests/docker/test_image_install.py
+# The reliability suite (tests/reliability/, one module per case of the fault plan: kill -9,
+# outages behind a proxy, malicious payloads) is `make test-reliability`; `.ci/run` runs it after
+# `make test`, which stays under 20 minutes.
+RELIABILITY := tests/reliability
 pytest: $(STAMP) ## the test suite (unit, DAG, end-to-end, integration)
 	@$(BIN)/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) \
-	  --ignore=$(SCALE_TEST) --ignore=$(IMAGE_TEST) $(PYTEST_ARGS); status=$$?; \
+	  --ignore=$(SCALE_TEST) --ignore=$(IMAGE_TEST) --ignore=$(RELIABILITY) $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
+
+test-reliability: $(STAMP) ## the fault suite: crashes, outages, attacks, each checked against its invariant
+	@$(BIN)/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) \
+	  $(RELIABILITY) $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
 
 test-scale: $(STAMP) ## the scale-out run: Airflow on PostgreSQL with the CeleryExecutor (Redis), two workers (~5 min)
