@@ -15,8 +15,10 @@ __all__ = ["main"]
 
 
 def _settings() -> Any:
+    from autopilot.model_loading import harden_process
     from autopilot.settings import Settings
 
+    harden_process()  # every command that may load a model: MLflow's own pickle loading is off
     return Settings.from_env()
 
 

@@ -68,12 +68,13 @@ def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, prom
     from autopilot.deploy.history import load_observations
     from autopilot.deploy.profile import profile_model
     from autopilot.deploy.selection import load_catalog, select_environment
+    from autopilot.model_loading import LoadPolicy, open_version
     from autopilot.stages import _load_splits
 
-    folder = registry.download_verified(version)
     splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
     sample = splits.X_test.sample(min(PROFILE_SAMPLE_ROWS, len(splits.X_test)), random_state=0)
-    profile = profile_model(folder, sample)
+    with open_version(version, LoadPolicy.of(cfg, settings)) as files:
+        profile = profile_model(files, sample)
     custom = cfg.deployment.instance_catalog
     catalog = load_catalog(Path(cfg.resolve(custom))) if custom else load_catalog()
     history = load_observations(settings, cfg.name)
@@ -142,17 +143,20 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
         return {"skipped": False, "target": "local", "version": plan["version"], "endpoint": serving_url(cfg),
                 "action": "follows the champion alias"}
     from autopilot.deploy.aws import aws_clients, package_model, provision_endpoint, upload_package
+    from autopilot.model_loading import SIGNATURE_TAG, LoadPolicy, open_version
 
     registry.configure(settings)
     aws = cfg.deployment.aws
     clients = clients or aws_clients(aws.region)
     version = registry.resolve_version(cfg.registered_model_name, plan["version"])
-    folder = registry.download_verified(version)
     sagemaker = _read_artifact(plan["run_id"], "deploy/sagemaker.json")
     if sagemaker is None:
         raise RuntimeError(f"version {plan['version']} has no stored SageMaker configuration: run the plan first")
-    with tempfile.TemporaryDirectory(prefix="autopilot-package-") as tmp:
-        path, digest = package_model(folder, Path(tmp) / "model.tar.gz")
+    # Packaged from the verified copy: a version that fails verification is never shipped.
+    with (open_version(version, LoadPolicy.of(cfg, settings)) as files,
+          tempfile.TemporaryDirectory(prefix="autopilot-package-") as tmp):
+        path, digest = package_model(files.folder, Path(tmp) / "model.tar.gz",
+                                     signature=(version.tags or {}).get(SIGNATURE_TAG))
         url = upload_package(clients.s3, aws.bucket, _package_key(cfg, plan["version"]), path, digest)
     result = provision_endpoint(clients, endpoint=plan["endpoint"], sagemaker=sagemaker,
                                 wait_timeout=aws.wait_timeout_seconds)

@@ -54,13 +54,15 @@ class GateInputs:
 def load_gate_inputs(cfg: LoadedConfig, settings: Settings, registered: dict[str, Any],
                      snapped: dict[str, Any]) -> GateInputs:
     """Load the challenger and the champion (each SHA-256 verified) and the current splits."""
+    from autopilot.model_loading import LoadPolicy, load_version
     from autopilot.stages import _load_splits
 
     registry.configure(settings)
+    policy = LoadPolicy.of(cfg, settings)
     version = registry.resolve_version(registered["name"], registered["version"])
-    challenger = registry.load_verified_model(version)
+    challenger = load_version(version, policy)
     champion_version = _champion(registered["name"], int(version.version))
-    champion = registry.load_verified_model(champion_version) if champion_version is not None else None
+    champion = load_version(champion_version, policy) if champion_version is not None else None
     splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
     return GateInputs(version, challenger, champion_version, champion, splits.X_test, splits.y_test,
                       splits.X_train, splits.y_train)
@@ -172,6 +174,7 @@ def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, register
                snapped: dict[str, Any]) -> dict[str, Any]:
     """Load the version as serving will, query it through its signature, measure it."""
     from autopilot.gates.infra import evaluate_infra
+    from autopilot.model_loading import LoadPolicy, load_version
     from autopilot.stages import _load_splits
 
     registry.configure(settings)
@@ -180,9 +183,10 @@ def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, register
     sample = splits.X_test.head(cfg.gates.infra.sample_rows)
     try:
         # The in-process reference: the same verified model, called directly.
-        model = registry.load_verified_model(version)
+        policy = LoadPolicy.of(cfg, settings)
+        model = load_version(version, policy)
         expected = model.predict_proba(sample) if cfg.task.value == "binary_classification" else model.predict(sample)
-        report = _guarded("infra", evaluate_infra, version, sample, expected, cfg)
+        report = _guarded("infra", evaluate_infra, version, sample, expected, cfg, policy)
     except Exception as exc:
         report = GateReport.failed("infra", [f"the model could not be loaded: {type(exc).__name__}: {exc}"])
     _store_report(str(version.run_id), report)

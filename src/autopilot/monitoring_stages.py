@@ -108,12 +108,13 @@ def _training_frame(cfg: LoadedConfig, settings: Settings, version: Any) -> pd.D
 
 
 def _build_reference(cfg: LoadedConfig, settings: Settings, version: Any, frame: pd.DataFrame) -> Reference:
+    from autopilot.model_loading import LoadPolicy, load_version
     from autopilot.modeling.splits import encode_target, feature_frame
     from autopilot.modeling.training import predict_scores
     from autopilot.monitoring.drift import build_reference
     from autopilot.monitoring.performance import fit_calibrator
 
-    model = registry.load_verified_model(version)
+    model = load_version(version, LoadPolicy.of(cfg, settings))
     scores = predict_scores(model, feature_frame(frame, cfg), cfg.task)
     importance = _importance(str(version.run_id))
     profile = build_reference(feature_frame(frame, cfg), scores, cfg, importance)
@@ -204,7 +205,7 @@ def monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start
     drift = _drift(cfg, reference, features, served)
     performance = _performance(cfg, reference, served) if drift["sufficient"] else {"realized": None,
                                                                                      "estimated": None}
-    attribution = _attribution(cfg, champion, reference, features) if drift["sufficient"] else None
+    attribution = _attribution(cfg, settings, champion, reference, features) if drift["sufficient"] else None
     series = _series(cfg, drift, performance, served)
     counters = _endpoint_counters(cfg)
     rate = _error_rate(settings, cfg, end, counters)
@@ -260,15 +261,20 @@ def _performance(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) 
             "reference_metric": reference.meta.get("reference_metric")}
 
 
-def _attribution(cfg: LoadedConfig, champion: Any, reference: Reference,
+def _attribution(cfg: LoadedConfig, settings: Settings, champion: Any, reference: Reference,
                  features: pd.DataFrame) -> dict[str, Any] | None:
+    from autopilot.model_loading import LoadPolicy, ModelRefused, load_version
     from autopilot.monitoring.performance import attribution_drift
 
     shares = reference.meta.get("importance")
     if not shares:
         return None
     try:
-        return dict(attribution_drift(registry.load_verified_model(champion), features, cfg, shares))
+        model = load_version(champion, LoadPolicy.of(cfg, settings))
+    except ModelRefused:
+        raise  # a champion that fails verification is an alarm, not a diagnostic
+    try:
+        return dict(attribution_drift(model, features, cfg, shares))
     except Exception as exc:  # attribution is a diagnostic: report the failure, do not stop the monitor
         log.warning("attribution drift failed: %s", exc)
         return {"error": f"{type(exc).__name__}: {exc}"}

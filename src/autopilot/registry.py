@@ -8,7 +8,6 @@ or by alias (`challenger`, `champion`).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -27,9 +26,11 @@ __all__ = [
     "ModelRef",
     "client",
     "configure",
+    "download",
     "ensure_experiment",
     "find_run",
     "find_version",
+    "is_not_found",
     "log_sklearn_model",
     "resolve_version",
     "set_alias",
@@ -39,15 +40,10 @@ __all__ = [
 
 IDEMPOTENCY_TAG = "autopilot.idempotency_key"
 MANIFEST_TAG = "autopilot.sha256_manifest"
-# Types a skops file may contain. skops asks which types to trust when loading; it reads the
-# list from the model's own files, so this allowlist (checked at save time) and our SHA-256
-# manifest (checked at load time) are what keep a swapped file from running arbitrary code.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
-TRUSTED_EXACT = frozenset({"functools.partial", "builtins.slice", "builtins.type"})
 
 
 class ManifestError(RuntimeError):
-    """Model files do not match the SHA-256 manifest recorded at registration."""
+    """A model's files failed verification before loading (see `autopilot.model_loading`)."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +109,8 @@ def find_version(name: str, key: str) -> ModelVersion | None:
         versions = client().search_model_versions(
             f"name = '{_quote(name)}' and tags.`{IDEMPOTENCY_TAG}` = '{_quote(key)}'"
         )
-    except Exception as exc:  # the registered model does not exist yet
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+    except Exception as exc:
+        if is_not_found(exc):  # the registered model does not exist yet
             return None
         raise
     return versions[0] if versions else None
@@ -136,13 +132,17 @@ def requirements() -> list[str]:
 
 
 def skops_types(model: object) -> list[str] | None:
-    """The non-default types a skops file of the model needs, or None if any is not trusted."""
+    """The non-default types a skops file of the model needs, or None if any is outside the reviewed list.
+
+    The list is `model_loading.SKOPS_TRUSTED_TYPES`, the same one every load trusts: a model that
+    needs another type could be saved but never loaded.
+    """
     import skops.io as sio
 
+    from autopilot.model_loading import SKOPS_TRUSTED_TYPES
+
     needed: list[str] = sio.get_untrusted_types(data=sio.dumps(model))
-    if all(t.startswith(TRUSTED_PREFIXES) or t in TRUSTED_EXACT for t in needed):
-        return needed
-    return None
+    return needed if all(t in SKOPS_TRUSTED_TYPES for t in needed) else None
 
 
 def log_sklearn_model(model: object, input_example: Any, signature: Any, allow_pickle: bool,
@@ -160,7 +160,7 @@ def log_sklearn_model(model: object, input_example: Any, signature: Any, allow_p
     trusted = skops_types(model)
     if trusted is None and not allow_pickle:
         raise ValueError(
-            "the model contains types outside the skops allowlist and registry.allow_pickle is false; "
+            "the model contains types outside autopilot's reviewed skops list and registry.allow_pickle is false; "
             "refusing to store it as a pickle"
         )
     fmt = "skops" if trusted is not None else "cloudpickle"
@@ -200,7 +200,9 @@ def create_version(name: str, model_uri: str, run_id: str, tags: dict[str, str])
     mlflow_client = client()
     try:
         mlflow_client.get_registered_model(name)
-    except Exception:
+    except Exception as exc:
+        if not is_not_found(exc):
+            raise
         try:
             mlflow_client.create_registered_model(name, description=f"Managed by autopilot ({name}).")
         except Exception as exc:  # created concurrently by another task
@@ -232,6 +234,8 @@ def resolve_version(name: str, spec: str | int) -> ModelVersion:
     try:
         return mlflow_client.get_model_version_by_alias(name, text)
     except Exception as exc:
+        if not is_not_found(exc, alias=True):
+            raise  # an outage is an error that retries, never "no such alias"
         known = _known_aliases(name)
         hint = f"; its aliases: {known}" if known else ""
         raise LookupError(f"model {name!r} has no version with alias {text!r}{hint}") from exc
@@ -240,26 +244,29 @@ def resolve_version(name: str, spec: str | int) -> ModelVersion:
 def _known_aliases(name: str) -> str:
     try:
         aliases = client().get_registered_model(name).aliases or {}
-    except Exception:  # the model itself does not exist
-        return ""
+    except Exception as exc:
+        if is_not_found(exc):  # the model itself does not exist
+            return ""
+        raise
     return ", ".join(f"{alias} -> {version}" for alias, version in sorted(aliases.items()))
 
 
-def download_verified(version: ModelVersion) -> Path:
-    """Download a version's files and verify them against the manifest tag."""
+def is_not_found(exc: BaseException, alias: bool = False) -> bool:
+    """Whether an MLflow error says the model, version (or, with `alias`, the alias) does not exist.
+
+    Everything else (a refused connection, a 5xx, a timeout, a database error) is an outage that
+    must fail the task so that it retries, never be read as "no champion" or "no such alias".
+    MLflow reports a missing alias as INVALID_PARAMETER_VALUE, so `alias=True` accepts that code too.
+    """
+    code = getattr(exc, "error_code", None)
+    return code == "RESOURCE_DOES_NOT_EXIST" or (alias and code == "INVALID_PARAMETER_VALUE")
+
+
+def download(uri: str) -> Path:
+    """Download artifacts (a model's folder) to a local path; nothing is deserialized here.
+
+    Loading goes through `autopilot.model_loading`, which verifies before it deserializes.
+    """
     import mlflow
 
-    raw = (version.tags or {}).get(MANIFEST_TAG)
-    if not raw:
-        raise ManifestError(f"version {version.version} of {version.name} has no SHA-256 manifest tag")
-    folder = Path(mlflow.artifacts.download_artifacts(version.source))
-    verify_manifest(folder, json.loads(raw))
-    return folder
-
-
-def load_verified_model(version: ModelVersion) -> Any:
-    """Load a version's sklearn model after SHA-256 verification of its files."""
-    import mlflow.sklearn
-
-    folder = download_verified(version)
-    return mlflow.sklearn.load_model(str(folder))
+    return Path(mlflow.artifacts.download_artifacts(uri))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 __all__ = ["Settings"]
@@ -31,6 +31,9 @@ class Settings:
         config_dir: the folder of model config files (`AUTOPILOT_CONFIG_DIR`).
         inference_db: SQLAlchemy URL of the serving inference log (`AUTOPILOT_INFERENCE_DB`);
             SQLite under home by default, PostgreSQL in production.
+        signing_key: the key that signs model manifests at registration and is required on every
+            load (`AUTOPILOT_SIGNING_KEY`, or a file named by `AUTOPILOT_SIGNING_KEY_FILE`; in Airflow
+            tasks also the connection `autopilot_signing_key`); None: manifests are not signed.
     """
 
     home: Path
@@ -41,6 +44,7 @@ class Settings:
     state_db: str
     config_dir: Path
     inference_db: str = ""
+    signing_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -57,6 +61,7 @@ class Settings:
             state_db=env.get("AUTOPILOT_STATE_DB") or f"sqlite:///{home / 'autopilot.db'}",
             config_dir=config_dir,
             inference_db=env.get("AUTOPILOT_INFERENCE_DB") or f"sqlite:///{home / 'inference.db'}",
+            signing_key=_signing_key(env),
         )
 
     def with_home(self, home: Path) -> Settings:
@@ -79,3 +84,14 @@ class Settings:
         for root in (self.artifact_root, self.mlflow_artifact_root):
             if "://" not in root:
                 Path(root).mkdir(parents=True, exist_ok=True)
+
+
+def _signing_key(env: Mapping[str, str]) -> str | None:
+    """The model signing key from the environment or the file it names (a Docker secret, say)."""
+    key = env.get("AUTOPILOT_SIGNING_KEY")
+    if key:
+        return key.strip()
+    path = env.get("AUTOPILOT_SIGNING_KEY_FILE")
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    return None

@@ -468,6 +468,8 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
     Raises:
         GateFailure: when the test metrics miss the configured floors (nothing is registered).
     """
+    from autopilot.model_loading import manifest_tags
+
     name = cfg.registered_model_name
     key = ctx.key(cfg, "train")
     registry.configure(settings)
@@ -477,7 +479,8 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
     splits, frames = _load_splits(cfg, settings, snapped["snapshots"])
     with tempfile.TemporaryDirectory() as tmp, _stage_run(cfg, settings, ctx, "train") as run:
         info, metrics, manifest = _fit_and_log(cfg, snapped, tuned, splits, frames, Path(tmp))
-        tags = _version_tags(cfg, ctx, snapped, tuned, metrics, manifest, key)
+        tags = _version_tags(cfg, ctx, snapped, tuned, metrics, key)
+        tags.update(manifest_tags(name, manifest, settings.signing_key))  # signed when a key is configured
     version = registry.create_version(name, info.model_uri, run.info.run_id, tags)
     registry.set_alias(name, CHALLENGER, int(version.version))
     return {**_version_ref(version), "metrics": metrics}
@@ -524,11 +527,10 @@ def _fit_and_log(cfg: LoadedConfig, snapped: dict[str, Any], tuned: dict[str, An
 
 
 def _version_tags(cfg: LoadedConfig, ctx: RunContext, snapped: dict[str, Any], tuned: dict[str, Any],
-                  metrics: dict[str, float], manifest: dict[str, str], key: str) -> dict[str, str]:
+                  metrics: dict[str, float], key: str) -> dict[str, str]:
     snaps = snapped["snapshots"]
     tags = {
         registry.IDEMPOTENCY_TAG: key,
-        registry.MANIFEST_TAG: json.dumps(manifest, sort_keys=True),
         "autopilot.model": cfg.name,
         "autopilot.dag_run_id": ctx.run_id,
         "autopilot.data_run_id": snapped["data_run_id"],

@@ -12,6 +12,7 @@ import pytest
 from autopilot import gate_stages, registry
 from autopilot.cli import main, run_pipeline
 from autopilot.config import load_config
+from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.promotion import history
 from autopilot.reports import GateFailure
 from autopilot.stages import RunContext, snapshot_data, train_and_register, tune_model, validate_data
@@ -37,7 +38,7 @@ def test_a_corrupted_challenger_is_rejected_and_the_champion_stays(small_adult: 
     assert first["decision"] == "promote" and champion(cfg.name) == 1
     registered, snapped, ctx = register(cfg, settings, "second")
     version = registry.resolve_version(cfg.name, registered["version"])
-    model_file = next(registry.download_verified(version).glob("*.skops"))
+    model_file = next(registry.download(version.source).glob("*.skops"))
     payload = bytearray(model_file.read_bytes())
     payload[len(payload) // 2] ^= 0xFF  # one byte flipped after registration
     model_file.write_bytes(bytes(payload))
@@ -101,7 +102,7 @@ def test_first_run_promote_policy_and_retention(small_adult: Callable[..., Path]
     retired_version = registry.resolve_version(cfg.name, 2)
     assert retired_version.tags["autopilot.retired"] == "true"
     with pytest.raises(Exception):  # noqa: B017 - the model files are gone, whatever MLflow raises
-        registry.load_verified_model(retired_version)
+        load_version(retired_version, LoadPolicy())
     run = registry.client().get_run(str(retired_version.run_id))  # the run and its record stay for audit
     assert run.data.metrics["test_roc_auc"] > 0.5
     assert apply_retention(settings, cfg, actor="test") == []  # idempotent

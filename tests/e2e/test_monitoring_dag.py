@@ -14,6 +14,7 @@ from autopilot import registry
 from autopilot.cli import run_pipeline
 from autopilot.config import load_config
 from autopilot.data.sources import canonicalize
+from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.monitoring.simulate import shift_frame
 from autopilot.serving.inference_log import InferenceLog, InferenceRecord
 from autopilot.serving.schema import ServingSchema
@@ -27,7 +28,7 @@ HOUR_END = datetime(2026, 11, 20, 11, tzinfo=UTC)
 def log_traffic(cfg: Any, settings: Any, frame: Any, start: datetime, prefix: str) -> None:
     """Append rows as the endpoint would have served them, at times inside [start, start + 1 h)."""
     registry.configure(settings)
-    model = registry.load_verified_model(registry.resolve_version(cfg.registered_model_name, "champion"))
+    model = load_version(registry.resolve_version(cfg.registered_model_name, "champion"), LoadPolicy())
     schema = ServingSchema.from_config(cfg)
     rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
             for r in frame[list(cfg.features)].to_dict("records")]

@@ -14,6 +14,7 @@ from autopilot import registry
 from autopilot.cli import run_pipeline
 from autopilot.config import load_config
 from autopilot.lineage import format_lineage, lineage
+from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.modeling.reproduce import reproduce
 from autopilot.reports import GateFailure
 from autopilot.stages import RunContext, validate_data
@@ -59,10 +60,10 @@ def test_pipeline_registers_a_reproducible_challenger(small_adult: Callable[...,
     assert report.reproduced, report.as_dict()
 
     # A swapped model file is refused before anything deserializes it.
-    model_file = next(Path(registry.download_verified(version)).glob("*.skops"))
+    model_file = next(Path(registry.download(version.source)).glob("*.skops"))
     model_file.write_bytes(model_file.read_bytes() + b"\0")
     with pytest.raises(registry.ManifestError, match="changed file model.skops"):
-        registry.load_verified_model(version)
+        load_version(version, LoadPolicy())
 
 
 def test_rerun_of_the_same_run_creates_nothing_new(small_adult: Callable[..., Path], settings: Any) -> None:

@@ -11,6 +11,7 @@ import pytest
 from autopilot import registry
 from autopilot.cli import run_pipeline
 from autopilot.config import load_config
+from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
@@ -41,7 +42,7 @@ def test_pipeline_on_postgres_is_idempotent(small_adult: Callable[..., Path], pg
     run = registry.client().get_run(version.run_id)
     # MLflow's dataset digest column is 36 characters: PostgreSQL enforces what SQLite does not.
     assert all(len(i.dataset.digest) <= 36 for i in run.inputs.dataset_inputs)
-    assert registry.load_verified_model(version) is not None
+    assert load_version(version, LoadPolicy()) is not None
 
 
 def test_optuna_study_resumes_on_postgres(postgres_db: str, adult_frames: Any) -> None:

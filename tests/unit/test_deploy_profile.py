@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import mlflow.sklearn
 import pandas as pd
@@ -13,8 +12,10 @@ from threadpoolctl import threadpool_limits
 from autopilot.config import ModelConfig
 from autopilot.data.sources import canonicalize
 from autopilot.deploy.profile import Profile, artifact_size, profile_model
+from autopilot.model_loading import LoadPolicy, VerifiedFiles, verify_folder
 from autopilot.modeling.search_space import build_pipeline
 from autopilot.modeling.splits import make_splits
+from autopilot.registry import sha256_manifest
 from tests.conftest import adult_config_dict
 
 HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "constant", "hgb.cat_encoding": "native",
@@ -32,7 +33,7 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def saved_model(adult_frames: tuple[pd.DataFrame, pd.DataFrame],
-                tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+                tmp_path_factory: pytest.TempPathFactory) -> tuple[VerifiedFiles, pd.DataFrame]:
     """A small Adult HGB model saved as an MLflow skops model, and feature rows to predict on."""
     cfg = ModelConfig.model_validate(adult_config_dict())
     train = canonicalize(adult_frames[0].sample(3000, random_state=0).reset_index(drop=True), cfg)
@@ -44,19 +45,20 @@ def saved_model(adult_frames: tuple[pd.DataFrame, pd.DataFrame],
     mlflow.sklearn.save_model(model, str(path), serialization_format="skops",
                               skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
                               pyfunc_predict_fn="predict_proba")
-    return path, X.head(500)
+    return verify_folder(path, sha256_manifest(path), LoadPolicy(), name="profile test"), X.head(500)
 
 
 @pytest.fixture(scope="module")
-def measured(saved_model: tuple[Path, pd.DataFrame]) -> Profile:
+def measured(saved_model: tuple[VerifiedFiles, pd.DataFrame]) -> Profile:
     path, X = saved_model
     return profile_model(path, X, batch_sizes=BATCHES, cores=(1, 2), single_row_calls=60, repeats=2)
 
 
-def test_profile_of_a_real_model_has_sane_numbers(saved_model: tuple[Path, pd.DataFrame], measured: Profile) -> None:
+def test_profile_of_a_real_model_has_sane_numbers(saved_model: tuple[VerifiedFiles, pd.DataFrame],
+                                                  measured: Profile) -> None:
     p = measured
     print(json.dumps(p.as_dict(), indent=1))
-    assert p.artifact_bytes == artifact_size(saved_model[0]) and 10_000 < p.artifact_bytes < 50_000_000
+    assert p.artifact_bytes == artifact_size(saved_model[0].folder) and 10_000 < p.artifact_bytes < 50_000_000
     assert 0 < p.load_seconds < 30
     assert 50 < p.peak_rss_mb < 16_000  # the whole process: interpreter, libraries, model
     lat = p.latency_ms
@@ -76,7 +78,7 @@ def test_profile_round_trips_through_json(measured: Profile) -> None:
     assert Profile.from_dict(data) == measured
 
 
-def test_profile_rejects_empty_input(saved_model: tuple[Path, pd.DataFrame]) -> None:
+def test_profile_rejects_empty_input(saved_model: tuple[VerifiedFiles, pd.DataFrame]) -> None:
     path, X = saved_model
     with pytest.raises(ValueError, match="empty"):
         profile_model(path, X.iloc[:0])

@@ -19,6 +19,7 @@ from autopilot import registry
 from autopilot.config import ModelConfig
 from autopilot.gates import infra
 from autopilot.gates.infra import evaluate_infra
+from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.settings import Settings
 from tests.conftest import adult_config_dict
 
@@ -91,7 +92,7 @@ def no_load(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_registered_version_passes(skops_version: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     version, model = skops_version
     X = tiny_frame(50)
-    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config())
+    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy())
     assert report.passed, report.reasons
     m = report.metrics
     assert m["rows"] == 40 and m["predictions_equal"] and m["max_abs_diff"] == 0.0
@@ -109,13 +110,14 @@ def test_a_registered_version_passes(skops_version: tuple[Any, Any], monkeypatch
     monkeypatch.setattr(infra, "_run_probe", lambda *args: results[0] if results else results.append(probe(*args))
                         or results[0])
     # Judged against the scores the pipeline computes (positive class only).
-    scores = evaluate_infra(version, X, model.predict_proba(X)[:, 1], tiny_config())
+    scores = evaluate_infra(version, X, model.predict_proba(X)[:, 1], tiny_config(), LoadPolicy())
     assert scores.passed and "positive-class column" in scores.details["compared"]
 
     # Predictions that differ from the in-process ones, and limits the model misses, fail.
     wrong = model.predict_proba(X)
     wrong[3, 1] += 1e-12
-    strict = evaluate_infra(version, X, wrong, tiny_config(max_p95_latency_ms=1e-6, max_peak_memory_mb=1.0))
+    strict = evaluate_infra(version, X, wrong, tiny_config(max_p95_latency_ms=1e-6, max_peak_memory_mb=1.0),
+                            LoadPolicy())
     assert not strict.passed
     text = " | ".join(strict.reasons)
     assert "differ from the in-process ones" in text and "p95 latency" in text and "peak memory" in text
@@ -124,12 +126,12 @@ def test_a_registered_version_passes(skops_version: tuple[Any, Any], monkeypatch
 
 def test_a_changed_model_file_fails_before_loading(store: Settings, no_load: None) -> None:
     version, model = log_version(store)  # its own version: this one gets damaged
-    model_file = registry.download_verified(version) / "model.skops"
+    model_file = registry.download(version.source) / "model.skops"
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))
     X = tiny_frame(10)
-    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config())
+    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy())
     assert not report.passed
     assert "changed file model.skops" in report.reasons[0], report.reasons
 
@@ -137,33 +139,33 @@ def test_a_changed_model_file_fails_before_loading(store: Settings, no_load: Non
 def test_a_pickle_model_is_refused_without_allow_pickle(pickle_version: tuple[Any, Any], no_load: None) -> None:
     version, model = pickle_version
     X = tiny_frame(10)
-    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config())
+    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy())
     assert not report.passed and "refusing a pickle model" in report.reasons[0], report.reasons
-    assert report.details["serialization_format"] == "cloudpickle"
+    assert "serialization_format cloudpickle" in report.reasons[0]
 
 
 def test_a_pickle_model_loads_when_allowed(pickle_version: tuple[Any, Any]) -> None:
     version, model = pickle_version
     X = tiny_frame(10)
     cfg = ModelConfig.model_validate(adult_config_dict(registry={"allow_pickle": True}))
-    report = evaluate_infra(version, X, model.predict_proba(X), cfg)
+    report = evaluate_infra(version, X, model.predict_proba(X), cfg, LoadPolicy(allow_pickle=True))
     assert report.passed, report.reasons
 
 
 def test_fails_closed(skops_version: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     version, model = skops_version
     X = tiny_frame(10)
-    misaligned = evaluate_infra(version, X, model.predict_proba(X.head(5)), tiny_config())
+    misaligned = evaluate_infra(version, X, model.predict_proba(X.head(5)), tiny_config(), LoadPolicy())
     assert not misaligned.passed and "one expected prediction each" in misaligned.reasons[0]
     monkeypatch.setattr(infra, "_run_probe", lambda *args: {"error": "the probe process died (exit code -9)"})
-    died = evaluate_infra(version, X, model.predict_proba(X), tiny_config())
+    died = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy())
     assert not died.passed and "exit code -9" in died.reasons[0]
 
     def explode(*args: Any) -> None:
         raise OSError("disk gone")
 
-    monkeypatch.setattr(infra, "_verified_copy", explode)
-    broken = evaluate_infra(version, X, model.predict_proba(X), tiny_config())
+    monkeypatch.setattr(infra.model_loading, "open_version", explode)
+    broken = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy())
     assert not broken.passed and "could not run: OSError: disk gone" in broken.reasons[0]
 
 
@@ -177,8 +179,8 @@ def test_a_pipeline_version_passes(small_adult: Callable[..., Path], settings: A
     ref = run_pipeline(cfg, settings, "infra", stop_after="register")
     version = registry.resolve_version(ref["name"], ref["version"])
     X = load_batch(cfg, cfg.resolve(cfg.data.test_source or "")).drop(columns=[cfg.target.column]).head(100)
-    expected = registry.load_verified_model(version).predict_proba(X)
-    report = evaluate_infra(version, X, expected, cfg)
+    expected = load_version(version, LoadPolicy()).predict_proba(X)
+    report = evaluate_infra(version, X, expected, cfg, LoadPolicy())
     assert report.passed, report.reasons
     assert report.metrics["rows"] == 100 and report.metrics["max_abs_diff"] == 0.0
 
@@ -189,11 +191,15 @@ def test_probe_runs_from_a_daemonic_process_as_under_celery(tmp_path: Path) -> N
     import multiprocessing
 
     from autopilot.gates.infra import _run_probe
+    from autopilot.model_loading import VerifiedFiles
 
     config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
     config["daemon"] = True
     try:  # an empty folder: the probe starts, fails to load, and says so (no AssertionError)
-        result = _run_probe(tmp_path, pd.DataFrame({"x": [1.0]}), timeout=120)
+        files = VerifiedFiles(folder=tmp_path, name="empty", model_file=tmp_path / "model.skops",
+                              serialization_format="skops", predict_fn="predict", manifest={}, signed=False,
+                              allow_pickle=False)
+        result = _run_probe(files, pd.DataFrame({"x": [1.0]}), timeout=120)
     finally:
         config.pop("daemon", None)
     assert set(result) == {"error"}, result

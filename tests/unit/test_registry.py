@@ -49,9 +49,3 @@ def test_untrusted_model_is_refused_without_allow_pickle() -> None:
         registry.log_sklearn_model(Custom().fit([[0.0], [1.0]], [0, 1]), None, None, allow_pickle=False)
 
 
-def test_download_verified_refuses_a_version_without_manifest() -> None:
-    class Version:
-        name, version, tags, source = "m", "1", {}, "models:/m-1"
-
-    with pytest.raises(ManifestError, match="has no SHA-256 manifest"):
-        registry.download_verified(Version())  # type: ignore[arg-type]

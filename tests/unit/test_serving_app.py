@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from autopilot import registry
 from autopilot.config import LoadedConfig
+from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.serving.app import create_app
 from autopilot.serving.inference_log import InferenceLog
 from autopilot.serving.model import DirectorySource, RegistrySource
@@ -62,7 +63,7 @@ def test_predict_matches_the_pipeline_and_is_logged(app_client: tuple[TestClient
     body = answer.json()
     assert body["model_version"] == int(v1.version) and answer.headers["X-Model-Version"] == str(v1.version)
     assert body["request_id"] == "req-1" and len(body["predictions"]) == 7
-    pipeline = registry.load_verified_model(v1)
+    pipeline = load_version(v1, LoadPolicy())
     from autopilot.serving.schema import ServingSchema
 
     expected = pipeline.predict_proba(ServingSchema.from_config(cfg).frame(rows))[:, 1]

@@ -56,6 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "autopilot-manifest.json"
+SIGNATURE_NAME = "autopilot-manifest.sig"  # the manifest's HMAC when registration signed it
 # Endpoint states that change on their own; anything else is settled (InService, Failed, ...).
 TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
 POLL_START = 1.0
@@ -150,14 +151,16 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def package_model(model_dir: Path, out_path: Path) -> tuple[Path, str]:
+def package_model(model_dir: Path, out_path: Path, signature: str | None = None) -> tuple[Path, str]:
     """Pack an MLflow model directory into a deterministic tar.gz for SageMaker.
 
     Files sit at the archive root (SageMaker extracts it into /opt/ml/model), in sorted order,
     with mtime 0, uid/gid 0 and no owner names, and the gzip header carries no name or time, so
     the same files always give the same bytes. `autopilot-manifest.json` inside holds the
     SHA-256 of every other file (`registry.sha256_manifest`); check an unpacked package with
-    `verify_manifest(folder, manifest, ignore=(MANIFEST_NAME,))`.
+    `verify_manifest(folder, manifest, ignore=(MANIFEST_NAME,))`. With `signature` (the version's
+    manifest signature), `autopilot-manifest.sig` holds it, and a container given the signing key
+    refuses the package without it (`model_loading.open_package`).
 
     Returns:
         The archive's path and the SHA-256 hex digest of its bytes.
@@ -172,9 +175,12 @@ def package_model(model_dir: Path, out_path: Path) -> tuple[Path, str]:
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory not found: {model_dir}")
     manifest = sha256_manifest(model_dir)
-    if MANIFEST_NAME in manifest:
-        raise ValueError(f"{model_dir} already contains {MANIFEST_NAME}; it is reserved for the package manifest")
-    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    if MANIFEST_NAME in manifest or SIGNATURE_NAME in manifest:
+        raise ValueError(f"{model_dir} already contains {MANIFEST_NAME} or {SIGNATURE_NAME}; they are reserved "
+                         "for the package manifest")
+    generated = {MANIFEST_NAME: (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()}
+    if signature:
+        generated[SIGNATURE_NAME] = (signature + "\n").encode()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # Written under a temporary name and renamed, so a crash never leaves a truncated package.
     fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=".tmp-", suffix=".tar.gz")
@@ -184,9 +190,9 @@ def package_model(model_dir: Path, out_path: Path) -> tuple[Path, str]:
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as zipped,
             tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
-            for name in sorted([*manifest, MANIFEST_NAME]):
-                if name == MANIFEST_NAME:
-                    tar.addfile(_tarinfo(name, len(manifest_bytes), 0o644), io.BytesIO(manifest_bytes))
+            for name in sorted([*manifest, *generated]):
+                if name in generated:
+                    tar.addfile(_tarinfo(name, len(generated[name]), 0o644), io.BytesIO(generated[name]))
                     continue
                 path = model_dir / name
                 # Owner-executable files stay executable; every other permission bit is pinned.

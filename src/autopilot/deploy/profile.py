@@ -1,8 +1,8 @@
 """Measure what serving a model costs: size, load time, memory, latency and throughput.
 
-The numbers are taken on this machine, in this process, through the same `mlflow.pyfunc`
-loader a serving container uses; they are stored with the model version and feed
-`autopilot.deploy.selection`.
+The numbers are taken on this machine, in this process, on the model loaded as a pyfunc model
+through `autopilot.model_loading` (the one door every load goes through, the serving container's
+included); they are stored with the model version and feed `autopilot.deploy.selection`.
 
 Core limits are applied with `threadpoolctl` (BLAS and OpenMP pools, which is where
 scikit-learn's native code runs threads). The Python-level work of a prediction (pandas
@@ -19,11 +19,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:
+    from autopilot.model_loading import VerifiedFiles
 
 
 @dataclass
@@ -32,7 +35,7 @@ class Profile:
 
     Attributes:
         artifact_bytes: total size of the files in the model directory.
-        load_seconds: wall time of `mlflow.pyfunc.load_model`.
+        load_seconds: wall time of loading the verified files (`model_loading.load_pyfunc`).
         peak_rss_mb: the profiling process's peak resident memory (MiB) after loading the
             model and predicting at every batch size: a serving process's footprint
             (interpreter, libraries, model, largest batch).
@@ -90,17 +93,17 @@ def artifact_size(model_dir: Path) -> int:
     return sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())
 
 
-def profile_model(model_dir: Path, X_sample: pd.DataFrame, batch_sizes: Sequence[int] = (1, 8, 64, 256, 1024),
+def profile_model(files: VerifiedFiles, X_sample: pd.DataFrame, batch_sizes: Sequence[int] = (1, 8, 64, 256, 1024),
                   cores: Sequence[int] = (1, 2), single_row_calls: int = 200, seed: int = 0,
                   repeats: int = 3) -> Profile:
-    """Load the model in `model_dir` through `mlflow.pyfunc` and measure its serving cost.
+    """Load a verified model as a pyfunc model (through `model_loading`) and measure its serving cost.
 
     Time is bounded: one warm-up call, `single_row_calls` single-row predictions (at the
     smallest core limit), and `repeats` timed calls per (core limit, batch size). Batches are
     filled by sampling rows of `X_sample` with replacement, so a small sample serves any size.
 
     Args:
-        model_dir: an MLflow model directory (MLmodel file at its root).
+        files: a verified MLflow model directory (`model_loading.open_version` / `verify_folder`).
         X_sample: feature rows in the model's input schema.
         batch_sizes: rows per call for the throughput measurements.
         cores: thread limits to measure at (applied with `threadpoolctl`).
@@ -112,7 +115,7 @@ def profile_model(model_dir: Path, X_sample: pd.DataFrame, batch_sizes: Sequence
     Raises:
         ValueError: on an empty sample, no batch sizes or core limits, or non-positive counts.
     """
-    import mlflow.pyfunc
+    from autopilot.model_loading import load_pyfunc
 
     if len(X_sample) == 0:
         raise ValueError("X_sample is empty: nothing to predict on")
@@ -124,7 +127,7 @@ def profile_model(model_dir: Path, X_sample: pd.DataFrame, batch_sizes: Sequence
     core_list = sorted(set(int(c) for c in cores))
 
     start = time.perf_counter()
-    model = mlflow.pyfunc.load_model(str(model_dir))
+    model = load_pyfunc(files)
     load_seconds = time.perf_counter() - start
     model.predict(X_sample.iloc[:1])  # warm-up: first-call imports and caches are not latency
 
@@ -152,6 +155,6 @@ def profile_model(model_dir: Path, X_sample: pd.DataFrame, batch_sizes: Sequence
                 per[str(size)] = size / max(best, 1e-9)
         throughput[str(n)] = per
 
-    return Profile(artifact_bytes=artifact_size(Path(model_dir)), load_seconds=load_seconds,
+    return Profile(artifact_bytes=artifact_size(files.folder), load_seconds=load_seconds,
                    peak_rss_mb=peak_rss_mb(), latency_ms=latency, throughput_rps=throughput,
                    cores_measured=core_list)

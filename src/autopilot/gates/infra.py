@@ -1,9 +1,9 @@
 """The infra gate: load a registered version the way serving will, query it, measure it.
 
-Before anything deserializes the model, its files are checked against the SHA-256 manifest
-recorded at registration and a pickle-based model is refused unless `registry.allow_pickle`.
-The checked files are copied to a private folder and checked again there, so the bytes that
-load are the bytes that were verified, even if the store changes in between.
+The model is opened through `autopilot.model_loading`, the one door for models: signature (when
+keyed), SHA-256 manifest, format (a pickle-based model is refused unless `registry.allow_pickle`)
+and skops types are checked in a private copy before anything deserializes it, and the probe
+checks that copy again and loads it through the same door.
 
 Loading and querying run in a fresh interpreter (the probe, a subprocess), for three reasons: load
 time and memory are then those of a cold serving process rather than of a warm Airflow worker
@@ -24,7 +24,6 @@ psutil, a lower bound; `details["memory_method"]` says which was used.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import threading
 import time
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autopilot import registry
+from autopilot import model_loading
 from autopilot.reports import GateReport
 
 if TYPE_CHECKING:
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["evaluate_infra"]
 
 GATE = "infra"
-PICKLE_REFUSAL = "refusing a pickle model"
 # Spawning the probe and importing MLflow in it takes seconds; this bounds a hung probe only.
 PROBE_OVERHEAD_SECONDS = 120.0
 STATUS_FILE = Path("/proc/self/status")
@@ -54,7 +52,7 @@ MIB = 1024 * 1024
 
 
 def evaluate_infra(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarray,
-                   cfg: ModelConfig) -> GateReport:
+                   cfg: ModelConfig, policy: model_loading.LoadPolicy) -> GateReport:
     """Load the version as serving will, query it with sample rows, and measure it.
 
     Args:
@@ -63,7 +61,8 @@ def evaluate_infra(version: ModelVersion, X_sample: pd.DataFrame, expected: np.n
         expected: the in-process predictions of the same rows (row-aligned with `X_sample`):
             `predict_proba` for classifiers (what pyfunc serves), `predict` for regressors. A 1-D
             array of positive-class scores is compared with the served matrix's last column.
-        cfg: the model config (thresholds in `gates.infra`, `registry.allow_pickle`).
+        cfg: the model config (thresholds in `gates.infra`).
+        policy: what a load accepts (`model_loading.LoadPolicy.of(cfg, settings)`).
 
     Returns:
         The `infra` report; it fails closed on any error, with the reason.
@@ -74,83 +73,53 @@ def evaluate_infra(version: ModelVersion, X_sample: pd.DataFrame, expected: np.n
                   "signature": "rejects a missing and a wrongly typed column"}
     details: dict[str, Any] = {"model": version.name, "version": int(version.version)}
     try:
-        return _evaluate(version, X_sample, np.asarray(expected), cfg, thresholds, details)
+        return _evaluate(version, X_sample, np.asarray(expected), cfg, policy, thresholds, details)
     except Exception as exc:  # an infra check that could not run has not passed
         return GateReport.failed(GATE, [f"infra validation could not run: {type(exc).__name__}: {exc}"],
                                  thresholds=thresholds, details=details)
 
 
 def _evaluate(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarray, cfg: ModelConfig,
-              thresholds: dict[str, Any], details: dict[str, Any]) -> GateReport:
+              policy: model_loading.LoadPolicy, thresholds: dict[str, Any], details: dict[str, Any]) -> GateReport:
     infra = cfg.gates.infra
     rows = min(infra.sample_rows, len(X_sample))
     if rows == 0 or len(expected) != len(X_sample):
         reason = (f"need sample rows with one expected prediction each; got {len(X_sample)} rows and "
                   f"{len(expected)} expected predictions")
         return GateReport.failed(GATE, [reason], thresholds=thresholds, details=details)
-    with tempfile.TemporaryDirectory(prefix="autopilot-infra-") as tmp:
-        try:
-            folder = _verified_copy(version, Path(tmp) / "model")
-        except registry.ManifestError as exc:
-            return GateReport.failed(GATE, [f"refusing to load version {version.version}: {exc}"],
-                                     thresholds=thresholds, details=details)
-        details["serialization_format"], refusal = _pickle_check(folder, cfg.registry.allow_pickle)
-        if refusal:
-            return GateReport.failed(GATE, [refusal], thresholds=thresholds, details=details)
-        timeout = PROBE_OVERHEAD_SECONDS + infra.max_load_seconds + 4 * rows * infra.max_p95_latency_ms / 1000
-        probe = _run_probe(folder, X_sample.iloc[:rows].reset_index(drop=True), timeout)
+    timeout = PROBE_OVERHEAD_SECONDS + infra.max_load_seconds + 4 * rows * infra.max_p95_latency_ms / 1000
+    try:
+        with model_loading.open_version(version, policy) as files:
+            details["serialization_format"] = files.serialization_format
+            probe = _run_probe(files, X_sample.iloc[:rows].reset_index(drop=True), timeout)
+    except model_loading.ModelRefused as exc:
+        return GateReport.failed(GATE, [f"refusing to load version {version.version}: {exc}"],
+                                 thresholds=thresholds, details=details)
     return _judge(probe, expected[:rows], infra, thresholds, details)
 
 
-def _verified_copy(version: ModelVersion, target: Path) -> Path:
-    """Verify the version's files, copy them, and verify the copy: what loads is what was checked."""
-    source = registry.download_verified(version)  # raises ManifestError, naming each file, before any copy
-    shutil.copytree(source, target)
-    registry.verify_manifest(target, json.loads(version.tags[registry.MANIFEST_TAG]))
-    return target
-
-
-def _pickle_check(folder: Path, allow_pickle: bool) -> tuple[str, str | None]:
-    """The model's serialization format, and a refusal reason when loading it would unpickle."""
-    import yaml
-
-    spec = yaml.safe_load((folder / "MLmodel").read_text(encoding="utf-8")) or {}
-    flavors = spec.get("flavors") or {}
-    sklearn_flavor = flavors.get("sklearn") or {}
-    fmt = str(sklearn_flavor.get("serialization_format") or "unknown")
-    loader = (flavors.get("python_function") or {}).get("loader_module")
-    if allow_pickle:
-        return fmt, None
-    if fmt != "skops" or loader != "mlflow.sklearn":
-        # Any other pyfunc loader (a custom python_model, say) is cloudpickled too.
-        return fmt, f"{PICKLE_REFUSAL} (serialization_format {fmt}, loader {loader}); registry.allow_pickle is false"
-    # skops trusts the types the model's own MLmodel lists; the manifest vouches for that file,
-    # and this keeps the list inside the allowlist the registry enforced when saving.
-    untrusted = [t for t in sklearn_flavor.get("skops_trusted_types") or []
-                 if not (t.startswith(registry.TRUSTED_PREFIXES) or t in registry.TRUSTED_EXACT)]
-    if untrusted:
-        return fmt, f"refusing a skops model that trusts types outside the allowlist: {untrusted}"
-    return fmt, None
-
-
-def _run_probe(folder: Path, X: pd.DataFrame, timeout: float) -> dict[str, Any]:
+def _run_probe(files: model_loading.VerifiedFiles, X: pd.DataFrame, timeout: float) -> dict[str, Any]:
     """Run the probe in a fresh interpreter (`python -m autopilot.gates.infra`); its result, or `{"error": ...}`.
 
     A plain subprocess, not multiprocessing: under the CeleryExecutor a task is forked from
     Celery's daemonic pool process, where multiprocessing refuses to start children ("daemonic
     processes are not allowed to have children") and refuses to pickle the inherited authkey.
     The rows go in and the result comes back as pickles in a private temporary folder that only
-    this gate writes.
+    this gate writes; the model's manifest goes in beside them, and the probe verifies the
+    verified copy again before it loads it through `model_loading`.
     """
     import pickle
     import subprocess
     import sys
 
     with tempfile.TemporaryDirectory(prefix="autopilot-infra-") as tmp:
-        rows, result = Path(tmp) / "rows.pkl", Path(tmp) / "result.pkl"
+        rows, result, spec = Path(tmp) / "rows.pkl", Path(tmp) / "result.pkl", Path(tmp) / "model.json"
         X.to_pickle(rows)
+        spec.write_text(json.dumps({"manifest": files.manifest, "allow_pickle": files.allow_pickle,
+                                    "name": files.name, "signed": files.signed}))
         try:
-            done = subprocess.run([sys.executable, "-m", "autopilot.gates.infra", str(folder), str(rows), str(result)],
+            done = subprocess.run([sys.executable, "-m", "autopilot.gates.infra", str(files.folder), str(rows),
+                                   str(result), str(spec)],
                                   capture_output=True, text=True, timeout=timeout, check=False, env=_probe_env())
         except subprocess.TimeoutExpired:
             return {"error": f"the probe did not finish within {timeout:.0f} s"}
@@ -173,32 +142,35 @@ def _probe_env() -> dict[str, str]:
     """
     import os
 
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "OMP_NUM_THREADS": "1", model_loading.PICKLE_ENV: "false"}
 
 
-def _probe_main(folder: str, rows: str, result: str) -> None:
+def _probe_main(folder: str, rows: str, result: str, spec: str) -> None:
     """Probe entry point (in the fresh interpreter): measure, and write the result or the error."""
     import pickle
 
     import pandas
 
     try:
-        answer = _measure(folder, pandas.read_pickle(rows))
+        answer = _measure(folder, pandas.read_pickle(rows), json.loads(Path(spec).read_text()))
     except Exception as exc:  # the parent reports it; a probe that dies outright leaves no file
         answer = {"error": f"{type(exc).__name__}: {exc}"}
     with open(result, "wb") as handle:
         pickle.dump(answer, handle)
 
 
-def _measure(folder: str, X: pd.DataFrame) -> dict[str, Any]:
+def _measure(folder: str, X: pd.DataFrame, spec: dict[str, Any]) -> dict[str, Any]:
     meter = _PeakMemory()
     started = time.perf_counter()
-    import mlflow.pyfunc
+    import mlflow.pyfunc  # noqa: F401  (what serving imports; counted as import time, not load time)
 
     import_seconds = time.perf_counter() - started
     baseline_mb = meter.current_mb()
     started = time.perf_counter()
-    model = mlflow.pyfunc.load_model(folder)
+    policy = model_loading.LoadPolicy(allow_pickle=bool(spec["allow_pickle"]))
+    files = model_loading.verify_folder(Path(folder), spec["manifest"], policy, name=str(spec["name"]),
+                                        signed=bool(spec["signed"]))
+    model = model_loading.load_pyfunc(files)
     load_seconds = time.perf_counter() - started
     started = time.perf_counter()
     batch = np.asarray(model.predict(X))
@@ -338,4 +310,4 @@ def _compare(served: np.ndarray, expected: np.ndarray) -> tuple[bool, float | No
 if __name__ == "__main__":  # the probe process `_run_probe` starts
     import sys
 
-    _probe_main(*sys.argv[1:4])
+    _probe_main(*sys.argv[1:5])

@@ -64,6 +64,7 @@ def reproduce(settings: Settings, model_name: str, version_spec: str | int) -> R
 
     from autopilot.config import ModelConfig
     from autopilot.data.snapshot import load_snapshot
+    from autopilot.model_loading import LoadPolicy, load_version
     from autopilot.modeling.fingerprint import installed_packages
     from autopilot.modeling.splits import make_splits
     from autopilot.modeling.training import evaluate, fit_pipeline, predict_scores
@@ -86,7 +87,7 @@ def reproduce(settings: Settings, model_name: str, version_spec: str | int) -> R
                         registry.client().get_run(run_id).data.metrics.items() if k.startswith("test_")}
     scores = predict_scores(pipeline, splits.X_test, cfg.task)
     recorded_scores = np.load(_recorded(run_id, "evaluation/test_scores.npy"))
-    registered_scores = predict_scores(registry.load_verified_model(version), splits.X_test, cfg.task)
+    registered_scores = predict_scores(load_version(version, LoadPolicy.of(cfg, settings)), splits.X_test, cfg.task)
     same_packages = environment["packages"] == installed_packages()
     return ReproductionReport(
         model=model_name,

@@ -68,7 +68,7 @@ def config_dir(default: Path) -> Path:
 
 
 def _context() -> tuple[Any, Any]:
-    from autopilot.settings import Settings
+    from autopilot.orchestration.signing import task_settings
     from autopilot.stages import RunContext
 
     context = get_current_context()
@@ -78,7 +78,7 @@ def _context() -> tuple[Any, Any]:
     retrain = conf if conf.get("strategy") in ("refit", "retune") and conf.get("window_end") else None
     ctx = RunContext(run_id=dag_run.run_id, dag_id=dag_run.dag_id, actor=f"airflow:{dag_run.dag_id}",
                      retrain=retrain)
-    return ctx, Settings.from_env()
+    return ctx, task_settings()
 
 
 def _config(path: str, model: str) -> Any:

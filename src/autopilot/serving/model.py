@@ -2,9 +2,10 @@
 
 Two sources: the MLflow registry (`RegistrySource`, following an alias such as `champion`)
 and a fixed model directory (`DirectorySource`, the container case: SageMaker extracts the
-package to `/opt/ml/model`). Either way the files are checked against their SHA-256 manifest
-before anything deserializes them, and the model must answer a warm-up batch before it can
-serve.
+package to `/opt/ml/model`). Either way the files go through `autopilot.model_loading`, the one
+door for models (signature when keyed, SHA-256 manifest, skops with the project's reviewed types,
+pickle refused unless the config allows it), before anything deserializes them, and the model
+must answer a warm-up batch before it can serve.
 """
 
 from __future__ import annotations
@@ -23,15 +24,20 @@ import numpy as np
 import pandas as pd
 
 from autopilot.config import ModelConfig, Task
+from autopilot.model_loading import (
+    PACKAGE_MANIFEST,
+    LoadPolicy,
+    VerifiedFiles,
+    load_sklearn,
+    open_package,
+    open_version,
+)
 from autopilot.serving.compiled import CompiledPreprocess, NotCompilable, compile_pipeline
 from autopilot.serving.schema import ServingSchema
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DirectorySource", "LoadedModel", "ModelSource", "RegistrySource", "PACKAGE_MANIFEST"]
-
-# The manifest file inside a model package (written by `deploy.aws.package_model`).
-PACKAGE_MANIFEST = "autopilot-manifest.json"
 
 
 @dataclass
@@ -137,18 +143,16 @@ def _signature_inputs(folder: Path) -> list[tuple[str, str]] | None:
     return [(col["name"], col["type"]) for col in json.loads(raw)]
 
 
-def load_folder(folder: Path, cfg: ModelConfig, version: int, **meta: Any) -> LoadedModel:
-    """Load a verified MLflow model directory, check its signature against the config and warm it."""
-    import mlflow.sklearn
-
+def load_files(files: VerifiedFiles, cfg: ModelConfig, version: int, **meta: Any) -> LoadedModel:
+    """Load a verified model folder, check its signature against the config and warm it."""
     start = time.perf_counter()
     schema = ServingSchema.from_config(cfg)
-    signature = _signature_inputs(folder)
+    signature = _signature_inputs(files.folder)
     if signature is not None:
         schema.check_signature(signature)
-    pipeline = mlflow.sklearn.load_model(str(folder))
+    pipeline = load_sklearn(files)
     model = LoadedModel(name=cfg.name, version=version, pipeline=pipeline, cfg=cfg, schema=schema, **meta)
-    example = _input_example(folder)
+    example = _input_example(files.folder)
     warm(model, example)
     if cfg.deployment.serving.compiled_fast_path:
         model.compiled, model.compiled_note = _compile(model, example)
@@ -176,10 +180,14 @@ def _compile(model: LoadedModel, example: pd.DataFrame | None) -> tuple[Compiled
 class RegistrySource:
     """Versions from the MLflow registry, following an alias (the `champion` by default)."""
 
-    def __init__(self, cfg: ModelConfig, registered_name: str, alias: str = "champion") -> None:
+    def __init__(self, cfg: ModelConfig, registered_name: str, alias: str = "champion",
+                 policy: LoadPolicy | None = None) -> None:
+        from autopilot.settings import Settings
+
         self.cfg = cfg
         self.registered_name = registered_name
         self.alias = alias
+        self.policy = policy or LoadPolicy.of(cfg, Settings.from_env())
 
     def current_version(self) -> int:
         """The version the alias points at now."""
@@ -188,13 +196,13 @@ class RegistrySource:
         return int(registry.resolve_version(self.registered_name, self.alias).version)
 
     def load(self, version: int) -> LoadedModel:
-        """Download the version, verify its SHA-256 manifest, load and warm it."""
+        """Download the version, verify it (`model_loading`), load and warm it."""
         from autopilot import registry
 
         mv = registry.resolve_version(self.registered_name, version)
-        folder = registry.download_verified(mv)
-        return load_folder(folder, self.cfg, int(mv.version), run_id=mv.run_id or "", source=mv.source or "",
-                           tags=dict(mv.tags or {}))
+        with open_version(mv, self.policy) as files:
+            return load_files(files, self.cfg, int(mv.version), run_id=mv.run_id or "", source=mv.source or "",
+                              tags=dict(mv.tags or {}))
 
 
 class DirectorySource:
@@ -204,21 +212,20 @@ class DirectorySource:
     SHA-256 was checked when it was uploaded and is checked again by whoever downloads it.
     """
 
-    def __init__(self, cfg: ModelConfig, folder: Path, version: int | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, folder: Path, version: int | None = None,
+                 policy: LoadPolicy | None = None) -> None:
+        from autopilot.settings import Settings
+
         self.cfg = cfg
         self.folder = Path(folder)
         self.version = version if version is not None else int(os.environ.get("AUTOPILOT_MODEL_VERSION", "0"))
+        self.policy = policy or LoadPolicy.of(cfg, Settings.from_env())
 
     def current_version(self) -> int:
         """The package's version (fixed)."""
         return self.version
 
     def load(self, version: int) -> LoadedModel:
-        """Verify the package against its manifest, then load and warm it."""
-        from autopilot.registry import ManifestError, verify_manifest
-
-        manifest_path = self.folder / PACKAGE_MANIFEST
-        if not manifest_path.exists():
-            raise ManifestError(f"{self.folder} has no {PACKAGE_MANIFEST}: refusing to load an unverified model")
-        verify_manifest(self.folder, json.loads(manifest_path.read_text()), ignore=(PACKAGE_MANIFEST,))
-        return load_folder(self.folder, self.cfg, version, source=str(self.folder))
+        """Verify the package (`model_loading.open_package`), then load and warm it."""
+        with open_package(self.folder, self.policy, self.cfg.registered_model_name) as files:
+            return load_files(files, self.cfg, version, source=str(self.folder))

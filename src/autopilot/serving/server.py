@@ -46,17 +46,20 @@ def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = Non
               token: str | None = None, alias: str = "champion") -> Any:
     """The FastAPI app: following the registry alias, or serving a fixed package folder."""
     from autopilot import registry
+    from autopilot.model_loading import LoadPolicy, harden_process
     from autopilot.serving.app import create_app
     from autopilot.serving.inference_log import InferenceLog
     from autopilot.serving.model import DirectorySource, ModelSource, RegistrySource
 
+    harden_process()  # MLflow's own pickle loading off: models load only through the verified door
+    policy = LoadPolicy.of(cfg, settings)
     source: ModelSource
     if model_dir is not None:
-        source = DirectorySource(cfg, model_dir)
+        source = DirectorySource(cfg, model_dir, policy=policy)
         follow = False
     else:
         registry.configure(settings)
-        source = RegistrySource(cfg, cfg.registered_model_name, alias)
+        source = RegistrySource(cfg, cfg.registered_model_name, alias, policy=policy)
     settings.ensure_local_dirs()
     inference_log = InferenceLog(settings.inference_db)
     return create_app(cfg, source, token=token, inference_log=inference_log, follow=follow)

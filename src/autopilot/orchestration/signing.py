@@ -1,0 +1,44 @@
+"""The settings a task runs with: the environment's, plus the model signing key from Airflow.
+
+The signing key (see `autopilot.model_loading`) comes from `AUTOPILOT_SIGNING_KEY` when the
+environment sets it, else from the password of the Airflow connection `autopilot_signing_key`
+(any secrets backend Airflow is configured with: a vault, the metadata DB, `AIRFLOW_CONN_*`).
+Airflow masks a connection's password in task logs. Every task process also switches MLflow's own
+pickle deserialization off: autopilot loads models only through its verified door.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from autopilot.settings import Settings
+
+__all__ = ["SIGNING_CONN_ID", "task_settings"]
+
+SIGNING_CONN_ID = "autopilot_signing_key"
+
+
+def task_settings() -> Settings:
+    """Settings for a task: the environment's, with the signing key from Airflow when it has none."""
+    from autopilot.model_loading import harden_process
+    from autopilot.settings import Settings
+
+    harden_process()
+    settings = Settings.from_env()
+    if settings.signing_key:
+        return settings
+    key = _connection_key()
+    return dataclasses.replace(settings, signing_key=key) if key else settings
+
+
+def _connection_key() -> str | None:
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(SIGNING_CONN_ID)
+    except AirflowNotFoundException:  # not configured: manifests are not signed (the doctor warns)
+        return None
+    return (conn.password or "").strip() or None
