@@ -56,6 +56,10 @@ TIMEOUT = 5.0  # seconds for any one probe: a doctor that hangs on a dead host h
 MIN_TOKEN_CHARS = 32
 SLACK_CONN_DEFAULT = "autopilot_slack"
 AIRFLOW_API_CONN = "autopilot_airflow_api"  # autopilot.orchestration.notes.CONN_ID (not imported: Airflow-free)
+SIGNING_CONN = "autopilot_signing_key"  # autopilot.orchestration.signing.SIGNING_CONN_ID
+SIGNING_FIX = ("set AUTOPILOT_SIGNING_KEY (or AUTOPILOT_SIGNING_KEY_FILE) wherever models are registered or loaded, "
+               "or the Airflow connection autopilot_signing_key (password = the key) for tasks: "
+               "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
 TOKEN_FIX = "export {env}=$(python -c 'import secrets;print(secrets.token_urlsafe(32))') in the environment of " \
             "`autopilot serve` and of the Airflow workers (the same value in both)"
 REMOVED_EXECUTORS = {"SequentialExecutor", "DebugExecutor"}  # removed in Airflow 3
@@ -717,6 +721,28 @@ def check_token(env: str, models: Sequence[str], environ: Mapping[str, str]) -> 
     return Check(name, "ok", f"{env} is set ({len(value)} characters)")
 
 
+def check_signing(env_key: str | None, conn: ConnectionFacts | None, mode: str) -> Check:
+    """Model manifests are signed (a key in the environment or the Airflow connection); a warning in production.
+
+    Without a key the SHA-256 manifest guards against corruption only: anyone who can write to
+    MLflow can register a version with a matching manifest and move `champion`.
+    """
+    from autopilot.model_loading import MIN_KEY_LENGTH
+
+    if env_key is not None and len(env_key) < MIN_KEY_LENGTH:
+        return Check("model_signing", "fail", f"AUTOPILOT_SIGNING_KEY is set but has {len(env_key)} characters "
+                                              f"(at least {MIN_KEY_LENGTH} are needed): registration would fail",
+                     SIGNING_FIX)
+    if env_key:
+        return Check("model_signing", "ok", "manifests are signed (AUTOPILOT_SIGNING_KEY); every load checks the "
+                                            "signature")
+    if conn is not None and conn.found and conn.has_password:
+        return Check("model_signing", "ok", f"manifests are signed in Airflow tasks (connection {SIGNING_CONN} "
+                                            f"from {conn.source}); give serving hosts AUTOPILOT_SIGNING_KEY too")
+    return Check("model_signing", _laptop(mode), "manifests are not signed: anyone who can write to MLflow can "
+                                                 "register a version that loads", SIGNING_FIX)
+
+
 # ---------------------------------------------------------------------------- configs
 
 
@@ -767,7 +793,7 @@ def run_checks(settings: Settings, airflow_facts: Callable[[Sequence[str]], Airf
     configs, config_check = load_configs(settings.config_dir)
     needs = needed_connections(configs)
     try:
-        facts = airflow_facts([n.conn_id for n in needs] or [AIRFLOW_API_CONN])
+        facts = airflow_facts([*(n.conn_id for n in needs), SIGNING_CONN])
     except Exception as exc:  # the doctor reports; it does not crash on the thing it examines
         facts = AirflowFacts(config_error=_error(exc))
     chosen = resolve_mode(mode, facts)
@@ -775,6 +801,7 @@ def run_checks(settings: Settings, airflow_facts: Callable[[Sequence[str]], Airf
     checks += [check_connection(n, facts.connections.get(n.conn_id)) for n in needs]
     checks += _store_checks(settings, chosen, probes)
     checks += _token_checks(configs, env)
+    checks.append(check_signing(settings.signing_key, facts.connections.get(SIGNING_CONN), chosen))
     secrets = _known_secrets(settings, facts, configs, env)
     return Report(chosen, tuple(_scrub(c, secrets) for c in checks))
 
@@ -815,6 +842,7 @@ def _known_secrets(settings: Settings, facts: AirflowFacts, configs: Sequence[Lo
     """Values that must never appear in the output, wherever an error message might carry them."""
     secrets = [environ.get(cfg.deployment.serving.token_env, "") for cfg in configs]
     secrets.append(environ.get("AWS_SECRET_ACCESS_KEY", ""))
+    secrets.append(settings.signing_key or "")
     for url in (settings.mlflow_tracking_uri, settings.optuna_storage, settings.state_db, settings.inference_db,
                 facts.sql_alchemy_conn, facts.broker_url, facts.result_backend):
         secrets += url_secrets(url)

@@ -431,10 +431,27 @@ def test_a_healthy_deployment_exits_zero_with_every_check_named(tmp_path: Path) 
     assert names == ["executor", "celery_broker", "celery_result_backend", "metadata_db", "auth_manager",
                      "model_configs", "connection autopilot_slack", "connection autopilot_airflow_api",
                      "mlflow_tracking", "artifact_store", "mlflow_artifact_root", "optuna_storage", "state_db",
-                     "inference_db", "serving_token AUTOPILOT_SERVING_TOKEN"]
+                     "inference_db", "serving_token AUTOPILOT_SERVING_TOKEN", "model_signing"]
     assert report.mode == "production" and report.exit_code == 0
     assert {c.status for c in report.checks} == {"ok"}
     assert "redis://redis:6379/0" in fake.asked and "s3://b/artifacts" in fake.asked
+
+
+def test_unsigned_manifests_are_fine_on_a_laptop_and_a_warning_in_production(tmp_path: Path) -> None:
+    from autopilot.doctor import check_signing
+
+    conn = ConnectionFacts("autopilot_signing_key", True, "generic", "the metadata DB", False, False, True)
+    assert check_signing(None, None, "embedded").status == "ok"
+    unsigned = check_signing(None, None, "production")
+    assert unsigned.status == "warn" and "not signed" in unsigned.detail and "AUTOPILOT_SIGNING_KEY" in unsigned.fix
+    assert check_signing(None, conn, "production").status == "ok"
+    assert check_signing("k" * 40, None, "production").status == "ok"
+    short = check_signing("short-key", None, "production")
+    assert short.status == "fail" and "9 characters" in short.detail
+    key = "signing-key-" + "s" * 30  # the key itself never reaches the report
+    report = run_checks(_production(tmp_path, AUTOPILOT_SIGNING_KEY=key), _all_connections,
+                        environ={"AUTOPILOT_SERVING_TOKEN": GOOD_TOKEN}, probes=FakeProbes().probes())
+    assert key not in report.render_text() + report.render_json()
 
 
 def test_warnings_do_not_fail_but_a_failure_does(tmp_path: Path) -> None:
