@@ -185,6 +185,7 @@ def good(tmp_path_factory: pytest.TempPathFactory, postgres: Any, redis_url: str
         "AUTOPILOT_STATE_DB": (state := postgres("state")),
         "AUTOPILOT_INFERENCE_DB": state,
         "AUTOPILOT_SERVING_TOKEN": secrets.token_urlsafe(32),
+        "AUTOPILOT_SIGNING_KEY": secrets.token_urlsafe(48),
     }
     write_config(home / "config", "adult_income",
                  deployment={"target": "aws", "aws": {"aws_conn_id": "aws_deploy"}})
@@ -214,6 +215,7 @@ GOOD_EXPECTED = {
     "model_configs": "ok", "connection autopilot_slack": "ok", "connection autopilot_airflow_api": "ok",
     "connection aws_deploy": "ok", "mlflow_tracking": "ok", "artifact_store": "ok", "mlflow_artifact_root": "ok",
     "optuna_storage": "ok", "state_db": "ok", "inference_db": "ok", "serving_token AUTOPILOT_SERVING_TOKEN": "ok",
+    "model_signing": "ok",
 }
 
 
@@ -229,7 +231,7 @@ def test_the_doctor_passes_a_good_production_setup(good: dict[str, Any]) -> None
     assert "from the metadata DB" in details["connection aws_deploy"]  # `airflow connections add` counts
     assert details["mlflow_tracking"].endswith("lists experiments")
     assert "schema migrated" in details["metadata_db"]
-    for secret in (PG_PASSWORD, SLACK_URL, API_PASSWORD, env["AUTOPILOT_SERVING_TOKEN"]):
+    for secret in (PG_PASSWORD, SLACK_URL, API_PASSWORD, env["AUTOPILOT_SERVING_TOKEN"], env["AUTOPILOT_SIGNING_KEY"]):
         assert secret not in run.both
     # The probe objects were deleted again.
     listed = good["client"].list_objects_v2(Bucket=good["bucket"])
