@@ -102,6 +102,28 @@ def test_monitoring_schedule_comes_from_the_config(tmp_path: Path) -> None:
     assert _monitoring_schedule(tmp_path / "c.yaml").summary == "0 * * * *"  # @hourly by default
 
 
+def test_a_monitoring_schedule_that_cannot_run_is_an_import_error_naming_file_and_key(tmp_path: Path) -> None:
+    """A bad cron or broken YAML must not yield a monitoring DAG without a schedule that never runs."""
+    import os
+
+    from autopilot.orchestration.factory import ScheduleError, _monitoring_schedule
+
+    (tmp_path / "cron.yaml").write_text("monitoring:\n  schedule: '0 25 * * *'\n")
+    (tmp_path / "yaml.yaml").write_text("monitoring: [unclosed\n")
+    (tmp_path / "good.yaml").write_text("monitoring:\n  schedule: '@daily'\n")
+    with pytest.raises(ScheduleError, match=r"cron\.yaml: monitoring\.schedule: '0 25 \* \* \*' is not a cron"):
+        _monitoring_schedule(tmp_path / "cron.yaml")
+    with pytest.raises(ScheduleError, match=r"yaml\.yaml: cannot read monitoring\.schedule"):
+        _monitoring_schedule(tmp_path / "yaml.yaml")
+    # Parsed as the DAG processor does: the file's import error names both files and the key.
+    code = ("import sys\nfrom airflow.dag_processing.dagbag import DagBag\n"
+            "bag = DagBag(dag_folder=sys.argv[1])\nprint(repr(bag.import_errors))\n")
+    env = {**os.environ, "AUTOPILOT_CONFIG_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code, str(PROJECT / "dags" / "autopilot_monitoring.py")], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert "cron.yaml: monitoring.schedule" in done.stdout and "yaml.yaml: cannot read" in done.stdout, done.stdout
+
+
 PROBE = """
 import sys, time
 start = time.perf_counter()

@@ -310,6 +310,10 @@ Each run watches the inference-log window of its data interval (a rerun reads th
 """
 
 
+class ScheduleError(ValueError):
+    """A model config whose monitoring schedule cannot be read: the DAG file fails to import, naming it."""
+
+
 def _monitoring_schedule(config_path: Path) -> Any:
     """The schedule from the config's `monitoring.schedule` (YAML only: no validation at parse time).
 
@@ -318,6 +322,13 @@ def _monitoring_schedule(config_path: Path) -> Any:
     DAG files together); the C loader takes ~2 ms. The task validates the whole config when it runs. Cron
     schedules get data intervals (Airflow 3's default cron timetable has none): each run
     monitors exactly the interval since the previous one, no gap, no overlap.
+
+    A file that cannot be read, is not YAML, or names an invalid cron raises `ScheduleError`
+    naming the file and the key: a monitoring DAG without a schedule would silently never run.
+    `schedule: null` (monitoring by hand only) is the one way to have none.
+
+    Raises:
+        ScheduleError: naming the file and key.
     """
     import yaml
     from airflow.timetables.interval import CronDataIntervalTimetable
@@ -325,16 +336,23 @@ def _monitoring_schedule(config_path: Path) -> Any:
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # PyYAML built without libyaml: the slow one
         raw = yaml.load(config_path.read_text(), Loader=loader) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    monitoring = raw.get("monitoring") if isinstance(raw, dict) else None
-    value = monitoring.get("schedule", "@hourly") if isinstance(monitoring, dict) else "@hourly"
-    if not value:
-        return None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScheduleError(f"{config_path}: cannot read monitoring.schedule: {type(exc).__name__}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ScheduleError(f"{config_path}: the file is not a YAML mapping, so monitoring.schedule cannot be read")
+    monitoring = raw.get("monitoring", {})
+    if monitoring is not None and not isinstance(monitoring, dict):
+        raise ScheduleError(f"{config_path}: monitoring: must be a mapping, not {type(monitoring).__name__}")
+    value = (monitoring or {}).get("schedule", "@hourly")
+    if value is None:
+        return None  # monitored by hand only, on purpose
     try:
-        return CronDataIntervalTimetable(str(value), timezone="UTC")
-    except Exception:  # an invalid cron: the task's config validation names it; parse without a schedule
-        return None
+        timetable = CronDataIntervalTimetable(str(value), timezone="UTC")
+        timetable.validate()  # the constructor accepts '0 25 * * *'; the scheduler would not
+        return timetable
+    except Exception as exc:  # croniter's errors vary by version; every one means "not a schedule"
+        raise ScheduleError(f"{config_path}: monitoring.schedule: {value!r} is not a cron expression or preset "
+                            f"({exc}); use e.g. '@hourly' or '*/15 * * * *', or null to monitor by hand") from None
 
 
 def monitoring_dag(model: str, config_path: Path) -> DAG:
@@ -417,9 +435,19 @@ def _window(cfg: Any) -> tuple[Any, Any]:
 
 
 def monitoring_dags(default_folder: Path) -> dict[str, DAG]:
-    """One monitoring DAG per `*.yaml` file in the config folder, keyed by DAG id."""
-    found = {}
+    """One monitoring DAG per `*.yaml` file in the config folder, keyed by DAG id.
+
+    Raises:
+        ScheduleError: naming every config whose schedule cannot be read (the DAG file's import error).
+    """
+    found, problems = {}, []
     for path in sorted(config_dir(default_folder).glob("*.yaml")):
-        built = monitoring_dag(path.stem, path.resolve())
+        try:
+            built = monitoring_dag(path.stem, path.resolve())
+        except ScheduleError as exc:
+            problems.append(str(exc))
+            continue
         found[built.dag_id] = built
+    if problems:
+        raise ScheduleError("; ".join(problems))
     return found
