@@ -5,6 +5,10 @@ held-out split of the current snapshot, and stores its report under `gates/` on 
 training run. The decision reads the reports back, writes one decision record per version
 (artifact + tag summary) and says `promote`, `reject` or `review`. Promotion moves the
 `champion` alias through `autopilot.promotion` (locked, compare-and-set, recorded).
+
+Errors fail closed, but an outage is not a verdict: when MLflow, the state database or the object
+store cannot be reached (`autopilot.outages.is_outage`), the task fails and Airflow retries it;
+it is never read as "no champion", a failed gate, or a missing report.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopilot import registry
+from autopilot.outages import is_outage
 from autopilot.reports import GateFailure, GateReport
 
 if TYPE_CHECKING:
@@ -69,12 +74,14 @@ def load_gate_inputs(cfg: LoadedConfig, settings: Settings, registered: dict[str
 
 
 def _champion(name: str, challenger_version: int) -> Any | None:
-    try:
-        found = registry.client().get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # no champion yet
-        return None
+    """The current champion's version, or None on a first run (an unreachable registry raises)."""
+    from autopilot.promotion import current
+
+    number = current(name, CHAMPION)  # None only when the model or the alias really does not exist
     # A rerun after this version was promoted compares it with itself: no baseline then.
-    return None if int(found.version) == challenger_version else found
+    if number is None or number == challenger_version:
+        return None
+    return registry.resolve_version(name, number)
 
 
 def _store_report(run_id: str, report: GateReport, extra: dict[str, Path] | None = None) -> None:
@@ -91,16 +98,19 @@ def _guarded(name: str, func: Any, *args: Any, **kwargs: Any) -> GateReport:
     """Run a gate; an exception becomes a failed report (fail closed), never a crash."""
     try:
         report: GateReport = func(*args, **kwargs)
-    except Exception as exc:  # a gate that errors has not passed
+    except Exception as exc:  # a gate that errors has not passed; an outage retries instead
+        if is_outage(exc):
+            raise
         return GateReport.failed(name, [f"the gate raised {type(exc).__name__}: {exc}"])
     return report
 
 
 def _fail_closed(name: str, func: Any) -> Any:
-    """Wrap a gate stage: any exception becomes a stored, failed report, never a crashed task.
+    """Wrap a gate stage: an exception becomes a stored, failed report, never a crashed task.
 
-    The DAG's decision then runs with every gate's verdict; a report that could not even be
-    stored is missing, and a missing report rejects the version too.
+    The DAG's decision then runs with every gate's verdict. An outage (MLflow, a database or the
+    object store unreachable) is not a verdict: it is re-raised, the task fails and retries, and
+    the report is written by the retry that reaches the services.
     """
     import functools
 
@@ -110,13 +120,12 @@ def _fail_closed(name: str, func: Any) -> Any:
         try:
             result: dict[str, Any] = func(cfg, settings, ctx, registered, snapped)
         except Exception as exc:
+            if is_outage(exc):
+                raise
             report = GateReport.failed(name, [f"the gate raised {type(exc).__name__}: {exc}"])
-            try:
-                registry.configure(settings)
-                version = registry.resolve_version(registered["name"], registered["version"])
-                _store_report(str(version.run_id), report)
-            except Exception:  # the decision fails closed on the missing report
-                pass
+            registry.configure(settings)
+            version = registry.resolve_version(registered["name"], registered["version"])
+            _store_report(str(version.run_id), report)  # cannot store it: the task fails and retries
             return _summary(report)
         return result
 
@@ -162,6 +171,8 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
             files = write_plots(attributions, inputs.X_test.loc[attributions.values.index], Path(tmp))
             _store_report(run_id, explain, files)
     except Exception as exc:  # fail closed, and still let fairness report
+        if is_outage(exc):
+            raise
         explain = GateReport.failed("explainability", [f"the gate raised {type(exc).__name__}: {exc}"])
         _store_report(run_id, explain)
     fairness = _guarded("fairness", evaluate_fairness, inputs.challenger, inputs.X_test, inputs.y_test, cfg,
@@ -188,6 +199,8 @@ def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, register
         expected = model.predict_proba(sample) if cfg.task.value == "binary_classification" else model.predict(sample)
         report = _guarded("infra", evaluate_infra, version, sample, expected, cfg, policy)
     except Exception as exc:
+        if is_outage(exc):
+            raise
         report = GateReport.failed("infra", [f"the model could not be loaded: {type(exc).__name__}: {exc}"])
     _store_report(str(version.run_id), report)
     return _summary(report)
@@ -199,14 +212,16 @@ infra_gate = _fail_closed("infra", _infra_gate)
 
 
 def _read_reports(run_id: str) -> list[GateReport]:
+    """The gate reports stored on the run. A report that is not there is missing (the decision
+    rejects); one that cannot be listed or downloaded is an outage, raised so that the task retries."""
     import mlflow
 
+    stored = {Path(f.path).name for f in registry.client().list_artifacts(run_id, "gates")}
     reports = []
     for name in ("quality", "explainability", "fairness", "infra"):
-        try:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"gates/{name}.json")
-        except Exception:
+        if f"{name}.json" not in stored:
             continue  # a missing report fails closed in `decide`
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"gates/{name}.json")
         reports.append(GateReport.model_validate_json(Path(path).read_text()))
     return reports
 

@@ -70,16 +70,24 @@ def load_reference(cfg: LoadedConfig, settings: Settings, version: Any) -> Refer
 
     run_id = str(version.run_id)
     frame = _training_frame(cfg, settings, version)
-    cache = settings.home / "monitoring" / cfg.name / f"v{version.version}"
-    try:
-        folder = Path(registry.client().download_artifacts(run_id, "monitoring", str(_fresh(cache))))
-        profile = ReferenceProfile.load(folder / "monitoring" / "reference.npz")
-        calibrator = Calibrator.from_dict(json.loads((folder / "monitoring" / "calibrator.json").read_text()))
-        meta = json.loads((folder / "monitoring" / "reference.json").read_text())
-        return Reference(profile, calibrator, frame, meta)
-    except Exception:  # not built yet for this champion
+    if not REFERENCE_FILES <= _artifact_names(run_id, "monitoring"):  # not built yet for this champion
         log.info("building the monitoring reference of %s v%s", cfg.name, version.version)
-    return _build_reference(cfg, settings, version, frame)
+        return _build_reference(cfg, settings, version, frame)
+    # Stored: read it (an unreachable store raises and the task retries; it never rebuilds on an outage).
+    cache = settings.home / "monitoring" / cfg.name / f"v{version.version}"
+    folder = Path(registry.client().download_artifacts(run_id, "monitoring", str(_fresh(cache))))
+    profile = ReferenceProfile.load(folder / "monitoring" / "reference.npz")
+    calibrator = Calibrator.from_dict(json.loads((folder / "monitoring" / "calibrator.json").read_text()))
+    meta = json.loads((folder / "monitoring" / "reference.json").read_text())
+    return Reference(profile, calibrator, frame, meta)
+
+
+REFERENCE_FILES = frozenset({"reference.npz", "calibrator.json", "reference.json"})
+
+
+def _artifact_names(run_id: str, folder: str) -> set[str]:
+    """File names stored under a run's artifact folder (empty when there is none)."""
+    return {Path(f.path).name for f in registry.client().list_artifacts(run_id, folder)}
 
 
 def _fresh(folder: Path) -> Path:
@@ -140,10 +148,9 @@ def _importance(run_id: str) -> dict[str, float] | None:
     """SHAP shares from the version's explainability gate report (None: uniform weights)."""
     import mlflow
 
-    try:
-        report = mlflow.artifacts.load_dict(f"runs:/{run_id}/gates/explainability.json")
-    except Exception:
+    if "explainability.json" not in _artifact_names(run_id, "gates"):
         return None
+    report = mlflow.artifacts.load_dict(f"runs:/{run_id}/gates/explainability.json")
     shares = (report.get("details") or {}).get("shares") or (report.get("metrics") or {}).get("shares")
     return {str(k): float(v) for k, v in shares.items()} if isinstance(shares, dict) else None
 
@@ -207,11 +214,11 @@ def monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start
                                                                                      "estimated": None}
     attribution = _attribution(cfg, settings, champion, reference, features) if drift["sufficient"] else None
     series = _series(cfg, drift, performance, served)
-    counters = _endpoint_counters(cfg)
+    counters, unreachable = _endpoint_counters(cfg)
     rate = _error_rate(settings, cfg, end, counters)
     if rate is not None:
         series["error_rate"] = rate
-    alarms = _alarms(cfg, settings, end, series)
+    alarms = _alarms(cfg, settings, end, series) + _endpoint_alarm(settings, cfg, end, unreachable)
     trigger_run_id = retrain_run_id(cfg.name, end)
     decision = _decide(cfg, settings, champion, reference, drift, performance, alarms, end, trigger_run_id)
     paths = _store_report(cfg, settings, reference, features, start, end, drift["sufficient"], {
@@ -220,7 +227,7 @@ def monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start
         "series": series, "alarms": alarms, "decision": decision.as_dict()})
     state.record_window(settings, cfg.name, start, end, version, decision.action,
                         {"series": series, "decision": decision.as_dict(), "rows": len(frame), "counters": counters,
-                         **paths})
+                         "endpoint_unreachable": unreachable, **paths})
     conf = None
     if decision.action == "retrain":
         reason = "; ".join(decision.reasons)[:500]
@@ -301,8 +308,8 @@ def _series(cfg: LoadedConfig, drift: dict[str, Any], performance: dict[str, Any
     return {k: v for k, v in values.items() if np.isfinite(v)}
 
 
-def _endpoint_counters(cfg: LoadedConfig) -> dict[str, float] | None:
-    """The live endpoint's cumulative prediction request and 5xx counters (None when unreachable).
+def _endpoint_counters(cfg: LoadedConfig) -> tuple[dict[str, float] | None, str | None]:
+    """The live endpoint's cumulative prediction request and 5xx counters, or None and why not.
 
     Errors never reach the inference log (only answered requests do), so the error rate comes
     from the endpoint's own Prometheus counters, read when the window is monitored.
@@ -312,11 +319,37 @@ def _endpoint_counters(cfg: LoadedConfig) -> dict[str, float] | None:
     from autopilot.deploy.rollout import parse_metrics
     from autopilot.deploy_stages import serving_url
 
+    url = serving_url(cfg) + "/metrics"
     try:
-        sample = parse_metrics(httpx.get(serving_url(cfg) + "/metrics", timeout=3.0).text)
-    except Exception:  # no endpoint running (or not ours): no error-rate series this window
-        return None
-    return {"requests": sample.requests, "server_errors": sample.server_errors}
+        answer = httpx.get(url, timeout=ENDPOINT_TIMEOUT_SECONDS)
+        answer.raise_for_status()
+        sample = parse_metrics(answer.text)
+    except (httpx.HTTPError, ValueError) as exc:  # down, hung, erroring, or not ours
+        return None, f"{url} did not answer: {type(exc).__name__}: {str(exc)[:200]}"
+    return {"requests": sample.requests, "server_errors": sample.server_errors}, None
+
+
+ENDPOINT_TIMEOUT_SECONDS = 3.0
+SEEN_WINDOWS = 24  # an endpoint that answered in any of the last day's hourly windows is expected to answer
+
+
+def _endpoint_alarm(settings: Settings, cfg: LoadedConfig, end: datetime,
+                    unreachable: str | None) -> list[dict[str, Any]]:
+    """A critical alarm when an endpoint that answered in recent windows stopped answering.
+
+    A model that was never served locally (the AWS target, or nothing started yet) has no error-rate
+    series and no alarm; one whose endpoint answered before and is now down must not look healthy
+    because its traffic, and with it every other series, went quiet.
+    """
+    from autopilot.monitoring import state
+
+    if unreachable is None or cfg.deployment.target != "local":
+        return []
+    recent = state.last_windows(settings, cfg.name, limit=SEEN_WINDOWS, before=end)
+    if not any(w["report"].get("counters") for w in recent):
+        return []
+    return [{"metric": "endpoint", "critical": True,
+             "reason": f"the live endpoint stopped answering (it answered in recent windows): {unreachable}"}]
 
 
 def _error_rate(settings: Settings, cfg: LoadedConfig, end: datetime,

@@ -46,10 +46,11 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
     tuning = {"plan_tuning", "tune_worker", "tune"}
     assert set(tasks) == {"validate", "snapshot", *tuning, "train_and_register", *gates, "decide", "promote",
                           *deployment}
-    for name in ("validate", *gates, "decide", "rollout"):  # gates, the decision, the rollout: no retry
-        assert tasks[name].retries == 0, name
-    for name in ("snapshot", *tuning, "train_and_register", "promote", "plan_deployment", "deploy"):
-        assert tasks[name].retries == 2 and tasks[name].retry_exponential_backoff
+    assert tasks["rollout"].retries == 0  # a failed rollout has rolled back: a retry would deploy again
+    # Gates and the decision retry an outage; their verdicts raise AirflowFailException, never retried.
+    for name in ("validate", "snapshot", *tuning, "train_and_register", *gates, "decide", "promote",
+                 "plan_deployment", "deploy"):
+        assert tasks[name].retries == 2 and tasks[name].retry_exponential_backoff, name
     assert tasks["validate"].downstream_task_ids == {"snapshot"}
     # tuning fans out: one mapped worker task per `tuning.parallel_workers`, all on one study
     assert {"plan_tuning", "tune_worker", "train_and_register"} <= tasks["snapshot"].downstream_task_ids

@@ -40,6 +40,15 @@ def test_quiet_window_and_insufficient_rows() -> None:
     assert thin.action == "none"
 
 
+def test_a_critical_alarm_alerts_even_when_too_few_rows_arrived_to_judge() -> None:
+    """A dead endpoint sends no traffic: the quiet window must not read as healthy."""
+    down = {"metric": "endpoint", "critical": True, "reason": "the live endpoint stopped answering"}
+    spike = {"metric": "latency_p95_ms", "reason": "latency spike"}
+    decision = run(drift=drift(sufficient=False), alarms=[down, spike])
+    assert decision.action == "alert" and decision.reasons[0] == "the live endpoint stopped answering"
+    assert run(drift=drift(sufficient=False), alarms=[spike]).action == "none"  # a thin window judges nothing else
+
+
 def test_drift_severity_maps_to_actions_and_strategies() -> None:
     assert run(drift=drift("alert")).action == "alert"
     assert run(drift=drift("none", prediction=True)).action == "alert"

@@ -71,7 +71,10 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
     """
     metric = cfg.metric
     if not drift.get("sufficient", False):
-        return WindowDecision("none", reasons=list(drift.get("reasons") or ["insufficient rows in the window"]))
+        # A critical alarm (the endpoint went down) stands even when its silence left too few rows to judge.
+        critical = [a["reason"] for a in alarms if a.get("critical")]
+        quiet = list(drift.get("reasons") or ["insufficient rows in the window"])
+        return WindowDecision("alert", reasons=critical + quiet) if critical else WindowDecision("none", reasons=quiet)
     observed, source = _observed_metric(performance, metric)
     if recent_retrain and observed is not None and previous_champion_metric is not None:
         drop = _drop(observed, previous_champion_metric, metric)

@@ -17,7 +17,9 @@ from airflow.sdk import DAG, dag, get_current_context, task
 
 __all__ = ["DEFAULT_ARGS", "config_dir", "monitoring_dag", "monitoring_dags", "training_dag", "training_dags"]
 
-# Transient failures (a database blip, a slow object store) deserve retries; gates do not.
+# Transient failures (a database blip, a slow object store) deserve retries; a gate's decision does
+# not: it raises AirflowFailException (see `_gate`), which Airflow never retries. So gate tasks keep
+# their retries: an outage while a gate runs is an error that retries, never a verdict.
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "autopilot",
     "retries": 2,
@@ -155,7 +157,7 @@ def training_dag(model: str, config_path: Path) -> DAG:
         tags=["autopilot", "training", f"model:{model}"],
     )
     def training() -> None:
-        @task(retries=0)  # a failed gate is a decision, not a transient error
+        @task
         def validate() -> dict[str, Any]:
             from autopilot.stages import validate_data
 
@@ -200,28 +202,28 @@ def training_dag(model: str, config_path: Path) -> DAG:
             return dict(_gate(stage, _config(path, model), settings, ctx, snapped, tuned))
 
         # The decorated calls return XComArgs (references resolved at run time), not dicts.
-        @task(retries=0)
+        @task
         def quality(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
             from autopilot.gate_stages import quality_gate
 
             ctx, settings = _context()
             return dict(quality_gate(_config(path, model), settings, ctx, registered, snapped))
 
-        @task(retries=0)
+        @task
         def explainability_and_fairness(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
             from autopilot.gate_stages import explainability_and_fairness_gates
 
             ctx, settings = _context()
             return dict(explainability_and_fairness_gates(_config(path, model), settings, ctx, registered, snapped))
 
-        @task(retries=0)
+        @task
         def infra(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
             from autopilot.gate_stages import infra_gate
 
             ctx, settings = _context()
             return dict(infra_gate(_config(path, model), settings, ctx, registered, snapped))
 
-        @task(retries=0)
+        @task
         def decide(snapped: dict[str, Any], registered: dict[str, Any],
                    quality: dict[str, Any] | None) -> dict[str, Any]:
             from autopilot.gate_stages import decide_version
