@@ -75,10 +75,10 @@ def load_reference(cfg: LoadedConfig, settings: Settings, version: Any) -> Refer
         return _build_reference(cfg, settings, version, frame)
     # Stored: read it (an unreachable store raises and the task retries; it never rebuilds on an outage).
     cache = settings.home / "monitoring" / cfg.name / f"v{version.version}"
-    folder = Path(registry.client().download_artifacts(run_id, "monitoring", str(_fresh(cache))))
-    profile = ReferenceProfile.load(folder / "monitoring" / "reference.npz")
-    calibrator = Calibrator.from_dict(json.loads((folder / "monitoring" / "calibrator.json").read_text()))
-    meta = json.loads((folder / "monitoring" / "reference.json").read_text())
+    folder = Path(registry.client().download_artifacts(run_id, "monitoring", str(_fresh(cache))))  # .../monitoring
+    profile = ReferenceProfile.load(folder / "reference.npz")
+    calibrator = Calibrator.from_dict(json.loads((folder / "calibrator.json").read_text()))
+    meta = json.loads((folder / "reference.json").read_text())
     return Reference(profile, calibrator, frame, meta)
 
 
