@@ -104,17 +104,17 @@ def _run_probe(files: model_loading.VerifiedFiles, X: pd.DataFrame, timeout: flo
     A plain subprocess, not multiprocessing: under the CeleryExecutor a task is forked from
     Celery's daemonic pool process, where multiprocessing refuses to start children ("daemonic
     processes are not allowed to have children") and refuses to pickle the inherited authkey.
-    The rows go in and the result comes back as pickles in a private temporary folder that only
-    this gate writes; the model's manifest goes in beside them, and the probe verifies the
+    The rows go in as Parquet and the result comes back as JSON plus an `.npz` of its arrays
+    (read with `allow_pickle=False`), in a private temporary folder that only this gate writes:
+    nothing is unpickled. The model's manifest goes in beside them, and the probe verifies the
     verified copy again before it loads it through `model_loading`.
     """
-    import pickle
     import subprocess
     import sys
 
     with tempfile.TemporaryDirectory(prefix="autopilot-infra-") as tmp:
-        rows, result, spec = Path(tmp) / "rows.pkl", Path(tmp) / "result.pkl", Path(tmp) / "model.json"
-        X.to_pickle(rows)
+        rows, result, spec = Path(tmp) / "rows.parquet", Path(tmp) / "result", Path(tmp) / "model.json"
+        X.to_parquet(rows)
         spec.write_text(json.dumps({"manifest": files.manifest, "allow_pickle": files.allow_pickle,
                                     "name": files.name, "signed": files.signed}))
         try:
@@ -123,13 +123,40 @@ def _run_probe(files: model_loading.VerifiedFiles, X: pd.DataFrame, timeout: flo
                                   capture_output=True, text=True, timeout=timeout, check=False, env=_probe_env())
         except subprocess.TimeoutExpired:
             return {"error": f"the probe did not finish within {timeout:.0f} s"}
-        if not result.exists():
+        if not result.with_suffix(".json").exists():
             tail = (done.stderr or "").strip().splitlines()[-3:]
             return {"error": f"the probe process died without an answer (exit code {done.returncode}): "
                              + " | ".join(tail)}
-        with result.open("rb") as handle:
-            answer: dict[str, Any] = pickle.load(handle)  # written by our own child, in our own temp folder
-        return answer
+        return _read_answer(result)
+
+
+ARRAYS = ("batch", "singles")
+
+
+def _write_answer(result: Path, answer: dict[str, Any]) -> None:
+    """The probe's answer: arrays in `<result>.npz`, the rest in `<result>.json` (written last: it marks completion)."""
+    arrays = {k: np.asarray(answer.pop(k)) for k in ARRAYS if k in answer}
+    if arrays:
+        np.savez(result.with_suffix(".npz"), **arrays)  # type: ignore[arg-type]
+    result.with_suffix(".json").write_text(json.dumps(answer))
+
+
+def _read_answer(result: Path) -> dict[str, Any]:
+    answer: dict[str, Any] = json.loads(result.with_suffix(".json").read_text())
+    if result.with_suffix(".npz").exists():
+        with np.load(result.with_suffix(".npz"), allow_pickle=False) as arrays:
+            answer.update({k: arrays[k] for k in arrays.files})
+    return answer
+
+
+def _read_rows(path: str) -> pd.DataFrame:
+    """The sample rows, with missing text values as NaN again (Parquet brings them back as None)."""
+    import pandas
+
+    frame = pandas.read_parquet(path)
+    for column in frame.select_dtypes(include="object").columns:
+        frame[column] = frame[column].where(frame[column].notna(), np.nan)
+    return frame
 
 
 def _probe_env() -> dict[str, str]:
@@ -147,16 +174,11 @@ def _probe_env() -> dict[str, str]:
 
 def _probe_main(folder: str, rows: str, result: str, spec: str) -> None:
     """Probe entry point (in the fresh interpreter): measure, and write the result or the error."""
-    import pickle
-
-    import pandas
-
     try:
-        answer = _measure(folder, pandas.read_pickle(rows), json.loads(Path(spec).read_text()))
+        answer = _measure(folder, _read_rows(rows), json.loads(Path(spec).read_text()))
     except Exception as exc:  # the parent reports it; a probe that dies outright leaves no file
         answer = {"error": f"{type(exc).__name__}: {exc}"}
-    with open(result, "wb") as handle:
-        pickle.dump(answer, handle)
+    _write_answer(Path(result), answer)
 
 
 def _measure(folder: str, X: pd.DataFrame, spec: dict[str, Any]) -> dict[str, Any]:
