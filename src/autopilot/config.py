@@ -377,6 +377,25 @@ class AwsDeploymentConfig(_Frozen):
     wait_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
         default=1800.0, description="Longest wait for an endpoint to reach InService."
     )
+    # Bounds on every AWS call (botocore client config): an outage fails the task in bounded
+    # time (Airflow retries it), it never hangs a worker.
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = Field(
+        default=4, description="Attempts per AWS call (the first plus retries; botocore standard mode, "
+                               "which retries throttling, 5xx and connection errors, never auth errors)."
+    )
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=10.0, description="Longest wait to connect to an AWS endpoint."
+    )
+    read_timeout_seconds: Annotated[float, Field(gt=0, le=900)] = Field(
+        default=60.0, description="Longest wait for an AWS answer (per attempt; an upload part counts as one)."
+    )
+    multipart_threshold_mib: Annotated[float, Field(ge=0)] = Field(
+        default=64.0, description="Packages larger than this go to S3 as a multipart upload (aborted on failure; "
+                                  "0: always multipart)."
+    )
+    multipart_part_mib: Annotated[int, Field(ge=5, le=5120)] = Field(
+        default=16, description="Part size of a multipart upload (S3's minimum is 5 MiB)."
+    )
 
 
 class DeploymentConfig(_Frozen):

@@ -9,7 +9,10 @@
   on `local`, the endpoint (`autopilot serve`) follows the `champion` alias by itself.
 * `rollout_version` checks the live endpoint: the new version must be served (smoke test),
   then errors and latency are watched for the bake period; a violation rolls the alias back
-  (and, on AWS, the endpoint) and fails the task, which alerts.
+  (and, on AWS, the endpoint; locally, the endpoint is asked to reload) and fails the task,
+  which alerts. A rollback that cannot revert the endpoint is never silent: the task fails
+  with `RollbackIncomplete`, whose message starts with "ROLLBACK INCOMPLETE" and names the
+  endpoint, the configuration it should be on and why it is not.
 
 Every stage is idempotent: a rerun reads back the stored plan, finds the package and the
 SageMaker objects by their content-derived names, and finds the alias already moved.
@@ -34,9 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["deploy_version", "plan_deployment", "rollout_version", "serving_url"]
+__all__ = ["ArtifactUnreadable", "RollbackIncomplete", "deploy_version", "plan_deployment", "rollout_version",
+           "serving_url"]
 
 PLAN_ARTIFACT = "deploy/plan.json"
+SAGEMAKER_ARTIFACT = "deploy/sagemaker.json"
 PROFILE_SAMPLE_ROWS = 500
 
 
@@ -89,7 +94,7 @@ def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, prom
         mlflow_client.log_artifacts(run_id, str(generated.folder), "deploy/configs")
         mlflow_client.log_dict(run_id, profile.as_dict(), "deploy/profile.json")
         mlflow_client.log_dict(run_id, json.loads(selection.model_dump_json()), "deploy/selection.json")
-        mlflow_client.log_dict(run_id, generated.sagemaker, "deploy/sagemaker.json")
+        mlflow_client.log_dict(run_id, generated.sagemaker, SAGEMAKER_ARTIFACT)
     chosen = selection.chosen
     plan = {
         "skipped": False, "model": cfg.name, "version": int(version.version), "run_id": run_id,
@@ -126,6 +131,31 @@ def _read_artifact(run_id: str, path: str) -> Any | None:
     return json.loads(Path(local).read_text())
 
 
+class ArtifactUnreadable(RuntimeError):
+    """A stored stage artifact that must exist could not be read (absent, corrupt, or MLflow unreachable)."""
+
+
+def _read_stored_artifact(run_id: str, path: str) -> Any:
+    """A JSON artifact that must exist; any failure to read it (absent, MLflow down) raises, naming it."""
+    import mlflow
+
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+        return json.loads(Path(local).read_text())
+    except Exception as exc:
+        raise ArtifactUnreadable(f"cannot read {path} of run {run_id}: {type(exc).__name__}: {exc}") from exc
+
+
+def _clients(cfg: LoadedConfig, clients: Any | None) -> Any:
+    """The given AWS clients, else clients from the environment's credentials (the CLI's case)."""
+    if clients is not None:
+        return clients
+    from autopilot.deploy.aws import aws_clients
+
+    aws = cfg.deployment.aws
+    return aws_clients(aws.region, limits=aws)
+
+
 # ---------------------------------------------------------------------------- deploy
 
 
@@ -142,22 +172,21 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
     if plan["target"] == "local":
         return {"skipped": False, "target": "local", "version": plan["version"], "endpoint": serving_url(cfg),
                 "action": "follows the champion alias"}
-    from autopilot.deploy.aws import aws_clients, package_model, provision_endpoint, upload_package
+    from autopilot.deploy.aws import package_model, provision_endpoint, upload_package
     from autopilot.model_loading import SIGNATURE_TAG, LoadPolicy, open_version
 
     registry.configure(settings)
     aws = cfg.deployment.aws
-    clients = clients or aws_clients(aws.region)
+    clients = _clients(cfg, clients)
     version = registry.resolve_version(cfg.registered_model_name, plan["version"])
-    sagemaker = _read_artifact(plan["run_id"], "deploy/sagemaker.json")
-    if sagemaker is None:
-        raise RuntimeError(f"version {plan['version']} has no stored SageMaker configuration: run the plan first")
+    # Read strictly: an MLflow outage fails (and retries) the task; it is never "no plan".
+    sagemaker = _read_stored_artifact(plan["run_id"], SAGEMAKER_ARTIFACT)
     # Packaged from the verified copy: a version that fails verification is never shipped.
     with (open_version(version, LoadPolicy.of(cfg, settings)) as files,
           tempfile.TemporaryDirectory(prefix="autopilot-package-") as tmp):
         path, digest = package_model(files.folder, Path(tmp) / "model.tar.gz",
                                      signature=(version.tags or {}).get(SIGNATURE_TAG))
-        url = upload_package(clients.s3, aws.bucket, _package_key(cfg, plan["version"]), path, digest)
+        url = upload_package(clients.s3, aws.bucket, _package_key(cfg, plan["version"]), path, digest, limits=aws)
     result = provision_endpoint(clients, endpoint=plan["endpoint"], sagemaker=sagemaker,
                                 wait_timeout=aws.wait_timeout_seconds)
     return {"skipped": False, "target": "aws", "version": plan["version"], "package": url, "sha256": digest,
@@ -180,6 +209,7 @@ def rollout_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan
     if deployed["target"] == "aws":
         from autopilot.deploy.rollout import watch_aws
 
+        clients = _clients(cfg, clients)
         report = watch_aws(cfg, clients, deployed)
     else:
         from autopilot.deploy.rollout import EndpointUnavailable, watch_local
@@ -209,27 +239,98 @@ def _observe(cfg: LoadedConfig, settings: Settings, plan: dict[str, Any], report
         observed_p95_ms=float(p95), predicted_rss_mb=plan["predicted_rss_mb"], observed_rss_mb=float(rss)))
 
 
+class RollbackIncomplete(GateFailure):
+    """A failed rollout whose rollback did not complete: the endpoint (or the alias) was not reverted.
+
+    The message starts with `ROLLBACK INCOMPLETE:` and names what could not be reverted (the
+    endpoint, the configuration or version it should be on, and why), so the task's failure,
+    the run note and the Slack alert all say it first.
+    """
+
+    def __init__(self, report: GateReport, problem: str) -> None:
+        super().__init__(report)
+        self.problem = problem
+        self.args = (f"ROLLBACK INCOMPLETE: {problem}. {report.summary()}",)
+
+
 def _roll_back(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: dict[str, Any],
                deployed: dict[str, Any], report: GateReport, clients: Any | None) -> GateReport:
-    """Move the alias back (and the endpoint with it); the returned report says where to."""
+    """Move the alias back, then the endpoint with it; the returned report says where to.
+
+    Raises:
+        RollbackIncomplete: the alias could not be moved back, or the endpoint could not be
+            reverted (or, locally, be asked to reload): never silently left on the failed version.
+    """
     from autopilot.promotion import rollback
 
     registry.configure(settings)
     reason = "rollout failed: " + "; ".join(report.reasons)
-    move = rollback(settings, cfg.registered_model_name, actor=ctx.actor, reason=reason[:500],
-                    idempotency_key=ctx.key(cfg, "rollout-rollback"))
+    failed = plan["version"]
+    try:
+        move = rollback(settings, cfg.registered_model_name, actor=ctx.actor, reason=reason[:500],
+                        idempotency_key=ctx.key(cfg, "rollout-rollback"))
+    except Exception as exc:  # any cause (no earlier champion, MLflow down): surfaced, never swallowed
+        where = f"endpoint {deployed.get('endpoint')}" if deployed["target"] == "aws" else "the endpoint"
+        raise RollbackIncomplete(report, f"could not move the champion alias of {cfg.registered_model_name} back "
+                                         f"from version {failed} ({type(exc).__name__}: {exc}); {where} keeps "
+                                         f"serving version {failed}") from exc
     log.error("rolled %s back from v%s to v%s: %s", cfg.name, move.from_version, move.to_version, reason)
-    if deployed["target"] == "aws" and move.to_version is not None:
-        from autopilot.deploy.aws import provision_endpoint
+    if deployed["target"] == "aws":
+        problem, metrics = _revert_aws(cfg, plan, deployed, move.to_version, _clients(cfg, clients))
+    else:
+        problem, metrics = _reload_local(cfg, move.to_version, failed)
+    rolled = report.model_copy(update={
+        "metrics": {**report.metrics, **metrics, "rolled_back_to": move.to_version},
+        "reasons": [*report.reasons, f"rolled back to version {move.to_version}"]})
+    if problem is not None:
+        log.error("ROLLBACK INCOMPLETE for %s: %s", cfg.name, problem)
+        raise RollbackIncomplete(rolled, problem)
+    return rolled
 
-        previous = registry.resolve_version(cfg.registered_model_name, move.to_version)
-        sagemaker = _read_artifact(str(previous.run_id), "deploy/sagemaker.json")
-        if sagemaker is not None and clients is not None:
-            provision_endpoint(clients, endpoint=plan["endpoint"], sagemaker=sagemaker,
-                               wait_timeout=cfg.deployment.aws.wait_timeout_seconds)
-    elif deployed["target"] == "local":
-        from autopilot.deploy.rollout import request_reload
 
-        request_reload(cfg, serving_url(cfg))
-    return report.model_copy(update={"metrics": {**report.metrics, "rolled_back_to": move.to_version},
-                                     "reasons": [*report.reasons, f"rolled back to version {move.to_version}"]})
+def _revert_aws(cfg: LoadedConfig, plan: dict[str, Any], deployed: dict[str, Any], target: int | None,
+                clients: Any) -> tuple[str | None, dict[str, Any]]:
+    """Put the SageMaker endpoint back on the previous version's endpoint config; (problem, metrics)."""
+    from autopilot.deploy.aws import provision_endpoint
+
+    endpoint = plan["endpoint"]
+    still = f"endpoint {endpoint} still serves config {deployed.get('endpoint_config')} (version {plan['version']})"
+    try:
+        if target is None:
+            raise LookupError("the rollback left no champion")
+        previous = registry.resolve_version(cfg.registered_model_name, target)
+        sagemaker = _read_stored_artifact(str(previous.run_id), SAGEMAKER_ARTIFACT)
+        config = str(sagemaker["create_endpoint_config"]["EndpointConfigName"])
+    except Exception as exc:  # absent, unreadable or malformed: the revert target is unknown
+        return (f"could not revert endpoint {endpoint} to version {target}: the previous endpoint config is "
+                f"unknown because that version's {SAGEMAKER_ARTIFACT} could not be read ({type(exc).__name__}: "
+                f"{exc}); {still}"), {}
+    try:
+        result = provision_endpoint(clients, endpoint=endpoint, sagemaker=sagemaker,
+                                    wait_timeout=cfg.deployment.aws.wait_timeout_seconds, revert=True)
+    except Exception as exc:  # ProvisionError, or an outage: say which endpoint and config
+        return (f"could not revert endpoint {endpoint} to config {config} (version {target}): "
+                f"{type(exc).__name__}: {exc}; {still} unless SageMaker reverted it on its own"), {}
+    log.warning("endpoint %s reverted to config %s (version %s): %s", endpoint, config, target, result.action)
+    return None, {"endpoint_config": result.endpoint_config, "endpoint_action": result.action}
+
+
+def _reload_local(cfg: LoadedConfig, target: int | None, failed: int) -> tuple[str | None, dict[str, Any]]:
+    """Ask the local endpoint to serve the rolled-back alias now; (problem, metrics)."""
+    import httpx
+
+    from autopilot.deploy.rollout import request_reload
+
+    url = serving_url(cfg)
+    poll = cfg.deployment.serving.poll_seconds
+    try:
+        answer = request_reload(cfg, url)
+    except (httpx.HTTPError, ValueError) as exc:  # down, refused the token, or answered garbage
+        return (f"could not ask the endpoint at {url} to reload version {target} after the rollback "
+                f"({type(exc).__name__}: {exc}); if it is alive, it may serve version {failed} until its next "
+                f"alias poll (every {poll:g} s)"), {}
+    served = answer.get("model_version")
+    if served != target:
+        error = f": {answer['error']}" if answer.get("error") else ""
+        return f"the endpoint at {url} serves version {served}, not {target}, after the rollback{error}", {}
+    return None, {"served_version": served}

@@ -27,8 +27,10 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
+from autopilot.config import AwsDeploymentConfig
 from autopilot.deploy.aws import (
     MANIFEST_NAME,
+    SIGNING_LOGGERS,
     AwsClients,
     ProvisionError,
     aws_clients,
@@ -141,6 +143,25 @@ def rewrite_status(client: Any, status: str, reason: str | None = None) -> None:
                 parsed["FailureReason"] = reason
 
     client.meta.events.register("after-call.sagemaker.DescribeEndpoint", rewrite)
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def test_every_call_is_bounded_by_the_config() -> None:
+    limits = AwsDeploymentConfig(max_attempts=2, connect_timeout_seconds=3, read_timeout_seconds=7)
+    clients = aws_clients(REGION, "http://127.0.0.1:9", limits=limits)
+    for client in (clients.s3, clients.sagemaker, clients.cloudwatch):
+        config = client.meta.config
+        assert config.retries == {"mode": "standard", "total_max_attempts": 2}
+        assert (config.connect_timeout, config.read_timeout) == (3, 7)
+    # botocore prints signed requests (with the session token) at DEBUG: never below INFO.
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.DEBUG)
+    try:
+        assert all(not logging.getLogger(name).isEnabledFor(logging.DEBUG) for name in SIGNING_LOGGERS)
+    finally:
+        root.setLevel(level)
 
 
 # --------------------------------------------------------------------------- packaging

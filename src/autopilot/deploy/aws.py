@@ -4,7 +4,9 @@ Every step is idempotent, so a retried Airflow task converges instead of duplica
 
 * the package is a deterministic tar.gz (same model files -> same bytes -> same SHA-256), and an
   S3 key that already holds a package is never overwritten (same digest: skipped; another
-  digest: refused);
+  digest: refused); a large package goes up in parts and a failed or killed multipart upload
+  is aborted (by the failing call, else by the next attempt), and what S3 stored is read back
+  and hashed before any SageMaker object may point at it;
 * model and endpoint-config names are derived from their content by the caller, so an existing
   object with the same name must describe the same thing; a difference means someone changed it
   and provisioning stops rather than serving something nobody reviewed;
@@ -35,11 +37,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from autopilot.faults import checkpoint
 from autopilot.registry import sha256_manifest
+
+if TYPE_CHECKING:
+    from autopilot.config import AwsDeploymentConfig
 
 __all__ = [
     "MANIFEST_NAME",
@@ -64,6 +70,7 @@ POLL_CAP = 30.0
 # Keys the create calls accept but the describe calls never return: not comparable.
 WRITE_ONLY_KEYS = frozenset({"Tags"})
 _CHUNK = 1 << 20
+SIGNING_LOGGERS = ("botocore.auth", "botocore.endpoint")
 
 
 class ProvisionError(RuntimeError):
@@ -95,19 +102,42 @@ class ProvisionResult:
     created: list[str] = field(default_factory=list)
 
 
-def aws_clients(region: str, endpoint_url: str | None = None, session: Any | None = None) -> AwsClients:
-    """Build S3, SageMaker and CloudWatch clients from one boto3 session.
+def _quiet_signing_logs() -> None:
+    """Keep botocore's request-signing loggers at INFO or above.
+
+    At DEBUG, `botocore.auth` logs the canonical request and `botocore.endpoint` the prepared
+    request, both with the `x-amz-security-token` header: a worker running with DEBUG logging
+    would write the session token into its task log.
+    """
+    for name in SIGNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:  # NOTSET or DEBUG
+            logger.setLevel(logging.INFO)
+
+
+def aws_clients(region: str, endpoint_url: str | None = None, session: Any | None = None, *,
+                limits: AwsDeploymentConfig | None = None) -> AwsClients:
+    """Build S3, SageMaker and CloudWatch clients from one boto3 session, with bounded calls.
 
     `session` defaults to `boto3.Session()` (the standard credential chain); `endpoint_url` is
     None on AWS and the moto server's URL in tests, the only difference between the two.
+    `limits` (the config's `deployment.aws`; its defaults when None) bounds every call: at most
+    `max_attempts` attempts in botocore's standard retry mode (exponential backoff with jitter
+    on throttling, 5xx and connection errors; an auth error such as ExpiredToken or
+    AccessDenied is not retried, so it fails at once), each within the connect and read
+    timeouts. An outage therefore fails the task in bounded time and Airflow retries it.
     """
     import boto3
     from botocore.config import Config
 
+    from autopilot.config import AwsDeploymentConfig
+
+    limits = limits or AwsDeploymentConfig()
+    _quiet_signing_logs()
     if session is None:
         session = boto3.Session()
-    # Standard retry mode backs off on throttling, which SageMaker's control plane does often.
-    config = Config(retries={"mode": "standard", "max_attempts": 5})
+    config = Config(retries={"mode": "standard", "total_max_attempts": limits.max_attempts},
+                    connect_timeout=limits.connect_timeout_seconds, read_timeout=limits.read_timeout_seconds)
 
     def make(service: str) -> Any:
         return session.client(service, region_name=region, endpoint_url=endpoint_url, config=config)
@@ -229,31 +259,134 @@ def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     return head
 
 
-def _existing_package(head: dict[str, Any], url: str, sha256_hex: str) -> str:
+_PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+_MIB = 1 << 20
+
+
+def _b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _stored_sha256(s3: Any, bucket: str, key: str) -> tuple[str, str]:
+    """The SHA-256 of the object's bytes, read back in chunks, and the digest its metadata claims."""
+    answer = s3.get_object(Bucket=bucket, Key=key)
+    digest = hashlib.sha256()
+    body = answer["Body"]
+    try:
+        for chunk in body.iter_chunks(_CHUNK):
+            digest.update(chunk)
+    finally:
+        body.close()
+    return digest.hexdigest(), str(answer.get("Metadata", {}).get("sha256", "")).lower()
+
+
+def _existing_package(s3: Any, bucket: str, key: str, head: dict[str, Any], sha256_hex: str) -> str:
+    """Accept a package already under the key only if it is this one, byte for byte."""
+    url = f"s3://{bucket}/{key}"
     stored = str(head.get("Metadata", {}).get("sha256", "")).lower()
-    if stored == sha256_hex:
-        log.info("package %s already uploaded with sha256 %s; skipped", url, sha256_hex)
-        return url
-    raise ProvisionError(
-        f"{url} already holds a different package (sha256 {stored or 'unknown'}, this one {sha256_hex}); "
-        "a published package is never overwritten: use a new key"
-    )
+    if stored != sha256_hex:
+        raise ProvisionError(
+            f"{url} already holds a different package (sha256 {stored or 'unknown'}, this one {sha256_hex}); "
+            "a published package is never overwritten: use a new key"
+        )
+    actual, _ = _stored_sha256(s3, bucket, key)
+    if actual != sha256_hex:
+        # Not deleted here: an endpoint config may already point at it. An operator must look.
+        raise ProvisionError(f"{url} claims sha256 {sha256_hex} but its bytes hash to {actual}: the stored package "
+                             "is corrupt; delete it (nothing may serve it) and run the deploy again")
+    log.info("package %s already uploaded with sha256 %s (verified); skipped", url, sha256_hex)
+    return url
 
 
-def upload_package(s3: Any, bucket: str, key: str, path: Path, sha256_hex: str) -> str:
-    """Upload a package once; S3 verifies its SHA-256 on arrival.
+def _abort_stale_uploads(s3: Any, bucket: str, key: str) -> None:
+    """Abort unfinished multipart uploads of `key` (a killed earlier attempt leaves its parts behind)."""
+    try:
+        answer = s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
+    except ClientError as exc:
+        if _error_code(exc) != "AccessDenied":
+            raise
+        # A policy without s3:ListBucketMultipartUploads: the bucket's lifecycle rule
+        # (AbortIncompleteMultipartUpload) is then what removes them; say so and go on.
+        log.warning("cannot list unfinished multipart uploads of s3://%s/%s (AccessDenied); leaving them to "
+                    "the bucket's AbortIncompleteMultipartUpload lifecycle rule", bucket, key)
+        return
+    for upload in answer.get("Uploads", []):
+        if upload.get("Key") != key:
+            continue
+        log.warning("aborting an unfinished multipart upload of s3://%s/%s started %s (an earlier attempt "
+                    "died mid-upload)", bucket, key, upload.get("Initiated"))
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
 
-    The object carries `ChecksumSHA256` (S3 rejects a corrupted upload) and the hex digest in
-    its `sha256` metadata. An object already under the key with the same digest is left alone
-    (idempotent retries); with another digest the upload is refused. The PUT is conditional
-    (`If-None-Match: *`), so two concurrent uploads cannot overwrite each other either.
+
+def _put_single(s3: Any, bucket: str, key: str, path: Path, sha256_hex: str) -> None:
+    checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+    with path.open("rb") as body:
+        # One PUT: readers see the whole object or nothing; S3 checks ChecksumSHA256 on arrival.
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumSHA256=checksum, Metadata={"sha256": sha256_hex},
+                      ContentType="application/gzip", IfNoneMatch="*")
+
+
+def _put_multipart(s3: Any, bucket: str, key: str, path: Path, sha256_hex: str, part_size: int) -> None:
+    """Upload in parts, each SHA-256 checked by S3; any failure aborts the upload (no parts left)."""
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256",
+                                           Metadata={"sha256": sha256_hex}, ContentType="application/gzip")["UploadId"]
+    try:
+        parts: list[dict[str, Any]] = []
+        with path.open("rb") as handle:
+            while chunk := handle.read(part_size):
+                number = len(parts) + 1
+                checksum = _b64_sha256(chunk)
+                answer = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk,
+                                        ChecksumSHA256=checksum)
+                parts.append({"ETag": answer["ETag"], "PartNumber": number, "ChecksumSHA256": checksum})
+                checkpoint("deploy.upload.part_uploaded")
+        # Conditional like the single PUT: a concurrent writer's object is never replaced.
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
+                                     IfNoneMatch="*")
+    except BaseException as exc:  # including a task timeout or SIGTERM: never leave parts behind
+        try:
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            log.warning("aborted the multipart upload of s3://%s/%s: %s", bucket, key, exc)
+        except Exception as abort_error:  # the original error matters more; the next attempt aborts it
+            log.error("could not abort the multipart upload of s3://%s/%s (%s); the next deploy aborts it",
+                      bucket, key, abort_error)
+        raise
+
+
+def _verify_upload(s3: Any, bucket: str, key: str, sha256_hex: str) -> None:
+    """Read the new object back; if it is not what was sent, delete it (nothing points at it yet)."""
+    actual, claimed = _stored_sha256(s3, bucket, key)
+    if actual == sha256_hex and claimed == sha256_hex:
+        return
+    s3.delete_object(Bucket=bucket, Key=key)
+    raise ProvisionError(f"s3://{bucket}/{key} did not hold what was uploaded (its bytes hash to {actual}, "
+                         f"metadata sha256 {claimed or 'missing'}, expected {sha256_hex}): deleted it; "
+                         "run the deploy again")
+
+
+def upload_package(s3: Any, bucket: str, key: str, path: Path, sha256_hex: str, *,
+                   limits: AwsDeploymentConfig | None = None) -> str:
+    """Upload a package once, and verify what S3 stored before anything may point at it.
+
+    Packages up to `limits.multipart_threshold_mib` go in one PUT carrying `ChecksumSHA256`;
+    larger ones as a multipart upload with a SHA-256 checksum per part, aborted on any failure
+    (an earlier attempt killed mid-upload is aborted first). Both writes are conditional
+    (`If-None-Match: *`), so two concurrent uploads cannot overwrite each other, and both carry
+    the hex digest in the object's `sha256` metadata. Afterwards the object is read back and
+    hashed: one that differs (an S3-compatible store that ignores checksums, a proxy that
+    altered it, a writer that replaced it) is deleted and the upload fails. An object already
+    under the key is accepted only with the same digest, in its metadata and in its bytes.
 
     Returns:
         The package's s3:// URL.
 
     Raises:
-        ProvisionError: the file does not match `sha256_hex`, or the key holds another package.
+        ProvisionError: the file does not match `sha256_hex`, the key holds another package or
+            a corrupt one, or the stored object did not match (it has been deleted).
     """
+    from autopilot.config import AwsDeploymentConfig
+
+    limits = limits or AwsDeploymentConfig()
     path = Path(path)
     sha256_hex = sha256_hex.lower()
     url = f"s3://{bucket}/{key}"
@@ -262,24 +395,25 @@ def upload_package(s3: Any, bucket: str, key: str, path: Path, sha256_hex: str) 
         raise ProvisionError(f"{path} has sha256 {actual}, not the expected {sha256_hex}")
     head = _head(s3, bucket, key)
     if head is not None:
-        return _existing_package(head, url, sha256_hex)
-    checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+        return _existing_package(s3, bucket, key, head, sha256_hex)
+    _abort_stale_uploads(s3, bucket, key)
+    size = path.stat().st_size
     try:
-        with path.open("rb") as body:
-            # One PUT (atomic: readers see the whole object or nothing); fine up to 5 GB.
-            s3.put_object(
-                Bucket=bucket, Key=key, Body=body, ChecksumSHA256=checksum, Metadata={"sha256": sha256_hex},
-                ContentType="application/gzip", IfNoneMatch="*",
-            )
+        if size > limits.multipart_threshold_mib * _MIB:
+            _put_multipart(s3, bucket, key, path, sha256_hex, limits.multipart_part_mib * _MIB)
+        else:
+            _put_single(s3, bucket, key, path, sha256_hex)
     except ClientError as exc:
-        if _error_code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+        if _error_code(exc) not in _PRECONDITION_FAILED:
             raise
-        # Another writer stored the key between our HEAD and PUT: accept it only if identical.
+        # Another writer stored the key between our HEAD and our write: accept it only if identical.
         head = _head(s3, bucket, key)
         if head is None:
             raise
-        return _existing_package(head, url, sha256_hex)
-    log.info("uploaded package %s (sha256 %s)", url, sha256_hex)
+        return _existing_package(s3, bucket, key, head, sha256_hex)
+    checkpoint("deploy.upload.stored")
+    _verify_upload(s3, bucket, key, sha256_hex)
+    log.info("uploaded package %s (%d bytes, sha256 %s, verified)", url, size, sha256_hex)
     return url
 
 
@@ -487,8 +621,53 @@ def _cleanup(sagemaker: Any, endpoint: str, created: list[tuple[str, str]], time
             config_kept = config_kept or kind == "endpoint-config"
 
 
+def _revert_deployment(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The DeploymentConfig of a revert: all traffic at once, without the auto-rollback alarms.
+
+    A revert runs because those alarms (or the rollout's checks) condemned the new version; the
+    alarms are likely still in ALARM, and SageMaker rolls back any deployment during which one
+    trips, so keeping them would undo the revert itself. The target is the previous, proven fleet.
+    """
+    policy = deployment.get("BlueGreenUpdatePolicy", {})
+    revert: dict[str, Any] = {"TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0},
+                              "TerminationWaitInSeconds": 0}
+    if "MaximumExecutionTimeoutInSeconds" in policy:
+        revert["MaximumExecutionTimeoutInSeconds"] = policy["MaximumExecutionTimeoutInSeconds"]
+    return {"BlueGreenUpdatePolicy": revert}
+
+
+def _start_deployment(sm: Any, endpoint: str, config: str, deployment: dict[str, Any], current: dict[str, Any] | None,
+                      revert: bool, created: list[tuple[str, str]]) -> str | None:
+    """Create or update the endpoint towards `config`; the action, or None when it already serves it."""
+    if current is None:
+        if revert:
+            raise ProvisionError(f"endpoint {endpoint} does not exist: there is nothing to revert")
+        log.info("creating endpoint %s on config %s", endpoint, config)
+        # CreateEndpoint accepts DeploymentConfig (botocore model); it sets the rollback
+        # alarms for later updates. moto 5.2.5 accepts and ignores it.
+        sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=config, DeploymentConfig=deployment)
+        created.append(("endpoint", endpoint))
+        return "created"
+    status = str(current.get("EndpointStatus"))
+    if status == "Failed":
+        raise ProvisionError(f"endpoint {endpoint} is Failed ({current.get('FailureReason')}); "
+                             "it cannot be updated: delete it (delete_deployment) and provision again")
+    if current.get("EndpointConfigName") == config:
+        if status != "InService":
+            raise ProvisionError(f"endpoint {endpoint} is on config {config} but {status}")
+        log.info("endpoint %s already serves config %s; unchanged", endpoint, config)
+        return None
+    verb = "reverting" if revert else "updating"
+    log.info("%s endpoint %s from config %s to %s (blue/green%s)", verb, endpoint, current.get("EndpointConfigName"),
+             config, ", all at once" if revert else "")
+    sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=config,
+                       DeploymentConfig=_revert_deployment(deployment) if revert else deployment,
+                       RetainAllVariantProperties=False)
+    return "reverted" if revert else "updated"
+
+
 def provision_endpoint(clients: AwsClients, *, endpoint: str, sagemaker: dict[str, Any], wait_timeout: float = 1800.0,
-                       poll: Callable[..., None] | None = None) -> ProvisionResult:
+                       poll: Callable[..., None] | None = None, revert: bool = False) -> ProvisionResult:
     """Bring `endpoint` to the planned model and endpoint config, idempotently.
 
     `sagemaker` is the plan: `create_model` and `create_endpoint_config` (kwargs of those
@@ -500,6 +679,10 @@ def provision_endpoint(clients: AwsClients, *, endpoint: str, sagemaker: dict[st
     or leave it when it already serves this config; wait for InService with exponential
     backoff (`poll(seconds)` sleeps; inject it in tests). An update SageMaker rolled back
     (InService on another config) is a failure.
+
+    `revert=True` moves an existing endpoint back to a previous version's plan after a failed
+    rollout: the alarms are left as they are, traffic shifts all at once and without the
+    auto-rollback alarms (`_revert_deployment` says why), and an absent endpoint is an error.
 
     Raises:
         ProvisionError: refused, failed (with SageMaker's FailureReason) or timed out; what this
@@ -517,7 +700,7 @@ def provision_endpoint(clients: AwsClients, *, endpoint: str, sagemaker: dict[st
                                created=[f"{kind}:{name}" for kind, name in created])
 
     try:
-        for alarm in alarms:
+        for alarm in [] if revert else alarms:
             log.info("putting CloudWatch alarm %s", alarm["AlarmName"])
             clients.cloudwatch.put_metric_alarm(**alarm)
         _ensure("model", model, lambda: _describe(sm.describe_model, ModelName=model),
@@ -527,28 +710,9 @@ def provision_endpoint(clients: AwsClients, *, endpoint: str, sagemaker: dict[st
 
         # Another run may be mid-deployment: decide only once the endpoint has settled.
         current = _wait_settled(sm, endpoint, wait_timeout, sleep)
-        if current is None:
-            log.info("creating endpoint %s on config %s", endpoint, config)
-            # CreateEndpoint accepts DeploymentConfig (botocore model); it sets the rollback
-            # alarms for later updates. moto 5.2.5 accepts and ignores it.
-            sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=config, DeploymentConfig=deployment)
-            created.append(("endpoint", endpoint))
-            action = "created"
-        else:
-            status = str(current.get("EndpointStatus"))
-            if status == "Failed":
-                raise ProvisionError(f"endpoint {endpoint} is Failed ({current.get('FailureReason')}); "
-                                     "it cannot be updated: delete it (delete_deployment) and provision again")
-            if current.get("EndpointConfigName") == config:
-                if status != "InService":
-                    raise ProvisionError(f"endpoint {endpoint} is on config {config} but {status}")
-                log.info("endpoint %s already serves config %s; unchanged", endpoint, config)
-                return result("unchanged", status)
-            log.info("updating endpoint %s from config %s to %s (blue/green)", endpoint,
-                     current.get("EndpointConfigName"), config)
-            sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=config, DeploymentConfig=deployment,
-                               RetainAllVariantProperties=False)
-            action = "updated"
+        action = _start_deployment(sm, endpoint, config, deployment, current, revert, created)
+        if action is None:  # already InService on this config
+            return result("unchanged", "InService")
 
         final = _wait_settled(sm, endpoint, wait_timeout, sleep)
         if final is None:

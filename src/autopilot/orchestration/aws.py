@@ -8,8 +8,12 @@ knows nothing of Airflow and takes plain boto3 clients.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from autopilot.deploy.aws import AwsClients, aws_clients
+
+if TYPE_CHECKING:
+    from autopilot.config import AwsDeploymentConfig
 
 __all__ = ["clients_from_connection"]
 
@@ -17,12 +21,14 @@ log = logging.getLogger(__name__)
 _SERVICES = ("s3", "sagemaker", "cloudwatch")
 
 
-def clients_from_connection(conn_id: str, region: str) -> AwsClients:
+def clients_from_connection(conn_id: str, region: str, limits: AwsDeploymentConfig | None = None) -> AwsClients:
     """S3, SageMaker and CloudWatch clients for the Airflow AWS connection `conn_id`.
 
     The boto3 session comes from the Amazon provider's `AwsBaseHook` (keys, role assumption,
     profiles: whatever the connection configures); the endpoint URL from the connection's
-    extra `endpoint_url` (None on AWS). Only the connection id and region are logged.
+    extra `endpoint_url` (None on AWS). `limits` (the config's `deployment.aws`) bounds the
+    retries and timeouts of every call (`aws_clients`). Only the connection id and region are
+    logged, never a key or token.
     """
     # Imported here: the provider pulls in boto3 and its own config, which DAG parsing need not pay.
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
@@ -40,4 +46,4 @@ def clients_from_connection(conn_id: str, region: str) -> AwsClients:
     session = hook.get_session(region_name=region)
     log.info("AWS clients from connection %s (region %s, custom endpoint: %s)", conn_id, region,
              endpoint_url is not None)
-    return aws_clients(region, endpoint_url, session)
+    return aws_clients(region, endpoint_url, session, limits=limits)

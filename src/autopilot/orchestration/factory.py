@@ -131,7 +131,8 @@ def _aws_clients(cfg: Any) -> Any:
         return None
     from autopilot.orchestration.aws import clients_from_connection
 
-    return clients_from_connection(cfg.deployment.aws.aws_conn_id, cfg.deployment.aws.region)
+    aws = cfg.deployment.aws
+    return clients_from_connection(aws.aws_conn_id, aws.region, aws)
 
 
 def training_dag(model: str, config_path: Path) -> DAG:
