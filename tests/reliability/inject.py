@@ -139,7 +139,8 @@ class FaultProxy:
             handler.send_header("Content-Type", "application/json")
             handler.send_header("Content-Length", str(len(fault.body)))
             handler.end_headers()
-            handler.wfile.write(fault.body)
+            if handler.command != "HEAD":  # a body after a HEAD answer would desynchronise a kept-alive connection
+                handler.wfile.write(fault.body)
             return
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in HOP_BY_HOP}
         try:
