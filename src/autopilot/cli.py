@@ -380,8 +380,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     healthy = embedded.wait_healthy(timeout=args.wait)
     password = embedded.admin_password()
     login = f"user admin, password {password}" if password else "password: see the api-server log"
-    print(f"Airflow  http://127.0.0.1:{embedded.airflow_port}  ({login})")
-    print(f"MLflow   http://127.0.0.1:{embedded.mlflow_port}")
+    print(f"Airflow  {embedded.airflow_url}  ({login})")
+    print(f"MLflow   {embedded.mlflow_url}")
     if not healthy:
         print(f"not healthy after {args.wait:.0f} s; see the logs in {embedded.run_dir}", file=sys.stderr)
         return 1
