@@ -82,9 +82,20 @@ def cmd_init_config(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         print(f"wrote {out}; review it, then run `autopilot config validate {out}`")
+        _note_data_root(out, data_path)
     else:
         print(text)
     return 0
+
+
+def _note_data_root(config_file: Path, data_path: str) -> None:
+    """Say at once when the draft's data lies outside the allowed roots (validation would refuse it)."""
+    from autopilot.config import DataRoots
+
+    try:
+        DataRoots.for_config(config_file.resolve()).check(data_path)
+    except ValueError as exc:
+        print(f"note: data.source: {exc}", file=sys.stderr)
 
 
 def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promote",
