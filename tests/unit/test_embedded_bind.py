@@ -20,6 +20,7 @@ from tests.e2e.test_embedded_services import free_port, listening_sockets
 
 
 def embedded(tmp_path: Path, **kwargs: object) -> Embedded:
+    """An embedded set-up whose commands are only built here (nothing starts, so fixed ports are fine)."""
     settings = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"), "AUTOPILOT_CONFIG_DIR": str(tmp_path)})
     return Embedded(settings=settings, project=PROJECT, airflow_port=18080, mlflow_port=15001, **kwargs)  # type: ignore[arg-type]
 

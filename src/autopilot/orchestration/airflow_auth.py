@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AirflowAuthenticator", "models_app"]
 
+
 class AirflowAuthenticator:
     """`autopilot.ui.app.Authenticator` backed by the running api-server's auth manager."""
 
