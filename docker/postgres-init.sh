@@ -15,10 +15,12 @@ set -euo pipefail
 : "${AUTOPILOT_DB_PASSWORD:?set AUTOPILOT_DB_PASSWORD}"
 
 # psql variables (:"name" quotes an identifier, :'name' a literal), so a password is never spliced
-# into SQL text by the shell.
-create_role() {
+# into SQL text by the shell; and psql reads each password from the environment itself
+# (`\getenv`, psql 15+), so it is never an argument of any process either (`ps` shows arguments).
+create_role() {  # $1: the role, $2: the NAME of the environment variable holding its password
     psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
-        --set=role="$1" --set=password="$2" <<'SQL'
+        --set=role="$1" --set=password_env="$2" <<'SQL'
+\getenv password :password_env
 CREATE ROLE :"role" LOGIN PASSWORD :'password';
 SQL
 }
@@ -31,9 +33,9 @@ REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
 SQL
 }
 
-create_role airflow "$AIRFLOW_DB_PASSWORD"
-create_role mlflow "$MLFLOW_DB_PASSWORD"
-create_role autopilot "$AUTOPILOT_DB_PASSWORD"
+create_role airflow AIRFLOW_DB_PASSWORD
+create_role mlflow MLFLOW_DB_PASSWORD
+create_role autopilot AUTOPILOT_DB_PASSWORD
 
 create_database airflow airflow
 create_database mlflow mlflow

@@ -43,8 +43,14 @@ def adult_frames() -> tuple[Any, Any]:
 
 
 def adult_config_dict(**overrides: Any) -> dict[str, Any]:
-    """The demo config as a dict, with top-level sections replaced by `overrides`."""
+    """The demo config as a dict, with top-level sections replaced by `overrides`.
+
+    Its data paths are made absolute (they are relative to the demo's folder): a test writes the
+    dict elsewhere, and the bundled data folder is an allowed data root wherever the config lies.
+    """
     raw = yaml.safe_load(ADULT_CONFIG.read_text())
+    raw["data"] = {key: str((ADULT_CONFIG.parent / value).resolve()) if key.endswith("source") else value
+                   for key, value in raw["data"].items()}
     raw.update(overrides)
     return raw
 

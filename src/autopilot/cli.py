@@ -84,9 +84,20 @@ def cmd_init_config(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         print(f"wrote {out}; review it, then run `autopilot config validate {out}`")
+        _note_data_root(out, data_path)
     else:
         print(text)
     return 0
+
+
+def _note_data_root(config_file: Path, data_path: str) -> None:
+    """Say at once when the draft's data lies outside the allowed roots (validation would refuse it)."""
+    from autopilot.config import DataRoots
+
+    try:
+        DataRoots.for_config(config_file.resolve()).check(data_path)
+    except ValueError as exc:
+        print(f"note: data.source: {exc}", file=sys.stderr)
 
 
 def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promote",
@@ -382,8 +393,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     healthy = embedded.wait_healthy(timeout=args.wait)
     password = embedded.admin_password()
     login = f"user admin, password {password}" if password else "password: see the api-server log"
-    print(f"Airflow  http://127.0.0.1:{embedded.airflow_port}  ({login})")
-    print(f"MLflow   http://127.0.0.1:{embedded.mlflow_port}")
+    print(f"Airflow  {embedded.airflow_url}  ({login})")
+    print(f"MLflow   {embedded.mlflow_url}")
     if not healthy:
         print(f"not healthy after {args.wait:.0f} s; see the logs in {embedded.run_dir}", file=sys.stderr)
         return 1

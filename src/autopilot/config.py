@@ -2,22 +2,43 @@
 
 Every mistake in a config file becomes a `ConfigError` that names the file, the key and what
 was expected, so a typo never turns into a silent default.
+
+Data locations are confined: a config loaded from a file may read (`data.source`,
+`data.test_source`, `monitoring.labels_source`, `deployment.instance_catalog`) only under its own
+folder or a root the platform allows in `AUTOPILOT_DATA_ROOTS` (see `DataRoots`), after `..` and
+symlinks are resolved. Whoever can write a config must not be able to point training, and the
+examples validation quotes into MLflow, run notes and Slack, at `/etc`, `~/.aws` or someone
+else's bucket.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "ConfigError",
     "DataConfig",
+    "DataRoots",
     "FeatureSpec",
     "ExplainabilityGateConfig",
     "FairnessGateConfig",
@@ -54,6 +75,97 @@ class ConfigError(ValueError):
     """A model configuration file is missing, unreadable or invalid."""
 
 
+DATA_ROOTS_ENV = "AUTOPILOT_DATA_ROOTS"
+# The project's bundled sample data (`data/` of a source checkout; absent from an installed
+# package): the only extra root while AUTOPILOT_DATA_ROOTS is unset, so the demo validates.
+BUNDLED_DATA = Path(__file__).resolve().parents[2] / "data"
+# os.pathsep separates entries; on POSIX that is ":", which `s3://` also contains.
+_ROOT_SEPARATOR = re.compile(rf"{re.escape(os.pathsep)}(?!//)")
+
+
+@dataclass(frozen=True)
+class DataRoots:
+    """Where a config may read data from: its own folder, and the platform's allowed roots.
+
+    The roots beyond the config's folder come from `AUTOPILOT_DATA_ROOTS` (entries separated by
+    `os.pathsep`: absolute local folders and `s3://bucket/prefix`); unset, they are the bundled
+    sample-data folder; set to an empty string, there are none. A bucket is never allowed because
+    the config itself names it (`deployment.aws.bucket` included): the config's author would then
+    grant their own access.
+    """
+
+    config_dir: Path
+    folders: tuple[Path, ...] = ()
+    buckets: tuple[tuple[str, str], ...] = ()  # (bucket, key prefix without the trailing slash)
+
+    @classmethod
+    def for_config(cls, config_file: Path, environ: Mapping[str, str] | None = None) -> DataRoots:
+        """The roots for a config file; raises ValueError naming AUTOPILOT_DATA_ROOTS if an entry is malformed."""
+        env = os.environ if environ is None else environ
+        raw = env.get(DATA_ROOTS_ENV)
+        if raw is None:
+            entries = [str(BUNDLED_DATA)] if BUNDLED_DATA.is_dir() else []
+        else:
+            entries = [e.strip() for e in _ROOT_SEPARATOR.split(raw) if e.strip()]
+        folders: list[Path] = []
+        buckets: list[tuple[str, str]] = []
+        for entry in entries:
+            if entry.startswith("s3://"):
+                parsed = urlparse(entry)
+                if not parsed.netloc:
+                    raise ValueError(f"{DATA_ROOTS_ENV}: {entry!r} names no bucket; expected s3://bucket/prefix")
+                buckets.append((parsed.netloc, parsed.path.strip("/")))
+            elif "://" in entry or not Path(entry).expanduser().is_absolute():
+                raise ValueError(f"{DATA_ROOTS_ENV}: {entry!r} is neither an absolute local folder nor "
+                                 "s3://bucket/prefix")
+            else:
+                folders.append(Path(entry).expanduser().resolve())
+        return cls(config_file.parent.resolve(), tuple(folders), tuple(buckets))
+
+    def describe(self) -> str:
+        """The allowed roots, for error messages."""
+        roots = [f"{self.config_dir} (the config's folder)", *map(str, self.folders),
+                 *(f"s3://{bucket}/{prefix}".rstrip("/") for bucket, prefix in self.buckets)]
+        return ", ".join(roots)
+
+    def check(self, location: str) -> str:
+        """Return `location` if it lies under an allowed root; raise ValueError saying why not and how to allow it."""
+        parsed = urlparse(location) if "://" in location else None
+        if parsed is not None and parsed.scheme == "s3":
+            return self._check_s3(location, parsed.netloc, parsed.path.lstrip("/"))
+        if parsed is not None and parsed.scheme != "file":
+            raise ValueError(f"{location!r}: unsupported scheme {parsed.scheme!r}; use a local path or s3://")
+        path = Path(parsed.path if parsed is not None else location).expanduser()
+        resolved = (path if path.is_absolute() else self.config_dir / path).resolve()  # `..` and symlinks
+        if any(resolved.is_relative_to(root) for root in (self.config_dir, *self.folders)):
+            return location
+        raise ValueError(f"{location!r} resolves to {resolved}, outside the allowed data roots: {self.describe()}. "
+                         f"Move the data under the config's folder, or allow its folder in {DATA_ROOTS_ENV} "
+                         f"(absolute folders and s3://bucket/prefix, separated by {os.pathsep!r}) for every Airflow "
+                         "component and the CLI")
+
+    def _check_s3(self, location: str, bucket: str, key: str) -> str:
+        if not bucket or not key:
+            raise ValueError(f"{location!r}: expected s3://bucket/key")
+        if {".", ".."} & set(PurePosixPath(key).parts) or "//" in key:
+            raise ValueError(f"{location!r}: '.', '..' and empty segments are not allowed in an S3 key")
+        for root_bucket, prefix in self.buckets:
+            if bucket == root_bucket and (not prefix or key == prefix or key.startswith(prefix + "/")):
+                return location
+        raise ValueError(f"{location!r} is outside the allowed data roots: {self.describe()}. A bucket is read only "
+                         f"when the platform allows it: add s3://{bucket}/<prefix> to {DATA_ROOTS_ENV} for every "
+                         "Airflow component and the CLI")
+
+
+def _confined(value: str | None, info: ValidationInfo) -> str | None:
+    """Check a data location against the roots `load_config` passes in the validation context."""
+    roots = (info.context or {}).get("data_roots")
+    if value is None or roots is None:  # not from a file (e.g. a recorded config being reproduced)
+        return value
+    checked: str = roots.check(value)
+    return checked
+
+
 class _Frozen(BaseModel):
     """Base for every config section: immutable, and unknown keys are errors."""
 
@@ -87,6 +199,11 @@ class DataConfig(_Frozen):
     format: Literal["auto", "csv", "parquet"] = Field(
         default="auto", description="File format; `auto` decides from the file name."
     )
+
+    @field_validator("source", "test_source")
+    @classmethod
+    def _check_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _confined(value, info)
 
 
 class TargetConfig(_Frozen):
@@ -411,6 +528,11 @@ class DeploymentConfig(_Frozen):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     aws: AwsDeploymentConfig = Field(default_factory=AwsDeploymentConfig)
 
+    @field_validator("instance_catalog")
+    @classmethod
+    def _check_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _confined(value, info)
+
 
 DriftMethod = Literal["auto", "wasserstein", "jensenshannon", "psi"]
 
@@ -517,6 +639,11 @@ class MonitoringConfig(_Frozen):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+    @field_validator("labels_source")
+    @classmethod
+    def _check_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _confined(value, info)
 
     @field_validator("schedule")
     @classmethod
@@ -669,6 +796,8 @@ class LoadedConfig(ModelConfig):
 def _format_error(path: Path, error: Any) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = error["msg"]
+    if error["type"] == "value_error":  # our validators' own sentences, without pydantic's prefix
+        message = message.removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key (check its spelling; unknown keys are not allowed)"
     elif error["type"] == "missing":
@@ -688,7 +817,8 @@ def load_config(path: str | Path) -> LoadedConfig:
         The frozen config, with the file's absolute path attached.
 
     Raises:
-        ConfigError: naming the file, the key and what was expected, for every problem found.
+        ConfigError: naming the file, the key and what was expected, for every problem found;
+            also for a data location outside the allowed roots (`DataRoots`).
     """
     file = Path(path).expanduser().resolve()
     try:
@@ -704,7 +834,11 @@ def load_config(path: str | Path) -> LoadedConfig:
     if "path" in raw:
         raise ConfigError(f"{file}: path: unknown key (check its spelling; unknown keys are not allowed)")
     try:
-        return LoadedConfig.model_validate({**raw, "path": str(file)})
+        roots = DataRoots.for_config(file)
+    except ValueError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+    try:
+        return LoadedConfig.model_validate({**raw, "path": str(file)}, context={"data_roots": roots})
     except ValidationError as exc:
         lines = [_format_error(file, err) for err in exc.errors()]
         raise ConfigError("invalid model config:\n  " + "\n  ".join(lines)) from None

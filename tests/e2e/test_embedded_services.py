@@ -1,4 +1,4 @@
-"""`make up` / `make down`: the embedded Airflow services and MLflow UI start, serve, and stop."""
+"""`make up` / `make down`: the embedded services and MLflow UI start, serve, listen on loopback only, stop."""
 
 from __future__ import annotations
 
@@ -25,6 +25,31 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def listening_sockets(groups: set[int]) -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every TCP socket in LISTEN state held by a process of `groups`."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) not in groups:
+                continue
+            found += [(c.laddr.ip, c.laddr.port, process.name()) for c in process.net_connections(kind="tcp")
+                      if c.status == psutil.CONN_LISTEN]
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+            continue  # gone in between
+    return found
+
+
+def assert_loopback_only(embedded: Embedded) -> None:
+    """Every server of every started service group listens on loopback; the two UIs are among them."""
+    groups = {int(p.read_text()) for p in embedded.run_dir.glob("*.pid")}
+    sockets = listening_sockets(groups)
+    assert {embedded.airflow_port, embedded.mlflow_port} <= {port for _, port, _ in sockets}, sockets
+    exposed = [s for s in sockets if s[0] not in ("127.0.0.1", "::1")]
+    assert exposed == [], f"listening beyond loopback: {exposed}"
 
 
 def request(url: str, data: dict[str, object] | None = None, token: str | None = None,
@@ -77,6 +102,7 @@ def test_up_serves_the_training_dag_and_down_stops_everything(tmp_path: Path, mo
     try:
         assert started == ["api-server", "scheduler", "dag-processor", "triggerer", "mlflow"]
         assert embedded.wait_healthy(timeout=180), (embedded.run_dir / "api-server.log").read_text()[-2000:]
+        assert_loopback_only(embedded)  # nothing of `up` is reachable from another machine by default
         password = embedded.admin_password()
         assert password and password != "admin"
         base = f"http://127.0.0.1:{embedded.airflow_port}"
@@ -108,6 +134,7 @@ def test_up_serves_the_training_dag_and_down_stops_everything(tmp_path: Path, mo
             time.sleep(1)
         time.sleep(10)  # the DAG-level callback comes later, from the DAG processor: it must not send twice
         assert len(slack.bodies) == 1, slack.bodies
+        assert_loopback_only(embedded)  # still, after the scheduler ran tasks
         message = json.dumps(slack.bodies[0])
         assert "broken" in message and "validate" in message and "secret" not in message
     finally:

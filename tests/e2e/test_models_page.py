@@ -1,18 +1,22 @@
-"""The Models page in a real Airflow api-server, rendered by headless Chromium (Debian's package).
+"""The Models page in a real Airflow api-server, behind Airflow's login, rendered by headless Chromium.
 
 The module starts only what the page needs: the embedded set-up's metadata DB and one
 api-server on a free loopback port with the project's plugins folder (the page reads MLflow's
 SQLite store and the state DB directly, so no scheduler, DAG processor or MLflow server). A
 model's lifecycle is seeded without training (tests/lifecycle_support.py) while Airflow migrates.
 
+Airflow serves plugin apps without its auth, so the page checks the Airflow token itself: an
+anonymous or forged request gets 401 (a browser is sent to Airflow's login page), a logged-in
+one the page. The browser tests log in through Airflow's real login page (the simple auth
+manager's form, typed into over the DevTools protocol), each in its own browser context, and
+land back on the page.
+
 Screenshots are kept in `${AUTOPILOT_TEST_ARTIFACTS:-<project>/test-artifacts}`:
-`models-page.png` (the plugin's page) and `models-airflow-ui.png` (Airflow's UI embedding it at
-`/plugin/models`). The UI needs a login under the embedded set-up (simple auth manager, not
-all-admins): that screenshot drives Chromium over the DevTools protocol and sets the session
-cookie `_token` to a JWT from `/auth/token`, as the UI's own login would.
+`models-page.png` (the plugin's page after login) and `models-airflow-ui.png` (Airflow's UI
+embedding it at `/plugin/models`).
 
 Chromium is installed by `scripts/ensure_chromium.sh`; without it the two browser tests skip
-(the REST check still runs), unless AUTOPILOT_REQUIRE_SERVICES=1 (CI), where they fail.
+(the REST checks still run), unless AUTOPILOT_REQUIRE_SERVICES=1 (CI), where they fail.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ WINDOW = (1280, 900)
 class Served:
     url: str
     password: str
+    jwt_secret: str  # the installation's signing secret, to mint tokens the api-server would accept
     seeded: Seeded
     artifacts: Path
     profiles: Path
@@ -102,7 +107,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             _wait_up(url, server["process"], embedded.run_dir / "api-server.log")
             password = embedded.admin_password()
             assert password
-            yield Served(url, password, seeded, artifacts_dir(), root / "chromium")
+            yield Served(url, password, embedded._secret("jwt_secret"), seeded, artifacts_dir(), root / "chromium")
         finally:
             _stop_group(server["process"].pid)
     assert not _alive(server["process"].pid), "the api-server outlived the test"
@@ -148,15 +153,6 @@ def _wait_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout: flo
     raise AssertionError(f"the api-server did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def chromium(served: Served, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """Run headless Chromium once, in a fresh profile (parallel runs never share a profile lock)."""
-    profile = served.profiles / f"p{time.monotonic_ns()}"
-    command = [chromium_or_skip(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
 def check_png(path: Path, size: tuple[int, int]) -> None:
     """A real screenshot: PNG of the window's size, not blank (many colours, not one flat tone)."""
     import numpy as np
@@ -172,8 +168,8 @@ def check_png(path: Path, size: tuple[int, int]) -> None:
 
 
 def test_plugin_is_listed_by_the_rest_api(served: Served) -> None:
-    reply = httpx.get(f"{served.url}/api/v2/plugins", headers={"Authorization": f"Bearer {served.token()}"},
-                      timeout=30)
+    auth = {"Authorization": f"Bearer {served.token()}"}
+    reply = httpx.get(f"{served.url}/api/v2/plugins", headers=auth, timeout=30)
     reply.raise_for_status()
     plugins = {p["name"]: p for p in reply.json()["plugins"]}
     assert "autopilot_models" in plugins, plugins
@@ -183,19 +179,52 @@ def test_plugin_is_listed_by_the_rest_api(served: Served) -> None:
     (view,) = plugin["external_views"]
     assert (view["name"], view["href"], view["destination"], view["url_route"]) == ("Models", "/autopilot/", "nav",
                                                                                     "models")
-    errors = httpx.get(f"{served.url}/api/v2/plugins/importErrors",
-                       headers={"Authorization": f"Bearer {served.token()}"}, timeout=30).json()
+    errors = httpx.get(f"{served.url}/api/v2/plugins/importErrors", headers=auth, timeout=30).json()
     assert errors["total_entries"] == 0, errors
-    # Served without Airflow's auth, read-only: the JSON answers with no token, a write is refused.
-    models = httpx.get(f"{served.url}/autopilot/api/models", timeout=60).json()["models"]
+    # With Airflow's token the JSON answers; the app stays read-only.
+    models = httpx.get(f"{served.url}/autopilot/api/models", headers=auth, timeout=60).json()["models"]
     assert [m["name"] for m in models] == [MODEL, "not_trained_yet"]
-    assert httpx.post(f"{served.url}/autopilot/", timeout=30).status_code == 405
+    assert httpx.post(f"{served.url}/autopilot/", headers=auth, timeout=30).status_code == 405
 
 
-def test_models_page_renders_in_chromium(served: Served) -> None:
+def mint(secret: str, valid_for: float, audience: str = "apache-airflow") -> str:
+    """A token from Airflow's own generator, as the api-server signs them at login."""
+    from airflow.api_fastapi.auth.tokens import JWTGenerator
+
+    return str(JWTGenerator(secret_key=secret, audience=audience, valid_for=valid_for).generate(
+        {"sub": "admin", "role": "admin"}))
+
+
+def test_anonymous_forged_and_expired_requests_are_refused_by_the_real_api_server(served: Served) -> None:
+    forged = mint("not-the-installation-secret-" + "x" * 40, 600)
+    expired = mint(served.jwt_secret, -60)
+    elsewhere = mint(served.jwt_secret, 600, audience="another-service")
+    control = mint(served.jwt_secret, 600)  # the same recipe, right key and audience, in time: accepted
+    reply = httpx.get(f"{served.url}/autopilot/api/models", headers={"Authorization": f"Bearer {control}"}, timeout=60)
+    assert reply.status_code == 200 and MODEL in reply.text
+    for headers in ({}, {"Authorization": "Basic YWRtaW46YWRtaW4="},
+                    *({"Authorization": f"Bearer {token}"} for token in (forged, expired, elsewhere))):
+        for method, path in (("GET", "/autopilot/api/models"), ("GET", "/autopilot/icon.svg"), ("POST", "/autopilot/")):
+            reply = httpx.request(method, f"{served.url}{path}", headers=headers, timeout=30)
+            assert reply.status_code == 401, (method, path, headers, reply.status_code)
+            assert MODEL not in reply.text and reply.headers["www-authenticate"].startswith("Bearer")
+    cookie_forged = httpx.get(f"{served.url}/autopilot/api/models", cookies={"_token": forged}, timeout=30)
+    assert cookie_forged.status_code == 401 and MODEL not in cookie_forged.text
+    # A browser navigating to the page anonymously is sent to Airflow's login, which comes back here.
+    navigation = httpx.get(f"{served.url}/autopilot/", headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate"},
+                           timeout=30)
+    assert navigation.status_code == 303 and MODEL not in navigation.text
+    assert navigation.headers["location"] == "/auth/login?next=%2Fautopilot%2F"
+
+
+def test_models_page_after_logging_in_through_airflow(served: Served) -> None:
     chromium_or_skip()
-    page = f"{served.url}/autopilot/"
-    dom = chromium(served, "--dump-dom", page).stdout
+    pytest.importorskip("websockets", reason="the DevTools-protocol browser tests need the websockets package")
+    shot = served.artifacts / "models-page.png"
+    shot.unlink(missing_ok=True)
+    result = asyncio.run(_in_browser(served, lambda dt, s: _page_after_login(dt, s, served, shot)))
+    login_path, login_text, dom = result
+    assert login_path == "/auth/login" and f"champion v{served.seeded.champion}" not in login_text
     card = re.search(rf'<section class="model" id="model-{MODEL}".*?</section>', dom, re.S)
     assert card is not None, dom[:2000]
     assert f"<h2>{MODEL}</h2>" in card.group(0)
@@ -203,28 +232,25 @@ def test_models_page_renders_in_chromium(served: Served) -> None:
     assert f"challenger v{served.seeded.challenger}" in card.group(0)
     assert card.group(0).count('class="window-mark') == served.seeded.window_count
     assert "No versions registered yet" in dom  # the second model, never trained
-    shot = served.artifacts / "models-page.png"
-    shot.unlink(missing_ok=True)
-    chromium(served, f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}", page)
     check_png(shot, WINDOW)
 
 
 def test_airflow_ui_embeds_the_page_at_plugin_models(served: Served) -> None:
     chromium_or_skip()
-    pytest.importorskip("websockets", reason="the DevTools-protocol screenshot needs the websockets package")
+    pytest.importorskip("websockets", reason="the DevTools-protocol browser tests need the websockets package")
     shot = served.artifacts / "models-airflow-ui.png"
     shot.unlink(missing_ok=True)
-    text, location = asyncio.run(_ui_screenshot(served, shot))
+    text, location = asyncio.run(_in_browser(served, lambda dt, s: _ui_after_login(dt, s, served, shot)))
     assert f"champion v{served.seeded.champion}" in text, text[:1000]
     assert location.endswith("/plugin/models/autopilot/")  # the iframe's path, mirrored by the UI
     check_png(shot, WINDOW)
 
 
-async def _ui_screenshot(served: Served, shot: Path) -> tuple[str, str]:
-    """Log in with a JWT cookie, open /plugin/models, wait for the iframe's page, screenshot it."""
+async def _in_browser(served: Served, scenario: Any) -> Any:
+    """Run `scenario(devtools, session)` in a fresh browser context (no cookies) of a headless Chromium."""
     import websockets
 
-    profile = served.profiles / "devtools"
+    profile = served.profiles / f"p{time.monotonic_ns()}"
     process = subprocess.Popen(
         [chromium_or_skip(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
          "--remote-debugging-port=0", f"--window-size={WINDOW[0]},{WINDOW[1]}", "about:blank"],
@@ -233,7 +259,13 @@ async def _ui_screenshot(served: Served, shot: Path) -> tuple[str, str]:
         endpoint = _devtools_endpoint(process)
         async with websockets.connect(endpoint, max_size=64 * 2**20) as socket:
             devtools = _DevTools(socket)
-            return await _load_and_capture(devtools, served, shot)
+            context = (await devtools.call("Target.createBrowserContext"))["browserContextId"]
+            target = (await devtools.call("Target.createTarget", url="about:blank",
+                                          browserContextId=context))["targetId"]
+            session = (await devtools.call("Target.attachToTarget", targetId=target, flatten=True))["sessionId"]
+            await devtools.call("Emulation.setDeviceMetricsOverride", session, width=WINDOW[0], height=WINDOW[1],
+                                deviceScaleFactor=1, mobile=False)
+            return await scenario(devtools, session)
     finally:
         _stop_group(process.pid, grace=5)
 
@@ -250,7 +282,7 @@ def _devtools_endpoint(process: subprocess.Popen[str], timeout: float = 30) -> s
 
 
 class _DevTools:
-    """The few DevTools-protocol calls the screenshot needs, over one browser-level websocket."""
+    """The few DevTools-protocol calls the browser tests need, over one browser-level websocket."""
 
     def __init__(self, socket: Any) -> None:
         self.socket = socket
@@ -268,29 +300,67 @@ class _DevTools:
                 assert "error" not in reply, reply["error"]
                 return dict(reply["result"])
 
+    async def evaluate(self, session: str, expression: str) -> Any:
+        result = await self.call("Runtime.evaluate", session, expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    async def wait_for(self, session: str, expression: str, timeout: float = 60) -> Any:
+        """Poll a JavaScript expression until it is truthy; return its value."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = await self.evaluate(session, expression)
+            if value:
+                return value
+            await asyncio.sleep(0.3)
+        state = await self.evaluate(session, "location.href + ' | ' + (document.body ? document.body.innerText : '')")
+        raise AssertionError(f"timed out waiting for {expression!r}; page: {str(state)[:1500]}")
+
+
+LOGIN_FORM = "!!(document.querySelector('input[name=username]') && document.querySelector('input[name=password]'))"
+
+
+async def _log_in(devtools: _DevTools, session: str, served: Served, expected_next: str) -> tuple[str, str]:
+    """On Airflow's login page (where the anonymous navigation landed): type the admin's credentials, submit.
+
+    Returns the login page's path and text, as seen before logging in.
+    """
+    await devtools.wait_for(session, LOGIN_FORM)
+    path = await devtools.evaluate(session, "location.pathname")
+    next_url = await devtools.evaluate(session, "new URLSearchParams(location.search).get('next')")
+    assert str(next_url).endswith(expected_next), next_url
+    text = await devtools.evaluate(session, "document.body.innerText")
+    for field, value in (("username", "admin"), ("password", served.password)):
+        await devtools.evaluate(session, f"document.querySelector('input[name={field}]').focus()")
+        await devtools.call("Input.insertText", session, text=value)  # real key input, as a user types
+    await devtools.wait_for(session, "!document.querySelector('button[type=submit]').disabled")
+    await devtools.evaluate(session, "document.querySelector('button[type=submit]').click()")
+    return str(path).rstrip("/"), str(text)
+
+
+async def _page_after_login(devtools: _DevTools, session: str, served: Served, shot: Path) -> tuple[str, str, str]:
+    """Open /autopilot/ with no cookie, log in on Airflow's page, come back; return (login path, login text, DOM)."""
+    await devtools.call("Page.navigate", session, url=f"{served.url}/autopilot/")
+    login_path, login_text = await _log_in(devtools, session, served, expected_next="/autopilot/")
+    await devtools.wait_for(session, f"location.pathname === '/autopilot/' && document.body && "
+                                     f"document.body.innerText.includes('champion v{served.seeded.champion}')")
+    dom = await devtools.evaluate(session, "document.documentElement.outerHTML")
+    data = (await devtools.call("Page.captureScreenshot", session, format="png"))["data"]
+    shot.write_bytes(base64.b64decode(data))
+    return login_path, login_text, str(dom)
+
 
 IFRAME_TEXT = ("(() => { const f = document.querySelector('iframe'); "
                "return f && f.contentDocument && f.contentDocument.body ? f.contentDocument.body.innerText : ''; })()")
 
 
-async def _load_and_capture(devtools: _DevTools, served: Served, shot: Path) -> tuple[str, str]:
-    target = (await devtools.call("Target.createTarget", url="about:blank"))["targetId"]
-    session = (await devtools.call("Target.attachToTarget", targetId=target, flatten=True))["sessionId"]
-    # The simple auth manager's login ends by setting this cookie; the UI sends it with every call.
-    await devtools.call("Network.enable", session)
-    await devtools.call("Network.setCookie", session, name="_token", value=served.token(), url=f"{served.url}/",
-                        path="/", httpOnly=True)
-    await devtools.call("Emulation.setDeviceMetricsOverride", session, width=WINDOW[0], height=WINDOW[1],
-                        deviceScaleFactor=1, mobile=False)
+async def _ui_after_login(devtools: _DevTools, session: str, served: Served, shot: Path) -> tuple[str, str]:
+    """Open /plugin/models with no cookie, log in, wait for the iframe's page, screenshot it."""
     await devtools.call("Page.navigate", session, url=f"{served.url}/plugin/models")
-    text, deadline = "", time.monotonic() + 60
-    while f"champion v{served.seeded.champion}" not in text and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-        text = (await devtools.call("Runtime.evaluate", session, expression=IFRAME_TEXT,
-                                    returnByValue=True))["result"].get("value", "")
+    await _log_in(devtools, session, served, expected_next="/plugin/models")
+    text = await devtools.wait_for(session, f"(() => {{ const t = {IFRAME_TEXT}; "
+                                            f"return t.includes('champion v{served.seeded.champion}') ? t : ''; }})()")
     await asyncio.sleep(0.5)  # the iframe's layout after its text is there
-    location = (await devtools.call("Runtime.evaluate", session, expression="location.pathname",
-                                    returnByValue=True))["result"]["value"]
+    location = await devtools.evaluate(session, "location.pathname")
     data = (await devtools.call("Page.captureScreenshot", session, format="png"))["data"]
     shot.write_bytes(base64.b64decode(data))
     return str(text), str(location)

@@ -49,7 +49,7 @@ def test_s3_source_csv_and_parquet(s3: Any, adult_frames: Any) -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("mlflow_clean")
 def test_pipeline_with_s3_source_and_artifact_store(s3: Any, small_adult: Callable[..., Path], tmp_path: Path,
-                                                    adult_frames: Any) -> None:
+                                                    adult_frames: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from autopilot.cli import run_pipeline
     from autopilot.settings import Settings
 
@@ -61,6 +61,8 @@ def test_pipeline_with_s3_source_and_artifact_store(s3: Any, small_adult: Callab
     text = path.read_text().replace(str(local_cfg.data.source), f"s3://{s3.bucket}/data/train.csv")
     text = text.replace(str(local_cfg.data.test_source), f"s3://{s3.bucket}/data/test.csv")
     path.write_text(text)
+    # A bucket is read only where the platform allows it (autopilot.config.DataRoots).
+    monkeypatch.setenv("AUTOPILOT_DATA_ROOTS", f"s3://{s3.bucket}/data")
     cfg = load_config(path)
     assert cfg.data.source.startswith("s3://")
     settings = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"),

@@ -26,7 +26,9 @@ def test_config_validate_reports_each_file(tmp_path: Path, capsys: pytest.Captur
     assert "bad.yaml: tuning.budget: unknown key" in err
 
 
-def test_init_config_writes_a_valid_relative_config(tmp_path: Path, adult_frames, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_init_config_writes_a_valid_relative_config(tmp_path: Path, adult_frames, capsys,  # type: ignore[no-untyped-def]
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTOPILOT_DATA_ROOTS", raising=False)
     data = tmp_path / "data" / "adult.parquet"
     data.parent.mkdir()
     adult_frames[0].head(2000).to_parquet(data, index=False)
@@ -34,7 +36,18 @@ def test_init_config_writes_a_valid_relative_config(tmp_path: Path, adult_frames
     assert main(["init-config", "--data", str(data), "--target", "income", "--out", str(out)]) == 0
     raw = yaml.safe_load(out.read_text())
     assert raw["data"]["source"] == "../data/adult.parquet"
+    # The data lies outside the config's folder: the draft says so at once, and validation names the fix.
+    assert "note: data.source: '../data/adult.parquet' resolves to" in capsys.readouterr().err
+    assert main(["config", "validate", str(out)]) == 1
+    assert "AUTOPILOT_DATA_ROOTS" in capsys.readouterr().err
+    monkeypatch.setenv("AUTOPILOT_DATA_ROOTS", str(data.parent))
     assert main(["config", "validate", str(out)]) == 0
+    # Beside its data, the draft validates with no setting at all, and says nothing more.
+    monkeypatch.delenv("AUTOPILOT_DATA_ROOTS")
+    beside = tmp_path / "data" / "adult.yaml"
+    assert main(["init-config", "--data", str(data), "--target", "income", "--out", str(beside)]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert main(["config", "validate", str(beside)]) == 0
     assert main(["init-config", "--data", str(data), "--target", "income", "--out", str(out)]) == 1  # no clobber
     assert main(["init-config", "--data", str(data), "--target", "nope"]) == 2
     assert "target column 'nope' is not in the data" in capsys.readouterr().err

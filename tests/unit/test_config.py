@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -8,8 +10,16 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from autopilot.config import ConfigError, ModelFamily, Task, config_hash, config_json_schema, load_config
-from tests.conftest import ADULT_CONFIG, adult_config_dict
+from autopilot.config import (
+    ConfigError,
+    ModelConfig,
+    ModelFamily,
+    Task,
+    config_hash,
+    config_json_schema,
+    load_config,
+)
+from tests.conftest import ADULT_CONFIG, PROJECT, adult_config_dict
 
 
 def write(tmp_path: Path, raw: Any, name: str = "m.yaml") -> Path:
@@ -113,3 +123,113 @@ def test_json_schema_exports() -> None:
     json.dumps(schema)
     assert {"name", "task", "data", "target", "features", "metric"} <= set(schema["required"])
     assert schema["additionalProperties"] is False
+
+
+# ------------------------------------------------------------------------------ data roots
+# A config may read only under its own folder, the bundled sample data (while AUTOPILOT_DATA_ROOTS is
+# unset) and the roots AUTOPILOT_DATA_ROOTS lists; `..` and symlinks are resolved before the check.
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("AUTOPILOT_DATA_ROOTS", raising=False)
+    folder = tmp_path / "configs"
+    (folder / "data").mkdir(parents=True)
+    return folder
+
+
+def with_sources(**sections: Any) -> dict[str, Any]:
+    raw = adult_config_dict()
+    for key, value in sections.items():
+        section, _, field = key.partition("__")
+        raw.setdefault(section, {})[field] = value
+    return raw
+
+
+def refused(path: Path, key: str) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert f"{path}: {key}: " in message, message
+    assert "AUTOPILOT_DATA_ROOTS" in message and "(the config's folder)" in message
+    return message
+
+
+@pytest.mark.parametrize(("key", "value", "resolved"), [
+    ("data__source", "/etc/passwd", "/etc/passwd"),
+    ("data__test_source", "data/" + "../" * 40 + "etc/shadow", "/etc/shadow"),
+    ("data__source", "file:///proc/self/environ", str(Path("/proc/self/environ").resolve())),
+    ("monitoring__labels_source", "~/.aws/credentials", str(Path("~/.aws/credentials").expanduser())),
+    ("deployment__instance_catalog", "../../catalog.yaml", None),
+])
+def test_a_location_outside_the_roots_is_refused_naming_key_path_and_fix(config_dir: Path, key: str, value: str,
+                                                                         resolved: str | None) -> None:
+    message = refused(write(config_dir, with_sources(**{key: value})), key.replace("__", "."))
+    expected = resolved or str((config_dir / value).resolve())
+    assert f"resolves to {expected}, outside the allowed data roots: {config_dir.resolve()} (the config's folder)" \
+        in message
+
+
+def test_a_symlink_inside_the_folder_pointing_outside_is_refused(config_dir: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("token\nhunter2\n")
+    (config_dir / "data" / "train.csv").symlink_to(secret)
+    message = refused(write(config_dir, with_sources(data__source="data/train.csv")), "data.source")
+    assert f"resolves to {secret.resolve()}" in message
+    # The same file really inside the folder is fine.
+    (config_dir / "data" / "train.csv").unlink()
+    (config_dir / "data" / "train.csv").write_text("a\n1\n")
+    assert load_config(write(config_dir, with_sources(data__source="data/train.csv"))).data.source == "data/train.csv"
+
+
+def test_s3_needs_a_platform_root_and_the_configs_own_bucket_does_not_count(config_dir: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = with_sources(data__source="s3://models-bucket/train.csv")
+    raw["deployment"] = {"target": "aws", "aws": {"bucket": "models-bucket"}}  # the author's own bucket
+    message = refused(write(config_dir, raw), "data.source")
+    assert "add s3://models-bucket/<prefix> to AUTOPILOT_DATA_ROOTS" in message
+    monkeypatch.setenv("AUTOPILOT_DATA_ROOTS", f"/srv/nothing{os.pathsep}s3://datalake/teams/ml{os.pathsep}/srv/x")
+    allowed = with_sources(data__source="s3://datalake/teams/ml/adult/train.csv",
+                           data__test_source="s3://datalake/teams/ml/test.parquet")
+    assert load_config(write(config_dir, allowed)).data.source == "s3://datalake/teams/ml/adult/train.csv"
+    for outside in ("s3://datalake/teams/ml-private/train.csv",  # a prefix is a folder, not a string prefix
+                    "s3://datalake/teams/other.csv", "s3://datalake2/teams/ml/train.csv",
+                    "s3://datalake/teams/ml/../hr/salaries.csv", "s3://datalake/teams/ml//x.csv"):
+        refused(write(config_dir, with_sources(data__source=outside)), "data.source")
+    refused(write(config_dir, with_sources(data__source="https://example.com/train.csv")), "data.source")
+
+
+def test_platform_roots_allow_local_folders_through_symlinks(config_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    lake = tmp_path / "lake"
+    (lake / "adult").mkdir(parents=True)
+    (tmp_path / "lake-link").symlink_to(lake)
+    source = str(lake / "adult" / "train.csv")
+    refused(write(config_dir, with_sources(data__source=source, data__test_source=None)), "data.source")
+    monkeypatch.setenv("AUTOPILOT_DATA_ROOTS", str(tmp_path / "lake-link"))  # a root given through a symlink
+    assert load_config(write(config_dir, with_sources(data__source=source, data__test_source=None))).data.source \
+        == source
+    refused(write(config_dir, with_sources(data__source=str(tmp_path / "lake-other.csv"))), "data.source")
+
+
+def test_the_bundled_data_is_a_root_only_while_the_setting_is_unset(config_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_config(ADULT_CONFIG).name == "adult_income"  # the demo: ../../data/adult from config/models
+    assert load_config(write(config_dir, adult_config_dict())).name == "adult_income"  # absolute paths there
+    monkeypatch.setenv("AUTOPILOT_DATA_ROOTS", "")  # the config's own folder only
+    message = refused(ADULT_CONFIG, "data.source")
+    assert str(PROJECT / "data" / "adult" / "adult_train.csv.gz") in message
+
+
+def test_a_malformed_roots_setting_is_named(config_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(config_dir, adult_config_dict())
+    for bad in ("relative/folder", "http://lake/x", "s3://"):
+        monkeypatch.setenv("AUTOPILOT_DATA_ROOTS", bad)
+        with pytest.raises(ConfigError, match=rf"{path}: AUTOPILOT_DATA_ROOTS: '{re.escape(bad)}'"):
+            load_config(path)
+
+
+def test_only_configs_loaded_from_files_are_confined() -> None:
+    """A recorded config being reproduced (validated from MLflow's JSON, no file) keeps its original paths."""
+    raw = adult_config_dict(data={"source": "/somewhere/else/train.csv"})
+    assert ModelConfig.model_validate(raw).data.source == "/somewhere/else/train.csv"

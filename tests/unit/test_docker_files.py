@@ -2,8 +2,10 @@
 
 The compose file is validated against the Compose Specification schema (vendored in
 tests/data/, see its README) after interpolation with docker/.env.example, then checked for what
-the schema cannot see: dependencies, variables, secrets, one shared Airflow configuration, the
-endpoints each service points at. The Dockerfile's own pip command is resolved in a fresh virtual
+the schema cannot see: dependencies, variables, secrets (never written down, never on a command
+line), the serving endpoint's read-only storage account, one shared Airflow configuration, the
+endpoints each service points at. tests/integration/test_compose_scripts.py runs the init scripts
+for real and watches every process they start. The Dockerfile's own pip command is resolved in a fresh virtual
 environment (slow). When a Docker Compose v2 binary is available, it gets the last word.
 """
 
@@ -43,7 +45,8 @@ AIRFLOW_SHARED = ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CON
                   "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY",
                   "AIRFLOW__CORE__AUTH_MANAGER", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
                   "MLFLOW_TRACKING_URI", "AUTOPILOT_ARTIFACT_ROOT", "AUTOPILOT_STATE_DB")
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|AUTH$")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|AUTH$|WEBHOOK")  # a Slack webhook URL is its own key
+OPTIONAL_SECRETS = {"SLACK_WEBHOOK_URL"}  # unset: no Slack connection
 
 
 # --- Dockerfile -------------------------------------------------------------------------------
@@ -373,7 +376,7 @@ def test_every_variable_is_defaulted_or_in_the_env_example() -> None:
 
 def literal_secrets(text: str) -> list[str]:
     """Lines of a compose file that write a secret down instead of taking it from the environment."""
-    masked = VARIABLE.sub("VAR", text.replace("$$", ""))
+    masked = VARIABLE.sub("VAR", text.replace("$$", "$"))  # `$${X}`: the container's shell reads X
     found = []
     for line in masked.splitlines():
         setting = re.match(r"^\s*(?:-\s*)?([A-Z][A-Z0-9_]*):\s*(.*)$", line)
@@ -391,12 +394,15 @@ def test_secrets_are_required_from_the_env_file_and_never_written_down() -> None
     text = COMPOSE.read_text()
     refs = references(text)
     secrets = {ref.name for ref in refs if SECRET_NAME.search(ref.name)}
-    assert {"POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "AUTOPILOT_SERVING_TOKEN"} <= secrets
+    assert {"POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "AUTOPILOT_SERVING_TOKEN",
+            "AUTOPILOT_S3_SERVING_SECRET_KEY", "SLACK_WEBHOOK_URL"} <= secrets
     for ref in refs:
-        if ref.name in secrets:
+        if ref.name in OPTIONAL_SECRETS:
+            assert (ref.op, ref.arg) == (":-", ""), f"${{{ref.name}}} is optional: empty by default, never a value"
+        elif ref.name in secrets:
             assert ref.op == ":?", f"${{{ref.name}}} must be required (`:?`), never defaulted or optional"
     example = env_example()
-    assert all(example[name] == "" for name in secrets), "docker/.env.example must not hold secret values"
+    assert all(example.get(name, "") == "" for name in secrets), "docker/.env.example must not hold secret values"
     assert literal_secrets(text) == []
     assert "SIMPLE_AUTH_MANAGER_ALL_ADMINS: \"True\"" not in text
 
@@ -408,6 +414,207 @@ def test_secret_check_catches_a_written_down_secret() -> None:
     assert broken != text
     found = literal_secrets(broken)
     assert "POSTGRES_PASSWORD: hunter2" in found and "redis://:hunter2@redis:6379/0" in found
+
+
+# --- compose: secrets never on a command line ----------------------------------------------------
+# `ps` on the host and `docker inspect` show every process's arguments. A secret may reach a
+# container through its environment only; inside, a script may hand it to a program on stdin or
+# in the environment (shell builtins such as printf and export start no process), never as an
+# argument. Compose's own `${SECRET}` in a command would write the value into the command itself.
+
+SHELL_BUILTINS = {"printf", "export", ":", "test", "[", "local", "readonly"}
+SHELL_KEYWORDS = {"if", "then", "else", "elif", "while", "until", "do", "!", "{", "("}
+
+
+def command_parts(service: dict[str, Any]) -> dict[str, str]:
+    """A service's command, entrypoint and healthcheck test, each as one string."""
+    parts = {}
+    for key, value in (("command", service.get("command")), ("entrypoint", service.get("entrypoint")),
+                       ("healthcheck.test", (service.get("healthcheck") or {}).get("test"))):
+        if value is not None:
+            parts[key] = value if isinstance(value, str) else "\n".join(str(item) for item in value)
+    return parts
+
+
+def shell_lines(script: str) -> list[str]:
+    """A shell script's lines, continuations joined, here-document bodies left out (stdin, not arguments)."""
+    lines, ending = [], None
+    for line in re.sub(r"\\\n", " ", script).splitlines():
+        if ending is not None:
+            ending = None if line.strip() == ending else ending
+            continue
+        heredoc = re.search(r"<<-?\s*['\"]?(\w+)['\"]?", line)
+        ending = heredoc.group(1) if heredoc else None
+        lines.append(line)
+    return lines
+
+
+def argument_exposures(script: str, where: str) -> list[str]:
+    """Secret variables a shell script expands as arguments of a program (not a builtin)."""
+    found = []
+    for line in shell_lines(script):
+        for segment in re.split(r"\|\||&&|[|;]", line.split(" #", 1)[0]):
+            names = [m["name"] or m["bare"] for m in VARIABLE.finditer(segment)]
+            secret = [name for name in names if SECRET_NAME.search(name)]
+            words = segment.split()
+            while words and (words[0] in SHELL_KEYWORDS or re.match(r"^\w+=", words[0])):
+                words = words[1:]  # `if`, `!`, and VAR=value prefixes (the program's environment, not arguments)
+            arguments = " ".join(words[1:]) if words else ""
+            leaked = [name for name in secret if re.search(rf"\$\{{?{name}\b", arguments)]
+            if leaked and words and words[0] not in SHELL_BUILTINS:
+                found.append(f"{where}: `{segment.strip()}` passes ${leaked[0]} to {words[0]} as an argument")
+    return found
+
+
+def command_line_exposures(raw: dict[str, Any], env: dict[str, str]) -> list[str]:
+    """Every way a secret reaches a command line in a compose file (`raw`: loaded, not interpolated)."""
+    secret_values = [value for name, value in env.items() if SECRET_NAME.search(name) and value]
+    found = []
+    for name, svc in services(raw).items():
+        for part, text in command_parts(svc).items():
+            where = f"{name} {part}"
+            for ref in references(text):  # compose substitutes these into the command itself
+                if SECRET_NAME.search(ref.name):
+                    found.append(f"{where}: ${{{ref.name}}} writes the secret into the command")
+            if any(value in interpolate(text, env) for value in secret_values):
+                found.append(f"{where}: a secret value is written into the command")
+            # `$$` is compose's escape: the container's shell sees (and expands) `$NAME`.
+            found += argument_exposures(text.replace("$$", "$"), where)
+    return found
+
+
+def test_no_secret_reaches_a_command_line() -> None:
+    assert command_line_exposures(raw_compose(), filled_env()) == []
+    assert argument_exposures(POSTGRES_INIT.read_text(), "postgres-init.sh") == []
+
+
+def test_command_line_check_catches_each_way_a_secret_gets_there() -> None:
+    text = COMPOSE.read_text()
+    env = filled_env()
+
+    def exposures(old: str, new: str) -> list[str]:
+        assert old in text, old
+        return command_line_exposures(yaml.safe_load(text.replace(old, new)), env)
+
+    # Compose interpolation into the command (the file as it was before issue 11).
+    redis = exposures('printf \'requirepass %s\\n\' "$${REDIS_PASSWORD}" > /tmp/redis.conf',
+                      'redis-server --requirepass "${REDIS_PASSWORD:?set REDIS_PASSWORD in docker/.env}"')
+    assert any("redis command: ${REDIS_PASSWORD}" in e for e in redis), redis
+    # The container's shell expanding a secret into a program's arguments.
+    minio = exposures('export MC_HOST_root="http://$${MINIO_ROOT_USER}:$${MINIO_ROOT_PASSWORD}@minio:9000"',
+                      'mc alias set root http://minio:9000 "$${MINIO_ROOT_USER}" "$${MINIO_ROOT_PASSWORD}"')
+    assert minio == ['createbuckets command: `mc alias set root http://minio:9000 "${MINIO_ROOT_USER}" '
+                     '"${MINIO_ROOT_PASSWORD}"` passes $MINIO_ROOT_PASSWORD to mc as an argument'], minio
+    put_slack = '        put("autopilot_slack", conn_type="slackwebhook", password=os.environ["SLACK_WEBHOOK_URL"])\n'
+    slack = exposures(put_slack,
+                      '        pass\n'
+                      '        PY\n'
+                      '        airflow connections add autopilot_slack --conn-type slackwebhook \\\n'
+                      '          --conn-password "$${SLACK_WEBHOOK_URL}"\n'
+                      '        python - <<\'PY\'\n')
+    assert any("passes $SLACK_WEBHOOK_URL to airflow as an argument" in e for e in slack), slack
+    piped = exposures('printf \'%s\\n\' "$${AUTOPILOT_S3_SECRET_KEY}" | '
+                      'mc admin user add root "$${AUTOPILOT_S3_ACCESS_KEY}"',
+                      'mc admin user add root "$${AUTOPILOT_S3_ACCESS_KEY}" "$${AUTOPILOT_S3_SECRET_KEY}"')
+    assert any("passes $AUTOPILOT_S3_SECRET_KEY to mc" in e for e in piped), piped
+    # A value written down in a healthcheck.
+    health = exposures('test: ["CMD", "redis-cli", "ping"]',
+                       f'test: ["CMD", "redis-cli", "-a", "{env["REDIS_PASSWORD"]}", "ping"]')
+    assert health == ["redis healthcheck.test: a secret value is written into the command"], health
+    # The psql init script: a password as psql's argument.
+    script = POSTGRES_INIT.read_text().replace('--set=password_env="$2"', '--set=password="$AIRFLOW_DB_PASSWORD"')
+    (leak,) = argument_exposures(script, "postgres-init.sh")
+    assert leak.startswith("postgres-init.sh: `psql -v ON_ERROR_STOP=1") and \
+        leak.endswith("passes $AIRFLOW_DB_PASSWORD to psql as an argument"), leak
+
+
+# --- compose: the serving endpoint's storage account ---------------------------------------------
+
+SERVING_POLICY = "autopilot-serving-readonly"
+READ_ACTIONS = {"s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"}
+
+
+def heredoc(script: str, ending: str) -> str:
+    """The body of the here-document ending at `ending` in a script."""
+    found = re.search(rf"<<-?\s*'?{ending}'?\n(.*?)\n{ending}\n", script, re.S)
+    assert found is not None, f"no here-document {ending}"
+    return found.group(1)
+
+
+def serving_storage_problems(raw: dict[str, Any]) -> list[str]:
+    """Why the serving container's object-store account might be more than read-only on the model bucket."""
+    problems = []
+    svcs = services(raw)
+    serving_env = environment(svcs["serving"])
+    keys = {name: VARIABLE.fullmatch(serving_env.get(name, ""))
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    if not all(keys.values()):
+        return ["serving: the S3 keys must come from the env file"]
+    access, secret = ((m["name"] or m["bare"]) for m in keys.values() if m)
+    for other in ("minio", "createbuckets", "mlflow"):
+        for key, value in environment(svcs[other]).items():
+            if key in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") and \
+                    (m := VARIABLE.fullmatch(value)) and (m["name"] or m["bare"]) in (access, secret):
+                problems.append(f"serving uses {other}'s {key} (${{{m['name'] or m['bare']}}})")
+    script = command_text(svcs["createbuckets"]).replace("$$", "$")
+    model_bucket = urlsplit(flag(svcs["mlflow"], "--artifacts-destination")).hostname
+    attached = re.findall(rf"mc admin policy attach root ([\w-]+) --user \"\$\{{{access}\}}\"", script)
+    if attached != [SERVING_POLICY]:
+        problems.append(f"serving's user gets policies {attached}, expected only {SERVING_POLICY}")
+    if not re.search(rf"mc admin user add root \"\$\{{{access}\}}\"", script) or \
+            not re.search(rf"printf '%s\\n' \"\$\{{{secret}\}}\" \| mc admin user add", script):
+        problems.append("createbuckets does not create serving's user from its env variables")
+    if not re.search(rf"mc admin policy create root {SERVING_POLICY} (\S+)", script):
+        return [*problems, f"createbuckets does not create the policy {SERVING_POLICY}"]
+    policy = json.loads(heredoc(script, "JSON"))
+    for statement in policy["Statement"]:
+        actions = set(statement["Action"]) if isinstance(statement["Action"], list) else {statement["Action"]}
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        if statement["Effect"] == "Allow" and not actions <= READ_ACTIONS:
+            problems.append(f"the serving policy allows {sorted(actions - READ_ACTIONS)}")
+        for resource in resources:
+            if statement["Effect"] == "Allow" and resource.split(":::")[-1].split("/")[0] != model_bucket:
+                problems.append(f"the serving policy reaches {resource}, beyond the model bucket {model_bucket}")
+    if "mc pipe serving/" not in script:
+        problems.append("createbuckets does not prove the serving user cannot write")
+    return problems
+
+
+def test_serving_has_its_own_read_only_storage_account(compose: dict[str, Any]) -> None:
+    assert serving_storage_problems(raw_compose()) == []
+    serving, app = environment(services(compose)["serving"]), environment(compose["x-airflow-common"])
+    minio = environment(services(compose)["minio"])
+    assert serving["AWS_ACCESS_KEY_ID"] not in (app["AWS_ACCESS_KEY_ID"], minio["MINIO_ROOT_USER"])
+    assert serving["AWS_SECRET_ACCESS_KEY"] not in (app["AWS_SECRET_ACCESS_KEY"], minio["MINIO_ROOT_PASSWORD"])
+    # The model bucket is where MLflow keeps the versions serving loads.
+    assert urlsplit(app["AUTOPILOT_MLFLOW_ARTIFACT_ROOT"]).hostname == "mlflow"
+
+
+def test_serving_storage_check_catches_broader_access() -> None:
+    text = COMPOSE.read_text()
+
+    def problems(old: str, new: str) -> list[str]:
+        assert old in text, old
+        return serving_storage_problems(yaml.safe_load(text.replace(old, new)))
+
+    serving_keys = "${AUTOPILOT_S3_SERVING_ACCESS_KEY:?set AUTOPILOT_S3_SERVING_ACCESS_KEY in docker/.env}"
+    assert problems(f"AWS_ACCESS_KEY_ID: {serving_keys}",
+                    "AWS_ACCESS_KEY_ID: ${MINIO_ROOT_USER:?set MINIO_ROOT_USER in docker/.env}") == [
+        "serving uses minio's MINIO_ROOT_USER (${MINIO_ROOT_USER})", "serving uses createbuckets's MINIO_ROOT_USER "
+        "(${MINIO_ROOT_USER})", "serving's user gets policies [], expected only autopilot-serving-readonly",
+        "createbuckets does not create serving's user from its env variables"]
+    # The application's read-write keys (the file as it was before issue 11).
+    serving_block = text[text.index("  serving:"):]
+    own_keys = serving_block[serving_block.index("      <<: *s3-env"):serving_block.index("      MLFLOW_TRACKING_URI")]
+    assert "serving uses mlflow's AWS_SECRET_ACCESS_KEY (${AUTOPILOT_S3_SECRET_KEY})" in problems(
+        own_keys, "      <<: *client-env\n")
+    assert any("the serving policy allows ['s3:PutObject']" in p for p in problems(
+        '"Action": ["s3:GetObject"]', '"Action": ["s3:GetObject", "s3:PutObject"]'))
+    assert any("beyond the model bucket" in p for p in problems(
+        '"arn:aws:s3:::mlflow/*"', '"arn:aws:s3:::autopilot/*"'))
+    assert problems('mc admin policy attach root autopilot-serving-readonly --user',
+                    'mc admin policy attach root readwrite --user') == [
+        "serving's user gets policies ['readwrite'], expected only autopilot-serving-readonly"]
 
 
 def test_airflow_services_share_one_configuration(compose: dict[str, Any]) -> None:
@@ -480,7 +687,9 @@ def test_airflow_init_migrates_and_creates_the_pool_and_connection(compose: dict
     assert "airflow db migrate" in script
     assert re.search(rf"airflow pools set {pool.group(1)} 1 ", script)
     api = service_of_command(compose, "api-server")
-    assert re.search(rf"airflow connections add {conn.group(1)} --conn-type http --conn-host {api}", script)
+    # Written from the environment by Python (tests/integration/test_compose_scripts.py runs it).
+    assert re.search(rf'put\("{conn.group(1)}", conn_type="http", host="{api}", port=8080,', script)
+    assert 'password=os.environ["AIRFLOW_SERVICE_PASSWORD"]' in script
 
 
 def test_components_have_healthchecks_and_workers_scale(compose: dict[str, Any]) -> None:

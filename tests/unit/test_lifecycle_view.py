@@ -8,6 +8,7 @@ Airflow plugin file.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,10 +22,12 @@ from autopilot.settings import Settings
 from autopilot.ui.app import SECURITY_HEADERS, LazyApp, create_app
 from autopilot.ui.lifecycle import NO_VERSIONS, ModelView, WindowView, gather, mlflow_links
 from autopilot.ui.page import drift_chart, render_page
+from tests.airflow_tokens import Tokens, airflow_tokens
 from tests.conftest import PROJECT
 from tests.lifecycle_support import FAIRNESS_REASON, METRICS, WINDOW_SHARES, Seeded, seed_model, write_config
 
-pytestmark = pytest.mark.usefixtures("mlflow_clean")
+pytestmark = [pytest.mark.usefixtures("mlflow_clean"),
+              pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")]
 
 MODEL = "adult_lifecycle"
 MALICIOUS = '<script>alert("owned")</script><img src=x onerror=alert(1)>'
@@ -120,7 +123,7 @@ def test_broken_config_and_unreachable_state_db_do_not_hide_other_models(seeded:
     settings, _ = seeded
     broken = views_by_name(settings)["zz_broken"]
     assert broken.notes["config"].startswith("The config cannot be read: ConfigError: zz_broken.yaml: not valid YAML")
-    assert str(settings.config_dir) not in broken.notes["config"]  # no server paths on an open page
+    assert str(settings.config_dir) not in broken.notes["config"]  # no server paths on the page
     # Nothing listens on port 1: the state DB is unreachable; its password must not reach the page.
     offline = replace(settings, state_db="postgresql+psycopg2://autopilot:s3cret-pw@127.0.0.1:1/state")
     view = views_by_name(offline)[MODEL]
@@ -134,13 +137,25 @@ def test_broken_config_and_unreachable_state_db_do_not_hide_other_models(seeded:
     assert section(html, "zz_broken") and section(html, "fresh_model")
 
 
-def test_routes_serve_html_and_json_and_nothing_writes(seeded: tuple[Settings, Seeded]) -> None:
+@pytest.fixture(scope="module")
+def tokens() -> Tokens:
+    return airflow_tokens()
+
+
+def guarded_app(settings: Settings) -> Any:
+    """The page app behind Airflow's real auth manager (tests/unit/test_models_page_auth.py tests the guard)."""
+    from autopilot.orchestration.airflow_auth import AirflowAuthenticator
+
+    return create_app(lambda: settings, authenticator=AirflowAuthenticator())
+
+
+def test_routes_serve_html_and_json_and_nothing_writes(seeded: tuple[Settings, Seeded], tokens: Tokens) -> None:
     from fastapi.routing import APIRoute
     from fastapi.testclient import TestClient
 
     settings, story = seeded
-    app = create_app(lambda: settings)
-    client = TestClient(app)
+    app = guarded_app(settings)
+    client = TestClient(app, headers={"Authorization": f"Bearer {tokens.valid()}"})
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.headers["content-security-policy"] == SECURITY_HEADERS["Content-Security-Policy"]
@@ -156,14 +171,14 @@ def test_routes_serve_html_and_json_and_nothing_writes(seeded: tuple[Settings, S
         "missing": False, "highlights": {"eod_upper": 0.27}}
     assert len(models[MODEL]["windows"]) == story.window_count
     assert client.get("/icon.svg").headers["content-type"].startswith("image/svg+xml")
-    # Read-only: plugin apps are served without Airflow's auth.
+    # Read-only: no write route at all, even for a logged-in user.
     methods = {m for route in app.routes if isinstance(route, APIRoute) for m in route.methods}
     assert methods <= {"GET", "HEAD"}, methods
     assert client.post("/", json={}).status_code == 405
     assert client.get("/openapi.json").status_code == 404
 
 
-def test_lazy_app_builds_the_app_on_first_request(seeded: tuple[Settings, Seeded]) -> None:
+def test_lazy_app_builds_the_app_on_first_request(seeded: tuple[Settings, Seeded], tokens: Tokens) -> None:
     from fastapi.testclient import TestClient
 
     settings, _ = seeded
@@ -171,11 +186,11 @@ def test_lazy_app_builds_the_app_on_first_request(seeded: tuple[Settings, Seeded
 
     def factory() -> Any:
         built.append(1)
-        return create_app(lambda: settings)
+        return guarded_app(settings)
 
     lazy = LazyApp(factory)
     assert built == []
-    client = TestClient(lazy)
+    client = TestClient(lazy, headers={"Authorization": f"Bearer {tokens.valid()}"})
     assert client.get("/api/models").status_code == 200
     assert client.get("/").status_code == 200
     assert built == [1]
@@ -234,9 +249,13 @@ def test_plugin_file_loads_cheaply_under_airflow(tmp_path: Path) -> None:
         "print(json.dumps({'names': [p.name for p in plugins], 'errors': errors,\n"
         "  'fastapi_loaded': 'fastapi' in sys.modules, 'mlflow_loaded': 'mlflow' in sys.modules,\n"
         "  'apps': [{k: (type(v).__name__ if k == 'app' else v) for k, v in a.items()} for a in plugin.fastapi_apps],\n"
+        "  'factory': [f'{a[\"app\"]._factory.__module__}.{a[\"app\"]._factory.__name__}'\n"
+        "              for a in plugin.fastapi_apps],\n"
         "  'views': plugin.external_views}))\n"
     )
+    # PYTHONPATH passed on: the child imports the same autopilot sources as this process.
     env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -244,6 +263,7 @@ def test_plugin_file_loads_cheaply_under_airflow(tmp_path: Path) -> None:
     assert found["names"] == ["autopilot_models"] and found["errors"] == {}
     assert not found["fastapi_loaded"] and not found["mlflow_loaded"]
     assert found["apps"] == [{"app": "LazyApp", "url_prefix": "/autopilot", "name": "autopilot models"}]
+    assert found["factory"] == ["autopilot.orchestration.airflow_auth.models_app"]  # the app behind Airflow's login
     assert found["views"] == [{"name": "Models", "href": "/autopilot/", "destination": "nav", "url_route": "models",
                                "icon": "/autopilot/icon.svg"}]
 

@@ -17,8 +17,7 @@ from autopilot.config import ModelConfig, load_config
 from autopilot.data import validation
 from autopilot.data.sources import canonicalize, read_frame
 from autopilot.data.validation import build_expectations, validate_batch
-
-ADULT_CONFIG = Path("/work/main/config/models/adult_income.yaml")
+from tests.conftest import ADULT_CONFIG  # the demo config of this checkout
 
 TOY: dict[str, Any] = {
     "name": "toy",
@@ -221,6 +220,21 @@ def test_examples_are_limited_and_distinct(cfg: ModelConfig) -> None:
     (failure,) = report.details["failed_expectations"]
     assert failure["unexpected_count"] == 30
     assert len(failure["examples"]) == validation.MAX_EXAMPLES == len(set(failure["examples"]))
+
+
+def test_examples_are_few_and_clipped_before_they_travel(cfg: ModelConfig) -> None:
+    """Reasons go to MLflow, run notes and Slack: long values (a leaked secret, a document) are cut short."""
+    raw = raw_toy()
+    secrets = [f"SECRET-{i}-" + "x" * 500 for i in range(20)]
+    raw.loc[:19, "color"] = secrets
+    report = validate_batch(toy(cfg, raw), cfg)
+    reason = reason_with(report, "column 'color'")
+    (failure,) = report.details["failed_expectations"]
+    assert len(failure["examples"]) == validation.MAX_EXAMPLES == 3
+    assert all(len(e) == validation.MAX_EXAMPLE_CHARS and e.endswith("…") for e in failure["examples"])
+    assert "x" * validation.MAX_EXAMPLE_CHARS not in reason and len(reason) < 250
+    assert sum(reason.count(f"SECRET-{i}-") for i in range(20)) == 3
+    assert validation._clip("short", 40) == "short" and validation._clip(7, 1) == 7
 
 
 def test_wrong_target_label(cfg: ModelConfig) -> None:

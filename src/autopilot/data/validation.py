@@ -39,7 +39,11 @@ from autopilot.reports import GateReport
 __all__ = ["GATE_NAME", "build_expectations", "validate_batch"]
 
 GATE_NAME = "data_validation"
-MAX_EXAMPLES = 5
+# Examples are data values quoted into reasons that travel to MLflow, run notes and Slack: a few,
+# each clipped, so a reason can show what went wrong without carrying a column's contents along.
+MAX_EXAMPLES = 3
+MAX_EXAMPLE_CHARS = 40
+MAX_ERROR_CHARS = 200  # a GX exception message can quote values too
 _DOCS_SITE = "autopilot_site"
 # Canonical frames hold numeric columns as float64 and categories as Python str in object
 # columns; anything else means the frame skipped `canonicalize` and must not pass.
@@ -146,7 +150,7 @@ def validate_batch(
     except Exception as exc:  # fail closed on anything GX (or our reading of its result) raises
         return GateReport.failed(
             GATE_NAME,
-            [*pre_reasons, f"validation could not run: {type(exc).__name__}: {exc}"],
+            [*pre_reasons, f"validation could not run: {type(exc).__name__}: {_clip(str(exc), MAX_ERROR_CHARS)}"],
             metrics={**_zero_statistics(), "row_count": len(frame)},
             thresholds=_thresholds(cfg),
             details={"failed_expectations": [], "data_docs": None},
@@ -391,7 +395,7 @@ def _examples(res: Mapping[str, Any]) -> list[Any]:
     values: Iterable[Any] = counted or res.get("partial_unexpected_list") or res.get("unexpected_list") or []
     seen: list[Any] = []
     for value in values:
-        safe = _json_safe(value)
+        safe = _clip(_json_safe(value), MAX_EXAMPLE_CHARS)
         if safe not in seen:
             seen.append(safe)
         if len(seen) >= MAX_EXAMPLES:
@@ -404,11 +408,18 @@ def _exception_message(info: Any) -> str | None:
     if not isinstance(info, Mapping):
         return None
     if info.get("raised_exception"):
-        return str(info.get("exception_message") or "unknown error")
+        return _clip(str(info.get("exception_message") or "unknown error"), MAX_ERROR_CHARS)
     for value in info.values():
         if isinstance(value, Mapping) and value.get("raised_exception"):
-            return str(value.get("exception_message") or "unknown error")
+            return _clip(str(value.get("exception_message") or "unknown error"), MAX_ERROR_CHARS)
     return None
+
+
+def _clip(value: Any, limit: int) -> Any:
+    """A string longer than `limit` is cut to `limit` characters, the last one an ellipsis; other values pass."""
+    if isinstance(value, str) and len(value) > limit:
+        return value[: limit - 1] + "…"
+    return value
 
 
 def _failure_detail(result: ExpectationValidationResult) -> dict[str, Any]:

@@ -3,10 +3,18 @@
 Everything lives under one home folder (`.autopilot/` in the project). Airflow is driven
 through its own CLI in subprocesses with an explicit environment, so the user's shell and any
 other Airflow installation are left alone.
+
+Every server it starts listens on loopback only, unless `AUTOPILOT_BIND_ADDRESS` names another
+address (e.g. `0.0.0.0` to reach the UIs from another machine, knowing MLflow has no login):
+the api-server (`--host`, and `[api] host`) and the MLflow server bind to it; the log servers
+the scheduler and triggerer would start on every interface (Airflow's `serve_logs` has no host
+setting) are not started, since every component here writes to the one local log folder the
+api-server reads; the scheduler's optional health-check server binds to the same address.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -23,14 +31,31 @@ from autopilot.settings import Settings
 
 __all__ = ["Embedded"]
 
+BIND_ADDRESS_ENV = "AUTOPILOT_BIND_ADDRESS"
+DEFAULT_BIND_ADDRESS = "127.0.0.1"
+
+# --skip-serve-logs: Airflow's log server binds every interface with no setting to change it; here
+# all components share one log folder on one host, which the api-server reads directly.
 SERVICES = {
-    "api-server": ["airflow", "api-server", "--port", "{airflow_port}"],
-    "scheduler": ["airflow", "scheduler"],
+    "api-server": ["airflow", "api-server", "--host", "{bind}", "--port", "{airflow_port}"],
+    "scheduler": ["airflow", "scheduler", "--skip-serve-logs"],
     "dag-processor": ["airflow", "dag-processor"],
-    "triggerer": ["airflow", "triggerer"],
+    "triggerer": ["airflow", "triggerer", "--skip-serve-logs"],
     "mlflow": ["mlflow", "server", "--backend-store-uri", "{mlflow_uri}", "--default-artifact-root",
-               "{mlflow_artifacts}", "--host", "127.0.0.1", "--port", "{mlflow_port}"],
+               "{mlflow_artifacts}", "--host", "{bind}", "--port", "{mlflow_port}"],
 }
+
+
+def bind_address_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """`AUTOPILOT_BIND_ADDRESS` (default 127.0.0.1): the one interface every embedded server listens on."""
+    raw = (os.environ if environ is None else environ).get(BIND_ADDRESS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_BIND_ADDRESS
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ValueError(f"{BIND_ADDRESS_ENV}={raw!r} is not an IP address; use 127.0.0.1 (the default), "
+                         "0.0.0.0 for every interface, or one of this machine's addresses") from None
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,25 @@ class Embedded:
     overrides: Mapping[str, str] = field(default_factory=dict)
     celery_workers: int = 0
     worker_concurrency: int = 1
+    bind_address: str = field(default_factory=bind_address_from_env)
+
+    @property
+    def local_host(self) -> str:
+        """The address this machine's own clients use to reach the servers (loopback unless bound elsewhere)."""
+        address = ipaddress.ip_address(self.bind_address)
+        if address.is_unspecified or address.is_loopback:
+            return "[::1]" if address == ipaddress.ip_address("::1") else "127.0.0.1"
+        return f"[{address}]" if address.version == 6 else str(address)
+
+    @property
+    def airflow_url(self) -> str:
+        """The api-server's URL (UI and REST API)."""
+        return f"http://{self.local_host}:{self.airflow_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        """The MLflow server's URL."""
+        return f"http://{self.local_host}:{self.mlflow_port}"
 
     @property
     def airflow_home(self) -> Path:
@@ -78,8 +122,11 @@ class Embedded:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__API__PORT": str(self.airflow_port),
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.airflow_port}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.airflow_port}/execution/",
+            "AIRFLOW__API__HOST": self.bind_address,
+            # Loopback unless AUTOPILOT_BIND_ADDRESS says otherwise; the health server is off by default.
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": self.bind_address,
+            "AIRFLOW__API__BASE_URL": self.airflow_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret"),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             "AUTOPILOT_HOME": str(self.settings.home),
@@ -90,10 +137,10 @@ class Embedded:
             "AUTOPILOT_OPTUNA_STORAGE": self.settings.optuna_storage,
             "AUTOPILOT_STATE_DB": self.settings.state_db,
             # The Models page in the Airflow UI links each version and run to the embedded MLflow UI.
-            "AUTOPILOT_MLFLOW_UI_URL": f"http://127.0.0.1:{self.mlflow_port}",
+            "AUTOPILOT_MLFLOW_UI_URL": self.mlflow_url,
             # Lets a failed gate write its reasons on the DAG run's note through the REST API.
             "AIRFLOW_CONN_AUTOPILOT_AIRFLOW_API": json.dumps({
-                "conn_type": "http", "host": "127.0.0.1", "port": self.airflow_port, "login": "admin",
+                "conn_type": "http", "host": self.local_host.strip("[]"), "port": self.airflow_port, "login": "admin",
                 "password": self._admin_secret()}),
             "GX_ANALYTICS_ENABLED": "False",
             "PYTHONWARNINGS": env.get("PYTHONWARNINGS", "ignore::DeprecationWarning"),
@@ -103,7 +150,7 @@ class Embedded:
 
     def _services(self) -> dict[str, tuple[list[str], dict[str, str]]]:
         """Each service's command and extra environment: the Airflow components, MLflow, Celery workers."""
-        values = {"airflow_port": self.airflow_port, "mlflow_port": self.mlflow_port,
+        values = {"airflow_port": self.airflow_port, "mlflow_port": self.mlflow_port, "bind": self.bind_address,
                   "mlflow_uri": self.settings.mlflow_tracking_uri,
                   "mlflow_artifacts": self.settings.mlflow_artifact_root}
         services: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -194,8 +241,7 @@ class Embedded:
         """Wait until Airflow reports every component healthy and MLflow answers."""
         import urllib.request
 
-        urls = [f"http://127.0.0.1:{self.airflow_port}/api/v2/monitor/health",
-                f"http://127.0.0.1:{self.mlflow_port}/health"]
+        urls = [f"{self.airflow_url}/api/v2/monitor/health", f"{self.mlflow_url}/health"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -275,4 +321,7 @@ def _stop_group(pid: int, grace: float = 15.0) -> None:
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
-            pass
+            return
+        deadline = time.monotonic() + 5  # SIGKILL is not instant: return once the leader is gone
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
