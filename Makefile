@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv (if needed) and install the package with its dev tools
 
-browser: ## install Debian's Chromium for the Models-page browser test (root; a no-op when present)
-	bash scripts/ensure_chromium.sh
+browser: ## install the Debian tools the tests drive: Chromium, strace (root; a no-op when present)
+	bash scripts/ensure_debian_tools.sh
 
 demo: $(STAMP) ## train, validate, version, tune and register the Adult model through Airflow
 	$(BIN)/autopilot demo

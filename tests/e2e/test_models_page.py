@@ -15,7 +15,7 @@ Screenshots are kept in `${AUTOPILOT_TEST_ARTIFACTS:-<project>/test-artifacts}`:
 `models-page.png` (the plugin's page after login) and `models-airflow-ui.png` (Airflow's UI
 embedding it at `/plugin/models`).
 
-Chromium is installed by `scripts/ensure_chromium.sh`; without it the two browser tests skip
+Chromium is installed by `scripts/ensure_debian_tools.sh`; without it the two browser tests skip
 (the REST checks still run), unless AUTOPILOT_REQUIRE_SERVICES=1 (CI), where they fail.
 """
 
@@ -77,7 +77,7 @@ def chromium_or_skip() -> str:
     found = shutil.which("chromium")
     if found:
         return found
-    reason = "Debian's chromium is not installed: run scripts/ensure_chromium.sh"
+    reason = "Debian's chromium is not installed: run scripts/ensure_debian_tools.sh"
     if os.environ.get("AUTOPILOT_REQUIRE_SERVICES") == "1":
         pytest.fail(reason)
     pytest.skip(reason)
