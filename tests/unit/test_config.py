@@ -158,14 +158,15 @@ def refused(path: Path, key: str) -> str:
 @pytest.mark.parametrize(("key", "value", "resolved"), [
     ("data__source", "/etc/passwd", "/etc/passwd"),
     ("data__test_source", "data/" + "../" * 40 + "etc/shadow", "/etc/shadow"),
-    ("data__source", "file:///proc/self/environ", str(Path("/proc/self/environ").resolve())),
-    ("monitoring__labels_source", "~/.aws/credentials", str(Path("~/.aws/credentials").expanduser())),
+    ("data__source", "file:///proc/self/environ", "/proc/self/environ"),
+    ("monitoring__labels_source", "~/.aws/credentials", "~/.aws/credentials"),
     ("deployment__instance_catalog", "../../catalog.yaml", None),
-])
+], ids=["absolute", "dot-dot", "file-url", "home", "relative"])  # stable ids: xdist workers collect the same
 def test_a_location_outside_the_roots_is_refused_naming_key_path_and_fix(config_dir: Path, key: str, value: str,
                                                                          resolved: str | None) -> None:
     message = refused(write(config_dir, with_sources(**{key: value})), key.replace("__", "."))
-    expected = resolved or str((config_dir / value).resolve())
+    # Resolved here, in the process that loads the config (/proc/self is this process).
+    expected = str(Path(resolved).expanduser().resolve()) if resolved else str((config_dir / value).resolve())
     assert f"resolves to {expected}, outside the allowed data roots: {config_dir.resolve()} (the config's folder)" \
         in message
 
