@@ -153,8 +153,9 @@ def make_notifier(settings: Any) -> Callable[..., Any]:
     from autopilot.orchestration.alerts import outcome_notifier
 
     def make(kind: str, **options: Any) -> Any:
+        # retry_seconds=0: a message kept in the outbox is due again at once (production waits a minute)
         defaults: dict[str, Any] = {"settings": settings, "backoff_seconds": 0.05, "total_seconds": 5.0,
-                                    "attempt_seconds": 2.0}
+                                        "attempt_seconds": 2.0, "retry_seconds": 0.0}
         return outcome_notifier(kind, **{**defaults, **options})
 
     return make
@@ -169,12 +170,13 @@ def body(message: dict[str, Any]) -> str:
 
 
 def ledger(settings: Any) -> list[dict[str, Any]]:
+    """The alert outbox's rows, oldest first."""
     from sqlalchemy import select
 
-    from autopilot.orchestration.alerts import _engine, _table
+    from autopilot.alert_outbox import engine, table
 
-    with _engine(settings).connect() as conn:
-        return [dict(row) for row in conn.execute(select(_table())).mappings()]
+    with engine(settings).connect() as conn:
+        return [dict(row) for row in conn.execute(select(table()).order_by(table().c.id)).mappings()]
 
 
 def assert_no_url(text: str, receiver: Receiver) -> None:
@@ -307,12 +309,15 @@ def test_slack_down_never_raises_nor_leaks(receiver: Receiver, make_notifier: Ca
     assert receiver.messages == [] and len(receiver.requests) >= 2
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any("not delivered" in r.getMessage() and "HTTP 500" in r.getMessage() for r in warnings)
-    assert [(r["status"], r["error"][:8]) for r in ledger(settings)] == [("failed", "HTTP 500")]
-    # Slack is back: a later callback for the same outcome takes the failed claim over and delivers
+    assert [(r["status"], r["error"][:8]) for r in ledger(settings)] == [("pending", "HTTP 500")]
+    assert any("kept in the alert outbox" in r.getMessage() for r in warnings)
+    # Slack is back: the next callback for the same outcome drains the outbox, which delivers it once
     receiver.always = None
     notifier(context("some_dag", "load", {}, reason="task_failure"))
     assert len(receiver.messages) == 1
     assert [(r["status"], r["attempts"]) for r in ledger(settings)] == [("sent", 2)]
+    notifier(context("some_dag", "load", {}, reason="task_failure"))
+    assert len(receiver.messages) == 1
     out, err = capfd.readouterr()
     for text in (caplog.text, out, err):
         assert_no_url(text, receiver)
@@ -343,12 +348,15 @@ def test_missing_connection_or_ledger_never_raises(receiver: Receiver, make_noti
 
     make_notifier("generic", slack_conn_id="not_configured")(context("some_dag", "load", {}, reason="success"))
     assert receiver.requests == []
-    assert any("connection not usable" in r.getMessage() for r in caplog.records)
+    assert any("connection 'not_configured' is not defined: Slack alerts are off" in r.getMessage()
+               for r in caplog.records)
+    assert [(r["status"], r["error"][:36]) for r in ledger(settings)] == [
+        ("skipped", "connection 'not_configured' is not d")]  # alerts off: nothing piles up in the outbox
     # the state database is unusable: the alert goes out anyway, without deduplication
     broken = replace(settings, state_db="sqlite:////proc/autopilot-nowhere/state.db")
     make_notifier("generic", settings=broken)(context("other_dag", "load", {}, reason="success"))
     assert len(receiver.messages) == 1
-    assert any("ledger unavailable" in r.getMessage() for r in caplog.records)
+    assert any("outbox unavailable" in r.getMessage() for r in caplog.records)
 
 
 def test_config_names_the_connection(receiver: Receiver, make_notifier: Callable[..., Any], tmp_path: Path,
@@ -373,15 +381,17 @@ def test_concurrent_callbacks_send_one(receiver: Receiver, make_notifier: Callab
 
 
 def test_abandoned_claim_is_taken_over(receiver: Receiver, make_notifier: Callable[..., Any], settings: Any) -> None:
-    from autopilot.orchestration.alerts import _claim, _run_of
+    from autopilot.alert_outbox import Key, claim_new
 
-    run = _run_of(context("some_dag", "t", {}, reason="success"))
-    assert run is not None
-    assert _claim(settings, run, "success", "generic", "crashed-sender", lease=300) is True  # then it "crashed"
-    make_notifier("generic")(context("some_dag", "t", {}, reason="success"))
+    claim = claim_new(settings, Key("some_dag", "t-run", "success"), kind="generic", conn_id="autopilot_slack",
+                      payload={"text": "stored"}, task_id="t", token="crashed-sender", lease_seconds=1.0,
+                      expiry_seconds=3600)
+    assert claim.ours  # then it "crashed"
+    make_notifier("generic")(context("some_dag", "t", {}, run_id="t-run", reason="success"))
     assert receiver.messages == []  # within the lease: maybe still sending
-    make_notifier("generic", lease_seconds=0)(context("some_dag", "t", {}, reason="success"))
-    assert len(receiver.messages) == 1
+    time.sleep(1.2)
+    make_notifier("generic")(context("some_dag", "t", {}, run_id="t-run", reason="success"))
+    assert len(receiver.messages) == 1 and receiver.messages[0]["text"] == "some_dag succeeded"
 
 
 def test_dag_processor_style_context(receiver: Receiver, make_notifier: Callable[..., Any]) -> None:
