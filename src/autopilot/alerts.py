@@ -66,9 +66,10 @@ ELLIPSIS = "…"
 _SECRET_PATTERNS: tuple[tuple[str, int, str], ...] = (
     (r"https?://hooks\.slack(?:-gov)?\.com/\S*", re.IGNORECASE, "https://hooks.slack.com/***"),
     (r"/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]+", 0, "/services/***"),
-    # user:password@host in any URL; the user may be empty (redis://:pw@host) and the password
-    # may hold an unencoded "/" (a URL parser gives up there; we redact through to the "@").
-    (r"(?<=://)[^/\s:@<>|]*:[^\s@<>|]*@", 0, "***@"),
+    # user:password@host in any URL; the user may be empty (redis://:pw@host). The password runs
+    # to the last "@" before the path, or, as SQLAlchemy reads URLs, across an unencoded "/" to the
+    # first "@", unless what precedes that "/" is a port (http://host:8080/path@x is no password).
+    (r"(?<=://)[^/\s:@<>|]*:(?:[^\s/<>|]*@|(?!\d*/)[^\s@<>|]*@)", 0, "***@"),
     (r"\bxox[a-z]-[A-Za-z0-9-]+", re.IGNORECASE, "xox*-***"),
     (r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", 0, "***"),
     (r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]{8,}=*", 0, r"\1 ***"),

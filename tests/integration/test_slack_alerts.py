@@ -8,6 +8,7 @@ SQLite under a temporary home.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -31,13 +32,19 @@ RUN = "manual__2026-01-01T00:00:00+00:00"
 
 @dataclass
 class Receiver:
-    """Records what was POSTed; answers from `script` (a status, "sleep" to time out, "slow"), then 200."""
+    """Records what was POSTed; answers from `script` (a status, "sleep" to time out, "slow"), then 200.
+
+    `messages` are the bodies it accepted (answered 200), `bodies` every body it was sent, whatever
+    it answered, `requests` every path. `headers` are added to a non-200 answer (e.g. Retry-After).
+    """
 
     url: str = ""
     messages: list[dict[str, Any]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     script: list[int | str] = field(default_factory=list)
     always: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self) -> int | str:
@@ -47,24 +54,30 @@ class Receiver:
             return self.script.pop(0) if self.script else 200
 
 
-@pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+@contextlib.contextmanager
+def slack_receiver(path: str = TOKEN_PATH) -> Iterator[Receiver]:
+    """A local stand-in for Slack's Incoming Webhook on a free loopback port; its URL ends with `path`."""
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            state.requests.append(self.path)
+            with state.lock:
+                state.requests.append(self.path)
+                state.bodies.append(body)
             answer = state.answer()
             if answer in ("sleep", "slow"):  # past the client's timeout, or just slow
                 time.sleep(2.0 if answer == "sleep" else 0.5)
                 answer = 200
             status = int(answer)
             if status == 200:  # recorded before answering, as Slack posts before it answers
-                state.messages.append(json.loads(body))
+                with state.lock:
+                    state.messages.append(json.loads(body))
             reply = b"ok" if status == 200 else b"internal_error"
             try:
                 self.send_response(status)
+                for key, value in ({} if status == 200 else state.headers).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
@@ -78,18 +91,24 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    state.url = f"http://127.0.0.1:{server.server_port}{TOKEN_PATH}"
-    # The provider takes a full URL from `password` (anything with "://"); host is then ignored.
-    monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_SLACK", json.dumps({"conn_type": "slackwebhook",
-                                                                   "password": state.url}))
-    monkeypatch.setenv("AIRFLOW__API__BASE_URL", BASE)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
-    monkeypatch.delenv("AUTOPILOT_MLFLOW_UI_URL", raising=False)
+    state.url = f"http://127.0.0.1:{server.server_port}{path}"
     try:
         yield state
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    with slack_receiver() as state:
+        # The provider takes a full URL from `password` (anything with "://"); host is then ignored.
+        monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_SLACK", json.dumps({"conn_type": "slackwebhook",
+                                                                       "password": state.url}))
+        monkeypatch.setenv("AIRFLOW__API__BASE_URL", BASE)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+        monkeypatch.delenv("AUTOPILOT_MLFLOW_UI_URL", raising=False)
+        yield state
 
 
 @dataclass

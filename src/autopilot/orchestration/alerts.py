@@ -57,6 +57,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -314,7 +315,7 @@ def task_failure_notifier(kind: str, *, slack_conn_id: str | None = None, config
 def drain_outbox(settings: Settings | None = None, *, budget_seconds: float = 60.0, limit: int = 50,
                  lease_seconds: float = 300.0, attempt_seconds: float = 10.0, backoff_seconds: float = 1.0,
                  retry_seconds: float = 60.0, max_retry_seconds: float = 3600.0,
-                 skip_conns: Iterable[str] = ()) -> dict[str, int]:
+                 skip_conns: Iterable[str] = (), now: datetime | None = None) -> dict[str, int]:
     """Deliver the alert outbox's due messages, each exactly once, and drop the expired ones; never raises.
 
     Every message whose next attempt time has come (or whose sender died: its lease ran out) is
@@ -329,6 +330,8 @@ def drain_outbox(settings: Settings | None = None, *, budget_seconds: float = 60
         attempt_seconds, backoff_seconds: one HTTP attempt's timeout; the first in-call retry's delay.
         retry_seconds, max_retry_seconds: the next delivery of a message that fails again.
         skip_conns: connections not to try (they just failed).
+        now: the time that decides what is due and what expired (default: the clock); a later
+            time sends what is waiting for its retry delay now (an operator's "send it now").
 
     Returns:
         how many messages were `sent`, `failed` (kept for later), `rejected` and `expired`.
@@ -339,7 +342,7 @@ def drain_outbox(settings: Settings | None = None, *, budget_seconds: float = 60
     token = uuid.uuid4().hex
     try:
         settings = settings or _settings()
-        for dropped in outbox.expire_due(settings):
+        for dropped in outbox.expire_due(settings, now):
             log.warning("Slack alert %s dropped: not delivered before it expired (%d deliveries tried; last error: %s)",
                         dropped.key, dropped.attempts, dropped.error or "none")
             summary["expired"] += 1
@@ -347,7 +350,7 @@ def drain_outbox(settings: Settings | None = None, *, budget_seconds: float = 60
             remaining = deadline - time.monotonic()
             if remaining <= 0.5:
                 break
-            message = outbox.claim_due(settings, token, lease_seconds, skip_conns=skip)
+            message = outbox.claim_due(settings, token, lease_seconds, skip_conns=skip, now=now)
             if message is None:
                 break
             checkpoint("alerts.drain.claimed")  # a drainer killed here leaves the message to the next one
@@ -355,7 +358,7 @@ def drain_outbox(settings: Settings | None = None, *, budget_seconds: float = 60
                              backoff_seconds=backoff_seconds, max_attempts=3)
             result = sender.send(message.payload, message.conn_id)
             status = outbox.record(settings, message.id, token, result, retry_seconds=retry_seconds,
-                                   max_retry_seconds=max_retry_seconds)
+                                   max_retry_seconds=max_retry_seconds, now=now)
             _report(message.key, result, message.attempts, redelivery=True)
             if status in ("sent", "rejected"):
                 summary[status] += 1
