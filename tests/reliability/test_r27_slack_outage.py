@@ -111,7 +111,7 @@ def test_outage_is_retried_kept_and_delivered_once(fault: str, slack: tuple[Rece
     # Every later path finds it delivered: the same outcome's callback again, a drain, the monitoring DAG's task.
     notifier(context("etl", "load", {}, run_id="r1", reason="task_failure"))
     assert drain_outbox(settings, now=datetime.now(UTC) + timedelta(hours=2)) == {
-        "sent": 0, "failed": 0, "rejected": 0, "expired": 0}
+        "sent": 0, "failed": 0, "rejected": 0, "skipped": 0, "expired": 0}
     assert sorted(texts(receiver)) == ["etl failed at load", "other_dag succeeded"]
     assert [(r["run_id"], r["status"], r["attempts"]) for r in rows(settings)] == [("r1", "sent", 2),
                                                                                    ("r2", "sent", 1)]
@@ -157,7 +157,7 @@ def test_expired_message_is_dropped_and_logged(slack: tuple[Receiver, FaultProxy
     assert drain_outbox(settings)["expired"] == 1
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert len(dropped) == 1 and "etl/r1/failed" in dropped[0] and "HTTP 503" in dropped[0], dropped
-    assert drain_outbox(settings) == {"sent": 0, "failed": 0, "rejected": 0, "expired": 0}
+    assert drain_outbox(settings) == {"sent": 0, "failed": 0, "rejected": 0, "skipped": 0, "expired": 0}
     assert receiver.messages == [] and counts(settings) == {"expired": 1}
 
 

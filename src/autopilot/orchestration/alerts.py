@@ -334,9 +334,10 @@ def drain_outbox(settings: Settings | None = None, *, budget_seconds: float = 60
             time sends what is waiting for its retry delay now (an operator's "send it now").
 
     Returns:
-        how many messages were `sent`, `failed` (kept for later), `rejected` and `expired`.
+        how many messages were `sent`, `failed` (kept for later), `rejected` (by Slack), `skipped`
+        (their connection is not defined: alerts off) and `expired`.
     """
-    summary = {"sent": 0, "failed": 0, "rejected": 0, "expired": 0}
+    summary = {"sent": 0, "failed": 0, "rejected": 0, "skipped": 0, "expired": 0}
     deadline = time.monotonic() + budget_seconds
     skip = set(skip_conns)
     token = uuid.uuid4().hex
@@ -360,11 +361,9 @@ def drain_outbox(settings: Settings | None = None, *, budget_seconds: float = 60
             status = outbox.record(settings, message.id, token, result, retry_seconds=retry_seconds,
                                    max_retry_seconds=max_retry_seconds, now=now)
             _report(message.key, result, message.attempts, redelivery=True)
-            if status in ("sent", "rejected"):
+            if status in ("sent", "rejected", "skipped"):
                 summary[status] += 1
-            elif status == "skipped":  # its connection is gone: alerts are off for it
-                summary["rejected"] += 1
-            else:
+            else:  # pending again (or, past its lease, another drainer's now)
                 summary["failed"] += 1
                 skip.add(message.conn_id)  # Slack or this connection is in trouble: the rest wait
     except Exception as exc:  # the state database is down: the messages stay where they are
