@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 FINAL = frozenset({"sent", "skipped", "rejected", "expired"})  # nothing more will be sent for these
 MAX_ERROR_CHARS = 500
+MAX_RETRY_AFTER = 86_400.0  # a Retry-After past a day is taken as a day (a garbled header must not park a message)
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ def _take(conn: Connection, message_id: int, seen_claim: str, seen_status: str, 
 
 def retry_delay(attempts: int, retry_seconds: float, max_retry_seconds: float) -> float:
     """The wait before the next delivery: doubling from `retry_seconds` per attempt, at most `max_retry_seconds`."""
-    return float(min(max_retry_seconds, retry_seconds * 2 ** max(attempts - 1, 0)))
+    return float(min(max_retry_seconds, retry_seconds * 2 ** min(max(attempts - 1, 0), 40)))  # 2**n: no overflow
 
 
 def record(settings: Settings, message_id: int, token: str, result: Delivery | None, *, retry_seconds: float,
@@ -275,7 +276,7 @@ def record(settings: Settings, message_id: int, token: str, result: Delivery | N
     with engine(settings).begin() as conn:
         if values["status"] == "pending":
             attempts = conn.execute(select(rows.c.attempts).where(rows.c.id == message_id)).scalar() or 1
-            asked = result.retry_after if result is not None and result.retry_after else 0.0
+            asked = min(result.retry_after or 0.0, MAX_RETRY_AFTER) if result is not None else 0.0
             wait = max(retry_delay(int(attempts), retry_seconds, max_retry_seconds), asked)
             values["next_attempt_at"] = at + timedelta(seconds=wait)
         done = conn.execute(update(rows).where((rows.c.id == message_id) & (rows.c.claim == token)).values(**values))

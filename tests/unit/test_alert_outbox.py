@@ -32,7 +32,7 @@ def test_one_claim_per_key(settings: Any) -> None:
 
 
 def test_retry_schedule_and_retry_after(settings: Any) -> None:
-    assert [outbox.retry_delay(n, 60, 3600) for n in (1, 2, 3, 7, 8)] == [60, 120, 240, 3600, 3600]
+    assert [outbox.retry_delay(n, 60, 3600) for n in (1, 2, 3, 7, 8, 5000)] == [60, 120, 240, 3600, 3600, 3600]
     claim = new(settings)
     assert claim.id is not None
     outbox.record(settings, claim.id, "a", Delivery(False, 3, "HTTP 503"), retry_seconds=60, max_retry_seconds=3600,
@@ -72,3 +72,11 @@ def test_expiry_spares_live_claims(settings: Any) -> None:
     # the live sender's claim past expiry: left to it until its lease ends, then dropped
     assert [d.key.run_id for d in outbox.expire_due(settings, now=T0 + timedelta(seconds=7201))] == ["held"]
     assert outbox.counts(settings) == {"expired": 2}
+
+
+def test_a_garbled_retry_after_does_not_park_a_message(settings: Any) -> None:
+    claim = new(settings, expiry=7 * 86400)
+    assert claim.id is not None
+    outbox.record(settings, claim.id, "a", Delivery(False, 1, "HTTP 429", retry_after=1e12), retry_seconds=60,
+                  max_retry_seconds=3600, now=T0)
+    assert outbox.claim_due(settings, "x", 60, now=T0 + timedelta(days=1)) is not None

@@ -51,6 +51,7 @@ messages under `dag.test()` too; the outbox keeps it to one message per outcome.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -666,12 +667,13 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _retry_after(headers: Any) -> float | None:
-    """Slack's Retry-After (seconds), when the answer has one."""
+    """Slack's Retry-After (seconds), when the answer has a usable one."""
     try:
         value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
-        return float(value[0] if isinstance(value, list) else value) if value else None
+        seconds = float(value[0] if isinstance(value, list) else value) if value else None
     except (TypeError, ValueError):
         return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _describe(exc: BaseException, secrets: Sequence[str]) -> str:
