@@ -9,8 +9,9 @@ MLflow user and password (`MLFLOW_TRACKING_USERNAME`/`PASSWORD`, and in the trac
 the URLs of the state database and the Optuna storage (PostgreSQL; trust auth ignores them, so
 the run works while the URLs carry them). A real scheduler runs the training DAG of a model whose
 quality floor no model meets: the run trains, then fails its gate, which writes the run note; Slack
-answers 500 to every post, so the message stays in the alert outbox; then Slack recovers and the
-outbox is drained.
+answers every post with 429 and a Retry-After past the notifier's budget, so the message stays in
+the alert outbox (the task-level and the DAG processor's DAG-level callbacks both run); then Slack
+recovers and the outbox is drained.
 
 Invariant: no canary, raw or percent-encoded (or the MLflow basic-auth header's base64), appears
 in any task or service log, anywhere in Airflow's metadata database (XCom values, rendered
@@ -131,7 +132,7 @@ def canary_run(tmp_path: Path, small_adult: Callable[..., Path], postgres_factor
         tracking = f"http://{canaries.mlflow_user}:{canaries.uri_password}@127.0.0.1:{mlflow_port}"
         embedded = Embedded(settings=settings, project=PROJECT, airflow_port=free_port(), mlflow_port=mlflow_port,
                             overrides={"MLFLOW_TRACKING_URI": tracking})
-        started = embedded.start()
+        embedded.start()
         try:
             assert embedded.wait_healthy(timeout=240), (embedded.run_dir / "api-server.log").read_text()[-3000:]
             yield {"canaries": canaries, "slack": slack, "settings": settings, "embedded": embedded,
@@ -142,7 +143,6 @@ def canary_run(tmp_path: Path, small_adult: Callable[..., Path], postgres_factor
                 kill9(pid)
             embedded.stop()
             assert not any(_alive(pid) for pid in pids), "a service outlived its SIGKILL"
-    del started
 
 
 class Api:
@@ -271,7 +271,7 @@ def search_mlflow(url: str, canaries: Canaries, scratch: Path) -> tuple[list[str
             seen["tags"] += len(run.data.tags)
             where = f"mlflow run {run.info.run_name}"
             check({"params": run.data.params, "tags": run.data.tags, "metrics": sorted(run.data.metrics),
-                   "info": run.info.to_proto().__str__()}, where)
+                   "info": str(run.info.to_proto())}, where)
             for dataset in run.inputs.dataset_inputs if run.inputs else []:
                 check({"name": dataset.dataset.name, "source": dataset.dataset.source,
                        "profile": dataset.dataset.profile, "schema": dataset.dataset.schema,
