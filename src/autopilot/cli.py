@@ -377,7 +377,9 @@ def _print_summary(chain: dict[str, Any], settings: Any, embedded: Any, seconds:
     print(f"tuning          study {chain['tuning']['study']}, best family {chain['tuning']['family']}, "
           f"{chain['tuning']['n_trials']} trials")
     print(f"artifacts       {settings.artifact_root} (snapshots, reports); MLflow {settings.mlflow_artifact_root}")
-    print(f"MLflow store    {settings.mlflow_tracking_uri}")
+    from autopilot.doctor import redact, url_secrets  # a tracking URI may carry a password
+
+    print(f"MLflow store    {redact(settings.mlflow_tracking_uri, url_secrets(settings.mlflow_tracking_uri))}")
     print(f"lineage         autopilot lineage {chain['model']}@{chain['version']}")
     print(f"reproduce       autopilot reproduce {chain['model']} --version {chain['version']}")
     print(f"UIs             make up -> Airflow http://127.0.0.1:{embedded.airflow_port} (it prints the admin "

@@ -668,6 +668,11 @@ class AlertsConfig(_Frozen):
     skip_healthy: bool = Field(
         default=False, description="Send nothing for monitoring runs that found nothing (hourly runs add up)."
     )
+    outbox_expiry_minutes: Annotated[int, Field(ge=1)] = Field(
+        default=1440,
+        description="How long a message Slack did not accept stays in the alert outbox, retried, before it is "
+                    "dropped (logged with its key).",
+    )
 
 
 class RetentionConfig(_Frozen):

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 if TYPE_CHECKING:
     from autopilot.config import LoadedConfig
@@ -160,17 +160,21 @@ class Report:
 
 # ---------------------------------------------------------------------------- redaction
 
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*:)[^\s/]*@")
+# user:password@ in a URL. The password runs to the last "@" before the path (an unencoded "@"
+# in it), or, as SQLAlchemy reads URLs, to the first "@" even across an unencoded "/" (a state
+# database URL may hold one), unless what precedes that "/" is a port (host:8080/path@x).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*:)(?:[^\s/]*@|(?!\d*/)[^\s@]*@)")
 _QUERY_SECRET = re.compile(
-    r"(?i)(?P<head>[?&;](?:[\w.-]*[-_])?(?:password|passwd|pwd|secret|token|key|sig|signature)=)[^&\s]+")
+    r"(?i)(?P<head>[?&;][\w.-]*?(?:password|passwd|pwd|secret|token|key|sig|signature|credential)=)[^&\s]+")
 MIN_SECRET_CHARS = 6  # shorter values would replace ordinary words
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask URL passwords, secret query parameters and every known secret value in `text`."""
+    """Mask URL passwords, secret query parameters and every known secret value (also percent-encoded) in `text`."""
     text = _URL_PASSWORD.sub(r"\g<head>***@", text)
     text = _QUERY_SECRET.sub(r"\g<head>***", text)
-    for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True):
+    forms = {form for s in secrets if len(s) >= MIN_SECRET_CHARS for form in (s, quote(s, safe=""), quote_plus(s))}
+    for secret in sorted(forms, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
 

@@ -67,8 +67,30 @@ def configure(settings: Settings) -> None:
     import mlflow
 
     settings.ensure_local_dirs()
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    uri = _without_credentials(settings.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def _without_credentials(uri: str) -> str:
+    """The tracking URI without `user:password@`; the credentials go where MLflow reads them per request.
+
+    MLflow formats its URI into what it prints ("View run ... at: <uri>/#/...", in every task
+    log) and into its error messages, so a password in the URI would be in both. It sends basic
+    auth from `MLFLOW_TRACKING_USERNAME`/`PASSWORD` instead; variables already set win, as they
+    did over the URI's credentials before.
+    """
+    import os
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri
+    if parts.username:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username))
+    if parts.password:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def client() -> MlflowClient:

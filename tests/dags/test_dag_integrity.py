@@ -83,8 +83,10 @@ def test_monitoring_dag_shape_schedule_and_branches(dagbag) -> None:  # type: ig
     dag = dagbag.dags["autopilot_monitoring__adult_income"]
     assert set(dag.tags) == {"autopilot", "monitoring", "model:adult_income"}
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"monitor", "branch", "trigger_retraining", "alert", "healthy"}
+    assert set(tasks) == {"monitor", "branch", "trigger_retraining", "alert", "healthy", "drain_alerts"}
     assert tasks["branch"].downstream_task_ids == {"trigger_retraining", "alert", "healthy"}
+    # housekeeping beside the window: the alert outbox is drained every run, whatever the window decides
+    assert not tasks["drain_alerts"].upstream_task_ids and not tasks["drain_alerts"].downstream_task_ids
     trigger = tasks["trigger_retraining"]
     assert trigger.trigger_dag_id == "autopilot_training__adult_income" and trigger.skip_when_already_exists
     # Cron with data intervals: each run monitors exactly the time since the previous one.

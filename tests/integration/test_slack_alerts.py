@@ -8,6 +8,7 @@ SQLite under a temporary home.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -31,13 +32,19 @@ RUN = "manual__2026-01-01T00:00:00+00:00"
 
 @dataclass
 class Receiver:
-    """Records what was POSTed; answers from `script` (a status, "sleep" to time out, "slow"), then 200."""
+    """Records what was POSTed; answers from `script` (a status, "sleep" to time out, "slow"), then 200.
+
+    `messages` are the bodies it accepted (answered 200), `bodies` every body it was sent, whatever
+    it answered, `requests` every path. `headers` are added to a non-200 answer (e.g. Retry-After).
+    """
 
     url: str = ""
     messages: list[dict[str, Any]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     script: list[int | str] = field(default_factory=list)
     always: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self) -> int | str:
@@ -47,24 +54,30 @@ class Receiver:
             return self.script.pop(0) if self.script else 200
 
 
-@pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+@contextlib.contextmanager
+def slack_receiver(path: str = TOKEN_PATH) -> Iterator[Receiver]:
+    """A local stand-in for Slack's Incoming Webhook on a free loopback port; its URL ends with `path`."""
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            state.requests.append(self.path)
+            with state.lock:
+                state.requests.append(self.path)
+                state.bodies.append(body)
             answer = state.answer()
             if answer in ("sleep", "slow"):  # past the client's timeout, or just slow
                 time.sleep(2.0 if answer == "sleep" else 0.5)
                 answer = 200
             status = int(answer)
             if status == 200:  # recorded before answering, as Slack posts before it answers
-                state.messages.append(json.loads(body))
+                with state.lock:
+                    state.messages.append(json.loads(body))
             reply = b"ok" if status == 200 else b"internal_error"
             try:
                 self.send_response(status)
+                for key, value in ({} if status == 200 else state.headers).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
@@ -78,18 +91,24 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    state.url = f"http://127.0.0.1:{server.server_port}{TOKEN_PATH}"
-    # The provider takes a full URL from `password` (anything with "://"); host is then ignored.
-    monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_SLACK", json.dumps({"conn_type": "slackwebhook",
-                                                                   "password": state.url}))
-    monkeypatch.setenv("AIRFLOW__API__BASE_URL", BASE)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
-    monkeypatch.delenv("AUTOPILOT_MLFLOW_UI_URL", raising=False)
+    state.url = f"http://127.0.0.1:{server.server_port}{path}"
     try:
         yield state
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    with slack_receiver() as state:
+        # The provider takes a full URL from `password` (anything with "://"); host is then ignored.
+        monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_SLACK", json.dumps({"conn_type": "slackwebhook",
+                                                                       "password": state.url}))
+        monkeypatch.setenv("AIRFLOW__API__BASE_URL", BASE)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+        monkeypatch.delenv("AUTOPILOT_MLFLOW_UI_URL", raising=False)
+        yield state
 
 
 @dataclass
@@ -153,8 +172,9 @@ def make_notifier(settings: Any) -> Callable[..., Any]:
     from autopilot.orchestration.alerts import outcome_notifier
 
     def make(kind: str, **options: Any) -> Any:
+        # retry_seconds=0: a message kept in the outbox is due again at once (production waits a minute)
         defaults: dict[str, Any] = {"settings": settings, "backoff_seconds": 0.05, "total_seconds": 5.0,
-                                    "attempt_seconds": 2.0}
+                                        "attempt_seconds": 2.0, "retry_seconds": 0.0}
         return outcome_notifier(kind, **{**defaults, **options})
 
     return make
@@ -169,12 +189,13 @@ def body(message: dict[str, Any]) -> str:
 
 
 def ledger(settings: Any) -> list[dict[str, Any]]:
+    """The alert outbox's rows, oldest first."""
     from sqlalchemy import select
 
-    from autopilot.orchestration.alerts import _engine, _table
+    from autopilot.alert_outbox import engine, table
 
-    with _engine(settings).connect() as conn:
-        return [dict(row) for row in conn.execute(select(_table())).mappings()]
+    with engine(settings).connect() as conn:
+        return [dict(row) for row in conn.execute(select(table()).order_by(table().c.id)).mappings()]
 
 
 def assert_no_url(text: str, receiver: Receiver) -> None:
@@ -307,12 +328,15 @@ def test_slack_down_never_raises_nor_leaks(receiver: Receiver, make_notifier: Ca
     assert receiver.messages == [] and len(receiver.requests) >= 2
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any("not delivered" in r.getMessage() and "HTTP 500" in r.getMessage() for r in warnings)
-    assert [(r["status"], r["error"][:8]) for r in ledger(settings)] == [("failed", "HTTP 500")]
-    # Slack is back: a later callback for the same outcome takes the failed claim over and delivers
+    assert [(r["status"], r["error"][:8]) for r in ledger(settings)] == [("pending", "HTTP 500")]
+    assert any("kept in the alert outbox" in r.getMessage() for r in warnings)
+    # Slack is back: the next callback for the same outcome drains the outbox, which delivers it once
     receiver.always = None
     notifier(context("some_dag", "load", {}, reason="task_failure"))
     assert len(receiver.messages) == 1
     assert [(r["status"], r["attempts"]) for r in ledger(settings)] == [("sent", 2)]
+    notifier(context("some_dag", "load", {}, reason="task_failure"))
+    assert len(receiver.messages) == 1
     out, err = capfd.readouterr()
     for text in (caplog.text, out, err):
         assert_no_url(text, receiver)
@@ -343,12 +367,15 @@ def test_missing_connection_or_ledger_never_raises(receiver: Receiver, make_noti
 
     make_notifier("generic", slack_conn_id="not_configured")(context("some_dag", "load", {}, reason="success"))
     assert receiver.requests == []
-    assert any("connection not usable" in r.getMessage() for r in caplog.records)
+    assert any("connection 'not_configured' is not defined: Slack alerts are off" in r.getMessage()
+               for r in caplog.records)
+    assert [(r["status"], r["error"][:36]) for r in ledger(settings)] == [
+        ("skipped", "connection 'not_configured' is not d")]  # alerts off: nothing piles up in the outbox
     # the state database is unusable: the alert goes out anyway, without deduplication
     broken = replace(settings, state_db="sqlite:////proc/autopilot-nowhere/state.db")
     make_notifier("generic", settings=broken)(context("other_dag", "load", {}, reason="success"))
     assert len(receiver.messages) == 1
-    assert any("ledger unavailable" in r.getMessage() for r in caplog.records)
+    assert any("outbox unavailable" in r.getMessage() for r in caplog.records)
 
 
 def test_config_names_the_connection(receiver: Receiver, make_notifier: Callable[..., Any], tmp_path: Path,
@@ -373,15 +400,17 @@ def test_concurrent_callbacks_send_one(receiver: Receiver, make_notifier: Callab
 
 
 def test_abandoned_claim_is_taken_over(receiver: Receiver, make_notifier: Callable[..., Any], settings: Any) -> None:
-    from autopilot.orchestration.alerts import _claim, _run_of
+    from autopilot.alert_outbox import Key, claim_new
 
-    run = _run_of(context("some_dag", "t", {}, reason="success"))
-    assert run is not None
-    assert _claim(settings, run, "success", "generic", "crashed-sender", lease=300) is True  # then it "crashed"
-    make_notifier("generic")(context("some_dag", "t", {}, reason="success"))
+    claim = claim_new(settings, Key("some_dag", "t-run", "success"), kind="generic", conn_id="autopilot_slack",
+                      payload={"text": "stored"}, task_id="t", token="crashed-sender", lease_seconds=1.0,
+                      expiry_seconds=3600)
+    assert claim.ours  # then it "crashed"
+    make_notifier("generic")(context("some_dag", "t", {}, run_id="t-run", reason="success"))
     assert receiver.messages == []  # within the lease: maybe still sending
-    make_notifier("generic", lease_seconds=0)(context("some_dag", "t", {}, reason="success"))
-    assert len(receiver.messages) == 1
+    time.sleep(1.2)
+    make_notifier("generic")(context("some_dag", "t", {}, run_id="t-run", reason="success"))
+    assert len(receiver.messages) == 1 and receiver.messages[0]["text"] == "some_dag succeeded"
 
 
 def test_dag_processor_style_context(receiver: Receiver, make_notifier: Callable[..., Any]) -> None:

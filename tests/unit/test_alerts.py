@@ -303,3 +303,60 @@ def test_gates_from_results() -> None:
     assert [(g["name"], g["passed"]) for g in gates] == [
         ("quality", True), ("explainability", True), ("fairness", False), ("infra", True)]
     assert gates[2]["reasons"] == ["selection rate ratio 0.62 < 0.80 for sex"]
+
+
+@pytest.mark.parametrize(("text", "secret"), [
+    ("could not connect to redis://:r3dis-pw@cache:6379/0", "r3dis-pw"),  # no user name
+    ("postgresql://app:pa/ss+w0rd@db:5432/state refused", "pa/ss+w0rd"),  # an unencoded "/" in the password
+    ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG+bPxRfiCYzz", "wJalrXUtnFEMI/K7MDENG"),
+    ("AWS_SECRET_ACCESS_KEY: wJalrXUtnFEMI/K7MDENG+bPxRfiCYzz", "wJalrXUtnFEMI/K7MDENG"),
+    ('{"db_password": "hunter2-long"}', "hunter2-long"),
+    ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "eyJhbGciOiJIUzI1NiJ9"),
+    ("headers={'Authorization': 'Basic dXNlcjpwYXNzd29yZA=='}", "dXNlcjpwYXNzd29yZA"),
+    ("GET /x?X-Amz-Signature=0a1b2c3d4e5f&X-Amz-Date=1", "0a1b2c3d4e5f"),
+])
+def test_scrub_patterns(text: str, secret: str) -> None:
+    assert secret not in alerts.scrub(text)
+    assert "***" in alerts.scrub(text)
+
+
+def test_scrub_known_secrets_in_every_form() -> None:
+    secret = "cnry/secret+value=="
+    for form in (secret, "cnry%2Fsecret%2Bvalue%3D%3D", "cnry/secret%2Bvalue%3D%3D", "cnry%2Fsecret%2Bvalue%3D%3D"):
+        assert alerts.scrub(f"error near {form} here", [secret]) == "error near *** here"
+    payload = {"text": f"x {secret}", "blocks": [{"type": "section", "text": {"type": "mrkdwn",
+                                                                              "text": alerts.escape(f"<{secret}>")}}]}
+    scrubbed = json.dumps(alerts.scrub_payload(payload, [secret]))
+    assert "cnry" not in scrubbed and scrubbed.count("***") == 2
+    assert alerts.scrub_payload(payload, []) is payload  # nothing known: untouched
+    # ordinary words survive: short "secrets" are ignored
+    assert alerts.scrub("a token of trust", ["a", "of"]) == "a token of trust"
+
+
+def test_env_secrets() -> None:
+    environ = {
+        "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG",
+        "MLFLOW_TRACKING_PASSWORD": "mlflow-pass-1", "MLFLOW_TRACKING_URI": "http://me:uri%2Fpass@mlflow:5000",
+        "AUTOPILOT_STATE_DB": "postgresql+psycopg2://app:db-pass-123@db/state",
+        "AIRFLOW_CONN_AUTOPILOT_SLACK": json.dumps({"conn_type": "slackwebhook",
+                                                    "password": "https://hooks.slack.com/services/T1/B1/tok"}),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "AKIAOTHERKEY0000000",
+                                                "password": "aws-conn-secret",
+                                                "extra": {"region_name": "eu-west-1",
+                                                          "aws_session_token": "sess-tok-1"}}),
+        "AIRFLOW_CONN_API": "http://admin:api-pass-99@127.0.0.1:8080",
+        "AIRFLOW__CORE__FERNET_KEY": "fernet-key-value",
+        "HOME": "/root", "PATH": "/usr/bin:/bin", "SHORT_TOKEN": "abc",
+    }
+    found = set(alerts.env_secrets(environ))
+    assert {"AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG", "mlflow-pass-1", "uri%2Fpass", "uri/pass",
+            "db-pass-123", "https://hooks.slack.com/services/T1/B1/tok", "AKIAOTHERKEY0000000", "aws-conn-secret",
+            "sess-tok-1", "api-pass-99", "fernet-key-value"} <= found
+    assert not found & {"/root", "/usr/bin:/bin", "abc", "eu-west-1", "me"}
+
+
+def test_scrub_url_credentials_but_not_ports() -> None:
+    assert alerts.scrub("db+postgresql://u:p@ss@word@h/db") == "db+postgresql://***@h/db"  # "@" in the password
+    assert alerts.scrub("postgresql://app:pa/ss@db/x down") == "postgresql://***@db/x down"  # "/" in it
+    for text in ("http://127.0.0.1:8080/path@x", "postgresql://postgres@db/x", "s3://bucket/key@v1"):
+        assert alerts.scrub(text) == text

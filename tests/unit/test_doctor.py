@@ -540,3 +540,19 @@ def test_the_cli_has_a_doctor_subcommand() -> None:
     args = build_parser().parse_args(["doctor", "--json", "--mode", "production"])
     assert (args.json, args.mode, args.func.__name__) == (True, "production", "cmd_doctor")
     assert build_parser().parse_args(["doctor"]).mode is None
+
+
+@pytest.mark.parametrize(("text", "hidden", "kept"), [
+    ("postgresql+psycopg2://app:pa/ss+w0rd@db:5432/state", "pa/ss+w0rd", "postgresql+psycopg2://app:***@db:5432/state"),
+    ("https://h/x?apikey=abcdef123&a=1", "abcdef123", "?apikey=***&a=1"),
+    ("https://h/x?X-Amz-Credential=AKIAEXAMPLE99%2F2026", "AKIAEXAMPLE99", "X-Amz-Credential=***"),
+])
+def test_redact_passwords_with_slashes_and_more_parameters(text: str, hidden: str, kept: str) -> None:
+    out = redact(text)
+    assert hidden not in out and kept in out
+
+
+def test_redact_known_secrets_also_percent_encoded() -> None:
+    secret = "pa/ss+word="
+    assert redact("in a URL: pa%2Fss%2Bword%3D, in a form: pa%2Fss%2Bword%3D", [secret]) == \
+        "in a URL: ***, in a form: ***"

@@ -7,27 +7,35 @@ and `on_failure_callback` (and, so alerts also work under `dag.test()`, as the t
 1. reads the run from the callback context: the DAG run, the task instance Airflow hands over
    (for a failed run: the task that failed last), the exception (task-level callbacks) or the
    run's note (where the gates write their reasons);
-2. claims (dag_id, run_id, outcome) in the `alert_deliveries` table of the state database,
-   and stops when it was already sent or another sender holds a fresh claim;
+2. claims (dag_id, run_id, outcome) in the alert outbox (`autopilot.alert_outbox`, table
+   `alert_outbox` of the state database), storing the generic message at once, and stops when
+   the outcome was seen before (sent, in flight, or queued for a retry);
 3. builds the message with the pure builders of `autopilot.alerts` from the XComs of the DAG's
    tasks (training: the verdict and every gate; monitoring: the action, and drift and
    performance from the window's JSON report); any surprise falls back to the generic message;
+   every known secret of the environment is scrubbed from it; it replaces the stored one;
 4. posts it to the Slack Incoming Webhook of an Airflow connection (type `slackwebhook`, the
-   URL in `password`; default id `autopilot_slack`), retrying 5xx, 429 and network errors
-   with exponential backoff within a total budget (30 s by default);
-5. records the result. It never raises: a Slack or database outage is a logged warning, and
-   the DAG run's outcome stays what it was. The webhook URL is never logged (the slack_sdk
-   client gets a silent logger, and every message we log is scrubbed of it).
+   URL in `password`; default id `autopilot_slack`), retrying 5xx, 429 (never before its
+   Retry-After) and network errors with exponential backoff within a total budget (30 s);
+5. records the result: `sent`, or `pending` with the time of its next attempt (doubling from
+   `retry_seconds`, never before Slack's Retry-After), or `rejected` (Slack refused the message
+   itself: logged as dropped);
+6. drains the outbox: sends every message that is due, whatever its DAG, model or outcome
+   (`drain_outbox`; the monitoring DAG's `drain_alerts` task does the same every run), and logs
+   each message that expired undelivered (`alerts.outbox_expiry_minutes`) as dropped, with its key.
 
-Delivery semantics: claim BEFORE sending. A sender that crashes between the claim and the
-post would lose the alert, so a claim is a lease: a `sending` row older than `lease_seconds`
-(5 min, well above the send budget) may be taken over, as may a `failed` one (Slack was down:
-a later callback for the same outcome, e.g. the DAG-level one after the task-level one, tries
-again). So: at most once while senders are alive, which is what the duplicate paths need (a
-task retry, a rerun, the task-level and DAG-level callbacks of the same failure); at least once
-after a crash. A duplicate remains possible when Slack accepted a post but the answer timed out
-(webhooks have no idempotency key) or a sender crashed after posting. When the state database
-itself is unreachable the message is sent anyway: a lost alert is worse than a duplicate.
+It never raises: a Slack or database outage is a logged warning, and the DAG run's outcome
+stays what it was. The webhook URL is never logged (the slack_sdk client gets a silent logger,
+and every message we log is scrubbed of it).
+
+Delivery semantics (see `autopilot.alert_outbox`): claim BEFORE sending, each claim a lease, every
+change of hands a compare-and-set on the row. So one message per outcome while senders are
+alive, even with the task-level and DAG-level callbacks, a task retry, a rerun and two drainers
+at once; a sender killed after its claim leaves the message to the first drain after the lease.
+A duplicate remains possible when Slack accepted a post but the answer timed out (webhooks have
+no idempotency key) or a sender died after posting and before recording it. When the state
+database itself is unreachable the message is sent anyway, without the outbox: a lost alert is
+worse than a duplicate.
 
 Where it runs. Under the real scheduler, DAG-level callbacks run in the DAG processor, which
 answers XCom and connection requests: full messages. Under `dag.test()` they run in the test's
@@ -37,38 +45,42 @@ own process, outside any task: they do fire (Airflow's BaseNotifier renders temp
 the rendering), but XComs cannot be read there, so they send the generic message. Task-level
 notifiers run inside the task and read XComs in both cases: `task_failure_notifier` on every
 task, and `outcome_notifier(kind, outcome="success")` on the final task(s), give the full
-messages under `dag.test()` too; the ledger keeps it to one message per outcome.
+messages under `dag.test()` too; the outbox keeps it to one message per outcome.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseNotifier
 
+from autopilot import alert_outbox as outbox
 from autopilot import alerts
+from autopilot.alert_outbox import Delivery, Key
+from autopilot.faults import checkpoint
 
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk.definitions.context import Context
-    from sqlalchemy import Table
-    from sqlalchemy.engine import Engine
 
     from autopilot.settings import Settings
 
-__all__ = ["DEFAULT_CONN_ID", "KINDS", "Delivery", "OutcomeNotifier", "outcome_notifier", "task_failure_notifier"]
+__all__ = ["DEFAULT_CONN_ID", "DEFAULT_EXPIRY_MINUTES", "KINDS", "Delivery", "OutcomeNotifier", "drain_outbox",
+           "outcome_notifier", "task_failure_notifier"]
 
 DEFAULT_CONN_ID = "autopilot_slack"
+DEFAULT_EXPIRY_MINUTES = 24 * 60  # the config's `alerts.outbox_expiry_minutes` default
 KINDS = ("training", "monitoring", "generic")
 TRAINING_GATES = ("quality", "explainability_and_fairness", "infra")
 MAX_REPORT_BYTES = 5_000_000  # a window report is a few KB; never read a surprise into memory
@@ -97,17 +109,8 @@ class _Run:
     xcom_unavailable: bool = False
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """How sending one message ended: delivered or not, after how many attempts, and why not (no URL)."""
-
-    sent: bool
-    attempts: int
-    error: str | None = None
-
-
 class OutcomeNotifier(BaseNotifier):
-    """Post one Slack message per DAG-run outcome; never raise (see the module docstring).
+    """Post one Slack message per DAG-run outcome through the alert outbox; never raise (see the module docstring).
 
     Args:
         kind: `training`, `monitoring` or `generic` (which message to build).
@@ -126,6 +129,12 @@ class OutcomeNotifier(BaseNotifier):
         backoff_seconds: the first retry's delay; it doubles (with ±20% jitter) each retry.
         max_attempts: attempts per message at most.
         lease_seconds: after this long a `sending` claim counts as abandoned (its sender died).
+        expiry_seconds: how long an undelivered message is kept (None: the config's
+            `alerts.outbox_expiry_minutes`, else one day).
+        retry_seconds, max_retry_seconds: the outbox's wait before the next delivery of a failed
+            message: `retry_seconds`, doubling per delivery, at most `max_retry_seconds`.
+        drain_seconds, drain_limit: after its own message, the time and number of due outbox
+            messages this call may send.
     """
 
     template_fields = ()  # nothing is rendered (see `render_template_fields`)
@@ -133,7 +142,9 @@ class OutcomeNotifier(BaseNotifier):
     def __init__(self, kind: str = "generic", *, outcome: str | None = None, slack_conn_id: str | None = None,
                  config_path: str | Path | None = None, settings: Settings | None = None,
                  skip_healthy: bool = False, total_seconds: float = 30.0, attempt_seconds: float = 10.0,
-                 backoff_seconds: float = 1.0, max_attempts: int = 6, lease_seconds: float = 300.0) -> None:
+                 backoff_seconds: float = 1.0, max_attempts: int = 6, lease_seconds: float = 300.0,
+                 expiry_seconds: float | None = None, retry_seconds: float = 60.0,
+                 max_retry_seconds: float = 3600.0, drain_seconds: float = 15.0, drain_limit: int = 20) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind {kind!r}: use one of {', '.join(KINDS)}")
         if outcome not in (None, "success", "failed"):
@@ -150,6 +161,11 @@ class OutcomeNotifier(BaseNotifier):
         self.backoff_seconds = backoff_seconds
         self.max_attempts = max_attempts
         self.lease_seconds = lease_seconds
+        self.expiry_seconds = expiry_seconds
+        self.retry_seconds = retry_seconds
+        self.max_retry_seconds = max_retry_seconds
+        self.drain_seconds = drain_seconds
+        self.drain_limit = drain_limit
 
     # -- Airflow entry points ------------------------------------------------------------
 
@@ -165,11 +181,15 @@ class OutcomeNotifier(BaseNotifier):
             log.warning("Slack alert not sent: %s", _describe(exc, ()))
 
     def notify(self, context: Context) -> None:
-        """Build, deduplicate and send the message for the run in `context`; never raises."""
+        """Build, deduplicate and send the message for the run in `context`, then drain the outbox; never raises."""
         try:
             self._notify(cast("Mapping[str, Any]", context))
         except Exception as exc:
             log.warning("Slack alert not sent: %s", _describe(exc, ()))
+
+    def send(self, payload: dict[str, Any]) -> Delivery:
+        """Post `payload` to this notifier's webhook with retries within the budget; never raises."""
+        return self._sender().send(payload, self._conn_id(_alerts_config(self.config_path)))
 
     # -- the steps ----------------------------------------------------------------------
 
@@ -180,30 +200,58 @@ class OutcomeNotifier(BaseNotifier):
             return
         outcome = self.outcome or _infer_outcome(context, run)
         settings = self.settings or _settings()
+        section = _alerts_config(self.config_path)
+        conn_id = self._conn_id(section)
+        key = Key(run.dag_id, run.run_id, outcome)
         token = uuid.uuid4().hex
+        secrets = alerts.env_secrets(os.environ)
         # Claim first: a duplicate call (task retry, rerun, the other callback level) stops here,
-        # before reading XComs or the report.
-        claimed = _claim(settings, run, outcome, self.kind, token, self.lease_seconds)
-        if claimed is False:
-            log.info("Slack alert for %s %s (%s) already sent or being sent: skipped",
-                     run.dag_id, run.run_id, outcome)
-            return
-        payload = self._build(run, outcome)
-        if payload is None:  # nothing worth a message (a healthy window with `skip_healthy`)
-            if claimed:
-                _finish(settings, run, outcome, token, Delivery(False, 0), status="skipped")
-            return
-        result = self.send(payload)
-        if claimed:
-            _finish(settings, run, outcome, token, result)
-        if result.sent:
-            log.info("Slack alert sent for %s %s (%s) after %d attempt(s)", run.dag_id, run.run_id, outcome,
-                     result.attempts)
-        else:
-            log.warning("Slack alert for %s %s (%s) not delivered after %d attempt(s): %s", run.dag_id,
-                        run.run_id, outcome, result.attempts, result.error)
+        # before reading XComs or the report. The generic message is stored with the claim, so a
+        # sender that dies before storing the full one still leaves a message to deliver.
+        fallback = alerts.scrub_payload(_generic_message(run, outcome, _airflow_base_url()), secrets)
+        try:
+            claim: outbox.Claim | None = outbox.claim_new(
+                settings, key, kind=self.kind, conn_id=conn_id, payload=fallback, task_id=run.task_id, token=token,
+                lease_seconds=self.lease_seconds, expiry_seconds=self._expiry_seconds(section))
+        except Exception as exc:  # the state database is down: send without the outbox
+            log.warning("Slack alert: alert outbox unavailable (%s); sending %s without deduplication",
+                        _describe(exc, ()), key)
+            claim = None
+        failed: set[str] = set()
+        if claim is not None and not claim.ours:
+            log.info("Slack alert %s already %s: not sent again", key, claim.status)
+        elif not self._deliver(settings, run, key, conn_id, token, claim, section, secrets):
+            failed.add(conn_id)
+        if claim is not None:  # deliver whatever else is due, now that we are here
+            drain_outbox(settings, budget_seconds=self.drain_seconds, limit=self.drain_limit,
+                         lease_seconds=self.lease_seconds, attempt_seconds=self.attempt_seconds,
+                         backoff_seconds=self.backoff_seconds, retry_seconds=self.retry_seconds,
+                         max_retry_seconds=self.max_retry_seconds, skip_conns=failed)
 
-    def _build(self, run: _Run, outcome: str) -> dict[str, Any] | None:
+    def _deliver(self, settings: Settings, run: _Run, key: Key, conn_id: str, token: str,
+                 claim: outbox.Claim | None, section: Mapping[str, Any], secrets: Sequence[str]) -> bool:
+        """Build, store and send our claimed message, and record how it went; False when Slack did not take it."""
+        payload = self._build(run, key.outcome, section)
+        if payload is None:  # nothing worth a message (a healthy window with `skip_healthy`)
+            if claim is not None and claim.id is not None:
+                outbox.record(settings, claim.id, token, None, retry_seconds=self.retry_seconds,
+                              max_retry_seconds=self.max_retry_seconds)
+            return True
+        payload = alerts.scrub_payload(payload, secrets)
+        if claim is not None and claim.id is not None:
+            outbox.store_payload(settings, claim.id, token, payload)
+        checkpoint("alerts.send.claimed")  # a sender killed here leaves the message to the next drain
+        result = self._sender().send(payload, conn_id)
+        _report(key, result, result.attempts)
+        if claim is not None and claim.id is not None:
+            try:
+                outbox.record(settings, claim.id, token, result, retry_seconds=self.retry_seconds,
+                              max_retry_seconds=self.max_retry_seconds)
+            except Exception as exc:  # the claim stays `sending`: the first drain after its lease retries it
+                log.warning("Slack alert %s: delivery not recorded (%s)", key, _describe(exc, ()))
+        return result.sent
+
+    def _build(self, run: _Run, outcome: str, section: Mapping[str, Any]) -> dict[str, Any] | None:
         """The message for this run and outcome (None: nothing to send); falls back to `dag_outcome`."""
         env = os.environ
         base = _airflow_base_url()
@@ -211,58 +259,29 @@ class OutcomeNotifier(BaseNotifier):
             if self.kind == "training":
                 return _training_message(run, outcome, base, alerts.mlflow_ui_url(env))
             if self.kind == "monitoring":
-                skip_healthy = self.skip_healthy or _alerts_config(self.config_path).get("skip_healthy") is True
+                skip_healthy = self.skip_healthy or section.get("skip_healthy") is True
                 return _monitoring_message(run, outcome, base, skip_healthy)
         except Exception as exc:  # a surprising XCom must not cost the alert: send the generic one
             log.warning("Slack alert: building the %s message failed (%s); sending the generic one",
                         self.kind, _describe(exc, ()))
         return _generic_message(run, outcome, base)
 
-    def send(self, payload: dict[str, Any]) -> Delivery:
-        """Post `payload` to the webhook with retries within the budget; never raises."""
-        secrets: list[str] = []
-        try:
-            from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+    def _sender(self) -> _Sender:
+        return _Sender(attempt_seconds=self.attempt_seconds, total_seconds=self.total_seconds,
+                       backoff_seconds=self.backoff_seconds, max_attempts=self.max_attempts)
 
-            hook = SlackWebhookHook(slack_webhook_conn_id=self._conn_id(), retry_handlers=[], logger=_SDK_LOG,
-                                    timeout=max(1, round(self.attempt_seconds)))
-            client = hook.client  # reads the connection and builds the URL (password, or host + password)
-            path = urlsplit(client.url).path
-            secrets = [client.url, path, path.rsplit("/", 1)[-1]]  # the URL, and its token on its own
-        except Exception as exc:
-            return Delivery(False, 0, f"connection not usable: {_describe(exc, secrets)}")
-        deadline = time.monotonic() + self.total_seconds
-        attempt, error = 0, "no attempt made"
-        while attempt < self.max_attempts:
-            attempt += 1
-            remaining = deadline - time.monotonic()
-            client.timeout = max(0.1, min(self.attempt_seconds, remaining))  # type: ignore[assignment]
-            retry_after: float | None = None
-            try:
-                response = client.send_dict(payload)
-            except Exception as exc:
-                error = _describe(exc, secrets)
-                if not _transient(exc):
-                    return Delivery(False, attempt, error)
-            else:
-                status = int(response.status_code)
-                if status == 200:
-                    return Delivery(True, attempt)
-                error = f"HTTP {status}: {alerts.clip(alerts.scrub(str(response.body), secrets), 100)}"
-                if status != 429 and status < 500:  # 400 invalid_payload, 403, 404 no_service: retrying won't help
-                    return Delivery(False, attempt, error)
-                retry_after = _retry_after(response.headers)
-            delay = self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
-            delay = max(delay, retry_after or 0.0)
-            if attempt >= self.max_attempts or time.monotonic() + delay + 0.1 >= deadline:
-                break
-            time.sleep(delay)
-        return Delivery(False, attempt, error)
-
-    def _conn_id(self) -> str:
+    def _conn_id(self, section: Mapping[str, Any]) -> str:
         if self.slack_conn_id:
             return self.slack_conn_id
-        return str(_alerts_config(self.config_path).get("slack_conn_id") or DEFAULT_CONN_ID)
+        return str(section.get("slack_conn_id") or DEFAULT_CONN_ID)
+
+    def _expiry_seconds(self, section: Mapping[str, Any]) -> float:
+        if self.expiry_seconds is not None:
+            return float(self.expiry_seconds)
+        minutes = section.get("outbox_expiry_minutes")
+        if isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0:
+            return float(minutes) * 60
+        return DEFAULT_EXPIRY_MINUTES * 60.0
 
 
 def outcome_notifier(kind: str, *, outcome: str | None = None, slack_conn_id: str | None = None,
@@ -289,6 +308,82 @@ def task_failure_notifier(kind: str, *, slack_conn_id: str | None = None, config
     failure callback, so a run that fails still gets one message, whichever fires first.
     """
     return OutcomeNotifier(kind, outcome="failed", slack_conn_id=slack_conn_id, config_path=config_path, **options)
+
+
+# ---------------------------------------------------------------------------- the outbox drain
+
+
+def drain_outbox(settings: Settings | None = None, *, budget_seconds: float = 60.0, limit: int = 50,
+                 lease_seconds: float = 300.0, attempt_seconds: float = 10.0, backoff_seconds: float = 1.0,
+                 retry_seconds: float = 60.0, max_retry_seconds: float = 3600.0,
+                 skip_conns: Iterable[str] = (), now: datetime | None = None) -> dict[str, int]:
+    """Deliver the alert outbox's due messages, each exactly once, and drop the expired ones; never raises.
+
+    Every message whose next attempt time has come (or whose sender died: its lease ran out) is
+    claimed by compare-and-set, sent to its own connection (a few attempts within the budget),
+    and recorded; after a failure, the other messages of that connection wait for the next drain.
+    A message past its expiry is marked `expired` and logged as dropped, with its key.
+
+    Args:
+        settings: where the state database is (default: from the environment).
+        budget_seconds: time for this drain; limit: messages sent at most.
+        lease_seconds: how long a claim holds before another drainer may take the message.
+        attempt_seconds, backoff_seconds: one HTTP attempt's timeout; the first in-call retry's delay.
+        retry_seconds, max_retry_seconds: the next delivery of a message that fails again.
+        skip_conns: connections not to try (they just failed).
+        now: the time that decides what is due and what expired (default: the clock); a later
+            time sends what is waiting for its retry delay now (an operator's "send it now").
+
+    Returns:
+        how many messages were `sent`, `failed` (kept for later), `rejected` (by Slack), `skipped`
+        (their connection is not defined: alerts off) and `expired`.
+    """
+    summary = {"sent": 0, "failed": 0, "rejected": 0, "skipped": 0, "expired": 0}
+    deadline = time.monotonic() + budget_seconds
+    skip = set(skip_conns)
+    token = uuid.uuid4().hex
+    try:
+        settings = settings or _settings()
+        for dropped in outbox.expire_due(settings, now):
+            log.warning("Slack alert %s dropped: not delivered before it expired (%d deliveries tried; last error: %s)",
+                        dropped.key, dropped.attempts, dropped.error or "none")
+            summary["expired"] += 1
+        for _ in range(limit):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.5:
+                break
+            message = outbox.claim_due(settings, token, lease_seconds, skip_conns=skip, now=now)
+            if message is None:
+                break
+            checkpoint("alerts.drain.claimed")  # a drainer killed here leaves the message to the next one
+            sender = _Sender(attempt_seconds=min(attempt_seconds, remaining), total_seconds=min(remaining, 30.0),
+                             backoff_seconds=backoff_seconds, max_attempts=3)
+            result = sender.send(message.payload, message.conn_id)
+            status = outbox.record(settings, message.id, token, result, retry_seconds=retry_seconds,
+                                   max_retry_seconds=max_retry_seconds, now=now)
+            _report(message.key, result, message.attempts, redelivery=True)
+            if status in ("sent", "rejected", "skipped"):
+                summary[status] += 1
+            else:  # pending again (or, past its lease, another drainer's now)
+                summary["failed"] += 1
+                skip.add(message.conn_id)  # Slack or this connection is in trouble: the rest wait
+    except Exception as exc:  # the state database is down: the messages stay where they are
+        log.warning("Slack alert outbox: drain stopped (%s)", _describe(exc, ()))
+    return summary
+
+
+def _report(key: Key, result: Delivery, deliveries: int, redelivery: bool = False) -> None:
+    """Log how a delivery went, with the message's key (never the URL: `error` is scrubbed)."""
+    how = f"delivery {deliveries}" if redelivery else f"{result.attempts} attempt(s)"
+    if result.sent:
+        log.info("Slack alert %s sent (%s)", key, how)
+    elif result.unconfigured:
+        log.warning("Slack alert %s not sent: %s", key, result.error)
+    elif result.permanent:
+        log.warning("Slack alert %s dropped: Slack refused the message (%s)", key, result.error)
+    else:
+        log.warning("Slack alert %s not delivered (%s): %s; kept in the alert outbox for a later attempt",
+                    key, how, result.error)
 
 
 # ---------------------------------------------------------------------------- the context
@@ -481,7 +576,8 @@ def _read_report(uri: Any) -> dict[str, Any]:
 def _alerts_config(config_path: str | None) -> dict[str, Any]:
     """The `alerts` section of a model config, read as plain YAML ({} when absent or unreadable).
 
-    Only `slack_conn_id` and `skip_healthy` are used; validating the config is the tasks' job.
+    Only `slack_conn_id`, `skip_healthy` and `outbox_expiry_minutes` are used; validating the
+    config is the tasks' job.
     """
     if not config_path:
         return {}
@@ -504,6 +600,65 @@ def _settings() -> Settings:
 # ---------------------------------------------------------------------------- sending
 
 
+@dataclass(frozen=True)
+class _Sender:
+    """Posts one message to a webhook connection with retries within a budget; never raises."""
+
+    attempt_seconds: float
+    total_seconds: float
+    backoff_seconds: float
+    max_attempts: int
+
+    def send(self, payload: dict[str, Any], conn_id: str) -> Delivery:
+        """Post `payload` to the webhook of `conn_id`: 5xx, 429 and network errors are retried, others not.
+
+        A 429's Retry-After is honoured: the next attempt waits at least that long, and when that
+        is past the budget the delivery ends with `retry_after` set, for the outbox to wait too.
+        """
+        secrets: list[str] = []
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+            hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, retry_handlers=[], logger=_SDK_LOG,
+                                    timeout=max(1, round(self.attempt_seconds)))
+            client = hook.client  # reads the connection and builds the URL (password, or host + password)
+            path = urlsplit(client.url).path
+            secrets = [client.url, path, path.rsplit("/", 1)[-1]]  # the URL, and its token on its own
+        except AirflowNotFoundException:  # what `autopilot doctor` calls "alerts are off"
+            return Delivery(False, 0, f"connection {conn_id!r} is not defined: Slack alerts are off",
+                            unconfigured=True)
+        except Exception as exc:  # e.g. a secrets backend that does not answer: kept for later
+            return Delivery(False, 0, f"connection {conn_id!r} not usable: {_describe(exc, secrets)}")
+        payload = alerts.scrub_payload(payload, secrets)
+        deadline = time.monotonic() + self.total_seconds
+        attempt, error, retry_after = 0, "no attempt made", None
+        while attempt < self.max_attempts:
+            attempt += 1
+            client.timeout = max(0.1, min(self.attempt_seconds, deadline - time.monotonic()))  # type: ignore[assignment]
+            retry_after = None
+            try:
+                response = client.send_dict(payload)
+            except Exception as exc:
+                error = _describe(exc, secrets)
+                if not _transient(exc):
+                    return Delivery(False, attempt, error)
+            else:
+                status = int(response.status_code)
+                if status == 200:
+                    return Delivery(True, attempt)
+                error = f"HTTP {status}: {alerts.clip(alerts.scrub(str(response.body), secrets), 100)}"
+                if status != 429 and status < 500:  # 400 invalid_payload, 403, 404 no_service: retrying now won't help
+                    return Delivery(False, attempt, error, permanent=status == 400)
+                retry_after = _retry_after(response.headers)
+            delay = max(self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.8, 1.2), retry_after or 0.0)
+            if attempt >= self.max_attempts or time.monotonic() + delay + 0.1 >= deadline:
+                break
+            time.sleep(delay)
+        return Delivery(False, attempt, error, retry_after=retry_after)
+
+
 def _transient(exc: BaseException) -> bool:
     """Network trouble worth another attempt: timeouts, refused or reset connections, truncated answers."""
     import http.client
@@ -512,103 +667,15 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _retry_after(headers: Any) -> float | None:
+    """Slack's Retry-After (seconds), when the answer has a usable one."""
     try:
         value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
-        return float(value[0] if isinstance(value, list) else value) if value else None
+        seconds = float(value[0] if isinstance(value, list) else value) if value else None
     except (TypeError, ValueError):
         return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _describe(exc: BaseException, secrets: Sequence[str]) -> str:
     """An exception as `Type: message`, scrubbed of the webhook URL and anything secret-looking."""
-    return alerts.clip(alerts.scrub(f"{type(exc).__name__}: {exc}", secrets), 300)
-
-
-# ---------------------------------------------------------------------------- the ledger
-
-
-_TABLE: list[Table] = []  # built on first use: this module is imported when DAG files are parsed
-
-
-def _table() -> Table:
-    if not _TABLE:
-        from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, UniqueConstraint
-
-        _TABLE.append(Table(
-            "alert_deliveries", MetaData(),
-            Column("id", Integer, primary_key=True, autoincrement=True),
-            Column("dag_id", String(250), nullable=False),
-            Column("run_id", String(250), nullable=False),
-            Column("outcome", String(32), nullable=False),
-            Column("kind", String(32), nullable=False),
-            Column("status", String(16), nullable=False),  # sending | sent | failed | skipped
-            Column("claim", String(64), nullable=False),  # the current sender's token
-            Column("attempts", Integer, nullable=False),  # deliveries tried (one per claim)
-            Column("task_id", String(250), nullable=True),
-            Column("claimed_at", DateTime(timezone=True), nullable=False),
-            Column("sent_at", DateTime(timezone=True), nullable=True),
-            Column("error", String(512), nullable=True),
-            UniqueConstraint("dag_id", "run_id", "outcome", name="uq_alert_deliveries_run_outcome"),
-        ))
-    return _TABLE[0]
-
-
-def _engine(settings: Settings) -> Engine:
-    from autopilot.promotion import state_engine
-
-    return state_engine(settings, _table())
-
-
-def _claim(settings: Settings, run: _Run, outcome: str, kind: str, token: str, lease: float) -> bool | None:
-    """Claim the delivery: True (ours to send), False (sent, or another sender holds it), None (ledger down)."""
-    from sqlalchemy import insert, select, update
-    from sqlalchemy.exc import IntegrityError
-
-    table = _table()
-    now = datetime.now(UTC)
-    key = (table.c.dag_id == run.dag_id) & (table.c.run_id == run.run_id) & (table.c.outcome == outcome)
-    try:
-        engine = _engine(settings)
-        try:
-            with engine.begin() as conn:
-                conn.execute(insert(table).values(dag_id=run.dag_id, run_id=run.run_id, outcome=outcome, kind=kind,
-                                                  status="sending", claim=token, attempts=1, task_id=run.task_id,
-                                                  claimed_at=now))
-            return True
-        except IntegrityError:
-            pass  # claimed before: sent, in flight, failed or abandoned
-        with engine.begin() as conn:
-            row = conn.execute(select(table.c.id, table.c.status, table.c.claim, table.c.claimed_at)
-                               .where(key)).first()
-            if row is None:  # deleted by hand in between: treat as free next time
-                return False
-            claimed_at = row.claimed_at if row.claimed_at.tzinfo else row.claimed_at.replace(tzinfo=UTC)
-            if row.status in ("sent", "skipped") or (
-                    row.status == "sending" and now - claimed_at < timedelta(seconds=lease)):
-                return False
-            # A failed delivery, or a sender that died mid-send: take it over (compare-and-set on the claim).
-            taken = conn.execute(update(table).where((table.c.id == row.id) & (table.c.claim == row.claim))
-                                 .values(status="sending", claim=token, claimed_at=now, task_id=run.task_id,
-                                         attempts=table.c.attempts + 1))
-            return bool(taken.rowcount == 1)
-    except Exception as exc:  # the state database is down: send without deduplication
-        log.warning("Slack alert: delivery ledger unavailable (%s); sending without deduplication",
-                    _describe(exc, ()))
-        return None
-
-
-def _finish(settings: Settings, run: _Run, outcome: str, token: str, result: Delivery,
-            status: str | None = None) -> None:
-    """Record how the claimed delivery ended: `sent`, `failed` (a later call may retry) or `skipped`."""
-    from sqlalchemy import update
-
-    table = _table()
-    try:
-        with _engine(settings).begin() as conn:
-            conn.execute(update(table).where((table.c.dag_id == run.dag_id) & (table.c.run_id == run.run_id)
-                                             & (table.c.outcome == outcome) & (table.c.claim == token))
-                         .values(status=status or ("sent" if result.sent else "failed"),
-                                 sent_at=datetime.now(UTC) if result.sent else None,
-                                 error=alerts.clip(result.error, 500) if result.error else None))
-    except Exception as exc:  # the claim stays `sending`; the lease lets a later callback retry
-        log.warning("Slack alert: delivery not recorded (%s)", _describe(exc, ()))
+    return alerts.clip(alerts.scrub(f"{type(exc).__name__}: {exc}", [*secrets, *alerts.env_secrets(os.environ)]), 300)

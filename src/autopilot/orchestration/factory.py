@@ -310,6 +310,8 @@ Each run watches the inference-log window of its data interval (a rerun reads th
    strategy `refit` or `retune`) under a run id derived from the window, so a rerun does not
    train twice; the retrained version passes the same gates, is promoted and redeployed.
    `alert` records the alert (Slack notifications are wired in operations).
+3. **drain_alerts** (beside them): re-sends Slack messages of any DAG whose delivery failed
+   (the alert outbox in the state DB), each once; drops those past `alerts.outbox_expiry_minutes`.
 """
 
 
@@ -409,6 +411,15 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
         def healthy() -> None:
             return None
 
+        # Housekeeping: re-send Slack messages whose delivery failed (the alert outbox), whatever
+        # their DAG or model; beside the window, never in its way (it does not raise).
+        @task
+        def drain_alerts() -> dict[str, int]:
+            from autopilot.orchestration.alerts import drain_outbox
+            from autopilot.settings import Settings
+
+            return drain_outbox(Settings.from_env())
+
         result: Any = monitor()
         trigger_retraining = TriggerDagRunOperator(
             task_id="trigger_retraining",
@@ -420,6 +431,7 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
             on_success_callback=succeeded,
         )
         branch(result) >> [trigger_retraining, alert(result), healthy()]
+        drain_alerts()
 
     return monitoring()
 
