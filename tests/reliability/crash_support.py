@@ -10,6 +10,7 @@ autopilot's state-database engines are cached per process id, so a worker opens 
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -96,6 +97,9 @@ def fork_worker(target: Callable[..., Any], *args: Any, log: Path, points: tuple
         os.dup2(handle, 2)
         sys.stdout = os.fdopen(1, "w", buffering=1)
         sys.stderr = os.fdopen(2, "w", buffering=1)
+        # Log to the worker's own output, as a task does (not to the test's capture handlers).
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         os.environ.update(env or {})
         if points:
             os.environ[ENV_POINTS] = ",".join(points)
