@@ -72,7 +72,7 @@ class ModelRef:
 # task is better: Airflow retries the task later, and a stuck worker holds no lock for minutes.
 # Defaults only: a variable already set in the environment wins.
 MLFLOW_HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",  # 3 retries after 1, 2 and 4 s (+ jitter)
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",  # retried at once, then after 2 and 4 s (+ up to 1 s jitter)
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",  # seconds per request
 }

@@ -8,7 +8,8 @@ worst moment.
 Retiring runs under the model's promotion lock (`promotion.model_lock`, the lock every alias move
 takes, after it settles interrupted moves): the protected versions are read and the versions
 retired while no move can install a version or roll back to one. A move that comes after finds
-a retired version refused, and a rollback skips it.
+a retired version refused, and a rollback skips it. Crash point: `retention.retiring` (under the
+lock, before each version is retired).
 """
 
 from __future__ import annotations
