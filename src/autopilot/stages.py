@@ -3,7 +3,9 @@
 Each stage is idempotent. Its MLflow run is found again by an idempotency key
 (`<model>/<dag run id>/<stage>`), snapshots are content-addressed, the Optuna study is named
 after the data and search space, and the model version carries the key as a tag: a retry or
-rerun of the same DAG run finds what it already made and does nothing twice.
+rerun of the same DAG run finds what it already made and does nothing twice. Two copies of one
+task at once (Airflow delivers at least once) take turns: `snapshot` and `train_and_register` hold
+their run's lock in the state database (`promotion.state_lock`), released if the holder is killed.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Workers are forked from the test process (`fork_worker`): real processes, killed with SIGKILL at
 a crash point, but started in milliseconds because the libraries are already imported (a fresh
-interpreter needs ~10 s to import MLflow and scikit-learn on a busy CI machine). No database
-connection crosses the fork: MLflow's store runs without a pool (see `mlflow_uri`), and
-autopilot's state-database engines are cached per process id, so a worker opens its own.
+interpreter needs ~10 s to import MLflow and scikit-learn on a busy CI machine). A worker uses
+none of the test process's database connections: MLflow's store runs without a pool (see
+`mlflow_uri`), and autopilot's state-database engines (and MLflow's HTTP sessions) are cached
+per process id, so a worker opens its own.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import sys
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,3 @@ def result_of(log: Path) -> dict[str, Any]:
     found: dict[str, Any] = json.loads(path.read_text())
     return found
 
-
-def with_state(settings: Settings, state_db: str) -> Settings:
-    """The same settings on another state database."""
-    return replace(settings, state_db=state_db)

@@ -2,14 +2,16 @@
 
 Fault: a real `mlflow server` behind `FaultProxy`; the stages talk to the proxy, the test checks
 the truth on the server directly. During `train_and_register` (one DAG run's task, retried as Airflow
-retries it) the proxy answers 503 to the version creation, then 503 to the `challenger` alias
-write, then resets every connection (down). During the DAG's promote stage it answers
-503 to the alias write or hangs on it (MLflow's timeout set to 2 s for the test), or, once the
-move's intent is committed, answers 503 to everything (the alias cannot even be read back).
+retries it) the proxy answers 503 to the version creation; then forwards the creation but loses
+the answer (MLflow's client sends the POST again: the server registers a second version) and
+answers 503 to the `challenger` alias write; then resets every connection (down). During the
+DAG's promote stage it answers 503 to the alias write or hangs on it (MLflow's timeout set to
+2 s for the test), or, once the move's intent is committed, answers 503 to everything (the alias
+cannot even be read back).
 
 Invariant: MLflow's client retries a bounded number of times (`registry.MLFLOW_HTTP_DEFAULTS`: 1 + 3
 attempts), then the task fails with an MLflow error (Airflow retries it), never a gate decision or
-a compare-and-set conflict; afterwards there is no version, or a version without alias; the alias
+a compare-and-set conflict; afterwards there is no version, or one version without alias; the alias
 history has no row for a move that did not happen; after recovery the rerun is idempotent: one
 version for the DAG run (the challenger), one move, promoted=True.
 """
@@ -17,8 +19,12 @@ version for the DAG run (the challenger), one move, promoted=True.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
+import re
 import signal
+import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,7 +42,7 @@ from autopilot.reports import GateFailure
 from autopilot.settings import Settings
 from autopilot.stages import RunContext, snapshot_data, train_and_register, validate_data
 from tests.reliability.crash_support import config_for, fork_worker, home_settings, result_of, sqlite_state
-from tests.reliability.inject import FaultProxy, MlflowServer, mlflow_server, wait_for_marker
+from tests.reliability.inject import HOP_BY_HOP, FaultProxy, MlflowServer, _read_body, mlflow_server, wait_for_marker
 from tests.serving_support import LINEAR
 
 TUNED = {"tune_run_id": "given", "study_name": "given", "best_params": LINEAR, "best_value": None, "n_trials": 0}
@@ -56,12 +62,37 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
         found.proc.wait(15)
 
 
+class LostAnswerProxy(FaultProxy):
+    """A `FaultProxy` that can also lose answers: the next `lost` requests matching `lose` reach the
+    server (which applies them), then the client's connection is reset instead of answered."""
+
+    lose: str | None = None
+    lost = 0
+
+    def _serve(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        line = f"{handler.command} {handler.path}"
+        with self.lock:
+            losing = self.lose is not None and self.lost > 0 and re.search(self.lose, line) is not None
+            self.lost -= int(losing)
+        if not losing:
+            super()._serve(handler)
+            return
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in HOP_BY_HOP}
+        self._client.request(handler.command, self.upstream + handler.path, headers=headers,
+                             content=_read_body(handler))
+        with self.lock:
+            self.seen.append((line, "lost"))
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handler.connection.close()
+        handler.close_connection = True
+
+
 @pytest.fixture
-def proxy(server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+def proxy(server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[LostAnswerProxy]:
     # The product's bounds, whatever the machine's environment says (the stages set them as defaults).
     for variable, value in registry.MLFLOW_HTTP_DEFAULTS.items():
         monkeypatch.setenv(variable, value)
-    with FaultProxy(server.url) as found:
+    with LostAnswerProxy(server.url) as found:
         yield found
 
 
@@ -89,7 +120,7 @@ def fails_as_outage(call: Callable[[], Any], bound: float) -> MlflowException:
     return caught.value
 
 
-def test_registration_outages(proxy: FaultProxy, truth: MlflowClient, small_adult: Callable[..., Path],
+def test_registration_outages(proxy: LostAnswerProxy, truth: MlflowClient, small_adult: Callable[..., Path],
                               tmp_path: Path) -> None:
     """One training task of one DAG run, tried again and again during an outage (as Airflow retries it)."""
     cfg: LoadedConfig = load_config(small_adult(name="r17_model", rows=1200, test_rows=600))
@@ -108,9 +139,14 @@ def test_registration_outages(proxy: FaultProxy, truth: MlflowClient, small_adul
     assert proxy.count("status") == ATTEMPTS
     assert versions_of(truth, name, key) == []
 
-    # The retry: 503 on the challenger alias. The version exists, without alias.
+    # The retry: the server registers the version but the answer is lost, so MLflow's client sends
+    # the POST again (a second version of the same run); then 503 on the challenger alias. One
+    # version is left (the duplicate is deleted), without alias.
+    proxy.lose, proxy.lost = CREATE, 1
     proxy.set("status", status=503, path=SET_ALIAS)
+    seen = len(proxy.seen)
     fails_as_outage(attempt, bound=120)
+    assert [done for line, done in proxy.seen[seen:] if re.search(CREATE, line)] == ["lost", "pass"]
     assert [int(v.version) for v in versions_of(truth, name, key)] == [1]
     assert aliases(truth, name) == {}
 
@@ -125,7 +161,7 @@ def test_registration_outages(proxy: FaultProxy, truth: MlflowClient, small_adul
     assert done["version"] == 1 and done["metrics"]["roc_auc"] > 0.7
     assert aliases(truth, name) == {"challenger": 1}
     assert attempt()["version"] == 1
-    assert len(truth.search_model_versions(f"name = '{name}'")) == 1
+    assert [int(v.version) for v in truth.search_model_versions(f"name = '{name}'")] == [1]
     runs = truth.search_runs([truth.get_experiment_by_name(f"autopilot/{cfg.name}").experiment_id],
                              filter_string=f"tags.`{registry.IDEMPOTENCY_TAG}` = '{key}'")
     assert [r.info.status for r in runs] == ["FINISHED"]  # one training run, resumed by each retry
@@ -187,7 +223,8 @@ def test_mlflow_down_after_the_intent(two_versions: tuple[Settings, str], proxy:
     settings, name = two_versions
     log = tmp_path / "worker.log"
     worker = fork_worker(promote_stage, settings, name, log=log, points=("promotion.intent_written",),
-                         fault_dir=fault_dir, env={"AUTOPILOT_FAULT_PAUSE_SECONDS": "1"})
+                         fault_dir=fault_dir, env={"AUTOPILOT_FAULT_PAUSE_SECONDS": "1",
+                                                   "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
     wait_for_marker(fault_dir, "promotion.intent_written", timeout=120, log=log)
     proxy.set("status", status=503)  # everything, from now on
     worker.join(180)
