@@ -246,6 +246,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     registry.configure(settings)
     print(f"{name}: champion {state['champion']}, challenger {state['challenger']}, "
           f"rollback target {state['rollback_target']}")
+    for move in state["pending"]:  # a move whose process died half-way; the next move settles it
+        print(f"interrupted move, settled by the next move: {move['action']} {move['from_version']} -> "
+              f"{move['to_version']} by {move['actor']} at {move['at']}")
     decision = state["last_decision"]
     if decision:
         print(f"last decision: version {decision['version']} -> {decision['decision']} "

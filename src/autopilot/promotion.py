@@ -1,29 +1,40 @@
 """Promotion: move a model's `champion` alias, one move per model at a time, with a durable history.
 
-Every move (promote, forced promote, rollback) runs inside ONE transaction of the state
-database (`Settings.state_db`) that holds a per-model lock. Under the lock the alias is read
-from MLflow, checked against what the caller expected (compare-and-set), moved, and the move
-appended to `alias_history`; then the transaction commits and the lock is released. Concurrent
-callers queue on the lock, so each one sees the alias the previous one left: never two winners,
-never a lost history row, and each row's `from_version` is the previous row's `to_version`.
+Every move (promote, forced promote, rollback) runs under the model's lock (`autopilot.locks`:
+a PostgreSQL advisory lock, or a file lock beside a SQLite state database; both die with a
+killed holder) and in three steps, so a crash at any instant leaves something a retry can finish:
 
-The lock: PostgreSQL locks the model's row of `model_locks` (`INSERT ... ON CONFLICT DO
-NOTHING`, then `SELECT ... FOR UPDATE`). SQLite has no row locks; every transaction starts
-with `BEGIN IMMEDIATE`, which takes the database's write lock up front, so a second promotion
-waits (up to the busy timeout) before it reads anything. Both hold across processes and hosts
-(SQLite: across processes on one host).
+1. under the lock, settle the model's pending moves (below), replay a move already recorded under
+   the request's idempotency key, read the alias from MLflow and check it against what the caller
+   expected (compare-and-set), then commit an *intent* (`alias_intents`: from, to, who, why);
+2. move the alias in MLflow;
+3. in one transaction, append the move to `alias_history` and delete the intent.
 
-MLflow is not part of the transaction. The alias moves after the history row is written and
-before the commit; if the commit then fails, the alias is moved back (best effort, logged), so
-the history and the alias agree in every case but a crash in that instant.
+A pending intent is a move that may or may not have reached MLflow. The next move of the model
+(or retention, which takes the same lock) settles it first: the alias already at the intent's
+target means the move happened, so its history row is written (roll forward); the alias still
+at its origin means it did not, so the intent is dropped. So after any crash and a retry the
+alias is on its target, the history has exactly one row for the move, and a retry with the same
+idempotency key returns that row (a promote task retried by Airflow succeeds, and the tasks after
+it run). `alias_history` holds completed moves only. Concurrent callers queue on the lock, so each
+sees the alias the previous one left: never two winners, never a lost history row, and each
+row's `from_version` is the previous row's `to_version`.
+
+Crash points (`autopilot.faults.checkpoint`): `promotion.intent_written`, `promotion.alias_moved`,
+`promotion.before_commit` (inside the final transaction).
 
 Decisions:
 - Moving the alias to the version that already holds it changes nothing in MLflow but IS
   recorded (from == to, `AliasMove.noop`): every decision, with who and why, is auditable.
 - An `idempotency_key` makes a retry of the same move (an Airflow task retry) return the move
   already recorded instead of recording a second one; reusing a key for a different move is an error.
+  A retry without a key (a CLI command run again) that finds its own interrupted move, the same
+  action, actor, reason and target, settles it and returns it instead of recording a no-op after it.
 - A reason is mandatory for every move; a retired version (tag `autopilot.retired = "true"`)
   or a version not READY never becomes the alias.
+- When MLflow fails the alias write, the alias is read back: at the target (the write landed and
+  only its answer was lost) the move is recorded and returned; at the origin the intent is
+  dropped and the error raised; unreadable, the intent stays for the next move to settle.
 """
 
 from __future__ import annotations
@@ -33,7 +44,8 @@ import operator
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +55,8 @@ from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from autopilot import registry
+from autopilot import locks, registry
+from autopilot.faults import checkpoint
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
@@ -56,10 +69,13 @@ __all__ = [
     "PromotionConflict",
     "current",
     "history",
+    "model_lock",
+    "pending",
     "promote",
     "reset_engines",
     "rollback",
     "rollback_target",
+    "state_lock",
     "status",
 ]
 
@@ -87,7 +103,21 @@ HISTORY = Table(
     Column("idempotency_key", String(512), nullable=True, unique=True),
     Index("ix_alias_history_model_alias", "model", "alias", "id"),
 )
-LOCKS = Table("model_locks", METADATA, Column("model", String(256), primary_key=True))
+# Moves that were decided and may have reached MLflow, not yet recorded: settled by the next move.
+INTENTS = Table(
+    "alias_intents", METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(256), nullable=False, index=True),
+    Column("alias", String(64), nullable=False),
+    Column("from_version", Integer, nullable=True),
+    Column("to_version", Integer, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("decision_ref", String(512), nullable=True),
+    Column("idempotency_key", String(512), nullable=True),
+)
 
 
 class PromotionConflict(RuntimeError):
@@ -152,12 +182,15 @@ def promote(settings: Settings, model: str, version: int, actor: str, reason: st
         PromotionConflict: the alias is not at `expected_champion` (nothing is written).
         LookupError: the version does not exist.
         ValueError: an empty reason/actor, or the version is retired or not READY.
+        locks.LockTimeout: another move of the model held the lock for the whole wait.
     """
     number = _version_number(version)
     request = _Request(model, alias, action, actor, reason, number, idempotency_key, decision_ref)
 
     def choose(conn: Connection, before: int | None) -> int:
         if expected_champion is not ANY and expected_champion != before:
+            log.warning("promotion of %s v%s by %s refused: %s is %s, not %s as expected", model, number, actor,
+                        alias, before, expected_champion)
             raise PromotionConflict(f"{alias} of {model} is {before}, not {expected_champion} as expected: "
                                     "it moved since the decision was made; nothing changed")
         return number
@@ -182,7 +215,7 @@ def rollback(settings: Settings, model: str, actor: str, reason: str, to_version
     request = _Request(model, alias, "rollback", actor, reason, target, idempotency_key, decision_ref)
 
     def choose(conn: Connection, before: int | None) -> int:
-        chosen = target if target is not None else _previous(conn, model, alias, before)
+        chosen = target if target is not None else _previous(_rows(conn, model, alias), model, alias, before)
         if chosen == before:
             raise ValueError(f"version {chosen} already is the {alias} of {model}: nothing to roll back")
         return chosen
@@ -199,6 +232,13 @@ def history(settings: Settings, model: str, alias: str = CHAMPION, limit: int | 
     with _engine(settings).connect() as conn:
         rows = conn.execute(query).all()
     return [_to_move(row) for row in reversed(rows)]
+
+
+def pending(settings: Settings, model: str) -> list[AliasMove]:
+    """Moves of a model that were interrupted and not settled yet (the next move settles them)."""
+    with _engine(settings).connect() as conn:
+        rows = conn.execute(select(INTENTS).where(INTENTS.c.model == model).order_by(INTENTS.c.id)).all()
+    return [_to_move(row) for row in rows]
 
 
 def current(model: str, alias: str) -> int | None:
@@ -219,10 +259,11 @@ def rollback_target(settings: Settings, model: str, alias: str = CHAMPION) -> in
     """The version `rollback` would move the alias to now, or None (retention keeps it)."""
     registry.configure(settings)
     with _engine(settings).connect() as conn:
-        try:
-            return _previous(conn, model, alias, current(model, alias))
-        except LookupError:
-            return None
+        rows = _rows(conn, model, alias)
+    try:
+        return _previous(rows, model, alias, current(model, alias))
+    except LookupError:
+        return None
 
 
 def status(settings: Settings, model: str, limit: int = 20) -> dict[str, Any]:
@@ -231,33 +272,57 @@ def status(settings: Settings, model: str, limit: int = 20) -> dict[str, Any]:
     moves = history(settings, model, limit=limit)
     return {"model": model, "champion": current(model, CHAMPION), "challenger": current(model, CHALLENGER),
             "rollback_target": rollback_target(settings, model), "last_move": moves[-1].as_dict() if moves else None,
-            "history": [move.as_dict() for move in moves]}
+            "history": [move.as_dict() for move in moves],
+            "pending": [move.as_dict() for move in pending(settings, model)]}
+
+
+@contextmanager
+def state_lock(settings: Settings, name: str, wait: float = locks.WAIT_SECONDS) -> Iterator[Connection]:
+    """Hold a named lock of the state database (see `autopilot.locks`); yield a connection to work on."""
+    with locks.hold(_engine(settings), name, wait) as conn:
+        yield conn
+
+
+@contextmanager
+def model_lock(settings: Settings, model: str) -> Iterator[Connection]:
+    """Hold the lock every alias move of `model` takes, after settling its interrupted moves.
+
+    Retention holds it so that no move installs or rolls back to a version while it is retired.
+    """
+    registry.configure(settings)
+    with _locked(settings, model) as (conn, _):
+        yield conn
+
+
+@contextmanager
+def _locked(settings: Settings, model: str) -> Iterator[tuple[Connection, list[AliasMove]]]:
+    with state_lock(settings, f"promotion:{model}") as conn:
+        yield conn, _settle_pending(conn, model)
 
 
 def _move(settings: Settings, request: _Request, choose: Callable[[Connection, int | None], int]) -> AliasMove:
-    """Lock the model, check, move the alias, record the move, commit (undo the alias if that fails)."""
+    """Under the model's lock: settle, check, commit the intent, move the alias, record the move."""
     _validate(request)
     registry.configure(settings)
-    engine = _engine(settings)
-    moved_from: list[int | None] = []  # the alias's previous version, once MLflow has moved it
-    try:
-        with engine.begin() as conn:
-            _lock(conn, request.model)
-            done = _replay(conn, request)
-            if done is not None:
-                return done
-            before = current(request.model, request.alias)
-            target = choose(conn, before)
-            _check_target(request.model, request.alias, target)
-            move = _insert(conn, request, before, target)
-            if target != before:
+    with _locked(settings, request.model) as (conn, settled):
+        done = _replay(conn, request) or _same_command(settled, request)
+        if done is not None:
+            return done
+        before = current(request.model, request.alias)
+        target = choose(conn, before)
+        _check_target(request.model, request.alias, target)
+        intent = _write_intent(conn, request, before, target)
+        checkpoint("promotion.intent_written")
+        if target != before:
+            try:
                 registry.set_alias(request.model, request.alias, target)
-                moved_from.append(before)
-            return move  # the commit happens here, on leaving the block
-    except BaseException:
-        if moved_from:
-            _restore(request.model, request.alias, moved_from[0])
-        raise
+            except Exception:
+                landed = _settle_failed_write(conn, intent)
+                if landed is None:
+                    raise
+                return landed
+        checkpoint("promotion.alias_moved")
+        return _complete(conn, intent)
 
 
 def _validate(request: _Request) -> None:
@@ -276,24 +341,12 @@ def _version_number(version: Any) -> int:
     return number
 
 
-def _lock(conn: Connection, model: str) -> None:
-    """Hold the model's lock until the transaction ends (on SQLite, BEGIN IMMEDIATE already does)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        conn.execute(pg_insert(LOCKS).values(model=model).on_conflict_do_nothing())
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        conn.execute(sqlite_insert(LOCKS).values(model=model).on_conflict_do_nothing())
-    conn.execute(select(LOCKS.c.model).where(LOCKS.c.model == model).with_for_update())
-
-
 def _replay(conn: Connection, request: _Request) -> AliasMove | None:
     """The move already recorded under the request's idempotency key, if any."""
     if request.idempotency_key is None:
         return None
-    row = conn.execute(select(HISTORY).where(HISTORY.c.idempotency_key == request.idempotency_key)).first()
+    with conn.begin():
+        row = conn.execute(select(HISTORY).where(HISTORY.c.idempotency_key == request.idempotency_key)).first()
     if row is None:
         return None
     move = _to_move(row)
@@ -304,10 +357,95 @@ def _replay(conn: Connection, request: _Request) -> AliasMove | None:
     return move
 
 
-def _previous(conn: Connection, model: str, alias: str, before: int | None) -> int:
+def _same_command(settled: list[AliasMove], request: _Request) -> AliasMove | None:
+    """A key-less retry of a command whose interrupted move was just settled: that move, not a no-op after it."""
+    if request.idempotency_key is not None:
+        return None
+    for move in settled:
+        if (move.idempotency_key is None and request.version in (None, move.to_version)
+                and (move.model, move.alias, move.action, move.actor, move.reason, move.decision_ref)
+                == (request.model, request.alias, request.action, request.actor, request.reason,
+                    request.decision_ref)):
+            return move
+    return None
+
+
+def _write_intent(conn: Connection, request: _Request, before: int | None, target: int) -> dict[str, Any]:
+    """Commit the decided move before MLflow is touched: whatever happens next, a retry can settle it."""
+    values = {"model": request.model, "alias": request.alias, "from_version": before, "to_version": target,
+              "action": request.action, "actor": request.actor, "reason": request.reason,
+              "at": datetime.now(UTC), "decision_ref": request.decision_ref,
+              "idempotency_key": request.idempotency_key}
+    with conn.begin():
+        result = conn.execute(INTENTS.insert().values(**values))
+        key = result.inserted_primary_key
+        assert key is not None
+    return {"id": key[0], **values}
+
+
+def _complete(conn: Connection, intent: dict[str, Any]) -> AliasMove:
+    """Record the move and drop its intent, in one transaction."""
+    values = {column: intent[column] for column in HISTORY.c.keys() if column != "id"}
+    with conn.begin():
+        deleted = conn.execute(INTENTS.delete().where(INTENTS.c.id == intent["id"])).rowcount
+        if deleted != 1:  # settled by someone else: this process no longer held the lock
+            raise RuntimeError(f"the move of {intent['alias']} of {intent['model']} to {intent['to_version']} was "
+                               "settled by another process while this one was moving it (the model lock was "
+                               "lost); see the alias history")
+        conn.execute(HISTORY.insert().values(**values))
+        checkpoint("promotion.before_commit")
+    return _to_move(values)
+
+
+def _settle_pending(conn: Connection, model: str) -> list[AliasMove]:
+    """Finish or drop the model's interrupted moves (under its lock); return the ones finished."""
+    with conn.begin():
+        rows = conn.execute(select(INTENTS).where(INTENTS.c.model == model).order_by(INTENTS.c.id)).all()
+    finished = []
+    for row in rows:
+        intent = dict(row._mapping)
+        move = _settle(conn, intent, current(model, intent["alias"]))
+        if move is not None:
+            finished.append(move)
+    return finished
+
+
+def _settle(conn: Connection, intent: dict[str, Any], now: int | None) -> AliasMove | None:
+    """Given where the alias is now: record the intended move (it happened) or drop it (it did not)."""
+    what = (f"{intent['action']} of {intent['alias']} of {intent['model']} from {intent['from_version']} to "
+            f"{intent['to_version']} by {intent['actor']} (decided {intent['at']})")
+    if now == intent["to_version"]:
+        log.warning("completing an interrupted %s: the alias had moved, its history row was missing", what)
+        return _complete(conn, intent)
+    with conn.begin():
+        conn.execute(INTENTS.delete().where(INTENTS.c.id == intent["id"]))
+    if now == intent["from_version"]:
+        log.warning("dropping an interrupted %s: the alias never moved", what)
+    else:
+        log.warning("dropping an interrupted %s: the alias is at %s, moved outside autopilot", what, now)
+    return None
+
+
+def _settle_failed_write(conn: Connection, intent: dict[str, Any]) -> AliasMove | None:
+    """MLflow failed the alias write: read the alias back and settle the intent if it can be read."""
+    try:
+        now = current(intent["model"], intent["alias"])
+    except Exception:  # still unreachable: the intent stays for the next move to settle
+        log.warning("MLflow failed while moving %s of %s to %s; the move stays pending until the next move of "
+                    "the model settles it", intent["alias"], intent["model"], intent["to_version"])
+        return None
+    return _settle(conn, intent, now)
+
+
+def _rows(conn: Connection, model: str, alias: str) -> list[Row[Any]]:
+    """The alias's history rows, oldest first (read in a short transaction: no MLflow call inside)."""
+    query = select(HISTORY).where(HISTORY.c.model == model, HISTORY.c.alias == alias).order_by(HISTORY.c.id)
+    with conn.begin():
+        return list(conn.execute(query).all())
+
+
+def _previous(rows: list[Row[Any]], model: str, alias: str, before: int | None) -> int:
     """The most recent earlier holder of the alias that is not current, rolled back from, or retired."""
-    rows = conn.execute(select(HISTORY).where(HISTORY.c.model == model, HISTORY.c.alias == alias)
-                        .order_by(HISTORY.c.id)).all()
     last_held: dict[int, int] = {}  # version -> when it last held the alias (2 * row index, +1 when installed)
     rolled_back: set[int] = set()
     for index, row in enumerate(rows):
@@ -348,15 +486,6 @@ def _check_target(model: str, alias: str, version: int) -> None:
         raise ValueError(f"version {version} of {model} is {found.status}, not READY; it cannot become the {alias}")
 
 
-def _insert(conn: Connection, request: _Request, before: int | None, target: int) -> AliasMove:
-    values = {"model": request.model, "alias": request.alias, "from_version": before, "to_version": target,
-              "action": request.action, "actor": request.actor, "reason": request.reason,
-              "at": datetime.now(UTC), "decision_ref": request.decision_ref,
-              "idempotency_key": request.idempotency_key}
-    conn.execute(HISTORY.insert().values(**values))
-    return _to_move(values)
-
-
 def _to_move(row: Row[Any] | dict[str, Any]) -> AliasMove:
     data = dict(row._mapping) if not isinstance(row, dict) else row
     at: datetime = data["at"]
@@ -365,19 +494,6 @@ def _to_move(row: Row[Any] | dict[str, Any]) -> AliasMove:
                      to_version=data["to_version"], action=data["action"], actor=data["actor"],
                      reason=data["reason"], at=at.isoformat(), decision_ref=data["decision_ref"],
                      idempotency_key=data["idempotency_key"])
-
-
-def _restore(model: str, alias: str, before: int | None) -> None:
-    """Put the alias back after a move whose record failed to commit (best effort)."""
-    try:
-        if before is None:
-            registry.client().delete_registered_model_alias(model, alias)
-        else:
-            registry.set_alias(model, alias, before)
-        log.warning("recording the move of %s of %s failed; the alias is back at %s", alias, model, before)
-    except Exception:
-        log.exception("recording the move of %s of %s failed and the alias could not be put back at %s; "
-                      "fix it by hand", alias, model, before)
 
 
 def _not_found(exc: BaseException) -> bool:
@@ -449,8 +565,9 @@ def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    # No row locks in SQLite: take the write lock at BEGIN, so a second promotion waits here
-    # (up to the busy timeout) instead of reading the alias before the first one commits.
+    # Take the write lock at BEGIN: a transaction that reads and then writes never fails half-way
+    # with "database is locked"; a second writer waits here, up to the busy timeout. (Promotions
+    # are serialized by `autopilot.locks`, which spans several of these short transactions.)
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "ensure_experiment",
     "find_run",
     "find_version",
+    "find_versions",
     "is_not_found",
     "log_sklearn_model",
     "resolve_version",
@@ -62,10 +63,25 @@ class ModelRef:
                 "model_uri": self.model_uri, "source": self.source}
 
 
+# MLflow's client retries a failed HTTP request 7 times with a backoff factor of 2 (about four
+# minutes) and waits 120 s for each answer. Inside a task a short, bounded wait and then a failed
+# task is better: Airflow retries the task later, and a stuck worker holds no lock for minutes.
+# Defaults only: a variable already set in the environment wins.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",  # retried at once, then after 2 and 4 s (+ up to 1 s jitter)
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",  # seconds per request
+}
+
+
 def configure(settings: Settings) -> None:
     """Point MLflow at the configured tracking and registry store (called inside tasks)."""
+    import os
+
     import mlflow
 
+    for variable, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(variable, value)
     settings.ensure_local_dirs()
     uri = _without_credentials(settings.mlflow_tracking_uri)
     mlflow.set_tracking_uri(uri)
@@ -126,16 +142,22 @@ def find_run(experiment_id: str, key: str) -> Run | None:
 
 
 def find_version(name: str, key: str) -> ModelVersion | None:
-    """The model version registered under an idempotency key, or None."""
+    """The model version registered under an idempotency key (the first, if there are several), or None."""
+    versions = find_versions(name, key)
+    return versions[0] if versions else None
+
+
+def find_versions(name: str, key: str) -> list[ModelVersion]:
+    """Every model version registered under an idempotency key, lowest number first."""
     try:
         versions = client().search_model_versions(
             f"name = '{_quote(name)}' and tags.`{IDEMPOTENCY_TAG}` = '{_quote(key)}'"
         )
     except Exception as exc:
         if is_not_found(exc):  # the registered model does not exist yet
-            return None
+            return []
         raise
-    return versions[0] if versions else None
+    return sorted(versions, key=lambda v: int(v.version))
 
 
 def _quote(value: str) -> str:

@@ -4,6 +4,12 @@ The decision record and the training run stay (they live on the run, not with th
 files), so a retired version can still be audited. The champion and the rollback target are
 never retired: a retired rollback target would turn `autopilot rollback` into an error at the
 worst moment.
+
+Retiring runs under the model's promotion lock (`promotion.model_lock`, the lock every alias move
+takes, after it settles interrupted moves): the protected versions are read and the versions
+retired while no move can install a version or roll back to one. A move that comes after finds
+a retired version refused, and a rollback skips it. Crash point: `retention.retiring` (under the
+lock, before each version is retired).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from autopilot import registry
+from autopilot.faults import checkpoint
 
 if TYPE_CHECKING:
     from autopilot.config import ModelConfig
@@ -30,17 +37,26 @@ def protected_versions(settings: Settings, model: str) -> set[int]:
 
 def retire(settings: Settings, model: str, version: int, actor: str, reason: str,
            delete_artifacts: bool = False) -> dict[str, Any]:
-    """Retire one version.
+    """Retire one version (under the model's promotion lock).
 
     Raises:
         ValueError: the version is protected, or no reason was given.
     """
-    from autopilot.promotion import RETIRED_TAG
+    from autopilot.promotion import model_lock
 
     if not reason.strip():
         raise ValueError("a reason is required to retire a version")
     registry.configure(settings)
-    if version in protected_versions(settings, model):
+    with model_lock(settings, model):
+        return _retire(model, version, actor, reason, delete_artifacts, protected_versions(settings, model))
+
+
+def _retire(model: str, version: int, actor: str, reason: str, delete_artifacts: bool,
+            protected: set[int]) -> dict[str, Any]:
+    """Retire a version; the caller holds the model's promotion lock and read `protected` under it."""
+    from autopilot.promotion import RETIRED_TAG
+
+    if version in protected:
         raise ValueError(f"version {version} of {model} is the champion or the rollback target; it cannot retire")
     client = registry.client()
     found = client.get_model_version(model, str(version))
@@ -73,20 +89,26 @@ def _delete_files(version: Any) -> bool:
 
 
 def apply_retention(settings: Settings, cfg: ModelConfig, actor: str) -> list[int]:
-    """Retire every version beyond the newest `retention.keep_last`, except protected ones."""
-    from autopilot.promotion import RETIRED_TAG
+    """Retire every version beyond the newest `retention.keep_last`, except protected ones.
+
+    The whole pass holds the model's promotion lock, so no move runs between reading the
+    protected versions (champion, rollback target) and retiring the others.
+    """
+    from autopilot.promotion import RETIRED_TAG, model_lock
 
     registry.configure(settings)
     name = cfg.registered_model_name
-    versions = sorted(registry.client().search_model_versions(f"name = '{name}'"),
-                      key=lambda v: int(v.version), reverse=True)
-    protected = protected_versions(settings, name)
-    retired = []
-    for old in versions[cfg.retention.keep_last:]:
-        number = int(old.version)
-        if number in protected or (old.tags or {}).get(RETIRED_TAG) == "true":
-            continue
-        retire(settings, name, number, actor, f"retention policy: keep the last {cfg.retention.keep_last}",
-               delete_artifacts=cfg.retention.delete_artifacts)
-        retired.append(number)
+    retired: list[int] = []
+    with model_lock(settings, name):
+        versions = sorted(registry.client().search_model_versions(f"name = '{name}'"),
+                          key=lambda v: int(v.version), reverse=True)
+        protected = protected_versions(settings, name)
+        for old in versions[cfg.retention.keep_last:]:
+            number = int(old.version)
+            if number in protected or (old.tags or {}).get(RETIRED_TAG) == "true":
+                continue
+            checkpoint("retention.retiring")
+            _retire(name, number, actor, f"retention policy: keep the last {cfg.retention.keep_last}",
+                    cfg.retention.delete_artifacts, protected)
+            retired.append(number)
     return retired

@@ -3,7 +3,9 @@
 Each stage is idempotent. Its MLflow run is found again by an idempotency key
 (`<model>/<dag run id>/<stage>`), snapshots are content-addressed, the Optuna study is named
 after the data and search space, and the model version carries the key as a tag: a retry or
-rerun of the same DAG run finds what it already made and does nothing twice.
+rerun of the same DAG run finds what it already made and does nothing twice. Two copies of one
+task at once (Airflow delivers at least once) take turns: `snapshot` and `train_and_register` hold
+their run's lock in the state database (`promotion.state_lock`), released if the holder is killed.
 """
 
 from __future__ import annotations
@@ -242,7 +244,19 @@ def snapshot_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext, valida
 
     Returns:
         `{"data_run_id", "snapshots": {split: Snapshot.as_ref()}}`.
+
+    Two copies of the task at once (Airflow delivers at least once) take turns on the run's
+    snapshot lock: the objects are content-addressed anyway, and the second copy then finds the
+    MLflow inputs the first logged instead of logging them again.
     """
+    from autopilot.promotion import state_lock
+
+    with state_lock(settings, f"snapshot:{ctx.key(cfg, 'data')}"):
+        return _snapshot_data(cfg, settings, ctx, validated)
+
+
+def _snapshot_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext,
+                   validated: dict[str, Any]) -> dict[str, Any]:
     import mlflow
 
     from autopilot.data.snapshot import write_snapshot
@@ -462,27 +476,62 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
     """Refit the best pipeline, evaluate it on the held-out split, log and register it.
 
     Returns:
-        `ModelRef.as_ref()` plus `metrics` and `train_run_id`; the version has alias
-        `challenger` and a SHA-256 manifest tag.
+        `ModelRef.as_ref()` plus `metrics`; the version has alias `challenger` and a SHA-256
+        manifest tag.
 
     Raises:
         GateFailure: when the test metrics miss the configured floors (nothing is registered).
+        locks.LockTimeout: another copy of this task held the run's registration lock too long.
+
+    Airflow runs a task at least once, so two copies may run at the same time: the DAG run's
+    registration lock (in the state database, released if its holder is killed) makes the
+    second wait, then find and return the first one's version. A run killed mid-way is resumed
+    by the rerun (`_stage_run` finds it by key); one killed after registering is finished by it.
     """
+    from autopilot.faults import checkpoint
     from autopilot.model_loading import manifest_tags
+    from autopilot.promotion import state_lock
 
     name = cfg.registered_model_name
     key = ctx.key(cfg, "train")
     registry.configure(settings)
-    found = registry.find_version(name, key)
-    if found is not None:  # this DAG run already registered its version
-        return _version_ref(found)
-    splits, frames = _load_splits(cfg, settings, snapped["snapshots"])
-    with tempfile.TemporaryDirectory() as tmp, _stage_run(cfg, settings, ctx, "train") as run:
-        info, metrics, manifest = _fit_and_log(cfg, snapped, tuned, splits, frames, Path(tmp))
-        tags = _version_tags(cfg, ctx, snapped, tuned, metrics, key)
-        tags.update(manifest_tags(name, manifest, settings.signing_key))  # signed when a key is configured
-    version = registry.create_version(name, info.model_uri, run.info.run_id, tags)
-    registry.set_alias(name, CHALLENGER, int(version.version))
+    with state_lock(settings, f"register:{key}"):
+        found = registry.find_version(name, key)
+        if found is not None:  # this DAG run already registered its version
+            return _finish_registration(name, key, found)
+        splits, frames = _load_splits(cfg, settings, snapped["snapshots"])
+        with tempfile.TemporaryDirectory() as tmp, _stage_run(cfg, settings, ctx, "train") as run:
+            info, metrics, manifest = _fit_and_log(cfg, snapped, tuned, splits, frames, Path(tmp))
+            tags = _version_tags(cfg, ctx, snapped, tuned, metrics, key)
+            tags.update(manifest_tags(name, manifest, settings.signing_key))  # signed when a key is configured
+            checkpoint("train.logged")
+        version = registry.create_version(name, info.model_uri, run.info.run_id, tags)
+        checkpoint("train.registered")
+        return {**_finish_registration(name, key, version), "metrics": metrics}
+
+
+def _finish_registration(name: str, key: str, version: Any) -> dict[str, Any]:
+    """Make a registered version of this run the challenger, once, and return its reference.
+
+    Idempotent: a rerun after a crash between registering and setting the alias sets it; a
+    version already through the decision, or older than the current challenger, keeps its
+    aliases as they are. A duplicate registration (MLflow's client retries a POST whose answer
+    was lost, and the server had registered it) is deleted: one version per DAG run.
+    """
+    from autopilot.promotion import current
+
+    found = registry.find_versions(name, key) or [version]
+    version = found[0]
+    for extra in found[1:]:
+        if not (extra.aliases or []):
+            registry.client().delete_model_version(name, str(extra.version))
+    number = int(version.version)
+    if "autopilot.decision" not in (version.tags or {}):
+        challenger = current(name, CHALLENGER)
+        if challenger is None or challenger < number:
+            registry.set_alias(name, CHALLENGER, number)
+    run = registry.client().get_run(str(version.run_id))
+    metrics = {k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")}
     return {**_version_ref(version), "metrics": metrics}
 
 

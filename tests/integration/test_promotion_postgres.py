@@ -114,3 +114,27 @@ def test_concurrent_promotions_across_processes_on_postgres(pg_settings: Setting
     assert len(moves) == 4
     assert_chain(moves)
     assert current("pg_proc", "champion") == moves[-1].to_version
+
+
+def test_advisory_lock_waits_are_bounded_and_die_with_the_session(pg_settings: Settings) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from autopilot import locks
+
+    engine = promotion.state_engine(pg_settings)
+    with locks.hold(engine, "promotion:pg_lock") as holder:
+        with pytest.raises(locks.LockTimeout, match="promotion:pg_lock"):
+            with locks.hold(engine, "promotion:pg_lock", wait=0.5):
+                pass
+        with holder.begin():
+            pid = holder.execute(text("SELECT pg_backend_pid()")).scalar()
+        with engine.connect() as admin:  # the holder's session ends (a lost worker, a failover)
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            admin.commit()
+        with locks.hold(engine, "promotion:pg_lock", wait=10):  # released with the session
+            pass
+        with pytest.raises(DBAPIError), holder.begin():  # the old holder can no longer write
+            holder.execute(text("SELECT 1"))
+    with locks.hold(engine, "promotion:pg_lock", wait=10):  # and leaving its block did not break anything
+        pass

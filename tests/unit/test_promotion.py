@@ -254,3 +254,54 @@ def test_status(settings: Settings, versions: Versions) -> None:
     assert (info["champion"], info["challenger"], info["rollback_target"]) == (1, 2, None)
     assert info["last_move"]["action"] == "force_promote" and len(info["history"]) == 1
     assert promotion.status(settings, "no_such_model")["champion"] is None
+
+
+def _interrupted(settings: Settings, name: str, origin: int | None, target: int, key: str | None = None) -> None:
+    """What a move killed after committing its intent leaves in the state database."""
+    from datetime import UTC, datetime
+
+    with promotion.state_engine(settings).begin() as conn:
+        conn.execute(promotion.INTENTS.insert().values(
+            model=name, alias="champion", from_version=origin, to_version=target, action="promote", actor="dag",
+            reason="interrupted", at=datetime.now(UTC), decision_ref=None, idempotency_key=key))
+
+
+def test_interrupted_moves_are_settled_by_the_next_move(settings: Settings, versions: Versions,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    name = versions(3)
+    promote(settings, name, 1, actor="dag", reason="first")
+    # Killed after MLflow moved the alias: the next call records the move (roll forward) and replays it.
+    _interrupted(settings, name, 1, 2, key="run-2/promote")
+    registry.set_alias(name, "champion", 2)
+    assert [m.to_version for m in promotion.pending(settings, name)] == [2]
+    assert promotion.status(settings, name)["pending"][0]["to_version"] == 2
+    retry = promote(settings, name, 2, actor="dag", reason="interrupted", expected_champion=1,
+                    idempotency_key="run-2/promote")
+    assert (retry.from_version, retry.to_version, retry.reason) == (1, 2, "interrupted")
+    assert promotion.pending(settings, name) == [] and len(history(settings, name)) == 2
+    # Killed before MLflow was touched: the intent is dropped, and the new move recorded.
+    _interrupted(settings, name, 2, 3)
+    promote(settings, name, 3, actor="dag", reason="next", expected_champion=2)
+    assert [(m.from_version, m.to_version, m.reason) for m in history(settings, name)][1:] == [
+        (1, 2, "interrupted"), (2, 3, "next")]
+    # The alias moved outside autopilot since: dropped, with a warning naming where it is.
+    _interrupted(settings, name, 3, 1)
+    registry.set_alias(name, "champion", 2)
+    rollback(settings, name, actor="oncall", reason="r", to_version=3)
+    assert "moved outside autopilot" in caplog.text
+    assert [(m.from_version, m.to_version) for m in history(settings, name)][-1] == (2, 3)
+    assert promotion.pending(settings, name) == []
+
+
+def test_retention_settles_interrupted_moves_first(settings: Settings, versions: Versions) -> None:
+    from autopilot.retention import protected_versions, retire
+
+    name = versions(3)
+    promote(settings, name, 1, actor="dag", reason="first")
+    _interrupted(settings, name, 1, 2)
+    registry.set_alias(name, "champion", 2)
+    with pytest.raises(ValueError, match="champion or the rollback target"):
+        retire(settings, name, 1, actor="ops", reason="cleanup")  # v1 is the rollback target once settled
+    assert [(m.from_version, m.to_version) for m in history(settings, name)] == [(None, 1), (1, 2)]
+    assert protected_versions(settings, name) == {1, 2}
+    assert retire(settings, name, 3, actor="ops", reason="cleanup")["version"] == 3
