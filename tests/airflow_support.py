@@ -159,22 +159,34 @@ def live_airflow(root: Path, dag_files: Mapping[str, str] | None = None, expect:
             yield served
         finally:
             pids = [int(p.read_text()) for p in embedded.run_dir.glob("*.pid")]
-            # SIGTERM to every service at once: `stop` then waits for each in turn (and kills a
-            # laggard), so the slow ones (MLflow, the triggerer: ~15 s each) overlap.
-            for pid in pids:
-                _terminate_group(pid)
-            embedded.stop()
+            _stop_together(pids)
+            embedded.stop()  # removes the pid files (and stops anything still alive, one by one)
     assert started, "nothing was started: a service of another run was reused"
-    deadline = time.monotonic() + 20  # one that `stop` had to SIGKILL may take a moment to be reaped
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.5)
     assert not any(_alive(pid) for pid in pids), "a service outlived Embedded.stop()"
     assert not list(embedded.run_dir.glob("*.pid"))
 
 
-def _terminate_group(pid: int) -> None:
+def _stop_together(pids: list[int], grace: float = 10.0) -> None:
+    """SIGTERM every service's group at once, SIGKILL what is left after `grace` s, wait until gone.
+
+    `Embedded.stop` (tested in test_embedded_services) stops the services one by one with 15 s of
+    grace each: with runs in flight that took 35 s; a test's throwaway Airflow needs no grace.
+    """
+    for pid in pids:
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in pids:  # the whole group, even when its leader is gone: a worker may linger in it
+        _signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20  # a killed process may take a moment to be reaped
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _signal_group(pid: int, signum: int) -> None:
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, signum)
     except OSError:  # already gone
         pass
 

@@ -117,7 +117,7 @@ def test_two_ci_jobs_racing_on_one_run_id_leave_one_run(airflow: Airflow) -> Non
     found = runs_with_id(airflow, SMOKE, "ci__race")
     assert len(found) == 1, found
     winner = json.dumps(found[0]["conf"], sort_keys=True)
-    started = [r for r in results if "started" in r.stdout]
+    started = [r for r in results if "ci__race started;" in r.stdout]
     assert len(started) == 1, [r.stdout for r in results]
     for r in results:
         asked = r.args[-1]
