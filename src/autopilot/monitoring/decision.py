@@ -106,7 +106,8 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
         return WindowDecision(action, reasons=reasons or ["no drift, no performance drop, no anomaly"])
     if running_retrain:
         return WindowDecision("alert", strategy=wanted, reasons=reasons, blocked_by=(
-            f"a retrain is already running: {running_retrain}; this alarm is recorded, not queued as another"))
+            f"a retrain is already queued or running: {running_retrain}; this alarm is recorded, not queued "
+            "as another"))
     blocked = _budget(cfg, triggers, now)
     if blocked:
         return WindowDecision("alert", strategy=wanted, reasons=reasons, blocked_by=blocked)
