@@ -392,8 +392,17 @@ def _print_summary(chain: dict[str, Any], settings: Any, embedded: Any, seconds:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the Airflow UI stack and MLflow UI on the embedded default."""
+    from autopilot.orchestration.embedded import AllAdminsRefused
+
     embedded = _embedded(_settings())
-    started = embedded.start()
+    try:  # everyone-is-admin is refused unless a dev override says so; then it is flagged loudly
+        warning = embedded.check_all_admins()
+        started = embedded.start()
+    except AllAdminsRefused as exc:
+        print(f"autopilot up: {exc}", file=sys.stderr)
+        return 2
+    if warning:
+        print(f"autopilot up: {warning}", file=sys.stderr)
     print(f"started: {', '.join(started) or 'nothing (already running)'}; logs in {embedded.run_dir}")
     healthy = embedded.wait_healthy(timeout=args.wait)
     password = embedded.admin_password()

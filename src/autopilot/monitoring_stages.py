@@ -193,8 +193,11 @@ def _features(cfg: LoadedConfig, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start: datetime | str,
-                   end: datetime | str) -> dict[str, Any]:
+                   end: datetime | str, running_retrain: str | None = None) -> dict[str, Any]:
     """Monitor one window of the champion's traffic; return the decision and where the report is.
+
+    `running_retrain`: the run id of a retrain triggered earlier that is still queued or running
+    (the orchestrator knows; see `decision.decide`): a wanted retrain then becomes a recorded alert.
 
     Returns (small, for XCom): `{"action", "strategy", "reasons", "window_start", "window_end",
     "rows", "version", "trigger_run_id", "conf", "report_uri", "html_uri"}`.
@@ -220,7 +223,8 @@ def monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start
         series["error_rate"] = rate
     alarms = _alarms(cfg, settings, end, series) + _endpoint_alarm(settings, cfg, end, unreachable)
     trigger_run_id = retrain_run_id(cfg.name, end)
-    decision = _decide(cfg, settings, champion, reference, drift, performance, alarms, end, trigger_run_id)
+    decision = _decide(cfg, settings, champion, reference, drift, performance, alarms, end, trigger_run_id,
+                       running_retrain)
     paths = _store_report(cfg, settings, reference, features, start, end, drift["sufficient"], {
         "model": cfg.name, "version": version, "window_start": start.isoformat(), "window_end": end.isoformat(),
         "rows": len(frame), "drift": drift, "performance": performance, "attribution": attribution,
@@ -378,7 +382,8 @@ def _alarms(cfg: LoadedConfig, settings: Settings, end: datetime, series: dict[s
 
 
 def _decide(cfg: LoadedConfig, settings: Settings, champion: Any, reference: Reference, drift: dict[str, Any],
-            performance: dict[str, Any], alarms: list[dict[str, Any]], end: datetime, trigger_run_id: str) -> Any:
+            performance: dict[str, Any], alarms: list[dict[str, Any]], end: datetime, trigger_run_id: str,
+            running_retrain: str | None = None) -> Any:
     from autopilot.monitoring import state
     from autopilot.monitoring.decision import decide
 
@@ -387,7 +392,7 @@ def _decide(cfg: LoadedConfig, settings: Settings, champion: Any, reference: Ref
     recent_retrain, previous = _after_retrain(cfg, settings, champion, end)
     return decide(cfg, drift=drift, performance=performance, alarms=alarms,
                   reference_metric=reference.meta.get("reference_metric"), previous_champion_metric=previous,
-                  recent_retrain=recent_retrain, triggers=triggers, now=end)
+                  recent_retrain=recent_retrain, triggers=triggers, now=end, running_retrain=running_retrain)
 
 
 def _after_retrain(cfg: LoadedConfig, settings: Settings, champion: Any, end: datetime) -> tuple[bool, float | None]:

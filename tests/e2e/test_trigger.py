@@ -3,88 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import yaml
 
-from autopilot.orchestration.embedded import Embedded, _alive
-from autopilot.settings import Settings
 from autopilot.trigger import TriggerError, credentials_from_env, run_cli, run_id_for, trigger
-from tests.conftest import PROJECT, TINY_TUNING, adult_config_dict
+from tests.airflow_support import SMOKE, SMOKE_DAG, Airflow, free_port, live_airflow, write_broken_config
+from tests.conftest import PROJECT
 
 pytestmark = pytest.mark.slow
 
 BROKEN = "autopilot_training__broken"
-SMOKE = "ci_smoke"
-# A one-task DAG: the success path needs a run that ends fast, not a training run (minutes on 2 cores).
-SMOKE_DAG = '''
-from __future__ import annotations
-
-import time
-from datetime import datetime
-
-from airflow.sdk import dag, task
-
-
-@dag(dag_id="ci_smoke", schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
-def ci_smoke():
-    @task
-    def nap(dag_run=None):
-        time.sleep(float(dag_run.conf.get("sleep", 0)))
-
-    nap()
-
-
-ci_smoke()
-'''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Airflow:
-    url: str
-    password: str
-    embedded: Embedded
-
-    def get(self, path: str, **params: Any) -> dict[str, Any]:
-        # 30 s: the SQLite-backed api-server can stall while the scheduler writes on a loaded machine.
-        token = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password},
-                           timeout=30).json()
-        response = httpx.get(f"{self.url}{path}", params=params,
-                             headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=30)
-        response.raise_for_status()
-        return dict(response.json())
-
-
-def write_broken_config(folder: Path) -> None:
-    """A model whose training data lacks `sex`: its run fails fast at `validate`."""
-    import pandas as pd
-
-    train = pd.read_csv(PROJECT / "data/adult/adult_train.csv.gz").sample(800, random_state=0)
-    test = pd.read_csv(PROJECT / "data/adult/adult_test.csv.gz").sample(400, random_state=0)
-    (folder / "data").mkdir(parents=True)
-    train.drop(columns=["sex"]).to_csv(folder / "data/broken_train.csv", index=False)
-    test.to_csv(folder / "data/broken_test.csv", index=False)
-    raw = adult_config_dict(name="broken", data={"source": "data/broken_train.csv",
-                                                  "test_source": "data/broken_test.csv"},
-                            validation={"min_rows": 100, "max_rows": 1_000_000}, tuning=TINY_TUNING,
-                            split={"seed": 42, "cv_folds": 2}, registry={"name": "broken"})
-    (folder / "broken.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -92,36 +23,8 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     """The embedded services on loopback, serving the project's training DAG and a one-task smoke DAG."""
     root = tmp_path_factory.mktemp("trigger")
     write_broken_config(root / "config")
-    # Embedded serves `<project>/dags`: a project folder of our own adds the smoke DAG to the real one.
-    project = root / "project"
-    (project / "dags").mkdir(parents=True)
-    (project / "plugins").mkdir()
-    (project / "dags" / "autopilot_training.py").write_text((PROJECT / "dags/autopilot_training.py").read_text())
-    (project / "dags" / "ci_smoke.py").write_text(SMOKE_DAG)
-    settings = Settings.from_env({"AUTOPILOT_HOME": str(root / "home"), "AUTOPILOT_CONFIG_DIR": str(root / "config")})
-    embedded = Embedded(settings=settings, project=project, airflow_port=free_port(), mlflow_port=free_port())
-    with pytest.MonkeyPatch.context() as mp:
-        # The services run `airflow` from PATH: make it this interpreter's.
-        mp.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
-        started = embedded.start()
-        try:
-            assert embedded.wait_healthy(timeout=180), (embedded.run_dir / "api-server.log").read_text()[-2000:]
-            password = embedded.admin_password()
-            assert password
-            served = Airflow(f"http://127.0.0.1:{embedded.airflow_port}", password, embedded)
-            deadline = time.monotonic() + 150
-            while time.monotonic() < deadline:  # the DAG processor parses both files first
-                dag_ids = {d["dag_id"] for d in served.get("/api/v2/dags")["dags"]}
-                if {BROKEN, SMOKE} <= dag_ids:
-                    break
-                time.sleep(3)
-            assert {BROKEN, SMOKE} <= dag_ids, dag_ids
-            yield served
-        finally:
-            pids = [int(p.read_text()) for p in embedded.run_dir.glob("*.pid")]
-            stopped = embedded.stop()
-    assert sorted(stopped) == sorted(started)
-    assert not any(_alive(pid) for pid in pids), "a service outlived Embedded.stop()"
+    with live_airflow(root, dag_files={"ci_smoke.py": SMOKE_DAG}, expect={BROKEN, SMOKE}) as served:
+        yield served
 
 
 def test_success_with_wait_exits_0(airflow: Airflow, monkeypatch: pytest.MonkeyPatch,
@@ -136,7 +39,7 @@ def test_success_with_wait_exits_0(airflow: Airflow, monkeypatch: pytest.MonkeyP
     run = airflow.get(f"/api/v2/dags/{SMOKE}/dagRuns/smoke-ok")
     assert run["state"] == "success" and run["conf"] == {"sleep": 1}
     # The same run id again (a re-run CI job): reported with its outcome, not started a second time.
-    again = trigger(airflow.url, "admin", airflow.password, SMOKE, run_id="smoke-ok", wait=True)
+    again = trigger(airflow.url, "admin", airflow.password, SMOKE, conf={"sleep": 1}, run_id="smoke-ok", wait=True)
     assert (again.created, again.state, again.failed_tasks) == (False, "success", [])
     assert again.url.endswith(f"/dags/{SMOKE}/runs/smoke-ok")
 

@@ -87,6 +87,17 @@ def test_budget_and_cooldown_stop_a_second_retrain() -> None:
     assert off.action == "alert" and "disabled" in off.blocked_by
 
 
+def test_an_alarm_during_a_running_retrain_is_recorded_not_queued() -> None:
+    # Even with no cooldown and budget left: the running retrain is named as the reason.
+    during = run(cfg(cooldown_hours=0, max_per_day=10), drift=drift("severe"), running_retrain="retrain__m__1")
+    assert (during.action, during.strategy) == ("alert", "retune")
+    assert during.blocked_by == ("a retrain is already queued or running: retrain__m__1; this alarm is recorded, "
+                                 "not queued as another")
+    assert during.reasons == ["drift severe"]  # the alarm itself is kept
+    assert run(drift=drift("alert"), running_retrain="retrain__m__1").blocked_by is None  # no retrain wanted
+    assert run(cfg(cooldown_hours=0), drift=drift("severe")).action == "retrain"
+
+
 def test_a_regressing_retrained_champion_rolls_back() -> None:
     worse = {"realized": {"roc_auc": 0.85, "rows": 300}, "estimated": None}
     decision = run(performance=worse, recent_retrain=True, previous_champion_metric=0.92)

@@ -15,15 +15,23 @@ from typing import Any
 
 import pytest
 
+from autopilot import trigger as trigger_module
 from autopilot.trigger import TransientError, TriggerError, _Api, trigger
 
 
 class FakeAirflow:
-    """Answers the run's GETs from a script: an int is that HTTP status, "stall" sleeps past the timeout."""
+    """Answers the run's GETs from a script: an int is that HTTP status, "stall" sleeps past the timeout.
 
-    def __init__(self, script: list[Any]) -> None:
+    `busy` POSTs of a run are first answered as SQLite's lock makes the api-server answer them.
+    """
+
+    def __init__(self, script: list[Any], busy: int = 0, busy_detail: Any = None) -> None:
         self.script = list(script)
         self.gets = 0
+        self.busy = busy
+        self.posts = 0
+        busy_detail = busy_detail or {"reason": "Database error", "statement": "hidden",
+                                      "message": "Something went wrong"}
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,6 +47,10 @@ class FakeAirflow:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path == "/auth/token":
                     self._answer(201, {"access_token": "t0k3n"})
+                    return
+                fake.posts += 1
+                if fake.posts <= fake.busy:
+                    self._answer(500, {"detail": busy_detail})
                 else:
                     self._answer(200, {"dag_run_id": "r1", "state": "queued"})
 
@@ -47,6 +59,9 @@ class FakeAirflow:
                 self._answer(200, {"is_paused": False})
 
             def do_GET(self) -> None:
+                if "/dagRuns/" not in self.path:  # the DAG, read before unpausing it
+                    self._answer(200, {"dag_id": "d", "is_paused": True})
+                    return
                 fake.gets += 1
                 step = fake.script.pop(0) if len(fake.script) > 1 else fake.script[0]
                 if step == "stall":
@@ -69,8 +84,8 @@ class FakeAirflow:
 def fake() -> Iterator[Any]:
     made: list[FakeAirflow] = []
 
-    def make(script: list[Any]) -> FakeAirflow:
-        made.append(FakeAirflow(script))
+    def make(script: list[Any], **kwargs: Any) -> FakeAirflow:
+        made.append(FakeAirflow(script, **kwargs))
         return made[-1]
 
     yield make
@@ -111,3 +126,22 @@ def test_a_timed_out_answer_is_transient() -> None:
         api.close()
     finally:
         server.server.shutdown()
+
+
+def test_a_locked_sqlite_database_is_asked_again_before_the_run(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow on SQLite answers 500 "Database error" while another writer holds the lock: retried."""
+    monkeypatch.setattr(trigger_module, "RETRY_DELAYS", (0.01, 0.01))
+    api = fake(["success"], busy=2)
+    result = trigger(api.url, "admin", "pw", "d", run_id="r1")
+    assert result.created and api.posts == 3
+    api = fake(["success"], busy=3)
+    with pytest.raises(TransientError, match=r"trigger a run .* failed \(500\).*Database error"):
+        trigger(api.url, "admin", "pw", "d", run_id="r1")
+    assert api.posts == 3  # bounded: three attempts
+
+
+def test_another_500_before_the_run_is_not_retried(fake: Any) -> None:
+    api = fake(["success"], busy=1, busy_detail="Internal Server Error")
+    with pytest.raises(TriggerError, match=r"trigger a run .* failed \(500\): Internal Server Error"):
+        trigger(api.url, "admin", "pw", "d", run_id="r1")
+    assert api.posts == 1

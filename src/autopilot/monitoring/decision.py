@@ -12,7 +12,11 @@ Policy, in order:
    `severe` -> `retrain`/`retune`; `retrain` -> `retrain`/`refit` (the same model family and
    hyperparameters, on newer data); `alert` -> `alert`. Prediction drift is at least `alert`.
 5. Anomaly alarms on the metric series: at least `alert`.
-6. The budget turns a wanted retrain into an `alert` that says why: retraining disabled, the
+6. A retrain the monitor triggered earlier that is still queued or running turns a wanted
+   retrain into an `alert` naming that run: the alarm is recorded (in the window's report), not
+   queued as a second retrain of the same champion (the running one's result is judged by the
+   next windows).
+7. The budget turns a wanted retrain into an `alert` that says why: retraining disabled, the
    cooldown since the last trigger, or `max_per_day` reached.
 """
 
@@ -54,7 +58,7 @@ def _drop(value: float, reference: float, metric: str) -> float:
 
 def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, Any], alarms: list[dict[str, Any]],
            reference_metric: float | None, previous_champion_metric: float | None, recent_retrain: bool,
-           triggers: list[datetime], now: datetime) -> WindowDecision:
+           triggers: list[datetime], now: datetime, running_retrain: str | None = None) -> WindowDecision:
     """Apply the policy above to one window's findings.
 
     Args:
@@ -68,6 +72,7 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
         recent_retrain: the champion was promoted by a retrain since the previous champion's windows.
         triggers: times of retrain triggers in the last 24 h.
         now: the window's end.
+        running_retrain: the run id of a retrain this monitor triggered that is still queued or running.
     """
     metric = cfg.metric
     if not drift.get("sufficient", False):
@@ -102,6 +107,10 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
         action = action if action == "retrain" else "alert"
     if action != "retrain":
         return WindowDecision(action, reasons=reasons or ["no drift, no performance drop, no anomaly"])
+    if running_retrain:
+        return WindowDecision("alert", strategy=wanted, reasons=reasons, blocked_by=(
+            f"a retrain is already queued or running: {running_retrain}; this alarm is recorded, not queued "
+            "as another"))
     blocked = _budget(cfg, triggers, now)
     if blocked:
         return WindowDecision("alert", strategy=wanted, reasons=reasons, blocked_by=blocked)

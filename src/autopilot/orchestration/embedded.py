@@ -14,6 +14,7 @@ api-server reads; the scheduler's optional health-check server binds to the same
 
 from __future__ import annotations
 
+import configparser
 import ipaddress
 import json
 import os
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from autopilot.settings import Settings
 
-__all__ = ["Embedded"]
+__all__ = ["ALL_ADMINS_OVERRIDE", "AllAdminsRefused", "Embedded", "all_admins_source"]
 
 BIND_ADDRESS_ENV = "AUTOPILOT_BIND_ADDRESS"
 DEFAULT_BIND_ADDRESS = "127.0.0.1"
@@ -223,7 +224,12 @@ class Embedded:
             return process.wait()
 
     def start(self) -> list[str]:
-        """Start the Airflow services and the MLflow UI, each in its own process group."""
+        """Start the Airflow services and the MLflow UI, each in its own process group.
+
+        Raises:
+            AllAdminsRefused: `simple_auth_manager_all_admins` is on without the dev override.
+        """
+        self.check_all_admins()
         self.migrate()
         started = []
         for name, (command, extra) in self._services().items():
@@ -236,6 +242,28 @@ class Embedded:
             pid_file.write_text(str(process.pid))
             started.append(name)
         return started
+
+    def check_all_admins(self) -> str | None:
+        """Refuse to start an Airflow where everyone is admin; with the dev override, return a warning.
+
+        Returns:
+            None when all-admins is off; the warning to show when it is on and
+            `AUTOPILOT_ALLOW_ALL_ADMINS=1` says this is a throwaway development set-up.
+
+        Raises:
+            AllAdminsRefused: all-admins is on and the override is not set.
+        """
+        env = {**os.environ, **self.overrides}  # what `env()` passes on, without creating its secrets first
+        source = all_admins_source(env, self.airflow_home)
+        if source is None:
+            return None
+        risk = (f"simple_auth_manager_all_admins is on ({source}): Airflow would make every request, "
+                "even one without a token, an admin's (anyone who reaches the API can trigger, pause or delete)")
+        if env.get(ALL_ADMINS_OVERRIDE, "").strip().lower() in _TRUE:
+            return f"WARNING: {risk}; allowed for development only by {ALL_ADMINS_OVERRIDE}"
+        raise AllAdminsRefused(f"refusing to start: {risk}. Fix: set AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="
+                               "False (and remove it from airflow.cfg), or, on a throwaway development machine "
+                               f"only, set {ALL_ADMINS_OVERRIDE}=1")
 
     def wait_healthy(self, timeout: float = 120.0) -> bool:
         """Wait until Airflow reports every component healthy and MLflow answers."""
@@ -272,6 +300,38 @@ class Embedded:
                 stopped.append(pid_file.stem)
             pid_file.unlink()
         return stopped
+
+
+ALL_ADMINS_OVERRIDE = "AUTOPILOT_ALLOW_ALL_ADMINS"  # =1: a development set-up that may run with all-admins
+_ALL_ADMINS_ENV = "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"
+_TRUE = ("t", "true", "1")  # what Airflow's `conf.getboolean` reads as true
+
+
+class AllAdminsRefused(RuntimeError):
+    """Airflow would start with `simple_auth_manager_all_admins` on, outside an explicit dev set-up."""
+
+
+def all_admins_source(env: Mapping[str, str], airflow_home: Path) -> str | None:
+    """Where `[core] simple_auth_manager_all_admins` is switched on, or None when it is off.
+
+    Read as Airflow reads it, without importing Airflow (this runs before any service starts):
+    the environment variable wins over the config file (`AIRFLOW_CONFIG`, else
+    `<AIRFLOW_HOME>/airflow.cfg`).
+    """
+    if _ALL_ADMINS_ENV in env:
+        return _ALL_ADMINS_ENV if _truthy(env[_ALL_ADMINS_ENV]) else None
+    path = Path(env.get("AIRFLOW_CONFIG") or airflow_home / "airflow.cfg")
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read(path)
+    except configparser.Error as exc:  # Airflow could not read it either: say so rather than guess
+        raise AllAdminsRefused(f"cannot read {path} to check simple_auth_manager_all_admins: {exc}") from exc
+    value = parser.get("core", "simple_auth_manager_all_admins", fallback="False")
+    return f"{path} [core] simple_auth_manager_all_admins = {value.strip()}" if _truthy(value) else None
+
+
+def _truthy(value: str) -> bool:
+    return value.split("#")[0].strip().lower() in _TRUE
 
 
 _STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")

@@ -391,7 +391,8 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
             ctx, settings = _context()
             cfg = _config(path, model)
             start, end = _window(cfg)
-            return dict(_gate(monitor_window, cfg, settings, ctx, start, end))
+            running = _running_retrain(model, settings, end)
+            return dict(_gate(monitor_window, cfg, settings, ctx, start, end, running))
 
         @task.branch
         def branch(result: dict[str, Any]) -> str:
@@ -434,6 +435,32 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
         drain_alerts()
 
     return monitoring()
+
+
+RETRAIN_LOOKBACK = timedelta(days=7)  # a retrain queued or running longer than this is not looked for
+
+
+def _running_retrain(model: str, settings: Any, end: Any) -> str | None:
+    """The newest retrain this monitor triggered that is still queued or running, else None.
+
+    The retrains are the state DB's recorded triggers (not this window's own, so a rerun of the
+    window still finds its retrain through `skip_when_already_exists`); their states come from
+    Airflow through the task SDK (`get_dr_count`, which also answers for a run that was never
+    created). One retrain at a time: the training DAG has `max_active_runs=1`, and an alarm during
+    a retrain is recorded with this reason rather than queued behind it.
+    """
+    from autopilot.monitoring import state
+    from autopilot.monitoring_stages import retrain_run_id
+
+    ti = get_current_context()["ti"]
+    dag_id = f"autopilot_training__{model}"
+    ids = [t["run_id"] for t in state.triggers_since(settings, model, end - RETRAIN_LOOKBACK,
+                                                     exclude_run_id=retrain_run_id(model, end))]
+    active = ["queued", "running"]
+    if not ids or not ti.get_dr_count(dag_id=dag_id, run_ids=ids, states=active):
+        return None
+    return next((run_id for run_id in reversed(ids)
+                 if ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=active)), None)
 
 
 def _window(cfg: Any) -> tuple[Any, Any]:
