@@ -39,9 +39,7 @@ from autopilot.settings import Settings
 from tests.airflow_support import Airflow, live_airflow, write_broken_config
 from tests.conftest import PROJECT
 
-# The embedded JWT secret is 43 characters (`secrets.token_urlsafe(32)`, 256 bits of entropy), under
-# PyJWT's recommended 64 bytes for HS512; signing with it here (the expired token) warns.
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")]
+pytestmark = pytest.mark.slow
 
 TRAINING = "autopilot_training__broken"
 RUN_ID = "ci__attacker"

@@ -183,7 +183,8 @@ class Embedded:
         path = self.settings.home / f".{name}"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
+            # 64 random bytes: the JWT secret signs HS512, whose key PyJWT wants at least that long.
+            path.write_text(secrets.token_urlsafe(64))
             path.chmod(0o600)
         return path.read_text().strip()
 
