@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -102,6 +103,11 @@ class TargetConfig(_Frozen):
     min: float | None = Field(default=None, description="Lowest allowed value (regression).")
     max: float | None = Field(default=None, description="Highest allowed value (regression).")
 
+    @model_validator(mode="after")
+    def _check_bounds(self) -> TargetConfig:
+        _no_nan_bounds(self.min, self.max)
+        return self
+
 
 class FeatureSpec(_Frozen):
     """One input column: its type and what values are allowed."""
@@ -123,9 +129,17 @@ class FeatureSpec(_Frozen):
             raise ValueError("min/max apply to numeric features only")
         if self.type == "numeric" and self.categories is not None:
             raise ValueError("categories apply to categorical features only")
+        _no_nan_bounds(self.min, self.max)
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
+
+
+def _no_nan_bounds(low: float | None, high: float | None) -> None:
+    """Refuse a NaN bound: Great Expectations reads it as "no bound", so the check would silently pass."""
+    for name, value in (("min", low), ("max", high)):
+        if value is not None and math.isnan(value):
+            raise ValueError(f"{name} is NaN; give a number, or leave it out for no bound")
 
 
 class SplitConfig(_Frozen):

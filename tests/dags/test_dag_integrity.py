@@ -46,9 +46,10 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
     tuning = {"plan_tuning", "tune_worker", "tune"}
     assert set(tasks) == {"validate", "snapshot", *tuning, "train_and_register", *gates, "decide", "promote",
                           *deployment}
-    for name in ("validate", *gates, "decide", "rollout"):  # gates, the decision, the rollout: no retry
+    for name in (*gates, "decide", "rollout"):  # gates, the decision, the rollout: no retry
         assert tasks[name].retries == 0, name
-    for name in ("snapshot", *tuning, "train_and_register", "promote", "plan_deployment", "deploy"):
+    # validate retries a source outage; a failed validation fails at once (AirflowFailException)
+    for name in ("validate", "snapshot", *tuning, "train_and_register", "promote", "plan_deployment", "deploy"):
         assert tasks[name].retries == 2 and tasks[name].retry_exponential_backoff
     assert tasks["validate"].downstream_task_ids == {"snapshot"}
     # tuning fans out: one mapped worker task per `tuning.parallel_workers`, all on one study
