@@ -196,6 +196,11 @@ class TuningConfig(_Frozen):
         description="Mapped tuning tasks sharing one Optuna study (one per Celery/Kubernetes worker slot). "
         "1 keeps the search exactly reproducible; more trades that for wall-clock time.",
     )
+    heartbeat_seconds: Annotated[int, Field(ge=1)] = Field(
+        default=20,
+        description="With several workers, each running trial beats this often; a trial silent for three beats "
+        "belongs to a worker that died: it is failed, and run once more with the same params.",
+    )
 
     @field_validator("families")
     @classmethod
