@@ -10,6 +10,7 @@ Served traffic is drawn from the Adult test file: the same population, other peo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,31 @@ class Champion:
         with threadpool_limits(limits=1):
             return np.asarray(self.model.predict_proba(rows[list(self.cfg.features)])[:, 1], dtype=float)
 
-    def draw(self, rng: np.random.Generator, rows: int) -> pd.DataFrame:
-        """`rows` served rows: people of the population, drawn with replacement."""
-        return self.population.iloc[rng.choice(len(self.population), size=rows, replace=True)].reset_index(drop=True)
+    def draw(self, rng: np.random.Generator, rows: int, weights: np.ndarray | None = None) -> pd.DataFrame:
+        """`rows` served rows: people of the population, drawn with replacement (optionally weighted)."""
+        p = None if weights is None else weights / weights.sum()
+        return self.population.iloc[rng.choice(len(self.population), size=rows, replace=True, p=p)].reset_index(
+            drop=True)
+
+    def serve(self, model: str, rows: pd.DataFrame, start: datetime, end: datetime, rng: np.random.Generator,
+              prefix: str) -> None:
+        """Log `rows` as the endpoint does, answered by the champion at times spread over [start, end)."""
+        from autopilot.serving.inference_log import InferenceLog, InferenceRecord
+
+        scores = self.scores(rows)
+        latencies = rng.lognormal(np.log(12.0), 0.25, len(rows))  # ms: a noisy, steady service
+        step = (end - start - timedelta(seconds=2)) / len(rows)
+        records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+                   for row in rows[list(self.cfg.features)].to_dict("records")]
+        version = int(self.version.version)
+        log = InferenceLog(self.settings.inference_db)
+        try:
+            log.append([InferenceRecord(request_id=f"{prefix}-{i}", row=0, model=model, version=version,
+                                        at=start + timedelta(seconds=1) + i * step, features=features,
+                                        prediction=float(score), latency_ms=float(latency))
+                        for i, (features, score, latency) in enumerate(zip(records, scores, latencies, strict=True))])
+        finally:
+            log.close()
 
 
 def make_champion(home: Path, cfg: LoadedConfig, frames: tuple[pd.DataFrame, pd.DataFrame]) -> Champion:
