@@ -35,7 +35,6 @@ from autopilot.data.sources import DataSourceError, DataSourceUnavailable
 from autopilot.reports import GateFailure
 from autopilot.stages import RunContext, snapshot_data, validate_data
 from tests.conftest import adult_config_dict
-from tests.reliability.conftest import moto_server, s3  # noqa: F401  (fixtures)
 from tests.reliability.data_support import (
     Receiver,
     airflow_db,  # noqa: F401  (fixture)
@@ -70,7 +69,7 @@ def on_s3(name: str, s3_client: Any, small_adult: Callable[..., Path]) -> Path:
 
 
 @pytest.fixture
-def proxied_s3(s3: Any, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:  # noqa: F811
+def proxied_s3(s3: Any, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
     """Every S3 call of the code under test goes through a `FaultProxy` in front of moto's server."""
     with FaultProxy(moto_server) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
@@ -82,7 +81,7 @@ def proxied_s3(s3: Any, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> It
 
 def test_s3_answering_503_fails_validate_after_its_retries(airflow_db: None, env: Any,  # noqa: F811
                                                            slack: Receiver, quick_retries: None,  # noqa: F811
-                                                           s3: Any, proxied_s3: FaultProxy,  # noqa: F811
+                                                           s3: Any, proxied_s3: FaultProxy,
                                                            small_adult: Callable[..., Path]) -> None:
     on_s3("s3_down", s3, small_adult)
     proxied_s3.set("status", status=503, headers={"Retry-After": "0"})
@@ -97,7 +96,7 @@ def test_s3_answering_503_fails_validate_after_its_retries(airflow_db: None, env
     assert "s3_down training failed at validate" in message and "S3 is unavailable" in message, message
 
 
-def test_s3_resetting_connections_is_an_outage_not_a_verdict(s3: Any, proxied_s3: FaultProxy,  # noqa: F811
+def test_s3_resetting_connections_is_an_outage_not_a_verdict(s3: Any, proxied_s3: FaultProxy,
                                                              small_adult: Callable[..., Path],
                                                              settings: Any) -> None:
     cfg = load_config(on_s3("s3_reset", s3, small_adult))
@@ -112,7 +111,7 @@ def test_s3_resetting_connections_is_an_outage_not_a_verdict(s3: Any, proxied_s3
     assert validated["batches"]["train"]["rows"] == 1500
 
 
-def test_moto_stopped_is_an_outage_and_a_missing_object_a_verdict(s3: Any,  # noqa: F811
+def test_moto_stopped_is_an_outage_and_a_missing_object_a_verdict(s3: Any,
                                                                   small_adult: Callable[..., Path],
                                                                   settings: Any,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:

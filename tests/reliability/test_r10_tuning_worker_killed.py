@@ -38,7 +38,6 @@ from autopilot.config import load_config
 from autopilot.settings import Settings
 from autopilot.stages import RunContext, finish_tuning, plan_tuning
 from tests.conftest import TINY_TUNING
-from tests.reliability.conftest import postgres_db, postgres_factory  # noqa: F401  (fixtures)
 from tests.reliability.inject import armed_env, kill9, run_child, wait_for_marker
 from tests.serving_support import snapshots
 
@@ -87,7 +86,7 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 240.0)
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_worker_killed_mid_trial_loses_nothing(postgres_db: str, tmp_path: Path,  # noqa: F811
+def test_a_worker_killed_mid_trial_loses_nothing(postgres_db: str, tmp_path: Path,
                                                  fault_dir: Path, small_adult: Callable[..., Path],
                                                  adult_frames: Any) -> None:
     environ = {"AUTOPILOT_HOME": str(tmp_path / "home"), "AUTOPILOT_CONFIG_DIR": str(tmp_path)}
