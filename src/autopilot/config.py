@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -219,6 +220,11 @@ class TargetConfig(_Frozen):
     min: float | None = Field(default=None, description="Lowest allowed value (regression).")
     max: float | None = Field(default=None, description="Highest allowed value (regression).")
 
+    @model_validator(mode="after")
+    def _check_bounds(self) -> TargetConfig:
+        _no_nan_bounds(self.min, self.max)
+        return self
+
 
 class FeatureSpec(_Frozen):
     """One input column: its type and what values are allowed."""
@@ -240,9 +246,17 @@ class FeatureSpec(_Frozen):
             raise ValueError("min/max apply to numeric features only")
         if self.type == "numeric" and self.categories is not None:
             raise ValueError("categories apply to categorical features only")
+        _no_nan_bounds(self.min, self.max)
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
+
+
+def _no_nan_bounds(low: float | None, high: float | None) -> None:
+    """Refuse a NaN bound: Great Expectations reads it as "no bound", so the check would silently pass."""
+    for name, value in (("min", low), ("max", high)):
+        if value is not None and math.isnan(value):
+            raise ValueError(f"{name} is NaN; give a number, or leave it out for no bound")
 
 
 class SplitConfig(_Frozen):
@@ -298,6 +312,11 @@ class TuningConfig(_Frozen):
         default=1,
         description="Mapped tuning tasks sharing one Optuna study (one per Celery/Kubernetes worker slot). "
         "1 keeps the search exactly reproducible; more trades that for wall-clock time.",
+    )
+    heartbeat_seconds: Annotated[int, Field(ge=1)] = Field(
+        default=20,
+        description="With several workers, each running trial beats this often; a trial silent for three beats "
+        "belongs to a worker that died: it is failed, and run once more with the same params.",
     )
 
     @field_validator("families")
@@ -579,6 +598,11 @@ class DriftConfig(_Frozen):
     bins: Annotated[int, Field(ge=5, le=1000)] = Field(default=20, description="Quantile bins for PSI.")
     report_max_rows: Annotated[int, Field(ge=100)] = Field(
         default=5000, description="Rows sampled (each side) for the Evidently HTML report."
+    )
+    evidently_report: bool = Field(
+        default=True,
+        description="Draw Evidently's HTML and JSON report for each window with enough traffic. It is for people: "
+        "decisions never read it. Off saves its cost, 2-5 s and a few hundred MB per window on Adult.",
     )
 
 

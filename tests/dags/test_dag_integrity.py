@@ -47,7 +47,8 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
     assert set(tasks) == {"validate", "snapshot", *tuning, "train_and_register", *gates, "decide", "promote",
                           *deployment}
     assert tasks["rollout"].retries == 0  # a failed rollout has rolled back: a retry would deploy again
-    # Gates and the decision retry an outage; their verdicts raise AirflowFailException, never retried.
+    # validate, the gates and the decision retry an outage (a source, MLflow); their verdicts raise
+    # AirflowFailException, which is never retried.
     for name in ("validate", "snapshot", *tuning, "train_and_register", *gates, "decide", "promote",
                  "plan_deployment", "deploy"):
         assert tasks[name].retries == 2 and tasks[name].retry_exponential_backoff, name

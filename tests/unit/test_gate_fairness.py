@@ -193,6 +193,11 @@ def test_missing_sensitive_column_fails_closed(adult: tuple[Splits, Any, Any]) -
     X = splits.X_test.head(500).drop(columns=["race"])
     report = evaluate_fairness(default, X, splits.y_test.head(500), adult_cfg())
     assert not report.passed and report.reasons == ["race: the sensitive column is missing from the holdout"]
+    # A column without any value is as missing: one "(missing)" group would be "not gated" and pass.
+    X = splits.X_test.head(500).assign(race=np.nan)
+    report = evaluate_fairness(default, X, splits.y_test.head(500), adult_cfg())
+    assert not report.passed
+    assert report.reasons == ["race: the sensitive column has no values in the holdout (all 500 missing)"]
 
 
 def test_attribution_share(adult: tuple[Splits, Any, Any]) -> None:

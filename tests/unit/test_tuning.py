@@ -190,6 +190,20 @@ def test_trials_left_running_by_a_crash_are_failed_and_not_counted(
     assert (result.n_new, result.n_trials) == (2, 4)
 
 
+def test_the_stage_result_fails_a_trial_its_dead_worker_left_running(
+    tmp_path: Path, cls_data: tuple[ModelConfig, pd.DataFrame, pd.Series]
+) -> None:
+    # The workers are all done when the result is read: a RUNNING trial is a dead worker's.
+    cfg, X, y = cls_data
+    storage = _storage(tmp_path)
+    tune(X, y, cfg, storage, "leftover", n_trials=2)
+    optuna.load_study(study_name="leftover", storage=storage).ask()
+    result = tuning.study_result(cfg, storage, "leftover", n_new=0)
+    states = [t.state for t in optuna.load_study(study_name="leftover", storage=storage).trials]
+    assert states.count(TrialState.RUNNING) == 0 and states[-1] == TrialState.FAIL
+    assert result.n_trials == 2
+
+
 class _PruneFromStep(optuna.pruners.BasePruner):
     def __init__(self, step: int) -> None:
         self.step = step

@@ -19,11 +19,24 @@ import pandas as pd
 if TYPE_CHECKING:
     from autopilot.config import ModelConfig
 
-__all__ = ["DataSourceError", "canonicalize", "detect_format", "read_bytes", "read_frame"]
+__all__ = ["DataSourceError", "DataSourceUnavailable", "canonicalize", "detect_format", "read_bytes", "read_frame"]
+
+# S3 error codes that mean "not now", not "no such data": the request may succeed later.
+_TRANSIENT_S3_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "Throttling",
+                                 "ThrottlingException", "RequestTimeout", "RequestLimitExceeded"})
 
 
 class DataSourceError(ValueError):
     """A data source cannot be read or does not have the expected layout."""
+
+
+class DataSourceUnavailable(ConnectionError):
+    """A data source could not be reached just now (network error, 5xx, throttling).
+
+    Deliberately not a `DataSourceError`: an outage is not a verdict on the data. Validation
+    lets it propagate, so the task fails and Airflow retries it, instead of recording the
+    batch as invalid and stopping the run as a gate would.
+    """
 
 
 def detect_format(location: str, declared: str = "auto") -> str:
@@ -49,9 +62,11 @@ def read_bytes(location: str, s3_client: Any | None = None) -> bytes:
             client = boto3.client("s3")
         try:
             response = client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+            body: bytes = response["Body"].read()  # a reset mid-body is an outage too
         except Exception as exc:  # botocore raises many types; name the object either way
+            if _transient_s3_error(exc):
+                raise DataSourceUnavailable(f"{location}: S3 is unavailable: {exc}") from exc
             raise DataSourceError(f"{location}: cannot read from S3: {exc}") from exc
-        body: bytes = response["Body"].read()
         return body
     if parsed.scheme not in ("", "file"):
         raise DataSourceError(f"{location}: unsupported scheme {parsed.scheme!r}; use a local path or s3://")
@@ -60,6 +75,21 @@ def read_bytes(location: str, s3_client: Any | None = None) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise DataSourceError(f"{location}: cannot read the file ({exc.strerror or exc})") from exc
+
+
+def _transient_s3_error(exc: Exception) -> bool:
+    """Whether a boto3 error is an outage (retry later) rather than an answer (no such key, denied)."""
+    from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    # Refused, timed out, reset, or cut off mid-body (botocore has already retried these).
+    if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
+        return True
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return status >= 500 or status == 429 or code in _TRANSIENT_S3_CODES
+    return False
 
 
 def read_frame(location: str, declared_format: str = "auto", s3_client: Any | None = None) -> pd.DataFrame:

@@ -73,8 +73,8 @@ def evaluate_fairness(
         train, y_train: the training data, for the pre-training bias report (else X, y).
         seed: the bootstrap seed.
 
-    Never raises: an empty holdout, a missing sensitive column, NaN scores or attributions,
-    or any error give a failed report with a reason.
+    Never raises: an empty holdout, a missing (or entirely empty) sensitive column, NaN scores or
+    attributions, or any error give a failed report with a reason.
     """
     thresholds = json_safe(cfg.gates.fairness.model_dump(mode="json"))
     try:
@@ -125,8 +125,13 @@ def _input_problems(X: pd.DataFrame, y: pd.Series, cfg: ModelConfig) -> list[str
         return [f"the holdout has {len(X)} feature rows but {len(y)} labels"]
     if pd.isna(y).any():
         return [f"the holdout has {int(pd.isna(y).sum())} missing labels"]
-    return [f"{attr}: the sensitive column is missing from the holdout" for attr in cfg.sensitive_attributes
-            if attr not in X.columns]
+    missing = [f"{attr}: the sensitive column is missing from the holdout" for attr in cfg.sensitive_attributes
+               if attr not in X.columns]
+    # A column with no value at all is as missing: its one "(missing)" group would be reported
+    # as "fewer than two groups: not gated", and the gate would pass without judging anything.
+    empty = [f"{attr}: the sensitive column has no values in the holdout (all {len(X)} missing)"
+             for attr in cfg.sensitive_attributes if attr in X.columns and X[attr].isna().all()]
+    return missing + empty
 
 
 def _attribute(model: Any, X: pd.DataFrame, y: pd.Series, scores: np.ndarray, attr: str, cfg: ModelConfig,

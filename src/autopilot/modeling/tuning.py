@@ -9,8 +9,10 @@ trial budget counts the trials already finished there (COMPLETE + PRUNED), so a 
 full run runs no trial and a rerun after a crash runs only the remainder. Trials a crashed
 process left RUNNING are marked FAIL by `open_study` (with a `fail_reason` user attr), which
 runs before any worker of a stage starts, and never count. Several workers can share one study
-(`run_trials(worker=k, n_workers=n)`, one mapped DAG task each); they beat heartbeats, so a
-trial whose worker died mid-stage is failed by the next trial any worker starts.
+(`run_trials(worker=k, n_workers=n)`, one mapped DAG task each); they beat heartbeats
+(`tuning.heartbeat_seconds`), so a trial whose worker died mid-stage is failed by the next trial
+any worker starts once three beats are missed, and enqueued once more with the same params; a
+trial still RUNNING when the stage's workers are all done is failed by `study_result`.
 
 Every trial stores the full flat params dict (`user_attrs["params"]`, family included) and
 the seed, so `build_pipeline(result.best_params, cfg, result.seed)` rebuilds the winner.
@@ -29,6 +31,7 @@ import numpy as np
 import optuna
 import pandas as pd
 from matplotlib.figure import Figure
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import BaseTrial, TrialState
 from sklearn.exceptions import ConvergenceWarning
@@ -49,6 +52,7 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from autopilot.config import LOWER_IS_BETTER, ModelConfig, Task
+from autopilot.faults import checkpoint
 from autopilot.modeling.search_space import build_pipeline, suggest_params
 
 __all__ = [
@@ -71,8 +75,9 @@ PROBA_METRICS = frozenset({"roc_auc", "log_loss", "brier"})
 # the trial is recorded as FAIL and the study goes on. Anything else is a bug and stops it.
 TRIAL_ERRORS: tuple[type[Exception], ...] = (ValueError, ArithmeticError)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# Parallel workers beat every HEARTBEAT_SECONDS; a trial silent for three beats belongs to a dead worker.
-HEARTBEAT_SECONDS = 20
+# A trial whose worker died is run again this many times (a second death gives its params up:
+# they may be what kills the worker, e.g. a model too large for its memory).
+STALE_TRIAL_RETRIES = 1
 
 
 class TuningError(RuntimeError):
@@ -162,6 +167,7 @@ def make_objective(
             values.append(_fit_and_score(trial, params, cfg, X_cv, y_cv, fit_idx, val_idx, n_jobs))
             running = float(np.mean(values))
             trial.report(running, step)
+            checkpoint("tuning.fold_reported")  # mid-trial: where the reliability suite kills a worker
             # After the last fold the CV value is complete: record it rather than prune it.
             if step < len(folds) and trial.should_prune():
                 raise optuna.TrialPruned(f"running mean {running:.5f} after {step} folds is below the median")
@@ -324,10 +330,7 @@ def run_trials(
         raise ValueError(f"worker must be in [0, {n_workers}), got {worker}")
     budget = cfg.tuning.n_trials if n_trials is None else n_trials
     seconds = cfg.tuning.timeout_seconds if timeout is None else timeout
-    storage_obj: optuna.storages.BaseStorage = (
-        optuna.storages.get_storage(storage) if n_workers == 1
-        else optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_SECONDS,
-                                        grace_period=3 * HEARTBEAT_SECONDS))
+    storage_obj = optuna.storages.get_storage(storage) if n_workers == 1 else _beating_storage(storage, cfg)
     study = optuna.load_study(study_name=study_name, storage=storage_obj, pruner=_pruner(cfg))
     # Enqueued (WAITING) warm-start points are not trials run yet: they do not move the seed.
     n_before = sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
@@ -346,13 +349,29 @@ def run_trials(
     return len(mine)
 
 
+def _beating_storage(storage: str, cfg: ModelConfig) -> optuna.storages.RDBStorage:
+    """The RDB storage of a parallel worker: heartbeats, and a dead worker's trial run once more."""
+    beat = cfg.tuning.heartbeat_seconds
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_RETRIES)
+        return optuna.storages.RDBStorage(storage, heartbeat_interval=beat, grace_period=3 * beat,
+                                          heartbeat_stale_trial_callback=retry)
+
+
 def study_result(cfg: ModelConfig, storage: str, study_name: str, *, n_new: int) -> TuningResult:
     """The study's best trial and trial table once the workers are done.
+
+    Every worker of the stage has finished, so a trial still RUNNING belongs to a worker that
+    died without any other worker starting a trial after its heartbeat went stale (for example
+    the last trial of the budget): it is failed here, so the stage never leaves one behind.
 
     Raises:
         TuningError: no trial completed (the message gives the last trial error).
     """
-    study = optuna.load_study(study_name=study_name, storage=optuna.storages.get_storage(storage))
+    storage_obj = optuna.storages.get_storage(storage)
+    study = optuna.load_study(study_name=study_name, storage=storage_obj)
+    _fail_stale_trials(study, storage_obj)
     return _result(study, n_new=n_new, direction=_direction(cfg), seed=cfg.tuning.seed)
 
 

@@ -12,7 +12,7 @@ Method, for a new point (t, v) judged against the retained history (never agains
   same-phase points; with fewer it falls back to the same hour of day, then to the median of
   the whole history. `hour_of_day` and `day_of_week` fall back to the whole history directly;
   `none` always uses it. The first weeks of an `hour_of_week` series are therefore judged on
-  a daily profile (the weekly part of the pattern then counts as noise, see the scale).
+  a daily profile (the weekly part of the pattern then counts as noise: see the warm-up below).
 - Scale: the robust sd of the history's residuals, 1.4826 * MAD, where a history point's
   residual is its value minus the median of the OTHER points at its phase (leave-one-out, with
   the same fallback). Leave-one-out makes the residuals out-of-sample like the new point's:
@@ -32,6 +32,14 @@ Method, for a new point (t, v) judged against the retained history (never agains
   changes, the CUSUM small sustained shifts.
 - No detector runs before `min_history` points have been seen (the baseline needs data; the
   EWMA and CUSUM start from zero then).
+- Warm-up of a seasonal profile: while the baseline falls back to a coarser level than the
+  configured seasonality (the first three weeks of `hour_of_week`, three days of `hour_of_day`),
+  the part of the pattern that level cannot see (a weekend, for a daily profile) is noise. The
+  MAD ignores it (a weekend is 2/7 of the residuals, a minority), so the scale is then at least
+  the residuals' plain standard deviation, and only the spike detector runs: the EWMA and the
+  CUSUM, built to accumulate small sustained deviations, would read every weekend as a shift
+  (measured: 16-18 false alarms in the first month of an hourly weekly-seasonal series; with the
+  warm-up rule none, `tests/reliability/test_r26_anomaly_calibration.py`).
 - De-duplication: at most one alarm per point, from the detector furthest past its own threshold
   (`Alarm.score` = statistic / threshold). After an alarm, `cooldown_points` points raise none.
   Any firing, reported or muted by the cooldown, restarts all three detectors from zero: the
@@ -234,6 +242,11 @@ class _Baseline:
     history_points: int
     wanted: str  # the first level of the seasonality (to say when it fell back)
 
+    @property
+    def warming(self) -> bool:
+        """The configured seasonal profile is not known yet (too little history): a coarser level judges."""
+        return self.level != self.wanted
+
 
 def update(state: SeriesState | None, series: str, at: datetime, value: float | None,
            cfg: AnomalyConfig) -> tuple[SeriesState, list[Alarm]]:
@@ -265,9 +278,12 @@ def update(state: SeriesState | None, series: str, at: datetime, value: float | 
     if index >= cfg.min_history and len(current.times) >= MIN_PHASE_POINTS:
         base = _baseline(current.times, current.values, t, cfg.seasonality)
         z = (value - base.value) / base.scale
-        ewma = cfg.ewma_alpha * z + (1.0 - cfg.ewma_alpha) * ewma
-        cusum_pos = max(0.0, cusum_pos + z - cfg.cusum_k)
-        cusum_neg = max(0.0, cusum_neg - z - cfg.cusum_k)
+        if base.warming:  # only spikes until the seasonal profile is known (module docstring)
+            ewma, cusum_pos, cusum_neg = 0.0, 0.0, 0.0
+        else:
+            ewma = cfg.ewma_alpha * z + (1.0 - cfg.ewma_alpha) * ewma
+            cusum_pos = max(0.0, cusum_pos + z - cfg.cusum_k)
+            cusum_neg = max(0.0, cusum_neg - z - cfg.cusum_k)
         ewma_limit = cfg.ewma_threshold * math.sqrt(cfg.ewma_alpha / (2.0 - cfg.ewma_alpha))
         fired: list[tuple[float, Detector, float]] = []  # (score, detector, statistic)
         if abs(z) >= cfg.z_threshold:
@@ -366,6 +382,8 @@ def _baseline(times: NDArray[np.float64], values: NDArray[np.float64], t: float,
         if not pending.any():
             break
     scale = max(_robust_scale(residuals[~pending]), REL_SCALE_FLOOR * abs(baseline), ABS_SCALE_FLOOR)
+    if chosen != levels[0]:  # warming up: what the coarser level cannot model counts as noise
+        scale = max(scale, float(np.std(residuals[~pending])))
     return _Baseline(value=baseline, scale=scale, level=chosen, phase_points=int(np.count_nonzero(same)),
                      history_points=len(values), wanted=levels[0])
 

@@ -35,7 +35,8 @@ DOC = """
 
 Takes the data named in `{config}` through the lifecycle core:
 
-1. **validate**: Great Expectations suite built from the config; fails closed, no retry.
+1. **validate**: Great Expectations suite built from the config; fails closed, no retry (a
+   source outage is retried).
 2. **snapshot**: content-addressed canonical Parquet (SHA-256), recorded as an MLflow input.
 3. **plan_tuning** → **tune_worker** (mapped, `tuning.parallel_workers`) → **tune**: Optuna TPE
    with pruning over four scikit-learn families; the workers share one study in RDB storage
@@ -84,11 +85,16 @@ def _context() -> tuple[Any, Any]:
 
 
 def _config(path: str, model: str) -> Any:
+    from airflow.sdk.exceptions import AirflowFailException
+
     from autopilot.config import ConfigError, load_config
 
-    cfg = load_config(path)
-    if cfg.name != model:
-        raise ConfigError(f"{path}: name: {cfg.name!r} must match the file name {model!r} (it names the DAG)")
+    try:
+        cfg = load_config(path)
+        if cfg.name != model:
+            raise ConfigError(f"{path}: name: {cfg.name!r} must match the file name {model!r} (it names the DAG)")
+    except ConfigError as exc:  # read before `_gate` runs: a broken config will not fix itself on retry
+        raise AirflowFailException(str(exc)) from exc
     return cfg
 
 
@@ -158,6 +164,8 @@ def training_dag(model: str, config_path: Path) -> DAG:
         tags=["autopilot", "training", f"model:{model}"],
     )
     def training() -> None:
+        # Retried like any task: `_gate` turns a failed validation into AirflowFailException
+        # (a decision, never retried), while a source outage (DataSourceUnavailable) retries.
         @task
         def validate() -> dict[str, Any]:
             from autopilot.stages import validate_data
