@@ -94,6 +94,15 @@ def _store_report(run_id: str, report: GateReport, extra: dict[str, Path] | None
         client.log_artifact(run_id, str(file), f"gates/{report.name}")
 
 
+MAX_ERROR_CHARS = 300  # a model's error can quote the rows it choked on; reasons go to tags, notes and Slack
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception as a reason: its type and the start of its message (never a dump of data rows)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ..."
+
+
 def _guarded(name: str, func: Any, *args: Any, **kwargs: Any) -> GateReport:
     """Run a gate; an exception becomes a failed report (fail closed), never a crash."""
     try:
@@ -101,7 +110,7 @@ def _guarded(name: str, func: Any, *args: Any, **kwargs: Any) -> GateReport:
     except Exception as exc:  # a gate that errors has not passed; an outage retries instead
         if is_outage(exc):
             raise
-        return GateReport.failed(name, [f"the gate raised {type(exc).__name__}: {exc}"])
+        return GateReport.failed(name, [f"the gate raised {_brief(exc)}"])
     return report
 
 
@@ -122,7 +131,7 @@ def _fail_closed(name: str, func: Any) -> Any:
         except Exception as exc:
             if is_outage(exc):
                 raise
-            report = GateReport.failed(name, [f"the gate raised {type(exc).__name__}: {exc}"])
+            report = GateReport.failed(name, [f"the gate raised {_brief(exc)}"])
             registry.configure(settings)
             version = registry.resolve_version(registered["name"], registered["version"])
             _store_report(str(version.run_id), report)  # cannot store it: the task fails and retries
@@ -173,7 +182,7 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
     except Exception as exc:  # fail closed, and still let fairness report
         if is_outage(exc):
             raise
-        explain = GateReport.failed("explainability", [f"the gate raised {type(exc).__name__}: {exc}"])
+        explain = GateReport.failed("explainability", [f"the gate raised {_brief(exc)}"])
         _store_report(run_id, explain)
     fairness = _guarded("fairness", evaluate_fairness, inputs.challenger, inputs.X_test, inputs.y_test, cfg,
                         attribution_share=shares, train=inputs.X_train, y_train=inputs.y_train, seed=seed)
@@ -192,16 +201,18 @@ def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, register
     version = registry.resolve_version(registered["name"], registered["version"])
     splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
     sample = splits.X_test.head(cfg.gates.infra.sample_rows)
+    policy = LoadPolicy.of(cfg, settings)
+    step = "loaded"
     try:
         # The in-process reference: the same verified model, called directly.
-        policy = LoadPolicy.of(cfg, settings)
         model = load_version(version, policy)
+        step = "queried in process"
         expected = model.predict_proba(sample) if cfg.task.value == "binary_classification" else model.predict(sample)
         report = _guarded("infra", evaluate_infra, version, sample, expected, cfg, policy)
     except Exception as exc:
         if is_outage(exc):
             raise
-        report = GateReport.failed("infra", [f"the model could not be loaded: {type(exc).__name__}: {exc}"])
+        report = GateReport.failed("infra", [f"the model could not be {step}: {_brief(exc)}"])
     _store_report(str(version.run_id), report)
     return _summary(report)
 

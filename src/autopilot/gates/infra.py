@@ -49,6 +49,7 @@ GATE = "infra"
 PROBE_OVERHEAD_SECONDS = 120.0
 STATUS_FILE = Path("/proc/self/status")
 MIB = 1024 * 1024
+MAX_ERROR_CHARS = 300  # reasons travel to version tags, run notes and Slack: never a dump of sample rows
 
 
 def evaluate_infra(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarray,
@@ -177,7 +178,8 @@ def _probe_main(folder: str, rows: str, result: str, spec: str) -> None:
     try:
         answer = _measure(folder, _read_rows(rows), json.loads(Path(spec).read_text()))
     except Exception as exc:  # the parent reports it; a probe that dies outright leaves no file
-        answer = {"error": f"{type(exc).__name__}: {exc}"}
+        text = f"{type(exc).__name__}: {exc}"  # MLflow's schema errors quote the rows: keep the start only
+        answer = {"error": text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ..."}
     _write_answer(Path(result), answer)
 
 
