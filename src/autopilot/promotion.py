@@ -51,7 +51,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text, create_engine, event, select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -575,7 +588,23 @@ def _create_tables(engine: Engine) -> None:
     _create(engine, list(METADATA.sorted_tables))
 
 
+# Any constant: the transaction-scoped advisory lock that serializes CREATE TABLE across processes.
+DDL_LOCK_KEY = 0x6175746F70696C6F  # "autopilo"
+
+
 def _create(engine: Engine, tables: list[Table]) -> None:
+    """Create missing tables; safe when many processes open a fresh database at once.
+
+    On PostgreSQL two concurrent `CREATE TABLE`s of the same name fail with a unique violation on
+    `pg_type` (seen with ten workers opening one new state DB), so creation runs under a
+    transaction-scoped advisory lock. SQLite serializes writers itself; a lost race there is retried.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DDL_LOCK_KEY})
+            for table in tables:
+                table.create(conn, checkfirst=True)
+        return
     for attempt in range(3):
         try:
             for table in tables:

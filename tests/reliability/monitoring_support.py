@@ -22,6 +22,7 @@ from autopilot import gate_stages, registry
 from autopilot.config import LoadedConfig
 from autopilot.data.snapshot import write_snapshot
 from autopilot.data.sources import canonicalize
+from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.monitoring_stages import Reference, load_reference
 from autopilot.settings import Settings
 from autopilot.stages import RunContext
@@ -92,6 +93,6 @@ def make_champion(home: Path, cfg: LoadedConfig, frames: tuple[pd.DataFrame, pd.
     assert gates["explainability"]["passed"], gates
     version = registry.resolve_version(cfg.registered_model_name, "champion")
     reference = load_reference(cfg, settings, version)
-    model = registry.load_verified_model(version)
+    model = load_version(version, LoadPolicy())
     population = canonicalize(test, cfg, require_target=False)[list(cfg.features)]
     return Champion(settings, cfg, version, model, reference, population)

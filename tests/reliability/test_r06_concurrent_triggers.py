@@ -56,6 +56,7 @@ import yaml
 from autopilot import registry
 from autopilot.config import load_config
 from autopilot.data.sources import canonicalize
+from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.monitoring import state
 from autopilot.monitoring.simulate import shift_frame
 from autopilot.monitoring_stages import retrain_run_id
@@ -179,7 +180,7 @@ def _time(value: str | None) -> datetime | None:
 def log_traffic(cfg: Any, settings: Any, frame: pd.DataFrame, start: datetime) -> int:
     """Append rows to the inference log as the endpoint would have served them with the champion."""
     champion = registry.resolve_version(cfg.registered_model_name, "champion")
-    model = registry.load_verified_model(champion)
+    model = load_version(champion, LoadPolicy())
     rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
             for r in frame[list(cfg.features)].to_dict("records")]
     scores = model.predict_proba(ServingSchema.from_config(cfg).frame(rows))[:, 1]

@@ -58,9 +58,10 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(factory.DEFAULT_ARGS, "max_retry_delay", timedelta(seconds=2))
 
 
-def on_s3(name: str, s3_client: Any, small_adult: Callable[..., Path]) -> Path:
-    """A small Adult model whose train and test batches are objects in the test bucket."""
+def on_s3(name: str, s3_client: Any, small_adult: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small Adult model whose train and test batches are objects in the test bucket (an allowed data root)."""
     bucket = s3_client.bucket
+    monkeypatch.setenv("AUTOPILOT_DATA_ROOTS", f"s3://{bucket}/{name}")
     path = small_adult(name=name, data={"source": f"s3://{bucket}/{name}/train.csv",
                                         "test_source": f"s3://{bucket}/{name}/test.csv"})
     for split in ("train", "test"):
@@ -82,8 +83,9 @@ def proxied_s3(s3: Any, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> It
 def test_s3_answering_503_fails_validate_after_its_retries(airflow_db: None, env: Any,  # noqa: F811
                                                            slack: Receiver, quick_retries: None,  # noqa: F811
                                                            s3: Any, proxied_s3: FaultProxy,
-                                                           small_adult: Callable[..., Path]) -> None:
-    on_s3("s3_down", s3, small_adult)
+                                                           small_adult: Callable[..., Path],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    on_s3("s3_down", s3, small_adult, monkeypatch)
     proxied_s3.set("status", status=503, headers={"Retry-After": "0"})
 
     dag_run = run_dag("s3_down")
@@ -98,8 +100,8 @@ def test_s3_answering_503_fails_validate_after_its_retries(airflow_db: None, env
 
 def test_s3_resetting_connections_is_an_outage_not_a_verdict(s3: Any, proxied_s3: FaultProxy,
                                                              small_adult: Callable[..., Path],
-                                                             settings: Any) -> None:
-    cfg = load_config(on_s3("s3_reset", s3, small_adult))
+                                                             settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(on_s3("s3_reset", s3, small_adult, monkeypatch))
     proxied_s3.set("reset")
     with pytest.raises(DataSourceUnavailable, match=r"s3://.*/s3_reset/train\.csv: S3 is unavailable"):
         validate_data(cfg, settings, RunContext(run_id="reset"))
@@ -127,7 +129,7 @@ def test_moto_stopped_is_an_outage_and_a_missing_object_a_verdict(s3: Any,
     client = boto3.client("s3")
     client.create_bucket(Bucket=s3.bucket)
     client.bucket = s3.bucket  # type: ignore[attr-defined]
-    cfg = load_config(on_s3("s3_gone", client, small_adult))
+    cfg = load_config(on_s3("s3_gone", client, small_adult, monkeypatch))
     client.delete_object(Bucket=s3.bucket, Key="s3_gone/test.csv")
     with pytest.raises(GateFailure, match="NoSuchKey"):  # S3 answered: the object is not there
         validate_data(cfg, settings, RunContext(run_id="missing"))
