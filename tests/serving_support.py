@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,13 @@ def feature_rows(adult_frames: tuple[pd.DataFrame, pd.DataFrame], cfg: LoadedCon
 
 
 def register_version(settings: Settings, cfg: LoadedConfig, adult_frames: tuple[pd.DataFrame, pd.DataFrame],
-                     params: dict[str, Any] = HGB, rows: int = 3000, alias: str | None = "champion") -> Any:
-    """Fit, log (skops, signature, manifest tag) and register one version; optionally point `alias` at it."""
+                     params: dict[str, Any] = HGB, rows: int = 3000, alias: str | None = "champion",
+                     mutate: Callable[[Any], None] | None = None) -> Any:
+    """Fit, log (skops, signature, manifest tag) and register one version; optionally point `alias` at it.
+
+    `mutate(pipeline)`, when given, alters the fitted pipeline before it is logged (a broken model
+    that is still a valid, verified artifact).
+    """
     import mlflow
 
     from autopilot.data.sources import canonicalize
@@ -63,6 +69,8 @@ def register_version(settings: Settings, cfg: LoadedConfig, adult_frames: tuple[
     frame = canonicalize(adult_frames[0].sample(rows, random_state=len(params)), cfg)
     X, y = feature_frame(frame, cfg), encode_target(frame, cfg)
     pipeline = fit_pipeline(params, cfg, X, y, seed=0)
+    if mutate is not None:
+        mutate(pipeline)
     registry.configure(settings)
     experiment = registry.ensure_experiment("serving-test", settings.mlflow_artifact_root)
     with mlflow.start_run(experiment_id=experiment) as run:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from autopilot.config import ModelConfig
 from autopilot.settings import Settings
 
-__all__ = ["build_app", "resolve_token", "serve"]
+__all__ = ["build_app", "head_deadline_protocol", "resolve_token", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -73,5 +74,69 @@ def serve(cfg: ModelConfig, settings: Settings, host: str | None = None, port: i
     log.info("serving %s on %s:%s", cfg.name, host or serving.host, port or serving.port)
     # One process: the batcher is what gives throughput (a second worker would halve its batches
     # and double the memory); access logs are off because /metrics and the inference log say more.
-    uvicorn.run(app, host=host or serving.host, port=port or serving.port, log_level="warning", access_log=False,
-                timeout_keep_alive=30)
+    # uvicorn's own `limit_concurrency` is not used: its 503 carries no Retry-After and refuses
+    # the probes too; the app's AdmissionGuard bounds connections instead, from uvicorn's count.
+    config = uvicorn.Config(app, host=host or serving.host, port=port or serving.port, log_level="warning",
+                            access_log=False, timeout_keep_alive=30, backlog=serving.listen_backlog,
+                            http=head_deadline_protocol(serving.header_timeout_seconds))
+    server = uvicorn.Server(config)
+    connections = server.server_state.connections
+    app.state.autopilot.open_connections = lambda: len(connections)
+    server.run()
+    if not server.started:
+        raise ServingSetupError(f"the server did not start on {config.host}:{config.port} (see the log above)")
+
+
+def head_deadline_protocol(seconds: float) -> type[asyncio.Protocol] | str:
+    """uvicorn's httptools protocol with a deadline on each request's head (408 and close past it).
+
+    uvicorn times out idle keep-alive connections, but not a connection that never sends a
+    request, nor one that sends its headers a byte at a time: each would hold a connection (and
+    a place under `serving.max_connections`) for as long as the client likes. The deadline runs
+    from the connection's opening, or from a request's first byte, to the end of its headers;
+    the body has its own (`serving.body_timeout_seconds`, in the app). Without httptools,
+    uvicorn's default protocol, without the deadline.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools ships with uvicorn[standard]
+        log.warning("httptools is not installed: request heads have no deadline")
+        return "auto"
+
+    body = (b'{"error": "the request headers were not received within %g s", "status": 408, "model_version": null}'
+            % seconds)
+    answer = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+              b"connection: close\r\n\r\n%s" % (len(body), body))
+
+    class HeadDeadlineProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._head_timer = self.loop.call_later(seconds, self._head_timeout)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(seconds, self._head_timeout)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.transport.write(answer)
+                self.transport.close()
+
+    return HeadDeadlineProtocol
