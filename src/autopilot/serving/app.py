@@ -68,6 +68,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 
 BACKGROUND_ROWS = 200
 # Routes whose requests hold model, batcher or database work: the concurrency bound applies.
 ADMITTED = {"/predict": "predict", "/invocations": "invocations", "/explain": "explain", "/feedback": "feedback"}
+ENDPOINTS = {**ADMITTED, "/model": "model", "/reload": "reload"}  # metric labels; any other path is "other"
 # Probes and the scraper are answered even past the connection bound: they are cheap and
 # carry no body, and an orchestrator must not restart a server because it is busy.
 PROBES = frozenset({"/health", "/ready", "/ping", "/metrics"})
@@ -250,7 +251,7 @@ class AdmissionGuard:
         endpoint = ADMITTED.get(path)
         if state.open_connections is not None and state.open_connections() > serving.max_connections:
             # Closing the connection is the point: it gives the file descriptor and buffers back.
-            await self._shed(send, endpoint or "other", "connections", 503,
+            await self._shed(send, ENDPOINTS.get(path, "other"), "connections", 503,
                              f"more than {serving.max_connections} open connections", close=True)
             return
         if endpoint is None:
