@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 import numpy as np
@@ -60,7 +61,7 @@ from autopilot.serving.schema import RequestError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdmissionGuard", "ServingMetrics", "create_app"]
+__all__ = ["Admission", "AdmissionGuard", "Refusal", "ServingMetrics", "create_app"]
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
@@ -142,6 +143,10 @@ class _State:
     # The server's count of open connections (set by `serving.server` from uvicorn's own state;
     # None in-process, e.g. under TestClient, where there are no connections to count).
     open_connections: Callable[[], int] | None = None
+    admission: Admission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self)
 
     @property
     def version(self) -> int | None:
@@ -224,19 +229,73 @@ def _failed(state: _State, failure: SwapFailure) -> None:
 # ---------------------------------------------------------------------------- admission
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A request shed for load: its status, why (the metric's reason), and whether to close the connection."""
+
+    status: int
+    reason: str
+    message: str
+    close: bool = False
+
+
+class Admission:
+    """The load-shedding decision, made from the path alone, before routing or reading the body.
+
+    Shared by `AdmissionGuard` (the ASGI middleware, which also counts the requests it admits)
+    and by `serving.server`'s uvicorn protocol, which answers a refusal straight from the parsed
+    headers: no ASGI task, no routing, one write. Shedding must cost far less than serving, or a
+    server offered twice its capacity spends its CPU refusing.
+    """
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+        self.serving = state.cfg.deployment.serving
+        # Answers built once per (reason, version) and reused: (ASGI headers, body, whole HTTP/1.1 bytes).
+        self._answers: dict[tuple[str, int | None], tuple[list[tuple[bytes, bytes]], bytes, bytes]] = {}
+
+    def refusal(self, path: str) -> Refusal | None:
+        """Why a request for `path` must be refused now, or None to admit it (no side effects)."""
+        if path in PROBES:
+            return None
+        state, serving = self.state, self.serving
+        if state.open_connections is not None and state.open_connections() > serving.max_connections:
+            # Closing the connection is the point: it gives the file descriptor and buffers back.
+            return Refusal(503, "connections", f"more than {serving.max_connections} open connections", close=True)
+        if path in ADMITTED and state.in_flight >= serving.max_concurrent_requests:
+            return Refusal(429, "concurrency",
+                           f"{serving.max_concurrent_requests} requests are in progress (the limit)")
+        return None
+
+    def answer(self, path: str, refusal: Refusal) -> tuple[list[tuple[bytes, bytes]], bytes, bytes]:
+        """Count the refusal and return its answer: ASGI headers, body, and the whole response as bytes."""
+        self.state.metrics.shed(ENDPOINTS.get(path, "other"), refusal.reason)
+        key = (refusal.reason, self.state.version)
+        answer = self._answers.get(key)
+        if answer is None:
+            if len(self._answers) > 32:  # one entry per reason and version: forget old versions
+                self._answers.clear()
+            response = _shed_response(self.state, refusal.status, f"overloaded: {refusal.message}; retry after "
+                                                                   f"{self.serving.retry_after_seconds} s",
+                                      refusal.close)
+            body = bytes(response.body)
+            head = b"HTTP/1.1 %d %s\r\n" % (refusal.status, HTTPStatus(refusal.status).phrase.encode())
+            raw = head + b"".join(b"%s: %s\r\n" % pair for pair in response.raw_headers) + b"\r\n" + body
+            answer = self._answers[key] = (response.raw_headers, body, raw)
+        return answer
+
+
 class AdmissionGuard:
     """Shed load before it queues: a plain ASGI middleware in front of the routes.
 
-    It runs before routing and before the body is read, so a refusal costs little more than
-    parsing the request line and headers; that keeps shedding cheap enough that a server
-    offered twice its capacity still spends most of its CPU on the requests it admitted.
+    It runs before routing and before the body is read, and counts the requests it admits to
+    the model routes (`serving.max_concurrent_requests` bounds that count).
     """
 
     def __init__(self, app: ASGIApp, state: _State) -> None:
         self.app = app
         self.state = state
-        self.serving = state.cfg.deployment.serving
-        self._answers: dict[tuple[str, int | None], tuple[list[tuple[bytes, bytes]], bytes]] = {}
+        self.admission = state.admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Admit the request to the app, or answer 503/429 with Retry-After at once."""
@@ -244,43 +303,21 @@ class AdmissionGuard:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if path in PROBES:
+        refusal = self.admission.refusal(path)
+        if refusal is not None:
+            headers, body, _ = self.admission.answer(path, refusal)
+            await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if path not in ADMITTED:
             await self.app(scope, receive, send)
             return
-        state, serving = self.state, self.serving
-        endpoint = ADMITTED.get(path)
-        if state.open_connections is not None and state.open_connections() > serving.max_connections:
-            # Closing the connection is the point: it gives the file descriptor and buffers back.
-            await self._shed(send, ENDPOINTS.get(path, "other"), "connections", 503,
-                             f"more than {serving.max_connections} open connections", close=True)
-            return
-        if endpoint is None:
-            await self.app(scope, receive, send)
-            return
-        if state.in_flight >= serving.max_concurrent_requests:
-            await self._shed(send, endpoint, "concurrency", 429,
-                             f"{serving.max_concurrent_requests} requests are in progress (the limit)")
-            return
+        state = self.state
         state.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
             state.in_flight -= 1
-
-    async def _shed(self, send: Send, endpoint: str, reason: str, status: int, why: str, close: bool = False) -> None:
-        self.state.metrics.shed(endpoint, reason)
-        # The answer is built once per (reason, version) and reused: under overload this path
-        # runs for most requests, and its cost is what the admitted ones lose.
-        key = (reason, self.state.version)
-        answer = self._answers.get(key)
-        if answer is None:
-            if len(self._answers) > 32:  # one entry per reason and version: forget old versions
-                self._answers.clear()
-            response = _shed_response(self.state, status, f"overloaded: {why}; retry after "
-                                                           f"{self.serving.retry_after_seconds} s", close)
-            answer = self._answers[key] = (response.raw_headers, bytes(response.body))
-        await send({"type": "http.response.start", "status": status, "headers": answer[0]})
-        await send({"type": "http.response.body", "body": answer[1]})
 
 
 def _shed_response(state: _State, status: int, message: str, close: bool = False) -> Response:
