@@ -345,8 +345,9 @@ class ServingConfig(_Frozen):
     )
     max_connections: Annotated[int, Field(ge=1)] = Field(
         default=1000,
-        description="Most open client connections; above it every request except the probes (/health, "
-                    "/ready, /ping, /metrics) gets 503 with Retry-After and its connection is closed.",
+        description="Most open client connections: a connection opened while this many are open gets 503 with "
+                    "Retry-After on its requests (the probes /health, /ready, /ping, /metrics excepted) and is "
+                    "closed; the connections already open are served as usual.",
     )
     listen_backlog: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=2048,

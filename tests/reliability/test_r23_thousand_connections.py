@@ -7,11 +7,12 @@ server's `max_connections` of 800), and sends a prediction on every one of them 
 The server runs the default admission bounds (64 requests in progress) except that cap of 800.
 
 Invariant: every request gets a status, none a reset or a timeout: 200, or 429 (too many in
-progress) or 503 (too many connections, and the connection is closed to give it back), each
-refusal with Retry-After; the server's resident memory grows by less than 100 MB; connections
-that send nothing or trickle their headers are closed after `header_timeout_seconds` (408), so
-they cannot hold the connection cap; and afterwards the server recovers: a normal request is
-answered 200 within seconds and the open-connection count is back to a handful.
+progress) or, on the connections opened past the cap (and only on those), 503 with the
+connection closed to give it back; every refusal carries Retry-After; the server's resident
+memory grows by less than 100 MB; connections that send nothing or trickle their headers are
+closed after `header_timeout_seconds` (408), so they cannot hold the connection cap; and
+afterwards the server recovers: a normal request is answered 200 within seconds and the
+open-connection count is back to a handful.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ async def thousand(server: Server, rows: list[Any]) -> tuple[dict[int, int], dic
     everyone = first + second
     answers = list(await asyncio.gather(*(ask(c, requests[i]) for i, c in enumerate(everyone))))
     wave_b = check(answers, {200, 429, 503})
+    # The connections the server already had are served as before: only new ones past the cap get 503.
+    assert not any(isinstance(a, Answer) and a.status == 503 for a in answers[:700])
     for _, writer in everyone:
         writer.close()
     return wave_a, wave_b
@@ -157,7 +160,8 @@ def test_a_thousand_connections_all_get_a_status_and_the_server_recovers(
         wave_a, wave_b = asyncio.run(thousand(server, rows))
     print(f"700 at once: {wave_a}; 1,000 at once: {wave_b}; RSS +{rss.growth_mb:.1f} MB")
     assert wave_a.get(200, 0) >= 1 and wave_a.get(429, 0) >= 1, wave_a  # admitted up to the bound, the rest shed
-    assert wave_b.get(503, 0) >= 1, wave_b  # past the connection cap
+    # Connections 801 to 1,000 (a probe's own connection may shift that by one or two) got 503.
+    assert 190 <= wave_b.get(503, 0) <= 210, wave_b
     assert rss.growth_mb < 100, f"RSS grew by {rss.growth_mb:.0f} MB under 1,000 connections"
 
     # Recovers: a normal request is answered at once, and the connections are given back.

@@ -346,36 +346,20 @@ def test_the_guard_sheds_past_the_concurrency_bound_at_once_with_retry_after() -
     assert 'autopilot_requests_total{endpoint="invocations"' not in text  # shedding is not an admitted answer
 
 
-def test_the_guard_closes_connections_past_the_connection_bound_but_answers_probes() -> None:
-    import asyncio
-
-    from autopilot.serving.app import AdmissionGuard
-
+def test_connections_past_the_bound_are_refused_with_a_closing_503_except_for_probes() -> None:
     state = create_app(adult_cfg(max_connections=10), _NoSource(), token=TOKEN, follow=False).state.autopilot
-    state.open_connections = lambda: 11
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-    async def call(path: str) -> list[dict[str, Any]]:
-        sent: list[dict[str, Any]] = []
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await AdmissionGuard(app, state)(_http_scope(path), None, send)  # type: ignore[arg-type]
-        return sent
-
+    admission = state.admission
+    assert not admission.over_connection_bound(10) and admission.over_connection_bound(11)
     for path in ("/predict", "/model", "/reload"):
-        answer = asyncio.run(call(path))
-        headers = dict(answer[0]["headers"])
-        assert answer[0]["status"] == 503 and headers[b"connection"] == b"close" and headers[b"retry-after"] == b"1"
-        assert b"more than 10 open connections" in answer[1]["body"]
+        refusal = admission.connection_refusal(path)
+        assert refusal is not None and refusal.status == 503 and refusal.close, path
+        headers, body, raw = admission.answer(path, refusal)
+        assert dict(headers)[b"connection"] == b"close" and dict(headers)[b"retry-after"] == b"1"
+        assert b"opened past the limit of 10 open connections" in body
+        assert raw.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and raw.endswith(b"\r\n\r\n" + body)
+        assert b"\r\nretry-after: 1\r\n" in raw and b"\r\nconnection: close\r\n" in raw
     for path in ("/health", "/ready", "/ping", "/metrics"):
-        assert asyncio.run(call(path))[0]["status"] == 200, path
-    state.open_connections = lambda: 10
-    assert asyncio.run(call("/predict"))[0]["status"] == 200
+        assert admission.connection_refusal(path) is None, path
     text = generate_latest(state.metrics.registry).decode()
     for endpoint in ("predict", "model", "reload"):
         assert f'autopilot_rejected_total{{endpoint="{endpoint}",reason="connections"}} 1.0' in text

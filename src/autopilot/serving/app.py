@@ -10,11 +10,12 @@ enforced while reading (a chunked body is counted as it streams and never buffer
 limit), a body slower than `serving.body_timeout_seconds` gets 408, malformed JSON gets a 400
 that says so, and validation costs microseconds per row (`serving.schema`).
 
-Overload is shed, never queued without bound (`AdmissionGuard`, in front of the routes): past
-`serving.max_connections` open connections a request gets 503 and its connection is closed;
-past `serving.max_concurrent_requests` requests in progress on the model routes, or
-`serving.max_queued_rows` rows waiting for the batcher, it gets 429. Both carry Retry-After
-and are answered at once, without reading the body; they are counted in
+Overload is shed, never queued without bound (`Admission`, decided before routing): past
+`serving.max_concurrent_requests` requests in progress on the model routes, or
+`serving.max_queued_rows` rows waiting for the batcher, a request gets 429; on a connection
+opened while `serving.max_connections` were already open, 503 and the connection is closed
+(`serving.server` enforces that one, where connections are seen). All carry Retry-After and
+are answered at once, without reading the body; they are counted in
 `autopilot_rejected_total`, not in `autopilot_requests_total` (which counts admitted requests,
 so shedding is not read as the model failing).
 """
@@ -140,8 +141,8 @@ class _State:
     batcher: MicroBatcher | None = None
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=BACKGROUND_ROWS))
     in_flight: int = 0  # admitted model-route requests not yet answered (event-loop thread only)
-    # The server's count of open connections (set by `serving.server` from uvicorn's own state;
-    # None in-process, e.g. under TestClient, where there are no connections to count).
+    # The server's count of open connections, for /metrics (set by `serving.server` from
+    # uvicorn's own state; None in-process, e.g. under TestClient, with no connections to count).
     open_connections: Callable[[], int] | None = None
     admission: Admission = field(init=False)
 
@@ -250,22 +251,32 @@ class Admission:
 
     def __init__(self, state: _State) -> None:
         self.state = state
-        self.serving = state.cfg.deployment.serving
+        self.serving = serving = state.cfg.deployment.serving
+        self._busy = Refusal(429, "concurrency", f"{serving.max_concurrent_requests} requests are in progress "
+                                                 "(the limit)")
+        self._crowded = Refusal(503, "connections", f"this connection was opened past the limit of "
+                                                    f"{serving.max_connections} open connections", close=True)
         # Answers built once per (reason, version) and reused: (ASGI headers, body, whole HTTP/1.1 bytes).
         self._answers: dict[tuple[str, int | None], tuple[list[tuple[bytes, bytes]], bytes, bytes]] = {}
 
     def refusal(self, path: str) -> Refusal | None:
         """Why a request for `path` must be refused now, or None to admit it (no side effects)."""
-        if path in PROBES:
-            return None
-        state, serving = self.state, self.serving
-        if state.open_connections is not None and state.open_connections() > serving.max_connections:
-            # Closing the connection is the point: it gives the file descriptor and buffers back.
-            return Refusal(503, "connections", f"more than {serving.max_connections} open connections", close=True)
-        if path in ADMITTED and state.in_flight >= serving.max_concurrent_requests:
-            return Refusal(429, "concurrency",
-                           f"{serving.max_concurrent_requests} requests are in progress (the limit)")
+        if path in ADMITTED and self.state.in_flight >= self.serving.max_concurrent_requests:
+            return self._busy
         return None
+
+    def connection_refusal(self, path: str) -> Refusal | None:
+        """The refusal for a request on a connection opened past `max_connections` (None for probes).
+
+        Only connections opened while the server was already at the bound are refused (and
+        closed, which gives the file descriptor back); the ones it had are served as usual.
+        Probes are answered on any connection: an orchestrator must not restart a busy server.
+        """
+        return None if path in PROBES else self._crowded
+
+    def over_connection_bound(self, open_connections: int) -> bool:
+        """Whether a connection that makes `open_connections` open is past `max_connections`."""
+        return open_connections > self.serving.max_connections
 
     def answer(self, path: str, refusal: Refusal) -> tuple[list[tuple[bytes, bytes]], bytes, bytes]:
         """Count the refusal and return its answer: ASGI headers, body, and the whole response as bytes."""
@@ -289,7 +300,9 @@ class AdmissionGuard:
     """Shed load before it queues: a plain ASGI middleware in front of the routes.
 
     It runs before routing and before the body is read, and counts the requests it admits to
-    the model routes (`serving.max_concurrent_requests` bounds that count).
+    the model routes (`serving.max_concurrent_requests` bounds that count). Under
+    `autopilot serve` most refusals never reach it: the server's protocol answers them from the
+    parsed headers with the same decision (`serving.server.http_protocol`).
     """
 
     def __init__(self, app: ASGIApp, state: _State) -> None:

@@ -105,6 +105,10 @@ def http_protocol(header_timeout: float, admission: Any = None) -> type[asyncio.
       of a prepared answer, no ASGI task, no routing. It is the same decision and the same
       answer as the app's `AdmissionGuard`, at a fraction of the cost (the point of shedding is
       that it costs much less than serving).
+    - **The connection bound.** A connection opened while `serving.max_connections` were
+      already open gets 503 with Retry-After on its first request (probes excepted) and is
+      closed; the connections the server already had keep being served, so a flood of new
+      connections costs the established clients nothing but CPU.
 
     Without httptools (uvicorn[standard] ships it): uvicorn's default protocol, without either.
     """
@@ -124,10 +128,12 @@ def http_protocol(header_timeout: float, admission: Any = None) -> type[asyncio.
 
     class ServingProtocol(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
+        _crowded = False  # opened past max_connections: its requests are refused and it is closed
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._head_timer = self.loop.call_later(header_timeout, self._head_timeout)
+            self._crowded = admission is not None and admission.over_connection_bound(len(self.connections))
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -155,7 +161,9 @@ def http_protocol(header_timeout: float, admission: Any = None) -> type[asyncio.
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             path = cycle.scope["path"]
-            refusal = admission.refusal(path) if admission is not None and app is self.app else None
+            refusal = None
+            if admission is not None and app is self.app:
+                refusal = admission.connection_refusal(path) if self._crowded else admission.refusal(path)
             if refusal is None:
                 super()._start_asgi_task(cycle, app)
                 return
