@@ -333,10 +333,11 @@ class ServingConfig(_Frozen):
     # Overload: past these bounds the endpoint sheds load at once (never queues without bound),
     # so admitted requests keep a bounded latency and the process a bounded memory.
     max_concurrent_requests: Annotated[int, Field(ge=1, le=100_000)] = Field(
-        default=64,
+        default=32,
         description="Most /predict, /invocations, /explain and /feedback requests in progress at once; one "
-                    "more gets 429 with Retry-After at once, before its body is read. About twice the "
-                    "concurrency at which micro-batches fill keeps the queue to two batches.",
+                    "more gets 429 with Retry-After at once, before its body is read. Under sustained overload "
+                    "admitted latency is about this / throughput: the default (about the concurrency at which "
+                    "micro-batches fill) keeps it near the latency at capacity; raise it to absorb bursts.",
     )
     max_queued_rows: Annotated[int, Field(ge=1)] = Field(
         default=4096,

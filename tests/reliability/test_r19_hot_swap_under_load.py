@@ -13,9 +13,9 @@ requests sent before the swap began are answered by the old version and those se
 finished by the new one; the admitted p99 after the swap is within 2x of the p99 before it; and
 every acknowledged row is in the inference log, under the version that answered it.
 
-The server runs the default settings except `max_concurrent_requests`, raised from 64 to 1,000:
-at 200 requests/s, a stall of the whole server process longer than 0.32 s (a busy shared CI
-machine) puts 64 requests in progress and the admission bound then sheds with 429, correctly;
+The server runs the default settings except `max_concurrent_requests`, raised from 32 to 1,000:
+at 200 requests/s, a stall of the whole server process longer than 0.16 s (a busy shared CI
+machine) puts 32 requests in progress and the admission bound then sheds with 429, correctly;
 here only the swap may fail the test. Shedding is case 23's subject, and `bench/overload.py`'s.
 """
 

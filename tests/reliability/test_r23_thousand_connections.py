@@ -4,7 +4,7 @@ Fault: one test client (asyncio, raw sockets) opens 700 connections and sends a 
 each at the same instant, then opens 300 more, so that 1,000 are open together (past this
 server's `max_connections` of 800), and sends a prediction on every one of them at once; then
 1,000 connections that never send a byte, and one that sends its headers a byte at a time.
-The server runs the default admission bounds (64 requests in progress) except that cap of 800.
+The server runs the default admission bounds (32 requests in progress) except that cap of 800.
 
 Invariant: every request gets a status, none a reset or a timeout: 200, or 429 (too many in
 progress) or, on the connections opened past the cap (and only on those), 503 with the
