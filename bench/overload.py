@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -334,8 +335,12 @@ def open_loop(server: serving_bench.Server, token: str, bodies: Path, rate: floa
     result.update({"server_rss_baseline_mb": baseline / 2**20, "server_rss_peak_mb": rss.peak / 2**20,
                    "server_rss_growth_mb": max(rss.peak - baseline, 0) / 2**20,
                    "server_rss_after_mb": rss_bytes(server.proc.pid) / 2**20,
-                   "server_cpu_cores": (server.cpu_seconds() - cpu0) / wall,
-                   "foreign_cpu_share": others["foreign_cpu_share"]})
+                   "server_cpu_cores": (server.cpu_seconds() - cpu0) / wall})
+    # `neighbours` counts every process but this one and its waited-for children: the load
+    # generator is one of those, the server (still running) is not, so take it out here.
+    share = others["foreign_cpu_share"]
+    result["foreign_cpu_share"] = (None if share is None else
+                                   round(max(share - result["server_cpu_cores"] / (os.cpu_count() or 1), 0.0), 3))
     return result
 
 
