@@ -409,3 +409,26 @@ def test_admission_bounds_are_validated() -> None:
     assert ServingConfig.model_validate({"max_queued_rows": 64, "max_batch_rows": 64}).max_queued_rows == 64
     with pytest.raises(ValidationError, match="max_concurrent_requests"):
         ServingConfig.model_validate({"max_concurrent_requests": 0})
+
+
+def test_a_dropped_model_leaves_no_cyclic_garbage(store: Settings, cfg: LoadedConfig, v1: Any,
+                                                 adult_frames: Any) -> None:
+    """What lets a swap skip the full collection (`app._swapped`): models are freed by reference counting."""
+    import gc
+
+    registry.configure(store)
+    linear = register_version(store, cfg, adult_frames, params=LINEAR, alias=None)
+    for version in (v1, linear):
+        model = RegistrySource(cfg, cfg.registered_model_name).load(int(version.version))
+        model.predict_rows(feature_rows(adult_frames, cfg, n=3))
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            del model
+            gc.collect()
+            left = [o for o in gc.garbage
+                    if type(o).__module__.split(".")[0] in {"sklearn", "autopilot", "numpy", "pandas", "skops"}]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        assert not left, f"version {version.version} left cyclic garbage: {[type(o) for o in left[:5]]}"
