@@ -243,7 +243,7 @@ class Refusal:
 
 
 class Admission:
-    """The load-shedding decision, made from the path alone, before routing or reading the body.
+    """The load-shedding decision, made before routing or reading the body.
 
     Shared by `AdmissionGuard` (the ASGI middleware, which also counts the requests it admits)
     and by `serving.server`'s uvicorn protocol, which answers a refusal straight from the parsed
@@ -313,7 +313,7 @@ class AdmissionGuard:
         self.admission = state.admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Admit the request to the app, or answer 503/429 with Retry-After at once."""
+        """Admit the request to the app, or answer 429 with Retry-After at once."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -74,8 +74,9 @@ def serve(cfg: ModelConfig, settings: Settings, host: str | None = None, port: i
     log.info("serving %s on %s:%s", cfg.name, host or serving.host, port or serving.port)
     # One process: the batcher is what gives throughput (a second worker would halve its batches
     # and double the memory); access logs are off because /metrics and the inference log say more.
-    # uvicorn's own `limit_concurrency` is not used: its 503 carries no Retry-After and refuses
-    # the probes too; the app's AdmissionGuard bounds connections instead, from uvicorn's count.
+    # uvicorn's own `limit_concurrency` is not used: its 503 carries no Retry-After, refuses the
+    # probes too, and refuses every request while over the limit; `http_protocol` below refuses
+    # only the connections opened past `serving.max_connections`.
     # No proxy-headers middleware (nothing here reads the client address; it cost ~7 us a
     # request) and no `server: uvicorn` header (it tells an attacker what to look up).
     state = app.state.autopilot
