@@ -428,6 +428,7 @@ def _routes(app: FastAPI, state: _State) -> None:
     async def handle(request: Request, endpoint: str, fn: Handler, auth: bool, reads_body: bool) -> Response:
         start = time.perf_counter()
         status = 200
+        answered_by = None  # the version that computed the answer (a swap may have happened since)
         try:
             if auth:
                 _authorize(state, request)  # before the body: an unauthenticated body is never read
@@ -436,6 +437,8 @@ def _routes(app: FastAPI, state: _State) -> None:
             # asyncio.timeout, not wait_for: no second task per request on the hot path.
             async with asyncio.timeout(serving.request_timeout_seconds):
                 payload = await fn(request, body)
+            if isinstance(payload, dict):
+                answered_by = payload.get("model_version")
             content = payload if isinstance(payload, bytes) else orjson.dumps(payload)
             response = Response(content, media_type="application/json")
         except QueueFull as exc:  # shed, like the guard's refusals: not an admitted request
@@ -460,7 +463,7 @@ def _routes(app: FastAPI, state: _State) -> None:
             response = _error(state, 500, f"internal error: {type(exc).__name__}")
         if status != 200:
             _error_headers(response, status, serving.retry_after_seconds)
-        response.headers["X-Model-Version"] = str(state.version or "")
+        response.headers["X-Model-Version"] = str(answered_by if answered_by is not None else state.version or "")
         state.metrics.answered(endpoint, status, time.perf_counter() - start)
         return response
 
