@@ -19,6 +19,7 @@ import pandas as pd
 
 from autopilot import registry
 from autopilot.config import LoadedConfig, load_config
+from autopilot.model_loading import manifest_tags
 from autopilot.settings import Settings
 from tests.conftest import ADULT_CONFIG, PROJECT
 
@@ -78,9 +79,9 @@ def register_version(settings: Settings, cfg: LoadedConfig, adult_frames: tuple[
                                           predict_fn="predict_proba")
     folder = Path(mlflow.artifacts.download_artifacts(info.model_uri))
     manifest = registry.sha256_manifest(folder)
+    tags = manifest_tags(cfg.registered_model_name, manifest, settings.signing_key)  # signed when keyed
     version = registry.create_version(cfg.registered_model_name, info.model_uri, run.info.run_id,
-                                      {registry.MANIFEST_TAG: json.dumps(manifest, sort_keys=True),
-                                       "autopilot.family": params["family"]})
+                                      {**tags, "autopilot.family": params["family"]})
     if alias:
         registry.set_alias(cfg.registered_model_name, alias, int(version.version))
     return version

@@ -466,6 +466,51 @@ class ServingConfig(_Frozen):
         description="Compile the fitted preprocessing to arrays at load (verified against the pipeline on "
                     "synthetic and example rows; the pipeline serves when it does not apply).",
     )
+    # Overload: past these bounds the endpoint sheds load at once (never queues without bound),
+    # so admitted requests keep a bounded latency and the process a bounded memory.
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=32,
+        description="Most /predict, /invocations, /explain and /feedback requests in progress at once; one "
+                    "more gets 429 with Retry-After at once, before its body is read. Under sustained overload "
+                    "admitted latency is about this / throughput: the default (about the concurrency at which "
+                    "micro-batches fill) keeps it near the latency at capacity; raise it to absorb bursts.",
+    )
+    max_queued_rows: Annotated[int, Field(ge=1)] = Field(
+        default=4096,
+        description="Most rows waiting for the micro-batcher; a request that would exceed it gets 429 with "
+                    "Retry-After (at least max_batch_rows, so a request of the largest size can be admitted).",
+    )
+    max_connections: Annotated[int, Field(ge=1)] = Field(
+        default=1000,
+        description="Most open client connections: a connection opened while this many are open gets 503 with "
+                    "Retry-After on its requests (the probes /health, /ready, /ping, /metrics excepted) and is "
+                    "closed; the connections already open are served as usual.",
+    )
+    listen_backlog: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=2048,
+        description="Connections the kernel holds before the server accepts them (capped by net.core.somaxconn).",
+    )
+    retry_after_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=1, description="Retry-After (seconds) sent with every 429 and 503 the endpoint sheds load with."
+    )
+    header_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=5.0,
+        description="Longest time from a connection's opening (or a request's first byte) to the end of the "
+                    "request's headers; past it the connection gets 408 and is closed, so idle or trickling "
+                    "connections cannot hold max_connections.",
+    )
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=5.0,
+        description="Longest time to receive a whole request body (a slow client gets 408 and its connection "
+                    "is closed); the request_timeout_seconds budget starts once the body is in.",
+    )
+
+    @model_validator(mode="after")
+    def _check_admission(self) -> ServingConfig:
+        if self.max_queued_rows < self.max_batch_rows:
+            raise ValueError(f"max_queued_rows ({self.max_queued_rows}) is below max_batch_rows "
+                             f"({self.max_batch_rows}): a request of the largest allowed size could never be admitted")
+        return self
 
 
 class RolloutConfig(_Frozen):

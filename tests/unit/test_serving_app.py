@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 
 from autopilot import registry
 from autopilot.config import LoadedConfig
@@ -228,7 +229,8 @@ def test_package_folder_is_verified_before_loading(store: Settings, cfg: LoadedC
     with TestClient(create_app(cfg, DirectorySource(cfg, bad, version=7), token=None, follow=False)) as client:
         ready = client.get("/ready")
         assert ready.status_code == 503 and "changed file model.skops" in ready.json()["error"]
-        assert client.post("/invocations", json={"instances": [{}]}).status_code == 503
+        unavailable = client.post("/invocations", json={"instances": [{}]})
+        assert unavailable.status_code == 503 and unavailable.headers["Retry-After"] == "1"
     (bad / "autopilot-manifest.json").unlink()
     with TestClient(create_app(cfg, DirectorySource(cfg, bad, version=7), token=None, follow=False)) as client:
         assert "unverified" in client.get("/ready").json()["error"]
@@ -277,3 +279,157 @@ def test_a_request_over_its_time_limit_gets_504(store: Settings, v1: Any, adult_
         answer = client.post("/predict", json={"records": feature_rows(adult_frames, slow, n=50)}, headers=AUTH)
         assert answer.status_code == 504 and "no answer within" in answer.json()["error"]
         assert 'autopilot_errors_total{endpoint="predict",kind="504"} 1.0' in client.get("/metrics").text
+
+
+# ---------------------------------------------------------------------------- admission: the guard and the queue bound
+
+
+class _NoSource:
+    """A source never asked for a model: these tests drive the guard directly, without the lifespan."""
+
+    def current_version(self) -> int:
+        return 1
+
+    def load(self, version: int) -> Any:
+        raise AssertionError("not loaded in these tests")
+
+
+def _http_scope(path: str) -> dict[str, Any]:
+    return {"type": "http", "path": path, "method": "POST", "headers": [], "query_string": b""}
+
+
+def test_the_guard_sheds_past_the_concurrency_bound_at_once_with_retry_after() -> None:
+    import asyncio
+
+    from autopilot.serving.app import AdmissionGuard
+
+    cfg = adult_cfg(max_concurrent_requests=2, retry_after_seconds=3)
+    state = create_app(cfg, _NoSource(), token=TOKEN, follow=False).state.autopilot
+    release = asyncio.Event()
+    reached: list[str] = []
+
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:  # the routes, held in progress
+        reached.append(scope["path"])
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard = AdmissionGuard(slow_app, state)
+
+    async def call(path: str) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await guard(_http_scope(path), None, send)  # type: ignore[arg-type]
+        return sent
+
+    async def scenario() -> tuple[list[Any], list[Any], list[Any], int]:
+        held = [asyncio.ensure_future(call("/predict")), asyncio.ensure_future(call("/explain"))]
+        await asyncio.sleep(0.01)
+        in_flight = state.in_flight
+        refused = await asyncio.wait_for(call("/invocations"), 1.0)  # answered at once, not queued
+        probe = asyncio.ensure_future(call("/ready"))  # probes are never shed
+        await asyncio.sleep(0.01)
+        release.set()
+        return [await h for h in held], refused, await probe, in_flight
+
+    held, refused, probe, in_flight = asyncio.run(scenario())
+    assert in_flight == 2 and state.in_flight == 0
+    assert all(h[0]["status"] == 200 for h in held) and probe[0]["status"] == 200
+    assert refused[0]["status"] == 429 and "/invocations" not in reached
+    headers = dict(refused[0]["headers"])
+    assert headers[b"retry-after"] == b"3" and b"connection" not in headers
+    assert b"2 requests are in progress" in refused[1]["body"]
+    text = generate_latest(state.metrics.registry).decode()
+    assert 'autopilot_rejected_total{endpoint="invocations",reason="concurrency"} 1.0' in text
+    assert 'autopilot_requests_total{endpoint="invocations"' not in text  # shedding is not an admitted answer
+
+
+def test_connections_past_the_bound_are_refused_with_a_closing_503_except_for_probes() -> None:
+    state = create_app(adult_cfg(max_connections=10), _NoSource(), token=TOKEN, follow=False).state.autopilot
+    admission = state.admission
+    assert not admission.over_connection_bound(10) and admission.over_connection_bound(11)
+    for path in ("/predict", "/model", "/reload"):
+        refusal = admission.connection_refusal(path)
+        assert refusal is not None and refusal.status == 503 and refusal.close, path
+        headers, body, raw = admission.answer(path, refusal)
+        assert dict(headers)[b"connection"] == b"close" and dict(headers)[b"retry-after"] == b"1"
+        assert b"opened past the limit of 10 open connections" in body
+        assert raw.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and raw.endswith(b"\r\n\r\n" + body)
+        assert b"\r\nretry-after: 1\r\n" in raw and b"\r\nconnection: close\r\n" in raw
+    for path in ("/health", "/ready", "/ping", "/metrics"):
+        assert admission.connection_refusal(path) is None, path
+    text = generate_latest(state.metrics.registry).decode()
+    for endpoint in ("predict", "model", "reload"):
+        assert f'autopilot_rejected_total{{endpoint="{endpoint}",reason="connections"}} 1.0' in text
+
+
+def test_the_batcher_refuses_rows_past_its_queue_bound_and_counts_them_back() -> None:
+    import asyncio
+
+    from autopilot.serving.batcher import MicroBatcher, QueueFull
+
+    async def scenario() -> tuple[list[Any], int, int]:
+        gate = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def process(jobs: Any) -> list[Any]:
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result()  # hold the first batch
+            return [len(job.rows) for job in jobs]
+
+        batcher = MicroBatcher(process, max_rows=2, max_wait_ms=0, max_queued_rows=3)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit([{}, {}], "a"))  # taken into the (held) batch
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(batcher.submit([{}, {}], "b"))]  # 2 rows wait
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull, match="2 rows are waiting for a batch; 2 more would exceed the limit of 3"):
+            await batcher.submit([{}, {}], "c")
+        queued.append(asyncio.ensure_future(batcher.submit([{}], "d")))  # 3 rows: at the bound, admitted
+        await asyncio.sleep(0.01)
+        at_bound = batcher.queued_rows
+        gate.set()
+        results = [await first] + [await q for q in queued]
+        drained = batcher.queued_rows
+        await batcher.stop()
+        return results, at_bound, drained
+
+    results, at_bound, drained = asyncio.run(scenario())
+    assert results == [2, 2, 1] and at_bound == 3 and drained == 0
+
+
+def test_admission_bounds_are_validated() -> None:
+    from pydantic import ValidationError
+
+    from autopilot.config import ServingConfig
+
+    with pytest.raises(ValidationError, match=r"max_queued_rows \(1000\) is below max_batch_rows \(1024\)"):
+        ServingConfig.model_validate({"max_queued_rows": 1000})
+    assert ServingConfig.model_validate({"max_queued_rows": 64, "max_batch_rows": 64}).max_queued_rows == 64
+    with pytest.raises(ValidationError, match="max_concurrent_requests"):
+        ServingConfig.model_validate({"max_concurrent_requests": 0})
+
+
+def test_a_dropped_model_leaves_no_cyclic_garbage(store: Settings, cfg: LoadedConfig, v1: Any,
+                                                 adult_frames: Any) -> None:
+    """What lets a swap skip the full collection (`app._swapped`): models are freed by reference counting."""
+    import gc
+
+    registry.configure(store)
+    linear = register_version(store, cfg, adult_frames, params=LINEAR, alias=None)
+    for version in (v1, linear):
+        model = RegistrySource(cfg, cfg.registered_model_name).load(int(version.version))
+        model.predict_rows(feature_rows(adult_frames, cfg, n=3))
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            del model
+            gc.collect()
+            left = [o for o in gc.garbage
+                    if type(o).__module__.split(".")[0] in {"sklearn", "autopilot", "numpy", "pandas", "skops"}]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        assert not left, f"version {version.version} left cyclic garbage: {[type(o) for o in left[:5]]}"

@@ -12,6 +12,10 @@ Natural batching alone splits a closed loop of N clients into two groups that ta
 the last batch held more than one request, the next one waits up to the last prediction's
 duration for the others to arrive, and stops waiting once as many requests as last time are
 in; a lone client (the last batch held one request) never waits.
+
+The queue is bounded in rows (`max_queued_rows`): a request that would exceed it is refused
+at once (`QueueFull`) rather than queued, so waiting time and memory stay bounded under
+overload and the endpoint can answer 429 instead of letting every request time out.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Job", "MicroBatcher"]
+__all__ = ["Job", "MicroBatcher", "QueueFull"]
 
 MAX_ADAPTIVE_WAIT = 0.025  # seconds: a slow model must not turn the wait into latency
 
@@ -47,6 +51,14 @@ class Job:
         return self.future.done()
 
 
+class QueueFull(Exception):
+    """The batcher holds as many rows as it may: the request was not queued."""
+
+    def __init__(self, queued: int, rows: int, limit: int) -> None:
+        super().__init__(f"{queued} rows are waiting for a batch; {rows} more would exceed the limit of {limit}")
+        self.queued, self.rows, self.limit = queued, rows, limit
+
+
 class MicroBatcher:
     """Queue requests and process them in batches on one thread.
 
@@ -55,9 +67,12 @@ class MicroBatcher:
     """
 
     def __init__(self, process: Callable[[Sequence[Job]], list[Any]], max_rows: int,
-                 max_wait_ms: float | None = None, thread_init: Callable[[], None] | None = None) -> None:
+                 max_wait_ms: float | None = None, thread_init: Callable[[], None] | None = None,
+                 max_queued_rows: int | None = None) -> None:
         self._process = process
         self.max_rows = max_rows
+        self.max_queued_rows = max_queued_rows
+        self.queued_rows = 0  # rows submitted and not yet taken into a batch (event-loop thread only)
         self.fixed_wait = None if max_wait_ms is None else max_wait_ms / 1000.0
         self._last_jobs = 0
         self._last_seconds = 0.0
@@ -82,19 +97,30 @@ class MicroBatcher:
                 await self._worker
         if self._queue is not None:
             while not self._queue.empty():
-                job = self._queue.get_nowait()
+                job = self._take(self._queue.get_nowait())
                 if not job.future.done():
                     job.future.set_exception(RuntimeError("the server is shutting down"))
         self._executor.shutdown(wait=True)
 
     async def submit(self, rows: list[dict[str, Any]], request_id: str, **meta: Any) -> Any:
-        """Queue one request and wait for its result."""
+        """Queue one request and wait for its result.
+
+        Raises:
+            QueueFull: when its rows would take the queue past `max_queued_rows` (nothing was queued).
+        """
         if self._queue is None:
             raise RuntimeError("the batcher is not started")
+        if self.max_queued_rows is not None and self.queued_rows + len(rows) > self.max_queued_rows:
+            raise QueueFull(self.queued_rows, len(rows), self.max_queued_rows)
         loop = asyncio.get_running_loop()
         job = Job(rows=rows, request_id=request_id, future=loop.create_future(), enqueued=loop.time(), meta=meta)
-        await self._queue.put(job)
+        self.queued_rows += len(rows)
+        self._queue.put_nowait(job)  # unbounded asyncio queue: bounded by the row count above
         return await job.future
+
+    def _take(self, job: Job) -> Job:
+        self.queued_rows -= len(job.rows)
+        return job
 
     def _wait(self) -> float:
         if self.fixed_wait is not None:
@@ -108,14 +134,14 @@ class MicroBatcher:
         deadline = loop.time() + self._wait()
         while rows < self.max_rows:
             try:
-                job = self._queue.get_nowait()
+                job = self._take(self._queue.get_nowait())
             except asyncio.QueueEmpty:
                 remaining = deadline - loop.time()
                 # Adaptive: as many requests as last time are here, so the group is complete.
                 if remaining <= 0 or (self.fixed_wait is None and len(batch) >= self._last_jobs):
                     break
                 try:
-                    job = await asyncio.wait_for(self._queue.get(), remaining)
+                    job = self._take(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
             if rows + len(job.rows) > self.max_rows:
@@ -129,7 +155,8 @@ class MicroBatcher:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            first, self._carry = (self._carry, None) if self._carry is not None else (await self._queue.get(), None)
+            first, self._carry = ((self._carry, None) if self._carry is not None
+                                  else (self._take(await self._queue.get()), None))
             batch = [j for j in await self._gather(first) if not j.cancelled]
             if not batch:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from autopilot.config import ModelConfig
 from autopilot.settings import Settings
 
-__all__ = ["build_app", "resolve_token", "serve"]
+__all__ = ["build_app", "http_protocol", "resolve_token", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -76,5 +77,113 @@ def serve(cfg: ModelConfig, settings: Settings, host: str | None = None, port: i
     log.info("serving %s on %s:%s", cfg.name, host or serving.host, port or serving.port)
     # One process: the batcher is what gives throughput (a second worker would halve its batches
     # and double the memory); access logs are off because /metrics and the inference log say more.
-    uvicorn.run(app, host=host or serving.host, port=port or serving.port, log_level="warning", access_log=False,
-                timeout_keep_alive=30)
+    # uvicorn's own `limit_concurrency` is not used: its 503 carries no Retry-After, refuses the
+    # probes too, and refuses every request while over the limit; `http_protocol` below refuses
+    # only the connections opened past `serving.max_connections`.
+    # No proxy-headers middleware (nothing here reads the client address; it cost ~7 us a
+    # request) and no `server: uvicorn` header (it tells an attacker what to look up).
+    state = app.state.autopilot
+    config = uvicorn.Config(app, host=host or serving.host, port=port or serving.port, log_level="warning",
+                            access_log=False, timeout_keep_alive=30, backlog=serving.listen_backlog,
+                            proxy_headers=False, server_header=False,
+                            http=http_protocol(serving.header_timeout_seconds, state.admission))
+    server = uvicorn.Server(config)
+    connections = server.server_state.connections
+    state.open_connections = lambda: len(connections)
+    server.run()
+    if not server.started:
+        raise ServingSetupError(f"the server did not start on {config.host}:{config.port} (see the log above)")
+
+
+def http_protocol(header_timeout: float, admission: Any = None) -> type[asyncio.Protocol] | str:
+    """uvicorn's httptools protocol, with a deadline on request heads and a fast path for refusals.
+
+    - **Head deadline.** uvicorn times out idle keep-alive connections, but not a connection
+      that never sends a request, nor one that sends its headers a byte at a time: each would
+      hold a connection (and a place under `serving.max_connections`) for as long as the client
+      likes. The deadline runs from the connection's opening, or a request's first byte, to the
+      end of its headers; past it the connection gets 408 and is closed. (The body has its own
+      deadline, `serving.body_timeout_seconds`, in the app.)
+    - **Refusals from the headers.** With `admission` (the app's `serving.app.Admission`), a
+      request the app would shed is answered here, as soon as its headers are parsed: one write
+      of a prepared answer, no ASGI task, no routing. It is the same decision and the same
+      answer as the app's `AdmissionGuard`, at a fraction of the cost (the point of shedding is
+      that it costs much less than serving).
+    - **The connection bound.** A connection opened while `serving.max_connections` were
+      already open gets 503 with Retry-After on its first request (probes excepted) and is
+      closed; the connections the server already had keep being served, so a flood of new
+      connections costs the established clients nothing but CPU.
+
+    Without httptools (uvicorn[standard] ships it): uvicorn's default protocol, without either.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover
+        log.warning("httptools is not installed: request heads have no deadline")
+        return "auto"
+
+    if admission is not None and not hasattr(HttpToolsProtocol, "_start_asgi_task"):  # uvicorn internals moved
+        log.warning("this uvicorn has no HttpToolsProtocol._start_asgi_task: refusals go through the app")
+        admission = None
+    body = (b'{"error": "the request headers were not received within %g s", "status": 408, "model_version": null}'
+            % header_timeout)
+    timeout_answer = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                      b"connection: close\r\n\r\n%s" % (len(body), body))
+
+    class ServingProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+        _crowded = False  # opened past max_connections: its requests are refused and it is closed
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._head_timer = self.loop.call_later(header_timeout, self._head_timeout)
+            self._crowded = admission is not None and admission.over_connection_bound(len(self.connections))
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(header_timeout, self._head_timeout)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.transport.write(timeout_answer)
+                self.transport.close()
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            path = cycle.scope["path"]
+            refusal = None
+            if admission is not None and app is self.app:
+                refusal = admission.connection_refusal(path) if self._crowded else admission.refusal(path)
+            if refusal is None:
+                super()._start_asgi_task(cycle, app)
+                return
+            # What uvicorn's own response cycle does once an answer is complete: the rest of the
+            # request's body, if any, is then read and dropped, and keep-alive goes on.
+            cycle.response_started = cycle.response_complete = True
+            self.transport.write(self._with_default_headers(admission.answer(path, refusal)[2]))
+            if refusal.close or not cycle.keep_alive:
+                self.transport.close()
+            self.on_response_complete()
+
+        def _with_default_headers(self, raw: bytes) -> bytes:
+            defaults = self.server_state.default_headers  # Date (refreshed every second) and the like
+            if not defaults:
+                return raw
+            line_end = raw.index(b"\r\n") + 2
+            return raw[:line_end] + b"".join(b"%s: %s\r\n" % pair for pair in defaults) + raw[line_end:]
+
+    return ServingProtocol
