@@ -243,7 +243,7 @@ class MlflowServer:
         self._log = log.open("wb")
         artifacts.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "DO_NOT_TRACK": "true"}
+               "DO_NOT_TRACK": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no huey job consumers
         bindir = str(Path(sys.executable).parent)
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
         self.proc = subprocess.Popen(

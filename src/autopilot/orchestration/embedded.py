@@ -144,6 +144,9 @@ class Embedded:
                 "conn_type": "http", "host": self.local_host.strip("[]"), "port": self.airflow_port, "login": "admin",
                 "password": self._admin_secret()}),
             "GX_ANALYTICS_ENABLED": "False",
+            # MLflow 3's server starts five huey job consumers (~250 MB each) for GenAI jobs that
+            # autopilot never submits; off, the MLflow server is one process.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": env.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
             "PYTHONWARNINGS": env.get("PYTHONWARNINGS", "ignore::DeprecationWarning"),
         })
         env.update(self.overrides)
