@@ -290,7 +290,7 @@ def test_a_drift_alarm_during_a_running_retrain_is_recorded_with_its_reason(
     assert done["state"] == "success", done
     tasks = {t["task_id"]: t["state"] for t in airflow.get(f"{path}/taskInstances")["task_instances"]}
     assert tasks == {"monitor": "success", "branch": "success", "alert": "success",
-                     "trigger_retraining": "skipped", "healthy": "skipped"}, tasks
+                     "trigger_retraining": "skipped", "healthy": "skipped", "drain_alerts": "success"}, tasks
 
     # Recorded with its reason; not queued as another retrain.
     window = state.last_windows(settings, MODEL, limit=1)[-1]
