@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopilot import registry
+from autopilot.outages import is_outage
 from autopilot.reports import GateFailure, GateReport
 
 if TYPE_CHECKING:
@@ -181,17 +182,49 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
     version = registry.resolve_version(cfg.registered_model_name, plan["version"])
     # Read strictly: an MLflow outage fails (and retries) the task; it is never "no plan".
     sagemaker = _read_stored_artifact(plan["run_id"], SAGEMAKER_ARTIFACT)
-    # Packaged from the verified copy: a version that fails verification is never shipped.
-    with (open_version(version, LoadPolicy.of(cfg, settings)) as files,
-          tempfile.TemporaryDirectory(prefix="autopilot-package-") as tmp):
-        path, digest = package_model(files.folder, Path(tmp) / "model.tar.gz",
-                                     signature=(version.tags or {}).get(SIGNATURE_TAG))
-        url = upload_package(clients.s3, aws.bucket, _package_key(cfg, plan["version"]), path, digest, limits=aws)
-    result = provision_endpoint(clients, endpoint=plan["endpoint"], sagemaker=sagemaker,
-                                wait_timeout=aws.wait_timeout_seconds)
+    try:
+        # Packaged from the verified copy: a version that fails verification is never shipped.
+        with (open_version(version, LoadPolicy.of(cfg, settings)) as files,
+              tempfile.TemporaryDirectory(prefix="autopilot-package-") as tmp):
+            path, digest = package_model(files.folder, Path(tmp) / "model.tar.gz",
+                                         signature=(version.tags or {}).get(SIGNATURE_TAG))
+            url = upload_package(clients.s3, aws.bucket, _package_key(cfg, plan["version"]), path, digest,
+                                 limits=aws)
+        result = provision_endpoint(clients, endpoint=plan["endpoint"], sagemaker=sagemaker,
+                                    wait_timeout=aws.wait_timeout_seconds)
+    except Exception as exc:
+        if is_outage(exc):
+            raise  # AWS or MLflow unreachable: the task retries; nothing was decided
+        raise _undo_promotion(cfg, settings, ctx, plan, exc) from exc
     return {"skipped": False, "target": "aws", "version": plan["version"], "package": url, "sha256": digest,
             "endpoint": result.endpoint, "endpoint_config": result.endpoint_config, "action": result.action,
             "status": result.status, "alarms": [a["AlarmName"] for a in sagemaker["alarms"]]}
+
+
+def _undo_promotion(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: dict[str, Any],
+                    exc: BaseException) -> GateFailure:
+    """A deployment refused or failed for good: put `champion` back on what the endpoint still serves.
+
+    SageMaker keeps serving the previous endpoint config when a create or update fails (or never
+    starts), so a champion alias left on the undeployed version would point at a model nothing
+    serves: rollbacks, gates and monitoring would all reason about the wrong version. The alias
+    moves back only if it is on this version (a deploy of a version that was never promoted
+    moves nothing).
+    """
+    from autopilot.promotion import current, rollback
+
+    failed = int(plan["version"])
+    reasons = [f"deploy of version {failed} failed: {type(exc).__name__}: {str(exc)[:500]}"]
+    if current(cfg.registered_model_name, "champion") == failed:
+        try:
+            move = rollback(settings, cfg.registered_model_name, actor=ctx.actor, reason=reasons[0][:500],
+                            idempotency_key=ctx.key(cfg, "deploy-rollback"))
+            reasons.append(f"rolled the champion alias back to version {move.to_version}, which the endpoint "
+                           "still serves")
+        except LookupError as missing:  # a first deployment: nothing earlier to go back to
+            reasons.append(f"version {failed} stays champion with nothing serving it ({missing})")
+    log.error("deploy of %s v%s failed: %s", cfg.name, failed, "; ".join(reasons))
+    return GateFailure(GateReport.failed("deploy", reasons))
 
 
 # ---------------------------------------------------------------------------- rollout

@@ -188,24 +188,38 @@ def test_an_update_sagemaker_rolled_back_fails_the_rollout_and_moves_the_alias_b
     assert endpoint_config(world) == world["config1"]
 
 
-def test_a_deployment_without_rollback_alarms_is_refused(sagemaker: dict[str, Any]) -> None:
+@pytest.mark.parametrize("promoted", [False, True], ids=["not promoted", "promoted"])
+def test_a_deployment_without_rollback_alarms_is_refused(sagemaker: dict[str, Any], promoted: bool) -> None:
+    """Refused before anything is created; a champion nothing serves is moved back to the one that is served."""
     dep, clients = sagemaker["dep"], sagemaker["clients"]
     stored = stored_artifact(dep, dep.plan(2)["run_id"], "deploy/sagemaker.json")
     original = stored.read_text()
     tampered = json.loads(original)
     tampered["deployment_config"].pop("AutoRollbackConfiguration")
     before = sagemaker_names(clients.sagemaker)
+    moves = len(history(dep.settings, dep.cfg.registered_model_name))
+    if promoted:
+        promote(dep.settings, dep.cfg.registered_model_name, dep.versions[2], actor="test", reason="better")
     stored.write_text(json.dumps(tampered))
     try:
-        with pytest.raises(ProvisionError, match="refusing to deploy .*no AutoRollbackConfiguration alarms"):
-            deploy_version(dep.cfg, dep.settings, RunContext(run_id="r16-no-alarms"), dep.plan(2), clients)
+        with pytest.raises(GateFailure, match="refusing to deploy .*no AutoRollbackConfiguration alarms") as failed:
+            deploy_version(dep.cfg, dep.settings, RunContext(run_id=f"r16-no-alarms-{promoted}"), dep.plan(2),
+                           clients)
     finally:
         stored.write_text(original)
+    assert isinstance(failed.value.__cause__, ProvisionError)
     assert sagemaker_names(clients.sagemaker) == before  # nothing created
     endpoint = dep.plan(1)["endpoint"]
     assert clients.sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"] == \
         dep.plan(1)["endpoint_config"]
-    assert champion(dep) == dep.versions[1]
+    assert champion(dep) == dep.versions[1]  # the version the endpoint serves
+    new_moves = history(dep.settings, dep.cfg.registered_model_name)[moves:]
+    if promoted:  # promoted, then undone: one rollback row naming the failed deploy
+        assert [(m.action, m.to_version) for m in new_moves[1:]] == [("rollback", dep.versions[1])]
+        assert "deploy of version" in new_moves[-1].reason
+        assert any("rolled the champion alias back" in r for r in failed.value.report.reasons)
+    else:  # never champion: no alias moves
+        assert new_moves == []
 
 
 def stored_artifact(dep: Deployment, run_id: str, path: str) -> Path:
