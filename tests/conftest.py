@@ -126,6 +126,20 @@ SLOW_FILES_FIRST = (
     "tests/e2e/test_doctor.py",
     "tests/e2e/test_simulate.py",
     "tests/integration/test_postgres.py",
+    # The reliability suite (`make test-reliability`), measured the same way.
+    "tests/reliability/test_r06_concurrent_triggers.py",
+    "tests/reliability/test_r24_quiet_windows.py",
+    "tests/reliability/test_r19_hot_swap_under_load.py",
+    "tests/reliability/test_r28_canary_secrets.py",
+    "tests/reliability/test_r17_mlflow_outage.py",
+    "tests/reliability/test_r05_trigger_auth.py",
+    "tests/reliability/test_r04_duplicate_trigger.py",
+    "tests/reliability/test_r27_slack_outage.py",
+    "tests/reliability/test_r16_rollout_rollback.py",
+    "tests/reliability/test_r13_partial_upload.py",
+    "tests/reliability/test_r18_aws_outage.py",
+    "tests/reliability/test_r10_tuning_worker_killed.py",
+    "tests/reliability/test_r14_pickle_payload.py",
 )
 
 
