@@ -14,8 +14,7 @@ import signal
 import socket
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import yaml
 from autopilot.orchestration.embedded import Embedded, _alive
 from autopilot.settings import Settings
 from tests.conftest import PROJECT, TINY_TUNING, adult_config_dict
+from tests.integration.conftest import postgres_databases
 
 __all__ = ["SMOKE", "SMOKE_DAG", "Airflow", "free_port", "live_airflow", "postgres_databases", "write_broken_config"]
 
@@ -204,34 +204,3 @@ def _wait_for_dags(served: Airflow, wanted: set[str], timeout: float) -> None:
             return
         time.sleep(2)
     raise AssertionError(f"DAGs {sorted(wanted - dag_ids)} never appeared in the API (seen {sorted(dag_ids)})")
-
-
-@contextmanager
-def postgres_databases() -> Iterator[Callable[[], str]]:
-    """Like the integration suite's `postgres_factory`, for a module-scoped fixture: fresh databases, dropped after."""
-    import psycopg2
-
-    from tests.integration.conftest import PG_DSN, _unavailable
-
-    try:
-        admin = psycopg2.connect(PG_DSN, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        _unavailable(f"needs PostgreSQL at {PG_DSN}: {exc}")
-    admin.autocommit = True
-    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"autopilot_test_{uuid.uuid4().hex[:12]}"
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        return f"{base}/{name}"
-
-    try:
-        yield make
-    finally:
-        with admin.cursor() as cur:
-            for name in made:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()

@@ -5,6 +5,7 @@ instead of skipping them, so CI cannot pass by skipping."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,9 +22,13 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def postgres_factory() -> Iterator[Callable[[], str]]:
-    """Makes fresh, empty PostgreSQL databases (dropped afterwards); each call gives a URL."""
+@contextlib.contextmanager
+def postgres_databases() -> Iterator[Callable[[], str]]:
+    """Makes fresh, empty PostgreSQL databases (dropped afterwards); each call gives a URL.
+
+    A context manager, so fixtures of any scope can use it (`postgres_factory` below; module-scoped
+    fixtures of the e2e and reliability suites).
+    """
     import psycopg2
 
     try:
@@ -49,6 +54,13 @@ def postgres_factory() -> Iterator[Callable[[], str]]:
             for name in made:
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def postgres_factory() -> Iterator[Callable[[], str]]:
+    """Makes fresh, empty PostgreSQL databases (dropped after the test); each call gives a URL."""
+    with postgres_databases() as make:
+        yield make
 
 
 @pytest.fixture
