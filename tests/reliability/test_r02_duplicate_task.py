@@ -13,10 +13,7 @@ it), one training run for its key; one Slack message.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from autopilot.config import LoadedConfig, load_config
 from autopilot.promotion import current
 from autopilot.settings import Settings
 from autopilot.stages import RunContext, experiment_name, snapshot_data, train_and_register, validate_data
+from tests.integration.test_slack_alerts import slack_receiver
 from tests.reliability.crash_support import (
     FORK,
     fork_worker,
@@ -92,29 +90,11 @@ def test_snapshot_and_training_run_twice_at_once(small_adult: Callable[..., Path
 @pytest.fixture
 def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     """A Slack stand-in on loopback that takes half a second to answer; yields the messages it got."""
-    messages: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            messages.append(json.loads(body))
-            time.sleep(0.5)
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/services/T000/B000/XXXX"
-    monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_SLACK", json.dumps({"conn_type": "slackwebhook", "password": url}))
-    yield messages
-    server.shutdown()
-    server.server_close()
+    with slack_receiver() as receiver:
+        receiver.script = ["slow"] * 4  # both copies are mid-delivery at once
+        monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_SLACK",
+                           json.dumps({"conn_type": "slackwebhook", "password": receiver.url}))
+        yield receiver.messages
 
 
 def notify(settings: Settings) -> bool:

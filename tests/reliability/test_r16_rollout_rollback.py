@@ -31,7 +31,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from autopilot.deploy_stages import RollbackIncomplete, deploy_version, rollout_
 from autopilot.promotion import history, promote, rollback
 from autopilot.reports import GateFailure
 from autopilot.stages import RunContext
+from tests.integration.test_slack_alerts import slack_receiver
 from tests.reliability.aws_support import (
     REGION,
     AwsFaultProxy,
@@ -238,28 +238,10 @@ def stored_artifact(dep: Deployment, run_id: str, path: str) -> Path:
 @pytest.fixture
 def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     """A local stand-in for Slack's webhook (the real provider hook posts to it); the messages."""
-    messages: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            messages.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/services/T000/B000/XXXX"
-    monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_SLACK", json.dumps({"conn_type": "slackwebhook", "password": url}))
-    try:
-        yield messages
-    finally:
-        server.shutdown()
-        server.server_close()
+    with slack_receiver() as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_SLACK",
+                           json.dumps({"conn_type": "slackwebhook", "password": receiver.url}))
+        yield receiver.messages
 
 
 class _TaskInstance:
