@@ -127,6 +127,8 @@ def test_kubernetes_resources_come_from_the_profile_and_selection(tmp_path: Path
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "600Mi"}  # 300 x headroom 2
     assert container["env"][0] == {"name": "MY_TOKEN", "valueFrom": {
         "secretKeyRef": {"name": "autopilot-adult-income-serving", "key": "token"}}}
+    assert container["env"][1] == {"name": "AUTOPILOT_SIGNING_KEY", "valueFrom": {  # signed packages, when keyed
+        "secretKeyRef": {"name": "autopilot-adult-income-serving", "key": "signing-key", "optional": True}}}
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 8080}
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": 8080}
     assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"

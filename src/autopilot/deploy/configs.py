@@ -297,6 +297,11 @@ def _k8s_manifests(model: str, version: int, names: DeploymentNames, profile: Pr
                         "env": [
                             {"name": deployment.serving.token_env,
                              "valueFrom": {"secretKeyRef": {"name": f"{names.k8s}-serving", "key": "token"}}},
+                            # With the key, the endpoint refuses a package whose manifest signature is
+                            # missing or wrong (a swapped package); optional: without it, unsigned loads.
+                            {"name": "AUTOPILOT_SIGNING_KEY",
+                             "valueFrom": {"secretKeyRef": {"name": f"{names.k8s}-serving", "key": "signing-key",
+                                                            "optional": True}}},
                             {"name": "AUTOPILOT_MODEL_VERSION", "value": str(version)},
                         ],
                         "resources": {
