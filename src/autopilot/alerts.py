@@ -75,7 +75,9 @@ _SECRET_PATTERNS: tuple[tuple[str, int, str], ...] = (
     (r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]{8,}=*", 0, r"\1 ***"),
     (r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;]+", 0, r"\1***"),
     # key=value and "key": "value" pairs, the key possibly prefixed (aws_secret_access_key, db_password)
-    (r"(?i)\b([\w.-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key|signature))"
+    # The prefix is bounded: an unbounded lazy one rescans from every word boundary (quadratic:
+    # 10 KB of "a-a-a-..." took 5.7 s).
+    (r"(?i)\b([\w.-]{0,64}?(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key|signature))"
      r"(\"?\s*[=:]\s*\"?)[^\s\"',;&]+", 0, r"\1\2***"),
 )
 MIN_KNOWN_SECRET = 4  # exact secrets shorter than this would replace ordinary words
@@ -83,6 +85,10 @@ MIN_ENV_SECRET = 8  # values of secret-named variables found in an environment
 # Names of environment variables (and connection extras) whose values are secrets.
 _SECRET_NAME = re.compile(r"(?i)(password|passwd|secret|token|api_?key|access_?key|private_?key|signing_?key|"
                           r"credential|webhook|(?:^|_)(?:key|pass|pwd)(?:$|_))")
+# Names that match the pattern above but hold no secret: the shell's working directories, and
+# `*_FILE` variables, which name the file a secret is in (its path is not the secret).
+_NOT_SECRET_NAME = re.compile(r"(?i)^(?:PWD|OLDPWD)$|_FILE$")
+MAX_SCRUBBED = 16_384  # text longer than this is cut before scrubbing: every message clips far shorter
 
 
 @functools.cache
@@ -108,7 +114,13 @@ def _replace_known(text: str, secrets: Iterable[str]) -> str:
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with known secrets (exact, also percent-encoded) and secret-looking parts replaced by `***`."""
+    """`text` with known secrets (exact, also percent-encoded) and secret-looking parts replaced by `***`.
+
+    Text over `MAX_SCRUBBED` characters is cut first (and marked): what is scrubbed is always
+    clipped shorter afterwards, and the patterns then cost linear time on a bounded input.
+    """
+    if len(text) > MAX_SCRUBBED:
+        text = text[:MAX_SCRUBBED] + ELLIPSIS
     text = _replace_known(text, secrets)
     for pattern, replacement in _secrets():
         text = pattern.sub(replacement, text)
@@ -149,7 +161,7 @@ def env_secrets(environ: Mapping[str, str]) -> list[str]:
             continue
         if name.startswith("AIRFLOW_CONN_"):
             found.update(_connection_secrets(value))
-        elif _SECRET_NAME.search(name):
+        elif _SECRET_NAME.search(name) and not _NOT_SECRET_NAME.search(name):
             found.add(value)
         elif "://" in value and "@" in value:
             found.update(_url_secrets(value))

@@ -16,9 +16,10 @@ __all__ = ["main"]
 
 def _settings() -> Any:
     from autopilot.model_loading import harden_process
-    from autopilot.settings import Settings
+    from autopilot.settings import Settings, quiet_credential_loggers
 
     harden_process()  # every command that may load a model: MLflow's own pickle loading is off
+    quiet_credential_loggers()
     return Settings.from_env()
 
 

@@ -123,12 +123,17 @@ def _package_key(cfg: LoadedConfig, version: int) -> str:
 
 
 def _read_artifact(run_id: str, path: str) -> Any | None:
+    """A JSON artifact of a run, or None when it is not there (the stage has not completed).
+
+    Presence is asked by listing its folder: an unreachable store raises (and the task retries)
+    instead of reading as "not there", which would redo a stage whose record exists.
+    """
     import mlflow
 
-    try:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
-    except Exception:  # absent: the stage has not completed for this version
+    folder, _, name = path.rpartition("/")
+    if name not in {Path(f.path).name for f in registry.client().list_artifacts(run_id, folder or None)}:
         return None
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
     return json.loads(Path(local).read_text())
 
 
@@ -180,9 +185,10 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
     aws = cfg.deployment.aws
     clients = _clients(cfg, clients)
     version = registry.resolve_version(cfg.registered_model_name, plan["version"])
-    # Read strictly: an MLflow outage fails (and retries) the task; it is never "no plan".
-    sagemaker = _read_stored_artifact(plan["run_id"], SAGEMAKER_ARTIFACT)
     try:
+        # Read strictly: an MLflow outage fails (and retries) the task; a plan that is really gone
+        # undoes the promotion like any other deploy that cannot happen.
+        sagemaker = _read_stored_artifact(plan["run_id"], SAGEMAKER_ARTIFACT)
         # Packaged from the verified copy: a version that fails verification is never shipped.
         with (open_version(version, LoadPolicy.of(cfg, settings)) as files,
               tempfile.TemporaryDirectory(prefix="autopilot-package-") as tmp):
@@ -193,8 +199,12 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
         result = provision_endpoint(clients, endpoint=plan["endpoint"], sagemaker=sagemaker,
                                     wait_timeout=aws.wait_timeout_seconds)
     except Exception as exc:
-        if is_outage(exc):
-            raise  # AWS or MLflow unreachable: the task retries; nothing was decided
+        from autopilot.deploy.aws import ProvisionTimeout
+
+        if is_outage(exc) or isinstance(exc, ProvisionTimeout):
+            # AWS or MLflow unreachable, or SageMaker still busy: the task retries (and finds the
+            # endpoint where it is); nothing was decided, so the alias stays where it is.
+            raise
         raise _undo_promotion(cfg, settings, ctx, plan, exc) from exc
     return {"skipped": False, "target": "aws", "version": plan["version"], "package": url, "sha256": digest,
             "endpoint": result.endpoint, "endpoint_config": result.endpoint_config, "action": result.action,

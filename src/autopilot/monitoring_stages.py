@@ -244,7 +244,8 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
         "series": series, "alarms": alarms, "decision": decision.as_dict()})
     state.record_window(settings, cfg.name, start, end, version, decision.action,
                         {"series": series, "decision": decision.as_dict(), "rows": len(frame), "counters": counters,
-                         "endpoint_unreachable": unreachable, **paths})
+                         "endpoint_unreachable": unreachable,
+                         "endpoint_down": any(a.get("metric") == "endpoint" for a in alarms), **paths})
     conf = None
     if decision.action == "retrain":
         reason = "; ".join(decision.reasons)[:500]
@@ -347,26 +348,26 @@ def _endpoint_counters(cfg: LoadedConfig) -> tuple[dict[str, float] | None, str 
 
 
 ENDPOINT_TIMEOUT_SECONDS = 3.0
-SEEN_WINDOWS = 24  # an endpoint that answered in any of the last day's hourly windows is expected to answer
-
-
 def _endpoint_alarm(settings: Settings, cfg: LoadedConfig, end: datetime,
                     unreachable: str | None) -> list[dict[str, Any]]:
-    """A critical alarm when an endpoint that answered in recent windows stopped answering.
+    """A critical alarm while a local endpoint that answered stays silent, window after window.
 
-    A model that was never served locally (the AWS target, or nothing started yet) has no error-rate
-    series and no alarm; one whose endpoint answered before and is now down must not look healthy
-    because its traffic, and with it every other series, went quiet.
+    The previous window decides: it read the endpoint's counters (it was up), or it already raised
+    this alarm (it is still down); the alarm repeats until the endpoint answers again, whatever the
+    schedule. A model never served locally (nothing started yet) has no alarm; the AWS target's
+    endpoint health is SageMaker's, watched through its CloudWatch alarms during rollouts.
+    A dead endpoint must not look healthy because its traffic, and every series with it, went quiet.
     """
     from autopilot.monitoring import state
 
     if unreachable is None or cfg.deployment.target != "local":
         return []
-    recent = state.last_windows(settings, cfg.name, limit=SEEN_WINDOWS, before=end)
-    if not any(w["report"].get("counters") for w in recent):
+    previous = state.last_windows(settings, cfg.name, limit=1, before=end)
+    report = previous[-1]["report"] if previous else {}
+    if not (report.get("counters") or report.get("endpoint_down")):
         return []
     return [{"metric": "endpoint", "critical": True,
-             "reason": f"the live endpoint stopped answering (it answered in recent windows): {unreachable}"}]
+             "reason": f"the live endpoint stopped answering (it answered before): {unreachable}"}]
 
 
 def _error_rate(settings: Settings, cfg: LoadedConfig, end: datetime,

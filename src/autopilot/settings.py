@@ -7,12 +7,13 @@ production each points at a real service (MLflow server or Postgres, S3, Postgre
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "quiet_credential_loggers"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,21 @@ def _signing_key(env: Mapping[str, str]) -> str | None:
     if path:
         return Path(path).read_text(encoding="utf-8").strip() or None
     return None
+
+
+# botocore loggers that print credentials at DEBUG: the signer and the prepared request carry the
+# `x-amz-security-token` header, the response parser prints STS answers (AssumeRole,
+# AssumeRoleWithWebIdentity) with their SecretAccessKey and SessionToken.
+CREDENTIAL_LOGGERS = ("botocore.auth", "botocore.endpoint", "botocore.parsers")
+
+
+def quiet_credential_loggers() -> None:
+    """Keep the loggers that would print AWS credentials at INFO or above, whatever the root level.
+
+    Called where AWS clients are built and at the start of every task and CLI command, so a worker
+    running with DEBUG logging never writes a session token into its log.
+    """
+    for name in CREDENTIAL_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:  # NOTSET or DEBUG
+            logger.setLevel(logging.INFO)

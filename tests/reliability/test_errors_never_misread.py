@@ -139,8 +139,11 @@ def test_a_dead_endpoint_alerts_instead_of_looking_quiet(tmp_path: Path, setting
     second = monitor_window(cfg, settings, ctx, start + timedelta(hours=1), start + timedelta(hours=2))
     assert second["action"] == "alert", second
     assert "stopped answering" in second["reasons"][0] and server.url in second["reasons"][0]
+    third = monitor_window(cfg, settings, ctx, start + timedelta(hours=2), start + timedelta(hours=3))
+    assert third["action"] == "alert", third  # still down: the alarm repeats until it answers again
     built = [r for r in caplog.records if "building the monitoring reference" in r.getMessage()]
     assert len(built) == 1, "the stored reference was not read back: it was rebuilt for the second window"
     windows = state.last_windows(settings, cfg.name, limit=5)
-    assert [w["action"] for w in windows] == ["none", "alert"]
+    assert [w["action"] for w in windows] == ["none", "alert", "alert"]
     assert windows[-1]["report"]["endpoint_unreachable"] and windows[0]["report"]["counters"]
+    assert [w["report"]["endpoint_down"] for w in windows] == [False, True, True]

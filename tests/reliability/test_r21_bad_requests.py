@@ -196,6 +196,35 @@ def test_a_slow_body_gets_408_and_its_connection_closed(served: tuple[Server, An
     assert_still_serving(server, v1, rows)
 
 
+def test_a_body_trickled_after_an_early_401_does_not_hold_its_connection(
+        served: tuple[Server, Any, list[Any]]) -> None:
+    """Answered before its body was read (no token: 401), a chunked body trickling in is cut off at the deadline.
+
+    uvicorn reads and drops the rest of an answered request's body with no deadline of its own: an
+    anonymous client could otherwise hold a connection (and a place under max_connections) forever.
+    """
+    server, v1, rows = served
+    with connect(server) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        answer = read_answer(sock)
+        assert answer.status == 401, answer.body
+        start = time.monotonic()
+        closed = False
+        while time.monotonic() - start < BODY_TIMEOUT + 10:
+            try:
+                sock.sendall(b"1\r\nx\r\n")  # one byte every 0.2 s, never idle for long
+            except OSError:
+                closed = True
+                break
+            if is_closed(sock, timeout=0.2):
+                closed = True
+                break
+        took = time.monotonic() - start
+        assert closed, "the connection was still open after the body deadline"
+        assert took < BODY_TIMEOUT + 5, took
+    assert_still_serving(server, v1, rows)
+
+
 def test_the_refusals_were_counted_and_the_process_is_alive(served: tuple[Server, Any, list[Any]]) -> None:
     server, v1, rows = served
     assert_still_serving(server, v1, rows)

@@ -360,3 +360,20 @@ def test_scrub_url_credentials_but_not_ports() -> None:
     assert alerts.scrub("postgresql://app:pa/ss@db/x down") == "postgresql://***@db/x down"  # "/" in it
     for text in ("http://127.0.0.1:8080/path@x", "postgresql://postgres@db/x", "s3://bucket/key@v1"):
         assert alerts.scrub(text) == text
+
+
+def test_scrubbing_long_text_is_linear_and_bounded() -> None:
+    """A long dashed token (a hash, a path, data values) must not make the secret patterns quadratic."""
+    import time
+
+    started = time.perf_counter()
+    out = alerts.scrub("a-" * 50_000)
+    assert time.perf_counter() - started < 2.0  # was minutes: an unbounded lazy prefix rescanned everything
+    assert len(out) <= alerts.MAX_SCRUBBED + 1
+    assert alerts.scrub("x" * 100 + " db_password=hunter22") == "x" * 100 + " db_password=***"
+
+
+def test_working_directories_and_secret_file_paths_are_not_secrets() -> None:
+    found = alerts.env_secrets({"PWD": "/opt/airflow", "OLDPWD": "/home/airflow",
+                                "AUTOPILOT_SIGNING_KEY_FILE": "/run/secrets/signing", "API_TOKEN": "tok-0123456789"})
+    assert found == ["tok-0123456789"]

@@ -43,6 +43,7 @@ from botocore.exceptions import ClientError
 
 from autopilot.faults import checkpoint
 from autopilot.registry import sha256_manifest
+from autopilot.settings import CREDENTIAL_LOGGERS, quiet_credential_loggers
 
 if TYPE_CHECKING:
     from autopilot.config import AwsDeploymentConfig
@@ -51,6 +52,7 @@ __all__ = [
     "MANIFEST_NAME",
     "AwsClients",
     "ProvisionError",
+    "ProvisionTimeout",
     "ProvisionResult",
     "aws_clients",
     "delete_deployment",
@@ -70,11 +72,15 @@ POLL_CAP = 30.0
 # Keys the create calls accept but the describe calls never return: not comparable.
 WRITE_ONLY_KEYS = frozenset({"Tags"})
 _CHUNK = 1 << 20
-SIGNING_LOGGERS = ("botocore.auth", "botocore.endpoint")
+SIGNING_LOGGERS = CREDENTIAL_LOGGERS  # kept at INFO: botocore prints credentials there at DEBUG
 
 
 class ProvisionError(RuntimeError):
     """Provisioning was refused or failed; the message says which object and why."""
+
+
+class ProvisionTimeout(ProvisionError):
+    """An endpoint did not settle in time: SageMaker may still finish the change, so this is no verdict."""
 
 
 @dataclass(frozen=True)
@@ -102,19 +108,6 @@ class ProvisionResult:
     created: list[str] = field(default_factory=list)
 
 
-def _quiet_signing_logs() -> None:
-    """Keep botocore's request-signing loggers at INFO or above.
-
-    At DEBUG, `botocore.auth` logs the canonical request and `botocore.endpoint` the prepared
-    request, both with the `x-amz-security-token` header: a worker running with DEBUG logging
-    would write the session token into its task log.
-    """
-    for name in SIGNING_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level < logging.INFO:  # NOTSET or DEBUG
-            logger.setLevel(logging.INFO)
-
-
 def aws_clients(region: str, endpoint_url: str | None = None, session: Any | None = None, *,
                 limits: AwsDeploymentConfig | None = None) -> AwsClients:
     """Build S3, SageMaker and CloudWatch clients from one boto3 session, with bounded calls.
@@ -133,7 +126,7 @@ def aws_clients(region: str, endpoint_url: str | None = None, session: Any | Non
     from autopilot.config import AwsDeploymentConfig
 
     limits = limits or AwsDeploymentConfig()
-    _quiet_signing_logs()
+    quiet_credential_loggers()
     if session is None:
         session = boto3.Session()
     config = Config(retries={"mode": "standard", "total_max_attempts": limits.max_attempts},
@@ -561,8 +554,8 @@ def _wait_settled(sagemaker: Any, endpoint: str, timeout: float, sleep: Callable
         elapsed = max(time.monotonic() - started, slept)
         if elapsed >= timeout:
             goal = "to be deleted" if until_gone else "to settle"
-            raise ProvisionError(f"timed out after {elapsed:.0f} s waiting for endpoint {endpoint} {goal} "
-                                 f"(status {status})")
+            raise ProvisionTimeout(f"timed out after {elapsed:.0f} s waiting for endpoint {endpoint} {goal} "
+                                   f"(status {status})")
         delay = min(_interval(attempt, endpoint), timeout - elapsed)
         log.info("endpoint %s is %s; next check in %.1f s", endpoint, status, delay)
         sleep(delay)

@@ -64,7 +64,7 @@ def reproduce(settings: Settings, model_name: str, version_spec: str | int) -> R
 
     from autopilot.config import ModelConfig
     from autopilot.data.snapshot import load_snapshot
-    from autopilot.model_loading import LoadPolicy, load_version
+    from autopilot.model_loading import load_version
     from autopilot.modeling.fingerprint import installed_packages
     from autopilot.modeling.splits import make_splits
     from autopilot.modeling.training import evaluate, fit_pipeline, predict_scores
@@ -87,7 +87,8 @@ def reproduce(settings: Settings, model_name: str, version_spec: str | int) -> R
                         registry.client().get_run(run_id).data.metrics.items() if k.startswith("test_")}
     scores = predict_scores(pipeline, splits.X_test, cfg.task)
     recorded_scores = np.load(_recorded(run_id, "evaluation/test_scores.npy"))
-    registered_scores = predict_scores(load_version(version, LoadPolicy.of(cfg, settings)), splits.X_test, cfg.task)
+    registered_scores = predict_scores(load_version(version, _load_policy(settings, cfg.name)), splits.X_test,
+                                       cfg.task)
     same_packages = environment["packages"] == installed_packages()
     return ReproductionReport(
         model=model_name,
@@ -110,3 +111,20 @@ def _same(recorded: float | None, value: float) -> bool:
         return True
     # MLflow stores metrics as doubles: an exact reproduction compares equal.
     return recorded == value
+
+
+def _load_policy(settings: Settings, model: str) -> Any:
+    """What loading the registered version may accept: the model's own config file decides.
+
+    Never the config recorded in MLflow: anyone who can write to MLflow could set
+    `registry.allow_pickle` there. Without a config file for the model, pickle is refused.
+    """
+    from autopilot.config import ConfigError, load_config
+    from autopilot.model_loading import LoadPolicy
+
+    path = settings.config_dir / f"{model}.yaml"
+    try:
+        allow = load_config(path).registry.allow_pickle if path.is_file() else False
+    except ConfigError:
+        allow = False
+    return LoadPolicy(allow_pickle=allow, signing_key=settings.signing_key)

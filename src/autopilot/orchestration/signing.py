@@ -23,9 +23,10 @@ SIGNING_CONN_ID = "autopilot_signing_key"
 def task_settings() -> Settings:
     """Settings for a task: the environment's, with the signing key from Airflow when it has none."""
     from autopilot.model_loading import harden_process
-    from autopilot.settings import Settings
+    from autopilot.settings import Settings, quiet_credential_loggers
 
     harden_process()
+    quiet_credential_loggers()
     settings = Settings.from_env()
     if settings.signing_key:
         return settings

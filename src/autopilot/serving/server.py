@@ -86,7 +86,8 @@ def serve(cfg: ModelConfig, settings: Settings, host: str | None = None, port: i
     config = uvicorn.Config(app, host=host or serving.host, port=port or serving.port, log_level="warning",
                             access_log=False, timeout_keep_alive=30, backlog=serving.listen_backlog,
                             proxy_headers=False, server_header=False,
-                            http=http_protocol(serving.header_timeout_seconds, state.admission))
+                            http=http_protocol(serving.header_timeout_seconds, state.admission,
+                                               body_timeout=serving.body_timeout_seconds))
     server = uvicorn.Server(config)
     connections = server.server_state.connections
     state.open_connections = lambda: len(connections)
@@ -95,7 +96,8 @@ def serve(cfg: ModelConfig, settings: Settings, host: str | None = None, port: i
         raise ServingSetupError(f"the server did not start on {config.host}:{config.port} (see the log above)")
 
 
-def http_protocol(header_timeout: float, admission: Any = None) -> type[asyncio.Protocol] | str:
+def http_protocol(header_timeout: float, admission: Any = None,
+                  body_timeout: float | None = None) -> type[asyncio.Protocol] | str:
     """uvicorn's httptools protocol, with a deadline on request heads and a fast path for refusals.
 
     - **Head deadline.** uvicorn times out idle keep-alive connections, but not a connection
@@ -104,6 +106,11 @@ def http_protocol(header_timeout: float, admission: Any = None) -> type[asyncio.
       likes. The deadline runs from the connection's opening, or a request's first byte, to the
       end of its headers; past it the connection gets 408 and is closed. (The body has its own
       deadline, `serving.body_timeout_seconds`, in the app.)
+    - **Body deadline for answered requests.** A request answered before its body was read (401,
+      413 from its Content-Length, 429) leaves uvicorn reading and dropping the rest, with no
+      deadline: a client trickling that body would hold its connection forever. With
+      `body_timeout`, a request whose body is still arriving one second after the app's own body
+      deadline has its connection closed.
     - **Refusals from the headers.** With `admission` (the app's `serving.app.Admission`), a
       request the app would shed is answered here, as soon as its headers are parsed: one write
       of a prepared answer, no ASGI task, no routing. It is the same decision and the same
@@ -132,6 +139,7 @@ def http_protocol(header_timeout: float, admission: Any = None) -> type[asyncio.
 
     class ServingProtocol(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
+        _body_timer: asyncio.TimerHandle | None = None
         _crowded = False  # opened past max_connections: its requests are refused and it is closed
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -147,15 +155,34 @@ def http_protocol(header_timeout: float, admission: Any = None) -> type[asyncio.
         def on_headers_complete(self) -> None:
             self._disarm()
             super().on_headers_complete()
+            if body_timeout is not None:  # cleared by on_message_complete, at once for a request without body
+                self._body_timer = self.loop.call_later(body_timeout + 1.0, self._body_overdue)
+
+        def on_message_complete(self) -> None:
+            self._disarm_body()
+            super().on_message_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            self._disarm_body()
             super().connection_lost(exc)
 
         def _disarm(self) -> None:
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
+
+        def _disarm_body(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def _body_overdue(self) -> None:
+            # The app answers a body it reads too slowly with 408 at the body deadline; this is the
+            # rest: bodies of requests already answered (or never read), still trickling in.
+            self._body_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
 
         def _head_timeout(self) -> None:
             self._head_timer = None
