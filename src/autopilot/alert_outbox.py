@@ -45,12 +45,11 @@ if TYPE_CHECKING:
 
     from autopilot.settings import Settings
 
-__all__ = ["FINAL", "Claim", "Delivery", "Dropped", "Key", "Message", "claim_due", "claim_new", "counts", "engine",
+__all__ = ["Claim", "Delivery", "Dropped", "Key", "Message", "claim_due", "claim_new", "counts", "engine",
            "expire_due", "record", "store_payload", "table"]
 
 log = logging.getLogger(__name__)
 
-FINAL = frozenset({"sent", "skipped", "rejected", "expired"})  # nothing more will be sent for these
 MAX_ERROR_CHARS = 500
 MAX_RETRY_AFTER = 86_400.0  # a Retry-After past a day is taken as a day (a garbled header must not park a message)
 

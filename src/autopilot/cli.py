@@ -299,6 +299,28 @@ def cmd_retire(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Sign versions registered before a signing key was configured (after checking their files)."""
+    from autopilot import registry
+    from autopilot.model_loading import sign_version
+
+    settings = _settings()
+    if not settings.signing_key:
+        raise ValueError("set AUTOPILOT_SIGNING_KEY (the key registration signs with) before signing versions")
+    name = _registered_name(args.model, settings)
+    registry.configure(settings)
+    if args.all:
+        numbers = sorted(int(v.version) for v in registry.client().search_model_versions(f"name = '{name}'"))
+    elif args.version:
+        numbers = sorted(set(args.version))
+    else:
+        raise ValueError("name the versions to sign (--version N, repeatable) or --all")
+    for number in numbers:
+        signed = sign_version(registry.resolve_version(name, number), settings.signing_key)
+        print(f"{name} version {number}: {'signed' if signed else 'already signed with this key'}")
+    return 0
+
+
 def _embedded(settings: Any) -> Any:
     from autopilot.orchestration.embedded import Embedded
 
@@ -552,6 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
     retire.add_argument("--delete-artifacts", action="store_true", help="also delete the model files")
     retire.add_argument("--policy", action="store_true", help="apply the config's retention policy instead")
     retire.set_defaults(func=cmd_retire)
+
+    sign = sub.add_parser("sign", help="sign versions registered before AUTOPILOT_SIGNING_KEY was set "
+                                       "(their files are checked against the manifest first)")
+    sign.add_argument("model")
+    sign.add_argument("--version", type=int, action="append", help="a version to sign (repeatable)")
+    sign.add_argument("--all", action="store_true", help="every version of the model")
+    sign.set_defaults(func=cmd_sign)
 
     compare = sub.add_parser("compare", help="two versions side by side")
     compare.add_argument("model")

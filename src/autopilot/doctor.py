@@ -741,8 +741,13 @@ def check_signing(env_key: str | None, conn: ConnectionFacts | None, mode: str) 
         return Check("model_signing", "ok", "manifests are signed (AUTOPILOT_SIGNING_KEY); every load checks the "
                                             "signature")
     if conn is not None and conn.found and conn.has_password:
-        return Check("model_signing", "ok", f"manifests are signed in Airflow tasks (connection {SIGNING_CONN} "
-                                            f"from {conn.source}); give serving hosts AUTOPILOT_SIGNING_KEY too")
+        # Tasks sign and verify; `autopilot serve` reads the environment only, so an endpoint
+        # without the variable would load unsigned versions.
+        detail = (f"manifests are signed and checked in Airflow tasks (connection {SIGNING_CONN} from "
+                  f"{conn.source}), but AUTOPILOT_SIGNING_KEY is not set here: an endpoint started like this "
+                  "loads unsigned versions")
+        return Check("model_signing", _laptop(mode), detail,
+                     "set AUTOPILOT_SIGNING_KEY (the same key) on every host that runs `autopilot serve`")
     return Check("model_signing", _laptop(mode), "manifests are not signed: anyone who can write to MLflow can "
                                                  "register a version that loads", SIGNING_FIX)
 

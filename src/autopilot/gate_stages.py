@@ -98,8 +98,16 @@ MAX_ERROR_CHARS = 300  # a model's error can quote the rows it choked on; reason
 
 
 def _brief(exc: BaseException) -> str:
-    """An exception as a reason: its type and the start of its message (never a dump of data rows)."""
-    text = f"{type(exc).__name__}: {exc}"
+    """An exception as a reason: its type and the start of its message, secrets scrubbed.
+
+    Reasons go to MLflow (gate reports, version tags) and run notes as well as Slack: an error
+    text can quote a URL with its password or the rows it choked on.
+    """
+    import os
+
+    from autopilot.alerts import env_secrets, scrub
+
+    text = scrub(f"{type(exc).__name__}: {exc}", env_secrets(os.environ))
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ..."
 
 

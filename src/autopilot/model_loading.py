@@ -60,6 +60,7 @@ __all__ = [
     "open_package",
     "open_version",
     "sign_manifest",
+    "sign_version",
     "verify_folder",
 ]
 
@@ -160,6 +161,28 @@ def _check_signature(name: str, manifest: Mapping[str, str], signature: str | No
     return True
 
 
+def sign_version(version: ModelVersion, key: str) -> bool:
+    """Sign a version registered before signing was turned on; False when it already holds a valid signature.
+
+    The files are checked against the version's manifest first (in a private copy), so only a
+    version whose stored files still match what was registered gets signed. This vouches for
+    the files as they are: sign only versions you trust (`autopilot sign` lists each one).
+
+    Raises:
+        ModelRefused: no manifest, files that do not match it, or a signature made with another key.
+    """
+    label = f"version {version.version} of {version.name}"
+    existing = (version.tags or {}).get(SIGNATURE_TAG)
+    if existing:
+        _check_signature(version.name, _parse_manifest((version.tags or {}).get(registry.MANIFEST_TAG) or "", label),
+                         existing, LoadPolicy(signing_key=key))  # raises on a signature made with another key
+        return False
+    with open_version(version, LoadPolicy(allow_pickle=True)) as files:  # checks files only; nothing is loaded
+        signature = sign_manifest(version.name, files.manifest, key)
+    registry.client().set_model_version_tag(version.name, str(version.version), SIGNATURE_TAG, signature)
+    return True
+
+
 # ---------------------------------------------------------------------------- verifying
 
 
@@ -179,8 +202,10 @@ def open_version(version: ModelVersion, policy: LoadPolicy) -> Iterator[Verified
     signed = _check_signature(version.name, manifest, tags.get(SIGNATURE_TAG), policy)
     if not version.source:
         raise ModelRefused(f"{label} has no source: nothing to load")
-    source = registry.download(version.source)
-    with _private_copy(source) as folder:
+    # Downloaded (copied, for a local store) into a folder only this user can read, removed
+    # afterwards: what loads is what is checked here, whatever happens in the store meanwhile.
+    with tempfile.TemporaryDirectory(prefix="autopilot-model-") as tmp:  # created with mode 0700
+        folder = registry.download(version.source, Path(tmp))
         yield verify_folder(folder, manifest, policy, name=label, signed=signed)
 
 
@@ -204,7 +229,7 @@ def open_package(folder: Path, policy: LoadPolicy, name: str) -> Iterator[Verifi
 
 
 def verify_folder(folder: Path, manifest: Mapping[str, str], policy: LoadPolicy, *, name: str,
-                  signed: bool = False, ignore: tuple[str, ...] = ()) -> VerifiedFiles:
+                  signed: bool = False) -> VerifiedFiles:
     """Check a model folder against its manifest, its format and its types (no signature check here).
 
     For a folder this process (or its parent) already copied privately after checking the
@@ -214,7 +239,7 @@ def verify_folder(folder: Path, manifest: Mapping[str, str], policy: LoadPolicy,
         ModelRefused: naming what failed.
     """
     try:
-        registry.verify_manifest(folder, dict(manifest), ignore=ignore)
+        registry.verify_manifest(folder, dict(manifest))
     except registry.ManifestError as exc:
         raise ModelRefused(f"{name}: {exc}") from None
     spec = _mlmodel(folder, name)

@@ -38,7 +38,8 @@ def is_outage(exc: BaseException) -> bool:
         seen.add(id(current))
         if _one_is_outage(current):
             return True
-        current = current.__cause__ or current.__context__
+        # `raise ... from None` says the context is not the cause: do not follow it then.
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return False
 
 

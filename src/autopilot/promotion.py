@@ -261,7 +261,7 @@ def current(model: str, alias: str) -> int | None:
         # is then a missing key, not an INVALID_PARAMETER_VALUE error told apart by its message.
         aliases = registry.client().get_registered_model(model).aliases or {}
     except Exception as exc:
-        if _not_found(exc):  # no such model yet: no alias
+        if registry.is_not_found(exc):  # no such model yet: no alias
             return None
         raise  # the registry is unreachable: never guess "no champion"
     value = aliases.get(alias)
@@ -490,7 +490,7 @@ def _check_target(model: str, alias: str, version: int) -> None:
     try:
         found = registry.resolve_version(model, version)
     except Exception as exc:
-        if _not_found(exc):
+        if registry.is_not_found(exc):
             raise LookupError(f"model {model!r} has no version {version}") from exc
         raise
     if (found.tags or {}).get(RETIRED_TAG) == "true":
@@ -507,10 +507,6 @@ def _to_move(row: Row[Any] | dict[str, Any]) -> AliasMove:
                      to_version=data["to_version"], action=data["action"], actor=data["actor"],
                      reason=data["reason"], at=at.isoformat(), decision_ref=data["decision_ref"],
                      idempotency_key=data["idempotency_key"])
-
-
-def _not_found(exc: BaseException) -> bool:
-    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
 
 
 _ENGINES: dict[tuple[str, int], Engine] = {}

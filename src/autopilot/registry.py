@@ -306,11 +306,13 @@ def is_not_found(exc: BaseException, alias: bool = False) -> bool:
     return code == "RESOURCE_DOES_NOT_EXIST" or (alias and code == "INVALID_PARAMETER_VALUE")
 
 
-def download(uri: str) -> Path:
-    """Download artifacts (a model's folder) to a local path; nothing is deserialized here.
+def download(uri: str, dst: Path | None = None) -> Path:
+    """Download artifacts (a model's folder) to a local path, under `dst` when given; nothing is deserialized.
 
-    Loading goes through `autopilot.model_loading`, which verifies before it deserializes.
+    Loading goes through `autopilot.model_loading`, which verifies before it deserializes. Without
+    `dst` MLflow picks a temporary folder it never removes (and for a local store returns the
+    stored folder itself): loads pass their own private folder.
     """
     import mlflow
 
-    return Path(mlflow.artifacts.download_artifacts(uri))
+    return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dst) if dst is not None else None))

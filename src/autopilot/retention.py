@@ -48,12 +48,19 @@ def retire(settings: Settings, model: str, version: int, actor: str, reason: str
         raise ValueError("a reason is required to retire a version")
     registry.configure(settings)
     with model_lock(settings, model):
-        return _retire(model, version, actor, reason, delete_artifacts, protected_versions(settings, model))
+        result, found = _retire(model, version, actor, reason, protected_versions(settings, model))
+    # Files go after the lock is released: a retired version can no longer become a target, and a
+    # slow store must not hold up a rollback waiting for the lock.
+    result["artifacts_deleted"] = _delete_files(found) if delete_artifacts else False
+    return result
 
 
-def _retire(model: str, version: int, actor: str, reason: str, delete_artifacts: bool,
-            protected: set[int]) -> dict[str, Any]:
-    """Retire a version; the caller holds the model's promotion lock and read `protected` under it."""
+def _retire(model: str, version: int, actor: str, reason: str, protected: set[int]) -> tuple[dict[str, Any], Any]:
+    """Retire a version (aliases off, retired tags on) and return what was done and the version.
+
+    The caller holds the model's promotion lock and read `protected` under it; it deletes the
+    files, if asked, after releasing the lock.
+    """
     from autopilot.promotion import RETIRED_TAG
 
     if version in protected:
@@ -63,14 +70,16 @@ def _retire(model: str, version: int, actor: str, reason: str, delete_artifacts:
     aliases = [alias for alias, number in (client.get_registered_model(model).aliases or {}).items()
                if int(number) == version]
     for alias in aliases:
-        client.delete_registered_model_alias(model, alias)
+        # Read again just before: a registration (outside this lock) may have moved `challenger` to
+        # a new version since, and MLflow deletes an alias by name, wherever it points.
+        now = (client.get_registered_model(model).aliases or {}).get(alias)
+        if now is not None and int(now) == version:
+            client.delete_registered_model_alias(model, alias)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     for key, value in {RETIRED_TAG: "true", "autopilot.retired_at": stamp, "autopilot.retired_by": actor,
                        "autopilot.retired_reason": reason[:1000]}.items():
         client.set_model_version_tag(model, str(version), key, value)
-    deleted = _delete_files(found) if delete_artifacts else False
-    return {"model": model, "version": version, "aliases_removed": aliases, "artifacts_deleted": deleted,
-            "retired_at": stamp}
+    return {"model": model, "version": version, "aliases_removed": aliases, "retired_at": stamp}, found
 
 
 def _delete_files(version: Any) -> bool:
@@ -92,13 +101,15 @@ def apply_retention(settings: Settings, cfg: ModelConfig, actor: str) -> list[in
     """Retire every version beyond the newest `retention.keep_last`, except protected ones.
 
     The whole pass holds the model's promotion lock, so no move runs between reading the
-    protected versions (champion, rollback target) and retiring the others.
+    protected versions (champion, rollback target) and retiring the others; model files, when
+    `retention.delete_artifacts` asks, are deleted after the lock is released.
     """
     from autopilot.promotion import RETIRED_TAG, model_lock
 
     registry.configure(settings)
     name = cfg.registered_model_name
     retired: list[int] = []
+    to_delete: list[Any] = []
     with model_lock(settings, name):
         versions = sorted(registry.client().search_model_versions(f"name = '{name}'"),
                           key=lambda v: int(v.version), reverse=True)
@@ -108,7 +119,11 @@ def apply_retention(settings: Settings, cfg: ModelConfig, actor: str) -> list[in
             if number in protected or (old.tags or {}).get(RETIRED_TAG) == "true":
                 continue
             checkpoint("retention.retiring")
-            _retire(name, number, actor, f"retention policy: keep the last {cfg.retention.keep_last}",
-                    cfg.retention.delete_artifacts, protected)
+            _, found = _retire(name, number, actor, f"retention policy: keep the last {cfg.retention.keep_last}",
+                               protected)
             retired.append(number)
+            to_delete.append(found)
+    if cfg.retention.delete_artifacts:  # after the lock: a slow store must not hold up a rollback
+        for found in to_delete:
+            _delete_files(found)
     return retired

@@ -138,6 +138,9 @@ def _recent_labeled_batch(cfg: LoadedConfig, settings: Settings, ctx: RunContext
         return None
     batch = labeled.rename(columns={f"feature_{n}": n for n in cfg.features})[list(cfg.features)].copy()
     batch[cfg.target.column] = labeled["label"].astype(str).to_numpy()
+    # In content order: the log's order depends on how concurrent requests were batched, and the
+    # same labeled rows must give the same training data (and model) whatever that order was.
+    batch = batch.sort_values(list(batch.columns), kind="mergesort", na_position="last").reset_index(drop=True)
     buffer = io.BytesIO()
     batch.to_parquet(buffer, index=False)
     store = _store(settings)

@@ -425,8 +425,8 @@ def _all_connections(conn_ids: Sequence[str]) -> AirflowFacts:
 
 def test_a_healthy_deployment_exits_zero_with_every_check_named(tmp_path: Path) -> None:
     fake = FakeProbes()
-    report = run_checks(_production(tmp_path), _all_connections, environ={"AUTOPILOT_SERVING_TOKEN": GOOD_TOKEN},
-                        probes=fake.probes())
+    report = run_checks(_production(tmp_path, AUTOPILOT_SIGNING_KEY="k" * 40), _all_connections,
+                        environ={"AUTOPILOT_SERVING_TOKEN": GOOD_TOKEN}, probes=fake.probes())
     names = [c.name for c in report.checks]
     assert names == ["executor", "celery_broker", "celery_result_backend", "metadata_db", "auth_manager",
                      "model_configs", "connection autopilot_slack", "connection autopilot_airflow_api",
@@ -444,7 +444,9 @@ def test_unsigned_manifests_are_fine_on_a_laptop_and_a_warning_in_production(tmp
     assert check_signing(None, None, "embedded").status == "ok"
     unsigned = check_signing(None, None, "production")
     assert unsigned.status == "warn" and "not signed" in unsigned.detail and "AUTOPILOT_SIGNING_KEY" in unsigned.fix
-    assert check_signing(None, conn, "production").status == "ok"
+    assert check_signing(None, conn, "embedded").status == "ok"
+    serving = check_signing(None, conn, "production")  # tasks sign; an endpoint here would not check
+    assert serving.status == "warn" and "loads unsigned versions" in serving.detail
     assert check_signing("k" * 40, None, "production").status == "ok"
     short = check_signing("short-key", None, "production")
     assert short.status == "fail" and "9 characters" in short.detail

@@ -239,3 +239,36 @@ def test_payloads_are_live(genuine: Any, tmp_path: Path, store: Settings) -> Non
         env = {**os.environ, model_loading.PICKLE_ENV: "true", "PYTHONPATH": str(PROJECT)}
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120, capture_output=True)
         assert marker.exists(), f"the {kind} payload did not run under MLflow's own loader"
+
+
+def test_versions_registered_before_signing_can_be_signed_after_a_file_check(
+        store: Settings, adult_frames: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Turning signing on must not strand the champion: `autopilot sign` checks the files, then signs."""
+    from autopilot.cli import main
+    from autopilot.model_loading import sign_version
+
+    cfg = adult_cfg()
+    old = register_version(store, cfg, adult_frames, params=LINEAR, rows=600, alias=None)
+    with pytest.raises(ModelRefused, match="not signed"):
+        load_version(old, LoadPolicy(signing_key=KEY))
+    assert sign_version(old, KEY) is True
+    signed = registry.client().get_model_version(old.name, old.version)
+    assert load_version(signed, LoadPolicy(signing_key=KEY)) is not None
+    assert sign_version(signed, KEY) is False  # already signed with this key
+    with pytest.raises(ModelRefused, match="does not match"):
+        sign_version(signed, "w" * 40)  # never re-signed under another key
+    tampered = register_version(store, cfg, adult_frames, params=LINEAR, rows=500, alias=None)
+    stored = registry.download(tampered.source) / "model.skops"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    with pytest.raises(ModelRefused, match="changed file model.skops"):
+        sign_version(tampered, KEY)  # files that no longer match their manifest are never signed
+    assert SIGNATURE_TAG not in registry.client().get_model_version(tampered.name, tampered.version).tags
+    # The command, as an operator runs it.
+    monkeypatch.setenv("AUTOPILOT_HOME", str(store.home))
+    monkeypatch.setenv("AUTOPILOT_SIGNING_KEY", KEY)
+    fresh = register_version(store, cfg, adult_frames, params=LINEAR, rows=400, alias=None)
+    assert main(["sign", "adult_income", "--version", str(fresh.version)]) == 0
+    assert f"version {fresh.version}: signed" in capsys.readouterr().out

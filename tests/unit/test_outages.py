@@ -67,3 +67,13 @@ def test_model_and_data_errors_are_not_outages() -> None:
     assert not is_outage(ValueError("Input contains NaN"))
     assert not is_outage(KeyError("sex"))
     assert not is_outage(FileNotFoundError("model.skops"))
+
+
+def test_a_context_suppressed_with_from_none_is_not_followed() -> None:
+    try:
+        try:
+            raise ConnectionRefusedError("the store is down")
+        except ConnectionRefusedError:
+            raise ValueError("the model file is not a skops archive") from None
+    except ValueError as verdict:
+        assert not is_outage(verdict)

@@ -42,6 +42,7 @@ from typing import IO, TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from autopilot.faults import checkpoint
+from autopilot.model_loading import PACKAGE_MANIFEST, PACKAGE_SIGNATURE
 from autopilot.registry import sha256_manifest
 from autopilot.settings import CREDENTIAL_LOGGERS, quiet_credential_loggers
 
@@ -63,8 +64,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "autopilot-manifest.json"
-SIGNATURE_NAME = "autopilot-manifest.sig"  # the manifest's HMAC when registration signed it
+MANIFEST_NAME = PACKAGE_MANIFEST  # the manifest of a package (one name: model_loading reads it)
+SIGNATURE_NAME = PACKAGE_SIGNATURE  # its HMAC, when registration signed the manifest
 # Endpoint states that change on their own; anything else is settled (InService, Failed, ...).
 TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
 POLL_START = 1.0

@@ -239,7 +239,15 @@ class OutcomeNotifier(BaseNotifier):
             return True
         payload = alerts.scrub_payload(payload, secrets)
         if claim is not None and claim.id is not None:
-            outbox.store_payload(settings, claim.id, token, payload)
+            try:
+                held = outbox.store_payload(settings, claim.id, token, payload)
+            except Exception as exc:  # the state DB went away: send without recording, as when it is down
+                log.warning("Slack alert %s: message not stored (%s); sending it anyway", key, _describe(exc, ()))
+                claim = None
+            else:
+                if not held:  # our lease ran out and another sender took the message: it sends, we do not
+                    log.info("Slack alert %s: taken over by another sender; not sent from here", key)
+                    return False
         checkpoint("alerts.send.claimed")  # a sender killed here leaves the message to the next drain
         result = self._sender().send(payload, conn_id)
         _report(key, result, result.attempts)

@@ -54,6 +54,9 @@ def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = Non
 
     harden_process()  # MLflow's own pickle loading off: models load only through the verified door
     policy = LoadPolicy.of(cfg, settings)
+    if policy.signing_key is None:
+        log.warning("AUTOPILOT_SIGNING_KEY is not set: manifest signatures are not checked, so any version "
+                    "registered in MLflow with a matching manifest can be loaded; set the key used at registration")
     source: ModelSource
     if model_dir is not None:
         source = DirectorySource(cfg, model_dir, policy=policy)
