@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,56 @@ def test_a_request_over_its_time_limit_gets_504(store: Settings, v1: Any, adult_
         answer = client.post("/predict", json={"records": feature_rows(adult_frames, slow, n=50)}, headers=AUTH)
         assert answer.status_code == 504 and "no answer within" in answer.json()["error"]
         assert 'autopilot_errors_total{endpoint="predict",kind="504"} 1.0' in client.get("/metrics").text
+
+
+def test_explanations_that_outlive_their_timeout_keep_their_slot_and_the_rest_are_shed(
+        store: Settings, v1: Any, adult_frames: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 504 does not stop a thread: slow SHAP jobs keep their slots until done, and more are refused at once.
+
+    At most SIDE_WORKERS explanations run and SIDE_JOBS are admitted; a job still queued when its
+    request times out is cancelled (it never runs), a running one holds its slot until it ends.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from autopilot.serving import app as serving_app
+
+    release = threading.Event()
+    real = serving_app._explain
+    running, most, lock = [0], [0], threading.Lock()
+
+    def stuck(*args: Any) -> Any:  # SHAP on a model that takes far longer than the request timeout
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        release.wait(30)
+        with lock:
+            running[0] -= 1
+        return real(*args)
+
+    monkeypatch.setattr(serving_app, "_explain", stuck)
+    registry.configure(store)
+    quick = adult_cfg(request_timeout_seconds=0.5)
+    rows = feature_rows(adult_frames, quick, n=2)
+    app = create_app(quick, RegistrySource(quick, quick.registered_model_name), token=TOKEN, follow=False)
+    with TestClient(app) as client, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.post("/explain", json={"records": rows}, headers=AUTH),
+                                range(serving_app.SIDE_JOBS + 2)))
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [429] * 2 + [504] * serving_app.SIDE_JOBS, codes
+        assert all("Retry-After" in a.headers for a in answers if a.status_code == 429)
+        again = client.post("/explain", json={"records": rows}, headers=AUTH)
+        assert again.status_code == 504  # queued behind the stuck ones, given up, cancelled: it never ran
+        assert most[0] == serving_app.SIDE_WORKERS  # never more explanations running than the pool's threads
+        assert client.post("/predict", json={"records": rows}, headers=AUTH).status_code == 200  # predict unaffected
+        release.set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the threads finish, and give their slots back
+            done = client.post("/explain", json={"records": rows}, headers=AUTH)
+            if done.status_code == 200:
+                break
+            time.sleep(0.2)
+        assert done.status_code == 200, done.text
 
 
 # ---------------------------------------------------------------------------- admission: the guard and the queue bound

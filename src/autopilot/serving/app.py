@@ -28,10 +28,12 @@ import hmac
 import logging
 import math
 import re
+import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -145,6 +147,12 @@ class _State:
     # uvicorn's own state; None in-process, e.g. under TestClient, with no connections to count).
     open_connections: Callable[[], int] | None = None
     admission: Admission = field(init=False)
+    # /explain and /feedback run on their own threads, bounded: a job that outlives its request's
+    # timeout keeps its slot until its thread finishes (a 504 does not stop a thread), so slow
+    # SHAP work can neither pile up without bound nor starve /reload on the default executor.
+    side_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=SIDE_WORKERS, thread_name_prefix="autopilot-side"))
+    side_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(SIDE_JOBS))
 
     def __post_init__(self) -> None:
         self.admission = Admission(self)
@@ -191,6 +199,7 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
         finally:
             state.holder.stop()
             await state.batcher.stop()
+            state.side_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title=f"autopilot: {cfg.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.autopilot = state
@@ -217,9 +226,11 @@ def _swapped(state: _State, old: LoadedModel | None, new: LoadedModel) -> None:
     # A full collection of a process holding a model and its libraries takes 170-270 ms, holds
     # the GIL, and stalls every request in flight (it was the whole p99 tail; under the
     # admission bound, a burst of 429s). So freeze what is loaded now, and later collections
-    # skip it. No full collection here either: the model this swap drops is freed by reference
+    # skip it. Nothing is unfrozen first: the model this swap drops is freed by reference
     # counting, frozen or not (a fitted pipeline holds no reference cycles; a test checks it),
-    # and the cyclic garbage of this load is young, not frozen: collecting it takes ~0.2 ms.
+    # and `collect` here only walks what was created since the last freeze (~0.2 ms). The price:
+    # a reference cycle frozen while alive (a connection's protocol and its request cycle, open
+    # at the swap) is never collected once it dies: a few KB per open connection, per swap.
     gc.collect()
     gc.freeze()
 
@@ -422,6 +433,30 @@ Handler = Callable[[Request, Any], Awaitable[Any]]
 CLIENT_GONE = 499  # nginx's "client closed request": recorded in metrics, never sent
 
 
+SIDE_WORKERS = 2  # threads for /explain and /feedback (SHAP is CPU-bound: more threads buy nothing here)
+SIDE_JOBS = 4  # jobs running or waiting for those threads; past it, 429
+
+
+class SideBusy(Exception):
+    """Every /explain and /feedback slot is taken: shed with 429, like a full batch queue."""
+
+
+async def _side_job(state: _State, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run `fn` on the bounded side pool; shed (429) when its jobs are all taken.
+
+    The slot is released when the thread finishes, not when the request stops waiting for it.
+    """
+    if not state.side_slots.acquire(blocking=False):
+        raise SideBusy(f"{SIDE_JOBS} explain/feedback jobs are running or waiting (the limit)")
+    try:
+        future = state.side_pool.submit(fn, *args)
+    except BaseException:
+        state.side_slots.release()
+        raise
+    future.add_done_callback(lambda _: state.side_slots.release())
+    return await asyncio.wrap_future(future)
+
+
 def _routes(app: FastAPI, state: _State) -> None:
     serving = state.cfg.deployment.serving
 
@@ -441,8 +476,8 @@ def _routes(app: FastAPI, state: _State) -> None:
                 answered_by = payload.get("model_version")
             content = payload if isinstance(payload, bytes) else orjson.dumps(payload)
             response = Response(content, media_type="application/json")
-        except QueueFull as exc:  # shed, like the guard's refusals: not an admitted request
-            state.metrics.shed(endpoint, "queue")
+        except (QueueFull, SideBusy) as exc:  # shed, like the guard's refusals: not an admitted request
+            state.metrics.shed(endpoint, "queue" if isinstance(exc, QueueFull) else "side_jobs")
             return _shed_response(state, 429, f"overloaded: {exc}; retry after {serving.retry_after_seconds} s")
         except RequestError as exc:
             status = exc.status
@@ -487,8 +522,7 @@ def _routes(app: FastAPI, state: _State) -> None:
         rows = model.schema.records(body)
         if len(rows) > serving.explain_max_rows:
             raise RequestError(422, f"{len(rows)} records exceed the /explain limit of {serving.explain_max_rows}")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, _explain, state, model, rows)
+        return await _side_job(state, _explain, state, model, rows)
 
     async def feedback(request: Request, body: Any) -> Any:
         if state.inference_log is None:
@@ -497,8 +531,7 @@ def _routes(app: FastAPI, state: _State) -> None:
         if not isinstance(items, list) or not all(isinstance(i, dict) and "request_id" in i and "labels" in i
                                                   for i in items):
             raise RequestError(422, "feedback must be {'request_id': ..., 'labels': [...]} or a list of them")
-        loop = asyncio.get_running_loop()
-        labelled = await loop.run_in_executor(None, _feedback, state, items)
+        labelled = await _side_job(state, _feedback, state, items)
         return {"labelled_rows": labelled, "model_version": state.version}
 
     async def model_info(request: Request, body: Any) -> Any:
