@@ -251,6 +251,30 @@ def test_a_waiting_request_gives_up_with_503_instead_of_piling_up() -> None:
     assert cache.get("k", lambda: "third") == "slow"
 
 
+def test_while_a_refresh_is_stuck_the_last_value_is_served_at_once() -> None:
+    """A stalled MLflow must not tie up the api-server's threads: expired values are shown while one refreshes."""
+    now = [0.0]
+    cache = SnapshotCache(ttl=30, wait=5.0, clock=lambda: now[0])
+    assert cache.get("page", lambda: "v1") == "v1"
+    now[0] = 60.0  # expired
+    release, started = threading.Event(), threading.Event()
+
+    def stuck() -> str:
+        started.set()
+        release.wait(10)
+        return "v2"
+
+    refresher = threading.Thread(target=lambda: cache.get("page", stuck))
+    refresher.start()
+    assert started.wait(5)
+    began = time.monotonic()
+    assert cache.get("page", lambda: "never") == "v1"  # the expired value, without waiting
+    assert time.monotonic() - began < 1.0
+    release.set()
+    refresher.join(5)
+    assert cache.get("page", lambda: "never") == "v2"
+
+
 def test_cache_seconds_setting() -> None:
     assert cache_seconds_from_env({}) == 30.0
     assert cache_seconds_from_env({"AUTOPILOT_UI_CACHE_SECONDS": "0"}) == 0.0

@@ -99,7 +99,9 @@ class SnapshotCache:
 
     Bounded in entries (least recently used first out) and in time (`ttl` seconds; 0 caches
     nothing). The computation runs under the lock on purpose: a burst of requests at expiry
-    becomes one round of MLflow calls, and waiting requests give up after `wait` seconds.
+    becomes one round of MLflow calls. While it runs, requests for a key that has a value (even
+    an expired one) get that value at once rather than wait (a stalled MLflow must not tie up the
+    api-server's threads); only a key never computed waits, and gives up after `wait` seconds.
     """
 
     def __init__(self, ttl: float, entries: int = CACHE_ENTRIES, wait: float = GATHER_WAIT_SECONDS,
@@ -112,15 +114,20 @@ class SnapshotCache:
         return len(self._items)
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """The cached value for `key` if younger than `ttl`, else `compute()` (stored)."""
-        if not self._lock.acquire(timeout=self.wait):
-            raise GatherBusy(f"the Models page is still being gathered after {self.wait:g} s")
+        """The cached value for `key` if younger than `ttl`, else `compute()` (stored); stale while another computes."""
+        if not self._lock.acquire(blocking=False):
+            stale = self._items.get(key)
+            if stale is not None:  # another request is refreshing it: this one shows the last value
+                value: T = stale[1]
+                return value
+            if not self._lock.acquire(timeout=self.wait):
+                raise GatherBusy(f"the Models page is still being gathered after {self.wait:g} s")
         try:
             hit = self._items.get(key)
             if hit is not None and self.clock() - hit[0] < self.ttl:
                 self._items.move_to_end(key)
-                value: T = hit[1]
-                return value
+                fresh: T = hit[1]
+                return fresh
             value = compute()
             if self.ttl > 0:
                 self._items[key] = (self.clock(), value)
