@@ -199,11 +199,12 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
         result = provision_endpoint(clients, endpoint=plan["endpoint"], sagemaker=sagemaker,
                                     wait_timeout=aws.wait_timeout_seconds)
     except Exception as exc:
-        from autopilot.deploy.aws import ProvisionTimeout
+        from autopilot.deploy.aws import ProvisionRetryable
 
-        if is_outage(exc) or isinstance(exc, ProvisionTimeout):
-            # AWS or MLflow unreachable, or SageMaker still busy: the task retries (and finds the
-            # endpoint where it is); nothing was decided, so the alias stays where it is.
+        if is_outage(exc) or isinstance(exc, ProvisionRetryable):
+            # AWS or MLflow unreachable, SageMaker still busy, or a package altered on its way (and
+            # deleted): the task retries (and finds the endpoint where it is); nothing was decided,
+            # so the alias stays where it is.
             raise
         raise _undo_promotion(cfg, settings, ctx, plan, exc) from exc
     return {"skipped": False, "target": "aws", "version": plan["version"], "package": url, "sha256": digest,

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from autopilot.deploy.aws import ProvisionError, aws_clients, package_model, upload_package
+from autopilot.deploy.aws import UploadMismatch, aws_clients, package_model, upload_package
 from autopilot.deploy_stages import deploy_version
 from autopilot.stages import RunContext
 from tests.reliability.aws_support import (
@@ -205,7 +205,8 @@ def test_a_stored_package_that_does_not_match_is_deleted_and_the_rerun_completes
                 other.put_object(Bucket=BUCKET, Key=key, Body=b"not the package", Metadata={"sha256": claimed})
 
             clients.s3.meta.events.register("after-call.s3.CompleteMultipartUpload", replace)
-        with pytest.raises(ProvisionError, match="did not hold what was uploaded"):
+        # Retryable: the package was deleted, the alias stays, and the task's retry uploads again.
+        with pytest.raises(UploadMismatch, match="did not hold what was uploaded"):
             deploy_version(cfg, planned.settings, RunContext(run_id="r13"), planned.plan(1), clients)
         assert proxy.corrupted or fault != "corrupted in transit"
 

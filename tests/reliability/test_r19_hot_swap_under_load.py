@@ -13,6 +13,12 @@ requests sent before the swap began are answered by the old version and those se
 finished by the new one; the admitted p99 after the swap is within 2x of the p99 before it; and
 every acknowledged row is in the inference log, under the version that answered it.
 
+The p99s compared are the medians of the p99s of 5 s slices (five before the swap, five after):
+the suite runs on two xdist workers on 2 cores, and a burst of the other worker's CPU (a model
+fit, a server start) raised one slice's p99 past 300 ms in CI while the next slice was back at
+20 ms. A swap that leaves the server slower (a version served by its slow path, two models in
+memory thrashing) raises every slice after it, and the median with them.
+
 The server runs the default settings except `max_concurrent_requests`, raised from 32 to 1,000:
 at 200 requests/s, a stall of the whole server process longer than 0.16 s (a busy shared CI
 machine) puts 32 requests in progress and the admission bound then sheds with 429, correctly;
@@ -48,6 +54,7 @@ SWAP_AT = 30.0
 ROWS_PER_REQUEST = 4
 SETTLE = 5.0        # the first seconds (connections, caches) are not part of the "before" p99
 P99_FLOOR_MS = 10.0  # below this, p99 differences are scheduler noise on a shared 2-core machine
+SLICE = 5.0         # seconds per p99 slice
 
 
 @dataclass
@@ -132,6 +139,17 @@ def p99_ms(latencies: list[float]) -> float:
     return ordered[min(int(0.99 * len(ordered)), len(ordered) - 1)] * 1000.0
 
 
+def sliced_p99_ms(outcomes: list[Outcome], start: float, end: float) -> float:
+    """The median of the p99s of the SLICE-second slices of [start, end) (by send time)."""
+    slices: dict[int, list[float]] = {}
+    for o in outcomes:
+        if start <= o.sent < end and o.latency is not None:
+            slices.setdefault(int((o.sent - start) // SLICE), []).append(o.latency)
+    full = [p99_ms(lat) for lat in slices.values() if len(lat) >= RATE * SLICE / 2]
+    assert full, (start, end)
+    return float(np.median(full))
+
+
 def test_a_hot_swap_under_200_requests_per_second_drops_nothing_and_never_mixes_versions(
         served: tuple[Server, Settings, Any, Any], adult_frames: Any) -> None:
     server, settings, v1, v2 = served
@@ -180,14 +198,16 @@ def test_a_hot_swap_under_200_requests_per_second_drops_nothing_and_never_mixes_
     assert {o.body["model_version"] for o in before} == {int(v1.version)}  # type: ignore[index]
     assert {o.body["model_version"] for o in after} == {int(v2.version)}  # type: ignore[index]
 
-    # p99 after the swap within 2x of before it.
-    p99_before = p99_ms([o.latency for o in before if o.sent >= SETTLE])  # type: ignore[misc]
-    p99_after = p99_ms([o.latency for o in after])  # type: ignore[misc]
+    # p99 after the swap within 2x of before it (median of 5 s slices; see the module docstring).
+    whole_before = p99_ms([o.latency for o in before if o.sent >= SETTLE])  # type: ignore[misc]
+    whole_after = p99_ms([o.latency for o in after])  # type: ignore[misc]
+    p99_before = sliced_p99_ms(before, SETTLE, swap_times["begun"])
+    p99_after = sliced_p99_ms(after, swap_times["done"], SECONDS)
     during = [o.latency for o in outcomes if swap_times["begun"] <= o.sent < swap_times["done"]]
-    print(f"p99 before {p99_before:.1f} ms, after {p99_after:.1f} ms; swap took "
-          f"{swap_times['done'] - swap_times['begun']:.2f} s, {len(during)} requests during it, max "
-          f"{max(during, default=0) * 1000:.0f} ms")
-    assert p99_after <= 2 * max(p99_before, P99_FLOOR_MS), (p99_before, p99_after)
+    print(f"p99 before {p99_before:.1f} ms (whole window {whole_before:.1f}), after {p99_after:.1f} ms "
+          f"({whole_after:.1f}); swap took {swap_times['done'] - swap_times['begun']:.2f} s, "
+          f"{len(during)} requests during it, max {max(during, default=0) * 1000:.0f} ms")
+    assert p99_after <= 2 * max(p99_before, P99_FLOOR_MS), (p99_before, p99_after, whole_before, whole_after)
 
     # Every acknowledged row is in the inference log, under the version that answered it.
     log = InferenceLog(settings.inference_db)

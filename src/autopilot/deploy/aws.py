@@ -53,7 +53,9 @@ __all__ = [
     "MANIFEST_NAME",
     "AwsClients",
     "ProvisionError",
+    "ProvisionRetryable",
     "ProvisionTimeout",
+    "UploadMismatch",
     "ProvisionResult",
     "aws_clients",
     "delete_deployment",
@@ -80,8 +82,16 @@ class ProvisionError(RuntimeError):
     """Provisioning was refused or failed; the message says which object and why."""
 
 
-class ProvisionTimeout(ProvisionError):
+class ProvisionRetryable(ProvisionError):
+    """Provisioning did not finish but nothing was decided: the task retries, the alias stays put."""
+
+
+class ProvisionTimeout(ProvisionRetryable):
     """An endpoint did not settle in time: SageMaker may still finish the change, so this is no verdict."""
+
+
+class UploadMismatch(ProvisionRetryable):
+    """The stored package was not what was sent (altered in transit, or replaced); it was deleted."""
 
 
 @dataclass(frozen=True)
@@ -353,7 +363,7 @@ def _verify_upload(s3: Any, bucket: str, key: str, sha256_hex: str) -> None:
     if actual == sha256_hex and claimed == sha256_hex:
         return
     s3.delete_object(Bucket=bucket, Key=key)
-    raise ProvisionError(f"s3://{bucket}/{key} did not hold what was uploaded (its bytes hash to {actual}, "
+    raise UploadMismatch(f"s3://{bucket}/{key} did not hold what was uploaded (its bytes hash to {actual}, "
                          f"metadata sha256 {claimed or 'missing'}, expected {sha256_hex}): deleted it; "
                          "run the deploy again")
 
