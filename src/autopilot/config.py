@@ -358,10 +358,11 @@ class ExplainabilityGateConfig(_Frozen):
 
     max_rows: Annotated[int, Field(ge=10)] = Field(default=2000, description="Rows explained (sampled, seeded).")
     max_seconds: Annotated[float, Field(gt=0)] = Field(
-        default=120.0, description="Time budget per explained model (either path); rows shrink to fit it."
+        default=120.0, description="Time budget per explained model (any SHAP path); rows shrink to fit it."
     )
     background_rows: Annotated[int, Field(ge=5)] = Field(
-        default=50, description="Background sample for the model-agnostic path."
+        default=50,
+        description="Background sample for the linear and model-agnostic paths (the tree path needs none).",
     )
     top_k: Annotated[int, Field(ge=1)] = Field(default=5, description="k of the nDCG@k ranking stability.")
     min_ndcg: Share = Field(default=0.9, description="Lowest nDCG@k of the importance ranking against the champion.")

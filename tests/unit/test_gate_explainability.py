@@ -1,4 +1,4 @@
-"""The explainability gate: SHAP on original features (tree and permutation paths), nDCG, the gate."""
+"""The explainability gate: SHAP on original features (tree, linear and permutation paths), nDCG, the gate."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
+from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 from threadpoolctl import threadpool_limits
@@ -66,6 +68,12 @@ def adult(adult_frames: tuple[pd.DataFrame, pd.DataFrame]) -> dict[str, Any]:
 
 def _fit(params: dict[str, Any], adult: dict[str, Any], **extra: Any) -> Pipeline:
     return build_pipeline({**params, **extra}, adult["cfg"], seed=0).fit(adult["X"], adult["y"])
+
+
+def _naive_bayes(adult: dict[str, Any]) -> Pipeline:
+    """The linear family's preprocessing with a model neither exact path explains."""
+    preprocess = clone(build_pipeline(LINEAR, adult["cfg"], seed=0)[0])
+    return Pipeline([("preprocess", preprocess), ("model", GaussianNB())]).fit(adult["X"], adult["y"])
 
 
 def _onehot_hgb(cfg: ModelConfig) -> Pipeline:
@@ -173,7 +181,7 @@ def test_regression_attributions_add_up_to_the_prediction(family: str) -> None:
         "metric": "rmse"})
     model = build_pipeline({"family": family, **REGRESSION[family]}, cfg, seed=0).fit(X, y)
     attr = shap_attributions(model, X.iloc[:6], cfg, background=X.iloc[-10:])
-    assert attr.method == ("permutation" if family == "linear" else "tree") and attr.output == "prediction"
+    assert attr.method == ("linear" if family == "linear" else "tree") and attr.output == "prediction"
     assert list(attr.values.columns) == ["a", "b", "c"]
     _additive(attr, model.predict(X.iloc[:6]), tol=1e-6)
     assert max(attr.importance(), key=attr.importance().__getitem__) == "a"
@@ -201,7 +209,7 @@ def test_permutation_path_explains_the_whole_pipeline_on_strings_with_nan(adult:
     background = adult["X"].sample(15, random_state=1)
     background.loc[background.index[0], "workclass"] = np.nan  # missing values in the masker's data too
     state = np.random.get_state()[1].copy()
-    attr = shap_attributions(model, X, cfg, background=background)
+    attr = shap_attributions(model, X, cfg, background=background, method="permutation")
     assert np.array_equal(np.random.get_state()[1], state)  # shap's global seeding stays inside
     assert attr.method == "permutation" and attr.output == "log_odds" and attr.background_rows == 15
     assert list(attr.values.columns) == list(cfg.features)
@@ -220,6 +228,11 @@ def test_permutation_path_explains_the_whole_pipeline_on_strings_with_nan(adult:
         columns = [block.start + i for i, out in enumerate(names)
                    if out == f"num__{name}" or out.startswith(f"cat__{name}_")]
         np.testing.assert_allclose(attr.values[name], contributions[:, columns].sum(axis=1), atol=1e-6)
+    # The exact linear path computes these same values in closed form from the same background.
+    exact = shap_attributions(model, X, cfg, background=background)
+    assert exact.method == "linear" and exact.background_rows == 15
+    np.testing.assert_allclose(exact.values.to_numpy(), attr.values.to_numpy(), atol=1e-6)
+    assert exact.base_value == pytest.approx(attr.base_value, abs=1e-6)
 
 
 def test_permutation_path_is_reproducible(adult: dict[str, Any]) -> None:
@@ -228,6 +241,19 @@ def test_permutation_path_is_reproducible(adult: dict[str, Any]) -> None:
     first = shap_attributions(model, X, adult["cfg"], background=background, method="permutation", seed=3)
     again = shap_attributions(model, X, adult["cfg"], background=background, method="permutation", seed=3)
     pd.testing.assert_frame_equal(first.values, again.values)
+
+
+def test_a_multiclass_linear_model_falls_back_to_the_permutation_path_and_says_why() -> None:
+    cfg, X, y = _synthetic(n=600)
+    three = pd.Series(np.digitize(X["x0"], [-0.5, 0.5]), name="y")  # three classes: no single log-odds margin
+    model = build_pipeline(LINEAR, cfg, seed=0).fit(X, three)
+    attr = shap_attributions(model, X.iloc[:3], cfg, background=X.iloc[-10:])
+    assert attr.method == "permutation"
+    assert "LogisticRegression with 3 classes" in attr.path_reason and "multiclass" in attr.path_reason
+    with pytest.raises(ValueError, match="linear path cannot explain.*multiclass"):
+        shap_attributions(model, X.iloc[:3], cfg, background=X.iloc[-10:], method="linear")
+    binary = build_pipeline(LINEAR, cfg, seed=0).fit(X, y)
+    assert shap_attributions(binary, X.iloc[:3], cfg, background=X.iloc[-10:]).method == "linear"
 
 
 def test_tree_and_permutation_paths_agree_on_the_dominant_feature() -> None:
@@ -257,14 +283,18 @@ def test_explain_model_respects_row_and_background_bounds(adult: dict[str, Any])
     assert again.values.index.equals(attr.values.index)  # the sample is seeded
 
     linear = _fit(LINEAR, adult)
-    agnostic = explain_model(linear, adult["X_test"], adult["X"], cfg, seed=1)
+    exact = explain_model(linear, adult["X_test"], adult["X"], cfg, seed=1)
+    assert exact.method == "linear" and exact.background_rows == 12 and exact.rows == 25
+
+    agnostic = explain_model(_naive_bayes(adult), adult["X_test"], adult["X"], cfg, seed=1)
     assert agnostic.method == "permutation" and agnostic.background_rows == 12 and agnostic.rows == 25
+    assert agnostic.path_reason.startswith("model-agnostic") and "GaussianNB" in agnostic.path_reason
 
 
 def test_explain_model_shrinks_rows_to_the_time_budget(adult: dict[str, Any]) -> None:
     cfg = _config(max_rows=200, background_rows=10, max_seconds=0.01)
-    linear = _fit(LINEAR, adult)
-    attr = explain_model(linear, adult["X_test"], adult["X"], cfg)
+    attr = explain_model(_naive_bayes(adult), adult["X_test"], adult["X"], cfg)
+    assert attr.method == "permutation"
     assert attr.rows == PILOT_ROWS  # the timed first batch alone already spends the budget
     assert np.isfinite(attr.values.to_numpy()).all()
 
@@ -384,5 +414,6 @@ def test_write_plots(adult: dict[str, Any], tmp_path: Path) -> None:
         assert content.startswith(b"\x89PNG") and len(content) > 5000
     saved = json.loads(paths["importance"].read_text())
     assert saved["method"] == "tree" and saved["rows"] == 60
+    assert saved["path_reason"] == "exact TreeSHAP: HistGradientBoostingClassifier is a tree ensemble"
     assert saved["importance"] == pytest.approx(attr.importance())
     assert sum(saved["shares"].values()) == pytest.approx(1.0)

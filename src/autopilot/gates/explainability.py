@@ -1,7 +1,7 @@
 """The explainability gate: global SHAP importance on the original features, its stability
 against the champion, and a leakage check.
 
-Two ways to get per-row SHAP values, both reported on the ORIGINAL (pre-encoding) features:
+Three ways to get per-row SHAP values, all reported on the ORIGINAL (pre-encoding) features:
 
 - `tree` (exact, fast): for RandomForest / ExtraTrees / HistGradientBoosting. The fitted
   `preprocess` step transforms the rows, path-dependent TreeSHAP explains the estimator on the
@@ -14,18 +14,31 @@ Two ways to get per-row SHAP values, both reported on the ORIGINAL (pre-encoding
   categorical split becomes a 0/1 "goes left" column whose attribution is summed into its
   feature, the same way one-hot columns are. Units: log-odds for HGB classifiers, probability
   for forest classifiers (their trees average probabilities), the prediction for regressors.
+- `linear` (exact, instant): for logistic regression (binary) and the linear regressors
+  (Ridge, LinearRegression, Lasso, ElasticNet, ...). The model's margin is additive in the
+  transformed columns z = T(x), and every transformer of the pipeline (imputers, scalers,
+  one-hot, target encoding) works column by column, so the margin is additive in the original
+  features and interventional SHAP is exact in closed form: transformed column j gets
+  coef_j * (z_j - mean of z_j over the background rows), summed onto its original feature as
+  on the tree path. Base value = coef . mean(z_background) + intercept. Units: log-odds
+  (`decision_function`) for logistic regression, the prediction for regressors. These are
+  the values the permutation path estimates with the same background (for an additive model
+  every permutation gives the same marginal contributions), at a tiny fraction of the cost.
+  A multiclass or multi-output linear model has no single margin and is not explained here.
 - `permutation` (model-agnostic): the whole pipeline is explained on raw feature rows with
   `shap.PermutationExplainer` and an `Independent` masker over a sampled background.
   Categorical columns are integer-coded for the masker (it cannot hold strings) and decoded
   back to strings (code NaN -> NaN) inside the prediction function. Classification is
   explained in log-odds (the logit of `predict_proba[:, 1]`), so it shares units with the tree
-  path on boosting and with a logistic regression; regression explains `predict`. `auto` picks
-  this path for every non-tree estimator (linear models).
+  path on boosting and with the linear path; regression explains `predict`. `auto` picks this
+  path only when neither the tree nor the linear path applies, and `Attributions.path_reason`
+  says why.
 
 `explain_model` applies the config's bounds: at most `max_rows` rows (seeded sample),
 `background_rows` background rows, and a time budget of `max_seconds`: a first batch of
 `PILOT_ROWS` rows is timed and the number of further rows is extrapolated to fit the budget.
-The budget applies to both paths (deep forests make TreeSHAP slow too).
+The budget applies to every path (deep forests make TreeSHAP slow too). The linear and
+permutation paths measure from the same `background_rows` sample.
 
 The gate (`evaluate_explainability`) fails closed, with a reason, on an exception, zero rows,
 NaN/inf or all-zero attributions, or attributions that do not add up to the model output;
@@ -64,7 +77,7 @@ __all__ = [
 ]
 
 GATE = "explainability"
-METHODS = ("auto", "tree", "permutation")
+METHODS = ("auto", "tree", "linear", "permutation")
 # Rows of the timed first batch from which explain_model extrapolates the cost of the rest.
 PILOT_ROWS = 10
 # Share of the time budget the extrapolation aims for (the estimate is noisy).
@@ -86,6 +99,23 @@ _TREE_ESTIMATORS = (
     "HistGradientBoostingClassifier",
     "HistGradientBoostingRegressor",
 )
+# Classifiers whose positive-class log-odds are exactly the linear margin `decision_function`
+# (predict_proba is its logistic). SGDClassifier only with loss="log_loss" (checked below).
+_LINEAR_CLASSIFIERS = ("LogisticRegression", "LogisticRegressionCV", "SGDClassifier")
+# Regressors whose `predict` is exactly z @ coef_ + intercept_.
+_LINEAR_REGRESSORS = (
+    "LinearRegression",
+    "Ridge",
+    "RidgeCV",
+    "Lasso",
+    "LassoCV",
+    "ElasticNet",
+    "ElasticNetCV",
+    "SGDRegressor",
+    "HuberRegressor",
+    "BayesianRidge",
+    "LinearSVR",
+)
 
 
 # ---------------------------------------------------------------------------- the result
@@ -98,13 +128,15 @@ class Attributions:
     Attributes:
         values: rows x original feature columns (config order), in `output` units.
         base_value: the expected model output the attributions are measured from.
-        method: `tree` or `permutation`.
+        method: `tree`, `linear` or `permutation`.
         rows: rows explained.
         seconds: wall time of the whole explanation (set-up included).
         output: units of the values: `log_odds`, `probability` or `prediction`.
         background_rows: background rows used (0 for the tree path, which needs none).
         additivity_error: max |sum of values + base - model output| over the rows, divided by
             max(1, max |model output|); None when not measured.
+        path_reason: why this path explained the model (for the permutation path: why neither
+            exact path applied).
     """
 
     values: pd.DataFrame
@@ -115,6 +147,7 @@ class Attributions:
     output: str = "prediction"
     background_rows: int = 0
     additivity_error: float | None = None
+    path_reason: str = ""
 
     def importance(self) -> dict[str, float]:
         """Mean |SHAP| per original feature, in config (column) order."""
@@ -149,14 +182,15 @@ def shap_attributions(
         model: a fitted pipeline (`preprocess` ColumnTransformer, then the estimator).
         X: the rows to explain (feature columns of the canonical frame; extra columns ignored).
         cfg: the model config (feature order, types, categories, task).
-        background: rows the permutation path masks with; None samples
+        background: rows the linear and permutation paths measure from; None samples
             `gates.explainability.background_rows` rows of `X`. The tree path needs none.
-        method: `auto` (tree path for forests and HGB, permutation otherwise), `tree` or
-            `permutation`.
+        method: `auto` (tree path for forests and HGB, linear path for linear models,
+            permutation otherwise), `tree`, `linear` or `permutation`.
         seed: seeds the background sample and the permutations.
 
     Raises:
-        ValueError: on an unknown method, `tree` for a non-tree model, no rows, or missing columns.
+        ValueError: on an unknown method, `tree` for a non-tree model, `linear` for a model the
+            linear path cannot explain, no rows, or missing columns.
     """
     start = time.perf_counter()
     features = _feature_rows(X, cfg)
@@ -210,7 +244,8 @@ def _result(path: _Path, rows: pd.DataFrame, values: np.ndarray, base: float, er
             seconds: float) -> Attributions:
     frame = pd.DataFrame(np.asarray(values, dtype=float), index=rows.index, columns=list(rows.columns))
     return Attributions(values=frame, base_value=float(base), method=path.method, rows=len(frame), seconds=seconds,
-                        output=path.output, background_rows=path.background_rows, additivity_error=error)
+                        output=path.output, background_rows=path.background_rows, additivity_error=error,
+                        path_reason=path.reason)
 
 
 def _feature_rows(X: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
@@ -253,6 +288,7 @@ class _Path:
     method: str
     output: str
     background_rows: int = 0
+    reason: str = ""
 
     def explain(self, rows: pd.DataFrame) -> tuple[np.ndarray, float, float | None]:
         """(values rows x original features, base value, relative additivity error)."""
@@ -276,19 +312,73 @@ def _is_tree(estimator: Any) -> bool:
     return type(estimator).__name__ in _TREE_ESTIMATORS
 
 
+def _tree_problem(preprocess: Any, estimator: Any) -> str | None:
+    """Why the tree path cannot explain this pipeline (None when it can)."""
+    name = type(estimator).__name__
+    if not _is_tree(estimator):
+        return f"{name} is not a forest or HistGradientBoosting model"
+    if preprocess is None:
+        return "the pipeline is not a ColumnTransformer followed by the estimator"
+    return None
+
+
+def _linear_problem(preprocess: Any, estimator: Any) -> str | None:
+    """Why the linear path cannot explain this pipeline (None when it can).
+
+    Class names are matched exactly (as for trees): a subclass may change what predict means.
+    """
+    name = type(estimator).__name__
+    if name not in _LINEAR_CLASSIFIERS and name not in _LINEAR_REGRESSORS:
+        return f"{name} is not a linear model the linear path knows"
+    if preprocess is None:
+        return "the pipeline is not a ColumnTransformer followed by the estimator"
+    coef = getattr(estimator, "coef_", None)
+    if coef is None:
+        return f"{name} has no fitted coefficients"
+    if name in _LINEAR_CLASSIFIERS:
+        if name == "SGDClassifier" and getattr(estimator, "loss", None) != "log_loss":
+            return f"SGDClassifier with loss={estimator.loss!r} has no log-odds margin"
+        classes = len(getattr(estimator, "classes_", ()))
+        if classes != 2:
+            return f"{name} with {classes} classes has no single log-odds margin (multiclass)"
+    shape = np.shape(coef)
+    if len(shape) == 2 and shape[0] != 1:
+        return f"{name} has {shape[0]} outputs (one margin each); the gates explain one"
+    return None
+
+
 def _prepare(model: Any, cfg: ModelConfig, background: pd.DataFrame | None, method: str, seed: int) -> _Path:
     if method not in METHODS:
         raise ValueError(f"unknown SHAP method {method!r}; expected one of {list(METHODS)}")
     preprocess, estimator = _split_pipeline(model)
-    tree_ok = preprocess is not None and _is_tree(estimator)
-    if method == "tree" and not tree_ok:
-        name = type(estimator).__name__
-        raise ValueError(f"the tree path needs a ColumnTransformer + forest/HGB pipeline, got {name}")
-    if method == "tree" or (method == "auto" and tree_ok):
-        return _TreePath(preprocess, estimator, cfg)
-    if background is None or len(background) == 0:
-        raise ValueError("the permutation path needs background rows")
-    return _PermutationPath(model, cfg, background, seed)
+    name = type(estimator).__name__
+    tree_problem = _tree_problem(preprocess, estimator)
+    linear_problem = _linear_problem(preprocess, estimator)
+    if method == "tree" and tree_problem is not None:
+        raise ValueError(f"the tree path needs a ColumnTransformer + forest/HGB pipeline: {tree_problem}")
+    if method == "linear" and linear_problem is not None:
+        raise ValueError(f"the linear path cannot explain this pipeline: {linear_problem}")
+    reason = "requested"
+    if method == "auto":
+        # The exact paths first; the permutation path costs ~0.05-0.5 s per row and estimates.
+        if tree_problem is None:
+            method, reason = "tree", f"exact TreeSHAP: {name} is a tree ensemble"
+        elif linear_problem is None:
+            method, reason = "linear", f"exact linear SHAP: {name} is linear in the transformed features"
+        else:
+            method = "permutation"
+            reason = f"model-agnostic: no exact path applies (tree: {tree_problem}; linear: {linear_problem})"
+    path: _Path
+    if method == "tree":
+        path = _TreePath(preprocess, estimator, cfg)
+    elif background is None or len(background) == 0:
+        raise ValueError(f"the {method} path needs background rows")
+    elif method == "linear":
+        path = _LinearPath(preprocess, estimator, cfg, background)
+    else:
+        path = _PermutationPath(model, cfg, background, seed)
+    path.reason = reason
+    return path
 
 
 # ---------------------------------------------------------------------------- tree path
@@ -519,6 +609,40 @@ class _HGBTrees:
         return np.where(left, 0.0, 1.0)
 
 
+# ---------------------------------------------------------------------------- linear path
+
+
+class _LinearPath(_Path):
+    """Closed-form interventional SHAP of a linear margin, summed back onto the original features."""
+
+    method = "linear"
+
+    def __init__(self, preprocess: Any, estimator: Any, cfg: ModelConfig, background: pd.DataFrame) -> None:
+        self.preprocess = preprocess
+        self.estimator = estimator
+        self.features = list(cfg.features)
+        self.owners = _column_owners(preprocess, self.features)
+        self.classifier = type(estimator).__name__ in _LINEAR_CLASSIFIERS
+        self.output = "log_odds" if self.classifier else "prediction"
+        coef = estimator.coef_
+        self.coef = np.ravel(np.asarray(coef.toarray() if hasattr(coef, "toarray") else coef, dtype=np.float64))
+        if len(self.coef) != len(self.owners):
+            raise ValueError(f"{len(self.coef)} coefficients but {len(self.owners)} transformed columns")
+        reference = _dense(preprocess.transform(_feature_rows(background, cfg)))
+        self.background_rows = len(reference)
+        self.mean = reference.mean(axis=0)
+        intercept = float(np.ravel(np.asarray(getattr(estimator, "intercept_", 0.0), dtype=np.float64))[0])
+        self.base = float(self.mean @ self.coef) + intercept
+
+    def explain(self, rows: pd.DataFrame) -> tuple[np.ndarray, float, float | None]:
+        """SHAP values of `rows` on the original features: coef * (z - background mean), summed per feature."""
+        transformed = _dense(self.preprocess.transform(rows))
+        values = _sum_columns((transformed - self.mean) * self.coef, self.owners, len(self.features))
+        # Checked against the estimator's own margin, so a model that is not what its name says fails the gate.
+        output = _margin(self.estimator, transformed, self.classifier)
+        return values, self.base, _relative_error(values.sum(axis=1) + self.base, output)
+
+
 # ---------------------------------------------------------------------------- permutation path
 
 
@@ -725,7 +849,8 @@ def evaluate_explainability(
     attribution exceeds `max_feature_share`; when, with a champion, nDCG@`top_k` of the
     challenger's ranking against the champion's importance is below `min_ndcg`. Reports the
     top-k shares, every share and importance, nDCG, method, rows, seconds, and
-    `sensitive_share` (the summed share of `sensitive`, default `cfg.sensitive_attributes`).
+    `sensitive_share` (the summed share of `sensitive`, default `cfg.sensitive_attributes`);
+    `details["path_reason"]` says why that SHAP path explained the model.
     """
     bounds = cfg.gates.explainability
     thresholds = {"max_feature_share": bounds.max_feature_share, "min_ndcg": bounds.min_ndcg, "top_k": bounds.top_k}
@@ -763,6 +888,7 @@ def _evaluate(challenger: Attributions, champion: Attributions | None, cfg: Mode
         "ndcg_at_k": None,
     })
     details["sensitive_features"] = sensitive_names
+    details["path_reason"] = challenger.path_reason
     absent = [name for name in sensitive_names if name not in shares]
     if absent:
         details["sensitive_not_explained"] = absent
@@ -841,7 +967,7 @@ def write_plots(attr: Attributions, X: pd.DataFrame, folder: Path) -> dict[str, 
 
     `X` holds the explained rows (matched by index label, else by position); categorical
     values colour the beeswarm by their (sorted) category code. The JSON holds importance,
-    shares, method, output units, rows, seconds and the base value (NaN written as null).
+    shares, method (and why), output units, rows, seconds and the base value (NaN as null).
     Returns {"bar": ..., "beeswarm": ..., "importance": ...}; the caller logs them.
     """
     import matplotlib
@@ -884,6 +1010,7 @@ def write_plots(attr: Attributions, X: pd.DataFrame, folder: Path) -> dict[str, 
 
     payload = {"importance": importance, "shares": attr.shares(), "method": attr.method, "output": attr.output,
                "rows": attr.rows, "seconds": attr.seconds, "base_value": attr.base_value,
-               "background_rows": attr.background_rows, "additivity_error": attr.additivity_error}
+               "background_rows": attr.background_rows, "additivity_error": attr.additivity_error,
+               "path_reason": attr.path_reason}
     paths["importance"].write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     return paths
