@@ -1,4 +1,4 @@
-"""SHAP on Adult: the exact tree path against the model-agnostic permutation path, same model and rows.
+"""SHAP on Adult: each exact path (tree, linear) against the model-agnostic permutation path, same model and rows.
 
 Trains one HistGradientBoosting pipeline (native categoricals, the search space's usual shape)
 on the Adult training split, samples `--rows` rows of the test split, and explains exactly
@@ -18,12 +18,21 @@ RATIO = permutation seconds / tree seconds on the same rows; goal >= 10 (the tre
 fast path) with nDCG@k >= 0.9 between the two importance rankings (they estimate nearly the
 same quantity: path-dependent vs interventional Shapley values).
 
+Unless `--no-linear`, it also fits the linear family (logistic regression on one-hot +
+standardized columns) and explains the same rows with the exact `linear` path (closed form,
+coef * (z - background mean), summed per original feature) and the permutation path, both
+over the same `--background` rows. LINEAR RATIO = permutation seconds / linear seconds
+(linear: median of `--tree-repeats` runs). Both compute interventional SHAP of a model that
+is additive in the original features, so their values must agree to float precision: the
+largest absolute difference is printed (goal: ratio >= 10 with difference <= 1e-6).
+
 Unless `--no-stability`, it also explains `--stability-rows` test rows with the tree path for
 the reference model and for variants (another seed, target and one-hot encodings, a random
 forest), and reports the top features, the largest single share (leakage check), the share of
 sex + race, and each variant's nDCG@k against the reference with the gate's verdict.
 
     python bench/shap_paths.py [--rows 200] [--background 50] [--stability-rows 2000] [--no-stability]
+                               [--no-linear]
 """
 
 from __future__ import annotations
@@ -40,6 +49,11 @@ GOAL = 10.0
 HGB_PARAMS = {"family": "hist_gradient_boosting", "prep.cat_impute": "constant", "hgb.cat_encoding": "native",
               "prep.min_frequency": 0.0, "hgb.learning_rate": 0.1, "hgb.max_iter": 200, "hgb.max_leaf_nodes": 31,
               "hgb.min_samples_leaf": 20, "hgb.l2_regularization": 0.0}
+LINEAR_PARAMS = {"family": "linear", "prep.num_impute": "median", "prep.scaling": "standard",
+                 "prep.cat_impute": "most_frequent", "linear.cat_encoding": "onehot", "prep.min_frequency": 0.0,
+                 "linear.C": 1.0}
+# The linear and permutation paths compute the same values for an additive model; this bounds float noise.
+LINEAR_AGREEMENT = 1e-6
 RF_PARAMS = {"family": "random_forest", "prep.num_impute": "median", "prep.cat_impute": "most_frequent",
              "rf.cat_encoding": "ordinal", "prep.min_frequency": 0.0, "rf.n_estimators": 100, "rf.max_depth": 12,
              "rf.min_samples_leaf": 5, "rf.max_features": 0.3}
@@ -132,6 +146,43 @@ def stability(cfg: Any, splits: Any, reference_model: Any, rows: int, seed: int,
     return out
 
 
+def linear_vs_permutation(cfg: Any, splits: Any, X: Any, background: Any, args: Any, k: int) -> dict[str, Any]:
+    """The exact linear path against the permutation path on a logistic regression, same rows and background."""
+    import numpy as np
+
+    from autopilot.gates.explainability import shap_attributions
+
+    with common.stopwatch() as fit_time:
+        model = fit(LINEAR_PARAMS, cfg, splits, args.seed)
+    print(f"[shap_paths] logistic regression (one-hot, standardized) fitted in {fit_time['seconds']:.1f} s, "
+          f"{model[-1].coef_.shape[1]} coefficients", flush=True)
+    with common.neighbours() as others:
+        runs = [shap_attributions(model, X, cfg, background=background, seed=args.seed)
+                for _ in range(args.tree_repeats)]
+        agnostic = shap_attributions(model, X, cfg, background=background, method="permutation", seed=args.seed)
+    linear = runs[0]
+    seconds = common.median([run.seconds for run in runs])
+    ratio = agnostic.seconds / seconds
+    difference = float(np.max(np.abs(linear.values.to_numpy() - agnostic.values.to_numpy())))
+    met = linear.method == "linear" and ratio >= GOAL and difference <= LINEAR_AGREEMENT
+    common.print_table(
+        f"SHAP on Adult, logistic regression, the same {len(X)} test rows and {len(background)} background rows",
+        ["path", "seconds", "ms / row", "base value", "additivity err", f"top-{k} (share)"],
+        [[name, f"{sec:.3f}", f"{1000 * sec / len(X):.2f}", f"{attr.base_value:.3f}",
+          f"{attr.additivity_error:.1e}", ", ".join(f"{n} {s:.3f}" for n, s in top(attr, k))]
+         for name, attr, sec in ((f"{linear.method} (median)", linear, seconds),
+                                 ("permutation", agnostic, agnostic.seconds))],
+    )
+    print(f"LINEAR RATIO permutation / linear (wall time, same rows): {ratio:.0f}x; largest |difference| of the "
+          f"values {difference:.1e}   goal >= {GOAL:g}x with difference <= {LINEAR_AGREEMENT:g}: {common.verdict(met)}")
+    return {"ratio": ratio, "goal_met": met, "max_abs_difference": difference, "rows": len(X),
+            "background_rows": len(background), "fit_seconds": fit_time["seconds"], "params": LINEAR_PARAMS,
+            "linear": {**summary(linear, cfg, k), "seconds_runs": [run.seconds for run in runs],
+                       "seconds_median": seconds, "path_reason": linear.path_reason},
+            "permutation": summary(agnostic, cfg, k), "agreement": agreement(linear, agnostic, k),
+            "foreign_cpu_share": others["foreign_cpu_share"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the tables and write `bench/results/shap_paths.json`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="model, row sample and permutation seed (0)")
     parser.add_argument("--stability-rows", type=int, default=2000, help="rows for the stability section (2000)")
     parser.add_argument("--no-stability", action="store_true", help="skip the seeds/encodings/forest section")
+    parser.add_argument("--no-linear", action="store_true", help="skip the linear-vs-permutation section")
     parser.add_argument("--wait-idle", type=float, default=60.0,
                         help="seconds to wait for other work to leave the cores before timing (0: no wait)")
     args = parser.parse_args(argv)
@@ -189,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"other processes used {others['foreign_cpu_share']} of the machine's CPU time while timing "
           f"(quiet at start: {quiet['quiet']})")
 
+    linear = None if args.no_linear else linear_vs_permutation(cfg, splits, X, background, args, k)
+
     stable = None
     if not args.no_stability:
         stable = stability(cfg, splits, model, args.stability_rows, args.seed, k)
@@ -222,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                         "rows_within_budget": int(budget / per_row), "budget_seconds": budget,
                         "numba_warmup_seconds": warm["seconds"]},
         "agreement": agree,
+        "linear": linear,
+        "linear_ratio": None if linear is None else linear["ratio"],
+        "linear_ratio_label": "permutation-path seconds / linear-path seconds, same logistic regression and rows",
         "stability": stable,
         "quiet_at_start": quiet,
         "foreign_cpu_share": others["foreign_cpu_share"],
