@@ -7,6 +7,7 @@ fitted on the same training split; an interval that straddles its bound is `inco
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,6 +212,7 @@ def test_an_inconclusive_champion_comparison_follows_on_inconclusive(policy: str
     assert text.startswith("roc_auc 0.") and "for champion v4 on the same 300 holdout rows: worse by" in text
     assert f"inconclusive; about {baseline['rows_needed']:,} more holdout rows would settle it" in text
     assert f"gates.quality.on_inconclusive: {policy}" in text
+    json.dumps(report.model_dump(mode="json"), allow_nan=False)  # stored as the gate's artifact: strict JSON
 
 
 def test_more_rows_settle_what_a_small_holdout_left_open() -> None:
