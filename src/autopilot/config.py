@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlparse
 
 import yaml
@@ -331,6 +331,9 @@ Share = Annotated[float, Field(ge=0.0, le=1.0)]
 Confidence = Annotated[float, Field(gt=0.5, lt=1.0)]
 
 
+Baseline = Literal["prior", "linear"]
+
+
 class QualityGateConfig(_Frozen):
     """Quality: absolute floors, and non-inferiority against the champion on the same holdout."""
 
@@ -351,6 +354,26 @@ class QualityGateConfig(_Frozen):
         default="promote",
         description="With no champion yet: promote a version that passes every other check, or hold it for review.",
     )
+    first_run_baselines: list[Baseline] = Field(
+        default_factory=lambda: list(get_args(Baseline)),
+        description="With no champion yet, the model must surely beat these on `metric` (whole bootstrap interval "
+        "of the difference above 0), each fitted on the same training split and scored on the same holdout: "
+        "`prior` predicts the training class rate (regression: the training mean), `linear` is a logistic "
+        "regression (regression: ridge) with default regularization on the same features. [] turns it off.",
+    )
+    on_inconclusive: Literal["review", "fail", "pass"] = Field(
+        default="review",
+        description="A comparison (with the champion or a first-run baseline) whose interval straddles its bound "
+        "proves neither pass nor fail: `review` holds the version for a human, `fail` rejects it, `pass` lets "
+        "it through (the status stays in the report).",
+    )
+
+    @field_validator("first_run_baselines")
+    @classmethod
+    def _unique_baselines(cls, value: list[Baseline]) -> list[Baseline]:
+        if len(set(value)) != len(value):
+            raise ValueError("baselines are listed more than once")
+        return value
 
 
 class ExplainabilityGateConfig(_Frozen):

@@ -156,13 +156,15 @@ def _summary(report: GateReport) -> dict[str, Any]:
 
 def _quality_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
                  snapped: dict[str, Any]) -> dict[str, Any]:
-    """Score challenger and champion now on the same holdout; floors and non-inferiority."""
+    """Score challenger and champion now on the same holdout; floors, non-inferiority, first-run baselines."""
     from autopilot.gates.quality import evaluate_quality
 
     inputs = load_gate_inputs(cfg, settings, registered, snapped)
     champion_number = int(inputs.champion_version.version) if inputs.champion_version is not None else None
+    # The training split fits the first-run baselines (prior, linear) when there is no champion.
     report = _guarded("quality", evaluate_quality, inputs.challenger, inputs.champion, inputs.X_test,
-                      inputs.y_test, cfg, champion_version=champion_number, seed=cfg.split.seed)
+                      inputs.y_test, cfg, champion_version=champion_number, seed=cfg.split.seed,
+                      X_train=inputs.X_train, y_train=inputs.y_train)
     _store_report(str(inputs.version.run_id), report)
     return {**_summary(report), "champion_version": champion_number}
 

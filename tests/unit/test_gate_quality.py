@@ -91,7 +91,10 @@ def test_stump_is_rejected_against_a_good_champion(adult: tuple[Splits, Any, Any
     assert baseline["champion_version"] == 7 and baseline["metrics"]["roc_auc"] > 0.88
     assert baseline["difference"] < -0.1 and baseline["ci"][1] < -0.005
     assert report.details["requires_review"] is False
-    assert len(report.reasons) == 1 and report.reasons[0].startswith("roc_auc is worse than champion v7")
+    # Plain words first (both values, who, how much), then the interval and the technical names.
+    assert len(report.reasons) == 1 and report.reasons[0].startswith("roc_auc 0.")
+    assert "for champion v7 on the same 4,000 holdout rows: worse by 0.1" in report.reasons[0]
+    assert "wholly below -0.0050 (the allowed loss: gates.quality.non_inferiority_margin)" in report.reasons[0]
     strict_json(report)
 
 
@@ -104,7 +107,8 @@ def test_same_model_is_equivalent_and_passes(adult: tuple[Splits, Any, Any]) -> 
     assert report.metrics["roc_auc"] == baseline["metrics"]["roc_auc"] > 0.88
 
 
-def test_noise_on_a_tiny_holdout_does_not_block(adult: tuple[Splits, Any, Any]) -> None:
+def test_noise_on_a_tiny_holdout_is_inconclusive_not_a_pass(adult: tuple[Splits, Any, Any]) -> None:
+    # Issue 12: this used to pass as "equivalent"; an interval straddling -margin proves nothing.
     splits, champion, _ = adult
     cfg = adult_cfg(**NO_FLOORS)
     noisy = NoisyModel(champion, scale=0.7)
@@ -113,9 +117,11 @@ def test_noise_on_a_tiny_holdout_does_not_block(adult: tuple[Splits, Any, Any]) 
     tiny = splits.X_test.sample(60, random_state=0).index
     small = evaluate_quality(noisy, champion, splits.X_test.loc[tiny], splits.y_test.loc[tiny], cfg)
     low, high = small.details["baseline"]["ci"]
-    # ...but 60 rows cannot show it: the interval is wide and reaches above -margin.
-    assert small.passed and small.details["baseline"]["decision"] == "equivalent"
-    assert high - low > 0.05 and high > -cfg.gates.quality.non_inferiority_margin
+    # ...but 60 rows cannot show it: the interval is wide and straddles -margin, so a human decides.
+    assert low < -cfg.gates.quality.non_inferiority_margin < high and high - low > 0.05
+    assert not small.passed and small.details["baseline"]["decision"] == "inconclusive"
+    assert small.details["requires_review"] is True and small.details["baseline"]["rows_needed"] > 0
+    assert "inconclusive; about" in small.reasons[0]
 
 
 def test_a_clearly_better_challenger_is_better(adult: tuple[Splits, Any, Any]) -> None:
@@ -133,12 +139,12 @@ def test_lower_is_better_metric_is_oriented_so_positive_means_better(adult: tupl
     baseline = report.details["baseline"]
     assert report.metrics["log_loss"] > baseline["metrics"]["log_loss"]  # the stump's log loss is higher...
     assert baseline["difference"] < 0 and baseline["decision"] == "worse"  # ...which reads as "worse"
-    assert not report.passed and "log_loss is worse" in report.reasons[0]
+    assert not report.passed and report.reasons[0].startswith("log_loss 0.") and "worse by" in report.reasons[0]
 
 
-def test_first_run_promote_passes_on_floors(adult: tuple[Splits, Any, Any]) -> None:
+def test_first_run_promote_passes_on_floors_without_baselines(adult: tuple[Splits, Any, Any]) -> None:
     splits, champion, _ = adult
-    cfg = adult_cfg(first_run="promote", min_metrics={"roc_auc": 0.85})
+    cfg = adult_cfg(first_run="promote", min_metrics={"roc_auc": 0.85}, first_run_baselines=[])
     report = evaluate_quality(champion, None, splits.X_test, splits.y_test, cfg)
     assert report.passed and report.reasons == []
     assert report.details["baseline"] == {"champion_version": None, "note": "first run: no champion"}
@@ -147,13 +153,16 @@ def test_first_run_promote_passes_on_floors(adult: tuple[Splits, Any, Any]) -> N
 
 def test_first_run_require_review_holds_for_a_human(adult: tuple[Splits, Any, Any]) -> None:
     splits, champion, stump = adult
-    cfg = adult_cfg(first_run="require_review", min_metrics={"roc_auc": 0.85})
-    report = evaluate_quality(champion, None, splits.X_test, splits.y_test, cfg)
+    cfg = adult_cfg(first_run="require_review", min_metrics={"roc_auc": 0.85}, first_run_baselines=["prior"])
+    report = evaluate_quality(champion, None, splits.X_test, splits.y_test, cfg,
+                              X_train=splits.X_train, y_train=splits.y_train)
+    assert report.details["first_run_baselines"]["prior"]["status"] == "pass"
     assert not report.passed and report.details["requires_review"] is True
     assert len(report.reasons) == 1 and "autopilot promote adult_income" in report.reasons[0]
     assert "--reason" in report.reasons[0]
     # A version that also misses a floor is a quality failure, not one waiting for review.
-    weak = evaluate_quality(stump, None, splits.X_test, splits.y_test, cfg)
+    weak = evaluate_quality(stump, None, splits.X_test, splits.y_test, cfg,
+                            X_train=splits.X_train, y_train=splits.y_train)
     assert not weak.passed and weak.details["requires_review"] is False
     assert any("below the floor 0.85" in reason for reason in weak.reasons)
 
