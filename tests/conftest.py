@@ -83,7 +83,11 @@ def small_adult(tmp_path: Path, adult_frames: tuple[Any, Any]) -> Callable[..., 
             "validation": {"min_rows": 100, "max_rows": 1_000_000},
             "tuning": TINY_TUNING,
             "split": {"seed": 42, "cv_folds": 2},
-            "gates": {"quality": {"min_metrics": {"roc_auc": 0.7}}},  # merged into the demo's gates
+            # Merged into the demo's gates. On 800 holdout rows the quality intervals are ~0.015 wide,
+            # three times the 0.005 margin: a first run (vs the linear baseline) or an equivalent
+            # retrain is mostly inconclusive, which goes to review by default. The tests using this
+            # fixture test something else; tests/unit/test_quality_floors.py tests review.
+            "gates": {"quality": {"min_metrics": {"roc_auc": 0.7}, "on_inconclusive": "pass"}},
             "registry": {"name": name},
         }
         gates = overrides.pop("gates", {})

@@ -356,10 +356,11 @@ class QualityGateConfig(_Frozen):
     )
     first_run_baselines: list[Baseline] = Field(
         default_factory=lambda: list(get_args(Baseline)),
-        description="With no champion yet, the model must surely beat these on `metric` (whole bootstrap interval "
-        "of the difference above 0), each fitted on the same training split and scored on the same holdout: "
-        "`prior` predicts the training class rate (regression: the training mean), `linear` is a logistic "
-        "regression (regression: ridge) with default regularization on the same features. [] turns it off.",
+        description="With no champion yet, the model is compared on `metric` with these, each fitted on the same "
+        "training split and scored on the same holdout: it must surely beat `prior` (the training class rate; "
+        "regression: the training mean; whole bootstrap interval of the difference above 0) and be no worse than "
+        "`linear` (a logistic regression, regression: ridge, with default regularization on the same features) "
+        "by more than `non_inferiority_margin`. [] turns it off.",
     )
     on_inconclusive: Literal["review", "fail", "pass"] = Field(
         default="review",

@@ -31,6 +31,9 @@ def _write(tmp_path: Path, loader: Any, name: str, parquet: bool) -> Path:
     raw = yaml.safe_load(out.read_text())
     raw["tuning"] = {"n_trials": 4, "timeout_seconds": 60, "seed": 3, "n_startup_trials": 2}
     raw["validation"]["min_rows"] = 50
+    # 89 to 114 holdout rows: no comparison with the linear baseline can be conclusive there (it
+    # goes to review by default; tests/unit/test_quality_floors.py covers that on these datasets).
+    raw.setdefault("gates", {}).setdefault("quality", {})["on_inconclusive"] = "pass"
     out.write_text(yaml.safe_dump(raw))
     return out
 

@@ -8,11 +8,15 @@ challenger better, judged against a bound:
 - Champion (non-inferiority, bound `-non_inferiority_margin`): `pass` when the whole interval is
   at or above the bound (`better` when it is also above 0, else `equivalent`), `fail` (`worse`)
   when it is wholly below, `inconclusive` when it straddles the bound.
-- First run, no champion (superiority, bound 0): the model must surely beat the trivial
-  baselines of `gates.quality.first_run_baselines`, fitted on the same training split and scored
-  on the same holdout (the class prior / training mean, and a default-regularized logistic or
-  ridge regression on the same features): `pass` when the whole interval is above 0, `fail` when
-  it is at or below 0, `inconclusive` otherwise. Floors alone never let a first run through.
+- First run, no champion: the trivial baselines of `gates.quality.first_run_baselines`, fitted
+  on the same training split and scored on the same holdout. The class prior (training mean) by
+  superiority, bound 0: `pass` when the whole interval is above 0, `fail` when it is at or below
+  0, `inconclusive` otherwise; a model has to surely carry information. The default-regularized
+  logistic or ridge regression on the same features by non-inferiority, like a champion (bound
+  `-non_inferiority_margin`): where a linear model is already near the best (a tuned linear
+  model against its default-regularized self), superiority could never be shown and every
+  first run would wait for a human; what is refused is a model surely worse than it (the
+  recall-0.10 model a first run once promoted). Floors alone never let a first run through.
 
 `gates.quality.on_inconclusive` decides what an inconclusive comparison does: `review` fails
 the report with `details["requires_review"] = True` (the decision step holds the version for a
@@ -215,7 +219,7 @@ def _champion_decision(comparison: dict[str, Any]) -> str:
 
 def _first_run(verdict: _Verdict, scores: np.ndarray, metrics: dict[str, float], X: pd.DataFrame, y: pd.Series,
                cfg: ModelConfig, seed: int, X_train: pd.DataFrame | None, y_train: pd.Series | None) -> None:
-    """No champion: the model must surely beat the trivial baselines; then the first-run policy."""
+    """No champion: surely better than the prior, not worse than a linear model; then the first-run policy."""
     quality = cfg.gates.quality
     verdict.details["baseline"] = {"champion_version": None, "note": "first run: no champion"}
     if quality.first_run_baselines:
@@ -253,12 +257,18 @@ def _against_baselines(verdict: _Verdict, scores: np.ndarray, metrics: dict[str,
     results: dict[str, Any] = {}
     for (kind, baseline_scores), kind_diffs in zip(fitted.items(), diffs, strict=True):
         baseline_metrics = _metrics(baseline_scores, X, y, cfg)
-        comparison = _judge(kind_diffs, _oriented(cfg, metrics, baseline_metrics), 0.0, len(y), cfg, strict=True)
+        superiority = kind == "prior"  # see the module docstring: the linear one by non-inferiority
+        bound = 0.0 if superiority else -cfg.gates.quality.non_inferiority_margin
+        comparison = _judge(kind_diffs, _oriented(cfg, metrics, baseline_metrics), bound, len(y), cfg,
+                            strict=superiority)
         comparison.update(model=_BASELINE_NAMES[kind][cfg.task], metrics=baseline_metrics,
                           orientation=f"model - {kind} baseline, positive = model better")
         results[kind] = comparison
+        words = ("0 (a first run must surely beat it: gates.quality.first_run_baselines)" if superiority else
+                 f"{_fmt(bound)} (a first run must not be worse than it by more than "
+                 "gates.quality.non_inferiority_margin)")
         _file(verdict, comparison, cfg, _baseline_words(kind, cfg, y_train), metrics, baseline_metrics,
-              bound_words="0 (a first run must surely beat it: gates.quality.first_run_baselines)")
+              bound_words=words)
     verdict.details["first_run_baselines"] = results
 
 
