@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -52,31 +53,77 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    """Validate config files; print each problem."""
+    """Validate config files as the DAG reads them; print each problem."""
     from autopilot.config import ConfigError, load_config
 
     status = 0
     for path in args.files:
         try:
             cfg = load_config(path)
-            print(f"{path}: ok ({cfg.name}, {cfg.task.value}, {len(cfg.features)} features)")
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             status = 1
+            continue
+        problems, notes = _file_problems(cfg, path)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            status = 1
+            continue
+        print(f"{path}: ok ({cfg.name}, {cfg.task.value}, {len(cfg.features)} features)")
+        for note in notes:
+            print(f"  note: {note}")
     return status
+
+
+def _file_problems(cfg: Any, path: str) -> tuple[list[str], list[str]]:
+    """What the DAG would trip on that the schema cannot see: (problems, notes).
+
+    The name must match the file name (the DAG's own rule), and local data must exist; a bucket
+    URI is not read here (it is named as not checked).
+    """
+    from urllib.parse import urlparse
+
+    from autopilot.config import ConfigError, check_name_matches_file
+
+    problems: list[str] = []
+    notes: list[str] = []
+    try:
+        check_name_matches_file(cfg, Path(path).stem, path)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if Path(path).suffix != ".yaml":
+        notes.append(f"the DAG folder reads only *.yaml files; this one would not become a DAG as {Path(path).name}")
+    for key, location in (("data.source", cfg.data.source), ("data.test_source", cfg.data.test_source)):
+        if location is None:
+            continue
+        parsed = urlparse(location) if "://" in location else None
+        if parsed is not None and parsed.scheme != "file":
+            notes.append(f"{key}: {location} not checked (a bucket URI; the DAG reads it when it runs)")
+            continue
+        resolved = Path(parsed.path) if parsed is not None else Path(cfg.resolve(location))
+        if not resolved.exists():
+            problems.append(f"{path}: {key}: {location!r} resolves to {resolved}, which does not exist")
+    return problems, notes
 
 
 def cmd_init_config(args: argparse.Namespace) -> int:
     """Draft a config from a data file."""
     from autopilot.data.sources import read_frame
-    from autopilot.draft import draft_config, draft_yaml
+    from autopilot.draft import draft, draft_yaml
 
+    name = _draft_name(args.out, args.name)
     frame = read_frame(args.data)
     data_path = args.data
     if args.out and "://" not in data_path:
         # Config paths are relative to the config file: write one that works from there.
         data_path = os.path.relpath(Path(data_path).resolve(), Path(args.out).resolve().parent)
-    text = draft_yaml(draft_config(frame, args.target, data_path, name=args.name))
+    sensitive = [part.strip() for part in (args.sensitive or "").split(",") if part.strip()]
+    drafted = draft(frame, args.target, data_path, name=name, positive_class=args.positive_class,
+                    sensitive=sensitive)
+    text = draft_yaml(drafted)
+    # The YAML itself may go to stdout: what the draft says about it then goes to stderr.
+    console = sys.stdout if args.out else sys.stderr
     if args.out:
         out = Path(args.out)
         if out.exists() and not args.force:
@@ -85,10 +132,37 @@ def cmd_init_config(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         print(f"wrote {out}; review it, then run `autopilot config validate {out}`")
+        if out.suffix != ".yaml":
+            print(f"note: the DAG folder reads only *.yaml files; {out.name} would not become a DAG", file=sys.stderr)
         _note_data_root(out, data_path)
     else:
         print(text)
+    for note in drafted.notes:
+        print(note, file=console)
     return 0
+
+
+def _draft_name(out: str | None, name: str | None) -> str | None:
+    """The drafted model's name: with --out, the file's stem (the DAG requires name == file name).
+
+    Raises:
+        ValueError: the stem is not a valid model name, or --name says otherwise.
+    """
+    from autopilot.config import IDENTIFIER
+    from autopilot.draft import identifier
+
+    if not out:
+        return name
+    stem = Path(out).stem
+    if not re.match(IDENTIFIER, stem):
+        suggestion = identifier(stem)
+        raise ValueError(f"--out: the file name {stem!r} cannot be a model name, and the DAG requires the name to "
+                         "equal the file name: use a lowercase letter, then lowercase letters, digits or _ "
+                         f"(at most 63), e.g. {Path(out).with_name(suggestion + '.yaml')}")
+    if name and name != stem:
+        raise ValueError(f"--name {name!r} differs from the output file name {stem!r}; the DAG requires them to be "
+                         f"equal: drop --name, or write to {Path(out).with_name(name + '.yaml')}")
+    return stem
 
 
 def _note_data_root(config_file: Path, data_path: str) -> None:
@@ -117,29 +191,45 @@ def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promot
     from autopilot.stages import RunContext, snapshot_data, train_and_register, tune_model, validate_data
 
     ctx = RunContext(run_id=run_id, dag_id="cli", actor="cli", retrain=retrain)
-    validated = validate_data(cfg, settings, ctx)
-    snapped = snapshot_data(cfg, settings, ctx, validated)
-    tuned = tune_model(cfg, settings, ctx, snapped)
-    registered = train_and_register(cfg, settings, ctx, snapped, tuned)
+    validated = _stage("validate", validate_data, cfg, settings, ctx)
+    snapped = _stage("snapshot", snapshot_data, cfg, settings, ctx, validated)
+    tuned = _stage("tune", tune_model, cfg, settings, ctx, snapped)
+    registered = _stage("train_and_register", train_and_register, cfg, settings, ctx, snapped, tuned)
     if stop_after == "register":
         return registered
-    quality = gate_stages.quality_gate(cfg, settings, ctx, registered, snapped)
-    gate_stages.explainability_and_fairness_gates(cfg, settings, ctx, registered, snapped)
-    gate_stages.infra_gate(cfg, settings, ctx, registered, snapped)
-    decided = gate_stages.decide_version(cfg, settings, ctx, registered, snapped, quality)
-    promoted = gate_stages.promote_version(cfg, settings, ctx, registered, decided)
+    quality = _stage("quality", gate_stages.quality_gate, cfg, settings, ctx, registered, snapped)
+    _stage("explainability_and_fairness", gate_stages.explainability_and_fairness_gates, cfg, settings, ctx,
+           registered, snapped)
+    _stage("infra", gate_stages.infra_gate, cfg, settings, ctx, registered, snapped)
+    decided = _stage("decide", gate_stages.decide_version, cfg, settings, ctx, registered, snapped, quality)
+    promoted = _stage("promote", gate_stages.promote_version, cfg, settings, ctx, registered, decided)
     result = {**registered, "decision": decided["decision"], "promoted": promoted["promoted"]}
     if stop_after == "deploy":
         from autopilot.deploy_stages import deploy_version, plan_deployment, rollout_version
 
-        plan = plan_deployment(cfg, settings, ctx, promoted, snapped)
-        deployed = deploy_version(cfg, settings, ctx, plan)
-        result["rollout"] = rollout_version(cfg, settings, ctx, plan, deployed, snapped)
+        plan = _stage("plan_deployment", plan_deployment, cfg, settings, ctx, promoted, snapped)
+        deployed = _stage("deploy", deploy_version, cfg, settings, ctx, plan)
+        result["rollout"] = _stage("rollout", rollout_version, cfg, settings, ctx, plan, deployed, snapped)
     return result
+
+
+STAGE_ATTRIBUTE = "autopilot_stage"
+
+
+def _stage(name: str, func: Any, *args: Any) -> Any:
+    """Run one stage; an exception leaving it carries the stage's name (the task id in the DAG)."""
+    try:
+        return func(*args)
+    except Exception as exc:
+        if not hasattr(exc, STAGE_ATTRIBUTE):
+            setattr(exc, STAGE_ATTRIBUTE, name)
+        raise
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the training pipeline in-process (no Airflow)."""
+    import traceback
+
     from autopilot.reports import GateFailure
 
     settings = _settings()
@@ -150,6 +240,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except GateFailure as exc:
         print(f"stopped by a gate: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # ConfigError and DataSourceError are ValueErrors: a verdict on the input, said in one line.
+        if not isinstance(exc, ValueError | LookupError | OSError):
+            traceback.print_exc()  # a bug, not a verdict: the frames help; the reason still comes last
+        stage = getattr(exc, STAGE_ATTRIBUTE, "?")
+        print(f"autopilot run: task {stage} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(ref, indent=2))
     return 0
 
@@ -350,11 +447,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"[demo] running {dag_id} (validate -> snapshot -> tune -> train_and_register -> gates -> "
           "decide -> promote -> plan_deployment -> deploy -> rollout)")
     code = embedded.test_dag(dag_id)
+    if code != 0:  # before reading the config again: a broken config would raise first
+        print(f"[demo] the DAG run failed (exit {code}): the failed task's reason is above; full log: "
+              f"{embedded.run_dir / (dag_id + '.log')}")
     registry.configure(settings)
     cfg = _find_config(model, settings)
     decision = _last_decision(cfg.registered_model_name)
     if code != 0:
-        print(f"[demo] the DAG run failed (exit {code}); full log: {embedded.run_dir / (dag_id + '.log')}")
         if decision and decision["decision"] == "reject":
             print(f"[demo] version {decision['version']} was rejected: {decision['reasons']}")
         return code
@@ -528,7 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init-config", help="draft a config from a data file")
     init.add_argument("--data", required=True, help="CSV or Parquet file (local path or s3:// URI)")
     init.add_argument("--target", required=True, help="the column to predict")
-    init.add_argument("--name", help="model name (default: from the file name)")
+    init.add_argument("--name", help="model name (default: the --out file's name, else the data file's)")
+    init.add_argument("--positive-class", help="the label counted as positive (default: the minority class)")
+    init.add_argument("--sensitive", help="comma-separated features to audit for fairness, e.g. sex,age "
+                                          "(the draft writes the labels' rates by group for each)")
     init.add_argument("--out", help="write the YAML here instead of printing it")
     init.add_argument("--force", action="store_true", help="overwrite --out")
     init.set_defaults(func=cmd_init_config)

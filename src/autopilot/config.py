@@ -30,6 +30,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -65,6 +66,7 @@ __all__ = [
     "TuningConfig",
     "ValidationConfig",
     "config_hash",
+    "check_name_matches_file",
     "config_json_schema",
     "load_config",
 ]
@@ -211,10 +213,12 @@ class TargetConfig(_Frozen):
     """The column to predict."""
 
     column: str
-    positive_class: str | int | None = Field(
+    # A YAML `true` stays a bool, matching a bool column's "True" (as an int 1 it would not); only a
+    # real bool is one (strict), so 1.0 stays the int 1.
+    positive_class: StrictBool | int | str | None = Field(
         default=None, description="The label counted as positive (binary classification only)."
     )
-    classes: list[str | int] | None = Field(
+    classes: list[StrictBool | int | str] | None = Field(
         default=None, description="Every allowed label (classification); validation checks it."
     )
     min: float | None = Field(default=None, description="Lowest allowed value (regression).")
@@ -941,6 +945,20 @@ def load_config(path: str | Path) -> LoadedConfig:
     except ValidationError as exc:
         lines = [_format_error(file, err) for err in exc.errors()]
         raise ConfigError("invalid model config:\n  " + "\n  ".join(lines)) from None
+
+
+def check_name_matches_file(cfg: ModelConfig, file_name: str, path: str | Path) -> None:
+    """The DAG's rule: a config's `name` equals its file's name without `.yaml` (it names the DAG).
+
+    Args:
+        file_name: the file's stem as the DAG folder lists it (a symlink's own name, not its target's).
+        path: the file, for the message.
+
+    Raises:
+        ConfigError: naming the file, both names, and why they must agree.
+    """
+    if cfg.name != file_name:
+        raise ConfigError(f"{path}: name: {cfg.name!r} must match the file name {file_name!r} (it names the DAG)")
 
 
 def config_hash(config: ModelConfig) -> str:

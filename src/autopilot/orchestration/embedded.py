@@ -340,22 +340,89 @@ def _truthy(value: str) -> bool:
 
 _STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
 _STATE = re.compile(r"Task instance state updated.*new_state=(\w+)")
-_FAILURE = re.compile(r"(AirflowFailException|GateFailure|Traceback|ERROR)")
+_FAILURE = re.compile(r"(AirflowFailException|GateFailure|ERROR)")
+_TRACEBACK = "Traceback (most recent call last):"
+_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")  # a new log record ends a traceback
+_CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
+# Wrappers whose type says nothing: the factory re-raises config errors and gate verdicts as these.
+_WRAPPERS = frozenset({"AirflowFailException", "AirflowException"})
+_REASON_LINES = 12
+
+
+class _TracebackReader:
+    """Reads a task's traceback out of `airflow dags test` output and keeps its final exception.
+
+    The reason a task failed is the last exception of the traceback (type and message, every
+    line of it), not the `Traceback (most recent call last):` header nor the frames.
+    """
+
+    def __init__(self) -> None:
+        self.mode = "outside"  # outside | frames | message | between
+        self.exception: list[str] = []
+        self.reason: list[str] = []
+
+    def feed(self, text: str) -> bool:
+        """Take one output line; True when it belonged to a traceback (it is not shown as is)."""
+        line = text.rstrip("\n")
+        if line.strip() == _TRACEBACK:
+            self.mode = "frames"
+            return True
+        if self.mode == "outside":
+            return False
+        if _LOG_RECORD.match(line):
+            self._finish()
+            return False
+        if line.startswith(_CHAINED) or not line.strip():
+            self.mode = "between" if self.mode == "message" else self.mode
+        elif self.mode == "frames" and not line[:1].isspace():
+            self.exception, self.mode = [line], "message"
+        elif self.mode == "message":
+            self.exception.append(line)
+        return True
+
+    def _finish(self) -> None:
+        if self.exception:
+            self.reason = _reason(self.exception)
+        self.mode, self.exception = "outside", []
+
+    def take(self) -> list[str]:
+        """The last traceback's reason (finishing one still open), once."""
+        if self.mode != "outside":
+            self._finish()
+        reason, self.reason = self.reason, []
+        return reason
+
+
+def _reason(exception: list[str]) -> list[str]:
+    """`pkg.mod.Type: message` -> `Type: message`, or just the message for the factory's wrappers."""
+    head, _, message = exception[0].partition(": ")
+    kind = head.rsplit(".", 1)[-1]
+    first = message if kind in _WRAPPERS and message else f"{kind}: {message}" if message else kind
+    lines = [first, *(line.strip() for line in exception[1:] if line.strip())]
+    return [line[:500] for line in lines[:_REASON_LINES]]
 
 
 class _Progress:
-    """Turns `airflow dags test` output into one line per task outcome."""
+    """Turns `airflow dags test` output into one line per task outcome, and a failed task's reason."""
 
     def __init__(self) -> None:
         self.task = ""
         self.started = 0.0
+        self.traceback = _TracebackReader()
 
     def line(self, text: str) -> str | None:
+        if self.traceback.feed(text):
+            return None
         if match := _STARTING.search(text):
             self.task, self.started = match.group(1), time.monotonic()
+            self.traceback.take()  # an earlier task's traceback is not this task's reason
             return f"  {self.task:20s} running"
         if (match := _STATE.search(text)) and self.task:
-            return f"  {self.task:20s} {match.group(1)} ({time.monotonic() - self.started:.1f} s)"
+            shown = f"  {self.task:20s} {match.group(1)} ({time.monotonic() - self.started:.1f} s)"
+            reason = self.traceback.take() if match.group(1) in ("failed", "up_for_retry") else []
+            pad = " " * 23
+            return "\n".join([shown, *(f"{pad}{'reason: ' if k == 0 else '        '}{line}"
+                                        for k, line in enumerate(reason))])
         if _FAILURE.search(text) and "[DAG TEST]" not in text:
             return "  " + text.strip()[:300]
         return None

@@ -87,12 +87,11 @@ def _context() -> tuple[Any, Any]:
 def _config(path: str, model: str) -> Any:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from autopilot.config import ConfigError, load_config
+    from autopilot.config import ConfigError, check_name_matches_file, load_config
 
     try:
         cfg = load_config(path)
-        if cfg.name != model:
-            raise ConfigError(f"{path}: name: {cfg.name!r} must match the file name {model!r} (it names the DAG)")
+        check_name_matches_file(cfg, model, path)
     except ConfigError as exc:  # read before `_gate` runs: a broken config will not fix itself on retry
         raise AirflowFailException(str(exc)) from exc
     return cfg
