@@ -544,8 +544,15 @@ def _drift_lines(drift: Mapping[str, Any], top: int) -> list[str]:
         return (-float(column.get("importance") or 0.0), -ratio)
 
     for column in sorted(drifted, key=order)[:top]:
-        lines.append(f"• {_code(column.get('column'), 80)} {_text(column.get('method', ''), 20)}: effect "
-                     f"{_number(column.get('effect'))} ≥ threshold {_number(column.get('threshold'))}"
+        if column.get("decided_by") == "test" and column.get("p_adjusted") is not None:
+            # A small window: the test decided, the effect is shown for reading only.
+            evidence = (f"{_text(column.get('test', ''), 20)} test: adjusted p {_number(column.get('p_adjusted'))}"
+                        f" · {_text(column.get('method', ''), 20)} effect {_number(column.get('effect'))}")
+        else:
+            evidence = (f"{_text(column.get('method', ''), 20)}: effect {_number(column.get('effect'))} ≥ threshold "
+                        f"{_number(column.get('threshold'))}")
+        lines.append(f"• {_code(column.get('column'), 80)} {evidence}"
+                     + (" · sensitive attribute" if column.get("sensitive") else "")
                      + (f" · importance {_number(column.get('importance'))}"
                         if column.get("importance") is not None else ""))
     if len(drifted) > top:

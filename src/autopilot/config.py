@@ -633,9 +633,12 @@ DriftMethod = Literal["auto", "wasserstein", "jensenshannon", "psi"]
 class DriftConfig(_Frozen):
     """How drift between the training reference and a window of served traffic is decided.
 
-    Decisions use effect sizes, never p-values (which flag everything at large n): normed
-    Wasserstein distance for numeric columns, Jensen-Shannon distance for categorical ones
-    (Evidently's own choices for large data), or PSI where configured.
+    Windows of at least the large-sample threshold (derived from the reference:
+    `monitoring.drift.large_sample_rows`) are decided by effect sizes, not p-values (which flag
+    everything at large n): normed Wasserstein distance for numeric columns, Jensen-Shannon
+    distance for categorical ones (Evidently's own choices for large data), or PSI where
+    configured. Smaller windows (down to `min_rows`) are decided by tests at `small_sample_alpha`.
+    A drifted sensitive attribute is at least an alert, whatever its SHAP weight.
     """
 
     methods: dict[str, DriftMethod] = Field(
@@ -663,11 +666,27 @@ class DriftConfig(_Frozen):
     severe_weighted_share: Share = Field(
         default=0.6, description="Weighted share above which the retrain re-tunes instead of refitting."
     )
-    # Effect sizes are biased upward by sampling noise in small windows: on Adult, 200-row
-    # windows of undrifted traffic mostly alarm (Jensen-Shannon on a 41-category column ~0.2),
-    # from ~1,000 rows they do not (tests/unit/test_drift.py holds the calibration).
+    # Effect sizes are biased upward by sampling noise in small windows (on Adult, 200-row
+    # windows of undrifted traffic mostly alarm: Jensen-Shannon on a 41-category column ~0.15).
+    # So effect sizes decide only from a large-sample threshold derived from the reference
+    # (`drift.large_sample_rows`: the window size at which noise alone reaches no column's
+    # threshold with more than `small_sample_alpha` per window; about 1,800 rows on Adult);
+    # smaller windows are decided by tests, as Evidently switches to tests for small references.
+    # Calibrated on Adult (tests/unit/test_drift_small.py): at most 2 alarms in 50 undrifted
+    # 300-row windows.
+    small_sample_alpha: Annotated[float, Field(gt=0, lt=0.5)] = Field(
+        default=0.01,
+        description="False-alarm rate per window for windows below the large-sample threshold: their columns "
+        "(and scores) are tested (two-sample Kolmogorov-Smirnov for numeric, chi-squared on category counts "
+        "with sparse categories pooled), Holm-corrected so that noise flags any column with at most this "
+        "probability. The same rate derives the threshold: effect sizes decide from the window size (given "
+        "the reference's size and shape) at which noise alone crosses a column's threshold with at most this "
+        "probability per window.",
+    )
     min_rows: Annotated[int, Field(ge=10)] = Field(
-        default=1000, description="A window with fewer rows decides nothing (reported as insufficient)."
+        default=100,
+        description="Absolute floor: a window with fewer rows decides nothing (reported as insufficient). Between "
+        "it and the large-sample threshold, tests decide.",
     )
     bins: Annotated[int, Field(ge=5, le=1000)] = Field(default=20, description="Quantile bins for PSI.")
     report_max_rows: Annotated[int, Field(ge=100)] = Field(

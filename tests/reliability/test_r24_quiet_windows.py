@@ -8,8 +8,8 @@ performance is the label-free estimate. Each window goes through the monitoring 
 (`monitoring_stages.monitor_window`, as the monitoring DAG's task calls it): drift against the
 reference, estimated performance, attribution drift, the anomaly detectors over the windows'
 series, the decision, the stored report.
-- plain: 50 hourly windows of 2,000 rows (one of them a quiet hour of 300 rows, too few to
-  judge drift);
+- plain: 50 hourly windows of 2,000 rows (one of them a quiet hour of 300 rows, under the
+  large-sample threshold: its drift is decided by tests, and it must stay quiet too);
 - weekday mixture: 50 daily windows of 2,000 rows, each drawn from its weekday's mixture of the
   same population: on Saturdays and Sundays part-time workers (< 35 h a week) and the
   self-employed are 1.5 times as likely to be served, on Fridays part-time workers 1.2 times.
@@ -28,6 +28,7 @@ re-log it, silently).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -114,6 +115,8 @@ def test_fifty_quiet_hours(champion: Champion, no_endpoint: None, caplog: pytest
 
     results = monitor(champion, cfg, windows, traffic, caplog)
     assert results[quiet_hour]["rows"] == 300 and results[quiet_hour]["action"] == "none"
+    quiet = json.loads(Path(results[quiet_hour]["report_uri"]).read_text())["drift"]
+    assert quiet["sufficient"] and quiet["decided_by"] == "test", quiet["reasons"]
     assert_quiet_and_stored(champion, cfg, windows, results)
 
 

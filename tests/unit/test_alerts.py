@@ -377,3 +377,16 @@ def test_working_directories_and_secret_file_paths_are_not_secrets() -> None:
     found = alerts.env_secrets({"PWD": "/opt/airflow", "OLDPWD": "/home/airflow",
                                 "AUTOPILOT_SIGNING_KEY_FILE": "/run/secrets/signing", "API_TOKEN": "tok-0123456789"})
     assert found == ["tok-0123456789"]
+
+
+def test_monitoring_small_window_shows_the_test_that_decided() -> None:
+    columns = [{"column": "age", "kind": "numeric", "method": "wasserstein", "effect": 0.07, "threshold": 0.1,
+                "drifted": True, "importance": 0.04, "decided_by": "test", "test": "ks", "p_value": 0.0001,
+                "p_adjusted": 0.0014, "sensitive": True}]
+    payload = alerts.monitoring_outcome(model="m", dag_id="d", run_id="r", action="alert", reasons=[
+        "age (sensitive attribute) drifted"], rows=300, version=1,
+        drift={"sufficient": True, "columns": columns, "severity": "alert", "weighted_share": 0.04})
+    body = "\n".join(texts(payload))
+    # The effect (below its threshold) did not decide: the line must not claim it did.
+    assert "`age` ks test: adjusted p 0.0014 · wasserstein effect 0.07 · sensitive attribute · importance 0.04" in body
+    assert "≥ threshold" not in body

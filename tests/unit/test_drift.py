@@ -21,6 +21,7 @@ from autopilot.monitoring.drift import (
     build_reference,
     check_drift,
     evidently_report,
+    large_sample_rows,
 )
 from tests.conftest import ADULT_CONFIG, PROJECT
 
@@ -279,10 +280,17 @@ def test_importance_decides_between_retrain_and_nothing(reference: pd.DataFrame,
     assert important.drifted_columns == ["age"] and important.severity == "retrain"
     age = important.columns[0]
     assert important.reasons[0] == f"age drifted: normed Wasserstein {age.effect:.3f} >= 0.1 (importance 0.172)"
-    # A categorical column of little importance replaced wholesale: still not a retrain.
+    # A categorical column of little importance replaced wholesale: still not a retrain (nor an
+    # alert: native_country is not a sensitive attribute).
+    window = _window(reference, 2000, rng)
+    window["native_country"] = "Mexico"
+    assert check_drift(profile, window, None, cfg).severity == "none"
+    # The same for `race`, a sensitive attribute of the Adult config: its drift alone alerts.
     window = _window(reference, 2000, rng)
     window["race"] = "Other"
-    assert check_drift(profile, window, None, cfg).severity == "none"
+    race = check_drift(profile, window, None, cfg)
+    assert race.severity == "alert" and race.weighted_share < cfg.monitoring.drift.weighted_share_alert
+    assert race.sensitive_drifted == ["race"] and race.reasons[0].startswith("race (sensitive attribute) drifted")
 
 
 def test_insufficient_rows(reference: pd.DataFrame, profile: ReferenceProfile, cfg: LoadedConfig) -> None:
@@ -389,3 +397,102 @@ def test_evidently_report_writes_html_and_json(tmp_path: Path, reference: pd.Dat
     assert "age" in out["evidently_drifted_columns"]
     assert out["evidently_share"] == pytest.approx(len(out["evidently_drifted_columns"]) / len(cfg.features))
     assert math.isfinite(out["values"]["age"]) and out["values"]["age"] > 0.3
+
+
+# ---------------------------------------------------------------------------- sensitive attributes, small windows
+
+
+def test_a_shifted_sensitive_attribute_with_a_tiny_shap_weight_alerts(reference: pd.DataFrame,
+                                                                      base_cfg: LoadedConfig) -> None:
+    """The issue's case: age +10 years, age a sensitive attribute with SHAP weight 0.04."""
+    raw = _with_drift(base_cfg, **POLICY).model_dump(mode="json")
+    raw["sensitive_attributes"] = ["sex", "age"]
+    cfg = LoadedConfig.model_validate(raw)
+    rest = {k: v for k, v in IMPORTANCE.items() if k != "age"}
+    importance = {**{k: v * 0.96 / sum(rest.values()) for k, v in rest.items()}, "age": 0.04}
+    profile = build_reference(reference, None, cfg, importance)
+    window = _window(reference, 2000, np.random.default_rng(21))
+    window["age"] = window["age"] + 10
+    result = check_drift(profile, window, None, cfg)
+    assert result.drifted_columns == ["age"] and result.weighted_share == pytest.approx(0.04)
+    assert result.severity == "alert" and result.sensitive_drifted == ["age"]
+    age = result.columns[0]
+    assert result.reasons[0] == (f"age (sensitive attribute) drifted: normed Wasserstein {age.effect:.3f} >= 0.1; "
+                                 "its SHAP weight 0.04 does not hide it")
+    # Retraining stays with the weighted share: not a retrain. Without the attribute listed as
+    # sensitive, the same window is `none`, as before.
+    plain = _with_drift(base_cfg, **POLICY)
+    assert check_drift(build_reference(reference, None, plain, importance), window, None, plain).severity == "none"
+    # In a small window too (the test decides): at least an alert.
+    small = check_drift(profile, window.iloc[:300], None, cfg)
+    assert small.decided_by == "test" and small.severity == "alert" and "age" in small.sensitive_drifted
+    assert "age (sensitive attribute) drifted: Kolmogorov-Smirnov p" in small.reasons[0]
+
+
+def test_large_sample_threshold_is_derived_from_the_reference(reference: pd.DataFrame, profile: ReferenceProfile,
+                                                              cfg: LoadedConfig) -> None:
+    large = large_sample_rows(profile, cfg)
+    assert large is not None and 800 < large < 1500  # ~970 on Adult: 2,000-row windows use effect sizes
+    # A smaller reference needs larger windows (its own noise counts); a tiny one never gets effect sizes.
+    half = build_reference(reference.sample(2000, random_state=0), None, cfg, IMPORTANCE)
+    assert large_sample_rows(half, cfg) > large
+    tiny = build_reference(reference.sample(500, random_state=0), None, cfg, IMPORTANCE)
+    assert large_sample_rows(tiny, cfg) is None
+    window = _window(reference, 1500, np.random.default_rng(3))
+    assert check_drift(tiny, window, None, cfg).decided_by == "test"
+    # A stricter alpha moves the threshold up.
+    assert large_sample_rows(profile, _with_drift(cfg, small_sample_alpha=0.001)) > large
+
+
+def test_a_300_row_window_gets_a_decision(reference: pd.DataFrame, profile: ReferenceProfile,
+                                          cfg: LoadedConfig) -> None:
+    window = _window(reference, 300, np.random.default_rng(5), 0.5, SHIFTED)
+    result = check_drift(profile, window, _scores(window), cfg)
+    assert result.sufficient and result.decided_by == "test" and result.severity == "retrain"
+    columns = {c.column: c for c in result.columns}
+    assert {c.decided_by for c in result.columns} == {"test"}
+    assert columns["age"].test == "ks" and columns["relationship"].test == "chi2"
+    assert all(c.p_adjusted is not None and c.p_adjusted >= c.p_value for c in result.columns)
+    assert columns["age"].drifted and columns["age"].p_adjusted <= cfg.monitoring.drift.small_sample_alpha
+    assert result.prediction_p_value is not None and result.prediction_drifted
+    assert any(r.startswith("small window: 300 rows, below the large-sample threshold") for r in result.reasons)
+    payload = json.loads(json.dumps(result.as_dict(), allow_nan=False))
+    assert payload["decided_by"] == "test" and payload["columns"][0]["test"] == "ks"
+    # A large window is decided by effect sizes, and says so.
+    big = check_drift(profile, _window(reference, 2000, np.random.default_rng(5)), None, cfg)
+    assert big.decided_by == "effect" and {c.decided_by for c in big.columns} == {"effect"}
+    assert all(c.p_value is None for c in big.columns)
+
+
+def test_undrifted_300_row_windows_rarely_alarm(reference: pd.DataFrame, profile: ReferenceProfile,
+                                                cfg: LoadedConfig) -> None:
+    """At most 2 alarms in 50 undrifted 300-row windows (measured: 0 in these 50, 1 in 200 seeds)."""
+    alarms = []
+    for seed in range(50):
+        window = _window(reference, 300, np.random.default_rng(seed))
+        result = check_drift(profile, window, _scores(window), cfg)
+        assert result.decided_by == "test"
+        if _at_least(result.severity, "alert"):
+            alarms.append((seed, result.reasons))
+    assert len(alarms) <= 2, alarms
+
+
+def test_a_real_shift_is_detected_in_300_row_windows(reference: pd.DataFrame, profile: ReferenceProfile,
+                                                     cfg: LoadedConfig) -> None:
+    """+0.5 sd on three important features: retrain in the first 300-row window (measured 40 of 40 seeds)."""
+    hits = sum(_at_least(check_drift(profile, _window(reference, 300, np.random.default_rng(1000 + seed), 0.5,
+                                                      SHIFTED), None, cfg).severity, "retrain")
+               for seed in range(40))
+    assert hits >= 36, hits
+
+
+def test_chi_squared_pools_sparse_categories() -> None:
+    """Categories expecting fewer than 5 counts are pooled; a new category still shows."""
+    from autopilot.monitoring.drift import _chi2_p
+
+    reference = np.array([5000.0, 3000.0, 1990.0, 5.0, 5.0])
+    same = np.array([150.0, 90.0, 60.0, 0.0, 0.0])
+    assert _chi2_p(reference, same) > 0.5
+    new = np.append(reference, 0.0), np.append(same - np.array([12.0, 0, 0, 0, 0]), 12.0)  # 12 rows of a new one
+    assert _chi2_p(*new) < 1e-6
+    assert _chi2_p(np.array([100.0]), np.array([30.0])) == 1.0  # one category: no evidence

@@ -10,7 +10,9 @@ Policy, in order:
    `performance_drop`: `retrain` with `retune` (the model no longer fits the problem).
 4. Drift severity from `monitoring.drift` (SHAP-weighted share of drifted columns):
    `severe` -> `retrain`/`retune`; `retrain` -> `retrain`/`refit` (the same model family and
-   hyperparameters, on newer data); `alert` -> `alert`. Prediction drift is at least `alert`.
+   hyperparameters, on newer data); `alert` -> `alert`. Prediction drift is at least `alert`,
+   and so is a drifted sensitive attribute, whatever its SHAP weight (`drift.check_drift`
+   raises the severity; whether it retrains stays with the weighted share).
 5. Anomaly alarms on the metric series: at least `alert`.
 6. A retrain the monitor triggered earlier that is still queued or running turns a wanted
    retrain into an `alert` naming that run: the alarm is recorded (in the window's report), not

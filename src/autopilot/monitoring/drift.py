@@ -1,7 +1,8 @@
 """Drift of a window of served traffic against the champion's training reference.
 
-Decisions use effect sizes, never p-values (at thousands of rows a p-value flags differences
-nobody would act on). Per column, by `monitoring.drift.methods` (default `auto`):
+Large windows are decided by effect sizes, not p-values (at thousands of rows a p-value flags
+differences nobody would act on); small windows, where effect sizes are mostly sampling noise,
+by tests (below). Per column, by `monitoring.drift.methods` (default `auto`):
 
 - `auto`: the normed Wasserstein distance for numeric columns (W1 between the window and the
   reference, divided by the reference's standard deviation) and the Jensen-Shannon distance
@@ -11,8 +12,7 @@ nobody would act on). Per column, by `monitoring.drift.methods` (default `auto`)
   Evidently's two special cases: a numeric column with at most 5 distinct values in reference
   and window together uses Jensen-Shannon over those values, and a reference standard deviation
   below 0.001 is replaced by 0.001 (so any change in a constant column counts as drift; the
-  column's reason says so). Unlike Evidently, a reference of 1,000 rows or fewer does not switch
-  to p-value tests: the decision stays an effect size.
+  column's reason says so).
 - `wasserstein` / `jensenshannon`: those methods forced (Jensen-Shannon on a numeric column
   uses Evidently's binning: one bin per value up to 20 distinct reference values, otherwise
   Sturges bins over reference and window together).
@@ -27,22 +27,34 @@ and reported per column as `missing_share`: missing-value limits are data valida
 rule): `numeric_threshold` for Wasserstein, `categorical_threshold` for Jensen-Shannon,
 `psi_threshold` for PSI.
 
+Small windows: effect sizes are biased upward by sampling noise (on Adult, at 200 rows the mean
+effect is about 0.1 on five columns, 0.145 for Jensen-Shannon on `native_country`, and about half
+of undrifted windows alarm). `large_sample_rows` derives, from the reference (its size and each
+column's shape) and the thresholds, the window size from which noise alone crosses any column's
+threshold with probability at most `small_sample_alpha` per window (about 970 rows on Adult).
+Below it, as Evidently switches to tests for small references, every column is tested: scipy's
+two-sample Kolmogorov-Smirnov for numeric columns, chi-squared on the category counts for
+categorical ones and numeric ones with at most 5 values (sparse categories pooled; a pool still
+too sparse, e.g. a category new in the window, gets Fisher's exact test), with Holm's correction
+across the columns and the scores, so the family-wise false-alarm rate is `small_sample_alpha`,
+the same rate the threshold was derived for. A column drifted when its adjusted p-value is at
+most `small_sample_alpha`; its effect is still reported, and `decided_by` (`effect` or `test`)
+says which decided. Calibration on Adult (`tests/unit/test_drift.py`): 1 alarm in 200 undrifted
+300-row windows, and +0.5 sd on three important features retrains in 40 of 40 300-row windows.
+Below `min_rows` (default 100) nothing is decided: `sufficient` is False and severity `none`.
+
 Policy for many columns: each column carries its importance, the champion's share of SHAP
 attribution from the explainability gate (uniform when none is given). `weighted_share` is the
 summed importance of the drifted columns, i.e. the share of the model's reasoning that rests
 on inputs that moved. Severity compares it with `weighted_share_alert` / `_retrain` /
 `severe_weighted_share` (at or above; a weighted share of 0 is always `none`), so a column of
-little importance drifting alone, however hard, stays below the thresholds. The prediction
-scores are checked the same way (normed Wasserstein against the reference scores,
-`prediction_threshold`); drifted scores raise the severity to at least `alert`. A window with
-fewer than `min_rows` rows decides nothing: `sufficient` is False and severity `none`.
-
-Small windows: these distances are biased upward by sampling noise, so `min_rows` must be large
-enough for the thresholds. On Adult (windows resampled from the reference, 14 columns), the
-largest no-drift effect stays below 0.075 at 2,000 rows, but at 200 rows the mean effect is
-about 0.1 on five columns (0.145 for Jensen-Shannon on `native_country`, 41 categories) and
-about half of the windows alarm; from about 1,000 rows almost none do
-(`tests/unit/test_drift.py` holds the calibration).
+little importance drifting alone, however hard, stays below the thresholds. Sensitive
+attributes (`sensitive_attributes`) are the exception for alerts: one that drifted raises the
+severity to at least `alert` whatever its SHAP weight (a model that barely uses `age` still
+serves a population whose age moved, which fairness results were not measured on); whether it
+retrains stays with the weighted share. The prediction scores are checked the same way (normed
+Wasserstein against the reference scores, `prediction_threshold`, or a KS test in small
+windows); drifted scores raise the severity to at least `alert`.
 
 Cost: the reference is summarized once per champion (`build_reference`, stored with
 `ReferenceProfile.save`), as the sorted distinct values with their counts (exactly the same W1
@@ -77,6 +89,7 @@ __all__ = [
     "build_reference",
     "check_drift",
     "evidently_report",
+    "large_sample_rows",
 ]
 
 MISSING = "__missing__"  # the category key under which missing values are counted
@@ -87,6 +100,10 @@ DISCRETE_BINS = 20  # Jensen-Shannon on numeric: per value up to this many refer
 PSI_FLOOR = 1e-4  # Evidently's fill value for empty PSI bins
 FORMAT_VERSION = 1
 METHOD_LABELS = {"wasserstein": "normed Wasserstein", "jensenshannon": "Jensen-Shannon", "psi": "PSI"}
+TEST_LABELS = {"ks": "Kolmogorov-Smirnov", "chi2": "chi-squared"}
+# A chi-squared cell should expect at least this many counts (Cochran's rule); sparser categories are pooled.
+MIN_EXPECTED = 5.0
+W1_GRID = 256  # levels of F on which the no-drift spread of W1 is computed (`large_sample_rows`)
 # Our method names as Evidently's stattest names (the same names) for `evidently_report`.
 EVIDENTLY_METHODS = {"wasserstein": "wasserstein", "jensenshannon": "jensenshannon", "psi": "psi"}
 
@@ -272,9 +289,18 @@ class ColumnDrift:
         method: `wasserstein`, `jensenshannon` or `psi` (the one actually used).
         effect: the distance (inf when the window has no value in the column).
         threshold: the effect at or above which the column drifted.
-        drifted: effect >= threshold.
+        drifted: effect >= threshold (`decided_by` `effect`), or the test's Holm-adjusted p-value
+            <= `small_sample_alpha` (`decided_by` `test`).
         importance: the column's share of SHAP attribution.
         missing_share: share of the window's rows missing in the column (not part of the effect).
+        decided_by: `effect` (the effect size against its threshold: windows of at least
+            `large_sample_rows` rows) or `test` (a smaller window: the test below decided; the
+            effect is still reported, for reading).
+        test: `ks` (scipy's two-sample Kolmogorov-Smirnov) or `chi2` (chi-squared on the category
+            counts, sparse categories pooled); None when the effect decided.
+        p_value: the test's p-value (None when the effect decided).
+        p_adjusted: the p-value after Holm's correction across the window's tests.
+        sensitive: the column is one of `sensitive_attributes` (its drift alone is at least an alert).
     """
 
     column: str
@@ -285,6 +311,11 @@ class ColumnDrift:
     drifted: bool
     importance: float
     missing_share: float
+    decided_by: str = "effect"
+    test: str | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    sensitive: bool = False
 
 
 @dataclass
@@ -301,6 +332,12 @@ class DriftResult:
         prediction_drifted: prediction_effect >= `prediction_threshold`.
         severity: `none`, `alert`, `retrain` or `severe`.
         reasons: human-readable: drifted columns with effect, threshold and importance, then the verdict.
+        decided_by: `effect` or `test` (the window was smaller than `large_sample_rows`); None
+            when nothing was decided.
+        large_sample_rows: the window size from which effect sizes decide, derived from the
+            reference (`large_sample_rows`); None: the reference is too small for them, tests decide.
+        prediction_p_value: the Holm-adjusted KS p-value of the scores when a test decided them.
+        sensitive_drifted: drifted sensitive attributes (each alone raises severity to `alert`).
     """
 
     rows: int
@@ -312,6 +349,10 @@ class DriftResult:
     prediction_drifted: bool
     severity: str
     reasons: list[str]
+    decided_by: str | None = None
+    large_sample_rows: int | None = None
+    prediction_p_value: float | None = None
+    sensitive_drifted: list[str] = field(default_factory=list)
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -364,51 +405,125 @@ def check_drift(reference: ReferenceProfile, window: pd.DataFrame, window_scores
                          f"(profile {reference.features}, config {expected}): rebuild it")
     _check_frame(window, reference.features, "window")
     rows = len(window)
+    large = large_sample_rows(reference, cfg)
     if rows < drift.min_rows:
         return DriftResult(rows=rows, sufficient=False, columns=[], drifted_share=0.0, weighted_share=0.0,
                            prediction_effect=None, prediction_drifted=False, severity="none",
                            reasons=[f"insufficient data: {rows} rows in the window, fewer than min_rows "
-                                    f"{drift.min_rows}; no drift decision"])
+                                    f"{drift.min_rows}; no drift decision"], large_sample_rows=large)
     notes: list[str] = []
+    sensitive = _sensitive_names(cfg)
     columns = [_column_drift(reference, window[name], name, kind, cfg, notes)
                for name, kind in reference.features.items()]
+    for column in columns:
+        column.sensitive = column.column in sensitive
+    tested = large is None or rows < large
+    scores = _window_scores(reference, window_scores, drift.min_rows, notes)
     prediction_effect: float | None = None
-    if window_scores is not None:
-        # Scores are compared as a distribution, so they need not be row-aligned with the window
-        # (e.g. only the champion's rows of a window that also saw the previous version).
-        scores = np.asarray(window_scores, dtype=np.float64).ravel()
-        finite = scores[np.isfinite(scores)]
-        if reference.scores.size == 0:
-            notes.append("prediction drift not checked: the reference has no scores")
-        elif finite.size < drift.min_rows:
-            notes.append(f"prediction drift not checked: {finite.size} finite scores, fewer than min_rows "
-                         f"{drift.min_rows}")
-        else:
-            ref_values, ref_counts = _distinct(reference.scores)
-            norm = max(float(np.std(reference.scores)), STD_FLOOR)
-            prediction_effect = _w1(ref_values, ref_counts, *_distinct(finite)) / norm
-    prediction_drifted = prediction_effect is not None and prediction_effect >= drift.prediction_threshold
+    if scores is not None:
+        ref_values, ref_counts = _distinct(reference.scores)
+        norm = max(float(np.std(reference.scores)), STD_FLOOR)
+        prediction_effect = _w1(ref_values, ref_counts, *_distinct(scores)) / norm
+    scores_tested = scores is not None and (large is None or scores.size < large)
+    prediction_p = _run_tests(reference, window, columns if tested else [], scores if scores_tested else None, cfg)
+    if scores_tested:
+        prediction_drifted = prediction_p is not None and prediction_p <= drift.small_sample_alpha
+    else:
+        prediction_drifted = prediction_effect is not None and prediction_effect >= drift.prediction_threshold
     drifted = [c for c in columns if c.drifted]
     weighted = float(sum(c.importance for c in drifted))
     severity = _severity(weighted, cfg)
-    raised = prediction_drifted and SEVERITIES.index(severity) < SEVERITIES.index("alert")
-    if raised:
-        severity = "alert"
-    reasons = [f"{c.column} drifted: {METHOD_LABELS[c.method]} {c.effect:.3f} >= {c.threshold:g} "
-               f"(importance {c.importance:.3f})" for c in sorted(drifted, key=lambda c: -c.importance)]
+    sensitive_drifted = [c for c in drifted if c.sensitive]
+    reasons = [_column_reason(c) for c in sorted(drifted, key=lambda c: -c.importance)]
     reasons.append(f"importance-weighted share of drifted columns {weighted:.3f} ({len(drifted)} of {len(columns)} "
                    f"columns; alert at {drift.weighted_share_alert:g}, retrain at {drift.weighted_share_retrain:g}, "
                    f"severe at {drift.severe_weighted_share:g})")
+    if sensitive_drifted and _below(severity, "alert"):
+        # A sensitive attribute that moved is a fairness question whatever the model's reliance on it:
+        # alert, so a person looks; whether to retrain stays with the weighted share.
+        severity = "alert"
+        reasons.append(f"a sensitive attribute drifted ({', '.join(c.column for c in sensitive_drifted)}): "
+                       "severity raised to alert")
     if prediction_effect is not None:
-        verb = "drifted" if prediction_drifted else "did not drift"
-        sign = ">=" if prediction_drifted else "<"
-        reasons.append(f"prediction scores {verb}: normed Wasserstein {prediction_effect:.3f} {sign} "
-                       f"{drift.prediction_threshold:g}" + (" (raises severity to alert)" if raised else ""))
+        raised = prediction_drifted and _below(severity, "alert")
+        if raised:
+            severity = "alert"
+        reasons.append(_prediction_reason(prediction_effect, prediction_drifted, prediction_p if scores_tested
+                                          else None, drift.prediction_threshold, drift.small_sample_alpha, raised))
+    if tested:
+        notes.append(_tested_note(rows, large, drift.small_sample_alpha))
     reasons.extend(notes)
     reasons.append(f"severity: {severity}")
     return DriftResult(rows=rows, sufficient=True, columns=columns, drifted_share=len(drifted) / len(columns),
                        weighted_share=weighted, prediction_effect=prediction_effect,
-                       prediction_drifted=prediction_drifted, severity=severity, reasons=reasons)
+                       prediction_drifted=prediction_drifted, severity=severity, reasons=reasons,
+                       decided_by="test" if tested else "effect", large_sample_rows=large,
+                       prediction_p_value=prediction_p if scores_tested else None,
+                       sensitive_drifted=[c.column for c in sensitive_drifted])
+
+
+def _below(severity: str, level: str) -> bool:
+    return SEVERITIES.index(severity) < SEVERITIES.index(level)
+
+
+def _sensitive_names(cfg: ModelConfig) -> set[str]:
+    """Names of the sensitive attributes (entries are names, or objects naming one)."""
+    names = set()
+    for entry in cfg.sensitive_attributes:
+        names.add(entry if isinstance(entry, str) else str(getattr(entry, "name", getattr(entry, "column", entry))))
+    return names
+
+
+def _window_scores(reference: ReferenceProfile, window_scores: np.ndarray | None, min_rows: int,
+                   notes: list[str]) -> np.ndarray | None:
+    """The window's finite scores when the prediction check can run, else None (with a note why not)."""
+    if window_scores is None:
+        return None
+    # Scores are compared as a distribution, so they need not be row-aligned with the window
+    # (e.g. only the champion's rows of a window that also saw the previous version).
+    scores = np.asarray(window_scores, dtype=np.float64).ravel()
+    finite = scores[np.isfinite(scores)]
+    if reference.scores.size == 0:
+        notes.append("prediction drift not checked: the reference has no scores")
+        return None
+    if finite.size < min_rows:
+        notes.append(f"prediction drift not checked: {finite.size} finite scores, fewer than min_rows {min_rows}")
+        return None
+    return finite
+
+
+def _evidence(c: ColumnDrift) -> str:
+    """What decided a drifted column, in words."""
+    if c.decided_by == "test" and c.p_value is not None:
+        return (f"{TEST_LABELS[c.test or '']} p {c.p_value:.2g} (Holm-adjusted {c.p_adjusted:.2g}) <= alpha; "
+                f"{METHOD_LABELS[c.method]} {c.effect:.3f}")
+    return f"{METHOD_LABELS[c.method]} {c.effect:.3f} >= {c.threshold:g}"
+
+
+def _column_reason(c: ColumnDrift) -> str:
+    if c.sensitive:
+        return (f"{c.column} (sensitive attribute) drifted: {_evidence(c)}; its SHAP weight {c.importance:.2g} "
+                "does not hide it")
+    return f"{c.column} drifted: {_evidence(c)} (importance {c.importance:.3f})"
+
+
+def _prediction_reason(effect: float, drifted: bool, p_adjusted: float | None, threshold: float, alpha: float,
+                       raised: bool) -> str:
+    verb = "drifted" if drifted else "did not drift"
+    if p_adjusted is not None:
+        sign = "<=" if drifted else ">"
+        evidence = f"KS test Holm-adjusted p {p_adjusted:.2g} {sign} {alpha:g} (normed Wasserstein {effect:.3f})"
+    else:
+        sign = ">=" if drifted else "<"
+        evidence = f"normed Wasserstein {effect:.3f} {sign} {threshold:g}"
+    return f"prediction scores {verb}: {evidence}" + (" (raises severity to alert)" if raised else "")
+
+
+def _tested_note(rows: int, large: int | None, alpha: float) -> str:
+    size = ("the reference is too small for effect sizes at any window size" if large is None
+            else f"{rows} rows, below the large-sample threshold {large} derived from the reference")
+    return (f"small window: {size}, so tests decided (two-sample Kolmogorov-Smirnov for numeric columns, "
+            f"chi-squared on category counts otherwise; Holm-corrected, family-wise alpha {alpha:g})")
 
 
 def _severity(weighted: float, cfg: ModelConfig) -> str:
@@ -485,6 +600,205 @@ def _column_drift(reference: ReferenceProfile, column: pd.Series, name: str, kin
     return ColumnDrift(column=name, kind=kind, method=method, effect=float(effect), threshold=threshold,
                        drifted=bool(effect >= threshold), importance=float(importance),
                        missing_share=float(missing_share))
+
+
+# ---------------------------------------------------------------------------- small windows
+
+
+def large_sample_rows(reference: ReferenceProfile, cfg: ModelConfig) -> int | None:
+    """The window size from which effect sizes decide; below it, tests do (None: tests always).
+
+    The rule: effect sizes decide when sampling noise alone crosses no column's threshold with
+    more than the tests' false-alarm rate, i.e. when for every column (and the scores)
+    P(effect >= threshold | no drift) <= `small_sample_alpha` / (number of columns checked), the
+    same family-wise rate the tests control below the threshold. With n window rows and m
+    reference rows (non-missing) the noise scales with the effective size n_eff = n*m/(n+m):
+
+    - Jensen-Shannon over k categories (or bins): 8 * n_eff * JS^2 is about chi-squared with
+      k-1 degrees of freedom, so n_eff >= chi2.isf(level, k-1) / (8 * threshold^2);
+    - PSI over k bins: n_eff * PSI is about chi-squared with k-1 degrees of freedom;
+    - normed Wasserstein: sqrt(n_eff) * W1 tends to the integral of |B(F(x))| (B a Brownian
+      bridge, F the reference CDF), whose mean (sqrt(2/pi) * integral sqrt(F(1-F)) dx) and
+      standard deviation follow from the reference's CDF; normed by the column's sd,
+      n_eff >= ((mean + z * sd) / threshold)^2 with z the normal quantile of the level.
+
+    The largest n_eff over the columns gives n = n_eff*m/(m-n_eff) rows; a reference of at most
+    n_eff rows cannot reach it at any window size (Evidently likewise switches to tests for a
+    reference of 1,000 rows or fewer). On Adult (32,561 rows, 14 columns and the scores, alpha
+    0.01) the rule gives about 970 rows, set by `native_country` (41 categories); 2 of 100
+    undrifted 1,000-row windows alarmed (tests/unit/test_drift.py holds the calibration).
+    """
+    from scipy.stats import chi2, norm
+
+    drift = cfg.monitoring.drift
+    quantities = len(reference.features) + (1 if reference.scores.size else 0)
+    level = drift.small_sample_alpha / quantities
+    z = float(norm.isf(level))
+    needed: list[tuple[float, float]] = []  # (n_eff needed, reference rows)
+    for name, kind in reference.features.items():
+        configured = drift.methods.get(name, "auto")
+        method = _resolve_method(configured, kind, name)
+        ref_rows = reference.rows * (1.0 - reference.missing.get(name, 0.0))
+        threshold = _threshold(method, cfg)
+        if kind == "numeric":
+            values, counts = reference.values_and_counts(name)
+            if configured == "auto" and values.size <= FEW_VALUES:
+                method, threshold = "jensenshannon", drift.categorical_threshold
+            if method == "wasserstein":
+                n_eff = _w1_rows(values, counts, reference.std[name], threshold, z)
+            elif method == "jensenshannon":
+                bins = values.size if values.size <= DISCRETE_BINS else math.ceil(math.log2(ref_rows) + 1)
+                n_eff = _chi2_rows(chi2, level, bins) / (8.0 * threshold**2)
+            else:
+                n_eff = _chi2_rows(chi2, level, reference.psi_edges[name].size + 2) / threshold
+        else:
+            present = len([k for k in reference.categories[name] if k != MISSING])
+            if method == "psi":
+                n_eff = _chi2_rows(chi2, level, present + 1) / threshold
+            else:
+                n_eff = _chi2_rows(chi2, level, present) / (8.0 * threshold**2)
+        needed.append((n_eff, ref_rows))
+    if reference.scores.size:
+        values, counts = _distinct(reference.scores)
+        std = float(np.std(reference.scores))
+        needed.append((_w1_rows(values, counts, std, drift.prediction_threshold, z), float(reference.scores.size)))
+    rows = 0
+    for n_eff, ref_rows in needed:
+        if n_eff >= ref_rows:
+            return None
+        rows = max(rows, math.ceil(n_eff * ref_rows / (ref_rows - n_eff)))
+    return rows
+
+
+def _chi2_rows(chi2: Any, level: float, bins: int) -> float:
+    """The chi-squared quantile a noise-only statistic over `bins` cells stays below (0: one cell, no noise)."""
+    return float(chi2.isf(level, bins - 1)) if bins > 1 else 0.0
+
+
+def _w1_rows(values: np.ndarray, counts: np.ndarray, std: float, threshold: float, z: float) -> float:
+    """n_eff at which noise alone reaches the normed-W1 threshold with probability about the level.
+
+    sqrt(n_eff) * W1 tends to the integral of |B(F(x))|; its mean is exact from the reference's
+    CDF, its standard deviation is computed from the bridge's covariance on at most `W1_GRID`
+    levels of F (the integrand is smooth in F), and the level's quantile is taken as mean + z * sd.
+    """
+    if values.size < 2:
+        return 0.0
+    cdf = _cdf_at(values, counts, values[:-1])
+    gaps = np.diff(values)
+    if cdf.size > W1_GRID:  # merge segments by level of F: weights add, F is their weighted mean
+        group = np.minimum((cdf * W1_GRID).astype(int), W1_GRID - 1)
+        weight = np.bincount(group, weights=gaps, minlength=W1_GRID)
+        level = np.bincount(group, weights=gaps * cdf, minlength=W1_GRID)
+        used = weight > 0
+        gaps, cdf = weight[used], level[used] / weight[used]
+    sd_at = np.sqrt(cdf * (1.0 - cdf))
+    mean = math.sqrt(2.0 / math.pi) * float(np.dot(sd_at, gaps))
+    # Cov(B(u), B(v)) = min(u, v) - u v; Cov(|X|, |Y|) for centred normals with correlation r is
+    # (2/pi) sx sy (sqrt(1 - r^2) + r arcsin r - 1).
+    low, high = np.minimum.outer(cdf, cdf), np.maximum.outer(cdf, cdf)
+    scale = np.outer(sd_at, sd_at)
+    r = np.clip(np.divide(low * (1.0 - high), scale, out=np.zeros_like(scale), where=scale > 0), -1.0, 1.0)
+    cov = (2.0 / math.pi) * scale * (np.sqrt(1.0 - r**2) + r * np.arcsin(r) - 1.0)
+    sd = math.sqrt(max(float(gaps @ cov @ gaps), 0.0))
+    return ((mean + z * sd) / max(std, STD_FLOOR) / threshold) ** 2
+
+
+def _run_tests(reference: ReferenceProfile, window: pd.DataFrame, columns: list[ColumnDrift],
+               scores: np.ndarray | None, cfg: ModelConfig) -> float | None:
+    """Test `columns` (and the scores) of a small window, Holm-corrected together; set each column's verdict.
+
+    Returns the scores' Holm-adjusted p-value (None: not tested).
+    """
+    from scipy.stats import ks_2samp
+
+    alpha = cfg.monitoring.drift.small_sample_alpha
+    family: list[ColumnDrift] = []
+    p_values: list[float] = []
+    for column in columns:
+        column.decided_by = "test"
+        if not math.isfinite(column.effect):
+            continue  # every value missing: drifted already, nothing to test
+        column.test, column.p_value = _column_test(reference, window[column.column], column)
+        family.append(column)
+        p_values.append(column.p_value)
+    if scores is not None:
+        p_values.append(float(ks_2samp(scores, reference.scores).pvalue))
+    adjusted = _holm(p_values)
+    for column, p in zip(family, adjusted, strict=False):
+        column.p_adjusted = p
+        column.drifted = bool(p <= alpha)
+    return adjusted[-1] if scores is not None else None
+
+
+def _column_test(reference: ReferenceProfile, column: pd.Series, c: ColumnDrift) -> tuple[str, float]:
+    """The small-sample test of one column: (`ks` or `chi2`, p-value). Missing values are left out."""
+    from scipy.stats import ks_2samp
+
+    if c.kind == "numeric":
+        finite = _finite(column, c.column, "window")
+        ref_values, ref_counts = reference.values_and_counts(c.column)
+        values, counts = _distinct(finite)
+        keys = np.union1d(ref_values, values)
+        if keys.size <= FEW_VALUES:  # (nearly) binary numeric: counts per value, as Evidently's chi-squared
+            return "chi2", _chi2_p(_counts_on(keys, ref_values, ref_counts), _counts_on(keys, values, counts))
+        return "ks", float(ks_2samp(finite, np.repeat(ref_values, ref_counts)).pvalue)
+    found, _ = _category_counts(column)
+    shares = reference.categories[c.column]
+    names = sorted((set(shares) - {MISSING}) | set(found))
+    ref_counts = np.array([round(shares.get(k, 0.0) * reference.rows) for k in names], dtype=float)
+    return "chi2", _chi2_p(ref_counts, np.array([found.get(k, 0) for k in names], dtype=float))
+
+
+def _counts_on(keys: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    out = np.zeros(keys.size)
+    out[np.searchsorted(keys, values)] = counts
+    return out
+
+
+def _chi2_p(reference: np.ndarray, window: np.ndarray) -> float:
+    """Chi-squared test of homogeneity of two count vectors, the sparse categories pooled.
+
+    The chi-squared test is valid when every cell expects at least `MIN_EXPECTED` counts (in the
+    smaller sample); categories that expect fewer are pooled into one cell. When that pooled
+    cell still expects too few (rare categories, or one new in the window), it is tested on its
+    own with Fisher's exact test (pooled cell against the rest), and the two p-values are
+    combined by Bonferroni (twice the smaller): merging it into a common category instead would
+    hide a new category's rows among that category's. One cell: no evidence (p = 1).
+    """
+    from scipy.stats import chi2_contingency, fisher_exact
+
+    keep = (reference + window) > 0
+    reference, window = reference[keep], window[keep]
+    smaller = min(reference.sum(), window.sum())
+    if smaller <= 0 or reference.size < 2:
+        return 1.0
+    expected = (reference + window) * smaller / (reference.sum() + window.sum())
+    sparse = expected < MIN_EXPECTED
+    pooled_ref, pooled_win = float(reference[sparse].sum()), float(window[sparse].sum())
+    dense_ref, dense_win = reference[~sparse], window[~sparse]
+    p_values = []
+    if sparse.any() and float(expected[sparse].sum()) >= MIN_EXPECTED:
+        dense_ref, dense_win = np.append(dense_ref, pooled_ref), np.append(dense_win, pooled_win)
+    elif sparse.any():
+        table = [[pooled_ref, reference.sum() - pooled_ref], [pooled_win, window.sum() - pooled_win]]
+        p_values.append(float(fisher_exact(np.array(table, dtype=np.int64)).pvalue))
+    if dense_ref.size >= 2:
+        p_values.append(float(chi2_contingency(np.vstack([dense_ref, dense_win]), correction=False).pvalue))
+    if not p_values:
+        return 1.0
+    return min(1.0, len(p_values) * min(p_values))
+
+
+def _holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control), in the input order."""
+    count = len(p_values)
+    adjusted = [1.0] * count
+    running = 0.0
+    for rank, index in enumerate(np.argsort(p_values, kind="stable")):
+        running = max(running, min(1.0, (count - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 # ---------------------------------------------------------------------------- statistics
