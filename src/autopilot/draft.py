@@ -266,7 +266,8 @@ _MEANINGS = {
 # description, in `_draft_gates`).
 _GATE_KEYS: dict[str, tuple[type[BaseModel], dict[str, tuple[str, ...]]]] = {
     "quality": (QualityGateConfig, {
-        "any": ("non_inferiority_margin", "bootstrap_samples", "confidence", "first_run")}),
+        "any": ("non_inferiority_margin", "bootstrap_samples", "confidence", "first_run", "first_run_baselines",
+                "on_inconclusive")}),
     "explainability": (ExplainabilityGateConfig, {
         "any": ("max_rows", "max_seconds", "background_rows", "top_k", "min_ndcg", "max_feature_share")}),
     "fairness": (FairnessGateConfig, {
