@@ -83,7 +83,10 @@ def small_adult(tmp_path: Path, adult_frames: tuple[Any, Any]) -> Callable[..., 
             "validation": {"min_rows": 100, "max_rows": 1_000_000},
             "tuning": TINY_TUNING,
             "split": {"seed": 42, "cv_folds": 2},
-            "gates": {"quality": {"min_metrics": {"roc_auc": 0.7}}},  # merged into the demo's gates
+            # Merged into the demo's gates. An 800-row holdout holds ~29 positive women and ~10 positive
+            # Black rows: equalized odds cannot be judged there, which since issue 12 holds a version for
+            # review; these pipelines are not about fairness on a sample, so inconclusive passes (recorded).
+            "gates": {"quality": {"min_metrics": {"roc_auc": 0.7}}, "fairness": {"on_inconclusive": "pass"}},
             "registry": {"name": name},
         }
         gates = overrides.pop("gates", {})

@@ -65,6 +65,8 @@ CHUNK_CELLS = 2_000_000
 # Below this share of defined replicates an interval is not trusted (and not gated).
 MIN_VALID_SHARE = 0.5
 PASS, FAIL, INCONCLUSIVE, REPORT_ONLY = "pass", "fail", "inconclusive", "report only"
+# Where a reason's plain words take the metric's numbers (replaced, not str.format: group names are data).
+NUMBERS = "{numbers}"
 
 
 # ---------------------------------------------------------------------------- groupings
@@ -154,7 +156,10 @@ def _single_grouping(attr: str, cfg: ModelConfig, X: pd.DataFrame, reference: pd
     if spec is None or spec.type != "numeric":
         return Grouping(name=attr, kind="categorical", columns=(attr,))
     fc = cfg.gates.fairness
-    frame, source = (reference, "train") if reference is not None and attr in reference.columns else (X, "holdout")
+    # The training data when it has values for the attribute, else the holdout.
+    frame, source = X, "holdout"
+    if reference is not None and attr in reference.columns and reference[attr].notna().any():
+        frame, source = reference, "train"
     ref = pd.to_numeric(frame[attr])
     ref_values = ref.dropna().to_numpy(dtype=float)
     if attr in fc.bins:
@@ -361,9 +366,8 @@ def _attribute(model: Any, X: pd.DataFrame, y: pd.Series, scores: np.ndarray, gr
     if rate is not None:
         found.metrics["counterfactual_flip_rate"] = rate
         limit = fc.max_counterfactual_flip_rate
-        failed = limit is not None and rate > limit
-        found.details["counterfactual"]["status"] = REPORT_ONLY if limit is None else FAIL if failed else PASS
-        if failed:
+        found.details["counterfactual"]["status"] = REPORT_ONLY if limit is None else FAIL if rate > limit else PASS
+        if limit is not None and rate > limit:
             found.hard.append(_flip_reason(grouping, flips, rate, limit))
     return found
 
@@ -391,7 +395,7 @@ def _ungroupable(grouping: Grouping, gated: list[str], small: dict[str, int], fc
     sizes = {**{g: None for g in gated}, **small}
     listing = ", ".join(f"{g}: {n} rows" if n is not None else f"{g}: at least {fc.min_group_size}"
                         for g, n in sizes.items())
-    if grouping.kind in ("bins", "quantile_bins"):
+    if grouping.kind in ("bins", "quantile_bins", "values"):
         fix = f"set gates.fairness.bins.{grouping.name} to fewer, wider bins, lower gates.fairness.min_group_size"
     elif grouping.kind == "intersection":
         fix = (f"drop or coarsen the gates.fairness.intersections entry {list(grouping.columns)} (e.g. with "
@@ -438,7 +442,8 @@ def rows_needed(value: float, ci: list[float], bound: float, rows: int) -> int |
     if not math.isfinite(value) or gap == 0:
         return None
     half = ci[1] - value if value < bound else value - ci[0]
-    return max(0, math.ceil(rows * (half / gap) ** 2 - rows))
+    # Rounded first: float noise in the interval must not add a row (0.2 / 0.1 is not exactly 2).
+    return max(0, math.ceil(round(rows * (half / gap) ** 2 - rows, 6)))
 
 
 @dataclass(frozen=True)
@@ -473,7 +478,7 @@ def _judge(found: _Outcome, name: str, band: _Band, value: float, ci: list[float
     numbers = (f"{band.short} {value:.2f}, {band.allowed}, {confidence:.0%} interval {ci[0]:.2f}–{ci[1]:.2f} "
                f"({band.metric})")
     if status == FAIL:
-        found.hard.append(f"{name}: {plain.format(numbers=numbers)}")
+        found.hard.append(f"{name}: {plain.replace(NUMBERS, numbers)}")
         return
     assert band.bound is not None
     more = rows_needed(value, ci, band.bound, rows)
@@ -481,12 +486,13 @@ def _judge(found: _Outcome, name: str, band: _Band, value: float, ci: list[float
     tail = (f"about {more:,} more holdout rows ({rows + more:,} in all) would make it conclusive at the observed "
             f"{band.short}" if more is not None else
             f"it cannot become conclusive: the observed {band.short} equals the bound")
-    found.unsure.append(f"{name}: inconclusive: {plain.format(numbers=numbers)}; {tail}")
+    found.unsure.append(f"{name}: inconclusive: {plain.replace(NUMBERS, numbers)}; {tail}")
 
 
 def _pair(rates: dict[str, float], among: list[str]) -> tuple[str, str]:
-    """The groups with the lowest and the highest rate."""
-    return min(among, key=lambda g: rates[g]), max(among, key=lambda g: rates[g])
+    """The groups with the lowest and the highest rate (two different groups, even when rates tie)."""
+    low = min(among, key=lambda g: rates[g])
+    return low, max((g for g in among if g != low), key=lambda g: rates[g])
 
 
 def _of_groups(among: list[str]) -> str:
@@ -565,13 +571,14 @@ class _Words:
             self.fpr[g] = float(pg[yg == 0].mean()) if (yg == 0).any() else math.nan
 
     def labels(self, low: str, high: str) -> str:
-        return f"the labels themselves are positive for {self.label[low]:.0%} of {low} and {self.label[high]:.0%} of {high}"
+        return (f"the labels themselves are positive for {self.label[low]:.0%} of {low} and "
+                f"{self.label[high]:.0%} of {high}")
 
     def selection(self, among: list[str]) -> str:
         """A template with {numbers}: who is selected least (the disadvantaged group) and most."""
         low, high = _pair(self.selected, among)
-        return (f"selected {self.selected[low]:.0%} of {low} and {self.selected[high]:.0%} of {high}{_of_groups(among)}: "
-                f"{{numbers}}; {self.labels(low, high)}")
+        return (f"selected {self.selected[low]:.0%} of {low} and {self.selected[high]:.0%} of {high}"
+                f"{_of_groups(among)}: {{numbers}}; {self.labels(low, high)}")
 
     def odds(self, among: list[str]) -> str:
         """A template with {numbers}: true and false positive rates, lowest and highest group, and their gaps."""
