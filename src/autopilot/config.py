@@ -400,23 +400,58 @@ class ExplainabilityGateConfig(_Frozen):
 
 
 class FairnessGateConfig(_Frozen):
-    """Fairness per sensitive attribute, judged by bootstrap confidence intervals."""
+    """Fairness per sensitive attribute, judged by bootstrap confidence intervals.
+
+    An interval-judged metric passes when its whole interval lies inside the allowed band, fails
+    when it lies wholly outside, and is inconclusive when it straddles the band's edge
+    (`on_inconclusive` decides what that means for the gate).
+    """
 
     min_group_size: Annotated[int, Field(ge=1)] = Field(
-        default=30, description="Groups smaller than this are reported, not gated."
+        default=30,
+        description="Groups smaller than this are reported, not gated; an attribute with fewer than two groups "
+                    "this large on the holdout (after binning) fails the gate.",
     )
     demographic_parity_ratio_min: Share | None = Field(
         default=0.8,
-        description="Fail when the whole CI of the demographic parity ratio lies below this (null: report only).",
+        description="Band floor of the demographic parity ratio: pass when its whole CI is at or above this, fail "
+                    "when wholly below, else inconclusive (null: report only).",
     )
     demographic_parity_difference_max: Share | None = Field(
-        default=None, description="Fail when the whole CI of the demographic parity difference lies above this."
+        default=None,
+        description="Band ceiling of the demographic parity difference: pass when its whole CI is at or below this, "
+                    "fail when wholly above, else inconclusive (null: report only).",
     )
     equalized_odds_difference_max: Share | None = Field(
-        default=None, description="Fail when the whole CI of the equalized odds difference lies above this."
+        default=None,
+        description="Band ceiling of the equalized odds difference: pass when its whole CI is at or below this, "
+                    "fail when wholly above, else inconclusive (null: report only).",
     )
     max_group_error_ratio: Annotated[float, Field(ge=1.0)] | None = Field(
-        default=None, description="Regression: fail when the worst/best group MAE ratio CI lies above this."
+        default=None,
+        description="Regression: band ceiling of the worst/best group MAE ratio, judged by its CI like the others.",
+    )
+    on_inconclusive: Literal["review", "fail", "pass"] = Field(
+        default="review",
+        description="A metric whose CI straddles its band: `review` holds the version for a human (the gate fails "
+                    "with requires_review unless something failed outright), `fail` rejects, `pass` lets it through "
+                    "(the status stays in the report).",
+    )
+    bins: dict[str, Annotated[list[float], Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description="Inner bin edges per numeric sensitive attribute, strictly increasing: {age: [25, 40, 60]} "
+                    "gives the groups <25, 25–40, 40–60, >=60 (a bin holds its lower edge).",
+    )
+    quantile_bins: Annotated[int, Field(ge=2, le=20)] = Field(
+        default=4,
+        description="Numeric sensitive attributes without `bins`: this many quantile bins of the training data, "
+                    "merged with neighbours until each holds at least min_group_size rows (a numeric attribute "
+                    "with at most this many distinct values is grouped by value).",
+    )
+    intersections: list[Annotated[list[str], Field(min_length=2)]] = Field(
+        default_factory=list,
+        description="Intersectional groups, each a list of 2+ sensitive attributes ([sex, age]): their "
+                    "combinations are judged like one more attribute.",
     )
     max_counterfactual_flip_rate: Share | None = Field(
         default=0.1, description="Fail when changing a sensitive attribute flips more predictions than this."
@@ -427,6 +462,26 @@ class FairnessGateConfig(_Frozen):
     bootstrap_samples: Annotated[int, Field(ge=50, le=100_000)] = 500
     confidence: Confidence = 0.95
     threshold: Share = Field(default=0.5, description="Decision threshold turning scores into selections.")
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for attr, edges in value.items():
+            if not all(math.isfinite(edge) for edge in edges):
+                raise ValueError(f"{attr!r}: every edge must be a finite number, got {edges}")
+            if any(low >= high for low, high in zip(edges, edges[1:], strict=False)):
+                raise ValueError(f"{attr!r}: edges must be strictly increasing, got {edges}")
+        return value
+
+    @field_validator("intersections")
+    @classmethod
+    def _distinct(cls, value: list[list[str]]) -> list[list[str]]:
+        for entry in value:
+            if len(set(entry)) != len(entry):
+                raise ValueError(f"{entry} names an attribute more than once")
+        if len({tuple(entry) for entry in value}) != len(value):
+            raise ValueError("an entry is listed more than once")
+        return value
 
 
 class InfraGateConfig(_Frozen):
@@ -851,6 +906,7 @@ class ModelConfig(_Frozen):
         for attr in self.sensitive_attributes:
             if attr not in self.features:
                 raise ValueError(f"sensitive_attributes: {attr!r} is not one of the features")
+        self._check_fairness_groups()
         for column in self.monitoring.drift.methods:
             if column not in self.features:
                 raise ValueError(f"monitoring.drift.methods: {column!r} is not one of the features")
@@ -863,6 +919,21 @@ class ModelConfig(_Frozen):
         elif self.target.positive_class is not None or self.target.classes is not None:
             raise ValueError("target.positive_class and target.classes apply to classification only")
         return self
+
+    def _check_fairness_groups(self) -> None:
+        """Bins only for numeric sensitive attributes; intersections only of sensitive attributes."""
+        fairness = self.gates.fairness
+        for attr in fairness.bins:
+            if attr not in self.sensitive_attributes:
+                raise ValueError(f"gates.fairness.bins: {attr!r} is not one of sensitive_attributes")
+            if self.features[attr].type != "numeric":
+                raise ValueError(f"gates.fairness.bins: {attr!r} is a {self.features[attr].type} feature; "
+                                 "bins apply to numeric sensitive attributes only")
+        for entry in fairness.intersections:
+            for attr in entry:
+                if attr not in self.sensitive_attributes:
+                    raise ValueError(f"gates.fairness.intersections: {attr!r} (in {entry}) is not one of "
+                                     "sensitive_attributes")
 
     def _check_binary_target(self) -> None:
         target = self.target

@@ -108,10 +108,12 @@ def test_recommended_config_passes_the_default_model_and_fails_the_biased_one(
 
     bad = evaluate_fairness(biased, splits.X_test, splits.y_test, cfg, seed=1)
     assert not bad.passed
-    assert bad.reasons[0].startswith("sex: equalized_odds_difference 95% CI [0.")
-    assert bad.reasons[0].endswith("lies above the allowed 0.2")
+    # Reasons in words first (issue 12, point 5): who is disadvantaged, the rates, then the metric's name.
+    assert bad.reasons[0].startswith("sex: true positive rate (positives selected) 0% for Female and ")
+    assert "allowed ≤ 0.2, 95% interval 0." in bad.reasons[0] and "(equalized_odds_difference)" in bad.reasons[0]
+    assert bad.details["attributes"]["sex"]["equalized_odds_difference"]["status"] == "fail"
     assert bad.details["attributes"]["sex"]["equalized_odds_difference"]["ci"][0] > 0.5  # far outside the band
-    assert any(r.startswith("sex: counterfactual_flip_rate") for r in bad.reasons)
+    assert any(r.startswith("sex: changing sex flipped ") and "(counterfactual_flip_rate 0." in r for r in bad.reasons)
     assert bad.details["attribution"] == {"status": "not provided"}
     strict_json(good)
     strict_json(bad)
@@ -122,7 +124,7 @@ def test_default_four_fifths_rule_blocks_even_an_accurate_model_on_adult(adult: 
     splits, default, _ = adult
     report = evaluate_fairness(default, splits.X_test, splits.y_test, adult_cfg(fairness={}))
     assert not report.passed
-    assert any(r.startswith("sex: demographic_parity_ratio 95% CI") and r.endswith("allowed minimum 0.8")
+    assert any(r.startswith("sex: selected ") and "allowed ≥ 0.8" in r and "(demographic_parity_ratio)" in r
                for r in report.reasons)
 
 
@@ -147,12 +149,17 @@ def test_small_groups_are_reported_not_gated(adult: tuple[Splits, Any, Any]) -> 
     X, y = splits.X_test.loc[rows], splits.y_test.loc[rows]
     model = Suppress(default, "sex", "Female")  # selects no woman at all
     fairness = {"demographic_parity_ratio_min": 0.5, "max_counterfactual_flip_rate": None}
+    # Issue 12: one gated group left the attribute "not gated" and the gate passed without judging
+    # it (the bug); now the attribute fails, saying what to set.
     lenient = evaluate_fairness(model, X, y, adult_cfg(fairness, sensitive_attributes=["sex"]))
     sex = lenient.details["attributes"]["sex"]
-    assert lenient.passed and sex["reported_not_gated"] == {"Female": 20} and sex["gated_groups"] == ["Male"]
-    assert "not gated" in sex["note"] and sex["by_group"]["Female"]["selection_rate"] == 0.0
+    assert not lenient.passed and sex["reported_not_gated"] == {"Female": 20} and sex["gated_groups"] == ["Male"]
+    assert "cannot be judged" in sex["note"] and sex["by_group"]["Female"]["selection_rate"] == 0.0
+    assert lenient.reasons[0].startswith("sex: cannot be judged: 1 of its groups hold at least 30 ")
+    assert "Female: 20 rows" in lenient.reasons[0] and "gates.fairness.min_group_size" in lenient.reasons[0]
     strict = evaluate_fairness(model, X, y, adult_cfg({**fairness, "min_group_size": 10}, sensitive_attributes=["sex"]))
-    assert not strict.passed and strict.reasons[0].startswith("sex: demographic_parity_ratio 95% CI [0.00, 0.00]")
+    assert not strict.passed and strict.reasons[0].startswith("sex: selected 0% of Female and ")
+    assert "95% interval 0.00–0.00 (demographic_parity_ratio)" in strict.reasons[0]
     # 20 women include too few positives for a true positive rate: equalized odds leaves them out.
     assert "Female" in strict.details["attributes"]["sex"]["equalized_odds_reported_not_gated"]
 
@@ -202,7 +209,10 @@ def test_missing_sensitive_column_fails_closed(adult: tuple[Splits, Any, Any]) -
 
 def test_attribution_share(adult: tuple[Splits, Any, Any]) -> None:
     splits, _, _ = adult
-    X, y, cfg = splits.X_test.head(300), splits.y_test.head(300), adult_cfg()
+    # 300 rows hold too few positive women to measure equalized odds: since issue 12 a gated one is
+    # inconclusive (it was skipped silently), so it is report-only here, where attribution is tested.
+    cfg = adult_cfg({**ADULT_FAIRNESS, "equalized_odds_difference_max": None})
+    X, y = splits.X_test.head(300), splits.y_test.head(300)
     model = Constant(0.3)
     nan = evaluate_fairness(model, X, y, cfg, attribution_share={"sex": float("nan"), "race": 0.01})
     assert not nan.passed and nan.reasons == [
@@ -281,7 +291,8 @@ def test_regression_group_error_ratio() -> None:
     report = evaluate_fairness(Linear(), X, y, cfg(1.5))
     group = report.details["attributes"]["group"]
     assert 2.5 < report.metrics["group.group_error_ratio"] < 3.5 and group["group_error_ratio"]["ci"][0] > 1.5
-    assert not report.passed and report.reasons[0].startswith("group: group_error_ratio (worst/best group MAE) 95% CI")
+    assert not report.passed and report.reasons[0].startswith("group: mean absolute error ")
+    assert " for b and " in report.reasons[0] and "(group_error_ratio)" in report.reasons[0]
     assert set(group["by_group"]["a"]) == {"mae", "mean_prediction", "mean_target", "count"}
     assert group["counterfactual"]["mean_relative_change"] == 0.0
     assert report.details["pretraining_bias"]["attributes"]["group"]["target_mean_difference"] >= 0
