@@ -271,12 +271,14 @@ _GATE_KEYS: dict[str, tuple[type[BaseModel], dict[str, tuple[str, ...]]]] = {
     "explainability": (ExplainabilityGateConfig, {
         "any": ("max_rows", "max_seconds", "background_rows", "top_k", "min_ndcg", "max_feature_share")}),
     "fairness": (FairnessGateConfig, {
-        "binary_classification": ("min_group_size", "on_inconclusive", "quantile_bins", "demographic_parity_ratio_min",
+        "binary_classification": ("min_group_size", "on_inconclusive", "quantile_bins",
+                                  "demographic_parity_ratio_min",
                                   "demographic_parity_difference_max", "equalized_odds_difference_max",
                                   "max_counterfactual_flip_rate", "max_sensitive_attribution_share",
                                   "bootstrap_samples", "confidence", "threshold"),
-        "regression": ("min_group_size", "on_inconclusive", "quantile_bins", "max_group_error_ratio", "max_counterfactual_flip_rate",
-                       "max_sensitive_attribution_share", "bootstrap_samples", "confidence")}),
+        "regression": ("min_group_size", "on_inconclusive", "quantile_bins", "max_group_error_ratio",
+                       "max_counterfactual_flip_rate", "max_sensitive_attribution_share", "bootstrap_samples",
+                       "confidence")}),
     "infra": (InfraGateConfig, {
         "any": ("sample_rows", "max_load_seconds", "max_p95_latency_ms", "max_peak_memory_mb")}),
 }
