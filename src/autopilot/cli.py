@@ -465,6 +465,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _print_deployment(cfg)
     if args.no_loop:
         return 0
+    from autopilot.promotion import current
+
+    if current(cfg.registered_model_name, "champion") is None:
+        # Held for review (an inconclusive gate, or first_run: require_review): no champion to serve.
+        reasons = "; ".join(decision["reasons"]) if decision else "no decision recorded"
+        print(f"[demo] no champion to serve, so the monitoring loop does not run: {reasons}\n"
+              f"[demo] a human who accepts it promotes it: autopilot promote {cfg.name} "
+              f"{decision['version'] if decision else '<version>'} --reason '...'")
+        return 1
     from autopilot.demo_loop import run_loop
 
     print("\n[demo] the monitoring loop: serve, watch, drift, retrain, redeploy")
