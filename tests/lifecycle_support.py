@@ -8,7 +8,8 @@ aliases, gate reports stored by `gate_stages._store_report` and decided by
 windows by `monitoring.state.record_window`.
 
 The seeded story of `seed_model`: v1 promoted, v2 promoted, v2 rolled back to v1 after a drifting
-retrain, v3 the challenger, rejected by the fairness gate; 12 hourly windows with rising drift.
+retrain, v3 rejected by the fairness gate (so `challenger` stays on v2, the newest version that
+passed); 12 hourly windows with rising drift.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def write_config(folder: Path, name: str, description: str = "") -> Path:
 
 
 def register_version(cfg: Any, settings: Any, number: int) -> int:
-    """A stage run with the version's test metrics, registered as challenger (as `train_and_register` does).
+    """A stage run with the version's test metrics, registered without alias (as `train_and_register` does).
 
     The page never loads a model, so the version's source is a stub `model/MLmodel` artifact:
     logging a real sklearn model would cost the seed seconds of imports for nothing it reads.
@@ -72,7 +73,6 @@ def register_version(cfg: Any, settings: Any, number: int) -> int:
             f"autopilot.test_{cfg.metric}": f"{METRICS[number][cfg.metric]:.6f}"}
     version = registry.create_version(cfg.registered_model_name, f"runs:/{run.info.run_id}/model", run.info.run_id,
                                       tags)
-    registry.set_alias(cfg.registered_model_name, "challenger", int(version.version))
     return int(version.version)
 
 
@@ -140,4 +140,4 @@ def seed_model(settings: Any, name: str, description: str = "Income above 50K (s
     assert decide(cfg, settings, 3, baseline=1, fairness_passes=False) == "reject"
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     count = seed_windows(cfg, settings, 1, end)
-    return Seeded(name=name, config=Path(cfg.path), champion=1, challenger=3, window_count=count)
+    return Seeded(name=name, config=Path(cfg.path), champion=1, challenger=2, window_count=count)

@@ -550,6 +550,13 @@ class ServingConfig(_Frozen):
         description="Compile the fitted preprocessing to arrays at load (verified against the pipeline on "
                     "synthetic and example rows; the pipeline serves when it does not apply).",
     )
+    unseen_categories: Literal["warn", "reject"] = Field(
+        default="warn",
+        description="A categorical value the model never saw in training (null is missing, not unseen): "
+                    "`warn` answers 200 with a `warnings` entry naming the row, column and value; `reject` "
+                    "answers 422 naming the column and value. Both count it per column in "
+                    "autopilot_unseen_categories_total.",
+    )
     # Overload: past these bounds the endpoint sheds load at once (never queues without bound),
     # so admitted requests keep a bounded latency and the process a bounded memory.
     max_concurrent_requests: Annotated[int, Field(ge=1, le=100_000)] = Field(

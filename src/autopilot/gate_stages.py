@@ -3,8 +3,10 @@
 Each gate scores the challenger (and the current champion, where it compares) now, on the
 held-out split of the current snapshot, and stores its report under `gates/` on the version's
 training run. The decision reads the reports back, writes one decision record per version
-(artifact + tag summary) and says `promote`, `reject` or `review`. Promotion moves the
-`champion` alias through `autopilot.promotion` (locked, compare-and-set, recorded).
+(artifact + tag summary) and says `promote`, `reject` or `review`; it then points `challenger` at
+the version if it passed (`promote` or `review`) and takes `challenger` off a rejected version, so
+a rejected version holds no alias. Promotion moves the `champion` alias through
+`autopilot.promotion` (locked, compare-and-set, recorded).
 
 Errors fail closed, but an outage is not a verdict: when MLflow, the state database or the object
 store cannot be reached (`autopilot.outages.is_outage`), the task fails and Airflow retries it;
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
+PASSED = ("promote", "review")  # the verdicts that earn `challenger`
 
 
 @dataclass
@@ -251,8 +255,11 @@ def decide_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, regis
                    snapped: dict[str, Any], quality: dict[str, Any]) -> dict[str, Any]:
     """Write the decision record of a version and return the verdict.
 
+    After the record, `challenger` is placed (`_place_challenger`): on the version if it passed,
+    and never on a rejected one.
+
     Raises:
-        GateFailure: when the verdict is `reject` (the version stays registered, untouched by aliases).
+        GateFailure: when the verdict is `reject` (the version stays registered, holding no alias).
     """
     from autopilot.gates.decision import decision_record, decision_tags
 
@@ -267,9 +274,39 @@ def decide_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, regis
         registry.client().set_model_version_tag(registered["name"], str(version.version), key, value)
     result = {"decision": record["decision"], "reasons": record["reasons"], "version": int(version.version),
               "champion_version": quality.get("champion_version")}
+    # After the tags: a retry, or a concurrent decide of another version, reads this verdict from them.
+    _place_challenger(settings, registered["name"], int(version.version), record["decision"])
     if record["decision"] == "reject":
         raise GateFailure(GateReport.failed("decision", record["reasons"]))
     return result
+
+
+def _place_challenger(settings: Settings, name: str, number: int, decision: str) -> None:
+    """Point `challenger` at a version that passed; take it off a rejected one.
+
+    `challenger` is the newest version whose verdict is `promote` or `review`: a passing version
+    takes it unless a newer passing version already holds it (two DAG runs deciding out of order);
+    a rejected version's decide removes it when it points at this version or at another rejected
+    one (left there by a release that set it at registration). Under the model's promotion lock,
+    which retention also takes before it deletes aliases by name, so the alias read here is still
+    where it is moved from. Idempotent: a retry, or a second copy of the task, finds the alias
+    already where the first one left it and changes nothing. Not recorded in the alias history,
+    which holds `champion`'s moves.
+    """
+    from autopilot.promotion import current, model_lock
+
+    with model_lock(settings, name):
+        holder = current(name, CHALLENGER)
+        if decision in PASSED:
+            if holder is None or holder < number or (holder != number and _rejected(name, holder)):
+                registry.set_alias(name, CHALLENGER, number)
+        elif holder is not None and (holder == number or _rejected(name, holder)):
+            registry.delete_alias(name, CHALLENGER)
+
+
+def _rejected(name: str, number: int) -> bool:
+    """Whether a version's recorded decision is `reject` (an unreachable registry raises: the task retries)."""
+    return (registry.resolve_version(name, number).tags or {}).get("autopilot.decision") == "reject"
 
 
 def promote_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],

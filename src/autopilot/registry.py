@@ -26,6 +26,7 @@ __all__ = [
     "ModelRef",
     "client",
     "configure",
+    "delete_alias",
     "download",
     "ensure_experiment",
     "find_run",
@@ -261,6 +262,11 @@ def create_version(name: str, model_uri: str, run_id: str, tags: dict[str, str])
 def set_alias(name: str, alias: str, version: int) -> None:
     """Point an alias at a version."""
     client().set_registered_model_alias(name, alias, str(version))
+
+
+def delete_alias(name: str, alias: str) -> None:
+    """Remove an alias (MLflow removes it by name, wherever it points: read it first, under a lock)."""
+    client().delete_registered_model_alias(name, alias)
 
 
 def resolve_version(name: str, spec: str | int) -> ModelVersion:

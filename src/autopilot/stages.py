@@ -43,9 +43,6 @@ __all__ = [
     "validate_data",
 ]
 
-CHALLENGER = "challenger"
-
-
 @dataclass(frozen=True)
 class RunContext:
     """Who is running the pipeline: the DAG run (or CLI invocation) behind every side effect."""
@@ -479,8 +476,8 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
     """Refit the best pipeline, evaluate it on the held-out split, log and register it.
 
     Returns:
-        `ModelRef.as_ref()` plus `metrics`; the version has alias `challenger` and a SHA-256
-        manifest tag.
+        `ModelRef.as_ref()` plus `metrics`; the version has a SHA-256 manifest tag and no alias
+        (`decide` gives it `challenger` once it passes the gates).
 
     Raises:
         GateFailure: when the test metrics miss the configured floors (nothing is registered).
@@ -514,25 +511,18 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
 
 
 def _finish_registration(name: str, key: str, version: Any) -> dict[str, Any]:
-    """Make a registered version of this run the challenger, once, and return its reference.
+    """Finish a registered version of this run, once, and return its reference.
 
-    Idempotent: a rerun after a crash between registering and setting the alias sets it; a
-    version already through the decision, or older than the current challenger, keeps its
-    aliases as they are. A duplicate registration (MLflow's client retries a POST whose answer
-    was lost, and the server had registered it) is deleted: one version per DAG run.
+    The version gets no alias here: `challenger` goes only to a version that passed the gates
+    (`gate_stages.decide_version`), so a rejected version never holds one. A duplicate
+    registration (MLflow's client retries a POST whose answer was lost, and the server had
+    registered it) is deleted: one version per DAG run.
     """
-    from autopilot.promotion import current
-
     found = registry.find_versions(name, key) or [version]
     version = found[0]
     for extra in found[1:]:
         if not (extra.aliases or []):
             registry.client().delete_model_version(name, str(extra.version))
-    number = int(version.version)
-    if "autopilot.decision" not in (version.tags or {}):
-        challenger = current(name, CHALLENGER)
-        if challenger is None or challenger < number:
-            registry.set_alias(name, CHALLENGER, number)
     run = registry.client().get_run(str(version.run_id))
     metrics = {k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")}
     return {**_version_ref(version), "metrics": metrics}

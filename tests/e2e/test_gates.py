@@ -50,6 +50,8 @@ def test_a_corrupted_challenger_is_rejected_and_the_champion_stays(small_adult: 
     with pytest.raises(GateFailure, match="infra"):
         gate_stages.decide_version(cfg, settings, ctx, registered, snapped, quality)
     assert champion(cfg.name) == 1
+    aliases = registry.client().get_registered_model(cfg.name).aliases
+    assert {k: int(v) for k, v in aliases.items()} == {"champion": 1, "challenger": 1}  # v2 (rejected): none
     tags = registry.resolve_version(cfg.name, 2).tags
     assert tags["autopilot.decision"] == "reject" and tags["autopilot.gate.infra"] == "failed"
     record = registry.client().download_artifacts(str(version.run_id), "decision/decision.json")

@@ -35,7 +35,7 @@ def test_pipeline_on_postgres_is_idempotent(small_adult: Callable[..., Path], pg
     second = run_pipeline(cfg, pg_settings, "pg-run", stop_after="register")
     assert first["version"] == second["version"] == 1
     registry.configure(pg_settings)
-    version = registry.resolve_version(cfg.registered_model_name, "challenger")
+    version = registry.resolve_version(cfg.registered_model_name, 1)
     assert version.tags["autopilot.dag_run_id"] == "pg-run"
     summaries = optuna.get_all_study_summaries(pg_settings.optuna_storage)
     assert len(summaries) == 1 and summaries[0].n_trials == 3

@@ -3,11 +3,11 @@
 Fault: `stages.train_and_register` runs in a worker process (forked from the test) on a small Adult
 sample with a fixed linear model (the tuning result is given, the tiniest budget) and is killed
 with SIGKILL: while it trains (as soon as its MLflow run shows up RUNNING), after the model is
-logged but before it is registered (`train.logged`), or after the version is registered but before
-it gets the `challenger` alias (`train.registered`). Then the stage runs again for the same DAG run
+logged but before it is registered (`train.logged`), or just after the version is registered
+(`train.registered`; registration sets no alias). Then the stage runs again for the same DAG run
 (Airflow's retry, or a rerun after the scheduler and worker restarted).
 
-Invariant: exactly one version carries the DAG run's key, and it is the challenger; the champion
+Invariant: exactly one version carries the DAG run's key, and it holds no alias; the champion
 is unchanged; no MLflow run of the model is left RUNNING (the rerun resumed the killed one and
 finished it; no second training run for the key).
 """
@@ -105,7 +105,8 @@ def crash_and_rerun(cfg: LoadedConfig, settings: Settings, snapped: dict[str, An
 
     assert [int(v.version) for v in registry.find_versions(name, key)] == [again["version"]] == [number], moment
     assert again["metrics"]["roc_auc"] > 0.7 and again["name"] == name
-    assert current(name, "challenger") == number and current(name, "champion") == 1  # champion unchanged
+    # Registration sets no alias (`decide` gives `challenger` to a version that passed); champion unchanged.
+    assert current(name, "challenger") == challenger and current(name, "champion") == 1
     assert [r.info.run_id for r in train_runs(cfg, key)] == [killed[0].info.run_id], moment  # resumed, not replaced
     assert [r.info.status for r in runs_of(cfg) if r.info.status != "FINISHED"] == [], moment
     assert train(cfg, settings, ctx, snapped)["version"] == number  # and once more: nothing new

@@ -14,8 +14,9 @@ run as the DAG's tasks call them (`quality`, `explainability_and_fairness`, `inf
   predicting raises for some rows, and for the counterfactual rows of the fairness test.
 
 Invariant: the gate concerned reports failed with a reason naming the problem, `decide`
-records `reject` (GateFailure: the DAG stops before `promote`), the challenger gets no alias
-but `challenger`, the champion alias stays on v1 and the alias history has no new row.
+records `reject` (GateFailure: the DAG stops before `promote`), the rejected version holds no
+alias (the `challenger` it was given at registration by an older release is taken off it), the
+champion alias stays on v1 and the alias history has no new row.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class World:
         champion = registry.resolve_version(self.cfg.registered_model_name, "champion")
         assert int(champion.version) == int(self.champion.version) == 1
         assert history(self.settings, self.cfg.registered_model_name) == []
+        aliases = registry.client().get_registered_model(self.cfg.registered_model_name).aliases or {}
+        assert int(registered["version"]) not in {int(v) for v in aliases.values()}  # a rejected version: no alias
 
 
 @pytest.fixture(scope="module")

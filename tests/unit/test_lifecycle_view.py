@@ -80,8 +80,8 @@ def test_page_shows_model_versions_metrics_gates_history_and_chart(seeded: tuple
     html = page_html(settings)
     card = section(html, MODEL)
     assert f"<h2>{MODEL}</h2>" in card
-    assert "champion v1" in card and "challenger v3" in card
-    assert "0.9012" in card and "0.9101" in card  # roc_auc of champion and challenger
+    assert "champion v1" in card and "challenger v2" in card  # v3 was rejected: it holds no alias
+    assert "0.9012" in card and "0.9075" in card  # roc_auc of champion and challenger
     assert re.search(r'data-gate="fairness" data-result="fail"', card)
     for gate in ("quality", "explainability", "infra"):
         assert f'data-gate="{gate}" data-result="pass"' in card

@@ -484,3 +484,80 @@ def test_a_dropped_model_leaves_no_cyclic_garbage(store: Settings, cfg: LoadedCo
             gc.set_debug(0)
             gc.garbage.clear()
         assert not left, f"version {version.version} left cyclic garbage: {[type(o) for o in left[:5]]}"
+
+
+def _known_row(adult_frames: Any, cfg: LoadedConfig) -> dict[str, Any]:
+    """A real row whose categories are each its column's most frequent training value (so surely seen)."""
+    from autopilot.data.sources import canonicalize
+
+    train = canonicalize(adult_frames[0], cfg)
+    row = feature_rows(adult_frames, cfg, n=1)[0]
+    return {**row, **{name: str(train[name].mode()[0]) for name, spec in cfg.features.items()
+                      if spec.type == "categorical"}}
+
+
+def _unseen_count(client: TestClient, model: str, column: str) -> float:
+    line = f'autopilot_unseen_categories_total{{column="{column}",model="{model}"}} '
+    found = [x for x in client.get("/metrics").text.splitlines() if x.startswith(line)]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+def test_an_unseen_category_is_answered_with_a_warning_and_counted(
+        app_client: tuple[TestClient, InferenceLog], cfg: LoadedConfig, adult_frames: Any) -> None:
+    client, log = app_client
+    known = _known_row(adult_frames, cfg)
+    nullable = next(name for name, spec in cfg.features.items() if spec.nullable and spec.type == "categorical")
+    before = _unseen_count(client, cfg.name, "occupation")
+    plain = client.post("/predict", json={"records": [known, {**known, nullable: None}]}, headers=AUTH)
+    assert plain.status_code == 200 and "warnings" not in plain.json()  # known categories and a null: no warning
+    long = "Space-pirate-" + "x" * 200
+    answer = client.post("/predict", json={"records": [known, {**known, "occupation": long}]}, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert len(body["predictions"]) == 2 and body["model_version"] and body["request_id"]  # fields unchanged
+    assert body["warnings"] == [{"warning": "unseen_category", "row": 1, "column": "occupation",
+                                 "value": long[:100]}]
+    assert _unseen_count(client, cfg.name, "occupation") == before + 1
+    assert _unseen_count(client, cfg.name, "workclass") == 0  # counted under its own column only
+    info = client.get("/model", headers=AUTH).json()["serving"]["unseen_categories"]
+    assert info["action"] == "warn" and "occupation" in info["checked"]
+    assert log.count() >= 4  # warned rows are still answered and logged
+
+
+def test_reject_answers_422_naming_the_column_and_logs_no_more_of_the_body(
+        store: Settings, v1: Any, adult_frames: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry.configure(store)
+    strict = adult_cfg(max_batch_rows=64, unseen_categories="reject")
+    log = InferenceLog(f"sqlite:///{tmp_path / 'inference.db'}")
+    app = create_app(strict, RegistrySource(strict, strict.registered_model_name), token=TOKEN, inference_log=log,
+                     follow=False)
+    known = _known_row(adult_frames, strict)
+    marker = "Marker-never-seen-category"
+    with TestClient(app) as client, caplog.at_level("DEBUG"):
+        assert client.post("/predict", json={"records": [known]}, headers=AUTH).status_code == 200
+        refused = client.post("/predict", json={"records": [known, {**known, "workclass": marker}]}, headers=AUTH)
+        assert refused.status_code == 422
+        error = refused.json()["error"]
+        assert error.startswith("record 1: column 'workclass' has the category 'Marker-never-seen-category'")
+        assert "reject" in error
+        assert _unseen_count(client, strict.name, "workclass") == 1
+    assert log.count() == 1  # the refused request was not predicted nor logged
+    assert marker not in caplog.text and str(known["fnlwgt"]) not in caplog.text  # nothing of the body logged
+    log.close()
+
+
+def test_both_paths_know_the_same_training_categories(store: Settings, cfg: LoadedConfig, v1: Any,
+                                                      adult_frames: Any) -> None:
+    registry.configure(store)
+    fast = RegistrySource(cfg, cfg.registered_model_name).load(int(v1.version))
+    plain_cfg = adult_cfg(max_batch_rows=64, compiled_fast_path=False)
+    plain = RegistrySource(plain_cfg, plain_cfg.registered_model_name).load(int(v1.version))
+    assert fast.compiled is not None and plain.compiled is None
+    assert fast.known == plain.known and {name for name, _ in fast.known} == {
+        name for name, spec in cfg.features.items() if spec.type == "categorical"}
+    # The fast path's own lookup tables hold exactly these categories.
+    assert {c.name: frozenset(c.index) for c in fast.compiled.categorical} == dict(fast.known)
+    rows = [*feature_rows(adult_frames, cfg, n=30), {**_known_row(adult_frames, cfg), "race": "Martian"}]
+    assert fast.unseen_categories(rows) == plain.unseen_categories(rows)
+    assert (30, "race", "Martian") in fast.unseen_categories(rows)
+    assert np.array_equal(fast.predict_rows(rows), plain.predict_rows(rows))

@@ -42,13 +42,14 @@ Takes the data named in `{config}` through the lifecycle core:
    with pruning over four scikit-learn families; the workers share one study in RDB storage
    (on Celery, on different machines); `tune` logs the winner and the trials to MLflow.
 4. **train_and_register**: refit, evaluate on the held-out split, log with the environment
-   fingerprint, register a version with alias `challenger` and a SHA-256 manifest.
+   fingerprint, register a version (no alias yet) with a SHA-256 manifest.
 5. **quality**, **explainability_and_fairness**, **infra** (in parallel, no retry): the
    challenger against the current champion on the same holdout; SHAP stability and leakage;
    fairness by group with bootstrap intervals and counterfactual flips; load-and-query as
    serving will, after SHA-256 verification.
-6. **decide**: one decision record per version (MLflow artifact + version tags); a rejected
-   version stops here, registered but untouched by aliases.
+6. **decide**: one decision record per version (MLflow artifact + version tags); a version that
+   passed (`promote` or `review`) becomes `challenger`; a rejected version stops here, registered
+   but holding no alias (`challenger` is taken off it if it pointed there).
 7. **promote** (pool `autopilot_promotion`, one slot): moves `champion`, compare-and-set
    against the champion the gates compared with, recorded in the alias history.
 8. **plan_deployment**: profiles the new champion (size, load time, memory, latency,

@@ -110,6 +110,10 @@ class ServingMetrics:
                                  registry=self.registry)
         self.connections = Gauge("autopilot_open_connections", "Open client connections (-1 when unknown).",
                                  registry=self.registry)
+        self.unseen = Counter("autopilot_unseen_categories_total",
+                              "Categorical values never seen in training, in /predict and /invocations requests, "
+                              "by model and column (null is missing, not unseen).", ["model", "column"],
+                              registry=self.registry)
         # `labels()` takes a lock and builds a key on every call (~5-25 us): the hot path and the
         # shedding path use these per-label caches of the labelled children instead.
         self._children: dict[tuple[str, ...], Any] = {}
@@ -123,6 +127,15 @@ class ServingMetrics:
                                           self.latency.labels(endpoint))
         pair[0].inc()
         pair[1].observe(seconds)
+
+    def unseen_categories(self, model: str, found: Sequence[tuple[int, str, str]]) -> None:
+        """Count each unseen categorical value under its column."""
+        for _, column, _ in found:
+            key = ("unseen", model, column)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.unseen.labels(model, column)
+            child.inc()
 
     def shed(self, endpoint: str, reason: str) -> None:
         """Count one request refused for load."""
@@ -507,12 +520,18 @@ def _routes(app: FastAPI, state: _State) -> None:
         if model is None or state.batcher is None:
             raise RequestError(503, "no model is loaded yet")
         rows = model.schema.records(body)
+        unseen = model.unseen_categories(rows)
+        if unseen:
+            _unseen(state, model, unseen)
         request_id = _request_id(request)
         answer = await state.batcher.submit(rows, request_id)
         result: dict[str, Any] = {"request_id": request_id, "model": state.cfg.name,
                                   "model_version": answer.version, "predictions": answer.scores}
         if answer.labels is not None:
             result["labels"] = answer.labels
+        if unseen:
+            result["warnings"] = [{"warning": "unseen_category", "row": i, "column": column,
+                                   "value": value[:MAX_VALUE_CHARS]} for i, column, value in unseen]
         return result
 
     async def explain(request: Request, body: Any) -> Any:
@@ -638,6 +657,22 @@ async def _json_body(request: Request, limit: int, timeout: float) -> Any:
             raise RequestError(400, f"NaN and infinite numbers are not valid JSON; send null for a missing value "
                                     f"({exc})") from None
         raise RequestError(400, f"malformed JSON: {exc}") from None
+
+
+MAX_VALUE_CHARS = 100  # a value quoted back in a warning or a 422: enough to recognise, bounded
+
+
+def _unseen(state: _State, model: LoadedModel, found: list[tuple[int, str, str]]) -> None:
+    """Count a request's unseen categories; refuse it (422) when the config says `reject`.
+
+    The refusal quotes the first value only (truncated), and nothing of the body is logged.
+    """
+    state.metrics.unseen_categories(model.name, found)
+    if state.cfg.deployment.serving.unseen_categories == "reject":
+        i, column, value = found[0]
+        more = f" ({len(found) - 1} more unseen values in this request)" if len(found) > 1 else ""
+        raise RequestError(422, f"record {i}: column {column!r} has the category {value[:MAX_VALUE_CHARS]!r}, never "
+                                f"seen in training (serving.unseen_categories: reject){more}")
 
 
 def _request_id(request: Request) -> str:

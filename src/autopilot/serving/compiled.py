@@ -31,7 +31,7 @@ import pandas as pd
 
 from autopilot.serving.schema import ServingSchema
 
-__all__ = ["CompiledPreprocess", "NotCompilable", "compile_pipeline"]
+__all__ = ["CompiledPreprocess", "NotCompilable", "compile_pipeline", "training_categories"]
 
 UNSEEN = "\x00autopilot-unseen\x00"  # a category no training set holds: probes the unknown-value route
 NUMERIC_PROBES = (0.0, 1.0, None, -3.5, 2.0, 1000.0)
@@ -148,8 +148,24 @@ def _split(pipeline: Any) -> tuple[Any, Any]:
     return preprocess, estimator
 
 
-def _vocabularies(preprocess: Any, schema: ServingSchema) -> dict[str, list[str]]:
-    """Each categorical column's known categories, from the fitted encoder of its block."""
+def training_categories(pipeline: Any) -> dict[str, list[str]]:
+    """The categories each encoded column saw in training, from the fitted encoders of `pipeline`.
+
+    Read from the encoder's `categories_` (one-hot, ordinal and target encoders all keep every
+    category seen in fit, rare ones included), the same source the fast path compiles its lookups
+    from, so both paths know the same categories. A pipeline whose first step is not a fitted
+    ColumnTransformer gives {}.
+    """
+    from sklearn.compose import ColumnTransformer
+
+    steps = getattr(pipeline, "steps", None)
+    preprocess = steps[0][1] if steps else None
+    if not isinstance(preprocess, ColumnTransformer) or not hasattr(preprocess, "transformers_"):
+        return {}
+    return _encoder_categories(preprocess)
+
+
+def _encoder_categories(preprocess: Any) -> dict[str, list[str]]:
     vocab: dict[str, list[str]] = {}
     for _, transformer, columns in preprocess.transformers_:
         if transformer in ("drop", "passthrough") or not isinstance(columns, list | tuple):
@@ -159,6 +175,12 @@ def _vocabularies(preprocess: Any, schema: ServingSchema) -> dict[str, list[str]
             continue
         for column, categories in zip(columns, encoder.categories_, strict=True):
             vocab[str(column)] = [c for c in categories if isinstance(c, str)]
+    return vocab
+
+
+def _vocabularies(preprocess: Any, schema: ServingSchema) -> dict[str, list[str]]:
+    """Each categorical column's known categories, from the fitted encoder of its block."""
+    vocab = _encoder_categories(preprocess)
     for name, kind in zip(schema.columns, schema.kinds, strict=True):
         if kind == "categorical" and name not in vocab:
             raise NotCompilable(f"no fitted encoder lists the categories of {name!r}")

@@ -32,7 +32,7 @@ from autopilot.model_loading import (
     open_package,
     open_version,
 )
-from autopilot.serving.compiled import CompiledPreprocess, NotCompilable, compile_pipeline
+from autopilot.serving.compiled import CompiledPreprocess, NotCompilable, compile_pipeline, training_categories
 from autopilot.serving.schema import ServingSchema
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ class LoadedModel:
     load_seconds: float = 0.0
     compiled: CompiledPreprocess | None = None  # the verified fast path, when the pipeline allows one
     compiled_note: str = "not compiled"
+    # Each categorical column with the categories its encoder saw in training (`known_categories`).
+    known: tuple[tuple[str, frozenset[str]], ...] = ()
 
     @property
     def classifier(self) -> bool:
@@ -78,6 +80,19 @@ class LoadedModel:
             return np.asarray(estimator.predict_proba(features))[:, 1]
         return np.asarray(estimator.predict(features), dtype=float)
 
+    def unseen_categories(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, str]]:
+        """(row index, column, value) of each categorical value the model never saw in training.
+
+        One set lookup per categorical cell. Null is a missing value, not an unseen one.
+        """
+        found = []
+        for i, row in enumerate(rows):
+            for name, seen in self.known:
+                value = row[name]
+                if value is not None and value not in seen:
+                    found.append((i, name, value))
+        return found
+
     def labels(self, scores: np.ndarray) -> list[Any]:
         """Class labels for classifier scores at the fairness gate's decision threshold."""
         threshold = self.cfg.gates.fairness.threshold
@@ -92,7 +107,9 @@ class LoadedModel:
         return {"model": self.name, "version": self.version, "run_id": self.run_id, "source": self.source,
                 "loaded_at": self.loaded_at, "load_seconds": round(self.load_seconds, 3),
                 "task": self.cfg.task.value, "features": list(self.schema.columns), "lineage": lineage,
-                "fast_path": {"compiled": self.compiled is not None, "note": self.compiled_note}}
+                "fast_path": {"compiled": self.compiled is not None, "note": self.compiled_note},
+                "unseen_categories": {"action": self.cfg.deployment.serving.unseen_categories,
+                                      "checked": [name for name, _ in self.known]}}
 
 
 def _negative_class(cfg: ModelConfig) -> Any:
@@ -151,7 +168,8 @@ def load_files(files: VerifiedFiles, cfg: ModelConfig, version: int, **meta: Any
     if signature is not None:
         schema.check_signature(signature)
     pipeline = load_sklearn(files)
-    model = LoadedModel(name=cfg.name, version=version, pipeline=pipeline, cfg=cfg, schema=schema, **meta)
+    model = LoadedModel(name=cfg.name, version=version, pipeline=pipeline, cfg=cfg, schema=schema,
+                        known=known_categories(pipeline, schema), **meta)
     example = _input_example(files.folder)
     warm(model, example)
     if cfg.deployment.serving.compiled_fast_path:
@@ -161,6 +179,16 @@ def load_files(files: VerifiedFiles, cfg: ModelConfig, version: int, **meta: Any
         model.compiled_note = "off (deployment.serving.compiled_fast_path: false)"
     model.load_seconds = time.perf_counter() - start
     return model
+
+
+def known_categories(pipeline: Any, schema: ServingSchema) -> tuple[tuple[str, frozenset[str]], ...]:
+    """The categorical columns whose training categories the fitted encoders list, with those categories.
+
+    A column no encoder lists cannot be checked and is left out (`/model` shows which are checked).
+    """
+    vocab = training_categories(pipeline)
+    return tuple((name, frozenset(vocab[name])) for name, kind in zip(schema.columns, schema.kinds, strict=True)
+                 if kind == "categorical" and name in vocab)
 
 
 def _compile(model: LoadedModel, example: pd.DataFrame | None) -> tuple[CompiledPreprocess | None, str]:
