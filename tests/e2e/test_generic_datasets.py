@@ -27,7 +27,8 @@ def _write(tmp_path: Path, loader: Any, name: str, parquet: bool) -> Path:
     else:
         frame.to_csv(data, index=False)
     out = tmp_path / f"{name}.yaml"
-    assert main(["init-config", "--data", str(data), "--target", "target", "--name", name, "--out", str(out)]) == 0
+    # No --name: the name comes from the output file, as the DAG requires.
+    assert main(["init-config", "--data", str(data), "--target", "target", "--out", str(out)]) == 0
     raw = yaml.safe_load(out.read_text())
     raw["tuning"] = {"n_trials": 4, "timeout_seconds": 60, "seed": 3, "n_startup_trials": 2}
     raw["validation"]["min_rows"] = 50
