@@ -299,3 +299,57 @@ def test_load_config_reports_the_key(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"gates\.fairness\.bins: 'age': edges must be strictly increasing"):
         load_config(path)
+
+
+# ---------------------------------------------------------------------------- a public dataset
+
+
+def diabetes_config(fairness: dict[str, Any]) -> ModelConfig:
+    """scikit-learn's bundled diabetes data (442 patients): `age` in years and `sex` (1/2) are sensitive."""
+    from sklearn.datasets import load_diabetes
+
+    names = load_diabetes(scaled=False).feature_names
+    return ModelConfig.model_validate({
+        "name": "diabetes", "task": "regression", "data": {"source": "diabetes.csv"}, "target": {"column": "y"},
+        "features": {name: {"type": "numeric"} for name in names}, "sensitive_attributes": ["age", "sex"],
+        "metric": "rmse", "gates": {"fairness": {**LOOSE, "max_group_error_ratio": 1.3, **fairness}},
+    })
+
+
+class Shifted:
+    """A fitted regressor whose predictions are pushed off by `shift` where `where(X)` holds."""
+
+    def __init__(self, model: Any, where: Any = None, shift: float = 0.0) -> None:
+        self.model, self.where, self.shift = model, where, shift
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        out = np.asarray(self.model.predict(X), dtype=float)
+        return out if self.where is None else out + np.where(self.where(X), self.shift, 0.0)
+
+
+def test_a_numeric_age_in_public_data_is_binned_judged_and_a_bias_against_the_old_fails() -> None:
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression
+
+    X, y = load_diabetes(scaled=False, return_X_y=True, as_frame=True)
+    model = LinearRegression().fit(X, y)
+    cfg = diabetes_config({})
+    fair = evaluate_fairness(Shifted(model), X, y.rename("y"), cfg, train=X, y_train=y)
+    age = fair.details["attributes"]["age"]
+    # 57 distinct ages: four quantile bins of >= 30 patients each, judged (never "not gated").
+    assert age["grouping"]["kind"] == "quantile_bins" and len(age["grouping"]["labels"]) == 4, age["grouping"]
+    assert fair.details["metric_status"]["age.group_error_ratio"] in ("pass", "inconclusive")
+    assert fair.details["attributes"]["sex"]["grouping"]["kind"] == "values"  # 1/2: one group per value
+
+    # The same model, 60 units off for patients of 50 and over: their error doubles, and age fails.
+    biased = Shifted(model, where=lambda frame: frame["age"] >= 50, shift=60.0)
+    report = evaluate_fairness(biased, X, y.rename("y"), cfg, train=X, y_train=y)
+    assert report.details["metric_status"]["age.group_error_ratio"] == "fail", report.details["metric_status"]
+    assert decide(others_pass(report))[0] == "reject"
+    reason = next(r for r in report.reasons if r.startswith("age:"))
+    assert "(group_error_ratio)" in reason and "allowed ≤ 1.3" in reason
+    # The worse-served group named first is one of the bins the shift hit (lower edge >= 50).
+    edges = age["grouping"]["edges"]
+    shifted = [label for label, low in zip(age["grouping"]["labels"][1:], edges, strict=True) if low >= 50]
+    named = reason.split(" for ")[1].split(" and ")[0]  # "age: mean absolute error 64.9 for 50–59 and ..."
+    assert named in shifted, (named, shifted, reason)
