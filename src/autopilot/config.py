@@ -295,6 +295,13 @@ class ValidationConfig(_Frozen):
         return self
 
 
+def _listed_once(value: list[Any], what: str) -> list[Any]:
+    """`value` unchanged, or a ValueError when an item repeats (a config list meant as a set)."""
+    if len(set(value)) != len(value):
+        raise ValueError(f"{what} are listed more than once")
+    return value
+
+
 class TuningConfig(_Frozen):
     """The Optuna search budget."""
 
@@ -326,12 +333,12 @@ class TuningConfig(_Frozen):
     @field_validator("families")
     @classmethod
     def _unique(cls, value: list[ModelFamily]) -> list[ModelFamily]:
-        if len(set(value)) != len(value):
-            raise ValueError("families are listed more than once")
-        return value
+        return _listed_once(value, "families")
 
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
+# What a gate does with an interval straddling its bound (quality and fairness alike).
+OnInconclusive = Literal["review", "fail", "pass"]
 Confidence = Annotated[float, Field(gt=0.5, lt=1.0)]
 
 
@@ -366,7 +373,7 @@ class QualityGateConfig(_Frozen):
         "`linear` (a logistic regression, regression: ridge, with default regularization on the same features) "
         "by more than `non_inferiority_margin`. [] turns it off.",
     )
-    on_inconclusive: Literal["review", "fail", "pass"] = Field(
+    on_inconclusive: OnInconclusive = Field(
         default="review",
         description="A comparison (with the champion or a first-run baseline) whose interval straddles its bound "
         "proves neither pass nor fail: `review` holds the version for a human, `fail` rejects it, `pass` lets "
@@ -376,9 +383,7 @@ class QualityGateConfig(_Frozen):
     @field_validator("first_run_baselines")
     @classmethod
     def _unique_baselines(cls, value: list[Baseline]) -> list[Baseline]:
-        if len(set(value)) != len(value):
-            raise ValueError("baselines are listed more than once")
-        return value
+        return _listed_once(value, "baselines")
 
 
 class ExplainabilityGateConfig(_Frozen):
@@ -431,7 +436,7 @@ class FairnessGateConfig(_Frozen):
         default=None,
         description="Regression: band ceiling of the worst/best group MAE ratio, judged by its CI like the others.",
     )
-    on_inconclusive: Literal["review", "fail", "pass"] = Field(
+    on_inconclusive: OnInconclusive = Field(
         default="review",
         description="A metric whose CI straddles its band: `review` holds the version for a human (the gate fails "
                     "with requires_review unless something failed outright), `fail` rejects, `pass` lets it through "

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from autopilot.config import ConfigError, ModelConfig, load_config
 from autopilot.gates.decision import decide
-from autopilot.gates.fairness import build_groupings, counterfactual_flip_rate, evaluate_fairness, rows_needed
+from autopilot.gates.fairness import build_groupings, counterfactual_flip_rate, evaluate_fairness
+from autopilot.gates.intervals import rows_needed
 from autopilot.reports import GateReport
 
 # Only the group metrics under test are gated, unless a test says otherwise.
@@ -224,9 +225,9 @@ def test_rows_needed_is_sane() -> None:
     bigger = evaluate_fairness(Scores(), *small_holdout(repeat), cfg)
     assert bigger.details["attributes"]["sex"]["demographic_parity_ratio"]["status"] == "fail"
     # The arithmetic, and the case no number of rows can settle.
-    assert rows_needed(0.5, [0.3, 0.9], 0.8, 100) == 78  # 100 * (0.4 / 0.3)^2 - 100 = 77.8
-    assert rows_needed(0.9, [0.7, 1.0], 0.8, 100) == 300  # the lower side: 100 * (0.2 / 0.1)^2 - 100
-    assert rows_needed(0.8, [0.6, 1.0], 0.8, 100) is None
+    assert rows_needed(0.5, 0.3, 0.9, 0.8, 100) == 78  # 100 * (0.4 / 0.3)^2 - 100 = 77.8
+    assert rows_needed(0.9, 0.7, 1.0, 0.8, 100) == 300  # the lower side: 100 * (0.2 / 0.1)^2 - 100
+    assert rows_needed(0.8, 0.6, 1.0, 0.8, 100) is None
 
 
 def test_regression_error_ratio_can_be_inconclusive() -> None:

@@ -19,7 +19,8 @@ from threadpoolctl import threadpool_limits
 
 from autopilot.config import ModelConfig
 from autopilot.gates.decision import decide
-from autopilot.gates.quality import evaluate_quality, fit_baseline, rows_needed
+from autopilot.gates.intervals import rows_needed
+from autopilot.gates.quality import evaluate_quality, fit_baseline
 from autopilot.modeling.search_space import build_pipeline
 from autopilot.modeling.splits import Splits, make_splits
 from autopilot.reports import GateReport

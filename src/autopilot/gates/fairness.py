@@ -51,6 +51,7 @@ from sklearn.metrics import accuracy_score, mean_absolute_error
 from threadpoolctl import threadpool_limits
 
 from autopilot.config import FairnessGateConfig, ModelConfig, Task
+from autopilot.gates.intervals import FAIL, INCONCLUSIVE, PASS, rows_needed
 from autopilot.modeling.training import predict_scores
 from autopilot.reports import GateReport, json_safe
 
@@ -64,7 +65,7 @@ MAX_COUNTERFACTUAL_ROWS = 2000
 CHUNK_CELLS = 2_000_000
 # Below this share of defined replicates an interval is not trusted (and not gated).
 MIN_VALID_SHARE = 0.5
-PASS, FAIL, INCONCLUSIVE, REPORT_ONLY = "pass", "fail", "inconclusive", "report only"
+REPORT_ONLY = "report only"
 # Where a reason's plain words take the metric's numbers (replaced, not str.format: group names are data).
 NUMBERS = "{numbers}"
 
@@ -431,21 +432,6 @@ def _status(ci: list[float] | None, minimum: float | None, maximum: float | None
     return PASS if ci[1] <= maximum else FAIL if ci[0] > maximum else INCONCLUSIVE
 
 
-def rows_needed(value: float, ci: list[float], bound: float, rows: int) -> int | None:
-    """More holdout rows that would make a straddling interval conclusive at the observed effect.
-
-    The interval's half-width on the bound's side shrinks as 1/sqrt(n): it reaches the distance
-    from the observed value to the bound at n * (halfwidth / |observed - bound|)^2 rows. None when
-    the observed value equals the bound (no number of rows settles it).
-    """
-    gap = abs(value - bound)
-    if not math.isfinite(value) or gap == 0:
-        return None
-    half = ci[1] - value if value < bound else value - ci[0]
-    # Rounded first: float noise in the interval must not add a row (0.2 / 0.1 is not exactly 2).
-    return max(0, math.ceil(round(rows * (half / gap) ** 2 - rows, 6)))
-
-
 @dataclass(frozen=True)
 class _Band:
     """One interval-judged metric's band and how to say it."""
@@ -481,7 +467,7 @@ def _judge(found: _Outcome, name: str, band: _Band, value: float, ci: list[float
         found.hard.append(f"{name}: {plain.replace(NUMBERS, numbers)}")
         return
     assert band.bound is not None
-    more = rows_needed(value, ci, band.bound, rows)
+    more = rows_needed(value, ci[0], ci[1], band.bound, rows)
     entry["rows_needed"] = more
     tail = (f"about {more:,} more holdout rows ({rows + more:,} in all) would make it conclusive at the observed "
             f"{band.short}" if more is not None else

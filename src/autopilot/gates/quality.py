@@ -38,6 +38,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from autopilot.config import LOWER_IS_BETTER, Baseline, ModelConfig, Task
+from autopilot.gates.intervals import FAIL, INCONCLUSIVE, PASS, rows_needed
 from autopilot.modeling.training import evaluate, predict_scores
 from autopilot.reports import GateReport, json_safe
 
@@ -48,7 +49,7 @@ GATE = "quality"
 LABEL_THRESHOLD = 0.5
 # Upper bound on the replicate x row count matrix held at once (~16 MB of float64).
 CHUNK_CELLS = 2_000_000
-PASS, FAIL, INCONCLUSIVE, UNDEFINED = "pass", "fail", "inconclusive", "undefined"
+UNDEFINED = "undefined"
 
 
 @dataclass
@@ -362,23 +363,6 @@ def _judge(diffs: np.ndarray, observed: float, bound: float, n: int, cfg: ModelC
     if status == INCONCLUSIVE:
         result["rows_needed"] = rows_needed(observed, low, high, bound, n)
     return result
-
-
-def rows_needed(observed: float, low: float, high: float, bound: float, n: int) -> int | None:
-    """More holdout rows that would make an interval straddling `bound` clear it, at the observed effect.
-
-    The interval's half-width on the bound's side shrinks as 1/sqrt(n); it clears the bound once
-    it is smaller than |observed - bound|: n' = n (halfwidth / |observed - bound|)^2.
-
-    Returns:
-        The additional rows (n' - n, at least 1), or None when the observed effect sits exactly
-        on the bound (no number of rows would settle it).
-    """
-    gap = abs(observed - bound)
-    if not math.isfinite(gap) or gap == 0.0:
-        return None
-    halfwidth = observed - low if observed > bound else high - observed
-    return max(1, math.ceil(n * (max(halfwidth, 0.0) / gap) ** 2 - n))
 
 
 def _file(verdict: _Verdict, comparison: dict[str, Any], cfg: ModelConfig, who: str,
