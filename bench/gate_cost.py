@@ -24,10 +24,10 @@ def main() -> int:
     parser.add_argument("--wait-idle", type=float, default=120.0, help="seconds to wait for a quiet machine")
     args = parser.parse_args()
     common.quiet_optuna()
-    from autopilot import gate_stages
     from autopilot.config import load_config
+    from autopilot.pipeline import gates as gate_stages
+    from autopilot.pipeline.training import RunContext, snapshot_data, train_and_register, tune_model, validate_data
     from autopilot.settings import Settings
-    from autopilot.stages import RunContext, snapshot_data, train_and_register, tune_model, validate_data
 
     home = common.temp_dir("autopilot-gate-cost-")
     settings = Settings.from_env({"AUTOPILOT_HOME": str(home)})

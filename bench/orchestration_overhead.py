@@ -49,12 +49,12 @@ CORE_TASKS = ("validate", "snapshot", "plan_tuning", "tune_worker", "tune", "tra
 
 
 def _time_stages() -> dict[str, float]:
-    """Wrap the stage functions in `autopilot.stages` so each call adds its seconds to the returned dict.
+    """Wrap the stage functions in `autopilot.pipeline.training` so each call adds its seconds to the returned dict.
 
     Both the DAG's tasks and `run_pipeline` import the stages from the module at call time,
     so wrapping the module attributes reaches both.
     """
-    import autopilot.stages as stages
+    import autopilot.pipeline.training as stages
 
     spent: dict[str, float] = {}
 
@@ -122,9 +122,9 @@ def child_dag(out: Path, full_dag: bool) -> None:
     seconds = time.perf_counter() - start
     tasks = {ti.task_id: {"state": str(ti.state), "duration": ti.duration} for ti in dag_run.get_task_instances()}
 
-    from autopilot import registry
-    from autopilot.lineage import lineage
+    from autopilot.adapters import registry
     from autopilot.settings import Settings
+    from autopilot.versions.lineage import lineage
 
     metrics: dict[str, float] = {}
     version = None

@@ -390,11 +390,11 @@ def fit_and_register(settings: Any, cfg: Any) -> tuple[Any, Any, Any, dict[str, 
     import mlflow
     import pandas as pd
 
-    from autopilot import registry
+    from autopilot.adapters import registry
     from autopilot.data.sources import canonicalize
     from autopilot.modeling.splits import encode_target, feature_frame
     from autopilot.modeling.training import fit_pipeline
-    from autopilot.stages import signature_for
+    from autopilot.pipeline.training import signature_for
 
     seconds: dict[str, float] = {}
     frame = canonicalize(pd.read_csv(common.PROJECT / "data/adult/adult_train.csv.gz"), cfg)

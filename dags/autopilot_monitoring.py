@@ -1,6 +1,6 @@
 """Airflow monitoring DAGs, one per model config in `config/models/` (or `AUTOPILOT_CONFIG_DIR`).
 
-Wiring only: each run calls `autopilot.monitoring_stages.monitor_window` for its data interval
+Wiring only: each run calls `autopilot.pipeline.monitoring.monitor_window` for its data interval
 and branches into the training DAG when the window calls for a retrain.
 """
 

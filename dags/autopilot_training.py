@@ -1,7 +1,7 @@
 """Airflow training DAGs, one per model config in `config/models/` (or `AUTOPILOT_CONFIG_DIR`).
 
 Wiring only: the factory imports nothing heavy, and every task calls one function of
-`autopilot.stages` at run time.
+`autopilot.pipeline.training` at run time.
 """
 
 from __future__ import annotations

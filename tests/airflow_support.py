@@ -26,7 +26,7 @@ import yaml
 
 from autopilot.orchestration.embedded import Embedded, _alive
 from autopilot.settings import Settings
-from tests.conftest import PROJECT, TINY_TUNING, adult_config_dict
+from tests.helpers import PROJECT, TINY_TUNING, adult_config_dict
 from tests.integration.conftest import postgres_databases
 
 __all__ = ["SMOKE", "SMOKE_DAG", "Airflow", "free_port", "live_airflow", "postgres_databases", "write_broken_config"]

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-PROJECT = Path(__file__).resolve().parents[1]
-ADULT_CONFIG = PROJECT / "config" / "models" / "adult_income.yaml"
+from tests.helpers import PROJECT, TINY_TUNING, adult_config_dict
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="autopilot-airflow-"))
 os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
@@ -40,23 +39,6 @@ def adult_frames() -> tuple[Any, Any]:
 
     return (pd.read_csv(PROJECT / "data/adult/adult_train.csv.gz"),
             pd.read_csv(PROJECT / "data/adult/adult_test.csv.gz"))
-
-
-def adult_config_dict(**overrides: Any) -> dict[str, Any]:
-    """The demo config as a dict, with top-level sections replaced by `overrides`.
-
-    Its data paths are made absolute (they are relative to the demo's folder): a test writes the
-    dict elsewhere, and the bundled data folder is an allowed data root wherever the config lies.
-    """
-    raw = yaml.safe_load(ADULT_CONFIG.read_text())
-    raw["data"] = {key: str((ADULT_CONFIG.parent / value).resolve()) if key.endswith("source") else value
-                   for key, value in raw["data"].items()}
-    raw.update(overrides)
-    return raw
-
-
-TINY_TUNING = {"n_trials": 3, "timeout_seconds": 60, "families": ["linear", "hist_gradient_boosting"],
-               "seed": 7, "n_startup_trials": 2}
 
 
 @pytest.fixture

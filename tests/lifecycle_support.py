@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from autopilot.reports import GateReport
-from tests.conftest import adult_config_dict
+from tests.helpers import adult_config_dict
 
 # Drift share per window (None: too few rows to decide) and the action the monitor took.
 WINDOW_SHARES: list[float | None] = [0.02, 0.03, 0.01, None, 0.04, 0.05, 0.08, 0.11, 0.12, 0.09, 0.17, 0.21]
@@ -62,8 +62,8 @@ def register_version(cfg: Any, settings: Any, number: int) -> int:
     """
     import mlflow
 
-    from autopilot import registry
-    from autopilot.stages import RunContext, _stage_run
+    from autopilot.adapters import registry
+    from autopilot.pipeline.training import RunContext, _stage_run
 
     ctx = RunContext(run_id=f"seed-{number}", dag_id=f"autopilot_training__{cfg.name}", actor="seed")
     with _stage_run(cfg, settings, ctx, "train") as run:
@@ -78,9 +78,10 @@ def register_version(cfg: Any, settings: Any, number: int) -> int:
 
 def decide(cfg: Any, settings: Any, number: int, baseline: int | None, fairness_passes: bool) -> str:
     """Store the four gate reports on the version's run and let `decide_version` write the record."""
-    from autopilot import gate_stages, registry
+    from autopilot.adapters import registry
+    from autopilot.pipeline import gates as gate_stages
+    from autopilot.pipeline.training import RunContext
     from autopilot.reports import GateFailure
-    from autopilot.stages import RunContext
 
     run_id = str(registry.resolve_version(cfg.registered_model_name, number).run_id)
     fairness = GateReport(name="fairness", passed=True, metrics={"eod_upper": 0.11, "dp_ratio": 0.36}) \
@@ -121,9 +122,9 @@ def seed_windows(cfg: Any, settings: Any, version: int, end: datetime) -> int:
 
 def seed_model(settings: Any, name: str, description: str = "Income above 50K (seeded lifecycle).") -> Seeded:
     """The full story (see the module docstring) for one model under `settings.config_dir`."""
-    from autopilot import registry
+    from autopilot.adapters import registry
     from autopilot.config import load_config
-    from autopilot.promotion import promote, rollback
+    from autopilot.versions.promotion import promote, rollback
 
     cfg = load_config(write_config(Path(settings.config_dir), name, description))
     registry.configure(settings)

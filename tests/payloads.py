@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from autopilot import registry
+from autopilot.adapters import registry
 
 SKOPS_BOMB_TYPE = "tests.payloads.SkopsBomb"
 

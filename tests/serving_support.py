@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from autopilot import registry
+from autopilot.adapters import registry
+from autopilot.adapters.model_loading import manifest_tags
 from autopilot.config import LoadedConfig, load_config
-from autopilot.model_loading import manifest_tags
 from autopilot.settings import Settings
-from tests.conftest import ADULT_CONFIG, PROJECT
+from tests.helpers import ADULT_CONFIG, PROJECT
 
 TOKEN = "process-test-token-0123456789abcdef"
 
@@ -64,7 +64,7 @@ def register_version(settings: Settings, cfg: LoadedConfig, adult_frames: tuple[
     from autopilot.data.sources import canonicalize
     from autopilot.modeling.splits import encode_target, feature_frame
     from autopilot.modeling.training import fit_pipeline
-    from autopilot.stages import signature_for
+    from autopilot.pipeline.training import signature_for
 
     frame = canonicalize(adult_frames[0].sample(rows, random_state=len(params)), cfg)
     X, y = feature_frame(frame, cfg), encode_target(frame, cfg)
@@ -151,9 +151,9 @@ class Server:
 
 def snapshots(settings: Settings, cfg: LoadedConfig, adult_frames: Any) -> dict[str, Any]:
     """Snapshots of 2000 train and test rows in the settings' store, as `snapshot_data` returns them."""
+    from autopilot.adapters.storage import open_store
     from autopilot.data.snapshot import write_snapshot
     from autopilot.data.sources import canonicalize
-    from autopilot.storage import open_store
 
     store = open_store(settings.artifact_root)
     out = {}

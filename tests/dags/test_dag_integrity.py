@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 
 DAGS = PROJECT / "dags"
 HEAVY = ("pandas", "sklearn", "mlflow", "optuna", "great_expectations", "shap", "evidently", "pyarrow")

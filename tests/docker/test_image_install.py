@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 from tests.unit.test_docker_files import DOCKERFILE, dockerfile_arg_defaults, dockerfile_copies, pip_install_command
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from autopilot import registry
-from tests.conftest import PROJECT
+from autopilot.adapters import registry
+from tests.helpers import PROJECT
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
 
@@ -67,7 +67,7 @@ def test_training_dag_end_to_end(airflow_db: None, env: Any, small_adult: Callab
     assert {version.tags[f"autopilot.gate.{g}"] for g in ("quality", "explainability", "fairness", "infra")} == {
         "passed"}
     assert int(registry.resolve_version("dagtest", "champion").version) == 1
-    from autopilot.promotion import history
+    from autopilot.versions.promotion import history
 
     moves = history(env, "dagtest")
     assert [(m.from_version, m.to_version, m.action) for m in moves] == [(None, 1, "promote")]

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import adult_config_dict
+from tests.helpers import adult_config_dict
 from tests.integration.conftest import PG_DSN, _unavailable
 
 pytestmark = pytest.mark.slow
@@ -153,7 +153,7 @@ def postgres() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def redis_url() -> str:
-    from autopilot.doctor import probe_redis
+    from autopilot.doctor.checks import probe_redis
 
     probe = probe_redis(REDIS, timeout=3)
     if not probe.ok:

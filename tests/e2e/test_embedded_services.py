@@ -16,7 +16,7 @@ import pytest
 
 from autopilot.orchestration.embedded import Embedded, _alive
 from autopilot.settings import Settings
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 
 pytestmark = pytest.mark.slow
 

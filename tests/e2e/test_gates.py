@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from autopilot import gate_stages, registry
+from autopilot.adapters import registry
+from autopilot.adapters.model_loading import LoadPolicy, load_version
 from autopilot.cli import main, run_pipeline
 from autopilot.config import load_config
-from autopilot.model_loading import LoadPolicy, load_version
-from autopilot.promotion import history
+from autopilot.pipeline import gates as gate_stages
+from autopilot.pipeline.training import RunContext, snapshot_data, train_and_register, tune_model, validate_data
 from autopilot.reports import GateFailure
-from autopilot.stages import RunContext, snapshot_data, train_and_register, tune_model, validate_data
+from autopilot.versions.promotion import history
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
 
@@ -92,7 +93,7 @@ def test_first_run_review_then_human_promote_rollback_and_status(
 
 
 def test_first_run_promote_policy_and_retention(small_adult: Callable[..., Path], settings: Any) -> None:
-    from autopilot.retention import apply_retention
+    from autopilot.versions.retention import apply_retention
 
     cfg = load_config(small_adult(retention={"keep_last": 1, "delete_artifacts": True}))
     assert run_pipeline(cfg, settings, "first")["promoted"]

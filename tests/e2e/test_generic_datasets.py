@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.cli import main, run_pipeline
 from autopilot.config import load_config
 from autopilot.modeling.reproduce import reproduce

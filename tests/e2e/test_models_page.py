@@ -42,8 +42,8 @@ import pytest
 
 from autopilot.orchestration.embedded import Embedded, _alive, _stop_group
 from autopilot.settings import Settings
-from tests.conftest import PROJECT
 from tests.e2e.test_trigger import free_port
+from tests.helpers import PROJECT
 from tests.lifecycle_support import Seeded, seed_model, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]

@@ -10,16 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
+from autopilot.adapters.model_loading import LoadPolicy, load_version
 from autopilot.cli import run_pipeline
 from autopilot.config import load_config
 from autopilot.data.sources import canonicalize
-from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.monitoring.simulate import shift_frame
 from autopilot.serving.inference_log import InferenceLog, InferenceRecord
 from autopilot.serving.schema import ServingSchema
-from tests.conftest import PROJECT
 from tests.e2e.test_dag_run import airflow_db, env  # noqa: F401  (fixtures)
+from tests.helpers import PROJECT
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
 HOUR_END = datetime(2026, 11, 20, 11, tzinfo=UTC)

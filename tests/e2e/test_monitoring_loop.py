@@ -11,14 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.cli import run_pipeline
 from autopilot.config import load_config
 from autopilot.monitoring import state
 from autopilot.monitoring.simulate import run_simulation
-from autopilot.monitoring_stages import monitor_window
-from autopilot.promotion import history
-from autopilot.stages import RunContext
+from autopilot.pipeline.monitoring import monitor_window
+from autopilot.pipeline.training import RunContext
+from autopilot.versions.promotion import history
 from tests.serving_support import TOKEN, Server, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]

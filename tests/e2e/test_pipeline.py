@@ -10,14 +10,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
+from autopilot.adapters.model_loading import LoadPolicy, load_version
 from autopilot.cli import run_pipeline
 from autopilot.config import load_config
-from autopilot.lineage import format_lineage, lineage
-from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.modeling.reproduce import reproduce
+from autopilot.pipeline.training import RunContext, validate_data
 from autopilot.reports import GateFailure
-from autopilot.stages import RunContext, validate_data
+from autopilot.versions.lineage import format_lineage, lineage
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
 

@@ -11,16 +11,16 @@ import httpx
 import pytest
 import yaml
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.config import load_config
 from autopilot.deploy.history import load_observations
 from autopilot.deploy.rollout import MetricsSample, parse_metrics
-from autopilot.deploy_stages import rollout_version
-from autopilot.promotion import history, promote
+from autopilot.pipeline.deploy import rollout_version
+from autopilot.pipeline.training import RunContext
 from autopilot.reports import GateFailure
 from autopilot.settings import Settings
-from autopilot.stages import RunContext
-from tests.conftest import ADULT_CONFIG, PROJECT
+from autopilot.versions.promotion import history, promote
+from tests.helpers import ADULT_CONFIG, PROJECT
 from tests.serving_support import LINEAR, TOKEN, Server, free_port, register_version, snapshots
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]

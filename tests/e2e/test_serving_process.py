@@ -14,10 +14,10 @@ import httpx
 import pytest
 import yaml
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.serving.inference_log import InferenceLog
 from autopilot.settings import Settings
-from tests.conftest import ADULT_CONFIG, PROJECT
+from tests.helpers import ADULT_CONFIG, PROJECT
 from tests.serving_support import LINEAR, TOKEN, Server, adult_cfg, feature_rows, free_port, register_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]

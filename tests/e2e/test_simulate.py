@@ -17,7 +17,7 @@ from autopilot.data.sources import canonicalize
 from autopilot.monitoring.simulate import SCENARIOS, SimulationError, run_simulation, shift_frame
 from autopilot.serving.inference_log import InferenceLog
 from autopilot.settings import Settings
-from tests.conftest import ADULT_CONFIG, PROJECT
+from tests.helpers import ADULT_CONFIG, PROJECT
 from tests.serving_support import TOKEN, Server, adult_cfg, free_port, register_version
 
 pytestmark = pytest.mark.slow

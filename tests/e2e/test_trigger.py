@@ -11,7 +11,7 @@ import yaml
 
 from autopilot.trigger import TriggerError, credentials_from_env, run_cli, run_id_for, trigger
 from tests.airflow_support import SMOKE, SMOKE_DAG, Airflow, free_port, live_airflow, write_broken_config
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 
 pytestmark = pytest.mark.slow
 

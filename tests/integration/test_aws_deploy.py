@@ -27,6 +27,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
+from autopilot.adapters.registry import sha256_manifest, verify_manifest
 from autopilot.config import AwsDeploymentConfig
 from autopilot.deploy.aws import (
     MANIFEST_NAME,
@@ -39,7 +40,6 @@ from autopilot.deploy.aws import (
     provision_endpoint,
     upload_package,
 )
-from autopilot.registry import sha256_manifest, verify_manifest
 
 pytestmark = pytest.mark.integration
 

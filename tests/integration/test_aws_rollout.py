@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 import yaml
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.config import load_config
 from autopilot.deploy.rollout import watch_aws
-from autopilot.deploy_stages import deploy_version, plan_deployment, rollout_version
 from autopilot.orchestration.aws import clients_from_connection
-from autopilot.promotion import promote
+from autopilot.pipeline.deploy import deploy_version, plan_deployment, rollout_version
+from autopilot.pipeline.training import RunContext
 from autopilot.settings import Settings
-from autopilot.stages import RunContext
-from tests.conftest import ADULT_CONFIG, PROJECT
+from autopilot.versions.promotion import promote
+from tests.helpers import ADULT_CONFIG, PROJECT
 from tests.serving_support import register_version, snapshots
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
+from autopilot.adapters.model_loading import LoadPolicy, load_version
 from autopilot.cli import run_pipeline
 from autopilot.config import load_config
-from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
@@ -50,7 +50,7 @@ def test_optuna_study_resumes_on_postgres(postgres_db: str, adult_frames: Any) -
     from autopilot.data.sources import canonicalize
     from autopilot.modeling.splits import make_splits
     from autopilot.modeling.tuning import tune
-    from tests.conftest import adult_config_dict
+    from tests.helpers import adult_config_dict
 
     raw = adult_config_dict(tuning={"n_trials": 4, "timeout_seconds": 60, "families": ["linear"], "seed": 1,
                                     "n_startup_trials": 2}, split={"cv_folds": 2})
@@ -83,7 +83,7 @@ def test_two_worker_processes_share_one_study_on_postgres(postgres_db: str, adul
     from autopilot.data.sources import canonicalize
     from autopilot.modeling.splits import make_splits
     from autopilot.modeling.tuning import open_study, study_result
-    from tests.conftest import adult_config_dict
+    from tests.helpers import adult_config_dict
 
     families = ["linear", "hist_gradient_boosting"]
     raw = adult_config_dict(tuning={"n_trials": 8, "timeout_seconds": 120, "families": families, "seed": 3,

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from autopilot import promotion, registry
-from autopilot.promotion import ANY, PromotionConflict, current, history, promote, rollback
+from autopilot.adapters import registry
 from autopilot.settings import Settings
+from autopilot.versions import promotion
+from autopilot.versions.promotion import ANY, PromotionConflict, current, history, promote, rollback
 from tests.unit.test_promotion import _promote_in_process, assert_chain
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("mlflow_clean")]

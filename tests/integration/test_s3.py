@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from autopilot.adapters.storage import S3Store, open_store
 from autopilot.config import load_config
 from autopilot.data.snapshot import load_snapshot, write_snapshot
 from autopilot.data.sources import DataSourceError, canonicalize, read_frame
-from autopilot.storage import S3Store, open_store
-from tests.conftest import ADULT_CONFIG
+from tests.helpers import ADULT_CONFIG
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.orchestration.embedded import Embedded, _alive
 from autopilot.settings import Settings
 from autopilot.trigger import trigger
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 from tests.integration.conftest import _unavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]

@@ -169,7 +169,7 @@ PROMOTED_XCOMS = {
 
 @pytest.fixture
 def make_notifier(settings: Any) -> Callable[..., Any]:
-    from autopilot.orchestration.alerts import outcome_notifier
+    from autopilot.orchestration.notifier import outcome_notifier
 
     def make(kind: str, **options: Any) -> Any:
         # retry_seconds=0: a message kept in the outbox is due again at once (production waits a minute)
@@ -192,7 +192,7 @@ def ledger(settings: Any) -> list[dict[str, Any]]:
     """The alert outbox's rows, oldest first."""
     from sqlalchemy import select
 
-    from autopilot.alert_outbox import engine, table
+    from autopilot.alerts.ledger import engine, table
 
     with engine(settings).connect() as conn:
         return [dict(row) for row in conn.execute(select(table()).order_by(table().c.id)).mappings()]
@@ -400,7 +400,7 @@ def test_concurrent_callbacks_send_one(receiver: Receiver, make_notifier: Callab
 
 
 def test_abandoned_claim_is_taken_over(receiver: Receiver, make_notifier: Callable[..., Any], settings: Any) -> None:
-    from autopilot.alert_outbox import Key, claim_new
+    from autopilot.alerts.ledger import Key, claim_new
 
     claim = claim_new(settings, Key("some_dag", "t-run", "success"), kind="generic", conn_id="autopilot_slack",
                       payload={"text": "stored"}, task_id="t", token="crashed-sender", lease_seconds=1.0,

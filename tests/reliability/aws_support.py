@@ -29,7 +29,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ADULT_CONFIG, PROJECT
+from tests.helpers import ADULT_CONFIG, PROJECT
 from tests.reliability.inject import Fault, FaultProxy
 
 REGION = "us-east-1"
@@ -193,12 +193,12 @@ def write_config(folder: Path, *, bucket: str = "models-reliability", aws: dict[
 
 def aws_deployment(tmp_path: Path, adult_frames: Any, *, versions: int = 1, **config: Any) -> Deployment:
     """Register `versions` real models (the first promoted) and plan each for `target: aws`."""
-    from autopilot import registry
+    from autopilot.adapters import registry
     from autopilot.config import load_config
-    from autopilot.deploy_stages import plan_deployment
-    from autopilot.promotion import promote
+    from autopilot.pipeline.deploy import plan_deployment
+    from autopilot.pipeline.training import RunContext
     from autopilot.settings import Settings
-    from autopilot.stages import RunContext
+    from autopilot.versions.promotion import promote
     from tests.serving_support import register_version, snapshots
 
     path = write_config(tmp_path, **config)

@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.config import LoadedConfig, load_config
 from autopilot.faults import ENV_DIR, ENV_POINTS
 from autopilot.settings import Settings
-from tests.conftest import ADULT_CONFIG
+from tests.helpers import ADULT_CONFIG
 
 FORK = multiprocessing.get_context("fork")
 

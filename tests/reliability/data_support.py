@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
 from tests.e2e.test_dag_run import airflow_db, env, run_dag, states
 from tests.e2e.test_embedded_services import Receiver
 from tests.e2e.test_pipeline import versions

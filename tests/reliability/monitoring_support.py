@@ -18,15 +18,16 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from autopilot import gate_stages, registry
+from autopilot.adapters import registry
+from autopilot.adapters.model_loading import LoadPolicy, load_version
+from autopilot.adapters.storage import open_store
 from autopilot.config import LoadedConfig
 from autopilot.data.snapshot import write_snapshot
 from autopilot.data.sources import canonicalize
-from autopilot.model_loading import LoadPolicy, load_version
-from autopilot.monitoring_stages import Reference, load_reference
+from autopilot.pipeline import gates as gate_stages
+from autopilot.pipeline.monitoring import Reference, load_reference
+from autopilot.pipeline.training import RunContext
 from autopilot.settings import Settings
-from autopilot.stages import RunContext
-from autopilot.storage import open_store
 from tests.serving_support import register_version
 
 __all__ = ["Champion", "make_champion"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import ADULT_CONFIG, PROJECT
+from tests.helpers import ADULT_CONFIG, PROJECT
 from tests.serving_support import TOKEN
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -19,10 +19,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from autopilot import gate_stages, registry
+from autopilot.adapters import registry
+from autopilot.pipeline import gates as gate_stages
+from autopilot.pipeline.training import RunContext
 from autopilot.reports import GateFailure
 from autopilot.settings import Settings
-from autopilot.stages import RunContext
 from tests.reliability.inject import FaultProxy, free_port, mlflow_server
 from tests.serving_support import LINEAR, Server, adult_cfg, register_version, snapshots
 
@@ -115,7 +116,7 @@ def test_a_dead_endpoint_alerts_instead_of_looking_quiet(tmp_path: Path, setting
     import logging
 
     from autopilot.monitoring import state
-    from autopilot.monitoring_stages import monitor_window
+    from autopilot.pipeline.monitoring import monitor_window
 
     cfg = adult_cfg()
     registry.configure(settings)

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.config import LoadedConfig, load_config
-from autopilot.promotion import current, promote
+from autopilot.pipeline.training import RunContext, experiment_name, snapshot_data, train_and_register, validate_data
 from autopilot.settings import Settings
-from autopilot.stages import RunContext, experiment_name, snapshot_data, train_and_register, validate_data
+from autopilot.versions.promotion import current, promote
 from tests.reliability.crash_support import fork_worker, home_settings, mlflow_uri, sqlite_state  # noqa: F401
 from tests.reliability.inject import kill9, wait_for_marker
 from tests.serving_support import LINEAR

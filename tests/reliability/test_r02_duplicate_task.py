@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.config import LoadedConfig, load_config
-from autopilot.promotion import current
+from autopilot.pipeline.training import RunContext, experiment_name, snapshot_data, train_and_register, validate_data
 from autopilot.settings import Settings
-from autopilot.stages import RunContext, experiment_name, snapshot_data, train_and_register, validate_data
+from autopilot.versions.promotion import current
 from tests.integration.test_slack_alerts import slack_receiver
 from tests.reliability.crash_support import (
     FORK,
@@ -98,7 +98,7 @@ def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
 
 
 def notify(settings: Settings) -> bool:
-    from autopilot.orchestration.alerts import outcome_notifier
+    from autopilot.orchestration.notifier import outcome_notifier
 
     class Dag:
         dag_id = "autopilot_training__r02_model"
@@ -110,7 +110,7 @@ def notify(settings: Settings) -> bool:
 
 
 def test_outcome_notifier_run_twice_at_once_sends_one_message(webhook: list[dict[str, Any]], tmp_path: Path) -> None:
-    import autopilot.orchestration.alerts  # noqa: F401  (imported before the fork: both copies start at once)
+    import autopilot.orchestration.notifier  # noqa: F401  (imported before the fork: both copies start at once)
 
     settings = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"),
                                   "AUTOPILOT_STATE_DB": sqlite_state(tmp_path)})

@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from autopilot import promotion
-from autopilot.gate_stages import promote_version
-from autopilot.promotion import current, history, pending, promote, rollback
+from autopilot.pipeline.gates import promote_version
+from autopilot.pipeline.training import RunContext
 from autopilot.settings import Settings
-from autopilot.stages import RunContext
+from autopilot.versions import promotion
+from autopilot.versions.promotion import current, history, pending, promote, rollback
 from tests.reliability.crash_support import (
     config_for,
     fork_worker,

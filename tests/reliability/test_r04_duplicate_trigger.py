@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.airflow_support import SMOKE, SMOKE_DAG, Airflow, live_airflow, write_broken_config
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 
 pytestmark = pytest.mark.slow
 

@@ -37,7 +37,7 @@ import pytest
 from autopilot.orchestration.embedded import ALL_ADMINS_OVERRIDE, AllAdminsRefused, Embedded
 from autopilot.settings import Settings
 from tests.airflow_support import Airflow, live_airflow, write_broken_config
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 
 pytestmark = pytest.mark.slow
 

@@ -53,19 +53,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from autopilot import registry
+from autopilot.adapters import registry
+from autopilot.adapters.model_loading import LoadPolicy, load_version
 from autopilot.config import load_config
 from autopilot.data.sources import canonicalize
-from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.monitoring import state
 from autopilot.monitoring.simulate import shift_frame
-from autopilot.monitoring_stages import retrain_run_id
-from autopilot.promotion import history
+from autopilot.pipeline.monitoring import retrain_run_id
 from autopilot.serving.inference_log import InferenceLog, InferenceRecord
 from autopilot.serving.schema import ServingSchema
 from autopilot.trigger import TriggerResult, trigger
+from autopilot.versions.promotion import history
 from tests.airflow_support import Airflow, live_airflow, postgres_databases
-from tests.conftest import PROJECT, adult_config_dict
+from tests.helpers import PROJECT, adult_config_dict
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
 from tests.reliability.data_support import (
     Receiver,
     airflow_db,  # noqa: F401  (fixture)

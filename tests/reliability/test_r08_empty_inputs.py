@@ -23,9 +23,9 @@ import pandas as pd
 import pytest
 
 from autopilot.config import ConfigError, load_config
+from autopilot.pipeline.training import RunContext, validate_data
 from autopilot.reports import GateFailure
-from autopilot.stages import RunContext, validate_data
-from tests.conftest import adult_config_dict
+from tests.helpers import adult_config_dict
 from tests.reliability.data_support import (
     airflow_db,  # noqa: F401  (fixture)
     assert_nothing_versioned,

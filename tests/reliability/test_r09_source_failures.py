@@ -32,9 +32,9 @@ import pytest
 
 from autopilot.config import load_config
 from autopilot.data.sources import DataSourceError, DataSourceUnavailable
+from autopilot.pipeline.training import RunContext, snapshot_data, validate_data
 from autopilot.reports import GateFailure
-from autopilot.stages import RunContext, snapshot_data, validate_data
-from tests.conftest import adult_config_dict
+from tests.helpers import adult_config_dict
 from tests.reliability.data_support import (
     Receiver,
     airflow_db,  # noqa: F401  (fixture)
@@ -172,7 +172,7 @@ def test_an_exception_inside_great_expectations_fails_validate(airflow_db: None,
 
     assert_stopped_at(dag_run, "validate", tries=1)  # a failed validation is a verdict: not retried
     assert_nothing_versioned(env, name)
-    from autopilot import registry
+    from autopilot.adapters import registry
 
     registry.configure(env)
     experiment = registry.client().get_experiment_by_name(f"autopilot/{name}")

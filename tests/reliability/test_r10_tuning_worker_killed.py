@@ -35,9 +35,9 @@ import pytest
 from optuna.trial import TrialState
 
 from autopilot.config import load_config
+from autopilot.pipeline.training import RunContext, finish_tuning, plan_tuning
 from autopilot.settings import Settings
-from autopilot.stages import RunContext, finish_tuning, plan_tuning
-from tests.conftest import TINY_TUNING
+from tests.helpers import TINY_TUNING
 from tests.reliability.inject import armed_env, kill9, run_child, wait_for_marker
 from tests.serving_support import snapshots
 
@@ -49,7 +49,7 @@ WORKER = """
 import json
 from autopilot.config import load_config
 from autopilot.settings import Settings
-from autopilot.stages import run_tuning_worker
+from autopilot.pipeline.training import run_tuning_worker
 
 spec = json.loads(open({spec!r}).read())
 done = run_tuning_worker(load_config(spec["config"]), Settings.from_env(), spec["assignment"], spec["snapped"])

@@ -29,14 +29,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autopilot import gate_stages, registry
+from autopilot.adapters import registry
 from autopilot.config import LoadedConfig
 from autopilot.data.snapshot import write_snapshot
 from autopilot.data.sources import canonicalize
-from autopilot.promotion import history
+from autopilot.pipeline import gates as gate_stages
+from autopilot.pipeline.training import RunContext
 from autopilot.reports import GateFailure, GateReport
 from autopilot.settings import Settings
-from autopilot.stages import RunContext
+from autopilot.versions.promotion import history
 from tests.serving_support import adult_cfg, register_version, snapshots
 
 # numpy warns on the inf and NaN the faults put through the gates: expected here, not a finding.
@@ -61,7 +62,7 @@ class World:
 
     def holdout_without(self, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> dict[str, Any]:
         """The snapshots with the test split edited and stored again (content-addressed, like `snapshot`)."""
-        from autopilot.storage import open_store
+        from autopilot.adapters.storage import open_store
 
         frame = edit(canonicalize(self.frames[1].head(2000), self.cfg))
         ref = write_snapshot(frame, open_store(self.settings.artifact_root), "r11 edited holdout")
@@ -149,8 +150,8 @@ def test_a_model_raising_for_some_rows_fails_the_gates_closed(world: World) -> N
     train, test = world.frames
     without_other = (train[train["race"] != "Other"].reset_index(drop=True), test)
     registered = world.challenger(mutate=refuse_unseen_categories, frames=without_other)
+    from autopilot.adapters.storage import open_store
     from autopilot.data.snapshot import load_snapshot
-    from autopilot.storage import open_store
 
     holdout = load_snapshot(open_store(world.settings.artifact_root), world.snapped["snapshots"]["test"]["digest"])
     assert "Other" in set(holdout["race"])  # some holdout rows make it raise

@@ -21,12 +21,13 @@ import httpx
 import pandas as pd
 import pytest
 
-from autopilot import gate_stages, registry
-from autopilot.model_loading import ModelRefused
-from autopilot.promotion import current, history
+from autopilot.adapters import registry
+from autopilot.adapters.model_loading import ModelRefused
+from autopilot.pipeline import gates as gate_stages
+from autopilot.pipeline.training import RunContext
 from autopilot.reports import GateFailure
 from autopilot.settings import Settings
-from autopilot.stages import RunContext
+from autopilot.versions.promotion import current, history
 from tests.reliability.inject import free_port
 from tests.serving_support import LINEAR, TOKEN, Server, adult_cfg, corrupt_version, feature_rows, register_version
 from tests.serving_support import snapshots as make_snapshots
@@ -37,7 +38,7 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def serving(settings: Settings, adult_frames: tuple[pd.DataFrame, pd.DataFrame]) -> Iterator[tuple[Server, Any]]:
-    from autopilot.promotion import promote
+    from autopilot.versions.promotion import promote
 
     cfg = adult_cfg()
     registry.configure(settings)
@@ -97,7 +98,7 @@ def test_a_flipped_byte_is_refused_everywhere_and_v1_keeps_serving(
     assert {_predict(server, rows) for _ in range(5)} == {1}
 
     # Monitoring does not judge traffic against a champion it cannot verify: the task fails (and alerts).
-    from autopilot.monitoring_stages import monitor_window
+    from autopilot.pipeline.monitoring import monitor_window
 
     for split in ("train", "test"):  # v2 looks complete to monitoring: only its bytes are wrong
         registry.client().set_model_version_tag(v2.name, v2.version, f"autopilot.snapshot.{split}",

@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 
 from autopilot.deploy.aws import UploadMismatch, aws_clients, package_model, upload_package
-from autopilot.deploy_stages import deploy_version
-from autopilot.stages import RunContext
+from autopilot.pipeline.deploy import deploy_version
+from autopilot.pipeline.training import RunContext
 from tests.reliability.aws_support import (
     REGION,
     AwsFaultProxy,
@@ -55,9 +55,9 @@ NOTHING = {"models": [], "configs": [], "endpoints": []}
 CHILD_DEPLOY = """
 import json, os
 from autopilot.config import load_config
-from autopilot.deploy_stages import deploy_version
+from autopilot.pipeline.deploy import deploy_version
 from autopilot.settings import Settings
-from autopilot.stages import RunContext
+from autopilot.pipeline.training import RunContext
 settings = Settings.from_env({"AUTOPILOT_HOME": os.environ["R13_HOME"]})
 plan = json.loads(open(os.environ["R13_PLAN"]).read())
 deploy_version(load_config(os.environ["R13_CONFIG"]), settings, RunContext(run_id="r13"), plan)
@@ -87,7 +87,7 @@ def planned(tmp_path_factory: pytest.TempPathFactory, adult_frames: Any) -> Depl
 @pytest.fixture
 def aws(planned: Deployment, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Clients on an empty moto with the bucket; the registry configured for this module's home."""
-    from autopilot import registry
+    from autopilot.adapters import registry
 
     use_fake_credentials(monkeypatch, moto_server)
     reset_moto(moto_server)

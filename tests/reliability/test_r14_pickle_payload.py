@@ -31,11 +31,12 @@ import httpx
 import pandas as pd
 import pytest
 
-from autopilot import gate_stages, registry
+from autopilot.adapters import registry
+from autopilot.adapters.model_loading import PACKAGE_MANIFEST, LoadPolicy, ModelRefused
 from autopilot.config import load_config
-from autopilot.model_loading import PACKAGE_MANIFEST, LoadPolicy, ModelRefused
+from autopilot.pipeline import gates as gate_stages
+from autopilot.pipeline.training import RunContext
 from autopilot.settings import Settings
-from autopilot.stages import RunContext
 from tests.payloads import register_malicious
 from tests.reliability.inject import free_port
 from tests.serving_support import TOKEN, Server, snapshots
@@ -85,13 +86,13 @@ def test_every_load_path_refuses_the_payloads(small_adult: Callable[..., Path], 
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from autopilot.cli import run_pipeline
     from autopilot.deploy.rollout import watch_local
-    from autopilot.deploy_stages import plan_deployment
     from autopilot.gates.infra import evaluate_infra
     from autopilot.modeling.reproduce import reproduce
-    from autopilot.monitoring_stages import monitor_window
-    from autopilot.promotion import promote
+    from autopilot.pipeline.deploy import plan_deployment
+    from autopilot.pipeline.monitoring import monitor_window
+    from autopilot.pipeline.training import _load_splits
     from autopilot.serving.model import DirectorySource, RegistrySource
-    from autopilot.stages import _load_splits
+    from autopilot.versions.promotion import promote
 
     cfg = load_config(small_adult())
     genuine_ref = run_pipeline(cfg, settings, "genuine", stop_after="register")

@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from autopilot import promotion, registry
-from autopilot.promotion import ANY, PromotionConflict, current, history, pending, promote, rollback
-from autopilot.retention import apply_retention
+from autopilot.adapters import registry
 from autopilot.settings import Settings
+from autopilot.versions import promotion
+from autopilot.versions.promotion import ANY, PromotionConflict, current, history, pending, promote, rollback
+from autopilot.versions.retention import apply_retention
 from tests.reliability.crash_support import (
     FORK,
     config_for,

@@ -37,12 +37,12 @@ from typing import Any
 import httpx
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.deploy.aws import AwsClients, ProvisionError, aws_clients
-from autopilot.deploy_stages import RollbackIncomplete, deploy_version, rollout_version
-from autopilot.promotion import history, promote, rollback
+from autopilot.pipeline.deploy import RollbackIncomplete, deploy_version, rollout_version
+from autopilot.pipeline.training import RunContext
 from autopilot.reports import GateFailure
-from autopilot.stages import RunContext
+from autopilot.versions.promotion import history, promote, rollback
 from tests.integration.test_slack_alerts import slack_receiver
 from tests.reliability.aws_support import (
     REGION,
@@ -264,7 +264,7 @@ def send_failure_alert(settings: Any, error: BaseException, run_id: str) -> None
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    from autopilot.orchestration.alerts import task_failure_notifier
+    from autopilot.orchestration.notifier import task_failure_notifier
 
     ti = _TaskInstance(run_id)
     dag_run = SimpleNamespace(dag_id=ti.dag_id, run_id=run_id, note=None, conf={})

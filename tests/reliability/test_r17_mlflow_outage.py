@@ -34,13 +34,13 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.config import LoadedConfig, load_config
-from autopilot.gate_stages import promote_version
-from autopilot.promotion import history, pending, promote
+from autopilot.pipeline.gates import promote_version
+from autopilot.pipeline.training import RunContext, snapshot_data, train_and_register, validate_data
 from autopilot.reports import GateFailure
 from autopilot.settings import Settings
-from autopilot.stages import RunContext, snapshot_data, train_and_register, validate_data
+from autopilot.versions.promotion import history, pending, promote
 from tests.reliability.crash_support import config_for, fork_worker, home_settings, result_of, sqlite_state
 from tests.reliability.inject import HOP_BY_HOP, FaultProxy, MlflowServer, _read_body, mlflow_server, wait_for_marker
 from tests.serving_support import LINEAR

@@ -35,10 +35,10 @@ from typing import Any
 import pytest
 
 from autopilot.deploy.aws import AwsClients, ProvisionError, aws_clients
-from autopilot.deploy_stages import deploy_version, rollout_version
 from autopilot.orchestration.aws import clients_from_connection
-from autopilot.promotion import history
-from autopilot.stages import RunContext
+from autopilot.pipeline.deploy import deploy_version, rollout_version
+from autopilot.pipeline.training import RunContext
+from autopilot.versions.promotion import history
 from tests.reliability.aws_support import (
     REGION,
     SECRET_KEY,
@@ -77,7 +77,7 @@ def planned(tmp_path_factory: pytest.TempPathFactory, adult_frames: Any) -> Depl
 def world(planned: Deployment, moto_server: str, monkeypatch: pytest.MonkeyPatch,
           caplog: pytest.LogCaptureFixture) -> Iterator[dict[str, Any]]:
     """An empty moto with the bucket, canary credentials, and the registry as it was before."""
-    from autopilot import registry
+    from autopilot.adapters import registry
 
     use_fake_credentials(monkeypatch, moto_server, token=True)
     reset_moto(moto_server)

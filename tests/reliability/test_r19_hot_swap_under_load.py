@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.serving.inference_log import InferenceLog
 from autopilot.serving.model import RegistrySource
 from autopilot.serving.schema import ServingSchema

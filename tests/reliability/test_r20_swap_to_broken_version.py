@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.settings import Settings
 from tests.reliability.serving_http import AUTH, metric, serving_config
 from tests.serving_support import (

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.serving.inference_log import InferenceLog
 from autopilot.settings import Settings
 from tests.reliability.serving_http import AUTH, Answer, read_answer, request_bytes, serving_config

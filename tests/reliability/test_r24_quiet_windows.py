@@ -41,8 +41,8 @@ import pytest
 
 from autopilot.config import LoadedConfig
 from autopilot.monitoring import state
-from autopilot.monitoring_stages import monitor_window
-from autopilot.stages import RunContext
+from autopilot.pipeline.monitoring import monitor_window
+from autopilot.pipeline.training import RunContext
 from tests.reliability.monitoring_support import Champion, make_champion
 from tests.serving_support import adult_cfg
 
@@ -80,7 +80,7 @@ def monitor(champion: Champion, cfg: LoadedConfig, windows: list[tuple[datetime,
     rng = np.random.default_rng(24)
     for k, (start, end) in enumerate(windows):
         champion.serve(cfg.name, traffic(k, rng), start, end, rng, f"{cfg.name}-{k}")
-    caplog.set_level(logging.INFO, logger="autopilot.monitoring_stages")
+    caplog.set_level(logging.INFO, logger="autopilot.pipeline.monitoring")
     results = [monitor_window(cfg, champion.settings, RunContext(run_id=f"{cfg.name}-{k}", actor="test"), start, end)
                for k, (start, end) in enumerate(windows)]
     assert not [r for r in caplog.records if "building the monitoring reference" in r.getMessage()]

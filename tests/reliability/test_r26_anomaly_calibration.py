@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autopilot import promotion
 from autopilot.config import AnomalyConfig
 from autopilot.monitoring.anomaly import SeriesState, history, observe, update
 from autopilot.settings import Settings
+from autopilot.versions import promotion
 from tests.serving_support import adult_cfg
 from tests.unit.test_anomaly import NOISE, hour, seasonal
 

@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 
-from autopilot.alert_outbox import counts, engine, table
-from autopilot.orchestration.alerts import drain_outbox, outcome_notifier
+from autopilot.alerts.ledger import counts, engine, table
+from autopilot.orchestration.notifier import drain_outbox, outcome_notifier
 from tests.integration.test_slack_alerts import TOKEN_PATH, Receiver, context, slack_receiver
 from tests.reliability.inject import PROJECT, FaultProxy, armed_env, kill9, run_child, wait_for_marker
 
@@ -173,7 +173,7 @@ from datetime import datetime
 
 from airflow.sdk import dag, task
 
-from autopilot.orchestration.alerts import outcome_notifier, task_failure_notifier
+from autopilot.orchestration.notifier import outcome_notifier, task_failure_notifier
 
 FAST = {fast}
 
@@ -256,7 +256,7 @@ N_RACE = 40  # messages both drainers go for at once: every claim is contested
 DRAINER = '''
 import os, sys, time
 from pathlib import Path
-from autopilot.orchestration.alerts import drain_outbox
+from autopilot.orchestration.notifier import drain_outbox
 from autopilot.settings import Settings
 
 go = Path(sys.argv[1])
@@ -309,7 +309,7 @@ def test_two_drainers_deliver_each_message_once(database: str, slack: tuple[Rece
 
 def _child_notifier(lease: float) -> str:
     return textwrap.dedent(f'''
-        from autopilot.orchestration.alerts import outcome_notifier
+        from autopilot.orchestration.notifier import outcome_notifier
         from autopilot.settings import Settings
         from tests.integration.test_slack_alerts import context
 
@@ -334,7 +334,7 @@ def test_sender_killed_after_its_claim(point: str, slack: tuple[Receiver, FaultP
         outcome_notifier("generic", settings=settings, **{**FAST, "max_attempts": 1, "retry_seconds": 0.0})(
             context("etl", "load", {}, run_id="killed", reason="success"))
         proxy.set("pass")
-        child = run_child("from autopilot.orchestration.alerts import drain_outbox\n"
+        child = run_child("from autopilot.orchestration.notifier import drain_outbox\n"
                           "from autopilot.settings import Settings\n"
                           "drain_outbox(Settings.from_env(), lease_seconds=3.0)\n", env, log)
     pid = wait_for_marker(fault_dir, point, child, log=log)
@@ -356,7 +356,7 @@ def test_sender_killed_after_its_claim(point: str, slack: tuple[Receiver, FaultP
 
 def test_claims_do_not_block_others(slack: tuple[Receiver, FaultProxy], settings: Any) -> None:
     """A message held by a live claim does not hold up the others behind it."""
-    from autopilot.alert_outbox import Key, claim_new
+    from autopilot.alerts.ledger import Key, claim_new
 
     receiver, _ = slack
     claim_new(settings, Key("etl", "held", "success"), kind="generic", conn_id="autopilot_slack",

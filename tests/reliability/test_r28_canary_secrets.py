@@ -42,7 +42,7 @@ import pytest
 
 from autopilot.orchestration.embedded import Embedded, _alive
 from autopilot.settings import Settings
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 from tests.integration.test_slack_alerts import Receiver, slack_receiver
 from tests.reliability.inject import free_port, kill9
 
@@ -317,8 +317,8 @@ def test_no_canary_anywhere(canary_run: dict[str, Any], tmp_path: Path) -> None:
     assert set(slack.requests) == {canaries.slack_path}  # the canary webhook URL is what the run used
 
     # Slack recovers; the outbox (as the next notifier call or the monitoring DAG would) delivers it once.
-    from autopilot.alert_outbox import counts
-    from autopilot.orchestration.alerts import drain_outbox
+    from autopilot.alerts.ledger import counts
+    from autopilot.orchestration.notifier import drain_outbox
 
     assert counts(settings).get("pending") == 1, counts(settings)
     slack.always = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from autopilot import alert_outbox as outbox
-from autopilot.alert_outbox import Delivery, Key
+from autopilot.alerts import ledger as outbox
+from autopilot.alerts.ledger import Delivery, Key
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 KEY = Key("etl", "r1", "failed")

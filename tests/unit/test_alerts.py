@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from autopilot import alerts
+from autopilot.alerts import messages as alerts
 
 DAG = "autopilot_training__adult_income"
 RUN = "manual__2026-01-01T00:00:00+00:00"

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autopilot import promotion
 from autopilot.config import AnomalyConfig
 from autopilot.monitoring import anomaly
 from autopilot.monitoring.anomaly import Alarm, SeriesState, history, observe, update
 from autopilot.settings import Settings
+from autopilot.versions import promotion
 
 START = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday, 00:00 UTC
 NOISE = 0.01  # sd of the synthetic metric's Gaussian noise

@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
-from autopilot import gate_stages, promotion, registry
+from autopilot.adapters import registry
 from autopilot.config import load_config
-from autopilot.promotion import current, history
+from autopilot.pipeline import gates as gate_stages
+from autopilot.pipeline.training import RunContext
 from autopilot.reports import GateFailure, GateReport
 from autopilot.settings import Settings
-from autopilot.stages import RunContext
+from autopilot.versions import promotion
+from autopilot.versions.promotion import current, history
 from tests.lifecycle_support import register_version, write_config
 
 pytestmark = pytest.mark.usefixtures("mlflow_clean")

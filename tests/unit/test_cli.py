@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from autopilot.cli import build_parser, main
-from tests.conftest import ADULT_CONFIG, adult_config_dict
+from tests.helpers import ADULT_CONFIG, adult_config_dict
 
 
 def test_config_schema_prints_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ import yaml
 
 from autopilot.cli import main
 from autopilot.config import ConfigError, load_config
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_the_readme_example_works_as_written(tmp_path: Path, adult_frames: Any, 
 
 def test_run_prints_the_failed_task_and_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.conftest import adult_config_dict
+    from tests.helpers import adult_config_dict
 
     monkeypatch.setenv("AUTOPILOT_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -132,8 +132,8 @@ def test_run_prints_the_failed_task_and_its_reason(tmp_path: Path, monkeypatch: 
     def broken_snapshot(*args: Any) -> None:
         raise ConfigError(f"invalid model config:\n  {path}: data.format: cannot read this format")
 
-    monkeypatch.setattr("autopilot.stages.validate_data", validated)
-    monkeypatch.setattr("autopilot.stages.snapshot_data", broken_snapshot)
+    monkeypatch.setattr("autopilot.pipeline.training.validate_data", validated)
+    monkeypatch.setattr("autopilot.pipeline.training.snapshot_data", broken_snapshot)
     assert main(["run", str(path)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -144,7 +144,7 @@ def test_run_prints_the_failed_task_and_its_reason(tmp_path: Path, monkeypatch: 
     def bug(*args: Any) -> None:
         raise KeyError("split")
 
-    monkeypatch.setattr("autopilot.stages.snapshot_data", bug)
+    monkeypatch.setattr("autopilot.pipeline.training.snapshot_data", bug)
     assert main(["run", str(path)]) == 1
     err = capsys.readouterr().err  # a bug keeps its frames, and the reason comes last
     assert err.strip().splitlines()[-1] == "autopilot run: task snapshot failed: KeyError: 'split'"
@@ -174,7 +174,7 @@ airflow.sdk.exceptions.AirflowFailException: invalid model config:
 2026-12-06T16:47:31.000000Z [info     ] [DAG TEST] starting task_id=tune map_index=-1 [airflow.sdk.definitions.dag]
 2026-12-06T16:47:32.810026Z [error    ] Task failed with exception     [task] loc=task_runner.py:1639
 Traceback (most recent call last):
-  File "/work/src/autopilot/stages.py", line 10, in tune_model
+  File "/work/src/autopilot/pipeline/training.py", line 10, in tune_model
     raise FileNotFoundError("study.db")
 FileNotFoundError: study.db
 2026-12-06T16:47:33.031059Z [info     ] Task instance state updated    [...task_instances] new_state=up_for_retry

@@ -19,7 +19,7 @@ from autopilot.config import (
     config_json_schema,
     load_config,
 )
-from tests.conftest import ADULT_CONFIG, PROJECT, adult_config_dict
+from tests.helpers import ADULT_CONFIG, PROJECT, adult_config_dict
 
 
 def write(tmp_path: Path, raw: Any, name: str = "m.yaml") -> Path:

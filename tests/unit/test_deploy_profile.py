@@ -9,14 +9,14 @@ import pytest
 import skops.io
 from threadpoolctl import threadpool_limits
 
+from autopilot.adapters.model_loading import LoadPolicy, VerifiedFiles, verify_folder
+from autopilot.adapters.registry import sha256_manifest
 from autopilot.config import ModelConfig
 from autopilot.data.sources import canonicalize
 from autopilot.deploy.profile import Profile, artifact_size, profile_model
-from autopilot.model_loading import LoadPolicy, VerifiedFiles, verify_folder
 from autopilot.modeling.search_space import build_pipeline
 from autopilot.modeling.splits import make_splits
-from autopilot.registry import sha256_manifest
-from tests.conftest import adult_config_dict
+from tests.helpers import adult_config_dict
 
 HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "constant", "hgb.cat_encoding": "native",
        "prep.min_frequency": 0.0, "hgb.learning_rate": 0.1, "hgb.max_iter": 50, "hgb.max_leaf_nodes": 31,

@@ -30,7 +30,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 
 DOCKER = PROJECT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"

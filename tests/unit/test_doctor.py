@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from autopilot.doctor import (
+from autopilot.doctor.checks import (
     AirflowFacts,
     Check,
     ConnectionFacts,
@@ -44,7 +44,7 @@ from autopilot.doctor import (
     url_secrets,
 )
 from autopilot.settings import Settings
-from tests.conftest import adult_config_dict
+from tests.helpers import adult_config_dict
 
 PG = "postgresql+psycopg2://postgres@db:5432/airflow"
 SQLITE = "sqlite:////tmp/airflow.db"
@@ -438,7 +438,7 @@ def test_a_healthy_deployment_exits_zero_with_every_check_named(tmp_path: Path) 
 
 
 def test_unsigned_manifests_are_fine_on_a_laptop_and_a_warning_in_production(tmp_path: Path) -> None:
-    from autopilot.doctor import check_signing
+    from autopilot.doctor.checks import check_signing
 
     conn = ConnectionFacts("autopilot_signing_key", True, "generic", "the metadata DB", False, False, True)
     assert check_signing(None, None, "embedded").status == "ok"

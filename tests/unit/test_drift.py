@@ -23,7 +23,7 @@ from autopilot.monitoring.drift import (
     evidently_report,
     large_sample_rows,
 )
-from tests.conftest import ADULT_CONFIG, PROJECT
+from tests.helpers import ADULT_CONFIG, PROJECT
 
 # SHAP shares of a native-categorical HistGradientBoosting on Adult (tree path of
 # `gates.explainability.shap_attributions`, 2,000 training rows, seed 0), rounded: the shape the

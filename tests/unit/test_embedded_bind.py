@@ -15,8 +15,8 @@ import pytest
 
 from autopilot.orchestration.embedded import Embedded, _stop_group, bind_address_from_env
 from autopilot.settings import Settings
-from tests.conftest import PROJECT
 from tests.e2e.test_embedded_services import free_port, listening_sockets
+from tests.helpers import PROJECT
 
 
 def embedded(tmp_path: Path, **kwargs: object) -> Embedded:

@@ -33,7 +33,7 @@ from autopilot.gates.explainability import (
 )
 from autopilot.modeling.search_space import MISSING_CATEGORY, build_pipeline
 from autopilot.modeling.splits import encode_target
-from tests.conftest import adult_config_dict
+from tests.helpers import adult_config_dict
 
 HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "constant", "prep.min_frequency": 0.0,
        "hgb.learning_rate": 0.1, "hgb.max_iter": 60, "hgb.max_leaf_nodes": 15, "hgb.min_samples_leaf": 20,

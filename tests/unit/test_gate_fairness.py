@@ -15,7 +15,7 @@ from autopilot.gates.fairness import counterfactual_flip_rate, evaluate_fairness
 from autopilot.modeling.search_space import build_pipeline
 from autopilot.modeling.splits import Splits, make_splits
 from autopilot.reports import GateReport
-from tests.conftest import adult_config_dict
+from tests.helpers import adult_config_dict
 
 HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "constant", "hgb.cat_encoding": "native",
        "prep.min_frequency": 0.0, "hgb.learning_rate": 0.1, "hgb.max_iter": 200, "hgb.max_leaf_nodes": 31,

@@ -15,13 +15,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from autopilot import registry
+from autopilot.adapters import registry
+from autopilot.adapters.model_loading import LoadPolicy, load_version
 from autopilot.config import ModelConfig
 from autopilot.gates import infra
 from autopilot.gates.infra import evaluate_infra
-from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.settings import Settings
-from tests.conftest import adult_config_dict
+from tests.helpers import adult_config_dict
 
 pytestmark = pytest.mark.usefixtures("mlflow_clean")
 
@@ -173,7 +173,7 @@ def test_fails_closed(skops_version: tuple[Any, Any], monkeypatch: pytest.Monkey
 def test_a_pipeline_version_passes(small_adult: Callable[..., Path], settings: Any) -> None:
     from autopilot.cli import run_pipeline
     from autopilot.config import load_config
-    from autopilot.stages import load_batch
+    from autopilot.pipeline.training import load_batch
 
     cfg = load_config(small_adult())
     ref = run_pipeline(cfg, settings, "infra", stop_after="register")
@@ -190,8 +190,8 @@ def test_probe_runs_from_a_daemonic_process_as_under_celery(tmp_path: Path) -> N
     """Celery's prefork pool processes are daemonic; a task forked from one must still probe."""
     import multiprocessing
 
+    from autopilot.adapters.model_loading import VerifiedFiles
     from autopilot.gates.infra import _run_probe
-    from autopilot.model_loading import VerifiedFiles
 
     config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
     config["daemon"] = True

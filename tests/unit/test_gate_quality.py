@@ -18,7 +18,7 @@ from autopilot.gates.quality import bootstrap_metric, evaluate_quality
 from autopilot.modeling.search_space import build_pipeline
 from autopilot.modeling.splits import Splits, make_splits
 from autopilot.reports import GateReport, json_safe
-from tests.conftest import adult_config_dict
+from tests.helpers import adult_config_dict
 
 HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "constant", "hgb.cat_encoding": "native",
        "prep.min_frequency": 0.0, "hgb.learning_rate": 0.1, "hgb.max_iter": 200, "hgb.max_leaf_nodes": 31,

@@ -23,7 +23,7 @@ from autopilot.ui.app import SECURITY_HEADERS, LazyApp, create_app
 from autopilot.ui.lifecycle import NO_VERSIONS, ModelView, WindowView, gather, mlflow_links
 from autopilot.ui.page import drift_chart, render_page
 from tests.airflow_tokens import Tokens, airflow_tokens
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 from tests.lifecycle_support import FAIRNESS_REASON, METRICS, WINDOW_SHARES, Seeded, seed_model, write_config
 
 pytestmark = [pytest.mark.usefixtures("mlflow_clean"),

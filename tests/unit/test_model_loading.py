@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autopilot import model_loading, registry
-from autopilot.config import ModelConfig, Task
-from autopilot.model_loading import (
+from autopilot.adapters import model_loading, registry
+from autopilot.adapters.model_loading import (
     PACKAGE_MANIFEST,
     PACKAGE_SIGNATURE,
     SIGNATURE_TAG,
@@ -32,8 +31,9 @@ from autopilot.model_loading import (
     open_version,
     sign_manifest,
 )
+from autopilot.config import ModelConfig, Task
 from autopilot.settings import Settings
-from tests.conftest import PROJECT, adult_config_dict
+from tests.helpers import PROJECT, adult_config_dict
 from tests.payloads import register_malicious
 from tests.serving_support import LINEAR, adult_cfg, feature_rows, register_version
 
@@ -245,8 +245,8 @@ def test_versions_registered_before_signing_can_be_signed_after_a_file_check(
         store: Settings, adult_frames: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Turning signing on must not strand the champion: `autopilot sign` checks the files, then signs."""
+    from autopilot.adapters.model_loading import sign_version
     from autopilot.cli import main
-    from autopilot.model_loading import sign_version
 
     cfg = adult_cfg()
     old = register_version(store, cfg, adult_frames, params=LINEAR, rows=600, alias=None)

@@ -10,7 +10,7 @@ import pytest
 from autopilot.config import ModelConfig
 from autopilot.monitoring import state
 from autopilot.monitoring.decision import decide
-from tests.conftest import adult_config_dict
+from tests.helpers import adult_config_dict
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -132,8 +132,8 @@ def test_config_rejects_bad_monitoring_settings() -> None:
 
 def test_error_rate_from_endpoint_counters_between_windows(settings: Any) -> None:
     from autopilot.config import load_config
-    from autopilot.monitoring_stages import _error_rate
-    from tests.conftest import ADULT_CONFIG
+    from autopilot.pipeline.monitoring import _error_rate
+    from tests.helpers import ADULT_CONFIG
 
     config = load_config(ADULT_CONFIG)
     first, second = NOW - timedelta(hours=1), NOW

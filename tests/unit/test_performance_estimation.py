@@ -30,7 +30,7 @@ from autopilot.monitoring.performance import (
     fit_calibrator,
     realized_performance,
 )
-from tests.conftest import ADULT_CONFIG
+from tests.helpers import ADULT_CONFIG
 from tests.serving_support import HGB
 
 WINDOW = 2000

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from autopilot import promotion, registry
-from autopilot.promotion import ANY, PromotionConflict, current, history, promote, rollback
+from autopilot.adapters import registry
 from autopilot.settings import Settings
+from autopilot.versions import promotion
+from autopilot.versions.promotion import ANY, PromotionConflict, current, history, promote, rollback
 
 Versions = Callable[[int], str]
 
@@ -294,7 +295,7 @@ def test_interrupted_moves_are_settled_by_the_next_move(settings: Settings, vers
 
 
 def test_retention_settles_interrupted_moves_first(settings: Settings, versions: Versions) -> None:
-    from autopilot.retention import protected_versions, retire
+    from autopilot.versions.retention import protected_versions, retire
 
     name = versions(3)
     promote(settings, name, 1, actor="dag", reason="first")

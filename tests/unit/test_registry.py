@@ -9,8 +9,8 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
-from autopilot import registry
-from autopilot.registry import ManifestError, sha256_manifest, skops_types, verify_manifest
+from autopilot.adapters import registry
+from autopilot.adapters.registry import ManifestError, sha256_manifest, skops_types, verify_manifest
 
 
 def test_manifest_detects_changed_missing_and_extra_files(tmp_path: Path) -> None:

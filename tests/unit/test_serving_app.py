@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
-from autopilot import registry
+from autopilot.adapters import registry
+from autopilot.adapters.model_loading import LoadPolicy, load_version
 from autopilot.config import LoadedConfig
-from autopilot.model_loading import LoadPolicy, load_version
 from autopilot.serving.app import create_app
 from autopilot.serving.inference_log import InferenceLog
 from autopilot.serving.model import DirectorySource, RegistrySource

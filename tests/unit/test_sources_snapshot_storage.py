@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from autopilot.adapters.storage import LocalStore, open_store
 from autopilot.config import load_config
 from autopilot.data.snapshot import (
     SnapshotIntegrityError,
@@ -15,8 +16,7 @@ from autopilot.data.snapshot import (
     write_snapshot,
 )
 from autopilot.data.sources import DataSourceError, canonicalize, detect_format, read_frame
-from autopilot.storage import LocalStore, open_store
-from tests.conftest import ADULT_CONFIG
+from tests.helpers import ADULT_CONFIG
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from autopilot.config import ModelConfig, load_config
 from autopilot.data import validation
 from autopilot.data.sources import canonicalize, read_frame
 from autopilot.data.validation import build_expectations, validate_batch
-from tests.conftest import ADULT_CONFIG  # the demo config of this checkout
+from tests.helpers import ADULT_CONFIG  # the demo config of this checkout
 
 TOY: dict[str, Any] = {
     "name": "toy",

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
-    from autopilot.storage import ArtifactStore
+    from autopilot.adapters.storage import ArtifactStore
 
 __all__ = [
     "Snapshot",

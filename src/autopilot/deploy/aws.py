@@ -41,9 +41,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from autopilot.adapters.model_loading import PACKAGE_MANIFEST, PACKAGE_SIGNATURE
+from autopilot.adapters.registry import sha256_manifest
 from autopilot.faults import checkpoint
-from autopilot.model_loading import PACKAGE_MANIFEST, PACKAGE_SIGNATURE
-from autopilot.registry import sha256_manifest
 from autopilot.settings import CREDENTIAL_LOGGERS, quiet_credential_loggers
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Column, DateTime, Float, Index, Integer, String, Table, insert, select
 
 from autopilot.deploy.selection import Observation
-from autopilot.promotion import METADATA, state_engine
+from autopilot.versions.promotion import METADATA, state_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

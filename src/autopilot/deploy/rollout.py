@@ -166,10 +166,10 @@ def _wait_for_version(http: httpx.Client, version: int, timeout: float, reasons:
 def _smoke(cfg: LoadedConfig, settings: Settings, http: httpx.Client, plan: dict[str, Any],
            snapped: dict[str, Any], reasons: list[str], metrics: dict[str, Any]) -> None:
     """Send real held-out rows: every answer must come from the new version and match it exactly."""
-    from autopilot import registry
-    from autopilot.model_loading import LoadPolicy, load_version
+    from autopilot.adapters import registry
+    from autopilot.adapters.model_loading import LoadPolicy, load_version
+    from autopilot.pipeline.training import _load_splits
     from autopilot.serving.schema import ServingSchema
-    from autopilot.stages import _load_splits
 
     rollout = cfg.deployment.rollout
     splits, _ = _load_splits(cfg, settings, snapped["snapshots"])

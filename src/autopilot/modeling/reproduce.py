@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopilot import registry
+from autopilot.adapters import registry
 
 if TYPE_CHECKING:
     from autopilot.settings import Settings
@@ -62,13 +62,13 @@ def reproduce(settings: Settings, model_name: str, version_spec: str | int) -> R
     """
     import numpy as np
 
+    from autopilot.adapters.model_loading import load_version
+    from autopilot.adapters.storage import open_store
     from autopilot.config import ModelConfig
     from autopilot.data.snapshot import load_snapshot
-    from autopilot.model_loading import load_version
     from autopilot.modeling.fingerprint import installed_packages
     from autopilot.modeling.splits import make_splits
     from autopilot.modeling.training import evaluate, fit_pipeline, predict_scores
-    from autopilot.storage import open_store
 
     registry.configure(settings)
     version = registry.resolve_version(model_name, version_spec)
@@ -119,8 +119,8 @@ def _load_policy(settings: Settings, model: str) -> Any:
     Never the config recorded in MLflow: anyone who can write to MLflow could set
     `registry.allow_pickle` there. Without a config file for the model, pickle is refused.
     """
+    from autopilot.adapters.model_loading import LoadPolicy
     from autopilot.config import ConfigError, load_config
-    from autopilot.model_loading import LoadPolicy
 
     path = settings.config_dir / f"{model}.yaml"
     try:

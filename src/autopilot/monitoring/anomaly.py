@@ -89,7 +89,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 from sqlalchemy import Column, DateTime, Float, Index, Integer, String, Table, Text, UniqueConstraint, insert, select
 
-from autopilot.promotion import METADATA, state_engine
+from autopilot.versions.promotion import METADATA, state_engine
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

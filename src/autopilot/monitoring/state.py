@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Column, DateTime, Integer, String, Table, Text, UniqueConstraint, delete, insert, select
 
-from autopilot.promotion import METADATA, state_engine
 from autopilot.reports import json_safe
+from autopilot.versions.promotion import METADATA, state_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

@@ -73,7 +73,7 @@ def config_dir(default: Path) -> Path:
 
 def _context() -> tuple[Any, Any]:
     from autopilot.orchestration.signing import task_settings
-    from autopilot.stages import RunContext
+    from autopilot.pipeline.training import RunContext
 
     context = get_current_context()
     dag_run = context["dag_run"]
@@ -143,7 +143,7 @@ def _aws_clients(cfg: Any) -> Any:
 
 def training_dag(model: str, config_path: Path) -> DAG:
     """Build the training DAG `autopilot_training__<model>` for one config file."""
-    from autopilot.orchestration.alerts import outcome_notifier, task_failure_notifier
+    from autopilot.orchestration.notifier import outcome_notifier, task_failure_notifier
 
     path = str(config_path)
     # Slack: one message per run outcome (the config's `alerts.slack_conn_id`, read when sending).
@@ -168,21 +168,21 @@ def training_dag(model: str, config_path: Path) -> DAG:
         # (a decision, never retried), while a source outage (DataSourceUnavailable) retries.
         @task
         def validate() -> dict[str, Any]:
-            from autopilot.stages import validate_data
+            from autopilot.pipeline.training import validate_data
 
             ctx, settings = _context()
             return dict(_gate(validate_data, _config(path, model), settings, ctx))
 
         @task
         def snapshot(validated: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.stages import snapshot_data
+            from autopilot.pipeline.training import snapshot_data
 
             ctx, settings = _context()
             return dict(_gate(snapshot_data, _config(path, model), settings, ctx, validated))
 
         @task
         def plan_tuning(snapped: dict[str, Any]) -> list[dict[str, Any]]:
-            from autopilot.stages import plan_tuning as stage
+            from autopilot.pipeline.training import plan_tuning as stage
 
             ctx, settings = _context()
             return list(_gate(stage, _config(path, model), settings, ctx, snapped))
@@ -191,21 +191,21 @@ def training_dag(model: str, config_path: Path) -> DAG:
         # Kubernetes they run on different machines. A retried worker resumes the shared study.
         @task
         def tune_worker(assignment: dict[str, Any], snapped: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.stages import run_tuning_worker
+            from autopilot.pipeline.training import run_tuning_worker
 
             _, settings = _context()
             return dict(_gate(run_tuning_worker, _config(path, model), settings, assignment, snapped))
 
         @task
         def tune(assignments: list[dict[str, Any]], worked: list[dict[str, Any]]) -> dict[str, Any]:
-            from autopilot.stages import finish_tuning
+            from autopilot.pipeline.training import finish_tuning
 
             ctx, settings = _context()
             return dict(_gate(finish_tuning, _config(path, model), settings, ctx, list(assignments), list(worked)))
 
         @task
         def train_and_register(snapped: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.stages import train_and_register as stage
+            from autopilot.pipeline.training import train_and_register as stage
 
             ctx, settings = _context()
             return dict(_gate(stage, _config(path, model), settings, ctx, snapped, tuned))
@@ -213,21 +213,21 @@ def training_dag(model: str, config_path: Path) -> DAG:
         # The decorated calls return XComArgs (references resolved at run time), not dicts.
         @task
         def quality(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.gate_stages import quality_gate
+            from autopilot.pipeline.gates import quality_gate
 
             ctx, settings = _context()
             return dict(quality_gate(_config(path, model), settings, ctx, registered, snapped))
 
         @task
         def explainability_and_fairness(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.gate_stages import explainability_and_fairness_gates
+            from autopilot.pipeline.gates import explainability_and_fairness_gates
 
             ctx, settings = _context()
             return dict(explainability_and_fairness_gates(_config(path, model), settings, ctx, registered, snapped))
 
         @task
         def infra(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.gate_stages import infra_gate
+            from autopilot.pipeline.gates import infra_gate
 
             ctx, settings = _context()
             return dict(infra_gate(_config(path, model), settings, ctx, registered, snapped))
@@ -235,28 +235,28 @@ def training_dag(model: str, config_path: Path) -> DAG:
         @task
         def decide(snapped: dict[str, Any], registered: dict[str, Any],
                    quality: dict[str, Any] | None) -> dict[str, Any]:
-            from autopilot.gate_stages import decide_version
+            from autopilot.pipeline.gates import decide_version
 
             ctx, settings = _context()
             return dict(_gate(decide_version, _config(path, model), settings, ctx, registered, snapped, quality or {}))
 
         @task(pool=PROMOTION_POOL)  # one promotion at a time, across every model and run
         def promote(registered: dict[str, Any], decided: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.gate_stages import promote_version
+            from autopilot.pipeline.gates import promote_version
 
             ctx, settings = _context()
             return dict(promote_version(_config(path, model), settings, ctx, registered, decided))
 
         @task
         def plan_deployment(snapped: dict[str, Any], promoted: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.deploy_stages import plan_deployment as stage
+            from autopilot.pipeline.deploy import plan_deployment as stage
 
             ctx, settings = _context()
             return _skip_if_skipped(_gate(stage, _config(path, model), settings, ctx, promoted, snapped))
 
         @task
         def deploy(plan: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.deploy_stages import deploy_version
+            from autopilot.pipeline.deploy import deploy_version
 
             ctx, settings = _context()
             cfg = _config(path, model)
@@ -265,7 +265,7 @@ def training_dag(model: str, config_path: Path) -> DAG:
         # a failed rollout has already rolled back: a retry would deploy again
         @task(retries=0, on_success_callback=succeeded, on_skipped_callback=succeeded)
         def rollout(snapped: dict[str, Any], plan: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.deploy_stages import rollout_version
+            from autopilot.pipeline.deploy import rollout_version
 
             ctx, settings = _context()
             cfg = _config(path, model)
@@ -372,7 +372,7 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
     """Build the monitoring DAG `autopilot_monitoring__<model>` for one config file."""
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
-    from autopilot.orchestration.alerts import outcome_notifier, task_failure_notifier
+    from autopilot.orchestration.notifier import outcome_notifier, task_failure_notifier
 
     path = str(config_path)
     succeeded = outcome_notifier("monitoring", outcome="success", config_path=path)
@@ -394,7 +394,7 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
     def monitoring() -> None:
         @task
         def monitor() -> dict[str, Any]:
-            from autopilot.monitoring_stages import monitor_window
+            from autopilot.pipeline.monitoring import monitor_window
 
             ctx, settings = _context()
             cfg = _config(path, model)
@@ -424,7 +424,7 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
         # their DAG or model; beside the window, never in its way (it does not raise).
         @task
         def drain_alerts() -> dict[str, int]:
-            from autopilot.orchestration.alerts import drain_outbox
+            from autopilot.orchestration.notifier import drain_outbox
             from autopilot.settings import Settings
 
             return drain_outbox(Settings.from_env())
@@ -458,7 +458,7 @@ def _running_retrain(model: str, settings: Any, end: Any) -> str | None:
     a retrain is recorded with this reason rather than queued behind it.
     """
     from autopilot.monitoring import state
-    from autopilot.monitoring_stages import retrain_run_id
+    from autopilot.pipeline.monitoring import retrain_run_id
 
     ti = get_current_context()["ti"]
     dag_id = f"autopilot_training__{model}"

@@ -7,7 +7,7 @@ reads half-open windows (`start <= at < end`: consecutive windows never count a 
 `/feedback` attaches the actual labels to earlier request ids (`add_feedback`).
 
 Storage is SQLAlchemy Core on a URL (`Settings.inference_db`): SQLite by default, PostgreSQL
-in production, as in `autopilot.promotion`. Two tables:
+in production, as in `autopilot.versions.promotion`. Two tables:
 
 - `inference_log`: (request_id, row) primary key, model, version, `at` (timezone-aware, stored
   as UTC), features and prediction as JSON text, latency_ms; indexed on (model, at).

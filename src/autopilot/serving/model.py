@@ -2,7 +2,7 @@
 
 Two sources: the MLflow registry (`RegistrySource`, following an alias such as `champion`)
 and a fixed model directory (`DirectorySource`, the container case: SageMaker extracts the
-package to `/opt/ml/model`). Either way the files go through `autopilot.model_loading`, the one
+package to `/opt/ml/model`). Either way the files go through `autopilot.adapters.model_loading`, the one
 door for models (signature when keyed, SHA-256 manifest, skops with the project's reviewed types,
 pickle refused unless the config allows it), before anything deserializes them, and the model
 must answer a warm-up batch before it can serve.
@@ -23,8 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from autopilot.config import ModelConfig, Task
-from autopilot.model_loading import (
+from autopilot.adapters.model_loading import (
     PACKAGE_MANIFEST,
     LoadPolicy,
     VerifiedFiles,
@@ -32,6 +31,7 @@ from autopilot.model_loading import (
     open_package,
     open_version,
 )
+from autopilot.config import ModelConfig, Task
 from autopilot.serving.compiled import CompiledPreprocess, NotCompilable, compile_pipeline, training_categories
 from autopilot.serving.schema import ServingSchema
 
@@ -219,13 +219,13 @@ class RegistrySource:
 
     def current_version(self) -> int:
         """The version the alias points at now."""
-        from autopilot import registry
+        from autopilot.adapters import registry
 
         return int(registry.resolve_version(self.registered_name, self.alias).version)
 
     def load(self, version: int) -> LoadedModel:
         """Download the version, verify it (`model_loading`), load and warm it."""
-        from autopilot import registry
+        from autopilot.adapters import registry
 
         mv = registry.resolve_version(self.registered_name, version)
         with open_version(mv, self.policy) as files:

@@ -5,10 +5,10 @@ the `champion` and `challenger` versions with their test metrics, the newest dec
 with each gate's result, the drift share of recent monitoring windows with the config's
 thresholds, and the champion's alias history. Each comes from where the project stores it:
 
-- versions and aliases: the MLflow registry (`autopilot.registry`);
+- versions and aliases: the MLflow registry (`autopilot.adapters.registry`);
 - the decision record: the `decision/decision.json` artifact on the version's run, falling back
   to the version's `autopilot.decision` / `autopilot.gate.*` tags when the artifact is unreadable;
-- alias history: `autopilot.promotion.history` (state DB);
+- alias history: `autopilot.versions.promotion.history` (state DB);
 - monitoring windows: `autopilot.monitoring.state.last_windows` (state DB).
 
 Every section is gathered on its own: a missing registered model, an empty history, or an
@@ -239,7 +239,7 @@ def _message(exc: BaseException) -> str:
 
 
 def _client(settings: Settings) -> MlflowClient:
-    from autopilot import registry
+    from autopilot.adapters import registry
 
     registry.configure(settings)
     return registry.client()
@@ -405,7 +405,7 @@ def _decision_from_tags(version: Any, url: str | None) -> DecisionView:
 
 
 def _fill_history(view: ModelView, settings: Settings) -> None:
-    from autopilot.promotion import history
+    from autopilot.versions.promotion import history
 
     moves = history(settings, view.registered_name or view.name, limit=MAX_HISTORY)
     view.history = [move.as_dict() for move in reversed(moves)]  # newest first

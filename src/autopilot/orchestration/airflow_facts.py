@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from autopilot.doctor import AirflowFacts, ConnectionFacts, Probe, probe_sql
+from autopilot.doctor.checks import AirflowFacts, ConnectionFacts, Probe, probe_sql
 
 __all__ = ["gather_airflow_facts", "lookup_connection"]
 

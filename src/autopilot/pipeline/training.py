@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.config import LoadedConfig, config_hash
 from autopilot.reports import GateFailure, GateReport
 
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow.entities import Run
 
+    from autopilot.adapters.storage import ArtifactStore
     from autopilot.modeling.splits import Splits
     from autopilot.settings import Settings
-    from autopilot.storage import ArtifactStore
 
 __all__ = [
     "RunContext",
@@ -65,7 +65,7 @@ def experiment_name(cfg: LoadedConfig) -> str:
 
 
 def _store(settings: Settings) -> ArtifactStore:
-    from autopilot.storage import open_store
+    from autopilot.adapters.storage import open_store
 
     return open_store(settings.artifact_root)
 
@@ -249,7 +249,7 @@ def snapshot_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext, valida
     snapshot lock: the objects are content-addressed anyway, and the second copy then finds the
     MLflow inputs the first logged instead of logging them again.
     """
-    from autopilot.promotion import state_lock
+    from autopilot.versions.promotion import state_lock
 
     with state_lock(settings, f"snapshot:{ctx.key(cfg, 'data')}"):
         return _snapshot_data(cfg, settings, ctx, validated)
@@ -488,9 +488,9 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
     second wait, then find and return the first one's version. A run killed mid-way is resumed
     by the rerun (`_stage_run` finds it by key); one killed after registering is finished by it.
     """
+    from autopilot.adapters.model_loading import manifest_tags
     from autopilot.faults import checkpoint
-    from autopilot.model_loading import manifest_tags
-    from autopilot.promotion import state_lock
+    from autopilot.versions.promotion import state_lock
 
     name = cfg.registered_model_name
     key = ctx.key(cfg, "train")

@@ -16,7 +16,7 @@ __all__ = ["main"]
 
 
 def _settings() -> Any:
-    from autopilot.model_loading import harden_process
+    from autopilot.adapters.model_loading import harden_process
     from autopilot.settings import Settings, quiet_credential_loggers
 
     harden_process()  # every command that may load a model: MLflow's own pickle loading is off
@@ -187,8 +187,8 @@ def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promot
     Raises:
         GateFailure: a gate stopped the line (bad data, quality floor, or a rejected version).
     """
-    from autopilot import gate_stages
-    from autopilot.stages import RunContext, snapshot_data, train_and_register, tune_model, validate_data
+    from autopilot.pipeline import gates as gate_stages
+    from autopilot.pipeline.training import RunContext, snapshot_data, train_and_register, tune_model, validate_data
 
     ctx = RunContext(run_id=run_id, dag_id="cli", actor="cli", retrain=retrain)
     validated = _stage("validate", validate_data, cfg, settings, ctx)
@@ -205,7 +205,7 @@ def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promot
     promoted = _stage("promote", gate_stages.promote_version, cfg, settings, ctx, registered, decided)
     result = {**registered, "decision": decided["decision"], "promoted": promoted["promoted"]}
     if stop_after == "deploy":
-        from autopilot.deploy_stages import deploy_version, plan_deployment, rollout_version
+        from autopilot.pipeline.deploy import deploy_version, plan_deployment, rollout_version
 
         plan = _stage("plan_deployment", plan_deployment, cfg, settings, ctx, promoted, snapped)
         deployed = _stage("deploy", deploy_version, cfg, settings, ctx, plan)
@@ -253,8 +253,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     """Print the lineage of a model version."""
-    from autopilot import registry
-    from autopilot.lineage import format_lineage, lineage, parse_model_spec
+    from autopilot.adapters import registry
+    from autopilot.versions.lineage import format_lineage, lineage, parse_model_spec
 
     settings = _settings()
     registry.configure(settings)
@@ -291,8 +291,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Show two versions side by side."""
-    from autopilot import registry
-    from autopilot.compare import compare_versions, format_comparison
+    from autopilot.adapters import registry
+    from autopilot.versions.compare import compare_versions, format_comparison
 
     settings = _settings()
     registry.configure(settings)
@@ -309,7 +309,7 @@ def _actor() -> str:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Force-promote a version (a human decision, with a mandatory reason)."""
-    from autopilot.promotion import promote
+    from autopilot.versions.promotion import promote
 
     settings = _settings()
     move = promote(settings, _registered_name(args.model, settings), int(args.version), actor=_actor(),
@@ -320,7 +320,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Move the champion back (to the previous champion, or to --to)."""
-    from autopilot.promotion import rollback
+    from autopilot.versions.promotion import rollback
 
     settings = _settings()
     move = rollback(settings, _registered_name(args.model, settings), actor=_actor(), reason=args.reason,
@@ -331,8 +331,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Champion, challenger, last decision and alias history of a model."""
-    from autopilot import registry
-    from autopilot.promotion import status
+    from autopilot.adapters import registry
+    from autopilot.versions.promotion import status
 
     settings = _settings()
     name = _registered_name(args.model, settings)
@@ -361,7 +361,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _last_decision(name: str) -> dict[str, Any] | None:
-    from autopilot import registry
+    from autopilot.adapters import registry
 
     try:
         versions = registry.client().search_model_versions(f"name = '{name}'")
@@ -380,7 +380,7 @@ def _last_decision(name: str) -> dict[str, Any] | None:
 
 def cmd_retire(args: argparse.Namespace) -> int:
     """Retire a version, or apply the config's retention policy."""
-    from autopilot.retention import apply_retention, retire
+    from autopilot.versions.retention import apply_retention, retire
 
     settings = _settings()
     if args.policy:
@@ -398,8 +398,8 @@ def cmd_retire(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     """Sign versions registered before a signing key was configured (after checking their files)."""
-    from autopilot import registry
-    from autopilot.model_loading import sign_version
+    from autopilot.adapters import registry
+    from autopilot.adapters.model_loading import sign_version
 
     settings = _settings()
     if not settings.signing_key:
@@ -426,7 +426,7 @@ def _embedded(settings: Any) -> Any:
 
 def _project_root() -> Path:
     """The project folder: where `dags/` lives (the working directory, else the source tree)."""
-    for candidate in (Path.cwd(), Path(__file__).resolve().parents[2]):
+    for candidate in (Path.cwd(), Path(__file__).resolve().parents[3]):
         if (candidate / "dags").is_dir():
             return candidate
     raise FileNotFoundError("cannot find the project's dags/ folder; run from the project root")
@@ -434,8 +434,8 @@ def _project_root() -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the training DAG on the embedded default and print a summary."""
-    from autopilot import registry
-    from autopilot.lineage import lineage
+    from autopilot.adapters import registry
+    from autopilot.versions.lineage import lineage
 
     settings = _settings()
     embedded = _embedded(settings)
@@ -465,7 +465,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _print_deployment(cfg)
     if args.no_loop:
         return 0
-    from autopilot.promotion import current
+    from autopilot.versions.promotion import current
 
     if current(cfg.registered_model_name, "champion") is None:
         # Held for review (an inconclusive gate, or first_run: require_review): no champion to serve.
@@ -474,7 +474,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"[demo] a human who accepts it promotes it: autopilot promote {cfg.name} "
               f"{decision['version'] if decision else '<version>'} --reason '...'")
         return 1
-    from autopilot.demo_loop import run_loop
+    from autopilot.cli.demo_loop import run_loop
 
     print("\n[demo] the monitoring loop: serve, watch, drift, retrain, redeploy")
     return run_loop(cfg, settings, embedded, say=lambda line: print(f"[loop] {line}", flush=True))
@@ -484,7 +484,7 @@ def _print_deployment(cfg: Any) -> None:
     """The champion's stored deployment plan, and how to serve it."""
     import mlflow
 
-    from autopilot import registry
+    from autopilot.adapters import registry
 
     try:
         champion = registry.resolve_version(cfg.registered_model_name, "champion")
@@ -511,7 +511,7 @@ def _print_summary(chain: dict[str, Any], settings: Any, embedded: Any, seconds:
     print(f"tuning          study {chain['tuning']['study']}, best family {chain['tuning']['family']}, "
           f"{chain['tuning']['n_trials']} trials")
     print(f"artifacts       {settings.artifact_root} (snapshots, reports); MLflow {settings.mlflow_artifact_root}")
-    from autopilot.doctor import redact, url_secrets  # a tracking URI may carry a password
+    from autopilot.doctor.checks import redact, url_secrets  # a tracking URI may carry a password
 
     print(f"MLflow store    {redact(settings.mlflow_tracking_uri, url_secrets(settings.mlflow_tracking_uri))}")
     print(f"lineage         autopilot lineage {chain['model']}@{chain['version']}")
@@ -568,8 +568,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Send shifted real traffic to the endpoint, then its labels."""
-    from autopilot.deploy_stages import serving_url
     from autopilot.monitoring.simulate import SimulationError, run_simulation
+    from autopilot.pipeline.deploy import serving_url
 
     settings = _settings()
     cfg = _find_config(args.model, settings)
@@ -592,8 +592,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     """Monitor one window of the inference log in-process (what the monitoring DAG's task does)."""
     from datetime import timedelta
 
-    from autopilot.monitoring_stages import monitor_window
-    from autopilot.stages import RunContext
+    from autopilot.pipeline.monitoring import monitor_window
+    from autopilot.pipeline.training import RunContext
 
     settings = _settings()
     cfg = _find_config(args.model, settings)
@@ -616,8 +616,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check a deployment; print each problem with its fix. Exit 1 when any check fails."""
-    from autopilot.doctor import run_cli
-    from autopilot.orchestration.doctor import gather_airflow_facts
+    from autopilot.doctor.checks import run_cli
+    from autopilot.orchestration.airflow_facts import gather_airflow_facts
 
     return run_cli(_settings(), gather_airflow_facts, mode=args.mode, as_json=args.json)
 
@@ -759,8 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `autopilot` console script."""
     from autopilot.config import ConfigError
-    from autopilot.promotion import PromotionConflict
     from autopilot.serving.server import ServingSetupError
+    from autopilot.versions.promotion import PromotionConflict
 
     args = build_parser().parse_args(argv)
     # Progress bars of artifact downloads would bury the output of every command.

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopilot import registry
+from autopilot.adapters import registry
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion

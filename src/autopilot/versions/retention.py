@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.faults import checkpoint
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ __all__ = ["apply_retention", "protected_versions", "retire"]
 
 def protected_versions(settings: Settings, model: str) -> set[int]:
     """Versions that must never retire: the champion and the rollback target."""
-    from autopilot.promotion import CHAMPION, current, rollback_target
+    from autopilot.versions.promotion import CHAMPION, current, rollback_target
 
     protected = {current(model, CHAMPION), rollback_target(settings, model)}
     return {version for version in protected if version is not None}
@@ -42,7 +42,7 @@ def retire(settings: Settings, model: str, version: int, actor: str, reason: str
     Raises:
         ValueError: the version is protected, or no reason was given.
     """
-    from autopilot.promotion import model_lock
+    from autopilot.versions.promotion import model_lock
 
     if not reason.strip():
         raise ValueError("a reason is required to retire a version")
@@ -61,7 +61,7 @@ def _retire(model: str, version: int, actor: str, reason: str, protected: set[in
     The caller holds the model's promotion lock and read `protected` under it; it deletes the
     files, if asked, after releasing the lock.
     """
-    from autopilot.promotion import RETIRED_TAG
+    from autopilot.versions.promotion import RETIRED_TAG
 
     if version in protected:
         raise ValueError(f"version {version} of {model} is the champion or the rollback target; it cannot retire")
@@ -104,7 +104,7 @@ def apply_retention(settings: Settings, cfg: ModelConfig, actor: str) -> list[in
     protected versions (champion, rollback target) and retiring the others; model files, when
     `retention.delete_artifacts` asks, are deleted after the lock is released.
     """
-    from autopilot.promotion import RETIRED_TAG, model_lock
+    from autopilot.versions.promotion import RETIRED_TAG, model_lock
 
     registry.configure(settings)
     name = cfg.registered_model_name

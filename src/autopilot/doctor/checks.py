@@ -4,7 +4,7 @@ The checks judge facts; probes gather them. A probe does one bounded piece of I/
 with a timeout, write and read back a small object) and never raises; a check turns facts into
 a `Check` (`ok`, `warn` or `fail`, what was found, and the fix). The Airflow facts (its
 effective configuration, its metadata DB, connections through its own secrets backends) are
-gathered by `autopilot.orchestration.doctor`, the only part that imports Airflow; this module
+gathered by `autopilot.orchestration.airflow_facts`, the only part that imports Airflow; this module
 receives them as plain data, so every judgement is testable on fabricated facts.
 
 `--mode` decides how laptop-only choices count: SQLite, local folders and the simple auth
@@ -308,7 +308,7 @@ def probe_broker(url: str, timeout: float = TIMEOUT) -> Probe:
 
 def probe_store(root: str, s3_client: Any | None = None) -> Probe:
     """Write, read back and delete a small probe object under an artifact root (folder or s3://)."""
-    from autopilot.storage import open_store
+    from autopilot.adapters.storage import open_store
 
     key = f"_doctor/probe-{uuid.uuid4().hex}"
     payload = b"autopilot doctor probe"
@@ -731,7 +731,7 @@ def check_signing(env_key: str | None, conn: ConnectionFacts | None, mode: str) 
     Without a key the SHA-256 manifest guards against corruption only: anyone who can write to
     MLflow can register a version with a matching manifest and move `champion`.
     """
-    from autopilot.model_loading import MIN_KEY_LENGTH
+    from autopilot.adapters.model_loading import MIN_KEY_LENGTH
 
     if env_key is not None and len(env_key) < MIN_KEY_LENGTH:
         return Check("model_signing", "fail", f"AUTOPILOT_SIGNING_KEY is set but has {len(env_key)} characters "
@@ -792,7 +792,7 @@ def run_checks(settings: Settings, airflow_facts: Callable[[Sequence[str]], Airf
     Args:
         settings: where autopilot's state lives (from the environment).
         airflow_facts: gathers Airflow's facts for the given connection ids
-            (`autopilot.orchestration.doctor.gather_airflow_facts`; a fake in tests).
+            (`autopilot.orchestration.airflow_facts.gather_airflow_facts`; a fake in tests).
         mode: `embedded` or `production`; None: embedded when Airflow's DB is SQLite.
         environ: the environment the serving tokens are read from (default: this process's).
         probes: the I/O (default: the real probes).

@@ -3,7 +3,7 @@
 One row per DAG-run outcome, keyed `dag_id/run_id/outcome` (table `alert_outbox`), holding the
 message itself (its Block Kit payload, scrubbed when built), the Airflow connection it goes to,
 how many deliveries were tried, when the next may be, and when it expires. No Airflow, no HTTP:
-the sender is the caller's (`autopilot.orchestration.alerts`).
+the sender is the caller's (`autopilot.orchestration.notifier`).
 
 The life of a row (`status`):
 
@@ -156,7 +156,7 @@ def table() -> Table:
 
 def engine(settings: Settings) -> Engine:
     """The state database's engine, with the outbox table created once per engine."""
-    from autopilot.promotion import state_engine
+    from autopilot.versions.promotion import state_engine
 
     return state_engine(settings, table())
 

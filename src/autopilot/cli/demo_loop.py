@@ -55,8 +55,8 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0)
 
 
 def _monitor(cfg: Any, settings: Any, start: datetime, label: str, say: Callable[[str], None]) -> dict[str, Any]:
-    from autopilot.monitoring_stages import monitor_window
-    from autopilot.stages import RunContext
+    from autopilot.pipeline.monitoring import monitor_window
+    from autopilot.pipeline.training import RunContext
 
     end = datetime.now(UTC) + timedelta(seconds=1)
     result = monitor_window(cfg, settings, RunContext(run_id=f"demo-{label}", actor="demo"), start, end)
@@ -72,7 +72,7 @@ def _monitor(cfg: Any, settings: Any, start: datetime, label: str, say: Callable
 
 def run_loop(cfg: Any, settings: Any, embedded: Any, say: Callable[[str], None] = print) -> int:
     """Serve, monitor quiet and drifted traffic, retrain through the training DAG, redeploy; 0 on success."""
-    from autopilot import registry
+    from autopilot.adapters import registry
     from autopilot.monitoring.simulate import run_simulation
 
     serving = cfg.deployment.serving

@@ -68,7 +68,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from autopilot import locks, registry
+from autopilot import locks
+from autopilot.adapters import registry
 from autopilot.faults import checkpoint
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ training run. The decision reads the reports back, writes one decision record pe
 (artifact + tag summary) and says `promote`, `reject` or `review`; it then points `challenger` at
 the version if it passed (`promote` or `review`) and takes `challenger` off a rejected version, so
 a rejected version holds no alias. Promotion moves the `champion` alias through
-`autopilot.promotion` (locked, compare-and-set, recorded).
+`autopilot.versions.promotion` (locked, compare-and-set, recorded).
 
 Errors fail closed, but an outage is not a verdict: when MLflow, the state database or the object
 store cannot be reached (`autopilot.outages.is_outage`), the task fails and Airflow retries it;
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.outages import is_outage
 from autopilot.reports import GateFailure, GateReport
 
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from autopilot.config import LoadedConfig
+    from autopilot.pipeline.training import RunContext
     from autopilot.settings import Settings
-    from autopilot.stages import RunContext
 
 __all__ = [
     "GateInputs",
@@ -63,8 +63,8 @@ class GateInputs:
 def load_gate_inputs(cfg: LoadedConfig, settings: Settings, registered: dict[str, Any],
                      snapped: dict[str, Any]) -> GateInputs:
     """Load the challenger and the champion (each SHA-256 verified) and the current splits."""
-    from autopilot.model_loading import LoadPolicy, load_version
-    from autopilot.stages import _load_splits
+    from autopilot.adapters.model_loading import LoadPolicy, load_version
+    from autopilot.pipeline.training import _load_splits
 
     registry.configure(settings)
     policy = LoadPolicy.of(cfg, settings)
@@ -79,7 +79,7 @@ def load_gate_inputs(cfg: LoadedConfig, settings: Settings, registered: dict[str
 
 def _champion(name: str, challenger_version: int) -> Any | None:
     """The current champion's version, or None on a first run (an unreachable registry raises)."""
-    from autopilot.promotion import current
+    from autopilot.versions.promotion import current
 
     number = current(name, CHAMPION)  # None only when the model or the alias really does not exist
     # A rerun after this version was promoted compares it with itself: no baseline then.
@@ -109,7 +109,7 @@ def _brief(exc: BaseException) -> str:
     """
     import os
 
-    from autopilot.alerts import env_secrets, scrub
+    from autopilot.alerts.messages import env_secrets, scrub
 
     text = scrub(f"{type(exc).__name__}: {exc}", env_secrets(os.environ))
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ..."
@@ -207,9 +207,9 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
 def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
                snapped: dict[str, Any]) -> dict[str, Any]:
     """Load the version as serving will, query it through its signature, measure it."""
+    from autopilot.adapters.model_loading import LoadPolicy, load_version
     from autopilot.gates.infra import evaluate_infra
-    from autopilot.model_loading import LoadPolicy, load_version
-    from autopilot.stages import _load_splits
+    from autopilot.pipeline.training import _load_splits
 
     registry.configure(settings)
     version = registry.resolve_version(registered["name"], registered["version"])
@@ -293,7 +293,7 @@ def _place_challenger(settings: Settings, name: str, number: int, decision: str)
     already where the first one left it and changes nothing. Not recorded in the alias history,
     which holds `champion`'s moves.
     """
-    from autopilot.promotion import current, model_lock
+    from autopilot.versions.promotion import current, model_lock
 
     with model_lock(settings, name):
         holder = current(name, CHALLENGER)
@@ -312,7 +312,7 @@ def _rejected(name: str, number: int) -> bool:
 def promote_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
                     decided: dict[str, Any]) -> dict[str, Any]:
     """Move `champion` to the version when the decision says so (compare-and-set, recorded)."""
-    from autopilot.promotion import promote
+    from autopilot.versions.promotion import promote
 
     if decided["decision"] != "promote":
         return {"promoted": False, "decision": decided["decision"], "version": decided["version"],
@@ -328,7 +328,7 @@ def _retire_old(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> list[
     """Apply the retention policy after a promotion; a failure here never undoes the promotion."""
     import logging
 
-    from autopilot.retention import apply_retention
+    from autopilot.versions.retention import apply_retention
 
     try:
         return apply_retention(settings, cfg, actor=ctx.actor)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autopilot import registry
+from autopilot.adapters import registry
 
 __all__ = ["format_lineage", "lineage", "parse_model_spec"]
 

@@ -27,14 +27,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.outages import is_outage
 from autopilot.reports import GateFailure, GateReport
 
 if TYPE_CHECKING:
     from autopilot.config import LoadedConfig
+    from autopilot.pipeline.training import RunContext
     from autopilot.settings import Settings
-    from autopilot.stages import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,12 @@ def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, prom
     stored = _read_artifact(run_id, PLAN_ARTIFACT)
     if stored is not None:  # a rerun: the plan is part of the version's record already
         return dict(stored)
+    from autopilot.adapters.model_loading import LoadPolicy, open_version
     from autopilot.deploy.configs import generate_configs
     from autopilot.deploy.history import load_observations
     from autopilot.deploy.profile import profile_model
     from autopilot.deploy.selection import load_catalog, select_environment
-    from autopilot.model_loading import LoadPolicy, open_version
-    from autopilot.stages import _load_splits
+    from autopilot.pipeline.training import _load_splits
 
     splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
     sample = splits.X_test.sample(min(PROFILE_SAMPLE_ROWS, len(splits.X_test)), random_state=0)
@@ -178,8 +178,8 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
     if plan["target"] == "local":
         return {"skipped": False, "target": "local", "version": plan["version"], "endpoint": serving_url(cfg),
                 "action": "follows the champion alias"}
+    from autopilot.adapters.model_loading import SIGNATURE_TAG, LoadPolicy, open_version
     from autopilot.deploy.aws import package_model, provision_endpoint, upload_package
-    from autopilot.model_loading import SIGNATURE_TAG, LoadPolicy, open_version
 
     registry.configure(settings)
     aws = cfg.deployment.aws
@@ -222,7 +222,7 @@ def _undo_promotion(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan
     moves back only if it is on this version (a deploy of a version that was never promoted
     moves nothing).
     """
-    from autopilot.promotion import current, rollback
+    from autopilot.versions.promotion import current, rollback
 
     failed = int(plan["version"])
     reasons = [f"deploy of version {failed} failed: {type(exc).__name__}: {str(exc)[:500]}"]
@@ -305,7 +305,7 @@ def _roll_back(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: dic
         RollbackIncomplete: the alias could not be moved back, or the endpoint could not be
             reverted (or, locally, be asked to reload): never silently left on the failed version.
     """
-    from autopilot.promotion import rollback
+    from autopilot.versions.promotion import rollback
 
     registry.configure(settings)
     reason = "rollout failed: " + "; ".join(report.reasons)

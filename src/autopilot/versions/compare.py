@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autopilot import registry
+from autopilot.adapters import registry
 
 __all__ = ["compare_versions", "format_comparison"]
 

@@ -4,7 +4,7 @@ Each builder returns `{"text": fallback, "blocks": [...]}`, ready for an Incomin
 `training_outcome` (a version promoted, rejected or held for review, with every gate's verdict),
 `training_failure` (a task of the training DAG failed), `monitoring_outcome` (a monitoring
 window's action, drift and performance) and `dag_outcome` (any other DAG run). The Airflow
-notifier that sends them lives in `autopilot.orchestration.alerts`.
+notifier that sends them lives in `autopilot.orchestration.notifier`.
 
 Rules every builder follows:
 - Slack's limits: a section's text is at most 3,000 characters, a header 150, a field 2,000,

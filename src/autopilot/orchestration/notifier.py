@@ -7,10 +7,10 @@ and `on_failure_callback` (and, so alerts also work under `dag.test()`, as the t
 1. reads the run from the callback context: the DAG run, the task instance Airflow hands over
    (for a failed run: the task that failed last), the exception (task-level callbacks) or the
    run's note (where the gates write their reasons);
-2. claims (dag_id, run_id, outcome) in the alert outbox (`autopilot.alert_outbox`, table
+2. claims (dag_id, run_id, outcome) in the alert outbox (`autopilot.alerts.ledger`, table
    `alert_outbox` of the state database), storing the generic message at once, and stops when
    the outcome was seen before (sent, in flight, or queued for a retry);
-3. builds the message with the pure builders of `autopilot.alerts` from the XComs of the DAG's
+3. builds the message with the pure builders of `autopilot.alerts.messages` from the XComs of the DAG's
    tasks (training: the verdict and every gate; monitoring: the action, and drift and
    performance from the window's JSON report); any surprise falls back to the generic message;
    every known secret of the environment is scrubbed from it; it replaces the stored one;
@@ -28,7 +28,7 @@ It never raises: a Slack or database outage is a logged warning, and the DAG run
 stays what it was. The webhook URL is never logged (the slack_sdk client gets a silent logger,
 and every message we log is scrubbed of it).
 
-Delivery semantics (see `autopilot.alert_outbox`): claim BEFORE sending, each claim a lease, every
+Delivery semantics (see `autopilot.alerts.ledger`): claim BEFORE sending, each claim a lease, every
 change of hands a compare-and-set on the row. So one message per outcome while senders are
 alive, even with the task-level and DAG-level callbacks, a task retry, a rerun and two drainers
 at once; a sender killed after its claim leaves the message to the first drain after the lease.
@@ -65,9 +65,9 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseNotifier
 
-from autopilot import alert_outbox as outbox
-from autopilot import alerts
-from autopilot.alert_outbox import Delivery, Key
+from autopilot.alerts import ledger as outbox
+from autopilot.alerts import messages as alerts
+from autopilot.alerts.ledger import Delivery, Key
 from autopilot.faults import checkpoint
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ log = logging.getLogger(__name__)
 
 # slack_sdk logs the full webhook URL at DEBUG (and in some errors): it gets a logger that is
 # outside the logging tree, disabled, and above every level, so no configuration can enable it.
-_SDK_LOG = logging.Logger("autopilot.alerts.slack_sdk", logging.CRITICAL + 1)
+_SDK_LOG = logging.Logger("autopilot.alerts.messages.slack_sdk", logging.CRITICAL + 1)
 _SDK_LOG.disabled = True
 _SDK_LOG.propagate = False
 
@@ -563,7 +563,7 @@ def _read_report(uri: Any) -> dict[str, Any]:
         return {}
     try:
         if uri.startswith("s3://"):
-            from autopilot.storage import open_store
+            from autopilot.adapters.storage import open_store
 
             root, key = uri.rsplit("/", 1)
             data = open_store(root).get(key)

@@ -45,7 +45,7 @@ MANIFEST_TAG = "autopilot.sha256_manifest"
 
 
 class ManifestError(RuntimeError):
-    """A model's files failed verification before loading (see `autopilot.model_loading`)."""
+    """A model's files failed verification before loading (see `autopilot.adapters.model_loading`)."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def skops_types(model: object) -> list[str] | None:
     """
     import skops.io as sio
 
-    from autopilot.model_loading import SKOPS_TRUSTED_TYPES
+    from autopilot.adapters.model_loading import SKOPS_TRUSTED_TYPES
 
     needed: list[str] = sio.get_untrusted_types(data=sio.dumps(model))
     return needed if all(t in SKOPS_TRUSTED_TYPES for t in needed) else None
@@ -315,7 +315,7 @@ def is_not_found(exc: BaseException, alias: bool = False) -> bool:
 def download(uri: str, dst: Path | None = None) -> Path:
     """Download artifacts (a model's folder) to a local path, under `dst` when given; nothing is deserialized.
 
-    Loading goes through `autopilot.model_loading`, which verifies before it deserializes. Without
+    Loading goes through `autopilot.adapters.model_loading`, which verifies before it deserializes. Without
     `dst` MLflow picks a temporary folder it never removes (and for a local store returns the
     stored folder itself): loads pass their own private folder.
     """

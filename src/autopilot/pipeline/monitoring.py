@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from autopilot import registry
+from autopilot.adapters import registry
 from autopilot.reports import json_safe
 
 if TYPE_CHECKING:
     from autopilot.config import LoadedConfig
+    from autopilot.pipeline.training import RunContext
     from autopilot.settings import Settings
-    from autopilot.stages import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ def _fresh(folder: Path) -> Path:
 
 
 def _snapshot(cfg: LoadedConfig, settings: Settings, version: Any, split: str) -> pd.DataFrame:
+    from autopilot.adapters.storage import open_store
     from autopilot.data.snapshot import load_snapshot
-    from autopilot.storage import open_store
 
     tag = (version.tags or {}).get(f"autopilot.snapshot.{split}", "")
     if not tag.startswith("sha256:"):
@@ -117,7 +117,7 @@ def _training_frame(cfg: LoadedConfig, settings: Settings, version: Any) -> pd.D
 
 
 def _build_reference(cfg: LoadedConfig, settings: Settings, version: Any, frame: pd.DataFrame) -> Reference:
-    from autopilot.model_loading import LoadPolicy, load_version
+    from autopilot.adapters.model_loading import LoadPolicy, load_version
     from autopilot.modeling.splits import encode_target, feature_frame
     from autopilot.modeling.training import predict_scores
     from autopilot.monitoring.drift import build_reference
@@ -288,7 +288,7 @@ def _performance(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) 
 
 def _attribution(cfg: LoadedConfig, settings: Settings, champion: Any, reference: Reference,
                  features: pd.DataFrame) -> dict[str, Any] | None:
-    from autopilot.model_loading import LoadPolicy, ModelRefused, load_version
+    from autopilot.adapters.model_loading import LoadPolicy, ModelRefused, load_version
     from autopilot.monitoring.performance import attribution_drift
 
     shares = reference.meta.get("importance")
@@ -338,7 +338,7 @@ def _endpoint_counters(cfg: LoadedConfig) -> tuple[dict[str, float] | None, str 
     import httpx
 
     from autopilot.deploy.rollout import parse_metrics
-    from autopilot.deploy_stages import serving_url
+    from autopilot.pipeline.deploy import serving_url
 
     url = serving_url(cfg) + "/metrics"
     try:
@@ -415,7 +415,7 @@ def _decide(cfg: LoadedConfig, settings: Settings, champion: Any, reference: Ref
 def _after_retrain(cfg: LoadedConfig, settings: Settings, champion: Any, end: datetime) -> tuple[bool, float | None]:
     """Whether the champion came from a monitoring retrain, and its predecessor's recent metric."""
     from autopilot.monitoring import state
-    from autopilot.promotion import history
+    from autopilot.versions.promotion import history
 
     if not str((champion.tags or {}).get("autopilot.dag_run_id", "")).startswith("retrain__"):
         return False, None
@@ -437,8 +437,8 @@ def _after_retrain(cfg: LoadedConfig, settings: Settings, champion: Any, end: da
 
 def _roll_back(cfg: LoadedConfig, settings: Settings, ctx: RunContext, reasons: list[str]) -> None:
     from autopilot.deploy.rollout import request_reload
-    from autopilot.deploy_stages import serving_url
-    from autopilot.promotion import rollback
+    from autopilot.pipeline.deploy import serving_url
+    from autopilot.versions.promotion import rollback
 
     move = rollback(settings, cfg.registered_model_name, actor=ctx.actor,
                     reason=("monitoring: " + "; ".join(reasons))[:500],
@@ -453,8 +453,8 @@ def _roll_back(cfg: LoadedConfig, settings: Settings, ctx: RunContext, reasons: 
 def _store_report(cfg: LoadedConfig, settings: Settings, reference: Reference, features: pd.DataFrame,
                   start: datetime, end: datetime, sufficient: bool, report: dict[str, Any]) -> dict[str, Any]:
     """The window's JSON report (and Evidently's HTML, when configured and there was enough traffic) in the store."""
+    from autopilot.adapters.storage import open_store
     from autopilot.monitoring.drift import evidently_report
-    from autopilot.storage import open_store
 
     store = open_store(settings.artifact_root)
     prefix = f"monitoring/{cfg.name}/{end.astimezone(UTC):%Y%m%dT%H%M%S}"

@@ -1,0 +1,1 @@
+"""Alerts: the messages, their ledger (the outbox) and their delivery."""

@@ -1,0 +1,1 @@
+"""`autopilot doctor`: probes, checks with a fix each, and the report."""

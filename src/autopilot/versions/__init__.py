@@ -1,0 +1,1 @@
+"""Registered versions: promotion (alias moves), rollback, retention, comparison, lineage."""
