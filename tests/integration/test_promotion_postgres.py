@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from autopilot.adapters import registry
+from autopilot.adapters import registry, state_db
 from autopilot.settings import Settings
-from autopilot.versions import promotion
 from autopilot.versions.promotion import ANY, PromotionConflict, current, history, promote, rollback
 from tests.unit.test_promotion import _promote_in_process, assert_chain
 
@@ -26,7 +25,7 @@ def pg_settings(tmp_path: Path, postgres_factory: Callable[[], str]) -> Iterator
         "AUTOPILOT_STATE_DB": postgres_factory(),
     })
     yield settings
-    promotion.reset_engines()  # close pooled connections before the databases are dropped
+    state_db.reset_engines()  # close pooled connections before the databases are dropped
 
 
 def register(settings: Settings, name: str, count: int) -> None:
@@ -78,7 +77,7 @@ def test_ten_concurrent_promotions_on_postgres(pg_settings: Settings) -> None:
     previous = moves[-1].from_version
     back = rollback(pg_settings, "pg_model", actor="oncall", reason="restore")
     assert back.to_version == previous and current("pg_model", "champion") == previous
-    promotion.reset_engines()  # a restart: a new engine reads the same history
+    state_db.reset_engines()  # a restart: a new engine reads the same history
     assert len(history(pg_settings, "pg_model")) == 11
 
 
@@ -121,9 +120,9 @@ def test_advisory_lock_waits_are_bounded_and_die_with_the_session(pg_settings: S
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from autopilot import locks
+    from autopilot.adapters.state_db import locks
 
-    engine = promotion.state_engine(pg_settings)
+    engine = state_db.engine(pg_settings)
     with locks.hold(engine, "promotion:pg_lock") as holder:
         with pytest.raises(locks.LockTimeout, match="promotion:pg_lock"):
             with locks.hold(engine, "promotion:pg_lock", wait=0.5):

@@ -192,10 +192,11 @@ def ledger(settings: Any) -> list[dict[str, Any]]:
     """The alert outbox's rows, oldest first."""
     from sqlalchemy import select
 
-    from autopilot.alerts.ledger import engine, table
+    from autopilot.adapters.state_db import engine
+    from autopilot.adapters.state_db.tables import ALERT_OUTBOX
 
     with engine(settings).connect() as conn:
-        return [dict(row) for row in conn.execute(select(table()).order_by(table().c.id)).mappings()]
+        return [dict(row) for row in conn.execute(select(ALERT_OUTBOX).order_by(ALERT_OUTBOX.c.id)).mappings()]
 
 
 def assert_no_url(text: str, receiver: Receiver) -> None:

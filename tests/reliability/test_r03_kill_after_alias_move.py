@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from autopilot.adapters import state_db
 from autopilot.pipeline.gates import promote_version
 from autopilot.pipeline.training import RunContext
 from autopilot.settings import Settings
@@ -108,7 +109,7 @@ def sqlite_settings(mlflow_uri: str, tmp_path: Path) -> Settings:  # noqa: F811
 @pytest.fixture
 def pg_settings(mlflow_uri: str, tmp_path: Path, postgres_db: str) -> Any:  # noqa: F811
     yield home_settings(mlflow_uri, tmp_path / "home", postgres_db)
-    promotion.reset_engines()  # before the database is dropped
+    state_db.reset_engines()  # before the database is dropped
 
 
 @pytest.mark.parametrize(("kind", "point"), [

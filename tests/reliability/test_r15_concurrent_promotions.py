@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from autopilot.adapters import registry
+from autopilot.adapters import registry, state_db
 from autopilot.settings import Settings
 from autopilot.versions import promotion
 from autopilot.versions.promotion import ANY, PromotionConflict, current, history, pending, promote, rollback
@@ -46,7 +46,7 @@ N = 10
 def settings(request: pytest.FixtureRequest, mlflow_uri: str, tmp_path: Path) -> Any:  # noqa: F811
     state = sqlite_state(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_db")
     yield home_settings(mlflow_uri, tmp_path / "home", state)
-    promotion.reset_engines()  # before a PostgreSQL database is dropped
+    state_db.reset_engines()  # before a PostgreSQL database is dropped
 
 
 def contend(settings: Settings, name: str, version: int, expected: Any, start: Any) -> dict[str, Any]:

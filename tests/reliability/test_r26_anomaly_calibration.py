@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autopilot.adapters import state_db
 from autopilot.config import AnomalyConfig
 from autopilot.monitoring.anomaly import SeriesState, history, observe, update
 from autopilot.settings import Settings
-from autopilot.versions import promotion
 from tests.serving_support import adult_cfg
 from tests.unit.test_anomaly import NOISE, hour, seasonal
 
@@ -114,7 +114,7 @@ def test_the_stored_path_judges_the_warm_up_the_same(tmp_path: Path, cfg: Anomal
                   for _ in observe(settings, "r26", hour(i), {"prediction_mean": float(values[i])}, cfg)]
         points = history(settings, "r26", "prediction_mean", limit=WARM_UP + 1)
     finally:
-        promotion.reset_engines()
+        state_db.reset_engines()
     assert stored == [i for i in alarmed if i < WARM_UP]
     assert len(points) == WARM_UP and [i for i, p in enumerate(points) if p[2]] == stored
     assert len(stored) <= 2, stored  # the first three weeks, where every weekend alarmed before

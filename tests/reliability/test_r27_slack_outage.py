@@ -36,7 +36,9 @@ from typing import Any
 
 import pytest
 
-from autopilot.alerts.ledger import counts, engine, table
+from autopilot.adapters.state_db import engine
+from autopilot.adapters.state_db.tables import ALERT_OUTBOX
+from autopilot.alerts.ledger import counts
 from autopilot.orchestration.notifier import drain_outbox, outcome_notifier
 from tests.integration.test_slack_alerts import TOKEN_PATH, Receiver, context, slack_receiver
 from tests.reliability.inject import PROJECT, FaultProxy, armed_env, kill9, run_child, wait_for_marker
@@ -62,7 +64,7 @@ def rows(settings: Any) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
     with engine(settings).connect() as conn:
-        return [dict(r) for r in conn.execute(select(table()).order_by(table().c.id)).mappings()]
+        return [dict(r) for r in conn.execute(select(ALERT_OUTBOX).order_by(ALERT_OUTBOX.c.id)).mappings()]
 
 
 def texts(receiver: Receiver) -> list[str]:

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autopilot.adapters import state_db
 from autopilot.config import AnomalyConfig
 from autopilot.monitoring import anomaly
 from autopilot.monitoring.anomaly import Alarm, SeriesState, history, observe, update
 from autopilot.settings import Settings
-from autopilot.versions import promotion
 
 START = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday, 00:00 UTC
 NOISE = 0.01  # sd of the synthetic metric's Gaussian noise
@@ -166,15 +166,15 @@ def test_observe_is_idempotent_and_persists_across_engines(tmp_path: Path) -> No
                                                     "error_rate": None, "drift": math.nan}, cfg) == []
         spike = observe(settings, "m", hour(30), {"latency_p95_ms": 500.0}, cfg)
         assert [a.detector for a in spike] == ["spike"] and spike[0].series == "latency_p95_ms"
-        with promotion.state_engine(settings).connect() as conn:
+        with state_db.engine(settings).connect() as conn:
             saved = conn.execute(anomaly.STATES.select()).all()
         # A retry of the same window: the same alarms, and the state is not updated a second time.
         again = observe(settings, "m", hour(30), {"latency_p95_ms": 500.0}, cfg)
         assert again == spike
-        with promotion.state_engine(settings).connect() as conn:
+        with state_db.engine(settings).connect() as conn:
             assert conn.execute(anomaly.STATES.select()).all() == saved
         assert json.loads(saved[0].state)["points_seen"] == 31
-        promotion.reset_engines()  # a new process: everything comes from the database
+        state_db.reset_engines()  # a new process: everything comes from the database
         assert observe(settings, "m", hour(30).replace(tzinfo=None), {"latency_p95_ms": 500.0}, cfg) == spike
         points = history(settings, "m", "latency_p95_ms")
         assert len(points) == 31 and [p[2] for p in points].count(True) == 1
@@ -183,11 +183,11 @@ def test_observe_is_idempotent_and_persists_across_engines(tmp_path: Path) -> No
         assert len(history(settings, "m", "latency_p95_ms", limit=5)) == 5
         # The state carries on: the next point is judged against 31 points of history.
         observe(settings, "m", hour(31), {"latency_p95_ms": 50.0}, cfg)
-        with promotion.state_engine(settings).connect() as conn:
+        with state_db.engine(settings).connect() as conn:
             row = conn.execute(anomaly.STATES.select()).one()
         assert json.loads(row.state)["points_seen"] == 32
     finally:
-        promotion.reset_engines()
+        state_db.reset_engines()
 
 
 def test_constant_series_divides_by_no_zero_and_alarms_on_a_change() -> None:

@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 
-from autopilot.adapters import registry
+from autopilot.adapters import registry, state_db
 from autopilot.config import load_config
 from autopilot.pipeline import gates as gate_stages
 from autopilot.pipeline.training import RunContext
 from autopilot.reports import GateFailure, GateReport
 from autopilot.settings import Settings
-from autopilot.versions import promotion
 from autopilot.versions.promotion import current, history
 from tests.lifecycle_support import register_version, write_config
 
@@ -32,7 +31,7 @@ def model(tmp_path: Path) -> tuple[Any, Settings]:
     cfg = load_config(write_config(tmp_path, "alias_model"))
     registry.configure(settings)
     yield cfg, settings
-    promotion.reset_engines()
+    state_db.reset_engines()
 
 
 def decide(cfg: Any, settings: Settings, number: int, verdict: str) -> str:

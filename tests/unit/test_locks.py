@@ -1,4 +1,4 @@
-"""Named locks of the state database (`autopilot.locks`): exclusion, bounded waits, no leftover files."""
+"""Named locks of the state database (`state_db.locks`): exclusion, bounded waits, no leftover files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from autopilot import locks
+from autopilot.adapters.state_db import locks
 
 
 def test_file_lock_excludes_threads_and_leaves_no_file(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from autopilot.adapters import registry
+from autopilot.adapters import registry, state_db
+from autopilot.adapters.state_db.tables import ALIAS_INTENTS
 from autopilot.settings import Settings
 from autopilot.versions import promotion
 from autopilot.versions.promotion import ANY, PromotionConflict, current, history, promote, rollback
@@ -32,7 +33,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings,
         info = mlflow.sklearn.log_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model",
                                         serialization_format="skops", pip_requirements=[])
     yield settings, info.model_uri, run.info.run_id
-    promotion.reset_engines()
+    state_db.reset_engines()
 
 
 @pytest.fixture
@@ -199,7 +200,7 @@ def test_history_survives_a_restart(settings: Settings, versions: Versions) -> N
     promote(settings, name, 1, actor="a", reason="one")
     promote(settings, name, 2, actor="b", reason="two")
     before = history(settings, name)
-    promotion.reset_engines()
+    state_db.reset_engines()
     restarted = Settings.from_env({"AUTOPILOT_HOME": str(settings.home), "AUTOPILOT_STATE_DB": settings.state_db})
     assert history(restarted, name) == before
     assert [(m.actor, m.reason) for m in before] == [("a", "one"), ("b", "two")]
@@ -261,8 +262,8 @@ def _interrupted(settings: Settings, name: str, origin: int | None, target: int,
     """What a move killed after committing its intent leaves in the state database."""
     from datetime import UTC, datetime
 
-    with promotion.state_engine(settings).begin() as conn:
-        conn.execute(promotion.INTENTS.insert().values(
+    with state_db.engine(settings).begin() as conn:
+        conn.execute(ALIAS_INTENTS.insert().values(
             model=name, alias="champion", from_version=origin, to_version=target, action="promote", actor="dag",
             reason="interrupted", at=datetime.now(UTC), decision_ref=None, idempotency_key=key))
 

@@ -1,9 +1,10 @@
 """The alert outbox: every outcome message in the state database until delivered, rejected or expired.
 
-One row per DAG-run outcome, keyed `dag_id/run_id/outcome` (table `alert_outbox`), holding the
-message itself (its Block Kit payload, scrubbed when built), the Airflow connection it goes to,
-how many deliveries were tried, when the next may be, and when it expires. No Airflow, no HTTP:
-the sender is the caller's (`autopilot.orchestration.notifier`).
+One row per DAG-run outcome, keyed `dag_id/run_id/outcome` (table `alert_outbox`, defined in
+`autopilot.adapters.state_db.tables`), holding the message itself (its Block Kit payload, scrubbed
+when built), the Airflow connection it goes to, how many deliveries were tried, when the next may
+be, and when it expires. No Airflow, no HTTP: the sender is the caller's
+(`autopilot.orchestration.notifier`).
 
 The life of a row (`status`):
 
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 
     from autopilot.settings import Settings
 
-__all__ = ["Claim", "Delivery", "Dropped", "Key", "Message", "claim_due", "claim_new", "counts", "engine",
-           "expire_due", "record", "store_payload", "table"]
+__all__ = ["Claim", "Delivery", "Dropped", "Key", "Message", "claim_due", "claim_new", "counts", "expire_due",
+           "record", "store_payload"]
 
 log = logging.getLogger(__name__)
 
@@ -121,44 +122,18 @@ class Message:
 # ---------------------------------------------------------------------------- the table
 
 
-_TABLE: list[Table] = []  # built on first use: the orchestration module is imported when DAG files are parsed
+def _table() -> Table:
+    """The `alert_outbox` table; imported on first use: this module is imported when DAG files are parsed."""
+    from autopilot.adapters.state_db.tables import ALERT_OUTBOX
+
+    return ALERT_OUTBOX
 
 
-def table() -> Table:
-    """The `alert_outbox` table (created in the state database by `engine`)."""
-    if not _TABLE:
-        from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+def _engine(settings: Settings) -> Engine:
+    """The state database's engine (its schema, the outbox included, is current once opened)."""
+    from autopilot.adapters import state_db
 
-        _TABLE.append(Table(
-            "alert_outbox", MetaData(),
-            Column("id", Integer, primary_key=True, autoincrement=True),
-            Column("dag_id", String(250), nullable=False),
-            Column("run_id", String(250), nullable=False),
-            Column("outcome", String(32), nullable=False),
-            Column("kind", String(32), nullable=False),
-            Column("conn_id", String(250), nullable=False),  # the Airflow connection of the webhook (never its URL)
-            Column("status", String(16), nullable=False),  # sending | pending | sent | skipped | rejected | expired
-            Column("claim", String(64), nullable=False),  # the current holder's token (compare-and-set)
-            Column("lease_until", DateTime(timezone=True), nullable=False),  # a `sending` claim is abandoned after
-            Column("attempts", Integer, nullable=False),  # deliveries tried (one per claim)
-            Column("payload", Text, nullable=False),  # the message as JSON, already scrubbed and escaped
-            Column("task_id", String(250), nullable=True),
-            Column("created_at", DateTime(timezone=True), nullable=False),
-            Column("next_attempt_at", DateTime(timezone=True), nullable=True),
-            Column("expires_at", DateTime(timezone=True), nullable=False),
-            Column("sent_at", DateTime(timezone=True), nullable=True),
-            Column("error", String(512), nullable=True),
-            UniqueConstraint("dag_id", "run_id", "outcome", name="uq_alert_outbox_key"),
-            Index("ix_alert_outbox_status_next", "status", "next_attempt_at"),
-        ))
-    return _TABLE[0]
-
-
-def engine(settings: Settings) -> Engine:
-    """The state database's engine, with the outbox table created once per engine."""
-    from autopilot.versions.promotion import state_engine
-
-    return state_engine(settings, table())
+    return state_db.engine(settings)
 
 
 def _now(now: datetime | None) -> datetime:
@@ -189,13 +164,13 @@ def claim_new(settings: Settings, key: Key, *, kind: str, conn_id: str, payload:
     from sqlalchemy import insert, select
     from sqlalchemy.exc import IntegrityError
 
-    rows = table()
+    rows = _table()
     at = _now(now)
     values = {"dag_id": key.dag_id, "run_id": key.run_id, "outcome": key.outcome, "kind": kind, "conn_id": conn_id,
               "status": "sending", "claim": token, "lease_until": at + timedelta(seconds=lease_seconds),
               "attempts": 1, "payload": json.dumps(payload), "task_id": task_id, "created_at": at,
               "expires_at": at + timedelta(seconds=expiry_seconds)}
-    db = engine(settings)
+    db = _engine(settings)
     try:
         with db.begin() as conn:
             inserted = conn.execute(insert(rows).values(**values)).inserted_primary_key
@@ -219,8 +194,8 @@ def store_payload(settings: Settings, message_id: int, token: str, payload: dict
     """Replace the stored message by the full one, if the claim is still ours."""
     from sqlalchemy import update
 
-    rows = table()
-    with engine(settings).begin() as conn:
+    rows = _table()
+    with _engine(settings).begin() as conn:
         done = conn.execute(update(rows).where((rows.c.id == message_id) & (rows.c.claim == token))
                             .values(payload=json.dumps(payload)))
     return bool(done.rowcount == 1)
@@ -231,7 +206,7 @@ def _take(conn: Connection, message_id: int, seen_claim: str, seen_status: str, 
     """Compare-and-set: the row becomes ours (`sending`, a new lease) only if nobody changed it since we read it."""
     from sqlalchemy import update
 
-    rows = table()
+    rows = _table()
     values: dict[str, Any] = {"status": "sending", "claim": token, "lease_until": at + timedelta(seconds=lease_seconds),
                               "attempts": rows.c.attempts + 1}
     if task_id is not None:
@@ -259,7 +234,7 @@ def record(settings: Settings, message_id: int, token: str, result: Delivery | N
     """
     from sqlalchemy import select, update
 
-    rows = table()
+    rows = _table()
     at = _now(now)
     values: dict[str, Any]
     if result is None:
@@ -272,7 +247,7 @@ def record(settings: Settings, message_id: int, token: str, result: Delivery | N
         values = {"status": "rejected", "error": (result.error or "")[:MAX_ERROR_CHARS]}
     else:
         values = {"status": "pending", "error": (result.error or "not delivered")[:MAX_ERROR_CHARS]}
-    with engine(settings).begin() as conn:
+    with _engine(settings).begin() as conn:
         if values["status"] == "pending":
             attempts = conn.execute(select(rows.c.attempts).where(rows.c.id == message_id)).scalar() or 1
             asked = min(result.retry_after or 0.0, MAX_RETRY_AFTER) if result is not None else 0.0
@@ -294,7 +269,7 @@ def claim_due(settings: Settings, token: str, lease_seconds: float, *, skip_conn
     """
     from sqlalchemy import and_, or_, select
 
-    rows = table()
+    rows = _table()
     at = _now(now)
     skip = sorted(set(skip_conns))
     due = or_(and_(rows.c.status == "pending", rows.c.next_attempt_at <= at),
@@ -302,7 +277,7 @@ def claim_due(settings: Settings, token: str, lease_seconds: float, *, skip_conn
     query = select(rows.c.id, rows.c.claim, rows.c.status).where(due & (rows.c.expires_at > at))
     if skip:
         query = query.where(rows.c.conn_id.not_in(skip))
-    with engine(settings).begin() as conn:
+    with _engine(settings).begin() as conn:
         for row in conn.execute(query.order_by(rows.c.created_at, rows.c.id).limit(scan)).all():
             if _take(conn, int(row.id), str(row.claim), str(row.status), token, at, lease_seconds):
                 got = conn.execute(select(rows).where(rows.c.id == row.id)).mappings().one()
@@ -320,11 +295,11 @@ def expire_due(settings: Settings, now: datetime | None = None) -> list[Dropped]
     """
     from sqlalchemy import and_, or_, select, update
 
-    rows = table()
+    rows = _table()
     at = _now(now)
     undelivered = or_(rows.c.status == "pending", and_(rows.c.status == "sending", rows.c.lease_until <= at))
     expired: list[Dropped] = []
-    with engine(settings).begin() as conn:
+    with _engine(settings).begin() as conn:
         found = conn.execute(select(rows.c.id, rows.c.claim, rows.c.status, rows.c.dag_id, rows.c.run_id,
                                     rows.c.outcome, rows.c.attempts, rows.c.error)
                              .where(undelivered & (rows.c.expires_at <= at))).all()
@@ -342,7 +317,7 @@ def counts(settings: Settings) -> dict[str, int]:
     """How many messages the outbox holds, by status."""
     from sqlalchemy import func, select
 
-    rows = table()
-    with engine(settings).connect() as conn:
+    rows = _table()
+    with _engine(settings).connect() as conn:
         return {str(status): int(n) for status, n in
                 conn.execute(select(rows.c.status, func.count()).group_by(rows.c.status)).all()}

@@ -11,44 +11,27 @@ from __future__ import annotations
 from datetime import UTC
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Column, DateTime, Float, Index, Integer, String, Table, insert, select
+from sqlalchemy import insert, select
 
+from autopilot.adapters import state_db
+from autopilot.adapters.state_db.tables import DEPLOY_OBSERVATIONS as OBSERVATIONS
 from autopilot.deploy.selection import Observation
-from autopilot.versions.promotion import METADATA, state_engine
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-
     from autopilot.settings import Settings
 
 __all__ = ["load_observations", "record_observation"]
 
-OBSERVATIONS = Table(
-    "deploy_observations", METADATA,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model", String(256), nullable=False),
-    Column("instance", String(64), nullable=False),
-    Column("predicted_p95_ms", Float, nullable=False),
-    Column("observed_p95_ms", Float, nullable=False),
-    Column("predicted_rss_mb", Float, nullable=False),
-    Column("observed_rss_mb", Float, nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Index("ix_deploy_observations_model", "model"),
-)
-def _engine(settings: Settings) -> Engine:
-    return state_engine(settings, OBSERVATIONS)
-
-
 def record_observation(settings: Settings, obs: Observation) -> None:
     """Append one observation."""
-    with _engine(settings).begin() as conn:
+    with state_db.engine(settings).begin() as conn:
         conn.execute(insert(OBSERVATIONS).values(**obs.model_dump()))
 
 
 def load_observations(settings: Settings, model: str) -> list[Observation]:
     """A model's observations, oldest first."""
     query = select(OBSERVATIONS).where(OBSERVATIONS.c.model == model).order_by(OBSERVATIONS.c.id)
-    with _engine(settings).connect() as conn:
+    with state_db.engine(settings).connect() as conn:
         rows = conn.execute(query).mappings().all()
     # SQLite returns naive datetimes (stored as UTC): make them aware again.
     return [Observation.model_validate({**{k: v for k, v in row.items() if k != "id"},

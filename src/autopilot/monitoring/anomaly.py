@@ -87,15 +87,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-from sqlalchemy import Column, DateTime, Float, Index, Integer, String, Table, Text, UniqueConstraint, insert, select
+from sqlalchemy import insert, select
 
-from autopilot.versions.promotion import METADATA, state_engine
+from autopilot.adapters import state_db
+from autopilot.adapters.state_db.tables import ANOMALY_POINTS as POINTS
+from autopilot.adapters.state_db.tables import ANOMALY_STATE as STATES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from numpy.typing import NDArray
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Connection
 
     from autopilot.config import AnomalyConfig
     from autopilot.settings import Settings
@@ -471,28 +473,6 @@ def _profile(base: _Baseline) -> str:
 
 # --- persistence --------------------------------------------------------------------------------
 
-STATES = Table(
-    "anomaly_state", METADATA,
-    Column("model", String(256), primary_key=True),
-    Column("series", String(128), primary_key=True),
-    Column("state", Text, nullable=True),  # SeriesState.as_dict() as JSON; NULL until the first point
-    Column("updated_at", DateTime(timezone=True), nullable=True),
-)
-POINTS = Table(
-    "anomaly_points", METADATA,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model", String(256), nullable=False),
-    Column("series", String(128), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("value", Float, nullable=False),
-    Column("alarms", Text, nullable=False),  # JSON list of Alarm.as_dict()
-    UniqueConstraint("model", "series", "at", name="uq_anomaly_point"),
-    Index("ix_anomaly_points_model_series_at", "model", "series", "at"),
-)
-def _engine(settings: Settings) -> Engine:
-    return state_engine(settings, STATES, POINTS)
-
-
 def observe(settings: Settings, model: str, at: datetime, values: Mapping[str, float | None],
             cfg: AnomalyConfig) -> list[Alarm]:
     """Judge and learn one window's metric values of a model; the alarms raised.
@@ -515,7 +495,7 @@ def observe(settings: Settings, model: str, at: datetime, values: Mapping[str, f
     if not wanted:
         return []
     alarms: list[Alarm] = []
-    with _engine(settings).begin() as conn:
+    with state_db.engine(settings).begin() as conn:
         for name, value in wanted.items():
             alarms.extend(_observe_one(conn, model, name, when, value, cfg))
     return alarms
@@ -560,7 +540,7 @@ def history(settings: Settings, model: str, series: str, limit: int = 500) -> li
     query = (select(POINTS.c.at, POINTS.c.value, POINTS.c.alarms)
              .where(POINTS.c.model == model, POINTS.c.series == series)
              .order_by(POINTS.c.at.desc()).limit(limit))
-    with _engine(settings).connect() as conn:
+    with state_db.engine(settings).connect() as conn:
         rows = conn.execute(query).all()
     return [(_utc(row.at), float(row.value), bool(json.loads(row.alarms))) for row in reversed(rows)]
 

@@ -1,8 +1,9 @@
 """Monitoring's own records in the state database: one report per window, and retrain triggers.
 
-Both tables live beside the alias history (`Settings.state_db`), so every worker sees the same
-budget. Writes are keyed (model + window end; model + triggered run id), so a rerun of a
-monitoring run replaces its window report and never records a second trigger.
+Both tables (`monitoring_windows`, `retrain_triggers`, in `autopilot.adapters.state_db.tables`)
+live beside the alias history (`Settings.state_db`), so every worker sees the same budget. Writes
+are keyed (model + window end; model + triggered run id), so a rerun of a monitoring run replaces
+its window report and never records a second trigger.
 """
 
 from __future__ import annotations
@@ -11,42 +12,17 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, Text, UniqueConstraint, delete, insert, select
+from sqlalchemy import delete, insert, select
 
+from autopilot.adapters import state_db
+from autopilot.adapters.state_db.tables import MONITORING_WINDOWS as WINDOWS
+from autopilot.adapters.state_db.tables import RETRAIN_TRIGGERS as TRIGGERS
 from autopilot.reports import json_safe
-from autopilot.versions.promotion import METADATA, state_engine
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-
     from autopilot.settings import Settings
 
 __all__ = ["last_windows", "record_trigger", "record_window", "triggers_since"]
-
-WINDOWS = Table(
-    "monitoring_windows", METADATA,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model", String(256), nullable=False),
-    Column("window_start", DateTime(timezone=True), nullable=False),
-    Column("window_end", DateTime(timezone=True), nullable=False),
-    Column("version", Integer, nullable=True),
-    Column("action", String(32), nullable=False),
-    Column("report", Text, nullable=False),
-    UniqueConstraint("model", "window_end", name="uq_monitoring_window"),
-)
-TRIGGERS = Table(
-    "retrain_triggers", METADATA,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model", String(256), nullable=False),
-    Column("run_id", String(256), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("strategy", String(32), nullable=False),
-    Column("reason", Text, nullable=False),
-    UniqueConstraint("model", "run_id", name="uq_retrain_trigger"),
-)
-def _engine(settings: Settings) -> Engine:
-    return state_engine(settings, WINDOWS, TRIGGERS)
-
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite drops the zone; values are UTC
@@ -55,7 +31,7 @@ def _aware(value: datetime) -> datetime:
 def record_window(settings: Settings, model: str, start: datetime, end: datetime, version: int | None,
                   action: str, report: dict[str, Any]) -> None:
     """Store a window's report, replacing the one a previous run of the same window stored."""
-    with _engine(settings).begin() as conn:
+    with state_db.engine(settings).begin() as conn:
         conn.execute(delete(WINDOWS).where(WINDOWS.c.model == model, WINDOWS.c.window_end == end))
         conn.execute(insert(WINDOWS).values(model=model, window_start=start, window_end=end, version=version,
                                             action=action, report=json.dumps(json_safe(report), sort_keys=True)))
@@ -68,7 +44,7 @@ def last_windows(settings: Settings, model: str, limit: int = 48, before: dateti
     if before is not None:
         query = query.where(WINDOWS.c.window_end < before)
     query = query.order_by(WINDOWS.c.window_end.desc()).limit(limit)
-    with _engine(settings).connect() as conn:
+    with state_db.engine(settings).connect() as conn:
         rows = conn.execute(query).mappings().all()
     return [{"window_start": _aware(r["window_start"]), "window_end": _aware(r["window_end"]), "version": r["version"],
              "action": r["action"], "report": json.loads(r["report"])} for r in reversed(rows)]
@@ -76,7 +52,7 @@ def last_windows(settings: Settings, model: str, limit: int = 48, before: dateti
 
 def record_trigger(settings: Settings, model: str, run_id: str, at: datetime, strategy: str, reason: str) -> bool:
     """Record a retrain trigger once; False when this run id was already recorded (a rerun)."""
-    with _engine(settings).begin() as conn:
+    with state_db.engine(settings).begin() as conn:
         found = conn.execute(select(TRIGGERS.c.id).where(TRIGGERS.c.model == model,
                                                          TRIGGERS.c.run_id == run_id)).first()
         if found is not None:
@@ -90,7 +66,7 @@ def triggers_since(settings: Settings, model: str, since: datetime, exclude_run_
         dict[str, Any]]:
     """Retrain triggers recorded at or after `since` (oldest first)."""
     query = select(TRIGGERS).where(TRIGGERS.c.model == model, TRIGGERS.c.at >= since).order_by(TRIGGERS.c.at)
-    with _engine(settings).connect() as conn:
+    with state_db.engine(settings).connect() as conn:
         rows = conn.execute(query).mappings().all()
     return [{"run_id": r["run_id"], "at": _aware(r["at"]), "strategy": r["strategy"], "reason": r["reason"]}
             for r in rows if r["run_id"] != exclude_run_id]

@@ -249,7 +249,7 @@ def snapshot_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext, valida
     snapshot lock: the objects are content-addressed anyway, and the second copy then finds the
     MLflow inputs the first logged instead of logging them again.
     """
-    from autopilot.versions.promotion import state_lock
+    from autopilot.adapters.state_db.locks import state_lock
 
     with state_lock(settings, f"snapshot:{ctx.key(cfg, 'data')}"):
         return _snapshot_data(cfg, settings, ctx, validated)
@@ -489,8 +489,8 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
     by the rerun (`_stage_run` finds it by key); one killed after registering is finished by it.
     """
     from autopilot.adapters.model_loading import manifest_tags
+    from autopilot.adapters.state_db.locks import state_lock
     from autopilot.faults import checkpoint
-    from autopilot.versions.promotion import state_lock
 
     name = cfg.registered_model_name
     key = ctx.key(cfg, "train")

@@ -7,7 +7,9 @@ reads half-open windows (`start <= at < end`: consecutive windows never count a 
 `/feedback` attaches the actual labels to earlier request ids (`add_feedback`).
 
 Storage is SQLAlchemy Core on a URL (`Settings.inference_db`): SQLite by default, PostgreSQL
-in production, as in `autopilot.versions.promotion`. Two tables:
+in production, opened by the same engine factory as the state database
+(`autopilot.adapters.state_db.open_engine`; SQLite in WAL mode here). Its own database, with two
+tables of its own (not state tables: created here, not by the state database's migrations):
 
 - `inference_log`: (request_id, row) primary key, model, version, `at` (timezone-aware, stored
   as UTC), features and prediction as JSON text, latency_ms; indexed on (model, at).
@@ -34,7 +36,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,8 +51,6 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    create_engine,
-    event,
     func,
     select,
     text,
@@ -59,12 +58,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from autopilot.adapters.state_db import READ_OPTION, open_engine
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 __all__ = ["DuplicateRequest", "InferenceLog", "InferenceRecord", "UnknownRequest"]
 
-SQLITE_BUSY_SECONDS = 60.0
 MAX_ID_LENGTH = 128
 # Serializes table creation across processes on PostgreSQL (any constant; only this module takes it).
 _CREATE_LOCK_KEY = 0x6175746F696E66  # "autoinf"
@@ -141,7 +141,7 @@ class InferenceLog:
         self.url = url
         self._engine = _open(url)
         # Reads need no write lock: on SQLite they BEGIN DEFERRED and, in WAL mode, never wait for a writer.
-        self._reader = self._engine.execution_options(autopilot_read=True)
+        self._reader = self._engine.execution_options(**{READ_OPTION: True})
 
     def append(self, records: Sequence[InferenceRecord]) -> None:
         """Append the records in ONE transaction (one executemany); durable when this returns.
@@ -390,40 +390,12 @@ def _frame(result: Sequence[Any], with_labels: bool) -> pd.DataFrame:
 
 def _open(url_text: str) -> Engine:
     url = make_url(url_text)
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        if not url.database or url.database == ":memory:" or url.query.get("mode") == "memory":
-            raise ValueError("the inference log must outlive the process: give SQLite a file, not :memory:")
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
-        event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", _sqlite_begin)
-    elif backend == "postgresql":
-        engine = create_engine(url, pool_pre_ping=True)
-    else:
-        raise ValueError(f"inference_db {url.render_as_string(hide_password=True)}: use PostgreSQL or SQLite")
+    if url.get_backend_name() == "sqlite" and (
+            not url.database or url.database == ":memory:" or url.query.get("mode") == "memory"):
+        raise ValueError("the inference log must outlive the process: give SQLite a file, not :memory:")
+    engine = open_engine(url_text, name="inference_db", wal=True)
     _create_tables(engine)
     return engine
-
-
-def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
-    # The driver must not open transactions on its own: `_sqlite_begin` opens every one.
-    dbapi_connection.isolation_level = None
-    # Wait for another writer (thread or process) instead of failing at once; set before the
-    # journal-mode switch, which itself needs a lock when two processes open a new file together.
-    dbapi_connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_SECONDS * 1000)}")
-    # WAL: readers (the monitoring job) never block the appending endpoint, nor it them.
-    dbapi_connection.execute("PRAGMA journal_mode = WAL")
-    # Durability: FULL syncs the WAL to disk at every commit, so an acknowledged batch survives a
-    # power loss or OS crash; WAL's usual NORMAL could lose the last commits in that case.
-    dbapi_connection.execute("PRAGMA synchronous = FULL")
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    # Writers take the write lock at BEGIN: add_feedback reads and then writes, and a deferred
-    # transaction upgraded to a writer fails at once (no busy wait) if another wrote meanwhile.
-    reading = conn.get_execution_options().get("autopilot_read", False)
-    conn.exec_driver_sql("BEGIN DEFERRED" if reading else "BEGIN IMMEDIATE")
 
 
 def _create_tables(engine: Engine) -> None:

@@ -1,6 +1,6 @@
 """Promotion: move a model's `champion` alias, one move per model at a time, with a durable history.
 
-Every move (promote, forced promote, rollback) runs under the model's lock (`autopilot.locks`:
+Every move (promote, forced promote, rollback) runs under the model's lock (`state_db.locks`:
 a PostgreSQL advisory lock, or a file lock beside a SQLite state database; both die with a
 killed holder) and in three steps, so a crash at any instant leaves something a retry can finish:
 
@@ -41,39 +41,22 @@ from __future__ import annotations
 
 import logging
 import operator
-import os
-import threading
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-    select,
-    text,
-)
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import select
 
-from autopilot import locks
-from autopilot.adapters import registry
+from autopilot.adapters import registry, state_db
+from autopilot.adapters.state_db.locks import state_lock
+from autopilot.adapters.state_db.tables import ALIAS_HISTORY, ALIAS_INTENTS
 from autopilot.faults import checkpoint
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine, Row
+    from sqlalchemy import Select
+    from sqlalchemy.engine import Connection, Row
 
     from autopilot.settings import Settings
 
@@ -86,10 +69,8 @@ __all__ = [
     "model_lock",
     "pending",
     "promote",
-    "reset_engines",
     "rollback",
     "rollback_target",
-    "state_lock",
     "status",
 ]
 
@@ -98,40 +79,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 RETIRED_TAG = "autopilot.retired"
-SQLITE_BUSY_SECONDS = 60.0
 ANY: Final = object()  # `expected_champion=ANY`: move whatever the alias currently points at
-
-METADATA = MetaData()
-HISTORY = Table(
-    "alias_history", METADATA,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model", String(256), nullable=False),
-    Column("alias", String(64), nullable=False),
-    Column("from_version", Integer, nullable=True),
-    Column("to_version", Integer, nullable=True),
-    Column("action", String(32), nullable=False),
-    Column("actor", String(256), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("decision_ref", String(512), nullable=True),
-    Column("idempotency_key", String(512), nullable=True, unique=True),
-    Index("ix_alias_history_model_alias", "model", "alias", "id"),
-)
-# Moves that were decided and may have reached MLflow, not yet recorded: settled by the next move.
-INTENTS = Table(
-    "alias_intents", METADATA,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model", String(256), nullable=False, index=True),
-    Column("alias", String(64), nullable=False),
-    Column("from_version", Integer, nullable=True),
-    Column("to_version", Integer, nullable=False),
-    Column("action", String(32), nullable=False),
-    Column("actor", String(256), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("decision_ref", String(512), nullable=True),
-    Column("idempotency_key", String(512), nullable=True),
-)
 
 
 class PromotionConflict(RuntimeError):
@@ -196,7 +144,7 @@ def promote(settings: Settings, model: str, version: int, actor: str, reason: st
         PromotionConflict: the alias is not at `expected_champion` (nothing is written).
         LookupError: the version does not exist.
         ValueError: an empty reason/actor, or the version is retired or not READY.
-        locks.LockTimeout: another move of the model held the lock for the whole wait.
+        state_db.LockTimeout: another move of the model held the lock for the whole wait.
     """
     number = _version_number(version)
     request = _Request(model, alias, action, actor, reason, number, idempotency_key, decision_ref)
@@ -239,20 +187,25 @@ def rollback(settings: Settings, model: str, actor: str, reason: str, to_version
 
 def history(settings: Settings, model: str, alias: str = CHAMPION, limit: int | None = None) -> list[AliasMove]:
     """The recorded moves of an alias, oldest first (the newest `limit` when given)."""
-    query = (select(HISTORY).where(HISTORY.c.model == model, HISTORY.c.alias == alias)
-             .order_by(HISTORY.c.id.desc()))
+    rows_of = ALIAS_HISTORY.c
+    query = select(ALIAS_HISTORY).where(rows_of.model == model, rows_of.alias == alias).order_by(rows_of.id.desc())
     if limit is not None:
         query = query.limit(limit)
-    with _engine(settings).connect() as conn:
+    with state_db.engine(settings).connect() as conn:
         rows = conn.execute(query).all()
     return [_to_move(row) for row in reversed(rows)]
 
 
 def pending(settings: Settings, model: str) -> list[AliasMove]:
     """Moves of a model that were interrupted and not settled yet (the next move settles them)."""
-    with _engine(settings).connect() as conn:
-        rows = conn.execute(select(INTENTS).where(INTENTS.c.model == model).order_by(INTENTS.c.id)).all()
+    with state_db.engine(settings).connect() as conn:
+        rows = conn.execute(_intents_of(model)).all()
     return [_to_move(row) for row in rows]
+
+
+def _intents_of(model: str) -> Select[Any]:
+    """The model's pending moves, oldest first."""
+    return select(ALIAS_INTENTS).where(ALIAS_INTENTS.c.model == model).order_by(ALIAS_INTENTS.c.id)
 
 
 def current(model: str, alias: str) -> int | None:
@@ -272,7 +225,7 @@ def current(model: str, alias: str) -> int | None:
 def rollback_target(settings: Settings, model: str, alias: str = CHAMPION) -> int | None:
     """The version `rollback` would move the alias to now, or None (retention keeps it)."""
     registry.configure(settings)
-    with _engine(settings).connect() as conn:
+    with state_db.engine(settings).connect() as conn:
         rows = _rows(conn, model, alias)
     try:
         return _previous(rows, model, alias, current(model, alias))
@@ -288,13 +241,6 @@ def status(settings: Settings, model: str, limit: int = 20) -> dict[str, Any]:
             "rollback_target": rollback_target(settings, model), "last_move": moves[-1].as_dict() if moves else None,
             "history": [move.as_dict() for move in moves],
             "pending": [move.as_dict() for move in pending(settings, model)]}
-
-
-@contextmanager
-def state_lock(settings: Settings, name: str, wait: float = locks.WAIT_SECONDS) -> Iterator[Connection]:
-    """Hold a named lock of the state database (see `autopilot.locks`); yield a connection to work on."""
-    with locks.hold(_engine(settings), name, wait) as conn:
-        yield conn
 
 
 @contextmanager
@@ -360,7 +306,8 @@ def _replay(conn: Connection, request: _Request) -> AliasMove | None:
     if request.idempotency_key is None:
         return None
     with conn.begin():
-        row = conn.execute(select(HISTORY).where(HISTORY.c.idempotency_key == request.idempotency_key)).first()
+        row = conn.execute(select(ALIAS_HISTORY)
+                           .where(ALIAS_HISTORY.c.idempotency_key == request.idempotency_key)).first()
     if row is None:
         return None
     move = _to_move(row)
@@ -391,7 +338,7 @@ def _write_intent(conn: Connection, request: _Request, before: int | None, targe
               "at": datetime.now(UTC), "decision_ref": request.decision_ref,
               "idempotency_key": request.idempotency_key}
     with conn.begin():
-        result = conn.execute(INTENTS.insert().values(**values))
+        result = conn.execute(ALIAS_INTENTS.insert().values(**values))
         key = result.inserted_primary_key
         assert key is not None
     return {"id": key[0], **values}
@@ -399,14 +346,14 @@ def _write_intent(conn: Connection, request: _Request, before: int | None, targe
 
 def _complete(conn: Connection, intent: dict[str, Any]) -> AliasMove:
     """Record the move and drop its intent, in one transaction."""
-    values = {column: intent[column] for column in HISTORY.c.keys() if column != "id"}
+    values = {column: intent[column] for column in ALIAS_HISTORY.c.keys() if column != "id"}
     with conn.begin():
-        deleted = conn.execute(INTENTS.delete().where(INTENTS.c.id == intent["id"])).rowcount
+        deleted = conn.execute(ALIAS_INTENTS.delete().where(ALIAS_INTENTS.c.id == intent["id"])).rowcount
         if deleted != 1:  # settled by someone else: this process no longer held the lock
             raise RuntimeError(f"the move of {intent['alias']} of {intent['model']} to {intent['to_version']} was "
                                "settled by another process while this one was moving it (the model lock was "
                                "lost); see the alias history")
-        conn.execute(HISTORY.insert().values(**values))
+        conn.execute(ALIAS_HISTORY.insert().values(**values))
         checkpoint("promotion.before_commit")
     return _to_move(values)
 
@@ -414,7 +361,7 @@ def _complete(conn: Connection, intent: dict[str, Any]) -> AliasMove:
 def _settle_pending(conn: Connection, model: str) -> list[AliasMove]:
     """Finish or drop the model's interrupted moves (under its lock); return the ones finished."""
     with conn.begin():
-        rows = conn.execute(select(INTENTS).where(INTENTS.c.model == model).order_by(INTENTS.c.id)).all()
+        rows = conn.execute(_intents_of(model)).all()
     finished = []
     for row in rows:
         intent = dict(row._mapping)
@@ -432,7 +379,7 @@ def _settle(conn: Connection, intent: dict[str, Any], now: int | None) -> AliasM
         log.warning("completing an interrupted %s: the alias had moved, its history row was missing", what)
         return _complete(conn, intent)
     with conn.begin():
-        conn.execute(INTENTS.delete().where(INTENTS.c.id == intent["id"]))
+        conn.execute(ALIAS_INTENTS.delete().where(ALIAS_INTENTS.c.id == intent["id"]))
     if now == intent["from_version"]:
         log.warning("dropping an interrupted %s: the alias never moved", what)
     else:
@@ -453,7 +400,8 @@ def _settle_failed_write(conn: Connection, intent: dict[str, Any]) -> AliasMove 
 
 def _rows(conn: Connection, model: str, alias: str) -> list[Row[Any]]:
     """The alias's history rows, oldest first (read in a short transaction: no MLflow call inside)."""
-    query = select(HISTORY).where(HISTORY.c.model == model, HISTORY.c.alias == alias).order_by(HISTORY.c.id)
+    rows_of = ALIAS_HISTORY.c
+    query = select(ALIAS_HISTORY).where(rows_of.model == model, rows_of.alias == alias).order_by(rows_of.id)
     with conn.begin():
         return list(conn.execute(query).all())
 
@@ -508,105 +456,3 @@ def _to_move(row: Row[Any] | dict[str, Any]) -> AliasMove:
                      to_version=data["to_version"], action=data["action"], actor=data["actor"],
                      reason=data["reason"], at=at.isoformat(), decision_ref=data["decision_ref"],
                      idempotency_key=data["idempotency_key"])
-
-
-_ENGINES: dict[tuple[str, int], Engine] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
-def _engine(settings: Settings) -> Engine:
-    """The state database's engine, created (with its tables) on first use in this process."""
-    key = (settings.state_db, os.getpid())  # a pooled connection must never cross a fork
-    with _ENGINES_LOCK:
-        if key not in _ENGINES:
-            _ENGINES[key] = _open(settings.state_db)
-        return _ENGINES[key]
-
-
-_ENSURED: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
-
-
-def state_engine(settings: Settings, *tables: Table) -> Engine:
-    """The state database's engine, with `tables` (other modules' state tables) created once per engine.
-
-    Modules that keep state beside the alias history (deployment observations, monitoring windows,
-    anomaly state, alert deliveries) pass their tables here: the engine may have been opened before
-    those modules were imported, so `METADATA.create_all` at open time cannot cover them.
-    """
-    engine = _engine(settings)
-    if tables:
-        with _ENGINES_LOCK:
-            done = _ENSURED.setdefault(engine, set())
-            missing = [t for t in tables if t.name not in done]
-            if missing:
-                _create(engine, missing)
-                done.update(t.name for t in missing)
-    return engine
-
-
-def reset_engines() -> None:
-    """Dispose the cached state-database engines (a restart, as far as this module is concerned)."""
-    with _ENGINES_LOCK:
-        for engine in _ENGINES.values():
-            engine.dispose()
-        _ENGINES.clear()
-
-
-def _open(state_db: str) -> Engine:
-    url = make_url(state_db)
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
-        event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", _sqlite_begin)
-    elif backend == "postgresql":
-        engine = create_engine(url, pool_pre_ping=True)
-    else:
-        raise ValueError(f"state_db {url.render_as_string(hide_password=True)}: use PostgreSQL or SQLite")
-    _create_tables(engine)
-    return engine
-
-
-def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
-    # The driver must not open transactions on its own: `_sqlite_begin` opens every one.
-    dbapi_connection.isolation_level = None
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    # Take the write lock at BEGIN: a transaction that reads and then writes never fails half-way
-    # with "database is locked"; a second writer waits here, up to the busy timeout. (Promotions
-    # are serialized by `autopilot.locks`, which spans several of these short transactions.)
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _create_tables(engine: Engine) -> None:
-    _create(engine, list(METADATA.sorted_tables))
-
-
-# Any constant: the transaction-scoped advisory lock that serializes CREATE TABLE across processes.
-DDL_LOCK_KEY = 0x6175746F70696C6F  # "autopilo"
-
-
-def _create(engine: Engine, tables: list[Table]) -> None:
-    """Create missing tables; safe when many processes open a fresh database at once.
-
-    On PostgreSQL two concurrent `CREATE TABLE`s of the same name fail with a unique violation on
-    `pg_type` (seen with ten workers opening one new state DB), so creation runs under a
-    transaction-scoped advisory lock. SQLite serializes writers itself; a lost race there is retried.
-    """
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DDL_LOCK_KEY})
-            for table in tables:
-                table.create(conn, checkfirst=True)
-        return
-    for attempt in range(3):
-        try:
-            for table in tables:
-                table.create(engine, checkfirst=True)
-            return
-        except DBAPIError:  # another process created them between the check and the CREATE
-            if attempt == 2:
-                raise

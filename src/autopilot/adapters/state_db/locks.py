@@ -17,6 +17,9 @@ lock must go with it, or every later promotion would wait for a lock nobody will
   it is gone and opens the new one), so lock files do not pile up.
 
 Locks are not re-entrant: a holder must not ask for the same name again.
+
+`state_lock(settings, name)` holds one on the state database of `settings`; `hold(engine, name)`
+on any engine of PostgreSQL or SQLite.
 """
 
 from __future__ import annotations
@@ -36,10 +39,14 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from autopilot.adapters.state_db.engines import engine
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["WAIT_SECONDS", "LockTimeout", "hold"]
+    from autopilot.settings import Settings
+
+__all__ = ["WAIT_SECONDS", "LockTimeout", "hold", "state_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,13 @@ def hold(engine: Engine, name: str, wait: float = WAIT_SECONDS) -> Iterator[Conn
             yield conn
     else:
         raise ValueError(f"no lock for a {engine.dialect.name} state database: use PostgreSQL or SQLite")
+
+
+@contextlib.contextmanager
+def state_lock(settings: Settings, name: str, wait: float = WAIT_SECONDS) -> Iterator[Connection]:
+    """Hold the lock `name` of the state database of `settings`; yield a connection to work on (see `hold`)."""
+    with hold(engine(settings), name, wait) as conn:
+        yield conn
 
 
 def _key(name: str) -> int:
