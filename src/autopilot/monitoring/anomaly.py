@@ -287,15 +287,7 @@ def update(state: SeriesState | None, series: str, at: datetime, value: float | 
             cusum_pos = max(0.0, cusum_pos + z - cfg.cusum_k)
             cusum_neg = max(0.0, cusum_neg - z - cfg.cusum_k)
         ewma_limit = cfg.ewma_threshold * math.sqrt(cfg.ewma_alpha / (2.0 - cfg.ewma_alpha))
-        fired: list[tuple[float, Detector, float]] = []  # (score, detector, statistic)
-        if abs(z) >= cfg.z_threshold:
-            fired.append((abs(z) / cfg.z_threshold, "spike", z))
-        if abs(ewma) >= ewma_limit:
-            fired.append((abs(ewma) / ewma_limit, "ewma", ewma))
-        if cusum_pos >= cfg.cusum_h:
-            fired.append((cusum_pos / cfg.cusum_h, "cusum_up", cusum_pos))
-        if cusum_neg >= cfg.cusum_h:
-            fired.append((cusum_neg / cfg.cusum_h, "cusum_down", cusum_neg))
+        fired = _fired(z, ewma, cusum_pos, cusum_neg, ewma_limit, cfg)
         if fired:
             score, detector, statistic = max(fired, key=lambda f: f[0])
             ewma, cusum_pos, cusum_neg = 0.0, 0.0, 0.0  # a firing, reported or muted, restarts them all
@@ -312,6 +304,21 @@ def update(state: SeriesState | None, series: str, at: datetime, value: float | 
                       cusum_pos=cusum_pos, cusum_neg=cusum_neg, last_alarm_index=last_alarm,
                       points_seen=index + 1, last_at=t)
     return new, alarms
+
+
+def _fired(z: float, ewma: float, cusum_pos: float, cusum_neg: float, ewma_limit: float,
+           cfg: AnomalyConfig) -> list[tuple[float, Detector, float]]:
+    """The detectors beyond their thresholds, as (score: statistic / threshold, detector, statistic)."""
+    fired: list[tuple[float, Detector, float]] = []
+    if abs(z) >= cfg.z_threshold:
+        fired.append((abs(z) / cfg.z_threshold, "spike", z))
+    if abs(ewma) >= ewma_limit:
+        fired.append((abs(ewma) / ewma_limit, "ewma", ewma))
+    if cusum_pos >= cfg.cusum_h:
+        fired.append((cusum_pos / cfg.cusum_h, "cusum_up", cusum_pos))
+    if cusum_neg >= cfg.cusum_h:
+        fired.append((cusum_neg / cfg.cusum_h, "cusum_down", cusum_neg))
+    return fired
 
 
 def _learn_late(state: SeriesState, t: float, value: float, cfg: AnomalyConfig) -> SeriesState:
