@@ -2,7 +2,7 @@
 
 Trains one HistGradientBoosting pipeline (native categoricals, the search space's usual shape)
 on the Adult training split, samples `--rows` rows of the test split, and explains exactly
-those rows twice with `autopilot.gates.explainability.shap_attributions`:
+those rows twice with `autopilot.explain.shap_attributions`:
 
 - `tree`: path-dependent TreeSHAP on the transformed matrix (HGB trees converted with their
   categorical splits), summed back onto the 14 original features;
@@ -97,7 +97,7 @@ def agreement(reference: Any, candidate: Any, k: int) -> dict[str, Any]:
     """nDCG@k (reference importance as relevance) and Spearman rank correlation of the importances."""
     from scipy.stats import spearmanr
 
-    from autopilot.gates.explainability import ndcg_at_k
+    from autopilot.explain import ndcg_at_k
 
     ref, cand = reference.importance(), candidate.importance()
     names = list(ref)
@@ -119,7 +119,8 @@ def summary(attr: Any, cfg: Any, k: int) -> dict[str, Any]:
 
 def stability(cfg: Any, splits: Any, reference_model: Any, rows: int, seed: int, k: int) -> dict[str, Any]:
     """Tree-path importance of the reference and its variants on the same rows; nDCG against the reference."""
-    from autopilot.gates.explainability import evaluate_explainability, shap_attributions
+    from autopilot.explain import shap_attributions
+    from autopilot.gates.explainability import evaluate_explainability
 
     X = splits.X_test.sample(min(rows, len(splits.X_test)), random_state=seed)
     reference = shap_attributions(reference_model, X, cfg, method="tree")
@@ -150,7 +151,7 @@ def linear_vs_permutation(cfg: Any, splits: Any, X: Any, background: Any, args: 
     """The exact linear path against the permutation path on a logistic regression, same rows and background."""
     import numpy as np
 
-    from autopilot.gates.explainability import shap_attributions
+    from autopilot.explain import shap_attributions
 
     with common.stopwatch() as fit_time:
         model = fit(LINEAR_PARAMS, cfg, splits, args.seed)
@@ -167,7 +168,7 @@ def linear_vs_permutation(cfg: Any, splits: Any, X: Any, background: Any, args: 
     # coalitions reach |log-odds| ~27.6 (Adult's capital_gain 99999) is saturated there and its
     # values are off; the linear path has no such limit. Compare on rows whose coalition margins
     # (base + the positive, or the negative, attributions) stay 5 log-odds inside it.
-    from autopilot.gates.explainability import PROBA_CLIP
+    from autopilot.explain.permutation import PROBA_CLIP
 
     limit = float(np.log((1 - PROBA_CLIP) / PROBA_CLIP)) - 5.0
     values = linear.values.to_numpy()
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait for other work to leave the cores before timing (0: no wait)")
     args = parser.parse_args(argv)
 
-    from autopilot.gates.explainability import shap_attributions
+    from autopilot.explain import shap_attributions
 
     started = time.perf_counter()
     cfg = common.load_adult_config()

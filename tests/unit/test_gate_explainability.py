@@ -22,15 +22,15 @@ from threadpoolctl import threadpool_limits
 
 from autopilot.config import ModelConfig
 from autopilot.data.sources import canonicalize
-from autopilot.gates.explainability import (
+from autopilot.explain import (
     PILOT_ROWS,
     Attributions,
-    evaluate_explainability,
     explain_model,
     ndcg_at_k,
     shap_attributions,
     write_plots,
 )
+from autopilot.gates.explainability import evaluate_explainability
 from autopilot.modeling.search_space import MISSING_CATEGORY, build_pipeline
 from autopilot.modeling.splits import encode_target
 from tests.helpers import adult_config_dict

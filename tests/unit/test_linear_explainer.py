@@ -18,12 +18,8 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from autopilot.config import ModelConfig
-from autopilot.gates.explainability import (
-    PILOT_ROWS,
-    evaluate_explainability,
-    explain_model,
-    shap_attributions,
-)
+from autopilot.explain import PILOT_ROWS, explain_model, shap_attributions
+from autopilot.gates.explainability import evaluate_explainability
 from autopilot.modeling.search_space import build_pipeline
 
 FEATURES: dict[str, Any] = {"x0": {"type": "numeric"}, "x1": {"type": "numeric"}, "x2": {"type": "numeric"},

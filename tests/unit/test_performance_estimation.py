@@ -18,17 +18,17 @@ import pytest
 
 from autopilot.config import LoadedConfig, Task, load_config
 from autopilot.data.sources import canonicalize
-from autopilot.gates.explainability import shap_attributions
+from autopilot.explain import shap_attributions
 from autopilot.modeling.splits import encode_target, feature_frame
 from autopilot.modeling.training import fit_pipeline, metrics_from_scores, predict_scores
 from autopilot.monitoring.performance import (
     Calibrator,
     Estimate,
-    _simulate,
     attribution_drift,
     estimate_performance,
     fit_calibrator,
     realized_performance,
+    simulate_metrics,
 )
 from tests.helpers import ADULT_CONFIG
 from tests.serving_support import HGB
@@ -114,7 +114,7 @@ def test_simulated_metrics_match_sklearn_on_each_draw() -> None:
     scores = np.round(rng.random(400), 2)  # rounded: ties, which AUC must average
     p = np.clip(scores + rng.normal(0, 0.1, 400), 0, 1)
     predicted = scores >= 0.5
-    draws = _simulate(scores, p, predicted, 5, np.random.default_rng(7))
+    draws = simulate_metrics(scores, p, predicted, 5, np.random.default_rng(7))
     labels = np.random.default_rng(7).random((5, 400)) < p  # the same draws
     for i in range(5):
         expected = metrics_from_scores(pd.Series(labels[i].astype(int)), scores, Task.BINARY_CLASSIFICATION, 0.5)
@@ -126,8 +126,8 @@ def test_closed_forms_agree_with_monte_carlo_when_perfectly_calibrated(champion:
     identity = Calibrator(x=np.array([0.0, 1.0]), y=np.array([0.0, 1.0]))
     scores = np.random.default_rng(0).random(3000)
     estimates = estimate_performance(scores, identity, champion.cfg, n_simulations=400, seed=1)
-    draws = _simulate(scores, scores, scores >= champion.cfg.gates.fairness.threshold, 400,
-                      np.random.default_rng(1))
+    draws = simulate_metrics(scores, scores, scores >= champion.cfg.gates.fairness.threshold, 400,
+                             np.random.default_rng(1))
     assert set(estimates) == CLASSIFICATION_KEYS
     for name, estimate in estimates.items():
         assert estimate.low <= estimate.value <= estimate.high, name

@@ -47,6 +47,7 @@ __all__ = [
     "estimate_performance",
     "fit_calibrator",
     "realized_performance",
+    "simulate_metrics",
 ]
 
 # Same clipping as `modeling.training` applies to log loss, so estimated and realized agree.
@@ -289,7 +290,7 @@ def estimate_performance(
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     p = np.clip(calibrator(s), 0.0, 1.0)
     predicted = s >= cfg.gates.fairness.threshold
-    draws = _simulate(s, p, predicted, n_simulations, np.random.default_rng(seed))
+    draws = simulate_metrics(s, p, predicted, n_simulations, np.random.default_rng(seed))
     expected = _expected(s, p, predicted)
     tail = (1.0 - confidence) / 2.0 * 100.0
     out: dict[str, Estimate] = {}
@@ -333,8 +334,8 @@ def _expected(s: np.ndarray, p: np.ndarray, predicted: np.ndarray) -> dict[str, 
     }
 
 
-def _simulate(s: np.ndarray, p: np.ndarray, predicted: np.ndarray, n_simulations: int,
-              rng: np.random.Generator) -> dict[str, np.ndarray]:
+def simulate_metrics(s: np.ndarray, p: np.ndarray, predicted: np.ndarray, n_simulations: int,
+                     rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Every metric on each of `n_simulations` label draws ~ Bernoulli(p), vectorized.
 
     The scores (hence the predictions and their ranks) are fixed across draws, so each metric is
@@ -412,7 +413,7 @@ def attribution_drift(
     Raises:
         ValueError: on an empty window, max_rows < 1, or reference shares with no positive mass.
     """
-    from autopilot.gates.explainability import ndcg_at_k, shap_attributions
+    from autopilot.explain import ndcg_at_k, shap_attributions, top_shares
 
     if max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, got {max_rows}")
@@ -431,8 +432,8 @@ def attribution_drift(
         "k": bounds.top_k,
         "min_ndcg": bounds.min_ndcg,
         "drifted": bool(ndcg < bounds.min_ndcg),
-        "top_features": _top(shares, bounds.top_k),
-        "reference_top_features": _top(reference, bounds.top_k),
+        "top_features": top_shares(shares, bounds.top_k),
+        "reference_top_features": top_shares(reference, bounds.top_k),
         "shares": shares,
         "share_change": {name: shares.get(name, 0.0) - reference.get(name, 0.0)
                          for name in dict.fromkeys([*reference, *shares])},
@@ -440,14 +441,3 @@ def attribution_drift(
         "method": attr.method,
         "seconds": attr.seconds,
     }
-
-
-def _top(shares: dict[str, float], k: int) -> list[dict[str, Any]]:
-    """The k largest shares, largest first (ties keep the given order; NaN counts as 0)."""
-    order = {name: i for i, name in enumerate(shares)}
-
-    def key(name: str) -> tuple[float, int]:
-        value = shares[name]
-        return (-(value if math.isfinite(value) else 0.0), order[name])
-
-    return [{"feature": name, "share": shares[name]} for name in sorted(shares, key=key)[:k]]

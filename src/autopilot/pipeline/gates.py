@@ -176,7 +176,8 @@ def _quality_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, regist
 def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ctx: RunContext,
                                       registered: dict[str, Any], snapped: dict[str, Any]) -> dict[str, Any]:
     """SHAP importance (stability, leakage) and fairness (groups, counterfactuals, attribution)."""
-    from autopilot.gates.explainability import evaluate_explainability, explain_model, write_plots
+    from autopilot.explain import explain_model, write_plots
+    from autopilot.gates.explainability import evaluate_explainability
     from autopilot.gates.fairness import evaluate_fairness
 
     inputs = load_gate_inputs(cfg, settings, registered, snapped)

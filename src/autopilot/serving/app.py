@@ -691,7 +691,7 @@ def _error(state: _State, status: int, message: str) -> Response:
 
 def _explain(state: _State, model: LoadedModel, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-row SHAP contributions on the original features (exact tree path where the model allows)."""
-    from autopilot.gates.explainability import shap_attributions
+    from autopilot.explain import shap_attributions
 
     frame = model.schema.frame(rows)
     background_rows = list(state.recent) or rows

@@ -1,0 +1,60 @@
+"""Pre-training bias: the label bias already present in the data, per group (reported, never gated)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autopilot.config import ModelConfig, Task
+from autopilot.gates.fairness.groups import Grouping, build_groupings
+from autopilot.reports import json_safe
+
+__all__ = ["pretraining_bias"]
+
+
+def pretraining_bias(frame: pd.DataFrame, y: pd.Series, cfg: ModelConfig,
+                     groupings: list[Grouping] | None = None) -> dict[str, Any]:
+    """Label bias already in the data (report only), per sensitive attribute and intersection.
+
+    Classification: the positive label share overall (class imbalance) and per group, the
+    largest difference between group positive rates (label proportion difference, over groups
+    with at least `min_group_size` rows) and the ratio min/max (the label's own demographic
+    parity ratio). Regression: the target mean per group and the largest difference. Groups are
+    those of `groupings` (the gate's bins), else built from `frame`.
+    """
+    labels = np.asarray(y, dtype=float)
+    classify = cfg.task is Task.BINARY_CLASSIFICATION
+    out: dict[str, Any] = {"rows": len(labels), "attributes": {}}
+    if classify:
+        out["positive_share"] = float(labels.mean()) if len(labels) else None
+    else:
+        out["target_mean"] = float(labels.mean()) if len(labels) else None
+    present = [a for a in cfg.sensitive_attributes if a in frame.columns]
+    if groupings is None:
+        sub = cfg.model_copy(update={"sensitive_attributes": present})
+        groupings = [g for g in build_groupings(sub, frame) if g.kind != "intersection"] if len(frame) else []
+    for attr in cfg.sensitive_attributes:
+        if attr not in frame.columns:
+            out["attributes"][attr] = {"note": "column missing"}
+    for grouping in groupings:
+        if all(column in frame.columns for column in grouping.columns):
+            out["attributes"][grouping.name] = _label_by_group(grouping.assign(frame), labels, classify, cfg)
+    return json_safe(out)
+
+
+def _label_by_group(groups: np.ndarray, labels: np.ndarray, classify: bool, cfg: ModelConfig) -> dict[str, Any]:
+    table = pd.DataFrame({"group": groups, "label": labels}).groupby("group")["label"].agg(["mean", "size"])
+    rate_name = "positive_rate" if classify else "target_mean"
+    result: dict[str, Any] = {
+        "by_group": {str(g): {rate_name: float(r["mean"]), "count": int(r["size"]),
+                              "share_of_rows": float(r["size"] / len(labels))} for g, r in table.iterrows()},
+    }
+    gated = table[table["size"] >= cfg.gates.fairness.min_group_size]["mean"]
+    if len(gated) >= 2:
+        key = "label_proportion_difference" if classify else "target_mean_difference"
+        result[key] = float(gated.max() - gated.min())
+        if classify:
+            result["label_parity_ratio"] = float(gated.min() / gated.max()) if gated.max() > 0 else None
+    return result
