@@ -1,12 +1,11 @@
 """Trigger a DAG run through Airflow's REST API, for CI: `autopilot trigger <dag_id> [--wait]`.
 
-Plain HTTP (httpx), no Airflow import: a CI job needs only the API's URL and a user (or a
-token), not an Airflow installation that matches the server's. The run id derives from the
-commit, so a CI job that is re-run for the same commit finds the run it already started (409)
-and reports that run instead of training twice, provided it asks for the same conf: a run id
-names one request, and the same id with a different conf is refused (`ConfConflict`) rather
-than silently reported as the other request's run.
-"""
+Through `autopilot.adapters.airflow_api` (plain HTTP, no Airflow import): a CI job needs only
+the API's URL and a user (or a token), not an Airflow installation that matches the server's.
+The run id derives from the commit, so a CI job that is re-run for the same commit finds the
+run it already started (409) and reports that run instead of training twice, provided it asks
+for the same conf: a run id names one request, and the same id with a different conf is refused
+(`ConfConflict`) rather than silently reported as the other request's run."""
 
 from __future__ import annotations
 
@@ -22,32 +21,20 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+from autopilot.adapters.airflow_api import AirflowApi, AirflowApiError, TransientError
 
-__all__ = ["ConfConflict", "TransientError", "TriggerError", "TriggerResult", "credentials_from_env", "run_cli",
-           "run_id_for", "trigger"]
+__all__ = ["ConfConflict", "TriggerError", "TriggerResult", "credentials_from_env", "run_cli", "run_id_for",
+           "trigger"]
 
 FINISHED = ("success", "failed")
 # Airflow's default `[scheduler] allowed_run_id_pattern` is ^[A-Za-z0-9_.~:+-]+$.
 _NOT_IN_RUN_ID = re.compile(r"[^A-Za-z0-9_.~:+-]")
 _MAX_POLL = 30.0  # backoff ceiling: a long training run is not polled every few seconds for an hour
 
-
-_TRANSIENT_STATUS = (502, 503, 504)  # a proxy or a restarting api-server: worth asking again
-# On SQLite the api-server answers 500 {"reason": "Database error"} while another writer holds the
-# lock (seen with two CI jobs unpausing at once): transient too. Other 500s are not.
-_DATABASE_BUSY = "Database error"
-RETRY_DELAYS = (1.0, 3.0)  # before the 2nd and 3rd attempt of a call made before the wait
-_INVALID_TOKEN = "Invalid JWT token"  # Airflow's 403 detail for a token its key did not sign (or `alg: none`)
-_BEFORE_THE_RUN = ("unpause", "trigger a run")  # a refusal here means no run exists from this call
-
-
-class TriggerError(RuntimeError):
-    """Triggering or following a DAG run failed; the message names the problem (never a secret)."""
-
-
-class TransientError(TriggerError):
-    """The API was not reached or answered 502/503/504: asking again later may succeed."""
+# Triggering or following a DAG run failed; the message names the problem (never a secret). The
+# command's own errors (missing credentials, a conf conflict, a wait that ran out) and the API
+# client's (a refused login, an unknown DAG, an unreachable server: `TransientError`) are one family.
+TriggerError = AirflowApiError
 
 
 class ConfConflict(TriggerError):
@@ -118,100 +105,6 @@ def credentials_from_env(url: str | None = None, username: str | None = None, pa
     return found["AIRFLOW_API_URL"].rstrip("/"), found["AIRFLOW_USERNAME"], found["AIRFLOW_PASSWORD"]
 
 
-class _Api:
-    """A JWT-authenticated client of Airflow's public REST API that turns every failure into a TriggerError."""
-
-    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0,
-                 token: str | None = None) -> None:
-        self.base = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base, timeout=timeout)
-        if token:  # issued elsewhere: the API judges it on the first call
-            self.http.headers["Authorization"] = f"Bearer {token}"
-            return
-        response = self._send("POST", "/auth/token", json={"username": username, "password": password})
-        if response.status_code in (400, 401, 403):
-            raise TriggerError(f"Airflow refused the credentials for user {username!r} at {self.base} "
-                               f"({response.status_code})")
-        token = self._json(response, "POST /auth/token").get("access_token")
-        if not token:
-            raise TriggerError(f"{self.base}/auth/token answered without an access token")
-        # The token lives only in this header: it is never printed or put in a message.
-        self.http.headers["Authorization"] = f"Bearer {token}"
-
-    def close(self) -> None:
-        self.http.close()
-
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:  # refused, DNS, TLS, timeout: the server was not reached
-            raise TransientError(f"cannot reach Airflow at {self.base}: {type(exc).__name__}: {exc}") from exc
-
-    def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:
-        if response.is_error:
-            raise TriggerError(f"{what} at {self.base} failed ({response.status_code}): {_detail(response)}")
-        try:
-            return dict(response.json())
-        except ValueError as exc:  # e.g. a proxy's HTML page at the wrong URL
-            raise TriggerError(f"{what} at {self.base} did not answer JSON ({response.status_code}); "
-                               "is AIRFLOW_API_URL the API server's address?") from exc
-
-    def call(self, method: str, path: str, what: str, dag_id: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
-        """One request; 404 names the DAG, 409 is returned to the caller, other errors raise."""
-        response = self._send(method, path, **kwargs)
-        started = "" if what not in _BEFORE_THE_RUN else "; no run was started"
-        if response.status_code == 401:  # no token, or one that expired (e.g. during a very long wait)
-            raise TriggerError(f"Airflow refused the token at {self.base} (401: {_detail(response)}) during "
-                               f"{what}{started}: get a new token, or log in with AIRFLOW_USERNAME/AIRFLOW_PASSWORD")
-        if response.status_code == 403 and _detail(response) == _INVALID_TOKEN:
-            raise TriggerError(f"Airflow rejected the token at {self.base} as invalid (403: {_INVALID_TOKEN}) "
-                               f"during {what}{started}: it was not signed with this Airflow's key (or not issued "
-                               "for this API)")
-        if response.status_code == 403:
-            raise TriggerError(f"the Airflow user may not {what} of DAG {dag_id!r} at {self.base} "
-                               f"(403: {_detail(response)})")
-        if response.status_code == 404:
-            raise TriggerError(f"not found at {self.base} (404) during {what}: {_detail(response)} "
-                               f"(is DAG {dag_id!r} deployed and parsed without import errors?)")
-        if response.status_code == 409:
-            return 409, {}
-        if response.status_code in _TRANSIENT_STATUS or _database_busy(response):
-            raise TransientError(f"{what} at {self.base} failed ({response.status_code}): {_detail(response)}")
-        return response.status_code, self._json(response, what)
-
-    def call_retrying(self, method: str, path: str, what: str, dag_id: str,
-                      **kwargs: Any) -> tuple[int, dict[str, Any]]:
-        """`call`, asked again after `RETRY_DELAYS` while the answer is transient.
-
-        Safe for every call made here: GET and the unpause PATCH are idempotent, and a repeated
-        trigger POST with the same run id meets the first one's run (409, conf compared).
-        """
-        for delay in RETRY_DELAYS:
-            try:
-                return self.call(method, path, what, dag_id, **kwargs)
-            except TransientError:
-                time.sleep(delay)
-        return self.call(method, path, what, dag_id, **kwargs)
-
-
-def _database_busy(response: httpx.Response) -> bool:
-    if response.status_code != 500:
-        return False
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return False
-    return isinstance(detail, dict) and detail.get("reason") == _DATABASE_BUSY
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail", response.text)
-    except (ValueError, AttributeError):
-        detail = response.text
-    return str(detail)[:300]
-
-
 def trigger(base_url: str, username: str, password: str, dag_id: str, conf: dict[str, Any] | None = None,
             run_id: str | None = None, unpause: bool = True, wait: bool = False, timeout: float = 3600,
             poll: float = 5.0, say: Callable[[str], None] | None = None,
@@ -238,7 +131,7 @@ def trigger(base_url: str, username: str, password: str, dag_id: str, conf: dict
     run_id = run_id or run_id_for()
     dag_path = f"/api/v2/dags/{quote(dag_id, safe='')}"
     run_path = f"{dag_path}/dagRuns/{quote(run_id, safe='')}"
-    api = _Api(base_url, username, password, token=token)
+    api = AirflowApi(base_url, username, password, token=token)
     try:
         if unpause:
             _unpause(api, dag_path, dag_id)
@@ -260,7 +153,7 @@ def trigger(base_url: str, username: str, password: str, dag_id: str, conf: dict
         api.close()
 
 
-def _unpause(api: _Api, dag_path: str, dag_id: str) -> None:
+def _unpause(api: AirflowApi, dag_path: str, dag_id: str) -> None:
     """Unpause the DAG when it is paused; an unpaused DAG gets no write (fewer writes, fewer lock waits)."""
     _, found = api.call_retrying("GET", dag_path, "unpause", dag_id)
     if found.get("is_paused", True):
@@ -282,7 +175,7 @@ def _check_same_conf(run: dict[str, Any], requested: dict[str, Any], dag_id: str
                        "one request: pass a new --run-id to start a run with this conf")
 
 
-def _wait(api: _Api, run_path: str, dag_id: str, run: dict[str, Any], timeout: float, poll: float,
+def _wait(api: AirflowApi, run_path: str, dag_id: str, run: dict[str, Any], timeout: float, poll: float,
           say: Callable[[str], None] | None, unreachable_limit: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     delay = max(poll, 0.1)
@@ -315,7 +208,7 @@ def _wait(api: _Api, run_path: str, dag_id: str, run: dict[str, Any], timeout: f
                 say(f"{dag_id} {run.get('dag_run_id')}: API not answering, retrying ({exc})")
 
 
-def _failed_tasks(api: _Api, run_path: str, dag_id: str) -> list[str]:
+def _failed_tasks(api: AirflowApi, run_path: str, dag_id: str) -> list[str]:
     # Only `failed`: `upstream_failed` tasks did not fail, they never ran because one did.
     _, found = api.call("GET", f"{run_path}/taskInstances", "list the run's tasks", dag_id,
                         params={"state": "failed", "limit": 100})

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from autopilot.orchestration import notes
+from autopilot.adapters import airflow_api
 from autopilot.orchestration.notes import set_run_note
 
 
@@ -25,7 +25,7 @@ def test_an_unreachable_api_does_not_raise(monkeypatch: pytest.MonkeyPatch, capl
     secret = "s3cr3t-pass"
     monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_AIRFLOW_API", json.dumps(
         {"conn_type": "http", "host": "127.0.0.1", "port": port, "login": "admin", "password": secret}))
-    monkeypatch.setattr(notes, "RETRY_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(airflow_api, "RETRY_DELAYS", (0.0, 0.0))
     assert set_run_note("dag", "run", "why") is False
     assert "after 3 attempt(s): URLError" in caplog.text  # a refused connection is retried
     assert secret not in caplog.text  # the password never reaches the log
@@ -63,7 +63,7 @@ class FakeApi:
 
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setattr(notes, "RETRY_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(airflow_api, "RETRY_DELAYS", (0.0, 0.0))
     made: list[FakeApi] = []
 
     def make(statuses: list[int]) -> FakeApi:

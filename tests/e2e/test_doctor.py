@@ -153,7 +153,7 @@ def postgres() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def redis_url() -> str:
-    from autopilot.doctor.checks import probe_redis
+    from autopilot.doctor.probes import probe_redis
 
     probe = probe_redis(REDIS, timeout=3)
     if not probe.ok:

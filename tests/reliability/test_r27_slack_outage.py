@@ -39,7 +39,8 @@ import pytest
 from autopilot.adapters.state_db import engine
 from autopilot.adapters.state_db.tables import ALERT_OUTBOX
 from autopilot.alerts.ledger import counts
-from autopilot.orchestration.notifier import drain_outbox, outcome_notifier
+from autopilot.orchestration.notifier import outcome_notifier
+from autopilot.orchestration.slack import drain_outbox
 from tests.integration.test_slack_alerts import TOKEN_PATH, Receiver, context, slack_receiver
 from tests.reliability.inject import PROJECT, FaultProxy, armed_env, kill9, run_child, wait_for_marker
 
@@ -258,7 +259,7 @@ N_RACE = 40  # messages both drainers go for at once: every claim is contested
 DRAINER = '''
 import os, sys, time
 from pathlib import Path
-from autopilot.orchestration.notifier import drain_outbox
+from autopilot.orchestration.slack import drain_outbox
 from autopilot.settings import Settings
 
 go = Path(sys.argv[1])
@@ -336,7 +337,7 @@ def test_sender_killed_after_its_claim(point: str, slack: tuple[Receiver, FaultP
         outcome_notifier("generic", settings=settings, **{**FAST, "max_attempts": 1, "retry_seconds": 0.0})(
             context("etl", "load", {}, run_id="killed", reason="success"))
         proxy.set("pass")
-        child = run_child("from autopilot.orchestration.notifier import drain_outbox\n"
+        child = run_child("from autopilot.orchestration.slack import drain_outbox\n"
                           "from autopilot.settings import Settings\n"
                           "drain_outbox(Settings.from_env(), lease_seconds=3.0)\n", env, log)
     pid = wait_for_marker(fault_dir, point, child, log=log)

@@ -318,7 +318,7 @@ def test_no_canary_anywhere(canary_run: dict[str, Any], tmp_path: Path) -> None:
 
     # Slack recovers; the outbox (as the next notifier call or the monitoring DAG would) delivers it once.
     from autopilot.alerts.ledger import counts
-    from autopilot.orchestration.notifier import drain_outbox
+    from autopilot.orchestration.slack import drain_outbox
 
     assert counts(settings).get("pending") == 1, counts(settings)
     slack.always = None

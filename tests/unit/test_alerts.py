@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from autopilot import redaction
 from autopilot.alerts import messages as alerts
 
 DAG = "autopilot_training__adult_income"
@@ -271,9 +272,9 @@ def test_no_secret_in_any_payload(error: str) -> None:
 
 
 def test_scrub_known_secret_strings() -> None:
-    assert alerts.scrub("posting to http://127.0.0.1:9/hook/abc123 failed", ["http://127.0.0.1:9/hook/abc123"]) \
+    assert redaction.scrub("posting to http://127.0.0.1:9/hook/abc123 failed", ["http://127.0.0.1:9/hook/abc123"]) \
         == "posting to *** failed"
-    assert alerts.scrub("no secrets, a token of trust") == "no secrets, a token of trust"
+    assert redaction.scrub("no secrets, a token of trust") == "no secrets, a token of trust"
 
 
 def test_links() -> None:
@@ -316,21 +317,21 @@ def test_gates_from_results() -> None:
     ("GET /x?X-Amz-Signature=0a1b2c3d4e5f&X-Amz-Date=1", "0a1b2c3d4e5f"),
 ])
 def test_scrub_patterns(text: str, secret: str) -> None:
-    assert secret not in alerts.scrub(text)
-    assert "***" in alerts.scrub(text)
+    assert secret not in redaction.scrub(text)
+    assert "***" in redaction.scrub(text)
 
 
 def test_scrub_known_secrets_in_every_form() -> None:
     secret = "cnry/secret+value=="
     for form in (secret, "cnry%2Fsecret%2Bvalue%3D%3D", "cnry/secret%2Bvalue%3D%3D", "cnry%2Fsecret%2Bvalue%3D%3D"):
-        assert alerts.scrub(f"error near {form} here", [secret]) == "error near *** here"
+        assert redaction.scrub(f"error near {form} here", [secret]) == "error near *** here"
     payload = {"text": f"x {secret}", "blocks": [{"type": "section", "text": {"type": "mrkdwn",
                                                                               "text": alerts.escape(f"<{secret}>")}}]}
-    scrubbed = json.dumps(alerts.scrub_payload(payload, [secret]))
+    scrubbed = json.dumps(redaction.scrub_payload(payload, [secret]))
     assert "cnry" not in scrubbed and scrubbed.count("***") == 2
-    assert alerts.scrub_payload(payload, []) is payload  # nothing known: untouched
+    assert redaction.scrub_payload(payload, []) is payload  # nothing known: untouched
     # ordinary words survive: short "secrets" are ignored
-    assert alerts.scrub("a token of trust", ["a", "of"]) == "a token of trust"
+    assert redaction.scrub("a token of trust", ["a", "of"]) == "a token of trust"
 
 
 def test_env_secrets() -> None:
@@ -348,7 +349,7 @@ def test_env_secrets() -> None:
         "AIRFLOW__CORE__FERNET_KEY": "fernet-key-value",
         "HOME": "/root", "PATH": "/usr/bin:/bin", "SHORT_TOKEN": "abc",
     }
-    found = set(alerts.env_secrets(environ))
+    found = set(redaction.env_secrets(environ))
     assert {"AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG", "mlflow-pass-1", "uri%2Fpass", "uri/pass",
             "db-pass-123", "https://hooks.slack.com/services/T1/B1/tok", "AKIAOTHERKEY0000000", "aws-conn-secret",
             "sess-tok-1", "api-pass-99", "fernet-key-value"} <= found
@@ -356,10 +357,10 @@ def test_env_secrets() -> None:
 
 
 def test_scrub_url_credentials_but_not_ports() -> None:
-    assert alerts.scrub("db+postgresql://u:p@ss@word@h/db") == "db+postgresql://***@h/db"  # "@" in the password
-    assert alerts.scrub("postgresql://app:pa/ss@db/x down") == "postgresql://***@db/x down"  # "/" in it
+    assert redaction.scrub("db+postgresql://u:p@ss@word@h/db") == "db+postgresql://***@h/db"  # "@" in the password
+    assert redaction.scrub("postgresql://app:pa/ss@db/x down") == "postgresql://***@db/x down"  # "/" in it
     for text in ("http://127.0.0.1:8080/path@x", "postgresql://postgres@db/x", "s3://bucket/key@v1"):
-        assert alerts.scrub(text) == text
+        assert redaction.scrub(text) == text
 
 
 def test_scrubbing_long_text_is_linear_and_bounded() -> None:
@@ -367,14 +368,14 @@ def test_scrubbing_long_text_is_linear_and_bounded() -> None:
     import time
 
     started = time.perf_counter()
-    out = alerts.scrub("a-" * 50_000)
+    out = redaction.scrub("a-" * 50_000)
     assert time.perf_counter() - started < 2.0  # was minutes: an unbounded lazy prefix rescanned everything
-    assert len(out) <= alerts.MAX_SCRUBBED + 1
-    assert alerts.scrub("x" * 100 + " db_password=hunter22") == "x" * 100 + " db_password=***"
+    assert len(out) <= redaction.MAX_SCRUBBED + 1
+    assert redaction.scrub("x" * 100 + " db_password=hunter22") == "x" * 100 + " db_password=***"
 
 
 def test_working_directories_and_secret_file_paths_are_not_secrets() -> None:
-    found = alerts.env_secrets({"PWD": "/opt/airflow", "OLDPWD": "/home/airflow",
+    found = redaction.env_secrets({"PWD": "/opt/airflow", "OLDPWD": "/home/airflow",
                                 "AUTOPILOT_SIGNING_KEY_FILE": "/run/secrets/signing", "API_TOKEN": "tok-0123456789"})
     assert found == ["tok-0123456789"]
 

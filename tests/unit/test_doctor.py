@@ -18,9 +18,6 @@ from autopilot.doctor.checks import (
     AirflowFacts,
     Check,
     ConnectionFacts,
-    Probe,
-    Probes,
-    Report,
     check_auth_manager,
     check_celery,
     check_connection,
@@ -33,16 +30,11 @@ from autopilot.doctor.checks import (
     executor_names,
     load_configs,
     needed_connections,
-    probe_redis,
-    probe_sql,
-    probe_store,
-    probe_tcp,
-    redact,
     resolve_mode,
-    run_checks,
-    run_cli,
-    url_secrets,
 )
+from autopilot.doctor.probes import Probe, Probes, probe_redis, probe_sql, probe_store, probe_tcp
+from autopilot.doctor.report import Report, run_checks, run_cli
+from autopilot.redaction import redact, url_secrets
 from autopilot.settings import Settings
 from tests.helpers import adult_config_dict
 

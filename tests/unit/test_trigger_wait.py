@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from autopilot import trigger as trigger_module
-from autopilot.trigger import TransientError, TriggerError, _Api, trigger
+from autopilot.adapters import airflow_api
+from autopilot.adapters.airflow_api import AirflowApi, TransientError
+from autopilot.trigger import TriggerError, trigger
 
 
 class FakeAirflow:
@@ -120,7 +121,7 @@ def test_an_error_that_is_not_transient_still_fails_at_once(fake: Any) -> None:
 def test_a_timed_out_answer_is_transient() -> None:
     server = FakeAirflow(["stall"])
     try:
-        api = _Api(server.url, "admin", "pw", timeout=0.2)
+        api = AirflowApi(server.url, "admin", "pw", timeout=0.2)
         with pytest.raises(TransientError, match=f"cannot reach Airflow at {server.url}: ReadTimeout"):
             api.call("GET", "/api/v2/dags/d/dagRuns/r1", "read the run", "d")
         api.close()
@@ -130,7 +131,7 @@ def test_a_timed_out_answer_is_transient() -> None:
 
 def test_a_locked_sqlite_database_is_asked_again_before_the_run(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Airflow on SQLite answers 500 "Database error" while another writer holds the lock: retried."""
-    monkeypatch.setattr(trigger_module, "RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(airflow_api, "RETRY_DELAYS", (0.01, 0.01))
     api = fake(["success"], busy=2)
     result = trigger(api.url, "admin", "pw", "d", run_id="r1")
     assert result.created and api.posts == 3

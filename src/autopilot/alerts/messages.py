@@ -4,7 +4,8 @@ Each builder returns `{"text": fallback, "blocks": [...]}`, ready for an Incomin
 `training_outcome` (a version promoted, rejected or held for review, with every gate's verdict),
 `training_failure` (a task of the training DAG failed), `monitoring_outcome` (a monitoring
 window's action, drift and performance) and `dag_outcome` (any other DAG run). The Airflow
-notifier that sends them lives in `autopilot.orchestration.notifier`.
+notifier that sends them lives in `autopilot.orchestration.notifier`; `autopilot.alerts.outcomes`
+chooses the builder for a DAG run from what its tasks returned.
 
 Rules every builder follows:
 - Slack's limits: a section's text is at most 3,000 characters, a header 150, a field 2,000,
@@ -12,23 +13,24 @@ Rules every builder follows:
   and a list too long for its section says how many items were left out.
 - Text that comes from outside (reasons, error messages, column names, run ids) is escaped
   (`&`, `<`, `>`), so it cannot mention `@channel`, forge a link or break the markup.
-- Secrets never leave: user text is scrubbed of webhook URLs, `user:password@` in URLs, Slack
-  tokens, AWS access key ids, bearer tokens and `password=...`-style pairs (`aws_secret_access_key=`
-  too), and links drop any credentials. Header text is `plain_text`, which Slack never parses,
-  so it is scrubbed but not escaped. The sender then removes every secret it knows exactly
-  (`scrub_payload` with `env_secrets`: the environment's and its connections' secrets, and the
-  webhook URL), raw, percent-encoded or escaped, from every string of the message.
+- Secrets never leave: user text is scrubbed by the project's one rule (`autopilot.redaction.scrub`:
+  webhook URLs, `user:password@` in URLs, secret query parameters, Slack tokens, AWS access key
+  ids, bearer tokens and `password=...`-style pairs), and links drop any credentials. Header
+  text is `plain_text`, which Slack never parses, so it is scrubbed but not escaped. The sender
+  then removes every secret it knows exactly (`autopilot.redaction.scrub_payload` with
+  `env_secrets`: the environment's and its connections' secrets, and the webhook URL), raw,
+  percent-encoded or escaped, from every string of the message.
 - Links are only made for http(s) URLs; a local path or `s3://` URI is shown as code.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from autopilot.redaction import scrub
 
 __all__ = [
     "MAX_BLOCKS",
@@ -38,15 +40,12 @@ __all__ = [
     "airflow_task_url",
     "clip",
     "dag_outcome",
-    "env_secrets",
     "escape",
     "gates_from_results",
     "mlflow_run_url",
     "mlflow_ui_url",
     "mlflow_version_url",
     "monitoring_outcome",
-    "scrub",
-    "scrub_payload",
     "training_failure",
     "training_outcome",
 ]
@@ -62,147 +61,8 @@ MAX_BLOCKS = 50  # blocks per message
 MAX_ERROR = 1500  # an error summary: enough to recognise it; the task log has the rest
 ELLIPSIS = "…"
 
-# What a secret looks like in text we did not write (error messages, reasons, URIs).
-_SECRET_PATTERNS: tuple[tuple[str, int, str], ...] = (
-    (r"https?://hooks\.slack(?:-gov)?\.com/\S*", re.IGNORECASE, "https://hooks.slack.com/***"),
-    (r"/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]+", 0, "/services/***"),
-    # user:password@host in any URL; the user may be empty (redis://:pw@host). The password runs
-    # to the last "@" before the path, or, as SQLAlchemy reads URLs, across an unencoded "/" to the
-    # first "@", unless what precedes that "/" is a port (http://host:8080/path@x is no password).
-    (r"(?<=://)[^/\s:@<>|]*:(?:[^\s/<>|]*@|(?!\d*/)[^\s@<>|]*@)", 0, "***@"),
-    (r"\bxox[a-z]-[A-Za-z0-9-]+", re.IGNORECASE, "xox*-***"),
-    (r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", 0, "***"),
-    (r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]{8,}=*", 0, r"\1 ***"),
-    (r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;]+", 0, r"\1***"),
-    # key=value and "key": "value" pairs, the key possibly prefixed (aws_secret_access_key, db_password)
-    # The prefix is bounded: an unbounded lazy one rescans from every word boundary (quadratic:
-    # 10 KB of "a-a-a-..." took 5.7 s).
-    (r"(?i)\b([\w.-]{0,64}?(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key|signature))"
-     r"(\"?\s*[=:]\s*\"?)[^\s\"',;&]+", 0, r"\1\2***"),
-)
-MIN_KNOWN_SECRET = 4  # exact secrets shorter than this would replace ordinary words
-MIN_ENV_SECRET = 8  # values of secret-named variables found in an environment
-# Names of environment variables (and connection extras) whose values are secrets.
-_SECRET_NAME = re.compile(r"(?i)(password|passwd|secret|token|api_?key|access_?key|private_?key|signing_?key|"
-                          r"credential|webhook|(?:^|_)(?:key|pass|pwd)(?:$|_))")
-# Names that match the pattern above but hold no secret: the shell's working directories, and
-# `*_FILE` variables, which name the file a secret is in (its path is not the secret).
-_NOT_SECRET_NAME = re.compile(r"(?i)^(?:PWD|OLDPWD)$|_FILE$")
-MAX_SCRUBBED = 16_384  # text longer than this is cut before scrubbing: every message clips far shorter
-
-
-@functools.cache
-def _secrets() -> list[tuple[re.Pattern[str], str]]:
-    # Compiled on first use, not at import: the DAG files import this module on every parse,
-    # and compiling these took ~5 ms of each.
-    return [(re.compile(pattern, flags), replacement) for pattern, flags, replacement in _SECRET_PATTERNS]
-
 
 # ---------------------------------------------------------------------------- text
-
-
-def _forms(secret: str) -> set[str]:
-    """A secret as it may appear in text: raw, percent-encoded (path, query, form), escaped for mrkdwn."""
-    return {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), escape(secret)}
-
-
-def _replace_known(text: str, secrets: Iterable[str]) -> str:
-    forms = {form for s in secrets if s and len(s) >= MIN_KNOWN_SECRET for form in _forms(s)}
-    for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, "***")
-    return text
-
-
-def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with known secrets (exact, also percent-encoded) and secret-looking parts replaced by `***`.
-
-    Text over `MAX_SCRUBBED` characters is cut first (and marked): what is scrubbed is always
-    clipped shorter afterwards, and the patterns then cost linear time on a bounded input.
-    """
-    if len(text) > MAX_SCRUBBED:
-        text = text[:MAX_SCRUBBED] + ELLIPSIS
-    text = _replace_known(text, secrets)
-    for pattern, replacement in _secrets():
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def scrub_payload(payload: Any, secrets: Iterable[str]) -> Any:
-    """A built message with every known secret (and its encoded forms) replaced in every string, at any depth.
-
-    The builders already scrubbed what looks secret; this removes the exact secrets the sender
-    knows (the webhook URL, the environment's secrets, see `env_secrets`) wherever they hide.
-    """
-    known = [s for s in secrets if s and len(s) >= MIN_KNOWN_SECRET]
-    if not known:
-        return payload
-    if isinstance(payload, str):
-        return _replace_known(payload, known)
-    if isinstance(payload, Mapping):
-        return {key: scrub_payload(value, known) for key, value in payload.items()}
-    if isinstance(payload, list | tuple):
-        return [scrub_payload(value, known) for value in payload]
-    return payload
-
-
-def env_secrets(environ: Mapping[str, str]) -> list[str]:
-    """The secret values an environment holds: secret-named variables, URL passwords, Airflow connections' secrets.
-
-    - variables named like secrets (`*PASSWORD*`, `*SECRET*`, `*TOKEN*`, `*ACCESS_KEY*`, `*_KEY`, ...);
-    - the password of any variable whose value is a URL with credentials (`MLFLOW_TRACKING_URI`,
-      `AUTOPILOT_STATE_DB`, `AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`, ...), raw and decoded;
-    - `AIRFLOW_CONN_*` connections (JSON or URI): the password, secret-named extras, and the login
-      of AWS connections (an access key id).
-    Values shorter than 8 characters are left out (they would replace ordinary words).
-    """
-    found: set[str] = set()
-    for name, value in environ.items():
-        if not value or not isinstance(value, str):
-            continue
-        if name.startswith("AIRFLOW_CONN_"):
-            found.update(_connection_secrets(value))
-        elif _SECRET_NAME.search(name) and not _NOT_SECRET_NAME.search(name):
-            found.add(value)
-        elif "://" in value and "@" in value:
-            found.update(_url_secrets(value))
-    return sorted(s for s in found if len(s) >= MIN_ENV_SECRET)
-
-
-def _url_secrets(value: str, with_login: bool = False) -> set[str]:
-    """The password (and, for AWS connections, the login) of a URL, raw and percent-decoded."""
-    try:
-        parts = urlsplit(value.strip())
-        password, login = parts.password, parts.username
-    except ValueError:
-        return set()
-    found = {password, unquote(password)} if password else set()
-    if with_login and login:
-        found |= {login, unquote(login)}
-    return found
-
-
-def _connection_secrets(value: str) -> set[str]:
-    """The secrets of an Airflow connection given as JSON or as a URI."""
-    import json
-
-    try:
-        data = json.loads(value)
-    except ValueError:
-        return _url_secrets(value, with_login=value.startswith("aws://"))
-    if not isinstance(data, Mapping):
-        return set()
-    found = {str(data["password"])} if data.get("password") else set()
-    if str(data.get("conn_type", "")).lower() == "aws" and data.get("login"):
-        found.add(str(data["login"]))
-    extra = data.get("extra")
-    if isinstance(extra, str):
-        try:
-            extra = json.loads(extra)
-        except ValueError:
-            extra = {}
-    if isinstance(extra, Mapping):
-        found.update(str(v) for k, v in extra.items() if v and isinstance(v, str) and _SECRET_NAME.search(str(k)))
-    return found
 
 
 def escape(text: str) -> str:

@@ -511,7 +511,7 @@ def _print_summary(chain: dict[str, Any], settings: Any, embedded: Any, seconds:
     print(f"tuning          study {chain['tuning']['study']}, best family {chain['tuning']['family']}, "
           f"{chain['tuning']['n_trials']} trials")
     print(f"artifacts       {settings.artifact_root} (snapshots, reports); MLflow {settings.mlflow_artifact_root}")
-    from autopilot.doctor.checks import redact, url_secrets  # a tracking URI may carry a password
+    from autopilot.redaction import redact, url_secrets  # a tracking URI may carry a password
 
     print(f"MLflow store    {redact(settings.mlflow_tracking_uri, url_secrets(settings.mlflow_tracking_uri))}")
     print(f"lineage         autopilot lineage {chain['model']}@{chain['version']}")
@@ -616,7 +616,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check a deployment; print each problem with its fix. Exit 1 when any check fails."""
-    from autopilot.doctor.checks import run_cli
+    from autopilot.doctor.report import run_cli
     from autopilot.orchestration.airflow_facts import gather_airflow_facts
 
     return run_cli(_settings(), gather_airflow_facts, mode=args.mode, as_json=args.json)

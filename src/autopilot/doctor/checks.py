@@ -1,58 +1,53 @@
-"""`autopilot doctor`: check a deployment and say how to fix each problem.
+"""`autopilot doctor`'s judgments: each turns facts into a `Check` (ok, warn or fail), with the fix.
 
-The checks judge facts; probes gather them. A probe does one bounded piece of I/O (connect
-with a timeout, write and read back a small object) and never raises; a check turns facts into
-a `Check` (`ok`, `warn` or `fail`, what was found, and the fix). The Airflow facts (its
-effective configuration, its metadata DB, connections through its own secrets backends) are
-gathered by `autopilot.orchestration.airflow_facts`, the only part that imports Airflow; this module
-receives them as plain data, so every judgement is testable on fabricated facts.
+Probes gather the facts (`autopilot.doctor.probes`); Airflow's facts (its effective
+configuration, its metadata DB, connections through its own secrets backends) are gathered by
+`autopilot.orchestration.airflow_facts`, the only part that imports Airflow; this module receives
+them as plain data, so every judgment is testable on fabricated facts. The run that calls them
+and the report are `autopilot.doctor.report`'s.
 
-`--mode` decides how laptop-only choices count: SQLite, local folders and the simple auth
-manager are the embedded set-up (`ok` there) and a `warn` in production. The default mode is
-production unless Airflow's metadata DB is SQLite. Exit code: 1 when any check fails (warns
-do not fail), else 0.
-
-Secrets are never printed: URL passwords and secret-looking query parameters are masked in
-every detail, and the values of known secrets (serving tokens, URL passwords, the AWS secret
-key) are replaced wherever they appear, e.g. inside a driver's error message.
+`mode` decides how laptop-only choices count: SQLite, local folders and the simple auth manager
+are the embedded set-up (`ok` there) and a `warn` in production. The default mode is production
+unless Airflow's metadata DB is SQLite.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
-import socket
-import ssl
-import sys
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote, quote_plus, unquote, urlsplit
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
+
+from autopilot.doctor.probes import Probe
 
 if TYPE_CHECKING:
     from autopilot.config import LoadedConfig
-    from autopilot.settings import Settings
 
 __all__ = [
     "AirflowFacts",
     "Check",
     "ConnectionFacts",
-    "Probe",
-    "Probes",
-    "Report",
-    "redact",
+    "Need",
+    "check_auth_manager",
+    "check_celery",
+    "check_connection",
+    "check_database",
+    "check_executor",
+    "check_metadata_db",
+    "check_mlflow",
+    "check_signing",
+    "check_store",
+    "check_token",
+    "executor_names",
+    "load_configs",
+    "needed_connections",
     "resolve_mode",
-    "run_checks",
-    "run_cli",
 ]
 
 Status = Literal["ok", "warn", "fail"]
 MODES = ("embedded", "production")
-TIMEOUT = 5.0  # seconds for any one probe: a doctor that hangs on a dead host helps nobody
 MIN_TOKEN_CHARS = 32
 SLACK_CONN_DEFAULT = "autopilot_slack"
 AIRFLOW_API_CONN = "autopilot_airflow_api"  # autopilot.orchestration.notes.CONN_ID (not imported: Airflow-free)
@@ -73,16 +68,6 @@ class Check:
     status: Status
     detail: str
     fix: str = ""
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What one bounded probe found. `missing`: a local file or folder that does not exist yet."""
-
-    ok: bool
-    detail: str = ""
-    missing: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,299 +104,9 @@ class AirflowFacts:
     connections: Mapping[str, ConnectionFacts] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Report:
-    """Every check of one doctor run."""
-
-    mode: str
-    checks: tuple[Check, ...]
-
-    @property
-    def exit_code(self) -> int:
-        """1 when any check failed, else 0 (warnings do not fail)."""
-        return 1 if any(c.status == "fail" for c in self.checks) else 0
-
-    def counts(self) -> dict[str, int]:
-        """How many checks ended in each status."""
-        return {s: sum(c.status == s for c in self.checks) for s in ("ok", "warn", "fail")}
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON shape: mode, exit code, counts, and the checks in order."""
-        return {"mode": self.mode, "exit_code": self.exit_code, "summary": self.counts(),
-                "checks": [asdict(c) for c in self.checks]}
-
-    def render_json(self) -> str:
-        """The report as JSON."""
-        return json.dumps(self.as_dict(), indent=2)
-
-    def render_text(self) -> str:
-        """The report as a table: one line per check, its fix under each problem."""
-        width = max([len(c.name) for c in self.checks] + [5])
-        lines = [f"autopilot doctor (mode: {self.mode})", "", f"{'STATUS':6s}  {'CHECK':{width}s}  DETAIL"]
-        for check in self.checks:
-            status = check.status.upper() if check.status == "fail" else check.status
-            lines.append(f"{status:6s}  {check.name:{width}s}  {check.detail}")
-            if check.fix and check.status != "ok":
-                lines.append(f"{'':6s}  {'':{width}s}  fix: {check.fix}")
-        counts = self.counts()
-        lines += ["", f"{counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail"]
-        return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------- redaction
-
-# user:password@ in a URL. The password runs to the last "@" before the path (an unencoded "@"
-# in it), or, as SQLAlchemy reads URLs, to the first "@" even across an unencoded "/" (a state
-# database URL may hold one), unless what precedes that "/" is a port (host:8080/path@x).
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*:)(?:[^\s/]*@|(?!\d*/)[^\s@]*@)")
-_QUERY_SECRET = re.compile(
-    r"(?i)(?P<head>[?&;][\w.-]*?(?:password|passwd|pwd|secret|token|key|sig|signature|credential)=)[^&\s]+")
-MIN_SECRET_CHARS = 6  # shorter values would replace ordinary words
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask URL passwords, secret query parameters and every known secret value (also percent-encoded) in `text`."""
-    text = _URL_PASSWORD.sub(r"\g<head>***@", text)
-    text = _QUERY_SECRET.sub(r"\g<head>***", text)
-    forms = {form for s in secrets if len(s) >= MIN_SECRET_CHARS for form in (s, quote(s, safe=""), quote_plus(s))}
-    for secret in sorted(forms, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-def url_secrets(url: str | None) -> list[str]:
-    """The password of a URL, raw and percent-decoded (empty when it has none)."""
-    if not url:
-        return []
-    try:
-        password = urlsplit(url.removeprefix("db+")).password
-    except ValueError:
-        return []
-    return [password, unquote(password)] if password else []
-
-
-def _scrub(check: Check, secrets: Sequence[str]) -> Check:
-    return replace(check, detail=redact(check.detail, secrets), fix=redact(check.fix, secrets))
-
-
-# ---------------------------------------------------------------------------- probes
-
-
-def _error(exc: BaseException) -> str:
-    """An exception as one short line (the class and the first line of its message)."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {message}"[:300] if message else type(exc).__name__
-
-
-def _is_sqlite(url: str) -> bool:
+def is_sqlite(url: str) -> bool:
+    """Whether a database URL is SQLite (one machine only)."""
     return url.startswith("sqlite")
-
-
-def probe_sql(url: str, table: str | None = None, timeout: float = TIMEOUT) -> Probe:
-    """Connect with SQLAlchemy and run SELECT 1; with `table`, also say whether that table exists.
-
-    A SQLite file that does not exist is reported as `missing` and never created (connecting
-    would create an empty one): it is opened read-only.
-    """
-    from sqlalchemy import create_engine, inspect, text
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception as exc:
-        return Probe(False, f"not a database URL: {_error(exc)}")
-    args: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database in ("", ":memory:"):
-            return Probe(False, "an in-memory SQLite database keeps nothing between processes")
-        if not Path(database).is_file():
-            return Probe(False, f"{database} does not exist", missing=True)
-        url, args = f"sqlite:///file:{database}?mode=ro&uri=true", {"timeout": timeout}
-    elif parsed.get_backend_name() in ("postgresql", "mysql", "mariadb"):
-        args = {"connect_timeout": int(timeout)}
-    try:
-        engine = create_engine(url, connect_args=args, poolclass=_null_pool())
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-                has_table = inspect(conn).has_table(table) if table else None
-        finally:
-            engine.dispose()
-    except Exception as exc:
-        return Probe(False, f"does not answer: {_error(exc)}")
-    return Probe(True, "answers SELECT 1", extra={"has_table": has_table})
-
-
-def _null_pool() -> Any:
-    from sqlalchemy.pool import NullPool
-
-    return NullPool
-
-
-def _resp(*parts: str) -> bytes:
-    """A Redis command in RESP (the protocol is small enough to speak without a client library)."""
-    return f"*{len(parts)}\r\n".encode() + b"".join(f"${len(p.encode())}\r\n{p}\r\n".encode() for p in parts)
-
-
-def probe_redis(url: str, timeout: float = TIMEOUT) -> Probe:
-    """Connect to a Redis URL, authenticate if it carries a password, and PING."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "localhost", parts.port or 6379
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            sock: socket.socket = raw
-            if parts.scheme == "rediss":
-                sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
-            reader = sock.makefile("rb")
-            if parts.password:
-                auth = (unquote(parts.username), unquote(parts.password)) if parts.username else \
-                    (unquote(parts.password),)
-                sock.sendall(_resp("AUTH", *auth))
-                answer = reader.readline().strip()
-                if not answer.startswith(b"+OK"):
-                    return Probe(False, f"{host}:{port} refused the credentials")
-            sock.sendall(_resp("PING"))
-            answer = reader.readline().strip()
-    except OSError as exc:
-        return Probe(False, f"{host}:{port} does not answer: {_error(exc)}")
-    if answer != b"+PONG":
-        return Probe(False, f"{host}:{port} answered PING with {answer[:80]!r}")
-    return Probe(True, f"{host}:{port} answers PING")
-
-
-def probe_tcp(host: str, port: int, timeout: float = TIMEOUT) -> Probe:
-    """Open (and close) a TCP connection."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        return Probe(False, f"{host}:{port} does not answer: {_error(exc)}")
-    return Probe(True, f"{host}:{port} accepts connections")
-
-
-AMQP_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
-
-
-def probe_broker(url: str, timeout: float = TIMEOUT) -> Probe:
-    """Reach a Celery broker or result backend: Redis PING, SQL SELECT 1, AMQP TCP connect."""
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in ("redis", "rediss"):
-        return probe_redis(url, timeout)
-    if scheme.startswith("db+"):
-        return probe_sql(url.removeprefix("db+"), timeout=timeout)
-    if scheme in AMQP_PORTS:
-        parts = urlsplit(url)
-        return probe_tcp(parts.hostname or "localhost", parts.port or AMQP_PORTS[scheme], timeout)
-    return Probe(False, f"scheme {scheme or '?'}: the doctor cannot probe it", extra={"unchecked": True})
-
-
-def probe_store(root: str, s3_client: Any | None = None) -> Probe:
-    """Write, read back and delete a small probe object under an artifact root (folder or s3://)."""
-    from autopilot.adapters.storage import open_store
-
-    key = f"_doctor/probe-{uuid.uuid4().hex}"
-    payload = b"autopilot doctor probe"
-    if not root.startswith("s3://"):
-        if not Path(root).expanduser().is_dir():
-            return Probe(False, f"{root} does not exist", missing=True)
-    try:
-        if root.startswith("s3://"):
-            s3_client = s3_client or _s3_client()
-        store = open_store(root, s3_client=s3_client)
-        store.put(key, payload)
-        if store.get(key) != payload:
-            return Probe(False, "an object read back differs from the one written")
-        _delete(store, key)
-    except Exception as exc:
-        return Probe(False, f"write/read/delete failed: {_error(exc)}")
-    return Probe(True, "write, read back and delete of a probe object worked")
-
-
-def _s3_client() -> Any:
-    """An S3 client that gives up fast: one attempt, short timeouts (AWS_ENDPOINT_URL honoured)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", config=Config(connect_timeout=TIMEOUT, read_timeout=TIMEOUT,
-                                            retries={"max_attempts": 1, "mode": "standard"}))
-
-
-def _delete(store: Any, key: str) -> None:
-    """Remove the probe object (the store itself never deletes: it is put-if-absent by design)."""
-    if hasattr(store, "bucket"):
-        full = f"{store.prefix}/{key}" if store.prefix else key
-        store.client.delete_object(Bucket=store.bucket, Key=full)
-        return
-    path = Path(store.uri(key))
-    path.unlink()
-    with contextlib.suppress(OSError):  # leave the folder if anything else is in it
-        path.parent.rmdir()
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def probe_mlflow(uri: str, timeout: float = TIMEOUT) -> Probe:
-    """Reach MLflow tracking: GET /health of a server, or the database behind it; then list experiments."""
-    scheme = urlsplit(uri).scheme.lower()
-    if scheme in ("http", "https"):
-        health = _http_health(uri.rstrip("/") + "/health", timeout)
-        if not health.ok:
-            return health
-    elif scheme in ("", "file"):
-        # MLflow's file store creates its folder on first use: never create it from the doctor.
-        folder = Path(urlsplit(uri).path if scheme else uri).expanduser()
-        if not folder.is_dir():
-            return Probe(False, f"{folder} does not exist", missing=True)
-    elif scheme != "databricks":
-        database = probe_sql(uri, table="experiments", timeout=timeout)
-        if not database.ok:
-            return database
-        if not database.extra.get("has_table"):
-            return Probe(True, "the database answers and is empty (MLflow creates its tables on first use)")
-    try:
-        from mlflow.tracking import MlflowClient
-
-        # MLflow retries a dead server for minutes by default: one short attempt is the point here.
-        with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(timeout * 2))):
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    except Exception as exc:
-        return Probe(False, f"listing experiments failed: {_error(exc)}", extra={"listed": False})
-    return Probe(True, "lists experiments")
-
-
-def _http_health(url: str, timeout: float) -> Probe:
-    import httpx
-
-    try:
-        response = httpx.get(url, timeout=timeout)
-    except Exception as exc:
-        return Probe(False, f"{url} does not answer: {_error(exc)}")
-    if response.status_code != 200:
-        return Probe(False, f"{url} answered {response.status_code}")
-    return Probe(True, f"{url} answers")
-
-
-@dataclass(frozen=True)
-class Probes:
-    """The I/O the checks need, replaceable in tests."""
-
-    sql: Callable[..., Probe] = probe_sql
-    broker: Callable[[str], Probe] = probe_broker
-    store: Callable[[str], Probe] = probe_store
-    mlflow: Callable[[str], Probe] = probe_mlflow
 
 
 # ---------------------------------------------------------------------------- mode
@@ -423,7 +118,7 @@ def resolve_mode(requested: str | None, facts: AirflowFacts) -> str:
         if requested not in MODES:
             raise ValueError(f"mode {requested!r}: use one of {', '.join(MODES)}")
         return requested
-    return "embedded" if _is_sqlite(facts.sql_alchemy_conn) else "production"
+    return "embedded" if is_sqlite(facts.sql_alchemy_conn) else "production"
 
 
 def _laptop(mode: str) -> Status:
@@ -655,7 +350,7 @@ def check_database(name: str, env: str, url: str, probe: Probe, mode: str) -> Ch
     if not probe.ok:
         fix = _driver_fix(probe.detail, env) or f"start the database, or fix {env}"
         return Check(name, "fail", f"{url}: {probe.detail}", fix)
-    if _is_sqlite(url):
+    if is_sqlite(url):
         return Check(name, _laptop(mode), f"{url}: SQLite answers (one machine only)",
                      f"point {env} at PostgreSQL so every worker and host sees the same state")
     return Check(name, "ok", f"{url}: {probe.detail}")
@@ -779,109 +474,3 @@ def load_configs(config_dir: Path) -> tuple[list[LoadedConfig], Check]:
                               + "; ".join(problems), f"autopilot config validate {config_dir}/*.yaml")
     return configs, Check("model_configs", "ok", f"{len(configs)} in {config_dir}: "
                           + ", ".join(c.name for c in configs))
-
-
-# ---------------------------------------------------------------------------- the run
-
-
-def run_checks(settings: Settings, airflow_facts: Callable[[Sequence[str]], AirflowFacts], *,
-               mode: str | None = None, environ: Mapping[str, str] | None = None,
-               probes: Probes | None = None) -> Report:
-    """Run every check and return the report (never raises for what it finds).
-
-    Args:
-        settings: where autopilot's state lives (from the environment).
-        airflow_facts: gathers Airflow's facts for the given connection ids
-            (`autopilot.orchestration.airflow_facts.gather_airflow_facts`; a fake in tests).
-        mode: `embedded` or `production`; None: embedded when Airflow's DB is SQLite.
-        environ: the environment the serving tokens are read from (default: this process's).
-        probes: the I/O (default: the real probes).
-    """
-    env = os.environ if environ is None else environ
-    probes = probes or Probes()
-    configs, config_check = load_configs(settings.config_dir)
-    needs = needed_connections(configs)
-    try:
-        facts = airflow_facts([*(n.conn_id for n in needs), SIGNING_CONN])
-    except Exception as exc:  # the doctor reports; it does not crash on the thing it examines
-        facts = AirflowFacts(config_error=_error(exc))
-    chosen = resolve_mode(mode, facts)
-    checks = _airflow_checks(facts, chosen, probes) + [config_check]
-    checks += [check_connection(n, facts.connections.get(n.conn_id)) for n in needs]
-    checks += _store_checks(settings, chosen, probes)
-    checks += _token_checks(configs, env)
-    checks.append(check_signing(settings.signing_key, facts.connections.get(SIGNING_CONN), chosen))
-    secrets = _known_secrets(settings, facts, configs, env)
-    return Report(chosen, tuple(_scrub(c, secrets) for c in checks))
-
-
-def _airflow_checks(facts: AirflowFacts, mode: str, probes: Probes) -> list[Check]:
-    if facts.config_error:
-        return [Check("airflow_config", "fail", f"Airflow's configuration cannot be read: {facts.config_error}",
-                      "run `airflow config list` for the whole error; fix airflow.cfg or the AIRFLOW__* variables")]
-    celery = "CeleryExecutor" in executor_names(facts.executor)
-    broker = probes.broker(facts.broker_url) if celery and facts.broker_url else None
-    backend = probes.broker(facts.result_backend) if celery and facts.result_backend else None
-    return [check_executor(facts, mode), *check_celery(facts, broker, backend), check_metadata_db(facts, mode),
-            check_auth_manager(facts, mode)]
-
-
-def _store_checks(settings: Settings, mode: str, probes: Probes) -> list[Check]:
-    checks = [check_mlflow(settings.mlflow_tracking_uri, probes.mlflow(settings.mlflow_tracking_uri), mode),
-              check_store("artifact_store", "AUTOPILOT_ARTIFACT_ROOT", settings.artifact_root,
-                          probes.store(settings.artifact_root), mode),
-              check_store("mlflow_artifact_root", "AUTOPILOT_MLFLOW_ARTIFACT_ROOT", settings.mlflow_artifact_root,
-                          probes.store(settings.mlflow_artifact_root), mode)]
-    for name, env, url in (("optuna_storage", "AUTOPILOT_OPTUNA_STORAGE", settings.optuna_storage),
-                           ("state_db", "AUTOPILOT_STATE_DB", settings.state_db),
-                           ("inference_db", "AUTOPILOT_INFERENCE_DB", settings.inference_db)):
-        checks.append(check_database(name, env, url, probes.sql(url), mode))
-    return checks
-
-
-def _token_checks(configs: Sequence[LoadedConfig], environ: Mapping[str, str]) -> list[Check]:
-    by_env: dict[str, list[str]] = {}
-    for cfg in configs:
-        by_env.setdefault(cfg.deployment.serving.token_env, []).append(cfg.name)
-    return [check_token(env, models, environ) for env, models in by_env.items()]
-
-
-def _known_secrets(settings: Settings, facts: AirflowFacts, configs: Sequence[LoadedConfig],
-                   environ: Mapping[str, str]) -> list[str]:
-    """Values that must never appear in the output, wherever an error message might carry them."""
-    secrets = [environ.get(cfg.deployment.serving.token_env, "") for cfg in configs]
-    secrets.append(environ.get("AWS_SECRET_ACCESS_KEY", ""))
-    secrets.append(settings.signing_key or "")
-    for url in (settings.mlflow_tracking_uri, settings.optuna_storage, settings.state_db, settings.inference_db,
-                facts.sql_alchemy_conn, facts.broker_url, facts.result_backend):
-        secrets += url_secrets(url)
-    return [s for s in secrets if s]
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Send everything written to stdout (file descriptor 1) to stderr meanwhile.
-
-    Airflow and MLflow log to stdout from wherever they are imported; the report must be the only
-    thing on stdout (`--json` is read by programs). Redirecting the descriptor catches every
-    writer, including loggers that kept a reference to the original stream.
-    """
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        with contextlib.redirect_stdout(sys.stderr):  # and the Python stream, should it not be fd 1
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def run_cli(settings: Settings, airflow_facts: Callable[[Sequence[str]], AirflowFacts], *,
-            mode: str | None = None, as_json: bool = False) -> int:
-    """Run the doctor, print the report (text table or JSON) on stdout, return the exit code."""
-    with stdout_to_stderr():
-        report = run_checks(settings, airflow_facts, mode=mode)
-    print(report.render_json() if as_json else report.render_text(), flush=True)
-    return report.exit_code

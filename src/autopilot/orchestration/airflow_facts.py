@@ -24,16 +24,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from autopilot.doctor.checks import AirflowFacts, ConnectionFacts, Probe, probe_sql
+from autopilot.doctor.checks import AirflowFacts, ConnectionFacts
+from autopilot.doctor.probes import Probe, error_line, probe_sql
 
 __all__ = ["gather_airflow_facts", "lookup_connection"]
 
 _SOURCES = {"EnvironmentVariablesBackend": "an AIRFLOW_CONN_* variable", "MetastoreBackend": "the metadata DB"}
-
-
-def _error(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
 
 
 def _import_conf() -> Any:
@@ -63,7 +59,7 @@ def _initialize() -> str | None:
     try:
         settings.initialize()
     except Exception as exc:
-        return _error(exc)
+        return error_line(exc)
     return None
 
 
@@ -104,7 +100,7 @@ def _migration_error() -> str | None:
     try:
         check_migrations(timeout=1)
     except Exception as exc:
-        return _error(exc)
+        return error_line(exc)
     return None
 
 
@@ -131,10 +127,10 @@ def lookup_connection(conn_id: str, use_metastore: bool = True) -> ConnectionFac
             return ConnectionFacts(conn_id, True, conn.conn_type, source, bool(conn.host), bool(conn.login),
                                    bool(conn.password), tuple(errors))
         except PermissionError as exc:  # AirflowSecretsBackendAccessDenied: Airflow asks no further backend
-            errors.append(f"{source}: {_error(exc)}")
+            errors.append(f"{source}: {error_line(exc)}")
             break
         except Exception as exc:  # Airflow goes on to the next backend; so do we, keeping the reason
-            errors.append(f"{source}: {_error(exc)}")
+            errors.append(f"{source}: {error_line(exc)}")
     return ConnectionFacts(conn_id, False, errors=tuple(errors))
 
 
@@ -143,7 +139,7 @@ def gather_airflow_facts(conn_ids: Sequence[str]) -> AirflowFacts:
     try:
         values = _config_facts(_import_conf())
     except Exception as exc:
-        return AirflowFacts(config_error=_error(exc))
+        return AirflowFacts(config_error=error_line(exc))
     init_error = _initialize()
     probe: Probe | None = None
     migration_error = None

@@ -424,7 +424,7 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
         # their DAG or model; beside the window, never in its way (it does not raise).
         @task
         def drain_alerts() -> dict[str, int]:
-            from autopilot.orchestration.notifier import drain_outbox
+            from autopilot.orchestration.slack import drain_outbox
             from autopilot.settings import Settings
 
             return drain_outbox(Settings.from_env())

@@ -10,19 +10,21 @@ and `on_failure_callback` (and, so alerts also work under `dag.test()`, as the t
 2. claims (dag_id, run_id, outcome) in the alert outbox (`autopilot.alerts.ledger`, table
    `alert_outbox` of the state database), storing the generic message at once, and stops when
    the outcome was seen before (sent, in flight, or queued for a retry);
-3. builds the message with the pure builders of `autopilot.alerts.messages` from the XComs of the DAG's
+3. builds the message with the pure `autopilot.alerts.outcomes` from the XComs of the DAG's
    tasks (training: the verdict and every gate; monitoring: the action, and drift and
    performance from the window's JSON report); any surprise falls back to the generic message;
    every known secret of the environment is scrubbed from it; it replaces the stored one;
-4. posts it to the Slack Incoming Webhook of an Airflow connection (type `slackwebhook`, the
-   URL in `password`; default id `autopilot_slack`), retrying 5xx, 429 (never before its
-   Retry-After) and network errors with exponential backoff within a total budget (30 s);
+4. posts it (`autopilot.orchestration.slack.Sender`) to the Slack Incoming Webhook of an Airflow
+   connection (type `slackwebhook`, the URL in `password`; default id `autopilot_slack`), retrying
+   5xx, 429 (never before its Retry-After) and network errors with exponential backoff within a
+   total budget (30 s);
 5. records the result: `sent`, or `pending` with the time of its next attempt (doubling from
    `retry_seconds`, never before Slack's Retry-After), or `rejected` (Slack refused the message
    itself: logged as dropped);
 6. drains the outbox: sends every message that is due, whatever its DAG, model or outcome
-   (`drain_outbox`; the monitoring DAG's `drain_alerts` task does the same every run), and logs
-   each message that expired undelivered (`alerts.outbox_expiry_minutes`) as dropped, with its key.
+   (`autopilot.orchestration.slack.drain_outbox`; the monitoring DAG's `drain_alerts` task does
+   the same every run), and logs each message that expired undelivered
+   (`alerts.outbox_expiry_minutes`) as dropped, with its key.
 
 It never raises: a Slack or database outage is a logged warning, and the DAG run's outcome
 stays what it was. The webhook URL is never logged (the slack_sdk client gets a silent logger,
@@ -50,25 +52,24 @@ messages under `dag.test()` too; the outbox keeps it to one message per outcome.
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
 import os
-import random
-import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit
 
 from airflow.sdk import BaseNotifier
 
 from autopilot.alerts import ledger as outbox
-from autopilot.alerts import messages as alerts
 from autopilot.alerts.ledger import Delivery, Key
+from autopilot.alerts.messages import airflow_base_url, mlflow_ui_url
+from autopilot.alerts.outcomes import Run, generic_message, monitoring_message, training_message
 from autopilot.faults import checkpoint
+from autopilot.orchestration.slack import Sender, describe, drain_outbox, report
+from autopilot.redaction import env_secrets, scrub_payload
 
 if TYPE_CHECKING:
     import jinja2
@@ -76,35 +77,23 @@ if TYPE_CHECKING:
 
     from autopilot.settings import Settings
 
-__all__ = ["DEFAULT_CONN_ID", "DEFAULT_EXPIRY_MINUTES", "KINDS", "Delivery", "OutcomeNotifier", "drain_outbox",
-           "outcome_notifier", "task_failure_notifier"]
+__all__ = ["DEFAULT_CONN_ID", "DEFAULT_EXPIRY_MINUTES", "KINDS", "OutcomeNotifier", "outcome_notifier",
+           "task_failure_notifier"]
 
 DEFAULT_CONN_ID = "autopilot_slack"
 DEFAULT_EXPIRY_MINUTES = 24 * 60  # the config's `alerts.outbox_expiry_minutes` default
 KINDS = ("training", "monitoring", "generic")
-TRAINING_GATES = ("quality", "explainability_and_fairness", "infra")
 MAX_REPORT_BYTES = 5_000_000  # a window report is a few KB; never read a surprise into memory
 
 log = logging.getLogger(__name__)
 
-# slack_sdk logs the full webhook URL at DEBUG (and in some errors): it gets a logger that is
-# outside the logging tree, disabled, and above every level, so no configuration can enable it.
-_SDK_LOG = logging.Logger("autopilot.alerts.messages.slack_sdk", logging.CRITICAL + 1)
-_SDK_LOG.disabled = True
-_SDK_LOG.propagate = False
-
 
 @dataclass
-class _Run:
-    """What the notifier reads from a callback context."""
+class _Callback:
+    """What the notifier reads from a callback context: the run, and the task instance that reads XComs."""
 
-    dag_id: str
-    run_id: str
+    run: Run
     ti: Any | None
-    task_id: str | None
-    try_number: int | None
-    error: str | None
-    note: str | None
     reason: str | None
     xcom_unavailable: bool = False
 
@@ -178,14 +167,14 @@ class OutcomeNotifier(BaseNotifier):
         try:
             super().__call__(*args)
         except Exception as exc:  # the DAG's outcome must not depend on its alert
-            log.warning("Slack alert not sent: %s", _describe(exc, ()))
+            log.warning("Slack alert not sent: %s", describe(exc, ()))
 
     def notify(self, context: Context) -> None:
         """Build, deduplicate and send the message for the run in `context`, then drain the outbox; never raises."""
         try:
             self._notify(cast("Mapping[str, Any]", context))
         except Exception as exc:
-            log.warning("Slack alert not sent: %s", _describe(exc, ()))
+            log.warning("Slack alert not sent: %s", describe(exc, ()))
 
     def send(self, payload: dict[str, Any]) -> Delivery:
         """Post `payload` to this notifier's webhook with retries within the budget; never raises."""
@@ -194,33 +183,34 @@ class OutcomeNotifier(BaseNotifier):
     # -- the steps ----------------------------------------------------------------------
 
     def _notify(self, context: Mapping[str, Any]) -> None:
-        run = _run_of(context)
-        if run is None:
+        call = _callback_of(context)
+        if call is None:
             log.warning("Slack alert not sent: the callback context names no DAG run")
             return
-        outcome = self.outcome or _infer_outcome(context, run)
+        run = call.run
+        outcome = self.outcome or _infer_outcome(context, call)
         settings = self.settings or _settings()
         section = _alerts_config(self.config_path)
         conn_id = self._conn_id(section)
         key = Key(run.dag_id, run.run_id, outcome)
         token = uuid.uuid4().hex
-        secrets = alerts.env_secrets(os.environ)
+        secrets = env_secrets(os.environ)
         # Claim first: a duplicate call (task retry, rerun, the other callback level) stops here,
         # before reading XComs or the report. The generic message is stored with the claim, so a
         # sender that dies before storing the full one still leaves a message to deliver.
-        fallback = alerts.scrub_payload(_generic_message(run, outcome, _airflow_base_url()), secrets)
+        fallback = scrub_payload(generic_message(run, outcome, _airflow_base_url()), secrets)
         try:
             claim: outbox.Claim | None = outbox.claim_new(
                 settings, key, kind=self.kind, conn_id=conn_id, payload=fallback, task_id=run.task_id, token=token,
                 lease_seconds=self.lease_seconds, expiry_seconds=self._expiry_seconds(section))
         except Exception as exc:  # the state database is down: send without the outbox
             log.warning("Slack alert: alert outbox unavailable (%s); sending %s without deduplication",
-                        _describe(exc, ()), key)
+                        describe(exc, ()), key)
             claim = None
         failed: set[str] = set()
         if claim is not None and not claim.ours:
             log.info("Slack alert %s already %s: not sent again", key, claim.status)
-        elif not self._deliver(settings, run, key, conn_id, token, claim, section, secrets):
+        elif not self._deliver(settings, call, key, conn_id, token, claim, section, secrets):
             failed.add(conn_id)
         if claim is not None:  # deliver whatever else is due, now that we are here
             drain_outbox(settings, budget_seconds=self.drain_seconds, limit=self.drain_limit,
@@ -228,21 +218,21 @@ class OutcomeNotifier(BaseNotifier):
                          backoff_seconds=self.backoff_seconds, retry_seconds=self.retry_seconds,
                          max_retry_seconds=self.max_retry_seconds, skip_conns=failed)
 
-    def _deliver(self, settings: Settings, run: _Run, key: Key, conn_id: str, token: str,
+    def _deliver(self, settings: Settings, call: _Callback, key: Key, conn_id: str, token: str,
                  claim: outbox.Claim | None, section: Mapping[str, Any], secrets: Sequence[str]) -> bool:
         """Build, store and send our claimed message, and record how it went; False when Slack did not take it."""
-        payload = self._build(run, key.outcome, section)
+        payload = self._build(call, key.outcome, section)
         if payload is None:  # nothing worth a message (a healthy window with `skip_healthy`)
             if claim is not None and claim.id is not None:
                 outbox.record(settings, claim.id, token, None, retry_seconds=self.retry_seconds,
                               max_retry_seconds=self.max_retry_seconds)
             return True
-        payload = alerts.scrub_payload(payload, secrets)
+        payload = scrub_payload(payload, secrets)
         if claim is not None and claim.id is not None:
             try:
                 held = outbox.store_payload(settings, claim.id, token, payload)
             except Exception as exc:  # the state DB went away: send without recording, as when it is down
-                log.warning("Slack alert %s: message not stored (%s); sending it anyway", key, _describe(exc, ()))
+                log.warning("Slack alert %s: message not stored (%s); sending it anyway", key, describe(exc, ()))
                 claim = None
             else:
                 if not held:  # our lease ran out and another sender took the message: it sends, we do not
@@ -250,33 +240,33 @@ class OutcomeNotifier(BaseNotifier):
                     return False
         checkpoint("alerts.send.claimed")  # a sender killed here leaves the message to the next drain
         result = self._sender().send(payload, conn_id)
-        _report(key, result, result.attempts)
+        report(key, result, result.attempts)
         if claim is not None and claim.id is not None:
             try:
                 outbox.record(settings, claim.id, token, result, retry_seconds=self.retry_seconds,
                               max_retry_seconds=self.max_retry_seconds)
             except Exception as exc:  # the claim stays `sending`: the first drain after its lease retries it
-                log.warning("Slack alert %s: delivery not recorded (%s)", key, _describe(exc, ()))
+                log.warning("Slack alert %s: delivery not recorded (%s)", key, describe(exc, ()))
         return result.sent
 
-    def _build(self, run: _Run, outcome: str, section: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _build(self, call: _Callback, outcome: str, section: Mapping[str, Any]) -> dict[str, Any] | None:
         """The message for this run and outcome (None: nothing to send); falls back to `dag_outcome`."""
         env = os.environ
         base = _airflow_base_url()
         try:
             if self.kind == "training":
-                return _training_message(run, outcome, base, alerts.mlflow_ui_url(env))
+                return training_message(call.run, outcome, base, mlflow_ui_url(env), functools.partial(_xcom, call))
             if self.kind == "monitoring":
                 skip_healthy = self.skip_healthy or section.get("skip_healthy") is True
-                return _monitoring_message(run, outcome, base, skip_healthy)
+                return _monitoring_message(call, outcome, base, skip_healthy)
         except Exception as exc:  # a surprising XCom must not cost the alert: send the generic one
             log.warning("Slack alert: building the %s message failed (%s); sending the generic one",
-                        self.kind, _describe(exc, ()))
-        return _generic_message(run, outcome, base)
+                        self.kind, describe(exc, ()))
+        return generic_message(call.run, outcome, base)
 
-    def _sender(self) -> _Sender:
-        return _Sender(attempt_seconds=self.attempt_seconds, total_seconds=self.total_seconds,
-                       backoff_seconds=self.backoff_seconds, max_attempts=self.max_attempts)
+    def _sender(self) -> Sender:
+        return Sender(attempt_seconds=self.attempt_seconds, total_seconds=self.total_seconds,
+                      backoff_seconds=self.backoff_seconds, max_attempts=self.max_attempts)
 
     def _conn_id(self, section: Mapping[str, Any]) -> str:
         if self.slack_conn_id:
@@ -318,86 +308,10 @@ def task_failure_notifier(kind: str, *, slack_conn_id: str | None = None, config
     return OutcomeNotifier(kind, outcome="failed", slack_conn_id=slack_conn_id, config_path=config_path, **options)
 
 
-# ---------------------------------------------------------------------------- the outbox drain
-
-
-def drain_outbox(settings: Settings | None = None, *, budget_seconds: float = 60.0, limit: int = 50,
-                 lease_seconds: float = 300.0, attempt_seconds: float = 10.0, backoff_seconds: float = 1.0,
-                 retry_seconds: float = 60.0, max_retry_seconds: float = 3600.0,
-                 skip_conns: Iterable[str] = (), now: datetime | None = None) -> dict[str, int]:
-    """Deliver the alert outbox's due messages, each exactly once, and drop the expired ones; never raises.
-
-    Every message whose next attempt time has come (or whose sender died: its lease ran out) is
-    claimed by compare-and-set, sent to its own connection (a few attempts within the budget),
-    and recorded; after a failure, the other messages of that connection wait for the next drain.
-    A message past its expiry is marked `expired` and logged as dropped, with its key.
-
-    Args:
-        settings: where the state database is (default: from the environment).
-        budget_seconds: time for this drain; limit: messages sent at most.
-        lease_seconds: how long a claim holds before another drainer may take the message.
-        attempt_seconds, backoff_seconds: one HTTP attempt's timeout; the first in-call retry's delay.
-        retry_seconds, max_retry_seconds: the next delivery of a message that fails again.
-        skip_conns: connections not to try (they just failed).
-        now: the time that decides what is due and what expired (default: the clock); a later
-            time sends what is waiting for its retry delay now (an operator's "send it now").
-
-    Returns:
-        how many messages were `sent`, `failed` (kept for later), `rejected` (by Slack), `skipped`
-        (their connection is not defined: alerts off) and `expired`.
-    """
-    summary = {"sent": 0, "failed": 0, "rejected": 0, "skipped": 0, "expired": 0}
-    deadline = time.monotonic() + budget_seconds
-    skip = set(skip_conns)
-    token = uuid.uuid4().hex
-    try:
-        settings = settings or _settings()
-        for dropped in outbox.expire_due(settings, now):
-            log.warning("Slack alert %s dropped: not delivered before it expired (%d deliveries tried; last error: %s)",
-                        dropped.key, dropped.attempts, dropped.error or "none")
-            summary["expired"] += 1
-        for _ in range(limit):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.5:
-                break
-            message = outbox.claim_due(settings, token, lease_seconds, skip_conns=skip, now=now)
-            if message is None:
-                break
-            checkpoint("alerts.drain.claimed")  # a drainer killed here leaves the message to the next one
-            sender = _Sender(attempt_seconds=min(attempt_seconds, remaining), total_seconds=min(remaining, 30.0),
-                             backoff_seconds=backoff_seconds, max_attempts=3)
-            result = sender.send(message.payload, message.conn_id)
-            status = outbox.record(settings, message.id, token, result, retry_seconds=retry_seconds,
-                                   max_retry_seconds=max_retry_seconds, now=now)
-            _report(message.key, result, message.attempts, redelivery=True)
-            if status in ("sent", "rejected", "skipped"):
-                summary[status] += 1
-            else:  # pending again (or, past its lease, another drainer's now)
-                summary["failed"] += 1
-                skip.add(message.conn_id)  # Slack or this connection is in trouble: the rest wait
-    except Exception as exc:  # the state database is down: the messages stay where they are
-        log.warning("Slack alert outbox: drain stopped (%s)", _describe(exc, ()))
-    return summary
-
-
-def _report(key: Key, result: Delivery, deliveries: int, redelivery: bool = False) -> None:
-    """Log how a delivery went, with the message's key (never the URL: `error` is scrubbed)."""
-    how = f"delivery {deliveries}" if redelivery else f"{result.attempts} attempt(s)"
-    if result.sent:
-        log.info("Slack alert %s sent (%s)", key, how)
-    elif result.unconfigured:
-        log.warning("Slack alert %s not sent: %s", key, result.error)
-    elif result.permanent:
-        log.warning("Slack alert %s dropped: Slack refused the message (%s)", key, result.error)
-    else:
-        log.warning("Slack alert %s not delivered (%s): %s; kept in the alert outbox for a later attempt",
-                    key, how, result.error)
-
-
 # ---------------------------------------------------------------------------- the context
 
 
-def _run_of(context: Mapping[str, Any]) -> _Run | None:
+def _callback_of(context: Mapping[str, Any]) -> _Callback | None:
     dag_run = context.get("dag_run")
     ti = context.get("ti") or context.get("task_instance")
     dag_id = getattr(dag_run, "dag_id", None) or getattr(context.get("dag"), "dag_id", None) or getattr(
@@ -410,41 +324,39 @@ def _run_of(context: Mapping[str, Any]) -> _Run | None:
     if exception is not None:
         error = f"{type(exception).__name__}: {exception}" if isinstance(exception, BaseException) else str(exception)
     try_number = getattr(ti, "try_number", None)
-    return _Run(dag_id=str(dag_id), run_id=str(run_id), ti=ti, task_id=getattr(ti, "task_id", None),
-                try_number=try_number if isinstance(try_number, int) else None, error=error,
-                note=getattr(dag_run, "note", None), reason=context.get("reason"))
+    run = Run(dag_id=str(dag_id), run_id=str(run_id), task_id=getattr(ti, "task_id", None),
+              try_number=try_number if isinstance(try_number, int) else None, error=error,
+              note=getattr(dag_run, "note", None))
+    return _Callback(run=run, ti=ti, reason=context.get("reason"))
 
 
-def _infer_outcome(context: Mapping[str, Any], run: _Run) -> str:
-    if run.reason:  # DAG-level callbacks: "success", "task_failure", "all_tasks_deadlocked", ...
-        return "success" if run.reason == "success" else "failed"
+def _infer_outcome(context: Mapping[str, Any], call: _Callback) -> str:
+    if call.reason:  # DAG-level callbacks: "success", "task_failure", "all_tasks_deadlocked", ...
+        return "success" if call.reason == "success" else "failed"
     if context.get("exception") is not None:
         return "failed"
-    state = str(getattr(run.ti, "state", "") or "").lower()
+    state = str(getattr(call.ti, "state", "") or "").lower()
     return "failed" if state.endswith(("failed", "upstream_failed")) else "success"
 
 
-def _xcom(run: _Run, task_id: str) -> dict[str, Any] | None:
+def _xcom(call: _Callback, task_id: str) -> dict[str, Any] | None:
     """A task's return value in this run (None: absent, not a dict, or unreadable)."""
-    if run.ti is None or run.xcom_unavailable:
+    if call.ti is None or call.xcom_unavailable:
         return None
     try:
-        value = run.ti.xcom_pull(task_ids=task_id)
+        value = call.ti.xcom_pull(task_ids=task_id)
     except Exception as exc:
         # E.g. a DAG-level callback under `dag.test()`: it runs outside any task, with no channel to
         # the API server (ImportError on SUPERVISOR_COMMS). Say so once; the message gets simpler.
         log.info("Slack alert: XComs not readable here (%s); sending a simpler message", type(exc).__name__)
-        run.xcom_unavailable = True
+        call.xcom_unavailable = True
         return None
     return dict(value) if isinstance(value, Mapping) else None
 
 
-def _model(dag_id: str) -> str:
-    return dag_id.split("__", 1)[1] if "__" in dag_id else dag_id
-
-
 def _airflow_base_url() -> str | None:
-    found = alerts.airflow_base_url(os.environ)
+    """The Airflow UI's base URL: `AIRFLOW__API__BASE_URL`, else Airflow's `[api] base_url`; None when unset."""
+    found = airflow_base_url(os.environ)
     if found:
         return found
     try:
@@ -457,102 +369,18 @@ def _airflow_base_url() -> str | None:
     return text or None
 
 
-def _failure_text(run: _Run) -> str | None:
-    """The error summary: the exception (task callbacks), else the run's note (gate reasons)."""
-    if run.error:
-        return run.error
-    if run.note:
-        return f"{run.note}"
-    return None
+# ---------------------------------------------------------------------------- reading
 
 
-# ---------------------------------------------------------------------------- messages
-
-
-def _training_message(run: _Run, outcome: str, base: str | None, mlflow_ui: str | None) -> dict[str, Any]:
-    model = _model(run.dag_id)
-    registered = _xcom(run, "train_and_register") or {}
-    name, version = registered.get("name") or model, registered.get("version")
-    links = {"airflow_url": alerts.airflow_run_url(base, run.dag_id, run.run_id),
-             "mlflow_run_url": alerts.mlflow_run_url(mlflow_ui, registered.get("run_id"))}
-    gates = alerts.gates_from_results(*(_xcom(run, task) for task in TRAINING_GATES))
-    error = _failure_text(run)
-    rejected = outcome == "failed" and run.task_id == "decide" and (
-        "decision gate FAILED" in (error or "") or any(not g["passed"] for g in gates))
-    if outcome == "success" or rejected:
-        decided = _xcom(run, "decide") or {}
-        promoted = _xcom(run, "promote") or {}
-        decision = "reject" if rejected else str(decided.get("decision") or promoted.get("decision") or "promote")
-        reasons = list(decided.get("reasons") or [])
-        if rejected:
-            reasons = _reject_reasons(error, gates)
-        return alerts.training_outcome(
-            model=model, dag_id=run.dag_id, run_id=run.run_id, decision=decision,
-            version=decided.get("version", version), champion_version=decided.get("champion_version"),
-            promoted=bool(promoted.get("promoted")) if promoted else (False if rejected else None),
-            gates=gates, reasons=reasons, metrics=registered.get("metrics"),
-            deployment=_deployment_lines(run), mlflow_version_url=alerts.mlflow_version_url(
-                mlflow_ui, name, decided.get("version", version)), **links)
-    return alerts.training_failure(
-        model=model, dag_id=run.dag_id, run_id=run.run_id, task_id=run.task_id, error=error,
-        try_number=run.try_number, version=version,
-        log_url=alerts.airflow_task_url(base, run.dag_id, run.run_id, run.task_id) if run.task_id else None,
-        **links)
-
-
-def _reject_reasons(error: str | None, gates: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The decision's reasons: from its failure message when there, else the failing gates'."""
-    marker = "decision gate FAILED:"
-    if error and marker in error:
-        return [r.strip() for r in error.split(marker, 1)[1].split("; ") if r.strip()]
-    return [f"{g['name']}: {r}" for g in gates if not g["passed"] for r in g["reasons"]] or \
-        ["rejected by the decision (see the decision record)"]
-
-
-def _deployment_lines(run: _Run) -> list[str]:
-    lines = []
-    deployed = _xcom(run, "deploy")
-    if deployed and not deployed.get("skipped"):
-        where = deployed.get("endpoint") or deployed.get("target")
-        lines.append(f"Deployed v{deployed.get('version')} to {deployed.get('target')}"
-                     + (f" ({where})" if where and where != deployed.get("target") else "")
-                     + (f": {deployed['action']}" if deployed.get("action") else ""))
-    rolled = _xcom(run, "rollout")
-    if rolled and not rolled.get("skipped"):
-        lines.append("Rollout " + ("passed smoke test and bake" if rolled.get("passed") else "did not pass"))
-    elif deployed:
-        lines.append("Rollout skipped (no live endpoint)")
-    return lines
-
-
-def _monitoring_message(run: _Run, outcome: str, base: str | None, skip_healthy: bool) -> dict[str, Any] | None:
-    result = _xcom(run, "monitor") if outcome == "success" else None
+def _monitoring_message(call: _Callback, outcome: str, base: str | None,
+                        skip_healthy: bool) -> dict[str, Any] | None:
+    """The window's message from the `monitor` task's result and its JSON report (None: healthy, skipped)."""
+    result = _xcom(call, "monitor") if outcome == "success" else None
     if not result:
-        return _generic_message(run, outcome, base)
+        return generic_message(call.run, outcome, base)
     if skip_healthy and result.get("action") == "none":
         return None
-    report = _read_report(result.get("report_uri"))
-    model = _model(run.dag_id)
-    retrain = result.get("trigger_run_id")
-    return alerts.monitoring_outcome(
-        model=model, dag_id=run.dag_id, run_id=run.run_id, action=str(result.get("action")),
-        strategy=result.get("strategy"), reasons=list(result.get("reasons") or []), rows=result.get("rows"),
-        version=result.get("version"), window_start=result.get("window_start"),
-        window_end=result.get("window_end"), blocked_by=result.get("blocked_by"),
-        drift=report.get("drift"), performance=report.get("performance"),
-        report_uri=result.get("report_uri"), html_uri=result.get("html_uri"),
-        airflow_url=alerts.airflow_run_url(base, run.dag_id, run.run_id),
-        retrain_url=alerts.airflow_run_url(base, f"autopilot_training__{model}", str(retrain)) if retrain else None)
-
-
-def _generic_message(run: _Run, outcome: str, base: str | None) -> dict[str, Any]:
-    failed = outcome == "failed"
-    return alerts.dag_outcome(
-        dag_id=run.dag_id, run_id=run.run_id, outcome=outcome, failed_task=run.task_id if failed else None,
-        error=_failure_text(run) if failed else None, try_number=run.try_number if failed else None,
-        log_url=alerts.airflow_task_url(base, run.dag_id, run.run_id, run.task_id)
-        if failed and run.task_id else None,
-        airflow_url=alerts.airflow_run_url(base, run.dag_id, run.run_id))
+    return monitoring_message(call.run, base, result, _read_report(result.get("report_uri")))
 
 
 def _read_report(uri: Any) -> dict[str, Any]:
@@ -603,87 +431,3 @@ def _settings() -> Settings:
     from autopilot.settings import Settings
 
     return Settings.from_env()
-
-
-# ---------------------------------------------------------------------------- sending
-
-
-@dataclass(frozen=True)
-class _Sender:
-    """Posts one message to a webhook connection with retries within a budget; never raises."""
-
-    attempt_seconds: float
-    total_seconds: float
-    backoff_seconds: float
-    max_attempts: int
-
-    def send(self, payload: dict[str, Any], conn_id: str) -> Delivery:
-        """Post `payload` to the webhook of `conn_id`: 5xx, 429 and network errors are retried, others not.
-
-        A 429's Retry-After is honoured: the next attempt waits at least that long, and when that
-        is past the budget the delivery ends with `retry_after` set, for the outbox to wait too.
-        """
-        secrets: list[str] = []
-        from airflow.sdk.exceptions import AirflowNotFoundException
-
-        try:
-            from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
-
-            hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, retry_handlers=[], logger=_SDK_LOG,
-                                    timeout=max(1, round(self.attempt_seconds)))
-            client = hook.client  # reads the connection and builds the URL (password, or host + password)
-            path = urlsplit(client.url).path
-            secrets = [client.url, path, path.rsplit("/", 1)[-1]]  # the URL, and its token on its own
-        except AirflowNotFoundException:  # what `autopilot doctor` calls "alerts are off"
-            return Delivery(False, 0, f"connection {conn_id!r} is not defined: Slack alerts are off",
-                            unconfigured=True)
-        except Exception as exc:  # e.g. a secrets backend that does not answer: kept for later
-            return Delivery(False, 0, f"connection {conn_id!r} not usable: {_describe(exc, secrets)}")
-        payload = alerts.scrub_payload(payload, secrets)
-        deadline = time.monotonic() + self.total_seconds
-        attempt, error, retry_after = 0, "no attempt made", None
-        while attempt < self.max_attempts:
-            attempt += 1
-            client.timeout = max(0.1, min(self.attempt_seconds, deadline - time.monotonic()))  # type: ignore[assignment]
-            retry_after = None
-            try:
-                response = client.send_dict(payload)
-            except Exception as exc:
-                error = _describe(exc, secrets)
-                if not _transient(exc):
-                    return Delivery(False, attempt, error)
-            else:
-                status = int(response.status_code)
-                if status == 200:
-                    return Delivery(True, attempt)
-                error = f"HTTP {status}: {alerts.clip(alerts.scrub(str(response.body), secrets), 100)}"
-                if status != 429 and status < 500:  # 400 invalid_payload, 403, 404 no_service: retrying now won't help
-                    return Delivery(False, attempt, error, permanent=status == 400)
-                retry_after = _retry_after(response.headers)
-            delay = max(self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.8, 1.2), retry_after or 0.0)
-            if attempt >= self.max_attempts or time.monotonic() + delay + 0.1 >= deadline:
-                break
-            time.sleep(delay)
-        return Delivery(False, attempt, error, retry_after=retry_after)
-
-
-def _transient(exc: BaseException) -> bool:
-    """Network trouble worth another attempt: timeouts, refused or reset connections, truncated answers."""
-    import http.client
-
-    return isinstance(exc, OSError | http.client.HTTPException)  # URLError and TimeoutError are OSErrors
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Slack's Retry-After (seconds), when the answer has a usable one."""
-    try:
-        value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
-        seconds = float(value[0] if isinstance(value, list) else value) if value else None
-    except (TypeError, ValueError):
-        return None
-    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
-
-
-def _describe(exc: BaseException, secrets: Sequence[str]) -> str:
-    """An exception as `Type: message`, scrubbed of the webhook URL and anything secret-looking."""
-    return alerts.clip(alerts.scrub(f"{type(exc).__name__}: {exc}", [*secrets, *alerts.env_secrets(os.environ)]), 300)

@@ -109,7 +109,7 @@ def _brief(exc: BaseException) -> str:
     """
     import os
 
-    from autopilot.alerts.messages import env_secrets, scrub
+    from autopilot.redaction import env_secrets, scrub
 
     text = scrub(f"{type(exc).__name__}: {exc}", env_secrets(os.environ))
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ..."
