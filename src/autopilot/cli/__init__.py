@@ -109,8 +109,8 @@ def _file_problems(cfg: Any, path: str) -> tuple[list[str], list[str]]:
 
 def cmd_init_config(args: argparse.Namespace) -> int:
     """Draft a config from a data file."""
+    from autopilot.config.draft import draft, draft_yaml
     from autopilot.data.sources import read_frame
-    from autopilot.draft import draft, draft_yaml
 
     name = _draft_name(args.out, args.name)
     frame = read_frame(args.data)
@@ -149,7 +149,7 @@ def _draft_name(out: str | None, name: str | None) -> str | None:
         ValueError: the stem is not a valid model name, or --name says otherwise.
     """
     from autopilot.config import IDENTIFIER
-    from autopilot.draft import identifier
+    from autopilot.config.draft import identifier
 
     if not out:
         return name
