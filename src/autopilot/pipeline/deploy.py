@@ -156,7 +156,7 @@ def _clients(cfg: LoadedConfig, clients: Any | None) -> Any:
     """The given AWS clients, else clients from the environment's credentials (the CLI's case)."""
     if clients is not None:
         return clients
-    from autopilot.deploy.aws import aws_clients
+    from autopilot.adapters.aws import aws_clients
 
     aws = cfg.deployment.aws
     return aws_clients(aws.region, limits=aws)
