@@ -30,4 +30,3 @@ def listed_once(value: list[Any], what: str) -> list[Any]:
 
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
-

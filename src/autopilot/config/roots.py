@@ -102,4 +102,3 @@ def confined(value: str | None, info: ValidationInfo) -> str | None:
         return value
     checked: str = roots.check(value)
     return checked
-

@@ -428,5 +428,3 @@ def generate_configs(*, model: str, version: int, profile: Profile, selection: S
     if problems:
         raise ConfigValidationError(folder, problems)
     return GeneratedConfigs(folder=folder, files=files, names=names, sagemaker=sagemaker)
-
-

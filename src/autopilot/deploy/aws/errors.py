@@ -26,4 +26,3 @@ class UploadMismatch(ProvisionRetryable):
 def error_code(exc: ClientError) -> str:
     """The `Error.Code` of a botocore ClientError ("" when absent)."""
     return str(exc.response.get("Error", {}).get("Code", ""))
-

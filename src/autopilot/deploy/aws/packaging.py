@@ -130,6 +130,7 @@ def package_model(model_dir: Path, out_path: Path, signature: str | None = None)
 
 # --------------------------------------------------------------------------- upload
 
+
 def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     try:
         head: dict[str, Any] = s3.head_object(Bucket=bucket, Key=key)
@@ -296,4 +297,3 @@ def upload_package(s3: Any, bucket: str, key: str, path: Path, sha256_hex: str, 
     _verify_upload(s3, bucket, key, sha256_hex)
     log.info("uploaded package %s (%d bytes, sha256 %s, verified)", url, size, sha256_hex)
     return url
-

@@ -126,4 +126,3 @@ def cleanup(sagemaker: Any, endpoint: str, created: list[tuple[str, str]], timeo
         except Exception as exc:
             log.error("could not delete %s %s: %s", kind, name, exc)
             config_kept = config_kept or kind == "endpoint-config"
-
