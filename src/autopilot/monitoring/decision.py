@@ -28,12 +28,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from autopilot.config import ModelConfig
+from autopilot.config import LOWER_IS_BETTER, ModelConfig
 
 __all__ = ["WindowDecision", "decide"]
 
 ACTIONS = ("none", "alert", "retrain", "rollback")
-LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae"})
 
 
 @dataclass

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from autopilot.aliases import CHAMPION
 from autopilot.config import ModelConfig
 from autopilot.settings import Settings
 
@@ -44,7 +45,7 @@ def resolve_token(cfg: ModelConfig, environ: dict[str, str] | None = None) -> st
 
 
 def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = None, follow: bool = True,
-              token: str | None = None, alias: str = "champion") -> Any:
+              token: str | None = None, alias: str = CHAMPION) -> Any:
     """The FastAPI app: following the registry alias, or serving a fixed package folder."""
     from autopilot.adapters import registry
     from autopilot.adapters.model_loading import LoadPolicy, harden_process

@@ -70,6 +70,7 @@ from sqlalchemy.exc import DBAPIError
 
 from autopilot import locks
 from autopilot.adapters import registry
+from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.faults import checkpoint
 
 if TYPE_CHECKING:
@@ -95,8 +96,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 RETIRED_TAG = "autopilot.retired"
 SQLITE_BUSY_SECONDS = 60.0
 ANY: Final = object()  # `expected_champion=ANY`: move whatever the alias currently points at
