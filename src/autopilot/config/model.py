@@ -11,7 +11,7 @@ from autopilot.config.base import IDENTIFIER, Frozen
 from autopilot.config.data import DataConfig, FeatureSpec, SplitConfig, TargetConfig, Task, ValidationConfig
 from autopilot.config.deployment import DeploymentConfig
 from autopilot.config.gates import GatesConfig
-from autopilot.config.metrics import CLASSIFICATION_METRICS, LOWER_IS_BETTER, REGRESSION_METRICS
+from autopilot.config.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from autopilot.config.monitoring import AlertsConfig, MonitoringConfig
 from autopilot.config.tuning import TuningConfig
 
@@ -130,11 +130,6 @@ class ModelConfig(Frozen):
     def columns(self) -> list[str]:
         """Every column a batch must have: the features in config order, then the target."""
         return [*self.features, self.target.column]
-
-    @property
-    def greater_is_better(self) -> bool:
-        """Whether a larger value of `metric` is better."""
-        return self.metric not in LOWER_IS_BETTER
 
 
 class LoadedConfig(ModelConfig):

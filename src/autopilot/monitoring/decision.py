@@ -32,14 +32,12 @@ from autopilot.config import LOWER_IS_BETTER, ModelConfig
 
 __all__ = ["WindowDecision", "decide"]
 
-ACTIONS = ("none", "alert", "retrain", "rollback")
-
 
 @dataclass
 class WindowDecision:
     """The action for one window, why, and (for retrain) how."""
 
-    action: str
+    action: str  # "none", "alert", "retrain" or "rollback"
     strategy: str | None = None
     reasons: list[str] = field(default_factory=list)
     blocked_by: str | None = None
