@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Settings", "quiet_credential_loggers"]
@@ -63,20 +63,6 @@ class Settings:
             config_dir=config_dir,
             inference_db=env.get("AUTOPILOT_INFERENCE_DB") or f"sqlite:///{home / 'inference.db'}",
             signing_key=_signing_key(env),
-        )
-
-    def with_home(self, home: Path) -> Settings:
-        """The embedded defaults under another home folder (used by tests)."""
-        home = home.resolve()
-        return replace(
-            self,
-            home=home,
-            mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
-            mlflow_artifact_root=str(home / "mlartifacts"),
-            artifact_root=str(home / "artifacts"),
-            optuna_storage=f"sqlite:///{home / 'optuna.db'}",
-            state_db=f"sqlite:///{home / 'autopilot.db'}",
-            inference_db=f"sqlite:///{home / 'inference.db'}",
         )
 
     def ensure_local_dirs(self) -> None:

@@ -27,14 +27,12 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
+from autopilot.adapters.aws import SIGNING_LOGGERS, AwsClients, aws_clients
 from autopilot.adapters.registry import sha256_manifest, verify_manifest
 from autopilot.config import AwsDeploymentConfig
 from autopilot.deploy.aws import (
     MANIFEST_NAME,
-    SIGNING_LOGGERS,
-    AwsClients,
     ProvisionError,
-    aws_clients,
     delete_deployment,
     package_model,
     provision_endpoint,

@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 
-from autopilot.deploy.aws import UploadMismatch, aws_clients, package_model, upload_package
+from autopilot.adapters.aws import aws_clients
+from autopilot.deploy.aws import UploadMismatch, package_model, upload_package
 from autopilot.pipeline.deploy import deploy_version
 from autopilot.pipeline.training import RunContext
 from tests.reliability.aws_support import (
@@ -68,7 +69,8 @@ CHILD_UPLOAD = """
 import os
 from pathlib import Path
 from autopilot.config import AwsDeploymentConfig
-from autopilot.deploy.aws import aws_clients, upload_package
+from autopilot.adapters.aws import aws_clients
+from autopilot.deploy.aws import upload_package
 limits = AwsDeploymentConfig(multipart_threshold_mib=0, multipart_part_mib=5)
 s3 = aws_clients("us-east-1", limits=limits).s3
 upload_package(s3, os.environ["R13_BUCKET"], os.environ["R13_KEY"], Path(os.environ["R13_FILE"]),

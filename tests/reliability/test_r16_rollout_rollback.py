@@ -38,7 +38,8 @@ import httpx
 import pytest
 
 from autopilot.adapters import registry
-from autopilot.deploy.aws import AwsClients, ProvisionError, aws_clients
+from autopilot.adapters.aws import AwsClients, aws_clients
+from autopilot.deploy.aws import ProvisionError
 from autopilot.pipeline.deploy import RollbackIncomplete, deploy_version, rollout_version
 from autopilot.pipeline.training import RunContext
 from autopilot.reports import GateFailure

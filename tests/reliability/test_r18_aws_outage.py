@@ -34,7 +34,8 @@ from typing import Any
 
 import pytest
 
-from autopilot.deploy.aws import AwsClients, ProvisionError, aws_clients
+from autopilot.adapters.aws import AwsClients, aws_clients
+from autopilot.deploy.aws import ProvisionError
 from autopilot.orchestration.aws import clients_from_connection
 from autopilot.pipeline.deploy import deploy_version, rollout_version
 from autopilot.pipeline.training import RunContext

@@ -103,7 +103,7 @@ def test_the_readme_example_works_as_written(tmp_path: Path, adult_frames: Any, 
     # A project checkout in a temp dir: its data/ folder is the default data root.
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AUTOPILOT_DATA_ROOTS", raising=False)
-    monkeypatch.setattr("autopilot.config.BUNDLED_DATA", tmp_path / "data")
+    monkeypatch.setattr("autopilot.config.roots.BUNDLED_DATA", tmp_path / "data")
     (tmp_path / "data").mkdir()
     _, source, destination = shlex.split(commands[0])
     Path(source).parent.mkdir(parents=True)  # the user's own file: the bundled Adult sample, its target renamed

@@ -11,12 +11,9 @@ import pytest
 import yaml
 
 from autopilot.config import DeploymentConfig
-from autopilot.deploy.configs import (
-    GeneratedConfigs,
-    deployment_names,
-    generate_configs,
-    validate_configs,
-)
+from autopilot.deploy.config_checks import validate_configs
+from autopilot.deploy.configs import GeneratedConfigs, generate_configs
+from autopilot.deploy.layout import deployment_names
 from autopilot.deploy.profile import Profile
 from autopilot.deploy.selection import Selection, load_catalog, select_environment
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from autopilot.config import FairnessGateConfig, GatesConfig, load_config
-from autopilot.draft import _GATE_KEYS, draft, draft_yaml, index_column_reason
+from autopilot.config.draft import GATE_KEYS, draft, draft_yaml, index_column_reason
 from autopilot.modeling.splits import encode_target
 
 
@@ -133,7 +133,7 @@ def test_regression_draft_has_group_means_and_its_own_fairness_keys(tmp_path: Pa
 
 
 def test_every_drafted_gate_key_exists_in_the_config() -> None:
-    for section, (model, keys_by_task) in _GATE_KEYS.items():
+    for section, (model, keys_by_task) in GATE_KEYS.items():
         assert model is type(getattr(GatesConfig(), section))
         for keys in keys_by_task.values():
             assert set(keys) <= set(model.model_fields), (section, set(keys) - set(model.model_fields))

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from autopilot.config import load_config
-from autopilot.draft import draft_config, draft_yaml
+from autopilot.config.draft import draft_config, draft_yaml
 from autopilot.modeling.fingerprint import environment_fingerprint, fingerprint_tags, git_commit
 
 

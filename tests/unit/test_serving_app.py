@@ -292,7 +292,7 @@ def test_explanations_that_outlive_their_timeout_keep_their_slot_and_the_rest_ar
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from autopilot.serving import app as serving_app
+    from autopilot.serving import routes as serving_app
 
     release = threading.Event()
     real = serving_app._explain
@@ -352,7 +352,7 @@ def _http_scope(path: str) -> dict[str, Any]:
 def test_the_guard_sheds_past_the_concurrency_bound_at_once_with_retry_after() -> None:
     import asyncio
 
-    from autopilot.serving.app import AdmissionGuard
+    from autopilot.serving.admission import AdmissionGuard
 
     cfg = adult_cfg(max_concurrent_requests=2, retry_after_seconds=3)
     state = create_app(cfg, _NoSource(), token=TOKEN, follow=False).state.autopilot

@@ -92,9 +92,9 @@ class S3Store:
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         if client is None:
-            import boto3  # imported here: only S3 stores need it
+            from autopilot.adapters.aws import s3_client  # imported here: only S3 stores need it
 
-            client = boto3.client("s3")
+            client = s3_client()
         self.client = client
 
     def _key(self, key: str) -> str:

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from autopilot.aliases import CHALLENGER, CHAMPION
+
 __all__ = ["main"]
 
 
@@ -109,8 +111,8 @@ def _file_problems(cfg: Any, path: str) -> tuple[list[str], list[str]]:
 
 def cmd_init_config(args: argparse.Namespace) -> int:
     """Draft a config from a data file."""
+    from autopilot.config.draft import draft, draft_yaml
     from autopilot.data.sources import read_frame
-    from autopilot.draft import draft, draft_yaml
 
     name = _draft_name(args.out, args.name)
     frame = read_frame(args.data)
@@ -149,7 +151,7 @@ def _draft_name(out: str | None, name: str | None) -> str | None:
         ValueError: the stem is not a valid model name, or --name says otherwise.
     """
     from autopilot.config import IDENTIFIER
-    from autopilot.draft import identifier
+    from autopilot.config.draft import identifier
 
     if not out:
         return name
@@ -457,7 +459,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if decision and decision["decision"] == "reject":
             print(f"[demo] version {decision['version']} was rejected: {decision['reasons']}")
         return code
-    chain = lineage(cfg.registered_model_name, "challenger")
+    chain = lineage(cfg.registered_model_name, CHALLENGER)
     _print_summary(chain, settings, embedded, time.monotonic() - started)
     if decision:
         print(f"decision        version {decision['version']}: {decision['decision']}; gates {decision['gates']}")
@@ -467,7 +469,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     from autopilot.versions.promotion import current
 
-    if current(cfg.registered_model_name, "champion") is None:
+    if current(cfg.registered_model_name, CHAMPION) is None:
         # Held for review (an inconclusive gate, or first_run: require_review): no champion to serve.
         reasons = "; ".join(decision["reasons"]) if decision else "no decision recorded"
         print(f"[demo] no champion to serve, so the monitoring loop does not run: {reasons}\n"
@@ -487,7 +489,7 @@ def _print_deployment(cfg: Any) -> None:
     from autopilot.adapters import registry
 
     try:
-        champion = registry.resolve_version(cfg.registered_model_name, "champion")
+        champion = registry.resolve_version(cfg.registered_model_name, CHAMPION)
         plan = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/deploy/plan.json")
     except Exception:  # no champion, or the plan step did not run
         return

@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from autopilot.aliases import CHAMPION
+
 __all__ = ["run_loop"]
 
 
@@ -108,7 +110,7 @@ def run_loop(cfg: Any, settings: Any, embedded: Any, say: Callable[[str], None] 
             "rollout to the live endpoint)")
         code = embedded.test_dag(dag_id, conf=alarm["conf"])
         registry.configure(settings)
-        champion = registry.resolve_version(cfg.registered_model_name, "champion")
+        champion = registry.resolve_version(cfg.registered_model_name, CHAMPION)
         serving_now = httpx.get(url + "/health").json()["model_version"]
         say(f"redeployed    champion v{champion.version} ({champion.tags.get('autopilot.decision', '?')}); "
             f"the endpoint serves v{serving_now}; DAG log {embedded.run_dir / (dag_id + '.log')}")

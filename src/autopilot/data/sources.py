@@ -57,9 +57,9 @@ def read_bytes(location: str, s3_client: Any | None = None) -> bytes:
     if parsed.scheme == "s3":
         client = s3_client
         if client is None:
-            import boto3  # imported here: only S3 sources need it
+            from autopilot.adapters.aws import s3_client as default_client  # imported here: only S3 sources need it
 
-            client = boto3.client("s3")
+            client = default_client()
         try:
             response = client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
             body: bytes = response["Body"].read()  # a reset mid-body is an outage too

@@ -1,4 +1,4 @@
-"""Generate and validate the deployment files of one model version.
+"""Generate the deployment files of one model version.
 
 `generate_configs` turns a version's measured `Profile`, the environment `Selection` and the
 model config's `deployment` section into files an operator (or the DAG) applies as they are:
@@ -11,21 +11,14 @@ model config's `deployment` section into files an operator (or the DAG) applies 
 
 Content is a pure function of the inputs (no timestamps), so a rerun writes the same bytes and
 the same names: the endpoint config name carries a hash of its body, so a changed config gets a
-new name and an unchanged one is recognised as already applied.
-
-`validate_configs` re-reads a folder and checks it without any network: the manifests against
-the Kubernetes OpenAPI schemas shipped with `kubernetes-validate`, the request bodies against
-botocore's own service models, the Dockerfile with a small parser, and the files against each
-other (names, labels, alarms, hashes).
+new name and an unchanged one is recognised as already applied (`deploy.layout`). What is written
+is checked before it is returned (`deploy.config_checks.validate_configs`).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import math
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,28 +26,13 @@ from typing import Any
 import yaml
 
 from autopilot.config import DeploymentConfig
+from autopilot.deploy.config_checks import ConfigValidationError, validate_configs
+from autopilot.deploy.layout import INDEX, PORT, DeploymentNames, deployment_names, kubernetes_version, sha256
 from autopilot.deploy.profile import Profile
 from autopilot.deploy.selection import Selection, sagemaker_candidate
 
-__all__ = [
-    "ConfigValidationError",
-    "DeploymentNames",
-    "GeneratedConfigs",
-    "KUBERNETES_VERSION",
-    "deployment_names",
-    "endpoint_config_body_hash",
-    "generate_configs",
-    "validate_configs",
-]
+__all__ = ["GeneratedConfigs", "generate_configs"]
 
-MAX_NAME = 63  # SageMaker model/endpoint/endpoint-config names and DNS-1123 labels alike
-SAGEMAKER_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
-DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-# Pinned so that a newer kubernetes-validate (with newer schemas) does not change verdicts;
-# when the installed library is older, its newest shipped schema is used instead.
-KUBERNETES_VERSION = "1.37.0"
-
-PORT = 8080
 SERVICE_PORT = 80
 CONTAINER_UID = 10001  # numeric, so the kubelet can verify runAsNonRoot without reading /etc/passwd
 MODEL_DIR = "/opt/ml/model"  # where SageMaker extracts ModelDataUrl; the image carries a copy for k8s
@@ -64,102 +42,6 @@ ENTRYPOINT = ["autopilot", "serve", "--model-dir", MODEL_DIR, "--config", CONFIG
               "--host", "0.0.0.0", "--port", str(PORT)]
 REQUEST_MEMORY_FACTOR = 1.2  # requests = measured peak RSS + 20%: the profile ran one batch at a time
 ALARM_PERIOD_SECONDS = 60
-
-FILES = ("Dockerfile", "k8s/deployment.yaml", "k8s/service.yaml", "k8s/hpa.yaml", "sagemaker/model.json",
-         "sagemaker/endpoint_config.json", "sagemaker/deployment_config.json", "sagemaker/alarms.json",
-         "selection.txt")
-INDEX = "index.json"
-
-
-class ConfigValidationError(ValueError):
-    """Generated deployment files failed validation; `problems` lists every finding."""
-
-    def __init__(self, folder: Path, problems: list[str]) -> None:
-        self.folder = Path(folder)
-        self.problems = list(problems)
-        listing = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) in the deployment files under {self.folder}:\n{listing}")
-
-
-# ---------------------------------------------------------------------------------------- names
-
-
-@dataclass(frozen=True)
-class DeploymentNames:
-    """SageMaker and Kubernetes names of one model version (a pure function of the inputs).
-
-    Attributes:
-        endpoint: the SageMaker endpoint, one per model and updated in place across versions.
-        model: the SageMaker model of this version.
-        endpoint_config: the endpoint config; ends in a hash of its body, so a changed config
-            gets a new name (SageMaker configs are immutable) and the same config the same name.
-        k8s: the DNS-1123 name of the Deployment, Service and HPA (stable across versions).
-    """
-
-    endpoint: str
-    model: str
-    endpoint_config: str
-    k8s: str
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def _fit(base: str, suffix: str = "") -> str:
-    """`base + suffix`, or when longer than 63 characters a truncated base, a hash of the full
-    name and the suffix: the version and config hash stay readable and distinct names stay distinct."""
-    full = base + suffix
-    if len(full) <= MAX_NAME:
-        return full
-    digest = _sha256(full.encode())[:8]
-    keep = MAX_NAME - len(suffix) - len(digest) - 1
-    return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
-
-
-def _base_name(model: str) -> str:
-    # Lowercase alphanumerics and hyphens fit SageMaker's pattern and DNS-1123 alike; SageMaker
-    # names are case-insensitive, so lowercasing loses nothing.
-    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
-    return f"autopilot-{slug}" if slug else "autopilot"
-
-
-def endpoint_config_body_hash(body: dict[str, Any] | None) -> str:
-    """First 8 hex characters of the SHA-256 of the canonical JSON of a CreateEndpointConfig body.
-
-    `EndpointConfigName` is left out (it is what carries the hash), so the hash can be recomputed
-    from a written `endpoint_config.json`.
-    """
-    content = {k: v for k, v in (body or {}).items() if k != "EndpointConfigName"}
-    return _sha256(_canonical_json(content))[:8]
-
-
-def deployment_names(model: str, version: int, endpoint_config_body: dict[str, Any] | None = None) -> DeploymentNames:
-    """The names of a model version's SageMaker and Kubernetes objects.
-
-    Args:
-        model: the model name (e.g. `adult_income`).
-        version: the registered model version (>= 1).
-        endpoint_config_body: the CreateEndpointConfig kwargs (its `EndpointConfigName`, if
-            present, is ignored); `None` hashes an empty body.
-
-    Every name matches SageMaker's `^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$`; `k8s` is also a DNS-1123
-    label. Names over 63 characters are truncated and get a hash of the full name.
-
-    Raises:
-        ValueError: when `version` is below 1.
-    """
-    if version < 1:
-        raise ValueError(f"version must be at least 1, got {version}")
-    base = _base_name(model)
-    config_hash = endpoint_config_body_hash(endpoint_config_body)
-    stable = _fit(base)
-    return DeploymentNames(endpoint=stable, model=_fit(base, f"-v{version}"),
-                           endpoint_config=_fit(base, f"-v{version}-{config_hash}"), k8s=stable)
 
 
 # -------------------------------------------------------------------------------------- results
@@ -256,26 +138,67 @@ def _dockerfile(model: str, version: int, package_version: str, token_env: str) 
     return "\n".join(lines)
 
 
-def _k8s_manifests(model: str, version: int, names: DeploymentNames, profile: Profile, selection: Selection,
+def _k8s_manifests(version: int, names: DeploymentNames, profile: Profile, selection: Selection,
                    deployment: DeploymentConfig, image: str) -> dict[str, dict[str, Any]]:
-    chosen = selection.chosen
-    sl = deployment.service_level
-    request_mem = _mi(profile.peak_rss_mb * REQUEST_MEMORY_FACTOR)
-    limit_mem = max(_mi(chosen.memory_need_mb), request_mem)
-    vcpu = chosen.instance.vcpu
+    replicas = selection.chosen.replicas
     selector = {"app": names.k8s}
     # The selector holds only `app`: it is immutable, and the version label changes every rollout.
     labels = {"app": names.k8s, "model-version": str(version),
               "app.kubernetes.io/name": names.k8s, "app.kubernetes.io/managed-by": "autopilot"}
+    container = _container(version, names, profile, selection, deployment, image)
+    return {"k8s/deployment.yaml": _k8s_deployment(names, labels, selector, replicas, container),
+            "k8s/service.yaml": _k8s_service(names, labels, selector),
+            "k8s/hpa.yaml": _k8s_hpa(names, labels, replicas, deployment)}
+
+
+def _container(version: int, names: DeploymentNames, profile: Profile, selection: Selection,
+               deployment: DeploymentConfig, image: str) -> dict[str, Any]:
+    """The model server's container: resources sized from the profile, the token from a Secret, probes."""
+    chosen = selection.chosen
+    request_mem = _mi(profile.peak_rss_mb * REQUEST_MEMORY_FACTOR)
+    limit_mem = max(_mi(chosen.memory_need_mb), request_mem)
+    vcpu = chosen.instance.vcpu
     # The serving process loads the model before /health answers: the startup probe gives it a
     # few times the profiled load time, so the liveness probe never kills a pod that is loading.
     startup_failures = max(6, math.ceil(max(30.0, profile.load_seconds * 5) / 5))
-    dep: dict[str, Any] = {
+    return {
+        "name": "model",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": deployment.serving.token_env,
+             "valueFrom": {"secretKeyRef": {"name": f"{names.k8s}-serving", "key": "token"}}},
+            # With the key, the endpoint refuses a package whose manifest signature is
+            # missing or wrong (a swapped package); optional: without it, unsigned loads.
+            {"name": "AUTOPILOT_SIGNING_KEY",
+             "valueFrom": {"secretKeyRef": {"name": f"{names.k8s}-serving", "key": "signing-key",
+                                            "optional": True}}},
+            {"name": "AUTOPILOT_MODEL_VERSION", "value": str(version)},
+        ],
+        "resources": {
+            "requests": {"cpu": str(min(1, vcpu)), "memory": f"{request_mem}Mi"},
+            "limits": {"cpu": str(vcpu), "memory": f"{limit_mem}Mi"},
+        },
+        "startupProbe": {"httpGet": {"path": "/health", "port": PORT},
+                         "periodSeconds": 5, "failureThreshold": startup_failures},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": PORT},
+                           "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": PORT},
+                          "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
+        "securityContext": {"allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}},
+    }
+
+
+def _k8s_deployment(names: DeploymentNames, labels: dict[str, str], selector: dict[str, str], replicas: int,
+                    container: dict[str, Any]) -> dict[str, Any]:
+    return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": names.k8s, "labels": labels},
         "spec": {
-            "replicas": chosen.replicas,
+            "replicas": replicas,
             "selector": {"matchLabels": selector},
             # Never below the sized capacity during a rollout: add a pod, then remove one.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -289,59 +212,39 @@ def _k8s_manifests(model: str, version: int, names: DeploymentNames, profile: Pr
                     "automountServiceAccountToken": False,  # the server never talks to the API server
                     "securityContext": {"runAsNonRoot": True, "runAsUser": CONTAINER_UID,
                                         "runAsGroup": CONTAINER_UID},
-                    "containers": [{
-                        "name": "model",
-                        "image": image,
-                        "imagePullPolicy": "IfNotPresent",
-                        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-                        "env": [
-                            {"name": deployment.serving.token_env,
-                             "valueFrom": {"secretKeyRef": {"name": f"{names.k8s}-serving", "key": "token"}}},
-                            # With the key, the endpoint refuses a package whose manifest signature is
-                            # missing or wrong (a swapped package); optional: without it, unsigned loads.
-                            {"name": "AUTOPILOT_SIGNING_KEY",
-                             "valueFrom": {"secretKeyRef": {"name": f"{names.k8s}-serving", "key": "signing-key",
-                                                            "optional": True}}},
-                            {"name": "AUTOPILOT_MODEL_VERSION", "value": str(version)},
-                        ],
-                        "resources": {
-                            "requests": {"cpu": str(min(1, vcpu)), "memory": f"{request_mem}Mi"},
-                            "limits": {"cpu": str(vcpu), "memory": f"{limit_mem}Mi"},
-                        },
-                        "startupProbe": {"httpGet": {"path": "/health", "port": PORT},
-                                         "periodSeconds": 5, "failureThreshold": startup_failures},
-                        "readinessProbe": {"httpGet": {"path": "/ready", "port": PORT},
-                                           "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3},
-                        "livenessProbe": {"httpGet": {"path": "/health", "port": PORT},
-                                          "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
-                        "securityContext": {"allowPrivilegeEscalation": False,
-                                            "capabilities": {"drop": ["ALL"]}},
-                    }],
+                    "containers": [container],
                 },
             },
         },
     }
-    svc: dict[str, Any] = {
+
+
+def _k8s_service(names: DeploymentNames, labels: dict[str, str], selector: dict[str, str]) -> dict[str, Any]:
+    return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": names.k8s, "labels": labels},
         "spec": {"type": "ClusterIP", "selector": selector,
                  "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": PORT, "protocol": "TCP"}]},
     }
+
+
+def _k8s_hpa(names: DeploymentNames, labels: dict[str, str], replicas: int,
+             deployment: DeploymentConfig) -> dict[str, Any]:
+    sl = deployment.service_level
     min_replicas = max(sl.min_replicas, 1)
-    hpa: dict[str, Any] = {
+    return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": names.k8s, "labels": labels},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": names.k8s},
             "minReplicas": min_replicas,
-            "maxReplicas": max(2 * chosen.replicas, min_replicas + 1),
+            "maxReplicas": max(2 * replicas, min_replicas + 1),
             "metrics": [{"type": "Resource", "resource": {
                 "name": "cpu", "target": {"type": "Utilization", "averageUtilization": _hpa_cpu_target(sl.headroom)}}}],
         },
     }
-    return {"k8s/deployment.yaml": dep, "k8s/service.yaml": svc, "k8s/hpa.yaml": hpa}
 
 
 def _tags(model: str, version: int) -> list[dict[str, str]]:
@@ -476,17 +379,7 @@ def _write(folder: Path, rel: str, text: str) -> str:
     data = text.encode("utf-8")
     if not path.exists() or path.read_bytes() != data:  # identical rerun: leave the file (and its mtime) alone
         path.write_bytes(data)
-    return _sha256(data)
-
-
-def _kubernetes_version() -> str:
-    import kubernetes_validate
-
-    def key(v: str) -> tuple[int, ...]:
-        return tuple(int(p) for p in re.findall(r"\d+", v)[:3])
-
-    shipped = [v for v in kubernetes_validate.utils.all_versions() if key(v) <= key(KUBERNETES_VERSION)]
-    return shipped[-1] if shipped else str(kubernetes_validate.latest_version())
+    return sha256(data)
 
 
 def generate_configs(*, model: str, version: int, profile: Profile, selection: Selection,
@@ -517,7 +410,7 @@ def generate_configs(*, model: str, version: int, profile: Profile, selection: S
     dep_header = header + (f"# The token comes from the Secret {names.k8s}-serving (key: token), created separately:\n"
                            f"#   kubectl create secret generic {names.k8s}-serving --from-literal=token=<token>\n")
     texts: dict[str, str] = {"Dockerfile": _dockerfile(model, version, package_version, deployment.serving.token_env)}
-    for rel, doc in _k8s_manifests(model, version, names, profile, selection, deployment, image).items():
+    for rel, doc in _k8s_manifests(version, names, profile, selection, deployment, image).items():
         texts[rel] = _yaml_text(dep_header if rel == "k8s/deployment.yaml" else header, doc)
     texts["sagemaker/model.json"] = _json_text(sagemaker["create_model"])
     texts["sagemaker/endpoint_config.json"] = _json_text(sagemaker["create_endpoint_config"])
@@ -528,365 +421,10 @@ def generate_configs(*, model: str, version: int, profile: Profile, selection: S
     files = {rel: _write(folder, rel, text) for rel, text in texts.items()}
     index = {"generator": "autopilot.deploy.configs", "model": model, "version": version,
              "package_version": package_version, "names": asdict(names), "files": dict(sorted(files.items())),
-             "token_env": deployment.serving.token_env, "kubernetes_version": _kubernetes_version()}
+             "token_env": deployment.serving.token_env, "kubernetes_version": kubernetes_version()}
     files[INDEX] = _write(folder, INDEX, _json_text(index))
 
     problems = validate_configs(folder)
     if problems:
         raise ConfigValidationError(folder, problems)
     return GeneratedConfigs(folder=folder, files=files, names=names, sagemaker=sagemaker)
-
-
-# ----------------------------------------------------------------------------------- validation
-
-DOCKERFILE_INSTRUCTIONS = frozenset({
-    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
-    "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
-})
-
-
-def _dockerfile_instructions(text: str) -> list[tuple[int, str, str]]:
-    """(line number, KEYWORD, arguments) per instruction: comments dropped, continuations joined."""
-    out: list[tuple[int, str, str]] = []
-    buf: list[str] = []
-    start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not buf and (not line or line.startswith("#")):
-            continue
-        if buf and line.startswith("#"):  # comments inside a continued instruction are dropped by Docker too
-            continue
-        if not buf:
-            start = number
-        if line.endswith("\\"):
-            buf.append(line[:-1].strip())
-            continue
-        buf.append(line)
-        joined = " ".join(p for p in buf if p)
-        buf = []
-        keyword, _, args = joined.partition(" ")
-        out.append((start, keyword.upper(), args.strip()))
-    if buf:
-        joined = " ".join(p for p in buf if p)
-        keyword, _, args = joined.partition(" ")
-        out.append((start, keyword.upper(), args.strip()))
-    return out
-
-
-def _is_root(user: str) -> bool:
-    name = user.split(":", 1)[0].strip()
-    return name in {"root", "0"}
-
-
-def _env_keys(args: str) -> list[str]:
-    if "=" not in args.split(" ", 1)[0]:  # legacy `ENV KEY value`
-        return [args.split(" ", 1)[0]]
-    return re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", args)
-
-
-def _check_dockerfile(text: str, token_env: str | None) -> list[str]:
-    where = "Dockerfile"
-    problems: list[str] = []
-    instructions = _dockerfile_instructions(text)
-    if not instructions:
-        return [f"{where}: no instructions"]
-    for line, keyword, _ in instructions:
-        if keyword not in DOCKERFILE_INSTRUCTIONS:
-            problems.append(f"{where}:{line}: unknown instruction {keyword!r}")
-    first = next(((ln, kw) for ln, kw, _ in instructions if kw != "ARG"), None)
-    if first is None or first[1] != "FROM":
-        problems.append(f"{where}: the first instruction after ARGs must be FROM"
-                        + (f", found {first[1]} on line {first[0]}" if first else ""))
-    user: str | None = None
-    user_at_entrypoint: str | None = None
-    entrypoints = 0
-    exposed: set[str] = set()
-    healthcheck = False
-    for line, keyword, args in instructions:
-        if keyword == "FROM":  # a new stage starts as root again
-            user = None
-        elif keyword == "USER":
-            user = args
-        elif keyword == "EXPOSE":
-            exposed.update(p.split("/")[0] for p in args.split())
-        elif keyword == "HEALTHCHECK":
-            healthcheck = args.upper() != "NONE"
-        elif keyword in {"ENV", "ARG"} and token_env and token_env in _env_keys(args):
-            problems.append(f"{where}:{line}: {keyword} sets {token_env}: the serving token must not be baked "
-                            "into the image")
-        elif keyword == "ENTRYPOINT":
-            entrypoints += 1
-            user_at_entrypoint = user
-            try:
-                form = json.loads(args)
-            except json.JSONDecodeError:
-                form = None
-            if not (isinstance(form, list) and form and all(isinstance(a, str) for a in form)):
-                problems.append(f"{where}:{line}: ENTRYPOINT must be in JSON exec form "
-                                '(["executable", "arg", ...]) so signals reach the server')
-    if entrypoints == 0:
-        problems.append(f"{where}: no ENTRYPOINT")
-    elif user_at_entrypoint is None or _is_root(user_at_entrypoint):
-        problems.append(f"{where}: the container runs as root: set a non-root USER before ENTRYPOINT "
-                        f"(found {user_at_entrypoint or 'no USER'})")
-    elif user is None or _is_root(user):
-        # USER applies to the container whatever its position: a later root USER wins.
-        problems.append(f"{where}: the last USER is {user!r}: the container would run as root")
-    if str(PORT) not in exposed:
-        problems.append(f"{where}: EXPOSE {PORT} is missing")
-    if not healthcheck:
-        problems.append(f"{where}: no HEALTHCHECK")
-    return problems
-
-
-def _shape_extras(value: Any, shape: Any, path: str) -> list[str]:
-    """Constraints botocore's ParamValidator leaves out: it checks types, required and unknown
-    members and `min`, but not `max`, `pattern` or enums, which the service rejects all the same."""
-    problems: list[str] = []
-    meta = shape.metadata
-    kind = shape.type_name
-    if kind == "structure" and isinstance(value, dict):
-        for key, member in shape.members.items():
-            if key in value:
-                problems += _shape_extras(value[key], member, f"{path}.{key}")
-    elif kind == "list" and isinstance(value, list):
-        if "max" in meta and len(value) > meta["max"]:
-            problems.append(f"{path}: {len(value)} items, at most {meta['max']} allowed")
-        for i, item in enumerate(value):
-            problems += _shape_extras(item, shape.member, f"{path}[{i}]")
-    elif kind == "map" and isinstance(value, dict):
-        if "max" in meta and len(value) > meta["max"]:
-            problems.append(f"{path}: {len(value)} entries, at most {meta['max']} allowed")
-        for key, item in value.items():
-            problems += _shape_extras(item, shape.value, f"{path}.{key}")
-    elif kind == "string" and isinstance(value, str):
-        enum = getattr(shape, "enum", None) or []
-        if enum and value not in enum:
-            problems.append(f"{path}: {value!r} is not one of botocore's {shape.name} values")
-        if "max" in meta and len(value) > meta["max"]:
-            problems.append(f"{path}: {len(value)} characters, at most {meta['max']} allowed")
-        pattern = meta.get("pattern")
-        if pattern:
-            try:
-                compiled = re.compile(pattern)
-            except re.error:  # Java-only syntax such as \p{L}: not checkable here
-                compiled = None
-            if compiled is not None and compiled.fullmatch(value) is None:
-                problems.append(f"{path}: {value!r} does not match {pattern!r}")
-    elif kind in {"integer", "long", "float", "double"} and isinstance(value, int | float) \
-            and not isinstance(value, bool) and "max" in meta and value > meta["max"]:
-        problems.append(f"{path}: {value} is above the maximum {meta['max']}")
-    return problems
-
-
-@functools.cache
-def _service_model(service: str) -> Any:
-    """botocore's model of `service`, loaded once: parsing the SageMaker model takes ~0.1 s per call."""
-    import botocore.session
-
-    return botocore.session.get_session().get_service_model(service)
-
-
-def _check_request(where: str, service: str, operation: str, params: Any) -> list[str]:
-    from botocore.validate import ParamValidator
-
-    shape = _service_model(service).operation_model(operation).input_shape
-    if not isinstance(params, dict):
-        return [f"{where}: {operation} parameters must be a JSON object"]
-    report = ParamValidator().validate(params, shape)
-    problems = []
-    if report.has_errors():
-        # One line per error (the "Parameter validation failed" header is added by the client, not here).
-        problems += [f"{where}: {operation}: {line.strip()}" for line in report.generate_report().splitlines()
-                     if line.strip()]
-    problems += [f"{where}: {operation}: {p}" for p in _shape_extras(params, shape, operation)]
-    return problems
-
-
-def _check_alarm_semantics(where: str, alarm: dict[str, Any]) -> list[str]:
-    """PutMetricAlarm rules the service model cannot express (mutually exclusive members)."""
-    problems = []
-    if ("MetricName" in alarm) == ("Metrics" in alarm):
-        problems.append(f"{where}: exactly one of MetricName and Metrics must be set")
-    if "MetricName" in alarm and ("Statistic" in alarm) == ("ExtendedStatistic" in alarm):
-        problems.append(f"{where}: exactly one of Statistic and ExtendedStatistic must be set")
-    if "Metrics" in alarm and isinstance(alarm["Metrics"], list):
-        returned = [m for m in alarm["Metrics"] if isinstance(m, dict) and m.get("ReturnData", True)]
-        if len(returned) != 1:
-            problems.append(f"{where}: exactly one of Metrics must have ReturnData true, found {len(returned)}")
-    return problems
-
-
-def _check_k8s(rel: str, doc: Any, version: str) -> list[str]:
-    import kubernetes_validate
-
-    if not isinstance(doc, dict) or "apiVersion" not in doc or "kind" not in doc:
-        return [f"{rel}: not a Kubernetes object (apiVersion and kind are required)"]
-    try:
-        kubernetes_validate.validate(doc, version, strict=True)
-    except kubernetes_validate.ValidationError as err:
-        at = ".".join(str(p) for p in err.path) or "(root)"
-        return [f"{rel}: {doc['kind']} invalid for Kubernetes {err.version} at {at}: {err.message}"]
-    except kubernetes_validate.SchemaNotFoundError as err:
-        return [f"{rel}: {err.message}"]
-    except kubernetes_validate.utils.VersionNotSupportedError:
-        return [f"{rel}: Kubernetes {version} is not among the schemas kubernetes-validate ships"]
-    return []
-
-
-def _load(folder: Path, rel: str, problems: list[str]) -> Any:
-    path = folder / rel
-    if not path.is_file():
-        problems.append(f"{rel}: missing")
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-        return yaml.safe_load(text) if rel.endswith(".yaml") else json.loads(text) if rel.endswith(".json") else text
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
-        problems.append(f"{rel}: unreadable: {err}")
-        return None
-
-
-def _dig(obj: Any, *keys: str | int) -> Any:
-    for key in keys:
-        if isinstance(obj, dict) and isinstance(key, str):
-            obj = obj.get(key)
-        elif isinstance(obj, list) and isinstance(key, int) and -len(obj) <= key < len(obj):
-            obj = obj[key]
-        else:
-            return None
-    return obj
-
-
-def _check_k8s_consistency(dep: Any, svc: Any, hpa: Any) -> list[str]:
-    problems = []
-    name = _dig(dep, "metadata", "name")
-    selector = _dig(dep, "spec", "selector", "matchLabels") or {}
-    pod_labels = _dig(dep, "spec", "template", "metadata", "labels") or {}
-    if not isinstance(selector, dict) or not isinstance(pod_labels, dict) or \
-            any(pod_labels.get(k) != v for k, v in selector.items()):
-        problems.append("k8s/deployment.yaml: spec.selector.matchLabels does not match the pod template's labels")
-    svc_selector = _dig(svc, "spec", "selector") or {}
-    if isinstance(svc_selector, dict) and isinstance(pod_labels, dict) and \
-            (not svc_selector or any(pod_labels.get(k) != v for k, v in svc_selector.items())):
-        problems.append("k8s/service.yaml: spec.selector does not select the deployment's pods")
-    if _dig(svc, "spec", "ports", 0, "targetPort") not in (PORT, "http"):
-        problems.append(f"k8s/service.yaml: targetPort must be {PORT}, the port the server listens on")
-    if _dig(hpa, "spec", "scaleTargetRef", "name") != name:
-        problems.append(f"k8s/hpa.yaml: scaleTargetRef.name does not name the deployment {name!r}")
-    low, high = _dig(hpa, "spec", "minReplicas"), _dig(hpa, "spec", "maxReplicas")
-    if isinstance(low, int) and isinstance(high, int) and low > high:
-        problems.append(f"k8s/hpa.yaml: minReplicas {low} is above maxReplicas {high}")
-    security = _dig(dep, "spec", "template", "spec", "securityContext", "runAsNonRoot")
-    if security is not True:
-        problems.append("k8s/deployment.yaml: the pod securityContext must set runAsNonRoot: true")
-    return problems
-
-
-def _check_sagemaker(model: Any, config: Any, deploy: Any, alarms: Any, index: dict[str, Any]) -> list[str]:
-    problems: list[str] = []
-    if model is not None:
-        problems += _check_request("sagemaker/model.json", "sagemaker", "CreateModel", model)
-    if config is not None:
-        problems += _check_request("sagemaker/endpoint_config.json", "sagemaker", "CreateEndpointConfig", config)
-    names = index.get("names") if isinstance(index.get("names"), dict) else {}
-    endpoint = names.get("endpoint") if isinstance(names, dict) else None
-    config_name = _dig(config, "EndpointConfigName")
-    if deploy is not None and isinstance(endpoint, str) and isinstance(config_name, str):
-        for operation in ("CreateEndpoint", "UpdateEndpoint"):
-            params = {"EndpointName": endpoint, "EndpointConfigName": config_name, "DeploymentConfig": deploy}
-            problems += _check_request("sagemaker/deployment_config.json", "sagemaker", operation, params)
-    alarm_names: list[Any] = []
-    if alarms is not None:
-        if not isinstance(alarms, list) or not alarms:
-            problems.append("sagemaker/alarms.json: no alarms: nothing would trigger an automatic rollback")
-        else:
-            for i, alarm in enumerate(alarms):
-                where = f"sagemaker/alarms.json[{i}]"
-                problems += _check_request(where, "cloudwatch", "PutMetricAlarm", alarm)
-                if isinstance(alarm, dict):
-                    problems += _check_alarm_semantics(where, alarm)
-                    alarm_names.append(alarm.get("AlarmName"))
-    if deploy is not None:
-        rollback = _dig(deploy, "AutoRollbackConfiguration", "Alarms")
-        named = [_dig(a, "AlarmName") for a in rollback] if isinstance(rollback, list) else []
-        if not named:
-            problems.append("sagemaker/deployment_config.json: AutoRollbackConfiguration names no alarms: "
-                            "a failing canary would not be rolled back")
-        elif alarms is not None and sorted(map(str, named)) != sorted(map(str, alarm_names)):
-            problems.append(f"sagemaker/deployment_config.json: AutoRollbackConfiguration alarms {named} are not "
-                            f"the alarms of alarms.json {alarm_names}")
-        routing = _dig(deploy, "BlueGreenUpdatePolicy", "TrafficRoutingConfiguration")
-        count = _dig(config, "ProductionVariants", 0, "InitialInstanceCount")
-        size = _dig(routing, "CanarySize")
-        if _dig(routing, "Type") == "CANARY" and isinstance(count, int) and isinstance(_dig(size, "Value"), int):
-            canary = size["Value"] if size.get("Type") == "INSTANCE_COUNT" else math.ceil(count * size["Value"] / 100)
-            if canary * 2 > count:
-                problems.append(f"sagemaker/deployment_config.json: a canary of {canary} instance(s) is more than "
-                                f"half of the {count}-instance fleet (SageMaker refuses it)")
-    # Cross-file names: a config edited without a new name would never be rolled out.
-    model_name = _dig(model, "ModelName")
-    if config is not None and _dig(config, "ProductionVariants", 0, "ModelName") != model_name:
-        problems.append(f"sagemaker/endpoint_config.json: the variant's ModelName is not {model_name!r} (model.json)")
-    if isinstance(config, dict) and isinstance(index.get("model"), str) and isinstance(index.get("version"), int):
-        expected = deployment_names(index["model"], index["version"], config).endpoint_config
-        if config_name != expected:
-            problems.append(f"sagemaker/endpoint_config.json: EndpointConfigName {config_name!r} does not carry the "
-                            f"hash of its body (expected {expected!r}); was the file edited?")
-    for alarm in alarms if isinstance(alarms, list) else []:
-        for dim in _dig(alarm, "Dimensions") or []:
-            if _dig(dim, "Name") == "EndpointName" and _dig(dim, "Value") != endpoint:
-                problems.append(f"sagemaker/alarms.json: alarm {_dig(alarm, 'AlarmName')!r} watches endpoint "
-                                f"{_dig(dim, 'Value')!r}, not {endpoint!r}")
-    return problems
-
-
-def validate_configs(folder: Path) -> list[str]:
-    """Re-read the files `generate_configs` wrote under `folder` and return every problem found.
-
-    Checks, without any network: the Kubernetes manifests against the OpenAPI schemas of
-    `kubernetes-validate` (strict: unknown fields are errors); every SageMaker and CloudWatch
-    request body against botocore's service model (CreateModel, CreateEndpointConfig,
-    CreateEndpoint and UpdateEndpoint with the DeploymentConfig, PutMetricAlarm per alarm);
-    that the auto-rollback names exactly the alarms written; the Dockerfile's structure (FROM
-    first, non-root USER, EXPOSE 8080, HEALTHCHECK, exec-form ENTRYPOINT); names and labels
-    across files; and that every file still has the hash `index.json` recorded.
-
-    Returns:
-        One message per problem, each starting with the file it concerns; empty when valid.
-    """
-    folder = Path(folder)
-    problems: list[str] = []
-    index = _load(folder, INDEX, problems)
-    if not isinstance(index, dict):
-        if index is not None:
-            problems.append(f"{INDEX}: must be a JSON object")
-        index = {}
-    recorded = index.get("files") if isinstance(index.get("files"), dict) else {}
-    for rel in FILES:
-        path = folder / rel
-        if path.is_file() and isinstance(recorded, dict) and rel in recorded \
-                and _sha256(path.read_bytes()) != recorded[rel]:
-            problems.append(f"{rel}: content differs from the hash recorded in {INDEX} (edited after generation?)")
-
-    docker = _load(folder, "Dockerfile", problems)
-    if isinstance(docker, str):
-        token_env = index.get("token_env")
-        problems += _check_dockerfile(docker, token_env if isinstance(token_env, str) else None)
-
-    version = index.get("kubernetes_version")
-    k8s_version = version if isinstance(version, str) else _kubernetes_version()
-    docs = {rel: _load(folder, rel, problems) for rel in ("k8s/deployment.yaml", "k8s/service.yaml", "k8s/hpa.yaml")}
-    for rel, doc in docs.items():
-        if doc is not None:
-            problems += _check_k8s(rel, doc, k8s_version)
-    if all(doc is not None for doc in docs.values()):
-        problems += _check_k8s_consistency(*docs.values())
-
-    model = _load(folder, "sagemaker/model.json", problems)
-    config = _load(folder, "sagemaker/endpoint_config.json", problems)
-    deploy = _load(folder, "sagemaker/deployment_config.json", problems)
-    alarms = _load(folder, "sagemaker/alarms.json", problems)
-    problems += _check_sagemaker(model, config, deploy, alarms, index)
-    _load(folder, "selection.txt", problems)
-    return problems

@@ -141,20 +141,22 @@ def profile_model(files: VerifiedFiles, X_sample: pd.DataFrame, batch_sizes: Seq
     latency = {f"p{q}": float(np.percentile(timings, q) * 1000.0) for q in (50, 95, 99)}
 
     batches = {int(b): X_sample.iloc[rng.integers(0, len(X_sample), size=int(b))] for b in sorted(set(batch_sizes))}
-    throughput: dict[str, dict[str, float]] = {}
-    for n in core_list:
-        per: dict[str, float] = {}
-        with threadpool_limits(limits=n):
-            model.predict(batches[min(batches)])  # warm-up: a new limit may start a new thread pool
-            for size, batch in batches.items():
-                best = float("inf")
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    model.predict(batch)
-                    best = min(best, time.perf_counter() - t0)
-                per[str(size)] = size / max(best, 1e-9)
-        throughput[str(n)] = per
-
+    throughput = {str(n): _throughput(model, batches, n, repeats) for n in core_list}
     return Profile(artifact_bytes=artifact_size(files.folder), load_seconds=load_seconds,
                    peak_rss_mb=peak_rss_mb(), latency_ms=latency, throughput_rps=throughput,
                    cores_measured=core_list)
+
+
+def _throughput(model: Any, batches: dict[int, pd.DataFrame], cores: int, repeats: int) -> dict[str, float]:
+    """Rows per second at each batch size under a limit of `cores` threads (the fastest of `repeats` calls)."""
+    per: dict[str, float] = {}
+    with threadpool_limits(limits=cores):
+        model.predict(batches[min(batches)])  # warm-up: a new limit may start a new thread pool
+        for size, batch in batches.items():
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model.predict(batch)
+                best = min(best, time.perf_counter() - t0)
+            per[str(size)] = size / max(best, 1e-9)
+    return per

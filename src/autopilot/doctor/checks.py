@@ -49,7 +49,6 @@ __all__ = [
 Status = Literal["ok", "warn", "fail"]
 MODES = ("embedded", "production")
 MIN_TOKEN_CHARS = 32
-SLACK_CONN_DEFAULT = "autopilot_slack"
 AIRFLOW_API_CONN = "autopilot_airflow_api"  # autopilot.orchestration.notes.CONN_ID (not imported: Airflow-free)
 SIGNING_CONN = "autopilot_signing_key"  # autopilot.orchestration.signing.SIGNING_CONN_ID
 SIGNING_FIX = ("set AUTOPILOT_SIGNING_KEY (or AUTOPILOT_SIGNING_KEY_FILE) wherever models are registered or loaded, "

@@ -28,19 +28,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from autopilot.config import ModelConfig
+from autopilot.config import LOWER_IS_BETTER, ModelConfig
 
 __all__ = ["WindowDecision", "decide"]
-
-ACTIONS = ("none", "alert", "retrain", "rollback")
-LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae"})
 
 
 @dataclass
 class WindowDecision:
     """The action for one window, why, and (for retrain) how."""
 
-    action: str
+    action: str  # "none", "alert", "retrain" or "rollback"
     strategy: str | None = None
     reasons: list[str] = field(default_factory=list)
     blocked_by: str | None = None

@@ -55,8 +55,6 @@ LOG_LOSS_CLIP = 1e-15
 # Upper bound on simulated labels held in memory at once (simulations x rows): bounds memory for
 # large windows (a 100k-row window runs 20 simulations per chunk, ~20 MB of booleans).
 MC_CHUNK_CELLS = 2_000_000
-# Metrics whose value is the exact (or NannyML ratio-of-expectations) closed form.
-CLOSED_FORM = ("accuracy", "precision", "recall", "f1", "log_loss", "brier")
 
 
 # ---------------------------------------------------------------------------- calibration

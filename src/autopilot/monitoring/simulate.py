@@ -334,6 +334,23 @@ def run_simulation(cfg: LoadedConfig, url: str, token: str, scenario: str, rows:
     _check_endpoint(base, headers, timeout, cfg.deployment.serving.token_env)
 
     outcomes = _send(base, headers, timeout, concurrency, chunks, records)
+    answered, statuses, versions, first_error = _tally(outcomes, chunks)
+
+    labelled, feedback_failed = 0, 0
+    if send_labels and answered:
+        items = [{"request_id": chunks[i][0], "labels": label_values[chunks[i][1]:chunks[i][2]]} for i in answered]
+        labelled, feedback_failed, error = _post_feedback(base, headers, timeout, items, statuses)
+        first_error = first_error or error
+    return SimulationResult(
+        scenario=scenario, requests=len(chunks), rows=len(records), failed=len(chunks) - len(answered),
+        request_ids=[chunks[i][0] for i in answered], labelled_rows=labelled, versions=dict(sorted(versions.items())),
+        seconds=time.monotonic() - start, shift=shift, statuses=dict(sorted(statuses.items())),
+        feedback_failed=feedback_failed, first_error=first_error)
+
+
+def _tally(outcomes: Sequence[_Outcome], chunks: Sequence[tuple[str, int, int]]
+           ) -> tuple[list[int], Counter[int], Counter[int], str | None]:
+    """The answered requests (indexes), failures by status, rows by answering version, and the first error."""
     statuses: Counter[int] = Counter()
     versions: Counter[int] = Counter()
     answered: list[int] = []
@@ -346,17 +363,7 @@ def run_simulation(cfg: LoadedConfig, url: str, token: str, scenario: str, rows:
         else:
             statuses[outcome.status] += 1
             first_error = first_error or f"request {chunks[outcome.index][0]}: {outcome.error}"
-
-    labelled, feedback_failed = 0, 0
-    if send_labels and answered:
-        items = [{"request_id": chunks[i][0], "labels": label_values[chunks[i][1]:chunks[i][2]]} for i in answered]
-        labelled, feedback_failed, error = _post_feedback(base, headers, timeout, items, statuses)
-        first_error = first_error or error
-    return SimulationResult(
-        scenario=scenario, requests=len(chunks), rows=len(records), failed=len(chunks) - len(answered),
-        request_ids=[chunks[i][0] for i in answered], labelled_rows=labelled, versions=dict(sorted(versions.items())),
-        seconds=time.monotonic() - start, shift=shift, statuses=dict(sorted(statuses.items())),
-        feedback_failed=feedback_failed, first_error=first_error)
+    return answered, statuses, versions, first_error
 
 
 def _sample(cfg: LoadedConfig, rows: int, seed: int) -> pd.DataFrame:

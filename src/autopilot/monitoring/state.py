@@ -9,7 +9,7 @@ its window report and never records a second trigger.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select
@@ -70,8 +70,3 @@ def triggers_since(settings: Settings, model: str, since: datetime, exclude_run_
         rows = conn.execute(query).mappings().all()
     return [{"run_id": r["run_id"], "at": _aware(r["at"]), "strategy": r["strategy"], "reason": r["reason"]}
             for r in rows if r["run_id"] != exclude_run_id]
-
-
-def budget_window(at: datetime) -> datetime:
-    """The start of the 24 h budget window ending at `at`."""
-    return at - timedelta(hours=24)

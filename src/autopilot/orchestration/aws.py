@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from autopilot.deploy.aws import AwsClients, aws_clients
+from autopilot.adapters.aws import AwsClients, aws_clients
 
 if TYPE_CHECKING:
     from autopilot.config import AwsDeploymentConfig

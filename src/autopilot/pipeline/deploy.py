@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopilot.adapters import registry
+from autopilot.aliases import CHAMPION
 from autopilot.outages import is_outage
 from autopilot.reports import GateFailure, GateReport
 
@@ -156,7 +157,7 @@ def _clients(cfg: LoadedConfig, clients: Any | None) -> Any:
     """The given AWS clients, else clients from the environment's credentials (the CLI's case)."""
     if clients is not None:
         return clients
-    from autopilot.deploy.aws import aws_clients
+    from autopilot.adapters.aws import aws_clients
 
     aws = cfg.deployment.aws
     return aws_clients(aws.region, limits=aws)
@@ -226,7 +227,7 @@ def _undo_promotion(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan
 
     failed = int(plan["version"])
     reasons = [f"deploy of version {failed} failed: {type(exc).__name__}: {str(exc)[:500]}"]
-    if current(cfg.registered_model_name, "champion") == failed:
+    if current(cfg.registered_model_name, CHAMPION) == failed:
         try:
             move = rollback(settings, cfg.registered_model_name, actor=ctx.actor, reason=reasons[0][:500],
                             idempotency_key=ctx.key(cfg, "deploy-rollback"))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopilot.adapters import registry
+from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.outages import is_outage
 from autopilot.reports import GateFailure, GateReport
 
@@ -41,8 +42,6 @@ __all__ = [
     "quality_gate",
 ]
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 PASSED = ("promote", "review")  # the verdicts that earn `challenger`
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from autopilot.adapters import registry
+from autopilot.aliases import CHAMPION
 from autopilot.reports import json_safe
 
 if TYPE_CHECKING:
@@ -219,7 +220,7 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
 
     start, end = _utc(start), _utc(end)
     registry.configure(settings)
-    champion = registry.resolve_version(cfg.registered_model_name, "champion")
+    champion = registry.resolve_version(cfg.registered_model_name, CHAMPION)
     version = int(champion.version)
     reference = load_reference(cfg, settings, champion)
     frame = _window_frame(cfg, settings, start, end)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopilot.adapters import registry
+from autopilot.aliases import CHAMPION
 from autopilot.config import LoadedConfig, config_hash
 from autopilot.reports import GateFailure, GateReport
 
@@ -407,7 +408,7 @@ def _data_digest(snapped: dict[str, Any]) -> str:
 
 
 def _champion_run(cfg: LoadedConfig) -> Any:
-    version = registry.resolve_version(cfg.registered_model_name, "champion")
+    version = registry.resolve_version(cfg.registered_model_name, CHAMPION)
     return version, registry.client().get_run(str(version.run_id))
 
 

@@ -18,64 +18,51 @@ opened while `serving.max_connections` were already open, 503 and the connection
 are answered at once, without reading the body; they are counted in
 `autopilot_rejected_total`, not in `autopilot_requests_total` (which counts admitted requests,
 so shedding is not read as the model failing).
+
+This module builds the app and runs the batch worker; the routes are in `serving.routes`, load
+shedding in `serving.admission`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import hmac
 import logging
-import math
-import re
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any
 
 import numpy as np
-import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     ProcessCollector,
-    generate_latest,
 )
-from starlette.requests import ClientDisconnect
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from autopilot.config import ModelConfig
-from autopilot.serving.batcher import Job, MicroBatcher, QueueFull
+from autopilot.serving.admission import Admission, AdmissionGuard
+from autopilot.serving.batcher import Job, MicroBatcher
 from autopilot.serving.holder import ModelHolder, SwapFailure
 from autopilot.serving.model import LoadedModel, ModelSource
+from autopilot.serving.routes import SIDE_JOBS, SIDE_WORKERS, add_routes
 from autopilot.serving.schema import RequestError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Admission", "AdmissionGuard", "Refusal", "ServingMetrics", "create_app"]
+__all__ = ["ServingMetrics", "ServingState", "create_app"]
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0)
 BACKGROUND_ROWS = 200
-# Routes whose requests hold model, batcher or database work: the concurrency bound applies.
-ADMITTED = {"/predict": "predict", "/invocations": "invocations", "/explain": "explain", "/feedback": "feedback"}
-ENDPOINTS = {**ADMITTED, "/model": "model", "/reload": "reload"}  # metric labels; any other path is "other"
-# Probes and the scraper are answered even past the connection bound: they are cheap and
-# carry no body, and an orchestrator must not restart a server because it is busy.
-PROBES = frozenset({"/health", "/ready", "/ping", "/metrics"})
 
 
 class ServingMetrics:
@@ -147,7 +134,9 @@ class ServingMetrics:
 
 
 @dataclass
-class _State:
+class ServingState:
+    """Everything one app's routes, admission and batch worker share: the model, the limits, the counters."""
+
     cfg: ModelConfig
     holder: ModelHolder
     metrics: ServingMetrics
@@ -172,6 +161,7 @@ class _State:
 
     @property
     def version(self) -> int | None:
+        """The version serving now (None before the first load)."""
         model = self.holder.current
         return model.version if model else None
 
@@ -189,7 +179,7 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
         follow: poll the source every `serving.poll_seconds` and hot-swap on a new version.
     """
     metrics = ServingMetrics()
-    state = _State(cfg=cfg, holder=ModelHolder(source), metrics=metrics, token=token, inference_log=inference_log)
+    state = ServingState(cfg=cfg, holder=ModelHolder(source), metrics=metrics, token=token, inference_log=inference_log)
     state.holder._on_swap = lambda old, new: _swapped(state, old, new)
     state.holder._on_failure = lambda failure: _failed(state, failure)
     serving = cfg.deployment.serving
@@ -217,7 +207,7 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
     app = FastAPI(title=f"autopilot: {cfg.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.autopilot = state
     app.add_middleware(AdmissionGuard, state=state)
-    _routes(app, state)
+    add_routes(app, state)
     return app
 
 
@@ -232,7 +222,7 @@ def _one_native_thread() -> None:
     threadpool_limits(limits=1, user_api="openmp")
 
 
-def _swapped(state: _State, old: LoadedModel | None, new: LoadedModel) -> None:
+def _swapped(state: ServingState, old: LoadedModel | None, new: LoadedModel) -> None:
     state.metrics.version.set(new.version)
     state.metrics.swaps.labels("ok").inc()
     state.metrics.swap_failed.set(0)
@@ -248,125 +238,9 @@ def _swapped(state: _State, old: LoadedModel | None, new: LoadedModel) -> None:
     gc.freeze()
 
 
-def _failed(state: _State, failure: SwapFailure) -> None:
+def _failed(state: ServingState, failure: SwapFailure) -> None:
     state.metrics.swaps.labels("failed").inc()
     state.metrics.swap_failed.set(failure.version)
-
-
-# ---------------------------------------------------------------------------- admission
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A request shed for load: its status, why (the metric's reason), and whether to close the connection."""
-
-    status: int
-    reason: str
-    message: str
-    close: bool = False
-
-
-class Admission:
-    """The load-shedding decision, made before routing or reading the body.
-
-    Shared by `AdmissionGuard` (the ASGI middleware, which also counts the requests it admits)
-    and by `serving.server`'s uvicorn protocol, which answers a refusal straight from the parsed
-    headers: no ASGI task, no routing, one write. Shedding must cost far less than serving, or a
-    server offered twice its capacity spends its CPU refusing.
-    """
-
-    def __init__(self, state: _State) -> None:
-        self.state = state
-        self.serving = serving = state.cfg.deployment.serving
-        self._busy = Refusal(429, "concurrency", f"{serving.max_concurrent_requests} requests are in progress "
-                                                 "(the limit)")
-        self._crowded = Refusal(503, "connections", f"this connection was opened past the limit of "
-                                                    f"{serving.max_connections} open connections", close=True)
-        # Answers built once per (reason, version) and reused: (ASGI headers, body, whole HTTP/1.1 bytes).
-        self._answers: dict[tuple[str, int | None], tuple[list[tuple[bytes, bytes]], bytes, bytes]] = {}
-
-    def refusal(self, path: str) -> Refusal | None:
-        """Why a request for `path` must be refused now, or None to admit it (no side effects)."""
-        if path in ADMITTED and self.state.in_flight >= self.serving.max_concurrent_requests:
-            return self._busy
-        return None
-
-    def connection_refusal(self, path: str) -> Refusal | None:
-        """The refusal for a request on a connection opened past `max_connections` (None for probes).
-
-        Only connections opened while the server was already at the bound are refused (and
-        closed, which gives the file descriptor back); the ones it had are served as usual.
-        Probes are answered on any connection: an orchestrator must not restart a busy server.
-        """
-        return None if path in PROBES else self._crowded
-
-    def over_connection_bound(self, open_connections: int) -> bool:
-        """Whether a connection that makes `open_connections` open is past `max_connections`."""
-        return open_connections > self.serving.max_connections
-
-    def answer(self, path: str, refusal: Refusal) -> tuple[list[tuple[bytes, bytes]], bytes, bytes]:
-        """Count the refusal and return its answer: ASGI headers, body, and the whole response as bytes."""
-        self.state.metrics.shed(ENDPOINTS.get(path, "other"), refusal.reason)
-        key = (refusal.reason, self.state.version)
-        answer = self._answers.get(key)
-        if answer is None:
-            if len(self._answers) > 32:  # one entry per reason and version: forget old versions
-                self._answers.clear()
-            response = _shed_response(self.state, refusal.status, f"overloaded: {refusal.message}; retry after "
-                                                                   f"{self.serving.retry_after_seconds} s",
-                                      refusal.close)
-            body = bytes(response.body)
-            head = b"HTTP/1.1 %d %s\r\n" % (refusal.status, HTTPStatus(refusal.status).phrase.encode())
-            raw = head + b"".join(b"%s: %s\r\n" % pair for pair in response.raw_headers) + b"\r\n" + body
-            answer = self._answers[key] = (response.raw_headers, body, raw)
-        return answer
-
-
-class AdmissionGuard:
-    """Shed load before it queues: a plain ASGI middleware in front of the routes.
-
-    It runs before routing and before the body is read, and counts the requests it admits to
-    the model routes (`serving.max_concurrent_requests` bounds that count). Under
-    `autopilot serve` most refusals never reach it: the server's protocol answers them from the
-    parsed headers with the same decision (`serving.server.http_protocol`).
-    """
-
-    def __init__(self, app: ASGIApp, state: _State) -> None:
-        self.app = app
-        self.state = state
-        self.admission = state.admission
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Admit the request to the app, or answer 429 with Retry-After at once."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        refusal = self.admission.refusal(path)
-        if refusal is not None:
-            headers, body, _ = self.admission.answer(path, refusal)
-            await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        if path not in ADMITTED:
-            await self.app(scope, receive, send)
-            return
-        state = self.state
-        state.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            state.in_flight -= 1
-
-
-def _shed_response(state: _State, status: int, message: str, close: bool = False) -> Response:
-    """A 429/503 load-shedding answer: Retry-After, the model version, and `Connection: close` if asked."""
-    response = _error(state, status, message)
-    response.headers["Retry-After"] = str(state.cfg.deployment.serving.retry_after_seconds)
-    response.headers["X-Model-Version"] = str(state.version or "")
-    if close:
-        response.headers["Connection"] = "close"
-    return response
 
 
 # ---------------------------------------------------------------------------- the batch worker
@@ -379,7 +253,7 @@ class _Answer:
     labels: list[Any] | None
 
 
-def _process(state: _State, jobs: Sequence[Job]) -> list[Any]:
+def _process(state: ServingState, jobs: Sequence[Job]) -> list[Any]:
     """Predict a micro-batch, log it durably, and split the answers per request (worker thread)."""
     model = state.holder.current  # read once: the whole batch uses one version
     if model is None:
@@ -404,7 +278,7 @@ def _process(state: _State, jobs: Sequence[Job]) -> list[Any]:
     return answers
 
 
-def _log(state: _State, model: LoadedModel, jobs: Sequence[Job], answers: list[Any]) -> list[Any]:
+def _log(state: ServingState, model: LoadedModel, jobs: Sequence[Job], answers: list[Any]) -> list[Any]:
     """Append the batch in one transaction; if that fails, job by job, so one bad request fails alone."""
     from autopilot.serving.inference_log import DuplicateRequest, InferenceRecord
 
@@ -439,283 +313,3 @@ def _log(state: _State, model: LoadedModel, jobs: Sequence[Job], answers: list[A
     return out
 
 
-# ---------------------------------------------------------------------------- routes
-
-
-Handler = Callable[[Request, Any], Awaitable[Any]]
-CLIENT_GONE = 499  # nginx's "client closed request": recorded in metrics, never sent
-
-
-SIDE_WORKERS = 2  # threads for /explain and /feedback (SHAP is CPU-bound: more threads buy nothing here)
-SIDE_JOBS = 4  # jobs running or waiting for those threads; past it, 429
-
-
-class SideBusy(Exception):
-    """Every /explain and /feedback slot is taken: shed with 429, like a full batch queue."""
-
-
-async def _side_job(state: _State, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run `fn` on the bounded side pool; shed (429) when its jobs are all taken.
-
-    The slot is released when the thread finishes, not when the request stops waiting for it.
-    """
-    if not state.side_slots.acquire(blocking=False):
-        raise SideBusy(f"{SIDE_JOBS} explain/feedback jobs are running or waiting (the limit)")
-    try:
-        future = state.side_pool.submit(fn, *args)
-    except BaseException:
-        state.side_slots.release()
-        raise
-    future.add_done_callback(lambda _: state.side_slots.release())
-    return await asyncio.wrap_future(future)
-
-
-def _routes(app: FastAPI, state: _State) -> None:
-    serving = state.cfg.deployment.serving
-
-    async def handle(request: Request, endpoint: str, fn: Handler, auth: bool, reads_body: bool) -> Response:
-        start = time.perf_counter()
-        status = 200
-        answered_by = None  # the version that computed the answer (a swap may have happened since)
-        try:
-            if auth:
-                _authorize(state, request)  # before the body: an unauthenticated body is never read
-            body = await _json_body(request, serving.max_body_bytes, serving.body_timeout_seconds) \
-                if reads_body else None
-            # asyncio.timeout, not wait_for: no second task per request on the hot path.
-            async with asyncio.timeout(serving.request_timeout_seconds):
-                payload = await fn(request, body)
-            if isinstance(payload, dict):
-                answered_by = payload.get("model_version")
-            content = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-            response = Response(content, media_type="application/json")
-        except (QueueFull, SideBusy) as exc:  # shed, like the guard's refusals: not an admitted request
-            state.metrics.shed(endpoint, "queue" if isinstance(exc, QueueFull) else "side_jobs")
-            return _shed_response(state, 429, f"overloaded: {exc}; retry after {serving.retry_after_seconds} s")
-        except RequestError as exc:
-            status = exc.status
-            state.metrics.errors.labels(endpoint, str(status)).inc()
-            response = _error(state, status, exc.message)
-        except TimeoutError:
-            status = 504
-            state.metrics.errors.labels(endpoint, "504").inc()
-            response = _error(state, 504, f"no answer within {serving.request_timeout_seconds:g} s")
-        except ClientDisconnect:  # the client left mid-body: nothing to answer, and not our failure
-            status = CLIENT_GONE
-            state.metrics.errors.labels(endpoint, "disconnect").inc()
-            response = Response(status_code=400)
-        except Exception as exc:  # a bug or a failed dependency: say so, do not leak a traceback
-            status = 500
-            log.exception("%s failed", endpoint)
-            state.metrics.errors.labels(endpoint, "500").inc()
-            response = _error(state, 500, f"internal error: {type(exc).__name__}")
-        if status != 200:
-            _error_headers(response, status, serving.retry_after_seconds)
-        response.headers["X-Model-Version"] = str(answered_by if answered_by is not None else state.version or "")
-        state.metrics.answered(endpoint, status, time.perf_counter() - start)
-        return response
-
-    async def predict(request: Request, body: Any) -> Any:
-        model = state.holder.current
-        if model is None or state.batcher is None:
-            raise RequestError(503, "no model is loaded yet")
-        rows = model.schema.records(body)
-        unseen = model.unseen_categories(rows)
-        if unseen:
-            _unseen(state, model, unseen)
-        request_id = _request_id(request)
-        answer = await state.batcher.submit(rows, request_id)
-        result: dict[str, Any] = {"request_id": request_id, "model": state.cfg.name,
-                                  "model_version": answer.version, "predictions": answer.scores}
-        if answer.labels is not None:
-            result["labels"] = answer.labels
-        if unseen:
-            result["warnings"] = [{"warning": "unseen_category", "row": i, "column": column,
-                                   "value": value[:MAX_VALUE_CHARS]} for i, column, value in unseen]
-        return result
-
-    async def explain(request: Request, body: Any) -> Any:
-        model = state.holder.current
-        if model is None:
-            raise RequestError(503, "no model is loaded yet")
-        rows = model.schema.records(body)
-        if len(rows) > serving.explain_max_rows:
-            raise RequestError(422, f"{len(rows)} records exceed the /explain limit of {serving.explain_max_rows}")
-        return await _side_job(state, _explain, state, model, rows)
-
-    async def feedback(request: Request, body: Any) -> Any:
-        if state.inference_log is None:
-            raise RequestError(503, "this endpoint keeps no inference log")
-        items = body.get("feedback", [body]) if isinstance(body, dict) else body
-        if not isinstance(items, list) or not all(isinstance(i, dict) and "request_id" in i and "labels" in i
-                                                  for i in items):
-            raise RequestError(422, "feedback must be {'request_id': ..., 'labels': [...]} or a list of them")
-        labelled = await _side_job(state, _feedback, state, items)
-        return {"labelled_rows": labelled, "model_version": state.version}
-
-    async def model_info(request: Request, body: Any) -> Any:
-        model = state.holder.current
-        failure = state.holder.last_failure
-        return {"model_version": state.version, "serving": model.describe() if model else None,
-                "last_swap_failure": {"version": failure.version, "error": failure.error} if failure else None}
-
-    async def reload(request: Request, body: Any) -> Any:
-        report = await asyncio.get_running_loop().run_in_executor(None, state.holder.refresh)
-        return {"model_version": state.version, **report}
-
-    async def health(request: Request, body: Any) -> Any:
-        return {"status": "ok", "model_version": state.version}
-
-    async def ready(request: Request, body: Any) -> Any:
-        if state.holder.current is None:
-            failure = state.holder.last_failure
-            raise RequestError(503, "no model loaded" + (f": {failure.error}" if failure else ""))
-        return {"status": "ready", "model_version": state.version}
-
-    def route(path: str, endpoint: str, fn: Handler, method: str, auth: bool = True) -> None:
-        reads_body = path in ADMITTED
-
-        async def view(request: Request) -> Response:
-            return await handle(request, endpoint, fn, auth, reads_body)
-
-        # A plain Starlette route: these handlers read the request themselves, so FastAPI's
-        # dependency and parameter machinery would only add per-request cost.
-        app.router.routes.append(Route(path, view, methods=[method], name=endpoint))
-
-    need_token = state.token is not None
-    route("/predict", "predict", predict, "POST", need_token)
-    route("/invocations", "invocations", predict, "POST", need_token)
-    route("/explain", "explain", explain, "POST", need_token)
-    route("/feedback", "feedback", feedback, "POST", need_token)
-    route("/model", "model", model_info, "GET", need_token)
-    route("/reload", "reload", reload, "POST", need_token)
-    route("/health", "health", health, "GET", False)
-    route("/ready", "ready", ready, "GET", False)
-    route("/ping", "ping", ready, "GET", False)
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _authorize(state: _State, request: Request) -> None:
-    if state.token is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if not header:
-        raise RequestError(401, "missing bearer token (send 'Authorization: Bearer <token>')")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), state.token.encode()):
-        raise RequestError(401, "invalid bearer token")
-
-
-def _error_headers(response: Response, status: int, retry_after: int) -> None:
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="autopilot"'
-    elif status in (429, 503):
-        response.headers["Retry-After"] = str(retry_after)
-    elif status == 408:
-        # The client is still sending (slowly): nothing more on this connection can be parsed in
-        # time, so close it rather than keep reading for it.
-        response.headers["Connection"] = "close"
-
-
-async def _json_body(request: Request, limit: int, timeout: float) -> Any:
-    """The parsed JSON body, read within `timeout` seconds and up to `limit` bytes.
-
-    A declared Content-Length over the limit is refused before any of the body is read; a
-    chunked (or understated) body is counted as it streams and refused as soon as it passes the
-    limit, so at most `limit` bytes are ever held. What the client still sends after the answer
-    is read and discarded by the server (the connection stays usable), never stored.
-
-    Raises:
-        RequestError: 413 (too large), 408 (not received within `timeout`), 400 (empty or not JSON).
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"body of {int(declared)} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise RequestError(413, f"body exceeds the limit of {limit} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise RequestError(408, f"the request body was not received within {timeout:g} s "
-                                f"({size} bytes arrived)") from None
-    raw = b"".join(chunks)
-    if not raw:
-        raise RequestError(400, "empty body: send a JSON object")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        # orjson refuses NaN and Infinity literals (and numbers that overflow to infinity), which
-        # is what we want: they are not JSON, and a model must not see them.
-        if "infinity" in str(exc).lower() or b"NaN" in raw or b"Infinity" in raw:
-            raise RequestError(400, f"NaN and infinite numbers are not valid JSON; send null for a missing value "
-                                    f"({exc})") from None
-        raise RequestError(400, f"malformed JSON: {exc}") from None
-
-
-MAX_VALUE_CHARS = 100  # a value quoted back in a warning or a 422: enough to recognise, bounded
-
-
-def _unseen(state: _State, model: LoadedModel, found: list[tuple[int, str, str]]) -> None:
-    """Count a request's unseen categories; refuse it (422) when the config says `reject`.
-
-    The refusal quotes the first value only (truncated), and nothing of the body is logged.
-    """
-    state.metrics.unseen_categories(model.name, found)
-    if state.cfg.deployment.serving.unseen_categories == "reject":
-        i, column, value = found[0]
-        more = f" ({len(found) - 1} more unseen values in this request)" if len(found) > 1 else ""
-        raise RequestError(422, f"record {i}: column {column!r} has the category {value[:MAX_VALUE_CHARS]!r}, never "
-                                f"seen in training (serving.unseen_categories: reject){more}")
-
-
-def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    if given is None:
-        return uuid.uuid4().hex
-    if not REQUEST_ID.match(given):
-        raise RequestError(400, "X-Request-ID must be 1-64 characters of letters, digits, '.', '_', ':' or '-'")
-    return given
-
-
-def _error(state: _State, status: int, message: str) -> Response:
-    body = {"error": message, "status": status, "model_version": state.version}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def _explain(state: _State, model: LoadedModel, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-row SHAP contributions on the original features (exact tree path where the model allows)."""
-    from autopilot.explain import shap_attributions
-
-    frame = model.schema.frame(rows)
-    background_rows = list(state.recent) or rows
-    background = model.schema.frame(background_rows)
-    attr = shap_attributions(model.pipeline, frame, model.cfg, background=background, method="auto", seed=0)
-    values = attr.values.to_dict("records")
-    return {"model_version": model.version, "method": attr.method, "output": attr.output,
-            "base_value": _finite(attr.base_value),
-            "contributions": [{k: _finite(v) for k, v in row.items()} for row in values]}
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _feedback(state: _State, items: list[dict[str, Any]]) -> int:
-    from autopilot.serving.inference_log import UnknownRequest
-
-    total = 0
-    for item in items:
-        try:
-            total += state.inference_log.add_feedback(str(item["request_id"]), item["labels"])  # type: ignore[union-attr]
-        except UnknownRequest as exc:
-            raise RequestError(404, str(exc).strip("'\"")) from None
-        except ValueError as exc:
-            raise RequestError(422, str(exc)) from None
-    return total

@@ -31,6 +31,7 @@ from autopilot.adapters.model_loading import (
     open_package,
     open_version,
 )
+from autopilot.aliases import CHAMPION
 from autopilot.config import ModelConfig, Task
 from autopilot.serving.compiled import CompiledPreprocess, NotCompilable, compile_pipeline, training_categories
 from autopilot.serving.schema import ServingSchema
@@ -208,7 +209,7 @@ def _compile(model: LoadedModel, example: pd.DataFrame | None) -> tuple[Compiled
 class RegistrySource:
     """Versions from the MLflow registry, following an alias (the `champion` by default)."""
 
-    def __init__(self, cfg: ModelConfig, registered_name: str, alias: str = "champion",
+    def __init__(self, cfg: ModelConfig, registered_name: str, alias: str = CHAMPION,
                  policy: LoadPolicy | None = None) -> None:
         from autopilot.settings import Settings
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from autopilot.aliases import CHAMPION
 from autopilot.config import ModelConfig
 from autopilot.settings import Settings
 
@@ -44,7 +45,7 @@ def resolve_token(cfg: ModelConfig, environ: dict[str, str] | None = None) -> st
 
 
 def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = None, follow: bool = True,
-              token: str | None = None, alias: str = "champion") -> Any:
+              token: str | None = None, alias: str = CHAMPION) -> Any:
     """The FastAPI app: following the registry alias, or serving a fixed package folder."""
     from autopilot.adapters import registry
     from autopilot.adapters.model_loading import LoadPolicy, harden_process
@@ -114,7 +115,7 @@ def http_protocol(header_timeout: float, admission: Any = None,
       deadline: a client trickling that body would hold its connection forever. With
       `body_timeout`, a request whose body is still arriving one second after the app's own body
       deadline has its connection closed.
-    - **Refusals from the headers.** With `admission` (the app's `serving.app.Admission`), a
+    - **Refusals from the headers.** With `admission` (the app's `serving.admission.Admission`), a
       request the app would shed is answered here, as soon as its headers are parsed: one write
       of a prepared answer, no ASGI task, no routing. It is the same decision and the same
       answer as the app's `AdmissionGuard`, at a fraction of the cost (the point of shedding is
@@ -140,80 +141,8 @@ def http_protocol(header_timeout: float, admission: Any = None,
     timeout_answer = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                       b"connection: close\r\n\r\n%s" % (len(body), body))
 
-    class ServingProtocol(HttpToolsProtocol):
-        _head_timer: asyncio.TimerHandle | None = None
-        _body_timer: asyncio.TimerHandle | None = None
-        _crowded = False  # opened past max_connections: its requests are refused and it is closed
+    from autopilot.serving.protocol import ServingProtocol
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._head_timer = self.loop.call_later(header_timeout, self._head_timeout)
-            self._crowded = admission is not None and admission.over_connection_bound(len(self.connections))
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(header_timeout, self._head_timeout)
-
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            super().on_headers_complete()
-            if body_timeout is not None:  # cleared by on_message_complete, at once for a request without body
-                self._body_timer = self.loop.call_later(body_timeout + 1.0, self._body_overdue)
-
-        def on_message_complete(self) -> None:
-            self._disarm_body()
-            super().on_message_complete()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            self._disarm_body()
-            super().connection_lost(exc)
-
-        def _disarm(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _disarm_body(self) -> None:
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-                self._body_timer = None
-
-        def _body_overdue(self) -> None:
-            # The app answers a body it reads too slowly with 408 at the body deadline; this is the
-            # rest: bodies of requests already answered (or never read), still trickling in.
-            self._body_timer = None
-            if not self.transport.is_closing():
-                self.transport.close()
-
-        def _head_timeout(self) -> None:
-            self._head_timer = None
-            if not self.transport.is_closing():
-                self.transport.write(timeout_answer)
-                self.transport.close()
-
-        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-            path = cycle.scope["path"]
-            refusal = None
-            if admission is not None and app is self.app:
-                refusal = admission.connection_refusal(path) if self._crowded else admission.refusal(path)
-            if refusal is None:
-                super()._start_asgi_task(cycle, app)
-                return
-            # What uvicorn's own response cycle does once an answer is complete: the rest of the
-            # request's body, if any, is then read and dropped, and keep-alive goes on.
-            cycle.response_started = cycle.response_complete = True
-            self.transport.write(self._with_default_headers(admission.answer(path, refusal)[2]))
-            if refusal.close or not cycle.keep_alive:
-                self.transport.close()
-            self.on_response_complete()
-
-        def _with_default_headers(self, raw: bytes) -> bytes:
-            defaults = self.server_state.default_headers  # Date (refreshed every second) and the like
-            if not defaults:
-                return raw
-            line_end = raw.index(b"\r\n") + 2
-            return raw[:line_end] + b"".join(b"%s: %s\r\n" % pair for pair in defaults) + raw[line_end:]
-
-    return ServingProtocol
+    settings = {"header_timeout": header_timeout, "body_timeout": body_timeout, "admission": admission,
+                "timeout_answer": timeout_answer}
+    return type("ServingProtocol", (ServingProtocol,), settings)

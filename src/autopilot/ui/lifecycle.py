@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from autopilot.aliases import CHALLENGER, CHAMPION
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -51,7 +53,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER = "champion", "challenger"
 DECISION_TAG = "autopilot.decision"
 DECIDED_AT_TAG = "autopilot.decided_at"
 RECORD_PATH = "decision/decision.json"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterable
 
+from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.ui.lifecycle import DecisionView, GateView, ModelView, VersionView, WindowView
 
 __all__ = ["drift_chart", "esc", "render_page"]
@@ -121,7 +122,7 @@ def _card(model: ModelView, parts: list[str]) -> str:
 
 def _head(model: ModelView) -> str:
     badges = "".join(f'<span class="badge b-{alias}">{alias} v{version.version}</span>'
-                     for alias, version in (("champion", model.champion), ("challenger", model.challenger))
+                     for alias, version in ((CHAMPION, model.champion), (CHALLENGER, model.challenger))
                      if version is not None)
     registered = "" if model.registered_name in (None, model.name) else \
         f' <span class="muted">registered as {esc(model.registered_name)}</span>'
@@ -155,7 +156,7 @@ def _versions_table(model: ModelView) -> str:
 
 def _version_heading(version: VersionView) -> str:
     aliases = " ".join(f'<span class="badge b-{esc(a)}">{esc(a)}</span>' for a in version.aliases
-                       if a in ("champion", "challenger"))
+                       if a in (CHAMPION, CHALLENGER))
     return f"{aliases} {_link(version.url, f'v{version.version}')}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from autopilot.adapters import registry
+from autopilot.aliases import CHAMPION
 
 __all__ = ["format_lineage", "lineage", "parse_model_spec"]
 
@@ -18,7 +19,7 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
     name, _, version = spec.partition("@")
     if not name:
         raise ValueError(f"{spec!r}: expected MODEL, MODEL@ALIAS or MODEL@VERSION")
-    return name, version or "champion"
+    return name, version or CHAMPION
 
 
 def lineage(model_name: str, version_spec: str | int) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from sqlalchemy import select
 from autopilot.adapters import registry, state_db
 from autopilot.adapters.state_db.locks import state_lock
 from autopilot.adapters.state_db.tables import ALIAS_HISTORY, ALIAS_INTENTS
+from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.faults import checkpoint
 
 if TYPE_CHECKING:
@@ -76,8 +77,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 RETIRED_TAG = "autopilot.retired"
 ANY: Final = object()  # `expected_champion=ANY`: move whatever the alias currently points at
 

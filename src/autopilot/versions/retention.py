@@ -29,7 +29,8 @@ __all__ = ["apply_retention", "protected_versions", "retire"]
 
 def protected_versions(settings: Settings, model: str) -> set[int]:
     """Versions that must never retire: the champion and the rollback target."""
-    from autopilot.versions.promotion import CHAMPION, current, rollback_target
+    from autopilot.aliases import CHAMPION
+    from autopilot.versions.promotion import current, rollback_target
 
     protected = {current(model, CHAMPION), rollback_target(settings, model)}
     return {version for version in protected if version is not None}

@@ -21,15 +21,16 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel
 
-from autopilot.config import (
-    IDENTIFIER,
+from autopilot.config.base import IDENTIFIER
+from autopilot.config.gates import (
     ExplainabilityGateConfig,
     FairnessGateConfig,
     InfraGateConfig,
     QualityGateConfig,
 )
 
-__all__ = ["Draft", "draft", "draft_config", "draft_yaml", "identifier", "index_column_reason", "label_rates"]
+__all__ = ["GATE_KEYS", "Draft", "draft", "draft_config", "draft_yaml", "identifier", "index_column_reason",
+           "label_rates"]
 
 MAX_CATEGORIES = 50
 # Names a saved row index goes by; such a column is left out only when it also holds row numbers.
@@ -261,10 +262,10 @@ _MEANINGS = {
 }
 
 # The keys of the drafted `gates:` section, per section and task, in the order written. Values
-# are the defaults config.py declares (never repeated here). This is the one place the section
+# are the defaults `config.gates` declares (never repeated here). This is the one place the section
 # is assembled: a new gate key goes in this table (and, if it needs a comment beyond its field's
 # description, in `_draft_gates`).
-_GATE_KEYS: dict[str, tuple[type[BaseModel], dict[str, tuple[str, ...]]]] = {
+GATE_KEYS: dict[str, tuple[type[BaseModel], dict[str, tuple[str, ...]]]] = {
     "quality": (QualityGateConfig, {
         "any": ("non_inferiority_margin", "bootstrap_samples", "confidence", "first_run", "first_run_baselines",
                 "on_inconclusive")}),
@@ -295,7 +296,7 @@ def _meaning(model: type[BaseModel], key: str) -> str:
 def _draft_gates(result: Draft, task: str, rate_lines: list[str], suggested: list[str]) -> None:
     """Assemble the `gates:` section: the defaults, each threshold's meaning, the labels' rates by group."""
     gates: dict[str, dict[str, Any]] = {}
-    for section, (model, keys_by_task) in _GATE_KEYS.items():
+    for section, (model, keys_by_task) in GATE_KEYS.items():
         keys = keys_by_task.get(task, keys_by_task.get("any", ()))
         gates[section] = {key: _default(model, key) for key in keys}
         for key in keys:

@@ -1,0 +1,199 @@
+"""The deployment section of a model config: service level, serving limits, rollout checks, SageMaker."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from autopilot.config.base import Frozen, Share
+from autopilot.config.roots import confined
+
+__all__ = ["AwsDeploymentConfig", "DeploymentConfig", "RolloutConfig", "ServiceLevelConfig", "ServingConfig"]
+
+
+class ServiceLevelConfig(Frozen):
+    """What the deployed model must sustain; environment selection sizes for it."""
+
+    p95_latency_ms: Annotated[float, Field(gt=0)] = Field(default=100.0, description="Single-row p95 latency.")
+    peak_rps: Annotated[float, Field(gt=0)] = Field(default=50.0, description="Peak requests per second.")
+    min_replicas: Annotated[int, Field(ge=1)] = Field(default=2, description="Replicas kept for availability.")
+    headroom: Annotated[float, Field(ge=1.0, le=10.0)] = Field(
+        default=1.5, description="Capacity multiplier over the measured need (1.5 = 50% spare)."
+    )
+
+
+class ServingConfig(Frozen):
+    """The serving endpoint's limits (local `autopilot serve` and the generated image alike)."""
+
+    host: str = Field(default="127.0.0.1", description="Interface `autopilot serve` binds to.")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8090, description="Port of `autopilot serve` (8080 is the Airflow UI's; containers use 8080)."
+    )
+    token_env: str = Field(
+        default="AUTOPILOT_SERVING_TOKEN",
+        description="Environment variable holding the bearer token (never the token itself).",
+    )
+    max_batch_rows: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=1024, description="Most records one /predict request may carry."
+    )
+    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=4_000_000, description="Largest request body accepted (413 above)."
+    )
+    request_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="A request still unanswered after this gets 504."
+    )
+    micro_batch_max_rows: Annotated[int, Field(ge=1)] = Field(
+        default=256, description="Rows of concurrent requests predicted in one call."
+    )
+    micro_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] | None = Field(
+        default=None,
+        description="How long a batch waits for more requests; default (null): adaptive, up to the last "
+                    "prediction's duration, and only when the last batch held more than one request.",
+    )
+    poll_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=5.0, description="How often the server checks the champion alias for a new version."
+    )
+    explain_max_rows: Annotated[int, Field(ge=1)] = Field(default=100, description="Most rows one /explain call.")
+    compiled_fast_path: bool = Field(
+        default=True,
+        description="Compile the fitted preprocessing to arrays at load (verified against the pipeline on "
+                    "synthetic and example rows; the pipeline serves when it does not apply).",
+    )
+    unseen_categories: Literal["warn", "reject"] = Field(
+        default="warn",
+        description="A categorical value the model never saw in training (null is missing, not unseen): "
+                    "`warn` answers 200 with a `warnings` entry naming the row, column and value; `reject` "
+                    "answers 422 naming the column and value. Both count it per column in "
+                    "autopilot_unseen_categories_total.",
+    )
+    # Overload: past these bounds the endpoint sheds load at once (never queues without bound),
+    # so admitted requests keep a bounded latency and the process a bounded memory.
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=32,
+        description="Most /predict, /invocations, /explain and /feedback requests in progress at once; one "
+                    "more gets 429 with Retry-After at once, before its body is read. Under sustained overload "
+                    "admitted latency is about this / throughput: the default (about the concurrency at which "
+                    "micro-batches fill) keeps it near the latency at capacity; raise it to absorb bursts.",
+    )
+    max_queued_rows: Annotated[int, Field(ge=1)] = Field(
+        default=4096,
+        description="Most rows waiting for the micro-batcher; a request that would exceed it gets 429 with "
+                    "Retry-After (at least max_batch_rows, so a request of the largest size can be admitted).",
+    )
+    max_connections: Annotated[int, Field(ge=1)] = Field(
+        default=1000,
+        description="Most open client connections: a connection opened while this many are open gets 503 with "
+                    "Retry-After on its requests (the probes /health, /ready, /ping, /metrics excepted) and is "
+                    "closed; the connections already open are served as usual.",
+    )
+    listen_backlog: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=2048,
+        description="Connections the kernel holds before the server accepts them (capped by net.core.somaxconn).",
+    )
+    retry_after_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=1, description="Retry-After (seconds) sent with every 429 and 503 the endpoint sheds load with."
+    )
+    header_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=5.0,
+        description="Longest time from a connection's opening (or a request's first byte) to the end of the "
+                    "request's headers; past it the connection gets 408 and is closed, so idle or trickling "
+                    "connections cannot hold max_connections.",
+    )
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=5.0,
+        description="Longest time to receive a whole request body (a slow client gets 408 and its connection "
+                    "is closed); the request_timeout_seconds budget starts once the body is in.",
+    )
+
+    @model_validator(mode="after")
+    def _check_admission(self) -> ServingConfig:
+        if self.max_queued_rows < self.max_batch_rows:
+            raise ValueError(f"max_queued_rows ({self.max_queued_rows}) is below max_batch_rows "
+                             f"({self.max_batch_rows}): a request of the largest allowed size could never be admitted")
+        return self
+
+
+class RolloutConfig(Frozen):
+    """How a new champion is checked on the live endpoint before the deployment counts as done."""
+
+    smoke_rows: Annotated[int, Field(ge=1)] = Field(default=20, description="Test rows sent as the smoke test.")
+    bake_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=60.0, description="How long errors and latency are watched after the swap."
+    )
+    bake_interval_seconds: Annotated[float, Field(gt=0)] = Field(default=5.0, description="Time between checks.")
+    max_error_rate: Share = Field(default=0.01, description="Highest share of 5xx answers during the bake.")
+    max_p95_latency_ms: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Highest observed p95 during the bake; defaults to the service level's."
+    )
+    swap_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=120.0, description="How long to wait for the endpoint to serve the new version."
+    )
+
+
+class AwsDeploymentConfig(Frozen):
+    """SageMaker deployment (used when `target: aws`)."""
+
+    region: str = "us-east-1"
+    bucket: str = Field(default="autopilot-models", description="S3 bucket for model packages.")
+    prefix: str = Field(default="models", description="Key prefix under the bucket.")
+    execution_role_arn: str = Field(
+        default="arn:aws:iam::123456789012:role/autopilot-sagemaker",
+        description="IAM role SageMaker assumes to read the package and pull the image.",
+    )
+    image_uri: str = Field(
+        default="123456789012.dkr.ecr.us-east-1.amazonaws.com/autopilot-serving:latest",
+        description="The serving image (built from the generated Dockerfile).",
+    )
+    aws_conn_id: str = Field(default="aws_default", description="Airflow connection used inside the DAG.")
+    canary_percent: Annotated[float, Field(gt=0, lt=100)] = Field(
+        default=10.0, description="Share of capacity the blue/green canary shifts first."
+    )
+    canary_wait_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=600, description="Canary bake before the rest of the traffic moves."
+    )
+    termination_wait_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=300, description="How long the old fleet is kept after the shift, for a fast rollback."
+    )
+    alarm_error_rate: Share = Field(default=0.01, description="5xx share that triggers an auto-rollback alarm.")
+    wait_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=1800.0, description="Longest wait for an endpoint to reach InService."
+    )
+    # Bounds on every AWS call (botocore client config): an outage fails the task in bounded
+    # time (Airflow retries it), it never hangs a worker.
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = Field(
+        default=4, description="Attempts per AWS call (the first plus retries; botocore standard mode, "
+                               "which retries throttling, 5xx and connection errors, never auth errors)."
+    )
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=10.0, description="Longest wait to connect to an AWS endpoint."
+    )
+    read_timeout_seconds: Annotated[float, Field(gt=0, le=900)] = Field(
+        default=60.0, description="Longest wait for an AWS answer (per attempt; an upload part counts as one)."
+    )
+    multipart_threshold_mib: Annotated[float, Field(ge=0)] = Field(
+        default=64.0, description="Packages larger than this go to S3 as a multipart upload (aborted on failure; "
+                                  "0: always multipart)."
+    )
+    multipart_part_mib: Annotated[int, Field(ge=5, le=5120)] = Field(
+        default=16, description="Part size of a multipart upload (S3's minimum is 5 MiB)."
+    )
+
+
+class DeploymentConfig(Frozen):
+    """Where and how the champion is deployed."""
+
+    target: Literal["local", "aws"] = "local"
+    instance_catalog: str | None = Field(
+        default=None,
+        description="Instance types and prices (YAML, relative to this config file); default: the bundled catalog.",
+    )
+    service_level: ServiceLevelConfig = Field(default_factory=ServiceLevelConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    aws: AwsDeploymentConfig = Field(default_factory=AwsDeploymentConfig)
+
+    @field_validator("instance_catalog")
+    @classmethod
+    def _check_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return confined(value, info)
