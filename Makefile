@@ -28,8 +28,9 @@ demo: $(STAMP) ## train, validate, version, tune and register the Adult model th
 
 test: lint typecheck pytest ## lint, type-check and run every test
 
-lint: $(STAMP) ## ruff (with Airflow's AIR rules)
+lint: $(STAMP) ## ruff (with Airflow's AIR rules) and the layer contracts (import-linter, pyproject.toml)
 	$(BIN)/ruff check src tests dags plugins bench scripts
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
