@@ -131,7 +131,8 @@ def test_every_load_path_refuses_the_payloads(small_adult: Callable[..., Path], 
 
         # Serving: the registry source, and a container package.
         with pytest.raises(ModelRefused, match=REFUSAL):
-            RegistrySource(cfg, cfg.registered_model_name, policy=policy).load(int(version.version))
+            RegistrySource(cfg, cfg.registered_model_name, policy=policy,
+                           registry=registry.connect(settings)).load(int(version.version))
         package = tmp_path / f"package-{kind}"
         shutil.copytree(registry.download(version.source), package)
         (package / PACKAGE_MANIFEST).write_text(json.dumps(registry.sha256_manifest(package)))

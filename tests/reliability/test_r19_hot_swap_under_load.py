@@ -172,7 +172,8 @@ def test_a_hot_swap_under_200_requests_per_second_drops_nothing_and_never_mixes_
     # Each version's own in-process predictions (the pipeline itself, not the server's fast path).
     registry.configure(settings)
     schema = ServingSchema.from_config(cfg)
-    expected = {int(v.version): RegistrySource(cfg, cfg.registered_model_name).load(int(v.version))
+    source = RegistrySource(cfg, cfg.registered_model_name, registry=registry.connect(settings))
+    expected = {int(v.version): source.load(int(v.version))
                 .pipeline.predict_proba(schema.frame(rows))[:, 1] for v in (v1, v2)}
     assert np.all(np.abs(expected[int(v1.version)] - expected[int(v2.version)]) > 1e-6), \
         "the two versions must score every row differently for an answer to identify its version"

@@ -49,8 +49,8 @@ def app_client(store: Settings, cfg: LoadedConfig, v1: Any,
     registry.configure(store)
     registry.set_alias(cfg.registered_model_name, "champion", int(v1.version))
     log = InferenceLog(f"sqlite:///{tmp_path / 'inference.db'}")
-    app = create_app(cfg, RegistrySource(cfg, cfg.registered_model_name), token=TOKEN, inference_log=log,
-                     follow=False)
+    app = create_app(cfg, RegistrySource(cfg, cfg.registered_model_name, registry=registry.connect(store)),
+                     token=TOKEN, inference_log=log, follow=False)
     with TestClient(app) as client:
         yield client, log
     log.close()
@@ -242,9 +242,10 @@ def test_the_fast_path_serves_the_pipelines_own_scores_and_can_be_turned_off(sto
     registry.configure(store)
     rows = feature_rows(adult_frames, cfg, n=40)
     rows[0] = {**rows[0], "workclass": "a-category-never-seen"}
-    fast = RegistrySource(cfg, cfg.registered_model_name).load(int(v1.version))
+    fast = RegistrySource(cfg, cfg.registered_model_name, registry=registry.connect(store)).load(int(v1.version))
     plain_cfg = adult_cfg(max_batch_rows=64, compiled_fast_path=False)
-    plain = RegistrySource(plain_cfg, plain_cfg.registered_model_name).load(int(v1.version))
+    plain = RegistrySource(plain_cfg, plain_cfg.registered_model_name, registry=registry.connect(store)).load(
+        int(v1.version))
     assert fast.compiled is not None and plain.compiled is None
     assert plain.describe()["fast_path"] == {"compiled": False,
                                                "note": "off (deployment.serving.compiled_fast_path: false)"}
@@ -275,7 +276,8 @@ def test_signature_mismatch_is_refused(cfg: LoadedConfig) -> None:
 def test_a_request_over_its_time_limit_gets_504(store: Settings, v1: Any, adult_frames: Any, tmp_path: Path) -> None:
     registry.configure(store)
     slow = adult_cfg(request_timeout_seconds=0.0001)
-    app = create_app(slow, RegistrySource(slow, slow.registered_model_name), token=TOKEN, follow=False)
+    app = create_app(slow, RegistrySource(slow, slow.registered_model_name, registry=registry.connect(store)),
+                     token=TOKEN, follow=False)
     with TestClient(app) as client:
         answer = client.post("/predict", json={"records": feature_rows(adult_frames, slow, n=50)}, headers=AUTH)
         assert answer.status_code == 504 and "no answer within" in answer.json()["error"]
@@ -311,7 +313,8 @@ def test_explanations_that_outlive_their_timeout_keep_their_slot_and_the_rest_ar
     registry.configure(store)
     quick = adult_cfg(request_timeout_seconds=0.5)
     rows = feature_rows(adult_frames, quick, n=2)
-    app = create_app(quick, RegistrySource(quick, quick.registered_model_name), token=TOKEN, follow=False)
+    app = create_app(quick, RegistrySource(quick, quick.registered_model_name, registry=registry.connect(store)),
+                     token=TOKEN, follow=False)
     with TestClient(app) as client, ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: client.post("/explain", json={"records": rows}, headers=AUTH),
                                 range(serving_app.SIDE_JOBS + 2)))
@@ -471,7 +474,8 @@ def test_a_dropped_model_leaves_no_cyclic_garbage(store: Settings, cfg: LoadedCo
     registry.configure(store)
     linear = register_version(store, cfg, adult_frames, params=LINEAR, alias=None)
     for version in (v1, linear):
-        model = RegistrySource(cfg, cfg.registered_model_name).load(int(version.version))
+        model = RegistrySource(cfg, cfg.registered_model_name, registry=registry.connect(store)).load(
+            int(version.version))
         model.predict_rows(feature_rows(adult_frames, cfg, n=3))
         gc.collect()
         gc.set_debug(gc.DEBUG_SAVEALL)
@@ -529,8 +533,8 @@ def test_reject_answers_422_naming_the_column_and_logs_no_more_of_the_body(
     registry.configure(store)
     strict = adult_cfg(max_batch_rows=64, unseen_categories="reject")
     log = InferenceLog(f"sqlite:///{tmp_path / 'inference.db'}")
-    app = create_app(strict, RegistrySource(strict, strict.registered_model_name), token=TOKEN, inference_log=log,
-                     follow=False)
+    app = create_app(strict, RegistrySource(strict, strict.registered_model_name, registry=registry.connect(store)),
+                     token=TOKEN, inference_log=log, follow=False)
     known = _known_row(adult_frames, strict)
     marker = "Marker-never-seen-category"
     with TestClient(app) as client, caplog.at_level("DEBUG"):
@@ -549,9 +553,10 @@ def test_reject_answers_422_naming_the_column_and_logs_no_more_of_the_body(
 def test_both_paths_know_the_same_training_categories(store: Settings, cfg: LoadedConfig, v1: Any,
                                                       adult_frames: Any) -> None:
     registry.configure(store)
-    fast = RegistrySource(cfg, cfg.registered_model_name).load(int(v1.version))
+    fast = RegistrySource(cfg, cfg.registered_model_name, registry=registry.connect(store)).load(int(v1.version))
     plain_cfg = adult_cfg(max_batch_rows=64, compiled_fast_path=False)
-    plain = RegistrySource(plain_cfg, plain_cfg.registered_model_name).load(int(v1.version))
+    plain = RegistrySource(plain_cfg, plain_cfg.registered_model_name, registry=registry.connect(store)).load(
+        int(v1.version))
     assert fast.compiled is not None and plain.compiled is None
     assert fast.known == plain.known and {name for name, _ in fast.known} == {
         name for name, spec in cfg.features.items() if spec.type == "categorical"}

@@ -36,11 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopilot.adapters import registry
+from autopilot.adapters.registry import MANIFEST_TAG, ManifestError, transitional_default, verify_manifest
 
 if TYPE_CHECKING:
-    from mlflow.entities.model_registry import ModelVersion
-
+    from autopilot.adapters.registry import ModelVersion, Registry
     from autopilot.config import ModelConfig
     from autopilot.settings import Settings
 
@@ -53,6 +52,7 @@ __all__ = [
     "ModelRefused",
     "VerifiedFiles",
     "harden_process",
+    "import_pyfunc",
     "load_pyfunc",
     "load_sklearn",
     "load_version",
@@ -91,7 +91,7 @@ SKOPS_TRUSTED_TYPES: frozenset[str] = frozenset({
 })
 
 
-class ModelRefused(registry.ManifestError):
+class ModelRefused(ManifestError):
     """A model failed verification (signature, manifest, format or types); nothing was deserialized."""
 
 
@@ -135,7 +135,7 @@ def sign_manifest(name: str, manifest: Mapping[str, str], key: str) -> str:
 
 def manifest_tags(name: str, manifest: Mapping[str, str], key: str | None) -> dict[str, str]:
     """The version tags that let a version be loaded: its manifest, and its signature when keyed."""
-    tags = {registry.MANIFEST_TAG: json.dumps(dict(manifest), sort_keys=True)}
+    tags = {MANIFEST_TAG: json.dumps(dict(manifest), sort_keys=True)}
     if key:
         tags[SIGNATURE_TAG] = sign_manifest(name, manifest, key)
     return tags
@@ -161,12 +161,14 @@ def _check_signature(name: str, manifest: Mapping[str, str], signature: str | No
     return True
 
 
-def sign_version(version: ModelVersion, key: str) -> bool:
+def sign_version(version: ModelVersion, key: str, registry: Registry | None = None) -> bool:
     """Sign a version registered before signing was turned on; False when it already holds a valid signature.
 
     The files are checked against the version's manifest first (in a private copy), so only a
     version whose stored files still match what was registered gets signed. This vouches for
     the files as they are: sign only versions you trust (`autopilot sign` lists each one).
+    `registry` is the version's store (None: TRANSITIONAL, `registry.transitional_default()`, for
+    pipeline/, cli/ and doctor/ until they pass one).
 
     Raises:
         ModelRefused: no manifest, files that do not match it, or a signature made with another key.
@@ -174,12 +176,13 @@ def sign_version(version: ModelVersion, key: str) -> bool:
     label = f"version {version.version} of {version.name}"
     existing = (version.tags or {}).get(SIGNATURE_TAG)
     if existing:
-        _check_signature(version.name, _parse_manifest((version.tags or {}).get(registry.MANIFEST_TAG) or "", label),
+        _check_signature(version.name, _parse_manifest((version.tags or {}).get(MANIFEST_TAG) or "", label),
                          existing, LoadPolicy(signing_key=key))  # raises on a signature made with another key
         return False
-    with open_version(version, LoadPolicy(allow_pickle=True)) as files:  # checks files only; nothing is loaded
+    store = registry or transitional_default()
+    with open_version(version, LoadPolicy(allow_pickle=True), store) as files:  # checks files only; nothing loaded
         signature = sign_manifest(version.name, files.manifest, key)
-    registry.client().set_model_version_tag(version.name, str(version.version), SIGNATURE_TAG, signature)
+    store.set_version_tag(version.name, version.version, SIGNATURE_TAG, signature)
     return True
 
 
@@ -187,15 +190,19 @@ def sign_version(version: ModelVersion, key: str) -> bool:
 
 
 @contextlib.contextmanager
-def open_version(version: ModelVersion, policy: LoadPolicy) -> Iterator[VerifiedFiles]:
+def open_version(version: ModelVersion, policy: LoadPolicy,
+                 registry: Registry | None = None) -> Iterator[VerifiedFiles]:
     """A registered version's files in a private folder, verified (deleted afterwards).
+
+    `registry` is the version's store (None: TRANSITIONAL, `registry.transitional_default()`, for
+    pipeline/, cli/ and doctor/ until they pass one).
 
     Raises:
         ModelRefused: naming the first check that failed; nothing was deserialized.
     """
     label = f"version {version.version} of {version.name}"
     tags = version.tags or {}
-    raw = tags.get(registry.MANIFEST_TAG)
+    raw = tags.get(MANIFEST_TAG)
     if not raw:
         raise ModelRefused(f"{label} has no SHA-256 manifest tag: refusing to load it")
     manifest = _parse_manifest(raw, label)
@@ -205,7 +212,7 @@ def open_version(version: ModelVersion, policy: LoadPolicy) -> Iterator[Verified
     # Downloaded (copied, for a local store) into a folder only this user can read, removed
     # afterwards: what loads is what is checked here, whatever happens in the store meanwhile.
     with tempfile.TemporaryDirectory(prefix="autopilot-model-") as tmp:  # created with mode 0700
-        folder = registry.download(version.source, Path(tmp))
+        folder = (registry or transitional_default()).download(version.source, Path(tmp))
         yield verify_folder(folder, manifest, policy, name=label, signed=signed)
 
 
@@ -239,8 +246,8 @@ def verify_folder(folder: Path, manifest: Mapping[str, str], policy: LoadPolicy,
         ModelRefused: naming what failed.
     """
     try:
-        registry.verify_manifest(folder, dict(manifest))
-    except registry.ManifestError as exc:
+        verify_manifest(folder, dict(manifest))
+    except ManifestError as exc:
         raise ModelRefused(f"{name}: {exc}") from None
     spec = _mlmodel(folder, name)
     flavors = spec.get("flavors") or {}
@@ -345,6 +352,11 @@ def load_sklearn(files: VerifiedFiles) -> Any:
         return cloudpickle.load(handle)
 
 
+def import_pyfunc() -> None:
+    """Import MLflow's pyfunc module, what serving imports (so a probe can time the import apart from the load)."""
+    import mlflow.pyfunc  # noqa: F401
+
+
 def load_pyfunc(files: VerifiedFiles) -> Any:
     """A verified model as an MLflow pyfunc model (its signature enforced on `predict`), built here."""
     from mlflow.models import Model
@@ -354,9 +366,12 @@ def load_pyfunc(files: VerifiedFiles) -> Any:
     return PyFuncModel(model_meta=meta, model_impl=_SklearnPyfunc(load_sklearn(files)), predict_fn=files.predict_fn)
 
 
-def load_version(version: ModelVersion, policy: LoadPolicy) -> Any:
-    """A registered version's sklearn model, verified then deserialized (see the module docstring)."""
-    with open_version(version, policy) as files:
+def load_version(version: ModelVersion, policy: LoadPolicy, registry: Registry | None = None) -> Any:
+    """A registered version's sklearn model, verified then deserialized (see the module docstring).
+
+    `registry` is the version's store (None: TRANSITIONAL, as in `open_version`).
+    """
+    with open_version(version, policy, registry) as files:
         return load_sklearn(files)
 
 

@@ -166,8 +166,8 @@ def _wait_for_version(http: httpx.Client, version: int, timeout: float, reasons:
 def _smoke(cfg: LoadedConfig, settings: Settings, http: httpx.Client, plan: dict[str, Any],
            snapped: dict[str, Any], reasons: list[str], metrics: dict[str, Any]) -> None:
     """Send real held-out rows: every answer must come from the new version and match it exactly."""
-    from autopilot.adapters import registry
     from autopilot.adapters.model_loading import LoadPolicy, load_version
+    from autopilot.adapters.registry import connect
     from autopilot.pipeline.training import _load_splits
     from autopilot.serving.schema import ServingSchema
 
@@ -176,8 +176,9 @@ def _smoke(cfg: LoadedConfig, settings: Settings, http: httpx.Client, plan: dict
     frame = splits.X_test.sample(min(rollout.smoke_rows, len(splits.X_test)), random_state=1)
     records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
                for row in frame.to_dict("records")]
+    registry = connect(settings)
     version = registry.resolve_version(cfg.registered_model_name, plan["version"])
-    model = load_version(version, LoadPolicy.of(cfg, settings))
+    model = load_version(version, LoadPolicy.of(cfg, settings), registry)
     schema = ServingSchema.from_config(cfg)
     classifier = cfg.task.value == "binary_classification"
     raw = model.predict_proba(schema.frame(records)) if classifier else model.predict(schema.frame(records))

@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autopilot.adapters import model_loading
+from autopilot.adapters.registry import is_mlflow_error
 from autopilot.reports import GateReport
 
 if TYPE_CHECKING:
 
     import pandas as pd
-    from mlflow.entities.model_registry import ModelVersion
 
+    from autopilot.adapters.registry import ModelVersion, Registry
     from autopilot.config import InfraGateConfig, ModelConfig
 
 __all__ = ["evaluate_infra"]
@@ -53,7 +54,7 @@ MAX_ERROR_CHARS = 300  # reasons travel to version tags, run notes and Slack: ne
 
 
 def evaluate_infra(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarray,
-                   cfg: ModelConfig, policy: model_loading.LoadPolicy) -> GateReport:
+                   cfg: ModelConfig, policy: model_loading.LoadPolicy, registry: Registry | None = None) -> GateReport:
     """Load the version as serving will, query it with sample rows, and measure it.
 
     Args:
@@ -64,6 +65,8 @@ def evaluate_infra(version: ModelVersion, X_sample: pd.DataFrame, expected: np.n
             array of positive-class scores is compared with the served matrix's last column.
         cfg: the model config (thresholds in `gates.infra`).
         policy: what a load accepts (`model_loading.LoadPolicy.of(cfg, settings)`).
+        registry: the version's store (None: TRANSITIONAL, `registry.transitional_default()`, for
+            pipeline/ until it passes one).
 
     Returns:
         The `infra` report; it fails closed on any error, with the reason.
@@ -74,14 +77,15 @@ def evaluate_infra(version: ModelVersion, X_sample: pd.DataFrame, expected: np.n
                   "signature": "rejects a missing and a wrongly typed column"}
     details: dict[str, Any] = {"model": version.name, "version": int(version.version)}
     try:
-        return _evaluate(version, X_sample, np.asarray(expected), cfg, policy, thresholds, details)
+        return _evaluate(version, X_sample, np.asarray(expected), cfg, policy, registry, thresholds, details)
     except Exception as exc:  # an infra check that could not run has not passed
         return GateReport.failed(GATE, [f"infra validation could not run: {type(exc).__name__}: {exc}"],
                                  thresholds=thresholds, details=details)
 
 
 def _evaluate(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarray, cfg: ModelConfig,
-              policy: model_loading.LoadPolicy, thresholds: dict[str, Any], details: dict[str, Any]) -> GateReport:
+              policy: model_loading.LoadPolicy, registry: Registry | None, thresholds: dict[str, Any],
+              details: dict[str, Any]) -> GateReport:
     infra = cfg.gates.infra
     rows = min(infra.sample_rows, len(X_sample))
     if rows == 0 or len(expected) != len(X_sample):
@@ -90,7 +94,7 @@ def _evaluate(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarra
         return GateReport.failed(GATE, [reason], thresholds=thresholds, details=details)
     timeout = PROBE_OVERHEAD_SECONDS + infra.max_load_seconds + 4 * rows * infra.max_p95_latency_ms / 1000
     try:
-        with model_loading.open_version(version, policy) as files:
+        with model_loading.open_version(version, policy, registry) as files:
             details["serialization_format"] = files.serialization_format
             probe = _run_probe(files, X_sample.iloc[:rows].reset_index(drop=True), timeout)
     except model_loading.ModelRefused as exc:
@@ -186,7 +190,7 @@ def _probe_main(folder: str, rows: str, result: str, spec: str) -> None:
 def _measure(folder: str, X: pd.DataFrame, spec: dict[str, Any]) -> dict[str, Any]:
     meter = _PeakMemory()
     started = time.perf_counter()
-    import mlflow.pyfunc  # noqa: F401  (what serving imports; counted as import time, not load time)
+    model_loading.import_pyfunc()  # what serving imports; counted as import time, not load time
 
     import_seconds = time.perf_counter() - started
     baseline_mb = meter.current_mb()
@@ -245,8 +249,6 @@ class _PeakMemory:
 
 def _signature_checks(model: Any, X: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Query with a frame missing a column and one with a wrongly typed column; each must be rejected."""
-    from mlflow.exceptions import MlflowException
-
     schema = model.metadata.get_input_schema()
     if schema is None or not schema.has_input_names():
         return {"signature present": {"rejected": False, "error": "the model has no named input signature"}}
@@ -259,10 +261,11 @@ def _signature_checks(model: Any, X: pd.DataFrame) -> dict[str, dict[str, Any]]:
         try:
             model.predict(frame)
             checks[label] = {"rejected": False, "error": None}
-        except MlflowException as exc:  # MLflow's schema enforcement refused the frame
-            checks[label] = {"rejected": True, "error": str(exc)[:300]}
-        except Exception as exc:  # the model itself choked: the signature let the frame through
-            checks[label] = {"rejected": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        except Exception as exc:
+            if is_mlflow_error(exc):  # MLflow's schema enforcement refused the frame
+                checks[label] = {"rejected": True, "error": str(exc)[:300]}
+            else:  # the model itself choked: the signature let the frame through
+                checks[label] = {"rejected": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     return checks
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopilot.adapters import registry
+from autopilot.adapters.registry import Registry, connect
 
 if TYPE_CHECKING:
     from autopilot.settings import Settings
@@ -47,10 +47,8 @@ class ReproductionReport:
         return {**asdict(self), "reproduced": self.reproduced}
 
 
-def _recorded(run_id: str, artifact: str) -> Path:
-    import mlflow
-
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact))
+def _recorded(registry: Registry, run_id: str, artifact: str) -> Path:
+    return registry.download_artifacts(run_id, artifact)
 
 
 def reproduce(settings: Settings, model_name: str, version_spec: str | int) -> ReproductionReport:
@@ -70,12 +68,12 @@ def reproduce(settings: Settings, model_name: str, version_spec: str | int) -> R
     from autopilot.modeling.splits import make_splits
     from autopilot.modeling.training import evaluate, fit_pipeline, predict_scores
 
-    registry.configure(settings)
+    registry = connect(settings)
     version = registry.resolve_version(model_name, version_spec)
     tags, run_id = version.tags or {}, str(version.run_id)
-    cfg = ModelConfig.model_validate(json.loads(_recorded(run_id, "config.json").read_text()))
-    params = json.loads(_recorded(run_id, "model_params.json").read_text())
-    environment = json.loads(_recorded(run_id, "environment.json").read_text())
+    cfg = ModelConfig.model_validate(json.loads(_recorded(registry, run_id, "config.json").read_text()))
+    params = json.loads(_recorded(registry, run_id, "model_params.json").read_text())
+    environment = json.loads(_recorded(registry, run_id, "environment.json").read_text())
     store = open_store(settings.artifact_root)
     train = load_snapshot(store, tags["autopilot.snapshot.train"].removeprefix("sha256:"))
     test = load_snapshot(store, tags["autopilot.snapshot.test"].removeprefix("sha256:")) \
@@ -84,11 +82,11 @@ def reproduce(settings: Settings, model_name: str, version_spec: str | int) -> R
     pipeline = fit_pipeline(params, cfg, splits.X_train, splits.y_train, int(environment["seeds"]["estimator"]))
     reproduced = evaluate(pipeline, splits.X_test, splits.y_test, cfg.task)
     recorded_metrics = {k.removeprefix("test_"): v for k, v in
-                        registry.client().get_run(run_id).data.metrics.items() if k.startswith("test_")}
+                        registry.get_run(run_id).data.metrics.items() if k.startswith("test_")}
     scores = predict_scores(pipeline, splits.X_test, cfg.task)
-    recorded_scores = np.load(_recorded(run_id, "evaluation/test_scores.npy"))
-    registered_scores = predict_scores(load_version(version, _load_policy(settings, cfg.name)), splits.X_test,
-                                       cfg.task)
+    recorded_scores = np.load(_recorded(registry, run_id, "evaluation/test_scores.npy"))
+    registered_scores = predict_scores(load_version(version, _load_policy(settings, cfg.name), registry),
+                                       splits.X_test, cfg.task)
     same_packages = environment["packages"] == installed_packages()
     return ReproductionReport(
         model=model_name,

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from autopilot.aliases import CHAMPION
 from autopilot.config import ModelConfig, Task
 from autopilot.serving.compiled import CompiledPreprocess, NotCompilable, compile_pipeline, training_categories
 from autopilot.serving.schema import ServingSchema
+
+if TYPE_CHECKING:
+    from autopilot.adapters.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -210,26 +213,23 @@ class RegistrySource:
     """Versions from the MLflow registry, following an alias (the `champion` by default)."""
 
     def __init__(self, cfg: ModelConfig, registered_name: str, alias: str = CHAMPION,
-                 policy: LoadPolicy | None = None) -> None:
+                 policy: LoadPolicy | None = None, *, registry: Registry) -> None:
         from autopilot.settings import Settings
 
         self.cfg = cfg
         self.registered_name = registered_name
         self.alias = alias
         self.policy = policy or LoadPolicy.of(cfg, Settings.from_env())
+        self.registry = registry
 
     def current_version(self) -> int:
         """The version the alias points at now."""
-        from autopilot.adapters import registry
-
-        return int(registry.resolve_version(self.registered_name, self.alias).version)
+        return int(self.registry.resolve_version(self.registered_name, self.alias).version)
 
     def load(self, version: int) -> LoadedModel:
         """Download the version, verify it (`model_loading`), load and warm it."""
-        from autopilot.adapters import registry
-
-        mv = registry.resolve_version(self.registered_name, version)
-        with open_version(mv, self.policy) as files:
+        mv = self.registry.resolve_version(self.registered_name, version)
+        with open_version(mv, self.policy, self.registry) as files:
             return load_files(files, self.cfg, int(mv.version), run_id=mv.run_id or "", source=mv.source or "",
                               tags=dict(mv.tags or {}))
 

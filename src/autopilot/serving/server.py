@@ -47,8 +47,8 @@ def resolve_token(cfg: ModelConfig, environ: dict[str, str] | None = None) -> st
 def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = None, follow: bool = True,
               token: str | None = None, alias: str = CHAMPION) -> Any:
     """The FastAPI app: following the registry alias, or serving a fixed package folder."""
-    from autopilot.adapters import registry
     from autopilot.adapters.model_loading import LoadPolicy, harden_process
+    from autopilot.adapters.registry import connect
     from autopilot.serving.app import create_app
     from autopilot.serving.inference_log import InferenceLog
     from autopilot.serving.model import DirectorySource, ModelSource, RegistrySource
@@ -63,8 +63,7 @@ def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = Non
         source = DirectorySource(cfg, model_dir, policy=policy)
         follow = False
     else:
-        registry.configure(settings)
-        source = RegistrySource(cfg, cfg.registered_model_name, alias, policy=policy)
+        source = RegistrySource(cfg, cfg.registered_model_name, alias, policy=policy, registry=connect(settings))
     settings.ensure_local_dirs()
     inference_log = InferenceLog(settings.inference_db)
     return create_app(cfg, source, token=token, inference_log=inference_log, follow=follow)

@@ -34,8 +34,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from autopilot.aliases import CHALLENGER, CHAMPION
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
+    from autopilot.adapters.registry import ModelVersion, Registry
     from autopilot.config import LoadedConfig
     from autopilot.settings import Settings
 
@@ -239,11 +238,10 @@ def _message(exc: BaseException) -> str:
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
 
-def _client(settings: Settings) -> MlflowClient:
-    from autopilot.adapters import registry
+def _registry(settings: Settings) -> Registry:
+    from autopilot.adapters.registry import connect
 
-    registry.configure(settings)
-    return registry.client()
+    return connect(settings)
 
 
 def _missing(exc: BaseException) -> bool:
@@ -252,48 +250,44 @@ def _missing(exc: BaseException) -> bool:
 
 def _fill_versions(view: ModelView, cfg: LoadedConfig, settings: Settings, links: MlflowLinks, stem: str) -> None:
     name = cfg.registered_model_name
-    client = _client(settings)
+    registry = _registry(settings)
     try:
-        aliases = dict(client.get_registered_model(name).aliases or {})
+        aliases = registry.aliases(name)
     except Exception as exc:
         if not _missing(exc):
             raise
         aliases = {}
     if not aliases:
         # Say which of the two it is: a model never trained, or versions that no alias holds yet.
-        if not _has_versions(client, name):
+        if not _has_versions(registry, name):
             view.notes["versions"] = (f"{NO_VERSIONS}: the training DAG autopilot_training__{stem} registers "
                                       "the first one.")
             return
         view.notes["versions"] = "Versions are registered, but no champion or challenger alias is set."
         return
     holders: dict[int, list[str]] = {}
-    for alias, number in aliases.items():
-        holders.setdefault(int(number), []).append(alias)
+    for alias, held in aliases.items():
+        holders.setdefault(int(held), []).append(alias)
     for alias in (CHAMPION, CHALLENGER):
         if alias in aliases:
             number = int(aliases[alias])
-            setattr(view, alias, _version_view(client, name, number, sorted(holders[number]), cfg.metric, links))
+            setattr(view, alias, _version_view(registry, name, number, sorted(holders[number]), cfg.metric, links))
 
 
-def _has_versions(client: MlflowClient, name: str) -> bool:
+def _has_versions(registry: Registry, name: str) -> bool:
     try:
-        return bool(client.search_model_versions(f"name = '{_quote(name)}'", max_results=1))
+        return bool(registry.versions(name, limit=1))
     except Exception as exc:
         if _missing(exc):
             return False
         raise
 
 
-def _quote(value: str) -> str:
-    return value.replace("'", "''")
-
-
-def _version_view(client: MlflowClient, name: str, number: int, aliases: list[str], metric: str,
+def _version_view(registry: Registry, name: str, number: int, aliases: list[str], metric: str,
                   links: MlflowLinks) -> VersionView:
-    found = client.get_model_version(name, str(number))
+    found = registry.get_version(name, number)
     tags = dict(found.tags or {})
-    metrics, experiment_id = _run_metrics(client, str(found.run_id), metric, tags)
+    metrics, experiment_id = _run_metrics(registry, str(found.run_id), metric, tags)
     return VersionView(
         version=number, aliases=aliases, run_id=str(found.run_id), status=str(found.status),
         created_at=_from_millis(found.creation_timestamp), family=tags.get("autopilot.family"),
@@ -302,7 +296,7 @@ def _version_view(client: MlflowClient, name: str, number: int, aliases: list[st
     )
 
 
-def _run_metrics(client: MlflowClient, run_id: str, metric: str,
+def _run_metrics(registry: Registry, run_id: str, metric: str,
                  tags: dict[str, str]) -> tuple[dict[str, float | None], str | None]:
     """The version's test metrics, the configured metric first, and its run's experiment id.
 
@@ -310,7 +304,7 @@ def _run_metrics(client: MlflowClient, run_id: str, metric: str,
     `autopilot.test_<metric>` tag still gives the headline number.
     """
     try:
-        run = client.get_run(run_id)
+        run = registry.get_run(run_id)
     except Exception:
         log.warning("models page: run %s unreadable; metrics from tags", run_id, exc_info=True)
         value = tags.get(f"autopilot.test_{metric}")
@@ -326,19 +320,18 @@ def _fill_decision(view: ModelView, settings: Settings, links: MlflowLinks) -> N
     if view.registered_name is None or view.notes.get("versions", "").startswith(NO_VERSIONS):
         view.notes["decision"] = "No decision yet: nothing has been registered."
         return
-    client = _client(settings)
-    latest = _latest_decided(client, view.registered_name)
+    registry = _registry(settings)
+    latest = _latest_decided(registry, view.registered_name)
     if latest is None:
         view.notes["decision"] = "No decision recorded yet: the decide task writes one after the gates run."
         return
-    view.decision = _decision_view(client, latest, links)
+    view.decision = _decision_view(registry, latest, links)
 
 
-def _latest_decided(client: MlflowClient, name: str) -> Any | None:
+def _latest_decided(registry: Registry, name: str) -> ModelVersion | None:
     """The version with the newest decision among the newest versions, or None."""
     try:
-        versions = client.search_model_versions(f"name = '{_quote(name)}'", order_by=["version_number DESC"],
-                                                max_results=DECISION_SEARCH)
+        versions = registry.versions(name, newest_first=True, limit=DECISION_SEARCH)
     except Exception as exc:
         if _missing(exc):
             return None
@@ -347,14 +340,12 @@ def _latest_decided(client: MlflowClient, name: str) -> Any | None:
     return max(decided, key=lambda v: ((v.tags or {}).get(DECIDED_AT_TAG, ""), int(v.version)), default=None)
 
 
-def _decision_view(client: MlflowClient, version: Any, links: MlflowLinks) -> DecisionView:
-    import mlflow
-
+def _decision_view(registry: Registry, version: ModelVersion, links: MlflowLinks) -> DecisionView:
     run_id = str(version.run_id)
-    experiment_id = _experiment_of(client, run_id)
+    experiment_id = _experiment_of(registry, run_id)
     url = links.run(experiment_id, run_id)
     try:
-        record = mlflow.artifacts.load_dict(f"runs:/{run_id}/{RECORD_PATH}")
+        record = registry.load_dict(run_id, RECORD_PATH)
     except Exception:
         log.warning("models page: decision record of %s v%s unreadable; using its tags", version.name,
                     version.version, exc_info=True)
@@ -367,9 +358,9 @@ def _decision_view(client: MlflowClient, version: Any, links: MlflowLinks) -> De
     )
 
 
-def _experiment_of(client: MlflowClient, run_id: str) -> str | None:
+def _experiment_of(registry: Registry, run_id: str) -> str | None:
     try:
-        return str(client.get_run(run_id).info.experiment_id)
+        return str(registry.get_run(run_id).info.experiment_id)
     except Exception:
         return None
 

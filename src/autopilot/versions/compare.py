@@ -6,27 +6,25 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autopilot.adapters import registry
+from autopilot.adapters.registry import Registry, transitional_default
 
 __all__ = ["compare_versions", "format_comparison"]
 
 
-def _environment(run_id: str) -> dict[str, Any]:
-    import mlflow
-
+def _environment(registry: Registry, run_id: str) -> dict[str, Any]:
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="environment.json")
+        path = registry.download_artifacts(run_id, "environment.json")
     except Exception:  # recorded before fingerprints existed, or the artifact was deleted
         return {}
     data: dict[str, Any] = json.loads(Path(path).read_text())
     return data
 
 
-def _side(model: str, spec: str | int) -> dict[str, Any]:
+def _side(registry: Registry, model: str, spec: str | int) -> dict[str, Any]:
     version = registry.resolve_version(model, spec)
-    run = registry.client().get_run(str(version.run_id))
+    run = registry.get_run(str(version.run_id))
     tags = version.tags or {}
-    env = _environment(str(version.run_id))
+    env = _environment(registry, str(version.run_id))
     return {
         "version": int(version.version),
         "run_id": version.run_id,
@@ -50,9 +48,14 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]:
     return {key: [a.get(key), b.get(key)] for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)}
 
 
-def compare_versions(model: str, a: str | int, b: str | int) -> dict[str, Any]:
-    """Two versions' metrics, parameters, data, lineage, environment and gates, with differences."""
-    left, right = _side(model, a), _side(model, b)
+def compare_versions(model: str, a: str | int, b: str | int, registry: Registry | None = None) -> dict[str, Any]:
+    """Two versions' metrics, parameters, data, lineage, environment and gates, with differences.
+
+    `registry` is the model's store (None: TRANSITIONAL, `registry.transitional_default()`, for cli/
+    until it passes one).
+    """
+    store = registry or transitional_default()
+    left, right = _side(store, model, a), _side(store, model, b)
     return {
         "model": model,
         "versions": [left["version"], right["version"]],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autopilot.adapters import registry
+from autopilot.adapters.registry import Registry, transitional_default
 from autopilot.aliases import CHAMPION
 
 __all__ = ["format_lineage", "lineage", "parse_model_spec"]
@@ -22,13 +22,17 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
     return name, version or CHAMPION
 
 
-def lineage(model_name: str, version_spec: str | int) -> dict[str, Any]:
-    """The recorded chain behind one model version, as a JSON-safe dict."""
-    mlflow_client = registry.client()
-    version = registry.resolve_version(model_name, version_spec)
-    train_run = mlflow_client.get_run(str(version.run_id))
+def lineage(model_name: str, version_spec: str | int, registry: Registry | None = None) -> dict[str, Any]:
+    """The recorded chain behind one model version, as a JSON-safe dict.
+
+    `registry` is the model's store (None: TRANSITIONAL, `registry.transitional_default()`, for cli/
+    until it passes one).
+    """
+    store = registry or transitional_default()
+    version = store.resolve_version(model_name, version_spec)
+    train_run = store.get_run(str(version.run_id))
     tags = version.tags or {}
-    data_run = mlflow_client.get_run(tags["autopilot.data_run_id"]) if tags.get("autopilot.data_run_id") else None
+    data_run = store.get_run(tags["autopilot.data_run_id"]) if tags.get("autopilot.data_run_id") else None
     data_tags = data_run.data.tags if data_run else {}
     # Training data first, then the held-out batch.
     splits = sorted((k.split(".")[-1] for k in data_tags if k.startswith("autopilot.source.")),
@@ -44,14 +48,14 @@ def lineage(model_name: str, version_spec: str | int) -> dict[str, Any]:
         }
         for split in splits
     }
-    aliases = _aliases(model_name, int(version.version))
+    aliases = _aliases(store, model_name, int(version.version))
     return {
         "model": model_name,
         "version": int(version.version),
         "aliases": aliases,
         "batches": batches,
         "data_run_id": data_run.info.run_id if data_run else None,
-        "tuning": _tuning(tags),
+        "tuning": _tuning(store, tags),
         "training": {
             "run_id": train_run.info.run_id,
             "metrics": {k: v for k, v in sorted(train_run.data.metrics.items()) if k.startswith("test_")},
@@ -63,11 +67,11 @@ def lineage(model_name: str, version_spec: str | int) -> dict[str, Any]:
     }
 
 
-def _tuning(tags: dict[str, str]) -> dict[str, Any]:
+def _tuning(registry: Registry, tags: dict[str, str]) -> dict[str, Any]:
     run_id = tags.get("autopilot.tune_run_id")
     n_trials = None
     if run_id:
-        metrics = registry.client().get_run(run_id).data.metrics
+        metrics = registry.get_run(run_id).data.metrics
         n_trials = int(metrics["n_trials"]) if "n_trials" in metrics else None
     return {"run_id": run_id, "study": tags.get("autopilot.study_name"), "family": tags.get("autopilot.family"),
             "n_trials": n_trials}
@@ -84,9 +88,8 @@ def _rows(run: Any, snapshot: str) -> int | None:
     return None
 
 
-def _aliases(model_name: str, version: int) -> list[str]:
-    model = registry.client().get_registered_model(model_name)
-    return sorted(alias for alias, number in (model.aliases or {}).items() if int(number) == version)
+def _aliases(registry: Registry, model_name: str, version: int) -> list[str]:
+    return sorted(alias for alias, number in registry.aliases(model_name).items() if int(number) == version)
 
 
 def format_lineage(chain: dict[str, Any]) -> str:

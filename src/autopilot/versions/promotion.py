@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import select
 
-from autopilot.adapters import registry, state_db
+from autopilot.adapters import state_db
+from autopilot.adapters.registry import Registry, connect, is_not_found, transitional_default
 from autopilot.adapters.state_db.locks import state_lock
 from autopilot.adapters.state_db.tables import ALIAS_HISTORY, ALIAS_INTENTS
 from autopilot.aliases import CHALLENGER, CHAMPION
@@ -176,7 +177,8 @@ def rollback(settings: Settings, model: str, actor: str, reason: str, to_version
     request = _Request(model, alias, "rollback", actor, reason, target, idempotency_key, decision_ref)
 
     def choose(conn: Connection, before: int | None) -> int:
-        chosen = target if target is not None else _previous(_rows(conn, model, alias), model, alias, before)
+        chosen = target if target is not None else _previous(_rows(conn, model, alias), model, alias, before,
+                                                             connect(settings))
         if chosen == before:
             raise ValueError(f"version {chosen} already is the {alias} of {model}: nothing to roll back")
         return chosen
@@ -207,14 +209,18 @@ def _intents_of(model: str) -> Select[Any]:
     return select(ALIAS_INTENTS).where(ALIAS_INTENTS.c.model == model).order_by(ALIAS_INTENTS.c.id)
 
 
-def current(model: str, alias: str) -> int | None:
-    """The version an alias points at in the configured MLflow registry, or None if absent."""
+def current(model: str, alias: str, registry: Registry | None = None) -> int | None:
+    """The version an alias points at in the MLflow registry, or None if absent.
+
+    `registry` is the model's store (None: TRANSITIONAL, `registry.transitional_default()`, for
+    pipeline/ and cli/ until they pass one).
+    """
     try:
         # The registered model's alias map, rather than get_model_version_by_alias: a missing alias
         # is then a missing key, not an INVALID_PARAMETER_VALUE error told apart by its message.
-        aliases = registry.client().get_registered_model(model).aliases or {}
+        aliases = (registry or transitional_default()).aliases(model)
     except Exception as exc:
-        if registry.is_not_found(exc):  # no such model yet: no alias
+        if is_not_found(exc):  # no such model yet: no alias
             return None
         raise  # the registry is unreachable: never guess "no champion"
     value = aliases.get(alias)
@@ -223,20 +229,21 @@ def current(model: str, alias: str) -> int | None:
 
 def rollback_target(settings: Settings, model: str, alias: str = CHAMPION) -> int | None:
     """The version `rollback` would move the alias to now, or None (retention keeps it)."""
-    registry.configure(settings)
+    registry = connect(settings)
     with state_db.engine(settings).connect() as conn:
         rows = _rows(conn, model, alias)
     try:
-        return _previous(rows, model, alias, current(model, alias))
+        return _previous(rows, model, alias, current(model, alias, registry), registry)
     except LookupError:
         return None
 
 
 def status(settings: Settings, model: str, limit: int = 20) -> dict[str, Any]:
     """Champion, challenger, the last move and the recent history of a model (JSON-safe)."""
-    registry.configure(settings)
+    registry = connect(settings)
     moves = history(settings, model, limit=limit)
-    return {"model": model, "champion": current(model, CHAMPION), "challenger": current(model, CHALLENGER),
+    return {"model": model, "champion": current(model, CHAMPION, registry),
+            "challenger": current(model, CHALLENGER, registry),
             "rollback_target": rollback_target(settings, model), "last_move": moves[-1].as_dict() if moves else None,
             "history": [move.as_dict() for move in moves],
             "pending": [move.as_dict() for move in pending(settings, model)]}
@@ -248,35 +255,34 @@ def model_lock(settings: Settings, model: str) -> Iterator[Connection]:
 
     Retention holds it so that no move installs or rolls back to a version while it is retired.
     """
-    registry.configure(settings)
-    with _locked(settings, model) as (conn, _):
+    with _locked(settings, connect(settings), model) as (conn, _):
         yield conn
 
 
 @contextmanager
-def _locked(settings: Settings, model: str) -> Iterator[tuple[Connection, list[AliasMove]]]:
+def _locked(settings: Settings, registry: Registry, model: str) -> Iterator[tuple[Connection, list[AliasMove]]]:
     with state_lock(settings, f"promotion:{model}") as conn:
-        yield conn, _settle_pending(conn, model)
+        yield conn, _settle_pending(conn, model, registry)
 
 
 def _move(settings: Settings, request: _Request, choose: Callable[[Connection, int | None], int]) -> AliasMove:
     """Under the model's lock: settle, check, commit the intent, move the alias, record the move."""
     _validate(request)
-    registry.configure(settings)
-    with _locked(settings, request.model) as (conn, settled):
+    registry = connect(settings)
+    with _locked(settings, registry, request.model) as (conn, settled):
         done = _replay(conn, request) or _same_command(settled, request)
         if done is not None:
             return done
-        before = current(request.model, request.alias)
+        before = current(request.model, request.alias, registry)
         target = choose(conn, before)
-        _check_target(request.model, request.alias, target)
+        _check_target(registry, request.model, request.alias, target)
         intent = _write_intent(conn, request, before, target)
         checkpoint("promotion.intent_written")
         if target != before:
             try:
                 registry.set_alias(request.model, request.alias, target)
             except Exception:
-                landed = _settle_failed_write(conn, intent)
+                landed = _settle_failed_write(conn, intent, registry)
                 if landed is None:
                     raise
                 return landed
@@ -357,14 +363,14 @@ def _complete(conn: Connection, intent: dict[str, Any]) -> AliasMove:
     return _to_move(values)
 
 
-def _settle_pending(conn: Connection, model: str) -> list[AliasMove]:
+def _settle_pending(conn: Connection, model: str, registry: Registry) -> list[AliasMove]:
     """Finish or drop the model's interrupted moves (under its lock); return the ones finished."""
     with conn.begin():
         rows = conn.execute(_intents_of(model)).all()
     finished = []
     for row in rows:
         intent = dict(row._mapping)
-        move = _settle(conn, intent, current(model, intent["alias"]))
+        move = _settle(conn, intent, current(model, intent["alias"], registry))
         if move is not None:
             finished.append(move)
     return finished
@@ -386,10 +392,10 @@ def _settle(conn: Connection, intent: dict[str, Any], now: int | None) -> AliasM
     return None
 
 
-def _settle_failed_write(conn: Connection, intent: dict[str, Any]) -> AliasMove | None:
+def _settle_failed_write(conn: Connection, intent: dict[str, Any], registry: Registry) -> AliasMove | None:
     """MLflow failed the alias write: read the alias back and settle the intent if it can be read."""
     try:
-        now = current(intent["model"], intent["alias"])
+        now = current(intent["model"], intent["alias"], registry)
     except Exception:  # still unreachable: the intent stays for the next move to settle
         log.warning("MLflow failed while moving %s of %s to %s; the move stays pending until the next move of "
                     "the model settles it", intent["alias"], intent["model"], intent["to_version"])
@@ -405,7 +411,7 @@ def _rows(conn: Connection, model: str, alias: str) -> list[Row[Any]]:
         return list(conn.execute(query).all())
 
 
-def _previous(rows: list[Row[Any]], model: str, alias: str, before: int | None) -> int:
+def _previous(rows: list[Row[Any]], model: str, alias: str, before: int | None, registry: Registry) -> int:
     """The most recent earlier holder of the alias that is not current, rolled back from, or retired."""
     last_held: dict[int, int] = {}  # version -> when it last held the alias (2 * row index, +1 when installed)
     rolled_back: set[int] = set()
@@ -420,25 +426,25 @@ def _previous(rows: list[Row[Any]], model: str, alias: str, before: int | None) 
     candidates = sorted((when, version) for version, when in last_held.items()
                         if version != before and version not in rolled_back)
     for _, version in reversed(candidates):
-        if _usable(model, version):
+        if _usable(registry, model, version):
             return version
     raise LookupError(f"no earlier {alias} of {model} to roll back to (current: {before}, "
                       f"{len(rows)} recorded moves); name one with --to")
 
 
-def _usable(model: str, version: int) -> bool:
+def _usable(registry: Registry, model: str, version: int) -> bool:
     try:
-        _check_target(model, CHAMPION, version)
+        _check_target(registry, model, CHAMPION, version)
     except (LookupError, ValueError):
         return False
     return True
 
 
-def _check_target(model: str, alias: str, version: int) -> None:
+def _check_target(registry: Registry, model: str, alias: str, version: int) -> None:
     try:
         found = registry.resolve_version(model, version)
     except Exception as exc:
-        if registry.is_not_found(exc):
+        if is_not_found(exc):
             raise LookupError(f"model {model!r} has no version {version}") from exc
         raise
     if (found.tags or {}).get(RETIRED_TAG) == "true":

@@ -17,10 +17,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from autopilot.adapters import registry
+from autopilot.adapters.registry import Registry, connect
 from autopilot.faults import checkpoint
 
 if TYPE_CHECKING:
+    from autopilot.adapters.registry import ModelVersion
     from autopilot.config import ModelConfig
     from autopilot.settings import Settings
 
@@ -32,7 +33,7 @@ def protected_versions(settings: Settings, model: str) -> set[int]:
     from autopilot.aliases import CHAMPION
     from autopilot.versions.promotion import current, rollback_target
 
-    protected = {current(model, CHAMPION), rollback_target(settings, model)}
+    protected = {current(model, CHAMPION, connect(settings)), rollback_target(settings, model)}
     return {version for version in protected if version is not None}
 
 
@@ -47,16 +48,17 @@ def retire(settings: Settings, model: str, version: int, actor: str, reason: str
 
     if not reason.strip():
         raise ValueError("a reason is required to retire a version")
-    registry.configure(settings)
+    registry = connect(settings)
     with model_lock(settings, model):
-        result, found = _retire(model, version, actor, reason, protected_versions(settings, model))
+        result, found = _retire(registry, model, version, actor, reason, protected_versions(settings, model))
     # Files go after the lock is released: a retired version can no longer become a target, and a
     # slow store must not hold up a rollback waiting for the lock.
-    result["artifacts_deleted"] = _delete_files(found) if delete_artifacts else False
+    result["artifacts_deleted"] = _delete_files(registry, found) if delete_artifacts else False
     return result
 
 
-def _retire(model: str, version: int, actor: str, reason: str, protected: set[int]) -> tuple[dict[str, Any], Any]:
+def _retire(registry: Registry, model: str, version: int, actor: str, reason: str,
+            protected: set[int]) -> tuple[dict[str, Any], ModelVersion]:
     """Retire a version (aliases off, retired tags on) and return what was done and the version.
 
     The caller holds the model's promotion lock and read `protected` under it; it deletes the
@@ -66,35 +68,30 @@ def _retire(model: str, version: int, actor: str, reason: str, protected: set[in
 
     if version in protected:
         raise ValueError(f"version {version} of {model} is the champion or the rollback target; it cannot retire")
-    client = registry.client()
-    found = client.get_model_version(model, str(version))
-    aliases = [alias for alias, number in (client.get_registered_model(model).aliases or {}).items()
-               if int(number) == version]
+    found = registry.get_version(model, version)
+    aliases = [alias for alias, number in registry.aliases(model).items() if int(number) == version]
     for alias in aliases:
         # Read again just before: a registration (outside this lock) may have moved `challenger` to
         # a new version since, and MLflow deletes an alias by name, wherever it points.
-        now = (client.get_registered_model(model).aliases or {}).get(alias)
+        now = registry.aliases(model).get(alias)
         if now is not None and int(now) == version:
-            client.delete_registered_model_alias(model, alias)
+            registry.delete_alias(model, alias)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     for key, value in {RETIRED_TAG: "true", "autopilot.retired_at": stamp, "autopilot.retired_by": actor,
                        "autopilot.retired_reason": reason[:1000]}.items():
-        client.set_model_version_tag(model, str(version), key, value)
+        registry.set_version_tag(model, version, key, value)
     return {"model": model, "version": version, "aliases_removed": aliases, "retired_at": stamp}, found
 
 
-def _delete_files(version: Any) -> bool:
+def _delete_files(registry: Registry, version: ModelVersion) -> bool:
     """Delete the model files (the run, its metrics and the decision record stay)."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
     model_id = getattr(version, "model_id", None)
     source = str(version.source or "")
     if not model_id and source.startswith("models:/m-"):  # a logged model registered by its URI
         model_id = source.removeprefix("models:/").split("/")[0]
     if not model_id:
         return False
-    location = registry.client().get_logged_model(model_id).artifact_location
-    get_artifact_repository(location).delete_artifacts()
+    registry.delete_logged_model_files(model_id)
     return True
 
 
@@ -107,24 +104,23 @@ def apply_retention(settings: Settings, cfg: ModelConfig, actor: str) -> list[in
     """
     from autopilot.versions.promotion import RETIRED_TAG, model_lock
 
-    registry.configure(settings)
+    registry = connect(settings)
     name = cfg.registered_model_name
     retired: list[int] = []
-    to_delete: list[Any] = []
+    to_delete: list[ModelVersion] = []
     with model_lock(settings, name):
-        versions = sorted(registry.client().search_model_versions(f"name = '{name}'"),
-                          key=lambda v: int(v.version), reverse=True)
+        versions = sorted(registry.versions(name), key=lambda v: int(v.version), reverse=True)
         protected = protected_versions(settings, name)
         for old in versions[cfg.retention.keep_last:]:
             number = int(old.version)
             if number in protected or (old.tags or {}).get(RETIRED_TAG) == "true":
                 continue
             checkpoint("retention.retiring")
-            _, found = _retire(name, number, actor, f"retention policy: keep the last {cfg.retention.keep_last}",
-                               protected)
+            _, found = _retire(registry, name, number, actor,
+                               f"retention policy: keep the last {cfg.retention.keep_last}", protected)
             retired.append(number)
             to_delete.append(found)
     if cfg.retention.delete_artifacts:  # after the lock: a slow store must not hold up a rollback
         for found in to_delete:
-            _delete_files(found)
+            _delete_files(registry, found)
     return retired
