@@ -24,10 +24,6 @@ from tests.state_db_support import ROWS, contents, make_legacy, revision_of, sch
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "autopilot"
 OWNER = SRC / "adapters" / "state_db"
-# Modules allowed to call `create_engine` besides the owner. TEMPORARY: the doctor's database probe
-# opens its own engine to `SELECT 1` on any URL; a later step of issue 13 switches it to
-# `state_db.open_engine` and removes this exception.
-ENGINE_EXCEPTIONS = {"doctor"}
 # Modules allowed to define a `Table` besides the owner: the inference log is its own database
 # (`Settings.inference_db`, opened through `state_db.open_engine`), not a state table.
 TABLE_EXCEPTIONS = {"serving/inference_log.py"}
@@ -153,7 +149,7 @@ def test_only_the_state_db_package_makes_engines_and_tables() -> None:
             if not isinstance(node, ast.Call):
                 continue
             name = _called(node)
-            if name == "create_engine" and where.split("/")[0] not in ENGINE_EXCEPTIONS:
+            if name == "create_engine":
                 found.append(f"{where}:{node.lineno}: create_engine")
             if name == "Table" and where not in TABLE_EXCEPTIONS:
                 found.append(f"{where}:{node.lineno}: Table")

@@ -62,8 +62,17 @@ def aws_clients(region: str, endpoint_url: str | None = None, session: Any | Non
     return AwsClients(s3=make("s3"), sagemaker=make("sagemaker"), cloudwatch=make("cloudwatch"))
 
 
-def s3_client() -> Any:
-    """An S3 client from boto3's default session: the standard credential chain, region and endpoint settings."""
+def s3_client(timeout: float | None = None) -> Any:
+    """An S3 client from boto3's default session: the standard credential chain, region and endpoint settings.
+
+    With `timeout` (seconds), the client gives up fast: one attempt, that connect and read
+    timeout (`autopilot doctor` probes a store; it must not wait out botocore's retries).
+    """
     import boto3  # imported here: only S3 sources and stores need it
 
-    return boto3.client("s3")
+    if timeout is None:
+        return boto3.client("s3")
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(connect_timeout=timeout, read_timeout=timeout,
+                                            retries={"max_attempts": 1, "mode": "standard"}))

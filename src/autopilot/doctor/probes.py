@@ -17,11 +17,10 @@ can quote a URL with its password).
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import ssl
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,8 +56,9 @@ def probe_sql(url: str, table: str | None = None, timeout: float = TIMEOUT) -> P
     A SQLite file that does not exist is reported as `missing` and never created (connecting
     would create an empty one): it is opened read-only.
     """
-    from sqlalchemy import create_engine, inspect, text
     from sqlalchemy.engine import make_url
+
+    from autopilot.adapters.state_db import answers
 
     try:
         parsed = make_url(url)
@@ -75,22 +75,10 @@ def probe_sql(url: str, table: str | None = None, timeout: float = TIMEOUT) -> P
     elif parsed.get_backend_name() in ("postgresql", "mysql", "mariadb"):
         args = {"connect_timeout": int(timeout)}
     try:
-        engine = create_engine(url, connect_args=args, poolclass=_null_pool())
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-                has_table = inspect(conn).has_table(table) if table else None
-        finally:
-            engine.dispose()
+        has_table = answers(url, args, table)
     except Exception as exc:
         return Probe(False, f"does not answer: {error_line(exc)}")
     return Probe(True, "answers SELECT 1", extra={"has_table": has_table})
-
-
-def _null_pool() -> Any:
-    from sqlalchemy.pool import NullPool
-
-    return NullPool
 
 
 def _resp(*parts: str) -> bytes:
@@ -152,6 +140,7 @@ def probe_broker(url: str, timeout: float = TIMEOUT) -> Probe:
 
 def probe_store(root: str, s3_client: Any | None = None) -> Probe:
     """Write, read back and delete a small probe object under an artifact root (folder or s3://)."""
+    from autopilot.adapters.aws import s3_client as aws_s3_client
     from autopilot.adapters.storage import open_store
 
     key = f"_doctor/probe-{uuid.uuid4().hex}"
@@ -161,7 +150,7 @@ def probe_store(root: str, s3_client: Any | None = None) -> Probe:
             return Probe(False, f"{root} does not exist", missing=True)
     try:
         if root.startswith("s3://"):
-            s3_client = s3_client or _s3_client()
+            s3_client = s3_client or aws_s3_client(timeout=TIMEOUT)
         store = open_store(root, s3_client=s3_client)
         store.put(key, payload)
         if store.get(key) != payload:
@@ -170,15 +159,6 @@ def probe_store(root: str, s3_client: Any | None = None) -> Probe:
     except Exception as exc:
         return Probe(False, f"write/read/delete failed: {error_line(exc)}")
     return Probe(True, "write, read back and delete of a probe object worked")
-
-
-def _s3_client() -> Any:
-    """An S3 client that gives up fast: one attempt, short timeouts (AWS_ENDPOINT_URL honoured)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", config=Config(connect_timeout=TIMEOUT, read_timeout=TIMEOUT,
-                                            retries={"max_attempts": 1, "mode": "standard"}))
 
 
 def _delete(store: Any, key: str) -> None:
@@ -191,20 +171,6 @@ def _delete(store: Any, key: str) -> None:
     path.unlink()
     with contextlib.suppress(OSError):  # leave the folder if anything else is in it
         path.parent.rmdir()
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def probe_mlflow(uri: str, timeout: float = TIMEOUT) -> Probe:
@@ -226,11 +192,9 @@ def probe_mlflow(uri: str, timeout: float = TIMEOUT) -> Probe:
         if not database.extra.get("has_table"):
             return Probe(True, "the database answers and is empty (MLflow creates its tables on first use)")
     try:
-        from mlflow.tracking import MlflowClient
+        from autopilot.adapters.registry import list_one_experiment
 
-        # MLflow retries a dead server for minutes by default: one short attempt is the point here.
-        with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(timeout * 2))):
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        list_one_experiment(uri, timeout)  # one short attempt: MLflow would retry a dead server for minutes
     except Exception as exc:
         return Probe(False, f"listing experiments failed: {error_line(exc)}", extra={"listed": False})
     return Probe(True, "lists experiments")

@@ -35,7 +35,13 @@ from autopilot.adapters.registry.common import (
     verify_manifest,
 )
 from autopilot.adapters.registry.runs import RunHandle, model_signature, pandas_dataset
-from autopilot.adapters.registry.store import MLFLOW_HTTP_DEFAULTS, Registry, connect, transitional_default
+from autopilot.adapters.registry.store import (
+    MLFLOW_HTTP_DEFAULTS,
+    Registry,
+    connect,
+    list_one_experiment,
+    transitional_default,
+)
 from autopilot.adapters.registry.transition import (
     client,
     configure,
@@ -70,6 +76,7 @@ __all__ = [
     "client",
     "configure",
     "connect",
+    "list_one_experiment",
     "create_version",
     "delete_alias",
     "download",

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
     from autopilot.settings import Settings
 
-__all__ = ["MLFLOW_HTTP_DEFAULTS", "Registry", "connect", "transitional_default", "without_credentials"]
+__all__ = ["MLFLOW_HTTP_DEFAULTS", "Registry", "connect", "list_one_experiment", "transitional_default",
+           "without_credentials"]
 
 # MLflow's client retries a failed HTTP request 7 times with a backoff factor of 2 (about four
 # minutes) and waits 120 s for each answer. Inside a task a short, bounded wait and then a failed
@@ -288,6 +289,30 @@ class Registry:
             ValueError: when the model needs an untrusted type and pickle is not allowed.
         """
         return runs.log_sklearn_to_run(self, run_id, model, input_example, signature, allow_pickle, predict_fn)
+
+
+def list_one_experiment(tracking_uri: str, timeout: float) -> None:
+    """List one experiment of the store at `tracking_uri` with one short attempt (`autopilot doctor`).
+
+    MLflow retries a dead server for minutes by default; a probe wants one attempt. The retry
+    settings are MLflow's environment variables, so they are set for this call and put back.
+
+    Raises:
+        Exception: whatever MLflow raised: the store could not be listed.
+    """
+    from mlflow import MlflowClient
+
+    values = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout * 2))}
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def without_credentials(uri: str) -> str:

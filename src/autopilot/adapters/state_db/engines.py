@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from autopilot.settings import Settings
 
-__all__ = ["READ_OPTION", "SQLITE_BUSY_SECONDS", "engine", "open_engine", "reset_engines"]
+__all__ = ["READ_OPTION", "SQLITE_BUSY_SECONDS", "answers", "engine", "open_engine", "reset_engines"]
 
 SQLITE_BUSY_SECONDS = 60.0
 READ_OPTION = "autopilot_read"  # execution option: this connection only reads (SQLite: BEGIN DEFERRED)
@@ -82,6 +82,27 @@ def open_engine(url_text: str, *, name: str = "state_db", wal: bool = False) -> 
     if backend == "postgresql":
         return create_engine(url, pool_pre_ping=True)
     raise ValueError(f"{name} {url.render_as_string(hide_password=True)}: use PostgreSQL or SQLite")
+
+
+def answers(url: str, connect_args: dict[str, Any], table: str | None = None) -> bool | None:
+    """Connect once (no pool), run SELECT 1, and say whether `table` exists (None without one).
+
+    For `autopilot doctor`, which asks any database a URL names (MLflow's, Optuna's, the state
+    and inference databases, Airflow's) whether it answers, without keeping a connection.
+
+    Raises:
+        Exception: whatever the driver raised: the database did not answer.
+    """
+    from sqlalchemy import inspect, text
+    from sqlalchemy.pool import NullPool
+
+    probe = create_engine(url, connect_args=connect_args, poolclass=NullPool)
+    try:
+        with probe.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            return inspect(conn).has_table(table) if table else None
+    finally:
+        probe.dispose()
 
 
 def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
