@@ -39,8 +39,8 @@ import pytest
 
 from autopilot.adapters import registry
 from autopilot.deploy.aws import AwsClients, ProvisionError, aws_clients
+from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.deploy import RollbackIncomplete, deploy_version, rollout_version
-from autopilot.pipeline.training import RunContext
 from autopilot.reports import GateFailure
 from autopilot.versions.promotion import history, promote, rollback
 from tests.integration.test_slack_alerts import slack_receiver

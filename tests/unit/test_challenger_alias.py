@@ -15,7 +15,7 @@ import pytest
 from autopilot.adapters import registry
 from autopilot.config import load_config
 from autopilot.pipeline import gates as gate_stages
-from autopilot.pipeline.training import RunContext
+from autopilot.pipeline.context import RunContext
 from autopilot.reports import GateFailure, GateReport
 from autopilot.settings import Settings
 from autopilot.versions import promotion

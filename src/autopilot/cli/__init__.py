@@ -188,7 +188,9 @@ def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promot
         GateFailure: a gate stopped the line (bad data, quality floor, or a rejected version).
     """
     from autopilot.pipeline import gates as gate_stages
-    from autopilot.pipeline.training import RunContext, snapshot_data, train_and_register, tune_model, validate_data
+    from autopilot.pipeline.context import RunContext
+    from autopilot.pipeline.data import snapshot_data, validate_data
+    from autopilot.pipeline.training import train_and_register, tune_model
 
     ctx = RunContext(run_id=run_id, dag_id="cli", actor="cli", retrain=retrain)
     validated = _stage("validate", validate_data, cfg, settings, ctx)
@@ -592,8 +594,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     """Monitor one window of the inference log in-process (what the monitoring DAG's task does)."""
     from datetime import timedelta
 
+    from autopilot.pipeline.context import RunContext
     from autopilot.pipeline.monitoring import monitor_window
-    from autopilot.pipeline.training import RunContext
 
     settings = _settings()
     cfg = _find_config(args.model, settings)

@@ -73,7 +73,7 @@ def config_dir(default: Path) -> Path:
 
 def _context() -> tuple[Any, Any]:
     from autopilot.orchestration.signing import task_settings
-    from autopilot.pipeline.training import RunContext
+    from autopilot.pipeline.context import RunContext
 
     context = get_current_context()
     dag_run = context["dag_run"]
@@ -168,14 +168,14 @@ def training_dag(model: str, config_path: Path) -> DAG:
         # (a decision, never retried), while a source outage (DataSourceUnavailable) retries.
         @task
         def validate() -> dict[str, Any]:
-            from autopilot.pipeline.training import validate_data
+            from autopilot.pipeline.data import validate_data
 
             ctx, settings = _context()
             return dict(_gate(validate_data, _config(path, model), settings, ctx))
 
         @task
         def snapshot(validated: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.pipeline.training import snapshot_data
+            from autopilot.pipeline.data import snapshot_data
 
             ctx, settings = _context()
             return dict(_gate(snapshot_data, _config(path, model), settings, ctx, validated))
