@@ -69,6 +69,7 @@ from autopilot.alerts import ledger as outbox
 from autopilot.alerts import messages as alerts
 from autopilot.alerts.ledger import Delivery, Key
 from autopilot.faults import checkpoint
+from autopilot.pipeline.lifecycle import Task
 
 if TYPE_CHECKING:
     import jinja2
@@ -82,7 +83,7 @@ __all__ = ["DEFAULT_CONN_ID", "DEFAULT_EXPIRY_MINUTES", "KINDS", "Delivery", "Ou
 DEFAULT_CONN_ID = "autopilot_slack"
 DEFAULT_EXPIRY_MINUTES = 24 * 60  # the config's `alerts.outbox_expiry_minutes` default
 KINDS = ("training", "monitoring", "generic")
-TRAINING_GATES = ("quality", "explainability_and_fairness", "infra")
+TRAINING_GATES = (Task.QUALITY, Task.EXPLAINABILITY_AND_FAIRNESS, Task.INFRA)
 MAX_REPORT_BYTES = 5_000_000  # a window report is a few KB; never read a surprise into memory
 
 log = logging.getLogger(__name__)
@@ -471,17 +472,17 @@ def _failure_text(run: _Run) -> str | None:
 
 def _training_message(run: _Run, outcome: str, base: str | None, mlflow_ui: str | None) -> dict[str, Any]:
     model = _model(run.dag_id)
-    registered = _xcom(run, "train_and_register") or {}
+    registered = _xcom(run, Task.TRAIN_AND_REGISTER) or {}
     name, version = registered.get("name") or model, registered.get("version")
     links = {"airflow_url": alerts.airflow_run_url(base, run.dag_id, run.run_id),
              "mlflow_run_url": alerts.mlflow_run_url(mlflow_ui, registered.get("run_id"))}
     gates = alerts.gates_from_results(*(_xcom(run, task) for task in TRAINING_GATES))
     error = _failure_text(run)
-    rejected = outcome == "failed" and run.task_id == "decide" and (
+    rejected = outcome == "failed" and run.task_id == Task.DECIDE and (
         "decision gate FAILED" in (error or "") or any(not g["passed"] for g in gates))
     if outcome == "success" or rejected:
-        decided = _xcom(run, "decide") or {}
-        promoted = _xcom(run, "promote") or {}
+        decided = _xcom(run, Task.DECIDE) or {}
+        promoted = _xcom(run, Task.PROMOTE) or {}
         decision = "reject" if rejected else str(decided.get("decision") or promoted.get("decision") or "promote")
         reasons = list(decided.get("reasons") or [])
         if rejected:
@@ -511,13 +512,13 @@ def _reject_reasons(error: str | None, gates: Sequence[Mapping[str, Any]]) -> li
 
 def _deployment_lines(run: _Run) -> list[str]:
     lines = []
-    deployed = _xcom(run, "deploy")
+    deployed = _xcom(run, Task.DEPLOY)
     if deployed and not deployed.get("skipped"):
         where = deployed.get("endpoint") or deployed.get("target")
         lines.append(f"Deployed v{deployed.get('version')} to {deployed.get('target')}"
                      + (f" ({where})" if where and where != deployed.get("target") else "")
                      + (f": {deployed['action']}" if deployed.get("action") else ""))
-    rolled = _xcom(run, "rollout")
+    rolled = _xcom(run, Task.ROLLOUT)
     if rolled and not rolled.get("skipped"):
         lines.append("Rollout " + ("passed smoke test and bake" if rolled.get("passed") else "did not pass"))
     elif deployed:
@@ -526,7 +527,7 @@ def _deployment_lines(run: _Run) -> list[str]:
 
 
 def _monitoring_message(run: _Run, outcome: str, base: str | None, skip_healthy: bool) -> dict[str, Any] | None:
-    result = _xcom(run, "monitor") if outcome == "success" else None
+    result = _xcom(run, Task.MONITOR) if outcome == "success" else None
     if not result:
         return _generic_message(run, outcome, base)
     if skip_healthy and result.get("action") == "none":
