@@ -26,7 +26,9 @@ def main() -> int:
     common.quiet_optuna()
     from autopilot.config import load_config
     from autopilot.pipeline import gates as gate_stages
-    from autopilot.pipeline.training import RunContext, snapshot_data, train_and_register, tune_model, validate_data
+    from autopilot.pipeline.context import RunContext
+    from autopilot.pipeline.data import snapshot_data, validate_data
+    from autopilot.pipeline.training import train_and_register, tune_model
     from autopilot.settings import Settings
 
     home = common.temp_dir("autopilot-gate-cost-")

@@ -38,7 +38,7 @@ import _common as common
 NAME = "orchestration_overhead"
 MODEL = "bench_overhead"
 GOAL = 1.3
-# Both sides call these: `run_pipeline` through `tune_model`, the DAG as separate tasks.
+# Both sides call these, as the same declared stages: the DAG as separate tasks, `run_pipeline` in turn.
 STAGES = ("validate_data", "snapshot_data", "plan_tuning", "run_tuning_worker", "finish_tuning", "train_and_register")
 # The DAG tasks that call those stages: what `run_pipeline` does. Tasks the DAG has beyond
 # these (gates, promotion) are left out unless --full-dag, so both sides do the same work.
@@ -49,16 +49,18 @@ CORE_TASKS = ("validate", "snapshot", "plan_tuning", "tune_worker", "tune", "tra
 
 
 def _time_stages() -> dict[str, float]:
-    """Wrap the stage functions in `autopilot.pipeline.training` so each call adds its seconds to the returned dict.
+    """Wrap the stage functions (`autopilot.pipeline.data`, `.training`) so each call adds its seconds to the result.
 
-    Both the DAG's tasks and `run_pipeline` import the stages from the module at call time,
+    Both the DAG's tasks and `run_pipeline` import the stages from their module at call time,
     so wrapping the module attributes reaches both.
     """
-    import autopilot.pipeline.training as stages
+    import autopilot.pipeline.data as data_stages
+    import autopilot.pipeline.training as training_stages
 
     spent: dict[str, float] = {}
 
     def wrap(name: str) -> None:
+        stages = data_stages if hasattr(data_stages, name) else training_stages
         original = getattr(stages, name)
 
         @functools.wraps(original)

@@ -1,7 +1,7 @@
 """Airflow training DAGs, one per model config in `config/models/` (or `AUTOPILOT_CONFIG_DIR`).
 
-Wiring only: the factory imports nothing heavy, and every task calls one function of
-`autopilot.pipeline.training` at run time.
+Wiring only: the factory imports nothing heavy, and every task calls its stage function (as
+declared in `autopilot.pipeline.lifecycle.TRAINING`) at run time.
 """
 
 from __future__ import annotations

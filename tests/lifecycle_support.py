@@ -63,10 +63,10 @@ def register_version(cfg: Any, settings: Any, number: int) -> int:
     import mlflow
 
     from autopilot.adapters import registry
-    from autopilot.pipeline.training import RunContext, _stage_run
+    from autopilot.pipeline.context import RunContext, stage_run
 
     ctx = RunContext(run_id=f"seed-{number}", dag_id=f"autopilot_training__{cfg.name}", actor="seed")
-    with _stage_run(cfg, settings, ctx, "train") as run:
+    with stage_run(cfg, settings, ctx, "train") as run:
         mlflow.log_metrics({f"test_{k}": v for k, v in METRICS[number].items()})
         mlflow.log_text("flavors: {}\n", "model/MLmodel")
     tags = {"autopilot.model": cfg.name, "autopilot.family": FAMILIES[number], "autopilot.dag_run_id": ctx.run_id,
@@ -80,7 +80,7 @@ def decide(cfg: Any, settings: Any, number: int, baseline: int | None, fairness_
     """Store the four gate reports on the version's run and let `decide_version` write the record."""
     from autopilot.adapters import registry
     from autopilot.pipeline import gates as gate_stages
-    from autopilot.pipeline.training import RunContext
+    from autopilot.pipeline.context import RunContext
     from autopilot.reports import GateFailure
 
     run_id = str(registry.resolve_version(cfg.registered_model_name, number).run_id)

@@ -14,7 +14,9 @@ from autopilot.adapters.model_loading import LoadPolicy, load_version
 from autopilot.cli import main, run_pipeline
 from autopilot.config import load_config
 from autopilot.pipeline import gates as gate_stages
-from autopilot.pipeline.training import RunContext, snapshot_data, train_and_register, tune_model, validate_data
+from autopilot.pipeline.context import RunContext
+from autopilot.pipeline.data import snapshot_data, validate_data
+from autopilot.pipeline.training import train_and_register, tune_model
 from autopilot.reports import GateFailure
 from autopilot.versions.promotion import history
 

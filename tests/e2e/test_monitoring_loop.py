@@ -16,8 +16,8 @@ from autopilot.cli import run_pipeline
 from autopilot.config import load_config
 from autopilot.monitoring import state
 from autopilot.monitoring.simulate import run_simulation
+from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.monitoring import monitor_window
-from autopilot.pipeline.training import RunContext
 from autopilot.versions.promotion import history
 from tests.serving_support import TOKEN, Server, free_port
 

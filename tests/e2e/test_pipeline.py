@@ -15,7 +15,8 @@ from autopilot.adapters.model_loading import LoadPolicy, load_version
 from autopilot.cli import run_pipeline
 from autopilot.config import load_config
 from autopilot.modeling.reproduce import reproduce
-from autopilot.pipeline.training import RunContext, validate_data
+from autopilot.pipeline.context import RunContext
+from autopilot.pipeline.data import validate_data
 from autopilot.reports import GateFailure
 from autopilot.versions.lineage import format_lineage, lineage
 

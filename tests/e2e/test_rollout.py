@@ -15,8 +15,8 @@ from autopilot.adapters import registry
 from autopilot.config import load_config
 from autopilot.deploy.history import load_observations
 from autopilot.deploy.rollout import MetricsSample, parse_metrics
+from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.deploy import rollout_version
-from autopilot.pipeline.training import RunContext
 from autopilot.reports import GateFailure
 from autopilot.settings import Settings
 from autopilot.versions.promotion import history, promote

@@ -19,8 +19,8 @@ from autopilot.adapters import registry
 from autopilot.config import load_config
 from autopilot.deploy.rollout import watch_aws
 from autopilot.orchestration.aws import clients_from_connection
+from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.deploy import deploy_version, plan_deployment, rollout_version
-from autopilot.pipeline.training import RunContext
 from autopilot.settings import Settings
 from autopilot.versions.promotion import promote
 from tests.helpers import ADULT_CONFIG, PROJECT

@@ -195,8 +195,8 @@ def aws_deployment(tmp_path: Path, adult_frames: Any, *, versions: int = 1, **co
     """Register `versions` real models (the first promoted) and plan each for `target: aws`."""
     from autopilot.adapters import registry
     from autopilot.config import load_config
+    from autopilot.pipeline.context import RunContext
     from autopilot.pipeline.deploy import plan_deployment
-    from autopilot.pipeline.training import RunContext
     from autopilot.settings import Settings
     from autopilot.versions.promotion import promote
     from tests.serving_support import register_version, snapshots

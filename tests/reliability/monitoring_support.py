@@ -25,8 +25,8 @@ from autopilot.config import LoadedConfig
 from autopilot.data.snapshot import write_snapshot
 from autopilot.data.sources import canonicalize
 from autopilot.pipeline import gates as gate_stages
+from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.monitoring import Reference, load_reference
-from autopilot.pipeline.training import RunContext
 from autopilot.settings import Settings
 from tests.serving_support import register_version
 

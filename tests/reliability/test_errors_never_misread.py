@@ -21,7 +21,7 @@ import pytest
 
 from autopilot.adapters import registry
 from autopilot.pipeline import gates as gate_stages
-from autopilot.pipeline.training import RunContext
+from autopilot.pipeline.context import RunContext
 from autopilot.reports import GateFailure
 from autopilot.settings import Settings
 from tests.reliability.inject import FaultProxy, free_port, mlflow_server

@@ -21,7 +21,9 @@ import pytest
 
 from autopilot.adapters import registry
 from autopilot.config import LoadedConfig, load_config
-from autopilot.pipeline.training import RunContext, experiment_name, snapshot_data, train_and_register, validate_data
+from autopilot.pipeline.context import RunContext, experiment_name
+from autopilot.pipeline.data import snapshot_data, validate_data
+from autopilot.pipeline.training import train_and_register
 from autopilot.settings import Settings
 from autopilot.versions.promotion import current
 from tests.integration.test_slack_alerts import slack_receiver

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from autopilot.adapters import state_db
+from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.gates import promote_version
-from autopilot.pipeline.training import RunContext
 from autopilot.settings import Settings
 from autopilot.versions import promotion
 from autopilot.versions.promotion import current, history, pending, promote, rollback

@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 
 from autopilot.config import ConfigError, load_config
-from autopilot.pipeline.training import RunContext, validate_data
+from autopilot.pipeline.context import RunContext
+from autopilot.pipeline.data import validate_data
 from autopilot.reports import GateFailure
 from tests.helpers import adult_config_dict
 from tests.reliability.data_support import (

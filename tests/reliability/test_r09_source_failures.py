@@ -32,7 +32,8 @@ import pytest
 
 from autopilot.config import load_config
 from autopilot.data.sources import DataSourceError, DataSourceUnavailable
-from autopilot.pipeline.training import RunContext, snapshot_data, validate_data
+from autopilot.pipeline.context import RunContext
+from autopilot.pipeline.data import snapshot_data, validate_data
 from autopilot.reports import GateFailure
 from tests.helpers import adult_config_dict
 from tests.reliability.data_support import (

@@ -35,7 +35,8 @@ import pytest
 from optuna.trial import TrialState
 
 from autopilot.config import load_config
-from autopilot.pipeline.training import RunContext, finish_tuning, plan_tuning
+from autopilot.pipeline.context import RunContext
+from autopilot.pipeline.training import finish_tuning, plan_tuning
 from autopilot.settings import Settings
 from tests.helpers import TINY_TUNING
 from tests.reliability.inject import armed_env, kill9, run_child, wait_for_marker

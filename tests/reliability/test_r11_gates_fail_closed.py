@@ -34,7 +34,7 @@ from autopilot.config import LoadedConfig
 from autopilot.data.snapshot import write_snapshot
 from autopilot.data.sources import canonicalize
 from autopilot.pipeline import gates as gate_stages
-from autopilot.pipeline.training import RunContext
+from autopilot.pipeline.context import RunContext
 from autopilot.reports import GateFailure, GateReport
 from autopilot.settings import Settings
 from autopilot.versions.promotion import history

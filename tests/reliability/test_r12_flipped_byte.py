@@ -24,7 +24,7 @@ import pytest
 from autopilot.adapters import registry
 from autopilot.adapters.model_loading import ModelRefused
 from autopilot.pipeline import gates as gate_stages
-from autopilot.pipeline.training import RunContext
+from autopilot.pipeline.context import RunContext
 from autopilot.reports import GateFailure
 from autopilot.settings import Settings
 from autopilot.versions.promotion import current, history

@@ -30,8 +30,8 @@ import pytest
 
 from autopilot.adapters.aws import aws_clients
 from autopilot.deploy.aws import UploadMismatch, package_model, upload_package
+from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.deploy import deploy_version
-from autopilot.pipeline.training import RunContext
 from tests.reliability.aws_support import (
     REGION,
     AwsFaultProxy,
@@ -58,7 +58,7 @@ import json, os
 from autopilot.config import load_config
 from autopilot.pipeline.deploy import deploy_version
 from autopilot.settings import Settings
-from autopilot.pipeline.training import RunContext
+from autopilot.pipeline.context import RunContext
 settings = Settings.from_env({"AUTOPILOT_HOME": os.environ["R13_HOME"]})
 plan = json.loads(open(os.environ["R13_PLAN"]).read())
 deploy_version(load_config(os.environ["R13_CONFIG"]), settings, RunContext(run_id="r13"), plan)

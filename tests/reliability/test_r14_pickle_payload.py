@@ -35,7 +35,7 @@ from autopilot.adapters import registry
 from autopilot.adapters.model_loading import PACKAGE_MANIFEST, LoadPolicy, ModelRefused
 from autopilot.config import load_config
 from autopilot.pipeline import gates as gate_stages
-from autopilot.pipeline.training import RunContext
+from autopilot.pipeline.context import RunContext
 from autopilot.settings import Settings
 from tests.payloads import register_malicious
 from tests.reliability.inject import free_port
@@ -88,9 +88,9 @@ def test_every_load_path_refuses_the_payloads(small_adult: Callable[..., Path], 
     from autopilot.deploy.rollout import watch_local
     from autopilot.gates.infra import evaluate_infra
     from autopilot.modeling.reproduce import reproduce
+    from autopilot.modeling.splits import load_splits
     from autopilot.pipeline.deploy import plan_deployment
     from autopilot.pipeline.monitoring import monitor_window
-    from autopilot.pipeline.training import _load_splits
     from autopilot.serving.model import DirectorySource, RegistrySource
     from autopilot.versions.promotion import promote
 
@@ -102,7 +102,7 @@ def test_every_load_path_refuses_the_payloads(small_adult: Callable[..., Path], 
     evil = {kind: register_malicious(cfg.registered_model_name, genuine, kind, marker, tmp_path / kind, alias=None)
             for kind, marker in markers.items()}
     snapped = snapshots(settings, cfg, adult_frames)
-    splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
+    splits, _ = load_splits(cfg, settings, snapped["snapshots"])
     sample = splits.X_test.head(20)
     ctx = RunContext(run_id="attack", dag_id=f"autopilot_training__{cfg.name}", actor="test")
     policy = LoadPolicy.of(cfg, settings)

@@ -40,8 +40,8 @@ import pytest
 from autopilot.adapters import registry
 from autopilot.adapters.aws import AwsClients, aws_clients
 from autopilot.deploy.aws import ProvisionError
+from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.deploy import RollbackIncomplete, deploy_version, rollout_version
-from autopilot.pipeline.training import RunContext
 from autopilot.reports import GateFailure
 from autopilot.versions.promotion import history, promote, rollback
 from tests.integration.test_slack_alerts import slack_receiver

@@ -36,8 +36,10 @@ from mlflow.exceptions import MlflowException
 
 from autopilot.adapters import registry
 from autopilot.config import LoadedConfig, load_config
+from autopilot.pipeline.context import RunContext
+from autopilot.pipeline.data import snapshot_data, validate_data
 from autopilot.pipeline.gates import promote_version
-from autopilot.pipeline.training import RunContext, snapshot_data, train_and_register, validate_data
+from autopilot.pipeline.training import train_and_register
 from autopilot.reports import GateFailure
 from autopilot.settings import Settings
 from autopilot.versions.promotion import history, pending, promote

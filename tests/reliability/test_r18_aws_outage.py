@@ -37,8 +37,8 @@ import pytest
 from autopilot.adapters.aws import AwsClients, aws_clients
 from autopilot.deploy.aws import ProvisionError
 from autopilot.orchestration.aws import clients_from_connection
+from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.deploy import deploy_version, rollout_version
-from autopilot.pipeline.training import RunContext
 from autopilot.versions.promotion import history
 from tests.reliability.aws_support import (
     REGION,

@@ -41,8 +41,8 @@ import pytest
 
 from autopilot.config import LoadedConfig
 from autopilot.monitoring import state
+from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.monitoring import monitor_window
-from autopilot.pipeline.training import RunContext
 from tests.reliability.monitoring_support import Champion, make_champion
 from tests.serving_support import adult_cfg
 

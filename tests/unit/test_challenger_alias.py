@@ -15,7 +15,7 @@ import pytest
 from autopilot.adapters import registry, state_db
 from autopilot.config import load_config
 from autopilot.pipeline import gates as gate_stages
-from autopilot.pipeline.training import RunContext
+from autopilot.pipeline.context import RunContext
 from autopilot.reports import GateFailure, GateReport
 from autopilot.settings import Settings
 from autopilot.versions.promotion import current, history

@@ -132,8 +132,8 @@ def test_run_prints_the_failed_task_and_its_reason(tmp_path: Path, monkeypatch: 
     def broken_snapshot(*args: Any) -> None:
         raise ConfigError(f"invalid model config:\n  {path}: data.format: cannot read this format")
 
-    monkeypatch.setattr("autopilot.pipeline.training.validate_data", validated)
-    monkeypatch.setattr("autopilot.pipeline.training.snapshot_data", broken_snapshot)
+    monkeypatch.setattr("autopilot.pipeline.data.validate_data", validated)
+    monkeypatch.setattr("autopilot.pipeline.data.snapshot_data", broken_snapshot)
     assert main(["run", str(path)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -144,7 +144,7 @@ def test_run_prints_the_failed_task_and_its_reason(tmp_path: Path, monkeypatch: 
     def bug(*args: Any) -> None:
         raise KeyError("split")
 
-    monkeypatch.setattr("autopilot.pipeline.training.snapshot_data", bug)
+    monkeypatch.setattr("autopilot.pipeline.data.snapshot_data", bug)
     assert main(["run", str(path)]) == 1
     err = capsys.readouterr().err  # a bug keeps its frames, and the reason comes last
     assert err.strip().splitlines()[-1] == "autopilot run: task snapshot failed: KeyError: 'split'"

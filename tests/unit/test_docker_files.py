@@ -680,7 +680,7 @@ def test_auth_uses_named_users_with_passwords_from_the_env_file(compose: dict[st
 
 def test_airflow_init_migrates_and_creates_the_pool_and_connection(compose: dict[str, Any]) -> None:
     script = command_text(services(compose)["airflow-init"])
-    factory = (PROJECT / "src/autopilot/orchestration/factory.py").read_text()
+    factory = (PROJECT / "src/autopilot/pipeline/lifecycle.py").read_text()
     pool = re.search(r'PROMOTION_POOL = "([^"]+)"', factory)
     conn = re.search(r'CONN_ID = "([^"]+)"', (PROJECT / "src/autopilot/orchestration/notes.py").read_text())
     assert pool and conn

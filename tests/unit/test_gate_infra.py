@@ -173,7 +173,7 @@ def test_fails_closed(skops_version: tuple[Any, Any], monkeypatch: pytest.Monkey
 def test_a_pipeline_version_passes(small_adult: Callable[..., Path], settings: Any) -> None:
     from autopilot.cli import run_pipeline
     from autopilot.config import load_config
-    from autopilot.pipeline.training import load_batch
+    from autopilot.pipeline.data import load_batch
 
     cfg = load_config(small_adult())
     ref = run_pipeline(cfg, settings, "infra", stop_after="register")

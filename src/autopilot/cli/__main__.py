@@ -1,4 +1,4 @@
-"""`python -m autopilot.cli`: the same as the `autopilot` command."""
+"""`python -m autopilot.cli ...`: the `autopilot` command (how the demo and SageMaker start `serve`)."""
 
 import sys
 

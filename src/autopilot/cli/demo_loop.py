@@ -57,8 +57,8 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0)
 
 
 def _monitor(cfg: Any, settings: Any, start: datetime, label: str, say: Callable[[str], None]) -> dict[str, Any]:
+    from autopilot.pipeline.context import RunContext
     from autopilot.pipeline.monitoring import monitor_window
-    from autopilot.pipeline.training import RunContext
 
     end = datetime.now(UTC) + timedelta(seconds=1)
     result = monitor_window(cfg, settings, RunContext(run_id=f"demo-{label}", actor="demo"), start, end)

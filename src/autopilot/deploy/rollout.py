@@ -168,11 +168,11 @@ def _smoke(cfg: LoadedConfig, settings: Settings, http: httpx.Client, plan: dict
     """Send real held-out rows: every answer must come from the new version and match it exactly."""
     from autopilot.adapters.model_loading import LoadPolicy, load_version
     from autopilot.adapters.registry import connect
-    from autopilot.pipeline.training import _load_splits
+    from autopilot.modeling.splits import load_splits
     from autopilot.serving.schema import ServingSchema
 
     rollout = cfg.deployment.rollout
-    splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
+    splits, _ = load_splits(cfg, settings, snapped["snapshots"])
     frame = splits.X_test.sample(min(rollout.smoke_rows, len(splits.X_test)), random_state=1)
     records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
                for row in frame.to_dict("records")]

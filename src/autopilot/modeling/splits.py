@@ -6,7 +6,9 @@ the test split is touched once, by the final evaluation of the refit best pipeli
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,7 +16,10 @@ from sklearn.model_selection import train_test_split
 
 from autopilot.config import ModelConfig, Task
 
-__all__ = ["Splits", "encode_target", "feature_frame", "make_splits"]
+if TYPE_CHECKING:
+    from autopilot.settings import Settings
+
+__all__ = ["Splits", "encode_target", "feature_frame", "load_splits", "make_splits"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +94,22 @@ def make_splits(train: pd.DataFrame, test: pd.DataFrame | None, cfg: ModelConfig
         X_test=feature_frame(test_part, cfg),
         y_test=encode_target(test_part, cfg),
     )
+
+
+def load_splits(cfg: ModelConfig, settings: Settings,
+                snapshots: Mapping[str, Mapping[str, Any]]) -> tuple[Splits, dict[str, pd.DataFrame]]:
+    """The splits of a run's stored snapshots, and each snapshot's frame by split.
+
+    Args:
+        snapshots: `{split: {"digest", ...}}`, the `snapshots` of the snapshot stage's output.
+            A retrain's `recent` batch (labeled served rows) joins the reference training data.
+    """
+    from autopilot.adapters.storage import open_store
+    from autopilot.data.snapshot import load_snapshot
+
+    store = open_store(settings.artifact_root)
+    frames = {split: load_snapshot(store, snap["digest"]) for split, snap in snapshots.items()}
+    train = frames["train"]
+    if "recent" in frames:  # a retrain: the reference plus labeled served rows
+        train = pd.concat([train, frames["recent"]], ignore_index=True)
+    return make_splits(train, frames.get("test"), cfg), frames

@@ -1,9 +1,12 @@
-"""DAG factory: one training DAG per model config file.
+"""DAG factory: one training DAG and one monitoring DAG per model config file.
+
+The training DAG is built from the declared pipeline (`autopilot.pipeline.lifecycle.TRAINING`):
+one task per stage, all with one body (`_run_stage`), wired by the stages' inputs.
 
 This module is imported by the scheduler's DAG parser every few seconds, so it imports only
-Airflow's SDK and the standard library at module level; each task imports the library code
-it needs when it runs. Config files are only listed here (their names give the DAG ids); they
-are read and validated inside the tasks.
+Airflow's SDK, the standard library and that declaration (itself standard library only) at
+module level; each task imports the library code it needs when it runs. Config files are only
+listed here (their names give the DAG ids); they are read and validated inside the tasks.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, dag, get_current_context, task
+
+from autopilot.pipeline.lifecycle import TRAINING, Stage, Task
 
 __all__ = ["DEFAULT_ARGS", "config_dir", "monitoring_dag", "monitoring_dags", "training_dag", "training_dags"]
 
@@ -28,8 +33,6 @@ DEFAULT_ARGS: dict[str, Any] = {
     "max_retry_delay": timedelta(minutes=5),
 }
 START_DATE = datetime(2026, 1, 1)
-# An Airflow pool of one slot: `autopilot up`/`demo` create it (`airflow pools set`).
-PROMOTION_POOL = "autopilot_promotion"
 DOC = """
 ### Training: `{model}`
 
@@ -73,7 +76,7 @@ def config_dir(default: Path) -> Path:
 
 def _context() -> tuple[Any, Any]:
     from autopilot.orchestration.signing import task_settings
-    from autopilot.pipeline.training import RunContext
+    from autopilot.pipeline.context import RunContext
 
     context = get_current_context()
     dag_run = context["dag_run"]
@@ -122,7 +125,7 @@ def _gate(func: Any, *args: Any) -> Any:
         raise AirflowFailException(str(exc)) from exc
 
 
-def _skip_if_skipped(result: dict[str, Any]) -> dict[str, Any]:
+def _skip_if_skipped(result: Any) -> Any:
     """A stage with nothing to do (not promoted, no live endpoint) shows as skipped, not succeeded."""
     from airflow.sdk.exceptions import AirflowSkipException
 
@@ -141,8 +144,59 @@ def _aws_clients(cfg: Any) -> Any:
     return clients_from_connection(aws.aws_conn_id, aws.region, aws)
 
 
+def _run_stage(stage: Stage, path: str, model: str, inputs: list[Any]) -> Any:
+    """What every training task does: call its stage on its inputs, as the declaration says."""
+    from collections.abc import Mapping
+
+    from autopilot.pipeline.context import plain
+
+    ctx, settings = _context()
+    cfg = _config(path, model)
+    # XCom hands a mapped task's results over as a lazy sequence: the stage gets a list.
+    values = [value if value is None or isinstance(value, Mapping) else list(value) for value in inputs]
+    clients = _aws_clients(cfg) if stage.aws else None
+    result = _gate(stage.call, cfg, settings, ctx, values, clients) if stage.gated else \
+        stage.call(cfg, settings, ctx, values, clients)
+    if stage.skippable:
+        _skip_if_skipped(result)
+    return plain(result)
+
+
+def _stage_task(stage: Stage, path: str, model: str, succeeded: Any) -> Any:
+    """The Airflow task of one declared stage: one body for them all, set up as the stage says."""
+    options: dict[str, Any] = {"task_id": stage.task.value,
+                               # as the hand-written `-> dict` tasks did: each key is an XCom too
+                               "multiple_outputs": not stage.many}
+    if stage.pool is not None:
+        options["pool"] = stage.pool
+    if stage.retries is not None:
+        options["retries"] = stage.retries
+    if stage.reports_outcome:
+        options.update(on_success_callback=succeeded, on_skipped_callback=succeeded)
+
+    # No docstring: Airflow would show it as each task's documentation.
+    def body(inputs: list[Any], item: Any = None) -> Any:
+        return _run_stage(stage, path, model, [item, *inputs] if stage.mapped else inputs)
+
+    return task(**options)(body)
+
+
+def _training_tasks(path: str, model: str, succeeded: Any) -> None:
+    """Add the declared training stages to the DAG being defined, wired by their inputs."""
+    outputs: dict[Task, Any] = {}  # XComArgs: references resolved when the task runs
+    for stage in TRAINING:
+        made = _stage_task(stage, path, model, succeeded)
+        inputs = [outputs[upstream] for upstream in stage.inputs]
+        if stage.mapped:  # one task per item of the first input, the other inputs shared
+            outputs[stage.task] = made.partial(inputs=inputs[1:]).expand(item=inputs[0])
+        else:
+            outputs[stage.task] = made(inputs=inputs)
+        for upstream in stage.after:
+            outputs[upstream] >> outputs[stage.task]
+
+
 def training_dag(model: str, config_path: Path) -> DAG:
-    """Build the training DAG `autopilot_training__<model>` for one config file."""
+    """Build the training DAG `autopilot_training__<model>` for one config file (`lifecycle.TRAINING`)."""
     from autopilot.orchestration.notifier import outcome_notifier, task_failure_notifier
 
     path = str(config_path)
@@ -164,129 +218,7 @@ def training_dag(model: str, config_path: Path) -> DAG:
         tags=["autopilot", "training", f"model:{model}"],
     )
     def training() -> None:
-        # Retried like any task: `_gate` turns a failed validation into AirflowFailException
-        # (a decision, never retried), while a source outage (DataSourceUnavailable) retries.
-        @task
-        def validate() -> dict[str, Any]:
-            from autopilot.pipeline.training import validate_data
-
-            ctx, settings = _context()
-            return dict(_gate(validate_data, _config(path, model), settings, ctx))
-
-        @task
-        def snapshot(validated: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.pipeline.training import snapshot_data
-
-            ctx, settings = _context()
-            return dict(_gate(snapshot_data, _config(path, model), settings, ctx, validated))
-
-        @task
-        def plan_tuning(snapped: dict[str, Any]) -> list[dict[str, Any]]:
-            from autopilot.pipeline.training import plan_tuning as stage
-
-            ctx, settings = _context()
-            return list(_gate(stage, _config(path, model), settings, ctx, snapped))
-
-        # One mapped task per worker, all on one Optuna study in RDB storage: on Celery or
-        # Kubernetes they run on different machines. A retried worker resumes the shared study.
-        @task
-        def tune_worker(assignment: dict[str, Any], snapped: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.pipeline.training import run_tuning_worker
-
-            _, settings = _context()
-            return dict(_gate(run_tuning_worker, _config(path, model), settings, assignment, snapped))
-
-        @task
-        def tune(assignments: list[dict[str, Any]], worked: list[dict[str, Any]]) -> dict[str, Any]:
-            from autopilot.pipeline.training import finish_tuning
-
-            ctx, settings = _context()
-            return dict(_gate(finish_tuning, _config(path, model), settings, ctx, list(assignments), list(worked)))
-
-        @task
-        def train_and_register(snapped: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.pipeline.training import train_and_register as stage
-
-            ctx, settings = _context()
-            return dict(_gate(stage, _config(path, model), settings, ctx, snapped, tuned))
-
-        # The decorated calls return XComArgs (references resolved at run time), not dicts.
-        @task
-        def quality(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.pipeline.gates import quality_gate
-
-            ctx, settings = _context()
-            return dict(quality_gate(_config(path, model), settings, ctx, registered, snapped))
-
-        @task
-        def explainability_and_fairness(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.pipeline.gates import explainability_and_fairness_gates
-
-            ctx, settings = _context()
-            return dict(explainability_and_fairness_gates(_config(path, model), settings, ctx, registered, snapped))
-
-        @task
-        def infra(snapped: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.pipeline.gates import infra_gate
-
-            ctx, settings = _context()
-            return dict(infra_gate(_config(path, model), settings, ctx, registered, snapped))
-
-        @task
-        def decide(snapped: dict[str, Any], registered: dict[str, Any],
-                   quality: dict[str, Any] | None) -> dict[str, Any]:
-            from autopilot.pipeline.gates import decide_version
-
-            ctx, settings = _context()
-            return dict(_gate(decide_version, _config(path, model), settings, ctx, registered, snapped, quality or {}))
-
-        @task(pool=PROMOTION_POOL)  # one promotion at a time, across every model and run
-        def promote(registered: dict[str, Any], decided: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.pipeline.gates import promote_version
-
-            ctx, settings = _context()
-            return dict(promote_version(_config(path, model), settings, ctx, registered, decided))
-
-        @task
-        def plan_deployment(snapped: dict[str, Any], promoted: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.pipeline.deploy import plan_deployment as stage
-
-            ctx, settings = _context()
-            return _skip_if_skipped(_gate(stage, _config(path, model), settings, ctx, promoted, snapped))
-
-        @task
-        def deploy(plan: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.pipeline.deploy import deploy_version
-
-            ctx, settings = _context()
-            cfg = _config(path, model)
-            return _skip_if_skipped(_gate(deploy_version, cfg, settings, ctx, plan, _aws_clients(cfg)))
-
-        # a failed rollout has already rolled back: a retry would deploy again
-        @task(retries=0, on_success_callback=succeeded, on_skipped_callback=succeeded)
-        def rollout(snapped: dict[str, Any], plan: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any]:
-            from autopilot.pipeline.deploy import rollout_version
-
-            ctx, settings = _context()
-            cfg = _config(path, model)
-            return _skip_if_skipped(_gate(rollout_version, cfg, settings, ctx, plan, deployed, snapped,
-                                          _aws_clients(cfg)))
-
-        # The decorated calls return XComArgs (references resolved at run time), not dicts.
-        snapped: Any = snapshot(validate())  # type: ignore[arg-type]
-        assignments: Any = plan_tuning(snapped)
-        worked: Any = tune_worker.partial(snapped=snapped).expand(assignment=assignments)
-        tuned: Any = tune(assignments, worked)
-        registered: Any = train_and_register(snapped, tuned)
-        checks: list[Any] = [quality(snapped, registered), explainability_and_fairness(snapped, registered),
-                             infra(snapped, registered)]
-        decided: Any = decide(snapped, registered, checks[0])
-        checks[1] >> decided
-        checks[2] >> decided
-        promoted: Any = promote(registered, decided)
-        plan: Any = plan_deployment(snapped, promoted)
-        deployed: Any = deploy(plan)
-        rollout(snapped, plan, deployed)
+        _training_tasks(path, model, succeeded)
 
     return training()
 
@@ -370,8 +302,6 @@ def _monitoring_schedule(config_path: Path) -> Any:
 
 def monitoring_dag(model: str, config_path: Path) -> DAG:
     """Build the monitoring DAG `autopilot_monitoring__<model>` for one config file."""
-    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-
     from autopilot.orchestration.notifier import outcome_notifier, task_failure_notifier
 
     path = str(config_path)
@@ -392,57 +322,79 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
         render_template_as_native_obj=True,  # the trigger's conf template renders to a dict, not a string
     )
     def monitoring() -> None:
-        @task
-        def monitor() -> dict[str, Any]:
-            from autopilot.pipeline.monitoring import monitor_window
-
-            ctx, settings = _context()
-            cfg = _config(path, model)
-            start, end = _window(cfg)
-            running = _running_retrain(model, settings, end)
-            return dict(_gate(monitor_window, cfg, settings, ctx, start, end, running))
-
-        @task.branch
-        def branch(result: dict[str, Any]) -> str:
-            return {"retrain": "trigger_retraining", "alert": "alert", "rollback": "alert"}.get(
-                str(result["action"]), "healthy")
-
-        @task(on_success_callback=succeeded)
-        def alert(result: dict[str, Any]) -> dict[str, Any]:
-            import logging
-
-            logging.getLogger("autopilot.monitoring").warning(
-                "%s: %s (%s)%s", model, result["action"], "; ".join(result["reasons"]),
-                f"; retrain blocked: {result['blocked_by']}" if result.get("blocked_by") else "")
-            return {"action": result["action"], "reasons": result["reasons"], "report": result.get("report_uri")}
-
-        @task(on_success_callback=succeeded)
-        def healthy() -> None:
-            return None
-
-        # Housekeeping: re-send Slack messages whose delivery failed (the alert outbox), whatever
-        # their DAG or model; beside the window, never in its way (it does not raise).
-        @task
-        def drain_alerts() -> dict[str, int]:
-            from autopilot.orchestration.slack import drain_outbox
-            from autopilot.settings import Settings
-
-            return drain_outbox(Settings.from_env())
-
-        result: Any = monitor()
-        trigger_retraining = TriggerDagRunOperator(
-            task_id="trigger_retraining",
-            trigger_dag_id=f"autopilot_training__{model}",
-            trigger_run_id="{{ ti.xcom_pull(task_ids='monitor')['trigger_run_id'] }}",
-            conf="{{ ti.xcom_pull(task_ids='monitor')['conf'] }}",  # type: ignore[arg-type]
-            skip_when_already_exists=True,  # a rerun of this window finds its retrain already started
-            wait_for_completion=False,
-            on_success_callback=succeeded,
-        )
-        branch(result) >> [trigger_retraining, alert(result), healthy()]
-        drain_alerts()
+        _monitoring_tasks(path, model, succeeded)
 
     return monitoring()
+
+
+# The task each window's decision branches into.
+BRANCHES = {"retrain": Task.TRIGGER_RETRAINING, "alert": Task.ALERT, "rollback": Task.ALERT}
+
+
+def _monitoring_tasks(path: str, model: str, succeeded: Any) -> None:
+    """Add the monitoring tasks to the DAG being defined: the window, then one branch of three."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    @task(task_id=Task.MONITOR.value)
+    def monitor() -> dict[str, Any]:
+        from autopilot.pipeline.monitoring import monitor_window
+
+        ctx, settings = _context()
+        cfg = _config(path, model)
+        start, end = _window(cfg)
+        running = _running_retrain(model, settings, end)
+        return dict(_gate(monitor_window, cfg, settings, ctx, start, end, running))
+
+    @task.branch(task_id=Task.BRANCH.value)
+    def branch(result: dict[str, Any]) -> str:
+        return BRANCHES.get(str(result["action"]), Task.HEALTHY).value
+
+    result: Any = monitor()
+    pulled = f"ti.xcom_pull(task_ids='{Task.MONITOR}')"
+    trigger_retraining = TriggerDagRunOperator(
+        task_id=Task.TRIGGER_RETRAINING.value,
+        trigger_dag_id=f"autopilot_training__{model}",
+        trigger_run_id=f"{{{{ {pulled}['trigger_run_id'] }}}}",
+        conf=f"{{{{ {pulled}['conf'] }}}}",  # type: ignore[arg-type]
+        skip_when_already_exists=True,  # a rerun of this window finds its retrain already started
+        wait_for_completion=False,
+        on_success_callback=succeeded,
+    )
+    branch(result) >> [trigger_retraining, *_outcome_tasks(model, result, succeeded)]
+    _drain_alerts()
+
+
+def _outcome_tasks(model: str, result: Any, succeeded: Any) -> list[Any]:
+    """The branches that end a window without a retrain: an alert (logged), or healthy."""
+
+    @task(task_id=Task.ALERT.value, on_success_callback=succeeded)
+    def alert(result: dict[str, Any]) -> dict[str, Any]:
+        import logging
+
+        logging.getLogger("autopilot.monitoring").warning(
+            "%s: %s (%s)%s", model, result["action"], "; ".join(result["reasons"]),
+            f"; retrain blocked: {result['blocked_by']}" if result.get("blocked_by") else "")
+        return {"action": result["action"], "reasons": result["reasons"], "report": result.get("report_uri")}
+
+    @task(task_id=Task.HEALTHY.value, on_success_callback=succeeded)
+    def healthy() -> None:
+        return None
+
+    return [alert(result), healthy()]
+
+
+def _drain_alerts() -> Any:
+    """Housekeeping: re-send Slack messages whose delivery failed (the alert outbox), whatever
+    their DAG or model; beside the window, never in its way (it does not raise)."""
+
+    @task(task_id=Task.DRAIN_ALERTS.value)
+    def drain_alerts() -> dict[str, int]:
+        from autopilot.orchestration.slack import drain_outbox
+        from autopilot.settings import Settings
+
+        return drain_outbox(Settings.from_env())
+
+    return drain_alerts()
 
 
 RETRAIN_LOOKBACK = timedelta(days=7)  # a retrain queued or running longer than this is not looked for

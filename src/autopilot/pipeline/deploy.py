@@ -24,17 +24,28 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopilot.adapters import registry
 from autopilot.aliases import CHAMPION
 from autopilot.outages import is_outage
+from autopilot.pipeline.context import (
+    Deployment,
+    DeploymentPlan,
+    Promotion,
+    RolloutResult,
+    RunContext,
+    Skipped,
+    Snapshots,
+    coerce,
+    coerce_step,
+)
 from autopilot.reports import GateFailure, GateReport
 
 if TYPE_CHECKING:
     from autopilot.config import LoadedConfig
-    from autopilot.pipeline.training import RunContext
     from autopilot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,32 +64,30 @@ def serving_url(cfg: LoadedConfig) -> str:
     return os.environ.get("AUTOPILOT_SERVING_URL") or f"http://{serving.host}:{serving.port}"
 
 
-def _skipped(reason: str, **extra: Any) -> dict[str, Any]:
-    return {"skipped": True, "reason": reason, **extra}
-
-
 # ---------------------------------------------------------------------------- plan
 
 
-def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, promoted: dict[str, Any],
-                    snapped: dict[str, Any]) -> dict[str, Any]:
+def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, promoted: Mapping[str, Any],
+                    snapped: Mapping[str, Any]) -> DeploymentPlan | Skipped:
     """Profile the promoted version, select its environment and generate its configs (stored with it)."""
-    if not promoted.get("promoted"):
-        return _skipped(f"version {promoted.get('version')} was not promoted ({promoted.get('decision')})")
+    promoted = coerce(promoted, Promotion)
+    if not promoted.promoted:
+        return Skipped(reason=f"version {promoted.version} was not promoted ({promoted.decision})")
+    assert promoted.version is not None  # a promotion names the version it moved `champion` to
     registry.configure(settings)
-    version = registry.resolve_version(cfg.registered_model_name, promoted["version"])
+    version = registry.resolve_version(cfg.registered_model_name, promoted.version)
     run_id = str(version.run_id)
     stored = _read_artifact(run_id, PLAN_ARTIFACT)
     if stored is not None:  # a rerun: the plan is part of the version's record already
-        return dict(stored)
+        return DeploymentPlan.from_xcom(stored)
     from autopilot.adapters.model_loading import LoadPolicy, open_version
     from autopilot.deploy.configs import generate_configs
     from autopilot.deploy.history import load_observations
     from autopilot.deploy.profile import profile_model
     from autopilot.deploy.selection import load_catalog, select_environment
-    from autopilot.pipeline.training import _load_splits
+    from autopilot.modeling.splits import load_splits
 
-    splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
+    splits, _ = load_splits(cfg, settings, coerce(snapped, Snapshots).snapshots)
     sample = splits.X_test.sample(min(PROFILE_SAMPLE_ROWS, len(splits.X_test)), random_state=0)
     with open_version(version, LoadPolicy.of(cfg, settings)) as files:
         profile = profile_model(files, sample)
@@ -98,14 +107,14 @@ def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, prom
         mlflow_client.log_dict(run_id, json.loads(selection.model_dump_json()), "deploy/selection.json")
         mlflow_client.log_dict(run_id, generated.sagemaker, SAGEMAKER_ARTIFACT)
     chosen = selection.chosen
-    plan = {
-        "skipped": False, "model": cfg.name, "version": int(version.version), "run_id": run_id,
-        "target": cfg.deployment.target, "instance": chosen.instance.name, "replicas": chosen.replicas,
-        "hourly_usd": round(chosen.hourly_cost, 4), "predicted_p95_ms": round(chosen.predicted_p95_ms, 3),
-        "predicted_rss_mb": round(profile.peak_rss_mb, 1), "endpoint": generated.names.endpoint,
-        "sagemaker_model": generated.names.model, "endpoint_config": generated.names.endpoint_config,
-        "config_files": generated.files, "region": aws.region,
-    }
+    plan = DeploymentPlan(
+        model=cfg.name, version=int(version.version), run_id=run_id,
+        target=cfg.deployment.target, instance=chosen.instance.name, replicas=chosen.replicas,
+        hourly_usd=round(chosen.hourly_cost, 4), predicted_p95_ms=round(chosen.predicted_p95_ms, 3),
+        predicted_rss_mb=round(profile.peak_rss_mb, 1), endpoint=generated.names.endpoint,
+        sagemaker_model=generated.names.model, endpoint_config=generated.names.endpoint_config,
+        config_files=generated.files, region=aws.region,
+    )
     mlflow_client.log_dict(run_id, plan, PLAN_ARTIFACT)  # last: its presence means the plan is complete
     for key in ("instance", "replicas", "predicted_p95_ms", "endpoint"):
         mlflow_client.set_model_version_tag(cfg.registered_model_name, str(version.version),
@@ -166,38 +175,39 @@ def _clients(cfg: LoadedConfig, clients: Any | None) -> Any:
 # ---------------------------------------------------------------------------- deploy
 
 
-def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: dict[str, Any],
-                   clients: Any | None = None) -> dict[str, Any]:
+def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: Mapping[str, Any],
+                   clients: Any | None = None) -> Deployment | Skipped:
     """Provision the planned deployment (AWS), or hand over to the local endpoint that follows the alias.
 
     Args:
         clients: `deploy.aws.AwsClients` for the `aws` target (the DAG builds them from its
             Airflow connection; the CLI from the environment).
     """
-    if plan.get("skipped"):
-        return _skipped(plan["reason"])
-    if plan["target"] == "local":
-        return {"skipped": False, "target": "local", "version": plan["version"], "endpoint": serving_url(cfg),
-                "action": "follows the champion alias"}
+    plan = coerce_step(plan, DeploymentPlan)
+    if isinstance(plan, Skipped):
+        return Skipped(reason=plan.reason)
+    if plan.target == "local":
+        return Deployment(target="local", version=plan.version, endpoint=serving_url(cfg),
+                          action="follows the champion alias")
     from autopilot.adapters.model_loading import SIGNATURE_TAG, LoadPolicy, open_version
     from autopilot.deploy.aws import package_model, provision_endpoint, upload_package
 
     registry.configure(settings)
     aws = cfg.deployment.aws
     clients = _clients(cfg, clients)
-    version = registry.resolve_version(cfg.registered_model_name, plan["version"])
+    version = registry.resolve_version(cfg.registered_model_name, plan.version)
     try:
         # Read strictly: an MLflow outage fails (and retries) the task; a plan that is really gone
         # undoes the promotion like any other deploy that cannot happen.
-        sagemaker = _read_stored_artifact(plan["run_id"], SAGEMAKER_ARTIFACT)
+        sagemaker = _read_stored_artifact(plan.run_id, SAGEMAKER_ARTIFACT)
         # Packaged from the verified copy: a version that fails verification is never shipped.
         with (open_version(version, LoadPolicy.of(cfg, settings)) as files,
               tempfile.TemporaryDirectory(prefix="autopilot-package-") as tmp):
             path, digest = package_model(files.folder, Path(tmp) / "model.tar.gz",
                                          signature=(version.tags or {}).get(SIGNATURE_TAG))
-            url = upload_package(clients.s3, aws.bucket, _package_key(cfg, plan["version"]), path, digest,
+            url = upload_package(clients.s3, aws.bucket, _package_key(cfg, plan.version), path, digest,
                                  limits=aws)
-        result = provision_endpoint(clients, endpoint=plan["endpoint"], sagemaker=sagemaker,
+        result = provision_endpoint(clients, endpoint=plan.endpoint, sagemaker=sagemaker,
                                     wait_timeout=aws.wait_timeout_seconds)
     except Exception as exc:
         from autopilot.deploy.aws import ProvisionRetryable
@@ -208,12 +218,12 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
             # so the alias stays where it is.
             raise
         raise _undo_promotion(cfg, settings, ctx, plan, exc) from exc
-    return {"skipped": False, "target": "aws", "version": plan["version"], "package": url, "sha256": digest,
-            "endpoint": result.endpoint, "endpoint_config": result.endpoint_config, "action": result.action,
-            "status": result.status, "alarms": [a["AlarmName"] for a in sagemaker["alarms"]]}
+    return Deployment(target="aws", version=plan.version, package=url, sha256=digest, endpoint=result.endpoint,
+                      endpoint_config=result.endpoint_config, action=result.action, status=result.status,
+                      alarms=[a["AlarmName"] for a in sagemaker["alarms"]])
 
 
-def _undo_promotion(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: dict[str, Any],
+def _undo_promotion(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: DeploymentPlan,
                     exc: BaseException) -> GateFailure:
     """A deployment refused or failed for good: put `champion` back on what the endpoint still serves.
 
@@ -225,7 +235,7 @@ def _undo_promotion(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan
     """
     from autopilot.versions.promotion import current, rollback
 
-    failed = int(plan["version"])
+    failed = int(plan.version)
     reasons = [f"deploy of version {failed} failed: {type(exc).__name__}: {str(exc)[:500]}"]
     if current(cfg.registered_model_name, CHAMPION) == failed:
         try:
@@ -242,16 +252,19 @@ def _undo_promotion(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan
 # ---------------------------------------------------------------------------- rollout
 
 
-def rollout_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: dict[str, Any],
-                    deployed: dict[str, Any], snapped: dict[str, Any], clients: Any | None = None) -> dict[str, Any]:
+def rollout_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: Mapping[str, Any],
+                    deployed: Mapping[str, Any], snapped: Mapping[str, Any],
+                    clients: Any | None = None) -> RolloutResult | Skipped:
     """Smoke-test the new version on the live endpoint, bake it, and roll back on a violation.
 
     Raises:
         GateFailure: after rolling back, naming what was violated.
     """
-    if deployed.get("skipped"):
-        return _skipped(deployed["reason"])
-    if deployed["target"] == "aws":
+    deployed = coerce_step(deployed, Deployment)
+    if isinstance(deployed, Skipped):
+        return Skipped(reason=deployed.reason)
+    plan = coerce(plan, DeploymentPlan)
+    if deployed.target == "aws":
         from autopilot.deploy.rollout import watch_aws
 
         clients = _clients(cfg, clients)
@@ -260,18 +273,18 @@ def rollout_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan
         from autopilot.deploy.rollout import EndpointUnavailable, watch_local
 
         try:
-            report = watch_local(cfg, settings, plan, snapped, serving_url(cfg))
+            report = watch_local(cfg, settings, plan, coerce(snapped, Snapshots), serving_url(cfg))
         except EndpointUnavailable as exc:
             # Nothing is serving: there is nothing to roll out to. The next `autopilot serve`
             # starts on the champion; the task is skipped, not failed.
-            return _skipped(str(exc))
+            return Skipped(reason=str(exc))
     if report.passed:
         _observe(cfg, settings, plan, report)
-        return {"skipped": False, "passed": True, "version": plan["version"], "metrics": report.metrics}
+        return RolloutResult(version=plan.version, metrics=report.metrics)
     raise GateFailure(_roll_back(cfg, settings, ctx, plan, deployed, report, clients))
 
 
-def _observe(cfg: LoadedConfig, settings: Settings, plan: dict[str, Any], report: GateReport) -> None:
+def _observe(cfg: LoadedConfig, settings: Settings, plan: DeploymentPlan, report: GateReport) -> None:
     """Record observed p95 and memory against the plan's prediction (later selections correct from it)."""
     from autopilot.deploy.history import record_observation
     from autopilot.deploy.selection import Observation
@@ -280,8 +293,8 @@ def _observe(cfg: LoadedConfig, settings: Settings, plan: dict[str, Any], report
     if not p95 or not rss:
         return
     record_observation(settings, Observation(
-        model=cfg.name, instance=plan["instance"], predicted_p95_ms=plan["predicted_p95_ms"],
-        observed_p95_ms=float(p95), predicted_rss_mb=plan["predicted_rss_mb"], observed_rss_mb=float(rss)))
+        model=cfg.name, instance=plan.instance, predicted_p95_ms=plan.predicted_p95_ms,
+        observed_p95_ms=float(p95), predicted_rss_mb=plan.predicted_rss_mb, observed_rss_mb=float(rss)))
 
 
 class RollbackIncomplete(GateFailure):
@@ -298,8 +311,8 @@ class RollbackIncomplete(GateFailure):
         self.args = (f"ROLLBACK INCOMPLETE: {problem}. {report.summary()}",)
 
 
-def _roll_back(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: dict[str, Any],
-               deployed: dict[str, Any], report: GateReport, clients: Any | None) -> GateReport:
+def _roll_back(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: DeploymentPlan,
+               deployed: Deployment, report: GateReport, clients: Any | None) -> GateReport:
     """Move the alias back, then the endpoint with it; the returned report says where to.
 
     Raises:

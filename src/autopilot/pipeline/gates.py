@@ -16,20 +16,32 @@ it is never read as "no champion", a failed gate, or a missing report.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from autopilot.adapters import registry
 from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.outages import is_outage
+from autopilot.pipeline.context import (
+    Decision,
+    ExplainabilityAndFairness,
+    GateSummary,
+    Promotion,
+    QualitySummary,
+    Reference,
+    RegisteredVersion,
+    RunContext,
+    Snapshots,
+    coerce,
+)
 from autopilot.reports import GateFailure, GateReport
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from autopilot.config import LoadedConfig
-    from autopilot.pipeline.training import RunContext
     from autopilot.settings import Settings
 
 __all__ = [
@@ -59,19 +71,20 @@ class GateInputs:
     y_train: pd.Series
 
 
-def load_gate_inputs(cfg: LoadedConfig, settings: Settings, registered: dict[str, Any],
-                     snapped: dict[str, Any]) -> GateInputs:
+def load_gate_inputs(cfg: LoadedConfig, settings: Settings, registered: Mapping[str, Any],
+                     snapped: Mapping[str, Any]) -> GateInputs:
     """Load the challenger and the champion (each SHA-256 verified) and the current splits."""
     from autopilot.adapters.model_loading import LoadPolicy, load_version
-    from autopilot.pipeline.training import _load_splits
+    from autopilot.modeling.splits import load_splits
 
+    registered = coerce(registered, RegisteredVersion)
     registry.configure(settings)
     policy = LoadPolicy.of(cfg, settings)
-    version = registry.resolve_version(registered["name"], registered["version"])
+    version = registry.resolve_version(registered.name, registered.version)
     challenger = load_version(version, policy)
-    champion_version = _champion(registered["name"], int(version.version))
+    champion_version = _champion(registered.name, int(version.version))
     champion = load_version(champion_version, policy) if champion_version is not None else None
-    splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
+    splits, _ = load_splits(cfg, settings, coerce(snapped, Snapshots).snapshots)
     return GateInputs(version, challenger, champion_version, champion, splits.X_test, splits.y_test,
                       splits.X_train, splits.y_train)
 
@@ -125,7 +138,10 @@ def _guarded(name: str, func: Any, *args: Any, **kwargs: Any) -> GateReport:
     return report
 
 
-def _fail_closed(name: str, func: Any) -> Any:
+GateResult = TypeVar("GateResult", bound=Reference)
+
+
+def _fail_closed(name: str, func: Callable[..., GateResult]) -> Callable[..., GateResult | GateSummary]:
     """Wrap a gate stage: an exception becomes a stored, failed report, never a crashed task.
 
     The DAG's decision then runs with every gate's verdict. An outage (MLflow, a database or the
@@ -135,30 +151,30 @@ def _fail_closed(name: str, func: Any) -> Any:
     import functools
 
     @functools.wraps(func)
-    def wrapper(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
-                snapped: dict[str, Any]) -> dict[str, Any]:
+    def wrapper(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: Mapping[str, Any],
+                snapped: Mapping[str, Any]) -> GateResult | GateSummary:
         try:
-            result: dict[str, Any] = func(cfg, settings, ctx, registered, snapped)
+            return func(cfg, settings, ctx, registered, snapped)
         except Exception as exc:
             if is_outage(exc):
                 raise
             report = GateReport.failed(name, [f"the gate raised {_brief(exc)}"])
+            registered = coerce(registered, RegisteredVersion)
             registry.configure(settings)
-            version = registry.resolve_version(registered["name"], registered["version"])
+            version = registry.resolve_version(registered.name, registered.version)
             _store_report(str(version.run_id), report)  # cannot store it: the task fails and retries
             return _summary(report)
-        return result
 
     return wrapper
 
 
-def _summary(report: GateReport) -> dict[str, Any]:
-    return {"name": report.name, "passed": report.passed, "reasons": report.reasons,
-            "requires_review": bool(report.details.get("requires_review"))}
+def _summary(report: GateReport) -> GateSummary:
+    return GateSummary(name=report.name, passed=report.passed, reasons=report.reasons,
+                       requires_review=bool(report.details.get("requires_review")))
 
 
-def _quality_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
-                 snapped: dict[str, Any]) -> dict[str, Any]:
+def _quality_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: Mapping[str, Any],
+                  snapped: Mapping[str, Any]) -> QualitySummary:
     """Score challenger and champion now on the same holdout; floors, non-inferiority, first-run baselines."""
     from autopilot.gates.quality import evaluate_quality
 
@@ -169,11 +185,12 @@ def _quality_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, regist
                       inputs.y_test, cfg, champion_version=champion_number, seed=cfg.split.seed,
                       X_train=inputs.X_train, y_train=inputs.y_train)
     _store_report(str(inputs.version.run_id), report)
-    return {**_summary(report), "champion_version": champion_number}
+    return QualitySummary(**_summary(report), champion_version=champion_number)
 
 
 def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ctx: RunContext,
-                                      registered: dict[str, Any], snapped: dict[str, Any]) -> dict[str, Any]:
+                                       registered: Mapping[str, Any],
+                                       snapped: Mapping[str, Any]) -> ExplainabilityAndFairness:
     """SHAP importance (stability, leakage) and fairness (groups, counterfactuals, attribution)."""
     from autopilot.explain import explain_model, write_plots
     from autopilot.gates.explainability import evaluate_explainability
@@ -201,19 +218,20 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
     fairness = _guarded("fairness", evaluate_fairness, inputs.challenger, inputs.X_test, inputs.y_test, cfg,
                         attribution_share=shares, train=inputs.X_train, y_train=inputs.y_train, seed=seed)
     _store_report(run_id, fairness)
-    return {"explainability": _summary(explain), "fairness": _summary(fairness)}
+    return ExplainabilityAndFairness(explainability=_summary(explain), fairness=_summary(fairness))
 
 
-def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
-               snapped: dict[str, Any]) -> dict[str, Any]:
+def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: Mapping[str, Any],
+                snapped: Mapping[str, Any]) -> GateSummary:
     """Load the version as serving will, query it through its signature, measure it."""
     from autopilot.adapters.model_loading import LoadPolicy, load_version
     from autopilot.gates.infra import evaluate_infra
-    from autopilot.pipeline.training import _load_splits
+    from autopilot.modeling.splits import load_splits
 
+    registered = coerce(registered, RegisteredVersion)
     registry.configure(settings)
-    version = registry.resolve_version(registered["name"], registered["version"])
-    splits, _ = _load_splits(cfg, settings, snapped["snapshots"])
+    version = registry.resolve_version(registered.name, registered.version)
+    splits, _ = load_splits(cfg, settings, coerce(snapped, Snapshots).snapshots)
     sample = splits.X_test.head(cfg.gates.infra.sample_rows)
     policy = LoadPolicy.of(cfg, settings)
     step = "loaded"
@@ -251,31 +269,34 @@ def _read_reports(run_id: str) -> list[GateReport]:
     return reports
 
 
-def decide_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
-                   snapped: dict[str, Any], quality: dict[str, Any]) -> dict[str, Any]:
+def decide_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: Mapping[str, Any],
+                   snapped: Mapping[str, Any], quality: Mapping[str, Any] | None) -> Decision:
     """Write the decision record of a version and return the verdict.
 
     After the record, `challenger` is placed (`_place_challenger`): on the version if it passed,
-    and never on a rejected one.
+    and never on a rejected one. `quality` is the quality gate's summary; it names the champion
+    the gates compared with (the baseline; None or absent: there was none).
 
     Raises:
         GateFailure: when the verdict is `reject` (the version stays registered, holding no alias).
     """
     from autopilot.gates.decision import decision_record, decision_tags
 
+    registered = coerce(registered, RegisteredVersion)
+    baseline = (quality or {}).get("champion_version")
     registry.configure(settings)
-    version = registry.resolve_version(registered["name"], registered["version"])
+    version = registry.resolve_version(registered.name, registered.version)
     reports = _read_reports(str(version.run_id))
     record = decision_record(cfg.name, int(version.version), reports, run_id=str(version.run_id),
-                             data_snapshot=snapped["snapshots"]["train"]["digest"], actor=ctx.actor,
-                             dag_run=ctx.run_id, baseline_version=quality.get("champion_version"))
+                             data_snapshot=coerce(snapped, Snapshots).snapshots["train"].digest, actor=ctx.actor,
+                             dag_run=ctx.run_id, baseline_version=baseline)
     registry.client().log_dict(str(version.run_id), record, "decision/decision.json")
     for key, value in decision_tags(record).items():
-        registry.client().set_model_version_tag(registered["name"], str(version.version), key, value)
-    result = {"decision": record["decision"], "reasons": record["reasons"], "version": int(version.version),
-              "champion_version": quality.get("champion_version")}
+        registry.client().set_model_version_tag(registered.name, str(version.version), key, value)
+    result = Decision(decision=record["decision"], reasons=record["reasons"], version=int(version.version),
+                      champion_version=baseline)
     # After the tags: a retry, or a concurrent decide of another version, reads this verdict from them.
-    _place_challenger(settings, registered["name"], int(version.version), record["decision"])
+    _place_challenger(settings, registered.name, int(version.version), record["decision"])
     if record["decision"] == "reject":
         raise GateFailure(GateReport.failed("decision", record["reasons"]))
     return result
@@ -309,19 +330,19 @@ def _rejected(name: str, number: int) -> bool:
     return (registry.resolve_version(name, number).tags or {}).get("autopilot.decision") == "reject"
 
 
-def promote_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: dict[str, Any],
-                    decided: dict[str, Any]) -> dict[str, Any]:
+def promote_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: Mapping[str, Any],
+                    decided: Mapping[str, Any]) -> Promotion:
     """Move `champion` to the version when the decision says so (compare-and-set, recorded)."""
     from autopilot.versions.promotion import promote
 
-    if decided["decision"] != "promote":
-        return {"promoted": False, "decision": decided["decision"], "version": decided["version"],
-                "reasons": decided["reasons"]}
-    move = promote(settings, registered["name"], int(decided["version"]), actor=ctx.actor,
-                   reason="passed every promotion gate", expected_champion=decided["champion_version"],
-                   idempotency_key=ctx.key(cfg, "promote"), decision_ref=str(registered["run_id"]))
-    return {"promoted": True, "decision": "promote", "version": move.to_version, "from": move.from_version,
-            "retired": _retire_old(cfg, settings, ctx)}
+    registered, decided = coerce(registered, RegisteredVersion), coerce(decided, Decision)
+    if decided.decision != "promote":
+        return Promotion(promoted=False, decision=decided.decision, version=decided.version, reasons=decided.reasons)
+    move = promote(settings, registered.name, int(decided.version), actor=ctx.actor,
+                   reason="passed every promotion gate", expected_champion=decided.champion_version,
+                   idempotency_key=ctx.key(cfg, "promote"), decision_ref=str(registered.run_id))
+    return Promotion(promoted=True, decision="promote", version=move.to_version, from_version=move.from_version,
+                     retired=_retire_old(cfg, settings, ctx))
 
 
 def _retire_old(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> list[int]:

@@ -29,7 +29,7 @@ from autopilot.reports import json_safe
 
 if TYPE_CHECKING:
     from autopilot.config import LoadedConfig
-    from autopilot.pipeline.training import RunContext
+    from autopilot.pipeline.context import RunContext
     from autopilot.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from autopilot.aliases import CHALLENGER, CHAMPION
+from autopilot.versions.decisions import read_decision_tags
 
 if TYPE_CHECKING:
     from autopilot.adapters.registry import ModelVersion, Registry
@@ -386,13 +387,12 @@ def _highlights(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _decision_from_tags(version: Any, url: str | None) -> DecisionView:
-    tags = dict(version.tags or {})
-    reasons = [r for r in tags.get("autopilot.decision_reasons", "").split("; ") if r]
-    gates = [GateView(name=key.removeprefix("autopilot.gate."), passed=value == "passed",
-                      reasons=[r for r in reasons if r.startswith(key.removeprefix("autopilot.gate.") + ":")])
-             for key, value in sorted(tags.items()) if key.startswith("autopilot.gate.")]
-    return DecisionView(version=int(version.version), decision=tags.get(DECISION_TAG, "?"), reasons=reasons,
-                        decided_at=tags.get(DECIDED_AT_TAG), actor=tags.get("autopilot.decided_by"), dag_run=None,
+    tags = read_decision_tags(version)
+    gates = [GateView(name=name, passed=value == "passed",
+                      reasons=[r for r in tags.reasons if r.startswith(name + ":")])
+             for name, value in sorted(tags.gates.items())]
+    return DecisionView(version=tags.version, decision=tags.decision if tags.decision is not None else "?",
+                        reasons=tags.reasons, decided_at=tags.decided_at, actor=tags.decided_by, dag_run=None,
                         baseline_version=None, gates=gates, source="tags", url=url)
 
 

@@ -1,0 +1,119 @@
+"""`autopilot run`: the training pipeline in this process, without Airflow.
+
+It runs the declared pipeline (`autopilot.pipeline.lifecycle.TRAINING`), the stages the training
+DAG's tasks call, in their order, on the same references. The differences from the DAG: tuning
+runs its workers one after another, and a stage with nothing to do (`Skipped`) passes that on
+rather than showing as a skipped task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from autopilot.cli.common import find_config, load_settings
+from autopilot.pipeline.lifecycle import TRAINING, Stage, Task
+
+__all__ = ["STAGE_ATTRIBUTE", "add_commands", "cmd_run", "run_pipeline", "run_stages"]
+
+STAGE_ATTRIBUTE = "autopilot_stage"
+# What `stop_after` names: the last task to run (anything else: `promote`).
+LAST_TASK = {"register": Task.TRAIN_AND_REGISTER, "promote": Task.PROMOTE, "deploy": Task.ROLLOUT}
+
+
+def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promote",
+                 retrain: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the training DAG's stages in this process, as its tasks would, in the same order.
+
+    Args:
+        stop_after: `register` stops after `train_and_register`; `promote` (default) also runs
+            the gates, the decision and the promotion; `deploy` also plans, deploys and rolls out.
+        retrain: the conf a monitoring retrain passes (strategy, reason, window).
+
+    Returns:
+        The registered version (`register`); with `promote` also its `decision` and whether it
+        was `promoted`; with `deploy` also the `rollout` result.
+
+    Raises:
+        GateFailure: a gate stopped the line (bad data, quality floor, or a rejected version).
+    """
+    from autopilot.pipeline.context import RunContext
+
+    ctx = RunContext(run_id=run_id, dag_id="cli", actor="cli", retrain=retrain)
+    outputs = run_stages(cfg, settings, ctx, LAST_TASK.get(stop_after, Task.PROMOTE))
+    registered = outputs[Task.TRAIN_AND_REGISTER]
+    if stop_after == "register":
+        return registered
+    result = {**registered, "decision": outputs[Task.DECIDE]["decision"],
+              "promoted": outputs[Task.PROMOTE]["promoted"]}
+    if stop_after == "deploy":
+        result["rollout"] = outputs[Task.ROLLOUT]
+    return result
+
+
+def run_stages(cfg: Any, settings: Any, ctx: Any, last: Task) -> dict[Task, Any]:
+    """Run the declared training stages in order up to `last`; each output by task.
+
+    AWS clients: None (a stage that needs them makes them from the environment's credentials).
+    A mapped stage (the tuning workers) runs once per item, one after another.
+    """
+    outputs: dict[Task, Any] = {}
+    for stage in TRAINING:
+        # The DAG splits tuning into three tasks; here a failure in any of them is named `tune`.
+        outputs[stage.task] = _stage(stage.part_of or stage.task, _run, stage, cfg, settings, ctx, outputs)
+        if stage.task == last:
+            break
+    return outputs
+
+
+def _run(stage: Stage, cfg: Any, settings: Any, ctx: Any, outputs: dict[Task, Any]) -> Any:
+    inputs = [outputs[task] for task in stage.inputs]
+    if stage.mapped:
+        return [stage.call(cfg, settings, ctx, [item, *inputs[1:]]) for item in inputs[0]]
+    return stage.call(cfg, settings, ctx, inputs)
+
+
+def _stage(name: str, func: Any, *args: Any) -> Any:
+    """Run one stage; an exception leaving it carries the stage's name (the task id in the DAG)."""
+    try:
+        return func(*args)
+    except Exception as exc:
+        if not hasattr(exc, STAGE_ATTRIBUTE):
+            setattr(exc, STAGE_ATTRIBUTE, str(name))
+        raise
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the training pipeline in-process (no Airflow)."""
+    import traceback
+
+    from autopilot.reports import GateFailure
+
+    settings = load_settings()
+    cfg = find_config(args.model, settings)
+    run_id = args.run_id or f"cli__{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    try:
+        ref = run_pipeline(cfg, settings, run_id)
+    except GateFailure as exc:
+        print(f"stopped by a gate: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # ConfigError and DataSourceError are ValueErrors: a verdict on the input, said in one line.
+        if not isinstance(exc, ValueError | LookupError | OSError):
+            traceback.print_exc()  # a bug, not a verdict: the frames help; the reason still comes last
+        stage = getattr(exc, STAGE_ATTRIBUTE, "?")
+        print(f"autopilot run: task {stage} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(ref, indent=2))
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """`run`."""
+    run = sub.add_parser("run", help="run the training pipeline in-process, without Airflow")
+    run.add_argument("model", help="model name or config file")
+    run.add_argument("--run-id", help="idempotency key for this run (a rerun with the same id does nothing twice)")
+    run.set_defaults(func=cmd_run)

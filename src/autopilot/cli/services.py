@@ -1,0 +1,287 @@
+"""Commands around the services: the demo, the embedded UIs, serving, traffic, monitoring, CI, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from autopilot.aliases import CHALLENGER, CHAMPION
+from autopilot.cli.common import actor, find_config, load_settings
+from autopilot.cli.versions import last_decision
+
+__all__ = ["add_commands", "cmd_demo", "cmd_doctor", "cmd_down", "cmd_monitor", "cmd_serve", "cmd_simulate",
+           "cmd_trigger", "cmd_up"]
+
+
+def _embedded(settings: Any) -> Any:
+    from autopilot.orchestration.embedded import Embedded
+
+    return Embedded(settings=settings, project=_project_root())
+
+
+def _project_root() -> Path:
+    """The project folder: where `dags/` lives (the working directory, else the source tree)."""
+    for candidate in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (candidate / "dags").is_dir():
+            return candidate
+    raise FileNotFoundError("cannot find the project's dags/ folder; run from the project root")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the training DAG on the embedded default and print a summary."""
+    from autopilot.adapters import registry
+    from autopilot.versions.lineage import lineage
+
+    settings = load_settings()
+    embedded = _embedded(settings)
+    model = args.model
+    started = time.monotonic()
+    print(f"[demo] Airflow home {embedded.airflow_home}: migrating the metadata database")
+    embedded.migrate()
+    dag_id = f"autopilot_training__{model}"
+    print(f"[demo] running {dag_id} (validate -> snapshot -> tune -> train_and_register -> gates -> "
+          "decide -> promote -> plan_deployment -> deploy -> rollout)")
+    code = embedded.test_dag(dag_id)
+    if code != 0:  # before reading the config again: a broken config would raise first
+        print(f"[demo] the DAG run failed (exit {code}): the failed task's reason is above; full log: "
+              f"{embedded.run_dir / (dag_id + '.log')}")
+    registry.configure(settings)
+    cfg = find_config(model, settings)
+    decision = last_decision(cfg.registered_model_name)
+    if code != 0:
+        if decision and decision["decision"] == "reject":
+            print(f"[demo] version {decision['version']} was rejected: {decision['reasons']}")
+        return code
+    chain = lineage(cfg.registered_model_name, CHALLENGER)
+    _print_summary(chain, settings, embedded, time.monotonic() - started)
+    if decision:
+        print(f"decision        version {decision['version']}: {decision['decision']}; gates {decision['gates']}")
+    print(f"status          autopilot status {cfg.name}   (champion, history; rollback with autopilot rollback)")
+    _print_deployment(cfg)
+    if args.no_loop:
+        return 0
+    from autopilot.versions.promotion import current
+
+    if current(cfg.registered_model_name, CHAMPION) is None:
+        # Held for review (an inconclusive gate, or first_run: require_review): no champion to serve.
+        reasons = "; ".join(decision["reasons"]) if decision else "no decision recorded"
+        print(f"[demo] no champion to serve, so the monitoring loop does not run: {reasons}\n"
+              f"[demo] a human who accepts it promotes it: autopilot promote {cfg.name} "
+              f"{decision['version'] if decision else '<version>'} --reason '...'")
+        return 1
+    from autopilot.cli.demo_loop import run_loop
+
+    print("\n[demo] the monitoring loop: serve, watch, drift, retrain, redeploy")
+    return run_loop(cfg, settings, embedded, say=lambda line: print(f"[loop] {line}", flush=True))
+
+
+def _print_deployment(cfg: Any) -> None:
+    """The champion's stored deployment plan, and how to serve it."""
+    import mlflow
+
+    from autopilot.adapters import registry
+
+    try:
+        champion = registry.resolve_version(cfg.registered_model_name, CHAMPION)
+        plan = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/deploy/plan.json")
+    except Exception:  # no champion, or the plan step did not run
+        return
+    print(f"deployment      v{plan['version']}: {plan['replicas']} x {plan['instance']} (${plan['hourly_usd']}/h), "
+          f"predicted p95 {plan['predicted_p95_ms']} ms; configs in MLflow run {plan['run_id']} under deploy/")
+    serving = cfg.deployment.serving
+    print(f"serve           export {serving.token_env}=<secret>; autopilot serve --model {cfg.name}  "
+          f"(http://{serving.host}:{serving.port}, follows the champion)")
+
+
+def _print_summary(chain: dict[str, Any], settings: Any, embedded: Any, seconds: float) -> None:
+    metrics = chain["training"]["metrics"]
+    print("\n" + "=" * 72)
+    print(f"autopilot demo finished in {seconds / 60:.1f} min")
+    print(f"model version   {chain['model']} v{chain['version']} (alias: {', '.join(chain['aliases'])})")
+    print("test metrics    " + ", ".join(f"{k.removeprefix('test_')}={v:.4f}" for k, v in metrics.items()))
+    for split, batch in chain["batches"].items():
+        print(f"validation      [{split}] {'passed' if batch['validation_passed'] else 'FAILED'}: "
+              f"{batch['validation_report']}")
+        print(f"snapshot        [{split}] {batch['snapshot']}")
+    print(f"tuning          study {chain['tuning']['study']}, best family {chain['tuning']['family']}, "
+          f"{chain['tuning']['n_trials']} trials")
+    print(f"artifacts       {settings.artifact_root} (snapshots, reports); MLflow {settings.mlflow_artifact_root}")
+    from autopilot.redaction import redact, url_secrets  # a tracking URI may carry a password
+
+    print(f"MLflow store    {redact(settings.mlflow_tracking_uri, url_secrets(settings.mlflow_tracking_uri))}")
+    print(f"lineage         autopilot lineage {chain['model']}@{chain['version']}")
+    print(f"reproduce       autopilot reproduce {chain['model']} --version {chain['version']}")
+    print(f"UIs             make up -> Airflow http://127.0.0.1:{embedded.airflow_port} (it prints the admin "
+          f"password), MLflow http://127.0.0.1:{embedded.mlflow_port}; make down stops them")
+    print("=" * 72)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start the Airflow UI stack and MLflow UI on the embedded default."""
+    from autopilot.orchestration.embedded import AllAdminsRefused
+
+    embedded = _embedded(load_settings())
+    try:  # everyone-is-admin is refused unless a dev override says so; then it is flagged loudly
+        warning = embedded.check_all_admins()
+        started = embedded.start()
+    except AllAdminsRefused as exc:
+        print(f"autopilot up: {exc}", file=sys.stderr)
+        return 2
+    if warning:
+        print(f"autopilot up: {warning}", file=sys.stderr)
+    print(f"started: {', '.join(started) or 'nothing (already running)'}; logs in {embedded.run_dir}")
+    healthy = embedded.wait_healthy(timeout=args.wait)
+    password = embedded.admin_password()
+    login = f"user admin, password {password}" if password else "password: see the api-server log"
+    print(f"Airflow  {embedded.airflow_url}  ({login})")
+    print(f"MLflow   {embedded.mlflow_url}")
+    if not healthy:
+        print(f"not healthy after {args.wait:.0f} s; see the logs in {embedded.run_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop what `up` started."""
+    stopped = _embedded(load_settings()).stop()
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the champion (or a package folder) over HTTP until interrupted."""
+    import logging
+
+    from autopilot.serving.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    cfg = find_config(args.config or args.model, settings)
+    serve(cfg, settings, host=args.host, port=args.port, model_dir=Path(args.model_dir) if args.model_dir else None)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Send shifted real traffic to the endpoint, then its labels."""
+    from autopilot.monitoring.simulate import SimulationError, run_simulation
+    from autopilot.pipeline.deploy import serving_url
+
+    settings = load_settings()
+    cfg = find_config(args.model, settings)
+    token = os.environ.get(cfg.deployment.serving.token_env, "")
+    try:
+        result = run_simulation(cfg, args.url or serving_url(cfg), token, args.scenario, rows=args.rows,
+                                batch=args.batch, strength=args.strength, seed=args.seed,
+                                send_labels=not args.no_labels)
+    except SimulationError as exc:
+        print(f"autopilot: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"scenario": result.scenario, "requests": result.requests, "rows": result.rows,
+                      "failed": result.failed, "labelled_rows": result.labelled_rows,
+                      "versions": result.versions, "shift": result.shift, "seconds": round(result.seconds, 1),
+                      "first_error": result.first_error}, indent=2, default=str))
+    return 0 if result.failed == 0 else 1
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Monitor one window of the inference log in-process (what the monitoring DAG's task does)."""
+    from datetime import timedelta
+
+    from autopilot.pipeline.context import RunContext
+    from autopilot.pipeline.monitoring import monitor_window
+
+    settings = load_settings()
+    cfg = find_config(args.model, settings)
+    end = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC)
+    start = datetime.fromisoformat(args.start) if args.start else end - timedelta(minutes=args.minutes)
+    ctx = RunContext(run_id=f"cli__{end:%Y%m%dT%H%M%S}", actor=actor())
+    result = monitor_window(cfg, settings, ctx, start, end)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    """Trigger a DAG run through Airflow's REST API (for CI); with --wait, report its outcome."""
+    from autopilot.trigger import run_cli
+
+    # The password only from AIRFLOW_PASSWORD: a flag would show in the process list and CI logs.
+    return run_cli(args.dag_id, conf=args.conf, run_id=args.run_id, wait=args.wait, timeout=args.timeout,
+                   url=args.url, username=args.username, unpause=not args.no_unpause)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check a deployment; print each problem with its fix. Exit 1 when any check fails."""
+    from autopilot.doctor.report import run_cli
+    from autopilot.orchestration.airflow_facts import gather_airflow_facts
+
+    return run_cli(load_settings(), gather_airflow_facts, mode=args.mode, as_json=args.json)
+
+
+def add_commands(sub: Any) -> None:
+    """`demo`, `up`, `down`, `serve`, `simulate`, `monitor`, `trigger`, `doctor`."""
+    _add_local_commands(sub)
+    _add_operations_commands(sub)
+
+
+def _add_local_commands(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="run the training DAG on the embedded default and summarize")
+    demo.add_argument("--model", default="adult_income")
+    demo.add_argument("--no-loop", action="store_true", help="stop after training (no serving and monitoring)")
+    demo.set_defaults(func=cmd_demo)
+    up = sub.add_parser("up", help="start the Airflow and MLflow UIs")
+    up.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the services to be healthy")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop them").set_defaults(func=cmd_down)
+
+    serve = sub.add_parser("serve", help="serve the champion over HTTP (follows the alias, hot-swaps)")
+    serve.add_argument("mode", nargs="?", choices=["serve"], help=argparse.SUPPRESS)  # SageMaker appends `serve`
+    serve.add_argument("--model", default="adult_income", help="model name (its config is in the config folder)")
+    serve.add_argument("--config", help="config file (instead of --model)")
+    serve.add_argument("--model-dir", help="serve this model package folder instead of following the registry")
+    serve.add_argument("--host", help="interface (default: deployment.serving.host)")
+    serve.add_argument("--port", type=int, help="port (default: deployment.serving.port)")
+    serve.set_defaults(func=cmd_serve)
+
+    sim = sub.add_parser("simulate", help="send real rows, shifted by a scenario, to the endpoint; then their labels")
+    sim.add_argument("--model", default="adult_income")
+    sim.add_argument("--scenario", choices=["none", "covariate", "categorical", "concept"], default="none")
+    sim.add_argument("--rows", type=int, default=2000)
+    sim.add_argument("--batch", type=int, default=10, help="records per request")
+    sim.add_argument("--strength", type=float, default=1.0)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--no-labels", action="store_true", help="do not post the labels to /feedback")
+    sim.add_argument("--url", help="endpoint (default: AUTOPILOT_SERVING_URL or the config's host and port)")
+    sim.set_defaults(func=cmd_simulate)
+
+
+def _add_operations_commands(sub: Any) -> None:
+    mon = sub.add_parser("monitor", help="monitor one window of served traffic now (drift, performance, decision)")
+    mon.add_argument("--model", default="adult_income")
+    mon.add_argument("--minutes", type=float, default=60.0, help="window length ending now (default 60)")
+    mon.add_argument("--start", help="window start (ISO 8601, UTC if no zone)")
+    mon.add_argument("--end", help="window end (ISO 8601; default now)")
+    mon.set_defaults(func=cmd_monitor)
+
+    trig = sub.add_parser("trigger", help="trigger a DAG run on a remote Airflow (CI); exit 0 ok, 1 failed, 2 error")
+    trig.add_argument("dag_id", help="e.g. autopilot_training__adult_income")
+    trig.add_argument("--conf", help="the run's conf, a JSON object")
+    trig.add_argument("--run-id", help="default: derived from the commit (GITHUB_SHA, CI_COMMIT_SHA, git HEAD)")
+    trig.add_argument("--wait", action="store_true", help="wait until the run succeeds or fails")
+    trig.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait (default 3600)")
+    trig.add_argument("--url", help="Airflow API server (default: AIRFLOW_API_URL)")
+    trig.add_argument("--username", help="default: AIRFLOW_USERNAME (the password: AIRFLOW_PASSWORD only)")
+    trig.add_argument("--no-unpause", action="store_true", help="do not unpause the DAG first")
+    trig.set_defaults(func=cmd_trigger)
+
+    doctor = sub.add_parser("doctor", help="check a deployment: each problem with its fix; exit 1 on any failure")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.add_argument("--mode", choices=["embedded", "production"],
+                        help="whether laptop-only choices (SQLite, local folders, simple auth) only warn "
+                             "(default: embedded when Airflow's metadata DB is SQLite, else production)")
+    doctor.set_defaults(func=cmd_doctor)

@@ -1,0 +1,226 @@
+"""Commands on model versions: lineage, reproduce, compare, promote, rollback, status, retire, sign."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from autopilot.cli.common import actor, find_config, load_settings, registered_name
+
+__all__ = ["add_commands", "cmd_compare", "cmd_lineage", "cmd_promote", "cmd_reproduce", "cmd_retire",
+           "cmd_rollback", "cmd_sign", "cmd_status", "last_decision"]
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    """Print the lineage of a model version."""
+    from autopilot.adapters import registry
+    from autopilot.versions.lineage import format_lineage, lineage, parse_model_spec
+
+    settings = load_settings()
+    registry.configure(settings)
+    model, version = parse_model_spec(args.spec)
+    if args.version:
+        version = str(args.version)
+    chain = lineage(registered_name(model, settings), version)
+    print(json.dumps(chain, indent=2) if args.json else format_lineage(chain))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Retrain a version from its record and report whether it matches."""
+    from autopilot.modeling.reproduce import reproduce
+
+    settings = load_settings()
+    report = reproduce(settings, registered_name(args.model, settings), args.version)
+    data = report.as_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"{report.model} version {report.version}: {'REPRODUCED' if report.reproduced else 'NOT reproduced'}")
+        for name, value in report.metrics_reproduced.items():
+            recorded = report.metrics_recorded.get(name)
+            print(f"  {name:10s} recorded {recorded!r:24s} reproduced {value!r}")
+        print(f"  predictions equal recorded: {report.predictions_match_recorded}; "
+              f"equal registered model: {report.predictions_match_registered}; "
+              f"max |diff| {report.max_abs_prediction_diff:.3g}")
+        print(f"  same installed packages: {report.same_packages}")
+        for note in report.notes:
+            print(f"  note: {note}")
+    return 0 if report.reproduced else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Show two versions side by side."""
+    from autopilot.adapters import registry
+    from autopilot.versions.compare import compare_versions, format_comparison
+
+    settings = load_settings()
+    registry.configure(settings)
+    cmp = compare_versions(registered_name(args.model, settings), args.a, args.b)
+    print(json.dumps(cmp, indent=2) if args.json else format_comparison(cmp))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Force-promote a version (a human decision, with a mandatory reason)."""
+    from autopilot.versions.promotion import promote
+
+    settings = load_settings()
+    move = promote(settings, registered_name(args.model, settings), int(args.version), actor=actor(),
+                   reason=args.reason, action="force_promote")
+    print(f"champion of {move.model}: {move.from_version} -> {move.to_version} ({move.action} by {move.actor})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Move the champion back (to the previous champion, or to --to)."""
+    from autopilot.versions.promotion import rollback
+
+    settings = load_settings()
+    move = rollback(settings, registered_name(args.model, settings), actor=actor(), reason=args.reason,
+                    to_version=args.to)
+    print(f"champion of {move.model}: {move.from_version} -> {move.to_version} (rollback by {move.actor})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Champion, challenger, last decision and alias history of a model."""
+    from autopilot.adapters import registry
+    from autopilot.versions.promotion import status
+
+    settings = load_settings()
+    name = registered_name(args.model, settings)
+    state = status(settings, name)
+    state["last_decision"] = last_decision(name)
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return 0
+    registry.configure(settings)
+    print(f"{name}: champion {state['champion']}, challenger {state['challenger']}, "
+          f"rollback target {state['rollback_target']}")
+    for move in state["pending"]:  # a move whose process died half-way; the next move settles it
+        print(f"interrupted move, settled by the next move: {move['action']} {move['from_version']} -> "
+              f"{move['to_version']} by {move['actor']} at {move['at']}")
+    decision = state["last_decision"]
+    if decision:
+        print(f"last decision: version {decision['version']} -> {decision['decision']} "
+              f"({decision.get('decided_at', '?')}; gates: {decision['gates']})")
+        for reason in decision.get("reasons", "").split("; ") if decision.get("reasons") else []:
+            print(f"  - {reason}")
+    print("alias history (oldest first):")
+    for move in state["history"]:
+        print(f"  {move['at']}  {move['action']:14s} {move['from_version']} -> {move['to_version']}  "
+              f"by {move['actor']}: {move['reason']}")
+    return 0
+
+
+def last_decision(name: str) -> dict[str, Any] | None:
+    """The decision of the model's newest decided version, from its tags (None: none, or unreadable)."""
+    from autopilot.adapters import registry
+    from autopilot.versions.decisions import read_decision_tags
+
+    try:
+        versions = registry.client().search_model_versions(f"name = '{name}'")
+    except Exception:
+        return None
+    decided = [v for v in versions if read_decision_tags(v).decision]
+    if not decided:
+        return None
+    latest = read_decision_tags(max(decided, key=lambda v: int(v.version)))
+    return {"version": latest.version, "decision": latest.decision, "decided_at": latest.decided_at,
+            "reasons": latest.reasons_text, "gates": latest.gates}
+
+
+def cmd_retire(args: argparse.Namespace) -> int:
+    """Retire a version, or apply the config's retention policy."""
+    from autopilot.versions.retention import apply_retention, retire
+
+    settings = load_settings()
+    if args.policy:
+        retired = apply_retention(settings, find_config(args.model, settings), actor=actor())
+        print(f"retired by policy: {retired or 'nothing'}")
+        return 0
+    if args.version is None:
+        raise ValueError("give --version N, or --policy to apply the retention policy")
+    done = retire(settings, registered_name(args.model, settings), int(args.version), actor=actor(),
+                  reason=args.reason, delete_artifacts=args.delete_artifacts)
+    print(f"retired {done['model']} version {done['version']}; aliases removed: {done['aliases_removed'] or 'none'}; "
+          f"model files deleted: {done['artifacts_deleted']}")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Sign versions registered before a signing key was configured (after checking their files)."""
+    from autopilot.adapters import registry
+    from autopilot.adapters.model_loading import sign_version
+
+    settings = load_settings()
+    if not settings.signing_key:
+        raise ValueError("set AUTOPILOT_SIGNING_KEY (the key registration signs with) before signing versions")
+    name = registered_name(args.model, settings)
+    registry.configure(settings)
+    if args.all:
+        numbers = sorted(int(v.version) for v in registry.client().search_model_versions(f"name = '{name}'"))
+    elif args.version:
+        numbers = sorted(set(args.version))
+    else:
+        raise ValueError("name the versions to sign (--version N, repeatable) or --all")
+    for number in numbers:
+        signed = sign_version(registry.resolve_version(name, number), settings.signing_key)
+        print(f"{name} version {number}: {'signed' if signed else 'already signed with this key'}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """`lineage`, `reproduce`, `promote`, `rollback`, `status`, `retire`, `sign`, `compare`."""
+    lin = sub.add_parser("lineage", help="print source -> snapshot -> validation -> run -> version")
+    lin.add_argument("spec", help="MODEL, MODEL@ALIAS or MODEL@VERSION (default alias: champion)")
+    lin.add_argument("--version", help="version number or alias (overrides @...)")
+    lin.add_argument("--json", action="store_true")
+    lin.set_defaults(func=cmd_lineage)
+
+    rep = sub.add_parser("reproduce", help="retrain a version from its record and compare")
+    rep.add_argument("model")
+    rep.add_argument("--version", required=True, help="version number or alias")
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(func=cmd_reproduce)
+
+    promote = sub.add_parser("promote", help="force-promote a version to champion (recorded)")
+    promote.add_argument("model")
+    promote.add_argument("--version", required=True, type=int)
+    promote.add_argument("--reason", required=True, help="why (recorded in the alias history)")
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = sub.add_parser("rollback", help="move the champion back (recorded)")
+    rollback.add_argument("model")
+    rollback.add_argument("--to", type=int, help="version to roll back to (default: the previous champion)")
+    rollback.add_argument("--reason", default="manual rollback", help="why (recorded in the alias history)")
+    rollback.set_defaults(func=cmd_rollback)
+
+    status = sub.add_parser("status", help="champion, challenger, last decision, alias history")
+    status.add_argument("model")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    retire = sub.add_parser("retire", help="retire a version (aliases removed, marked retired)")
+    retire.add_argument("model")
+    retire.add_argument("--version", type=int)
+    retire.add_argument("--reason", default="retired by hand")
+    retire.add_argument("--delete-artifacts", action="store_true", help="also delete the model files")
+    retire.add_argument("--policy", action="store_true", help="apply the config's retention policy instead")
+    retire.set_defaults(func=cmd_retire)
+
+    sign = sub.add_parser("sign", help="sign versions registered before AUTOPILOT_SIGNING_KEY was set "
+                                       "(their files are checked against the manifest first)")
+    sign.add_argument("model")
+    sign.add_argument("--version", type=int, action="append", help="a version to sign (repeatable)")
+    sign.add_argument("--all", action="store_true", help="every version of the model")
+    sign.set_defaults(func=cmd_sign)
+
+    compare = sub.add_parser("compare", help="two versions side by side")
+    compare.add_argument("model")
+    compare.add_argument("a", help="version number or alias")
+    compare.add_argument("b", help="version number or alias")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(func=cmd_compare)

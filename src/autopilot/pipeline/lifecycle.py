@@ -1,0 +1,146 @@
+"""The training pipeline, declared once: which task calls which stage function, on what, and how.
+
+Two runners read `TRAINING`, in its order:
+
+* the DAG factory (`autopilot.orchestration.factory`) builds the training DAG from it: one
+  Airflow task per `Stage`, all with one generic task body; and
+* `autopilot run` (`autopilot.cli.run.run_pipeline`) calls the same stages in one process.
+
+A stage function is called as `function(cfg, settings, ctx, *inputs, clients)` (`Stage.call`):
+the model config, the settings, the `RunContext` (left out where `context=False`), the outputs
+of the earlier tasks named in `inputs` in that order, and, where `aws=True`, AWS clients last:
+the DAG passes clients made from the config's Airflow AWS connection (None unless the target is
+`aws`); `autopilot run` passes None, and the stage then makes them from the environment's
+credentials.
+
+Airflow imports this module every time it parses the DAG files, so it imports nothing but the
+standard library: stage functions are named as "module:function" and imported when a task runs
+(`Stage.load`), and the references they return are named by their class in
+`autopilot.pipeline.context`. Every task id of both DAGs is a `Task`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["PROMOTION_POOL", "TRAINING", "Stage", "Task"]
+
+# An Airflow pool of one slot: `autopilot up`/`demo` and compose create it (`airflow pools set`).
+PROMOTION_POOL = "autopilot_promotion"
+
+
+class Task(StrEnum):
+    """The task ids of the training and the monitoring DAG."""
+
+    # training
+    VALIDATE = "validate"
+    SNAPSHOT = "snapshot"
+    PLAN_TUNING = "plan_tuning"
+    TUNE_WORKER = "tune_worker"
+    TUNE = "tune"
+    TRAIN_AND_REGISTER = "train_and_register"
+    QUALITY = "quality"
+    EXPLAINABILITY_AND_FAIRNESS = "explainability_and_fairness"
+    INFRA = "infra"
+    DECIDE = "decide"
+    PROMOTE = "promote"
+    PLAN_DEPLOYMENT = "plan_deployment"
+    DEPLOY = "deploy"
+    ROLLOUT = "rollout"
+    # monitoring
+    MONITOR = "monitor"
+    BRANCH = "branch"
+    TRIGGER_RETRAINING = "trigger_retraining"
+    ALERT = "alert"
+    HEALTHY = "healthy"
+    DRAIN_ALERTS = "drain_alerts"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One task of the training pipeline and how it runs."""
+
+    task: Task
+    function: str  # "module:function", imported when the task runs
+    inputs: tuple[Task, ...] = ()  # the earlier tasks whose outputs it takes, in the function's order
+    after: tuple[Task, ...] = ()  # earlier tasks it waits for without taking their output
+    returns: str = ""  # the reference type(s) in `autopilot.pipeline.context`; XCom carries their dicts
+    # A GateFailure (or ConfigError) it raises is a decision: the task fails at once, never retried
+    # (AirflowFailException). False: the stage guards itself (a gate turns its errors into failed
+    # reports), and whatever it raises is retried like any error.
+    gated: bool = True
+    skippable: bool = False  # a `Skipped` result (nothing to do) shows as a skipped task
+    pool: str | None = None
+    retries: int | None = None  # None: the DAG's default
+    reports_outcome: bool = False  # its success or skip ends the run: send the run's outcome message then
+    mapped: bool = False  # one task per item of the first input (a list); the other inputs are shared
+    many: bool = False  # returns a list (of `returns`) rather than one reference
+    context: bool = True  # takes the RunContext
+    aws: bool = False  # takes AWS clients, last
+    part_of: Task | None = None  # `autopilot run` names a failure here after this task (one tuning stage)
+
+    def load(self) -> Callable[..., Any]:
+        """The stage function (imported now)."""
+        module, _, name = self.function.partition(":")
+        function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+        return function
+
+    def call(self, cfg: Any, settings: Any, ctx: Any, inputs: Sequence[Any], clients: Any = None) -> Any:
+        """Call the stage function on the outputs of its `inputs` (for a mapped stage: one item, then the rest)."""
+        head = (cfg, settings, ctx) if self.context else (cfg, settings)
+        tail = (clients,) if self.aws else ()
+        return self.load()(*head, *inputs, *tail)
+
+
+_REGISTERED_AND_SNAPPED = (Task.TRAIN_AND_REGISTER, Task.SNAPSHOT)
+
+TRAINING: tuple[Stage, ...] = (
+    # A failed validation is a decision; a source outage (DataSourceUnavailable) retries.
+    Stage(Task.VALIDATE, "autopilot.pipeline.data:validate_data",
+          returns="ValidatedBatches"),
+    Stage(Task.SNAPSHOT, "autopilot.pipeline.data:snapshot_data", inputs=(Task.VALIDATE,),
+          returns="Snapshots"),
+    # Tuning fans out: one mapped worker per `tuning.parallel_workers`, all on one Optuna study in
+    # RDB storage (on Celery or Kubernetes, on different machines). A retried worker resumes it.
+    Stage(Task.PLAN_TUNING, "autopilot.pipeline.training:plan_tuning", inputs=(Task.SNAPSHOT,),
+          returns="TuningAssignment", many=True, part_of=Task.TUNE),
+    Stage(Task.TUNE_WORKER, "autopilot.pipeline.training:run_tuning_worker",
+          inputs=(Task.PLAN_TUNING, Task.SNAPSHOT), mapped=True, context=False,
+          returns="TuningWork", part_of=Task.TUNE),
+    Stage(Task.TUNE, "autopilot.pipeline.training:finish_tuning", inputs=(Task.PLAN_TUNING, Task.TUNE_WORKER),
+          returns="TunedResult"),
+    Stage(Task.TRAIN_AND_REGISTER, "autopilot.pipeline.training:train_and_register",
+          inputs=(Task.SNAPSHOT, Task.TUNE),
+          returns="RegisteredVersion"),
+    # The gates run in parallel and fail closed by themselves: a gate's error is a failed report.
+    Stage(Task.QUALITY, "autopilot.pipeline.gates:quality_gate", inputs=_REGISTERED_AND_SNAPPED, gated=False,
+          returns="QualitySummary | GateSummary"),
+    Stage(Task.EXPLAINABILITY_AND_FAIRNESS, "autopilot.pipeline.gates:explainability_and_fairness_gates",
+          inputs=_REGISTERED_AND_SNAPPED, gated=False,
+          returns="ExplainabilityAndFairness | GateSummary"),
+    Stage(Task.INFRA, "autopilot.pipeline.gates:infra_gate", inputs=_REGISTERED_AND_SNAPPED, gated=False,
+          returns="GateSummary"),
+    # One task decides, once every gate reported (it reads their reports from MLflow).
+    Stage(Task.DECIDE, "autopilot.pipeline.gates:decide_version", inputs=(*_REGISTERED_AND_SNAPPED, Task.QUALITY),
+          after=(Task.EXPLAINABILITY_AND_FAIRNESS, Task.INFRA),
+          returns="Decision"),
+    # One promotion at a time, across every model and run.
+    Stage(Task.PROMOTE, "autopilot.pipeline.gates:promote_version", inputs=(Task.TRAIN_AND_REGISTER, Task.DECIDE),
+          gated=False, pool=PROMOTION_POOL,
+          returns="Promotion"),
+    Stage(Task.PLAN_DEPLOYMENT, "autopilot.pipeline.deploy:plan_deployment", inputs=(Task.PROMOTE, Task.SNAPSHOT),
+          skippable=True,
+          returns="DeploymentPlan | Skipped"),
+    Stage(Task.DEPLOY, "autopilot.pipeline.deploy:deploy_version", inputs=(Task.PLAN_DEPLOYMENT,),
+          skippable=True, aws=True,
+          returns="Deployment | Skipped"),
+    # A failed rollout has already rolled back: a retry would deploy again.
+    Stage(Task.ROLLOUT, "autopilot.pipeline.deploy:rollout_version",
+          inputs=(Task.PLAN_DEPLOYMENT, Task.DEPLOY, Task.SNAPSHOT),
+          skippable=True, aws=True, retries=0, reports_outcome=True,
+          returns="RolloutResult | Skipped"),
+)
