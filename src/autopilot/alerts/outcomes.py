@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from autopilot.alerts import messages
+from autopilot.task_ids import TaskId
 
 __all__ = ["TRAINING_GATES", "Results", "Run", "generic_message", "model_of", "monitoring_message",
            "training_message"]
 
-TRAINING_GATES = ("quality", "explainability_and_fairness", "infra")
+TRAINING_GATES = (TaskId.QUALITY, TaskId.EXPLAINABILITY_AND_FAIRNESS, TaskId.INFRA)
 # What a task of the run returned (a dict), or None: absent, not a dict, or unreadable.
 Results = Callable[[str], "dict[str, Any] | None"]
 
@@ -79,17 +80,17 @@ def training_message(run: Run, outcome: str, base: str | None, mlflow_ui: str | 
         results: what a task of the run returned (see `Results`).
     """
     model = model_of(run.dag_id)
-    registered = results("train_and_register") or {}
+    registered = results(TaskId.TRAIN_AND_REGISTER) or {}
     name, version = registered.get("name") or model, registered.get("version")
     links = {"airflow_url": messages.airflow_run_url(base, run.dag_id, run.run_id),
              "mlflow_run_url": messages.mlflow_run_url(mlflow_ui, registered.get("run_id"))}
     gates = messages.gates_from_results(*(results(task) for task in TRAINING_GATES))
     error = run.failure_text()
-    rejected = outcome == "failed" and run.task_id == "decide" and (
+    rejected = outcome == "failed" and run.task_id == TaskId.DECIDE and (
         "decision gate FAILED" in (error or "") or any(not g["passed"] for g in gates))
     if outcome == "success" or rejected:
-        decided = results("decide") or {}
-        promoted = results("promote") or {}
+        decided = results(TaskId.DECIDE) or {}
+        promoted = results(TaskId.PROMOTE) or {}
         decision = "reject" if rejected else str(decided.get("decision") or promoted.get("decision") or "promote")
         reasons = list(decided.get("reasons") or [])
         if rejected:
@@ -119,13 +120,13 @@ def _reject_reasons(error: str | None, gates: Sequence[Mapping[str, Any]]) -> li
 
 def _deployment_lines(results: Results) -> list[str]:
     lines = []
-    deployed = results("deploy")
+    deployed = results(TaskId.DEPLOY)
     if deployed and not deployed.get("skipped"):
         where = deployed.get("endpoint") or deployed.get("target")
         lines.append(f"Deployed v{deployed.get('version')} to {deployed.get('target')}"
                      + (f" ({where})" if where and where != deployed.get("target") else "")
                      + (f": {deployed['action']}" if deployed.get("action") else ""))
-    rolled = results("rollout")
+    rolled = results(TaskId.ROLLOUT)
     if rolled and not rolled.get("skipped"):
         lines.append("Rollout " + ("passed smoke test and bake" if rolled.get("passed") else "did not pass"))
     elif deployed:

@@ -78,8 +78,8 @@ def _file_problems(cfg: Any, path: str) -> tuple[list[str], list[str]]:
 
 def cmd_init_config(args: argparse.Namespace) -> int:
     """Draft a config from a data file."""
-    from autopilot.data.sources import read_frame
     from autopilot.config.draft import draft, draft_yaml
+    from autopilot.data.sources import read_frame
 
     name = _draft_name(args.out, args.name)
     frame = read_frame(args.data)

@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from autopilot.cli.common import find_config, load_settings
-from autopilot.pipeline.lifecycle import TRAINING, Stage, Task
+from autopilot.pipeline.lifecycle import TRAINING, Stage
+from autopilot.task_ids import TaskId
 
 __all__ = ["STAGE_ATTRIBUTE", "add_commands", "cmd_run", "run_pipeline", "run_stages"]
 
 STAGE_ATTRIBUTE = "autopilot_stage"
 # What `stop_after` names: the last task to run (anything else: `promote`).
-LAST_TASK = {"register": Task.TRAIN_AND_REGISTER, "promote": Task.PROMOTE, "deploy": Task.ROLLOUT}
+LAST_TASK = {"register": TaskId.TRAIN_AND_REGISTER, "promote": TaskId.PROMOTE, "deploy": TaskId.ROLLOUT}
 
 
 def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promote",
@@ -43,24 +44,24 @@ def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promot
     from autopilot.pipeline.context import RunContext
 
     ctx = RunContext(run_id=run_id, dag_id="cli", actor="cli", retrain=retrain)
-    outputs = run_stages(cfg, settings, ctx, LAST_TASK.get(stop_after, Task.PROMOTE))
-    registered = outputs[Task.TRAIN_AND_REGISTER]
+    outputs = run_stages(cfg, settings, ctx, LAST_TASK.get(stop_after, TaskId.PROMOTE))
+    registered = outputs[TaskId.TRAIN_AND_REGISTER]
     if stop_after == "register":
         return registered
-    result = {**registered, "decision": outputs[Task.DECIDE]["decision"],
-              "promoted": outputs[Task.PROMOTE]["promoted"]}
+    result = {**registered, "decision": outputs[TaskId.DECIDE]["decision"],
+              "promoted": outputs[TaskId.PROMOTE]["promoted"]}
     if stop_after == "deploy":
-        result["rollout"] = outputs[Task.ROLLOUT]
+        result["rollout"] = outputs[TaskId.ROLLOUT]
     return result
 
 
-def run_stages(cfg: Any, settings: Any, ctx: Any, last: Task) -> dict[Task, Any]:
+def run_stages(cfg: Any, settings: Any, ctx: Any, last: TaskId) -> dict[TaskId, Any]:
     """Run the declared training stages in order up to `last`; each output by task.
 
     AWS clients: None (a stage that needs them makes them from the environment's credentials).
     A mapped stage (the tuning workers) runs once per item, one after another.
     """
-    outputs: dict[Task, Any] = {}
+    outputs: dict[TaskId, Any] = {}
     for stage in TRAINING:
         # The DAG splits tuning into three tasks; here a failure in any of them is named `tune`.
         outputs[stage.task] = _stage(stage.part_of or stage.task, _run, stage, cfg, settings, ctx, outputs)
@@ -69,7 +70,7 @@ def run_stages(cfg: Any, settings: Any, ctx: Any, last: Task) -> dict[Task, Any]
     return outputs
 
 
-def _run(stage: Stage, cfg: Any, settings: Any, ctx: Any, outputs: dict[Task, Any]) -> Any:
+def _run(stage: Stage, cfg: Any, settings: Any, ctx: Any, outputs: dict[TaskId, Any]) -> Any:
     inputs = [outputs[task] for task in stage.inputs]
     if stage.mapped:
         return [stage.call(cfg, settings, ctx, [item, *inputs[1:]]) for item in inputs[0]]

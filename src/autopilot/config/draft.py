@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel
 
 from autopilot.config.base import IDENTIFIER
+from autopilot.config.data import Task
 from autopilot.config.gates import (
     ExplainabilityGateConfig,
     FairnessGateConfig,
@@ -305,10 +306,10 @@ def _draft_gates(result: Draft, task: str, rate_lines: list[str], suggested: lis
     result.config["gates"] = gates
     result.comment("gates", "Promotion gates, with their defaults; each comment says what the threshold means.",
                    "Choose the fairness bands knowing how much the labels themselves differ by group (below).")
-    floor = "min_metrics: {recall: 0.5}" if task == "binary_classification" else "max_metrics: {rmse: 10.0}"
+    floor = "min_metrics: {recall: 0.5}" if task == Task.BINARY_CLASSIFICATION else "max_metrics: {rmse: 10.0}"
     result.comment("gates.quality", "min_metrics / max_metrics (none drafted): absolute floors / ceilings on "
                    f"test metrics, e.g. {floor}.")
-    band = "demographic_parity_ratio_min" if task == "binary_classification" else "max_group_error_ratio"
+    band = "demographic_parity_ratio_min" if task == Task.BINARY_CLASSIFICATION else "max_group_error_ratio"
     if rate_lines:
         result.comment(f"gates.fairness.{band}", *rate_lines)
     else:
@@ -398,12 +399,12 @@ def draft(frame: pd.DataFrame, target: str, data_path: str, name: str | None = N
     if suggested:
         result.notes.append(f"{', '.join(suggested)} look like sensitive attributes: pass --sensitive "
                             f"{','.join(suggested)} to audit them (their labels' rates by group are in the draft)")
-    config["split"] = {"seed": 42, "test_size": 0.2, "stratify": config["task"] == "binary_classification",
+    config["split"] = {"seed": 42, "test_size": 0.2, "stratify": config["task"] == Task.BINARY_CLASSIFICATION,
                        "cv_folds": 3}
     config["validation"] = {"min_rows": max(1, len(frame) // 10), "max_rows": max(1000, len(frame) * 100)}
     config["tuning"] = {"n_trials": 30, "timeout_seconds": 300, "seed": 42}
     min_group = int(_default(FairnessGateConfig, "min_group_size"))
-    classification = config["task"] == "binary_classification"
+    classification = config["task"] == Task.BINARY_CLASSIFICATION
     rates = [label_rates(frame, a, outcome, classification, min_group) for a in [*sensitive, *suggested]]
     _draft_gates(result, config["task"], rates[:len(sensitive)], suggested)
     if suggested:

@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from autopilot.config import Task
+
 if TYPE_CHECKING:
     from autopilot.config import ModelConfig
 
@@ -152,7 +154,7 @@ def canonicalize(frame: pd.DataFrame, cfg: ModelConfig, require_target: bool = T
         column = frame[name]
         spec = cfg.features.get(name)
         is_numeric = (spec is not None and spec.type == "numeric") or (
-            name == cfg.target.column and cfg.task.value == "regression"
+            name == cfg.target.column and cfg.task is Task.REGRESSION
         )
         if is_numeric:
             parsed = pd.to_numeric(column, errors="coerce").astype("float64")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from autopilot.config import Task
 from autopilot.reports import GateReport
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ def _smoke(cfg: LoadedConfig, settings: Settings, http: httpx.Client, plan: dict
     version = registry.resolve_version(cfg.registered_model_name, plan["version"])
     model = load_version(version, LoadPolicy.of(cfg, settings), registry)
     schema = ServingSchema.from_config(cfg)
-    classifier = cfg.task.value == "binary_classification"
+    classifier = cfg.task is Task.BINARY_CLASSIFICATION
     raw = model.predict_proba(schema.frame(records)) if classifier else model.predict(schema.frame(records))
     expected = np.asarray(raw)[:, 1] if classifier else np.asarray(raw, dtype=float)
     latencies, scores = [], []

@@ -34,6 +34,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from autopilot.config import Task
+
 if TYPE_CHECKING:
     from autopilot.config import LoadedConfig, ModelConfig
 
@@ -140,7 +142,7 @@ def shift_frame(frame: pd.DataFrame, cfg: ModelConfig, scenario: str, strength: 
         data, shift = _shift_categories(data, cfg, strength, rng, features)
     else:
         data, shift = _shift_concept(data, cfg, strength, rng, subgroup)
-    labels = data[target] if cfg.task.value == "regression" else data[target].astype(str)
+    labels = data[target] if cfg.task is Task.REGRESSION else data[target].astype(str)
     return data.loc[:, list(cfg.features)].copy(), labels.rename(target), shift
 
 
@@ -231,7 +233,7 @@ def _shift_concept(data: pd.DataFrame, cfg: ModelConfig, strength: float, rng: n
         members = np.sort(rng.choice(members, size=int(round(strength * len(members))), replace=False))
     target = cfg.target.column
     out = data.copy()
-    if cfg.task.value == "regression":
+    if cfg.task is Task.REGRESSION:
         labels = out[target].astype(float)
         delta = strength * SHIFT_SD * float(labels.std())
         labels.iloc[members] += delta

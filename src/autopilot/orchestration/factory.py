@@ -18,7 +18,8 @@ from typing import Any
 
 from airflow.sdk import DAG, dag, get_current_context, task
 
-from autopilot.pipeline.lifecycle import TRAINING, Stage, Task
+from autopilot.pipeline.lifecycle import TRAINING, Stage
+from autopilot.task_ids import TaskId
 
 __all__ = ["DEFAULT_ARGS", "config_dir", "monitoring_dag", "monitoring_dags", "training_dag", "training_dags"]
 
@@ -183,7 +184,7 @@ def _stage_task(stage: Stage, path: str, model: str, succeeded: Any) -> Any:
 
 def _training_tasks(path: str, model: str, succeeded: Any) -> None:
     """Add the declared training stages to the DAG being defined, wired by their inputs."""
-    outputs: dict[Task, Any] = {}  # XComArgs: references resolved when the task runs
+    outputs: dict[TaskId, Any] = {}  # XComArgs: references resolved when the task runs
     for stage in TRAINING:
         made = _stage_task(stage, path, model, succeeded)
         inputs = [outputs[upstream] for upstream in stage.inputs]
@@ -328,14 +329,14 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
 
 
 # The task each window's decision branches into.
-BRANCHES = {"retrain": Task.TRIGGER_RETRAINING, "alert": Task.ALERT, "rollback": Task.ALERT}
+BRANCHES = {"retrain": TaskId.TRIGGER_RETRAINING, "alert": TaskId.ALERT, "rollback": TaskId.ALERT}
 
 
 def _monitoring_tasks(path: str, model: str, succeeded: Any) -> None:
     """Add the monitoring tasks to the DAG being defined: the window, then one branch of three."""
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
-    @task(task_id=Task.MONITOR.value)
+    @task(task_id=TaskId.MONITOR.value)
     def monitor() -> dict[str, Any]:
         from autopilot.pipeline.monitoring import monitor_window
 
@@ -345,14 +346,14 @@ def _monitoring_tasks(path: str, model: str, succeeded: Any) -> None:
         running = _running_retrain(model, settings, end)
         return dict(_gate(monitor_window, cfg, settings, ctx, start, end, running))
 
-    @task.branch(task_id=Task.BRANCH.value)
+    @task.branch(task_id=TaskId.BRANCH.value)
     def branch(result: dict[str, Any]) -> str:
-        return BRANCHES.get(str(result["action"]), Task.HEALTHY).value
+        return BRANCHES.get(str(result["action"]), TaskId.HEALTHY).value
 
     result: Any = monitor()
-    pulled = f"ti.xcom_pull(task_ids='{Task.MONITOR}')"
+    pulled = f"ti.xcom_pull(task_ids='{TaskId.MONITOR}')"
     trigger_retraining = TriggerDagRunOperator(
-        task_id=Task.TRIGGER_RETRAINING.value,
+        task_id=TaskId.TRIGGER_RETRAINING.value,
         trigger_dag_id=f"autopilot_training__{model}",
         trigger_run_id=f"{{{{ {pulled}['trigger_run_id'] }}}}",
         conf=f"{{{{ {pulled}['conf'] }}}}",  # type: ignore[arg-type]
@@ -367,7 +368,7 @@ def _monitoring_tasks(path: str, model: str, succeeded: Any) -> None:
 def _outcome_tasks(model: str, result: Any, succeeded: Any) -> list[Any]:
     """The branches that end a window without a retrain: an alert (logged), or healthy."""
 
-    @task(task_id=Task.ALERT.value, on_success_callback=succeeded)
+    @task(task_id=TaskId.ALERT.value, on_success_callback=succeeded)
     def alert(result: dict[str, Any]) -> dict[str, Any]:
         import logging
 
@@ -376,7 +377,7 @@ def _outcome_tasks(model: str, result: Any, succeeded: Any) -> list[Any]:
             f"; retrain blocked: {result['blocked_by']}" if result.get("blocked_by") else "")
         return {"action": result["action"], "reasons": result["reasons"], "report": result.get("report_uri")}
 
-    @task(task_id=Task.HEALTHY.value, on_success_callback=succeeded)
+    @task(task_id=TaskId.HEALTHY.value, on_success_callback=succeeded)
     def healthy() -> None:
         return None
 
@@ -387,7 +388,7 @@ def _drain_alerts() -> Any:
     """Housekeeping: re-send Slack messages whose delivery failed (the alert outbox), whatever
     their DAG or model; beside the window, never in its way (it does not raise)."""
 
-    @task(task_id=Task.DRAIN_ALERTS.value)
+    @task(task_id=TaskId.DRAIN_ALERTS.value)
     def drain_alerts() -> dict[str, int]:
         from autopilot.orchestration.slack import drain_outbox
         from autopilot.settings import Settings

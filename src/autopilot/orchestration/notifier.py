@@ -70,6 +70,7 @@ from autopilot.alerts.outcomes import Run, generic_message, monitoring_message, 
 from autopilot.faults import checkpoint
 from autopilot.orchestration.slack import Sender, describe, drain_outbox, report
 from autopilot.redaction import env_secrets, scrub_payload
+from autopilot.task_ids import TaskId
 
 if TYPE_CHECKING:
     import jinja2
@@ -375,7 +376,7 @@ def _airflow_base_url() -> str | None:
 def _monitoring_message(call: _Callback, outcome: str, base: str | None,
                         skip_healthy: bool) -> dict[str, Any] | None:
     """The window's message from the `monitor` task's result and its JSON report (None: healthy, skipped)."""
-    result = _xcom(call, "monitor") if outcome == "success" else None
+    result = _xcom(call, TaskId.MONITOR) if outcome == "success" else None
     if not result:
         return generic_message(call.run, outcome, base)
     if skip_healthy and result.get("action") == "none":

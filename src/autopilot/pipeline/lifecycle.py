@@ -16,7 +16,7 @@ credentials.
 Airflow imports this module every time it parses the DAG files, so it imports nothing but the
 standard library: stage functions are named as "module:function" and imported when a task runs
 (`Stage.load`), and the references they return are named by their class in
-`autopilot.pipeline.context`. Every task id of both DAGs is a `Task`.
+`autopilot.pipeline.context`. Every task id of both DAGs is a `TaskId`.
 """
 
 from __future__ import annotations
@@ -24,50 +24,24 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-__all__ = ["PROMOTION_POOL", "TRAINING", "Stage", "Task"]
+from autopilot.task_ids import TaskId
+
+__all__ = ["PROMOTION_POOL", "TRAINING", "Stage"]
 
 # An Airflow pool of one slot: `autopilot up`/`demo` and compose create it (`airflow pools set`).
 PROMOTION_POOL = "autopilot_promotion"
-
-
-class Task(StrEnum):
-    """The task ids of the training and the monitoring DAG."""
-
-    # training
-    VALIDATE = "validate"
-    SNAPSHOT = "snapshot"
-    PLAN_TUNING = "plan_tuning"
-    TUNE_WORKER = "tune_worker"
-    TUNE = "tune"
-    TRAIN_AND_REGISTER = "train_and_register"
-    QUALITY = "quality"
-    EXPLAINABILITY_AND_FAIRNESS = "explainability_and_fairness"
-    INFRA = "infra"
-    DECIDE = "decide"
-    PROMOTE = "promote"
-    PLAN_DEPLOYMENT = "plan_deployment"
-    DEPLOY = "deploy"
-    ROLLOUT = "rollout"
-    # monitoring
-    MONITOR = "monitor"
-    BRANCH = "branch"
-    TRIGGER_RETRAINING = "trigger_retraining"
-    ALERT = "alert"
-    HEALTHY = "healthy"
-    DRAIN_ALERTS = "drain_alerts"
 
 
 @dataclass(frozen=True)
 class Stage:
     """One task of the training pipeline and how it runs."""
 
-    task: Task
+    task: TaskId
     function: str  # "module:function", imported when the task runs
-    inputs: tuple[Task, ...] = ()  # the earlier tasks whose outputs it takes, in the function's order
-    after: tuple[Task, ...] = ()  # earlier tasks it waits for without taking their output
+    inputs: tuple[TaskId, ...] = ()  # the earlier tasks whose outputs it takes, in the function's order
+    after: tuple[TaskId, ...] = ()  # earlier tasks it waits for without taking their output
     returns: str = ""  # the reference type(s) in `autopilot.pipeline.context`; XCom carries their dicts
     # A GateFailure (or ConfigError) it raises is a decision: the task fails at once, never retried
     # (AirflowFailException). False: the stage guards itself (a gate turns its errors into failed
@@ -81,7 +55,7 @@ class Stage:
     many: bool = False  # returns a list (of `returns`) rather than one reference
     context: bool = True  # takes the RunContext
     aws: bool = False  # takes AWS clients, last
-    part_of: Task | None = None  # `autopilot run` names a failure here after this task (one tuning stage)
+    part_of: TaskId | None = None  # `autopilot run` names a failure here after this task (one tuning stage)
 
     def load(self) -> Callable[..., Any]:
         """The stage function (imported now)."""
@@ -96,51 +70,51 @@ class Stage:
         return self.load()(*head, *inputs, *tail)
 
 
-_REGISTERED_AND_SNAPPED = (Task.TRAIN_AND_REGISTER, Task.SNAPSHOT)
+_REGISTERED_AND_SNAPPED = (TaskId.TRAIN_AND_REGISTER, TaskId.SNAPSHOT)
 
 TRAINING: tuple[Stage, ...] = (
     # A failed validation is a decision; a source outage (DataSourceUnavailable) retries.
-    Stage(Task.VALIDATE, "autopilot.pipeline.data:validate_data",
+    Stage(TaskId.VALIDATE, "autopilot.pipeline.data:validate_data",
           returns="ValidatedBatches"),
-    Stage(Task.SNAPSHOT, "autopilot.pipeline.data:snapshot_data", inputs=(Task.VALIDATE,),
+    Stage(TaskId.SNAPSHOT, "autopilot.pipeline.data:snapshot_data", inputs=(TaskId.VALIDATE,),
           returns="Snapshots"),
     # Tuning fans out: one mapped worker per `tuning.parallel_workers`, all on one Optuna study in
     # RDB storage (on Celery or Kubernetes, on different machines). A retried worker resumes it.
-    Stage(Task.PLAN_TUNING, "autopilot.pipeline.training:plan_tuning", inputs=(Task.SNAPSHOT,),
-          returns="TuningAssignment", many=True, part_of=Task.TUNE),
-    Stage(Task.TUNE_WORKER, "autopilot.pipeline.training:run_tuning_worker",
-          inputs=(Task.PLAN_TUNING, Task.SNAPSHOT), mapped=True, context=False,
-          returns="TuningWork", part_of=Task.TUNE),
-    Stage(Task.TUNE, "autopilot.pipeline.training:finish_tuning", inputs=(Task.PLAN_TUNING, Task.TUNE_WORKER),
+    Stage(TaskId.PLAN_TUNING, "autopilot.pipeline.training:plan_tuning", inputs=(TaskId.SNAPSHOT,),
+          returns="TuningAssignment", many=True, part_of=TaskId.TUNE),
+    Stage(TaskId.TUNE_WORKER, "autopilot.pipeline.training:run_tuning_worker",
+          inputs=(TaskId.PLAN_TUNING, TaskId.SNAPSHOT), mapped=True, context=False,
+          returns="TuningWork", part_of=TaskId.TUNE),
+    Stage(TaskId.TUNE, "autopilot.pipeline.training:finish_tuning", inputs=(TaskId.PLAN_TUNING, TaskId.TUNE_WORKER),
           returns="TunedResult"),
-    Stage(Task.TRAIN_AND_REGISTER, "autopilot.pipeline.training:train_and_register",
-          inputs=(Task.SNAPSHOT, Task.TUNE),
+    Stage(TaskId.TRAIN_AND_REGISTER, "autopilot.pipeline.training:train_and_register",
+          inputs=(TaskId.SNAPSHOT, TaskId.TUNE),
           returns="RegisteredVersion"),
     # The gates run in parallel and fail closed by themselves: a gate's error is a failed report.
-    Stage(Task.QUALITY, "autopilot.pipeline.gates:quality_gate", inputs=_REGISTERED_AND_SNAPPED, gated=False,
+    Stage(TaskId.QUALITY, "autopilot.pipeline.gates:quality_gate", inputs=_REGISTERED_AND_SNAPPED, gated=False,
           returns="QualitySummary | GateSummary"),
-    Stage(Task.EXPLAINABILITY_AND_FAIRNESS, "autopilot.pipeline.gates:explainability_and_fairness_gates",
+    Stage(TaskId.EXPLAINABILITY_AND_FAIRNESS, "autopilot.pipeline.gates:explainability_and_fairness_gates",
           inputs=_REGISTERED_AND_SNAPPED, gated=False,
           returns="ExplainabilityAndFairness | GateSummary"),
-    Stage(Task.INFRA, "autopilot.pipeline.gates:infra_gate", inputs=_REGISTERED_AND_SNAPPED, gated=False,
+    Stage(TaskId.INFRA, "autopilot.pipeline.gates:infra_gate", inputs=_REGISTERED_AND_SNAPPED, gated=False,
           returns="GateSummary"),
     # One task decides, once every gate reported (it reads their reports from MLflow).
-    Stage(Task.DECIDE, "autopilot.pipeline.gates:decide_version", inputs=(*_REGISTERED_AND_SNAPPED, Task.QUALITY),
-          after=(Task.EXPLAINABILITY_AND_FAIRNESS, Task.INFRA),
+    Stage(TaskId.DECIDE, "autopilot.pipeline.gates:decide_version", inputs=(*_REGISTERED_AND_SNAPPED, TaskId.QUALITY),
+          after=(TaskId.EXPLAINABILITY_AND_FAIRNESS, TaskId.INFRA),
           returns="Decision"),
     # One promotion at a time, across every model and run.
-    Stage(Task.PROMOTE, "autopilot.pipeline.gates:promote_version", inputs=(Task.TRAIN_AND_REGISTER, Task.DECIDE),
+    Stage(TaskId.PROMOTE, "autopilot.pipeline.gates:promote_version", inputs=(TaskId.TRAIN_AND_REGISTER, TaskId.DECIDE),
           gated=False, pool=PROMOTION_POOL,
           returns="Promotion"),
-    Stage(Task.PLAN_DEPLOYMENT, "autopilot.pipeline.deploy:plan_deployment", inputs=(Task.PROMOTE, Task.SNAPSHOT),
+    Stage(TaskId.PLAN_DEPLOYMENT, "autopilot.pipeline.deploy:plan_deployment", inputs=(TaskId.PROMOTE, TaskId.SNAPSHOT),
           skippable=True,
           returns="DeploymentPlan | Skipped"),
-    Stage(Task.DEPLOY, "autopilot.pipeline.deploy:deploy_version", inputs=(Task.PLAN_DEPLOYMENT,),
+    Stage(TaskId.DEPLOY, "autopilot.pipeline.deploy:deploy_version", inputs=(TaskId.PLAN_DEPLOYMENT,),
           skippable=True, aws=True,
           returns="Deployment | Skipped"),
     # A failed rollout has already rolled back: a retry would deploy again.
-    Stage(Task.ROLLOUT, "autopilot.pipeline.deploy:rollout_version",
-          inputs=(Task.PLAN_DEPLOYMENT, Task.DEPLOY, Task.SNAPSHOT),
+    Stage(TaskId.ROLLOUT, "autopilot.pipeline.deploy:rollout_version",
+          inputs=(TaskId.PLAN_DEPLOYMENT, TaskId.DEPLOY, TaskId.SNAPSHOT),
           skippable=True, aws=True, retries=0, reports_outcome=True,
           returns="RolloutResult | Skipped"),
 )

@@ -25,6 +25,7 @@ import pandas as pd
 
 from autopilot.adapters import registry
 from autopilot.aliases import CHAMPION
+from autopilot.config import Task
 from autopilot.reports import json_safe
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ def _build_reference(cfg: LoadedConfig, settings: Settings, version: Any, frame:
         holdout = frame
     calibrator = fit_calibrator(predict_scores(model, feature_frame(holdout, cfg), cfg.task),
                                 np.asarray(encode_target(holdout, cfg))) \
-        if cfg.task.value == "binary_classification" else None
+        if cfg.task is Task.BINARY_CLASSIFICATION else None
     metric_tag = (version.tags or {}).get(f"autopilot.test_{cfg.metric}")
     meta = {"version": int(version.version), "rows": len(frame), "metric": cfg.metric,
             "reference_metric": float(metric_tag) if metric_tag else None, "importance": importance}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from autopilot.adapters import registry
 from autopilot.aliases import CHAMPION
-from autopilot.config import LoadedConfig, config_hash
+from autopilot.config import LoadedConfig, Task, config_hash
 from autopilot.pipeline.context import (
     RegisteredVersion,
     RunContext,
@@ -250,9 +250,9 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
     by the rerun (`stage_run` finds it by key); one killed after registering is finished by it.
     """
     from autopilot.adapters.model_loading import manifest_tags
+    from autopilot.adapters.state_db.locks import state_lock
     from autopilot.faults import checkpoint
     from autopilot.modeling.splits import load_splits
-    from autopilot.adapters.state_db.locks import state_lock
 
     snapped, tuned = coerce(snapped, Snapshots), coerce(tuned, TunedResult)
     name = cfg.registered_model_name
@@ -321,7 +321,7 @@ def _fit_and_log(cfg: LoadedConfig, snapped: Snapshots, tuned: TunedResult, spli
     if not floor.passed:
         mlflow.set_tag("autopilot.decision", "rejected: " + "; ".join(floor.reasons))
         raise GateFailure(floor)
-    predict_fn = "predict_proba" if cfg.task.value == "binary_classification" else "predict"
+    predict_fn = "predict_proba" if cfg.task is Task.BINARY_CLASSIFICATION else "predict"
     served = getattr(pipeline, predict_fn)(splits.X_test.head(50))
     info = registry.log_sklearn_model(pipeline, splits.X_test.head(5), signature_for(cfg, splits.X_test, served),
                                       cfg.registry.allow_pickle, predict_fn)
