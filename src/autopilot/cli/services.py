@@ -169,8 +169,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Send shifted real traffic to the endpoint, then its labels."""
+    from autopilot.deploy.rollback import serving_url
     from autopilot.monitoring.simulate import SimulationError, run_simulation
-    from autopilot.pipeline.deploy import serving_url
 
     settings = load_settings()
     cfg = find_config(args.model, settings)

@@ -196,27 +196,39 @@ def _training_tasks(path: str, model: str, succeeded: Any) -> None:
             outputs[upstream] >> outputs[stage.task]
 
 
-def training_dag(model: str, config_path: Path) -> DAG:
-    """Build the training DAG `autopilot_training__<model>` for one config file (`lifecycle.TRAINING`)."""
+def _dag_arguments(kind: str, model: str, path: str) -> tuple[dict[str, Any], Any]:
+    """What both DAG kinds share: dates, one run at a time, retries, tags and the Slack callbacks.
+
+    Slack: one message per run outcome (the config's `alerts.slack_conn_id`, read when sending).
+    DAG-level callbacks are the real scheduler's; the task-level ones also fire under dag.test().
+    Returns the `@dag` arguments and the success notifier (the last task of a run uses it too).
+    """
     from autopilot.orchestration.notifier import outcome_notifier, task_failure_notifier
 
+    succeeded = outcome_notifier(kind, outcome="success", config_path=path)
+    arguments = {
+        "dag_id": f"autopilot_{kind}__{model}",
+        "start_date": START_DATE,
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": {**DEFAULT_ARGS, "on_failure_callback": task_failure_notifier(kind, config_path=path)},
+        "on_success_callback": succeeded,
+        "on_failure_callback": outcome_notifier(kind, outcome="failed", config_path=path),
+        "tags": ["autopilot", kind, f"model:{model}"],
+    }
+    return arguments, succeeded
+
+
+def training_dag(model: str, config_path: Path) -> DAG:
+    """Build the training DAG `autopilot_training__<model>` for one config file (`lifecycle.TRAINING`)."""
     path = str(config_path)
-    # Slack: one message per run outcome (the config's `alerts.slack_conn_id`, read when sending).
-    # DAG-level callbacks are the real scheduler's; the task-level ones also fire under dag.test().
-    succeeded = outcome_notifier("training", outcome="success", config_path=path)
+    arguments, succeeded = _dag_arguments("training", model, path)
 
     @dag(
-        dag_id=f"autopilot_training__{model}",
         description=f"Validate, version, tune, train and register {model}",
         doc_md=DOC.format(model=model, config=config_path.name),
         schedule=None,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args={**DEFAULT_ARGS, "on_failure_callback": task_failure_notifier("training", config_path=path)},
-        on_success_callback=succeeded,
-        on_failure_callback=outcome_notifier("training", outcome="failed", config_path=path),
-        tags=["autopilot", "training", f"model:{model}"],
+        **arguments,
     )
     def training() -> None:
         _training_tasks(path, model, succeeded)
@@ -303,24 +315,15 @@ def _monitoring_schedule(config_path: Path) -> Any:
 
 def monitoring_dag(model: str, config_path: Path) -> DAG:
     """Build the monitoring DAG `autopilot_monitoring__<model>` for one config file."""
-    from autopilot.orchestration.notifier import outcome_notifier, task_failure_notifier
-
     path = str(config_path)
-    succeeded = outcome_notifier("monitoring", outcome="success", config_path=path)
+    arguments, succeeded = _dag_arguments("monitoring", model, path)
 
     @dag(
-        dag_id=f"autopilot_monitoring__{model}",
         description=f"Watch {model}'s traffic for drift and degradation; retrain when needed",
         doc_md=MONITORING_DOC.format(model=model),
         schedule=_monitoring_schedule(config_path),
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args={**DEFAULT_ARGS, "on_failure_callback": task_failure_notifier("monitoring", config_path=path)},
-        on_success_callback=succeeded,
-        on_failure_callback=outcome_notifier("monitoring", outcome="failed", config_path=path),
-        tags=["autopilot", "monitoring", f"model:{model}"],
         render_template_as_native_obj=True,  # the trigger's conf template renders to a dict, not a string
+        **arguments,
     )
     def monitoring() -> None:
         _monitoring_tasks(path, model, succeeded)

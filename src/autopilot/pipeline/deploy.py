@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from autopilot.adapters import registry
 from autopilot.aliases import CHAMPION
+from autopilot.deploy.rollback import SAGEMAKER_ARTIFACT, aws_clients_for, serving_url
 from autopilot.outages import is_outage
 from autopilot.pipeline.context import (
     Deployment,
@@ -50,18 +50,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ArtifactUnreadable", "RollbackIncomplete", "deploy_version", "plan_deployment", "rollout_version",
-           "serving_url"]
+__all__ = ["ArtifactUnreadable", "RollbackIncomplete", "deploy_version", "plan_deployment", "rollout_version"]
 
 PLAN_ARTIFACT = "deploy/plan.json"
-SAGEMAKER_ARTIFACT = "deploy/sagemaker.json"
 PROFILE_SAMPLE_ROWS = 500
-
-
-def serving_url(cfg: LoadedConfig) -> str:
-    """The live local endpoint (`AUTOPILOT_SERVING_URL`, else the config's host and port)."""
-    serving = cfg.deployment.serving
-    return os.environ.get("AUTOPILOT_SERVING_URL") or f"http://{serving.host}:{serving.port}"
 
 
 # ---------------------------------------------------------------------------- plan
@@ -162,16 +154,6 @@ def _read_stored_artifact(run_id: str, path: str) -> Any:
         raise ArtifactUnreadable(f"cannot read {path} of run {run_id}: {type(exc).__name__}: {exc}") from exc
 
 
-def _clients(cfg: LoadedConfig, clients: Any | None) -> Any:
-    """The given AWS clients, else clients from the environment's credentials (the CLI's case)."""
-    if clients is not None:
-        return clients
-    from autopilot.adapters.aws import aws_clients
-
-    aws = cfg.deployment.aws
-    return aws_clients(aws.region, limits=aws)
-
-
 # ---------------------------------------------------------------------------- deploy
 
 
@@ -194,7 +176,7 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
 
     registry.configure(settings)
     aws = cfg.deployment.aws
-    clients = _clients(cfg, clients)
+    clients = aws_clients_for(cfg, clients)
     version = registry.resolve_version(cfg.registered_model_name, plan.version)
     try:
         # Read strictly: an MLflow outage fails (and retries) the task; a plan that is really gone
@@ -267,7 +249,7 @@ def rollout_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan
     if deployed.target == "aws":
         from autopilot.deploy.rollout import watch_aws
 
-        clients = _clients(cfg, clients)
+        clients = aws_clients_for(cfg, clients)
         report = watch_aws(cfg, clients, deployed)
     else:
         from autopilot.deploy.rollout import EndpointUnavailable, watch_local
@@ -313,82 +295,31 @@ class RollbackIncomplete(GateFailure):
 
 def _roll_back(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: DeploymentPlan,
                deployed: Deployment, report: GateReport, clients: Any | None) -> GateReport:
-    """Move the alias back, then the endpoint with it; the returned report says where to.
+    """Move the alias back, then the endpoint with it (`deploy.rollback`); the returned report says where to.
 
     Raises:
         RollbackIncomplete: the alias could not be moved back, or the endpoint could not be
             reverted (or, locally, be asked to reload): never silently left on the failed version.
     """
-    from autopilot.versions.promotion import rollback
+    from autopilot.adapters.registry import connect
+    from autopilot.deploy.rollback import roll_back
 
-    registry.configure(settings)
     reason = "rollout failed: " + "; ".join(report.reasons)
     failed = plan["version"]
     try:
-        move = rollback(settings, cfg.registered_model_name, actor=ctx.actor, reason=reason[:500],
-                        idempotency_key=ctx.key(cfg, "rollout-rollback"))
+        done = roll_back(cfg, settings, connect(settings), actor=ctx.actor, reason=reason,
+                         idempotency_key=ctx.key(cfg, "rollout-rollback"), failed=failed,
+                         endpoint=plan.get("endpoint"), serving_config=deployed.get("endpoint_config"),
+                         clients=clients)
     except Exception as exc:  # any cause (no earlier champion, MLflow down): surfaced, never swallowed
         where = f"endpoint {deployed.get('endpoint')}" if deployed["target"] == "aws" else "the endpoint"
         raise RollbackIncomplete(report, f"could not move the champion alias of {cfg.registered_model_name} back "
                                          f"from version {failed} ({type(exc).__name__}: {exc}); {where} keeps "
                                          f"serving version {failed}") from exc
-    log.error("rolled %s back from v%s to v%s: %s", cfg.name, move.from_version, move.to_version, reason)
-    if deployed["target"] == "aws":
-        problem, metrics = _revert_aws(cfg, plan, deployed, move.to_version, _clients(cfg, clients))
-    else:
-        problem, metrics = _reload_local(cfg, move.to_version, failed)
     rolled = report.model_copy(update={
-        "metrics": {**report.metrics, **metrics, "rolled_back_to": move.to_version},
-        "reasons": [*report.reasons, f"rolled back to version {move.to_version}"]})
-    if problem is not None:
-        log.error("ROLLBACK INCOMPLETE for %s: %s", cfg.name, problem)
-        raise RollbackIncomplete(rolled, problem)
+        "metrics": {**report.metrics, **done.metrics, "rolled_back_to": done.move.to_version},
+        "reasons": [*report.reasons, f"rolled back to version {done.move.to_version}"]})
+    if done.problem is not None:
+        log.error("ROLLBACK INCOMPLETE for %s: %s", cfg.name, done.problem)
+        raise RollbackIncomplete(rolled, done.problem)
     return rolled
-
-
-def _revert_aws(cfg: LoadedConfig, plan: dict[str, Any], deployed: dict[str, Any], target: int | None,
-                clients: Any) -> tuple[str | None, dict[str, Any]]:
-    """Put the SageMaker endpoint back on the previous version's endpoint config; (problem, metrics)."""
-    from autopilot.deploy.aws import provision_endpoint
-
-    endpoint = plan["endpoint"]
-    still = f"endpoint {endpoint} still serves config {deployed.get('endpoint_config')} (version {plan['version']})"
-    try:
-        if target is None:
-            raise LookupError("the rollback left no champion")
-        previous = registry.resolve_version(cfg.registered_model_name, target)
-        sagemaker = _read_stored_artifact(str(previous.run_id), SAGEMAKER_ARTIFACT)
-        config = str(sagemaker["create_endpoint_config"]["EndpointConfigName"])
-    except Exception as exc:  # absent, unreadable or malformed: the revert target is unknown
-        return (f"could not revert endpoint {endpoint} to version {target}: the previous endpoint config is "
-                f"unknown because that version's {SAGEMAKER_ARTIFACT} could not be read ({type(exc).__name__}: "
-                f"{exc}); {still}"), {}
-    try:
-        result = provision_endpoint(clients, endpoint=endpoint, sagemaker=sagemaker,
-                                    wait_timeout=cfg.deployment.aws.wait_timeout_seconds, revert=True)
-    except Exception as exc:  # ProvisionError, or an outage: say which endpoint and config
-        return (f"could not revert endpoint {endpoint} to config {config} (version {target}): "
-                f"{type(exc).__name__}: {exc}; {still} unless SageMaker reverted it on its own"), {}
-    log.warning("endpoint %s reverted to config %s (version %s): %s", endpoint, config, target, result.action)
-    return None, {"endpoint_config": result.endpoint_config, "endpoint_action": result.action}
-
-
-def _reload_local(cfg: LoadedConfig, target: int | None, failed: int) -> tuple[str | None, dict[str, Any]]:
-    """Ask the local endpoint to serve the rolled-back alias now; (problem, metrics)."""
-    import httpx
-
-    from autopilot.deploy.rollout import request_reload
-
-    url = serving_url(cfg)
-    poll = cfg.deployment.serving.poll_seconds
-    try:
-        answer = request_reload(cfg, url)
-    except (httpx.HTTPError, ValueError) as exc:  # down, refused the token, or answered garbage
-        return (f"could not ask the endpoint at {url} to reload version {target} after the rollback "
-                f"({type(exc).__name__}: {exc}); if it is alive, it may serve version {failed} until its next "
-                f"alias poll (every {poll:g} s)"), {}
-    served = answer.get("model_version")
-    if served != target:
-        error = f": {answer['error']}" if answer.get("error") else ""
-        return f"the endpoint at {url} serves version {served}, not {target}, after the rollback{error}", {}
-    return None, {"served_version": served}

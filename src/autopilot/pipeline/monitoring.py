@@ -255,7 +255,7 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
         conf = {"reason": reason, "strategy": decision.strategy, "window_start": start.isoformat(),
                 "window_end": end.isoformat(), "monitoring_run": ctx.run_id}
     elif decision.action == "rollback":
-        _roll_back(cfg, settings, ctx, decision.reasons)
+        _roll_back(cfg, settings, ctx, champion, decision.reasons)
     log.info("%s window %s - %s: %s %s", cfg.name, start, end, decision.action, "; ".join(decision.reasons))
     return json_safe({"action": decision.action, "strategy": decision.strategy, "reasons": decision.reasons,
                       "blocked_by": decision.blocked_by, "window_start": start.isoformat(),
@@ -339,8 +339,8 @@ def _endpoint_counters(cfg: LoadedConfig) -> tuple[dict[str, float] | None, str 
     """
     import httpx
 
+    from autopilot.deploy.rollback import serving_url
     from autopilot.deploy.rollout import parse_metrics
-    from autopilot.pipeline.deploy import serving_url
 
     url = serving_url(cfg) + "/metrics"
     try:
@@ -437,19 +437,20 @@ def _after_retrain(cfg: LoadedConfig, settings: Settings, champion: Any, end: da
     return True, (float(np.mean(values[-3:])) if values else None)
 
 
-def _roll_back(cfg: LoadedConfig, settings: Settings, ctx: RunContext, reasons: list[str]) -> None:
-    from autopilot.deploy.rollout import request_reload
-    from autopilot.pipeline.deploy import serving_url
-    from autopilot.versions.promotion import rollback
+def _roll_back(cfg: LoadedConfig, settings: Settings, ctx: RunContext, champion: Any, reasons: list[str]) -> None:
+    """The one rollback (`deploy.rollback`): the alias back, then the endpoint (local or SageMaker) with it.
 
-    move = rollback(settings, cfg.registered_model_name, actor=ctx.actor,
-                    reason=("monitoring: " + "; ".join(reasons))[:500],
-                    idempotency_key=ctx.key(cfg, "monitor-rollback"))
-    log.error("monitoring rolled %s back from v%s to v%s", cfg.name, move.from_version, move.to_version)
-    try:
-        request_reload(cfg, serving_url(cfg))
-    except Exception as exc:  # the endpoint follows the alias at its next poll anyway
-        log.warning("could not ask the endpoint to reload: %s", exc)
+    A failure to move the alias fails the window (retried); an endpoint that did not follow is
+    logged, not raised: locally it follows the alias at its next poll anyway.
+    """
+    from autopilot.adapters.registry import connect
+    from autopilot.deploy.rollback import roll_back
+
+    done = roll_back(cfg, settings, connect(settings), actor=ctx.actor, reason="monitoring: " + "; ".join(reasons),
+                     idempotency_key=ctx.key(cfg, "monitor-rollback"), failed=int(champion.version))
+    log.error("monitoring rolled %s back from v%s to v%s", cfg.name, done.move.from_version, done.move.to_version)
+    if done.problem is not None:
+        log.warning("the endpoint did not follow the rollback: %s", done.problem)
 
 
 def _store_report(cfg: LoadedConfig, settings: Settings, reference: Reference, features: pd.DataFrame,
