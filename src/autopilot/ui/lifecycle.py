@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from autopilot.aliases import CHALLENGER, CHAMPION
+from autopilot.redaction import scrub
 from autopilot.versions.decisions import read_decision_tags
 
 if TYPE_CHECKING:
@@ -234,8 +234,7 @@ def _section(view: ModelView, name: str, fill: Callable[[], None]) -> None:
 
 def _message(exc: BaseException) -> str:
     """A one-line, credential-free, bounded description of an error."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    text = re.sub(r"://[^/\s@]+@", "://***@", text)  # user:password@host in a URL
+    text = scrub(" ".join(f"{type(exc).__name__}: {exc}".split()))  # the one rule: URL credentials, tokens, ...
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
 
