@@ -1,114 +1,45 @@
-"""TRANSITIONAL: the module-level registry API, for pipeline/, cli/ and doctor/ only.
+"""TRANSITIONAL: what is left of the module-level registry API, for two rollback helpers only.
 
-Those three folders still call `registry.configure(settings)` and then module-level functions
-(and MLflow's fluent API, which `configure` points at the store). Everything else takes a
-`Registry` (`registry.connect(settings)`). Each function here delegates to the transitional
-default Registry (`store.transitional_default`); the step that converts those folders deletes
-this module.
+`pipeline.deploy._roll_back` calls `configure(settings)` and `pipeline.deploy._revert_aws` then
+`resolve_version(...)` (and reads the previous version's SageMaker record through `configured()`).
+Those functions are being moved to their own module elsewhere and keep their bodies until then;
+the move converts them to `connect(settings)` and deletes this module. Everything else takes a
+`Registry`. Unlike the API it replaces, `configure` touches no MLflow global state.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from autopilot.adapters.registry import runs
-from autopilot.adapters.registry.store import connect, transitional_default
+from autopilot.adapters.registry.store import Registry, connect
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-    from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
 
     from autopilot.settings import Settings
 
-__all__ = [
-    "client",
-    "configure",
-    "create_version",
-    "delete_alias",
-    "download",
-    "ensure_experiment",
-    "find_run",
-    "find_version",
-    "find_versions",
-    "log_sklearn_model",
-    "resolve_version",
-    "set_alias",
-]
+__all__ = ["configure", "configured", "resolve_version"]
+
+_configured: Registry | None = None
 
 
 def configure(settings: Settings) -> None:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): point MLflow's global URIs and the module-level functions at a store.
+    """TRANSITIONAL (`pipeline.deploy._roll_back`): remember the settings' store for `resolve_version`."""
+    global _configured
+    _configured = connect(settings)
 
-    What `connect` does (HTTP retry defaults, local folders, credentials out of the URI), then
-    MLflow's global tracking and registry URI set to that store, for the fluent API those
-    folders still use.
+
+def configured() -> Registry:
+    """TRANSITIONAL (`pipeline.deploy._revert_aws`): the store `configure` last remembered.
+
+    Raises:
+        RuntimeError: `configure` was never called in this process.
     """
-    import mlflow
-
-    store = connect(settings)
-    mlflow.set_tracking_uri(store.tracking_uri)
-    mlflow.set_registry_uri(store.registry_uri)
-
-
-def client() -> MlflowClient:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): an MLflow client for the configured store."""
-    return transitional_default().client
-
-
-def ensure_experiment(name: str, artifact_root: str) -> str:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): `Registry.ensure_experiment` of the configured store."""
-    return transitional_default().ensure_experiment(name, artifact_root)
-
-
-def find_run(experiment_id: str, key: str) -> Run | None:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): `Registry.find_run` of the configured store."""
-    return transitional_default().find_run(experiment_id, key)
-
-
-def find_version(name: str, key: str) -> ModelVersion | None:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): `Registry.find_version` of the configured store."""
-    return transitional_default().find_version(name, key)
-
-
-def find_versions(name: str, key: str) -> list[ModelVersion]:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): `Registry.find_versions` of the configured store."""
-    return transitional_default().find_versions(name, key)
-
-
-def create_version(name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): `Registry.create_version` of the configured store."""
-    return transitional_default().create_version(name, model_uri, run_id, tags)
-
-
-def set_alias(name: str, alias: str, version: int) -> None:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): `Registry.set_alias` of the configured store."""
-    transitional_default().set_alias(name, alias, version)
-
-
-def delete_alias(name: str, alias: str) -> None:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): `Registry.delete_alias` of the configured store."""
-    transitional_default().delete_alias(name, alias)
+    if _configured is None:
+        raise RuntimeError("registry.configure(settings) was not called: pass a registry.connect(settings) instead")
+    return _configured
 
 
 def resolve_version(name: str, spec: str | int) -> ModelVersion:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): `Registry.resolve_version` of the configured store."""
-    return transitional_default().resolve_version(name, spec)
-
-
-def download(uri: str, dst: Path | None = None) -> Path:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): `Registry.download` from the configured store."""
-    return transitional_default().download(uri, dst)
-
-
-def log_sklearn_model(model: object, input_example: Any, signature: Any, allow_pickle: bool,
-                      predict_fn: str = "predict") -> Any:
-    """TRANSITIONAL (pipeline/, cli/, doctor/): log a fitted sklearn model to MLflow's *active* run.
-
-    The fluent run `configure` pointed at; `Registry.log_sklearn_model` logs to a run by id.
-
-    Raises:
-        ValueError: when the model needs an untrusted type and pickle is not allowed.
-    """
-    return runs.log_sklearn(model, input_example, signature, allow_pickle, predict_fn)
+    """TRANSITIONAL (`pipeline.deploy._revert_aws`): `Registry.resolve_version` of the configured store."""
+    return configured().resolve_version(name, spec)
