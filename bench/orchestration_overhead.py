@@ -131,8 +131,7 @@ def child_dag(out: Path, full_dag: bool) -> None:
     metrics: dict[str, float] = {}
     version = None
     if str(dag_run.state) == "success":
-        registry.configure(Settings.from_env())
-        chain = lineage(MODEL, "challenger")
+        chain = lineage(MODEL, "challenger", registry.connect(Settings.from_env()))
         version = chain["version"]
         metrics = {k.removeprefix("test_"): v for k, v in chain["training"]["metrics"].items()}
     out.write_text(json.dumps({

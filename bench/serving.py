@@ -387,7 +387,7 @@ def run_load(server: Server, other: Server, path: str, token: str | None, bodies
 
 def fit_and_register(settings: Any, cfg: Any) -> tuple[Any, Any, Any, dict[str, float]]:
     """Fit the HGB pipeline on the full Adult train split and register it as `champion` (as training does)."""
-    import mlflow
+    import mlflow  # noqa: F401 - imported here so that its import time is not counted as logging time
     import pandas as pd
 
     from autopilot.adapters import registry
@@ -402,20 +402,19 @@ def fit_and_register(settings: Any, cfg: Any) -> tuple[Any, Any, Any, dict[str, 
     with common.stopwatch() as fit:
         pipeline = fit_pipeline(HGB, cfg, X, y, seed=0)
     seconds["fit"] = fit["seconds"]
-    with common.stopwatch() as reg:
-        registry.configure(settings)
-        experiment = registry.ensure_experiment("serving-bench", settings.mlflow_artifact_root)
-        with mlflow.start_run(experiment_id=experiment) as run:
-            info = registry.log_sklearn_model(pipeline, X.head(5),
-                                              signature_for(cfg, X, pipeline.predict_proba(X.head(20))),
-                                              allow_pickle=False, predict_fn="predict_proba")
-        folder = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    with common.stopwatch() as timed:
+        store = registry.connect(settings)
+        experiment = store.ensure_experiment("serving-bench", settings.mlflow_artifact_root)
+        with store.start_run(experiment) as run:
+            info = run.log_sklearn_model(pipeline, X.head(5), signature_for(cfg, X, pipeline.predict_proba(X.head(20))),
+                                         allow_pickle=False, predict_fn="predict_proba")
+        folder = store.download(info.model_uri)
         manifest = registry.sha256_manifest(folder)
-        version = registry.create_version(cfg.registered_model_name, info.model_uri, run.info.run_id,
-                                          {registry.MANIFEST_TAG: json.dumps(manifest, sort_keys=True),
-                                           "autopilot.family": HGB["family"]})
-        registry.set_alias(cfg.registered_model_name, "champion", int(version.version))
-    seconds["log_and_register"] = reg["seconds"]
+        version = store.create_version(cfg.registered_model_name, info.model_uri, run.run_id,
+                                       {registry.MANIFEST_TAG: json.dumps(manifest, sort_keys=True),
+                                        "autopilot.family": HGB["family"]})
+        store.set_alias(cfg.registered_model_name, "champion", int(version.version))
+    seconds["log_and_register"] = timed["seconds"]
     return pipeline, X, version, seconds
 
 

@@ -32,6 +32,14 @@ def settings(tmp_path: Path) -> Any:
     return Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"), "AUTOPILOT_CONFIG_DIR": str(tmp_path)})
 
 
+@pytest.fixture
+def reg(settings: Any) -> Any:
+    """The MLflow store `settings` names (`registry.connect`): what tests read runs, versions and aliases through."""
+    from autopilot.adapters import registry
+
+    return registry.connect(settings)
+
+
 @pytest.fixture(scope="session")
 def adult_frames() -> tuple[Any, Any]:
     """The bundled Adult train and test splits, raw."""

@@ -60,19 +60,17 @@ def register_version(cfg: Any, settings: Any, number: int) -> int:
     The page never loads a model, so the version's source is a stub `model/MLmodel` artifact:
     logging a real sklearn model would cost the seed seconds of imports for nothing it reads.
     """
-    import mlflow
-
     from autopilot.adapters import registry
     from autopilot.pipeline.context import RunContext, stage_run
 
+    reg = registry.connect(settings)
     ctx = RunContext(run_id=f"seed-{number}", dag_id=f"autopilot_training__{cfg.name}", actor="seed")
-    with stage_run(cfg, settings, ctx, "train") as run:
-        mlflow.log_metrics({f"test_{k}": v for k, v in METRICS[number].items()})
-        mlflow.log_text("flavors: {}\n", "model/MLmodel")
+    with stage_run(reg, cfg, settings, ctx, "train") as run:
+        run.log_metrics({f"test_{k}": v for k, v in METRICS[number].items()})
+        reg.client.log_text(run.run_id, "flavors: {}\n", "model/MLmodel")
     tags = {"autopilot.model": cfg.name, "autopilot.family": FAMILIES[number], "autopilot.dag_run_id": ctx.run_id,
             f"autopilot.test_{cfg.metric}": f"{METRICS[number][cfg.metric]:.6f}"}
-    version = registry.create_version(cfg.registered_model_name, f"runs:/{run.info.run_id}/model", run.info.run_id,
-                                      tags)
+    version = reg.create_version(cfg.registered_model_name, f"runs:/{run.run_id}/model", run.run_id, tags)
     return int(version.version)
 
 
@@ -83,7 +81,8 @@ def decide(cfg: Any, settings: Any, number: int, baseline: int | None, fairness_
     from autopilot.pipeline.context import RunContext
     from autopilot.reports import GateFailure
 
-    run_id = str(registry.resolve_version(cfg.registered_model_name, number).run_id)
+    reg = registry.connect(settings)
+    run_id = str(reg.resolve_version(cfg.registered_model_name, number).run_id)
     fairness = GateReport(name="fairness", passed=True, metrics={"eod_upper": 0.11, "dp_ratio": 0.36}) \
         if fairness_passes else GateReport.failed("fairness", [FAIRNESS_REASON], metrics={"eod_upper": 0.27})
     reports = [
@@ -94,7 +93,7 @@ def decide(cfg: Any, settings: Any, number: int, baseline: int | None, fairness_
         GateReport(name="infra", passed=True, metrics={"load_seconds": 0.41, "p99_ms": 8.2}),
     ]
     for report in reports:
-        gate_stages._store_report(run_id, report)
+        gate_stages._store_report(reg, run_id, report)
     ctx = RunContext(run_id=f"seed-{number}", dag_id=f"autopilot_training__{cfg.name}",
                      actor=f"airflow:autopilot_training__{cfg.name}")
     registered = {"name": cfg.registered_model_name, "version": number}
@@ -122,12 +121,10 @@ def seed_windows(cfg: Any, settings: Any, version: int, end: datetime) -> int:
 
 def seed_model(settings: Any, name: str, description: str = "Income above 50K (seeded lifecycle).") -> Seeded:
     """The full story (see the module docstring) for one model under `settings.config_dir`."""
-    from autopilot.adapters import registry
     from autopilot.config import load_config
     from autopilot.versions.promotion import promote, rollback
 
     cfg = load_config(write_config(Path(settings.config_dir), name, description))
-    registry.configure(settings)
     moves = [(None, 1), (1, 2)]
     for number in (1, 2):
         assert register_version(cfg, settings, number) == number

@@ -69,7 +69,7 @@ def malicious_folder(genuine: Path, dest: Path, kind: str, marker: Path) -> Path
     return dest
 
 
-def register_malicious(name: str, genuine: Any, kind: str, marker: Path, workdir: Path,
+def register_malicious(reg: registry.Registry, name: str, genuine: Any, kind: str, marker: Path, workdir: Path,
                        alias: str | None = "champion", tags: dict[str, str] | None = None) -> Any:
     """Register a payload as a new version of `name` with a matching SHA-256 manifest, using only
     MLflow's own client (what anyone with write access to MLflow can do), and point `alias` at it.
@@ -78,12 +78,13 @@ def register_malicious(name: str, genuine: Any, kind: str, marker: Path, workdir
     right) and copies its tags, except the manifest (recomputed for the payload) and any signature.
     """
     import mlflow
-    from mlflow import MlflowClient
 
-    client = MlflowClient()
-    folder = malicious_folder(registry.download(genuine.source), workdir / f"evil-{kind}", kind, marker)
+    from autopilot.adapters.registry.runs import fluent_uris
+
+    client = reg.client  # MLflow's own client, pointed at the store
+    folder = malicious_folder(reg.download(genuine.source), workdir / f"evil-{kind}", kind, marker)
     experiment = client.get_run(genuine.run_id).info.experiment_id
-    with mlflow.start_run(experiment_id=experiment, run_name=f"attacker-{kind}") as run:
+    with fluent_uris(reg), mlflow.start_run(experiment_id=experiment, run_name=f"attacker-{kind}") as run:
         mlflow.log_artifacts(str(folder), "model")
     copied = {k: v for k, v in (genuine.tags or {}).items()
               if k not in (registry.MANIFEST_TAG, registry.IDEMPOTENCY_TAG, "autopilot.manifest_signature")}

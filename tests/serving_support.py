@@ -59,8 +59,6 @@ def register_version(settings: Settings, cfg: LoadedConfig, adult_frames: tuple[
 
     `mutate` may change the fitted pipeline in place before it is logged (a defective model).
     """
-    import mlflow
-
     from autopilot.data.sources import canonicalize
     from autopilot.modeling.splits import encode_target, feature_frame
     from autopilot.modeling.training import fit_pipeline
@@ -71,40 +69,35 @@ def register_version(settings: Settings, cfg: LoadedConfig, adult_frames: tuple[
     pipeline = fit_pipeline(params, cfg, X, y, seed=0)
     if mutate is not None:
         mutate(pipeline)
-    registry.configure(settings)
-    experiment = registry.ensure_experiment("serving-test", settings.mlflow_artifact_root)
-    with mlflow.start_run(experiment_id=experiment) as run:
+    reg = registry.connect(settings)
+    experiment = reg.ensure_experiment("serving-test", settings.mlflow_artifact_root)
+    with reg.start_run(experiment) as run:
         signature = signature_for(cfg, X, pipeline.predict_proba(X.head(20)))
-        info = registry.log_sklearn_model(pipeline, X.head(5), signature, allow_pickle=False,
-                                          predict_fn="predict_proba")
-    folder = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+        info = run.log_sklearn_model(pipeline, X.head(5), signature, allow_pickle=False, predict_fn="predict_proba")
+    folder = reg.download(info.model_uri)
     manifest = registry.sha256_manifest(folder)
     tags = manifest_tags(cfg.registered_model_name, manifest, settings.signing_key)  # signed when keyed
-    version = registry.create_version(cfg.registered_model_name, info.model_uri, run.info.run_id,
-                                      {**tags, "autopilot.family": params["family"]})
+    version = reg.create_version(cfg.registered_model_name, info.model_uri, run.run_id,
+                                 {**tags, "autopilot.family": params["family"]})
     if alias:
-        registry.set_alias(cfg.registered_model_name, alias, int(version.version))
+        reg.set_alias(cfg.registered_model_name, alias, int(version.version))
     return version
 
 
-def package_dir(version: Any, dest: Path) -> Path:
+def package_dir(reg: registry.Registry, version: Any, dest: Path) -> Path:
     """A package folder as a container sees it: the model files plus `autopilot-manifest.json`."""
-    import mlflow
-
     from autopilot.serving.model import PACKAGE_MANIFEST
 
-    src = Path(mlflow.artifacts.download_artifacts(version.source))
+    src = reg.download(version.source)
     shutil.copytree(src, dest)
     (dest / PACKAGE_MANIFEST).write_text(json.dumps(registry.sha256_manifest(src), sort_keys=True))
     return dest
 
 
-def corrupt_version(version: Any) -> None:
+def corrupt_version(reg: registry.Registry, version: Any) -> None:
     """Flip one byte of a registered version's stored model file (as a bad disk or an attacker would)."""
-    import mlflow
-
-    folder = Path(mlflow.artifacts.download_artifacts(version.source))
-    # download_artifacts on a local store returns the stored folder itself: edit it in place.
+    folder = reg.download(version.source)
+    # A download from a local store without a destination is the stored folder itself: edit it in place.
     target = next(p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in {".skops", ".pkl"})
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -58,30 +58,28 @@ def test_training_dag_end_to_end(airflow_db: None, env: Any, small_adult: Callab
     # Nothing serves at AUTOPILOT_SERVING_URL: there is no live endpoint to roll out to.
     assert result.pop("rollout") == "skipped"
     assert set(result.values()) == {"success"}, result
-    registry.configure(env)
-    version = registry.resolve_version("dagtest", "challenger")
+    reg = registry.connect(env)
+    version = reg.resolve_version("dagtest", "challenger")
     assert int(version.version) == 1
     assert version.tags["autopilot.dag_run_id"] == dag_run.run_id
     # First run with `first_run: promote`: every gate passed, the decision promoted it.
     assert version.tags["autopilot.decision"] == "promote"
     assert {version.tags[f"autopilot.gate.{g}"] for g in ("quality", "explainability", "fairness", "infra")} == {
         "passed"}
-    assert int(registry.resolve_version("dagtest", "champion").version) == 1
+    assert int(reg.resolve_version("dagtest", "champion").version) == 1
     from autopilot.versions.promotion import history
 
     moves = history(env, "dagtest")
     assert [(m.from_version, m.to_version, m.action) for m in moves] == [(None, 1, "promote")]
     assert moves[0].actor == "airflow:autopilot_training__dagtest"
     # The deployment plan is stored with the version: profile, selection, validated configs.
-    import mlflow
-
-    champion = registry.resolve_version("dagtest", "champion")
-    plan = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/deploy/plan.json")
+    champion = reg.resolve_version("dagtest", "champion")
+    plan = reg.load_dict(str(champion.run_id), "deploy/plan.json")
     assert plan["version"] == 1 and plan["replicas"] >= 2 and plan["instance"] == champion.tags[
         "autopilot.deploy.instance"]
-    stored = {a.path for a in registry.client().list_artifacts(champion.run_id, "deploy/configs")}
+    stored = {a.path for a in reg.client.list_artifacts(champion.run_id, "deploy/configs")}
     assert {"deploy/configs/Dockerfile", "deploy/configs/k8s", "deploy/configs/sagemaker"} <= stored
-    profile = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/deploy/profile.json")
+    profile = reg.load_dict(str(champion.run_id), "deploy/profile.json")
     assert profile["latency_ms"]["p95"] > 0 and set(profile["throughput_rps"]) == {"1", "2"}
 
 
@@ -96,6 +94,6 @@ def test_bad_data_fails_the_dag_before_training(airflow_db: None, env: Any,
                   "quality", "explainability_and_fairness", "infra",
                   "decide", "promote", "plan_deployment", "deploy", "rollout")
     assert {result[name] for name in downstream} == {"upstream_failed"}
-    registry.configure(env)
+    reg = registry.connect(env)
     with pytest.raises(LookupError):
-        registry.resolve_version("dagbad", "latest")
+        reg.resolve_version("dagbad", "latest")

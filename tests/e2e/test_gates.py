@@ -30,18 +30,18 @@ def register(cfg: Any, settings: Any, run_id: str) -> tuple[dict[str, Any], dict
     return registered, snapped, ctx
 
 
-def champion(name: str) -> int:
-    return int(registry.resolve_version(name, "champion").version)
+def champion(reg: registry.Registry, name: str) -> int:
+    return int(reg.resolve_version(name, "champion").version)
 
 
-def test_a_corrupted_challenger_is_rejected_and_the_champion_stays(small_adult: Callable[..., Path],
-                                                                  settings: Any) -> None:
+def test_a_corrupted_challenger_is_rejected_and_the_champion_stays(
+        reg: registry.Registry, small_adult: Callable[..., Path], settings: Any) -> None:
     cfg = load_config(small_adult())
     first = run_pipeline(cfg, settings, "first")
-    assert first["decision"] == "promote" and champion(cfg.name) == 1
+    assert first["decision"] == "promote" and champion(reg, cfg.name) == 1
     registered, snapped, ctx = register(cfg, settings, "second")
-    version = registry.resolve_version(cfg.name, registered["version"])
-    model_file = next(registry.download(version.source).glob("*.skops"))
+    version = reg.resolve_version(cfg.name, registered["version"])
+    model_file = next(reg.download(version.source).glob("*.skops"))
     payload = bytearray(model_file.read_bytes())
     payload[len(payload) // 2] ^= 0xFF  # one byte flipped after registration
     model_file.write_bytes(bytes(payload))
@@ -52,17 +52,17 @@ def test_a_corrupted_challenger_is_rejected_and_the_champion_stays(small_adult: 
     gate_stages.explainability_and_fairness_gates(cfg, settings, ctx, registered, snapped)
     with pytest.raises(GateFailure, match="infra"):
         gate_stages.decide_version(cfg, settings, ctx, registered, snapped, quality)
-    assert champion(cfg.name) == 1
-    aliases = registry.client().get_registered_model(cfg.name).aliases
+    assert champion(reg, cfg.name) == 1
+    aliases = reg.client.get_registered_model(cfg.name).aliases
     assert {k: int(v) for k, v in aliases.items()} == {"champion": 1, "challenger": 1}  # v2 (rejected): none
-    tags = registry.resolve_version(cfg.name, 2).tags
+    tags = reg.resolve_version(cfg.name, 2).tags
     assert tags["autopilot.decision"] == "reject" and tags["autopilot.gate.infra"] == "failed"
-    record = registry.client().download_artifacts(str(version.run_id), "decision/decision.json")
+    record = reg.client.download_artifacts(str(version.run_id), "decision/decision.json")
     assert '"decision": "reject"' in Path(record).read_text()
 
 
 def test_first_run_review_then_human_promote_rollback_and_status(
-        small_adult: Callable[..., Path], settings: Any, monkeypatch: pytest.MonkeyPatch,
+        reg: registry.Registry, small_adult: Callable[..., Path], settings: Any, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     path = small_adult(gates={"quality": {"first_run": "require_review"}})
     cfg = load_config(path)
@@ -71,16 +71,16 @@ def test_first_run_review_then_human_promote_rollback_and_status(
     first = run_pipeline(cfg, settings, "first")
     assert first["decision"] == "review" and not first["promoted"]
     with pytest.raises(LookupError):
-        registry.resolve_version(cfg.name, "champion")
+        reg.resolve_version(cfg.name, "champion")
     with pytest.raises(SystemExit):  # --reason is mandatory
         main(["promote", cfg.name, "--version", "1"])
     capsys.readouterr()
     assert main(["promote", cfg.name, "--version", "1", "--reason", "reviewed the fairness report"]) == 0
-    assert champion(cfg.name) == 1
+    assert champion(reg, cfg.name) == 1
     second = run_pipeline(cfg, settings, "second")  # a champion exists: the gates compare against it
-    assert second["decision"] == "promote" and champion(cfg.name) == 2, second
+    assert second["decision"] == "promote" and champion(reg, cfg.name) == 2, second
     assert main(["rollback", cfg.name, "--reason", "latency regression"]) == 0
-    assert champion(cfg.name) == 1
+    assert champion(reg, cfg.name) == 1
     moves = [(m.action, m.from_version, m.to_version) for m in history(settings, cfg.name)]
     assert moves == [("force_promote", None, 1), ("promote", 1, 2), ("rollback", 2, 1)]
     capsys.readouterr()
@@ -94,7 +94,8 @@ def test_first_run_review_then_human_promote_rollback_and_status(
     assert "cannot retire" in capsys.readouterr().err
 
 
-def test_first_run_promote_policy_and_retention(small_adult: Callable[..., Path], settings: Any) -> None:
+def test_first_run_promote_policy_and_retention(
+        reg: registry.Registry, small_adult: Callable[..., Path], settings: Any) -> None:
     from autopilot.versions.retention import apply_retention
 
     cfg = load_config(small_adult(retention={"keep_last": 1, "delete_artifacts": True}))
@@ -104,11 +105,11 @@ def test_first_run_promote_policy_and_retention(small_adult: Callable[..., Path]
     assert registered["version"] == 3
     retired = apply_retention(settings, cfg, actor="test")
     assert retired == [2]  # 3 is kept (the last 1), 1 is the champion
-    retired_version = registry.resolve_version(cfg.name, 2)
+    retired_version = reg.resolve_version(cfg.name, 2)
     assert retired_version.tags["autopilot.retired"] == "true"
     with pytest.raises(Exception):  # noqa: B017 - the model files are gone, whatever MLflow raises
-        load_version(retired_version, LoadPolicy())
-    run = registry.client().get_run(str(retired_version.run_id))  # the run and its record stay for audit
+        load_version(retired_version, LoadPolicy(), reg)
+    run = reg.client.get_run(str(retired_version.run_id))  # the run and its record stay for audit
     assert run.data.metrics["test_roc_auc"] > 0.5
     assert apply_retention(settings, cfg, actor="test") == []  # idempotent
-    assert int(registry.resolve_version(cfg.name, "champion").version) == 1
+    assert int(reg.resolve_version(cfg.name, "champion").version) == 1

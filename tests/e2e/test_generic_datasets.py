@@ -43,8 +43,9 @@ def _write(tmp_path: Path, loader: Any, name: str, parquet: bool) -> Path:
     ("name", "parquet", "metric", "floor"),
     [("breast_cancer", False, "roc_auc", 0.95), ("diabetes", True, "r2", 0.2)],
 )
-def test_pipeline_is_generic(tmp_path: Path, settings: Any, name: str, parquet: bool, metric: str,
-                             floor: float) -> None:
+def test_pipeline_is_generic(
+        reg: registry.Registry, tmp_path: Path, settings: Any, name: str, parquet: bool, metric: str,
+        floor: float) -> None:
     from sklearn import datasets
 
     loader = datasets.load_breast_cancer if name == "breast_cancer" else datasets.load_diabetes
@@ -52,9 +53,9 @@ def test_pipeline_is_generic(tmp_path: Path, settings: Any, name: str, parquet: 
     assert cfg.task.value == ("binary_classification" if name == "breast_cancer" else "regression")
     ref = run_pipeline(cfg, settings, f"{name}-1")
     assert ref["metrics"][metric] > floor
-    version = registry.resolve_version(name, "challenger")
+    version = reg.resolve_version(name, "challenger")
     assert int(version.version) == ref["version"]
     # The whole chain, gates included, on data that has no sensitive attributes.
     assert ref["decision"] == "promote" and ref["promoted"], version.tags.get("autopilot.decision_reasons")
-    assert int(registry.resolve_version(name, "champion").version) == ref["version"]
+    assert int(reg.resolve_version(name, "champion").version) == ref["version"]
     assert reproduce(settings, name, ref["version"]).reproduced

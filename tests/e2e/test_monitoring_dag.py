@@ -27,8 +27,8 @@ HOUR_END = datetime(2026, 11, 20, 11, tzinfo=UTC)
 
 def log_traffic(cfg: Any, settings: Any, frame: Any, start: datetime, prefix: str) -> None:
     """Append rows as the endpoint would have served them, at times inside [start, start + 1 h)."""
-    registry.configure(settings)
-    model = load_version(registry.resolve_version(cfg.registered_model_name, "champion"), LoadPolicy())
+    reg = registry.connect(settings)
+    model = load_version(reg.resolve_version(cfg.registered_model_name, "champion"), LoadPolicy(), reg)
     schema = ServingSchema.from_config(cfg)
     rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
             for r in frame[list(cfg.features)].to_dict("records")]

@@ -68,8 +68,8 @@ def test_drift_triggers_a_retrain_that_is_gated_promoted_redeployed_and_rolled_b
         second = run_pipeline(cfg, settings, drifted["trigger_run_id"], stop_after="deploy", retrain=drifted["conf"])
         assert second["decision"] == "promote" and second["promoted"], second
         assert second["rollout"]["passed"], second["rollout"]
-        registry.configure(settings)
-        champion = registry.resolve_version("loop", "champion")
+        reg = registry.connect(settings)
+        champion = reg.resolve_version("loop", "champion")
         assert int(champion.version) == second["version"] == 2
         assert champion.tags["autopilot.dag_run_id"] == drifted["trigger_run_id"]
         assert champion.tags["autopilot.retrain.strategy"] == drifted["strategy"]
@@ -93,7 +93,7 @@ def test_drift_triggers_a_retrain_that_is_gated_promoted_redeployed_and_rolled_b
         regressed = window(cfg, settings, start, "w4")
         assert regressed["action"] == "rollback", regressed
         assert "worse than its predecessor" in regressed["reasons"][0]
-        assert int(registry.resolve_version("loop", "champion").version) == 1
+        assert int(reg.resolve_version("loop", "champion").version) == 1
         moves = [m for m in history(settings, "loop") if m.action == "rollback"]
         assert len(moves) == 1 and (moves[0].from_version, moves[0].to_version) == (2, 1)
         assert moves[0].reason.startswith("monitoring: the retrained champion's")

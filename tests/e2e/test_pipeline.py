@@ -23,35 +23,36 @@ from autopilot.versions.lineage import format_lineage, lineage
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
 
 
-def versions(name: str) -> list[Any]:
+def versions(reg: registry.Registry, name: str) -> list[Any]:
     try:
-        return list(registry.client().search_model_versions(f"name = '{name}'"))
+        return list(reg.client.search_model_versions(f"name = '{name}'"))
     except Exception:
         return []
 
 
-def test_pipeline_registers_a_reproducible_challenger(small_adult: Callable[..., Path], settings: Any) -> None:
+def test_pipeline_registers_a_reproducible_challenger(
+        reg: registry.Registry, small_adult: Callable[..., Path], settings: Any) -> None:
     cfg = load_config(small_adult())
     ref = run_pipeline(cfg, settings, "run-1", stop_after="register")
     assert ref["version"] == 1 and ref["metrics"]["roc_auc"] > 0.8
-    version = registry.resolve_version(cfg.registered_model_name, 1)
-    assert not registry.client().get_registered_model(cfg.registered_model_name).aliases  # `decide` sets them
+    version = reg.resolve_version(cfg.registered_model_name, 1)
+    assert not reg.client.get_registered_model(cfg.registered_model_name).aliases  # `decide` sets them
     tags = version.tags
     manifest = json.loads(tags[registry.MANIFEST_TAG])
     assert any(name.endswith(".skops") for name in manifest), manifest  # no pickle
     assert tags["autopilot.snapshot.train"].startswith("sha256:")
-    run = registry.client().get_run(version.run_id)
+    run = reg.client.get_run(version.run_id)
     assert run.data.tags["env.pkg.scikit-learn"] and run.data.tags["env.git_commit"]
     contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
     assert contexts == {"training", "testing"}
     digests = {i.dataset.digest for i in run.inputs.dataset_inputs}
     assert tags["autopilot.snapshot.train"].removeprefix("sha256:")[:32] in digests
-    artifacts = {a.path for a in registry.client().list_artifacts(version.run_id)}
+    artifacts = {a.path for a in reg.client.list_artifacts(version.run_id)}
     assert {"environment.json", "model_params.json", "config.json", "model_manifest.json"} <= artifacts
-    tune_artifacts = {a.path for a in registry.client().list_artifacts(tags["autopilot.tune_run_id"], "tuning")}
+    tune_artifacts = {a.path for a in reg.client.list_artifacts(tags["autopilot.tune_run_id"], "tuning")}
     assert {"tuning/trials.csv", "tuning/optimization_history.png", "tuning/best_params.json"} <= tune_artifacts
 
-    chain = lineage(cfg.registered_model_name, 1)
+    chain = lineage(cfg.registered_model_name, 1, reg)
     text = format_lineage(chain)
     assert chain["batches"]["train"]["rows"] == 1500 and chain["batches"]["test"]["rows"] == 800
     assert chain["batches"]["train"]["validation_passed"] is True
@@ -61,13 +62,14 @@ def test_pipeline_registers_a_reproducible_challenger(small_adult: Callable[...,
     assert report.reproduced, report.as_dict()
 
     # A swapped model file is refused before anything deserializes it.
-    model_file = next(Path(registry.download(version.source)).glob("*.skops"))
+    model_file = next(Path(reg.download(version.source)).glob("*.skops"))
     model_file.write_bytes(model_file.read_bytes() + b"\0")
     with pytest.raises(registry.ManifestError, match="changed file model.skops"):
-        load_version(version, LoadPolicy())
+        load_version(version, LoadPolicy(), reg)
 
 
-def test_rerun_of_the_same_run_creates_nothing_new(small_adult: Callable[..., Path], settings: Any) -> None:
+def test_rerun_of_the_same_run_creates_nothing_new(
+        reg: registry.Registry, small_adult: Callable[..., Path], settings: Any) -> None:
     import optuna
 
     cfg = load_config(small_adult())
@@ -76,13 +78,13 @@ def test_rerun_of_the_same_run_creates_nothing_new(small_adult: Callable[..., Pa
     trials = studies[0].n_trials
     second = run_pipeline(cfg, settings, "same-run", stop_after="register")
     assert second["version"] == first["version"] == 1
-    assert len(versions(cfg.registered_model_name)) == 1
+    assert len(versions(reg, cfg.registered_model_name)) == 1
     again = optuna.get_all_study_summaries(settings.optuna_storage)
     assert len(again) == 1 and again[0].n_trials == trials
     snapshots = list(Path(settings.artifact_root).rglob("*.parquet"))
     assert len(snapshots) == 2  # train and test, each stored once
-    runs = registry.client().search_runs([registry.client().get_experiment_by_name("autopilot/adult_small")
-                                          .experiment_id])
+    runs = reg.client.search_runs([reg.client.get_experiment_by_name("autopilot/adult_small")
+                                   .experiment_id])
     assert sorted(r.data.tags["autopilot.stage"] for r in runs) == ["data", "train", "tune"]
     # A new DAG run on the same data is a new version, reusing the finished study.
     third = run_pipeline(cfg, settings, "next-run", stop_after="register")
@@ -109,33 +111,34 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_DATA))
-def test_bad_data_stops_before_training(case: str, small_adult: Callable[..., Path], settings: Any) -> None:
+def test_bad_data_stops_before_training(
+        reg: registry.Registry, case: str, small_adult: Callable[..., Path], settings: Any) -> None:
     cfg = load_config(small_adult(mutate_train=BAD_DATA[case]))
     with pytest.raises(GateFailure) as err:
         run_pipeline(cfg, settings, "bad")
     report = err.value.report
     assert not report.passed and any(EXPECTED[case] in reason for reason in report.reasons), report.reasons
-    registry.configure(settings)
-    assert versions(cfg.registered_model_name) == []
+    assert versions(reg, cfg.registered_model_name) == []
     assert not list(Path(settings.artifact_root).rglob("*.parquet"))  # nothing versioned
     # The failure is recorded: a FAILED data run with the report attached.
-    run = registry.find_run(registry.client().get_experiment_by_name("autopilot/adult_small").experiment_id,
-                            "adult_small/bad/data")
+    run = reg.find_run(reg.client.get_experiment_by_name("autopilot/adult_small").experiment_id,
+                       "adult_small/bad/data")
     assert run is not None and run.info.status == "FAILED"
     assert run.data.tags["autopilot.validation.passed"] == "False"
 
 
-def test_quality_floor_blocks_registration(small_adult: Callable[..., Path], settings: Any) -> None:
+def test_quality_floor_blocks_registration(
+        reg: registry.Registry, small_adult: Callable[..., Path], settings: Any) -> None:
     cfg = load_config(small_adult(gates={"quality": {"min_metrics": {"roc_auc": 0.999}}}))
     with pytest.raises(GateFailure, match="roc_auc .* below the floor 0.999"):
         run_pipeline(cfg, settings, "floor")
-    assert versions(cfg.registered_model_name) == []
+    assert versions(reg, cfg.registered_model_name) == []
 
 
-def test_validation_records_data_docs(small_adult: Callable[..., Path], settings: Any) -> None:
+def test_validation_records_data_docs(reg: registry.Registry, small_adult: Callable[..., Path], settings: Any) -> None:
     cfg = load_config(small_adult())
     refs = validate_data(cfg, settings, RunContext(run_id="docs"))
     assert refs["batches"]["train"]["rows"] == 1500
-    artifacts = [a.path for a in registry.client().list_artifacts(refs["data_run_id"], "validation/train")]
+    artifacts = [a.path for a in reg.client.list_artifacts(refs["data_run_id"], "validation/train")]
     assert "validation/train/report.json" in artifacts
     assert "validation/train/data_docs" in artifacts

@@ -91,8 +91,8 @@ def test_a_violation_rolls_the_alias_and_the_endpoint_back(live: dict[str, Any])
     report = failed.value.report
     assert not report.passed and report.metrics["rolled_back_to"] == live["v1"]
     assert any("smoke p95 latency" in r for r in report.reasons), report.reasons
-    registry.configure(settings)
-    assert int(registry.resolve_version(cfg.registered_model_name, "champion").version) == live["v1"]
+    reg = registry.connect(settings)
+    assert int(reg.resolve_version(cfg.registered_model_name, "champion").version) == live["v1"]
     last = history(settings, cfg.registered_model_name)[-1]
     assert (last.action, last.from_version, last.to_version) == ("rollback", live["v2"], live["v1"])
     assert "rollout failed" in last.reason

@@ -67,8 +67,8 @@ def test_hot_swap_under_load_drops_nothing_and_the_log_survives_a_kill(setup: tu
         for t in threads:
             t.start()
         time.sleep(3.0)
-        registry.configure(settings)
-        registry.set_alias(cfg.registered_model_name, "champion", int(v2.version))  # the swap, midway
+        reg = registry.connect(settings)
+        reg.set_alias(cfg.registered_model_name, "champion", int(v2.version))  # the swap, midway
         time.sleep(5.0)
         stop.set()
         for t in threads:

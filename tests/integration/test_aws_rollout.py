@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import yaml
 
-from autopilot.adapters import registry
 from autopilot.config import load_config
 from autopilot.deploy.rollout import watch_aws
 from autopilot.orchestration.aws import clients_from_connection
@@ -89,4 +88,3 @@ def test_plan_deploy_rollout_on_sagemaker_through_an_airflow_connection(
     clients.cloudwatch.set_alarm_state(AlarmName=deployed["alarms"][0], StateValue="ALARM", StateReason="test")
     report = watch_aws(cfg, clients, deployed)
     assert not report.passed and deployed["alarms"][0] in report.reasons[0]
-    registry.configure(settings)

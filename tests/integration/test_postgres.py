@@ -34,15 +34,15 @@ def test_pipeline_on_postgres_is_idempotent(small_adult: Callable[..., Path], pg
     first = run_pipeline(cfg, pg_settings, "pg-run", stop_after="register")
     second = run_pipeline(cfg, pg_settings, "pg-run", stop_after="register")
     assert first["version"] == second["version"] == 1
-    registry.configure(pg_settings)
-    version = registry.resolve_version(cfg.registered_model_name, 1)
+    reg = registry.connect(pg_settings)
+    version = reg.resolve_version(cfg.registered_model_name, 1)
     assert version.tags["autopilot.dag_run_id"] == "pg-run"
     summaries = optuna.get_all_study_summaries(pg_settings.optuna_storage)
     assert len(summaries) == 1 and summaries[0].n_trials == 3
-    run = registry.client().get_run(version.run_id)
+    run = reg.client.get_run(version.run_id)
     # MLflow's dataset digest column is 36 characters: PostgreSQL enforces what SQLite does not.
     assert all(len(i.dataset.digest) <= 36 for i in run.inputs.dataset_inputs)
-    assert load_version(version, LoadPolicy()) is not None
+    assert load_version(version, LoadPolicy(), reg) is not None
 
 
 def test_optuna_study_resumes_on_postgres(postgres_db: str, adult_frames: Any) -> None:

@@ -33,13 +33,15 @@ def register(settings: Settings, name: str, count: int) -> None:
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
-    registry.configure(settings)
-    experiment = registry.ensure_experiment("promotion-pg", settings.mlflow_artifact_root)
-    with mlflow.start_run(experiment_id=experiment) as run:
+    from autopilot.adapters.registry.runs import fluent_uris
+
+    reg = registry.connect(settings)
+    experiment = reg.ensure_experiment("promotion-pg", settings.mlflow_artifact_root)
+    with fluent_uris(reg), mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.sklearn.log_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model",
                                         serialization_format="skops", pip_requirements=[])
     for _ in range(count):
-        registry.create_version(name, info.model_uri, run.info.run_id, {})
+        reg.create_version(name, info.model_uri, run.info.run_id, {})
 
 
 def race(count: int, attempt: Callable[[int], None]) -> None:
@@ -58,6 +60,7 @@ def race(count: int, attempt: Callable[[int], None]) -> None:
 
 def test_ten_concurrent_promotions_on_postgres(pg_settings: Settings) -> None:
     register(pg_settings, "pg_model", 10)
+    reg = registry.connect(pg_settings)
     errors: list[BaseException] = []
 
     def attempt(version: int) -> None:
@@ -72,17 +75,18 @@ def test_ten_concurrent_promotions_on_postgres(pg_settings: Settings) -> None:
     assert len(moves) == 10 and sorted(m.to_version for m in moves) == list(range(1, 11))
     assert moves[0].from_version is None
     assert_chain(moves)
-    assert current("pg_model", "champion") == moves[-1].to_version
+    assert current("pg_model", "champion", reg) == moves[-1].to_version
 
     previous = moves[-1].from_version
     back = rollback(pg_settings, "pg_model", actor="oncall", reason="restore")
-    assert back.to_version == previous and current("pg_model", "champion") == previous
+    assert back.to_version == previous and current("pg_model", "champion", reg) == previous
     state_db.reset_engines()  # a restart: a new engine reads the same history
     assert len(history(pg_settings, "pg_model")) == 11
 
 
 def test_concurrent_compare_and_set_on_postgres(pg_settings: Settings) -> None:
     register(pg_settings, "pg_cas", 10)
+    reg = registry.connect(pg_settings)
     outcomes: dict[int, str] = {}
 
     def attempt(version: int) -> None:
@@ -95,11 +99,12 @@ def test_concurrent_compare_and_set_on_postgres(pg_settings: Settings) -> None:
     race(10, attempt)
     winners = [v for v, outcome in outcomes.items() if outcome == "won"]
     assert len(outcomes) == 10 and len(winners) == 1
-    assert current("pg_cas", "champion") == winners[0] and len(history(pg_settings, "pg_cas")) == 1
+    assert current("pg_cas", "champion", reg) == winners[0] and len(history(pg_settings, "pg_cas")) == 1
 
 
 def test_concurrent_promotions_across_processes_on_postgres(pg_settings: Settings) -> None:
     register(pg_settings, "pg_proc", 4)
+    reg = registry.connect(pg_settings)
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Barrier(4), ctx.Queue()
     processes = [ctx.Process(target=_promote_in_process, args=(pg_settings, "pg_proc", v, start, results))
@@ -113,7 +118,7 @@ def test_concurrent_promotions_across_processes_on_postgres(pg_settings: Setting
     moves = history(pg_settings, "pg_proc")
     assert len(moves) == 4
     assert_chain(moves)
-    assert current("pg_proc", "champion") == moves[-1].to_version
+    assert current("pg_proc", "champion", reg) == moves[-1].to_version
 
 
 def test_advisory_lock_waits_are_bounded_and_die_with_the_session(pg_settings: Settings) -> None:

@@ -163,11 +163,11 @@ def test_training_dag_on_celery_and_postgres_fans_tuning_out(stack: tuple[Embedd
     (summary,) = optuna.get_all_study_summaries(settings.optuna_storage)
     assert 16 <= summary.n_trials <= 17  # MaxTrialsCallback: at most n_workers - 1 over
     # MLflow, through its server on PostgreSQL: one version, champion, with the tuning recorded.
-    registry.configure(Settings.from_env({**embedded.env(), "MLFLOW_TRACKING_URI": embedded.overrides[
+    reg = registry.connect(Settings.from_env({**embedded.env(), "MLFLOW_TRACKING_URI": embedded.overrides[
         "MLFLOW_TRACKING_URI"]}))
-    version = registry.resolve_version(MODEL, "champion")
+    version = reg.resolve_version(MODEL, "champion")
     assert int(version.version) == 1
-    tune_run = registry.client().get_run(version.tags["autopilot.tune_run_id"])
+    tune_run = reg.client.get_run(version.tags["autopilot.tune_run_id"])
     assert tune_run.data.params["tuning_workers"] == "2"
     assert tune_run.data.tags["autopilot.study_name"] == summary.study_name
 

@@ -193,7 +193,6 @@ def write_config(folder: Path, *, bucket: str = "models-reliability", aws: dict[
 
 def aws_deployment(tmp_path: Path, adult_frames: Any, *, versions: int = 1, **config: Any) -> Deployment:
     """Register `versions` real models (the first promoted) and plan each for `target: aws`."""
-    from autopilot.adapters import registry
     from autopilot.config import load_config
     from autopilot.pipeline.context import RunContext
     from autopilot.pipeline.deploy import plan_deployment
@@ -214,7 +213,6 @@ def aws_deployment(tmp_path: Path, adult_frames: Any, *, versions: int = 1, **co
         plans[number] = plan_deployment(cfg, settings, RunContext(run_id=f"plan-{number}"),
                                         {"promoted": True, "version": number}, snapped)
     promote(settings, cfg.registered_model_name, numbers[1], actor="test", reason="first")
-    registry.configure(settings)
     return Deployment(settings=settings, cfg=cfg, config_path=path, snapped=snapped, versions=numbers, plans=plans)
 
 
@@ -248,11 +246,11 @@ def stored_sha256(s3: Any, bucket: str, key: str) -> str | None:
     return hashlib.sha256(body).hexdigest()
 
 
-def registry_state(model: str) -> dict[str, Any]:
+def registry_state(settings: Any, model: str) -> dict[str, Any]:
     """The registered model's aliases and every version's tags (what a deploy must not change)."""
-    from mlflow import MlflowClient
+    from autopilot.adapters import registry
 
-    client = MlflowClient()
+    client = registry.connect(settings).client
     aliases = {str(k): str(v) for k, v in dict(client.get_registered_model(model).aliases).items()}
     versions = {str(v.version): dict(v.tags) for v in client.search_model_versions(f"name='{model}'")}
     return json.loads(json.dumps({"aliases": aliases, "tags": versions}, sort_keys=True))

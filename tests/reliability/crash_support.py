@@ -50,10 +50,12 @@ def logged_model(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> t
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
+    from autopilot.adapters.registry.runs import fluent_uris
+
     settings = home_settings(mlflow_uri, tmp_path_factory.mktemp("logged"), "sqlite:///unused.db")
-    registry.configure(settings)
-    experiment = registry.ensure_experiment("crash-tests", settings.mlflow_artifact_root)
-    with mlflow.start_run(experiment_id=experiment) as run:
+    reg = registry.connect(settings)
+    experiment = reg.ensure_experiment("crash-tests", settings.mlflow_artifact_root)
+    with fluent_uris(reg), mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.sklearn.log_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model",
                                         serialization_format="skops", pip_requirements=[])
     return info.model_uri, run.info.run_id
@@ -72,10 +74,10 @@ def sqlite_state(tmp_path: Path) -> str:
 
 def new_model(settings: Settings, logged: tuple[str, str], count: int) -> str:
     """A fresh registered model with `count` versions (all pointing at the one logged model)."""
-    registry.configure(settings)
+    reg = registry.connect(settings)
     name = f"crash_{uuid.uuid4().hex[:8]}"
     for _ in range(count):
-        registry.create_version(name, logged[0], logged[1], {})
+        reg.create_version(name, logged[0], logged[1], {})
     return name
 
 

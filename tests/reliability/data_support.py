@@ -59,14 +59,14 @@ def assert_nothing_versioned(settings: Any, model: str, validated: bool = False)
 
     `validated`: validation passed and a later step failed, so the data run itself FINISHED.
     """
-    registry.configure(settings)
-    assert versions(model) == [], f"{model} has registered versions"
+    reg = registry.connect(settings)
+    assert versions(reg, model) == [], f"{model} has registered versions"
     stored = list(Path(settings.artifact_root).rglob("*.parquet"))
     assert stored == [], f"snapshots were written: {stored}"
-    experiment = registry.client().get_experiment_by_name(f"autopilot/{model}")
+    experiment = reg.client.get_experiment_by_name(f"autopilot/{model}")
     if experiment is None:
         return
-    runs = registry.client().search_runs([experiment.experiment_id])
+    runs = reg.client.search_runs([experiment.experiment_id])
     assert {r.data.tags.get("autopilot.stage") for r in runs} <= {"data"}, "a stage after validation ran"
     status = "FINISHED" if validated else "FAILED"
     assert all(r.info.status == status for r in runs), [(r.info.run_name, r.info.status) for r in runs]

@@ -81,19 +81,20 @@ def make_champion(home: Path, cfg: LoadedConfig, frames: tuple[pd.DataFrame, pd.
     settings = Settings.from_env({"AUTOPILOT_HOME": str(home / "home"), "AUTOPILOT_CONFIG_DIR": str(home)})
     train, test = frames
     version = register_version(settings, cfg, (train, test), rows=len(train))
+    reg = registry.connect(settings)
     store = open_store(settings.artifact_root)
     snapped = {}
     for split, frame in (("train", train), ("test", test)):
         ref = write_snapshot(canonicalize(frame, cfg), store, f"monitoring test {split}")
         snapped[split] = {"digest": ref.digest, "uri": ref.uri}
-        registry.client().set_model_version_tag(cfg.registered_model_name, version.version,
-                                                f"autopilot.snapshot.{split}", f"sha256:{ref.digest}")
+        reg.client.set_model_version_tag(cfg.registered_model_name, version.version,
+                                         f"autopilot.snapshot.{split}", f"sha256:{ref.digest}")
     registered = {"name": version.name, "version": int(version.version), "run_id": version.run_id}
     ctx = RunContext(run_id="monitoring-champion", dag_id="test", actor="test")
     gates = gate_stages.explainability_and_fairness_gates(cfg, settings, ctx, registered, {"snapshots": snapped})
     assert gates["explainability"]["passed"], gates
-    version = registry.resolve_version(cfg.registered_model_name, "champion")
-    reference = load_reference(cfg, settings, version)
-    model = load_version(version, LoadPolicy())
+    version = reg.resolve_version(cfg.registered_model_name, "champion")
+    reference = load_reference(reg, cfg, settings, version)
+    model = load_version(version, LoadPolicy(), reg)
     population = canonicalize(test, cfg, require_target=False)[list(cfg.features)]
     return Champion(settings, cfg, version, model, reference, population)

@@ -43,7 +43,6 @@ def behind_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fau
           FaultProxy(server.url) as proxy):
         settings = Settings.from_env({"AUTOPILOT_HOME": str(home / "home"), "MLFLOW_TRACKING_URI": proxy.url,
                                       "AUTOPILOT_MLFLOW_ARTIFACT_ROOT": "mlflow-artifacts:/"})
-        registry.configure(settings)
         yield proxy, settings
     for key, value in saved.items():
         if value is None:
@@ -70,6 +69,7 @@ def _registered(version: Any) -> dict[str, Any]:
 def test_a_registry_outage_during_a_gate_is_an_error_not_a_first_run_or_a_failed_gate(
         behind_proxy: tuple[FaultProxy, Settings], two_versions: Any) -> None:
     proxy, settings = behind_proxy
+    reg = registry.connect(settings)
     cfg, champion, challenger, snapped = two_versions
     ctx = RunContext(run_id="misread-1", dag_id="autopilot_training__adult_income", actor="test")
     proxy.set("status", status=503, path=r"registered-models/(get|alias)")  # the champion lookup fails
@@ -78,11 +78,11 @@ def test_a_registry_outage_during_a_gate_is_an_error_not_a_first_run_or_a_failed
     assert not isinstance(raised.value, GateFailure)
     assert proxy.count("status") >= 1
     proxy.set("pass")
-    stored = {Path(f.path).name for f in registry.client().list_artifacts(challenger.run_id, "gates")}
+    stored = {Path(f.path).name for f in reg.client.list_artifacts(challenger.run_id, "gates")}
     assert "quality.json" not in stored, "an outage was recorded as the quality gate's verdict"
     with pytest.raises(Exception) as unresolved:  # an outage is not "no such alias"
         proxy.set("status", status=503, path=MLFLOW_CALL)
-        registry.resolve_version(cfg.registered_model_name, "champion")
+        reg.resolve_version(cfg.registered_model_name, "champion")
     assert not isinstance(unresolved.value, LookupError)
     proxy.set("pass")
     # The registry answers again: the gate compares with the real champion, not "first run".
@@ -93,6 +93,7 @@ def test_a_registry_outage_during_a_gate_is_an_error_not_a_first_run_or_a_failed
 def test_an_outage_while_decide_reads_the_reports_is_not_a_reject(
         behind_proxy: tuple[FaultProxy, Settings], two_versions: Any) -> None:
     proxy, settings = behind_proxy
+    reg = registry.connect(settings)
     cfg, champion, challenger, snapped = two_versions
     ctx = RunContext(run_id="misread-2", dag_id="autopilot_training__adult_income", actor="test")
     registered = _registered(challenger)
@@ -102,7 +103,7 @@ def test_an_outage_while_decide_reads_the_reports_is_not_a_reject(
         gate_stages.decide_version(cfg, settings, ctx, registered, snapped, quality)
     assert not isinstance(raised.value, GateFailure), "an outage became a permanent reject"
     proxy.set("pass")
-    tags = registry.client().get_model_version(challenger.name, challenger.version).tags
+    tags = reg.client.get_model_version(challenger.name, challenger.version).tags
     assert "autopilot.decision" not in tags  # no decision was recorded on the outage
     # Recovered: the reports that really are missing (only quality ran) now reject the version.
     with pytest.raises(GateFailure, match="did not report"):
@@ -119,12 +120,12 @@ def test_a_dead_endpoint_alerts_instead_of_looking_quiet(tmp_path: Path, setting
     from autopilot.pipeline.monitoring import monitor_window
 
     cfg = adult_cfg()
-    registry.configure(settings)
+    reg = registry.connect(settings)
     version = register_version(settings, cfg, adult_frames, params=LINEAR, rows=1500, alias="champion")
     snapped = snapshots(settings, cfg, adult_frames)["snapshots"]
     for split in ("train", "test"):
-        registry.client().set_model_version_tag(version.name, version.version, f"autopilot.snapshot.{split}",
-                                                f"sha256:{snapped[split]['digest']}")
+        reg.client.set_model_version_tag(version.name, version.version, f"autopilot.snapshot.{split}",
+                                         f"sha256:{snapped[split]['digest']}")
     assert cfg.path is not None
     server = Server(cfg.path, settings.home, free_port())
     monkeypatch.setenv("AUTOPILOT_SERVING_URL", server.url)

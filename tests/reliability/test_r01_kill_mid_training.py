@@ -52,20 +52,21 @@ def train(cfg: LoadedConfig, settings: Settings, ctx: RunContext, snapped: dict[
     return train_and_register(cfg, settings, ctx, snapped, TUNED)
 
 
-def runs_of(cfg: LoadedConfig) -> list[Any]:
-    experiment = registry.client().get_experiment_by_name(experiment_name(cfg))
+def runs_of(reg: registry.Registry, cfg: LoadedConfig) -> list[Any]:
+    experiment = reg.client.get_experiment_by_name(experiment_name(cfg))
     assert experiment is not None
-    return list(registry.client().search_runs([experiment.experiment_id], max_results=1000))
+    return list(reg.client.search_runs([experiment.experiment_id], max_results=1000))
 
 
-def train_runs(cfg: LoadedConfig, key: str) -> list[Any]:
-    return [r for r in runs_of(cfg) if r.data.tags.get(registry.IDEMPOTENCY_TAG) == key]
+def train_runs(reg: registry.Registry, cfg: LoadedConfig, key: str) -> list[Any]:
+    return [r for r in runs_of(reg, cfg) if r.data.tags.get(registry.IDEMPOTENCY_TAG) == key]
 
 
-def wait_for_running_run(cfg: LoadedConfig, key: str, worker: Any, log: Path, timeout: float = 180) -> None:
+def wait_for_running_run(reg: registry.Registry, cfg: LoadedConfig, key: str, worker: Any, log: Path,
+                         timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(r.info.status == "RUNNING" for r in train_runs(cfg, key)):
+        if any(r.info.status == "RUNNING" for r in train_runs(reg, cfg, key)):
             return
         if not worker.is_alive():
             raise AssertionError(f"the worker ended before training started:\n{log.read_text()[-3000:]}")
@@ -84,32 +85,34 @@ def crash_and_rerun(cfg: LoadedConfig, settings: Settings, snapped: dict[str, An
                     folder: Path, fault_dir: Path) -> None:
     """Kill a DAG run's training at `moment`, run it again: its version is `number`."""
     name = cfg.registered_model_name
+    reg = registry.connect(settings)
     ctx = RunContext(run_id=f"manual__crashed_at_{moment}")
     key = ctx.key(cfg, "train")
     folder.mkdir()
     log = folder / "worker.log"
     points = () if moment == "training" else (moment,)
-    challenger = current(name, "challenger")
+    challenger = current(name, "challenger", reg)
     worker = fork_worker(train, cfg, settings, ctx, snapped, log=log, points=points, fault_dir=fault_dir)
     if moment == "training":
-        wait_for_running_run(cfg, key, worker, log)
+        wait_for_running_run(reg, cfg, key, worker, log)
         kill9(worker.pid)
     else:
         kill9(wait_for_marker(fault_dir, moment, timeout=180, log=log))
     worker.join(10)
     assert worker.exitcode == -9, moment
-    killed = train_runs(cfg, key)
+    killed = train_runs(reg, cfg, key)
     assert [r.info.status for r in killed] == ["FINISHED" if moment == "train.registered" else "RUNNING"], moment
-    assert len(registry.find_versions(name, key)) == (1 if moment == "train.registered" else 0), moment
-    assert current(name, "challenger") == challenger  # the killed run never got the alias
+    assert len(reg.find_versions(name, key)) == (1 if moment == "train.registered" else 0), moment
+    assert current(name, "challenger", reg) == challenger  # the killed run never got the alias
 
     again = train(cfg, settings, ctx, snapped)
 
-    assert [int(v.version) for v in registry.find_versions(name, key)] == [again["version"]] == [number], moment
+    assert [int(v.version) for v in reg.find_versions(name, key)] == [again["version"]] == [number], moment
     assert again["metrics"]["roc_auc"] > 0.7 and again["name"] == name
     # Registration sets no alias (`decide` gives `challenger` to a version that passed); champion unchanged.
-    assert current(name, "challenger") == challenger and current(name, "champion") == 1
-    assert [r.info.run_id for r in train_runs(cfg, key)] == [killed[0].info.run_id], moment  # resumed, not replaced
-    assert [r.info.status for r in runs_of(cfg) if r.info.status != "FINISHED"] == [], moment
+    assert current(name, "challenger", reg) == challenger and current(name, "champion", reg) == 1
+    # Resumed, not replaced.
+    assert [r.info.run_id for r in train_runs(reg, cfg, key)] == [killed[0].info.run_id], moment
+    assert [r.info.status for r in runs_of(reg, cfg) if r.info.status != "FINISHED"] == [], moment
     assert train(cfg, settings, ctx, snapped)["version"] == number  # and once more: nothing new
-    assert len(registry.find_versions(name, key)) == 1
+    assert len(reg.find_versions(name, key)) == 1

@@ -60,6 +60,7 @@ def test_snapshot_and_training_run_twice_at_once(small_adult: Callable[..., Path
                                                   tmp_path: Path) -> None:
     cfg: LoadedConfig = load_config(small_adult(name="r02_model", rows=1200, test_rows=600))
     settings: Settings = home_settings(mlflow_uri, tmp_path / "home", sqlite_state(tmp_path))
+    reg = registry.connect(settings)
     ctx = RunContext(run_id="manual__delivered_twice")
     validated = validate_data(cfg, settings, ctx)
 
@@ -73,19 +74,19 @@ def test_snapshot_and_training_run_twice_at_once(small_adult: Callable[..., Path
     stored = sorted(p.name for p in Path(settings.artifact_root).rglob("*") if p.is_file() and "snapshots" in p.parts)
     digests = {snap["digest"] for snap in snapped[0]["ok"]["snapshots"].values()}
     assert stored == sorted([f"{d}.parquet" for d in digests] + [f"{d}.json" for d in digests]), stored
-    data_run = registry.client().get_run(validated["data_run_id"])
+    data_run = reg.client.get_run(validated["data_run_id"])
     assert len(data_run.inputs.dataset_inputs) == len(digests) == 2  # one input per batch, not two
 
     registered = twice(train_and_register, (cfg, settings, ctx, snapped[0]["ok"], TUNED), tmp_path)
     assert "ok" in registered[0] and registered[0]["ok"]["version"] == registered[1]["ok"]["version"], registered
     key = ctx.key(cfg, "train")
-    assert [int(v.version) for v in registry.client().search_model_versions(f"name = '{cfg.registered_model_name}'")
+    assert [int(v.version) for v in reg.client.search_model_versions(f"name = '{cfg.registered_model_name}'")
             ] == [registered[0]["ok"]["version"]]
-    assert current(cfg.registered_model_name, "challenger") is None  # registration sets no alias; `decide` does
-    experiment = registry.client().get_experiment_by_name(experiment_name(cfg))
+    assert current(cfg.registered_model_name, "challenger", reg) is None  # registration sets no alias; `decide` does
+    experiment = reg.client.get_experiment_by_name(experiment_name(cfg))
     assert experiment is not None
-    runs = registry.client().search_runs([experiment.experiment_id],
-                                         filter_string=f"tags.`{registry.IDEMPOTENCY_TAG}` = '{key}'")
+    runs = reg.client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.`{registry.IDEMPOTENCY_TAG}` = '{key}'")
     assert [r.info.status for r in runs] == ["FINISHED"]  # one training run for the key, finished
 
 

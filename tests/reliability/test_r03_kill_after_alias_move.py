@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from autopilot.adapters import state_db
+from autopilot.adapters import registry, state_db
 from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.gates import promote_version
 from autopilot.settings import Settings
@@ -64,12 +64,13 @@ EXPECTED = {"promote": (1, 2, "promote"), "force_promote": (1, 3, "force_promote
 def crash_then_retry(settings: Settings, logged: tuple[str, str], kind: str, point: str, fault_dir: Path,
                      tmp_path: Path) -> None:
     name = new_model(settings, logged, 3)
+    reg = registry.connect(settings)
     promote(settings, name, 1, actor="dag", reason="first champion")
     if kind == "rollback":
         promote(settings, name, 2, actor="dag", reason="second champion")
     before = history(settings, name)
     origin, target, action = EXPECTED[kind]
-    assert current(name, "champion") == origin
+    assert current(name, "champion", reg) == origin
 
     log = tmp_path / "worker.log"
     worker = fork_worker(move, kind, settings, name, log=log, points=(point,), fault_dir=fault_dir)
@@ -79,12 +80,12 @@ def crash_then_retry(settings: Settings, logged: tuple[str, str], kind: str, poi
     assert worker.exitcode == -9
     assert len(pending(settings, name)) == 1  # the intent survived the crash
     moved = point != "promotion.intent_written"
-    assert current(name, "champion") == (target if moved else origin)
+    assert current(name, "champion", reg) == (target if moved else origin)
     assert history(settings, name) == before  # nothing recorded for the killed attempt
 
     retried = move(kind, settings, name)
 
-    assert current(name, "champion") == target
+    assert current(name, "champion", reg) == target
     after = history(settings, name)
     assert after[:len(before)] == before and len(after) == len(before) + 1, after
     row = after[-1]
@@ -98,7 +99,7 @@ def crash_then_retry(settings: Settings, logged: tuple[str, str], kind: str, poi
     # Another retry changes nothing (the history row is replayed, or a no-op is only recorded for the CLI).
     if kind != "force_promote":
         move(kind, settings, name)
-        assert len(history(settings, name)) == len(after) and current(name, "champion") == target
+        assert len(history(settings, name)) == len(after) and current(name, "champion", reg) == target
 
 
 @pytest.fixture

@@ -182,8 +182,9 @@ def _time(value: str | None) -> datetime | None:
 
 def log_traffic(cfg: Any, settings: Any, frame: pd.DataFrame, start: datetime) -> int:
     """Append rows to the inference log as the endpoint would have served them with the champion."""
-    champion = registry.resolve_version(cfg.registered_model_name, "champion")
-    model = load_version(champion, LoadPolicy())
+    reg = registry.connect(settings)
+    champion = reg.resolve_version(cfg.registered_model_name, "champion")
+    model = load_version(champion, LoadPolicy(), reg)
     rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
             for r in frame[list(cfg.features)].to_dict("records")]
     scores = model.predict_proba(ServingSchema.from_config(cfg).frame(rows))[:, 1]
@@ -267,8 +268,8 @@ def test_a_drift_alarm_during_a_running_retrain_is_recorded_with_its_reason(
         adult_frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     settings = airflow.settings
     cfg = load_config(airflow.embedded.settings.config_dir / f"{MODEL}.yaml")
-    registry.configure(settings)
-    wait_for(airflow, "a champion", lambda: registry.resolve_version(cfg.registered_model_name, "champion"),
+    reg = registry.connect(settings)
+    wait_for(airflow, "a champion", lambda: reg.resolve_version(cfg.registered_model_name, "champion"),
              timeout=1200, every=5)
 
     # A retrain in flight, exactly as the monitoring DAG leaves one: recorded, then triggered.

@@ -74,14 +74,14 @@ def test_bad_data_fails_validate_alerts_and_versions_nothing(case: str, airflow_
     assert_stopped_at(dag_run, "validate", tries=1)
     assert_nothing_versioned(env, model)
     # The failure is recorded with its reasons: a FAILED data run carrying the report.
-    registry.configure(env)
-    experiment = registry.client().get_experiment_by_name(f"autopilot/{model}")
-    run = registry.find_run(experiment.experiment_id, f"{model}/{dag_run.run_id}/data")
+    reg = registry.connect(env)
+    experiment = reg.client.get_experiment_by_name(f"autopilot/{model}")
+    run = reg.find_run(experiment.experiment_id, f"{model}/{dag_run.run_id}/data")
     assert run is not None and run.info.status == "FAILED"
     assert run.data.tags["autopilot.validation.passed"] == "False"
     assert run.data.tags["autopilot.validation.train.passed"] == "False"
-    report = json.loads(Path(registry.client().download_artifacts(run.info.run_id,
-                                                                  "validation/train/report.json")).read_text())
+    report = json.loads(Path(reg.client.download_artifacts(run.info.run_id,
+                                                           "validation/train/report.json")).read_text())
     reasons = " | ".join(report["reasons"])
     assert all(text in reasons for text in expected), reasons
     # The alert: one message (the task-level and DAG-level callbacks share one delivery key).

@@ -175,10 +175,10 @@ def test_an_exception_inside_great_expectations_fails_validate(airflow_db: None,
     assert_nothing_versioned(env, name)
     from autopilot.adapters import registry
 
-    registry.configure(env)
-    experiment = registry.client().get_experiment_by_name(f"autopilot/{name}")
-    run = registry.find_run(experiment.experiment_id, f"{name}/{dag_run.run_id}/data")
-    report = json.loads(Path(registry.client().download_artifacts(run.info.run_id,
-                                                                  "validation/train/report.json")).read_text())
+    reg = registry.connect(env)
+    experiment = reg.client.get_experiment_by_name(f"autopilot/{name}")
+    run = reg.find_run(experiment.experiment_id, f"{name}/{dag_run.run_id}/data")
+    report = json.loads(Path(reg.client.download_artifacts(run.info.run_id,
+                                                           "validation/train/report.json")).read_text())
     assert report["reasons"][0].startswith("validation could not run: ValidationError"), report["reasons"]
     assert "ExpectColumnToExist" in report["reasons"][0]

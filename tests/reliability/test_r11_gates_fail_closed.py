@@ -50,6 +50,7 @@ class World:
 
     def __init__(self, settings: Settings, cfg: LoadedConfig, frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
         self.settings, self.cfg, self.frames = settings, cfg, frames
+        self.reg = registry.connect(settings)
         self.champion = register_version(settings, cfg, frames, alias="champion")
         self.snapped = snapshots(settings, cfg, frames)
 
@@ -70,8 +71,6 @@ class World:
 
     def run_gates(self, registered: dict[str, Any], snapped: dict[str, Any] | None = None) -> dict[str, Any]:
         """The gate tasks, then `decide`, as the DAG runs them; the decision record."""
-        import mlflow
-
         snapped = snapped or self.snapped
         ctx = RunContext(run_id=f"r11-v{registered['version']}", dag_id="test", actor="test")
         quality = gate_stages.quality_gate(self.cfg, self.settings, ctx, registered, snapped)
@@ -79,17 +78,17 @@ class World:
         gate_stages.infra_gate(self.cfg, self.settings, ctx, registered, snapped)
         with pytest.raises(GateFailure, match="decision gate FAILED"):
             gate_stages.decide_version(self.cfg, self.settings, ctx, registered, snapped, quality)
-        record: dict[str, Any] = mlflow.artifacts.load_dict(f"runs:/{registered['run_id']}/decision/decision.json")
+        record: dict[str, Any] = self.reg.load_dict(registered["run_id"], "decision/decision.json")
         assert record["decision"] == "reject"
         return record
 
     def assert_rejected_and_champion_kept(self, registered: dict[str, Any]) -> None:
-        version = registry.resolve_version(self.cfg.registered_model_name, registered["version"])
+        version = self.reg.resolve_version(self.cfg.registered_model_name, registered["version"])
         assert version.tags["autopilot.decision"] == "reject"
-        champion = registry.resolve_version(self.cfg.registered_model_name, "champion")
+        champion = self.reg.resolve_version(self.cfg.registered_model_name, "champion")
         assert int(champion.version) == int(self.champion.version) == 1
         assert history(self.settings, self.cfg.registered_model_name) == []
-        aliases = registry.client().get_registered_model(self.cfg.registered_model_name).aliases or {}
+        aliases = self.reg.client.get_registered_model(self.cfg.registered_model_name).aliases or {}
         assert int(registered["version"]) not in {int(v) for v in aliases.values()}  # a rejected version: no alias
 
 

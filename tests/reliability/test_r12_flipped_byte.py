@@ -41,7 +41,6 @@ def serving(settings: Settings, adult_frames: tuple[pd.DataFrame, pd.DataFrame])
     from autopilot.versions.promotion import promote
 
     cfg = adult_cfg()
-    registry.configure(settings)
     v1 = register_version(settings, cfg, adult_frames, params=LINEAR, rows=1500, alias=None)
     promote(settings, cfg.registered_model_name, int(v1.version), actor="test", reason="first champion")
     assert cfg.path is not None
@@ -60,13 +59,14 @@ def _predict(server: Server, rows: list[dict[str, Any]]) -> int:
 
 
 def test_a_flipped_byte_is_refused_everywhere_and_v1_keeps_serving(
-        serving: tuple[Server, Any], settings: Settings, adult_frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+        reg: registry.Registry, serving: tuple[Server, Any], settings: Settings,
+        adult_frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     server, v1 = serving
     cfg = adult_cfg()
     rows = feature_rows(adult_frames, cfg, n=5)
     assert _predict(server, rows) == 1
     v2 = register_version(settings, cfg, adult_frames, params=LINEAR, rows=1200, alias="challenger")
-    corrupt_version(v2)
+    corrupt_version(reg, v2)
 
     # 1. Through the gates: each load refuses the changed file; the decision rejects; no alias moves.
     snapped = make_snapshots(settings, cfg, adult_frames)
@@ -80,11 +80,11 @@ def test_a_flipped_byte_is_refused_everywhere_and_v1_keeps_serving(
         assert not summary["passed"] and "changed file model.skops" in " ".join(summary["reasons"]), summary
     with pytest.raises(GateFailure, match="changed file model.skops"):
         gate_stages.decide_version(cfg, settings, ctx, registered, snapped, quality)
-    assert current(cfg.registered_model_name, "champion") == 1
+    assert current(cfg.registered_model_name, "champion", reg) == 1
     assert [m.to_version for m in history(settings, cfg.registered_model_name)] == [1]
 
     # 2. The alias forced onto v2 through MLflow: the endpoint refuses it and keeps answering from v1.
-    registry.client().set_registered_model_alias(cfg.registered_model_name, "champion", str(v2.version))
+    reg.client.set_registered_model_alias(cfg.registered_model_name, "champion", str(v2.version))
     reloaded = httpx.post(server.url + "/reload", headers=HEADERS, timeout=60).json()
     assert reloaded["model_version"] == 1 and "changed file model.skops" in reloaded["error"], reloaded
     model = httpx.get(server.url + "/model", headers=HEADERS, timeout=10).json()
@@ -101,8 +101,8 @@ def test_a_flipped_byte_is_refused_everywhere_and_v1_keeps_serving(
     from autopilot.pipeline.monitoring import monitor_window
 
     for split in ("train", "test"):  # v2 looks complete to monitoring: only its bytes are wrong
-        registry.client().set_model_version_tag(v2.name, v2.version, f"autopilot.snapshot.{split}",
-                                                f"sha256:{snapped['snapshots'][split]['digest']}")
+        reg.client.set_model_version_tag(v2.name, v2.version, f"autopilot.snapshot.{split}",
+                                         f"sha256:{snapped['snapshots'][split]['digest']}")
     start = datetime(2026, 12, 6, 10, tzinfo=UTC)
     with pytest.raises(ModelRefused, match="changed file model.skops"):
         monitor_window(cfg, settings, ctx, start, start + timedelta(hours=1))

@@ -88,14 +88,11 @@ def planned(tmp_path_factory: pytest.TempPathFactory, adult_frames: Any) -> Depl
 
 @pytest.fixture
 def aws(planned: Deployment, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Clients on an empty moto with the bucket; the registry configured for this module's home."""
-    from autopilot.adapters import registry
-
+    """Clients on an empty moto with the bucket."""
     use_fake_credentials(monkeypatch, moto_server)
     reset_moto(moto_server)
     clients = aws_clients(REGION, moto_server)
     clients.s3.create_bucket(Bucket=BUCKET)
-    registry.configure(planned.settings)
     yield clients
 
 
@@ -123,7 +120,7 @@ def assert_rerun_completes(planned: Deployment, aws: Any, cfg: Any | None = None
 @pytest.mark.parametrize("point", [POINT, STORED])
 def test_deploy_killed_mid_upload_leaves_no_partial_object_and_the_rerun_completes(
         planned: Deployment, aws: Any, fault_dir: Path, tmp_path: Path, point: str) -> None:
-    before = registry_state(planned.cfg.registered_model_name)
+    before = registry_state(planned.settings, planned.cfg.registered_model_name)
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(planned.plan(1)))
     log = tmp_path / "child.log"
@@ -148,11 +145,11 @@ def test_deploy_killed_mid_upload_leaves_no_partial_object_and_the_rerun_complet
         stored = stored_sha256(aws.s3, BUCKET, key)
         assert stored is not None
     assert sagemaker_names(aws.sagemaker) == NOTHING  # nothing can point at it yet
-    assert registry_state(planned.cfg.registered_model_name) == before
+    assert registry_state(planned.settings, planned.cfg.registered_model_name) == before
 
     deployed = assert_rerun_completes(planned, aws)  # aborts a dead upload first, or verifies the object
     assert stored in (None, deployed["sha256"])
-    assert registry_state(planned.cfg.registered_model_name) == before
+    assert registry_state(planned.settings, planned.cfg.registered_model_name) == before
 
 
 def test_upload_killed_after_one_of_three_parts_is_aborted_by_the_rerun(aws: Any, fault_dir: Path,
@@ -192,7 +189,7 @@ def test_upload_killed_after_one_of_three_parts_is_aborted_by_the_rerun(aws: Any
 def test_a_stored_package_that_does_not_match_is_deleted_and_the_rerun_completes(
         planned: Deployment, aws: Any, moto_server: str, upload: str, fault: str) -> None:
     cfg = planned.cfg if upload == "multipart" else with_aws(planned.cfg, multipart_threshold_mib=64)
-    before = registry_state(cfg.registered_model_name)
+    before = registry_state(planned.settings, cfg.registered_model_name)
     key = package_key(planned)
     with AwsFaultProxy(moto_server) as proxy:
         clients = aws_clients(REGION, proxy.url, limits=cfg.deployment.aws)
@@ -216,7 +213,7 @@ def test_a_stored_package_that_does_not_match_is_deleted_and_the_rerun_completes
     assert stored_sha256(aws.s3, BUCKET, key) is None
     assert multipart_uploads(aws.s3, BUCKET) == []
     assert sagemaker_names(aws.sagemaker) == NOTHING
-    assert registry_state(cfg.registered_model_name) == before
+    assert registry_state(planned.settings, cfg.registered_model_name) == before
 
     assert_rerun_completes(planned, aws, cfg)
-    assert registry_state(cfg.registered_model_name) == before
+    assert registry_state(planned.settings, cfg.registered_model_name) == before

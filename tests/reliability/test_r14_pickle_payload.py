@@ -80,10 +80,10 @@ def _registered(version: Any) -> dict[str, Any]:
             "model_uri": f"models:/{version.name}/{version.version}", "source": version.source}
 
 
-def test_every_load_path_refuses_the_payloads(small_adult: Callable[..., Path], settings: Settings, tmp_path: Path,
-                                              adult_frames: tuple[pd.DataFrame, pd.DataFrame],
-                                              claims_to_serve: Callable[[int], str],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_load_path_refuses_the_payloads(
+        reg: registry.Registry, small_adult: Callable[..., Path], settings: Settings, tmp_path: Path,
+        adult_frames: tuple[pd.DataFrame, pd.DataFrame], claims_to_serve: Callable[[int], str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from autopilot.cli import run_pipeline
     from autopilot.deploy.rollout import watch_local
     from autopilot.gates.infra import evaluate_infra
@@ -97,9 +97,9 @@ def test_every_load_path_refuses_the_payloads(small_adult: Callable[..., Path], 
     cfg = load_config(small_adult())
     genuine_ref = run_pipeline(cfg, settings, "genuine", stop_after="register")
     promote(settings, cfg.registered_model_name, genuine_ref["version"], actor="test", reason="genuine champion")
-    genuine = registry.resolve_version(cfg.registered_model_name, genuine_ref["version"])
+    genuine = reg.resolve_version(cfg.registered_model_name, genuine_ref["version"])
     markers = {kind: tmp_path / f"pwned-{kind}" for kind in ("pickle", "skops")}
-    evil = {kind: register_malicious(cfg.registered_model_name, genuine, kind, marker, tmp_path / kind, alias=None)
+    evil = {kind: register_malicious(reg, cfg.registered_model_name, genuine, kind, marker, tmp_path / kind, alias=None)
             for kind, marker in markers.items()}
     snapped = snapshots(settings, cfg, adult_frames)
     splits, _ = load_splits(cfg, settings, snapped["snapshots"])
@@ -113,7 +113,7 @@ def test_every_load_path_refuses_the_payloads(small_adult: Callable[..., Path], 
 
     for kind, version in evil.items():
         # The attacker makes the payload champion through MLflow's own client.
-        registry.client().set_registered_model_alias(cfg.registered_model_name, "champion", str(version.version))
+        reg.client.set_registered_model_alias(cfg.registered_model_name, "champion", str(version.version))
         registered = _registered(version)
 
         # Gates: the payload as challenger (and as champion).
@@ -125,7 +125,7 @@ def test_every_load_path_refuses_the_payloads(small_adult: Callable[..., Path], 
             for verdict in verdicts:
                 assert not verdict["passed"], (kind, name, verdict)
             untouched(f"gate {name} ({kind})")
-        report = evaluate_infra(version, sample, sample.index.to_numpy(), cfg, policy)  # the probe itself
+        report = evaluate_infra(version, sample, sample.index.to_numpy(), cfg, policy, reg)  # the probe itself
         assert not report.passed and "refusing to load" in report.reasons[0], report.reasons
         untouched(f"infra probe ({kind})")
 
@@ -134,7 +134,7 @@ def test_every_load_path_refuses_the_payloads(small_adult: Callable[..., Path], 
             RegistrySource(cfg, cfg.registered_model_name, policy=policy,
                            registry=registry.connect(settings)).load(int(version.version))
         package = tmp_path / f"package-{kind}"
-        shutil.copytree(registry.download(version.source), package)
+        shutil.copytree(reg.download(version.source), package)
         (package / PACKAGE_MANIFEST).write_text(json.dumps(registry.sha256_manifest(package)))
         with pytest.raises(ModelRefused, match=REFUSAL):
             DirectorySource(cfg, package, version=int(version.version), policy=policy).load(int(version.version))

@@ -51,7 +51,6 @@ def settings(request: pytest.FixtureRequest, mlflow_uri: str, tmp_path: Path) ->
 
 def contend(settings: Settings, name: str, version: int, expected: Any, start: Any) -> dict[str, Any]:
     """One contender: open the state database first, so the race is about the promotion itself."""
-    registry.configure(settings)
     history(settings, name)
     start.wait(60)
     return promote(settings, name, version, actor=f"worker-{version}", reason="race",
@@ -90,23 +89,25 @@ def assert_chain(moves: list[promotion.AliasMove]) -> None:
         assert after.from_version == before.to_version, (before, after)
 
 
-def test_ten_queued_promotions(settings: Settings, logged_model: tuple[str, str], tmp_path: Path) -> None:  # noqa: F811
+def test_ten_queued_promotions(reg: registry.Registry, settings: Settings, logged_model: tuple[str, str],  # noqa: F811
+                               tmp_path: Path) -> None:
     name = new_model(settings, logged_model, N)
     outcomes = race(settings, name, list(range(1, N + 1)), ANY, tmp_path)
     assert all("ok" in outcome for outcome in outcomes.values()), outcomes
     moves = history(settings, name)
     assert sorted(m.to_version for m in moves) == list(range(1, N + 1)) and moves[0].from_version is None
     assert_chain(moves)
-    champion = current(name, "champion")
+    champion = current(name, "champion", reg)
     assert champion == moves[-1].to_version
-    aliases = registry.client().get_registered_model(name).aliases
+    aliases = reg.client.get_registered_model(name).aliases
     assert {alias: int(v) for alias, v in aliases.items()} == {"champion": champion}
     back = rollback(settings, name, actor="oncall", reason="restore")  # to the previous champion
-    assert back.to_version == moves[-1].from_version and current(name, "champion") == back.to_version
+    assert back.to_version == moves[-1].from_version and current(name, "champion", reg) == back.to_version
 
 
-def test_ten_compare_and_set_promotions_have_one_winner(settings: Settings, logged_model: tuple[str, str],  # noqa: F811
-                                                        tmp_path: Path) -> None:
+def test_ten_compare_and_set_promotions_have_one_winner(
+        reg: registry.Registry, settings: Settings, logged_model: tuple[str, str],  # noqa: F811
+        tmp_path: Path) -> None:
     name = new_model(settings, logged_model, N + 1)
     promote(settings, name, 1, actor="dag", reason="the champion every contender compared against")
     contenders = list(range(2, N + 2))
@@ -119,13 +120,14 @@ def test_ten_compare_and_set_promotions_have_one_winner(settings: Settings, logg
         assert "refused" in (tmp_path / f"worker-{loser}.log").read_text(), loser
     moves = history(settings, name)
     assert [(m.from_version, m.to_version) for m in moves] == [(None, 1), (1, winners[0])]
-    assert current(name, "champion") == winners[0]
+    assert current(name, "champion", reg) == winners[0]
     assert promotion.rollback_target(settings, name) == 1  # the previous champion, never a loser
     assert rollback(settings, name, actor="oncall", reason="restore").to_version == 1
 
 
-def test_a_contender_killed_holding_the_lock_loses_nothing(settings: Settings, logged_model: tuple[str, str],  # noqa: F811
-                                                           tmp_path: Path, fault_dir: Path) -> None:
+def test_a_contender_killed_holding_the_lock_loses_nothing(
+        reg: registry.Registry, settings: Settings, logged_model: tuple[str, str],  # noqa: F811
+        tmp_path: Path, fault_dir: Path) -> None:
     name = new_model(settings, logged_model, N)
     outcomes = race(settings, name, list(range(1, N + 1)), ANY, tmp_path, armed=1, fault_dir=fault_dir)
     assert all("ok" in outcome for v, outcome in outcomes.items() if v != 1), outcomes
@@ -133,7 +135,7 @@ def test_a_contender_killed_holding_the_lock_loses_nothing(settings: Settings, l
     # The killed contender had moved the alias: the next holder of the lock recorded its move.
     assert sorted(m.to_version for m in moves) == list(range(1, N + 1)), moves
     assert_chain(moves)
-    assert current(name, "champion") == moves[-1].to_version and pending(settings, name) == []
+    assert current(name, "champion", reg) == moves[-1].to_version and pending(settings, name) == []
 
 
 def retire_all_but_newest(settings: Settings, name: str) -> list[int]:
@@ -148,8 +150,9 @@ def force(settings: Settings, name: str, version: int) -> dict[str, Any]:
     return {**move.as_dict(), "started": started}
 
 
-def test_retention_holds_the_lock_against_a_move(settings: Settings, logged_model: tuple[str, str],  # noqa: F811
-                                                 tmp_path: Path, fault_dir: Path) -> None:
+def test_retention_holds_the_lock_against_a_move(
+        reg: registry.Registry, settings: Settings, logged_model: tuple[str, str],  # noqa: F811
+        tmp_path: Path, fault_dir: Path) -> None:
     """Retention decided to retire v1 (not champion, not rollback target); a forced promotion of v1 arrives."""
     name = new_model(settings, logged_model, 4)
     for version in (2, 3):
@@ -166,4 +169,4 @@ def test_retention_holds_the_lock_against_a_move(settings: Settings, logged_mode
     refused = result_of(tmp_path / "force.log")
     # The move waited for the lock, then found v1 retired: it never became a retired champion.
     assert refused.get("type") == "ValueError" and "retired" in refused["error"], refused
-    assert current(name, "champion") == 3 and len(history(settings, name)) == 2
+    assert current(name, "champion", reg) == 3 and len(history(settings, name)) == 2

@@ -68,8 +68,8 @@ ROLLBACK_BOUND_SECONDS = 45.0
 
 
 def champion(dep: Any) -> int:
-    registry.configure(dep.settings)
-    return int(registry.resolve_version(dep.cfg.registered_model_name, "champion").version)
+    reg = registry.connect(dep.settings)
+    return int(reg.resolve_version(dep.cfg.registered_model_name, "champion").version)
 
 
 def last_move(dep: Any) -> Any:
@@ -227,10 +227,7 @@ def stored_artifact(dep: Deployment, run_id: str, path: str) -> Path:
     """The file in the local artifact store itself (not a copy)."""
     from urllib.parse import urlparse
 
-    import mlflow
-
-    registry.configure(dep.settings)
-    uri = mlflow.get_run(run_id).info.artifact_uri
+    uri = registry.connect(dep.settings).get_run(run_id).info.artifact_uri
     local = Path(urlparse(uri).path if uri.startswith("file:") else uri) / path
     assert dep.settings.home in local.parents and local.is_file(), local
     return local
@@ -426,8 +423,8 @@ def test_local_endpoint_erroring_on_the_smoke_test_is_rolled_back(live: dict[str
 
 def test_local_endpoint_that_cannot_load_the_new_version_is_rolled_back(live: dict[str, Any]) -> None:
     dep = live["dep"]
-    registry.configure(dep.settings)
-    corrupt_version(registry.resolve_version(dep.cfg.registered_model_name, dep.versions[3]))
+    reg = registry.connect(dep.settings)
+    corrupt_version(reg, reg.resolve_version(dep.cfg.registered_model_name, dep.versions[3]))
     error, took = local_rollout(live, 3, "r16-local-unloadable")
     assert not isinstance(error, RollbackIncomplete)
     assert took < ROLLBACK_BOUND_SECONDS + dep.cfg.deployment.rollout.swap_timeout_seconds

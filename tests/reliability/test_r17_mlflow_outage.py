@@ -184,15 +184,17 @@ def two_versions(proxy: FaultProxy, tmp_path: Path) -> tuple[Settings, str]:
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
+    from autopilot.adapters.registry.runs import fluent_uris
+
     settings = home_settings(proxy.url, tmp_path / "home", sqlite_state(tmp_path))
-    registry.configure(settings)
-    experiment = registry.ensure_experiment("r17-promotion", settings.mlflow_artifact_root)
-    with mlflow.start_run(experiment_id=experiment) as run:
+    reg = registry.connect(settings)
+    experiment = reg.ensure_experiment("r17-promotion", settings.mlflow_artifact_root)
+    with fluent_uris(reg), mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.sklearn.log_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model",
                                         serialization_format="skops", pip_requirements=[])
     name = f"r17_{uuid.uuid4().hex[:8]}"
     for _ in range(2):
-        registry.create_version(name, info.model_uri, run.info.run_id, {})
+        reg.create_version(name, info.model_uri, run.info.run_id, {})
     promote(settings, name, 1, actor="dag", reason="first champion")
     return settings, name
 

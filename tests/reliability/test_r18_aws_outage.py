@@ -78,18 +78,15 @@ def planned(tmp_path_factory: pytest.TempPathFactory, adult_frames: Any) -> Depl
 def world(planned: Deployment, moto_server: str, monkeypatch: pytest.MonkeyPatch,
           caplog: pytest.LogCaptureFixture) -> Iterator[dict[str, Any]]:
     """An empty moto with the bucket, canary credentials, and the registry as it was before."""
-    from autopilot.adapters import registry
-
     use_fake_credentials(monkeypatch, moto_server, token=True)
     reset_moto(moto_server)
     direct = aws_clients(REGION, moto_server)
     direct.s3.create_bucket(Bucket=BUCKET)
-    registry.configure(planned.settings)
     caplog.set_level(logging.DEBUG)  # every logger, botocore's included
     model = planned.cfg.registered_model_name
-    before = {"registry": registry_state(model), "history": len(history(planned.settings, model))}
+    before = {"registry": registry_state(planned.settings, model), "history": len(history(planned.settings, model))}
     yield {"direct": direct, "before": before}
-    assert registry_state(model) == before["registry"]
+    assert registry_state(planned.settings, model) == before["registry"]
     assert len(history(planned.settings, model)) == before["history"]
 
 

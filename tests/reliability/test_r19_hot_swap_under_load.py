@@ -170,7 +170,7 @@ def test_a_hot_swap_under_200_requests_per_second_drops_nothing_and_never_mixes_
     cfg = adult_cfg()
     rows = feature_rows(adult_frames, cfg, n=200)
     # Each version's own in-process predictions (the pipeline itself, not the server's fast path).
-    registry.configure(settings)
+    reg = registry.connect(settings)
     schema = ServingSchema.from_config(cfg)
     source = RegistrySource(cfg, cfg.registered_model_name, registry=registry.connect(settings))
     expected = {int(v.version): source.load(int(v.version))
@@ -183,7 +183,7 @@ def test_a_hot_swap_under_200_requests_per_second_drops_nothing_and_never_mixes_
                             {**AUTH, "X-Request-ID": f"r19-{i}"}) for i, pick in enumerate(picks)]
 
     def swap() -> dict[str, Any]:
-        registry.set_alias(cfg.registered_model_name, "champion", int(v2.version))
+        reg.set_alias(cfg.registered_model_name, "champion", int(v2.version))
         return dict(httpx.post(server.url + "/reload", headers=AUTH, timeout=120).json())
 
     outcomes, swap_times = asyncio.run(drive(server, bodies, swap))

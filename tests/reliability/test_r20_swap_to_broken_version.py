@@ -48,14 +48,12 @@ MODEL = "adult_income"
 
 def unreadable_version(settings: Settings, version: Any) -> None:
     """Replace the stored model file with garbage and rewrite the manifest tag to match it."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    folder = Path(mlflow.artifacts.download_artifacts(version.source))  # the stored folder itself (local store)
+    reg = registry.connect(settings)
+    folder = reg.download(version.source)  # the stored folder itself (local store, no destination)
     target = next(p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix == ".skops")
     target.write_bytes(b"PK\x03\x04 this is not a skops archive " * 100)
-    MlflowClient().set_model_version_tag(MODEL, version.version, registry.MANIFEST_TAG,
-                                         json.dumps(registry.sha256_manifest(folder), sort_keys=True))
+    reg.client.set_model_version_tag(MODEL, version.version, registry.MANIFEST_TAG,
+                                     json.dumps(registry.sha256_manifest(folder), sort_keys=True))
 
 
 def nan_coefficient(pipeline: Any) -> None:
@@ -107,9 +105,10 @@ def served(tmp_path: Path, adult_frames: Any) -> Iterator[tuple[Server, Settings
 def test_a_broken_version_never_replaces_the_serving_one(served: tuple[Server, Settings, Any, list[Any]],
                                                          adult_frames: Any) -> None:
     server, settings, v1, rows = served
+    reg = registry.connect(settings)
     cfg = adult_cfg()
     corrupted = register_version(settings, cfg, adult_frames, alias=None)
-    corrupt_version(corrupted)
+    corrupt_version(reg, corrupted)
     unreadable = register_version(settings, cfg, adult_frames, alias=None)
     unreadable_version(settings, unreadable)
     nan = register_version(settings, cfg, adult_frames, params=LINEAR, alias=None, mutate=nan_coefficient)
@@ -120,7 +119,7 @@ def test_a_broken_version_never_replaces_the_serving_one(served: tuple[Server, S
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as http, Traffic(server, rows) as traffic:
         time.sleep(1.0)
         for failures, (version, fragment, not_fragment) in enumerate(broken, start=1):
-            registry.set_alias(MODEL, "champion", int(version.version))
+            reg.set_alias(MODEL, "champion", int(version.version))
             report = http.post("/reload").json()
             where = f"version {version.version} ({fragment or 'unreadable'})"
             assert report["changed"] is False and report["model_version"] == int(v1.version), (where, report)
@@ -140,7 +139,7 @@ def test_a_broken_version_never_replaces_the_serving_one(served: tuple[Server, S
             time.sleep(0.5)  # traffic keeps flowing between the attempts
         served_before_good = len(traffic.answers)
 
-        registry.set_alias(MODEL, "champion", int(good.version))
+        reg.set_alias(MODEL, "champion", int(good.version))
         report = http.post("/reload").json()
         assert report["changed"] is True and report["model_version"] == int(good.version), report
         time.sleep(1.0)

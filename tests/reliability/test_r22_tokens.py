@@ -99,8 +99,8 @@ def test_every_route_refuses_a_missing_or_wrong_token_and_nothing_changes(
         assert logged(settings) == (len(rows), 0)
 
         # The attacker moves the alias (write access to MLflow) and asks the endpoint to follow.
-        registry.configure(settings)
-        registry.set_alias("adult_income", "champion", int(v2.version))
+        reg = registry.connect(settings)
+        reg.set_alias("adult_income", "champion", int(v2.version))
         refused = 0
         for name, headers in BAD_CREDENTIALS.items():
             for method, path, body in calls(rows, "r22-known"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +41,21 @@ def log_version(settings: Settings, fmt: str = "skops") -> tuple[Any, Any]:
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
 
+    from autopilot.adapters.registry.runs import fluent_uris
+
     X = tiny_frame()
     model = make_pipeline(make_column_transformer((OneHotEncoder(), ["sex"]), remainder="passthrough"),
                           LogisticRegression()).fit(X, (X["age"] > 45).astype(int))
     signature = ModelSignature(inputs=Schema([ColSpec("double", "age"), ColSpec("string", "sex")]),
                                outputs=infer_signature(X, model.predict_proba(X)).outputs)
-    registry.configure(settings)
-    experiment = registry.ensure_experiment("infra-test", settings.mlflow_artifact_root)
-    with mlflow.start_run(experiment_id=experiment) as run:
+    reg = registry.connect(settings)
+    experiment = reg.ensure_experiment("infra-test", settings.mlflow_artifact_root)
+    with fluent_uris(reg), mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.sklearn.log_model(model, name="model", serialization_format=fmt, signature=signature,
                                         pyfunc_predict_fn="predict_proba", pip_requirements=registry.requirements())
-    manifest = registry.sha256_manifest(Path(mlflow.artifacts.download_artifacts(info.model_uri)))
-    version = registry.create_version("tiny", info.model_uri, run.info.run_id,
-                                      {registry.MANIFEST_TAG: json.dumps(manifest, sort_keys=True)})
+    manifest = registry.sha256_manifest(reg.download(info.model_uri))
+    version = reg.create_version("tiny", info.model_uri, run.info.run_id,
+                                 {registry.MANIFEST_TAG: json.dumps(manifest, sort_keys=True)})
     return version, model
 
 
@@ -73,10 +75,9 @@ def pickle_version(store: Settings) -> tuple[Any, Any]:
     return log_version(store, fmt="cloudpickle")
 
 
-@pytest.fixture(autouse=True)
-def configured(store: Settings) -> Iterator[None]:
-    registry.configure(store)
-    yield
+@pytest.fixture(scope="module")
+def reg(store: Settings) -> registry.Registry:
+    return registry.connect(store)
 
 
 @pytest.fixture
@@ -89,10 +90,11 @@ def no_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(infra, "_run_probe", refuse)
 
 
-def test_a_registered_version_passes(skops_version: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_registered_version_passes(
+        reg: registry.Registry, skops_version: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     version, model = skops_version
     X = tiny_frame(50)
-    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy())
+    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy(), reg)
     assert report.passed, report.reasons
     m = report.metrics
     assert m["rows"] == 40 and m["predictions_equal"] and m["max_abs_diff"] == 0.0
@@ -110,62 +112,63 @@ def test_a_registered_version_passes(skops_version: tuple[Any, Any], monkeypatch
     monkeypatch.setattr(infra, "_run_probe", lambda *args: results[0] if results else results.append(probe(*args))
                         or results[0])
     # Judged against the scores the pipeline computes (positive class only).
-    scores = evaluate_infra(version, X, model.predict_proba(X)[:, 1], tiny_config(), LoadPolicy())
+    scores = evaluate_infra(version, X, model.predict_proba(X)[:, 1], tiny_config(), LoadPolicy(), reg)
     assert scores.passed and "positive-class column" in scores.details["compared"]
 
     # Predictions that differ from the in-process ones, and limits the model misses, fail.
     wrong = model.predict_proba(X)
     wrong[3, 1] += 1e-12
     strict = evaluate_infra(version, X, wrong, tiny_config(max_p95_latency_ms=1e-6, max_peak_memory_mb=1.0),
-                            LoadPolicy())
+                            LoadPolicy(), reg)
     assert not strict.passed
     text = " | ".join(strict.reasons)
     assert "differ from the in-process ones" in text and "p95 latency" in text and "peak memory" in text
     assert strict.metrics["max_abs_diff"] == pytest.approx(1e-12, rel=0.01)
 
 
-def test_a_changed_model_file_fails_before_loading(store: Settings, no_load: None) -> None:
+def test_a_changed_model_file_fails_before_loading(reg: registry.Registry, store: Settings, no_load: None) -> None:
     version, model = log_version(store)  # its own version: this one gets damaged
-    model_file = registry.download(version.source) / "model.skops"
+    model_file = reg.download(version.source) / "model.skops"
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))
     X = tiny_frame(10)
-    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy())
+    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy(), reg)
     assert not report.passed
     assert "changed file model.skops" in report.reasons[0], report.reasons
 
 
-def test_a_pickle_model_is_refused_without_allow_pickle(pickle_version: tuple[Any, Any], no_load: None) -> None:
+def test_a_pickle_model_is_refused_without_allow_pickle(
+        reg: registry.Registry, pickle_version: tuple[Any, Any], no_load: None) -> None:
     version, model = pickle_version
     X = tiny_frame(10)
-    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy())
+    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy(), reg)
     assert not report.passed and "refusing a pickle model" in report.reasons[0], report.reasons
     assert "serialization_format cloudpickle" in report.reasons[0]
 
 
-def test_a_pickle_model_loads_when_allowed(pickle_version: tuple[Any, Any]) -> None:
+def test_a_pickle_model_loads_when_allowed(reg: registry.Registry, pickle_version: tuple[Any, Any]) -> None:
     version, model = pickle_version
     X = tiny_frame(10)
     cfg = ModelConfig.model_validate(adult_config_dict(registry={"allow_pickle": True}))
-    report = evaluate_infra(version, X, model.predict_proba(X), cfg, LoadPolicy(allow_pickle=True))
+    report = evaluate_infra(version, X, model.predict_proba(X), cfg, LoadPolicy(allow_pickle=True), reg)
     assert report.passed, report.reasons
 
 
-def test_fails_closed(skops_version: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fails_closed(reg: registry.Registry, skops_version: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     version, model = skops_version
     X = tiny_frame(10)
-    misaligned = evaluate_infra(version, X, model.predict_proba(X.head(5)), tiny_config(), LoadPolicy())
+    misaligned = evaluate_infra(version, X, model.predict_proba(X.head(5)), tiny_config(), LoadPolicy(), reg)
     assert not misaligned.passed and "one expected prediction each" in misaligned.reasons[0]
     monkeypatch.setattr(infra, "_run_probe", lambda *args: {"error": "the probe process died (exit code -9)"})
-    died = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy())
+    died = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy(), reg)
     assert not died.passed and "exit code -9" in died.reasons[0]
 
     def explode(*args: Any) -> None:
         raise OSError("disk gone")
 
     monkeypatch.setattr(infra.model_loading, "open_version", explode)
-    broken = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy())
+    broken = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy(), reg)
     assert not broken.passed and "could not run: OSError: disk gone" in broken.reasons[0]
 
 
@@ -177,10 +180,11 @@ def test_a_pipeline_version_passes(small_adult: Callable[..., Path], settings: A
 
     cfg = load_config(small_adult())
     ref = run_pipeline(cfg, settings, "infra", stop_after="register")
-    version = registry.resolve_version(ref["name"], ref["version"])
+    reg = registry.connect(settings)
+    version = reg.resolve_version(ref["name"], ref["version"])
     X = load_batch(cfg, cfg.resolve(cfg.data.test_source or "")).drop(columns=[cfg.target.column]).head(100)
-    expected = load_version(version, LoadPolicy()).predict_proba(X)
-    report = evaluate_infra(version, X, expected, cfg, LoadPolicy())
+    expected = load_version(version, LoadPolicy(), reg).predict_proba(X)
+    report = evaluate_infra(version, X, expected, cfg, LoadPolicy(), reg)
     assert report.passed, report.reasons
     assert report.metrics["rows"] == 100 and report.metrics["max_abs_diff"] == 0.0
 

@@ -43,9 +43,12 @@ KEY = "k" * 40
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path_factory.mktemp("door") / "home")})
-    registry.configure(settings)
-    return settings
+    return Settings.from_env({"AUTOPILOT_HOME": str(tmp_path_factory.mktemp("door") / "home")})
+
+
+@pytest.fixture(scope="module")
+def reg(store: Settings) -> registry.Registry:
+    return registry.connect(store)
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +66,12 @@ def restore_pickle_flag() -> Iterator[None]:
         os.environ[model_loading.PICKLE_ENV] = before
 
 
-def _sign(version: Any, key: str) -> Any:
+def _sign(reg: registry.Registry, version: Any, key: str) -> Any:
     """Add the signature registration would have made (as a version tag)."""
     manifest = json.loads(version.tags[registry.MANIFEST_TAG])
-    registry.client().set_model_version_tag(version.name, version.version, SIGNATURE_TAG,
-                                            sign_manifest(version.name, manifest, key))
-    return registry.client().get_model_version(version.name, version.version)
+    reg.client.set_model_version_tag(version.name, version.version, SIGNATURE_TAG,
+                                     sign_manifest(version.name, manifest, key))
+    return reg.client.get_model_version(version.name, version.version)
 
 
 def test_every_family_encoding_and_task_needs_only_reviewed_types(adult_frames: tuple[pd.DataFrame, Any]) -> None:
@@ -106,13 +109,13 @@ def test_every_family_encoding_and_task_needs_only_reviewed_types(adult_frames: 
     assert "sklearn.tree._tree.Tree" in needed  # the enumeration reached the tree families
 
 
-def test_a_genuine_version_loads_and_predicts_like_the_registered_model(genuine: Any,
+def test_a_genuine_version_loads_and_predicts_like_the_registered_model(reg: registry.Registry, genuine: Any,
                                                                          adult_frames: tuple[Any, Any]) -> None:
     cfg = adult_cfg()
     frame = pd.DataFrame(feature_rows(adult_frames, cfg, n=20))
-    with open_version(genuine, LoadPolicy()) as files:
+    with open_version(genuine, LoadPolicy(), reg) as files:
         assert files.serialization_format == "skops" and not files.signed
-        assert files.folder != registry.download(genuine.source)  # a private copy, not the store itself
+        assert files.folder != reg.download(genuine.source)  # a private copy, not the store itself
         model = load_sklearn(files)
         pyfunc = load_pyfunc(files)
         served = np.asarray(pyfunc.predict(frame))
@@ -124,54 +127,56 @@ def test_a_genuine_version_loads_and_predicts_like_the_registered_model(genuine:
     assert np.array_equal(served, model.predict_proba(frame))
 
 
-def test_signed_manifests(genuine: Any, store: Settings) -> None:
+def test_signed_manifests(reg: registry.Registry, genuine: Any, store: Settings) -> None:
     with pytest.raises(ModelRefused, match="not signed"):
-        load_version(genuine, LoadPolicy(signing_key=KEY))
-    signed = _sign(genuine, KEY)
-    assert load_version(signed, LoadPolicy(signing_key=KEY)) is not None
+        load_version(genuine, LoadPolicy(signing_key=KEY), reg)
+    signed = _sign(reg, genuine, KEY)
+    assert load_version(signed, LoadPolicy(signing_key=KEY), reg) is not None
     with pytest.raises(ModelRefused, match="does not match"):
-        load_version(signed, LoadPolicy(signing_key="w" * 40))
+        load_version(signed, LoadPolicy(signing_key="w" * 40), reg)
     # An attacker rewrites the manifest tag (to match swapped files): the signature no longer holds.
     manifest = json.loads(signed.tags[registry.MANIFEST_TAG])
     manifest["extra.txt"] = "0" * 64
-    registry.client().set_model_version_tag(signed.name, signed.version, registry.MANIFEST_TAG, json.dumps(manifest))
-    tampered = registry.client().get_model_version(signed.name, signed.version)
+    reg.client.set_model_version_tag(signed.name, signed.version, registry.MANIFEST_TAG, json.dumps(manifest))
+    tampered = reg.client.get_model_version(signed.name, signed.version)
     with pytest.raises(ModelRefused, match="does not match"):
-        load_version(tampered, LoadPolicy(signing_key=KEY))
-    registry.client().set_model_version_tag(signed.name, signed.version, registry.MANIFEST_TAG,
-                                            signed.tags[registry.MANIFEST_TAG])
+        load_version(tampered, LoadPolicy(signing_key=KEY), reg)
+    reg.client.set_model_version_tag(signed.name, signed.version, registry.MANIFEST_TAG,
+                                     signed.tags[registry.MANIFEST_TAG])
     with pytest.raises(ValueError, match="at least 32 characters"):
         sign_manifest("m", manifest, "short")
     assert SIGNATURE_TAG not in manifest_tags("m", manifest, None)
     assert manifest_tags("m", manifest, KEY)[SIGNATURE_TAG].startswith("hmac-sha256:v1:")
 
 
-def test_a_changed_file_is_refused_before_loading(store: Settings, adult_frames: tuple[Any, Any]) -> None:
+def test_a_changed_file_is_refused_before_loading(
+        reg: registry.Registry, store: Settings, adult_frames: tuple[Any, Any]) -> None:
     version = register_version(store, adult_cfg(), adult_frames, params=LINEAR, rows=600, alias=None)
-    stored = registry.download(version.source) / "model.skops"
+    stored = reg.download(version.source) / "model.skops"
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
     with pytest.raises(ModelRefused, match="changed file model.skops"):
-        load_version(version, LoadPolicy())
+        load_version(version, LoadPolicy(), reg)
 
 
 @pytest.mark.parametrize("kind", ["pickle", "skops"])
-def test_payloads_registered_through_mlflow_are_refused(kind: str, genuine: Any, tmp_path: Path) -> None:
+def test_payloads_registered_through_mlflow_are_refused(
+        reg: registry.Registry, kind: str, genuine: Any, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    evil = register_malicious(genuine.name, genuine, kind, marker, tmp_path, alias=None)
+    evil = register_malicious(reg, genuine.name, genuine, kind, marker, tmp_path, alias=None)
     reason = "refusing a pickle model" if kind == "pickle" else "trusts types outside autopilot's reviewed list"
     with pytest.raises(ModelRefused, match=reason):
-        load_version(evil, LoadPolicy())
+        load_version(evil, LoadPolicy(), reg)
     assert not marker.exists()
 
 
-def test_a_skops_file_needing_an_unreviewed_type_is_refused_even_when_its_mlmodel_is_honest(
+def test_a_skops_file_needing_an_unreviewed_type_is_refused_even_when_its_mlmodel_is_honest(reg: registry.Registry,
         genuine: Any, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    evil = register_malicious(genuine.name, genuine, "skops", marker, tmp_path, alias=None)
+    evil = register_malicious(reg, genuine.name, genuine, "skops", marker, tmp_path, alias=None)
     folder = tmp_path / "honest"
-    shutil.copytree(registry.download(evil.source), folder)
+    shutil.copytree(reg.download(evil.source), folder)
     mlmodel = folder / "MLmodel"
     mlmodel.write_text(mlmodel.read_text().replace("- tests.payloads.SkopsBomb\n", ""))
     with pytest.raises(ModelRefused, match=r"needs types outside .*tests\.payloads\.SkopsBomb"):
@@ -179,41 +184,45 @@ def test_a_skops_file_needing_an_unreviewed_type_is_refused_even_when_its_mlmode
     assert not marker.exists()
 
 
-def test_pickle_loads_only_when_the_config_allows_it(store: Settings, adult_frames: tuple[Any, Any],
-                                                     tmp_path: Path, restore_pickle_flag: None) -> None:
+def test_pickle_loads_only_when_the_config_allows_it(
+        reg: registry.Registry, store: Settings, adult_frames: tuple[Any, Any], tmp_path: Path,
+        restore_pickle_flag: None) -> None:
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
+    from autopilot.adapters.registry.runs import fluent_uris
+
     X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
     model = LogisticRegression().fit(X, [0, 0, 1, 1])
-    registry.configure(store)
-    with mlflow.start_run(experiment_id=registry.ensure_experiment("pickled", store.mlflow_artifact_root)) as run:
+    with fluent_uris(reg), mlflow.start_run(experiment_id=reg.ensure_experiment("pickled",
+                                                                               store.mlflow_artifact_root)) as run:
         info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",
                                         pip_requirements=registry.requirements())
-    manifest = registry.sha256_manifest(registry.download(info.model_uri))
-    version = registry.create_version("pickled", info.model_uri, run.info.run_id,
-                                      manifest_tags("pickled", manifest, None))
+    manifest = registry.sha256_manifest(reg.download(info.model_uri))
+    version = reg.create_version("pickled", info.model_uri, run.info.run_id,
+                                 manifest_tags("pickled", manifest, None))
     with pytest.raises(ModelRefused, match="refusing a pickle model"):
-        load_version(version, LoadPolicy())
-    loaded = load_version(version, LoadPolicy(allow_pickle=True))
+        load_version(version, LoadPolicy(), reg)
+    loaded = load_version(version, LoadPolicy(allow_pickle=True), reg)
     assert np.array_equal(loaded.predict(X), model.predict(X))
 
 
-def test_mlflows_own_loader_is_switched_off_after_any_load(genuine: Any, restore_pickle_flag: None) -> None:
+def test_mlflows_own_loader_is_switched_off_after_any_load(
+        reg: registry.Registry, genuine: Any, restore_pickle_flag: None) -> None:
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
     os.environ[model_loading.PICKLE_ENV] = "true"
-    load_version(genuine, LoadPolicy())
+    load_version(genuine, LoadPolicy(), reg)
     with pytest.raises(MlflowException, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
-        mlflow.sklearn.load_model(str(registry.download(genuine.source)))
+        mlflow.sklearn.load_model(str(reg.download(genuine.source)))
 
 
-def test_packages_carry_their_signature(genuine: Any, tmp_path: Path) -> None:
+def test_packages_carry_their_signature(reg: registry.Registry, genuine: Any, tmp_path: Path) -> None:
     from autopilot.deploy.aws import package_model
 
-    signed = _sign(genuine, KEY)
-    with open_version(signed, LoadPolicy(signing_key=KEY)) as files:
+    signed = _sign(reg, genuine, KEY)
+    with open_version(signed, LoadPolicy(signing_key=KEY), reg) as files:
         archive, _ = package_model(files.folder, tmp_path / "model.tar.gz", signature=signed.tags[SIGNATURE_TAG])
     unpacked = tmp_path / "unpacked"
     shutil.unpack_archive(archive, unpacked)
@@ -228,12 +237,12 @@ def test_packages_carry_their_signature(genuine: Any, tmp_path: Path) -> None:
         assert not files.signed
 
 
-def test_payloads_are_live(genuine: Any, tmp_path: Path, store: Settings) -> None:
+def test_payloads_are_live(reg: registry.Registry, genuine: Any, tmp_path: Path, store: Settings) -> None:
     """The control: MLflow's own loader, allowed to, runs each payload (so the refusals above mean something)."""
     for kind in ("pickle", "skops"):
         marker = tmp_path / f"marker-{kind}"
-        evil = register_malicious(genuine.name, genuine, kind, marker, tmp_path / kind, alias=None)
-        folder = registry.download(evil.source)
+        evil = register_malicious(reg, genuine.name, genuine, kind, marker, tmp_path / kind, alias=None)
+        folder = reg.download(evil.source)
         code = ("import mlflow.sklearn\ntry:\n"
                 f"    mlflow.sklearn.load_model({str(folder)!r})\nexcept Exception:\n    pass\n")
         env = {**os.environ, model_loading.PICKLE_ENV: "true", "PYTHONPATH": str(PROJECT)}
@@ -241,7 +250,7 @@ def test_payloads_are_live(genuine: Any, tmp_path: Path, store: Settings) -> Non
         assert marker.exists(), f"the {kind} payload did not run under MLflow's own loader"
 
 
-def test_versions_registered_before_signing_can_be_signed_after_a_file_check(
+def test_versions_registered_before_signing_can_be_signed_after_a_file_check(reg: registry.Registry,
         store: Settings, adult_frames: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Turning signing on must not strand the champion: `autopilot sign` checks the files, then signs."""
@@ -251,21 +260,21 @@ def test_versions_registered_before_signing_can_be_signed_after_a_file_check(
     cfg = adult_cfg()
     old = register_version(store, cfg, adult_frames, params=LINEAR, rows=600, alias=None)
     with pytest.raises(ModelRefused, match="not signed"):
-        load_version(old, LoadPolicy(signing_key=KEY))
-    assert sign_version(old, KEY) is True
-    signed = registry.client().get_model_version(old.name, old.version)
-    assert load_version(signed, LoadPolicy(signing_key=KEY)) is not None
-    assert sign_version(signed, KEY) is False  # already signed with this key
+        load_version(old, LoadPolicy(signing_key=KEY), reg)
+    assert sign_version(old, KEY, reg) is True
+    signed = reg.client.get_model_version(old.name, old.version)
+    assert load_version(signed, LoadPolicy(signing_key=KEY), reg) is not None
+    assert sign_version(signed, KEY, reg) is False  # already signed with this key
     with pytest.raises(ModelRefused, match="does not match"):
-        sign_version(signed, "w" * 40)  # never re-signed under another key
+        sign_version(signed, "w" * 40, reg)  # never re-signed under another key
     tampered = register_version(store, cfg, adult_frames, params=LINEAR, rows=500, alias=None)
-    stored = registry.download(tampered.source) / "model.skops"
+    stored = reg.download(tampered.source) / "model.skops"
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
     with pytest.raises(ModelRefused, match="changed file model.skops"):
-        sign_version(tampered, KEY)  # files that no longer match their manifest are never signed
-    assert SIGNATURE_TAG not in registry.client().get_model_version(tampered.name, tampered.version).tags
+        sign_version(tampered, KEY, reg)  # files that no longer match their manifest are never signed
+    assert SIGNATURE_TAG not in reg.client.get_model_version(tampered.name, tampered.version).tags
     # The command, as an operator runs it.
     monkeypatch.setenv("AUTOPILOT_HOME", str(store.home))
     monkeypatch.setenv("AUTOPILOT_SIGNING_KEY", KEY)

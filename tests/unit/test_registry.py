@@ -48,9 +48,10 @@ def test_skops_allowlist() -> None:
     assert skops_types(Custom().fit(X, y)) is None
 
 
-def test_untrusted_model_is_refused_without_allow_pickle() -> None:
+def test_untrusted_model_is_refused_without_allow_pickle(settings: Settings) -> None:
+    reg = registry.connect(settings)  # refused before any run is touched: the run id is never read
     with pytest.raises(ValueError, match="refusing to store it as a pickle"):
-        registry.log_sklearn_model(Custom().fit([[0.0], [1.0]], [0, 1]), None, None, allow_pickle=False)
+        reg.log_sklearn_model("no-run", Custom().fit([[0.0], [1.0]], [0, 1]), None, None, allow_pickle=False)
 
 
 
@@ -131,13 +132,14 @@ def test_a_run_that_raises_ends_failed_and_resumes_running_with_new_tags(tmp_pat
     assert a.get_run(run.run_id).info.status == "FINISHED" and a.get_run(run.run_id).data.tags["later"] == "1"
 
 
-def test_the_transitional_api_follows_configure(tmp_path: Path) -> None:
+def test_the_last_transitional_configure_follows_the_settings_and_sets_no_global_uri(tmp_path: Path) -> None:
+    """What is left of it (for two rollback helpers being moved) touches no MLflow global state."""
     import mlflow
 
+    before = mlflow.get_tracking_uri()
     first, second = _store(tmp_path / "1"), _store(tmp_path / "2")
     registry.configure(first)
-    assert registry.client().tracking_uri == registry.transitional_default().tracking_uri == first.mlflow_tracking_uri
-    assert mlflow.get_tracking_uri() == first.mlflow_tracking_uri
+    assert registry.configured() is registry.connect(first)
     registry.configure(second)
-    assert registry.transitional_default() is registry.connect(second)
-    assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == second.mlflow_tracking_uri
+    assert registry.configured() is registry.connect(second)
+    assert mlflow.get_tracking_uri() == before

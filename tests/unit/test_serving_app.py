@@ -34,6 +34,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 @pytest.fixture(scope="module")
+def reg(store: Settings) -> registry.Registry:
+    return registry.connect(store)
+
+
+@pytest.fixture(scope="module")
 def cfg() -> LoadedConfig:
     return adult_cfg(max_batch_rows=64, max_body_bytes=20_000, explain_max_rows=10)
 
@@ -46,8 +51,8 @@ def v1(store: Settings, cfg: LoadedConfig, adult_frames: Any) -> Any:
 @pytest.fixture
 def app_client(store: Settings, cfg: LoadedConfig, v1: Any,
                tmp_path: Path) -> Iterator[tuple[TestClient, InferenceLog]]:
-    registry.configure(store)
-    registry.set_alias(cfg.registered_model_name, "champion", int(v1.version))
+    reg = registry.connect(store)
+    reg.set_alias(cfg.registered_model_name, "champion", int(v1.version))
     log = InferenceLog(f"sqlite:///{tmp_path / 'inference.db'}")
     app = create_app(cfg, RegistrySource(cfg, cfg.registered_model_name, registry=registry.connect(store)),
                      token=TOKEN, inference_log=log, follow=False)
@@ -56,8 +61,9 @@ def app_client(store: Settings, cfg: LoadedConfig, v1: Any,
     log.close()
 
 
-def test_predict_matches_the_pipeline_and_is_logged(app_client: tuple[TestClient, InferenceLog], cfg: LoadedConfig,
-                                                    adult_frames: Any, v1: Any) -> None:
+def test_predict_matches_the_pipeline_and_is_logged(
+        reg: registry.Registry, app_client: tuple[TestClient, InferenceLog], cfg: LoadedConfig, adult_frames: Any,
+        v1: Any) -> None:
     client, log = app_client
     rows = feature_rows(adult_frames, cfg, n=7)
     answer = client.post("/predict", json={"records": rows}, headers={**AUTH, "X-Request-ID": "req-1"})
@@ -65,7 +71,7 @@ def test_predict_matches_the_pipeline_and_is_logged(app_client: tuple[TestClient
     body = answer.json()
     assert body["model_version"] == int(v1.version) and answer.headers["X-Model-Version"] == str(v1.version)
     assert body["request_id"] == "req-1" and len(body["predictions"]) == 7
-    pipeline = load_version(v1, LoadPolicy())
+    pipeline = load_version(v1, LoadPolicy(), reg)
     from autopilot.serving.schema import ServingSchema
 
     expected = pipeline.predict_proba(ServingSchema.from_config(cfg).frame(rows))[:, 1]
@@ -187,9 +193,9 @@ def test_feedback_model_explain_metrics(app_client: tuple[TestClient, InferenceL
     assert "autopilot_request_latency_seconds_bucket" in text and "autopilot_batch_rows_count" in text
 
 
-def test_hot_swap_and_a_corrupted_version_keeps_the_old_one(store: Settings, cfg: LoadedConfig, adult_frames: Any,
-                                                           app_client: tuple[TestClient, InferenceLog],
-                                                           v1: Any) -> None:
+def test_hot_swap_and_a_corrupted_version_keeps_the_old_one(
+        reg: registry.Registry, store: Settings, cfg: LoadedConfig, adult_frames: Any,
+        app_client: tuple[TestClient, InferenceLog], v1: Any) -> None:
     client, _ = app_client
     rows = feature_rows(adult_frames, cfg, n=2)
     v2 = register_version(store, cfg, adult_frames, params=LINEAR, alias="champion")
@@ -198,8 +204,8 @@ def test_hot_swap_and_a_corrupted_version_keeps_the_old_one(store: Settings, cfg
     assert client.post("/predict", json={"records": rows}, headers=AUTH).json()["model_version"] == int(v2.version)
 
     v3 = register_version(store, cfg, adult_frames, alias=None)
-    corrupt_version(v3)
-    registry.set_alias(cfg.registered_model_name, "champion", int(v3.version))
+    corrupt_version(reg, v3)
+    reg.set_alias(cfg.registered_model_name, "champion", int(v3.version))
     refused = client.post("/reload", headers=AUTH).json()
     assert refused["changed"] is False and refused["version"] == int(v2.version)
     assert "fail SHA-256 verification" in refused["error"]
@@ -210,19 +216,18 @@ def test_hot_swap_and_a_corrupted_version_keeps_the_old_one(store: Settings, cfg
     assert info["last_swap_failure"]["version"] == int(v3.version)
     assert 'autopilot_model_swaps_total{outcome="failed"} 1.0' in client.get("/metrics").text
     # Rolling the alias back to v1 is instant (still loaded) and clears the failure.
-    registry.set_alias(cfg.registered_model_name, "champion", int(v1.version))
+    reg.set_alias(cfg.registered_model_name, "champion", int(v1.version))
     assert client.post("/reload", headers=AUTH).json()["version"] == int(v1.version)
     assert client.get("/model", headers=AUTH).json()["last_swap_failure"] is None
 
 
 def test_package_folder_is_verified_before_loading(store: Settings, cfg: LoadedConfig, v1: Any, tmp_path: Path,
                                                    adult_frames: Any) -> None:
-    registry.configure(store)
-    good = package_dir(v1, tmp_path / "good")
+    good = package_dir(registry.connect(store), v1, tmp_path / "good")
     with TestClient(create_app(cfg, DirectorySource(cfg, good, version=7), token=None, follow=False)) as client:
         answer = client.post("/invocations", json={"instances": feature_rows(adult_frames, cfg, n=1)})
         assert answer.status_code == 200 and answer.json()["model_version"] == 7
-    bad = package_dir(v1, tmp_path / "bad")
+    bad = package_dir(registry.connect(store), v1, tmp_path / "bad")
     model_file = next(bad.glob("*.skops"))
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -239,7 +244,6 @@ def test_package_folder_is_verified_before_loading(store: Settings, cfg: LoadedC
 
 def test_the_fast_path_serves_the_pipelines_own_scores_and_can_be_turned_off(store: Settings, cfg: LoadedConfig,
                                                                             v1: Any, adult_frames: Any) -> None:
-    registry.configure(store)
     rows = feature_rows(adult_frames, cfg, n=40)
     rows[0] = {**rows[0], "workclass": "a-category-never-seen"}
     fast = RegistrySource(cfg, cfg.registered_model_name, registry=registry.connect(store)).load(int(v1.version))
@@ -274,7 +278,6 @@ def test_signature_mismatch_is_refused(cfg: LoadedConfig) -> None:
 
 
 def test_a_request_over_its_time_limit_gets_504(store: Settings, v1: Any, adult_frames: Any, tmp_path: Path) -> None:
-    registry.configure(store)
     slow = adult_cfg(request_timeout_seconds=0.0001)
     app = create_app(slow, RegistrySource(slow, slow.registered_model_name, registry=registry.connect(store)),
                      token=TOKEN, follow=False)
@@ -310,7 +313,6 @@ def test_explanations_that_outlive_their_timeout_keep_their_slot_and_the_rest_ar
         return real(*args)
 
     monkeypatch.setattr(serving_app, "_explain", stuck)
-    registry.configure(store)
     quick = adult_cfg(request_timeout_seconds=0.5)
     rows = feature_rows(adult_frames, quick, n=2)
     app = create_app(quick, RegistrySource(quick, quick.registered_model_name, registry=registry.connect(store)),
@@ -471,7 +473,6 @@ def test_a_dropped_model_leaves_no_cyclic_garbage(store: Settings, cfg: LoadedCo
     """What lets a swap skip the full collection (`app._swapped`): models are freed by reference counting."""
     import gc
 
-    registry.configure(store)
     linear = register_version(store, cfg, adult_frames, params=LINEAR, alias=None)
     for version in (v1, linear):
         model = RegistrySource(cfg, cfg.registered_model_name, registry=registry.connect(store)).load(
@@ -530,7 +531,6 @@ def test_an_unseen_category_is_answered_with_a_warning_and_counted(
 
 def test_reject_answers_422_naming_the_column_and_logs_no_more_of_the_body(
         store: Settings, v1: Any, adult_frames: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    registry.configure(store)
     strict = adult_cfg(max_batch_rows=64, unseen_categories="reject")
     log = InferenceLog(f"sqlite:///{tmp_path / 'inference.db'}")
     app = create_app(strict, RegistrySource(strict, strict.registered_model_name, registry=registry.connect(store)),
@@ -552,7 +552,6 @@ def test_reject_answers_422_naming_the_column_and_logs_no_more_of_the_body(
 
 def test_both_paths_know_the_same_training_categories(store: Settings, cfg: LoadedConfig, v1: Any,
                                                       adult_frames: Any) -> None:
-    registry.configure(store)
     fast = RegistrySource(cfg, cfg.registered_model_name, registry=registry.connect(store)).load(int(v1.version))
     plain_cfg = adult_cfg(max_batch_rows=64, compiled_fast_path=False)
     plain = RegistrySource(plain_cfg, plain_cfg.registered_model_name, registry=registry.connect(store)).load(

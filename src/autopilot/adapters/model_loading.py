@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopilot.adapters.registry import MANIFEST_TAG, ManifestError, transitional_default, verify_manifest
+from autopilot.adapters.registry import MANIFEST_TAG, ManifestError, verify_manifest
 
 if TYPE_CHECKING:
     from autopilot.adapters.registry import ModelVersion, Registry
@@ -161,14 +161,13 @@ def _check_signature(name: str, manifest: Mapping[str, str], signature: str | No
     return True
 
 
-def sign_version(version: ModelVersion, key: str, registry: Registry | None = None) -> bool:
+def sign_version(version: ModelVersion, key: str, registry: Registry) -> bool:
     """Sign a version registered before signing was turned on; False when it already holds a valid signature.
 
     The files are checked against the version's manifest first (in a private copy), so only a
     version whose stored files still match what was registered gets signed. This vouches for
     the files as they are: sign only versions you trust (`autopilot sign` lists each one).
-    `registry` is the version's store (None: TRANSITIONAL, `registry.transitional_default()`, for
-    pipeline/, cli/ and doctor/ until they pass one).
+    `registry` is the version's store.
 
     Raises:
         ModelRefused: no manifest, files that do not match it, or a signature made with another key.
@@ -179,10 +178,9 @@ def sign_version(version: ModelVersion, key: str, registry: Registry | None = No
         _check_signature(version.name, _parse_manifest((version.tags or {}).get(MANIFEST_TAG) or "", label),
                          existing, LoadPolicy(signing_key=key))  # raises on a signature made with another key
         return False
-    store = registry or transitional_default()
-    with open_version(version, LoadPolicy(allow_pickle=True), store) as files:  # checks files only; nothing loaded
+    with open_version(version, LoadPolicy(allow_pickle=True), registry) as files:  # checks files only; nothing loaded
         signature = sign_manifest(version.name, files.manifest, key)
-    store.set_version_tag(version.name, version.version, SIGNATURE_TAG, signature)
+    registry.set_version_tag(version.name, version.version, SIGNATURE_TAG, signature)
     return True
 
 
@@ -190,12 +188,8 @@ def sign_version(version: ModelVersion, key: str, registry: Registry | None = No
 
 
 @contextlib.contextmanager
-def open_version(version: ModelVersion, policy: LoadPolicy,
-                 registry: Registry | None = None) -> Iterator[VerifiedFiles]:
-    """A registered version's files in a private folder, verified (deleted afterwards).
-
-    `registry` is the version's store (None: TRANSITIONAL, `registry.transitional_default()`, for
-    pipeline/, cli/ and doctor/ until they pass one).
+def open_version(version: ModelVersion, policy: LoadPolicy, registry: Registry) -> Iterator[VerifiedFiles]:
+    """A registered version's files (from its store, `registry`) in a private folder, verified (deleted afterwards).
 
     Raises:
         ModelRefused: naming the first check that failed; nothing was deserialized.
@@ -212,7 +206,7 @@ def open_version(version: ModelVersion, policy: LoadPolicy,
     # Downloaded (copied, for a local store) into a folder only this user can read, removed
     # afterwards: what loads is what is checked here, whatever happens in the store meanwhile.
     with tempfile.TemporaryDirectory(prefix="autopilot-model-") as tmp:  # created with mode 0700
-        folder = (registry or transitional_default()).download(version.source, Path(tmp))
+        folder = registry.download(version.source, Path(tmp))
         yield verify_folder(folder, manifest, policy, name=label, signed=signed)
 
 
@@ -366,10 +360,10 @@ def load_pyfunc(files: VerifiedFiles) -> Any:
     return PyFuncModel(model_meta=meta, model_impl=_SklearnPyfunc(load_sklearn(files)), predict_fn=files.predict_fn)
 
 
-def load_version(version: ModelVersion, policy: LoadPolicy, registry: Registry | None = None) -> Any:
-    """A registered version's sklearn model, verified then deserialized (see the module docstring).
+def load_version(version: ModelVersion, policy: LoadPolicy, registry: Registry) -> Any:
+    """A registered version's sklearn model from its store (`registry`), verified then deserialized.
 
-    `registry` is the version's store (None: TRANSITIONAL, as in `open_version`).
+    See the module docstring.
     """
     with open_version(version, policy, registry) as files:
         return load_sklearn(files)

@@ -74,7 +74,7 @@ def _monitor(cfg: Any, settings: Any, start: datetime, label: str, say: Callable
 
 def run_loop(cfg: Any, settings: Any, embedded: Any, say: Callable[[str], None] = print) -> int:
     """Serve, monitor quiet and drifted traffic, retrain through the training DAG, redeploy; 0 on success."""
-    from autopilot.adapters import registry
+    from autopilot.adapters.registry import connect
     from autopilot.monitoring.simulate import run_simulation
 
     serving = cfg.deployment.serving
@@ -109,8 +109,7 @@ def run_loop(cfg: Any, settings: Any, embedded: Any, say: Callable[[str], None] 
         say(f"retraining    {dag_id} with conf strategy={alarm['conf']['strategy']} (gates, promote, deploy, "
             "rollout to the live endpoint)")
         code = embedded.test_dag(dag_id, conf=alarm["conf"])
-        registry.configure(settings)
-        champion = registry.resolve_version(cfg.registered_model_name, CHAMPION)
+        champion = connect(settings).resolve_version(cfg.registered_model_name, CHAMPION)
         serving_now = httpx.get(url + "/health").json()["model_version"]
         say(f"redeployed    champion v{champion.version} ({champion.tags.get('autopilot.decision', '?')}); "
             f"the endpoint serves v{serving_now}; DAG log {embedded.run_dir / (dag_id + '.log')}")

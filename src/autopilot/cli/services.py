@@ -9,11 +9,14 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.cli.common import actor, find_config, load_settings
 from autopilot.cli.versions import last_decision
+
+if TYPE_CHECKING:
+    from autopilot.adapters.registry import Registry
 
 __all__ = ["add_commands", "cmd_demo", "cmd_doctor", "cmd_down", "cmd_monitor", "cmd_serve", "cmd_simulate",
            "cmd_trigger", "cmd_up"]
@@ -35,7 +38,7 @@ def _project_root() -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the training DAG on the embedded default and print a summary."""
-    from autopilot.adapters import registry
+    from autopilot.adapters.registry import connect
     from autopilot.versions.lineage import lineage
 
     settings = load_settings()
@@ -51,24 +54,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if code != 0:  # before reading the config again: a broken config would raise first
         print(f"[demo] the DAG run failed (exit {code}): the failed task's reason is above; full log: "
               f"{embedded.run_dir / (dag_id + '.log')}")
-    registry.configure(settings)
+    registry = connect(settings)
     cfg = find_config(model, settings)
-    decision = last_decision(cfg.registered_model_name)
+    decision = last_decision(registry, cfg.registered_model_name)
     if code != 0:
         if decision and decision["decision"] == "reject":
             print(f"[demo] version {decision['version']} was rejected: {decision['reasons']}")
         return code
-    chain = lineage(cfg.registered_model_name, CHALLENGER)
+    chain = lineage(cfg.registered_model_name, CHALLENGER, registry)
     _print_summary(chain, settings, embedded, time.monotonic() - started)
     if decision:
         print(f"decision        version {decision['version']}: {decision['decision']}; gates {decision['gates']}")
     print(f"status          autopilot status {cfg.name}   (champion, history; rollback with autopilot rollback)")
-    _print_deployment(cfg)
+    _print_deployment(registry, cfg)
     if args.no_loop:
         return 0
     from autopilot.versions.promotion import current
 
-    if current(cfg.registered_model_name, CHAMPION) is None:
+    if current(cfg.registered_model_name, CHAMPION, registry) is None:
         # Held for review (an inconclusive gate, or first_run: require_review): no champion to serve.
         reasons = "; ".join(decision["reasons"]) if decision else "no decision recorded"
         print(f"[demo] no champion to serve, so the monitoring loop does not run: {reasons}\n"
@@ -81,15 +84,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_loop(cfg, settings, embedded, say=lambda line: print(f"[loop] {line}", flush=True))
 
 
-def _print_deployment(cfg: Any) -> None:
+def _print_deployment(registry: Registry, cfg: Any) -> None:
     """The champion's stored deployment plan, and how to serve it."""
-    import mlflow
-
-    from autopilot.adapters import registry
-
     try:
         champion = registry.resolve_version(cfg.registered_model_name, CHAMPION)
-        plan = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/deploy/plan.json")
+        plan = registry.load_dict(str(champion.run_id), "deploy/plan.json")
     except Exception:  # no champion, or the plan step did not run
         return
     print(f"deployment      v{plan['version']}: {plan['replicas']} x {plan['instance']} (${plan['hourly_usd']}/h), "

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopilot.cli.common import actor, find_config, load_settings, registered_name
+
+if TYPE_CHECKING:
+    from autopilot.adapters.registry import Registry
 
 __all__ = ["add_commands", "cmd_compare", "cmd_lineage", "cmd_promote", "cmd_reproduce", "cmd_retire",
            "cmd_rollback", "cmd_sign", "cmd_status", "last_decision"]
@@ -14,15 +17,15 @@ __all__ = ["add_commands", "cmd_compare", "cmd_lineage", "cmd_promote", "cmd_rep
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     """Print the lineage of a model version."""
-    from autopilot.adapters import registry
+    from autopilot.adapters.registry import connect
     from autopilot.versions.lineage import format_lineage, lineage, parse_model_spec
 
     settings = load_settings()
-    registry.configure(settings)
+    registry = connect(settings)
     model, version = parse_model_spec(args.spec)
     if args.version:
         version = str(args.version)
-    chain = lineage(registered_name(model, settings), version)
+    chain = lineage(registered_name(model, settings), version, registry)
     print(json.dumps(chain, indent=2) if args.json else format_lineage(chain))
     return 0
 
@@ -52,12 +55,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Show two versions side by side."""
-    from autopilot.adapters import registry
+    from autopilot.adapters.registry import connect
     from autopilot.versions.compare import compare_versions, format_comparison
 
     settings = load_settings()
-    registry.configure(settings)
-    cmp = compare_versions(registered_name(args.model, settings), args.a, args.b)
+    cmp = compare_versions(registered_name(args.model, settings), args.a, args.b, connect(settings))
     print(json.dumps(cmp, indent=2) if args.json else format_comparison(cmp))
     return 0
 
@@ -86,17 +88,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Champion, challenger, last decision and alias history of a model."""
-    from autopilot.adapters import registry
+    from autopilot.adapters.registry import connect
     from autopilot.versions.promotion import status
 
     settings = load_settings()
     name = registered_name(args.model, settings)
     state = status(settings, name)
-    state["last_decision"] = last_decision(name)
+    state["last_decision"] = last_decision(connect(settings), name)
     if args.json:
         print(json.dumps(state, indent=2))
         return 0
-    registry.configure(settings)
     print(f"{name}: champion {state['champion']}, challenger {state['challenger']}, "
           f"rollback target {state['rollback_target']}")
     for move in state["pending"]:  # a move whose process died half-way; the next move settles it
@@ -115,13 +116,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def last_decision(name: str) -> dict[str, Any] | None:
+def last_decision(registry: Registry, name: str) -> dict[str, Any] | None:
     """The decision of the model's newest decided version, from its tags (None: none, or unreadable)."""
-    from autopilot.adapters import registry
     from autopilot.versions.decisions import read_decision_tags
 
     try:
-        versions = registry.client().search_model_versions(f"name = '{name}'")
+        versions = registry.versions(name)
     except Exception:
         return None
     decided = [v for v in versions if read_decision_tags(v).decision]
@@ -152,22 +152,22 @@ def cmd_retire(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     """Sign versions registered before a signing key was configured (after checking their files)."""
-    from autopilot.adapters import registry
     from autopilot.adapters.model_loading import sign_version
+    from autopilot.adapters.registry import connect
 
     settings = load_settings()
     if not settings.signing_key:
         raise ValueError("set AUTOPILOT_SIGNING_KEY (the key registration signs with) before signing versions")
     name = registered_name(args.model, settings)
-    registry.configure(settings)
+    registry = connect(settings)
     if args.all:
-        numbers = sorted(int(v.version) for v in registry.client().search_model_versions(f"name = '{name}'"))
+        numbers = sorted(int(v.version) for v in registry.versions(name))
     elif args.version:
         numbers = sorted(set(args.version))
     else:
         raise ValueError("name the versions to sign (--version N, repeatable) or --all")
     for number in numbers:
-        signed = sign_version(registry.resolve_version(name, number), settings.signing_key)
+        signed = sign_version(registry.resolve_version(name, number), settings.signing_key, registry)
         print(f"{name} version {number}: {'signed' if signed else 'already signed with this key'}")
     return 0
 

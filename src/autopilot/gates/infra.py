@@ -54,7 +54,7 @@ MAX_ERROR_CHARS = 300  # reasons travel to version tags, run notes and Slack: ne
 
 
 def evaluate_infra(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarray,
-                   cfg: ModelConfig, policy: model_loading.LoadPolicy, registry: Registry | None = None) -> GateReport:
+                   cfg: ModelConfig, policy: model_loading.LoadPolicy, registry: Registry) -> GateReport:
     """Load the version as serving will, query it with sample rows, and measure it.
 
     Args:
@@ -65,8 +65,7 @@ def evaluate_infra(version: ModelVersion, X_sample: pd.DataFrame, expected: np.n
             array of positive-class scores is compared with the served matrix's last column.
         cfg: the model config (thresholds in `gates.infra`).
         policy: what a load accepts (`model_loading.LoadPolicy.of(cfg, settings)`).
-        registry: the version's store (None: TRANSITIONAL, `registry.transitional_default()`, for
-            pipeline/ until it passes one).
+        registry: the version's store.
 
     Returns:
         The `infra` report; it fails closed on any error, with the reason.
@@ -84,7 +83,7 @@ def evaluate_infra(version: ModelVersion, X_sample: pd.DataFrame, expected: np.n
 
 
 def _evaluate(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarray, cfg: ModelConfig,
-              policy: model_loading.LoadPolicy, registry: Registry | None, thresholds: dict[str, Any],
+              policy: model_loading.LoadPolicy, registry: Registry, thresholds: dict[str, Any],
               details: dict[str, Any]) -> GateReport:
     infra = cfg.gates.infra
     rows = min(infra.sample_rows, len(X_sample))

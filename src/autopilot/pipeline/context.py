@@ -13,7 +13,8 @@ tests) hand-build partial dicts holding only what the stage they call reads; a d
 never read on the path that dict takes.
 
 A stage's MLflow run (`stage_run`) lives here too: it is found again by the run's idempotency
-key (`RunContext.key`), so a retry or rerun resumes it rather than starting a second one.
+key (`RunContext.key`), so a retry or rerun resumes it rather than starting a second one. It
+yields a `RunHandle` that logs to that run in the stage's store (`registry.connect(settings)`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
 
-from autopilot.adapters import registry
+from autopilot.adapters.registry import IDEMPOTENCY_TAG
 
 if TYPE_CHECKING:
-    from mlflow.entities import Run
-
+    from autopilot.adapters.registry import Registry, RunHandle
     from autopilot.config import LoadedConfig
     from autopilot.settings import Settings
 
@@ -81,16 +81,17 @@ def experiment_name(cfg: LoadedConfig) -> str:
 
 
 @contextmanager
-def stage_run(cfg: LoadedConfig, settings: Settings, ctx: RunContext, stage: str) -> Iterator[Run]:
-    """Start, or resume after a retry, the MLflow run of one stage of one DAG run."""
-    import mlflow
+def stage_run(registry: Registry, cfg: LoadedConfig, settings: Settings, ctx: RunContext,
+              stage: str) -> Iterator[RunHandle]:
+    """Start, or resume after a retry, the MLflow run of one stage of one DAG run; yield its handle.
 
-    registry.configure(settings)
+    The run ends FINISHED, or FAILED when the block raises (as `mlflow.start_run` ends it).
+    """
     experiment_id = registry.ensure_experiment(experiment_name(cfg), settings.mlflow_artifact_root)
     key = ctx.key(cfg, stage)
     existing = registry.find_run(experiment_id, key)
     tags = {
-        registry.IDEMPOTENCY_TAG: key,
+        IDEMPOTENCY_TAG: key,
         "autopilot.model": cfg.name,
         "autopilot.stage": stage,
         "autopilot.dag_id": ctx.dag_id,
@@ -98,7 +99,7 @@ def stage_run(cfg: LoadedConfig, settings: Settings, ctx: RunContext, stage: str
         "autopilot.actor": ctx.actor,
     }
     run_id = existing.info.run_id if existing else None
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=stage, tags=tags) as run:
+    with registry.start_run(experiment_id, run_id=run_id, run_name=stage, tags=tags) as run:
         yield run
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autopilot.adapters.registry import Registry, RunHandle, connect, pandas_dataset
 from autopilot.config import LoadedConfig, config_hash
 from autopilot.pipeline.context import (
     RunContext,
@@ -115,10 +116,8 @@ def _combine(reports: dict[str, GateReport]) -> GateReport:
     )
 
 
-def _validate_one(cfg: LoadedConfig, split: str, location: str, store: ArtifactStore,
-                  workdir: Path) -> tuple[GateReport, ValidatedBatch]:
-    import mlflow
-
+def _validate_one(cfg: LoadedConfig, split: str, location: str, store: ArtifactStore, workdir: Path,
+                  run: RunHandle) -> tuple[GateReport, ValidatedBatch]:
     from autopilot.data.snapshot import digest_frame
     from autopilot.data.sources import DataSourceError
     from autopilot.data.validation import validate_batch
@@ -131,14 +130,14 @@ def _validate_one(cfg: LoadedConfig, split: str, location: str, store: ArtifactS
     docs_dir = workdir / split
     report = validate_batch(frame, cfg, docs_dir=docs_dir)
     payload = report.model_dump(mode="json")
-    mlflow.log_dict(payload, f"validation/{split}/report.json")
+    run.log_dict(payload, f"validation/{split}/report.json")
     if docs_dir.is_dir():
-        mlflow.log_artifacts(str(docs_dir), f"validation/{split}/data_docs")
+        run.log_artifacts(str(docs_dir), f"validation/{split}/data_docs")
     report_key = f"validations/sha256/{digest or 'empty'}/{config_hash(cfg)[:16]}.json"
     store.put(report_key, json.dumps(payload, indent=2, sort_keys=True).encode())
     numeric = {f"validation.{split}.{k}": float(v) for k, v in report.metrics.items() if isinstance(v, int | float)}
-    mlflow.log_metrics(numeric)
-    mlflow.set_tags({
+    run.log_metrics(numeric)
+    run.set_tags({
         f"autopilot.source.{split}": location,
         f"autopilot.digest.{split}": digest or "",
         f"autopilot.validation.{split}.passed": str(report.passed),
@@ -159,31 +158,28 @@ def validate_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> Val
     store = _store(settings)
     reports: dict[str, GateReport] = {}
     batches: dict[str, ValidatedBatch] = {}
-    with tempfile.TemporaryDirectory() as tmp, stage_run(cfg, settings, ctx, "data") as run:
+    with (tempfile.TemporaryDirectory() as tmp,
+          stage_run(connect(settings), cfg, settings, ctx, "data") as run):
         for split, location in _sources(cfg, settings, ctx):
-            reports[split], batches[split] = _validate_one(cfg, split, location, store, Path(tmp))
+            reports[split], batches[split] = _validate_one(cfg, split, location, store, Path(tmp), run)
         combined = _combine(reports)
-        import mlflow
-
-        mlflow.set_tag("autopilot.validation.passed", str(combined.passed))
+        run.set_tag("autopilot.validation.passed", str(combined.passed))
         if not combined.passed:
             raise GateFailure(combined)
-    return ValidatedBatches(data_run_id=run.info.run_id, batches=batches)
+    return ValidatedBatches(data_run_id=run.run_id, batches=batches)
 
-def log_dataset_inputs(cfg: LoadedConfig, frames: dict[str, pd.DataFrame], snapshots: Mapping[str, SnapshotRef],
-                       contexts: dict[str, str]) -> None:
-    """Record each frame as an input of the active MLflow run, named by its snapshot (split -> context)."""
-    import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
 
+def log_dataset_inputs(run: RunHandle, cfg: LoadedConfig, frames: dict[str, pd.DataFrame],
+                       snapshots: Mapping[str, SnapshotRef], contexts: dict[str, str]) -> None:
+    """Record each frame as an input of a stage's MLflow run, named by its snapshot (split -> context)."""
     for split, frame in frames.items():
         snap = snapshots[split]
-        dataset = from_pandas(
+        dataset = pandas_dataset(
             frame, source=snap.uri, name=f"{cfg.name}-{split}", targets=cfg.target.column,
             # MLflow's digest column holds 36 characters; the full SHA-256 is in the source URI.
             digest=snap.digest[:32],
         )
-        mlflow.log_input(dataset, context=contexts[split])
+        run.log_input(dataset, context=contexts[split])
 
 
 def snapshot_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext,
@@ -203,12 +199,11 @@ def snapshot_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext,
     from autopilot.adapters.state_db.locks import state_lock
 
     with state_lock(settings, f"snapshot:{ctx.key(cfg, 'data')}"):
-        return _snapshot_data(cfg, settings, ctx, coerce(validated, ValidatedBatches))
+        return _snapshot_data(connect(settings), cfg, settings, ctx, coerce(validated, ValidatedBatches))
 
 
-def _snapshot_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext, validated: ValidatedBatches) -> Snapshots:
-    import mlflow
-
+def _snapshot_data(registry: Registry, cfg: LoadedConfig, settings: Settings, ctx: RunContext,
+                   validated: ValidatedBatches) -> Snapshots:
     from autopilot.data.snapshot import write_snapshot
 
     store = _store(settings)
@@ -219,10 +214,10 @@ def _snapshot_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext, valid
         written = write_snapshot(frame, store, batch.source, expected_digest=batch.digest)
         snapshots[split] = SnapshotRef.from_xcom(written.as_ref())
         frames[split] = frame
-    with stage_run(cfg, settings, ctx, "data"):
-        existing = {d.dataset.digest for d in (mlflow.active_run().inputs.dataset_inputs or [])}  # type: ignore[union-attr]
+    with stage_run(registry, cfg, settings, ctx, "data") as run:
+        existing = run.dataset_digests()
         new = {split: frame for split, frame in frames.items() if snapshots[split].digest[:32] not in existing}
-        log_dataset_inputs(cfg, new, snapshots, {split: split for split in new})
+        log_dataset_inputs(run, cfg, new, snapshots, {split: split for split in new})
         for split, snap in snapshots.items():
-            mlflow.set_tag(f"autopilot.snapshot.{split}", snap.uri)
+            run.set_tag(f"autopilot.snapshot.{split}", snap.uri)
     return Snapshots(data_run_id=validated.data_run_id, snapshots=snapshots)

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopilot.adapters import registry
+from autopilot.adapters.registry import Registry, connect
 from autopilot.aliases import CHAMPION
 from autopilot.deploy.rollback import SAGEMAKER_ARTIFACT, aws_clients_for, serving_url
 from autopilot.outages import is_outage
@@ -66,10 +66,10 @@ def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, prom
     if not promoted.promoted:
         return Skipped(reason=f"version {promoted.version} was not promoted ({promoted.decision})")
     assert promoted.version is not None  # a promotion names the version it moved `champion` to
-    registry.configure(settings)
-    version = registry.resolve_version(cfg.registered_model_name, promoted.version)
+    store = connect(settings)
+    version = store.resolve_version(cfg.registered_model_name, promoted.version)
     run_id = str(version.run_id)
-    stored = _read_artifact(run_id, PLAN_ARTIFACT)
+    stored = _read_artifact(store, run_id, PLAN_ARTIFACT)
     if stored is not None:  # a rerun: the plan is part of the version's record already
         return DeploymentPlan.from_xcom(stored)
     from autopilot.adapters.model_loading import LoadPolicy, open_version
@@ -81,7 +81,7 @@ def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, prom
 
     splits, _ = load_splits(cfg, settings, coerce(snapped, Snapshots).snapshots)
     sample = splits.X_test.sample(min(PROFILE_SAMPLE_ROWS, len(splits.X_test)), random_state=0)
-    with open_version(version, LoadPolicy.of(cfg, settings)) as files:
+    with open_version(version, LoadPolicy.of(cfg, settings), store) as files:
         profile = profile_model(files, sample)
     custom = cfg.deployment.instance_catalog
     catalog = load_catalog(Path(cfg.resolve(custom))) if custom else load_catalog()
@@ -93,11 +93,11 @@ def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, prom
         generated = generate_configs(model=cfg.name, version=int(version.version), profile=profile,
                                      selection=selection, deployment=cfg.deployment, out_dir=Path(tmp) / "configs",
                                      model_data_url=_package_url(cfg, int(version.version)))
-        mlflow_client = registry.client()
-        mlflow_client.log_artifacts(run_id, str(generated.folder), "deploy/configs")
-        mlflow_client.log_dict(run_id, profile.as_dict(), "deploy/profile.json")
-        mlflow_client.log_dict(run_id, json.loads(selection.model_dump_json()), "deploy/selection.json")
-        mlflow_client.log_dict(run_id, generated.sagemaker, SAGEMAKER_ARTIFACT)
+        run = store.run(run_id)
+        run.log_artifacts(str(generated.folder), "deploy/configs")
+        run.log_dict(profile.as_dict(), "deploy/profile.json")
+        run.log_dict(json.loads(selection.model_dump_json()), "deploy/selection.json")
+        run.log_dict(generated.sagemaker, SAGEMAKER_ARTIFACT)
     chosen = selection.chosen
     plan = DeploymentPlan(
         model=cfg.name, version=int(version.version), run_id=run_id,
@@ -107,10 +107,9 @@ def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, prom
         sagemaker_model=generated.names.model, endpoint_config=generated.names.endpoint_config,
         config_files=generated.files, region=aws.region,
     )
-    mlflow_client.log_dict(run_id, plan, PLAN_ARTIFACT)  # last: its presence means the plan is complete
+    run.log_dict(plan, PLAN_ARTIFACT)  # last: its presence means the plan is complete
     for key in ("instance", "replicas", "predicted_p95_ms", "endpoint"):
-        mlflow_client.set_model_version_tag(cfg.registered_model_name, str(version.version),
-                                            f"autopilot.deploy.{key}", str(plan[key]))
+        store.set_version_tag(cfg.registered_model_name, version.version, f"autopilot.deploy.{key}", str(plan[key]))
     log.info("deployment plan for %s v%s:\n%s", cfg.name, version.version, selection.explain())
     return plan
 
@@ -124,32 +123,26 @@ def _package_key(cfg: LoadedConfig, version: int) -> str:
     return f"{cfg.deployment.aws.prefix.strip('/')}/{cfg.name}/v{version}/model.tar.gz"
 
 
-def _read_artifact(run_id: str, path: str) -> Any | None:
+def _read_artifact(store: Registry, run_id: str, path: str) -> Any | None:
     """A JSON artifact of a run, or None when it is not there (the stage has not completed).
 
     Presence is asked by listing its folder: an unreachable store raises (and the task retries)
     instead of reading as "not there", which would redo a stage whose record exists.
     """
-    import mlflow
-
     folder, _, name = path.rpartition("/")
-    if name not in {Path(f.path).name for f in registry.client().list_artifacts(run_id, folder or None)}:
+    if name not in {Path(found).name for found in store.list_artifacts(run_id, folder or None)}:
         return None
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
-    return json.loads(Path(local).read_text())
+    return json.loads(store.download_artifacts(run_id, path).read_text())
 
 
 class ArtifactUnreadable(RuntimeError):
     """A stored stage artifact that must exist could not be read (absent, corrupt, or MLflow unreachable)."""
 
 
-def _read_stored_artifact(run_id: str, path: str) -> Any:
+def _read_stored(store: Registry, run_id: str, path: str) -> Any:
     """A JSON artifact that must exist; any failure to read it (absent, MLflow down) raises, naming it."""
-    import mlflow
-
     try:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
-        return json.loads(Path(local).read_text())
+        return json.loads(store.download_artifacts(run_id, path).read_text())
     except Exception as exc:
         raise ArtifactUnreadable(f"cannot read {path} of run {run_id}: {type(exc).__name__}: {exc}") from exc
 
@@ -174,16 +167,16 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
     from autopilot.adapters.model_loading import SIGNATURE_TAG, LoadPolicy, open_version
     from autopilot.deploy.aws import package_model, provision_endpoint, upload_package
 
-    registry.configure(settings)
+    store = connect(settings)
     aws = cfg.deployment.aws
     clients = aws_clients_for(cfg, clients)
-    version = registry.resolve_version(cfg.registered_model_name, plan.version)
+    version = store.resolve_version(cfg.registered_model_name, plan.version)
     try:
         # Read strictly: an MLflow outage fails (and retries) the task; a plan that is really gone
         # undoes the promotion like any other deploy that cannot happen.
-        sagemaker = _read_stored_artifact(plan.run_id, SAGEMAKER_ARTIFACT)
+        sagemaker = _read_stored(store, plan.run_id, SAGEMAKER_ARTIFACT)
         # Packaged from the verified copy: a version that fails verification is never shipped.
-        with (open_version(version, LoadPolicy.of(cfg, settings)) as files,
+        with (open_version(version, LoadPolicy.of(cfg, settings), store) as files,
               tempfile.TemporaryDirectory(prefix="autopilot-package-") as tmp):
             path, digest = package_model(files.folder, Path(tmp) / "model.tar.gz",
                                          signature=(version.tags or {}).get(SIGNATURE_TAG))
@@ -199,13 +192,13 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
             # deleted): the task retries (and finds the endpoint where it is); nothing was decided,
             # so the alias stays where it is.
             raise
-        raise _undo_promotion(cfg, settings, ctx, plan, exc) from exc
+        raise _undo_promotion(store, cfg, settings, ctx, plan, exc) from exc
     return Deployment(target="aws", version=plan.version, package=url, sha256=digest, endpoint=result.endpoint,
                       endpoint_config=result.endpoint_config, action=result.action, status=result.status,
                       alarms=[a["AlarmName"] for a in sagemaker["alarms"]])
 
 
-def _undo_promotion(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: DeploymentPlan,
+def _undo_promotion(store: Registry, cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan: DeploymentPlan,
                     exc: BaseException) -> GateFailure:
     """A deployment refused or failed for good: put `champion` back on what the endpoint still serves.
 
@@ -219,7 +212,7 @@ def _undo_promotion(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan
 
     failed = int(plan.version)
     reasons = [f"deploy of version {failed} failed: {type(exc).__name__}: {str(exc)[:500]}"]
-    if current(cfg.registered_model_name, CHAMPION) == failed:
+    if current(cfg.registered_model_name, CHAMPION, store) == failed:
         try:
             move = rollback(settings, cfg.registered_model_name, actor=ctx.actor, reason=reasons[0][:500],
                             idempotency_key=ctx.key(cfg, "deploy-rollback"))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from autopilot.adapters import registry
+from autopilot.adapters.registry import Registry, connect
 from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.config import Task
 from autopilot.outages import is_outage
@@ -72,43 +72,43 @@ class GateInputs:
     y_train: pd.Series
 
 
-def load_gate_inputs(cfg: LoadedConfig, settings: Settings, registered: Mapping[str, Any],
+def load_gate_inputs(registry: Registry, cfg: LoadedConfig, settings: Settings, registered: Mapping[str, Any],
                      snapped: Mapping[str, Any]) -> GateInputs:
-    """Load the challenger and the champion (each SHA-256 verified) and the current splits."""
+    """Load the challenger and the champion (each SHA-256 verified) from `registry`, and the current splits."""
     from autopilot.adapters.model_loading import LoadPolicy, load_version
     from autopilot.modeling.splits import load_splits
 
     registered = coerce(registered, RegisteredVersion)
-    registry.configure(settings)
     policy = LoadPolicy.of(cfg, settings)
     version = registry.resolve_version(registered.name, registered.version)
-    challenger = load_version(version, policy)
-    champion_version = _champion(registered.name, int(version.version))
-    champion = load_version(champion_version, policy) if champion_version is not None else None
+    challenger = load_version(version, policy, registry)
+    champion_version = _champion(registry, registered.name, int(version.version))
+    champion = load_version(champion_version, policy, registry) if champion_version is not None else None
     splits, _ = load_splits(cfg, settings, coerce(snapped, Snapshots).snapshots)
     return GateInputs(version, challenger, champion_version, champion, splits.X_test, splits.y_test,
                       splits.X_train, splits.y_train)
 
 
-def _champion(name: str, challenger_version: int) -> Any | None:
+def _champion(registry: Registry, name: str, challenger_version: int) -> Any | None:
     """The current champion's version, or None on a first run (an unreachable registry raises)."""
     from autopilot.versions.promotion import current
 
-    number = current(name, CHAMPION)  # None only when the model or the alias really does not exist
+    number = current(name, CHAMPION, registry)  # None only when the model or the alias really does not exist
     # A rerun after this version was promoted compares it with itself: no baseline then.
     if number is None or number == challenger_version:
         return None
     return registry.resolve_version(name, number)
 
 
-def _store_report(run_id: str, report: GateReport, extra: dict[str, Path] | None = None) -> None:
-    client = registry.client()
+def _store_report(registry: Registry, run_id: str, report: GateReport, extra: dict[str, Path] | None = None) -> None:
+    """Store a gate's report (and its extra files, such as plots) under `gates/` on the version's run."""
+    run = registry.run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{report.name}.json"
         path.write_text(report.model_dump_json(indent=2))
-        client.log_artifact(run_id, str(path), "gates")
+        run.log_artifact(str(path), "gates")
     for file in (extra or {}).values():
-        client.log_artifact(run_id, str(file), f"gates/{report.name}")
+        run.log_artifact(str(file), f"gates/{report.name}")
 
 
 MAX_ERROR_CHARS = 300  # a model's error can quote the rows it choked on; reasons go to tags, notes and Slack
@@ -161,9 +161,9 @@ def _fail_closed(name: str, func: Callable[..., GateResult]) -> Callable[..., Ga
                 raise
             report = GateReport.failed(name, [f"the gate raised {_brief(exc)}"])
             registered = coerce(registered, RegisteredVersion)
-            registry.configure(settings)
+            registry = connect(settings)
             version = registry.resolve_version(registered.name, registered.version)
-            _store_report(str(version.run_id), report)  # cannot store it: the task fails and retries
+            _store_report(registry, str(version.run_id), report)  # cannot store it: the task fails and retries
             return _summary(report)
 
     return wrapper
@@ -179,13 +179,14 @@ def _quality_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, regist
     """Score challenger and champion now on the same holdout; floors, non-inferiority, first-run baselines."""
     from autopilot.gates.quality import evaluate_quality
 
-    inputs = load_gate_inputs(cfg, settings, registered, snapped)
+    registry = connect(settings)
+    inputs = load_gate_inputs(registry, cfg, settings, registered, snapped)
     champion_number = int(inputs.champion_version.version) if inputs.champion_version is not None else None
     # The training split fits the first-run baselines (prior, linear) when there is no champion.
     report = _guarded("quality", evaluate_quality, inputs.challenger, inputs.champion, inputs.X_test,
                       inputs.y_test, cfg, champion_version=champion_number, seed=cfg.split.seed,
                       X_train=inputs.X_train, y_train=inputs.y_train)
-    _store_report(str(inputs.version.run_id), report)
+    _store_report(registry, str(inputs.version.run_id), report)
     return QualitySummary(**_summary(report), champion_version=champion_number)
 
 
@@ -197,7 +198,8 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
     from autopilot.gates.explainability import evaluate_explainability
     from autopilot.gates.fairness import evaluate_fairness
 
-    inputs = load_gate_inputs(cfg, settings, registered, snapped)
+    registry = connect(settings)
+    inputs = load_gate_inputs(registry, cfg, settings, registered, snapped)
     seed = cfg.split.seed
     run_id = str(inputs.version.run_id)
     shares: dict[str, float] | None = None
@@ -210,15 +212,15 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
                   if name in attributions.shares()}
         with tempfile.TemporaryDirectory() as tmp:
             files = write_plots(attributions, inputs.X_test.loc[attributions.values.index], Path(tmp))
-            _store_report(run_id, explain, files)
+            _store_report(registry, run_id, explain, files)
     except Exception as exc:  # fail closed, and still let fairness report
         if is_outage(exc):
             raise
         explain = GateReport.failed("explainability", [f"the gate raised {_brief(exc)}"])
-        _store_report(run_id, explain)
+        _store_report(registry, run_id, explain)
     fairness = _guarded("fairness", evaluate_fairness, inputs.challenger, inputs.X_test, inputs.y_test, cfg,
                         attribution_share=shares, train=inputs.X_train, y_train=inputs.y_train, seed=seed)
-    _store_report(run_id, fairness)
+    _store_report(registry, run_id, fairness)
     return ExplainabilityAndFairness(explainability=_summary(explain), fairness=_summary(fairness))
 
 
@@ -230,7 +232,7 @@ def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, register
     from autopilot.modeling.splits import load_splits
 
     registered = coerce(registered, RegisteredVersion)
-    registry.configure(settings)
+    registry = connect(settings)
     version = registry.resolve_version(registered.name, registered.version)
     splits, _ = load_splits(cfg, settings, coerce(snapped, Snapshots).snapshots)
     sample = splits.X_test.head(cfg.gates.infra.sample_rows)
@@ -238,15 +240,15 @@ def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, register
     step = "loaded"
     try:
         # The in-process reference: the same verified model, called directly.
-        model = load_version(version, policy)
+        model = load_version(version, policy, registry)
         step = "queried in process"
         expected = model.predict_proba(sample) if cfg.task is Task.BINARY_CLASSIFICATION else model.predict(sample)
-        report = _guarded("infra", evaluate_infra, version, sample, expected, cfg, policy)
+        report = _guarded("infra", evaluate_infra, version, sample, expected, cfg, policy, registry)
     except Exception as exc:
         if is_outage(exc):
             raise
         report = GateReport.failed("infra", [f"the model could not be {step}: {_brief(exc)}"])
-    _store_report(str(version.run_id), report)
+    _store_report(registry, str(version.run_id), report)
     return _summary(report)
 
 
@@ -255,18 +257,16 @@ explainability_and_fairness_gates = _fail_closed("explainability", _explainabili
 infra_gate = _fail_closed("infra", _infra_gate)
 
 
-def _read_reports(run_id: str) -> list[GateReport]:
+def _read_reports(registry: Registry, run_id: str) -> list[GateReport]:
     """The gate reports stored on the run. A report that is not there is missing (the decision
     rejects); one that cannot be listed or downloaded is an outage, raised so that the task retries."""
-    import mlflow
-
-    stored = {Path(f.path).name for f in registry.client().list_artifacts(run_id, "gates")}
+    stored = {Path(path).name for path in registry.list_artifacts(run_id, "gates")}
     reports = []
     for name in ("quality", "explainability", "fairness", "infra"):
         if f"{name}.json" not in stored:
             continue  # a missing report fails closed in `decide`
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"gates/{name}.json")
-        reports.append(GateReport.model_validate_json(Path(path).read_text()))
+        path = registry.download_artifacts(run_id, f"gates/{name}.json")
+        reports.append(GateReport.model_validate_json(path.read_text()))
     return reports
 
 
@@ -285,25 +285,25 @@ def decide_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, regis
 
     registered = coerce(registered, RegisteredVersion)
     baseline = (quality or {}).get("champion_version")
-    registry.configure(settings)
+    registry = connect(settings)
     version = registry.resolve_version(registered.name, registered.version)
-    reports = _read_reports(str(version.run_id))
+    reports = _read_reports(registry, str(version.run_id))
     record = decision_record(cfg.name, int(version.version), reports, run_id=str(version.run_id),
                              data_snapshot=coerce(snapped, Snapshots).snapshots["train"].digest, actor=ctx.actor,
                              dag_run=ctx.run_id, baseline_version=baseline)
-    registry.client().log_dict(str(version.run_id), record, "decision/decision.json")
+    registry.run(str(version.run_id)).log_dict(record, "decision/decision.json")
     for key, value in decision_tags(record).items():
-        registry.client().set_model_version_tag(registered.name, str(version.version), key, value)
+        registry.set_version_tag(registered.name, version.version, key, value)
     result = Decision(decision=record["decision"], reasons=record["reasons"], version=int(version.version),
                       champion_version=baseline)
     # After the tags: a retry, or a concurrent decide of another version, reads this verdict from them.
-    _place_challenger(settings, registered.name, int(version.version), record["decision"])
+    _place_challenger(registry, settings, registered.name, int(version.version), record["decision"])
     if record["decision"] == "reject":
         raise GateFailure(GateReport.failed("decision", record["reasons"]))
     return result
 
 
-def _place_challenger(settings: Settings, name: str, number: int, decision: str) -> None:
+def _place_challenger(registry: Registry, settings: Settings, name: str, number: int, decision: str) -> None:
     """Point `challenger` at a version that passed; take it off a rejected one.
 
     `challenger` is the newest version whose verdict is `promote` or `review`: a passing version
@@ -318,15 +318,15 @@ def _place_challenger(settings: Settings, name: str, number: int, decision: str)
     from autopilot.versions.promotion import current, model_lock
 
     with model_lock(settings, name):
-        holder = current(name, CHALLENGER)
+        holder = current(name, CHALLENGER, registry)
         if decision in PASSED:
-            if holder is None or holder < number or (holder != number and _rejected(name, holder)):
+            if holder is None or holder < number or (holder != number and _rejected(registry, name, holder)):
                 registry.set_alias(name, CHALLENGER, number)
-        elif holder is not None and (holder == number or _rejected(name, holder)):
+        elif holder is not None and (holder == number or _rejected(registry, name, holder)):
             registry.delete_alias(name, CHALLENGER)
 
 
-def _rejected(name: str, number: int) -> bool:
+def _rejected(registry: Registry, name: str, number: int) -> bool:
     """Whether a version's recorded decision is `reject` (an unreachable registry raises: the task retries)."""
     return (registry.resolve_version(name, number).tags or {}).get("autopilot.decision") == "reject"
 

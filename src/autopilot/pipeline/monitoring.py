@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from autopilot.adapters import registry
+from autopilot.adapters.registry import Registry, connect
 from autopilot.aliases import CHAMPION
 from autopilot.config import Task
 from autopilot.reports import json_safe
@@ -66,21 +66,21 @@ def _utc(value: datetime | str) -> datetime:
 # ---------------------------------------------------------------------------- reference
 
 
-def load_reference(cfg: LoadedConfig, settings: Settings, version: Any) -> Reference:
-    """The champion's reference: from its run's artifacts if stored, else built and stored now."""
+def load_reference(registry: Registry, cfg: LoadedConfig, settings: Settings, version: Any) -> Reference:
+    """The champion's reference: from its run's artifacts (in `registry`) if stored, else built and stored now."""
     from autopilot.monitoring.drift import ReferenceProfile
     from autopilot.monitoring.performance import Calibrator
 
     run_id = str(version.run_id)
     frame = _training_frame(cfg, settings, version)
-    if not set(REFERENCE_FILES) <= _artifact_names(run_id, "monitoring"):  # not built yet for this champion
+    if not set(REFERENCE_FILES) <= _artifact_names(registry, run_id, "monitoring"):  # not built yet for it
         log.info("building the monitoring reference of %s v%s", cfg.name, version.version)
-        return _build_reference(cfg, settings, version, frame)
+        return _build_reference(registry, cfg, settings, version, frame)
     # Stored: read it. A download or read error fails the window (and Airflow retries it) rather
     # than rebuild the reference: until this was narrowed, a wrong path here failed every read
     # and the reference was silently rebuilt and logged again for every window.
     cache = settings.home / "monitoring" / cfg.name / f"v{version.version}"
-    folder = Path(registry.client().download_artifacts(run_id, "monitoring", str(_fresh(cache))))  # .../monitoring
+    folder = registry.download_artifacts(run_id, "monitoring", _fresh(cache))  # .../monitoring
     profile = ReferenceProfile.load(folder / "reference.npz")
     calibrated = json.loads((folder / "calibrator.json").read_text())  # null for a regression model
     calibrator = Calibrator.from_dict(calibrated) if calibrated is not None else None
@@ -88,9 +88,9 @@ def load_reference(cfg: LoadedConfig, settings: Settings, version: Any) -> Refer
     return Reference(profile, calibrator, frame, meta)
 
 
-def _artifact_names(run_id: str, folder: str) -> set[str]:
+def _artifact_names(registry: Registry, run_id: str, folder: str) -> set[str]:
     """File names stored under a run's artifact folder (empty when there is none)."""
-    return {Path(f.path).name for f in registry.client().list_artifacts(run_id, folder)}
+    return {Path(path).name for path in registry.list_artifacts(run_id, folder)}
 
 
 def _fresh(folder: Path) -> Path:
@@ -118,16 +118,17 @@ def _training_frame(cfg: LoadedConfig, settings: Settings, version: Any) -> pd.D
     return frame
 
 
-def _build_reference(cfg: LoadedConfig, settings: Settings, version: Any, frame: pd.DataFrame) -> Reference:
+def _build_reference(registry: Registry, cfg: LoadedConfig, settings: Settings, version: Any,
+                     frame: pd.DataFrame) -> Reference:
     from autopilot.adapters.model_loading import LoadPolicy, load_version
     from autopilot.modeling.splits import encode_target, feature_frame
     from autopilot.modeling.training import predict_scores
     from autopilot.monitoring.drift import build_reference
     from autopilot.monitoring.performance import fit_calibrator
 
-    model = load_version(version, LoadPolicy.of(cfg, settings))
+    model = load_version(version, LoadPolicy.of(cfg, settings), registry)
     scores = predict_scores(model, feature_frame(frame, cfg), cfg.task)
-    importance = _importance(str(version.run_id))
+    importance = _importance(registry, str(version.run_id))
     profile = build_reference(feature_frame(frame, cfg), scores, cfg, importance)
     try:
         holdout = _snapshot(cfg, settings, version, "test")
@@ -143,17 +144,15 @@ def _build_reference(cfg: LoadedConfig, settings: Settings, version: Any, frame:
         profile.save(Path(tmp) / "reference.npz")
         (Path(tmp) / "calibrator.json").write_text(json.dumps(calibrator.as_dict() if calibrator else None))
         (Path(tmp) / "reference.json").write_text(json.dumps(json_safe(meta)))
-        registry.client().log_artifacts(str(version.run_id), tmp, "monitoring")
+        registry.run(str(version.run_id)).log_artifacts(tmp, "monitoring")
     return Reference(profile, calibrator, frame, meta)
 
 
-def _importance(run_id: str) -> dict[str, float] | None:
+def _importance(registry: Registry, run_id: str) -> dict[str, float] | None:
     """SHAP shares from the version's explainability gate report (None: uniform weights)."""
-    import mlflow
-
-    if "explainability.json" not in _artifact_names(run_id, "gates"):
+    if "explainability.json" not in _artifact_names(registry, run_id, "gates"):
         return None
-    report = mlflow.artifacts.load_dict(f"runs:/{run_id}/gates/explainability.json")
+    report = registry.load_dict(run_id, "gates/explainability.json")
     shares = (report.get("details") or {}).get("shares") or (report.get("metrics") or {}).get("shares")
     return {str(k): float(v) for k, v in shares.items()} if isinstance(shares, dict) else None
 
@@ -220,17 +219,18 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
     from autopilot.monitoring import state
 
     start, end = _utc(start), _utc(end)
-    registry.configure(settings)
+    registry = connect(settings)
     champion = registry.resolve_version(cfg.registered_model_name, CHAMPION)
     version = int(champion.version)
-    reference = load_reference(cfg, settings, champion)
+    reference = load_reference(registry, cfg, settings, champion)
     frame = _window_frame(cfg, settings, start, end)
     features = _features(cfg, frame)
     served = frame[frame["version"] == version] if len(frame) else frame
     drift = _drift(cfg, reference, features, served)
     performance = _performance(cfg, reference, served) if drift["sufficient"] else {"realized": None,
                                                                                      "estimated": None}
-    attribution = _attribution(cfg, settings, champion, reference, features) if drift["sufficient"] else None
+    attribution = (_attribution(registry, cfg, settings, champion, reference, features)
+                   if drift["sufficient"] else None)
     series = _series(cfg, drift, performance, served)
     counters, unreachable = _endpoint_counters(cfg)
     rate = _error_rate(settings, cfg, end, counters)
@@ -288,7 +288,7 @@ def _performance(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) 
             "reference_metric": reference.meta.get("reference_metric")}
 
 
-def _attribution(cfg: LoadedConfig, settings: Settings, champion: Any, reference: Reference,
+def _attribution(registry: Registry, cfg: LoadedConfig, settings: Settings, champion: Any, reference: Reference,
                  features: pd.DataFrame) -> dict[str, Any] | None:
     from autopilot.adapters.model_loading import LoadPolicy, ModelRefused, load_version
     from autopilot.monitoring.performance import attribution_drift
@@ -297,7 +297,7 @@ def _attribution(cfg: LoadedConfig, settings: Settings, champion: Any, reference
     if not shares:
         return None
     try:
-        model = load_version(champion, LoadPolicy.of(cfg, settings))
+        model = load_version(champion, LoadPolicy.of(cfg, settings), registry)
     except ModelRefused:
         raise  # a champion that fails verification is an alarm, not a diagnostic
     try:

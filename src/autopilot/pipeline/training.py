@@ -17,7 +17,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopilot.adapters import registry
+from autopilot.adapters.registry import (
+    IDEMPOTENCY_TAG,
+    ModelRef,
+    Registry,
+    RunHandle,
+    connect,
+    model_signature,
+    sha256_manifest,
+)
 from autopilot.aliases import CHAMPION
 from autopilot.config import LoadedConfig, Task, config_hash
 from autopilot.pipeline.context import (
@@ -36,6 +44,7 @@ from autopilot.reports import GateFailure, GateReport
 if TYPE_CHECKING:
     import pandas as pd
 
+    from autopilot.adapters.registry import ModelVersion
     from autopilot.modeling.splits import Splits
     from autopilot.settings import Settings
 
@@ -86,7 +95,8 @@ def plan_tuning(cfg: LoadedConfig, settings: Settings, ctx: RunContext,
     warm: list[dict[str, Any]] = []
     budget = cfg.tuning.n_trials
     if strategy == "retune":
-        warm, budget = _previous_best_trials(cfg, settings), cfg.monitoring.retrain.retune_trials
+        warm = _previous_best_trials(connect(settings), cfg, settings)
+        budget = cfg.monitoring.retrain.retune_trials
         name += "-retune"
     open_study(cfg, settings.optuna_storage, name, warm_start=warm)
     workers = cfg.tuning.parallel_workers
@@ -121,28 +131,27 @@ def finish_tuning(cfg: LoadedConfig, settings: Settings, ctx: RunContext, assign
     Returns:
         `{"tune_run_id", "study_name", "best_params", "best_value", "n_trials"}`.
     """
-    import mlflow
-
     from autopilot.modeling.tuning import plot_history, study_result
 
     if not assignments:
         raise ValueError("finish_tuning needs the assignments plan_tuning returned; got none")
+    registry = connect(settings)
     name = coerce(assignments[0], TuningAssignment).study_name
     if name is None:
-        return _refit_params(cfg, settings, ctx)
+        return _refit_params(registry, cfg, settings, ctx)
     n_new = sum(int(coerce(w, TuningWork).n_new) for w in worked)
     result = study_result(cfg, settings.optuna_storage, name, n_new=n_new)
-    with tempfile.TemporaryDirectory() as tmp, stage_run(cfg, settings, ctx, "tune") as run:
+    with tempfile.TemporaryDirectory() as tmp, stage_run(registry, cfg, settings, ctx, "tune") as run:
         trials_csv = Path(tmp) / "trials.csv"
         result.trials.to_csv(trials_csv, index=False)
-        mlflow.log_artifact(str(trials_csv), "tuning")
-        mlflow.log_artifact(str(plot_history(result, Path(tmp) / "optimization_history.png")), "tuning")
-        mlflow.log_dict(result.best_params, "tuning/best_params.json")
-        mlflow.log_metrics({f"cv_{cfg.metric}": result.best_value, "n_trials": result.n_trials,
-                            "n_pruned": result.n_pruned, "n_complete": result.n_complete})
-        mlflow.log_params({"tuning_workers": len(assignments)})
-        mlflow.set_tags({"autopilot.study_name": name, "autopilot.best_family": str(result.best_params["family"])})
-    return TunedResult(tune_run_id=run.info.run_id, study_name=name, best_params=result.best_params,
+        run.log_artifact(str(trials_csv), "tuning")
+        run.log_artifact(str(plot_history(result, Path(tmp) / "optimization_history.png")), "tuning")
+        run.log_dict(result.best_params, "tuning/best_params.json")
+        run.log_metrics({f"cv_{cfg.metric}": result.best_value, "n_trials": result.n_trials,
+                         "n_pruned": result.n_pruned, "n_complete": result.n_complete})
+        run.log_params({"tuning_workers": len(assignments)})
+        run.set_tags({"autopilot.study_name": name, "autopilot.best_family": str(result.best_params["family"])})
+    return TunedResult(tune_run_id=run.run_id, study_name=name, best_params=result.best_params,
                        best_value=result.best_value, n_trials=result.n_trials)
 
 
@@ -167,32 +176,29 @@ def _data_digest(snapped: Snapshots) -> str:
     return hashlib.sha256(f"{snaps['train'].digest}+{snaps['recent'].digest}".encode()).hexdigest()
 
 
-def _champion_run(cfg: LoadedConfig) -> Any:
-    version = registry.resolve_version(cfg.registered_model_name, CHAMPION)
-    return version, registry.client().get_run(str(version.run_id))
+def _champion(registry: Registry, cfg: LoadedConfig) -> ModelVersion:
+    """The champion version (an unreachable registry raises: the task retries)."""
+    return registry.resolve_version(cfg.registered_model_name, CHAMPION)
 
 
-def _refit_params(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> TunedResult:
+def _refit_params(registry: Registry, cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> TunedResult:
     """`refit`: the champion's hyperparameters on the new training window, no search (moderate drift)."""
-    import mlflow
-
-    registry.configure(settings)
-    version, _ = _champion_run(cfg)
-    params = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/model_params.json")
-    with stage_run(cfg, settings, ctx, "tune") as run:
-        mlflow.log_dict(params, "tuning/best_params.json")
-        mlflow.set_tags({"autopilot.retrain.strategy": "refit", "autopilot.retrain.from_version": str(version.version),
-                         "autopilot.best_family": str(params["family"])})
-    return TunedResult(tune_run_id=run.info.run_id, study_name=f"refit-of-v{version.version}", best_params=params,
+    version = _champion(registry, cfg)
+    params = registry.load_dict(str(version.run_id), "model_params.json")
+    with stage_run(registry, cfg, settings, ctx, "tune") as run:
+        run.log_dict(params, "tuning/best_params.json")
+        run.set_tags({"autopilot.retrain.strategy": "refit", "autopilot.retrain.from_version": str(version.version),
+                      "autopilot.best_family": str(params["family"])})
+    return TunedResult(tune_run_id=run.run_id, study_name=f"refit-of-v{version.version}", best_params=params,
                        best_value=None, n_trials=0)
 
 
-def _previous_best_trials(cfg: LoadedConfig, settings: Settings, k: int = 5) -> list[dict[str, Any]]:
+def _previous_best_trials(registry: Registry, cfg: LoadedConfig, settings: Settings,
+                          k: int = 5) -> list[dict[str, Any]]:
     """The champion's study's best `k` trials (raw Optuna params), to warm-start a re-tune."""
     import optuna
 
-    registry.configure(settings)
-    version, _ = _champion_run(cfg)
+    version = _champion(registry, cfg)
     name = (version.tags or {}).get("autopilot.study_name")
     if not name:
         return []
@@ -224,12 +230,8 @@ def _quality_floor(cfg: LoadedConfig, metrics: dict[str, float]) -> GateReport:
 
 def signature_for(cfg: LoadedConfig, X: pd.DataFrame, served: Any) -> Any:
     """The MLflow signature: inputs typed from the config (not guessed), outputs as served."""
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ColSpec, Schema
-
-    inputs = Schema([ColSpec("double" if spec.type == "numeric" else "string", name)
-                     for name, spec in cfg.features.items()])
-    return ModelSignature(inputs=inputs, outputs=infer_signature(X, served).outputs)
+    return model_signature({name: "double" if spec.type == "numeric" else "string"
+                            for name, spec in cfg.features.items()}, X, served)
 
 
 def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, snapped: Mapping[str, Any],
@@ -257,23 +259,23 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
     snapped, tuned = coerce(snapped, Snapshots), coerce(tuned, TunedResult)
     name = cfg.registered_model_name
     key = ctx.key(cfg, "train")
-    registry.configure(settings)
+    registry = connect(settings)
     with state_lock(settings, f"register:{key}"):
         found = registry.find_version(name, key)
         if found is not None:  # this DAG run already registered its version
-            return _finish_registration(name, key, found)
+            return _finish_registration(registry, name, key, found)
         splits, frames = load_splits(cfg, settings, snapped.snapshots)
-        with tempfile.TemporaryDirectory() as tmp, stage_run(cfg, settings, ctx, "train") as run:
-            info, metrics, manifest = _fit_and_log(cfg, snapped, tuned, splits, frames, Path(tmp))
+        with tempfile.TemporaryDirectory() as tmp, stage_run(registry, cfg, settings, ctx, "train") as run:
+            info, metrics, manifest = _fit_and_log(run, cfg, snapped, tuned, splits, frames, Path(tmp))
             tags = _version_tags(cfg, ctx, snapped, tuned, metrics, key)
             tags.update(manifest_tags(name, manifest, settings.signing_key))  # signed when a key is configured
             checkpoint("train.logged")
-        version = registry.create_version(name, info.model_uri, run.info.run_id, tags)
+        version = registry.create_version(name, info.model_uri, run.run_id, tags)
         checkpoint("train.registered")
-        return replace(_finish_registration(name, key, version), metrics=metrics)
+        return replace(_finish_registration(registry, name, key, version), metrics=metrics)
 
 
-def _finish_registration(name: str, key: str, version: Any) -> RegisteredVersion:
+def _finish_registration(registry: Registry, name: str, key: str, version: ModelVersion) -> RegisteredVersion:
     """Finish a registered version of this run, once, and return its reference.
 
     The version gets no alias here: `challenger` goes only to a version that passed the gates
@@ -285,48 +287,48 @@ def _finish_registration(name: str, key: str, version: Any) -> RegisteredVersion
     version = found[0]
     for extra in found[1:]:
         if not (extra.aliases or []):
-            registry.client().delete_model_version(name, str(extra.version))
-    run = registry.client().get_run(str(version.run_id))
+            registry.delete_version(name, extra.version)
+    run = registry.get_run(str(version.run_id))
     metrics = {k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")}
     return RegisteredVersion.from_xcom({**_version_ref(version), "metrics": metrics})
 
 
-def _fit_and_log(cfg: LoadedConfig, snapped: Snapshots, tuned: TunedResult, splits: Splits,
+def _fit_and_log(run: RunHandle, cfg: LoadedConfig, snapped: Snapshots, tuned: TunedResult, splits: Splits,
                  frames: dict[str, pd.DataFrame], workdir: Path) -> tuple[Any, dict[str, float], dict[str, str]]:
-    import mlflow
     import numpy as np
 
     from autopilot.modeling.fingerprint import environment_fingerprint, fingerprint_tags
     from autopilot.modeling.training import fit_pipeline, metrics_from_scores, predict_scores
 
     params, seed = tuned.best_params, cfg.tuning.seed
-    log_dataset_inputs(cfg, frames, snapped.snapshots, {"train": "training", "test": "testing", "recent": "training"})
+    log_dataset_inputs(run, cfg, frames, snapped.snapshots,
+                       {"train": "training", "test": "testing", "recent": "training"})
     pipeline = fit_pipeline(params, cfg, splits.X_train, splits.y_train, seed)
     if len(splits.X_test) == 0:
         raise ValueError("the test split is empty: nothing to evaluate")
     scores = predict_scores(pipeline, splits.X_test, cfg.task)  # once: for the metrics and the record
     metrics = metrics_from_scores(splits.y_test, scores, cfg.task)
-    mlflow.log_params({f"model.{k}": v for k, v in params.items()})
-    mlflow.log_dict(params, "model_params.json")
-    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    run.log_params({f"model.{k}": v for k, v in params.items()})
+    run.log_dict(params, "model_params.json")
+    run.log_metrics({f"test_{k}": v for k, v in metrics.items()})
     seeds = {"split": cfg.split.seed, "tuning": cfg.tuning.seed, "estimator": seed}
     fingerprint = environment_fingerprint(config_hash(cfg), seeds)
-    mlflow.log_dict(fingerprint, "environment.json")
-    mlflow.set_tags(fingerprint_tags(fingerprint))
-    mlflow.log_dict(json.loads(cfg.model_dump_json(exclude={"path"})), "config.json")
+    run.log_dict(fingerprint, "environment.json")
+    run.set_tags(fingerprint_tags(fingerprint))
+    run.log_dict(json.loads(cfg.model_dump_json(exclude={"path"})), "config.json")
     np.save(workdir / "test_scores.npy", scores)
-    mlflow.log_artifact(str(workdir / "test_scores.npy"), "evaluation")
+    run.log_artifact(str(workdir / "test_scores.npy"), "evaluation")
     floor = _quality_floor(cfg, metrics)
-    mlflow.log_dict(floor.model_dump(mode="json"), "gates/quality_floor.json")
+    run.log_dict(floor.model_dump(mode="json"), "gates/quality_floor.json")
     if not floor.passed:
-        mlflow.set_tag("autopilot.decision", "rejected: " + "; ".join(floor.reasons))
+        run.set_tag("autopilot.decision", "rejected: " + "; ".join(floor.reasons))
         raise GateFailure(floor)
     predict_fn = "predict_proba" if cfg.task is Task.BINARY_CLASSIFICATION else "predict"
     served = getattr(pipeline, predict_fn)(splits.X_test.head(50))
-    info = registry.log_sklearn_model(pipeline, splits.X_test.head(5), signature_for(cfg, splits.X_test, served),
-                                      cfg.registry.allow_pickle, predict_fn)
-    manifest = registry.sha256_manifest(Path(mlflow.artifacts.download_artifacts(info.model_uri)))
-    mlflow.log_dict(manifest, "model_manifest.json")
+    info = run.log_sklearn_model(pipeline, splits.X_test.head(5), signature_for(cfg, splits.X_test, served),
+                                 cfg.registry.allow_pickle, predict_fn)
+    manifest = sha256_manifest(run.registry.download(info.model_uri, workdir / "model"))
+    run.log_dict(manifest, "model_manifest.json")
     return info, metrics, manifest
 
 
@@ -334,7 +336,7 @@ def _version_tags(cfg: LoadedConfig, ctx: RunContext, snapped: Snapshots, tuned:
                   metrics: dict[str, float], key: str) -> dict[str, str]:
     snaps = snapped.snapshots
     tags = {
-        registry.IDEMPOTENCY_TAG: key,
+        IDEMPOTENCY_TAG: key,
         "autopilot.model": cfg.name,
         "autopilot.dag_run_id": ctx.run_id,
         "autopilot.data_run_id": snapped.data_run_id,
@@ -355,7 +357,7 @@ def _version_tags(cfg: LoadedConfig, ctx: RunContext, snapped: Snapshots, tuned:
 
 
 def _version_ref(version: Any) -> dict[str, Any]:
-    return registry.ModelRef(
+    return ModelRef(
         name=version.name, version=int(version.version), run_id=version.run_id,
         model_uri=f"models:/{version.name}/{version.version}", source=version.source,
     ).as_ref()

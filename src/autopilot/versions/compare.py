@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autopilot.adapters.registry import Registry, transitional_default
+from autopilot.adapters.registry import Registry
 
 __all__ = ["compare_versions", "format_comparison"]
 
@@ -48,14 +48,9 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]:
     return {key: [a.get(key), b.get(key)] for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)}
 
 
-def compare_versions(model: str, a: str | int, b: str | int, registry: Registry | None = None) -> dict[str, Any]:
-    """Two versions' metrics, parameters, data, lineage, environment and gates, with differences.
-
-    `registry` is the model's store (None: TRANSITIONAL, `registry.transitional_default()`, for cli/
-    until it passes one).
-    """
-    store = registry or transitional_default()
-    left, right = _side(store, model, a), _side(store, model, b)
+def compare_versions(model: str, a: str | int, b: str | int, registry: Registry) -> dict[str, Any]:
+    """Two versions' metrics, parameters, data, lineage, environment and gates, with differences (from `registry`)."""
+    left, right = _side(registry, model, a), _side(registry, model, b)
     return {
         "model": model,
         "versions": [left["version"], right["version"]],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autopilot.adapters.registry import Registry, transitional_default
+from autopilot.adapters.registry import Registry
 from autopilot.aliases import CHAMPION
 
 __all__ = ["format_lineage", "lineage", "parse_model_spec"]
@@ -22,17 +22,12 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
     return name, version or CHAMPION
 
 
-def lineage(model_name: str, version_spec: str | int, registry: Registry | None = None) -> dict[str, Any]:
-    """The recorded chain behind one model version, as a JSON-safe dict.
-
-    `registry` is the model's store (None: TRANSITIONAL, `registry.transitional_default()`, for cli/
-    until it passes one).
-    """
-    store = registry or transitional_default()
-    version = store.resolve_version(model_name, version_spec)
-    train_run = store.get_run(str(version.run_id))
+def lineage(model_name: str, version_spec: str | int, registry: Registry) -> dict[str, Any]:
+    """The recorded chain behind one model version (in `registry`), as a JSON-safe dict."""
+    version = registry.resolve_version(model_name, version_spec)
+    train_run = registry.get_run(str(version.run_id))
     tags = version.tags or {}
-    data_run = store.get_run(tags["autopilot.data_run_id"]) if tags.get("autopilot.data_run_id") else None
+    data_run = registry.get_run(tags["autopilot.data_run_id"]) if tags.get("autopilot.data_run_id") else None
     data_tags = data_run.data.tags if data_run else {}
     # Training data first, then the held-out batch.
     splits = sorted((k.split(".")[-1] for k in data_tags if k.startswith("autopilot.source.")),
@@ -48,14 +43,14 @@ def lineage(model_name: str, version_spec: str | int, registry: Registry | None 
         }
         for split in splits
     }
-    aliases = _aliases(store, model_name, int(version.version))
+    aliases = _aliases(registry, model_name, int(version.version))
     return {
         "model": model_name,
         "version": int(version.version),
         "aliases": aliases,
         "batches": batches,
         "data_run_id": data_run.info.run_id if data_run else None,
-        "tuning": _tuning(store, tags),
+        "tuning": _tuning(registry, tags),
         "training": {
             "run_id": train_run.info.run_id,
             "metrics": {k: v for k, v in sorted(train_run.data.metrics.items()) if k.startswith("test_")},

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 from sqlalchemy import select
 
 from autopilot.adapters import state_db
-from autopilot.adapters.registry import Registry, connect, is_not_found, transitional_default
+from autopilot.adapters.registry import Registry, connect, is_not_found
 from autopilot.adapters.state_db.locks import state_lock
 from autopilot.adapters.state_db.tables import ALIAS_HISTORY, ALIAS_INTENTS
 from autopilot.aliases import CHALLENGER, CHAMPION
@@ -209,16 +209,12 @@ def _intents_of(model: str) -> Select[Any]:
     return select(ALIAS_INTENTS).where(ALIAS_INTENTS.c.model == model).order_by(ALIAS_INTENTS.c.id)
 
 
-def current(model: str, alias: str, registry: Registry | None = None) -> int | None:
-    """The version an alias points at in the MLflow registry, or None if absent.
-
-    `registry` is the model's store (None: TRANSITIONAL, `registry.transitional_default()`, for
-    pipeline/ and cli/ until they pass one).
-    """
+def current(model: str, alias: str, registry: Registry) -> int | None:
+    """The version an alias points at in the model's store (`registry`), or None if absent."""
     try:
         # The registered model's alias map, rather than get_model_version_by_alias: a missing alias
         # is then a missing key, not an INVALID_PARAMETER_VALUE error told apart by its message.
-        aliases = (registry or transitional_default()).aliases(model)
+        aliases = registry.aliases(model)
     except Exception as exc:
         if is_not_found(exc):  # no such model yet: no alias
             return None

@@ -11,8 +11,8 @@ each change. No other module imports mlflow (`tests/unit/test_mlflow_imports.py`
   what a logged model and a run input need; `fluent_uris` is the one place MLflow's global URIs
   are touched (for the model log, which MLflow offers only fluently).
 - `common.py`: tag names, `ModelRef`, `is_not_found`/`is_mlflow_error`, SHA-256 manifests.
-- `transition.py`: TRANSITIONAL `configure(settings)` and module-level functions, for
-  pipeline/, cli/ and doctor/ only until they take a `Registry`; deleted with them.
+- `transition.py`: TRANSITIONAL `configure(settings)` and `resolve_version`, for the two rollback
+  helpers of `pipeline.deploy` that are being moved elsewhere; deleted when they take a `Registry`.
 
 MLflow's types callers name in hints (`ModelVersion`, `Run`, `MlflowException`) are importable
 from here, so callers never import mlflow; they resolve lazily, keeping this import cheap.
@@ -35,27 +35,8 @@ from autopilot.adapters.registry.common import (
     verify_manifest,
 )
 from autopilot.adapters.registry.runs import RunHandle, model_signature, pandas_dataset
-from autopilot.adapters.registry.store import (
-    MLFLOW_HTTP_DEFAULTS,
-    Registry,
-    connect,
-    list_one_experiment,
-    transitional_default,
-)
-from autopilot.adapters.registry.transition import (
-    client,
-    configure,
-    create_version,
-    delete_alias,
-    download,
-    ensure_experiment,
-    find_run,
-    find_version,
-    find_versions,
-    log_sklearn_model,
-    resolve_version,
-    set_alias,
-)
+from autopilot.adapters.registry.store import MLFLOW_HTTP_DEFAULTS, Registry, connect, list_one_experiment
+from autopilot.adapters.registry.transition import configure, configured, resolve_version
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -73,28 +54,18 @@ __all__ = [
     "Registry",
     "Run",
     "RunHandle",
-    "client",
     "configure",
+    "configured",
     "connect",
     "list_one_experiment",
-    "create_version",
-    "delete_alias",
-    "download",
-    "ensure_experiment",
-    "find_run",
-    "find_version",
-    "find_versions",
     "is_mlflow_error",
     "is_not_found",
-    "log_sklearn_model",
     "model_signature",
     "pandas_dataset",
     "requirements",
     "resolve_version",
-    "set_alias",
     "sha256_manifest",
     "skops_types",
-    "transitional_default",
     "verify_manifest",
 ]
 

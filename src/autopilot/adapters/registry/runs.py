@@ -25,8 +25,7 @@ from autopilot.adapters.registry.common import requirements, skops_types
 if TYPE_CHECKING:
     from autopilot.adapters.registry.store import Registry
 
-__all__ = ["RunHandle", "fluent_uris", "log_sklearn", "log_sklearn_to_run", "model_signature", "pandas_dataset",
-           "started_run"]
+__all__ = ["RunHandle", "fluent_uris", "log_sklearn_to_run", "model_signature", "pandas_dataset", "started_run"]
 
 # The variables `mlflow.set_tracking_uri`/`set_registry_uri` also write, for child processes.
 URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -150,8 +149,8 @@ def fluent_uris(registry: Registry) -> Iterator[None]:
 
     The one place the adapter touches MLflow's global state, for APIs MLflow offers only fluently.
     It restores the URIs (including "never set") and the environment variables MLflow writes with
-    them. Calls from several threads take turns (`_GLOBAL_URIS`); code that reads the global URIs
-    without this lock (the transitional fluent API) runs in one-threaded tasks only.
+    them. Calls from several threads take turns (`_GLOBAL_URIS`); nothing else in autopilot reads
+    or sets the global URIs.
     """
     import mlflow
     from mlflow.tracking._model_registry import utils as registry_state
@@ -174,19 +173,9 @@ def fluent_uris(registry: Registry) -> Iterator[None]:
                     os.environ[name] = value
 
 
-def log_sklearn(model: object, input_example: Any, signature: Any, allow_pickle: bool, predict_fn: str = "predict",
-                run_id: str | None = None) -> Any:
-    """Log a fitted sklearn model with MLflow's fluent API (to `run_id`, else the active run), skops when trusted.
-
-    Raises:
-        ValueError: when the model needs an untrusted type and pickle is not allowed.
-    """
-    return _log_model(model, _trusted_types(model, allow_pickle), input_example, signature, predict_fn, run_id)
-
-
 def log_sklearn_to_run(registry: Registry, run_id: str, model: object, input_example: Any, signature: Any,
                        allow_pickle: bool, predict_fn: str = "predict") -> Any:
-    """Log a fitted sklearn model to a run of `registry` (see `log_sklearn`), whatever the global URI says.
+    """Log a fitted sklearn model to a run of `registry` (skops when trusted), whatever the global URI says.
 
     MLflow creates the logged model in the *active* run's experiment, so the run is made active
     for the call (inside `fluent_uris`), as a `with mlflow.start_run(run_id=...)` block would; the
@@ -221,7 +210,7 @@ def _trusted_types(model: object, allow_pickle: bool) -> list[str] | None:
 
 
 def _log_model(model: object, trusted: list[str] | None, input_example: Any, signature: Any, predict_fn: str,
-               run_id: str | None) -> Any:
+               run_id: str) -> Any:
     import mlflow.sklearn
 
     return mlflow.sklearn.log_model(

@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 
     from autopilot.settings import Settings
 
-__all__ = ["MLFLOW_HTTP_DEFAULTS", "Registry", "connect", "list_one_experiment", "transitional_default",
-           "without_credentials"]
+__all__ = ["MLFLOW_HTTP_DEFAULTS", "Registry", "connect", "list_one_experiment", "without_credentials"]
 
 # MLflow's client retries a failed HTTP request 7 times with a backoff factor of 2 (about four
 # minutes) and waits 120 s for each answer. Inside a task a short, bounded wait and then a failed
@@ -50,7 +49,7 @@ class Registry:
 
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
-        # The raw client, for this package and the transitional `registry.client()`; callers use the methods.
+        # The raw client, for this package (and tests); callers use the methods.
         self.client: MlflowClient = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
 
     def __repr__(self) -> str:
@@ -343,37 +342,10 @@ def connect(settings: Settings) -> Registry:
         os.environ.setdefault(variable, value)
     settings.ensure_local_dirs()
     uri = without_credentials(settings.mlflow_tracking_uri)
-    found = _registry_for(uri, uri)
-    _remember(found)  # TRANSITIONAL: the module-level functions follow it (see `transitional_default`)
-    return found
+    return _registry_for(uri, uri)
 
 
 @functools.lru_cache(maxsize=32)
 def _registry_for(tracking_uri: str, registry_uri: str) -> Registry:
     return Registry(tracking_uri, registry_uri)
 
-
-# ---------------------------------------------------------------------------- transitional default
-# pipeline/, cli/ and doctor/ still call the module-level functions of `autopilot.adapters.registry`
-# (and `registry.client()`), some of them right after a domain function that used to call
-# `configure`. Until the next step converts them (and deletes this), those functions use the
-# Registry last connected or configured in this process, else the store MLflow's global URI names.
-_default: Registry | None = None
-
-
-def _remember(found: Registry) -> None:
-    global _default
-    _default = found
-
-
-def transitional_default() -> Registry:
-    """TRANSITIONAL, for pipeline/, cli/ and doctor/ only: the Registry the module-level functions use.
-
-    The one last connected or configured in this process; before any, the store MLflow's global
-    tracking URI names (what a bare `MlflowClient()` used). Removed by the step that converts them.
-    """
-    if _default is not None:
-        return _default
-    import mlflow
-
-    return _registry_for(mlflow.get_tracking_uri(), mlflow.get_registry_uri())
