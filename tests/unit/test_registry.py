@@ -130,16 +130,3 @@ def test_a_run_that_raises_ends_failed_and_resumes_running_with_new_tags(tmp_pat
     assert again.run_id == run.run_id and resumed.info.status == "FINISHED" and resumed.data.tags["again"] == "yes"
     a.run(run.run_id).set_tag("later", "1")  # a handle without starting: the status stays
     assert a.get_run(run.run_id).info.status == "FINISHED" and a.get_run(run.run_id).data.tags["later"] == "1"
-
-
-def test_the_last_transitional_configure_follows_the_settings_and_sets_no_global_uri(tmp_path: Path) -> None:
-    """What is left of it (for two rollback helpers being moved) touches no MLflow global state."""
-    import mlflow
-
-    before = mlflow.get_tracking_uri()
-    first, second = _store(tmp_path / "1"), _store(tmp_path / "2")
-    registry.configure(first)
-    assert registry.configured() is registry.connect(first)
-    registry.configure(second)
-    assert registry.configured() is registry.connect(second)
-    assert mlflow.get_tracking_uri() == before

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
+from autopilot.aliases import CHAMPION
 from autopilot.cli.common import actor, find_config, load_settings, registered_name
 
 if TYPE_CHECKING:
@@ -76,12 +78,30 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    """Move the champion back (to the previous champion, or to --to)."""
-    from autopilot.versions.promotion import rollback
+    """Move the champion back (to the previous champion, or to --to), and the endpoint with it.
+
+    The one rollback (`deploy.rollback`): with the model's config, the endpoint follows (SageMaker
+    back to that version's endpoint config, or the local endpoint asked to reload); an endpoint
+    that did not follow is reported, not fatal, since the alias moved. Without a config (a
+    registered model's name only) only the alias moves.
+    """
+    from autopilot.adapters.registry import connect
+    from autopilot.deploy.rollback import roll_back
+    from autopilot.versions.promotion import current, rollback
 
     settings = load_settings()
-    move = rollback(settings, registered_name(args.model, settings), actor=actor(), reason=args.reason,
-                    to_version=args.to)
+    try:
+        cfg = find_config(args.model, settings)
+    except Exception:  # no (readable) config: the name is the registered model's, as `registered_name` reads it
+        move = rollback(settings, args.model, actor=actor(), reason=args.reason, to_version=args.to)
+    else:
+        store = connect(settings)
+        failed = current(cfg.registered_model_name, CHAMPION, store)
+        done = roll_back(cfg, settings, store, actor=actor(), reason=args.reason, idempotency_key=None,
+                         failed=failed if failed is not None else 0, to_version=args.to)
+        move = done.move
+        if done.problem is not None:
+            print(f"endpoint not updated: {done.problem}", file=sys.stderr)
     print(f"champion of {move.model}: {move.from_version} -> {move.to_version} (rollback by {move.actor})")
     return 0
 

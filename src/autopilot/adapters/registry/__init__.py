@@ -11,8 +11,6 @@ each change. No other module imports mlflow (`tests/unit/test_mlflow_imports.py`
   what a logged model and a run input need; `fluent_uris` is the one place MLflow's global URIs
   are touched (for the model log, which MLflow offers only fluently).
 - `common.py`: tag names, `ModelRef`, `is_not_found`/`is_mlflow_error`, SHA-256 manifests.
-- `transition.py`: TRANSITIONAL `configure(settings)` and `resolve_version`, for the two rollback
-  helpers of `pipeline.deploy` that are being moved elsewhere; deleted when they take a `Registry`.
 
 MLflow's types callers name in hints (`ModelVersion`, `Run`, `MlflowException`) are importable
 from here, so callers never import mlflow; they resolve lazily, keeping this import cheap.
@@ -36,7 +34,6 @@ from autopilot.adapters.registry.common import (
 )
 from autopilot.adapters.registry.runs import RunHandle, model_signature, pandas_dataset
 from autopilot.adapters.registry.store import MLFLOW_HTTP_DEFAULTS, Registry, connect, list_one_experiment
-from autopilot.adapters.registry.transition import configure, configured, resolve_version
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -54,8 +51,6 @@ __all__ = [
     "Registry",
     "Run",
     "RunHandle",
-    "configure",
-    "configured",
     "connect",
     "list_one_experiment",
     "is_mlflow_error",
@@ -63,7 +58,6 @@ __all__ = [
     "model_signature",
     "pandas_dataset",
     "requirements",
-    "resolve_version",
     "sha256_manifest",
     "skops_types",
     "verify_manifest",
