@@ -18,7 +18,7 @@ import httpx
 import pandas as pd
 
 from autopilot.adapters import registry
-from autopilot.adapters.model_loading import manifest_tags
+from autopilot.adapters.registry.model_loading import manifest_tags
 from autopilot.config import LoadedConfig, load_config
 from autopilot.settings import Settings
 from tests.helpers import ADULT_CONFIG, PROJECT

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from autopilot.adapters import registry
-from autopilot.adapters.model_loading import LoadPolicy, load_version
+from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
 from autopilot.cli import run_pipeline
 from autopilot.config import load_config
 from autopilot.data.sources import canonicalize

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from autopilot.adapters import registry
-from autopilot.adapters.model_loading import LoadPolicy, load_version
+from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
 from autopilot.cli import run_pipeline
 from autopilot.config import load_config
 from autopilot.settings import Settings

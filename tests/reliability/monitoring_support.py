@@ -19,7 +19,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from autopilot.adapters import registry
-from autopilot.adapters.model_loading import LoadPolicy, load_version
+from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
 from autopilot.adapters.storage import open_store
 from autopilot.config import LoadedConfig
 from autopilot.data.snapshot import write_snapshot

@@ -54,7 +54,7 @@ import pytest
 import yaml
 
 from autopilot.adapters import registry
-from autopilot.adapters.model_loading import LoadPolicy, load_version
+from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
 from autopilot.config import load_config
 from autopilot.data.sources import canonicalize
 from autopilot.monitoring import state

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from autopilot.adapters import registry
-from autopilot.adapters.model_loading import ModelRefused
+from autopilot.adapters.registry.model_loading import ModelRefused
 from autopilot.pipeline import gates as gate_stages
 from autopilot.pipeline.context import RunContext
 from autopilot.reports import GateFailure

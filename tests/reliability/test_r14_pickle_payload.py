@@ -32,7 +32,7 @@ import pandas as pd
 import pytest
 
 from autopilot.adapters import registry
-from autopilot.adapters.model_loading import PACKAGE_MANIFEST, LoadPolicy, ModelRefused
+from autopilot.adapters.registry.model_loading import PACKAGE_MANIFEST, LoadPolicy, ModelRefused
 from autopilot.config import load_config
 from autopilot.pipeline import gates as gate_stages
 from autopilot.pipeline.context import RunContext

@@ -9,8 +9,8 @@ import pytest
 import skops.io
 from threadpoolctl import threadpool_limits
 
-from autopilot.adapters.model_loading import LoadPolicy, VerifiedFiles, verify_folder
 from autopilot.adapters.registry import sha256_manifest
+from autopilot.adapters.registry.model_loading import LoadPolicy, VerifiedFiles, verify_folder
 from autopilot.config import ModelConfig
 from autopilot.data.sources import canonicalize
 from autopilot.deploy.profile import Profile, artifact_size, profile_model

@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from autopilot.adapters import registry
-from autopilot.adapters.model_loading import LoadPolicy, load_version
+from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
 from autopilot.config import ModelConfig
 from autopilot.gates import infra
 from autopilot.gates.infra import evaluate_infra
@@ -194,7 +194,7 @@ def test_probe_runs_from_a_daemonic_process_as_under_celery(tmp_path: Path) -> N
     """Celery's prefork pool processes are daemonic; a task forked from one must still probe."""
     import multiprocessing
 
-    from autopilot.adapters.model_loading import VerifiedFiles
+    from autopilot.adapters.registry.model_loading import VerifiedFiles
     from autopilot.gates.infra import _run_probe
 
     config = multiprocessing.current_process()._config  # type: ignore[attr-defined]

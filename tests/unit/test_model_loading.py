@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autopilot.adapters import model_loading, registry
-from autopilot.adapters.model_loading import (
+from autopilot.adapters import registry
+from autopilot.adapters.registry import model_loading
+from autopilot.adapters.registry.model_loading import (
     PACKAGE_MANIFEST,
     PACKAGE_SIGNATURE,
     SIGNATURE_TAG,
@@ -254,7 +255,7 @@ def test_versions_registered_before_signing_can_be_signed_after_a_file_check(reg
         store: Settings, adult_frames: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Turning signing on must not strand the champion: `autopilot sign` checks the files, then signs."""
-    from autopilot.adapters.model_loading import sign_version
+    from autopilot.adapters.registry.model_loading import sign_version
     from autopilot.cli import main
 
     cfg = adult_cfg()

@@ -1,4 +1,4 @@
-"""No module but `autopilot.adapters.model_loading` deserializes a model, and nothing unpickles at all.
+"""No module but `autopilot.adapters.registry.model_loading` deserializes a model, and nothing unpickles at all.
 
 A static check over the package's syntax trees: a call to a model loader or an unpickler anywhere
 else would bypass the verification (signature, manifest, format, reviewed types) that the one door
@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "autopilot"
-DOOR = SRC / "adapters" / "model_loading.py"
+DOOR = SRC / "adapters" / "registry" / "model_loading.py"
 FORBIDDEN = {
     ("pickle", "load"), ("pickle", "loads"), ("cloudpickle", "load"), ("cloudpickle", "loads"),
     ("joblib", "load"), ("sio", "load"), ("sio", "loads"), ("io", "load"), ("pandas", "read_pickle"),
@@ -36,7 +36,7 @@ def test_only_the_door_deserializes_models() -> None:
                 found.append(f"{path.relative_to(SRC)}:{node.lineno}: {ast.unparse(node.func)}")
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "read_pickle":
                 found.append(f"{path.relative_to(SRC)}:{node.lineno}: {ast.unparse(node.func)}")
-    assert not found, "deserialization outside autopilot.adapters.model_loading:\n" + "\n".join(found)
+    assert not found, "deserialization outside autopilot.adapters.registry.model_loading:\n" + "\n".join(found)
 
 
 def test_the_check_sees_a_loader_call() -> None:

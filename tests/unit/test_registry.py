@@ -84,7 +84,7 @@ def test_two_stores_in_one_process_each_get_their_own_runs_models_and_aliases(tm
                                                                                   mlflow_clean: None) -> None:
     import mlflow
 
-    from autopilot.adapters.model_loading import LoadPolicy, load_version
+    from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
 
     before = mlflow.get_tracking_uri()
     a, b = registry.connect(_store(tmp_path / "a")), registry.connect(_store(tmp_path / "b"))

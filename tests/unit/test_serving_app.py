@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
 from autopilot.adapters import registry
-from autopilot.adapters.model_loading import LoadPolicy, load_version
+from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
 from autopilot.config import LoadedConfig
 from autopilot.serving.app import create_app
 from autopilot.serving.inference_log import InferenceLog

@@ -10,7 +10,7 @@ __all__ = ["actor", "find_config", "load_settings", "registered_name"]
 
 def load_settings() -> Any:
     """The settings from the environment, in a process hardened for loading models."""
-    from autopilot.adapters.model_loading import harden_process
+    from autopilot.adapters.registry.model_loading import harden_process
     from autopilot.settings import Settings, quiet_credential_loggers
 
     harden_process()  # every command that may load a model: MLflow's own pickle loading is off

@@ -172,8 +172,8 @@ def cmd_retire(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     """Sign versions registered before a signing key was configured (after checking their files)."""
-    from autopilot.adapters.model_loading import sign_version
     from autopilot.adapters.registry import connect
+    from autopilot.adapters.registry.model_loading import sign_version
 
     settings = load_settings()
     if not settings.signing_key:

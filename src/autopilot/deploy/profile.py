@@ -1,7 +1,7 @@
 """Measure what serving a model costs: size, load time, memory, latency and throughput.
 
 The numbers are taken on this machine, in this process, on the model loaded as a pyfunc model
-through `autopilot.adapters.model_loading` (the one door every load goes through, the serving container's
+through `autopilot.adapters.registry.model_loading` (the one door every load goes through, the serving container's
 included); they are stored with the model version and feed `autopilot.deploy.selection`.
 
 Core limits are applied with `threadpoolctl` (BLAS and OpenMP pools, which is where
@@ -26,7 +26,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:
-    from autopilot.adapters.model_loading import VerifiedFiles
+    from autopilot.adapters.registry.model_loading import VerifiedFiles
 
 
 @dataclass
@@ -115,7 +115,7 @@ def profile_model(files: VerifiedFiles, X_sample: pd.DataFrame, batch_sizes: Seq
     Raises:
         ValueError: on an empty sample, no batch sizes or core limits, or non-positive counts.
     """
-    from autopilot.adapters.model_loading import load_pyfunc
+    from autopilot.adapters.registry.model_loading import load_pyfunc
 
     if len(X_sample) == 0:
         raise ValueError("X_sample is empty: nothing to predict on")

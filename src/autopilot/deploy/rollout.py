@@ -167,8 +167,8 @@ def _wait_for_version(http: httpx.Client, version: int, timeout: float, reasons:
 def _smoke(cfg: LoadedConfig, settings: Settings, http: httpx.Client, plan: dict[str, Any],
            snapped: dict[str, Any], reasons: list[str], metrics: dict[str, Any]) -> None:
     """Send real held-out rows: every answer must come from the new version and match it exactly."""
-    from autopilot.adapters.model_loading import LoadPolicy, load_version
     from autopilot.adapters.registry import connect
+    from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
     from autopilot.modeling.splits import load_splits
     from autopilot.serving.schema import ServingSchema
 

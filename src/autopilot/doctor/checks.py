@@ -425,7 +425,7 @@ def check_signing(env_key: str | None, conn: ConnectionFacts | None, mode: str) 
     Without a key the SHA-256 manifest guards against corruption only: anyone who can write to
     MLflow can register a version with a matching manifest and move `champion`.
     """
-    from autopilot.adapters.model_loading import MIN_KEY_LENGTH
+    from autopilot.adapters.registry.model_loading import MIN_KEY_LENGTH
 
     if env_key is not None and len(env_key) < MIN_KEY_LENGTH:
         return Check("model_signing", "fail", f"AUTOPILOT_SIGNING_KEY is set but has {len(env_key)} characters "

@@ -1,6 +1,6 @@
 """The infra gate: load a registered version the way serving will, query it, measure it.
 
-The model is opened through `autopilot.adapters.model_loading`, the one door for models: signature (when
+The model is opened through `autopilot.adapters.registry.model_loading`, the one door for models: signature (when
 keyed), SHA-256 manifest, format (a pickle-based model is refused unless `registry.allow_pickle`)
 and skops types are checked in a private copy before anything deserializes it, and the probe
 checks that copy again and loads it through the same door.
@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autopilot.adapters import model_loading
-from autopilot.adapters.registry import is_mlflow_error
+from autopilot.adapters.registry import is_mlflow_error, model_loading
 from autopilot.reports import GateReport
 
 if TYPE_CHECKING:

@@ -60,7 +60,7 @@ def reproduce(settings: Settings, model_name: str, version_spec: str | int) -> R
     """
     import numpy as np
 
-    from autopilot.adapters.model_loading import load_version
+    from autopilot.adapters.registry.model_loading import load_version
     from autopilot.adapters.storage import open_store
     from autopilot.config import ModelConfig
     from autopilot.data.snapshot import load_snapshot
@@ -117,7 +117,7 @@ def _load_policy(settings: Settings, model: str) -> Any:
     Never the config recorded in MLflow: anyone who can write to MLflow could set
     `registry.allow_pickle` there. Without a config file for the model, pickle is refused.
     """
-    from autopilot.adapters.model_loading import LoadPolicy
+    from autopilot.adapters.registry.model_loading import LoadPolicy
     from autopilot.config import ConfigError, load_config
 
     path = settings.config_dir / f"{model}.yaml"

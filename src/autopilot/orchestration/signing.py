@@ -1,6 +1,6 @@
 """The settings a task runs with: the environment's, plus the model signing key from Airflow.
 
-The signing key (see `autopilot.adapters.model_loading`) comes from `AUTOPILOT_SIGNING_KEY` when the
+The signing key (see `autopilot.adapters.registry.model_loading`) comes from `AUTOPILOT_SIGNING_KEY` when the
 environment sets it, else from the password of the Airflow connection `autopilot_signing_key`
 (any secrets backend Airflow is configured with: a vault, the metadata DB, `AIRFLOW_CONN_*`).
 Airflow masks a connection's password in task logs. Every task process also switches MLflow's own
@@ -22,7 +22,7 @@ SIGNING_CONN_ID = "autopilot_signing_key"
 
 def task_settings() -> Settings:
     """Settings for a task: the environment's, with the signing key from Airflow when it has none."""
-    from autopilot.adapters.model_loading import harden_process
+    from autopilot.adapters.registry.model_loading import harden_process
     from autopilot.settings import Settings, quiet_credential_loggers
 
     harden_process()

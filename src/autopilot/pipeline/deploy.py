@@ -72,7 +72,7 @@ def plan_deployment(cfg: LoadedConfig, settings: Settings, ctx: RunContext, prom
     stored = _read_artifact(store, run_id, PLAN_ARTIFACT)
     if stored is not None:  # a rerun: the plan is part of the version's record already
         return DeploymentPlan.from_xcom(stored)
-    from autopilot.adapters.model_loading import LoadPolicy, open_version
+    from autopilot.adapters.registry.model_loading import LoadPolicy, open_version
     from autopilot.deploy.configs import generate_configs
     from autopilot.deploy.history import load_observations
     from autopilot.deploy.profile import profile_model
@@ -164,7 +164,7 @@ def deploy_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, plan:
     if plan.target == "local":
         return Deployment(target="local", version=plan.version, endpoint=serving_url(cfg),
                           action="follows the champion alias")
-    from autopilot.adapters.model_loading import SIGNATURE_TAG, LoadPolicy, open_version
+    from autopilot.adapters.registry.model_loading import SIGNATURE_TAG, LoadPolicy, open_version
     from autopilot.deploy.aws import package_model, provision_endpoint, upload_package
 
     store = connect(settings)

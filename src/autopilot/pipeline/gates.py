@@ -75,7 +75,7 @@ class GateInputs:
 def load_gate_inputs(registry: Registry, cfg: LoadedConfig, settings: Settings, registered: Mapping[str, Any],
                      snapped: Mapping[str, Any]) -> GateInputs:
     """Load the challenger and the champion (each SHA-256 verified) from `registry`, and the current splits."""
-    from autopilot.adapters.model_loading import LoadPolicy, load_version
+    from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
     from autopilot.modeling.splits import load_splits
 
     registered = coerce(registered, RegisteredVersion)
@@ -227,7 +227,7 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
 def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: Mapping[str, Any],
                 snapped: Mapping[str, Any]) -> GateSummary:
     """Load the version as serving will, query it through its signature, measure it."""
-    from autopilot.adapters.model_loading import LoadPolicy, load_version
+    from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
     from autopilot.gates.infra import evaluate_infra
     from autopilot.modeling.splits import load_splits
 

@@ -120,7 +120,7 @@ def _training_frame(cfg: LoadedConfig, settings: Settings, version: Any) -> pd.D
 
 def _build_reference(registry: Registry, cfg: LoadedConfig, settings: Settings, version: Any,
                      frame: pd.DataFrame) -> Reference:
-    from autopilot.adapters.model_loading import LoadPolicy, load_version
+    from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
     from autopilot.modeling.splits import encode_target, feature_frame
     from autopilot.modeling.training import predict_scores
     from autopilot.monitoring.drift import build_reference
@@ -290,7 +290,7 @@ def _performance(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) 
 
 def _attribution(registry: Registry, cfg: LoadedConfig, settings: Settings, champion: Any, reference: Reference,
                  features: pd.DataFrame) -> dict[str, Any] | None:
-    from autopilot.adapters.model_loading import LoadPolicy, ModelRefused, load_version
+    from autopilot.adapters.registry.model_loading import LoadPolicy, ModelRefused, load_version
     from autopilot.monitoring.performance import attribution_drift
 
     shares = reference.meta.get("importance")

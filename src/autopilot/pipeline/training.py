@@ -251,7 +251,7 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
     second wait, then find and return the first one's version. A run killed mid-way is resumed
     by the rerun (`stage_run` finds it by key); one killed after registering is finished by it.
     """
-    from autopilot.adapters.model_loading import manifest_tags
+    from autopilot.adapters.registry.model_loading import manifest_tags
     from autopilot.adapters.state_db.locks import state_lock
     from autopilot.faults import checkpoint
     from autopilot.modeling.splits import load_splits

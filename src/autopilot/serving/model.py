@@ -2,7 +2,7 @@
 
 Two sources: the MLflow registry (`RegistrySource`, following an alias such as `champion`)
 and a fixed model directory (`DirectorySource`, the container case: SageMaker extracts the
-package to `/opt/ml/model`). Either way the files go through `autopilot.adapters.model_loading`, the one
+package to `/opt/ml/model`). Either way the files go through `autopilot.adapters.registry.model_loading`, the one
 door for models (signature when keyed, SHA-256 manifest, skops with the project's reviewed types,
 pickle refused unless the config allows it), before anything deserializes them, and the model
 must answer a warm-up batch before it can serve.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
-from autopilot.adapters.model_loading import (
+from autopilot.adapters.registry.model_loading import (
     PACKAGE_MANIFEST,
     LoadPolicy,
     VerifiedFiles,

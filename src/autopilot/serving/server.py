@@ -47,8 +47,8 @@ def resolve_token(cfg: ModelConfig, environ: dict[str, str] | None = None) -> st
 def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = None, follow: bool = True,
               token: str | None = None, alias: str = CHAMPION) -> Any:
     """The FastAPI app: following the registry alias, or serving a fixed package folder."""
-    from autopilot.adapters.model_loading import LoadPolicy, harden_process
     from autopilot.adapters.registry import connect
+    from autopilot.adapters.registry.model_loading import LoadPolicy, harden_process
     from autopilot.serving.app import create_app
     from autopilot.serving.inference_log import InferenceLog
     from autopilot.serving.model import DirectorySource, ModelSource, RegistrySource

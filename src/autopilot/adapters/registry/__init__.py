@@ -1,8 +1,8 @@
 """The one MLflow adapter: a store's runs, model versions and aliases, through an explicit `Registry`.
 
 MLflow's APIs move between majors; every call autopilot makes to MLflow lives in this package
-(and in `autopilot.adapters.model_loading`, the door models load through), so one place absorbs
-each change. No other module imports mlflow (`tests/unit/test_mlflow_imports.py`).
+(`model_loading` included: the door every model loads through), so one place absorbs each change.
+No other module imports mlflow (`tests/unit/test_mlflow_imports.py`).
 
 - `connect(settings) -> Registry` (`store.py`): one store, through a client built with its URIs.
   Versions and aliases (`resolve_version`, `set_alias`, `create_version`, ...), runs

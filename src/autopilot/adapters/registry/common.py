@@ -30,7 +30,7 @@ MANIFEST_TAG = "autopilot.sha256_manifest"
 
 
 class ManifestError(RuntimeError):
-    """A model's files failed verification before loading (see `autopilot.adapters.model_loading`)."""
+    """A model's files failed verification before loading (see `autopilot.adapters.registry.model_loading`)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def skops_types(model: object) -> list[str] | None:
     """
     import skops.io as sio
 
-    from autopilot.adapters.model_loading import SKOPS_TRUSTED_TYPES
+    from autopilot.adapters.registry.model_loading import SKOPS_TRUSTED_TYPES
 
     needed: list[str] = sio.get_untrusted_types(data=sio.dumps(model))
     return needed if all(t in SKOPS_TRUSTED_TYPES for t in needed) else None

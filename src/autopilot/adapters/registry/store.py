@@ -110,7 +110,7 @@ class Registry:
     def download(self, uri: str, dst: Path | None = None) -> Path:
         """Download artifacts (a model's folder) to a local path, under `dst` when given; nothing is deserialized.
 
-        Loading goes through `autopilot.adapters.model_loading`, which verifies before it deserializes. Without
+        Loading goes through `autopilot.adapters.registry.model_loading`, which verifies before it deserializes. Without
         `dst` MLflow picks a temporary folder it never removes (and for a local store returns the
         stored folder itself): loads pass their own private folder.
         """

@@ -17,8 +17,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from autopilot.adapters.model_loading import PACKAGE_MANIFEST, PACKAGE_SIGNATURE
 from autopilot.adapters.registry import sha256_manifest
+from autopilot.adapters.registry.model_loading import PACKAGE_MANIFEST, PACKAGE_SIGNATURE
 from autopilot.deploy.aws.errors import ProvisionError, UploadMismatch, error_code
 from autopilot.faults import checkpoint
 
