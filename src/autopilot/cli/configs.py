@@ -22,58 +22,22 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    """Validate config files as the DAG reads them; print each problem."""
-    from autopilot.config import ConfigError, load_config
+    """Validate config files as the DAG reads them: every problem of every file, one line each."""
+    from autopilot.config.validation import validate_file
 
     status = 0
     for path in args.files:
-        try:
-            cfg = load_config(path)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
-            status = 1
-            continue
-        problems, notes = _file_problems(cfg, path)
-        for problem in problems:
+        report = validate_file(path)
+        for problem in report.problems:
             print(problem, file=sys.stderr)
-        if problems:
+        cfg = report.config
+        if cfg is None:
             status = 1
-            continue
-        print(f"{path}: ok ({cfg.name}, {cfg.task.value}, {len(cfg.features)} features)")
-        for note in notes:
+        else:
+            print(f"{path}: OK ({cfg.name}, {cfg.task.value}, {len(cfg.features)} features)")
+        for note in report.notes:
             print(f"  note: {note}")
     return status
-
-
-def _file_problems(cfg: Any, path: str) -> tuple[list[str], list[str]]:
-    """What the DAG would trip on that the schema cannot see: (problems, notes).
-
-    The name must match the file name (the DAG's own rule), and local data must exist; a bucket
-    URI is not read here (it is named as not checked).
-    """
-    from urllib.parse import urlparse
-
-    from autopilot.config import ConfigError, check_name_matches_file
-
-    problems: list[str] = []
-    notes: list[str] = []
-    try:
-        check_name_matches_file(cfg, Path(path).stem, path)
-    except ConfigError as exc:
-        problems.append(str(exc))
-    if Path(path).suffix != ".yaml":
-        notes.append(f"the DAG folder reads only *.yaml files; this one would not become a DAG as {Path(path).name}")
-    for key, location in (("data.source", cfg.data.source), ("data.test_source", cfg.data.test_source)):
-        if location is None:
-            continue
-        parsed = urlparse(location) if "://" in location else None
-        if parsed is not None and parsed.scheme != "file":
-            notes.append(f"{key}: {location} not checked (a bucket URI; the DAG reads it when it runs)")
-            continue
-        resolved = Path(parsed.path) if parsed is not None else Path(cfg.resolve(location))
-        if not resolved.exists():
-            problems.append(f"{path}: {key}: {location!r} resolves to {resolved}, which does not exist")
-    return problems, notes
 
 
 def cmd_init_config(args: argparse.Namespace) -> int:
