@@ -59,7 +59,7 @@ def test_init_config_refuses_names_the_dag_would_refuse(adult_csv: Path, capsys:
     out = adult_csv.parent / "churn.yaml"
     assert main(["init-config", "--data", str(adult_csv), "--target", "income", "--out", str(out), "--name",
                  "other"]) == 2
-    assert "--name 'other' differs from the output file name 'churn'" in capsys.readouterr().err
+    assert "argument --name: 'other' differs from the output file name 'churn'" in capsys.readouterr().err
     assert main(["init-config", "--data", str(adult_csv), "--target", "income", "--positive-class", "<=50K"]) == 0
     captured = capsys.readouterr()  # without --out the YAML is stdout, what the draft says goes to stderr
     assert "positive_class: <=50K" in captured.out and "given by --positive-class" in captured.err
@@ -151,7 +151,7 @@ def test_run_prints_the_failed_task_and_its_reason(tmp_path: Path, monkeypatch: 
 
 
 # What `airflow dags test` printed for a task failing on its config (trimmed from a real run of
-# `autopilot demo --model churn` with `tuning.budget` misspelt, and with a task raising a plain error).
+# `autopilot demo churn` with `tuning.budget` misspelt, and with a task raising a plain error).
 _LOG = """\
 2026-12-06T16:47:29.794611Z [info     ] [DAG TEST] starting task_id=validate map_index=-1 [airflow.sdk.definitions.dag]
 2026-12-06T16:47:29.810026Z [error    ] Task failed with exception     [task] loc=task_runner.py:1639

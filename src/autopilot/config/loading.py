@@ -99,5 +99,16 @@ def config_hash(config: ModelConfig) -> str:
 
 
 def config_json_schema() -> dict[str, Any]:
-    """The JSON schema of a model config file."""
-    return ModelConfig.model_json_schema()
+    """The JSON schema of a model config file: every key described, unknown keys refused at every level.
+
+    A section's field (`"$ref"` to the section) carries the section's own description, so an editor
+    shows it on hover. The project ships it (`autopilot.config.schema`), checked equal by a test.
+    """
+    schema = ModelConfig.model_json_schema()
+    definitions = schema.get("$defs", {})
+    for section in [schema, *definitions.values()]:
+        for prop in section.get("properties", {}).values():
+            reference = prop.get("$ref", "").removeprefix("#/$defs/")
+            if "description" not in prop and reference in definitions:
+                prop["description"] = definitions[reference].get("description", "")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

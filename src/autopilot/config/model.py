@@ -38,13 +38,17 @@ class RegistryConfig(Frozen):
 class ModelConfig(Frozen):
     """Everything autopilot needs to know about one model."""
 
-    name: Annotated[str, Field(pattern=IDENTIFIER)]
-    description: str = ""
-    task: Task
+    name: Annotated[str, Field(pattern=IDENTIFIER)] = Field(
+        description="Model name: names the DAGs; must equal the file name without .yaml (lowercase, digits, _)."
+    )
+    description: str = Field(default="", description="What the model is for (shown in MLflow).")
+    task: Task = Field(description="The learning task.")
     data: DataConfig
     target: TargetConfig
-    features: dict[str, FeatureSpec] = Field(min_length=1)
-    sensitive_attributes: list[str] = Field(default_factory=list)
+    features: dict[str, FeatureSpec] = Field(min_length=1, description="Input columns by name, in order.")
+    sensitive_attributes: list[str] = Field(
+        default_factory=list, description="Features audited by the fairness gate (and watched for drift)."
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)

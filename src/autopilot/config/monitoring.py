@@ -113,7 +113,7 @@ class AnomalyConfig(Frozen):
 class RetrainConfig(Frozen):
     """When the monitor may retrain, and how."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Whether the monitor may trigger retraining at all.")
     max_per_day: Annotated[int, Field(ge=0)] = Field(default=2, description="Retrains triggered per 24 h, at most.")
     cooldown_hours: Annotated[float, Field(ge=0)] = Field(
         default=6.0, description="Hours after a triggered retrain during which no other is triggered."
