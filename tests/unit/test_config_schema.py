@@ -15,8 +15,8 @@ from autopilot.config import config_json_schema
 from autopilot.config.schema import INSTALLED_SCHEMA, PROJECT_SCHEMA, schema_line
 from tests.helpers import ADULT_CONFIG, PROJECT
 
-REGENERATE = ("regenerate the shipped schema: autopilot config schema > schema/model-config.schema.json && "
-              "cp schema/model-config.schema.json src/autopilot/config/model-config.schema.json")
+REGENERATE = ("regenerate the shipped schema: make schema (autopilot config schema > schema/model-config.schema.json"
+              " && cp schema/model-config.schema.json src/autopilot/config/model-config.schema.json)")
 
 
 @pytest.mark.parametrize("shipped", [PROJECT / PROJECT_SCHEMA, INSTALLED_SCHEMA], ids=["project", "package"])

@@ -3,9 +3,8 @@
 The project ships the schema twice, identical to `config_json_schema()` (a test compares them):
 `schema/model-config.schema.json` at the project root (configs inside the project point to it by a
 relative path) and `model-config.schema.json` beside this module (package data: an installed copy
-points configs written elsewhere to it). Regenerate both with
-`autopilot config schema > schema/model-config.schema.json` and the same into
-`src/autopilot/config/model-config.schema.json`.
+points configs written elsewhere to it). `make schema` regenerates both
+(`autopilot config schema > schema/model-config.schema.json`, copied beside this module).
 """
 
 from __future__ import annotations
