@@ -170,3 +170,11 @@ def test_check_cron_refuses_what_airflow_would_not_schedule(value: str) -> None:
     with pytest.raises(ValueError) as err:
         check_cron(value)
     assert str(err.value) == f"{value!r} {CRON_HINT}"
+
+
+def test_a_file_that_is_not_yaml_is_one_line_with_its_position(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "adult_income.yaml"
+    path.write_text("name: adult_income\ntuning: [unclosed\n")
+    assert validate(path, capsys) == (
+        1, "", f"{path}: not valid YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'\n")

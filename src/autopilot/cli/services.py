@@ -302,8 +302,9 @@ def _add_operations_commands(sub: Any) -> None:
     mon = add_command(
         sub, "monitor", "monitor one window of served traffic now (drift, performance, decision)",
         "Monitor one window of the inference log in this process, as the monitoring DAG's task does: drift, "
-        "realized or estimated performance, anomalies, and the decision (none, alert or retrain) with its reasons. "
-        "It records the window like the DAG but triggers nothing.",
+        "realized or estimated performance, anomalies, and the decision (none, alert or retrain) with its reasons, "
+        "printed as JSON. It records the window (and a wanted retrain, against the budget) as the task does, but "
+        "starts no DAG run: the printed conf is what the DAG would start training with.",
         ["autopilot monitor adult_income --minutes 10",
          "autopilot monitor adult_income --start 2026-12-06T20:00 --end 2026-12-06T21:00"])
     add_model_argument(mon)
@@ -315,8 +316,8 @@ def _add_operations_commands(sub: Any) -> None:
 
     doctor = add_command(
         sub, "doctor", "check a deployment: each problem with its fix; exit 1 on any failure",
-        "Check this deployment's settings and services (metadata DB, MLflow store, data roots, signing key, "
-        "serving token, Airflow configuration) and print each problem with its fix. Exit 1 when any check fails.",
+        "Check this deployment (executor, metadata DB, auth manager, connections, MLflow, stores, serving token, "
+        "signing key) and print each problem with its fix. Exit 1 when any check fails.",
         ["autopilot doctor", "autopilot doctor --mode production --json"])
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.add_argument("--mode", choices=["embedded", "production"],

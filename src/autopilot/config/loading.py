@@ -53,7 +53,9 @@ def read_raw(path: str | Path) -> tuple[Path, dict[str, Any]]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{file}: not valid YAML{where}: {problem or exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: expected a mapping of keys at the top level, got {type(raw).__name__}")
     return file, raw
