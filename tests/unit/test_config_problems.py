@@ -178,3 +178,17 @@ def test_a_file_that_is_not_yaml_is_one_line_with_its_position(tmp_path: Path,
     path.write_text("name: adult_income\ntuning: [unclosed\n")
     assert validate(path, capsys) == (
         1, "", f"{path}: not valid YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'\n")
+
+
+def test_a_broken_feature_is_reported_once_not_again_as_missing_from_the_checks_across_sections(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = adult_config_dict(metric="rmse")
+    raw["features"]["sex"]["type"] = "cat"  # sex is a sensitive attribute: its checks must not add noise
+    path = write(tmp_path, raw)
+    code, out, err = validate(path, capsys)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"{path}: features.sex.type: expected 'numeric' or 'categorical', got 'cat' (text)",
+        f"{path}: metric: 'rmse' is not a binary_classification metric; expected one of ['roc_auc', 'accuracy', "
+        "'precision', 'recall', 'f1', 'log_loss', 'brier']",
+    ]

@@ -169,9 +169,11 @@ def _remove(raw: Any, loc: Location) -> bool:
     return False
 
 
-def _follows_from(loc: Location, removed: set[Location]) -> bool:
-    """Whether a problem at `loc` is about (or inside) a removed key."""
-    return any(loc[:len(gone)] == gone or gone[:len(loc)] == loc for gone in removed if loc)
+def _follows_from(line: tuple[Location, str], removed: set[Location]) -> bool:
+    """Whether a problem is about (or inside) a removed key, or names one (a removed feature `'sex'`)."""
+    loc, sentence = line
+    return any(loc[:len(gone)] == gone or gone[:len(loc)] == loc or repr(str(gone[-1])) in sentence
+               for gone in removed if loc)
 
 
 def collect_problems(root: type[BaseModel], data: dict[str, Any],
@@ -197,7 +199,7 @@ def collect_problems(root: type[BaseModel], data: dict[str, Any],
         progress = False
         for loc, group in _group(root, errors):
             lines = [line for line in _lines(root, loc, group) if round_number == 0
-                     or not _follows_from(line[0], removed)]
+                     or not _follows_from(line, removed)]
             found += [line for line in lines if line not in found]
             if group[0]["type"] == "value_error" and not loc:
                 continue  # across sections: nothing to remove
