@@ -192,3 +192,17 @@ def test_a_broken_feature_is_reported_once_not_again_as_missing_from_the_checks_
         f"{path}: metric: 'rmse' is not a binary_classification metric; expected one of ['roc_auc', 'accuracy', "
         "'precision', 'recall', 'f1', 'log_loss', 'brier']",
     ]
+
+
+def test_bad_list_items_are_each_named_and_the_other_checks_still_run(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    raw = adult_config_dict(metric="rmse")
+    raw["tuning"]["families"] = ["svm", "linear", "xgb"]
+    path = write(tmp_path, raw)
+    expected = "'linear', 'random_forest', 'extra_trees' or 'hist_gradient_boosting'"
+    assert validate(path, capsys)[2].splitlines() == [
+        f"{path}: tuning.families.0: expected {expected}, got 'svm' (text)",
+        f"{path}: tuning.families.2: expected {expected}, got 'xgb' (text)",
+        f"{path}: metric: 'rmse' is not a binary_classification metric; expected one of ['roc_auc', 'accuracy', "
+        "'precision', 'recall', 'f1', 'log_loss', 'brier']",
+    ]

@@ -150,30 +150,30 @@ def _lines(root: type[BaseModel], loc: Location, errors: list[dict[str, Any]]) -
     return list(dict.fromkeys(lines))
 
 
-def _remove(raw: Any, loc: Location) -> bool:
-    """Delete the key at `loc` from the nested data; False when it is not there."""
-    node = raw
+def _remove(raw: Any, loc: Location) -> Location | None:
+    """Delete the key at `loc` from the nested data (a list item: the whole list); what was removed, or None."""
+    node, parent, key = raw, None, None
     for part in loc[:-1]:
         if isinstance(node, dict) and part in node:
-            node = node[part]
+            parent, key, node = node, part, node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
+            return _remove(raw, loc[:loc.index(part)])  # inside a list: the list goes (its defaults apply)
         else:
-            return False
+            return None
     if isinstance(node, dict) and loc and loc[-1] in node:
         del node[loc[-1]]
-        return True
-    if isinstance(node, list) and loc and isinstance(loc[-1], int) and 0 <= loc[-1] < len(node):
-        node[loc[-1]] = None if len(node) == 1 else node[0 if loc[-1] else -1]
-        return True
-    return False
+        return loc
+    if isinstance(node, list) and isinstance(parent, dict) and key in parent:
+        del parent[key]
+        return loc[:-1]
+    return None
 
 
 def _follows_from(line: tuple[Location, str], removed: set[Location]) -> bool:
     """Whether a problem is about (or inside) a removed key, or names one (a removed feature `'sex'`)."""
     loc, sentence = line
-    return any(loc[:len(gone)] == gone or gone[:len(loc)] == loc or repr(str(gone[-1])) in sentence
-               for gone in removed if loc)
+    return any(loc[:len(gone)] == gone or gone[:len(loc)] == loc
+               or (isinstance(gone[-1], str) and repr(gone[-1]) in sentence) for gone in removed if loc)
 
 
 def collect_problems(root: type[BaseModel], data: dict[str, Any],
@@ -204,8 +204,9 @@ def collect_problems(root: type[BaseModel], data: dict[str, Any],
             if group[0]["type"] == "value_error" and not loc:
                 continue  # across sections: nothing to remove
             target = loc if loc not in removed else loc[:-1]  # removed and now missing: drop its section
-            if target and _remove(current, target):
-                removed.add(target)
+            gone = _remove(current, target) if target else None
+            if gone:
+                removed.add(gone)
                 progress = True
         if not progress:
             break
