@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: help install browser demo test test-scale test-reliability lint typecheck pytest bench docker-check up down clean
+.PHONY: help install browser demo schema test test-scale test-reliability lint typecheck pytest bench docker-check up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ browser: ## install the Debian tools the tests drive: Chromium, strace (root; a 
 
 demo: $(STAMP) ## train, validate, version, tune and register the Adult model through Airflow
 	$(BIN)/autopilot demo
+
+schema: $(STAMP) ## regenerate the shipped JSON schema of a model config (both copies; a test compares them)
+	$(BIN)/autopilot config schema > schema/model-config.schema.json
+	cp schema/model-config.schema.json src/autopilot/config/model-config.schema.json
 
 test: lint typecheck pytest ## lint, type-check and run every test
 

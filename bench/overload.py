@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     exe = Path(sys.executable).parent / "autopilot"
     argv_server = [str(exe)] if exe.exists() else [sys.executable, "-m", "autopilot.cli"]
     port = serving_bench.free_port()
-    server = serving_bench.Server("autopilot", [*argv_server, "serve", "--config", str(config), "--port", str(port)],
+    server = serving_bench.Server("autopilot", [*argv_server, "serve", str(config), "--port", str(port)],
                                   common.clean_env(AUTOPILOT_HOME=str(home), AUTOPILOT_SERVING_TOKEN=token), port,
                                   "/ready", work)
     try:

@@ -5,7 +5,7 @@ training split) is logged and registered in a fresh AUTOPILOT_HOME the way train
 (skops, signature, SHA-256 manifest tag, alias `champion`). Two servers then run on loopback,
 each in its own process group:
 
-- **ours:** `autopilot serve --config <copy of the demo config> --port P1` (default serving
+- **ours:** `autopilot serve <copy of the demo config> --port P1` (default serving
   settings: micro-batching, durable inference log, bearer token), `POST /predict` with
   `{"records": [row]}`;
 - **peer:** `mlflow models serve -m models:/adult_income/<v> --env-manager local`, its
@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     try:
         port_ours, port_peer = free_port(), free_port()
-        ours = Server("autopilot", [*ours_argv, "serve", "--config", str(config), "--port", str(port_ours)],
+        ours = Server("autopilot", [*ours_argv, "serve", str(config), "--port", str(port_ours)],
                       common.clean_env(AUTOPILOT_HOME=str(home), AUTOPILOT_SERVING_TOKEN=token), port_ours,
                       "/ready", work)
         servers.append(ours)

@@ -118,7 +118,7 @@ class Server:
         env = {**os.environ, "AUTOPILOT_HOME": str(home), "AUTOPILOT_SERVING_TOKEN": TOKEN,
                "PYTHONPATH": str(PROJECT / "src")}
         self.log = (home / f"serve-{port}.log").open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "autopilot.cli", "serve", "--config", str(config),
+        self.proc = subprocess.Popen([sys.executable, "-m", "autopilot.cli", "serve", str(config),
                                       "--port", str(port)], env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 

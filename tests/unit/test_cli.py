@@ -22,7 +22,7 @@ def test_config_validate_reports_each_file(tmp_path: Path, capsys: pytest.Captur
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert main(["config", "validate", str(ADULT_CONFIG), str(tmp_path / "bad.yaml")]) == 1
     out, err = capsys.readouterr()
-    assert "adult_income.yaml: ok (adult_income, binary_classification, 14 features)" in out
+    assert "adult_income.yaml: OK (adult_income, binary_classification, 14 features)" in out
     assert "bad.yaml: tuning.budget: unknown key" in err
 
 

@@ -38,7 +38,7 @@ def _free_port(preferred: int) -> int:
 
 def _start_server(cfg: Any, embedded: Any, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     log = open(embedded.run_dir / "serve.log", "wb")  # the child keeps it open; closed when it exits
-    return subprocess.Popen([sys.executable, "-m", "autopilot.cli", "serve", "--config", cfg.path, "--port",
+    return subprocess.Popen([sys.executable, "-m", "autopilot.cli", "serve", cfg.path, "--port",
                              str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 

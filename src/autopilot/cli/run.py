@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from autopilot.cli.common import find_config, load_settings
+from autopilot.cli.common import add_command, add_model_argument, find_config, load_settings
 from autopilot.pipeline.lifecycle import TRAINING, Stage
 from autopilot.task_ids import TaskId
 
@@ -114,7 +114,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """`run`."""
-    run = sub.add_parser("run", help="run the training pipeline in-process, without Airflow")
-    run.add_argument("model", help="model name or config file")
-    run.add_argument("--run-id", help="idempotency key for this run (a rerun with the same id does nothing twice)")
+    run = add_command(
+        sub, "run", "run the training pipeline in this process, without Airflow",
+        "Run the training DAG's stages (validate, snapshot, tune, train and register, gates, decide, promote) in "
+        "this process, in the DAG's order, on the same references; print the registered version as JSON. Exit 0 "
+        "on success, 2 when a gate stopped the line, 1 when a stage failed.",
+        ["autopilot run adult_income", "autopilot run config/models/adult_income.yaml --run-id nightly-2026-12-06"])
+    add_model_argument(run)
+    run.add_argument("--run-id", help="idempotency key for this run (a rerun with the same id does nothing twice; "
+                                      "default: cli__<UTC time>)")
     run.set_defaults(func=cmd_run)

@@ -12,7 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopilot.aliases import CHALLENGER, CHAMPION
-from autopilot.cli.common import actor, find_config, load_settings
+from autopilot.cli.common import (
+    actor,
+    add_command,
+    add_model_argument,
+    find_config,
+    iso_time,
+    json_object,
+    load_settings,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from autopilot.cli.versions import last_decision
 
 if TYPE_CHECKING:
@@ -94,7 +105,7 @@ def _print_deployment(registry: Registry, cfg: Any) -> None:
     print(f"deployment      v{plan['version']}: {plan['replicas']} x {plan['instance']} (${plan['hourly_usd']}/h), "
           f"predicted p95 {plan['predicted_p95_ms']} ms; configs in MLflow run {plan['run_id']} under deploy/")
     serving = cfg.deployment.serving
-    print(f"serve           export {serving.token_env}=<secret>; autopilot serve --model {cfg.name}  "
+    print(f"serve           export {serving.token_env}=<secret>; autopilot serve {cfg.name}  "
           f"(http://{serving.host}:{serving.port}, follows the champion)")
 
 
@@ -161,7 +172,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    cfg = find_config(args.config or args.model, settings)
+    cfg = find_config(args.model, settings)
     serve(cfg, settings, host=args.host, port=args.port, model_dir=Path(args.model_dir) if args.model_dir else None)
     return 0
 
@@ -197,8 +208,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     cfg = find_config(args.model, settings)
-    end = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC)
-    start = datetime.fromisoformat(args.start) if args.start else end - timedelta(minutes=args.minutes)
+    end = args.end or datetime.now(UTC)
+    start = args.start or end - timedelta(minutes=args.minutes)
     ctx = RunContext(run_id=f"cli__{end:%Y%m%dT%H%M%S}", actor=actor())
     result = monitor_window(cfg, settings, ctx, start, end)
     print(json.dumps(result, indent=2, default=str))
@@ -225,62 +236,113 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """`demo`, `up`, `down`, `serve`, `simulate`, `monitor`, `trigger`, `doctor`."""
     _add_local_commands(sub)
+    _add_serving_commands(sub)
     _add_operations_commands(sub)
 
 
 def _add_local_commands(sub: Any) -> None:
-    demo = sub.add_parser("demo", help="run the training DAG on the embedded default and summarize")
-    demo.add_argument("--model", default="adult_income")
+    demo = add_command(
+        sub, "demo", "run the training DAG on the embedded default and summarize",
+        "Run the training DAG with `airflow dags test` on the embedded default (SQLite Airflow, local MLflow "
+        "store under AUTOPILOT_HOME), print a summary (version, metrics, gates, decision, deployment), then run "
+        "the monitoring loop: serve the champion, send quiet then drifted traffic, retrain, redeploy.",
+        ["autopilot demo", "autopilot demo adult_income --no-loop"])
+    add_model_argument(demo, default="adult_income")
     demo.add_argument("--no-loop", action="store_true", help="stop after training (no serving and monitoring)")
     demo.set_defaults(func=cmd_demo)
-    up = sub.add_parser("up", help="start the Airflow and MLflow UIs")
-    up.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the services to be healthy")
+    up = add_command(sub, "up", "start the Airflow and MLflow UIs",
+                     "Start the embedded Airflow (api-server, scheduler, DAG processor, triggerer) and the MLflow "
+                     "UI in the background, wait until they are healthy, and print their addresses and the admin "
+                     "login. `autopilot down` stops them.", ["autopilot up", "autopilot up --wait 300"])
+    up.add_argument("--wait", type=positive_float, default=120.0,
+                    help="seconds to wait for the services to be healthy (default 120)")
     up.set_defaults(func=cmd_up)
-    sub.add_parser("down", help="stop them").set_defaults(func=cmd_down)
+    add_command(sub, "down", "stop what `autopilot up` started",
+                "Stop the Airflow and MLflow processes `autopilot up` started (their process groups).",
+                ["autopilot down"]).set_defaults(func=cmd_down)
 
-    serve = sub.add_parser("serve", help="serve the champion over HTTP (follows the alias, hot-swaps)")
+
+def _add_serving_commands(sub: Any) -> None:
+    serve = add_command(
+        sub, "serve", "serve the champion over HTTP (follows the alias, hot-swaps)",
+        "Serve a model over HTTP until interrupted: it follows the registry's champion alias and swaps to a new "
+        "champion without dropping requests; every prediction goes to the inference log. Clients send the bearer "
+        "token in deployment.serving.token_env. With --model-dir it serves that model package folder instead.",
+        ["autopilot serve adult_income", "autopilot serve config/models/adult_income.yaml --port 9000",
+         "autopilot serve /opt/autopilot/model.yaml --model-dir /opt/ml/model --host 0.0.0.0 --port 8080"])
+    add_model_argument(serve)
     serve.add_argument("mode", nargs="?", choices=["serve"], help=argparse.SUPPRESS)  # SageMaker appends `serve`
-    serve.add_argument("--model", default="adult_income", help="model name (its config is in the config folder)")
-    serve.add_argument("--config", help="config file (instead of --model)")
     serve.add_argument("--model-dir", help="serve this model package folder instead of following the registry")
-    serve.add_argument("--host", help="interface (default: deployment.serving.host)")
-    serve.add_argument("--port", type=int, help="port (default: deployment.serving.port)")
+    serve.add_argument("--host", help="interface to bind (default: deployment.serving.host)")
+    serve.add_argument("--port", type=positive_int, help="port (default: deployment.serving.port)")
     serve.set_defaults(func=cmd_serve)
 
-    sim = sub.add_parser("simulate", help="send real rows, shifted by a scenario, to the endpoint; then their labels")
-    sim.add_argument("--model", default="adult_income")
-    sim.add_argument("--scenario", choices=["none", "covariate", "categorical", "concept"], default="none")
-    sim.add_argument("--rows", type=int, default=2000)
-    sim.add_argument("--batch", type=int, default=10, help="records per request")
-    sim.add_argument("--strength", type=float, default=1.0)
-    sim.add_argument("--seed", type=int, default=0)
+    sim = add_command(
+        sub, "simulate", "send real rows, shifted by a scenario, to the endpoint; then their labels",
+        "Send real held-out rows to a running endpoint, shifted by a scenario (none: a plain resample; covariate: "
+        "numeric features moved by strength x 0.8 standard deviations; categorical: one feature's category mix "
+        "changed; concept: a subgroup's labels flipped), then post their labels to /feedback. The token comes from "
+        "deployment.serving.token_env. Exit 0 when no request failed.",
+        ["autopilot simulate adult_income --scenario none", "autopilot simulate adult_income --scenario covariate "
+         "--strength 1.5 --rows 5000"])
+    add_model_argument(sim)
+    sim.add_argument("--scenario", choices=["none", "covariate", "categorical", "concept"], default="none",
+                     help="the shift to apply (default: none)")
+    sim.add_argument("--rows", type=positive_int, default=2000, help="rows to send (default 2000)")
+    sim.add_argument("--batch", type=positive_int, default=10, help="records per request (default 10)")
+    sim.add_argument("--strength", type=non_negative_float, default=1.0,
+                     help="how far to shift; 1.0 is the documented shift (default 1.0)")
+    sim.add_argument("--seed", type=int, default=0, help="seed of the sample and the shift (default 0)")
     sim.add_argument("--no-labels", action="store_true", help="do not post the labels to /feedback")
     sim.add_argument("--url", help="endpoint (default: AUTOPILOT_SERVING_URL or the config's host and port)")
     sim.set_defaults(func=cmd_simulate)
 
 
 def _add_operations_commands(sub: Any) -> None:
-    mon = sub.add_parser("monitor", help="monitor one window of served traffic now (drift, performance, decision)")
-    mon.add_argument("--model", default="adult_income")
-    mon.add_argument("--minutes", type=float, default=60.0, help="window length ending now (default 60)")
-    mon.add_argument("--start", help="window start (ISO 8601, UTC if no zone)")
-    mon.add_argument("--end", help="window end (ISO 8601; default now)")
+    mon = add_command(
+        sub, "monitor", "monitor one window of served traffic now (drift, performance, decision)",
+        "Monitor one window of the inference log in this process, as the monitoring DAG's task does: drift, "
+        "realized or estimated performance, anomalies, and the decision (none, alert or retrain) with its reasons, "
+        "printed as JSON. It records the window (and a wanted retrain, against the budget) as the task does, but "
+        "starts no DAG run: the printed conf is what the DAG would start training with.",
+        ["autopilot monitor adult_income --minutes 10",
+         "autopilot monitor adult_income --start 2026-12-06T20:00 --end 2026-12-06T21:00"])
+    add_model_argument(mon)
+    mon.add_argument("--minutes", type=positive_float, default=60.0, help="window length ending now (default 60)")
+    mon.add_argument("--start", type=iso_time, help="window start (ISO 8601, UTC if no zone)")
+    mon.add_argument("--end", type=iso_time, help="window end (ISO 8601, UTC if no zone; default now)")
     mon.set_defaults(func=cmd_monitor)
+    _add_trigger(sub)
 
-    trig = sub.add_parser("trigger", help="trigger a DAG run on a remote Airflow (CI); exit 0 ok, 1 failed, 2 error")
-    trig.add_argument("dag_id", help="e.g. autopilot_training__adult_income")
-    trig.add_argument("--conf", help="the run's conf, a JSON object")
-    trig.add_argument("--run-id", help="default: derived from the commit (GITHUB_SHA, CI_COMMIT_SHA, git HEAD)")
-    trig.add_argument("--wait", action="store_true", help="wait until the run succeeds or fails")
-    trig.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait (default 3600)")
-    trig.add_argument("--url", help="Airflow API server (default: AIRFLOW_API_URL)")
-    trig.add_argument("--username", help="default: AIRFLOW_USERNAME (the password: AIRFLOW_PASSWORD only)")
-    trig.add_argument("--no-unpause", action="store_true", help="do not unpause the DAG first")
-    trig.set_defaults(func=cmd_trigger)
-
-    doctor = sub.add_parser("doctor", help="check a deployment: each problem with its fix; exit 1 on any failure")
+    doctor = add_command(
+        sub, "doctor", "check a deployment: each problem with its fix; exit 1 on any failure",
+        "Check this deployment (executor, metadata DB, auth manager, connections, MLflow, stores, serving token, "
+        "signing key) and print each problem with its fix. Exit 1 when any check fails.",
+        ["autopilot doctor", "autopilot doctor --mode production --json"])
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.add_argument("--mode", choices=["embedded", "production"],
                         help="whether laptop-only choices (SQLite, local folders, simple auth) only warn "
                              "(default: embedded when Airflow's metadata DB is SQLite, else production)")
     doctor.set_defaults(func=cmd_doctor)
+
+
+def _add_trigger(sub: Any) -> None:
+    trig = add_command(
+        sub, "trigger", "trigger a DAG run on a remote Airflow (CI); exit 0 ok, 1 failed, 2 error",
+        "Trigger a DAG run through Airflow's REST API, for CI: the run id defaults to one derived from the commit, "
+        "so a retried job finds its run instead of starting another. The password comes from AIRFLOW_PASSWORD "
+        "only (a flag would show in the process list). Exit 0 when the run succeeded (or was created, without "
+        "--wait), 1 when it failed, 2 on an error.",
+        ["AIRFLOW_API_URL=https://airflow.example.com AIRFLOW_USERNAME=ci AIRFLOW_PASSWORD=... "
+         "autopilot trigger autopilot_training__adult_income --wait",
+         "autopilot trigger autopilot_training__adult_income --conf '{\"strategy\": \"retune\"}'"])
+    trig.add_argument("dag_id", metavar="DAG_ID", help="the DAG to run, e.g. autopilot_training__adult_income")
+    trig.add_argument("--conf", type=json_object, help="the run's conf, a JSON object")
+    trig.add_argument("--run-id", help="default: derived from the commit (GITHUB_SHA, CI_COMMIT_SHA, git HEAD)")
+    trig.add_argument("--wait", action="store_true", help="wait until the run succeeds or fails")
+    trig.add_argument("--timeout", type=positive_float, default=3600.0,
+                      help="seconds to wait with --wait (default 3600)")
+    trig.add_argument("--url", help="Airflow API server (default: AIRFLOW_API_URL)")
+    trig.add_argument("--username", help="default: AIRFLOW_USERNAME (the password: AIRFLOW_PASSWORD only)")
+    trig.add_argument("--no-unpause", action="store_true", help="do not unpause the DAG first")
+    trig.set_defaults(func=cmd_trigger)

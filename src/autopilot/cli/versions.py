@@ -8,7 +8,17 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from autopilot.aliases import CHAMPION
-from autopilot.cli.common import actor, find_config, load_settings, registered_name
+from autopilot.cli.common import (
+    MODEL_HELP,
+    UsageError,
+    actor,
+    add_command,
+    add_model_argument,
+    find_config,
+    load_settings,
+    positive_int,
+    registered_name,
+)
 
 if TYPE_CHECKING:
     from autopilot.adapters.registry import Registry
@@ -22,9 +32,12 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     from autopilot.adapters.registry import connect
     from autopilot.versions.lineage import format_lineage, lineage, parse_model_spec
 
+    try:
+        model, version = parse_model_spec(args.model)
+    except ValueError as exc:
+        raise UsageError("MODEL", str(exc)) from None
     settings = load_settings()
     registry = connect(settings)
-    model, version = parse_model_spec(args.spec)
     if args.version:
         version = str(args.version)
     chain = lineage(registered_name(model, settings), version, registry)
@@ -162,7 +175,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
         print(f"retired by policy: {retired or 'nothing'}")
         return 0
     if args.version is None:
-        raise ValueError("give --version N, or --policy to apply the retention policy")
+        raise UsageError("--version", "give --version N, or --policy to apply the retention policy")
     done = retire(settings, registered_name(args.model, settings), int(args.version), actor=actor(),
                   reason=args.reason, delete_artifacts=args.delete_artifacts)
     print(f"retired {done['model']} version {done['version']}; aliases removed: {done['aliases_removed'] or 'none'}; "
@@ -175,72 +188,112 @@ def cmd_sign(args: argparse.Namespace) -> int:
     from autopilot.adapters.registry import connect
     from autopilot.adapters.registry.model_loading import sign_version
 
+    if not args.all and not args.version:
+        raise UsageError("--version", "name the versions to sign (--version N, repeatable) or --all")
     settings = load_settings()
     if not settings.signing_key:
         raise ValueError("set AUTOPILOT_SIGNING_KEY (the key registration signs with) before signing versions")
     name = registered_name(args.model, settings)
     registry = connect(settings)
-    if args.all:
-        numbers = sorted(int(v.version) for v in registry.versions(name))
-    elif args.version:
-        numbers = sorted(set(args.version))
-    else:
-        raise ValueError("name the versions to sign (--version N, repeatable) or --all")
+    numbers = sorted(int(v.version) for v in registry.versions(name)) if args.all else sorted(set(args.version))
     for number in numbers:
         signed = sign_version(registry.resolve_version(name, number), settings.signing_key, registry)
         print(f"{name} version {number}: {'signed' if signed else 'already signed with this key'}")
     return 0
 
 
+JSON_HELP = "print JSON instead of text"
+
+
 def add_commands(sub: Any) -> None:
     """`lineage`, `reproduce`, `promote`, `rollback`, `status`, `retire`, `sign`, `compare`."""
-    lin = sub.add_parser("lineage", help="print source -> snapshot -> validation -> run -> version")
-    lin.add_argument("spec", help="MODEL, MODEL@ALIAS or MODEL@VERSION (default alias: champion)")
+    _add_inspection_commands(sub)
+    _add_alias_commands(sub)
+    _add_version_care_commands(sub)
+
+
+def _add_inspection_commands(sub: Any) -> None:
+    lin = add_command(
+        sub, "lineage", "print source -> snapshot -> validation -> run -> version",
+        "Print the recorded chain behind one model version: its data sources and snapshots, their validation "
+        "reports, the tuning study, the training run and the registered version with its aliases and decision.",
+        ["autopilot lineage adult_income", "autopilot lineage adult_income@challenger",
+         "autopilot lineage adult_income@3 --json"])
+    add_model_argument(lin, help=MODEL_HELP + ", optionally with @ALIAS or @VERSION (default: @champion)")
     lin.add_argument("--version", help="version number or alias (overrides @...)")
-    lin.add_argument("--json", action="store_true")
+    lin.add_argument("--json", action="store_true", help=JSON_HELP)
     lin.set_defaults(func=cmd_lineage)
 
-    rep = sub.add_parser("reproduce", help="retrain a version from its record and compare")
-    rep.add_argument("model")
+    rep = add_command(
+        sub, "reproduce", "retrain a version from its record and compare",
+        "Retrain a registered version from what it recorded (snapshot, parameters, seed) and compare the metrics "
+        "and predictions with the recorded ones and with the registered model. Exit 0 when it reproduced, else 1.",
+        ["autopilot reproduce adult_income --version 3", "autopilot reproduce adult_income --version champion"])
+    add_model_argument(rep)
     rep.add_argument("--version", required=True, help="version number or alias")
-    rep.add_argument("--json", action="store_true")
+    rep.add_argument("--json", action="store_true", help=JSON_HELP)
     rep.set_defaults(func=cmd_reproduce)
 
-    promote = sub.add_parser("promote", help="force-promote a version to champion (recorded)")
-    promote.add_argument("model")
-    promote.add_argument("--version", required=True, type=int)
+    compare = add_command(sub, "compare", "two versions side by side",
+                          "Show two versions of a model side by side: metrics, gates, parameters, data and decision.",
+                          ["autopilot compare adult_income champion challenger", "autopilot compare adult_income 2 3"])
+    add_model_argument(compare)
+    compare.add_argument("a", metavar="A", help="the first version: number or alias")
+    compare.add_argument("b", metavar="B", help="the second version: number or alias")
+    compare.add_argument("--json", action="store_true", help=JSON_HELP)
+    compare.set_defaults(func=cmd_compare)
+
+    status = add_command(sub, "status", "champion, challenger, last decision, alias history",
+                         "Show a model's champion, challenger and rollback target, its last decision with the gates' "
+                         "reasons, any interrupted alias move, and the alias history.",
+                         ["autopilot status adult_income", "autopilot status adult_income --json"])
+    add_model_argument(status)
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
+    status.set_defaults(func=cmd_status)
+
+
+def _add_alias_commands(sub: Any) -> None:
+    promote = add_command(
+        sub, "promote", "force-promote a version to champion (recorded)",
+        "Make a version the champion by hand, whatever its gates said: a human decision, recorded in the alias "
+        "history with who and why. The previous champion becomes the rollback target.",
+        ["autopilot promote adult_income --version 4 --reason 'reviewed the fairness report'"])
+    add_model_argument(promote)
+    promote.add_argument("--version", required=True, type=positive_int, help="the version to promote")
     promote.add_argument("--reason", required=True, help="why (recorded in the alias history)")
     promote.set_defaults(func=cmd_promote)
 
-    rollback = sub.add_parser("rollback", help="move the champion back (recorded)")
-    rollback.add_argument("model")
-    rollback.add_argument("--to", type=int, help="version to roll back to (default: the previous champion)")
-    rollback.add_argument("--reason", default="manual rollback", help="why (recorded in the alias history)")
+    rollback = add_command(
+        sub, "rollback", "move the champion back (recorded), and the endpoint with it",
+        "Move the champion alias back to the previous champion (or to --to), recorded in the alias history. With "
+        "the model's config the endpoint follows; with a registered model's name only, only the alias moves.",
+        ["autopilot rollback adult_income", "autopilot rollback adult_income --to 2 --reason 'p95 regression'"])
+    add_model_argument(rollback)
+    rollback.add_argument("--to", type=positive_int, help="version to roll back to (default: the previous champion)")
+    rollback.add_argument("--reason", default="manual rollback",
+                          help="why (recorded in the alias history; default: manual rollback)")
     rollback.set_defaults(func=cmd_rollback)
 
-    status = sub.add_parser("status", help="champion, challenger, last decision, alias history")
-    status.add_argument("model")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(func=cmd_status)
 
-    retire = sub.add_parser("retire", help="retire a version (aliases removed, marked retired)")
-    retire.add_argument("model")
-    retire.add_argument("--version", type=int)
-    retire.add_argument("--reason", default="retired by hand")
+def _add_version_care_commands(sub: Any) -> None:
+    retire = add_command(
+        sub, "retire", "retire a version (aliases removed, marked retired)",
+        "Retire one version (its aliases removed, marked retired, optionally its files deleted), or with --policy "
+        "apply the config's retention policy. The champion and the rollback target never retire by policy.",
+        ["autopilot retire adult_income --version 1 --reason 'superseded'", "autopilot retire adult_income --policy"])
+    add_model_argument(retire)
+    retire.add_argument("--version", type=positive_int, help="the version to retire (or --policy)")
+    retire.add_argument("--reason", default="retired by hand", help="why (recorded; default: retired by hand)")
     retire.add_argument("--delete-artifacts", action="store_true", help="also delete the model files")
     retire.add_argument("--policy", action="store_true", help="apply the config's retention policy instead")
     retire.set_defaults(func=cmd_retire)
 
-    sign = sub.add_parser("sign", help="sign versions registered before AUTOPILOT_SIGNING_KEY was set "
-                                       "(their files are checked against the manifest first)")
-    sign.add_argument("model")
-    sign.add_argument("--version", type=int, action="append", help="a version to sign (repeatable)")
+    sign = add_command(
+        sub, "sign", "sign versions registered before AUTOPILOT_SIGNING_KEY was set",
+        "Sign versions registered before a signing key was configured, after checking their files against their "
+        "manifest, so that loaders that require a signature accept them. Needs AUTOPILOT_SIGNING_KEY.",
+        ["autopilot sign adult_income --all", "autopilot sign adult_income --version 1 --version 2"])
+    add_model_argument(sign)
+    sign.add_argument("--version", type=positive_int, action="append", help="a version to sign (repeatable)")
     sign.add_argument("--all", action="store_true", help="every version of the model")
     sign.set_defaults(func=cmd_sign)
-
-    compare = sub.add_parser("compare", help="two versions side by side")
-    compare.add_argument("model")
-    compare.add_argument("a", help="version number or alias")
-    compare.add_argument("b", help="version number or alias")
-    compare.add_argument("--json", action="store_true")
-    compare.set_defaults(func=cmd_compare)

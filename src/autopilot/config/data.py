@@ -42,7 +42,7 @@ class DataConfig(Frozen):
 class TargetConfig(Frozen):
     """The column to predict."""
 
-    column: str
+    column: str = Field(description="Name of the target column in the data.")
     # A YAML `true` stays a bool, matching a bool column's "True" (as an int 1 it would not); only a
     # real bool is one (strict), so 1.0 stays the int 1.
     positive_class: StrictBool | int | str | None = Field(
@@ -63,7 +63,7 @@ class TargetConfig(Frozen):
 class FeatureSpec(Frozen):
     """One input column: its type and what values are allowed."""
 
-    type: Literal["numeric", "categorical"]
+    type: Literal["numeric", "categorical"] = Field(description="How the column is encoded and checked.")
     nullable: bool = Field(default=True, description="Whether missing values are allowed at all.")
     max_null_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         default=0.05, description="Highest share of missing values allowed when nullable."
@@ -96,7 +96,7 @@ def _no_nan_bounds(low: float | None, high: float | None) -> None:
 class SplitConfig(Frozen):
     """How the data is split, once and seeded, before tuning."""
 
-    seed: int = 42
+    seed: int = Field(default=42, description="Seed of the split.")
     test_size: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         default=0.2, description="Share held out for testing when there is no `test_source`."
     )
@@ -109,8 +109,8 @@ class SplitConfig(Frozen):
 class ValidationConfig(Frozen):
     """Data validation: whole-batch expectations beyond the per-feature schema."""
 
-    min_rows: Annotated[int, Field(ge=1)] = 100
-    max_rows: Annotated[int, Field(ge=1)] = 50_000_000
+    min_rows: Annotated[int, Field(ge=1)] = Field(default=100, description="Fewest rows a batch may have.")
+    max_rows: Annotated[int, Field(ge=1)] = Field(default=50_000_000, description="Most rows a batch may have.")
     range_mostly: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
         default=1.0, description="Share of non-null values that must lie inside a numeric range."
     )

@@ -134,7 +134,7 @@ class RolloutConfig(Frozen):
 class AwsDeploymentConfig(Frozen):
     """SageMaker deployment (used when `target: aws`)."""
 
-    region: str = "us-east-1"
+    region: str = Field(default="us-east-1", description="AWS region of the bucket and the endpoint.")
     bucket: str = Field(default="autopilot-models", description="S3 bucket for model packages.")
     prefix: str = Field(default="models", description="Key prefix under the bucket.")
     execution_role_arn: str = Field(
@@ -183,7 +183,9 @@ class AwsDeploymentConfig(Frozen):
 class DeploymentConfig(Frozen):
     """Where and how the champion is deployed."""
 
-    target: Literal["local", "aws"] = "local"
+    target: Literal["local", "aws"] = Field(
+        default="local", description="local: `autopilot serve` follows the champion; aws: S3 + SageMaker."
+    )
     instance_catalog: str | None = Field(
         default=None,
         description="Instance types and prices (YAML, relative to this config file); default: the bundled catalog.",

@@ -34,8 +34,10 @@ class QualityGateConfig(Frozen):
         default=0.005,
         description="How much worse than the champion on `metric` (in metric units) still counts as not worse.",
     )
-    bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
-    confidence: Confidence = 0.95
+    bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = Field(
+        default=1000, description="Bootstrap resamples of the test set for the champion comparison."
+    )
+    confidence: Confidence = Field(default=0.95, description="Confidence level of the comparison's interval.")
     first_run: Literal["promote", "require_review"] = Field(
         default="promote",
         description="With no champion yet: promote a version that passes every other check, or hold it for review.",
@@ -139,8 +141,10 @@ class FairnessGateConfig(Frozen):
     max_sensitive_attribution_share: Share | None = Field(
         default=0.2, description="Fail when sensitive attributes carry more than this share of SHAP attribution."
     )
-    bootstrap_samples: Annotated[int, Field(ge=50, le=100_000)] = 500
-    confidence: Confidence = 0.95
+    bootstrap_samples: Annotated[int, Field(ge=50, le=100_000)] = Field(
+        default=500, description="Bootstrap resamples behind each fairness interval."
+    )
+    confidence: Confidence = Field(default=0.95, description="Confidence level of the fairness intervals.")
     threshold: Share = Field(default=0.5, description="Decision threshold turning scores into selections.")
 
     @field_validator("bins")
@@ -167,10 +171,16 @@ class FairnessGateConfig(Frozen):
 class InfraGateConfig(Frozen):
     """Infra validation: load the version as serving will, query it, measure it."""
 
-    sample_rows: Annotated[int, Field(ge=1)] = 200
-    max_load_seconds: Annotated[float, Field(gt=0)] = 60.0
-    max_p95_latency_ms: Annotated[float, Field(gt=0)] = 1000.0
-    max_peak_memory_mb: Annotated[float, Field(gt=0)] = 4096.0
+    sample_rows: Annotated[int, Field(ge=1)] = Field(default=200, description="Test rows the probe predicts.")
+    max_load_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="Longest time loading the version may take."
+    )
+    max_p95_latency_ms: Annotated[float, Field(gt=0)] = Field(
+        default=1000.0, description="Highest p95 latency of a one-row prediction, in ms."
+    )
+    max_peak_memory_mb: Annotated[float, Field(gt=0)] = Field(
+        default=4096.0, description="Highest peak memory of the loaded model while predicting, in MB."
+    )
 
 
 class GatesConfig(Frozen):

@@ -8,27 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from autopilot.config.base import ConfigError
 from autopilot.config.model import LoadedConfig, ModelConfig
+from autopilot.config.problems import collect_problems
 from autopilot.config.roots import DataRoots
 
-__all__ = ["check_name_matches_file", "config_hash", "config_json_schema", "load_config"]
-
-
-def _format_error(path: Path, error: Any) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    message = error["msg"]
-    if error["type"] == "value_error":  # our validators' own sentences, without pydantic's prefix
-        message = message.removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = "unknown key (check its spelling; unknown keys are not allowed)"
-    elif error["type"] == "missing":
-        message = "required key is missing"
-    elif "input" in error and error["type"] not in {"value_error", "assertion_error"}:
-        message = f"{message} (got {error['input']!r})"
-    return f"{path}: {key}: {message}"
+__all__ = ["check_name_matches_file", "config_hash", "config_json_schema", "config_problems", "load_config",
+           "read_raw"]
 
 
 def load_config(path: str | Path) -> LoadedConfig:
@@ -41,8 +28,22 @@ def load_config(path: str | Path) -> LoadedConfig:
         The frozen config, with the file's absolute path attached.
 
     Raises:
-        ConfigError: naming the file, the key and what was expected, for every problem found;
-            also for a data location outside the allowed roots (`DataRoots`).
+        ConfigError: naming the file, the key and what was expected, for every problem found
+            (its `problems`, one line each: fields and checks across sections together); also
+            for a data location outside the allowed roots (`DataRoots`).
+    """
+    file, raw = read_raw(path)
+    cfg, problems = config_problems(file, raw)
+    if cfg is None:
+        raise ConfigError("invalid model config:\n  " + "\n  ".join(problems), problems)
+    return cfg
+
+
+def read_raw(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The config file's absolute path and its YAML mapping.
+
+    Raises:
+        ConfigError: the file cannot be read, is not YAML, or is not a mapping of keys.
     """
     file = Path(path).expanduser().resolve()
     try:
@@ -52,20 +53,31 @@ def load_config(path: str | Path) -> LoadedConfig:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{file}: not valid YAML{where}: {problem or exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: expected a mapping of keys at the top level, got {type(raw).__name__}")
-    if "path" in raw:
-        raise ConfigError(f"{file}: path: unknown key (check its spelling; unknown keys are not allowed)")
+    return file, raw
+
+
+def config_problems(file: Path, raw: dict[str, Any]) -> tuple[LoadedConfig | None, list[str]]:
+    """Validate a file's mapping: (the config, []) or (None, every problem as `FILE: key.path: sentence`)."""
     try:
         roots = DataRoots.for_config(file)
     except ValueError as exc:
-        raise ConfigError(f"{file}: {exc}") from None
-    try:
-        return LoadedConfig.model_validate({**raw, "path": str(file)}, context={"data_roots": roots})
-    except ValidationError as exc:
-        lines = [_format_error(file, err) for err in exc.errors()]
-        raise ConfigError("invalid model config:\n  " + "\n  ".join(lines)) from None
+        return None, [f"{file}: {exc}"]
+    lines = []
+    if "path" in raw:  # set by loading, never by the file
+        lines.append(f"{file}: path: unknown key (the loader sets it)")
+        raw = {key: value for key, value in raw.items() if key != "path"}
+
+    def validate(data: dict[str, Any]) -> LoadedConfig:
+        return LoadedConfig.model_validate({**data, "path": str(file)}, context={"data_roots": roots})
+
+    cfg, problems = collect_problems(LoadedConfig, raw, validate)
+    lines += [f"{file}: {key}: {sentence}" for key, sentence in problems]
+    return (cfg if not lines else None), lines
 
 
 def check_name_matches_file(cfg: ModelConfig, file_name: str, path: str | Path) -> None:
@@ -89,5 +101,16 @@ def config_hash(config: ModelConfig) -> str:
 
 
 def config_json_schema() -> dict[str, Any]:
-    """The JSON schema of a model config file."""
-    return ModelConfig.model_json_schema()
+    """The JSON schema of a model config file: every key described, unknown keys refused at every level.
+
+    A section's field (`"$ref"` to the section) carries the section's own description, so an editor
+    shows it on hover. The project ships it (`autopilot.config.schema`), checked equal by a test.
+    """
+    schema = ModelConfig.model_json_schema()
+    definitions = schema.get("$defs", {})
+    for section in [schema, *definitions.values()]:
+        for prop in section.get("properties", {}).values():
+            reference = prop.get("$ref", "").removeprefix("#/$defs/")
+            if "description" not in prop and reference in definitions:
+                prop["description"] = definitions[reference].get("description", "")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from autopilot.config.base import IDENTIFIER, Frozen
+from autopilot.config.base import IDENTIFIER, Frozen, Inconsistent
 from autopilot.config.data import DataConfig, FeatureSpec, SplitConfig, TargetConfig, Task, ValidationConfig
 from autopilot.config.deployment import DeploymentConfig
 from autopilot.config.gates import GatesConfig
@@ -38,13 +38,17 @@ class RegistryConfig(Frozen):
 class ModelConfig(Frozen):
     """Everything autopilot needs to know about one model."""
 
-    name: Annotated[str, Field(pattern=IDENTIFIER)]
-    description: str = ""
-    task: Task
+    name: Annotated[str, Field(pattern=IDENTIFIER)] = Field(
+        description="Model name: names the DAGs; must equal the file name without .yaml (lowercase, digits, _)."
+    )
+    description: str = Field(default="", description="What the model is for (shown in MLflow).")
+    task: Task = Field(description="The learning task.")
     data: DataConfig
     target: TargetConfig
-    features: dict[str, FeatureSpec] = Field(min_length=1)
-    sensitive_attributes: list[str] = Field(default_factory=list)
+    features: dict[str, FeatureSpec] = Field(min_length=1, description="Input columns by name, in order.")
+    sensitive_attributes: list[str] = Field(
+        default_factory=list, description="Features audited by the fairness gate (and watched for drift)."
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
@@ -58,58 +62,65 @@ class ModelConfig(Frozen):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelConfig:
+        problems = self.consistency_problems()
+        if problems:
+            raise Inconsistent(problems)
+        return self
+
+    def consistency_problems(self) -> list[tuple[str, str]]:
+        """Every problem across sections, as (key path, sentence) pairs; empty when consistent."""
+        problems = self._metric_problems()
+        if self.target.column in self.features:
+            problems.append(("target.column", f"{self.target.column!r} is also listed under features"))
+        problems += [("sensitive_attributes", f"{attr!r} is not one of the features")
+                     for attr in self.sensitive_attributes if attr not in self.features]
+        problems += self._fairness_group_problems()
+        problems += [("monitoring.drift.methods", f"{column!r} is not one of the features")
+                     for column in self.monitoring.drift.methods if column not in self.features]
+        drift = self.monitoring.drift
+        if not drift.weighted_share_alert <= drift.weighted_share_retrain <= drift.severe_weighted_share:
+            problems.append(("monitoring.drift", "weighted_share_alert <= weighted_share_retrain <= "
+                             "severe_weighted_share must hold"))
+        if self.task is Task.BINARY_CLASSIFICATION:
+            problems += self._binary_target_problems()
+        elif self.target.positive_class is not None or self.target.classes is not None:
+            problems.append(("target", "positive_class and classes apply to classification only"))
+        return problems
+
+    def _metric_problems(self) -> list[tuple[str, str]]:
+        """The metric and the quality floors name metrics of this task."""
         allowed = CLASSIFICATION_METRICS if self.task is Task.BINARY_CLASSIFICATION else REGRESSION_METRICS
         quality = self.gates.quality
         named = (("metric", [self.metric]), ("gates.quality.min_metrics", list(quality.min_metrics)),
                  ("gates.quality.max_metrics", list(quality.max_metrics)))
-        for key, names in named:
-            for name in names:
-                if name not in allowed:
-                    raise ValueError(
-                        f"{key}: {name!r} is not a {self.task.value} metric; expected one of {list(allowed)}")
-        if self.target.column in self.features:
-            raise ValueError(f"target.column {self.target.column!r} is also listed under features")
-        for attr in self.sensitive_attributes:
-            if attr not in self.features:
-                raise ValueError(f"sensitive_attributes: {attr!r} is not one of the features")
-        self._check_fairness_groups()
-        for column in self.monitoring.drift.methods:
-            if column not in self.features:
-                raise ValueError(f"monitoring.drift.methods: {column!r} is not one of the features")
-        drift = self.monitoring.drift
-        if not drift.weighted_share_alert <= drift.weighted_share_retrain <= drift.severe_weighted_share:
-            raise ValueError("monitoring.drift: weighted_share_alert <= weighted_share_retrain <= "
-                             "severe_weighted_share must hold")
-        if self.task is Task.BINARY_CLASSIFICATION:
-            self._check_binary_target()
-        elif self.target.positive_class is not None or self.target.classes is not None:
-            raise ValueError("target.positive_class and target.classes apply to classification only")
-        return self
+        return [(key, f"{name!r} is not a {self.task.value} metric; expected one of {list(allowed)}")
+                for key, names in named for name in names if name not in allowed]
 
-    def _check_fairness_groups(self) -> None:
+    def _fairness_group_problems(self) -> list[tuple[str, str]]:
         """Bins only for numeric sensitive attributes; intersections only of sensitive attributes."""
         fairness = self.gates.fairness
+        problems: list[tuple[str, str]] = []
         for attr in fairness.bins:
             if attr not in self.sensitive_attributes:
-                raise ValueError(f"gates.fairness.bins: {attr!r} is not one of sensitive_attributes")
-            if self.features[attr].type != "numeric":
-                raise ValueError(f"gates.fairness.bins: {attr!r} is a {self.features[attr].type} feature; "
-                                 "bins apply to numeric sensitive attributes only")
+                problems.append(("gates.fairness.bins", f"{attr!r} is not one of sensitive_attributes"))
+            elif attr in self.features and self.features[attr].type != "numeric":
+                problems.append(("gates.fairness.bins", f"{attr!r} is a {self.features[attr].type} feature; "
+                                 "bins apply to numeric sensitive attributes only"))
         for entry in fairness.intersections:
-            for attr in entry:
-                if attr not in self.sensitive_attributes:
-                    raise ValueError(f"gates.fairness.intersections: {attr!r} (in {entry}) is not one of "
-                                     "sensitive_attributes")
+            problems += [("gates.fairness.intersections", f"{attr!r} (in {entry}) is not one of sensitive_attributes")
+                         for attr in entry if attr not in self.sensitive_attributes]
+        return problems
 
-    def _check_binary_target(self) -> None:
+    def _binary_target_problems(self) -> list[tuple[str, str]]:
         target = self.target
         if target.positive_class is None:
-            raise ValueError("target.positive_class is required for binary_classification")
+            return [("target.positive_class", "required for binary_classification")]
         if target.classes is not None:
             if len(target.classes) != 2:
-                raise ValueError(f"target.classes must list exactly 2 labels, got {len(target.classes)}")
+                return [("target.classes", f"must list exactly 2 labels, got {len(target.classes)}")]
             if target.positive_class not in target.classes:
-                raise ValueError(f"target.positive_class {target.positive_class!r} is not in target.classes")
+                return [("target.positive_class", f"{target.positive_class!r} is not in target.classes")]
+        return []
 
     @property
     def registered_model_name(self) -> str:

@@ -8,6 +8,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from autopilot.config.base import Frozen, Share
 from autopilot.config.roots import confined
+from autopilot.config.schedules import check_cron
 
 __all__ = ["AlertsConfig", "AnomalyConfig", "DriftConfig", "DriftMethod", "MonitoringConfig", "RetrainConfig"]
 
@@ -112,7 +113,7 @@ class AnomalyConfig(Frozen):
 class RetrainConfig(Frozen):
     """When the monitor may retrain, and how."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Whether the monitor may trigger retraining at all.")
     max_per_day: Annotated[int, Field(ge=0)] = Field(default=2, description="Retrains triggered per 24 h, at most.")
     cooldown_hours: Annotated[float, Field(ge=0)] = Field(
         default=6.0, description="Hours after a triggered retrain during which no other is triggered."
@@ -131,7 +132,9 @@ class RetrainConfig(Frozen):
 class MonitoringConfig(Frozen):
     """The monitoring DAG of this model."""
 
-    schedule: str | None = Field(default="@hourly", description="Cron or preset; null: triggered only.")
+    schedule: str | None = Field(
+        default="@hourly", description="Cron expression or preset (@hourly, @daily, ...) in UTC; null: triggered only."
+    )
     window_minutes: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="Window length when the run has no data interval (manual triggers)."
     )
@@ -150,14 +153,7 @@ class MonitoringConfig(Frozen):
     @field_validator("schedule")
     @classmethod
     def _check_schedule(cls, value: str | None) -> str | None:
-        presets = {"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
-        if value is None or value in presets:
-            return value
-        from croniter import croniter
-
-        if not croniter.is_valid(value):
-            raise ValueError(f"{value!r} is not a cron expression or one of {sorted(presets)}")
-        return value
+        return None if value is None else check_cron(value)
 
 
 class AlertsConfig(Frozen):

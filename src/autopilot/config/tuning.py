@@ -24,11 +24,15 @@ class ModelFamily(StrEnum):
 class TuningConfig(Frozen):
     """The Optuna search budget."""
 
-    n_trials: Annotated[int, Field(ge=1)] = 30
-    timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
-    families: list[ModelFamily] = Field(default_factory=lambda: list(ModelFamily), min_length=1)
-    seed: int = 42
-    sampler: Literal["tpe", "random"] = "tpe"
+    n_trials: Annotated[int, Field(ge=1)] = Field(default=30, description="Optuna trials of a full tune.")
+    timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=300.0, description="Seconds after which tuning starts no new trial."
+    )
+    families: list[ModelFamily] = Field(
+        default_factory=lambda: list(ModelFamily), min_length=1, description="Model families the search may pick."
+    )
+    seed: int = Field(default=42, description="Seed of the sampler and of every model (reproducible runs).")
+    sampler: Literal["tpe", "random"] = Field(default="tpe", description="Optuna sampler.")
     n_startup_trials: Annotated[int, Field(ge=0)] = Field(
         default=8, description="Random trials before TPE starts modelling the space."
     )

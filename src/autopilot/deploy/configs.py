@@ -38,8 +38,8 @@ CONTAINER_UID = 10001  # numeric, so the kubelet can verify runAsNonRoot without
 MODEL_DIR = "/opt/ml/model"  # where SageMaker extracts ModelDataUrl; the image carries a copy for k8s
 CONFIG_PATH = "/opt/autopilot/model.yaml"
 VARIANT = "AllTraffic"
-ENTRYPOINT = ["autopilot", "serve", "--model-dir", MODEL_DIR, "--config", CONFIG_PATH,
-              "--host", "0.0.0.0", "--port", str(PORT)]
+# MODEL (the config) last: SageMaker appends `serve`, which must follow it for the parser to read both.
+ENTRYPOINT = ["autopilot", "serve", "--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(PORT), CONFIG_PATH]
 REQUEST_MEMORY_FACTOR = 1.2  # requests = measured peak RSS + 20%: the profile ran one batch at a time
 ALARM_PERIOD_SECONDS = 60
 

@@ -127,7 +127,7 @@ def watch_local(cfg: LoadedConfig, settings: Settings, plan: dict[str, Any], sna
             http.get("/health", timeout=3.0)
         except httpx.TransportError as exc:
             raise EndpointUnavailable(f"no serving endpoint answers at {url} ({exc}); start one with "
-                                      f"`autopilot serve --model {cfg.name}`") from exc
+                                      f"`autopilot serve {cfg.name}`") from exc
         reasons: list[str] = []
         metrics: dict[str, Any] = {"version": version, "endpoint": url}
         if not _wait_for_version(http, version, rollout.swap_timeout_seconds, reasons):
