@@ -224,3 +224,22 @@ def test_lock_wait_is_bounded(tmp_path: Path) -> None:
     with gx_context.file_context(tmp_path), pytest.raises(gx_context.ContextLockTimeout):
         with gx_context.file_context(tmp_path, wait=0.2):
             pass
+
+
+def test_up_and_demo_print_where_the_data_docs_are(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autopilot.cli.services import print_data_docs
+
+    print_data_docs(tmp_path, "GX Docs  ")  # nothing validated yet: nothing printed
+    assert capsys.readouterr().out == ""
+    for name in ("toy", "other"):
+        cfg = model(name)
+        validate_batch(toy(cfg), cfg, home=tmp_path, run_name=f"{name}.train.r")
+    print_data_docs(tmp_path, "GX Docs  ")
+    lines = capsys.readouterr().out.splitlines()
+    sites = tmp_path.resolve() / "gx" / "uncommitted" / "data_docs"
+    assert lines == [f"GX Docs  {(sites / f'{n}_site' / 'index.html').as_uri()}  ({n}: every validation, failures marked)"
+                     for n in ("other", "toy")]
+    print_data_docs(tmp_path, "Data Docs       ", only="toy")
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("Data Docs       file://") and line.endswith("(toy: every validation, failures marked)")
+    assert Path(line.split()[2].removeprefix("file://")).is_file()
