@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import great_expectations as gx
-from great_expectations.checkpoint import UpdateDataDocsAction
 import pytest
+from great_expectations.checkpoint import UpdateDataDocsAction
 
 from autopilot.config import ModelConfig
 from autopilot.data import gx_context
@@ -142,7 +142,8 @@ def test_run_page_is_copied_for_mlflow(tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     assert validate_batch(toy(cfg), cfg, home=tmp_path / "home", run_name="toy.train.one", docs_dir=copy).passed
     (page,) = (copy / "validations").rglob("*.html")
-    assert "toy.train.one" in str(page) and (copy / "static").is_dir() and (copy / "expectations" / "toy_suite.html").is_file()
+    assert "toy.train.one" in str(page) and (copy / "static").is_dir()
+    assert (copy / "expectations" / "toy_suite.html").is_file()
 
 
 CONCURRENT = textwrap.dedent("""
@@ -237,8 +238,8 @@ def test_up_and_demo_print_where_the_data_docs_are(tmp_path: Path, capsys: pytes
     print_data_docs(tmp_path, "GX Docs  ")
     lines = capsys.readouterr().out.splitlines()
     sites = tmp_path.resolve() / "gx" / "uncommitted" / "data_docs"
-    assert lines == [f"GX Docs  {(sites / f'{n}_site' / 'index.html').as_uri()}  ({n}: every validation, failures marked)"
-                     for n in ("other", "toy")]
+    assert lines == [f"GX Docs  {(sites / f'{n}_site' / 'index.html').as_uri()}  "
+                     f"({n}: every validation, failures marked)" for n in ("other", "toy")]
     print_data_docs(tmp_path, "Data Docs       ", only="toy")
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith("Data Docs       file://") and line.endswith("(toy: every validation, failures marked)")
