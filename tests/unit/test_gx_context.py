@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +246,47 @@ def test_up_and_demo_print_where_the_data_docs_are(tmp_path: Path, capsys: pytes
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith("Data Docs       file://") and line.endswith("(toy: every validation, failures marked)")
     assert Path(line.split()[2].removeprefix("file://")).is_file()
+
+
+LOOP = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from autopilot.config import ModelConfig
+    from autopilot.data.validation import validate_batch
+    from tests.unit.test_validation import TOY, toy
+    cfg = ModelConfig.model_validate(TOY)
+    for i in range(1000):
+        validate_batch(toy(cfg), cfg, home=Path(sys.argv[1]), run_name=f"toy.train.loop-{i}")
+""")
+
+
+def test_a_validation_killed_inside_the_lock_leaves_a_site_the_next_run_repairs(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT / "src"), str(PROJECT)])}
+    mark = tmp_path / "gx" / gx_context.DIRTY_MARK
+    proc = subprocess.Popen([sys.executable, "-c", LOOP, str(tmp_path)], cwd=PROJECT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        seen = 0
+        while seen < 3 and time.monotonic() < deadline:  # let a few runs finish, then catch one mid-way
+            if mark.exists():
+                seen += 1
+                while mark.exists() and seen < 3 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            time.sleep(0.001)
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        assert mark.exists() and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert mark.exists()  # killed while holding the context
+    cfg = model()
+    assert validate_batch(toy(cfg), cfg, home=tmp_path, run_name="toy.train.after").passed
+    assert not mark.exists()
+    stored = stored_results(tmp_path, "toy_suite")
+    listed = index_rows(data_docs_indexes(tmp_path)["toy"])
+    assert "toy.train.after" in listed and len(stored) >= 3
+    assert listed == {name: "Success" for name in stored}  # every stored result listed, no more
+    gx.get_context(mode="file", project_root_dir=str(tmp_path)).checkpoints.get("toy_checkpoint")
