@@ -135,7 +135,7 @@ def test_batches_without_target_have_their_own_suite(tmp_path: Path) -> None:
                             require_target=False)
     assert report.passed, report.reasons
     assert stored_suite(tmp_path, "toy_suite") == config_suite(cfg)
-    assert "label" not in str(stored_suite(tmp_path, "toy_features_suite"))
+    assert "label" not in str(stored_suite(tmp_path, "toy-features_suite"))
     assert set(index_rows(data_docs_indexes(tmp_path)["toy"])) == {"toy.train.t", "toy.live.f"}
 
 
@@ -223,10 +223,17 @@ def test_a_gx_error_fails_closed_and_leaves_the_mark(tmp_path: Path, monkeypatch
     assert set(index_rows(data_docs_indexes(tmp_path)["toy"])) == {"toy.train.a", "toy.train.b", "toy.train.c"}
 
 
-def test_lock_wait_is_bounded(tmp_path: Path) -> None:
+def test_lock_wait_is_bounded_and_raises_rather_than_failing_the_gate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with gx_context.file_context(tmp_path), pytest.raises(gx_context.ContextLockTimeout):
         with gx_context.file_context(tmp_path, wait=0.2):
             pass
+    # A validation that cannot get the context raises (the task fails and Airflow retries it):
+    # a busy context is not a verdict on the data.
+    monkeypatch.setattr(gx_context, "WAIT_SECONDS", 0.2)
+    cfg = model()
+    with gx_context.file_context(tmp_path), pytest.raises(gx_context.ContextLockTimeout):
+        validate_batch(toy(cfg), cfg, home=tmp_path, run_name="toy.train.busy")
 
 
 def test_up_and_demo_print_where_the_data_docs_are(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@
   which lists every validation of the model (its run names start with `<model>.`).
 
 Every validation result stays in the context's validation results store, so the site keeps the
-history. Batches validated without their target (`require_target=False`) use `<model>_features`
+history. Batches validated without their target (`require_target=False`) use `<model>-features`
 names, so the two suites do not replace each other.
 
 Airflow delivers tasks at least once and runs several at a time, and GX's file stores rewrite
@@ -17,8 +17,9 @@ JSON and YAML files in place. So every use of the context holds an exclusive `fl
 `<home>/gx/.autopilot.lock` (the kernel releases it when the holder dies), and a holder marks
 the context dirty while it writes. The next holder that finds the mark (its predecessor was
 killed, or GX raised halfway) repairs what a cut-short write can leave: unreadable JSON in the
-stores is moved aside (to `uncommitted/broken/`), an unreadable `great_expectations.yml` too (every entry of
-ours is written again from the config), and every site is rebuilt in full from the stores.
+stores is moved aside (to `uncommitted/broken/`), an unreadable `great_expectations.yml` too
+(every entry of ours is written again from the config), and every site is rebuilt in full from
+the stores.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ __all__ = [
     "CONTEXT_DIR",
     "ContextLockTimeout",
     "ModelNames",
-    "file_context",
     "copy_run_pages",
+    "file_context",
     "prepare_checkpoint",
     "run_checkpoint",
     "run_name",
@@ -71,6 +72,7 @@ _DATASOURCE = "autopilot"
 _BATCH = "whole_frame"
 DIGEST_KEY = "autopilot_suite_digest"  # in the suite's meta: what the config made of it
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# How long a validation waits for another holder (then it raises, and Airflow retries the task).
 WAIT_SECONDS = 600.0
 POLL_SECONDS = 0.05
 
@@ -83,9 +85,9 @@ class ModelNames:
     """The names of one model's objects in the context (all derived from the model name)."""
 
     def __init__(self, model: str, require_target: bool = True) -> None:
-        """Name the objects of `model`; batches without a target get `<model>_features` names."""
+        """Name the objects of `model`; batches without a target get `<model>-features` names."""
         self.model = model
-        base = model if require_target else f"{model}_features"
+        base = model if require_target else f"{model}-features"  # "-": no model name has one
         self.suite = f"{base}_suite"
         self.validation = f"{base}_validation"
         self.checkpoint = f"{base}_checkpoint"
@@ -115,18 +117,18 @@ def run_name(model: str, split: str, run_id: str) -> str:
 
 
 @contextlib.contextmanager
-def file_context(home: Path, wait: float = WAIT_SECONDS) -> Iterator[FileDataContext]:
+def file_context(home: Path, wait: float | None = None) -> Iterator[FileDataContext]:
     """Hold the context's lock and yield the file data context under `home` (created if absent).
 
     On a normal exit the context is marked clean. If the block raises, the mark stays, and the
     next holder repairs the stores and rebuilds every site.
 
     Raises:
-        ContextLockTimeout: another holder kept the lock for `wait` seconds.
+        ContextLockTimeout: another holder kept the lock for `wait` seconds (WAIT_SECONDS when None).
     """
     root = Path(home).resolve() / CONTEXT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    with _flock(root / LOCK_FILE, wait):
+    with _flock(root / LOCK_FILE, WAIT_SECONDS if wait is None else wait):
         mark = root / DIRTY_MARK
         repair = mark.exists()
         if repair:
@@ -217,6 +219,40 @@ def site_index(context: FileDataContext, names: ModelNames) -> Path:
     return Path(context.root_directory) / DOCS_DIR / names.site / "index.html"
 
 
+def run_checkpoint(context: FileDataContext, checkpoint: gx.Checkpoint, names: ModelNames, frame: Any,
+                   name: str) -> tuple[Any, Path]:
+    """Run the checkpoint on `frame` as run `name`: the result is stored and the model's site rebuilt.
+
+    Returns:
+        The suite validation result and where its Data Docs page should be (the caller checks).
+    """
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=name))
+    ((identifier, result),) = outcome.run_results.items()
+    # The site's key layout: validations/<suite>/<run name>/<run time>/<batch id>.html
+    parts = [str(part) for part in identifier.to_tuple()]
+    page = site_index(context, names).parent / "validations" / Path(*parts[:-1]) / f"{parts[-1]}.html"
+    return result, page
+
+
+def copy_run_pages(index: Path, page: Path, target: Path) -> None:
+    """Copy one run's Data Docs page, the suite page and the site's assets to `target`, keeping their
+    relative paths, so the copy opens on its own (it is what goes to MLflow with the run).
+    """
+    site = index.parent
+    for relative in (page.relative_to(site), Path("static")):
+        source = site / relative
+        if source.is_dir():
+            shutil.copytree(source, target / relative, dirs_exist_ok=True)
+        elif source.is_file():
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / relative)
+    for suite_page in (site / "expectations").glob("*.html"):
+        (target / "expectations").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(suite_page, target / "expectations" / suite_page.name)
+
+
 # --------------------------------------------------------------------------- internals
 
 
@@ -293,37 +329,3 @@ def _rebuild_sites(context: FileDataContext) -> None:
     sites = list(context.list_data_docs_sites())
     if sites:
         context.build_data_docs(site_names=sites)
-
-
-def run_checkpoint(context: FileDataContext, checkpoint: gx.Checkpoint, names: ModelNames, frame: Any,
-                   name: str) -> tuple[Any, Path]:
-    """Run the checkpoint on `frame` as run `name`: the result is stored and the model's site rebuilt.
-
-    Returns:
-        The suite validation result and where its Data Docs page should be (the caller checks).
-    """
-    from great_expectations.core.run_identifier import RunIdentifier
-
-    outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=name))
-    ((identifier, result),) = outcome.run_results.items()
-    # The site's key layout: validations/<suite>/<run name>/<run time>/<batch id>.html
-    parts = [str(part) for part in identifier.to_tuple()]
-    page = site_index(context, names).parent / "validations" / Path(*parts[:-1]) / f"{parts[-1]}.html"
-    return result, page
-
-
-def copy_run_pages(index: Path, page: Path, target: Path) -> None:
-    """Copy one run's Data Docs page, the suite page and the site's assets to `target`, keeping their
-    relative paths, so the copy opens on its own (it is what goes to MLflow with the run).
-    """
-    site = index.parent
-    for relative in (page.relative_to(site), Path("static")):
-        source = site / relative
-        if source.is_dir():
-            shutil.copytree(source, target / relative, dirs_exist_ok=True)
-        elif source.is_file():
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / relative)
-    for suite_page in (site / "expectations").glob("*.html"):
-        (target / "expectations").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(suite_page, target / "expectations" / suite_page.name)

@@ -38,6 +38,7 @@ from great_expectations.data_context.types.base import (
 
 from autopilot.config import FeatureSpec, ModelConfig, Task
 from autopilot.data.gx_context import (
+    ContextLockTimeout,
     ModelNames,
     copy_run_pages,
     file_context,
@@ -159,8 +160,12 @@ def validate_batch(
         run_name: the GX run name (`gx_context.run_name`); the model name when not given.
 
     Returns:
-        A `GateReport` named "data_validation". It never raises: any failure, including an
-        exception inside Great Expectations, gives a failed report that says why.
+        A `GateReport` named "data_validation". Any failure, including an exception inside
+        Great Expectations, gives a failed report that says why.
+
+    Raises:
+        ContextLockTimeout: with `home`, another validation held the GX context too long (not a
+            verdict on the data, so it is not turned into a failed report).
     """
     pre_reasons = _attrs_reasons(frame)
     if len(frame) == 0 or len(frame.columns) == 0:
@@ -170,6 +175,8 @@ def validate_batch(
         if home is not None:
             return _run_checkpoint(frame, cfg, Path(home), docs_dir, require_target, run_name, pre_reasons)
         return _run_suite(frame, cfg, docs_dir, require_target, pre_reasons)
+    except ContextLockTimeout:
+        raise  # not a verdict on the data: the task fails and Airflow retries it
     except Exception as exc:  # fail closed on anything GX (or our reading of its result) raises
         return GateReport.failed(
             GATE_NAME,
