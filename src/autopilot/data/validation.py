@@ -259,24 +259,24 @@ def _run_checkpoint(
 ) -> GateReport:
     """Validate through the model's Checkpoint in the file context: stored, and the site rebuilt."""
     names = ModelNames(cfg.name, require_target)
+    run = run_name or f"{cfg.name}.batch"
     with file_context(home) as context:
         checkpoint = prepare_checkpoint(context, names, build_expectations(cfg, require_target), RESULT_FORMAT)
-        result, page = run_checkpoint(context, checkpoint, names, frame, run_name or f"{cfg.name}.batch")
+        result, page = run_checkpoint(context, checkpoint, names, frame, run)
         index = site_index(context, names)
-    docs_problem = _check_site(index, page, result.meta.get("run_id"))
+    docs_problem = _check_site(index, page, run)
     if docs_problem is None and docs_dir is not None:
         copy_run_pages(index, page, Path(docs_dir))
     return _report(result, frame, cfg, str(index) if index.is_file() else None, docs_problem, pre_reasons)
 
 
-def _check_site(index: Path, page: Path, run_id: Any) -> str | None:
+def _check_site(index: Path, page: Path, run: str) -> str | None:
     """Why the model's Data Docs site does not show this run, or None when it does."""
     if not index.is_file():
         return f"data docs were not written: {index} does not exist"
     if not page.is_file():
         return f"data docs page of this validation was not written: {page} does not exist"
-    run = getattr(run_id, "run_name", None) or page.parent.parent.name
-    if run not in index.read_text(encoding="utf-8", errors="replace"):
+    if f"'run_name': '{run}'" not in index.read_text(encoding="utf-8", errors="replace"):
         return f"data docs index {index} does not list run '{run}'"
     return None
 
