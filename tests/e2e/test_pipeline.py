@@ -142,3 +142,8 @@ def test_validation_records_data_docs(reg: registry.Registry, small_adult: Calla
     artifacts = [a.path for a in reg.client.list_artifacts(refs["data_run_id"], "validation/train")]
     assert "validation/train/report.json" in artifacts
     assert "validation/train/data_docs" in artifacts
+    # The model's Data Docs site in the GX file context under the home lists this run's batches.
+    from autopilot.data.data_docs import data_docs_indexes
+
+    index = data_docs_indexes(settings.home)[cfg.name].read_text()
+    assert all(f"'run_name': '{cfg.name}.{split}.docs'" in index for split in refs["batches"])

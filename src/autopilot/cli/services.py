@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from autopilot.adapters.registry import Registry
 
 __all__ = ["add_commands", "cmd_demo", "cmd_doctor", "cmd_down", "cmd_monitor", "cmd_serve", "cmd_simulate",
-           "cmd_trigger", "cmd_up"]
+           "cmd_trigger", "cmd_up", "print_data_docs"]
 
 
 def _embedded(settings: Any) -> Any:
@@ -119,6 +119,7 @@ def _print_summary(chain: dict[str, Any], settings: Any, embedded: Any, seconds:
         print(f"validation      [{split}] {'passed' if batch['validation_passed'] else 'FAILED'}: "
               f"{batch['validation_report']}")
         print(f"snapshot        [{split}] {batch['snapshot']}")
+    print_data_docs(settings.home, "Data Docs       ", only=chain["model"])
     print(f"tuning          study {chain['tuning']['study']}, best family {chain['tuning']['family']}, "
           f"{chain['tuning']['n_trials']} trials")
     print(f"artifacts       {settings.artifact_root} (snapshots, reports); MLflow {settings.mlflow_artifact_root}")
@@ -132,11 +133,21 @@ def _print_summary(chain: dict[str, Any], settings: Any, embedded: Any, seconds:
     print("=" * 72)
 
 
+def print_data_docs(home: Path, label: str, only: str | None = None) -> None:
+    """Print the Data Docs index (file:// URL) of each model that has one under `home` (or of `only`)."""
+    from autopilot.data.data_docs import data_docs_indexes  # no GX import: the paths only
+
+    for model, index in data_docs_indexes(home).items():
+        if only is None or model == only:
+            print(f"{label}{index.as_uri()}  ({model}: every validation, failures marked)")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the Airflow UI stack and MLflow UI on the embedded default."""
     from autopilot.orchestration.embedded import AllAdminsRefused
 
-    embedded = _embedded(load_settings())
+    settings = load_settings()
+    embedded = _embedded(settings)
     try:  # everyone-is-admin is refused unless a dev override says so; then it is flagged loudly
         warning = embedded.check_all_admins()
         started = embedded.start()
@@ -151,6 +162,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     login = f"user admin, password {password}" if password else "password: see the api-server log"
     print(f"Airflow  {embedded.airflow_url}  ({login})")
     print(f"MLflow   {embedded.mlflow_url}")
+    print_data_docs(settings.home, "GX Docs  ")
     if not healthy:
         print(f"not healthy after {args.wait:.0f} s; see the logs in {embedded.run_dir}", file=sys.stderr)
         return 1

@@ -1,8 +1,11 @@
 """Data validation: the one Great Expectations adapter.
 
 The expectation suite is derived from the model config (nothing is hand-written per model), run
-against a canonical frame (see `autopilot.data.sources.canonicalize`) in an ephemeral GX context,
-and turned into a `GateReport` whose reasons read as plain sentences with counts and examples.
+against a canonical frame (see `autopilot.data.sources.canonicalize`) and turned into a
+`GateReport` whose reasons read as plain sentences with counts and examples. Given the autopilot
+home, the run goes through the model's Checkpoint in the GX file context under it
+(`autopilot.data.gx_context`: every result stored, the model's Data Docs site rebuilt with the
+history); without it, through an ephemeral context.
 
 The gate fails closed: an empty batch, a suite that evaluated nothing, columns the reader could
 not find, numbers it could not parse, and any exception inside GX all fail the gate.
@@ -14,7 +17,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 # Set before GX is imported: some GX 1.x releases start their analytics client at import or
 # context creation from this variable. The context config below also turns analytics off.
@@ -34,6 +37,15 @@ from great_expectations.data_context.types.base import (
 )
 
 from autopilot.config import FeatureSpec, ModelConfig, Task
+from autopilot.data.gx_context import (
+    ContextLockTimeout,
+    ModelNames,
+    copy_run_pages,
+    file_context,
+    prepare_checkpoint,
+    run_checkpoint,
+    site_index,
+)
 from autopilot.reports import GateReport
 
 __all__ = ["GATE_NAME", "build_expectations", "validate_batch"]
@@ -45,6 +57,9 @@ MAX_EXAMPLES = 3
 MAX_EXAMPLE_CHARS = 40
 MAX_ERROR_CHARS = 200  # a GX exception message can quote values too
 _DOCS_SITE = "autopilot_site"
+# SUMMARY holds every count and up to 20 example values, all the reasons use; COMPLETE would also
+# store every unexpected value of a bad column (the whole column) in the results store, each run.
+RESULT_FORMAT: Final = "SUMMARY"
 # Canonical frames hold numeric columns as float64 and categories as Python str in object
 # columns; anything else means the frame skipped `canonicalize` and must not pass.
 _NUMERIC_TYPES = ["float64"]
@@ -126,6 +141,8 @@ def validate_batch(
     cfg: ModelConfig,
     docs_dir: Path | None = None,
     require_target: bool = True,
+    home: Path | None = None,
+    run_name: str | None = None,
 ) -> GateReport:
     """Validate a canonical batch against the config's expectation suite.
 
@@ -136,17 +153,30 @@ def validate_batch(
         docs_dir: when given, GX Data Docs for this result are built here and the index path is
             reported in `details["data_docs"]`.
         require_target: whether the target column must be present and valid.
+        home: the autopilot home: run the model's Checkpoint in the GX file context under it
+            (`<home>/gx`), which stores the result and rebuilds the model's Data Docs site;
+            `details["data_docs"]` is then that site's index, and `docs_dir` (when given)
+            receives a copy of this run's page. None: an ephemeral context.
+        run_name: the GX run name (`gx_context.run_name`); the model name when not given.
 
     Returns:
-        A `GateReport` named "data_validation". It never raises: any failure, including an
-        exception inside Great Expectations, gives a failed report that says why.
+        A `GateReport` named "data_validation". Any failure, including an exception inside
+        Great Expectations, gives a failed report that says why.
+
+    Raises:
+        ContextLockTimeout: with `home`, another validation held the GX context too long (not a
+            verdict on the data, so it is not turned into a failed report).
     """
     pre_reasons = _attrs_reasons(frame)
     if len(frame) == 0 or len(frame.columns) == 0:
         # No GX run: an empty batch can only fail, and GX's answers on it are not informative.
         return _empty_report(frame, cfg, pre_reasons)
     try:
+        if home is not None:
+            return _run_checkpoint(frame, cfg, Path(home), docs_dir, require_target, run_name, pre_reasons)
         return _run_suite(frame, cfg, docs_dir, require_target, pre_reasons)
+    except ContextLockTimeout:
+        raise  # not a verdict on the data: the task fails and Airflow retries it
     except Exception as exc:  # fail closed on anything GX (or our reading of its result) raises
         return GateReport.failed(
             GATE_NAME,
@@ -195,33 +225,68 @@ def _run_suite(
     frame: pd.DataFrame, cfg: ModelConfig, docs_dir: Path | None, require_target: bool, pre_reasons: list[str]
 ) -> GateReport:
     context = _ephemeral_context(docs_dir)
-    suite_name = f"{cfg.name}_suite"
-    present = set(map(str, frame.columns))
-    # A missing column is reported once by ExpectColumnToExist; its other expectations would
-    # only add "column does not exist" errors for the same problem.
-    expectations = [e for e in build_expectations(cfg, require_target) if _applicable(e, present)]
+    names = ModelNames(cfg.name, require_target)
     # Passed to the constructor: suite.add_expectation() re-serializes the whole suite into the
     # store on every call (quadratic; about half the run time for ~60 expectations).
-    suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
+    suite = context.suites.add(
+        gx.ExpectationSuite(name=names.suite, expectations=build_expectations(cfg, require_target))
+    )
     batch = (
         context.data_sources.add_pandas("autopilot")
-        .add_dataframe_asset(cfg.name)
+        .add_dataframe_asset(names.asset)
         .add_batch_definition_whole_dataframe("whole_frame")
     )
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{cfg.name}_validation", data=batch, suite=suite)
+        gx.ValidationDefinition(name=names.validation, data=batch, suite=suite)
     )
     result = definition.run(
         batch_parameters={"dataframe": frame},
-        result_format="COMPLETE",
+        result_format=RESULT_FORMAT,
         run_id=RunIdentifier(run_name=cfg.name),
     )
-    return _report(result, frame, cfg, context, docs_dir, suite_name, pre_reasons)
+    docs_path, docs_problem = (None, None) if docs_dir is None else _build_docs(context, Path(docs_dir), names.suite)
+    return _report(result, frame, cfg, docs_path, docs_problem, pre_reasons)
 
 
-def _applicable(expectation: gxe.Expectation, present: set[str]) -> bool:
-    column = getattr(expectation, "column", None)
-    return column is None or column in present or isinstance(expectation, gxe.ExpectColumnToExist)
+def _run_checkpoint(
+    frame: pd.DataFrame,
+    cfg: ModelConfig,
+    home: Path,
+    docs_dir: Path | None,
+    require_target: bool,
+    run_name: str | None,
+    pre_reasons: list[str],
+) -> GateReport:
+    """Validate through the model's Checkpoint in the file context: stored, and the site rebuilt."""
+    names = ModelNames(cfg.name, require_target)
+    run = run_name or f"{cfg.name}.batch"
+    with file_context(home) as context:
+        checkpoint = prepare_checkpoint(context, names, build_expectations(cfg, require_target), RESULT_FORMAT)
+        result, page = run_checkpoint(context, checkpoint, names, frame, run)
+        index = site_index(context, names)
+    docs_problem = _check_site(index, page, run)
+    if docs_problem is None and docs_dir is not None:
+        copy_run_pages(index, page, Path(docs_dir))
+    return _report(result, frame, cfg, str(index) if index.is_file() else None, docs_problem, pre_reasons)
+
+
+def _check_site(index: Path, page: Path, run: str) -> str | None:
+    """Why the model's Data Docs site does not show this run, or None when it does."""
+    if not index.is_file():
+        return f"data docs were not written: {index} does not exist"
+    if not page.is_file():
+        return f"data docs page of this validation was not written: {page} does not exist"
+    if f"'run_name': '{run}'" not in index.read_text(encoding="utf-8", errors="replace"):
+        return f"data docs index {index} does not list run '{run}'"
+    return None
+
+
+def _applicable(result: ExpectationValidationResult, present: set[str]) -> bool:
+    """A missing column is reported once, by ExpectColumnToExist; its other expectations would
+    only add "column does not exist" errors for the same problem."""
+    kind, kwargs = _kind_and_kwargs(result)
+    column = kwargs.get("column")
+    return column is None or column in present or kind == "expect_column_to_exist"
 
 
 def _ephemeral_context(docs_dir: Path | None) -> EphemeralDataContext:
@@ -252,23 +317,22 @@ def _report(
     result: ExpectationSuiteValidationResult,
     frame: pd.DataFrame,
     cfg: ModelConfig,
-    context: EphemeralDataContext,
-    docs_dir: Path | None,
-    suite_name: str,
+    docs_path: str | None,
+    docs_problem: str | None,
     pre_reasons: list[str],
 ) -> GateReport:
-    statistics = {key: _json_safe(result.statistics.get(key)) for key in _zero_statistics()}
-    failed = _in_config_order([r for r in result.results if not r.success], cfg)
+    present = set(map(str, frame.columns))
+    # The stored suite is the config's whole suite; results on columns the batch lacks are dropped.
+    kept = [r for r in result.results if _applicable(r, present)]
+    statistics = _statistics(kept)
+    failed = _in_config_order([r for r in kept if not r.success], cfg)
     reasons = [*pre_reasons, *(_reason(r, cfg) for r in failed)]
     if not statistics["evaluated_expectations"]:
         reasons.append("the expectation suite evaluated no expectations")
-    if not result.success and not reasons:
+    if not result.success and not reasons and len(kept) == len(result.results):
         reasons.append("Great Expectations reported a failure without a failed expectation")
-    docs_path: str | None = None
-    if docs_dir is not None:
-        docs_path, docs_problem = _build_docs(context, Path(docs_dir), suite_name)
-        if docs_problem:
-            reasons.append(docs_problem)
+    if docs_problem:
+        reasons.append(docs_problem)
     return GateReport(
         name=GATE_NAME,
         passed=not reasons,
@@ -277,6 +341,18 @@ def _report(
         reasons=_unique(reasons),
         details={"failed_expectations": [_failure_detail(r) for r in failed], "data_docs": docs_path},
     )
+
+
+def _statistics(results: list[ExpectationValidationResult]) -> dict[str, Any]:
+    """GX's suite statistics, counted over the results that are reported."""
+    evaluated = len(results)
+    successful = sum(1 for r in results if r.success)
+    return {
+        "evaluated_expectations": evaluated,
+        "successful_expectations": successful,
+        "unsuccessful_expectations": evaluated - successful,
+        "success_percent": successful / evaluated * 100 if evaluated else None,
+    }
 
 
 def _in_config_order(results: list[ExpectationValidationResult], cfg: ModelConfig) -> list[ExpectationValidationResult]:

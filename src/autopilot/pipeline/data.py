@@ -117,7 +117,7 @@ def _combine(reports: dict[str, GateReport]) -> GateReport:
 
 
 def _validate_one(cfg: LoadedConfig, split: str, location: str, store: ArtifactStore, workdir: Path,
-                  run: RunHandle) -> tuple[GateReport, ValidatedBatch]:
+                  run: RunHandle, home: Path, gx_run: str) -> tuple[GateReport, ValidatedBatch]:
     from autopilot.data.snapshot import digest_frame
     from autopilot.data.sources import DataSourceError
     from autopilot.data.validation import validate_batch
@@ -128,7 +128,9 @@ def _validate_one(cfg: LoadedConfig, split: str, location: str, store: ArtifactS
         return GateReport.failed("data_validation", [str(exc)]), ValidatedBatch(source=location)
     digest = digest_frame(frame)[0] if len(frame.columns) else None
     docs_dir = workdir / split
-    report = validate_batch(frame, cfg, docs_dir=docs_dir)
+    # Through the model's Checkpoint in the GX file context under the home (its Data Docs keep
+    # every validation); this run's page is copied to docs_dir for MLflow.
+    report = validate_batch(frame, cfg, docs_dir=docs_dir, home=home, run_name=gx_run)
     payload = report.model_dump(mode="json")
     run.log_dict(payload, f"validation/{split}/report.json")
     if docs_dir.is_dir():
@@ -155,13 +157,16 @@ def validate_data(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> Val
     Raises:
         GateFailure: when any batch fails validation (the report is recorded first).
     """
+    from autopilot.data.gx_context import run_name as gx_run_name
+
     store = _store(settings)
     reports: dict[str, GateReport] = {}
     batches: dict[str, ValidatedBatch] = {}
     with (tempfile.TemporaryDirectory() as tmp,
           stage_run(connect(settings), cfg, settings, ctx, "data") as run):
         for split, location in _sources(cfg, settings, ctx):
-            reports[split], batches[split] = _validate_one(cfg, split, location, store, Path(tmp), run)
+            reports[split], batches[split] = _validate_one(cfg, split, location, store, Path(tmp), run,
+                                                           settings.home, gx_run_name(cfg.name, split, ctx.run_id))
         combined = _combine(reports)
         run.set_tag("autopilot.validation.passed", str(combined.passed))
         if not combined.passed:
