@@ -33,6 +33,11 @@ class RegistryConfig(Frozen):
         default=False,
         description="Allow a pickle-based model file when skops cannot store the model with trusted types.",
     )
+    evaluation_max_rows: Annotated[int, Field(ge=100)] = Field(
+        default=20_000,
+        description="Holdout rows MLflow's evaluation (its curves and plots on each version) sees at most; "
+                    "a larger holdout is sampled with the split seed. The test_* metrics use every row.",
+    )
 
 
 class ModelConfig(Frozen):

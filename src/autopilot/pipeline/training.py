@@ -24,6 +24,7 @@ from autopilot.adapters.registry import (
     RunHandle,
     connect,
     model_signature,
+    pandas_dataset,
     sha256_manifest,
 )
 from autopilot.aliases import CHAMPION
@@ -329,7 +330,39 @@ def _fit_and_log(run: RunHandle, cfg: LoadedConfig, snapped: Snapshots, tuned: T
                                  cfg.registry.allow_pickle, predict_fn)
     manifest = sha256_manifest(run.registry.download(info.model_uri, workdir / "model"))
     run.log_dict(manifest, "model_manifest.json")
+    _evaluate_version(run, cfg, snapped, splits, pipeline, info, metrics, workdir / "model" / "MLmodel")
     return info, metrics, manifest
+
+
+def _evaluate_version(run: RunHandle, cfg: LoadedConfig, snapped: Snapshots, splits: Splits, pipeline: Any,
+                      info: Any, metrics: dict[str, float], mlmodel: Path) -> None:
+    """Link the test metrics to the logged model and the test dataset, then run MLflow's evaluator on the holdout.
+
+    The evaluator's metrics (`holdout_*`) and plots (ROC, precision-recall, calibration, confusion
+    matrix; regression residuals) go to the version's run, linked to its logged model; it sees at
+    most `registry.evaluation_max_rows` rows (a seeded sample above), the test metrics all of them.
+    """
+    from autopilot.adapters.registry.evaluation import evaluate_fitted
+    from autopilot.modeling.evaluation import capped, holdout, model_type, residuals_plot
+
+    snaps = snapped.snapshots
+    test = snaps.get("test")
+    full = holdout(cfg, splits.X_test, splits.y_test, test_digest=test.digest if test else None,
+                   source=(test or snaps["train"]).uri)
+    run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, model_id=info.model_id,
+                    dataset=_as_dataset(cfg, full))
+    sample = capped(full, cfg.registry.evaluation_max_rows, cfg.split.seed)
+    figures = {"residuals_plot": residuals_plot} if cfg.task is Task.REGRESSION else {}
+    result = evaluate_fitted(run.registry, run.run_id, model_id=info.model_id, mlmodel=mlmodel, estimator=pipeline,
+                             dataset=_as_dataset(cfg, sample), model_type=model_type(cfg), figures=figures)
+    run.log_dict({**sample.describe(cfg), "metrics": result.metrics, "artifacts": result.artifacts},
+                 "evaluation/holdout.json")
+
+
+def _as_dataset(cfg: LoadedConfig, data: Any) -> Any:
+    """An MLflow dataset of a `Holdout` (its name, digest and source; the encoded target as targets)."""
+    return pandas_dataset(data.frame, source=data.source, name=data.name, targets=cfg.target.column,
+                          digest=data.digest)
 
 
 def _version_tags(cfg: LoadedConfig, ctx: RunContext, snapped: Snapshots, tuned: TunedResult,
