@@ -4,7 +4,7 @@
 as the data stage logged it) when the config has a `test_source`, else the rows the seeded split
 held out of the training snapshot (named `<model>-holdout`, digested like a snapshot: SHA-256 of
 the canonical Parquet bytes). `capped` bounds what MLflow's evaluator sees: above
-`registry.evaluation_max_rows` rows a sample drawn with the split seed, named and digested as its
+`evaluation.max_rows` rows a sample drawn with the split seed, named and digested as its
 own dataset. `residuals_plot` draws the regression residuals (MLflow's regressor evaluator plots
 none). Pure: no MLflow, no storage.
 """
