@@ -15,7 +15,7 @@ from autopilot.config.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from autopilot.config.monitoring import AlertsConfig, MonitoringConfig
 from autopilot.config.tuning import TuningConfig
 
-__all__ = ["LoadedConfig", "ModelConfig", "RegistryConfig", "RetentionConfig"]
+__all__ = ["EvaluationConfig", "LoadedConfig", "ModelConfig", "RegistryConfig", "RetentionConfig"]
 
 
 class RetentionConfig(Frozen):
@@ -32,6 +32,21 @@ class RegistryConfig(Frozen):
     allow_pickle: bool = Field(
         default=False,
         description="Allow a pickle-based model file when skops cannot store the model with trusted types.",
+    )
+
+
+class EvaluationConfig(Frozen):
+    """What MLflow records about each version beyond its test metrics: evaluation plots, parameter importance."""
+
+    max_rows: Annotated[int, Field(ge=100)] = Field(
+        default=20_000,
+        description="Holdout rows MLflow's evaluator (its curves and plots on each version) sees at most; a larger "
+                    "holdout is sampled with the split seed. The test_* metrics always use every row.",
+    )
+    importance_min_trials: Annotated[int, Field(ge=2)] = Field(
+        default=5,
+        description="Complete trials of the winning family needed to plot Optuna's parameter importance "
+                    "(fewer: the plot says why it is absent).",
     )
 
 
@@ -55,6 +70,7 @@ class ModelConfig(Frozen):
     metric: str = Field(description="The metric tuning optimizes and gates compare.")
     gates: GatesConfig = Field(default_factory=GatesConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)

@@ -61,7 +61,9 @@ __all__ = [
     "TuningResult",
     "make_objective",
     "open_study",
+    "param_importance",
     "plot_history",
+    "plot_param_importance",
     "predict_for_metric",
     "score",
     "run_trials",
@@ -480,3 +482,59 @@ def _draw_history(ax: Any, frame: pd.DataFrame, direction: str) -> None:
         ax.step(numbers, [*best, best[-1]], where="post", color="tab:red", label="best so far")
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
+
+
+def param_importance(storage: str, study_name: str, family: str, min_trials: int) -> dict[str, Any]:
+    """Optuna's parameter importance (its default evaluator) within one model family of a study.
+
+    Parameters are conditional on the family, so importance is computed on the family's complete
+    trials (the winner's family, as a rule) over the parameters every one of them has. Never
+    raises for a study too small or too uniform: `importances` is then empty and `reason` says why.
+
+    Returns:
+        `{"family", "complete_trials", "parameters", "importances", "evaluator", "reason"}`.
+    """
+    from optuna.importance import get_param_importances
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.params.get("family") == family]
+    shared = sorted(set.intersection(*(set(t.params) for t in trials)) - {"family"}) if trials else []
+    out: dict[str, Any] = {"family": family, "complete_trials": len(trials), "parameters": shared,
+                           "importances": {}, "evaluator": "optuna default (PED-ANOVA)", "reason": None}
+    if len(trials) < min_trials:
+        out["reason"] = (f"{len(trials)} complete trial(s) of family {family}; parameter importance needs at "
+                         f"least {min_trials} (evaluation.importance_min_trials)")
+    elif not shared:
+        out["reason"] = f"the trials of family {family} share no tuned parameter"
+    else:
+        family_study = optuna.create_study(direction=study.direction)
+        family_study.add_trials(trials)
+        try:
+            found = get_param_importances(family_study, params=shared)
+        except (ValueError, ArithmeticError, RuntimeError) as exc:  # e.g. every trial scored the same
+            out["reason"] = f"Optuna could not compute importance: {type(exc).__name__}: {exc}"
+        else:
+            out["importances"] = {name: float(value) for name, value in found.items()}
+    return out
+
+
+def plot_param_importance(importance: dict[str, Any], path: Path) -> Path:
+    """Write `param_importance`'s result as a PNG: a bar per parameter, or the reason there is none."""
+    found = importance["importances"]
+    fig = Figure(figsize=(8, 0.4 * max(len(found), 4) + 1.5), dpi=100)
+    ax = fig.add_subplot()
+    if found:
+        names = list(reversed(list(found)))  # Optuna sorts them, most important first
+        ax.barh(names, [found[n] for n in names])
+        ax.set_xlabel("importance (normalized)")
+    else:
+        ax.text(0.5, 0.5, f"no parameter importance:\n{importance['reason']}", ha="center", va="center",
+                transform=ax.transAxes, wrap=True)
+        ax.set_axis_off()
+    ax.set_title(f"Parameter importance within family {importance['family']} "
+                 f"({importance['complete_trials']} complete trials; parameters all of them share)", fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", bbox_inches="tight")
+    return path

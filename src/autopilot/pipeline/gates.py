@@ -196,7 +196,7 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
     """SHAP importance (stability, leakage) and fairness (groups, counterfactuals, attribution)."""
     from autopilot.explain import explain_model, write_plots
     from autopilot.gates.explainability import evaluate_explainability
-    from autopilot.gates.fairness import evaluate_fairness
+    from autopilot.gates.fairness import evaluate_fairness, fairness_chart
 
     registry = connect(settings)
     inputs = load_gate_inputs(registry, cfg, settings, registered, snapped)
@@ -220,8 +220,26 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
         _store_report(registry, run_id, explain)
     fairness = _guarded("fairness", evaluate_fairness, inputs.challenger, inputs.X_test, inputs.y_test, cfg,
                         attribution_share=shares, train=inputs.X_train, y_train=inputs.y_train, seed=seed)
-    _store_report(registry, run_id, fairness)
+    with tempfile.TemporaryDirectory() as tmp:
+        _store_report(registry, run_id, fairness, _chart_files(fairness_chart, fairness, Path(tmp)))
     return ExplainabilityAndFairness(explainability=_summary(explain), fairness=_summary(fairness))
+
+
+def _chart_files(draw: Callable[[GateReport, Path], Path | None], report: GateReport,
+                 folder: Path) -> dict[str, Path] | None:
+    """A report's chart to store beside it; None when there is nothing to draw or drawing failed.
+
+    The chart shows what the report holds; it never decides anything, so a drawing error is
+    logged and the report is stored without it.
+    """
+    import logging
+
+    try:
+        chart = draw(report, folder / f"{report.name}_chart.png")
+    except Exception:
+        logging.getLogger(__name__).warning("could not draw the %s chart", report.name, exc_info=True)
+        return None
+    return {"chart": chart} if chart is not None else None
 
 
 def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: Mapping[str, Any],

@@ -24,6 +24,7 @@ from autopilot.adapters.registry import (
     RunHandle,
     connect,
     model_signature,
+    pandas_dataset,
     sha256_manifest,
 )
 from autopilot.aliases import CHAMPION
@@ -126,12 +127,13 @@ def run_tuning_worker(cfg: LoadedConfig, settings: Settings, assignment: Mapping
 
 def finish_tuning(cfg: LoadedConfig, settings: Settings, ctx: RunContext, assignments: Sequence[Mapping[str, Any]],
                   worked: Sequence[Mapping[str, Any]]) -> TunedResult:
-    """Read the study's winner and log the search to MLflow (trials CSV, history plot, best params).
+    """Read the study's winner and log the search to MLflow (trials CSV, history and parameter importance plots,
+    best params).
 
     Returns:
         `{"tune_run_id", "study_name", "best_params", "best_value", "n_trials"}`.
     """
-    from autopilot.modeling.tuning import plot_history, study_result
+    from autopilot.modeling.tuning import param_importance, plot_history, plot_param_importance, study_result
 
     if not assignments:
         raise ValueError("finish_tuning needs the assignments plan_tuning returned; got none")
@@ -146,6 +148,10 @@ def finish_tuning(cfg: LoadedConfig, settings: Settings, ctx: RunContext, assign
         result.trials.to_csv(trials_csv, index=False)
         run.log_artifact(str(trials_csv), "tuning")
         run.log_artifact(str(plot_history(result, Path(tmp) / "optimization_history.png")), "tuning")
+        importance = param_importance(settings.optuna_storage, name, str(result.best_params["family"]),
+                                      cfg.evaluation.importance_min_trials)
+        run.log_artifact(str(plot_param_importance(importance, Path(tmp) / "param_importance.png")), "tuning")
+        run.log_dict(importance, "tuning/param_importance.json")
         run.log_dict(result.best_params, "tuning/best_params.json")
         run.log_metrics({f"cv_{cfg.metric}": result.best_value, "n_trials": result.n_trials,
                          "n_pruned": result.n_pruned, "n_complete": result.n_complete})
@@ -329,7 +335,39 @@ def _fit_and_log(run: RunHandle, cfg: LoadedConfig, snapped: Snapshots, tuned: T
                                  cfg.registry.allow_pickle, predict_fn)
     manifest = sha256_manifest(run.registry.download(info.model_uri, workdir / "model"))
     run.log_dict(manifest, "model_manifest.json")
+    _evaluate_version(run, cfg, snapped, splits, pipeline, info, metrics, workdir / "model" / "MLmodel")
     return info, metrics, manifest
+
+
+def _evaluate_version(run: RunHandle, cfg: LoadedConfig, snapped: Snapshots, splits: Splits, pipeline: Any,
+                      info: Any, metrics: dict[str, float], mlmodel: Path) -> None:
+    """Link the test metrics to the logged model and the test dataset, then run MLflow's evaluator on the holdout.
+
+    The evaluator's metrics (`holdout_*`) and plots (ROC, precision-recall, calibration, confusion
+    matrix; regression residuals) go to the version's run, linked to its logged model; it sees at
+    most `evaluation.max_rows` rows (a seeded sample above), the test metrics all of them.
+    """
+    from autopilot.adapters.registry.evaluation import evaluate_fitted
+    from autopilot.modeling.evaluation import capped, holdout, model_type, residuals_plot
+
+    snaps = snapped.snapshots
+    test = snaps.get("test")
+    full = holdout(cfg, splits.X_test, splits.y_test, test_digest=test.digest if test else None,
+                   source=(test or snaps["train"]).uri)
+    run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, model_id=info.model_id,
+                    dataset=_as_dataset(cfg, full))
+    sample = capped(full, cfg.evaluation.max_rows, cfg.split.seed)
+    figures = {"residuals_plot": residuals_plot} if cfg.task is Task.REGRESSION else {}
+    result = evaluate_fitted(run.registry, run.run_id, model_id=info.model_id, mlmodel=mlmodel, estimator=pipeline,
+                             dataset=_as_dataset(cfg, sample), model_type=model_type(cfg), figures=figures)
+    run.log_dict({**sample.describe(cfg), "metrics": result.metrics, "artifacts": result.artifacts},
+                 "evaluation/holdout.json")
+
+
+def _as_dataset(cfg: LoadedConfig, data: Any) -> Any:
+    """An MLflow dataset of a `Holdout` (its name, digest and source; the encoded target as targets)."""
+    return pandas_dataset(data.frame, source=data.source, name=data.name, targets=cfg.target.column,
+                          digest=data.digest)
 
 
 def _version_tags(cfg: LoadedConfig, ctx: RunContext, snapped: Snapshots, tuned: TunedResult,

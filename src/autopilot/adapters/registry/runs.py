@@ -25,7 +25,8 @@ from autopilot.adapters.registry.common import requirements, skops_types
 if TYPE_CHECKING:
     from autopilot.adapters.registry.store import Registry
 
-__all__ = ["RunHandle", "fluent_uris", "log_sklearn_to_run", "model_signature", "pandas_dataset", "started_run"]
+__all__ = ["RunHandle", "fluent_uris", "log_sklearn_to_run", "made_active", "model_signature", "pandas_dataset",
+           "started_run"]
 
 # The variables `mlflow.set_tracking_uri`/`set_registry_uri` also write, for child processes.
 URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -48,13 +49,25 @@ class RunHandle:
         """Store a dict (or list) as a JSON or YAML artifact at `path` (by its extension)."""
         self.registry.client.log_dict(self.run_id, data, path)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log metrics at one timestamp (step 0 unless given)."""
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, *, model_id: str | None = None,
+                    dataset: Any = None) -> None:
+        """Log metrics at one timestamp (step 0 unless given).
+
+        With `model_id` they are also the logged model's metrics (`get_logged_model(id).metrics`);
+        with `dataset` (a `pandas_dataset`) they name the dataset they were measured on, which is
+        recorded as an input of the run (context `testing`) when it is not one already.
+        """
         from mlflow.entities import Metric
 
+        name = digest = None
+        if dataset is not None:
+            name, digest = dataset.name, dataset.digest
+            if digest not in self.dataset_digests():
+                self.log_input(dataset, context="testing")
         now = int(time.time() * 1000)
-        self.registry.client.log_batch(self.run_id, metrics=[Metric(key, value, now, step or 0)
-                                                             for key, value in metrics.items()])
+        self.registry.client.log_batch(self.run_id, metrics=[
+            Metric(key, value, now, step or 0, model_id=model_id, dataset_name=name, dataset_digest=digest)
+            for key, value in metrics.items()])
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log parameters (as text)."""
@@ -171,6 +184,26 @@ def fluent_uris(registry: Registry) -> Iterator[None]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+@contextmanager
+def made_active(registry: Registry, run_id: str) -> Iterator[None]:
+    """A run of `registry` made MLflow's active run for a fluent-only call, then its status put back.
+
+    As `log_sklearn_to_run` does for the model log: inside `fluent_uris`, so the call writes to
+    this store whatever the global URI said. A run that is already active stays so.
+    """
+    import mlflow
+
+    with fluent_uris(registry):
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            yield
+            return
+        status = registry.client.get_run(run_id).info.status
+        with mlflow.start_run(run_id=run_id):
+            yield
+        registry.client.update_run(run_id, status=status)
 
 
 def log_sklearn_to_run(registry: Registry, run_id: str, model: object, input_example: Any, signature: Any,

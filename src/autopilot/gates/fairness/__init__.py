@@ -28,12 +28,15 @@ distribution, at a cost independent of the number of rows.
 
 Modules: `groups` (groupings and bins), `judging` (one metric's interval, status and reason),
 `metrics` (classification and regression group metrics with their bootstrap), `counterfactual`
-(the flip test), `label_bias` (pre-training bias), `gate` (the decision and its report).
+(the flip test), `label_bias` (pre-training bias), `gate` (the decision and its report), `chart` (the
+report drawn: group metrics and disparity metrics with their intervals and thresholds, a PNG beside it).
 """
 
+from autopilot.gates.fairness.chart import fairness_chart
 from autopilot.gates.fairness.counterfactual import counterfactual_flip_rate
 from autopilot.gates.fairness.gate import GATE, evaluate_fairness
 from autopilot.gates.fairness.groups import Grouping, build_groupings
 from autopilot.gates.fairness.label_bias import pretraining_bias
 
-__all__ = ["GATE", "Grouping", "build_groupings", "counterfactual_flip_rate", "evaluate_fairness", "pretraining_bias"]
+__all__ = ["GATE", "Grouping", "build_groupings", "counterfactual_flip_rate", "evaluate_fairness", "fairness_chart",
+           "pretraining_bias"]

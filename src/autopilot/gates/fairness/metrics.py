@@ -66,6 +66,10 @@ def classification_outcome(grouping: Grouping, groups: np.ndarray, y: np.ndarray
         found.hard.append(ungroupable(grouping, gated, small, fc, len(y)))
         return found
     cells = _bootstrap_cells(groups, y, pred, gated, fc.bootstrap_samples, rng)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the selection rate of each resampled group
+        selected = (cells[..., 0] + cells[..., 2]) / cells.sum(axis=2)
+    found.details["group_intervals"] = {"metric": "selection_rate", "confidence": fc.confidence, "groups": {
+        g: interval(selected[:, j], fc.confidence) for j, g in enumerate(gated)}}
     mask = np.isin(groups, gated)
     metrics = found.metrics
     with warnings.catch_warnings():
@@ -237,6 +241,8 @@ def regression_outcome(grouping: Grouping, groups: np.ndarray, y: np.ndarray, pr
     point = float(_error_ratio(np.array([[mae[g] for g in gated]]))[0])
     found.metrics["group_error_ratio"] = point
     replicates = np.column_stack([_bootstrap_means(errors[groups == g], fc.bootstrap_samples, rng) for g in gated])
+    found.details["group_intervals"] = {"metric": "mae", "confidence": fc.confidence, "groups": {
+        g: interval(replicates[:, j], fc.confidence) for j, g in enumerate(gated)}}
     best, worst = pair(mae, gated)
     target = {g: float(y[groups == g].mean()) for g in (best, worst)}
     plain = (f"mean absolute error {mae[worst]:.3g} for {worst} and {mae[best]:.3g} for {best}{of_groups(gated)}: "
