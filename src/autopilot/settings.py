@@ -13,12 +13,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ObjectStoreAccess", "Settings", "quiet_credential_loggers"]
+__all__ = ["CONNECTIONS", "ObjectStoreAccess", "Settings", "connection_id", "quiet_credential_loggers"]
 
 # The environment variable behind each setting (`Settings.sources` names it when it was set).
 ENV_VARIABLES = {"mlflow_tracking_uri": "MLFLOW_TRACKING_URI", "mlflow_artifact_root": "AUTOPILOT_MLFLOW_ARTIFACT_ROOT",
                  "artifact_root": "AUTOPILOT_ARTIFACT_ROOT", "optuna_storage": "AUTOPILOT_OPTUNA_STORAGE",
                  "state_db": "AUTOPILOT_STATE_DB", "inference_db": "AUTOPILOT_INFERENCE_DB"}
+
+# In Airflow tasks, the connection that fills each setting when it exists (`autopilot.orchestration.connections`):
+# setting -> (default connection id, the environment variable that names another id; empty: none).
+CONNECTIONS: dict[str, tuple[str, str]] = {
+    "state_db": ("autopilot_state_db", "AUTOPILOT_STATE_DB_CONN_ID"),
+    "optuna_storage": ("autopilot_optuna_db", "AUTOPILOT_OPTUNA_DB_CONN_ID"),
+    "inference_db": ("autopilot_inference_db", "AUTOPILOT_INFERENCE_DB_CONN_ID"),
+    "mlflow_tracking_uri": ("autopilot_mlflow_db", "AUTOPILOT_MLFLOW_DB_CONN_ID"),
+    "object_store": ("autopilot_object_store", "AUTOPILOT_OBJECT_STORE_CONN_ID"),
+}
+
+
+def connection_id(setting: str, env: Mapping[str, str]) -> str | None:
+    """The Airflow connection id that fills `setting` in tasks (None: turned off by an empty variable)."""
+    default, variable = CONNECTIONS[setting]
+    return env.get(variable, default).strip() or None
 
 
 @dataclass(frozen=True)

@@ -33,18 +33,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from autopilot.settings import Settings
 
-__all__ = ["DATABASE_CONNECTIONS", "OBJECT_STORE_CONN", "connection_settings", "database_url"]
+__all__ = ["airflow_settings", "connection_settings", "database_url"]
 
 log = logging.getLogger(__name__)
 
-# setting -> (default connection id, the environment variable that overrides the id)
-DATABASE_CONNECTIONS: dict[str, tuple[str, str]] = {
-    "state_db": ("autopilot_state_db", "AUTOPILOT_STATE_DB_CONN_ID"),
-    "optuna_storage": ("autopilot_optuna_db", "AUTOPILOT_OPTUNA_DB_CONN_ID"),
-    "inference_db": ("autopilot_inference_db", "AUTOPILOT_INFERENCE_DB_CONN_ID"),
-    "mlflow_tracking_uri": ("autopilot_mlflow_db", "AUTOPILOT_MLFLOW_DB_CONN_ID"),
-}
-OBJECT_STORE_CONN = ("autopilot_object_store", "AUTOPILOT_OBJECT_STORE_CONN_ID")
 SCHEMES = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql",
            "sqlite": "sqlite"}
 
@@ -67,11 +59,6 @@ def database_url(conn_type: str, host: str | None, login: str | None = None, pas
     url = URL.create(scheme, username=login or None, password=password or None, host=host or None,
                      port=port or None, database=schema or None)
     return url.render_as_string(hide_password=False)
-
-
-def _conn_id(default: str, variable: str, env: Mapping[str, str]) -> str | None:
-    chosen = env.get(variable, default).strip()
-    return chosen or None
 
 
 def _connection(conn_id: str) -> Any | None:
@@ -102,18 +89,20 @@ def connection_settings(settings: Settings, env: Mapping[str, str] | None = None
 
     Only connection ids and which settings they fill are logged, never a URL or a key.
     """
+    from autopilot.settings import CONNECTIONS, connection_id
+
     env = os.environ if env is None else env
     changes: dict[str, Any] = {}
     sources = dict(settings.sources)
-    for name, (default, variable) in DATABASE_CONNECTIONS.items():
-        conn_id = _conn_id(default, variable, env)
+    for name in [setting for setting in CONNECTIONS if setting != "object_store"]:
+        conn_id = connection_id(name, env)
         conn = _connection(conn_id) if conn_id else None
         if conn is None:
             continue
         changes[name] = database_url(conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema,
                                      conn.extra_dejson)
         sources[name] = f"airflow connection {conn_id}"
-    store_id = _conn_id(*OBJECT_STORE_CONN, env)
+    store_id = connection_id("object_store", env)
     if store_id and _connection(store_id) is not None:
         changes["object_store"] = _object_store(store_id)
         sources["object_store"] = f"airflow connection {store_id}"
@@ -121,3 +110,21 @@ def connection_settings(settings: Settings, env: Mapping[str, str] | None = None
         return settings
     log.info("settings from Airflow connections: %s", ", ".join(f"{k} <- {sources[k]}" for k in sorted(changes)))
     return dataclasses.replace(settings, sources=sources, **changes)
+
+
+def airflow_settings() -> Settings:
+    """The environment's settings with the connections applied, for callbacks that must never raise.
+
+    The notifier and the Slack outbox run in Airflow callbacks (a worker, the DAG processor): they
+    must find the same state database as the tasks. A connection that cannot be read there (a
+    secrets backend down) leaves the environment's settings, with a warning naming the error type.
+    """
+    from autopilot.settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        return connection_settings(settings)
+    except Exception as exc:  # a callback never fails over its settings
+        log.warning("settings from Airflow connections unavailable (%s); using the environment's",
+                    type(exc).__name__)
+        return settings

@@ -410,10 +410,10 @@ def _drain_alerts() -> Any:
 
     @task(task_id=TaskId.DRAIN_ALERTS.value)
     def drain_alerts() -> dict[str, int]:
+        from autopilot.orchestration.connections import airflow_settings
         from autopilot.orchestration.slack import drain_outbox
-        from autopilot.settings import Settings
 
-        return drain_outbox(Settings.from_env())
+        return drain_outbox(airflow_settings())
 
     return drain_alerts()
 
