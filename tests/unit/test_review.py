@@ -24,6 +24,7 @@ from autopilot.pipeline.review import (
     hold_for_review,
     pending,
     record_review,
+    recorded_review,
     review_request,
     timed_out,
 )
@@ -133,8 +134,13 @@ def test_a_rejection_is_recorded_on_the_version_and_takes_challenger_off(setting
     name = cfg.registered_model_name
     reg.set_alias(name, CHALLENGER, 1)
     rejected = answered({**DECIDED, "version": 1}, [REJECT], {"name": "alice"}, "not convinced")
-    record_review(cfg, settings, rejected)
-    record_review(cfg, settings, rejected)  # a retry changes nothing
+    decided = {**DECIDED, "version": 1}
+    assert recorded_review(cfg, settings, decided, "r1") is None  # nothing answered yet: ask
+    record_review(cfg, settings, rejected, "r1")
+    record_review(cfg, settings, rejected, "r1")  # a retry changes nothing
+    # A retried review task of the same run finds the answer; another run's review asks again.
+    assert recorded_review(cfg, settings, decided, "r1") == rejected
+    assert recorded_review(cfg, settings, decided, "r2") is None
     tags = reg.resolve_version(name, 1).tags
     assert (tags["autopilot.review"], tags["autopilot.reviewed_by"], tags["autopilot.review_reason"]) == (
         "rejected", "airflow-user:alice", "not convinced")

@@ -14,6 +14,8 @@ scheduler enforces `gates.review.timeout_hours`, read from the model config when
   (`airflow-user:<name>`), which `promote` uses as the alias move's actor; `Reject` is recorded
   on the version (tags, run note) and `promote` promotes nothing.
 * no answer in time: recorded, and the task fails (no retry) saying nothing was promoted.
+* a retry after the answer was recorded (Airflow 3.3 can retry a resumed task whose executor event
+  arrived late, seen on a loaded machine): the recorded answer is returned, nobody is asked twice.
 """
 
 from __future__ import annotations
@@ -76,12 +78,31 @@ class VersionReview(HITLOperator):
         if getattr(context["dag_run"], "triggering_user_name", None) == DAG_TEST_USER:
             raise AirflowSkipException(f"a test run (airflow dags test) cannot wait for a reviewer: "
                                        f"{pending(cfg, decided).reason}")
+        answer = self._answered_before(context, cfg, decided)
+        if answer is not None:
+            return answer
         request = review_request(cfg, decided)
         self.subject, self.body = request.subject, request.body
         self.response_timeout = timedelta(hours=cfg.gates.review.timeout_hours)
         self.log.info("%s: waiting up to %g h for a reviewer (Airflow UI: Required actions)", request.subject,
                       cfg.gates.review.timeout_hours)
         return super().execute(context)
+
+    def _answered_before(self, context: Any, cfg: Any, decided: dict[str, Any]) -> dict[str, Any] | None:
+        """A retry of this run's review after its answer was recorded: that answer, not a second question."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from autopilot.orchestration.signing import task_settings
+        from autopilot.pipeline.review import recorded_review
+
+        answer = recorded_review(cfg, task_settings(), decided, context["dag_run"].run_id)
+        if answer is None:
+            return None
+        self.log.info("version %s already %s on review in this run by %s: %s", answer.version, answer.outcome,
+                      answer.actor, answer.reason)
+        if answer.outcome == "timed_out":
+            raise AirflowFailException(answer.reason)
+        return answer.to_xcom()
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         """The answer (or the timeout): recorded on the version; an approval goes on to `promote`."""
@@ -95,14 +116,14 @@ class VersionReview(HITLOperator):
         settings = task_settings()
         if event.get("error_type") == "timeout":
             approval = timed_out(decided, cfg.gates.review.timeout_hours)
-            record_review(cfg, settings, approval)
+            record_review(cfg, settings, approval, context["dag_run"].run_id)
             self._note(context, f"Review timed out: {approval.reason}")
             raise AirflowFailException(approval.reason)
         payload = super().execute_complete(context, event)  # validates the options and the form
         params = payload.get("params_input") or {}
         approval = answered(decided, list(payload["chosen_options"]), payload.get("responded_by_user"),
                             params.get("comment"))
-        record_review(cfg, settings, approval)
+        record_review(cfg, settings, approval, context["dag_run"].run_id)
         self.log.info("version %s %s by %s: %s", approval.version, approval.outcome, approval.actor, approval.reason)
         if approval.outcome == "rejected":
             self._note(context, f"Version {approval.version} rejected on review by {approval.actor}: "

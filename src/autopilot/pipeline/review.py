@@ -35,6 +35,7 @@ __all__ = [
     "hold_for_review",
     "pending",
     "record_review",
+    "recorded_review",
     "review_request",
     "timed_out",
 ]
@@ -44,6 +45,7 @@ REVIEW_TAG = "autopilot.review"  # approved | rejected | timed_out
 REVIEWED_BY_TAG = "autopilot.reviewed_by"
 REVIEW_REASON_TAG = "autopilot.review_reason"
 REVIEWED_AT_TAG = "autopilot.reviewed_at"
+REVIEW_RUN_TAG = "autopilot.review_run"  # the DAG run whose review task recorded the answer
 MAX_REASON_CHARS = 1000  # a comment is free text: it goes to tags, notes and Slack
 
 
@@ -106,11 +108,12 @@ def timed_out(decided: Mapping[str, Any], hours: float) -> Approval:
                            "(it stays challenger; `autopilot promote` can still promote it)")
 
 
-def record_review(cfg: LoadedConfig, settings: Settings, approval: Mapping[str, Any]) -> None:
+def record_review(cfg: LoadedConfig, settings: Settings, approval: Mapping[str, Any], run_id: str = "") -> None:
     """Write the review's outcome to the version's tags; a rejected version also loses `challenger`.
 
-    Idempotent (a retry writes the same tags). The alias history records the approval itself,
-    as the actor of `champion`'s move (`promote_version`).
+    Idempotent (a retry writes the same tags). `run_id` (the DAG run) lets a retried review task
+    find the answer already given (`recorded_review`) instead of asking again. The alias history
+    records the approval itself, as the actor of `champion`'s move (`promote_version`).
     """
     from autopilot.adapters.registry import connect
     from autopilot.aliases import CHALLENGER
@@ -120,13 +123,30 @@ def record_review(cfg: LoadedConfig, settings: Settings, approval: Mapping[str, 
     name, number = cfg.registered_model_name, approval.version
     registry = connect(settings)
     tags = {REVIEW_TAG: approval.outcome, REVIEWED_BY_TAG: approval.actor or "",
-            REVIEW_REASON_TAG: approval.reason, REVIEWED_AT_TAG: datetime.now(UTC).isoformat(timespec="seconds")}
+            REVIEW_REASON_TAG: approval.reason, REVIEWED_AT_TAG: datetime.now(UTC).isoformat(timespec="seconds"),
+            REVIEW_RUN_TAG: run_id}
     for key, value in tags.items():
         registry.set_version_tag(name, number, key, value)
     if approval.outcome == "rejected":
         with model_lock(settings, name):
             if current(name, CHALLENGER, registry) == number:
                 registry.delete_alias(name, CHALLENGER)
+
+
+def recorded_review(cfg: LoadedConfig, settings: Settings, decided: Mapping[str, Any], run_id: str) -> Approval | None:
+    """The answer this DAG run's review already recorded on the version, or None (ask).
+
+    A review task retried after its answer was recorded (Airflow can retry a resumed task when
+    its executor's events arrive late) returns that answer rather than asking the reviewer twice.
+    """
+    from autopilot.adapters.registry import connect
+
+    version = coerce(decided, Decision).version
+    tags = connect(settings).resolve_version(cfg.registered_model_name, version).tags or {}
+    if not run_id or tags.get(REVIEW_RUN_TAG) != run_id or not tags.get(REVIEW_TAG):
+        return None
+    return Approval(outcome=tags[REVIEW_TAG], version=version, actor=tags.get(REVIEWED_BY_TAG) or None,
+                    reason=tags.get(REVIEW_REASON_TAG, ""))
 
 
 def hold_for_review(cfg: LoadedConfig, settings: Settings, ctx: RunContext,
