@@ -97,3 +97,19 @@ def test_bad_data_fails_the_dag_before_training(airflow_db: None, env: Any,
     reg = registry.connect(env)
     with pytest.raises(LookupError):
         reg.resolve_version("dagbad", "latest")
+
+
+def test_a_review_under_dag_test_stays_pending_instead_of_waiting(airflow_db: None, env: Any,
+                                                                  small_adult: Callable[..., Path]) -> None:
+    """`airflow dags test` (the demo) has nobody to answer an approval: the review skips, nothing is promoted."""
+    from autopilot.versions.promotion import current
+
+    small_adult(name="dagheld", gates={"quality": {"first_run": "require_review"}})
+    dag_run = run_dag("dagheld")
+    result = states(dag_run)
+    assert str(dag_run.state) == "success", result
+    assert (result["decide"], result["review"], result["promote"], result["plan_deployment"]) == (
+        "success", "skipped", "success", "skipped"), result
+    reg = registry.connect(env)
+    assert current("dagheld", "champion", reg) is None and current("dagheld", "challenger", reg) == 1
+    assert reg.resolve_version("dagheld", 1).tags["autopilot.decision"] == "review"

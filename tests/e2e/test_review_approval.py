@@ -63,7 +63,9 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     root = tmp_path_factory.mktemp("review")
     for case, name in MODELS.items():
         write_model(root / "config", name, TIMEOUT_HOURS if case == "timeout" else 72.0)
-    users = {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,alice:admin"}
+    users = {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,alice:admin",
+             # No endpoint listens here: the rollout is skipped, whatever serves on the default port.
+             "AUTOPILOT_SERVING_URL": "http://127.0.0.1:9"}
     dags = {f"autopilot_training__{name}" for name in MODELS.values()}
     with live_airflow(root, expect=dags, overrides=users) as served:
         for dag_id in dags:
@@ -116,7 +118,7 @@ def wait_task(airflow: Airflow, model: str, task: str, states: set[str], timeout
     raise AssertionError(f"{task} of {dag_id} still {state} after {timeout} s")
 
 
-def wait_run(airflow: Airflow, model: str, timeout: float = 300) -> dict[str, Any]:
+def wait_run(airflow: Airflow, model: str, timeout: float = 600) -> dict[str, Any]:
     dag_id = f"autopilot_training__{model}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

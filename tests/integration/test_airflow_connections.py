@@ -173,3 +173,29 @@ def test_database_urls_from_connection_fields() -> None:
     assert database_url("sqlite", "/var/lib/autopilot/state.db") == "sqlite:////var/lib/autopilot/state.db"
     with pytest.raises(ValueError, match="sqlalchemy_scheme"):
         database_url("http", "h")
+
+
+def test_connections_fill_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Airflow's own connection lookup (the `AIRFLOW_CONN_*` backend) fills URLs, credentials and sources."""
+    from autopilot.orchestration.connections import connection_settings
+
+    monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_STATE_DB", json.dumps({
+        "conn_type": "postgres", "host": "db", "port": 5432, "login": "ap", "password": DB_PASSWORD,
+        "schema": "state"}))
+    monkeypatch.setenv("AIRFLOW_CONN_OTHER_OPTUNA", json.dumps({"conn_type": "postgres", "host": "db2",
+                                                                "schema": "optuna"}))
+    monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_OBJECT_STORE", json.dumps({
+        "conn_type": "aws", "login": S3_KEY_ID, "password": S3_SECRET,
+        "extra": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-1"}}))
+    env = {"AUTOPILOT_OPTUNA_DB_CONN_ID": "other_optuna", "AUTOPILOT_INFERENCE_DB_CONN_ID": ""}
+    settings = connection_settings(Settings.from_env({"AUTOPILOT_HOME": str(tmp_path)}), env=env)
+    assert settings.state_db == f"postgresql+psycopg2://ap:{DB_PASSWORD}@db:5432/state"
+    assert settings.optuna_storage == "postgresql+psycopg2://db2/optuna"
+    assert settings.inference_db.startswith("sqlite:")  # its connection turned off: the default stays
+    access = settings.object_store
+    assert access is not None and (access.access_key_id, access.secret_access_key) == (S3_KEY_ID, S3_SECRET)
+    assert (access.endpoint_url, access.region) == ("http://127.0.0.1:9000", "eu-west-1")
+    assert S3_SECRET not in repr(access) and S3_SECRET not in repr(settings)
+    assert settings.sources["state_db"] == "airflow connection autopilot_state_db"
+    assert settings.sources["optuna_storage"] == "airflow connection other_optuna"
+    assert settings.sources["inference_db"] == "default" and settings.sources["mlflow_tracking_uri"] == "default"
