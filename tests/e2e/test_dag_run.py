@@ -57,6 +57,7 @@ def test_training_dag_end_to_end(airflow_db: None, env: Any, small_adult: Callab
     result = states(dag_run)
     # Nothing serves at AUTOPILOT_SERVING_URL: there is no live endpoint to roll out to.
     assert result.pop("rollout") == "skipped"
+    assert result.pop("review") == "skipped"  # the decision was `promote`: no approval asked
     assert set(result.values()) == {"success"}, result
     reg = registry.connect(env)
     version = reg.resolve_version("dagtest", "challenger")
