@@ -71,7 +71,7 @@ def test_timeout_and_pending_say_nothing_was_promoted(cfg: Any) -> None:
     assert hold_for_review(cfg, None, None, {**DECIDED, "decision": "promote"}) is None
     held = hold_for_review(cfg, None, None, DECIDED)
     assert held == pending(cfg, DECIDED) and held is not None and held.outcome == "pending"
-    assert "autopilot promote reviewed 3 --reason" in held.reason
+    assert "autopilot promote reviewed --version 3 --reason" in held.reason
 
 
 def test_the_operator_offers_the_options_the_review_reads() -> None:

@@ -163,4 +163,4 @@ def pending(cfg: LoadedConfig, decided: Mapping[str, Any]) -> Approval:
     version = coerce(decided, Decision).version
     return Approval(outcome="pending", version=version,
                     reason=f"held for review: approve it in the Airflow UI (a training DAG run's `review` task) "
-                           f"or run `autopilot promote {cfg.name} {version} --reason '...'`")
+                           f"or run `autopilot promote {cfg.name} --version {version} --reason '...'`")
