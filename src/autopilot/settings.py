@@ -13,7 +13,43 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Settings", "quiet_credential_loggers"]
+__all__ = ["CONNECTIONS", "ObjectStoreAccess", "Settings", "connection_id", "quiet_credential_loggers"]
+
+# The environment variable behind each setting (`Settings.sources` names it when it was set).
+ENV_VARIABLES = {"mlflow_tracking_uri": "MLFLOW_TRACKING_URI", "mlflow_artifact_root": "AUTOPILOT_MLFLOW_ARTIFACT_ROOT",
+                 "artifact_root": "AUTOPILOT_ARTIFACT_ROOT", "optuna_storage": "AUTOPILOT_OPTUNA_STORAGE",
+                 "state_db": "AUTOPILOT_STATE_DB", "inference_db": "AUTOPILOT_INFERENCE_DB"}
+
+# In Airflow tasks, the connection that fills each setting when it exists (`autopilot.orchestration.connections`):
+# setting -> (default connection id, the environment variable that names another id; empty: none).
+CONNECTIONS: dict[str, tuple[str, str]] = {
+    "state_db": ("autopilot_state_db", "AUTOPILOT_STATE_DB_CONN_ID"),
+    "optuna_storage": ("autopilot_optuna_db", "AUTOPILOT_OPTUNA_DB_CONN_ID"),
+    "inference_db": ("autopilot_inference_db", "AUTOPILOT_INFERENCE_DB_CONN_ID"),
+    "mlflow_tracking_uri": ("autopilot_mlflow_db", "AUTOPILOT_MLFLOW_DB_CONN_ID"),
+    "object_store": ("autopilot_object_store", "AUTOPILOT_OBJECT_STORE_CONN_ID"),
+}
+
+
+def connection_id(setting: str, env: Mapping[str, str]) -> str | None:
+    """The Airflow connection id that fills `setting` in tasks (None: turned off by an empty variable)."""
+    default, variable = CONNECTIONS[setting]
+    return env.get(variable, default).strip() or None
+
+
+@dataclass(frozen=True)
+class ObjectStoreAccess:
+    """Credentials and endpoint for `s3://` artifact stores, handed to their S3 client (never to the environment).
+
+    Airflow tasks fill it from the connection `autopilot_object_store` (`autopilot.orchestration.connections`);
+    None in `Settings`: boto3's standard chain (environment, profile, instance role).
+    """
+
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    endpoint_url: str | None = None
+    region: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +71,10 @@ class Settings:
         signing_key: the key that signs model manifests at registration and is required on every
             load (`AUTOPILOT_SIGNING_KEY`, or a file named by `AUTOPILOT_SIGNING_KEY_FILE`; in Airflow
             tasks also the connection `autopilot_signing_key`); None: manifests are not signed.
+        object_store: credentials for `s3://` stores (Airflow tasks: the connection
+            `autopilot_object_store`); None: boto3's standard credential chain.
+        sources: where each setting came from (`env MLFLOW_TRACKING_URI`, `default`, or
+            `airflow connection <id>`), for `autopilot doctor`.
     """
 
     home: Path
@@ -46,6 +86,8 @@ class Settings:
     config_dir: Path
     inference_db: str = ""
     signing_key: str | None = field(default=None, repr=False)
+    object_store: ObjectStoreAccess | None = field(default=None, compare=False)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -63,6 +105,8 @@ class Settings:
             config_dir=config_dir,
             inference_db=env.get("AUTOPILOT_INFERENCE_DB") or f"sqlite:///{home / 'inference.db'}",
             signing_key=_signing_key(env),
+            sources={name: f"env {variable}" if env.get(variable) else "default"
+                     for name, variable in ENV_VARIABLES.items()},
         )
 
     def ensure_local_dirs(self) -> None:

@@ -26,6 +26,7 @@ class TaskId(StrEnum):
     EXPLAINABILITY_AND_FAIRNESS = "explainability_and_fairness"
     INFRA = "infra"
     DECIDE = "decide"
+    REVIEW = "review"
     PROMOTE = "promote"
     PLAN_DEPLOYMENT = "plan_deployment"
     DEPLOY = "deploy"

@@ -44,8 +44,8 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
     gates = {"quality", "explainability_and_fairness", "infra"}
     deployment = {"plan_deployment", "deploy", "rollout"}
     tuning = {"plan_tuning", "tune_worker", "tune"}
-    assert set(tasks) == {"validate", "snapshot", *tuning, "train_and_register", *gates, "decide", "promote",
-                          *deployment}
+    assert set(tasks) == {"validate", "snapshot", *tuning, "train_and_register", *gates, "decide", "review",
+                          "promote", *deployment}
     assert tasks["rollout"].retries == 0  # a failed rollout has rolled back: a retry would deploy again
     # validate, the gates and the decision retry an outage (a source, MLflow); their verdicts raise
     # AirflowFailException, which is never retried.
@@ -62,7 +62,11 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
     assert gates <= tasks["train_and_register"].downstream_task_ids
     for gate in gates:  # the gates run in parallel, and one task decides
         assert tasks[gate].downstream_task_ids == {"decide"}
-    assert tasks["decide"].downstream_task_ids == {"promote"}
+    # a `review` decision waits for an approval in "Required actions"; promote runs after a skipped review too
+    assert tasks["decide"].downstream_task_ids == {"review", "promote"}
+    assert type(tasks["review"]).__name__ == "VersionReview" and tasks["review"].options == ["Approve", "Reject"]
+    assert tasks["review"].downstream_task_ids == {"promote"}
+    assert tasks["promote"].trigger_rule == "none_failed"
     assert tasks["promote"].pool == "autopilot_promotion"
     assert tasks["promote"].downstream_task_ids == {"plan_deployment"}
     assert tasks["plan_deployment"].downstream_task_ids == {"deploy", "rollout"}

@@ -57,6 +57,7 @@ def test_training_dag_end_to_end(airflow_db: None, env: Any, small_adult: Callab
     result = states(dag_run)
     # Nothing serves at AUTOPILOT_SERVING_URL: there is no live endpoint to roll out to.
     assert result.pop("rollout") == "skipped"
+    assert result.pop("review") == "skipped"  # the decision was `promote`: no approval asked
     assert set(result.values()) == {"success"}, result
     reg = registry.connect(env)
     version = reg.resolve_version("dagtest", "challenger")
@@ -97,3 +98,19 @@ def test_bad_data_fails_the_dag_before_training(airflow_db: None, env: Any,
     reg = registry.connect(env)
     with pytest.raises(LookupError):
         reg.resolve_version("dagbad", "latest")
+
+
+def test_a_review_under_dag_test_stays_pending_instead_of_waiting(airflow_db: None, env: Any,
+                                                                  small_adult: Callable[..., Path]) -> None:
+    """`airflow dags test` (the demo) has nobody to answer an approval: the review skips, nothing is promoted."""
+    from autopilot.versions.promotion import current
+
+    small_adult(name="dagheld", gates={"quality": {"first_run": "require_review"}})
+    dag_run = run_dag("dagheld")
+    result = states(dag_run)
+    assert str(dag_run.state) == "success", result
+    assert (result["decide"], result["review"], result["promote"], result["plan_deployment"]) == (
+        "success", "skipped", "success", "skipped"), result
+    reg = registry.connect(env)
+    assert current("dagheld", "champion", reg) is None and current("dagheld", "challenger", reg) == 1
+    assert reg.resolve_version("dagheld", 1).tags["autopilot.decision"] == "review"

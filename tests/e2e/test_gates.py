@@ -70,6 +70,8 @@ def test_first_run_review_then_human_promote_rollback_and_status(
     monkeypatch.setenv("AUTOPILOT_CONFIG_DIR", str(path.parent))
     first = run_pipeline(cfg, settings, "first")
     assert first["decision"] == "review" and not first["promoted"]
+    # In process there is nobody to ask: the output says how to approve (Airflow's approval or the CLI).
+    assert f"autopilot promote {cfg.name} --version 1 --reason" in first["review"] and "Airflow UI" in first["review"]
     with pytest.raises(LookupError):
         reg.resolve_version(cfg.name, "champion")
     with pytest.raises(SystemExit):  # --reason is mandatory

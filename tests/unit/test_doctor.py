@@ -550,3 +550,21 @@ def test_redact_known_secrets_also_percent_encoded() -> None:
     secret = "pa/ss+word="
     assert redact("in a URL: pa%2Fss%2Bword%3D, in a form: pa%2Fss%2Bword%3D", [secret]) == \
         "in a URL: ***, in a form: ***"
+
+
+def test_store_checks_say_where_each_setting_came_from(tmp_path: Path) -> None:
+    settings = _production(tmp_path)
+    environ = {"AUTOPILOT_SERVING_TOKEN": GOOD_TOKEN}
+    only_state = lambda ids: facts(connections={  # noqa: E731
+        "autopilot_state_db": ConnectionFacts("autopilot_state_db", True, "postgres", "the metadata DB", True, True,
+                                              True)})
+    checks = {c.name: c for c in run_checks(settings, only_state, environ=environ,
+                                            probes=FakeProbes().probes()).checks}
+    assert checks["state_db"].detail.endswith("(from env AUTOPILOT_STATE_DB; Airflow tasks take its value from the "
+                                              "connection autopilot_state_db (not probed here))")
+    assert checks["optuna_storage"].detail.endswith("(from env AUTOPILOT_OPTUNA_STORAGE)")
+    assert checks["artifact_store"].detail.endswith("(from env AUTOPILOT_ARTIFACT_ROOT)")
+    laptop = run_checks(Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "h"),
+                                           "AUTOPILOT_CONFIG_DIR": str(tmp_path / "config")}),
+                        lambda ids: facts(), environ=environ, probes=FakeProbes().probes())
+    assert {c.name: c for c in laptop.checks}["inference_db"].detail.endswith("(from default)")

@@ -17,6 +17,7 @@ from autopilot.settings import CREDENTIAL_LOGGERS, quiet_credential_loggers
 
 if TYPE_CHECKING:
     from autopilot.config import AwsDeploymentConfig
+    from autopilot.settings import ObjectStoreAccess
 
 __all__ = ["SIGNING_LOGGERS", "AwsClients", "aws_clients", "s3_client"]
 
@@ -62,17 +63,23 @@ def aws_clients(region: str, endpoint_url: str | None = None, session: Any | Non
     return AwsClients(s3=make("s3"), sagemaker=make("sagemaker"), cloudwatch=make("cloudwatch"))
 
 
-def s3_client(timeout: float | None = None) -> Any:
-    """An S3 client from boto3's default session: the standard credential chain, region and endpoint settings.
+def s3_client(timeout: float | None = None, access: ObjectStoreAccess | None = None) -> Any:
+    """An S3 client: from `access` (an Airflow connection's keys and endpoint) when given, else from
+    boto3's default session (the standard credential chain, region and endpoint settings).
 
     With `timeout` (seconds), the client gives up fast: one attempt, that connect and read
     timeout (`autopilot doctor` probes a store; it must not wait out botocore's retries).
     """
     import boto3  # imported here: only S3 sources and stores need it
-
-    if timeout is None:
-        return boto3.client("s3")
     from botocore.config import Config
 
-    return boto3.client("s3", config=Config(connect_timeout=timeout, read_timeout=timeout,
-                                            retries={"max_attempts": 1, "mode": "standard"}))
+    quiet_credential_loggers()
+    options: dict[str, Any] = {}
+    if timeout is not None:
+        options["config"] = Config(connect_timeout=timeout, read_timeout=timeout,
+                                   retries={"max_attempts": 1, "mode": "standard"})
+    if access is not None:
+        options.update(aws_access_key_id=access.access_key_id, aws_secret_access_key=access.secret_access_key,
+                       aws_session_token=access.session_token, endpoint_url=access.endpoint_url,
+                       region_name=access.region)
+    return boto3.client("s3", **options)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from autopilot.settings import ObjectStoreAccess
 
 __all__ = ["ArtifactStore", "LocalStore", "S3Store", "open_store"]
 
@@ -84,7 +87,7 @@ class LocalStore:
 class S3Store:
     """An artifact store under an S3 prefix, through boto3 (AWS or any S3-compatible endpoint)."""
 
-    def __init__(self, root: str, client: Any | None = None) -> None:
+    def __init__(self, root: str, client: Any | None = None, access: ObjectStoreAccess | None = None) -> None:
         parsed = urlparse(root)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ValueError(f"not an s3:// URI: {root!r}")
@@ -94,7 +97,7 @@ class S3Store:
         if client is None:
             from autopilot.adapters.aws import s3_client  # imported here: only S3 stores need it
 
-            client = s3_client()
+            client = s3_client(access=access)
         self.client = client
 
     def _key(self, key: str) -> str:
@@ -132,8 +135,12 @@ class S3Store:
         return body
 
 
-def open_store(root: str, s3_client: Any | None = None) -> ArtifactStore:
-    """Open the store named by a local path or an s3:// URI."""
+def open_store(root: str, s3_client: Any | None = None, access: ObjectStoreAccess | None = None) -> ArtifactStore:
+    """Open the store named by a local path or an s3:// URI.
+
+    An S3 store's client: `s3_client`, else one made from `access` (`Settings.object_store`: an
+    Airflow connection's credentials), else from boto3's standard chain.
+    """
     if root.startswith("s3://"):
-        return S3Store(root, client=s3_client)
+        return S3Store(root, client=s3_client, access=access)
     return LocalStore(root)

@@ -36,7 +36,8 @@ def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promot
 
     Returns:
         The registered version (`register`); with `promote` also its `decision` and whether it
-        was `promoted`; with `deploy` also the `rollout` result.
+        was `promoted` (a `review` decision also says how to approve it, under `review`: in process
+        it stays pending for `autopilot promote`); with `deploy` also the `rollout` result.
 
     Raises:
         GateFailure: a gate stopped the line (bad data, quality floor, or a rejected version).
@@ -50,6 +51,8 @@ def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promot
         return registered
     result = {**registered, "decision": outputs[TaskId.DECIDE]["decision"],
               "promoted": outputs[TaskId.PROMOTE]["promoted"]}
+    if outputs.get(TaskId.REVIEW):  # held for review: no reviewer in process, `autopilot promote` decides
+        result["review"] = outputs[TaskId.REVIEW]["reason"]
     if stop_after == "deploy":
         result["rollout"] = outputs[TaskId.ROLLOUT]
     return result

@@ -87,7 +87,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         reasons = "; ".join(decision["reasons"]) if decision else "no decision recorded"
         print(f"[demo] no champion to serve, so the monitoring loop does not run: {reasons}\n"
               f"[demo] a human who accepts it promotes it: autopilot promote {cfg.name} "
-              f"{decision['version'] if decision else '<version>'} --reason '...'")
+              f"--version {decision['version'] if decision else '<version>'} --reason '...' "
+              "(a training run under `make up` asks for the approval in Airflow's Required actions)")
         return 1
     from autopilot.cli.demo_loop import run_loop
 

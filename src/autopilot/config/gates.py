@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from autopilot.config.base import Frozen, Share, listed_once
 
 __all__ = ["Baseline", "Confidence", "ExplainabilityGateConfig", "FairnessGateConfig", "GatesConfig",
-           "InfraGateConfig", "OnInconclusive", "QualityGateConfig"]
+           "InfraGateConfig", "OnInconclusive", "QualityGateConfig", "ReviewConfig"]
 
 # What a gate does with an interval straddling its bound (quality and fairness alike).
 OnInconclusive = Literal["review", "fail", "pass"]
@@ -183,6 +183,17 @@ class InfraGateConfig(Frozen):
     )
 
 
+class ReviewConfig(Frozen):
+    """A `review` decision in the training DAG: an approval in Airflow's "Required actions"."""
+
+    timeout_hours: Annotated[float, Field(gt=0, le=24 * 365)] = Field(
+        default=72.0,
+        description="How long the DAG run's `review` task waits for a reviewer to approve or reject a version "
+        "held for review; with no answer by then nothing is promoted, the version keeps `challenger` (still "
+        "promotable by hand with `autopilot promote`) and the task fails saying so.",
+    )
+
+
 class GatesConfig(Frozen):
     """Thresholds the promotion gates enforce."""
 
@@ -190,3 +201,4 @@ class GatesConfig(Frozen):
     explainability: ExplainabilityGateConfig = Field(default_factory=ExplainabilityGateConfig)
     fairness: FairnessGateConfig = Field(default_factory=FairnessGateConfig)
     infra: InfraGateConfig = Field(default_factory=InfraGateConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)

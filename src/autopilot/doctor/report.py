@@ -39,6 +39,7 @@ from autopilot.doctor.checks import (
 )
 from autopilot.doctor.probes import Probes, error_line
 from autopilot.redaction import env_secrets, redact, url_secrets
+from autopilot.settings import CONNECTIONS, connection_id
 
 if TYPE_CHECKING:
     from autopilot.config import LoadedConfig
@@ -106,14 +107,15 @@ def run_checks(settings: Settings, airflow_facts: Callable[[Sequence[str]], Airf
     probes = probes or Probes()
     configs, config_check = load_configs(settings.config_dir)
     needs = needed_connections(configs)
+    stores = [conn_id for setting in CONNECTIONS if (conn_id := connection_id(setting, env))]
     try:
-        facts = airflow_facts([*(n.conn_id for n in needs), SIGNING_CONN])
+        facts = airflow_facts([*(n.conn_id for n in needs), SIGNING_CONN, *stores])
     except Exception as exc:  # the doctor reports; it does not crash on the thing it examines
         facts = AirflowFacts(config_error=error_line(exc))
     chosen = resolve_mode(mode, facts)
     checks = _airflow_checks(facts, chosen, probes) + [config_check]
     checks += [check_connection(n, facts.connections.get(n.conn_id)) for n in needs]
-    checks += _store_checks(settings, chosen, probes)
+    checks += _with_sources(_store_checks(settings, chosen, probes), settings, facts, env)
     checks += _token_checks(configs, env)
     checks.append(check_signing(settings.signing_key, facts.connections.get(SIGNING_CONN), chosen))
     secrets = _known_secrets(settings, facts, configs, env)
@@ -142,6 +144,31 @@ def _store_checks(settings: Settings, mode: str, probes: Probes) -> list[Check]:
                            ("inference_db", "AUTOPILOT_INFERENCE_DB", settings.inference_db)):
         checks.append(check_database(name, env, url, probes.sql(url), mode))
     return checks
+
+
+# doctor check -> the setting it examines
+CHECKED_SETTING = {"mlflow_tracking": "mlflow_tracking_uri", "artifact_store": "artifact_root",
+                   "mlflow_artifact_root": "mlflow_artifact_root", "optuna_storage": "optuna_storage",
+                   "state_db": "state_db", "inference_db": "inference_db"}
+
+
+def _with_sources(checks: list[Check], settings: Settings, facts: AirflowFacts, env: Mapping[str, str]) -> list[Check]:
+    """Each store check says where its setting came from, and when Airflow tasks take it from a connection."""
+    noted = []
+    for check in checks:
+        setting = CHECKED_SETTING.get(check.name)
+        if setting is None:
+            noted.append(check)
+            continue
+        note = f"from {settings.sources.get(setting, 'the caller')}"
+        conn_setting = "object_store" if setting == "artifact_root" else setting
+        conn_id = connection_id(conn_setting, env) if conn_setting in CONNECTIONS else None
+        found = facts.connections.get(conn_id) if conn_id else None
+        if found is not None and found.found:
+            what = "credentials" if conn_setting == "object_store" else "value"
+            note += f"; Airflow tasks take its {what} from the connection {conn_id} (not probed here)"
+        noted.append(replace(check, detail=f"{check.detail} ({note})"))
+    return noted
 
 
 def _token_checks(configs: Sequence[LoadedConfig], environ: Mapping[str, str]) -> list[Check]:

@@ -74,7 +74,7 @@ def reproduce(settings: Settings, model_name: str, version_spec: str | int) -> R
     cfg = ModelConfig.model_validate(json.loads(_recorded(registry, run_id, "config.json").read_text()))
     params = json.loads(_recorded(registry, run_id, "model_params.json").read_text())
     environment = json.loads(_recorded(registry, run_id, "environment.json").read_text())
-    store = open_store(settings.artifact_root)
+    store = open_store(settings.artifact_root, access=settings.object_store)
     train = load_snapshot(store, tags["autopilot.snapshot.train"].removeprefix("sha256:"))
     test = load_snapshot(store, tags["autopilot.snapshot.test"].removeprefix("sha256:")) \
         if "autopilot.snapshot.test" in tags else None

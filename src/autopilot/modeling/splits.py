@@ -107,7 +107,7 @@ def load_splits(cfg: ModelConfig, settings: Settings,
     from autopilot.adapters.storage import open_store
     from autopilot.data.snapshot import load_snapshot
 
-    store = open_store(settings.artifact_root)
+    store = open_store(settings.artifact_root, access=settings.object_store)
     frames = {split: load_snapshot(store, snap["digest"]) for split, snap in snapshots.items()}
     train = frames["train"]
     if "recent" in frames:  # a retrain: the reference plus labeled served rows

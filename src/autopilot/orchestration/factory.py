@@ -54,14 +54,17 @@ Takes the data named in `{config}` through the lifecycle core:
 6. **decide**: one decision record per version (MLflow artifact + version tags); a version that
    passed (`promote` or `review`) becomes `challenger`; a rejected version stops here, registered
    but holding no alias (`challenger` is taken off it if it pointed there).
-7. **promote** (pool `autopilot_promotion`, one slot): moves `champion`, compare-and-set
+7. **review** (only for a `review` decision, else skipped): an approval under "Required
+   actions" naming the version, the champion and the gates' reasons; Approve promotes with the
+   reviewer recorded, Reject promotes nothing; no answer within `gates.review.timeout_hours` fails it.
+8. **promote** (pool `autopilot_promotion`, one slot): moves `champion`, compare-and-set
    against the champion the gates compared with, recorded in the alias history.
-8. **plan_deployment**: profiles the new champion (size, load time, memory, latency,
+9. **plan_deployment**: profiles the new champion (size, load time, memory, latency,
    throughput), picks the cheapest instance type and replica count meeting the service level,
    writes and validates its Dockerfile, Kubernetes and SageMaker configs (stored with the version).
-9. **deploy**: on `aws`, uploads the package to S3 (SHA-256) and creates or updates the SageMaker
+10. **deploy**: on `aws`, uploads the package to S3 (SHA-256) and creates or updates the SageMaker
    endpoint (blue/green canary, rollback alarms); on `local`, `autopilot serve` follows the alias.
-10. **rollout** (no retry): smoke test and bake on the live endpoint; a violation rolls the alias
+11. **rollout** (no retry): smoke test and bake on the live endpoint; a violation rolls the alias
    back and fails. Skipped when the version was not promoted or no endpoint is running.
 
 Every task is idempotent: a retry or a rerun of this DAG run creates no second snapshot, study
@@ -172,6 +175,8 @@ def _stage_task(stage: Stage, path: str, model: str, succeeded: Any) -> Any:
         options["pool"] = stage.pool
     if stage.retries is not None:
         options["retries"] = stage.retries
+    if stage.trigger_rule is not None:
+        options["trigger_rule"] = stage.trigger_rule
     if stage.reports_outcome:
         options.update(on_success_callback=succeeded, on_skipped_callback=succeeded)
 
@@ -182,12 +187,24 @@ def _stage_task(stage: Stage, path: str, model: str, succeeded: Any) -> Any:
     return task(**options)(body)
 
 
+def _review_task(stage: Stage, path: str, model: str) -> Any:
+    """The approval task of a `review` decision (`autopilot.orchestration.review.VersionReview`)."""
+    from autopilot.orchestration.review import VersionReview
+
+    return VersionReview(task_id=stage.task.value, config_path=path, model=model)
+
+
 def _training_tasks(path: str, model: str, succeeded: Any) -> None:
     """Add the declared training stages to the DAG being defined, wired by their inputs."""
     outputs: dict[TaskId, Any] = {}  # XComArgs: references resolved when the task runs
     for stage in TRAINING:
-        made = _stage_task(stage, path, model, succeeded)
         inputs = [outputs[upstream] for upstream in stage.inputs]
+        if stage.human:  # an approval in "Required actions" (it reads its input from XCom itself)
+            outputs[stage.task] = _review_task(stage, path, model).output
+            for upstream in stage.inputs:
+                outputs[upstream] >> outputs[stage.task]
+            continue
+        made = _stage_task(stage, path, model, succeeded)
         if stage.mapped:  # one task per item of the first input, the other inputs shared
             outputs[stage.task] = made.partial(inputs=inputs[1:]).expand(item=inputs[0])
         else:
@@ -393,10 +410,10 @@ def _drain_alerts() -> Any:
 
     @task(task_id=TaskId.DRAIN_ALERTS.value)
     def drain_alerts() -> dict[str, int]:
+        from autopilot.orchestration.connections import airflow_settings
         from autopilot.orchestration.slack import drain_outbox
-        from autopilot.settings import Settings
 
-        return drain_outbox(Settings.from_env())
+        return drain_outbox(airflow_settings())
 
     return drain_alerts()
 

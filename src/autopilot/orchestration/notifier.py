@@ -429,6 +429,6 @@ def _alerts_config(config_path: str | None) -> dict[str, Any]:
 
 
 def _settings() -> Settings:
-    from autopilot.settings import Settings
+    from autopilot.orchestration.connections import airflow_settings
 
-    return Settings.from_env()
+    return airflow_settings()  # the state database of the connection `autopilot_state_db` when it exists

@@ -1,4 +1,6 @@
-"""The settings a task runs with: the environment's, plus the model signing key from Airflow.
+"""The settings a task runs with: the environment's, plus the model signing key and, where their
+connections exist, the database URLs and object-store credentials from Airflow
+(`autopilot.orchestration.connections`).
 
 The signing key (see `autopilot.adapters.registry.model_loading`) comes from `AUTOPILOT_SIGNING_KEY` when the
 environment sets it, else from the password of the Airflow connection `autopilot_signing_key`
@@ -21,13 +23,15 @@ SIGNING_CONN_ID = "autopilot_signing_key"
 
 
 def task_settings() -> Settings:
-    """Settings for a task: the environment's, with the signing key from Airflow when it has none."""
+    """Settings for a task: the environment's, with the signing key from Airflow when it has none,
+    and the databases and object store of their Airflow connections where those exist."""
     from autopilot.adapters.registry.model_loading import harden_process
+    from autopilot.orchestration.connections import connection_settings
     from autopilot.settings import Settings, quiet_credential_loggers
 
     harden_process()
     quiet_credential_loggers()
-    settings = Settings.from_env()
+    settings = connection_settings(Settings.from_env())
     if settings.signing_key:
         return settings
     key = _connection_key()

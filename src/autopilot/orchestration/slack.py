@@ -208,6 +208,6 @@ def drain_outbox(settings: Settings | None = None, *, budget_seconds: float = 60
 
 
 def _settings() -> Settings:
-    from autopilot.settings import Settings
+    from autopilot.orchestration.connections import airflow_settings
 
-    return Settings.from_env()
+    return airflow_settings()  # the state database of the connection `autopilot_state_db` when it exists

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from autopilot.settings import Settings
 
 __all__ = [
+    "Approval",
     "Decision",
     "Deployment",
     "DeploymentPlan",
@@ -324,6 +325,21 @@ class Decision(Reference):
     reasons: list[str] = field(default_factory=list)
     version: int = 0
     champion_version: int | None = None
+
+
+@dataclass(frozen=True, eq=False, repr=False, kw_only=True)
+class Approval(Reference):
+    """`review`'s output: a person's answer on a version held for review.
+
+    `outcome`: `approved`, `rejected`, `timed_out` (nobody answered in `gates.review.timeout_hours`)
+    or `pending` (`autopilot run`: nobody to ask in process). `actor` names the reviewer
+    (`airflow-user:<name>`); `reason` is their comment, or says what happened.
+    """
+
+    outcome: str
+    version: int = 0
+    actor: str | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True, eq=False, repr=False, kw_only=True)

@@ -40,7 +40,7 @@ __all__ = ["load_batch", "log_dataset_inputs", "snapshot_data", "validate_data"]
 def _store(settings: Settings) -> ArtifactStore:
     from autopilot.adapters.storage import open_store
 
-    return open_store(settings.artifact_root)
+    return open_store(settings.artifact_root, access=settings.object_store)
 
 
 def _sources(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> list[tuple[str, str]]:

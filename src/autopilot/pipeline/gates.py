@@ -26,6 +26,7 @@ from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.config import Task
 from autopilot.outages import is_outage
 from autopilot.pipeline.context import (
+    Approval,
     Decision,
     ExplainabilityAndFairness,
     GateSummary,
@@ -345,20 +346,35 @@ def _place_challenger(registry: Registry, settings: Settings, name: str, number:
 
 
 def _rejected(registry: Registry, name: str, number: int) -> bool:
-    """Whether a version's recorded decision is `reject` (an unreachable registry raises: the task retries)."""
-    return (registry.resolve_version(name, number).tags or {}).get("autopilot.decision") == "reject"
+    """Whether a version was rejected, by the gates or on review (an unreachable registry raises: the task retries)."""
+    tags = registry.resolve_version(name, number).tags or {}
+    return tags.get("autopilot.decision") == "reject" or tags.get("autopilot.review") == "rejected"
 
 
 def promote_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: Mapping[str, Any],
-                    decided: Mapping[str, Any]) -> Promotion:
-    """Move `champion` to the version when the decision says so (compare-and-set, recorded)."""
+                    decided: Mapping[str, Any], approval: Mapping[str, Any] | None = None) -> Promotion:
+    """Move `champion` to the version when the decision says so (compare-and-set, recorded).
+
+    A `review` decision promotes only with a reviewer's `approved` answer for this version
+    (`approval`, the `review` task's output); the reviewer is the move's actor in the alias
+    history and their comment its reason. Anything else (rejected, timed out, pending, no answer)
+    promotes nothing.
+    """
     from autopilot.versions.promotion import promote
 
     registered, decided = coerce(registered, RegisteredVersion), coerce(decided, Decision)
-    if decided.decision != "promote":
+    actor, reason = ctx.actor, "passed every promotion gate"
+    if decided.decision == "review":
+        answer = coerce(approval, Approval) if approval else None
+        if answer is None or answer.outcome != "approved" or answer.version != decided.version:
+            said = [f"review {answer.outcome}: {answer.reason}"] if answer else []
+            return Promotion(promoted=False, decision="review", version=decided.version,
+                             reasons=[*decided.reasons, *said])
+        actor, reason = str(answer.actor), f"approved on review: {answer.reason}"
+    elif decided.decision != "promote":
         return Promotion(promoted=False, decision=decided.decision, version=decided.version, reasons=decided.reasons)
-    move = promote(settings, registered.name, int(decided.version), actor=ctx.actor,
-                   reason="passed every promotion gate", expected_champion=decided.champion_version,
+    move = promote(settings, registered.name, int(decided.version), actor=actor,
+                   reason=reason, expected_champion=decided.champion_version,
                    idempotency_key=ctx.key(cfg, "promote"), decision_ref=str(registered.run_id))
     return Promotion(promoted=True, decision="promote", version=move.to_version, from_version=move.from_version,
                      retired=_retire_old(cfg, settings, ctx))

@@ -56,6 +56,11 @@ class Stage:
     context: bool = True  # takes the RunContext
     aws: bool = False  # takes AWS clients, last
     part_of: TaskId | None = None  # `autopilot run` names a failure here after this task (one tuning stage)
+    # A person's answer: in the DAG an approval task in Airflow's "Required actions"
+    # (`autopilot.orchestration.review`), skipped unless the decision is `review`; `autopilot run`
+    # calls `function` instead, which leaves the version pending for `autopilot promote`.
+    human: bool = False
+    trigger_rule: str | None = None  # None: Airflow's default (all upstream succeeded)
 
     def load(self) -> Callable[..., Any]:
         """The stage function (imported now)."""
@@ -102,9 +107,13 @@ TRAINING: tuple[Stage, ...] = (
     Stage(TaskId.DECIDE, "autopilot.pipeline.gates:decide_version", inputs=(*_REGISTERED_AND_SNAPPED, TaskId.QUALITY),
           after=(TaskId.EXPLAINABILITY_AND_FAIRNESS, TaskId.INFRA),
           returns="Decision"),
-    # One promotion at a time, across every model and run.
-    Stage(TaskId.PROMOTE, "autopilot.pipeline.gates:promote_version", inputs=(TaskId.TRAIN_AND_REGISTER, TaskId.DECIDE),
-          gated=False, pool=PROMOTION_POOL,
+    # A `review` decision waits for a reviewer's approval (skipped for `promote`).
+    Stage(TaskId.REVIEW, "autopilot.pipeline.review:hold_for_review", inputs=(TaskId.DECIDE,), human=True,
+          returns="Approval | None"),
+    # One promotion at a time, across every model and run. It runs after a skipped review too.
+    Stage(TaskId.PROMOTE, "autopilot.pipeline.gates:promote_version",
+          inputs=(TaskId.TRAIN_AND_REGISTER, TaskId.DECIDE, TaskId.REVIEW),
+          gated=False, pool=PROMOTION_POOL, trigger_rule="none_failed",
           returns="Promotion"),
     Stage(TaskId.PLAN_DEPLOYMENT, "autopilot.pipeline.deploy:plan_deployment", inputs=(TaskId.PROMOTE, TaskId.SNAPSHOT),
           skippable=True,

@@ -105,7 +105,7 @@ def _snapshot(cfg: LoadedConfig, settings: Settings, version: Any, split: str) -
     tag = (version.tags or {}).get(f"autopilot.snapshot.{split}", "")
     if not tag.startswith("sha256:"):
         raise LookupError(f"version {version.version} of {version.name} has no {split} snapshot tag")
-    frame = load_snapshot(open_store(settings.artifact_root), tag.removeprefix("sha256:"))
+    frame = load_snapshot(open_store(settings.artifact_root, access=settings.object_store), tag.removeprefix("sha256:"))
     return frame.sample(min(REFERENCE_ROWS, len(frame)), random_state=0).reset_index(drop=True)
 
 
@@ -459,7 +459,7 @@ def _store_report(cfg: LoadedConfig, settings: Settings, reference: Reference, f
     from autopilot.adapters.storage import open_store
     from autopilot.monitoring.drift import evidently_report
 
-    store = open_store(settings.artifact_root)
+    store = open_store(settings.artifact_root, access=settings.object_store)
     prefix = f"monitoring/{cfg.name}/{end.astimezone(UTC):%Y%m%dT%H%M%S}"
     paths: dict[str, Any] = {"report_uri": store.uri(f"{prefix}/window.json"), "html_uri": None}
     if sufficient and cfg.monitoring.drift.evidently_report:
