@@ -27,13 +27,18 @@ def clean_env(**extra: str) -> dict[str, str]:
             **extra}
 
 
-def install_part(part: str, root: Path) -> Path:
-    """A new venv under `root` with `autopilot[part]` installed; returns the venv's folder."""
-    source = root / "source"
+def copy_source(source: Path) -> Path:
+    """What the Dockerfile copies to install the package (pyproject.toml, README.md, src/), at `source`."""
     source.mkdir(parents=True)
     shutil.copy2(PROJECT / "pyproject.toml", source)
     shutil.copy2(PROJECT / "README.md", source)
     shutil.copytree(PROJECT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return source
+
+
+def install_part(part: str, root: Path) -> Path:
+    """A new venv under `root` with `autopilot[part]` installed; returns the venv's folder."""
+    source = copy_source(root / "source")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     started = time.monotonic()
