@@ -46,7 +46,7 @@ PYTEST_WORKERS ?= 2
 # training DAG: ~5 min of one worker) is `make test-scale`; `.ci/run` runs it after `make test`,
 # which stays under 20 minutes on the 2-core machine.
 SCALE_TEST := tests/integration/test_scale_out.py
-# The image's real pip install step (~5 min) is `make docker-check`; CI does not run it.
+# The images' real pip install steps (Airflow ~5 min, serving ~4 min) are `make docker-check`; CI does not run them.
 IMAGE_TEST := tests/docker/test_image_install.py
 # The reliability suite (tests/reliability/, one module per case of the fault plan: kill -9,
 # outages behind a proxy, malicious payloads) is `make test-reliability`; `.ci/run` runs it after
@@ -69,10 +69,10 @@ test-reliability: $(STAMP) ## the fault suite: crashes, outages, attacks, each c
 test-scale: $(STAMP) ## the scale-out run: Airflow on PostgreSQL with the CeleryExecutor (Redis), two workers (~5 min)
 	$(BIN)/pytest -p no:cacheprovider $(SCALE_TEST)
 
-test-install: $(STAMP) ## each part in a fresh venv: [serving] serves a version, [ci] triggers a run (~5 min)
+test-install: $(STAMP) ## each part in a fresh venv: [serving] serves a version, [ci] triggers a run, constraints resolve (~11 min)
 	$(BIN)/pytest -p no:cacheprovider $(INSTALL_TESTS)
 
-constraints: $(STAMP) ## rewrite constraints/constraints-3.11.txt from a fresh install of .[all] (~3 min)
+constraints: $(STAMP) ## rewrite constraints/constraints-3.11.txt from a fresh install of .[all] (~8 min)
 	bash scripts/make_constraints.sh $(PY)
 
 part-sizes: $(STAMP) ## install each part in a fresh venv and print its size against [all] (~8 min)
@@ -82,7 +82,7 @@ bench: $(STAMP) ## benchmarks (long; not run by CI): quality, FLAML, TPE vs rand
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all,dev,bench]'
 	$(BIN)/python bench/run_all.py
 
-docker-check: $(STAMP) ## run the image's pip install step in a fresh venv (~5 min; not run by CI)
+docker-check: $(STAMP) ## run both images' pip install steps in fresh venvs (~10 min; not run by CI)
 	$(BIN)/pytest -p no:cacheprovider -s $(IMAGE_TEST)
 
 up: $(STAMP) ## start the Airflow UI (api-server, scheduler, dag-processor, triggerer) and MLflow UI

@@ -3,7 +3,7 @@
 # environment, the whole package installed (`.[all]`), then `pip freeze` of what pip resolved.
 # Production installs one part against it, so every part gets the versions tested together:
 #   pip install "autopilot[airflow]" --constraint constraints/constraints-3.11.txt
-# Usage: scripts/make_constraints.sh [python]   (default: python3.11; ~3 min, pip's cache helps)
+# Usage: scripts/make_constraints.sh [python]   (default: python3.11; ~8 min on the loaded 2-core machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-${PY:-python3.11}}
