@@ -75,7 +75,7 @@ test-install: $(STAMP) ## each part in a fresh venv: [serving] serves a version,
 constraints: $(STAMP) ## rewrite constraints/constraints-3.11.txt from a fresh install of .[all] (~8 min)
 	bash scripts/make_constraints.sh $(PY)
 
-part-sizes: $(STAMP) ## install each part in a fresh venv and print its size against [all] (~8 min)
+part-sizes: $(STAMP) ## install each part in a fresh venv and print its size against [all] (~25 min)
 	$(BIN)/python scripts/part_sizes.py
 
 bench: $(STAMP) ## benchmarks (long; not run by CI): quality, FLAML, TPE vs random, parse time, overhead

@@ -4,7 +4,7 @@ Each part (`ci`, `serving`, `aws`, `airflow`, `all`) is installed, one after the
 fresh virtual environment, from a copy of the project, against constraints/constraints-<python>.txt
 (as production installs it). The size is what the part adds to an empty venv's site-packages
 (files' apparent sizes), in MB (10^6 bytes), and its share of [all]. pip's cache makes a rerun
-fast; the first run downloads everything once (~10 min here).
+fast; about 25 minutes for the five parts on the loaded 2-core development machine.
 
 Usage: python scripts/part_sizes.py [--python python3.11] [--parts ci,serving] [--markdown]
 """
