@@ -8,17 +8,17 @@ STAMP := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: help install browser demo schema test test-scale test-reliability lint typecheck pytest bench docker-check up down clean
+.PHONY: help install browser demo schema test test-scale test-reliability test-install constraints part-sizes lint typecheck pytest bench docker-check up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv (if needed) and install the package with its dev tools
+install: $(STAMP) ## create .venv (if needed) and install the package (every part: .[all]) with its dev tools
 
 browser: ## install the Debian tools the tests drive: Chromium, strace (root; a no-op when present)
 	bash scripts/ensure_debian_tools.sh
@@ -50,15 +50,19 @@ PYTEST_WORKERS ?= 2
 # training DAG: ~5 min of one worker) is `make test-scale`; `.ci/run` runs it after `make test`,
 # which stays under 20 minutes on the 2-core machine.
 SCALE_TEST := tests/integration/test_scale_out.py
-# The image's real pip install step (~5 min) is `make docker-check`; CI does not run it.
+# The images' real pip install steps (Airflow ~5 min, serving ~4 min) are `make docker-check`; CI does not run them.
 IMAGE_TEST := tests/docker/test_image_install.py
 # The reliability suite (tests/reliability/, one module per case of the fault plan: kill -9,
 # outages behind a proxy, malicious payloads) is `make test-reliability`; `.ci/run` runs it after
 # `make test`, which stays under 20 minutes.
 RELIABILITY := tests/reliability
+# The fresh-venv installs of one part each (`.[serving]` serves a registered version, `.[ci]`
+# triggers a run on a live api-server) are `make test-install`; `.ci/run` runs it after
+# `make test-scale`.
+INSTALL_TESTS := tests/install
 pytest: $(STAMP) ## the test suite (unit, DAG, end-to-end, integration)
 	@$(BIN)/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) \
-	  --ignore=$(SCALE_TEST) --ignore=$(IMAGE_TEST) --ignore=$(RELIABILITY) $(PYTEST_ARGS); status=$$?; \
+	  --ignore=$(SCALE_TEST) --ignore=$(IMAGE_TEST) --ignore=$(RELIABILITY) --ignore=$(INSTALL_TESTS) $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
 
 test-reliability: $(STAMP) ## the fault suite: crashes, outages, attacks, each checked against its invariant
@@ -69,11 +73,20 @@ test-reliability: $(STAMP) ## the fault suite: crashes, outages, attacks, each c
 test-scale: $(STAMP) ## the scale-out run: Airflow on PostgreSQL with the CeleryExecutor (Redis), two workers (~5 min)
 	$(BIN)/pytest -p no:cacheprovider $(SCALE_TEST)
 
+test-install: $(STAMP) ## each part in a fresh venv: [serving] serves a version, [ci] triggers a run, constraints resolve (~11 min)
+	$(BIN)/pytest -p no:cacheprovider $(INSTALL_TESTS)
+
+constraints: $(STAMP) ## rewrite constraints/constraints-3.11.txt from a fresh install of .[all] (~8 min)
+	bash scripts/make_constraints.sh $(PY)
+
+part-sizes: $(STAMP) ## install each part in a fresh venv and print its size against [all] (~25 min)
+	$(BIN)/python scripts/part_sizes.py
+
 bench: $(STAMP) ## benchmarks (long; not run by CI): quality, FLAML, TPE vs random, parse time, overhead
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all,dev,bench]'
 	$(BIN)/python bench/run_all.py
 
-docker-check: $(STAMP) ## run the image's pip install step in a fresh venv (~5 min; not run by CI)
+docker-check: $(STAMP) ## run both images' pip install steps in fresh venvs (~10 min; not run by CI)
 	$(BIN)/pytest -p no:cacheprovider -s $(IMAGE_TEST)
 
 up: $(STAMP) ## start the Airflow UI (api-server, scheduler, dag-processor, triggerer) and MLflow UI

@@ -17,11 +17,17 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import PROJECT
-from tests.unit.test_docker_files import DOCKERFILE, dockerfile_arg_defaults, dockerfile_copies, pip_install_command
+from tests.unit.test_docker_files import (
+    DOCKERFILE,
+    dockerfile_arg_defaults,
+    dockerfile_copies,
+    pip_install_command,
+    stage_text,
+)
 
 
 def stage_image_copies(text: str, root: Path) -> list[Path]:
-    """Copy what the Dockerfile copies before its install step to the same paths under `root`."""
+    """Copy what the (stage's) Dockerfile text copies before its install step to the same paths under `root`."""
     staged = []
     for sources, dest in dockerfile_copies(text[: text.index("RUN pip install")]):
         for source in sources:
@@ -36,6 +42,24 @@ def stage_image_copies(text: str, root: Path) -> list[Path]:
     return staged
 
 
+def install_stage(stage: str, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """Run one stage's own pip command in an empty venv; return the venv and the environment used."""
+    text = DOCKERFILE.read_text()
+    assert stage_image_copies(stage_text(text, stage), tmp_path / "image")
+    command = [part.replace("/opt/", f"{tmp_path / 'image'}/opt/") for part in pip_install_command(text, stage)]
+    assert command[:2] == ["pip", "install"]
+    venv_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv_dir)], check=True)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PIP_USER", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    started = time.monotonic()
+    done = subprocess.run([str(venv_dir / "bin" / "python"), "-m", *command], capture_output=True, text=True, env=env,
+                          check=False)
+    print(f"the {stage} stage's install step ran in {time.monotonic() - started:.0f} s")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return venv_dir, env
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_image_install_step_runs_in_a_fresh_venv(tmp_path: Path) -> None:
@@ -46,18 +70,8 @@ def test_image_install_step_runs_in_a_fresh_venv(tmp_path: Path) -> None:
     resolves and installs ~300 packages), so it runs with `make docker-check`, not `make test`.
     """
     text = DOCKERFILE.read_text()
-    assert stage_image_copies(text, tmp_path / "image")
-    command = [part.replace("/opt/", f"{tmp_path / 'image'}/opt/") for part in pip_install_command(text)]
-    assert command[:2] == ["pip", "install"]
-    venv_dir = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv_dir)], check=True)
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("PIP_USER", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    venv_dir, env = install_stage("base", tmp_path)
     python = str(venv_dir / "bin" / "python")
-    started = time.monotonic()
-    done = subprocess.run([python, "-m", *command], capture_output=True, text=True, env=env, check=False)
-    print(f"the image's install step ran in {time.monotonic() - started:.0f} s")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     versions = subprocess.run(
         [python, "-c", "import autopilot, airflow, importlib.metadata as m; "
                        "print(airflow.__version__, m.version('apache-airflow-providers-celery'))"],
@@ -68,3 +82,16 @@ def test_image_install_step_runs_in_a_fresh_venv(tmp_path: Path) -> None:
     cli = subprocess.run([str(venv_dir / "bin" / "autopilot"), "--help"], capture_output=True, text=True, env=env,
                          check=False)
     assert cli.returncode == 0 and "doctor" in cli.stdout, cli.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_serving_stage_install_step_runs_in_a_fresh_venv(tmp_path: Path) -> None:
+    """The serving stage's pip command (`[serving]` against the constraints file): no Airflow in the result."""
+    venv_dir, env = install_stage("serving", tmp_path)
+    python = str(venv_dir / "bin" / "python")
+    absent = subprocess.run([python, "-c", "import airflow"], capture_output=True, text=True, env=env, check=False)
+    assert absent.returncode != 0 and "ModuleNotFoundError" in absent.stderr
+    cli = subprocess.run([str(venv_dir / "bin" / "autopilot"), "serve", "--help"], capture_output=True, text=True,
+                         env=env, check=False)
+    assert cli.returncode == 0 and "--model" in cli.stdout, cli.stderr[-2000:]

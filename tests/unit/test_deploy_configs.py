@@ -78,6 +78,9 @@ def test_every_file_is_written_hashed_and_valid(tmp_path: Path) -> None:
     assert (gen.folder / "selection.txt").read_text().startswith("chosen: 2 x c6i.large")
     docker = (gen.folder / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in docker and "AUTOPILOT_SERVING_TOKEN=" not in docker.split("FROM", 1)[1]
+    # Only the serving part of the wheel, and the image names the model it was generated for.
+    assert re.search(r'^RUN pip install "/tmp/autopilot-[^"]+\.whl\[serving\]"', docker, re.M)
+    assert "AUTOPILOT_MODEL=adult_income " in docker and 'io.autopilot.model="adult_income"' in docker
 
 
 def test_reruns_are_identical_and_a_changed_config_gets_a_new_name(tmp_path: Path) -> None:

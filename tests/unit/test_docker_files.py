@@ -81,13 +81,24 @@ def dockerfile_copies(text: str) -> list[tuple[list[str], str]]:
     return copies
 
 
-def pip_install_command(text: str) -> list[str]:
-    """The Dockerfile's one `RUN pip install ...`, split like a shell would, ARGs substituted."""
-    runs = [args for op, args in dockerfile_instructions(text) if op == "RUN" and re.match(r"pip\s+install\b", args)]
-    assert len(runs) == 1, f"expected one `RUN pip install`, found {runs}"
+def stage_text(text: str, stage: str) -> str:
+    """The lines of one stage of the Dockerfile, from its `FROM ... AS stage` to the next `FROM`."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if re.match(r"FROM\s", line)]
+    begin = next(i for i in starts if re.search(rf"\s[aA][sS]\s+{re.escape(stage)}\s*$", lines[i]))
+    end = next((i for i in starts if i > begin), len(lines))
+    return "\n".join(lines[begin:end]) + "\n"
+
+
+def pip_install_command(text: str, stage: str = "base") -> list[str]:
+    """The stage's one `RUN pip install ...`, split like a shell would, ARGs substituted, up to any `&&`."""
+    runs = [args for op, args in dockerfile_instructions(stage_text(text, stage))
+            if op == "RUN" and re.match(r"pip\s+install\b", args)]
+    assert len(runs) == 1, f"expected one `RUN pip install` in stage {stage}, found {runs}"
     defaults = dockerfile_arg_defaults(text)
     command = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults[m.group(1) or m.group(2)], runs[0])
-    return shlex.split(command)
+    words = shlex.split(command)
+    return words[: words.index("&&")] if "&&" in words else words
 
 
 def dockerignore_excludes(patterns: list[str], path: str) -> bool:
@@ -116,7 +127,7 @@ def test_dockerfile_extends_the_pinned_airflow_and_copies_existing_paths() -> No
     text = DOCKERFILE.read_text()
     version = re.search(r"ARG AIRFLOW_VERSION=(\S+)", text)
     assert version is not None
-    deps = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["airflow"]
     airflow_pin = next(d for d in deps if d.startswith("apache-airflow>="))
     low, high = re.findall(r"[\d.]+", airflow_pin)[:2]
     as_tuple = lambda v: tuple(int(p) for p in v.split("."))  # noqa: E731
@@ -134,7 +145,7 @@ def test_install_step_pins_the_airflow_of_the_image_in_the_same_pip_call() -> No
     text = DOCKERFILE.read_text()
     command = pip_install_command(text)
     assert f"apache-airflow=={dockerfile_arg_defaults(text)['AIRFLOW_VERSION']}" in command
-    assert "/opt/autopilot" in command
+    assert "/opt/autopilot[airflow]" in command  # the Airflow image's part (README "Install only what runs there")
     # AIRFLOW_VERSION must be in scope of the stage that installs (re-declared after FROM).
     before_run = text[: text.index("RUN pip install")]
     assert re.search(r"^FROM .*\n(?:.*\n)*?ARG AIRFLOW_VERSION\s*$", before_run, re.M)
@@ -165,9 +176,29 @@ def test_dockerfile_has_an_airflow_default_target_and_a_serving_target() -> None
     assert "/entrypoint" not in entrypoint and entrypoint[-1] == "autopilot"
     port = command[command.index("--port") + 1]
     assert command[0] == "serve" and command[command.index("--host") + 1] == "0.0.0.0"
+    assert command[command.index("--model") + 1] == "adult_income", "the image's command names the model it serves"
     assert serving["EXPOSE"] == port
     assert f"127.0.0.1:{port}/health" in serving["HEALTHCHECK"]
     assert "ENTRYPOINT" not in stage_instructions(text, "airflow"), "the Airflow target keeps the official entrypoint"
+
+
+def test_serving_target_is_a_slim_python_with_only_the_serving_part() -> None:
+    """No Airflow base under the endpoint: python-slim, `.[serving]` against the constraints file."""
+    text = DOCKERFILE.read_text()
+    serving = stage_text(text, "serving")
+    assert re.match(r"FROM python:\$\{PYTHON_VERSION\}-slim AS serving", serving)
+    assert "apache/airflow" not in serving and "airflow" not in " ".join(pip_install_command(text, "serving"))
+    command = pip_install_command(text, "serving")
+    version = dockerfile_arg_defaults(text)["PYTHON_VERSION"]
+    assert command[-1] == "/opt/autopilot[serving]"
+    constraint = command[command.index("--constraint") + 1]
+    assert constraint == f"/opt/autopilot/constraints/constraints-{version}.txt"
+    assert (PROJECT / "constraints" / f"constraints-{version}.txt").is_file()
+    assert re.search(r"^ARG PYTHON_VERSION\s*$", serving, re.M), "PYTHON_VERSION re-declared inside the stage"
+    user = stage_instructions(text, "serving")["USER"]
+    assert not user.startswith(("root", "0")), "the endpoint does not run as root"
+    for sources, _ in dockerfile_copies(serving):
+        assert not {"dags", "plugins", "data"} & set(sources), "the endpoint's image carries no DAGs or data"
 
 
 def test_dockerignore_keeps_what_is_copied_and_drops_local_state() -> None:
@@ -642,8 +673,8 @@ def test_airflow_runs_celery_on_redis_with_postgres(compose: dict[str, Any]) -> 
     assert backend.scheme == "db+postgresql+psycopg2" and backend.hostname == "postgres" and backend.path == "/airflow"
     assert database.scheme.startswith("postgresql") and database.hostname == "postgres"
     assert {broker.hostname, backend.hostname} <= set(services(compose))
-    # The image's install step must keep the executor's provider (pyproject names it).
-    deps = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["dependencies"]
+    # The image's install step (the [airflow] part) must keep the executor's provider (pyproject names it).
+    deps = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["airflow"]
     assert any(dep.startswith("apache-airflow-providers-celery") for dep in deps)
 
 

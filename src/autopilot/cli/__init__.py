@@ -52,10 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `autopilot` console script."""
-    from autopilot.config import ConfigError
-    from autopilot.serving.server import ServingSetupError
-    from autopilot.versions.promotion import PromotionConflict
-
     parser = build_parser()
     args = parser.parse_args(rewrite_deprecated(sys.argv[1:] if argv is None else argv))
     # Progress bars of artifact downloads would bury the output of every command.
@@ -67,6 +63,30 @@ def main(argv: list[str] | None = None) -> int:
         command.print_usage(sys.stderr)
         print(f"{command.prog}: error: {exc}", file=sys.stderr)
         return 2
-    except (ConfigError, LookupError, FileNotFoundError, ValueError, PromotionConflict, ServingSetupError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, expected_errors()):
+            raise
         print(f"autopilot: error: {exc}", file=sys.stderr)
         return 2
+
+
+# The errors a command reports in one line (exit 2) instead of a traceback, by module. They are
+# looked up among the modules the command loaded rather than imported here: each part of the
+# package (README "Install only what runs there") starts with only its own dependencies, so
+# `autopilot trigger` in CI must not import the serving or promotion modules (SQLAlchemy, ...).
+# An error class whose module the command never loaded cannot have been raised.
+_REPORTED = (
+    ("autopilot.config.base", "ConfigError"),
+    ("autopilot.serving.server", "ServingSetupError"),
+    ("autopilot.versions.promotion", "PromotionConflict"),
+)
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """The exception types `main` reports as `autopilot: error: ...`, of the modules loaded so far."""
+    found: list[type[Exception]] = [LookupError, FileNotFoundError, ValueError]
+    for module, name in _REPORTED:
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)

@@ -33,10 +33,9 @@ inside it; a partial loads only when its function is itself trusted).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from optuna.trial import BaseTrial
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -53,6 +52,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, StandardScaler, TargetEncoder
 
 from autopilot.config import ModelConfig, ModelFamily, Task
+
+if TYPE_CHECKING:  # only tuning passes a trial; serving reaches this module (via /explain) without Optuna
+    from optuna.trial import BaseTrial
 
 __all__ = ["MISSING_CATEGORY", "build_pipeline", "suggest_params"]
 
