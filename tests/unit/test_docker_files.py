@@ -176,7 +176,7 @@ def test_dockerfile_has_an_airflow_default_target_and_a_serving_target() -> None
     assert "/entrypoint" not in entrypoint and entrypoint[-1] == "autopilot"
     port = command[command.index("--port") + 1]
     assert command[0] == "serve" and command[command.index("--host") + 1] == "0.0.0.0"
-    assert command[command.index("--model") + 1] == "adult_income", "the image's command names the model it serves"
+    assert command[1] == "adult_income", "the image's command names the model it serves (MODEL comes first)"
     assert serving["EXPOSE"] == port
     assert f"127.0.0.1:{port}/health" in serving["HEALTHCHECK"]
     assert "ENTRYPOINT" not in stage_instructions(text, "airflow"), "the Airflow target keeps the official entrypoint"
