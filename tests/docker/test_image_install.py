@@ -94,4 +94,4 @@ def test_serving_stage_install_step_runs_in_a_fresh_venv(tmp_path: Path) -> None
     assert absent.returncode != 0 and "ModuleNotFoundError" in absent.stderr
     cli = subprocess.run([str(venv_dir / "bin" / "autopilot"), "serve", "--help"], capture_output=True, text=True,
                          env=env, check=False)
-    assert cli.returncode == 0 and "--model" in cli.stdout, cli.stderr[-2000:]
+    assert cli.returncode == 0 and "MODEL" in cli.stdout, cli.stderr[-2000:]

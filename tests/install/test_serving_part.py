@@ -39,7 +39,7 @@ def test_the_serving_part_alone_serves_a_registered_version(tmp_path: Path, adul
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen([str(venv / "bin" / "autopilot"), "serve", "--config", str(config), "--port", str(port)],
+    server = subprocess.Popen([str(venv / "bin" / "autopilot"), "serve", str(config), "--port", str(port)],
                               # An installed package has no bundled data folder: allow the project's.
                               env=clean_env(AUTOPILOT_HOME=str(home), AUTOPILOT_SERVING_TOKEN=TOKEN,
                                             AUTOPILOT_DATA_ROOTS=str(PROJECT / "data")),
