@@ -39,6 +39,8 @@ def _project_root() -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the training DAG on the embedded default and print a summary."""
     from autopilot.adapters.registry import connect
+    from autopilot.cli.progress import RunConsole
+    from autopilot.cli.summaries import decision_lines
     from autopilot.versions.lineage import lineage
 
     settings = load_settings()
@@ -50,21 +52,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     dag_id = f"autopilot_training__{model}"
     print(f"[demo] running {dag_id} (validate -> snapshot -> tune -> train_and_register -> gates -> "
           "decide -> promote -> plan_deployment -> deploy -> rollout)")
-    code = embedded.test_dag(dag_id)
+    console = RunConsole(_say, *_config_or_none(model, settings))
+    code = embedded.test_dag(dag_id, on_event=console.event, on_tick=console.tick)
+    console.finish()
     if code != 0:  # before reading the config again: a broken config would raise first
-        print(f"[demo] the DAG run failed (exit {code}): the failed task's reason is above; full log: "
+        print(f"[demo] the DAG run failed (exit {code}): {_failure(console)}; full log: "
               f"{embedded.run_dir / (dag_id + '.log')}")
     registry = connect(settings)
     cfg = find_config(model, settings)
     decision = last_decision(registry, cfg.registered_model_name)
     if code != 0:
         if decision and decision["decision"] == "reject":
-            print(f"[demo] version {decision['version']} was rejected: {decision['reasons']}")
+            print(f"[demo] version {decision['version']} was rejected:")
+            for line in decision_lines(decision)[1:]:
+                print(line)
         return code
     chain = lineage(cfg.registered_model_name, CHALLENGER, registry)
     _print_summary(chain, settings, embedded, time.monotonic() - started)
-    if decision:
-        print(f"decision        version {decision['version']}: {decision['decision']}; gates {decision['gates']}")
+    shown = decision_lines(decision)
+    print(f"decision        {shown[0]}")
+    for line in shown[1:]:
+        print(line)
     print(f"status          autopilot status {cfg.name}   (champion, history; rollback with autopilot rollback)")
     _print_deployment(registry, cfg)
     if args.no_loop:
@@ -73,7 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if current(cfg.registered_model_name, CHAMPION, registry) is None:
         # Held for review (an inconclusive gate, or first_run: require_review): no champion to serve.
-        reasons = "; ".join(decision["reasons"]) if decision else "no decision recorded"
+        reasons = decision["reasons"] if decision and decision["reasons"] else "no decision recorded"
         print(f"[demo] no champion to serve, so the monitoring loop does not run: {reasons}\n"
               f"[demo] a human who accepts it promotes it: autopilot promote {cfg.name} "
               f"{decision['version'] if decision else '<version>'} --reason '...'")
@@ -82,6 +90,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     print("\n[demo] the monitoring loop: serve, watch, drift, retrain, redeploy")
     return run_loop(cfg, settings, embedded, say=lambda line: print(f"[loop] {line}", flush=True))
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _config_or_none(model: str, settings: Any) -> tuple[Any, Any]:
+    """The model's config and settings, to follow its tuning; (None, None) when the config does not load
+    (the DAG run then fails on it, and says why)."""
+    try:
+        return find_config(model, settings), settings
+    except Exception:
+        return None, None
+
+
+def _failure(console: Any) -> str:
+    """Which task failed and why, from the listener's events (the first failure is the cause)."""
+    if not console.failed:
+        return "no task reported a failure (see the log)"
+    label, reason = console.failed[0]
+    return f"task {label} failed: {reason.splitlines()[0]}"
 
 
 def _print_deployment(registry: Registry, cfg: Any) -> None:
