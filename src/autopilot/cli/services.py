@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -210,10 +209,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except SimulationError as exc:
         print(f"autopilot: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"scenario": result.scenario, "requests": result.requests, "rows": result.rows,
-                      "failed": result.failed, "labelled_rows": result.labelled_rows,
-                      "versions": result.versions, "shift": result.shift, "seconds": round(result.seconds, 1),
-                      "first_error": result.first_error}, indent=2, default=str))
+    from autopilot.cli.summaries import simulation_lines
+
+    for line in simulation_lines(result):
+        print(line)
     return 0 if result.failed == 0 else 1
 
 
@@ -230,7 +229,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     start = datetime.fromisoformat(args.start) if args.start else end - timedelta(minutes=args.minutes)
     ctx = RunContext(run_id=f"cli__{end:%Y%m%dT%H%M%S}", actor=actor())
     result = monitor_window(cfg, settings, ctx, start, end)
-    print(json.dumps(result, indent=2, default=str))
+    from autopilot.cli.summaries import monitor_lines
+
+    for line in monitor_lines(result):
+        print(line)
     return 0
 
 

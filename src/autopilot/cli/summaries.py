@@ -123,11 +123,15 @@ def run_lines(result: Mapping[str, Any], decision: Mapping[str, Any] | None) -> 
 
 
 def monitor_lines(result: Mapping[str, Any]) -> list[str]:
-    """One monitored window: rows, the action and its reasons, the reports."""
+    """One monitored window: the version and rows, the action and its reasons, a retrain it asked for, the reports."""
     strategy = f" ({result['strategy']})" if result.get("strategy") else ""
-    lines = [f"window {result.get('window_start', '?')} to {result.get('window_end', '?')}: {result.get('rows', 0)} "
-             f"rows -> {result.get('action', '?')}{strategy}"]
+    lines = [f"window {result.get('window_start', '?')} to {result.get('window_end', '?')}: version "
+             f"{result.get('version', '?')}, {result.get('rows', 0)} rows -> {result.get('action', '?')}{strategy}"]
     lines += [f"  - {reason}" for reason in result.get("reasons") or []]
+    if result.get("blocked_by"):
+        lines.append(f"  held back by: {value_text(result['blocked_by'])}")
+    if result.get("trigger_run_id"):
+        lines.append(f"  retrain run: {result['trigger_run_id']}")
     for key, label in (("report_uri", "report"), ("html_uri", "Evidently")):
         if result.get(key):
             lines.append(f"  {label} {result[key]}")

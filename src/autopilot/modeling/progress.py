@@ -112,7 +112,7 @@ class TuningWatch:
     def poll(self) -> str | None:
         """A line when a trial finished since the last line and `min_interval` has passed; else None."""
         progress = self._read()
-        if progress is None or progress.finished == self._shown:
+        if progress is None or progress.finished in (self._shown, 0):
             return None
         if self.clock() - self._shown_at < self.min_interval:
             return None
