@@ -70,10 +70,12 @@ def test_listener_writes_one_json_line_per_event_only_when_asked(tmp_path: Path,
     listener.on_task_instance_failed(previous_state=None, task_instance=mapped, error=KeyError("split"))
     listener.on_task_instance_success(previous_state=None, task_instance=mapped)
     listener.on_task_instance_skipped(previous_state=None, task_instance=ti)
+    first = SimpleNamespace(task_id="tune_worker", map_index=0, try_number=None, dag_id="d", run_id="r")
+    listener.on_task_instance_running(previous_state=None, task_instance=first)
     events = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(e["event"], e["task_id"], e["map_index"]) for e in events] == [
         ("running", "validate", -1), ("failed", "validate", -1), ("failed", "tune_worker", 1),
-        ("success", "tune_worker", 1), ("skipped", "validate", -1)]
+        ("success", "tune_worker", 1), ("skipped", "validate", -1), ("running", "tune_worker", 0)]
     # The wrapper's type says nothing, so the reason is its message; a secret in it is scrubbed.
     assert events[1]["error"].splitlines()[0] == "config: bad key"
     assert "hunter2hunter2" not in events[1]["error"]

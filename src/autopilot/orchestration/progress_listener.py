@@ -48,14 +48,19 @@ def error_reason(error: BaseException | str | None) -> str:
     return scrub("\n".join(lines[:REASON_LINES]), env_secrets(os.environ))
 
 
+def _number(value: Any, default: int) -> int:
+    """An int attribute of a task instance (0 is a map index like any other; None is the default)."""
+    return default if value is None else int(value)
+
+
 def _write(event: str, task_instance: Any, **extra: Any) -> None:
     path = os.environ.get(PROGRESS_FILE_ENV)
     if not path:
         return
     try:
         record = {"event": event, "task_id": str(task_instance.task_id),
-                  "map_index": int(getattr(task_instance, "map_index", -1) or -1),
-                  "try_number": int(getattr(task_instance, "try_number", 0) or 0),
+                  "map_index": _number(getattr(task_instance, "map_index", None), -1),
+                  "try_number": _number(getattr(task_instance, "try_number", None), 0),
                   "dag_id": str(getattr(task_instance, "dag_id", "")),
                   "run_id": str(getattr(task_instance, "run_id", "")),
                   "at": time.time(), **extra}
