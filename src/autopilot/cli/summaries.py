@@ -80,7 +80,8 @@ def status_lines(name: str, state: Mapping[str, Any]) -> list[str]:
                      f" -> {move['to_version']} by {move['actor']} at {move['at']}")
     decision = state.get("last_decision")
     if decision:
-        lines.append("last decision: " + decision_lines(decision)[0])
+        lines.append(f"last decision: version {decision['version']} -> {decision['decision']} "
+                     f"({decision.get('decided_at') or 'time unknown'})")
         lines += decision_lines(decision)[1:]
         lines += [f"  - {reason}" for reason in str(decision.get("reasons") or "").split("; ") if reason]
     else:
