@@ -17,7 +17,14 @@ from sklearn.datasets import load_breast_cancer
 from threadpoolctl import threadpool_limits
 
 from autopilot.cli.progress import RunConsole, StageConsole
-from autopilot.cli.summaries import decision_lines, run_lines, status_lines, table
+from autopilot.cli.summaries import (
+    decision_lines,
+    monitor_lines,
+    run_lines,
+    simulation_lines,
+    status_lines,
+    table,
+)
 from autopilot.config import ModelConfig
 from autopilot.modeling.progress import StudyProgress, TuningWatch, format_duration, progress_line
 
@@ -229,9 +236,21 @@ def test_summaries_print_no_python_reprs() -> None:
                      "reason": "latency"}]}
     result = {"name": "m", "version": 3, "run_id": "abc", "metrics": {"test_roc_auc": 0.91, "test_f1": 0.7},
               "decision": "reject", "promoted": False, "rollout": {"skipped": True, "reason": "no endpoint"}}
-    text = "\n".join([*status_lines("m", state), *run_lines(result, DECISION),
-                      *table(("a", "b"), [({"x": 1}, [1, 2]), ((3, 4), None)])])
+    from autopilot.monitoring.simulate import SimulationResult
+
+    window = {"action": "retrain", "strategy": "refit", "reasons": ["age drifted (0.30 >= 0.10)"],
+              "blocked_by": ["cooldown", "budget"], "window_start": "t0", "window_end": "t1", "rows": 2000,
+              "version": 2, "trigger_run_id": "retrain__m__t1", "conf": {"strategy": "refit"},
+              "report_uri": "/r/window.json", "html_uri": None}
+    simulated = SimulationResult(scenario="covariate", requests=100, rows=2000, failed=0, request_ids=["a"],
+                                 labelled_rows=2000, versions={1: 1500, 2: 500}, seconds=12.34,
+                                 shift={"age": "+0.8 sd (+10.96)"})
+    text = "\n".join([*status_lines("m", state), *run_lines(result, DECISION), *monitor_lines(window),
+                      *simulation_lines(simulated), *table(("a", "b"), [({"x": 1}, [1, 2]), ((3, 4), None)])])
     assert not REPR.search(text), text
     assert "rollback target -" in text and "x 1" in text and "1, 2" in text
     assert re.search(r"^  t2\s+rollback\s+2\s+1\s+alice\s+latency$", text, re.M)
     assert "promoted        no" in text and "rollout         no endpoint" in text
+    assert "window t0 to t1: version 2, 2000 rows -> retrain (refit)" in text
+    assert "held back by: cooldown, budget" in text and "Evidently" not in text
+    assert "versions that answered: v1 (1500 rows), v2 (500 rows)" in text and "shift: age +0.8 sd (+10.96)" in text

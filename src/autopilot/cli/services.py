@@ -105,10 +105,10 @@ def _config_or_none(model: str, settings: Any) -> tuple[Any, Any]:
 
 
 def _failure(console: Any) -> str:
-    """Which task failed and why, from the listener's events (the first failure is the cause)."""
+    """Which task failed and why, from the listener's events (the last failure: an earlier one was retried)."""
     if not console.failed:
         return "no task reported a failure (see the log)"
-    label, reason = console.failed[0]
+    label, reason = console.failed[-1]
     return f"task {label} failed: {reason.splitlines()[0]}"
 
 

@@ -143,7 +143,7 @@ def simulation_lines(result: Any) -> list[str]:
     """One simulated traffic run: requests, rows, failures, labels, the versions that answered, the shift."""
     lines = [f"scenario {result.scenario}: {result.requests} requests, {result.rows} rows, {result.failed} failed, "
              f"{result.labelled_rows} labelled rows, in {result.seconds:.1f} s",
-             f"  versions that answered: {join(result.versions)}",
+             "  versions that answered: " + join(f"v{v} ({n} rows)" for v, n in dict(result.versions).items()),
              f"  shift: {value_text(result.shift) if result.shift else 'none'}"]
     if result.first_error:
         lines.append(f"  first error: {result.first_error}")
