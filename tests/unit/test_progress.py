@@ -144,6 +144,8 @@ def test_watch_follows_a_real_study_shared_by_two_workers(tmp_path: Path) -> Non
     open_study(cfg, storage, name)
     with threadpool_limits(limits=1):
         run_trials(X, y, cfg, storage, name, worker=0, n_workers=2, n_trials=3)
+        assert watch.poll() is None  # read a moment ago: the storage is read at most once a second
+        now[0] += 1
         first = watch.poll()
         assert first is not None and first.startswith("tuning: trial 3 of 6, best roc_auc 0.")
         assert first.endswith("of 1m30s budget") and "(linear)" in first

@@ -25,6 +25,7 @@ from typing import Any
 __all__ = ["StudyProgress", "TuningWatch", "format_duration", "progress_line", "read_progress"]
 
 _RETUNE = "-retune"
+READ_INTERVAL = 1.0  # seconds between two reads of the study while polling
 
 
 @dataclass(frozen=True)
@@ -107,14 +108,20 @@ class TuningWatch:
         self._pattern = re.compile(rf"{re.escape(cfg.name)}-[0-9a-f]{{12}}-[0-9a-f]{{10}}(?:{_RETUNE})?")
         self._shown: int | None = None  # the finished count last shown
         self._shown_at = float("-inf")
+        self._read_at = float("-inf")
         self._latest: StudyProgress | None = None
 
     def poll(self) -> str | None:
-        """A line when a trial finished since the last line and `min_interval` has passed; else None."""
+        """A line when a trial finished since the last line and `min_interval` has passed; else None.
+
+        The storage is read at most once a second, and not at all while no line could be shown.
+        """
+        now = self.clock()
+        if now - self._shown_at < self.min_interval or now - self._read_at < READ_INTERVAL:
+            return None
+        self._read_at = now
         progress = self._read()
         if progress is None or progress.finished in (self._shown, 0):
-            return None
-        if self.clock() - self._shown_at < self.min_interval:
             return None
         return self._show(progress)
 
