@@ -97,15 +97,15 @@ def test_console_shows_task_outcomes_and_the_failed_tasks_reason() -> None:
     now[0] += 2.5
     console.event({"event": "failed", "task_id": "validate", "map_index": -1,
                    "error": "invalid model config:\n/tmp/c.yaml: tuning.budget: unknown key"})
-    console.event({"event": "running", "task_id": "tune_worker", "map_index": 0})
-    console.event({"event": "success", "task_id": "tune_worker", "map_index": 0})
+    console.event({"event": "running", "task_id": "tune_worker", "map_index": 0, "at": 1000.25})
+    console.event({"event": "success", "task_id": "tune_worker", "map_index": 0, "at": 1003.5})
     assert [line.rstrip() for line in lines] == [
         "  validate                     running",
         "  validate                     failed (2.5 s)",
         "                               reason: invalid model config:",
         "                                       /tmp/c.yaml: tuning.budget: unknown key",
         "  tune_worker[0]               running",
-        "  tune_worker[0]               success (0.0 s)",
+        "  tune_worker[0]               success (3.2 s)",
     ]
     assert console.failed == [("validate", "invalid model config:\n/tmp/c.yaml: tuning.budget: unknown key")]
 

@@ -64,12 +64,14 @@ class RunConsole:
         label, kind = task_label(*key), str(event.get("event", "?"))
         if key[0] in _TUNING and kind == "running":
             self.tuning_active = True
+        # The listener's own time stamps (`at`), so durations do not depend on how often events are read.
+        at = float(event["at"]) if isinstance(event.get("at"), int | float) else self.clock()
         if kind == "running":
-            self.started[key] = self.clock()
+            self.started[key] = at
             self.say(f"  {label:{_WIDTH}s} running")
             return
         began = self.started.pop(key, None)
-        took = f" ({self.clock() - began:.1f} s)" if began is not None else ""
+        took = f" ({at - began:.1f} s)" if began is not None else ""
         self.say(f"  {label:{_WIDTH}s} {kind}{took}")
         if kind == "failed":
             reason = str(event.get("error") or "no reason was given")
