@@ -150,57 +150,6 @@ def test_run_prints_the_failed_task_and_its_reason(tmp_path: Path, monkeypatch: 
     assert err.strip().splitlines()[-1] == "autopilot run: task snapshot failed: KeyError: 'split'"
 
 
-# What `airflow dags test` printed for a task failing on its config (trimmed from a real run of
-# `autopilot demo churn` with `tuning.budget` misspelt, and with a task raising a plain error).
-_LOG = """\
-2026-12-06T16:47:29.794611Z [info     ] [DAG TEST] starting task_id=validate map_index=-1 [airflow.sdk.definitions.dag]
-2026-12-06T16:47:29.810026Z [error    ] Task failed with exception     [task] loc=task_runner.py:1639
-Traceback (most recent call last):
-  File "/work/src/autopilot/orchestration/factory.py", line 93, in _config
-    cfg = load_config(path)
-          ^^^^^^^^^^^^^^^^^
-autopilot.config.ConfigError: invalid model config:
-  /tmp/config/churn.yaml: tuning.budget: unknown key (check its spelling; unknown keys are not allowed)
-
-The above exception was the direct cause of the following exception:
-
-Traceback (most recent call last):
-  File "/work/src/autopilot/orchestration/factory.py", line 97, in _config
-    raise AirflowFailException(str(exc)) from exc
-airflow.sdk.exceptions.AirflowFailException: invalid model config:
-  /tmp/config/churn.yaml: tuning.budget: unknown key (check its spelling; unknown keys are not allowed)
-2026-12-06T16:47:29.816285Z [info     ] ::group::Post Execute          [task] loc=task_runner.py:1640
-2026-12-06T16:47:30.031059Z [info     ] Task instance state updated    [...task_instances] new_state=failed
-2026-12-06T16:47:31.000000Z [info     ] [DAG TEST] starting task_id=tune map_index=-1 [airflow.sdk.definitions.dag]
-2026-12-06T16:47:32.810026Z [error    ] Task failed with exception     [task] loc=task_runner.py:1639
-Traceback (most recent call last):
-  File "/work/src/autopilot/pipeline/training.py", line 10, in tune_model
-    raise FileNotFoundError("study.db")
-FileNotFoundError: study.db
-2026-12-06T16:47:33.031059Z [info     ] Task instance state updated    [...task_instances] new_state=up_for_retry
-"""
-
-
-def test_demo_console_shows_a_failed_tasks_reason_not_a_bare_traceback() -> None:
-    from autopilot.orchestration.embedded import _Progress
-
-    progress = _Progress()
-    shown = [out for line in _LOG.splitlines(keepends=True) if (out := progress.line(line))]
-    text = "\n".join(shown)
-    assert "Traceback" not in text and "File " not in text
-    lines = [re.sub(r"\(\d+\.\d s\)", "(t)", line) for line in text.splitlines()]
-    assert lines == [
-        "  validate             running",
-        "  validate             failed (t)",
-        "                       reason: invalid model config:",
-        "                               /tmp/config/churn.yaml: tuning.budget: unknown key (check its spelling; "
-        "unknown keys are not allowed)",
-        "  tune                 running",
-        "  tune                 up_for_retry (t)",
-        "                       reason: FileNotFoundError: study.db",
-    ]
-
-
 def test_draft_of_a_frame_with_an_index_named_column_reads_back(tmp_path: Path) -> None:
     frame = pd.DataFrame({"id": range(1, 61), "dose": range(60), "y": [0, 1, 1] * 20})
     data = tmp_path / "trial.csv"

@@ -245,8 +245,10 @@ def test_plugin_file_loads_cheaply_under_airflow(tmp_path: Path) -> None:
         "import json, sys\n"
         "from airflow._shared.plugins_manager import _load_plugins_from_plugin_directory\n"
         f"plugins, errors = _load_plugins_from_plugin_directory(plugins_folder={str(PROJECT / 'plugins')!r})\n"
-        "plugin = plugins[0]\n"
-        "print(json.dumps({'names': [p.name for p in plugins], 'errors': errors,\n"
+        "plugin = next(p for p in plugins if p.name == 'autopilot_models')\n"
+        "progress = next(p for p in plugins if p.name == 'autopilot_progress')\n"
+        "print(json.dumps({'names': sorted(p.name for p in plugins), 'errors': errors,\n"
+        "  'listeners': [m.__name__ for m in progress.listeners],\n"
         "  'fastapi_loaded': 'fastapi' in sys.modules, 'mlflow_loaded': 'mlflow' in sys.modules,\n"
         "  'apps': [{k: (type(v).__name__ if k == 'app' else v) for k, v in a.items()} for a in plugin.fastapi_apps],\n"
         "  'factory': [f'{a[\"app\"]._factory.__module__}.{a[\"app\"]._factory.__name__}'\n"
@@ -260,7 +262,8 @@ def test_plugin_file_loads_cheaply_under_airflow(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
-    assert found["names"] == ["autopilot_models"] and found["errors"] == {}
+    assert found["names"] == ["autopilot_models", "autopilot_progress"] and found["errors"] == {}
+    assert found["listeners"] == ["autopilot.orchestration.progress_listener"]
     assert not found["fastapi_loaded"] and not found["mlflow_loaded"]
     assert found["apps"] == [{"app": "LazyApp", "url_prefix": "/autopilot", "name": "autopilot models"}]
     assert found["factory"] == ["autopilot.orchestration.airflow_auth.models_app"]  # the app behind Airflow's login

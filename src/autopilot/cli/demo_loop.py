@@ -108,7 +108,11 @@ def run_loop(cfg: Any, settings: Any, embedded: Any, say: Callable[[str], None] 
         dag_id = f"autopilot_training__{cfg.name}"
         say(f"retraining    {dag_id} with conf strategy={alarm['conf']['strategy']} (gates, promote, deploy, "
             "rollout to the live endpoint)")
-        code = embedded.test_dag(dag_id, conf=alarm["conf"])
+        from autopilot.cli.progress import RunConsole
+
+        console = RunConsole(say, cfg, settings)
+        code = embedded.test_dag(dag_id, conf=alarm["conf"], on_event=console.event, on_tick=console.tick)
+        console.finish()
         champion = connect(settings).resolve_version(cfg.registered_model_name, CHAMPION)
         serving_now = httpx.get(url + "/health").json()["model_version"]
         say(f"redeployed    champion v{champion.version} ({champion.tags.get('autopilot.decision', '?')}); "

@@ -9,7 +9,6 @@ rather than showing as a skipped task.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -26,13 +25,15 @@ LAST_TASK = {"register": TaskId.TRAIN_AND_REGISTER, "promote": TaskId.PROMOTE, "
 
 
 def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promote",
-                 retrain: dict[str, Any] | None = None) -> dict[str, Any]:
+                 retrain: dict[str, Any] | None = None, observer: Any = None) -> dict[str, Any]:
     """Run the training DAG's stages in this process, as its tasks would, in the same order.
 
     Args:
         stop_after: `register` stops after `train_and_register`; `promote` (default) also runs
             the gates, the decision and the promotion; `deploy` also plans, deploys and rolls out.
         retrain: the conf a monitoring retrain passes (strategy, reason, window).
+        observer: told of each stage (`started(task)`, `finished(task, "done" | "failed")`), e.g.
+            `autopilot.cli.progress.StageConsole`; None: nothing is shown.
 
     Returns:
         The registered version (`register`); with `promote` also its `decision` and whether it
@@ -45,7 +46,7 @@ def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promot
     from autopilot.pipeline.context import RunContext
 
     ctx = RunContext(run_id=run_id, dag_id="cli", actor="cli", retrain=retrain)
-    outputs = run_stages(cfg, settings, ctx, LAST_TASK.get(stop_after, TaskId.PROMOTE))
+    outputs = run_stages(cfg, settings, ctx, LAST_TASK.get(stop_after, TaskId.PROMOTE), observer)
     registered = outputs[TaskId.TRAIN_AND_REGISTER]
     if stop_after == "register":
         return registered
@@ -58,16 +59,26 @@ def run_pipeline(cfg: Any, settings: Any, run_id: str, stop_after: str = "promot
     return result
 
 
-def run_stages(cfg: Any, settings: Any, ctx: Any, last: TaskId) -> dict[TaskId, Any]:
+def run_stages(cfg: Any, settings: Any, ctx: Any, last: TaskId, observer: Any = None) -> dict[TaskId, Any]:
     """Run the declared training stages in order up to `last`; each output by task.
 
     AWS clients: None (a stage that needs them makes them from the environment's credentials).
-    A mapped stage (the tuning workers) runs once per item, one after another.
+    A mapped stage (the tuning workers) runs once per item, one after another. `observer` (if
+    any) is told when each stage starts and ends.
     """
     outputs: dict[TaskId, Any] = {}
     for stage in TRAINING:
-        # The DAG splits tuning into three tasks; here a failure in any of them is named `tune`.
-        outputs[stage.task] = _stage(stage.part_of or stage.task, _run, stage, cfg, settings, ctx, outputs)
+        if observer is not None:
+            observer.started(stage.task)
+        try:
+            # The DAG splits tuning into three tasks; here a failure in any of them is named `tune`.
+            outputs[stage.task] = _stage(stage.part_of or stage.task, _run, stage, cfg, settings, ctx, outputs)
+        except BaseException:
+            if observer is not None:
+                observer.finished(stage.task, "failed")
+            raise
+        if observer is not None:
+            observer.finished(stage.task, "done")
         if stage.task == last:
             break
     return outputs
@@ -94,13 +105,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the training pipeline in-process (no Airflow)."""
     import traceback
 
+    from autopilot.cli.progress import StageConsole
     from autopilot.reports import GateFailure
 
     settings = load_settings()
     cfg = find_config(args.model, settings)
     run_id = args.run_id or f"cli__{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    print(f"autopilot run {cfg.name} (run id {run_id}), in this process:", flush=True)
     try:
-        ref = run_pipeline(cfg, settings, run_id)
+        ref = run_pipeline(cfg, settings, run_id, observer=StageConsole(cfg, settings, say=_say))
     except GateFailure as exc:
         print(f"stopped by a gate: {exc}", file=sys.stderr)
         return 2
@@ -111,8 +124,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         stage = getattr(exc, STAGE_ATTRIBUTE, "?")
         print(f"autopilot run: task {stage} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(ref, indent=2))
+    _print_result(ref, cfg, settings)
     return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _print_result(ref: dict[str, Any], cfg: Any, settings: Any) -> None:
+    """The run's summary: version, test metrics, the decision with each gate's verdict, promotion."""
+    from autopilot.adapters.registry import connect
+    from autopilot.cli.summaries import run_lines
+    from autopilot.cli.versions import last_decision
+
+    print()
+    for line in run_lines(ref, last_decision(connect(settings), cfg.registered_model_name)):
+        print(line)
 
 
 def add_commands(sub: Any) -> None:

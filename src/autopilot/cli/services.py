@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -50,6 +49,8 @@ def _project_root() -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the training DAG on the embedded default and print a summary."""
     from autopilot.adapters.registry import connect
+    from autopilot.cli.progress import RunConsole
+    from autopilot.cli.summaries import decision_lines
     from autopilot.versions.lineage import lineage
 
     settings = load_settings()
@@ -61,21 +62,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     dag_id = f"autopilot_training__{model}"
     print(f"[demo] running {dag_id} (validate -> snapshot -> tune -> train_and_register -> gates -> "
           "decide -> promote -> plan_deployment -> deploy -> rollout)")
-    code = embedded.test_dag(dag_id)
+    console = RunConsole(_say, *_config_or_none(model, settings))
+    code = embedded.test_dag(dag_id, on_event=console.event, on_tick=console.tick)
+    console.finish()
     if code != 0:  # before reading the config again: a broken config would raise first
-        print(f"[demo] the DAG run failed (exit {code}): the failed task's reason is above; full log: "
+        print(f"[demo] the DAG run failed (exit {code}): {_failure(console)}; full log: "
               f"{embedded.run_dir / (dag_id + '.log')}")
     registry = connect(settings)
     cfg = find_config(model, settings)
     decision = last_decision(registry, cfg.registered_model_name)
     if code != 0:
         if decision and decision["decision"] == "reject":
-            print(f"[demo] version {decision['version']} was rejected: {decision['reasons']}")
+            print(f"[demo] version {decision['version']} was rejected:")
+            for line in decision_lines(decision)[1:]:
+                print(line)
         return code
     chain = lineage(cfg.registered_model_name, CHALLENGER, registry)
     _print_summary(chain, settings, embedded, time.monotonic() - started)
-    if decision:
-        print(f"decision        version {decision['version']}: {decision['decision']}; gates {decision['gates']}")
+    shown = decision_lines(decision)
+    print(f"decision        {shown[0]}")
+    for line in shown[1:]:
+        print(line)
     print(f"status          autopilot status {cfg.name}   (champion, history; rollback with autopilot rollback)")
     _print_deployment(registry, cfg)
     if args.no_loop:
@@ -84,7 +91,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if current(cfg.registered_model_name, CHAMPION, registry) is None:
         # Held for review (an inconclusive gate, or first_run: require_review): no champion to serve.
-        reasons = "; ".join(decision["reasons"]) if decision else "no decision recorded"
+        reasons = decision["reasons"] if decision and decision["reasons"] else "no decision recorded"
         print(f"[demo] no champion to serve, so the monitoring loop does not run: {reasons}\n"
               f"[demo] a human who accepts it promotes it: autopilot promote {cfg.name} "
               f"--version {decision['version'] if decision else '<version>'} --reason '...' "
@@ -94,6 +101,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     print("\n[demo] the monitoring loop: serve, watch, drift, retrain, redeploy")
     return run_loop(cfg, settings, embedded, say=lambda line: print(f"[loop] {line}", flush=True))
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _config_or_none(model: str, settings: Any) -> tuple[Any, Any]:
+    """The model's config and settings, to follow its tuning; (None, None) when the config does not load
+    (the DAG run then fails on it, and says why)."""
+    try:
+        return find_config(model, settings), settings
+    except Exception:
+        return None, None
+
+
+def _failure(console: Any) -> str:
+    """Which task failed and why, from the listener's events (the last failure: an earlier one was retried)."""
+    if not console.failed:
+        return "no task reported a failure (see the log)"
+    label, reason = console.failed[-1]
+    return f"task {label} failed: {reason.splitlines()[0]}"
 
 
 def _print_deployment(registry: Registry, cfg: Any) -> None:
@@ -205,10 +233,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except SimulationError as exc:
         print(f"autopilot: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"scenario": result.scenario, "requests": result.requests, "rows": result.rows,
-                      "failed": result.failed, "labelled_rows": result.labelled_rows,
-                      "versions": result.versions, "shift": result.shift, "seconds": round(result.seconds, 1),
-                      "first_error": result.first_error}, indent=2, default=str))
+    from autopilot.cli.summaries import simulation_lines
+
+    for line in simulation_lines(result):
+        print(line)
     return 0 if result.failed == 0 else 1
 
 
@@ -225,7 +253,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     start = args.start or end - timedelta(minutes=args.minutes)
     ctx = RunContext(run_id=f"cli__{end:%Y%m%dT%H%M%S}", actor=actor())
     result = monitor_window(cfg, settings, ctx, start, end)
-    print(json.dumps(result, indent=2, default=str))
+    from autopilot.cli.summaries import monitor_lines
+
+    for line in monitor_lines(result):
+        print(line)
     return 0
 
 

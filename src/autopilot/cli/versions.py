@@ -86,7 +86,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     settings = load_settings()
     move = promote(settings, registered_name(args.model, settings), int(args.version), actor=actor(),
                    reason=args.reason, action="force_promote")
-    print(f"champion of {move.model}: {move.from_version} -> {move.to_version} ({move.action} by {move.actor})")
+    print(_move_line(move, move.action))
     return 0
 
 
@@ -115,8 +115,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         move = done.move
         if done.problem is not None:
             print(f"endpoint not updated: {done.problem}", file=sys.stderr)
-    print(f"champion of {move.model}: {move.from_version} -> {move.to_version} (rollback by {move.actor})")
+    print(_move_line(move, "rollback"))
     return 0
+
+
+def _move_line(move: Any, action: str) -> str:
+    """`champion of m: version 2 -> version 3 (force_promote by alice)`."""
+    before = f"version {move.from_version}" if move.from_version is not None else "no champion"
+    return f"champion of {move.model}: {before} -> version {move.to_version} ({action} by {move.actor})"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -131,21 +137,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(state, indent=2))
         return 0
-    print(f"{name}: champion {state['champion']}, challenger {state['challenger']}, "
-          f"rollback target {state['rollback_target']}")
-    for move in state["pending"]:  # a move whose process died half-way; the next move settles it
-        print(f"interrupted move, settled by the next move: {move['action']} {move['from_version']} -> "
-              f"{move['to_version']} by {move['actor']} at {move['at']}")
-    decision = state["last_decision"]
-    if decision:
-        print(f"last decision: version {decision['version']} -> {decision['decision']} "
-              f"({decision.get('decided_at', '?')}; gates: {decision['gates']})")
-        for reason in decision.get("reasons", "").split("; ") if decision.get("reasons") else []:
-            print(f"  - {reason}")
-    print("alias history (oldest first):")
-    for move in state["history"]:
-        print(f"  {move['at']}  {move['action']:14s} {move['from_version']} -> {move['to_version']}  "
-              f"by {move['actor']}: {move['reason']}")
+    from autopilot.cli.summaries import status_lines
+
+    for line in status_lines(name, state):
+        print(line)
     return 0
 
 
@@ -172,14 +167,18 @@ def cmd_retire(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.policy:
         retired = apply_retention(settings, find_config(args.model, settings), actor=actor())
-        print(f"retired by policy: {retired or 'nothing'}")
+        from autopilot.cli.summaries import join
+
+        print(f"retired by policy: {join(retired, empty='nothing')}")
         return 0
     if args.version is None:
         raise UsageError("--version", "give --version N, or --policy to apply the retention policy")
     done = retire(settings, registered_name(args.model, settings), int(args.version), actor=actor(),
                   reason=args.reason, delete_artifacts=args.delete_artifacts)
-    print(f"retired {done['model']} version {done['version']}; aliases removed: {done['aliases_removed'] or 'none'}; "
-          f"model files deleted: {done['artifacts_deleted']}")
+    from autopilot.cli.summaries import join, value_text
+
+    print(f"retired {done['model']} version {done['version']}; aliases removed: {join(done['aliases_removed'])}; "
+          f"model files deleted: {value_text(done['artifacts_deleted'])}")
     return 0
 
 

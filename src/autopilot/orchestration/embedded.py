@@ -18,20 +18,22 @@ import configparser
 import ipaddress
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from autopilot.settings import Settings
 
-__all__ = ["ALL_ADMINS_OVERRIDE", "AllAdminsRefused", "Embedded", "all_admins_source"]
+__all__ = ["ALL_ADMINS_OVERRIDE", "PROGRESS_FILE_ENV", "AllAdminsRefused", "Embedded", "all_admins_source"]
 
+# Where the progress listener (`orchestration/progress_listener.py`) writes task events; set only by `test_dag`.
+PROGRESS_FILE_ENV = "AUTOPILOT_PROGRESS_FILE"
 BIND_ADDRESS_ENV = "AUTOPILOT_BIND_ADDRESS"
 DEFAULT_BIND_ADDRESS = "127.0.0.1"
 
@@ -208,24 +210,36 @@ class Embedded:
             tail = (self.run_dir / log).read_text()[-3000:]
             raise RuntimeError(f"`{' '.join(command)}` failed ({done.returncode}); log {self.run_dir / log}:\n{tail}")
 
-    def test_dag(self, dag_id: str, conf: dict[str, object] | None = None, stream: bool = True) -> int:
-        """Run one DAG run in-process with `airflow dags test`; return its exit code."""
+    def test_dag(self, dag_id: str, conf: dict[str, object] | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 on_tick: Callable[[], None] | None = None, tick_seconds: float = 0.5) -> int:
+        """Run one DAG run with `airflow dags test`; return its exit code.
+
+        The run is followed through Airflow's listener interface, not its log: the progress
+        plugin (`plugins/autopilot_progress.py`) writes one JSON line per task event to the file
+        `AUTOPILOT_PROGRESS_FILE` names (`<run dir>/<dag_id>.events.jsonl`), and each event is
+        passed to `on_event` as it arrives (running, success, failed with its `error`, skipped).
+        `on_tick` is called every `tick_seconds` while the run goes on (e.g. to poll the Optuna
+        study). The raw output goes to `<run dir>/<dag_id>.log`, for reference.
+        """
         command = ["airflow", "dags", "test", dag_id]
         if conf:
             command += ["--conf", json.dumps(conf)]
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.run_dir / f"{dag_id}.log"
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(command, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       text=True)
-            assert process.stdout is not None
-            progress = _Progress()
-            for line in process.stdout:
-                log.write(line)
-                shown = progress.line(line) if stream else None
-                if shown:
-                    print(shown, flush=True)
-            return process.wait()
+        events = _EventFile(self.run_dir / f"{dag_id}.events.jsonl")
+        env = {**self.env(), PROGRESS_FILE_ENV: str(events.path)}
+        with open(self.run_dir / f"{dag_id}.log", "w") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            while True:
+                exited = process.poll() is not None
+                for event in events.read():
+                    if on_event is not None:
+                        on_event(event)
+                if on_tick is not None:
+                    on_tick()
+                if exited:
+                    return process.returncode
+                time.sleep(tick_seconds)
 
     def start(self) -> list[str]:
         """Start the Airflow services and the MLflow UI, each in its own process group.
@@ -338,94 +352,29 @@ def _truthy(value: str) -> bool:
     return value.split("#")[0].strip().lower() in _TRUE
 
 
-_STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
-_STATE = re.compile(r"Task instance state updated.*new_state=(\w+)")
-_FAILURE = re.compile(r"(AirflowFailException|GateFailure|ERROR)")
-_TRACEBACK = "Traceback (most recent call last):"
-_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")  # a new log record ends a traceback
-_CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
-# Wrappers whose type says nothing: the factory re-raises config errors and gate verdicts as these.
-_WRAPPERS = frozenset({"AirflowFailException", "AirflowException"})
-_REASON_LINES = 12
+class _EventFile:
+    """The listener's JSON lines, read as they are appended (a line not yet complete waits)."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.write_text("")  # this run's events only
+        self.offset = 0
+        self.partial = b""
 
-class _TracebackReader:
-    """Reads a task's traceback out of `airflow dags test` output and keeps its final exception.
-
-    The reason a task failed is the last exception of the traceback (type and message, every
-    line of it), not the `Traceback (most recent call last):` header nor the frames.
-    """
-
-    def __init__(self) -> None:
-        self.mode = "outside"  # outside | frames | message | between
-        self.exception: list[str] = []
-        self.reason: list[str] = []
-
-    def feed(self, text: str) -> bool:
-        """Take one output line; True when it belonged to a traceback (it is not shown as is)."""
-        line = text.rstrip("\n")
-        if line.strip() == _TRACEBACK:
-            self.mode = "frames"
-            return True
-        if self.mode == "outside":
-            return False
-        if _LOG_RECORD.match(line):
-            self._finish()
-            return False
-        if line.startswith(_CHAINED) or not line.strip():
-            self.mode = "between" if self.mode == "message" else self.mode
-        elif self.mode == "frames" and not line[:1].isspace():
-            self.exception, self.mode = [line], "message"
-        elif self.mode == "message":
-            self.exception.append(line)
-        return True
-
-    def _finish(self) -> None:
-        if self.exception:
-            self.reason = _reason(self.exception)
-        self.mode, self.exception = "outside", []
-
-    def take(self) -> list[str]:
-        """The last traceback's reason (finishing one still open), once."""
-        if self.mode != "outside":
-            self._finish()
-        reason, self.reason = self.reason, []
-        return reason
-
-
-def _reason(exception: list[str]) -> list[str]:
-    """`pkg.mod.Type: message` -> `Type: message`, or just the message for the factory's wrappers."""
-    head, _, message = exception[0].partition(": ")
-    kind = head.rsplit(".", 1)[-1]
-    first = message if kind in _WRAPPERS and message else f"{kind}: {message}" if message else kind
-    lines = [first, *(line.strip() for line in exception[1:] if line.strip())]
-    return [line[:500] for line in lines[:_REASON_LINES]]
-
-
-class _Progress:
-    """Turns `airflow dags test` output into one line per task outcome, and a failed task's reason."""
-
-    def __init__(self) -> None:
-        self.task = ""
-        self.started = 0.0
-        self.traceback = _TracebackReader()
-
-    def line(self, text: str) -> str | None:
-        if self.traceback.feed(text):
-            return None
-        if match := _STARTING.search(text):
-            self.task, self.started = match.group(1), time.monotonic()
-            self.traceback.take()  # an earlier task's traceback is not this task's reason
-            return f"  {self.task:20s} running"
-        if (match := _STATE.search(text)) and self.task:
-            shown = f"  {self.task:20s} {match.group(1)} ({time.monotonic() - self.started:.1f} s)"
-            reason = self.traceback.take() if match.group(1) in ("failed", "up_for_retry") else []
-            pad = " " * 23
-            return "\n".join([shown, *(f"{pad}{'reason: ' if k == 0 else '        '}{line}"
-                                        for k, line in enumerate(reason))])
-        if _FAILURE.search(text) and "[DAG TEST]" not in text:
-            return "  " + text.strip()[:300]
-        return None
+    def read(self) -> list[dict[str, Any]]:
+        """The events appended since the last read."""
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:  # not ours: skip it rather than stop following
+                continue
+        return events
 
 
 def _alive(pid: int) -> bool:

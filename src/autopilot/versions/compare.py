@@ -70,8 +70,13 @@ def compare_versions(model: str, a: str | int, b: str | int, registry: Registry)
 
 
 def _fmt(value: Any) -> str:
+    """A cell: floats to 4 decimals, lists joined, mappings as `key value` pairs (never a Python repr)."""
     if isinstance(value, float):
         return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple | set):
+        return ", ".join(_fmt(v) for v in value) or "-"
     return "-" if value is None else str(value)
 
 
