@@ -13,6 +13,7 @@ from autopilot.config.deployment import DeploymentConfig
 from autopilot.config.gates import GatesConfig
 from autopilot.config.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from autopilot.config.monitoring import AlertsConfig, MonitoringConfig
+from autopilot.config.training import DATA_SCHEDULE, TrainingConfig
 from autopilot.config.tuning import TuningConfig
 
 __all__ = ["LoadedConfig", "ModelConfig", "RegistryConfig", "RetentionConfig"]
@@ -47,6 +48,7 @@ class ModelConfig(Frozen):
     sensitive_attributes: list[str] = Field(default_factory=list)
     split: SplitConfig = Field(default_factory=SplitConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     metric: str = Field(description="The metric tuning optimizes and gates compare.")
     gates: GatesConfig = Field(default_factory=GatesConfig)
@@ -73,6 +75,7 @@ class ModelConfig(Frozen):
             if attr not in self.features:
                 raise ValueError(f"sensitive_attributes: {attr!r} is not one of the features")
         self._check_fairness_groups()
+        self._check_training_watcher()
         for column in self.monitoring.drift.methods:
             if column not in self.features:
                 raise ValueError(f"monitoring.drift.methods: {column!r} is not one of the features")
@@ -100,6 +103,15 @@ class ModelConfig(Frozen):
                 if attr not in self.sensitive_attributes:
                     raise ValueError(f"gates.fairness.intersections: {attr!r} (in {entry}) is not one of "
                                      "sensitive_attributes")
+
+    def _check_training_watcher(self) -> None:
+        """An SQS watcher needs data events to watch for and an S3 source."""
+        if self.training.sqs_queue_url is None:
+            return
+        if self.training.schedule != DATA_SCHEDULE:
+            raise ValueError(f"training.sqs_queue_url applies to `training.schedule: {DATA_SCHEDULE}` only")
+        if not self.data.source.startswith("s3://"):
+            raise ValueError("training.sqs_queue_url needs an s3:// data.source (S3 event notifications)")
 
     def _check_binary_target(self) -> None:
         target = self.target
