@@ -72,7 +72,10 @@ Takes the data named in `{config}` through the lifecycle core:
    back and fails. Skipped when the version was not promoted or no endpoint is running.
 
 Every task is idempotent: a retry or a rerun of this DAG run creates no second snapshot, study
-or model version. Trigger with the Airflow UI, `airflow dags trigger`, or the REST API.
+or model version. Trigger with the Airflow UI (a form: strategy, reason, trial budget),
+`airflow dags trigger`, or the REST API; `training.schedule` may also run it on a cron or on
+each update of the data Asset `autopilot_data__{model}`. A new champion emits an event on
+`autopilot_champion__{model}`.
 """
 
 
@@ -495,7 +498,8 @@ def _running_retrain(model: str, settings: Any, end: Any) -> str | None:
 
 
 def _window(cfg: Any) -> tuple[Any, Any]:
-    """The run's data interval, or the last `monitoring.window_minutes` (default 60) for a manual run."""
+    """The run's data interval, or for a manual run the last `window_minutes` of the trigger form, else of
+    `monitoring.window_minutes` (default 60)."""
     from datetime import datetime as dt
 
     context = get_current_context()

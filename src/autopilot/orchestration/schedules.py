@@ -82,7 +82,7 @@ def monitoring_schedule(config_path: Path) -> Any:
     if value is None:
         return None  # monitored by hand only, on purpose
     try:
-        timetable = CronDataIntervalTimetable(str(value), timezone="UTC")
+        timetable: Any = CronDataIntervalTimetable(str(value), timezone="UTC")
     except Exception as exc:
         timetable = _Invalid(exc)
     return _cron(timetable, config_path, key, value,
@@ -110,7 +110,7 @@ def training_schedule(model: str, config_path: Path) -> Any:
         raise ScheduleError(f"{config_path}: {key}: {value!r} is not a cron expression or preset; use e.g. "
                             f"'0 3 * * *' or '@daily', {DATA_SCHEDULE!r} to train on each data update, or null")
     try:
-        timetable = CronTriggerTimetable(value, timezone="UTC")
+        timetable: Any = CronTriggerTimetable(value, timezone="UTC")
     except Exception as exc:
         timetable = _Invalid(exc)
     return _cron(timetable, config_path, key, value,
