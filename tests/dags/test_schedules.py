@@ -18,6 +18,7 @@ from autopilot.orchestration.schedules import (
     champion_asset,
     data_asset_for,
     event_source,
+    sqs_watcher,
     training_schedule,
 )
 from autopilot.pipeline.lifecycle import worker_label
@@ -43,17 +44,32 @@ def test_training_schedules_from_the_config(tmp_path: Path) -> None:
     asset = training_schedule("e", write(tmp_path, "e", "data: {source: data/train.csv}\ntraining: {schedule: data}\n"))
     assert asset == Asset(name="autopilot_data__e", uri=(tmp_path / "data/train.csv").as_uri(), group="autopilot")
     assert asset.watchers == []
-    s3 = training_schedule("f", write(tmp_path, "f", "data: {source: 's3://bucket/train.csv'}\ntraining:\n"
-                                      "  schedule: data\n  sqs_queue_url: https://sqs.us-east-1.amazonaws.com/1/q\n"
-                                      "  aws_conn_id: events\n"))
-    assert (s3.name, s3.uri) == ("autopilot_data__f", "s3://bucket/train.csv")
-    [watcher] = s3.watchers
+    # an upstream DAG's outlet is the same Asset
+    assert data_asset_for("e", tmp_path) == asset
+
+
+def test_an_s3_source_with_a_queue_gets_an_sqs_watcher(tmp_path: Path) -> None:
+    import importlib.util
+
+    path = write(tmp_path, "f", "data: {source: 's3://bucket/train.csv'}\ntraining:\n  schedule: data\n"
+                                "  sqs_queue_url: https://sqs.us-east-1.amazonaws.com/1/q\n  aws_conn_id: events\n")
+    if importlib.util.find_spec("aiobotocore") is None:  # this environment: the trigger could not poll
+        with pytest.raises(ScheduleError) as caught:
+            training_schedule("f", path)
+        assert str(caught.value) == (
+            f"{path}: training.sqs_queue_url: the SQS watcher needs aiobotocore in Airflow's environment "
+            "(pip install 'apache-airflow-providers-amazon[aiobotocore]')")
+    else:
+        s3 = training_schedule("f", path)
+        assert (s3.name, s3.uri, [w.name for w in s3.watchers]) == (
+            "autopilot_data__f", "s3://bucket/train.csv", ["autopilot_data_sqs__f"])
+    watcher = sqs_watcher("f", "https://sqs.us-east-1.amazonaws.com/1/q", "events")
     assert watcher.name == "autopilot_data_sqs__f"
     assert (watcher.trigger.sqs_queue, watcher.trigger.aws_conn_id) == ("https://sqs.us-east-1.amazonaws.com/1/q",
                                                                         "events")
-    # an upstream DAG's outlet is the same Asset (no watcher: the upstream DAG is the producer)
-    assert data_asset_for("e", tmp_path) == asset
-    assert data_asset_for("f", tmp_path).watchers == []
+    # an upstream DAG's outlet: the same Asset, without the watcher (the upstream DAG is the producer)
+    found = data_asset_for("f", tmp_path)
+    assert (found.name, found.uri, found.watchers) == ("autopilot_data__f", "s3://bucket/train.csv", [])
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -24,8 +24,7 @@ from typing import Any
 from airflow.sdk import Asset, CronDataIntervalTimetable, CronTriggerTimetable
 
 __all__ = ["DATA_SCHEDULE", "ScheduleError", "champion_asset", "data_asset", "data_asset_for", "event_source",
-           "monitoring_schedule",
-           "read_config", "training_schedule"]
+           "monitoring_schedule", "read_config", "sqs_watcher", "training_schedule"]
 
 DATA_SCHEDULE = "data"  # `training.schedule: data` (as `autopilot.config.training.DATA_SCHEDULE`)
 
@@ -152,13 +151,24 @@ def _data_asset_of(model: str, config_path: Path, raw: dict[str, Any], watch: bo
         source = str(candidate if candidate.is_absolute() else (config_path.parent / candidate).resolve())
     training = _section(raw, config_path, "training")
     queue = training.get("sqs_queue_url")
-    watchers = [_sqs_watcher(model, str(queue), str(training.get("aws_conn_id") or "aws_default"))] \
-        if watch and queue and source.startswith("s3://") else []
+    watchers = []
+    if watch and queue and source.startswith("s3://"):
+        import importlib.util
+
+        if importlib.util.find_spec("aiobotocore") is None:  # the trigger's SQS client; else it fails in the triggerer
+            raise ScheduleError(f"{config_path}: training.sqs_queue_url: the SQS watcher needs aiobotocore in "
+                                "Airflow's environment (pip install 'apache-airflow-providers-amazon[aiobotocore]')")
+        watchers.append(sqs_watcher(model, str(queue), str(training.get("aws_conn_id") or "aws_default")))
     return data_asset(model, source, watchers)
 
 
-def _sqs_watcher(model: str, queue_url: str, aws_conn_id: str) -> Any:
-    """An Asset watcher: the triggerer polls the SQS queue of the bucket's S3 event notifications."""
+def sqs_watcher(model: str, queue_url: str, aws_conn_id: str) -> Any:
+    """An Asset watcher: the triggerer polls the SQS queue of the bucket's S3 event notifications.
+
+    The Amazon provider's `SqsSensorTrigger` (a `BaseEventTrigger`): each batch of messages it
+    receives (and deletes) becomes one event on the Asset; `event_source` reads the S3 object
+    from it. It needs `aiobotocore` where the triggerer runs.
+    """
     from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
     from airflow.sdk import AssetWatcher
 
