@@ -119,9 +119,11 @@ def test_a_training_dag_on_data_and_on_cron(tmp_path: Path) -> None:
 
 def params(declared: dict[str, Any], conf: dict[str, Any]) -> dict[str, Any]:
     """Validate `conf` as Airflow does when a run is created (its params, the conf merged over them)."""
+    import copy
+
     from airflow.sdk.definitions.param import ParamsDict
 
-    merged = ParamsDict(declared)
+    merged = ParamsDict(copy.deepcopy(declared))
     merged.update(conf)
     return dict(merged.validate())
 

@@ -74,6 +74,7 @@ def test_a_version_trained_on_the_same_snapshots_and_config_is_found(cfg: Any, s
 
 
 def test_a_runs_trial_budget_replaces_the_configs(cfg: Any, settings: Any) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)  # the Optuna study's SQLite file lives there
     data = snapped("e" * 64, "f" * 64)
     default = plan_tuning(cfg, settings, RunContext(run_id="r1"), data)
     budget = plan_tuning(cfg, settings, RunContext(run_id="r2", n_trials=1), data)

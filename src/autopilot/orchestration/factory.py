@@ -11,6 +11,7 @@ listed here (their names give the DAG ids); they are read and validated inside t
 
 from __future__ import annotations
 
+import copy
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -327,7 +328,7 @@ def training_dag(model: str, config_path: Path) -> DAG:
         description=f"Validate, version, tune, train and register {model}",
         doc_md=DOC.format(model=model, config=config_path.name),
         schedule=training_schedule(model, config_path),
-        params=TRAINING_PARAMS,
+        params=copy.deepcopy(TRAINING_PARAMS),  # a DAG's Params take a run's values: one set per DAG
         **arguments,
     )
     def training() -> None:
@@ -391,7 +392,7 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
         description=f"Watch {model}'s traffic for drift and degradation; retrain when needed",
         doc_md=MONITORING_DOC.format(model=model),
         schedule=monitoring_schedule(config_path),
-        params=MONITORING_PARAMS,
+        params=copy.deepcopy(MONITORING_PARAMS),
         render_template_as_native_obj=True,  # the trigger's conf template renders to a dict, not a string
         **arguments,
     )
