@@ -140,8 +140,8 @@ def _context() -> tuple[Any, Any]:
 def _event_source(dag_run: Any) -> str | None:
     """The batch the newest data event of this asset-triggered run names (its `extra`), if any.
 
-    Airflow makes one run of the events that arrived while the previous run was queued or running
-    (`max_active_runs=1`): the run trains on the newest batch among them.
+    Events waiting when Airflow creates a run (with `max_active_runs=1`, those that arrived while the
+    previous run was active) are all consumed by it: the run trains on the newest batch among them.
     """
     from autopilot.orchestration.schedules import event_source
 
