@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ def test_every_dag_is_well_formed(dagbag) -> None:  # type: ignore[no-untyped-de
         assert dag.doc_md and len(dag.doc_md) > 100, dag_id
         assert dag.catchup is False and dag.max_active_runs == 1, dag_id
         assert dag.start_date is not None and dag.start_date.year == 2026, dag_id
+        assert dag.start_date.utcoffset() == timedelta(0), dag_id  # timezone-aware, UTC
         for task in dag.tasks:
             assert task.owner == "autopilot", (dag_id, task.task_id)
 
@@ -71,6 +73,17 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
     assert tasks["promote"].downstream_task_ids == {"plan_deployment"}
     assert tasks["plan_deployment"].downstream_task_ids == {"deploy", "rollout"}
     assert tasks["deploy"].downstream_task_ids == {"rollout"}
+    # on demand by default (`training.schedule: null`); the trigger form's fields
+    assert type(dag.timetable).__name__ == "NullTimetable" and not dag.timetable.can_be_scheduled
+    assert list(dag.params) == ["strategy", "reason", "n_trials", "window_start", "window_end"]
+    assert dag.params.get_param("strategy").schema["enum"] == ["full", "refit", "retune"]
+    assert dag.params.get_param("n_trials").schema["minimum"] == 1
+    assert all(dag.params.get_param(name).schema.get("title") and dag.params.get_param(name).description
+               for name in dag.params)
+    # mapped tuning tasks are labelled by worker; only `promote` may emit (the champion alias)
+    assert tasks["tune_worker"].map_index_template == "{{ autopilot_map_label }}"
+    assert {name: [o.name for o in t.outlets] for name, t in tasks.items() if t.outlets} == {
+        "promote": ["autopilot_champion_alias__adult_income"]}
 
 
 def test_one_dag_per_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +96,7 @@ def test_one_dag_per_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_monitoring_dag_shape_schedule_and_branches(dagbag) -> None:  # type: ignore[no-untyped-def]
-    from airflow.timetables.interval import CronDataIntervalTimetable
+    from airflow.sdk import CronDataIntervalTimetable
 
     dag = dagbag.dags["autopilot_monitoring__adult_income"]
     assert set(dag.tags) == {"autopilot", "monitoring", "model:adult_income"}
@@ -97,32 +110,34 @@ def test_monitoring_dag_shape_schedule_and_branches(dagbag) -> None:  # type: ig
     # Cron with data intervals: each run monitors exactly the time since the previous one.
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert tasks["monitor"].retries == 2
+    assert list(dag.params) == ["reason", "window_minutes"]
 
 
 def test_monitoring_schedule_comes_from_the_config(tmp_path: Path) -> None:
-    from autopilot.orchestration.factory import _monitoring_schedule
+    from autopilot.orchestration.schedules import monitoring_schedule
 
     (tmp_path / "a.yaml").write_text("monitoring:\n  schedule: '*/15 * * * *'\n")
     (tmp_path / "b.yaml").write_text("monitoring:\n  schedule: null\n")
     (tmp_path / "c.yaml").write_text("name: c\n")
-    assert _monitoring_schedule(tmp_path / "a.yaml").summary == "*/15 * * * *"
-    assert _monitoring_schedule(tmp_path / "b.yaml") is None
-    assert _monitoring_schedule(tmp_path / "c.yaml").summary == "0 * * * *"  # @hourly by default
+    assert monitoring_schedule(tmp_path / "a.yaml").expression == "*/15 * * * *"
+    assert monitoring_schedule(tmp_path / "b.yaml") is None
+    assert monitoring_schedule(tmp_path / "c.yaml").expression == "0 * * * *"  # @hourly by default
 
 
 def test_a_monitoring_schedule_that_cannot_run_is_an_import_error_naming_file_and_key(tmp_path: Path) -> None:
     """A bad cron or broken YAML must not yield a monitoring DAG without a schedule that never runs."""
     import os
 
-    from autopilot.orchestration.factory import ScheduleError, _monitoring_schedule
+    from autopilot.orchestration.factory import ScheduleError
+    from autopilot.orchestration.schedules import monitoring_schedule
 
     (tmp_path / "cron.yaml").write_text("monitoring:\n  schedule: '0 25 * * *'\n")
     (tmp_path / "yaml.yaml").write_text("monitoring: [unclosed\n")
     (tmp_path / "good.yaml").write_text("monitoring:\n  schedule: '@daily'\n")
     with pytest.raises(ScheduleError, match=r"cron\.yaml: monitoring\.schedule: '0 25 \* \* \*' is not a cron"):
-        _monitoring_schedule(tmp_path / "cron.yaml")
+        monitoring_schedule(tmp_path / "cron.yaml")
     with pytest.raises(ScheduleError, match=r"yaml\.yaml: cannot read monitoring\.schedule"):
-        _monitoring_schedule(tmp_path / "yaml.yaml")
+        monitoring_schedule(tmp_path / "yaml.yaml")
     # Parsed as the DAG processor does: the file's import error names both files and the key.
     code = ("import sys\nfrom airflow.dag_processing.dagbag import DagBag\n"
             "bag = DagBag(dag_folder=sys.argv[1])\nprint(repr(bag.import_errors))\n")

@@ -55,7 +55,7 @@ def with_tuning(**changes: Any) -> dict[str, Any]:
     (adult_config_dict(target={"column": "income", "positive_class": [1]}),
      "target.positive_class: expected true or false, an integer or text, got [1] (a list)"),
     (adult_config_dict(unknown_section={}), "unknown_section: unknown key; expected one of: name, description, task, "
-     "data, target, features, sensitive_attributes, split, validation, tuning, metric, gates, registry, "
+     "data, target, features, sensitive_attributes, split, validation, training, tuning, metric, gates, registry, "
      "evaluation, retention, deployment, monitoring, alerts"),
 ])
 def test_one_mistake_one_whole_message(tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: dict[str, Any],

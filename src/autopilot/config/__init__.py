@@ -48,6 +48,7 @@ from autopilot.config.monitoring import (
     RetrainConfig,
 )
 from autopilot.config.roots import BUNDLED_DATA, DATA_ROOTS_ENV, DataRoots
+from autopilot.config.training import TrainingConfig
 from autopilot.config.tuning import ModelFamily, TuningConfig
 
 __all__ = [
@@ -89,6 +90,7 @@ __all__ = [
     "SplitConfig",
     "TargetConfig",
     "Task",
+    "TrainingConfig",
     "TuningConfig",
     "ValidationConfig",
     "check_name_matches_file",

@@ -13,6 +13,7 @@ from autopilot.config.deployment import DeploymentConfig
 from autopilot.config.gates import GatesConfig
 from autopilot.config.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from autopilot.config.monitoring import AlertsConfig, MonitoringConfig
+from autopilot.config.training import DATA_SCHEDULE, TrainingConfig
 from autopilot.config.tuning import TuningConfig
 
 __all__ = ["EvaluationConfig", "LoadedConfig", "ModelConfig", "RegistryConfig", "RetentionConfig"]
@@ -66,6 +67,7 @@ class ModelConfig(Frozen):
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     metric: str = Field(description="The metric tuning optimizes and gates compare.")
     gates: GatesConfig = Field(default_factory=GatesConfig)
@@ -91,6 +93,7 @@ class ModelConfig(Frozen):
         problems += [("sensitive_attributes", f"{attr!r} is not one of the features")
                      for attr in self.sensitive_attributes if attr not in self.features]
         problems += self._fairness_group_problems()
+        problems += self._training_watcher_problems()
         problems += [("monitoring.drift.methods", f"{column!r} is not one of the features")
                      for column in self.monitoring.drift.methods if column not in self.features]
         drift = self.monitoring.drift
@@ -126,6 +129,16 @@ class ModelConfig(Frozen):
             problems += [("gates.fairness.intersections", f"{attr!r} (in {entry}) is not one of sensitive_attributes")
                          for attr in entry if attr not in self.sensitive_attributes]
         return problems
+
+    def _training_watcher_problems(self) -> list[tuple[str, str]]:
+        """An SQS watcher needs data events to watch for and an S3 source."""
+        if self.training.sqs_queue_url is None:
+            return []
+        if self.training.schedule != DATA_SCHEDULE:
+            return [("training.sqs_queue_url", f"applies to `training.schedule: {DATA_SCHEDULE}` only")]
+        if not self.data.source.startswith("s3://"):
+            return [("training.sqs_queue_url", "needs an s3:// data.source (S3 event notifications)")]
+        return []
 
     def _binary_target_problems(self) -> list[tuple[str, str]]:
         target = self.target

@@ -11,17 +11,25 @@ listed here (their names give the DAG ids); they are read and validated inside t
 
 from __future__ import annotations
 
+import copy
 import os
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, dag, get_current_context, task
+from airflow.sdk import DAG, AssetAlias, Param, dag, get_current_context, task
 
+from autopilot.orchestration.schedules import (
+    ScheduleError,
+    champion_asset,
+    monitoring_schedule,
+    training_schedule,
+)
 from autopilot.pipeline.lifecycle import TRAINING, Stage
 from autopilot.task_ids import TaskId
 
-__all__ = ["DEFAULT_ARGS", "config_dir", "monitoring_dag", "monitoring_dags", "training_dag", "training_dags"]
+__all__ = ["DEFAULT_ARGS", "MONITORING_PARAMS", "TRAINING_PARAMS", "ScheduleError", "config_dir", "monitoring_dag",
+           "monitoring_dags", "training_dag", "training_dags"]
 
 # Transient failures (a database blip, a slow object store) deserve retries; a gate's decision does
 # not: it raises AirflowFailException (see `_gate`), which Airflow never retries. So gate tasks keep
@@ -33,7 +41,7 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=5),
 }
-START_DATE = datetime(2026, 1, 1)
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 DOC = """
 ### Training: `{model}`
 
@@ -68,8 +76,42 @@ Takes the data named in `{config}` through the lifecycle core:
    back and fails. Skipped when the version was not promoted or no endpoint is running.
 
 Every task is idempotent: a retry or a rerun of this DAG run creates no second snapshot, study
-or model version. Trigger with the Airflow UI, `airflow dags trigger`, or the REST API.
+or model version. Trigger with the Airflow UI (a form: strategy, reason, trial budget),
+`airflow dags trigger`, or the REST API; `training.schedule` may also run it on a cron or on
+each update of the data Asset `autopilot_data__{model}`. A new champion emits an event on
+`autopilot_champion__{model}`.
 """
+
+
+# "Trigger DAG w/ config" shows these as a form; a value outside them is refused before a run exists (the
+# REST API answers 400). The monitoring loop's retrain conf (strategy, reason, window_start/end) fits them.
+TRAINING_PARAMS: dict[str, Param] = {
+    "strategy": Param(
+        "full", type="string", enum=["full", "refit", "retune"], title="Strategy",
+        values_display={"full": "full: tune and train", "refit": "refit: the champion's hyperparameters",
+                        "retune": "retune: a search warm-started from the champion's"},
+        description="full: validate, tune (tuning.n_trials) and train; refit: train the champion's "
+                    "hyperparameters on the data, no search; retune: a search seeded with the champion's best "
+                    "trials (monitoring.retrain.retune_trials). refit and retune need a champion."),
+    "reason": Param("", type="string", maxLength=500, title="Reason",
+                    description="Why this run (kept on a refit or retune version as autopilot.retrain.reason)."),
+    "n_trials": Param(None, type=["null", "integer"], minimum=1, maximum=10_000, title="Trial budget",
+                      description="Optuna trials for this run, instead of tuning.n_trials (retune: "
+                                  "monitoring.retrain.retune_trials); empty: the config's."),
+    "window_start": Param(None, type=["null", "string"], title="Window start",
+                          description="Set by the monitoring loop: the window that asked for the retrain."),
+    "window_end": Param(None, type=["null", "string"], title="Window end",
+                        description="Set by the monitoring loop; a refit or retrain with it also trains on "
+                                    "the labeled served rows up to it (monitoring.retrain.window)."),
+}
+MONITORING_PARAMS: dict[str, Param] = {
+    "reason": Param("", type="string", maxLength=500, title="Reason", description="Why this run was started by hand."),
+    "window_minutes": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=60 * 24 * 90,
+                            title="Window (minutes)",
+                            description="A run by hand monitors the last this many minutes, instead of "
+                                        "monitoring.window_minutes (default 60). Scheduled runs monitor their "
+                                        "interval."),
+}
 
 
 def config_dir(default: Path) -> Path:
@@ -84,12 +126,32 @@ def _context() -> tuple[Any, Any]:
 
     context = get_current_context()
     dag_run = context["dag_run"]
-    conf = dict(dag_run.conf or {})
-    # A run triggered by the monitoring loop carries its reason, window and strategy.
-    retrain = conf if conf.get("strategy") in ("refit", "retune") and conf.get("window_end") else None
+    # The trigger form's values (`TRAINING_PARAMS`, defaults filled in), then the run's conf.
+    conf = {**dict(context.get("params") or {}), **dict(dag_run.conf or {})}
+    # A refit or retune: asked in the form, or by the monitoring loop with its reason and window.
+    retrain = conf if conf.get("strategy") in ("refit", "retune") else None
+    run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type) or "")
+    budget = conf.get("n_trials")
     ctx = RunContext(run_id=dag_run.run_id, dag_id=dag_run.dag_id, actor=f"airflow:{dag_run.dag_id}",
-                     retrain=retrain)
+                     retrain=retrain, n_trials=int(budget) if budget else None,
+                     source=_event_source(dag_run) if "asset" in run_type else None,
+                     # a run nobody asked for by hand trains no data some version was already trained on
+                     skip_known_data=run_type.endswith(("scheduled", "asset_triggered")))
     return ctx, task_settings()
+
+
+def _event_source(dag_run: Any) -> str | None:
+    """The batch the newest data event of this asset-triggered run names (its `extra`), if any.
+
+    Events waiting when Airflow creates a run (with `max_active_runs=1`, those that arrived while the
+    previous run was active) are all consumed by it: the run trains on the newest batch among them.
+    """
+    from autopilot.orchestration.schedules import event_source
+
+    events = sorted((e for e in (getattr(dag_run, "consumed_asset_events", None) or [])
+                     if str(e.asset.name).startswith("autopilot_data__")), key=lambda e: e.timestamp)
+    named = [found for found in (event_source(dict(e.extra or {})) for e in events) if found]
+    return named[-1] if named else None
 
 
 def _config(path: str, model: str) -> Any:
@@ -158,12 +220,61 @@ def _run_stage(stage: Stage, path: str, model: str, inputs: list[Any]) -> Any:
     cfg = _config(path, model)
     # XCom hands a mapped task's results over as a lazy sequence: the stage gets a list.
     values = [value if value is None or isinstance(value, Mapping) else list(value) for value in inputs]
+    if stage.trigger_rule is not None:
+        _skip_without_inputs(stage, values)
+    if stage.map_label is not None:  # the mapped task's label in the UI (`map_index_template`)
+        get_current_context()[MAP_LABEL] = stage.map_label(values[0])  # type: ignore[literal-required]
     clients = _aws_clients(cfg) if stage.aws else None
     result = _gate(stage.call, cfg, settings, ctx, values, clients) if stage.gated else \
         stage.call(cfg, settings, ctx, values, clients)
     if stage.skippable:
         _skip_if_skipped(result)
+    if stage.task is TaskId.SNAPSHOT and ctx.skip_known_data:
+        _skip_known_data(cfg, settings, result)
+    if stage.announces and result.get("promoted"):
+        _announce_champion(model, result, ctx.run_id)
     return plain(result)
+
+
+MAP_LABEL = "autopilot_map_label"  # the context key a mapped task's label is rendered from
+
+
+def _skip_without_inputs(stage: Stage, values: list[Any]) -> None:
+    """A stage that also runs after a skipped upstream (its `trigger_rule`: `promote` after a skipped
+    review) is skipped when a machine stage it takes was skipped (no output: a run that stopped at
+    `snapshot` on data already trained on); a skipped human stage's None is an answer."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    human = {s.task for s in TRAINING if s.human}
+    missing = [task.value for task, value in zip(stage.inputs, values, strict=False)
+               if value is None and task not in human]
+    if missing:
+        raise AirflowSkipException(f"skipped: {', '.join(missing)} did not run")
+
+
+def _skip_known_data(cfg: Any, settings: Any, snapped: Any) -> None:
+    """A scheduled or data-triggered run whose data and config some version was already trained on
+    ends here (the rest of the run is skipped): a repeated batch registers no second version."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from autopilot.pipeline.training import trained_on
+
+    known = trained_on(cfg, settings, snapped)
+    if known is not None:
+        raise AirflowSkipException(f"version {known} of {cfg.registered_model_name} was already trained on this "
+                                   "data (the same snapshots) with this config: nothing new to train")
+
+
+def _announce_champion(model: str, promoted: Any, run_id: str) -> None:
+    """An event on the model's champion Asset (through the promote task's alias): a new champion."""
+    events = get_current_context()["outlet_events"]
+    extra = {"model": model, "version": promoted.get("version"), "from_version": promoted.get("from"),
+             "run_id": run_id}
+    events[AssetAlias(_champion_alias(model))].add(champion_asset(model), extra=extra)
+
+
+def _champion_alias(model: str) -> str:
+    return f"autopilot_champion_alias__{model}"
 
 
 def _stage_task(stage: Stage, path: str, model: str, succeeded: Any) -> Any:
@@ -179,6 +290,10 @@ def _stage_task(stage: Stage, path: str, model: str, succeeded: Any) -> Any:
         options["trigger_rule"] = stage.trigger_rule
     if stage.reports_outcome:
         options.update(on_success_callback=succeeded, on_skipped_callback=succeeded)
+    if stage.map_label is not None:
+        options["map_index_template"] = "{{ " + MAP_LABEL + " }}"
+    if stage.announces:  # an event only when the body adds one: on a promotion, not on review
+        options["outlets"] = [AssetAlias(_champion_alias(model))]
 
     # No docstring: Airflow would show it as each task's documentation.
     def body(inputs: list[Any], item: Any = None) -> Any:
@@ -244,7 +359,8 @@ def training_dag(model: str, config_path: Path) -> DAG:
     @dag(
         description=f"Validate, version, tune, train and register {model}",
         doc_md=DOC.format(model=model, config=config_path.name),
-        schedule=None,
+        schedule=training_schedule(model, config_path),
+        params=copy.deepcopy(TRAINING_PARAMS),  # a DAG's Params take a run's values: one set per DAG
         **arguments,
     )
     def training() -> None:
@@ -258,11 +374,25 @@ def training_dags(default_folder: Path) -> dict[str, DAG]:
 
     Args:
         default_folder: used when `AUTOPILOT_CONFIG_DIR` is not set.
+
+    Raises:
+        ScheduleError: naming every config whose `training.schedule` cannot be read (the DAG file's import error).
     """
-    found = {}
+    return _built(default_folder, training_dag)
+
+
+def _built(default_folder: Path, build: Any) -> dict[str, DAG]:
+    """`build(model, path)` for every config file; the schedule errors of all of them in one `ScheduleError`."""
+    found, problems = {}, []
     for path in sorted(config_dir(default_folder).glob("*.yaml")):
-        built = training_dag(path.stem, path.resolve())
+        try:
+            built = build(path.stem, path.resolve())
+        except ScheduleError as exc:
+            problems.append(str(exc))
+            continue
         found[built.dag_id] = built
+    if problems:
+        raise ScheduleError("; ".join(problems))
     return found
 
 
@@ -285,51 +415,6 @@ Each run watches the inference-log window of its data interval (a rerun reads th
 """
 
 
-class ScheduleError(ValueError):
-    """A model config whose monitoring schedule cannot be read: the DAG file fails to import, naming it."""
-
-
-def _monitoring_schedule(config_path: Path) -> Any:
-    """The schedule from the config's `monitoring.schedule` (YAML only: no validation at parse time).
-
-    A DAG's schedule must be known when the file is parsed, so the file is read with libyaml's
-    C loader: PyYAML's pure-Python loader took 32 ms of each parse (more than the rest of both
-    DAG files together); the C loader takes ~2 ms. The task validates the whole config when it runs. Cron
-    schedules get data intervals (Airflow 3's default cron timetable has none): each run
-    monitors exactly the interval since the previous one, no gap, no overlap.
-
-    A file that cannot be read, is not YAML, or names an invalid cron raises `ScheduleError`
-    naming the file and the key: a monitoring DAG without a schedule would silently never run.
-    `schedule: null` (monitoring by hand only) is the one way to have none.
-
-    Raises:
-        ScheduleError: naming the file and key.
-    """
-    import yaml
-    from airflow.timetables.interval import CronDataIntervalTimetable
-
-    try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # PyYAML built without libyaml: the slow one
-        raw = yaml.load(config_path.read_text(), Loader=loader) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScheduleError(f"{config_path}: cannot read monitoring.schedule: {type(exc).__name__}: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ScheduleError(f"{config_path}: the file is not a YAML mapping, so monitoring.schedule cannot be read")
-    monitoring = raw.get("monitoring", {})
-    if monitoring is not None and not isinstance(monitoring, dict):
-        raise ScheduleError(f"{config_path}: monitoring: must be a mapping, not {type(monitoring).__name__}")
-    value = (monitoring or {}).get("schedule", "@hourly")
-    if value is None:
-        return None  # monitored by hand only, on purpose
-    try:
-        timetable = CronDataIntervalTimetable(str(value), timezone="UTC")
-        timetable.validate()  # the constructor accepts '0 25 * * *'; the scheduler would not
-        return timetable
-    except Exception as exc:  # croniter's errors vary by version; every one means "not a schedule"
-        raise ScheduleError(f"{config_path}: monitoring.schedule: {value!r} is not a cron expression or preset "
-                            f"({exc}); use e.g. '@hourly' or '*/15 * * * *', or null to monitor by hand") from None
-
-
 def monitoring_dag(model: str, config_path: Path) -> DAG:
     """Build the monitoring DAG `autopilot_monitoring__<model>` for one config file."""
     path = str(config_path)
@@ -338,7 +423,8 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
     @dag(
         description=f"Watch {model}'s traffic for drift and degradation; retrain when needed",
         doc_md=MONITORING_DOC.format(model=model),
-        schedule=_monitoring_schedule(config_path),
+        schedule=monitoring_schedule(config_path),
+        params=copy.deepcopy(MONITORING_PARAMS),
         render_template_as_native_obj=True,  # the trigger's conf template renders to a dict, not a string
         **arguments,
     )
@@ -445,8 +531,8 @@ def _running_retrain(model: str, settings: Any, end: Any) -> str | None:
 
 
 def _window(cfg: Any) -> tuple[Any, Any]:
-    """The run's data interval, or the last `monitoring.window_minutes` (default 60) for a manual run."""
-    from datetime import UTC
+    """The run's data interval, or for a manual run the last `window_minutes` of the trigger form, else of
+    `monitoring.window_minutes` (default 60)."""
     from datetime import datetime as dt
 
     context = get_current_context()
@@ -454,7 +540,8 @@ def _window(cfg: Any) -> tuple[Any, Any]:
     if start is not None and end is not None and end > start:
         return start, end
     now: Any = getattr(context["dag_run"], "run_after", None) or dt.now(UTC)
-    return now - timedelta(minutes=cfg.monitoring.window_minutes or 60), now
+    minutes = (context.get("params") or {}).get("window_minutes") or cfg.monitoring.window_minutes or 60
+    return now - timedelta(minutes=float(minutes)), now
 
 
 def monitoring_dags(default_folder: Path) -> dict[str, DAG]:
@@ -463,14 +550,4 @@ def monitoring_dags(default_folder: Path) -> dict[str, DAG]:
     Raises:
         ScheduleError: naming every config whose schedule cannot be read (the DAG file's import error).
     """
-    found, problems = {}, []
-    for path in sorted(config_dir(default_folder).glob("*.yaml")):
-        try:
-            built = monitoring_dag(path.stem, path.resolve())
-        except ScheduleError as exc:
-            problems.append(str(exc))
-            continue
-        found[built.dag_id] = built
-    if problems:
-        raise ScheduleError("; ".join(problems))
-    return found
+    return _built(default_folder, monitoring_dag)

@@ -41,6 +41,9 @@ class VersionReview(HITLOperator):
     """Ask a person to approve or reject a version the gates held for review."""
 
     def __init__(self, *, config_path: str, model: str, **kwargs: Any) -> None:
+        # The DAG's own params (the trigger form), which Airflow hands every operator: BaseOperator merges
+        # them in again, and HITLOperator keeps only the task's (the reviewer's form) for the request.
+        kwargs.pop("params", None)
         super().__init__(
             subject=f"Review a version of {model}", body=None, options=list(OPTIONS), multiple=False,
             params={"comment": Param("", type="string", title="Comment",

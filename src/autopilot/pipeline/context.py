@@ -67,9 +67,12 @@ class RunContext:
     run_id: str
     dag_id: str = ""
     actor: str = "autopilot"
-    # Set when the monitoring loop triggered this run: {"strategy": "refit"|"retune", "reason",
-    # "window_start", "window_end"}. None for a regular run.
+    # Set for a refit or retune: {"strategy": "refit"|"retune", "reason", and, when the monitoring
+    # loop asked for it, "window_start", "window_end"}. None for a regular run.
     retrain: dict[str, Any] | None = None
+    n_trials: int | None = None  # this run's trial budget, instead of the config's
+    source: str | None = None  # the batch a data event named, instead of `data.source`
+    skip_known_data: bool = False  # a scheduled or data-triggered run: data already trained on ends it
 
     def key(self, cfg: LoadedConfig, stage: str) -> str:
         """The idempotency key of one stage of this run."""

@@ -44,14 +44,28 @@ def _store(settings: Settings) -> ArtifactStore:
 
 
 def _sources(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> list[tuple[str, str]]:
-    found = [("train", cfg.resolve(cfg.data.source))]
-    if ctx.retrain:
+    found = [("train", cfg.resolve(_event_batch(cfg, ctx.source) if ctx.source else cfg.data.source))]
+    if ctx.retrain and ctx.retrain.get("window_end"):
         recent = _recent_labeled_batch(cfg, settings, ctx)
         if recent is not None:
             found.append(("recent", recent))
     if cfg.data.test_source:
         found.append(("test", cfg.resolve(cfg.data.test_source)))
     return found
+
+
+def _event_batch(cfg: LoadedConfig, location: str) -> str:
+    """The batch a data event named, if it lies under the data roots the config may read (as `data.source`).
+
+    Raises:
+        ConfigError: naming the location and the allowed roots (the run fails, no retry).
+    """
+    from autopilot.config import ConfigError, DataRoots
+
+    try:
+        return DataRoots.for_config(Path(cfg.path)).check(location)
+    except ValueError as exc:
+        raise ConfigError(f"the data event's batch: {exc}") from None
 
 
 def _recent_labeled_batch(cfg: LoadedConfig, settings: Settings, ctx: RunContext) -> str | None:

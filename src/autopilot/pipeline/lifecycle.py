@@ -28,7 +28,7 @@ from typing import Any
 
 from autopilot.task_ids import TaskId
 
-__all__ = ["PROMOTION_POOL", "TRAINING", "Stage"]
+__all__ = ["PROMOTION_POOL", "TRAINING", "Stage", "worker_label"]
 
 # An Airflow pool of one slot: `autopilot up`/`demo` and compose create it (`airflow pools set`).
 PROMOTION_POOL = "autopilot_promotion"
@@ -56,6 +56,9 @@ class Stage:
     context: bool = True  # takes the RunContext
     aws: bool = False  # takes AWS clients, last
     part_of: TaskId | None = None  # `autopilot run` names a failure here after this task (one tuning stage)
+    # A mapped stage's label for each task, from its item (Airflow's `map_index_template`): "worker 2 of 3".
+    map_label: Callable[[Any], str] | None = None
+    announces: bool = False  # a result with `promoted` true emits an event on the model's champion Asset
     # A person's answer: in the DAG an approval task in Airflow's "Required actions"
     # (`autopilot.orchestration.review`), skipped unless the decision is `review`; `autopilot run`
     # calls `function` instead, which leaves the version pending for `autopilot promote`.
@@ -75,6 +78,11 @@ class Stage:
         return self.load()(*head, *inputs, *tail)
 
 
+def worker_label(assignment: Any) -> str:
+    """A tuning worker's label: "worker 2 of 3" (its assignment numbers workers from 0)."""
+    return f"worker {int(assignment['worker']) + 1} of {int(assignment['n_workers'])}"
+
+
 _REGISTERED_AND_SNAPPED = (TaskId.TRAIN_AND_REGISTER, TaskId.SNAPSHOT)
 
 TRAINING: tuple[Stage, ...] = (
@@ -89,7 +97,7 @@ TRAINING: tuple[Stage, ...] = (
           returns="TuningAssignment", many=True, part_of=TaskId.TUNE),
     Stage(TaskId.TUNE_WORKER, "autopilot.pipeline.training:run_tuning_worker",
           inputs=(TaskId.PLAN_TUNING, TaskId.SNAPSHOT), mapped=True, context=False,
-          returns="TuningWork", part_of=TaskId.TUNE),
+          returns="TuningWork", part_of=TaskId.TUNE, map_label=worker_label),
     Stage(TaskId.TUNE, "autopilot.pipeline.training:finish_tuning", inputs=(TaskId.PLAN_TUNING, TaskId.TUNE_WORKER),
           returns="TunedResult"),
     Stage(TaskId.TRAIN_AND_REGISTER, "autopilot.pipeline.training:train_and_register",
@@ -113,7 +121,7 @@ TRAINING: tuple[Stage, ...] = (
     # One promotion at a time, across every model and run. It runs after a skipped review too.
     Stage(TaskId.PROMOTE, "autopilot.pipeline.gates:promote_version",
           inputs=(TaskId.TRAIN_AND_REGISTER, TaskId.DECIDE, TaskId.REVIEW),
-          gated=False, pool=PROMOTION_POOL, trigger_rule="none_failed",
+          gated=False, pool=PROMOTION_POOL, trigger_rule="none_failed", announces=True,
           returns="Promotion"),
     Stage(TaskId.PLAN_DEPLOYMENT, "autopilot.pipeline.deploy:plan_deployment", inputs=(TaskId.PROMOTE, TaskId.SNAPSHOT),
           skippable=True,

@@ -50,12 +50,14 @@ if TYPE_CHECKING:
     from autopilot.settings import Settings
 
 __all__ = [
+    "CONFIG_TAG",
     "finish_tuning",
     "plan_tuning",
     "run_tuning_worker",
     "signature_for",
     "study_name",
     "train_and_register",
+    "trained_on",
     "tune_model",
 ]
 
@@ -79,7 +81,8 @@ def plan_tuning(cfg: LoadedConfig, settings: Settings, ctx: RunContext,
     """Open the run's Optuna study and hand out one assignment per tuning worker.
 
     The study lives in RDB storage under a name derived from the data and search settings,
-    so a retry resumes it and a rerun spends no second budget. A `refit` retrain searches
+    so a retry resumes it and a rerun spends no second budget (a run's own trial budget,
+    `RunContext.n_trials`, gets a study of its own, so it holds exactly that many trials). A `refit` retrain searches
     nothing: it gets one assignment that runs no trial. A `retune` gets its own study, seeded
     with the champion's best trials and the retrain budget.
 
@@ -99,6 +102,9 @@ def plan_tuning(cfg: LoadedConfig, settings: Settings, ctx: RunContext,
         warm = _previous_best_trials(connect(settings), cfg, settings)
         budget = cfg.monitoring.retrain.retune_trials
         name += "-retune"
+    if ctx.n_trials:  # the run's own budget (the trigger form's): a study of its own, so it holds exactly that
+        budget = ctx.n_trials
+        name += f"-n{budget}"
     open_study(cfg, settings.optuna_storage, name, warm_start=warm)
     workers = cfg.tuning.parallel_workers
     return [TuningAssignment(study_name=name, worker=k, n_workers=workers, n_trials=budget, strategy=strategy)
@@ -383,6 +389,7 @@ def _version_tags(cfg: LoadedConfig, ctx: RunContext, snapped: Snapshots, tuned:
         "autopilot.family": str(tuned.best_params["family"]),
         "autopilot.snapshot.train": f"sha256:{snaps['train'].digest}",
         f"autopilot.test_{cfg.metric}": f"{metrics[cfg.metric]:.6f}",
+        CONFIG_TAG: config_hash(cfg),
     }
     if "test" in snaps:
         tags["autopilot.snapshot.test"] = f"sha256:{snaps['test'].digest}"
@@ -392,6 +399,28 @@ def _version_tags(cfg: LoadedConfig, ctx: RunContext, snapped: Snapshots, tuned:
         tags["autopilot.retrain.strategy"] = str(ctx.retrain.get("strategy"))
         tags["autopilot.retrain.reason"] = str(ctx.retrain.get("reason", ""))[:500]
     return tags
+
+
+CONFIG_TAG = "autopilot.config_sha256"  # the config a version was trained with (`config_hash`)
+
+
+def trained_on(cfg: LoadedConfig, settings: Settings, snapped: Mapping[str, Any], newest: int = 100) -> int | None:
+    """The newest version (of the last `newest`) trained on these snapshots with this config, else None.
+
+    The snapshots are content-addressed, so a batch delivered twice is found however it was named.
+    Retrains (with served rows) never match: their data is more than the snapshots say.
+    """
+    snaps = coerce(snapped, Snapshots).snapshots
+    wanted = {f"autopilot.snapshot.{split}": f"sha256:{snaps[split].digest}" for split in ("train", "test")
+              if split in snaps}
+    wanted[CONFIG_TAG] = config_hash(cfg)
+    for version in connect(settings).versions(cfg.registered_model_name, newest_first=True, limit=newest):
+        tags = version.tags or {}
+        same_splits = ("autopilot.snapshot.test" in tags) == ("autopilot.snapshot.test" in wanted)
+        if same_splits and "autopilot.snapshot.recent" not in tags and \
+                all(tags.get(key) == value for key, value in wanted.items()):
+            return int(version.version)
+    return None
 
 
 def _version_ref(version: Any) -> dict[str, Any]:
