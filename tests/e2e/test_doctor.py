@@ -229,7 +229,7 @@ def test_the_doctor_passes_a_good_production_setup(good: dict[str, Any]) -> None
     details = {c["name"]: c["detail"] for c in report["checks"]}
     assert "from an AIRFLOW_CONN_* variable" in details["connection autopilot_slack"]
     assert "from the metadata DB" in details["connection aws_deploy"]  # `airflow connections add` counts
-    assert details["mlflow_tracking"].endswith("lists experiments")
+    assert details["mlflow_tracking"].endswith("lists experiments (from env MLFLOW_TRACKING_URI)")
     assert "schema migrated" in details["metadata_db"]
     for secret in (PG_PASSWORD, SLACK_URL, API_PASSWORD, env["AUTOPILOT_SERVING_TOKEN"], env["AUTOPILOT_SIGNING_KEY"]):
         assert secret not in run.both

@@ -252,16 +252,6 @@ def label_rates(frame: pd.DataFrame, attribute: str, outcome: pd.Series, classif
 # ---------------------------------------------------------------------------------- gates
 
 
-# What a threshold means, for those whose config field has no description of its own.
-_MEANINGS = {
-    "bootstrap_samples": "Bootstrap resamples behind each confidence interval (more: steadier intervals, slower).",
-    "confidence": "Confidence level of those intervals.",
-    "sample_rows": "Rows of the holdout sent to the loaded model to measure it.",
-    "max_load_seconds": "Fail when loading the version as serving does takes longer than this.",
-    "max_p95_latency_ms": "Fail when the 95th percentile latency of a prediction exceeds this (ms).",
-    "max_peak_memory_mb": "Fail when loading and predicting needs more memory than this (MB).",
-}
-
 # The keys of the drafted `gates:` section, per section and task, in the order written. Values
 # are the defaults `config.gates` declares (never repeated here). This is the one place the section
 # is assembled: a new gate key goes in this table (and, if it needs a comment beyond its field's
@@ -291,7 +281,7 @@ def _default(model: type[BaseModel], key: str) -> Any:
 
 
 def _meaning(model: type[BaseModel], key: str) -> str:
-    return model.model_fields[key].description or _MEANINGS.get(key, "")
+    return model.model_fields[key].description or ""
 
 
 def _draft_gates(result: Draft, task: str, rate_lines: list[str], suggested: list[str]) -> None:

@@ -171,15 +171,17 @@ class FairnessGateConfig(Frozen):
 class InfraGateConfig(Frozen):
     """Infra validation: load the version as serving will, query it, measure it."""
 
-    sample_rows: Annotated[int, Field(ge=1)] = Field(default=200, description="Test rows the probe predicts.")
+    sample_rows: Annotated[int, Field(ge=1)] = Field(
+        default=200, description="Rows of the holdout sent to the loaded model to measure it."
+    )
     max_load_seconds: Annotated[float, Field(gt=0)] = Field(
-        default=60.0, description="Longest time loading the version may take."
+        default=60.0, description="Fail when loading the version as serving does takes longer than this."
     )
     max_p95_latency_ms: Annotated[float, Field(gt=0)] = Field(
-        default=1000.0, description="Highest p95 latency of a one-row prediction, in ms."
+        default=1000.0, description="Fail when the 95th percentile latency of a prediction exceeds this (ms)."
     )
     max_peak_memory_mb: Annotated[float, Field(gt=0)] = Field(
-        default=4096.0, description="Highest peak memory of the loaded model while predicting, in MB."
+        default=4096.0, description="Fail when loading and predicting needs more memory than this (MB)."
     )
 
 

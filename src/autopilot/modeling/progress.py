@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["StudyProgress", "TuningWatch", "format_duration", "progress_line", "read_progress"]
+__all__ = ["StudyProgress", "TuningWatch", "format_duration", "progress_line", "read_progress", "schema_ready"]
 
 _RETUNE = "-retune"
 READ_INTERVAL = 1.0  # seconds between two reads of the study while polling
@@ -85,6 +85,28 @@ def read_progress(storage: Any, study_id: int, study_name: str, maximize: bool, 
                          best_family=str(family) if family else None, first_start=min(starts) if starts else None)
 
 
+def schema_ready(url: str) -> bool:
+    """Whether the Optuna storage at `url` exists with its schema complete (Alembic's version row written last).
+
+    The watcher opens the storage only then: Optuna creates its tables and version rows on the first
+    open, and a watcher doing so while the tuning task does the same made one of them fail on a
+    duplicate `alembic_version` row (seen in the demo: the task failed once and was retried).
+    """
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from autopilot.adapters.state_db.engines import answers
+
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and not (parsed.database and Path(parsed.database).is_file()):
+            return False  # not created yet; connecting would create an empty file
+        return bool(answers(url, {}, table="alembic_version"))
+    except Exception:  # not answering (yet): the next poll asks again
+        return False
+
+
 class TuningWatch:
     """Follows the study a training run of one model is tuning, through the Optuna storage.
 
@@ -142,9 +164,13 @@ class TuningWatch:
         """The study's progress now; None while no study of this run is found, or the storage is busy."""
         try:
             if self._storage is None:
+                if not schema_ready(self.storage_url):
+                    return None
                 import optuna
 
-                self._storage = optuna.storages.get_storage(self.storage_url)
+                # Read-only use: never create tables or version rows, which the tuning task does.
+                self._storage = optuna.storages.RDBStorage(self.storage_url, skip_table_creation=True,
+                                                           skip_compatibility_check=True)
             if self._study is None:
                 self._study = self._find()
             if self._study is None:
