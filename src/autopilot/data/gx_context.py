@@ -25,8 +25,6 @@ the stores.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -46,6 +44,7 @@ from great_expectations.data_context import FileDataContext
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.datasource.fluent import PandasDatasource
 
+from autopilot.adapters.state_db.locks import LockTimeout, file_lock
 from autopilot.data.data_docs import CONTEXT_DIR, DOCS_DIR, SITE_SUFFIX
 
 __all__ = [
@@ -74,10 +73,9 @@ DIGEST_KEY = "autopilot_suite_digest"  # in the suite's meta: what the config ma
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # How long a validation waits for another holder (then it raises, and Airflow retries the task).
 WAIT_SECONDS = 600.0
-POLL_SECONDS = 0.05
 
 
-class ContextLockTimeout(TimeoutError):
+class ContextLockTimeout(LockTimeout):
     """Another validation held the GX context for the whole wait."""
 
 
@@ -128,7 +126,7 @@ def file_context(home: Path, wait: float | None = None) -> Iterator[FileDataCont
     """
     root = Path(home).resolve() / CONTEXT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    with _flock(root / LOCK_FILE, WAIT_SECONDS if wait is None else wait):
+    with file_lock(root / LOCK_FILE, "GX context", WAIT_SECONDS if wait is None else wait, ContextLockTimeout):
         mark = root / DIRTY_MARK
         repair = mark.exists()
         if repair:
@@ -254,27 +252,6 @@ def copy_run_pages(index: Path, page: Path, target: Path) -> None:
 
 
 # --------------------------------------------------------------------------- internals
-
-
-@contextlib.contextmanager
-def _flock(path: Path, wait: float) -> Iterator[None]:
-    """An exclusive `flock` on `path`, waited for up to `wait` seconds; released on exit or death."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise ContextLockTimeout(f"the GX context lock {path} stayed held for {wait:.0f} s") from exc
-                time.sleep(POLL_SECONDS)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _write_mark(mark: Path) -> None:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from autopilot.settings import Settings
 
-__all__ = ["WAIT_SECONDS", "LockTimeout", "hold", "state_lock"]
+__all__ = ["WAIT_SECONDS", "LockTimeout", "file_lock", "hold", "state_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,21 @@ def _file_lock(engine: Engine, name: str, wait: float) -> Iterator[None]:
         finally:
             lock.release()
         return
-    fd = _acquire_file(path, name, time.monotonic() + wait, wait)
+    with file_lock(path, name, wait):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, name: str, wait: float = WAIT_SECONDS,
+              timeout_error: type[LockTimeout] = LockTimeout) -> Iterator[None]:
+    """An exclusive `flock` on the file at `path` across processes, released on exit or when the holder dies.
+
+    Args:
+        name: what is locked, for the holder line written in the file and the timeout's message.
+        wait: seconds to wait for another holder.
+        timeout_error: the `LockTimeout` subclass raised when the wait runs out.
+    """
+    fd = _acquire_file(path, name, time.monotonic() + wait, wait, timeout_error)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {name}\n".encode())  # who holds it, for an operator
@@ -171,13 +185,14 @@ def _file_lock(engine: Engine, name: str, wait: float) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
-def _acquire_file(path: Path, name: str, deadline: float, wait: float) -> int:
+def _acquire_file(path: Path, name: str, deadline: float, wait: float,
+                  timeout_error: type[LockTimeout] = LockTimeout) -> int:
     """Lock the file at `path`: the file still there once locked (not one a releaser just deleted)."""
     while True:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            _flock(fd, name, deadline, wait)
+            _flock(fd, name, deadline, wait, timeout_error)
             locked = os.fstat(fd)
             try:
                 current = os.stat(path)
@@ -191,7 +206,7 @@ def _acquire_file(path: Path, name: str, deadline: float, wait: float) -> int:
         os.close(fd)  # the previous holder deleted this file after we opened it: take the new one
 
 
-def _flock(fd: int, name: str, deadline: float, wait: float) -> None:
+def _flock(fd: int, name: str, deadline: float, wait: float, timeout_error: type[LockTimeout]) -> None:
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -200,5 +215,5 @@ def _flock(fd: int, name: str, deadline: float, wait: float) -> None:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
         if time.monotonic() >= deadline:
-            raise LockTimeout(f"lock {name!r} (file lock beside the state database) stayed held for {wait:.0f} s")
+            raise timeout_error(f"lock {name!r} (a file lock) stayed held for {wait:.0f} s")
         time.sleep(POLL_SECONDS)
