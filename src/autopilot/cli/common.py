@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -91,37 +91,27 @@ def rewrite_deprecated(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (argparse names the option in the error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _number(cast: Callable[[str], Any], kind: str, holds: Callable[[Any], bool],
+            rule: str) -> Callable[[str], Any]:
+    """An argparse type: `cast(text)`, refused with `expected <kind>` or `<rule>` (argparse names the option)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not holds(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+        return value
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """An argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+# The numeric option types of the commands.
+positive_int: Callable[[str], int] = _number(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+positive_float: Callable[[str], float] = _number(float, "a number", lambda v: v > 0, "must be greater than 0")
+non_negative_float: Callable[[str], float] = _number(float, "a number", lambda v: 0 <= v < float("inf"),
+                                                     "must be a finite number >= 0")
 
 
 def iso_time(text: str) -> datetime:
