@@ -347,7 +347,7 @@ def _add_operations_commands(sub: Any) -> None:
         sub, "monitor", "monitor one window of served traffic now (drift, performance, decision)",
         "Monitor one window of the inference log in this process, as the monitoring DAG's task does: drift, "
         "realized or estimated performance, anomalies, and the decision (none, alert or retrain) with its reasons, "
-        "printed as JSON. It records the window (and a wanted retrain, against the budget) as the task does, but "
+        "printed as sentences. It records the window (and a wanted retrain, against the budget) as the task does, but "
         "starts no DAG run: the printed conf is what the DAG would start training with.",
         ["autopilot monitor adult_income --minutes 10",
          "autopilot monitor adult_income --start 2026-12-06T20:00 --end 2026-12-06T21:00"])
