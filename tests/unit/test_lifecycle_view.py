@@ -171,6 +171,7 @@ def test_missing_versions_windows_and_history_are_messages(seeded: tuple[Setting
     fresh = views_by_name(settings)["fresh_model"]
     assert fresh.champion is None and fresh.decision is None and fresh.windows == [] and fresh.history == []
     assert fresh.notes["versions"].startswith(NO_VERSIONS)
+    assert fresh.url is None and fresh.data_docs_url is None  # no page for it in MLflow or GX yet: no link
     assert "autopilot_training__fresh_model" in fresh.notes["versions"]
     assert fresh.notes["monitoring"].startswith("No monitoring windows recorded yet")
     assert fresh.notes["history"].startswith("No alias moves recorded yet")

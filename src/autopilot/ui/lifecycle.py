@@ -349,6 +349,7 @@ def _fill_versions(view: ModelView, cfg: LoadedConfig, found: _Found, stem: str)
         if not view.versions and not _has_versions(registry, name):
             view.notes["versions"] = (f"{NO_VERSIONS}: the training DAG autopilot_training__{stem} registers "
                                       "the first one.")
+            view.url = None  # MLflow has no page for it yet: a link would lead to "not found"
             return
         view.notes["versions"] = "Versions are registered, but no champion or challenger alias is set."
         return
