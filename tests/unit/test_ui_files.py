@@ -185,3 +185,31 @@ def test_anonymous_and_forged_requests_get_401_on_the_file_routes(home: tuple[Se
     # A browser opening a report without a login goes to Airflow's login, which comes back to it.
     browser = client(settings, None).get(f"/datadocs/{MODEL}/index.html", headers={"Accept": "text/html"})
     assert browser.status_code == 303 and "next=" in browser.headers["location"]
+
+
+def test_a_report_in_an_s3_artifact_store_is_read_through_the_store_adapter(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from moto import mock_aws
+
+    from autopilot.adapters.storage import open_store
+    from autopilot.ui.files import window_report_file
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    local = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"), "AUTOPILOT_CONFIG_DIR": str(tmp_path)})
+    settings = replace(local, artifact_root="s3://reports-bucket/autopilot")
+    with mock_aws():
+        store = open_store(settings.artifact_root)
+        store.client.create_bucket(Bucket="reports-bucket")  # type: ignore[attr-defined]
+        store.put(report_key(MODEL, WINDOW), b"<html>s3 report</html>")
+        seed_window(settings, MODEL, END, f"s3://reports-bucket/autopilot/{report_key(MODEL, WINDOW)}")
+        found = window_report_file(settings, MODEL, WINDOW)
+        assert found.data == b"<html>s3 report</html>" and found.headers == SERVED_HEADERS
+        seed_window(settings, "gone", END, f"s3://reports-bucket/autopilot/{report_key('gone', WINDOW)}")
+        with pytest.raises(NotServed) as missing:  # the row names it, S3 does not have it
+            window_report_file(settings, "gone", WINDOW)
+        assert missing.value.status == 404
