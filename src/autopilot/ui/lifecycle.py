@@ -63,6 +63,8 @@ __all__ = [
     "gather",
     "gather_model",
     "mlflow_links",
+    "served_data_docs",
+    "served_report",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,6 @@ RECENT_VERSIONS = 10  # rows of the recent-versions table
 COMPARED_TAG = "autopilot.compared_with"
 DAG_RUN_TAG = "autopilot.dag_run_id"
 DAG_ID_TAG = "autopilot.dag_id"
-WINDOW_KEY = "%Y%m%dT%H%M%S"  # a window's id in URLs: its end (UTC), as the artifact store names its folder
 
 SECTIONS = {
     "config": "Config",
@@ -220,24 +221,24 @@ def mlflow_links(settings: Settings, environ: Mapping[str, str] | None = None) -
     Credentials in the URL are dropped: the page is served without authentication.
     """
     env = os.environ if environ is None else environ
-    base = env.get("AUTOPILOT_MLFLOW_UI_URL", "").strip() or settings.mlflow_tracking_uri
-    parts = urlsplit(base)
+    return MlflowLinks(_web_base(env.get("AUTOPILOT_MLFLOW_UI_URL", "").strip() or settings.mlflow_tracking_uri))
+
+
+def _web_base(url: str) -> str | None:
+    """`url` as a link base: http(s) only, without credentials, query or trailing slash; None otherwise."""
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return MlflowLinks(None)
+        return None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return MlflowLinks(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def airflow_links(environ: Mapping[str, str] | None = None) -> AirflowLinks:
     """Airflow UI links under `AIRFLOW__API__BASE_URL` (credentials dropped), else relative to the api-server root."""
     env = os.environ if environ is None else environ
-    parts = urlsplit(env.get("AIRFLOW__API__BASE_URL", "").strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return AirflowLinks("")  # the page is served by the api-server itself: `/dags/...` is on it
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return AirflowLinks(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
+    # Without a base URL, root-relative: the page is served by the api-server itself, `/dags/...` is on it.
+    return AirflowLinks(_web_base(env.get("AIRFLOW__API__BASE_URL", "").strip()) or "")
 
 
 def gather(settings: Settings, links: MlflowLinks | None = None, airflow: AirflowLinks | None = None) -> list[
@@ -303,7 +304,9 @@ def served_data_docs(model: str, page: str | Path) -> str:
 
 def served_report(model: str, window_end: datetime) -> str:
     """The plugin's (relative) URL of a window's Evidently report."""
-    return f"reports/{quote(model, safe='')}/{window_end.astimezone(UTC):{WINDOW_KEY}}"
+    from autopilot.ui.files import WINDOW_FORMAT  # a window's id: its end (UTC), as the store names its folder
+
+    return f"reports/{quote(model, safe='')}/{window_end.astimezone(UTC):{WINDOW_FORMAT}}"
 
 
 def _section(view: ModelView, name: str, fill: Callable[[], None]) -> None:
