@@ -20,8 +20,9 @@ routes refuse anonymous requests.
 
 Screenshots are kept in `${AUTOPILOT_TEST_ARTIFACTS:-<project>/test-artifacts}`:
 `models-page.png` (the plugin's page after login, full height), `models-airflow-ui.png`
-(Airflow's UI embedding it at `/plugin/models`) and `models-evidently-report.png` (a window's
-Evidently report as the plugin serves it, sandboxed).
+(Airflow's UI embedding it at `/plugin/models`), `models-evidently-report.png` (a window's
+Evidently report as the plugin serves it, sandboxed) and `models-data-docs.png` (the Data Docs
+page of the champion's validation; GX loads its styles from CDNs, unreachable here).
 
 Chromium is installed by `scripts/ensure_debian_tools.sh`; without it the two browser tests skip
 (the REST checks still run), unless AUTOPILOT_REQUIRE_SERVICES=1 (CI), where they fail.
@@ -326,6 +327,12 @@ async def _links_after_login(devtools: _DevTools, session: str, served: Served, 
     links = await devtools.evaluate(session, "Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
     cookies = (await devtools.call("Network.getCookies", session, urls=[served.url]))["cookies"]
     cookie = next(c["value"] for c in cookies if c["name"] == "_token")
+    docs = next(link for link in links if "/autopilot/datadocs/" in link and "/validations/" in link)
+    await devtools.call("Page.navigate", session, url=docs)
+    await devtools.wait_for(session, "document.body && document.body.innerText.includes('Validation')", timeout=60)
+    await asyncio.sleep(1.0)
+    data = (await devtools.call("Page.captureScreenshot", session, format="png"))["data"]
+    (shot.parent / "models-data-docs.png").write_bytes(base64.b64decode(data))
     report = next(link for link in links if "/autopilot/reports/" in link)
     await devtools.call("Page.navigate", session, url=report)
     text = await devtools.wait_for(session, "document.body && document.body.innerText.includes('Drift') "
