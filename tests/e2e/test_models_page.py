@@ -1,9 +1,11 @@
 """The Models page in a real Airflow api-server, behind Airflow's login, rendered by headless Chromium.
 
-The module starts only what the page needs: the embedded set-up's metadata DB and one
-api-server on a free loopback port with the project's plugins folder (the page reads MLflow's
-SQLite store and the state DB directly, so no scheduler, DAG processor or MLflow server). A
-model's lifecycle is seeded without training (tests/lifecycle_support.py) while Airflow migrates.
+The module starts only what the page needs: the embedded set-up's metadata DB, one api-server
+on a free loopback port with the project's plugins folder (the page reads MLflow's SQLite store
+and the state DB directly, so no scheduler or DAG processor), and the embedded MLflow server, so
+that the page's MLflow links can be followed. A model's lifecycle is seeded without training
+(tests/lifecycle_support.py), with real Great Expectations Data Docs and Evidently reports,
+while Airflow migrates.
 
 Airflow serves plugin apps without its auth, so the page checks the Airflow token itself: an
 anonymous or forged request gets 401 (a browser is sent to Airflow's login page), a logged-in
@@ -11,9 +13,16 @@ one the page. The browser tests log in through Airflow's real login page (the si
 manager's form, typed into over the DevTools protocol), each in its own browser context, and
 land back on the page.
 
+Every link on the page is followed as the logged-in browser's user (its Airflow session
+cookie): the Airflow run, the MLflow run and version (and the entity each names, through MLflow's
+REST API), the Data Docs pages and the Evidently reports the plugin serves; the plugin's report
+routes refuse anonymous requests.
+
 Screenshots are kept in `${AUTOPILOT_TEST_ARTIFACTS:-<project>/test-artifacts}`:
-`models-page.png` (the plugin's page after login) and `models-airflow-ui.png` (Airflow's UI
-embedding it at `/plugin/models`).
+`models-page.png` (the plugin's page after login, full height), `models-airflow-ui.png`
+(Airflow's UI embedding it at `/plugin/models`), `models-evidently-report.png` (a window's
+Evidently report as the plugin serves it, sandboxed) and `models-data-docs.png` (the Data Docs
+page of the champion's validation; GX loads its styles from CDNs, unreachable here).
 
 Chromium is installed by `scripts/ensure_debian_tools.sh`; without it the two browser tests skip
 (the REST checks still run), unless AUTOPILOT_REQUIRE_SERVICES=1 (CI), where they fail.
@@ -36,6 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
@@ -66,6 +76,7 @@ class Served:
     seeded: Seeded
     artifacts: Path
     profiles: Path
+    mlflow_url: str
 
     def token(self) -> str:
         reply = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password}, timeout=30)
@@ -100,17 +111,31 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         # No MLflow server runs here; the links are still built (and checked) against where it would be.
         mp.setenv("AUTOPILOT_MLFLOW_UI_URL", f"http://127.0.0.1:{embedded.mlflow_port}")
         server = _start_api_server_while(embedded, lambda: seed_model(settings, MODEL))
+        mlflow = _start_mlflow(embedded)  # after the seed: the seed made MLflow's tables
         try:
             seeded = server.pop("result")
             write_config(settings.config_dir, "not_trained_yet", "Registered nowhere yet.")
             url = f"http://127.0.0.1:{embedded.airflow_port}"
             _wait_up(url, server["process"], embedded.run_dir / "api-server.log")
+            mlflow_url = f"http://127.0.0.1:{embedded.mlflow_port}"
+            _wait_up(mlflow_url, mlflow, embedded.run_dir / "mlflow.log", probe="/health")
             password = embedded.admin_password()
             assert password
-            yield Served(url, password, embedded._secret("jwt_secret"), seeded, artifacts_dir(), root / "chromium")
+            yield Served(url, password, embedded._secret("jwt_secret"), seeded, artifacts_dir(), root / "chromium",
+                         mlflow_url)
         finally:
             _stop_group(server["process"].pid)
+            _stop_group(mlflow.pid)
     assert not _alive(server["process"].pid), "the api-server outlived the test"
+    assert not _alive(mlflow.pid), "the MLflow server outlived the test"
+
+
+def _start_mlflow(embedded: Embedded) -> subprocess.Popen[bytes]:
+    """The embedded MLflow server (its UI is what the page's MLflow links open), in its own process group."""
+    command, extra = embedded._services()["mlflow"]
+    with open(embedded.run_dir / "mlflow.log", "w") as log:
+        return subprocess.Popen(command, env={**embedded.env(), **extra}, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def _start_api_server_while(embedded: Embedded, work: Any) -> dict[str, Any]:
@@ -140,27 +165,29 @@ def _start_api_server_while(embedded: Embedded, work: Any) -> dict[str, Any]:
     return started
 
 
-def _wait_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+def _wait_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120,
+             probe: str = "/api/v2/version") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, f"the api-server exited:\n{log.read_text()[-3000:]}"
+        assert process.poll() is None, f"{url} exited:\n{log.read_text()[-3000:]}"
         try:
-            if httpx.get(f"{url}/api/v2/version", timeout=5).status_code == 200:
+            if httpx.get(f"{url}{probe}", timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    raise AssertionError(f"the api-server did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
+    raise AssertionError(f"{url} did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def check_png(path: Path, size: tuple[int, int]) -> None:
-    """A real screenshot: PNG of the window's size, not blank (many colours, not one flat tone)."""
+def check_png(path: Path, size: tuple[int, int] | None) -> None:
+    """A real screenshot: PNG of the window's size (None: any), not blank (many colours, not one flat tone)."""
     import numpy as np
     from matplotlib import image
 
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    assert struct.unpack(">II", data[16:24]) == size  # IHDR width, height
+    if size is not None:
+        assert struct.unpack(">II", data[16:24]) == size  # IHDR width, height
     assert len(data) > 30_000, f"suspiciously small screenshot: {len(data)} bytes"
     pixels = image.imread(str(path))[..., :3]
     colours = np.unique((pixels.reshape(-1, 3) * 255).astype(np.uint8), axis=0)
@@ -232,7 +259,9 @@ def test_models_page_after_logging_in_through_airflow(served: Served) -> None:
     assert f"challenger v{served.seeded.challenger}" in card.group(0)
     assert card.group(0).count('class="window-mark') == served.seeded.window_count
     assert "No versions registered yet" in dom  # the second model, never trained
-    check_png(shot, WINDOW)
+    assert card.group(0).count('class="check"') >= 10  # each gate's gated metrics
+    check_png(shot, None)
+    assert struct.unpack(">II", shot.read_bytes()[16:24])[1] > WINDOW[1]  # the full page, taller than a screen
 
 
 def test_airflow_ui_embeds_the_page_at_plugin_models(served: Served) -> None:
@@ -244,6 +273,74 @@ def test_airflow_ui_embeds_the_page_at_plugin_models(served: Served) -> None:
     assert f"champion v{served.seeded.champion}" in text, text[:1000]
     assert location.endswith("/plugin/models/autopilot/")  # the iframe's path, mirrored by the UI
     check_png(shot, WINDOW)
+
+
+def test_every_link_on_the_page_answers_200_for_the_logged_in_user(served: Served) -> None:
+    chromium_or_skip()
+    pytest.importorskip("websockets", reason="the DevTools-protocol browser tests need the websockets package")
+    shot = served.artifacts / "models-evidently-report.png"
+    shot.unlink(missing_ok=True)
+    links, cookie, report_text = asyncio.run(_in_browser(served, lambda dt, s: _links_after_login(dt, s, served,
+                                                                                                 shot)))
+    kinds = {kind: [link for link in links if kind in link] for kind in (
+        "/dags/", "/autopilot/datadocs/", "/autopilot/reports/", "/#/experiments/", "/versions/")}
+    assert all(kinds.values()), {k: len(v) for k, v in kinds.items()}
+    assert len(kinds["/autopilot/reports/"]) == len(served.seeded.reported_windows)
+    failures = {link: status for link in sorted(set(links)) if (status := _follow(link, served, cookie)) != 200}
+    assert not failures, failures
+    for link in kinds["/autopilot/datadocs/"] + kinds["/autopilot/reports/"]:
+        anonymous = httpx.get(link, timeout=30)
+        assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer"), link
+        assert httpx.get(link, headers={"Accept": "text/html"}, timeout=30).status_code == 303  # to the login
+    assert "Drift" in report_text  # Evidently's scripts ran inside the sandbox and drew the report
+    check_png(shot, WINDOW)
+
+
+def _follow(link: str, served: Served, cookie: str) -> int:
+    """The status a link answers: on the api-server with the browser's session cookie, on MLflow with the
+    entity its UI route names looked up through MLflow's REST API (the UI itself answers any route)."""
+    if link.startswith(served.url):
+        return httpx.get(link, cookies={"_token": cookie}, timeout=60, follow_redirects=False).status_code
+    assert link.startswith(served.mlflow_url), link
+    page = httpx.get(link, timeout=60)
+    if page.status_code != 200:
+        return page.status_code
+    route = unquote(urlsplit(link).fragment).strip("/").split("/")
+    api = f"{served.mlflow_url}/api/2.0/mlflow"
+    if route[:1] == ["experiments"] and len(route) == 4:
+        return httpx.get(f"{api}/runs/get", params={"run_id": route[3]}, timeout=30).status_code
+    if route[:1] == ["models"] and len(route) == 4:
+        return httpx.get(f"{api}/model-versions/get", params={"name": route[1], "version": route[3]},
+                         timeout=30).status_code
+    if route[:1] == ["models"] and len(route) == 2:
+        return httpx.get(f"{api}/registered-models/get", params={"name": route[1]}, timeout=30).status_code
+    return page.status_code  # the MLflow UI's home
+
+
+async def _links_after_login(devtools: _DevTools, session: str, served: Served, shot: Path) -> tuple[list[str], str,
+                                                                                                      str]:
+    """Log in through the page, collect every link's absolute href and the session cookie, then open a report."""
+    await devtools.call("Page.navigate", session, url=f"{served.url}/autopilot/")
+    await _log_in(devtools, session, served, expected_next="/autopilot/")
+    await devtools.wait_for(session, "location.pathname === '/autopilot/' && "
+                                     "!!document.querySelector('table.versions')")
+    links = await devtools.evaluate(session, "Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+    cookies = (await devtools.call("Network.getCookies", session, urls=[served.url]))["cookies"]
+    cookie = next(c["value"] for c in cookies if c["name"] == "_token")
+    docs = next(link for link in links if "/autopilot/datadocs/" in link and "/validations/" in link)
+    await devtools.call("Page.navigate", session, url=docs)
+    await devtools.wait_for(session, "document.body && document.body.innerText.includes('Validation')", timeout=60)
+    await asyncio.sleep(1.0)
+    data = (await devtools.call("Page.captureScreenshot", session, format="png"))["data"]
+    (shot.parent / "models-data-docs.png").write_bytes(base64.b64decode(data))
+    report = next(link for link in links if "/autopilot/reports/" in link)
+    await devtools.call("Page.navigate", session, url=report)
+    text = await devtools.wait_for(session, "document.body && document.body.innerText.includes('Drift') "
+                                            "&& document.body.innerText", timeout=90)
+    await asyncio.sleep(1.0)  # the charts' layout after their text is there
+    data = (await devtools.call("Page.captureScreenshot", session, format="png"))["data"]
+    shot.write_bytes(base64.b64decode(data))
+    return [str(link) for link in links], str(cookie), str(text)
 
 
 async def _in_browser(served: Served, scenario: Any) -> Any:
@@ -344,7 +441,11 @@ async def _page_after_login(devtools: _DevTools, session: str, served: Served, s
     await devtools.wait_for(session, f"location.pathname === '/autopilot/' && document.body && "
                                      f"document.body.innerText.includes('champion v{served.seeded.champion}')")
     dom = await devtools.evaluate(session, "document.documentElement.outerHTML")
-    data = (await devtools.call("Page.captureScreenshot", session, format="png"))["data"]
+    # The whole page, not only the first screen: the gates and the windows' reports are further down.
+    height = await devtools.evaluate(session, "document.documentElement.scrollHeight")
+    clip = {"x": 0, "y": 0, "width": WINDOW[0], "height": int(height), "scale": 1}
+    data = (await devtools.call("Page.captureScreenshot", session, format="png", clip=clip,
+                                captureBeyondViewport=True))["data"]
     shot.write_bytes(base64.b64decode(data))
     return login_path, login_text, str(dom)
 

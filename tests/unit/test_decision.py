@@ -43,3 +43,7 @@ def test_record_and_tags() -> None:
     tags = decision_tags(record)
     assert tags["autopilot.decision"] == "reject" and tags["autopilot.gate.fairness"] == "failed"
     assert tags["autopilot.decision_reasons"] == "fairness: fairness broke"
+    assert tags["autopilot.compared_with"] == "2"
+    first = decision_tags(decision_record("m", 1, gates, run_id="r", data_snapshot="abc", actor="a", dag_run="d",
+                                          baseline_version=None))
+    assert "autopilot.compared_with" not in first  # a first run was compared with no champion

@@ -75,6 +75,43 @@ def test_gather_reads_every_section_from_the_stores(seeded: tuple[Settings, Seed
     assert view.thresholds == {"alert": 0.1, "retrain": 0.15, "severe": 0.6}
 
 
+def test_versions_carry_what_they_were_compared_with_and_where_they_came_from(
+        seeded: tuple[Settings, Seeded]) -> None:
+    settings, story = seeded
+    view = views_by_name(settings)[MODEL]
+    assert view.champion is not None and view.challenger is not None
+    # v1 was a first run; v2 was compared with v1; v3 (rejected) with v1 after the rollback.
+    assert (view.champion.compared_with, view.challenger.compared_with) == (None, 1)
+    assert [(v.version, v.compared_with, v.decision) for v in view.versions] == [
+        (3, 1, "reject"), (2, 1, "promote"), (1, None, "promote")]
+    assert [v.aliases for v in view.versions] == [[], ["challenger"], ["champion"]]
+    assert len({v.version for v in view.versions}) == len(view.versions)
+    # The Airflow run that registered each version, under the api-server (no AIRFLOW__API__BASE_URL here).
+    assert view.champion.airflow_url == f"/dags/autopilot_training__{MODEL}/runs/seed-1"
+    assert view.versions[0].airflow_url == f"/dags/autopilot_training__{MODEL}/runs/seed-3"
+    # The Data Docs page of the validation of that run's training data, in the model's real GX site.
+    (page,) = view.champion.data_docs.values()
+    assert page.startswith(f"datadocs/{MODEL}/validations/{MODEL}_suite/{MODEL}.train.seed-1/")
+    assert page.endswith(".html")
+    assert (settings.home / "gx/uncommitted/data_docs" / f"{MODEL}_site" / page.split("/", 2)[2]).is_file()
+    assert view.data_docs_url == f"datadocs/{MODEL}/index.html"
+    # The newest windows link their Evidently report; the others stored none.
+    assert [w.report_url for w in view.windows if w.report_url] == [
+        f"reports/{MODEL}/{window}" for window in story.reported_windows]
+    assert sum(1 for w in view.windows if w.report_url is None) == story.window_count - len(story.reported_windows)
+
+
+def test_airflow_links_follow_the_base_url() -> None:
+    from autopilot.ui.lifecycle import airflow_links
+
+    assert airflow_links({}).dag_run("d", "r") == "/dags/d/runs/r"
+    links = airflow_links({"AIRFLOW__API__BASE_URL": "https://user:pw@airflow.example/prefix/"})
+    assert links.dag_run("autopilot_training__m", "manual__2026-01-01T00:00:00+00:00") == (
+        "https://airflow.example/prefix/dags/autopilot_training__m/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00")
+    assert airflow_links({"AIRFLOW__API__BASE_URL": "javascript:alert(1)"}).dag_run("d", "r") == "/dags/d/runs/r"
+    assert links.dag_run(None, "r") is None
+
+
 def test_page_shows_model_versions_metrics_gates_history_and_chart(seeded: tuple[Settings, Seeded]) -> None:
     settings, story = seeded
     html = page_html(settings)
@@ -87,6 +124,30 @@ def test_page_shows_model_versions_metrics_gates_history_and_chart(seeded: tuple
         assert f'data-gate="{gate}" data-result="pass"' in card
     assert "equalized odds difference by sex 0.27" in card
     assert card.count('<tr class="move">') == 3
+    # Side by side: one column per version, with what each was compared with and its links.
+    versions = re.search(r'<table class="versions">.*?</table>', card, re.S)
+    assert versions is not None
+    assert re.findall(r'<th data-version="(\d+)">', versions.group(0)) == ["1", "2"]
+    assert "first run (no champion)" in versions.group(0) and "compared with v1" in versions.group(0)
+    for text in ("Airflow run", "MLflow run", "MLflow version", "Data Docs (train)"):
+        assert versions.group(0).count(f"{text} ↗") == 2, text
+    recent = re.search(r'<table class="recent">.*?</table>', card, re.S)
+    assert recent is not None and re.findall(r'data-version="(\d+)"', recent.group(0)) == ["3", "2", "1"]
+    # Each gate's gated metrics, not incidental numbers (rows, seconds).
+    quality = re.search(r'data-gate="quality".*?</table>', card, re.S)
+    assert quality is not None
+    assert "Δ +0.0089" in quality.group(0) and "0.9012" in quality.group(0) and "champion v1" in quality.group(0)
+    assert "difference ≥ -0.005" in quality.group(0) and "≥ 0.85" in quality.group(0)
+    fairness = re.search(r'data-gate="fairness".*?</table>', card, re.S)
+    assert fairness is not None
+    assert re.search(r'data-status="gated" data-outcome="failed"><td>sex: equalized_odds_difference</td>',
+                     fairness.group(0))
+    assert 'data-status="report-only" data-outcome=""><td>sex: demographic_parity_ratio' in fairness.group(0)
+    assert "0.2600 … 0.2900" in fairness.group(0) and "≤ 0.25" in fairness.group(0)
+    explain = re.search(r'data-gate="explainability".*?</table>', card, re.S)
+    assert explain is not None and "seconds" not in explain.group(0) and "rows" not in explain.group(0)
+    assert card.count("Evidently report ↗") == len(story.reported_windows)
+    assert f'href="datadocs/{MODEL}/index.html"' in card
     assert "v2 → v1" in card and "rollback" in card
     svg = re.search(r'<svg class="drift-chart".*?</svg>', card, re.S)
     assert svg is not None
@@ -110,6 +171,7 @@ def test_missing_versions_windows_and_history_are_messages(seeded: tuple[Setting
     fresh = views_by_name(settings)["fresh_model"]
     assert fresh.champion is None and fresh.decision is None and fresh.windows == [] and fresh.history == []
     assert fresh.notes["versions"].startswith(NO_VERSIONS)
+    assert fresh.url is None and fresh.data_docs_url is None  # no page for it in MLflow or GX yet: no link
     assert "autopilot_training__fresh_model" in fresh.notes["versions"]
     assert fresh.notes["monitoring"].startswith("No monitoring windows recorded yet")
     assert fresh.notes["history"].startswith("No alias moves recorded yet")
@@ -166,9 +228,11 @@ def test_routes_serve_html_and_json_and_nothing_writes(seeded: tuple[Settings, S
     models = {m["name"]: m for m in data["models"]}
     assert set(models) == {MODEL, "fresh_model", "zz_broken"}
     assert models[MODEL]["champion"]["version"] == story.champion
-    assert models[MODEL]["decision"]["gates"][2] == {
-        "name": "fairness", "passed": False, "reasons": [FAIRNESS_REASON], "requires_review": False,
-        "missing": False, "highlights": {"eod_upper": 0.27}}
+    fairness = models[MODEL]["decision"]["gates"][2]
+    assert (fairness["name"], fairness["passed"], fairness["reasons"]) == ("fairness", False, [FAIRNESS_REASON])
+    assert {"metric": "sex: equalized_odds_difference", "value": 0.27, "status": "gated", "outcome": "failed",
+            "champion": None, "difference": None, "interval": [0.26, 0.29], "confidence": 0.95,
+            "threshold": "≤ 0.25", "compared_with": None} in fairness["checks"]
     assert len(models[MODEL]["windows"]) == story.window_count
     assert client.get("/icon.svg").headers["content-type"].startswith("image/svg+xml")
     # Read-only: no write route at all, even for a logged-in user.
@@ -176,6 +240,48 @@ def test_routes_serve_html_and_json_and_nothing_writes(seeded: tuple[Settings, S
     assert methods <= {"GET", "HEAD"}, methods
     assert client.post("/", json={}).status_code == 405
     assert client.get("/openapi.json").status_code == 404
+
+
+def test_the_seeded_reports_are_served_behind_the_login(seeded: tuple[Settings, Seeded], tokens: Tokens) -> None:
+    from fastapi.testclient import TestClient
+
+    from autopilot.ui.files import SERVED_HEADERS
+
+    settings, story = seeded
+    client = TestClient(guarded_app(settings), headers={"Authorization": f"Bearer {tokens.valid()}"})
+    view = views_by_name(settings)[MODEL]
+    assert view.champion is not None
+    reports = [w.report_url for w in view.windows if w.report_url]
+    urls = [view.data_docs_url, *view.champion.data_docs.values(), *reports]
+    assert len(urls) == 2 + len(story.reported_windows)
+    for url in urls:
+        reply = client.get(f"/{url}")
+        assert reply.status_code == 200, url
+        assert reply.headers["content-type"] == "text/html; charset=utf-8"
+        assert reply.headers["content-security-policy"].startswith("sandbox allow-scripts")
+        assert len(reply.content) > 2000, url  # real pages, not stubs
+    report = client.get(f"/{urls[-1]}")
+    assert report.headers["content-security-policy"] == SERVED_HEADERS["Content-Security-Policy"]
+    assert "Drift" in report.text and "<script" in report.text  # Evidently's own page, scripts and all
+    page = client.get(f"/{urls[1]}").text
+    assert f"{MODEL}.train.seed-1" in page and "Expectation Validation Result" in page  # GX's page of that run
+    anonymous = TestClient(guarded_app(settings))
+    assert all(anonymous.get(f"/{url}").status_code == 401 for url in urls)
+
+
+def test_one_version_holding_both_aliases_is_one_column() -> None:
+    from autopilot.ui.lifecycle import VersionView
+
+    both = VersionView(version=2, aliases=["challenger", "champion"], run_id="r" * 32, status="READY",
+                       created_at="2026-12-07T01:00:00+00:00", family="linear", metrics={"roc_auc": 0.9},
+                       decision="promote", compared_with=1)
+    model = ModelView(name="m", config_file="m.yaml", metric="roc_auc", champion=both, challenger=both,
+                      versions=[both])
+    html = render_page([model], "2026-12-07T01:00:00", None)
+    table = re.search(r'<table class="versions">.*?</table>', html, re.S)
+    assert table is not None and re.findall(r'<th data-version="(\d+)">', table.group(0)) == ["2"]
+    assert "champion</span>" in table.group(0) and "challenger</span>" in table.group(0)
+    assert "compared with v1" in table.group(0)
 
 
 def test_lazy_app_builds_the_app_on_first_request(seeded: tuple[Settings, Seeded], tokens: Tokens) -> None:

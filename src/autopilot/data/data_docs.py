@@ -6,13 +6,21 @@ The file context lives in `<home>/gx/` (`autopilot.data.gx_context`); each model
 
 from __future__ import annotations
 
+import glob
+import re
 from pathlib import Path
 
-__all__ = ["CONTEXT_DIR", "DOCS_DIR", "SITE_SUFFIX", "data_docs_indexes", "site_dir"]
+__all__ = ["CONTEXT_DIR", "DOCS_DIR", "SITE_SUFFIX", "data_docs_indexes", "run_name", "site_dir", "validation_pages"]
 
 CONTEXT_DIR = "gx"  # under the autopilot home
 DOCS_DIR = Path("uncommitted") / "data_docs"  # under the context
 SITE_SUFFIX = "_site"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def run_name(model: str, split: str, run_id: str) -> str:
+    """The GX run name of one validation: `<model>.<split>.<run id>` (GX keys forbid `/`)."""
+    return f"{model}.{_UNSAFE.sub('-', split)}.{_UNSAFE.sub('-', run_id)}"
 
 
 def site_dir(home: Path, model: str) -> Path:
@@ -28,3 +36,26 @@ def data_docs_indexes(home: Path) -> dict[str, Path]:
         for index in sorted(docs.glob(f"*{SITE_SUFFIX}/index.html")):
             found[index.parent.name.removesuffix(SITE_SUFFIX)] = index.resolve()
     return found
+
+
+def validation_pages(home: Path, model: str, run_id: str) -> dict[str, Path]:
+    """The Data Docs page of each split a DAG run validated, relative to the model's site, by split.
+
+    The site keeps `validations/<suite>/<run name>/<run time>/<batch id>.html`; a split validated
+    twice by one run (a retried task) gives its newest page.
+    """
+    site = site_dir(home, model)
+    suite = site / "validations" / f"{model}_suite"
+    found: dict[str, Path] = {}
+    if not suite.is_dir():
+        return found
+    tail = f".{_UNSAFE.sub('-', run_id)}"
+    for folder in sorted(suite.glob(f"{glob.escape(model)}.*{glob.escape(tail)}")):
+        split = folder.name.removeprefix(f"{model}.").removesuffix(tail)
+        if not split or folder.name != run_name(model, split, run_id):
+            continue
+        pages = sorted(folder.glob("*/*.html"))
+        if pages:
+            found[split] = pages[-1].relative_to(site)  # run times sort as text: newest last
+    return found
+

@@ -45,7 +45,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.datasource.fluent import PandasDatasource
 
 from autopilot.adapters.state_db.locks import LockTimeout, file_lock
-from autopilot.data.data_docs import CONTEXT_DIR, DOCS_DIR, SITE_SUFFIX
+from autopilot.data.data_docs import CONTEXT_DIR, DOCS_DIR, SITE_SUFFIX, run_name
 
 __all__ = [
     "CONTEXT_DIR",
@@ -70,7 +70,6 @@ _DEFAULT_SITE = "local_site"  # GX's own site: it would render every model's res
 _DATASOURCE = "autopilot"
 _BATCH = "whole_frame"
 DIGEST_KEY = "autopilot_suite_digest"  # in the suite's meta: what the config made of it
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # How long a validation waits for another holder (then it raises, and Airflow retries the task).
 WAIT_SECONDS = 600.0
 
@@ -107,11 +106,6 @@ class ModelNames:
                 "profiling": "None",
             },
         }
-
-
-def run_name(model: str, split: str, run_id: str) -> str:
-    """The GX run name of one validation: `<model>.<split>.<run id>` (GX keys forbid `/`)."""
-    return f"{model}.{_UNSAFE.sub('-', split)}.{_UNSAFE.sub('-', run_id)}"
 
 
 @contextlib.contextmanager

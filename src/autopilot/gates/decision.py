@@ -61,6 +61,8 @@ def decision_tags(record: dict[str, Any]) -> dict[str, str]:
         "autopilot.decided_at": record["decided_at"],
         "autopilot.decided_by": record["actor"],
     }
+    if record.get("baseline_version") is not None:  # the champion it was compared with (the Models page lists it)
+        tags["autopilot.compared_with"] = str(record["baseline_version"])
     for gate in record["gates"]:
         tags[f"autopilot.gate.{gate['name']}"] = "passed" if gate["passed"] else "failed"
     if record["reasons"]:

@@ -1,4 +1,6 @@
-"""The Models page as a FastAPI app: `GET /` (HTML), `GET /api/models` (JSON), `GET /icon.svg`. Read-only.
+"""The Models page as a FastAPI app: `GET /` (HTML), `GET /api/models` (JSON), `GET /icon.svg`, and the
+reports it links to: `GET /datadocs/<model>/<file>` (the model's Great Expectations Data Docs site)
+and `GET /reports/<model>/<window>` (a monitoring window's Evidently report). Read-only.
 
 SECURITY: Airflow serves a plugin's `fastapi_apps` WITHOUT its authentication (the auth manager
 guards `/api/v2` and the UI, not mounted sub-apps), so this app checks the caller itself, on
@@ -16,6 +18,12 @@ metadata, and strips credentials from the MLflow URL and from error messages. Th
 no scripts and is sent with a Content-Security-Policy that forbids them, so a hostile string in
 a config or gate reason cannot run in the browser even if escaping were ever missed.
 `frame-ancestors 'self'` lets Airflow's UI (same origin) embed it at `/plugin/models`.
+
+The reports carry scripts of their own (Evidently's charts, GX's site), so they are served with
+`Content-Security-Policy: sandbox allow-scripts ...` (`autopilot.ui.files.SERVED_HEADERS`): they
+run in an opaque origin, where they cannot read Airflow's cookies or call its API as the user.
+They sit behind the same login check as the page, and `autopilot.ui.files` only ever reads files
+inside the model's Data Docs site or the window's own report key in the artifact store.
 
 What the page gathers from MLflow and the state DB is cached for `AUTOPILOT_UI_CACHE_SECONDS`
 (default 30 s; 0 turns the cache off) in a small bounded cache, and concurrent requests wait for
@@ -207,6 +215,18 @@ def create_app(settings_factory: Callable[[], Settings] = _settings_from_env, *,
                    "models": [view.as_dict() for view in snapshot["views"]]}
         return JSONResponse(payload, headers=SECURITY_HEADERS)
 
+    @app.get("/datadocs/{model}/{path:path}")
+    def data_docs(model: str, path: str) -> Response:
+        from autopilot.ui.files import data_docs_file
+
+        return _served(lambda: data_docs_file(settings_factory(), model, path))
+
+    @app.get("/reports/{model}/{window}")
+    def window_report(model: str, window: str) -> Response:
+        from autopilot.ui.files import window_report_file
+
+        return _served(lambda: window_report_file(settings_factory(), model, window))
+
     @app.get("/icon.svg")
     def icon() -> Response:
         return Response(ICON, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=86400"})
@@ -243,6 +263,19 @@ def _refusal(request: Request, refused: AuthError, authenticator: Authenticator)
     return JSONResponse({"detail": refused.reason}, status_code=refused.status, headers=headers)
 
 
+def _served(find: Callable[[], Any]) -> StarletteResponse:
+    """A file the plugin serves (Data Docs, an Evidently report), or the reason it does not."""
+    from fastapi.responses import JSONResponse, Response
+
+    from autopilot.ui.files import NotServed
+
+    try:
+        found = find()
+    except NotServed as refused:
+        return JSONResponse({"detail": refused.reason}, status_code=refused.status, headers=SECURITY_HEADERS)
+    return Response(found.data, media_type=found.content_type, headers=found.headers)
+
+
 def _busy() -> StarletteResponse:
     from fastapi.responses import JSONResponse
 
@@ -274,7 +307,8 @@ class LazyApp:
 
 def _cached_snapshot(cache: SnapshotCache, settings: Settings) -> dict[str, Any] | None:
     """The gathered state, at most `cache.ttl` seconds old; None when another gather holds it up too long."""
-    key = (settings, os.environ.get("AUTOPILOT_MLFLOW_UI_URL"))  # the links come from the environment too
+    # The links come from the environment too.
+    key = (settings, os.environ.get("AUTOPILOT_MLFLOW_UI_URL"), os.environ.get("AIRFLOW__API__BASE_URL"))
     try:
         return cache.get(key, lambda: _snapshot(settings))
     except GatherBusy:
@@ -282,8 +316,8 @@ def _cached_snapshot(cache: SnapshotCache, settings: Settings) -> dict[str, Any]
 
 
 def _snapshot(settings: Settings) -> dict[str, Any]:
-    from autopilot.ui.lifecycle import gather, mlflow_links
+    from autopilot.ui.lifecycle import airflow_links, gather, mlflow_links
 
     links = mlflow_links(settings)
-    return {"views": gather(settings, links), "mlflow_ui": links.base,
+    return {"views": gather(settings, links, airflow_links()), "mlflow_ui": links.base,
             "generated_at": datetime.now(UTC).isoformat(timespec="seconds")}

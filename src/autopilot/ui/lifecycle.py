@@ -9,7 +9,18 @@ thresholds, and the champion's alias history. Each comes from where the project 
 - the decision record: the `decision/decision.json` artifact on the version's run, falling back
   to the version's `autopilot.decision` / `autopilot.gate.*` tags when the artifact is unreadable;
 - alias history: `autopilot.versions.promotion.history` (state DB);
-- monitoring windows: `autopilot.monitoring.state.last_windows` (state DB).
+- monitoring windows: `autopilot.monitoring.state.last_windows` (state DB), each with a link to its
+  Evidently report when the window stored one (`html_uri`), served by the plugin (`reports/...`);
+- the Airflow DAG run that produced a version: its `autopilot.dag_run_id` tag, linked under
+  `AIRFLOW__API__BASE_URL` (`/dags/<dag id>/runs/<run id>`, the Airflow 3 UI's route);
+- the Great Expectations Data Docs page of the snapshot a version was trained on: the page of the
+  version's DAG run in the model's site under `<home>/gx/`, served by the plugin (`datadocs/...`).
+
+The page's champion/challenger table and the recent-versions table hold each version once (one
+column or row per version number, with every alias it holds): a promoted version keeps the
+`challenger` alias beside `champion`, which used to show it in two columns. Links to what the
+plugin serves are relative (`datadocs/...`, `reports/...`): they resolve under the page's own
+mount, wherever Airflow serves it.
 
 Every section is gathered on its own: a missing registered model, an empty history, or an
 unreachable registry or state DB becomes a message in `ModelView.notes` for that section, and a
@@ -32,6 +43,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.redaction import scrub
+from autopilot.ui.gated import CheckView, gated_checks
 from autopilot.versions.decisions import read_decision_tags
 
 if TYPE_CHECKING:
@@ -40,15 +52,19 @@ if TYPE_CHECKING:
     from autopilot.settings import Settings
 
 __all__ = [
+    "AirflowLinks",
     "DecisionView",
     "GateView",
     "MlflowLinks",
     "ModelView",
     "VersionView",
     "WindowView",
+    "airflow_links",
     "gather",
     "gather_model",
     "mlflow_links",
+    "served_data_docs",
+    "served_report",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,7 +77,11 @@ MAX_HISTORY = 15
 DECISION_SEARCH = 25  # the newest versions searched for the last decision record
 MESSAGE_CHARS = 300
 NO_VERSIONS = "No versions registered yet"
-GATE_HIGHLIGHTS = 3  # numeric metrics shown beside each gate's result
+GATE_HIGHLIGHTS = 3  # numeric metrics shown beside a gate's result when its gated metrics cannot be read
+RECENT_VERSIONS = 10  # rows of the recent-versions table
+COMPARED_TAG = "autopilot.compared_with"
+DAG_RUN_TAG = "autopilot.dag_run_id"
+DAG_ID_TAG = "autopilot.dag_id"
 
 SECTIONS = {
     "config": "Config",
@@ -93,6 +113,19 @@ class MlflowLinks:
         return f"{self.base}/#/experiments/{quote(experiment_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
+@dataclass(frozen=True)
+class AirflowLinks:
+    """Links into Airflow's UI: under `base` (`AIRFLOW__API__BASE_URL`), else root-relative on the api-server."""
+
+    base: str
+
+    def dag_run(self, dag_id: str | None, run_id: str | None) -> str | None:
+        """A DAG run's page (Airflow 3: `/dags/<dag id>/runs/<run id>`)."""
+        if not (dag_id and run_id):
+            return None
+        return f"{self.base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
 @dataclass
 class VersionView:
     """One model version as the page shows it."""
@@ -107,6 +140,11 @@ class VersionView:
     decision: str | None
     url: str | None = None
     run_url: str | None = None
+    compared_with: int | None = None  # the champion its decision compared it with (None: first run / unknown)
+    dag_id: str | None = None
+    dag_run_id: str | None = None
+    airflow_url: str | None = None  # the DAG run that produced it
+    data_docs: dict[str, str] = field(default_factory=dict)  # split -> the Data Docs page of its validation
 
 
 @dataclass
@@ -119,6 +157,7 @@ class GateView:
     requires_review: bool = False
     missing: bool = False
     highlights: dict[str, float | None] = field(default_factory=dict)
+    checks: list[CheckView] = field(default_factory=list)  # what the gate gated (see `autopilot.ui.gated`)
 
 
 @dataclass
@@ -147,6 +186,7 @@ class WindowView:
     action: str
     rows: int | None
     drift_share: float | None
+    report_url: str | None = None  # Evidently's HTML report of the window, served by the plugin
 
 
 @dataclass
@@ -162,6 +202,8 @@ class ModelView:
     url: str | None = None
     champion: VersionView | None = None
     challenger: VersionView | None = None
+    versions: list[VersionView] = field(default_factory=list)  # the newest, one row per version, newest first
+    data_docs_url: str | None = None  # the model's Data Docs site (its index), served by the plugin
     decision: DecisionView | None = None
     windows: list[WindowView] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -179,25 +221,39 @@ def mlflow_links(settings: Settings, environ: Mapping[str, str] | None = None) -
     Credentials in the URL are dropped: the page is served without authentication.
     """
     env = os.environ if environ is None else environ
-    base = env.get("AUTOPILOT_MLFLOW_UI_URL", "").strip() or settings.mlflow_tracking_uri
-    parts = urlsplit(base)
+    return MlflowLinks(_web_base(env.get("AUTOPILOT_MLFLOW_UI_URL", "").strip() or settings.mlflow_tracking_uri))
+
+
+def _web_base(url: str) -> str | None:
+    """`url` as a link base: http(s) only, without credentials, query or trailing slash; None otherwise."""
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return MlflowLinks(None)
+        return None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return MlflowLinks(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
-def gather(settings: Settings, links: MlflowLinks | None = None) -> list[ModelView]:
+def airflow_links(environ: Mapping[str, str] | None = None) -> AirflowLinks:
+    """Airflow UI links under `AIRFLOW__API__BASE_URL` (credentials dropped), else relative to the api-server root."""
+    env = os.environ if environ is None else environ
+    # Without a base URL, root-relative: the page is served by the api-server itself, `/dags/...` is on it.
+    return AirflowLinks(_web_base(env.get("AIRFLOW__API__BASE_URL", "").strip()) or "")
+
+
+def gather(settings: Settings, links: MlflowLinks | None = None, airflow: AirflowLinks | None = None) -> list[
+        ModelView]:
     """One view per `*.yaml` config in `settings.config_dir`, in file-name order."""
     links = links if links is not None else mlflow_links(settings)
+    airflow = airflow if airflow is not None else airflow_links()
     folder = Path(settings.config_dir)
     if not folder.is_dir():
         return []
-    return [gather_model(path, settings, links) for path in sorted(folder.glob("*.yaml"))]
+    return [gather_model(path, settings, links, airflow) for path in sorted(folder.glob("*.yaml"))]
 
 
-def gather_model(path: Path, settings: Settings, links: MlflowLinks) -> ModelView:
+def gather_model(path: Path, settings: Settings, links: MlflowLinks,
+                 airflow: AirflowLinks | None = None) -> ModelView:
     """The view of the model configured in `path`; never raises (problems become notes)."""
     from autopilot.config import load_config
 
@@ -216,11 +272,41 @@ def gather_model(path: Path, settings: Settings, links: MlflowLinks) -> ModelVie
         thresholds={"alert": drift.weighted_share_alert, "retrain": drift.weighted_share_retrain,
                     "severe": drift.severe_weighted_share},
     )
-    _section(view, "versions", lambda: _fill_versions(view, cfg, settings, links, path.stem))
+    found = _Found(settings, links, airflow or AirflowLinks(""), f"autopilot_training__{path.stem}")
+    view.data_docs_url = _data_docs_index(settings, cfg.name)
+    _section(view, "versions", lambda: _fill_versions(view, cfg, found, path.stem))
     _section(view, "decision", lambda: _fill_decision(view, settings, links))
     _section(view, "history", lambda: _fill_history(view, settings))
     _section(view, "monitoring", lambda: _fill_windows(view, cfg, settings))
     return view
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What every version view needs to build its links."""
+
+    settings: Settings
+    mlflow: MlflowLinks
+    airflow: AirflowLinks
+    training_dag: str  # the DAG that registers the model's versions (trainings and retrains alike)
+
+
+def _data_docs_index(settings: Settings, model: str) -> str | None:
+    from autopilot.data.data_docs import site_dir
+
+    return served_data_docs(model, "index.html") if (site_dir(settings.home, model) / "index.html").is_file() else None
+
+
+def served_data_docs(model: str, page: str | Path) -> str:
+    """The plugin's (relative) URL of a file of the model's Data Docs site."""
+    return f"datadocs/{quote(model, safe='')}/" + "/".join(quote(part, safe="") for part in Path(page).parts)
+
+
+def served_report(model: str, window_end: datetime) -> str:
+    """The plugin's (relative) URL of a window's Evidently report."""
+    from autopilot.ui.files import WINDOW_FORMAT  # a window's id: its end (UTC), as the store names its folder
+
+    return f"reports/{quote(model, safe='')}/{window_end.astimezone(UTC):{WINDOW_FORMAT}}"
 
 
 def _section(view: ModelView, name: str, fill: Callable[[], None]) -> None:
@@ -248,30 +334,69 @@ def _missing(exc: BaseException) -> bool:
     return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
 
 
-def _fill_versions(view: ModelView, cfg: LoadedConfig, settings: Settings, links: MlflowLinks, stem: str) -> None:
+def _fill_versions(view: ModelView, cfg: LoadedConfig, found: _Found, stem: str) -> None:
     name = cfg.registered_model_name
-    registry = _registry(settings)
+    registry = _registry(found.settings)
     try:
         aliases = registry.aliases(name)
     except Exception as exc:
         if not _missing(exc):
             raise
         aliases = {}
-    if not aliases:
-        # Say which of the two it is: a model never trained, or versions that no alias holds yet.
-        if not _has_versions(registry, name):
-            view.notes["versions"] = (f"{NO_VERSIONS}: the training DAG autopilot_training__{stem} registers "
-                                      "the first one.")
-            return
-        view.notes["versions"] = "Versions are registered, but no champion or challenger alias is set."
-        return
     holders: dict[int, list[str]] = {}
     for alias, held in aliases.items():
         holders.setdefault(int(held), []).append(alias)
+    view.versions = _recent_versions(registry, cfg, found, holders)
+    if not aliases:
+        # Say which of the two it is: a model never trained, or versions that no alias holds yet.
+        if not view.versions and not _has_versions(registry, name):
+            view.notes["versions"] = (f"{NO_VERSIONS}: the training DAG autopilot_training__{stem} registers "
+                                      "the first one.")
+            view.url = None  # MLflow has no page for it yet: a link would lead to "not found"
+            return
+        view.notes["versions"] = "Versions are registered, but no champion or challenger alias is set."
+        return
+    built: dict[int, VersionView] = {}  # one view per version number: a version holding both aliases is one
     for alias in (CHAMPION, CHALLENGER):
         if alias in aliases:
             number = int(aliases[alias])
-            setattr(view, alias, _version_view(registry, name, number, sorted(holders[number]), cfg.metric, links))
+            if number not in built:
+                built[number] = _version_view(registry, cfg, number, sorted(holders[number]), found)
+            setattr(view, alias, built[number])
+
+
+def _recent_versions(registry: Registry, cfg: LoadedConfig, found: _Found,
+                     holders: dict[int, list[str]]) -> list[VersionView]:
+    """The newest versions from their tags alone (no run reads), one row per version number."""
+    try:
+        versions = registry.versions(cfg.registered_model_name, newest_first=True, limit=RECENT_VERSIONS)
+    except Exception as exc:
+        if _missing(exc):
+            return []
+        raise
+    rows: dict[int, VersionView] = {}
+    for version in versions:
+        number = int(version.version)
+        if number in rows:
+            continue
+        tags = dict(version.tags or {})
+        value = tags.get(f"autopilot.test_{cfg.metric}")
+        run_id = tags.get(DAG_RUN_TAG)
+        rows[number] = VersionView(
+            version=number, aliases=sorted(holders.get(number, [])), run_id=str(version.run_id),
+            status=str(version.status), created_at=_from_millis(version.creation_timestamp),
+            family=tags.get("autopilot.family"), metrics={cfg.metric: _number(value)} if value is not None else {},
+            decision=tags.get(DECISION_TAG), url=found.mlflow.version(cfg.registered_model_name, number),
+            compared_with=_int(tags.get(COMPARED_TAG)), dag_id=found.training_dag, dag_run_id=run_id,
+            airflow_url=found.airflow.dag_run(found.training_dag, run_id))
+    return sorted(rows.values(), key=lambda row: -row.version)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _has_versions(registry: Registry, name: str) -> bool:
@@ -283,22 +408,46 @@ def _has_versions(registry: Registry, name: str) -> bool:
         raise
 
 
-def _version_view(registry: Registry, name: str, number: int, aliases: list[str], metric: str,
-                  links: MlflowLinks) -> VersionView:
-    found = registry.get_version(name, number)
-    tags = dict(found.tags or {})
-    metrics, experiment_id = _run_metrics(registry, str(found.run_id), metric, tags)
+def _version_view(registry: Registry, cfg: LoadedConfig, number: int, aliases: list[str],
+                  found: _Found) -> VersionView:
+    from autopilot.data.data_docs import validation_pages
+
+    name = cfg.registered_model_name
+    version = registry.get_version(name, number)
+    tags = dict(version.tags or {})
+    run_id = str(version.run_id)
+    metrics, run = _run_metrics(registry, run_id, cfg.metric, tags)
+    run_tags = dict(run.data.tags) if run is not None else {}
+    experiment_id = str(run.info.experiment_id) if run is not None else None
+    dag_id = run_tags.get(DAG_ID_TAG) or found.training_dag
+    dag_run_id = tags.get(DAG_RUN_TAG) or run_tags.get(DAG_RUN_TAG)
+    pages = validation_pages(found.settings.home, cfg.name, dag_run_id) if dag_run_id else {}
     return VersionView(
-        version=number, aliases=aliases, run_id=str(found.run_id), status=str(found.status),
-        created_at=_from_millis(found.creation_timestamp), family=tags.get("autopilot.family"),
-        metrics=metrics, decision=tags.get(DECISION_TAG), url=links.version(name, number),
-        run_url=links.run(experiment_id, str(found.run_id)),
+        version=number, aliases=aliases, run_id=run_id, status=str(version.status),
+        created_at=_from_millis(version.creation_timestamp), family=tags.get("autopilot.family"),
+        metrics=metrics, decision=tags.get(DECISION_TAG), url=found.mlflow.version(name, number),
+        run_url=found.mlflow.run(experiment_id, run_id), compared_with=_compared_with(registry, run_id, tags),
+        dag_id=dag_id, dag_run_id=dag_run_id, airflow_url=found.airflow.dag_run(dag_id, dag_run_id),
+        data_docs={split: served_data_docs(cfg.name, page) for split, page in pages.items()},
     )
 
 
+def _compared_with(registry: Registry, run_id: str, tags: dict[str, str]) -> int | None:
+    """The champion version the version's decision compared it with: its tag, else its decision record."""
+    if COMPARED_TAG in tags:
+        return _int(tags[COMPARED_TAG])
+    if not tags.get(DECISION_TAG):
+        return None  # never decided: nothing compared yet
+    try:  # records written before the tag existed
+        return _int(registry.load_dict(run_id, RECORD_PATH).get("baseline_version"))
+    except Exception:
+        log.warning("models page: decision record of run %s unreadable", run_id, exc_info=True)
+        return None
+
+
 def _run_metrics(registry: Registry, run_id: str, metric: str,
-                 tags: dict[str, str]) -> tuple[dict[str, float | None], str | None]:
-    """The version's test metrics, the configured metric first, and its run's experiment id.
+                 tags: dict[str, str]) -> tuple[dict[str, float | None], Any]:
+    """The version's test metrics, the configured metric first, and its run (None when unreadable).
 
     The training run logs `test_<metric>`; when the run cannot be read, the version's
     `autopilot.test_<metric>` tag still gives the headline number.
@@ -313,10 +462,11 @@ def _run_metrics(registry: Registry, run_id: str, metric: str,
              if key.startswith("test_")}
     ordered = {metric: found.pop(metric)} if metric in found else {}
     ordered.update(sorted(found.items()))
-    return ordered, str(run.info.experiment_id)
+    return ordered, run
 
 
 def _fill_decision(view: ModelView, settings: Settings, links: MlflowLinks) -> None:
+    """The newest decision record among the newest versions."""
     if view.registered_name is None or view.notes.get("versions", "").startswith(NO_VERSIONS):
         view.notes["decision"] = "No decision yet: nothing has been registered."
         return
@@ -372,7 +522,7 @@ def _gates(reports: list[dict[str, Any]]) -> list[GateView]:
     gates = [GateView(name=str(r.get("name", "?")), passed=bool(r.get("passed")),
                       reasons=[str(x) for x in r.get("reasons") or []],
                       requires_review=bool((r.get("details") or {}).get("requires_review")),
-                      highlights=_highlights(r.get("metrics") or {})) for r in reports]
+                      highlights=_highlights(r.get("metrics") or {}), checks=gated_checks(r)) for r in reports]
     reported = {g.name for g in gates}
     gates += [GateView(name=name, passed=False, reasons=["the gate did not report (fails closed)"], missing=True)
               for name in EXPECTED_GATES if name not in reported]
@@ -408,19 +558,21 @@ def _fill_windows(view: ModelView, cfg: LoadedConfig, settings: Settings) -> Non
     from autopilot.monitoring.state import last_windows
 
     rows = last_windows(settings, cfg.name, limit=MAX_WINDOWS)
-    view.windows = [_window(row) for row in rows]
+    view.windows = [_window(row, cfg.name) for row in rows]
     if not rows:
         view.notes["monitoring"] = ("No monitoring windows recorded yet: the monitoring DAG records one per "
                                     "window once the champion serves traffic.")
 
 
-def _window(row: dict[str, Any]) -> WindowView:
+def _window(row: dict[str, Any], model: str) -> WindowView:
     report = row.get("report") or {}
     share = (report.get("series") or {}).get("drift_weighted_share")  # absent: too few rows to decide
     rows = report.get("rows")
+    # Only whether the window stored a report: the route looks the file up itself, by model and window.
+    url = served_report(model, row["window_end"]) if report.get("html_uri") else None
     return WindowView(start=_iso(row["window_start"]), end=_iso(row["window_end"]), version=row.get("version"),
                       action=str(row.get("action", "?")), rows=int(rows) if isinstance(rows, int | float) else None,
-                      drift_share=_number(share))
+                      drift_share=_number(share), report_url=url)
 
 
 def _iso(value: datetime) -> str:

@@ -12,6 +12,7 @@ import html
 from collections.abc import Callable, Iterable
 
 from autopilot.aliases import CHALLENGER, CHAMPION
+from autopilot.ui.gated import GATED, CheckView
 from autopilot.ui.lifecycle import DecisionView, GateView, ModelView, VersionView, WindowView
 
 __all__ = ["drift_chart", "esc", "render_page"]
@@ -43,8 +44,8 @@ a:hover { text-decoration: underline; }
 .model-head { display: flex; flex-wrap: wrap; align-items: baseline; gap: 10px; }
 .model-head .links { margin-left: auto; font-size: 13px; }
 .description { margin: 6px 0 0; color: #3e4c59; }
-.grid { display: grid; grid-template-columns: minmax(280px, 1fr) minmax(320px, 1.3fr); gap: 8px 28px; }
-@media (max-width: 900px) { .grid { grid-template-columns: 1fr; } }
+table.versions { table-layout: fixed; }
+table.versions th:first-child { width: 130px; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #edf0f3; vertical-align: top; }
 th { color: #52606d; font-weight: 600; background: #f8fafc; }
@@ -58,7 +59,14 @@ td.num { font-variant-numeric: tabular-nums; }
 .b-review, .b-alert { background: #fff4e0; color: #8a5300; }
 .b-retrain { background: #fdecea; color: #b71c1c; }
 .b-rollback { background: #f3e5f5; color: #6a1b9a; }
-.b-none, .b-other { background: #eef1f4; color: #3e4c59; }
+.b-none, .b-other, .b-report-only { background: #eef1f4; color: #3e4c59; }
+.b-gated { background: #e3f2fd; color: #0d47a1; }
+.b-inconclusive { background: #fff4e0; color: #8a5300; }
+.b-passed { background: #e6f4ea; color: #1b5e20; }
+.b-failed { background: #fdecea; color: #b71c1c; }
+table.checks { margin: 4px 0 2px; font-size: 12.5px; }
+table.checks th, table.checks td { padding: 3px 6px; }
+.links a { margin-right: 8px; white-space: nowrap; }
 .note { background: #f8fafc; border: 1px dashed #c7d0d9; border-radius: 6px; padding: 8px 10px; color: #3e4c59;
   margin: 6px 0; }
 .note.error { background: #fdf3f2; border-color: #e8b4ae; color: #8e2a1f; }
@@ -100,13 +108,11 @@ def _model_card(model: ModelView) -> str:
     if "config" in model.notes:
         parts.append(_note(model, "config"))
         return _card(model, parts)
-    parts.append('<div class="grid"><div>')
-    parts.append("<h3>Versions</h3>" + (_note(model, "versions") if "versions" in model.notes else "")
+    parts.append("<h3>Champion and challenger</h3>" + (_note(model, "versions") if "versions" in model.notes else "")
                  + _versions_table(model))
-    parts.append("</div><div>")
+    parts.append("<h3>Recent versions</h3>" + _recent_table(model))
     parts.append("<h3>Last decision</h3>" + (_note(model, "decision") if "decision" in model.notes else "")
                  + (_decision(model.decision) if model.decision else ""))
-    parts.append("</div></div>")
     parts.append(f"<h3>Drift · last {len(model.windows)} windows</h3>" if model.windows else "<h3>Drift</h3>")
     parts.append(_note(model, "monitoring") if "monitoring" in model.notes else "")
     parts.append(_drift(model) if model.windows else "")
@@ -126,7 +132,8 @@ def _head(model: ModelView) -> str:
                      if version is not None)
     registered = "" if model.registered_name in (None, model.name) else \
         f' <span class="muted">registered as {esc(model.registered_name)}</span>'
-    links = f'<a href="{esc(model.url)}" target="_blank" rel="noopener noreferrer">MLflow ↗</a>' if model.url else ""
+    links = "".join(_link(url, text) for url, text in ((model.url, "MLflow"), (model.data_docs_url, "Data Docs"))
+                    if url)
     return (f'<div class="model-head"><h2>{esc(model.name)}</h2>{registered}{badges}'
             f'<span class="muted">{esc(model.config_file)}</span><span class="links">{links}</span></div>')
 
@@ -138,20 +145,59 @@ def _note(model: ModelView, section: str) -> str:
 
 
 def _versions_table(model: ModelView) -> str:
-    columns = [v for v in (model.champion, model.challenger) if v is not None]
+    """Champion and challenger side by side: one column per version (a version holding both is one column)."""
+    columns: list[VersionView] = []
+    for version in (model.champion, model.challenger):
+        if version is not None and all(v.version != version.version for v in columns):
+            columns.append(version)
     if not columns:
         return ""
-    head = "".join(f"<th>{_version_heading(v)}</th>" for v in columns)
+    head = "".join(f'<th data-version="{v.version}">{_version_heading(v)}</th>' for v in columns)
     names: list[str] = []
     for version in columns:
         names += [n for n in version.metrics if n not in names]
-    rows = [_row(_metric_label(n, model.metric), [_metric(v.metrics.get(n)) for v in columns], numeric=True)
-            for n in names]
+    rows = [_row("registered", [esc(_short_time(v.created_at)) for v in columns])]
+    rows += [_row(_metric_label(n, model.metric), [_metric(v.metrics.get(n)) for v in columns], numeric=True)
+             for n in names]
     rows.append(_row("family", [esc(v.family or "–") for v in columns]))
     rows.append(_row("decision", [_badge(v.decision) if v.decision else "–" for v in columns]))
-    rows.append(_row("registered", [esc(_short_time(v.created_at)) for v in columns]))
-    rows.append(_row("run", [_link(v.run_url, v.run_id[:8]) for v in columns]))
-    return f'<table class="versions"><tr><th>metric</th>{head}</tr>{"".join(rows)}</table>'
+    rows.append(_row("compared with", [_compared(v) for v in columns]))
+    rows.append(_row("links", [_version_links(v) for v in columns]))
+    return f'<table class="versions"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _compared(version: VersionView) -> str:
+    if version.compared_with is not None:
+        return f"compared with v{version.compared_with}"
+    return "first run (no champion)" if version.decision else "–"
+
+
+def _version_links(version: VersionView) -> str:
+    links = [(version.airflow_url, "Airflow run"), (version.run_url, "MLflow run"), (version.url, "MLflow version")]
+    links += [(url, f"Data Docs ({split})") for split, url in sorted(version.data_docs.items())]
+    shown = [_link(url, text) for url, text in links if url]
+    return f'<span class="links">{"".join(shown)}</span>' if shown else "–"
+
+
+def _recent_table(model: ModelView) -> str:
+    """The newest versions, one row each, with the champion each was compared with."""
+    if not model.versions:
+        return '<p class="muted">No versions yet.</p>'
+    rows = "".join(_recent_row(v, model.metric or "") for v in model.versions)
+    return (f'<table class="recent"><tr><th>version</th><th>aliases</th><th>registered</th>'
+            f"<th>{esc(model.metric or 'metric')}</th><th>decision</th><th>compared with</th><th>Airflow</th></tr>"
+            f"{rows}</table>")
+
+
+def _recent_row(version: VersionView, metric: str) -> str:
+    aliases = " ".join(f'<span class="badge b-{esc(a)}">{esc(a)}</span>' for a in version.aliases)
+    compared = "–" if version.compared_with is None else f"v{version.compared_with}"
+    decision = _badge(version.decision) if version.decision else "–"
+    airflow = _link(version.airflow_url, "run") if version.airflow_url else "–"
+    return (f'<tr class="version" data-version="{version.version}"><td>{_link(version.url, f"v{version.version}")}'
+            f"</td><td>{aliases}</td><td>{esc(_short_time(version.created_at))}</td>"
+            f'<td class="num">{_metric(version.metrics.get(metric))}</td><td>{decision}</td><td>{compared}</td>'
+            f"<td>{airflow}</td></tr>")
 
 
 def _version_heading(version: VersionView) -> str:
@@ -203,11 +249,51 @@ def _decision(decision: DecisionView) -> str:
 def _gate_row(gate: GateView) -> str:
     result = "review" if gate.requires_review and not gate.passed else ("pass" if gate.passed else "fail")
     label = {"pass": "passed", "fail": "missing" if gate.missing else "failed", "review": "review"}[result]
-    numbers = " · ".join(f"{esc(k)} {'–' if v is None else f'{v:.4g}'}" for k, v in gate.highlights.items())
-    detail = (_reasons(gate.reasons) if gate.reasons else "") + (f'<span class="muted">{numbers}</span>'
-                                                                 if numbers else "")
+    if gate.checks:
+        extra = _checks(gate.checks)
+    else:  # an old or unfamiliar report: its first numbers, as before
+        numbers = " · ".join(f"{esc(k)} {'–' if v is None else f'{v:.4g}'}" for k, v in gate.highlights.items())
+        extra = f'<span class="muted">{numbers}</span>' if numbers else ""
+    detail = (_reasons(gate.reasons) if gate.reasons else "") + extra
     return (f'<tr class="gate" data-gate="{esc(gate.name)}" data-result="{result}"><td>{esc(gate.name)}</td>'
             f'<td><span class="badge b-{result}">{label}</span></td><td>{detail or "–"}</td></tr>')
+
+
+def _checks(checks: list[CheckView]) -> str:
+    """The gate's gated metrics: challenger, champion, interval, threshold, status."""
+    rows = "".join(
+        f'<tr class="check" data-status="{esc(c.status)}" data-outcome="{esc(c.outcome or "")}">'
+        f'<td>{esc(c.metric)}</td><td class="num">{_metric(c.value)}</td>'
+        f'<td class="num">{_champion_cell(c)}</td><td class="num">{_interval(c)}</td>'
+        f"<td>{esc(c.threshold or '–')}</td><td>{_check_status(c)}</td></tr>"
+        for c in checks)
+    return ('<table class="checks"><tr><th>metric</th><th>challenger</th><th>compared</th><th>interval</th>'
+            f"<th>threshold</th><th>status</th></tr>{rows}</table>")
+
+
+def _champion_cell(check: CheckView) -> str:
+    if check.champion is None:
+        return esc(check.compared_with) if check.compared_with else "–"
+    who = f' <span class="muted">{esc(check.compared_with)}</span>' if check.compared_with else ""
+    return f"{_metric(check.champion)}{who}"
+
+
+def _interval(check: CheckView) -> str:
+    level = f"{check.confidence:.0%} " if check.confidence else ""
+    if check.interval is None:
+        return "–" if check.difference is None else f"Δ {check.difference:+.4f}"
+    low, high = check.interval
+    if check.difference is not None:
+        return f'Δ {check.difference:+.4f} <span class="muted">{level}CI {low:+.4f} … {high:+.4f}</span>'
+    return f'{low:.4f} … {high:.4f} <span class="muted">{level}CI</span>'
+
+
+def _check_status(check: CheckView) -> str:
+    """gated (passed / failed), inconclusive or report-only."""
+    status = f'<span class="badge b-{esc(check.status)}">{esc(check.status)}</span>'
+    if check.status == GATED and check.outcome:
+        status += f' <span class="badge b-{esc(check.outcome)}">{esc(check.outcome)}</span>'
+    return status
 
 
 def _reasons(reasons: list[str]) -> str:
@@ -225,7 +311,21 @@ def _drift(model: ModelView) -> str:
         ("retrain", LEVEL_COLOURS["retrain"]), ("too few rows", LEVEL_COLOURS["insufficient"]),
         ("action taken (dot)", "#3e4c59")))
     return f'<div class="chart">{drift_chart(model.windows, model.thresholds)}<div class="legend">{legend}</div>' \
-           f"{summary}</div>"
+           f"{summary}</div>{_window_reports(model.windows)}"
+
+
+def _window_reports(windows: list[WindowView]) -> str:
+    """Each window that stored an Evidently report, newest first, with its link."""
+    reported = [w for w in reversed(windows) if w.report_url]
+    if not reported:
+        return '<p class="muted">No window stored an Evidently report (too few rows, or reports turned off).</p>'
+    rows = "".join(
+        f'<tr class="window-report"><td>{esc(_short_time(w.start))} – {esc(_short_time(w.end))}</td>'
+        f"<td>{'–' if w.drift_share is None else f'{w.drift_share:.3f}'}</td><td>{_badge(w.action)}</td>"
+        f"<td>{'–' if w.rows is None else f'{w.rows:,}'}</td><td>{_link(w.report_url, 'Evidently report')}</td></tr>"
+        for w in reported)
+    return ('<table class="windows"><tr><th>window (UTC)</th><th>drift share</th><th>action</th><th>rows</th>'
+            f"<th>report</th></tr>{rows}</table>")
 
 
 def drift_chart(windows: list[WindowView], thresholds: dict[str, float]) -> str:

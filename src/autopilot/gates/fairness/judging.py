@@ -112,6 +112,9 @@ def judge(found: Outcome, name: str, band: Band, value: float, ci: list[float] |
     """Record one metric's status and, unless it passed, the reason in words then its technical name."""
     status = _status(ci, band.minimum, band.maximum)
     entry: dict[str, Any] = {"value": value, "ci": ci, "gated": status != REPORT_ONLY, "status": status}
+    if band.bound is not None:  # the edge applied, so a reader of the record needs no config to judge it
+        entry.update(threshold=band.bound, side="min" if band.minimum is not None else "max",
+                     confidence=confidence)
     found.details[band.metric] = entry
     if status in (PASS, REPORT_ONLY):
         return
