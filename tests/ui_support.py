@@ -218,6 +218,10 @@ def log_traffic(settings: Settings, config: Path, frame: Any, start: datetime, r
         log.close()
 
 
+SPINNING = "!!document.querySelector('.chakra-spinner')"  # Airflow's UI shows Chakra's spinner while loading
+SETTLE_SECONDS = 15.0  # at most this long for a screenshot to wait for the spinners to go (cosmetic only)
+
+
 class Browser:
     """One headless Chromium, one browser context, one page, logged in to Airflow; driven over DevTools.
 
@@ -300,6 +304,9 @@ class Browser:
         """Save the page as `<artifacts>/<name>` (PNG)."""
 
         async def scenario() -> str:
+            deadline = time.monotonic() + SETTLE_SECONDS  # a pane still loading (the graph) draws a spinner
+            while time.monotonic() < deadline and await self.dt.evaluate(self.session, SPINNING):
+                await asyncio.sleep(0.3)
             await asyncio.sleep(0.5)  # the last layout after the awaited text rendered
             return str((await self.dt.call("Page.captureScreenshot", self.session, format="png"))["data"])
 

@@ -94,6 +94,8 @@ def _train(api: Api) -> dict[str, Any]:
     run = api.wait_for_run(TRAINING, TRAINING_RUN, timeout=480)
     states = api.task_states(TRAINING, TRAINING_RUN)
     assert run["state"] == "success", states
+    # A run of the real scheduler, as a user's trigger makes it (not `airflow dags test`'s, whose logs the UI lacks).
+    assert (run["run_type"], run["triggered_by"]) == ("manual", "rest_api"), run
     assert states["promote"] == "success" and states["rollout"] == "skipped", states  # no endpoint: skipped
     return run
 
@@ -181,7 +183,20 @@ def test_the_training_run_note_names_the_decision(story: Story, request: pytest.
 
     browser = request.getfixturevalue("browser")
     browser.visit(f"/dags/{TRAINING}/runs/{TRAINING_RUN}", f"document.body.innerText.includes({_js(first)})")
-    _shot(browser, "ui-run-note.png")
+    _open_note(browser, first, "ui-run-note.png")
+
+
+NOTE_DIALOG = "Array.from(document.querySelectorAll('[role=dialog]')).find(d => d.innerText.includes('Dag Run Note'))"
+
+
+def _open_note(browser: Browser, first: str, shot: str) -> None:
+    """The run's header shows the note's first line; its note button opens the whole note: open, shoot, close."""
+    browser.evaluate("document.querySelector('button[aria-label=\"Edit note\"]').click()")
+    shown = browser.wait_for(f"(() => {{ const d = {NOTE_DIALOG}; return d ? d.innerText : ''; }})()")
+    assert first in shown, shown  # rendered as Markdown: the first line's words, whatever follows
+    _shot(browser, shot)
+    browser.evaluate(f"{NOTE_DIALOG}.querySelector('button[aria-label=Close]').click()")  # nothing edited
+    browser.wait_for(f"!{NOTE_DIALOG}")
 
 
 # ---------------------------------------------------------------------------------------------- 3. graph
@@ -282,7 +297,7 @@ def test_the_monitoring_run_note_names_its_action(story: Story, request: pytest.
 
     browser = request.getfixturevalue("browser")
     browser.visit(f"/dags/{MONITORING}/runs/{WINDOW_RUN}", f"document.body.innerText.includes({_js(first)})")
-    _shot(browser, "ui-monitoring-note.png")
+    _open_note(browser, first, "ui-monitoring-note.png")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
