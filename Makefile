@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: help install browser demo schema test test-scale test-reliability test-install constraints part-sizes lint typecheck pytest bench docker-check up down clean
+.PHONY: help install browser demo schema test test-ui test-scale test-reliability test-install constraints part-sizes lint typecheck pytest bench docker-check up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ test-reliability: $(STAMP) ## the fault suite: crashes, outages, attacks, each c
 	@$(BIN)/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) \
 	  $(RELIABILITY) $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
+
+test-ui: $(STAMP) ## the Airflow UI story: real runs through the scheduler, checked in headless Chromium (~4 min)
+	$(BIN)/pytest -p no:cacheprovider tests/e2e/test_airflow_ui.py $(PYTEST_ARGS)
 
 test-scale: $(STAMP) ## the scale-out run: Airflow on PostgreSQL with the CeleryExecutor (Redis), two workers (~5 min)
 	$(BIN)/pytest -p no:cacheprovider $(SCALE_TEST)
