@@ -158,7 +158,7 @@ def _status_and_reason(name: str, report: Mapping[str, Any], baseline: Any) -> t
     let_through = details.get("passed_inconclusive") or (details.get("inconclusive") if
                                                           details.get("on_inconclusive") == "pass" else None)
     if let_through:
-        return "inconclusive", _first([str(r) for r in let_through]) + " (let through: on_inconclusive pass)"
+        return "inconclusive", "let through (on_inconclusive: pass): " + _first([str(r) for r in let_through])
     summary = _PASSED.get(name, _nothing)(report, baseline)
     if summary is None:
         return "report-only", _report_only(details)
