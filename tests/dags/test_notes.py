@@ -141,12 +141,14 @@ def task_context(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_decide_then_promote_then_rollout_update_the_note(api: Any, task_context: Any) -> None:
-    from autopilot.orchestration.notes import write_training_note
+    from autopilot.orchestration.notes import write_stage_note, write_training_note
 
     fake = api([200])
-    assert write_training_note(task_context, None) is True  # decide: the promotion XCom is not read
-    assert write_training_note(task_context, None, promotion=task_context["ti"].values["promote"]) is True
-    assert write_training_note(task_context, None, pull=(TaskId.REVIEW, TaskId.PROMOTE), rollout={"passed": True})
+    write_stage_note(TaskId.DECIDE, task_context, None, {"decision": "promote"})  # the promotion XCom is not read
+    write_stage_note(TaskId.PROMOTE, task_context, None, task_context["ti"].values["promote"])
+    write_stage_note(TaskId.ROLLOUT, task_context, None, {"version": 2, "metrics": {}})
+    write_stage_note(TaskId.TUNE, task_context, None, {})  # a task that does not change the outcome writes nothing
+    assert len(fake.patches) == 3
     notes = [patch["note"] for patch in fake.patches]
     assert [note.splitlines()[0] for note in notes] == [
         "v2 passed every gate: to be promoted over v1", "v2 promoted over v1: every gate passed",
@@ -159,24 +161,21 @@ def test_decide_then_promote_then_rollout_update_the_note(api: Any, task_context
     assert fake.patches[-1]["note"] == notes[-1]  # a retry writes the same note
 
 
-def test_a_rejection_by_decide_keeps_the_gate_prefix_and_fails_the_task(
-        api: Any, task_context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rejection_by_decide_keeps_the_gate_prefix_and_fails_the_task(api: Any, task_context: Any) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
     from autopilot.orchestration import factory
-    from autopilot.pipeline.lifecycle import TRAINING
+    from autopilot.orchestration.notes import failure_note_writer
     from autopilot.reports import GateFailure, GateReport
 
     fake = api([200])
     task_context["record"]["value"] = decided("reject")
-    monkeypatch.setattr(factory, "get_current_context", lambda: task_context)
-    stage = next(s for s in TRAINING if s.task is TaskId.DECIDE)
 
     def reject() -> None:
         raise GateFailure(GateReport.failed("decision", ["quality: roc_auc 0.7100 vs 0.9300"]))
 
     with pytest.raises(AirflowFailException):
-        factory._gate(reject, noted=factory._failure_note(stage, None))
+        factory._gate(reject, noted=failure_note_writer(TaskId.DECIDE, task_context, None))
     note = fake.patches[-1]["note"]
     assert note.startswith("Stopped by a gate: v2 rejected: quality failed\nquality: failed - roc_auc 0.7100 vs 0.9300")
 

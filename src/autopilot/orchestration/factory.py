@@ -224,6 +224,7 @@ def _run_stage(stage: Stage, path: str, model: str, given: dict[str, Any]) -> An
     """
     from collections.abc import Mapping
 
+    from autopilot.orchestration.notes import failure_note_writer, write_stage_note
     from autopilot.pipeline.context import plain
 
     ctx, settings = _context()
@@ -236,9 +237,11 @@ def _run_stage(stage: Stage, path: str, model: str, given: dict[str, Any]) -> An
     if stage.map_label is not None:  # the mapped task's label in the UI (`map_index_template`)
         get_current_context()[MAP_LABEL] = stage.map_label(values[0])  # type: ignore[literal-required]
     clients = _aws_clients(cfg) if stage.aws else None
-    result = _gate(stage.call, cfg, settings, ctx, values, clients, noted=_failure_note(stage, settings)) \
+    context = get_current_context()
+    result = _gate(stage.call, cfg, settings, ctx, values, clients,
+                   noted=failure_note_writer(stage.task, context, settings)) \
         if stage.gated else stage.call(cfg, settings, ctx, values, clients)
-    _write_note(stage, settings, result)
+    write_stage_note(stage.task, context, settings, result)
     if stage.skippable:
         _skip_if_skipped(result)
     if stage.task is TaskId.SNAPSHOT and ctx.skip_known_data:
@@ -255,34 +258,6 @@ def _pulled(task: TaskId) -> Any:
 
 
 MAP_LABEL = "autopilot_map_label"  # the context key a mapped task's label is rendered from
-
-
-def _failure_note(stage: Stage, settings: Any) -> Any:
-    """How a gate failure of this stage is put on the run's note: `decide` names the rejected
-    version and every gate's line; a rollout that rolled back says so; others quote the gate."""
-    from autopilot.orchestration.notes import write_training_note
-    from autopilot.pipeline.run_notes import STOPPED
-
-    if stage.task is TaskId.DECIDE:
-        return lambda exc: write_training_note(get_current_context(), settings, fallback=f"{STOPPED}{exc}")
-    if stage.task is TaskId.ROLLOUT:
-        return lambda exc: write_training_note(get_current_context(), settings, pull=(TaskId.REVIEW, TaskId.PROMOTE),
-                                               rollout={"rolled_back": True, "reason": str(exc)},
-                                               fallback=f"{STOPPED}{exc}")
-    return None
-
-
-def _write_note(stage: Stage, settings: Any, result: Any) -> None:
-    """The run's note after a stage that changes how the run ends: the decision, the promotion, the rollout."""
-    from autopilot.orchestration.notes import write_training_note
-
-    if stage.task is TaskId.DECIDE:
-        write_training_note(get_current_context(), settings)
-    elif stage.task is TaskId.PROMOTE:
-        write_training_note(get_current_context(), settings, promotion=result, pull=(TaskId.REVIEW,))
-    elif stage.task is TaskId.ROLLOUT:
-        rollout = {"skipped": True, "reason": result.get("reason")} if result.get("skipped") else {"passed": True}
-        write_training_note(get_current_context(), settings, rollout=rollout, pull=(TaskId.REVIEW, TaskId.PROMOTE))
 
 
 def _skip_without_inputs(stage: Stage, values: list[Any]) -> None:
@@ -307,11 +282,9 @@ def _skip_known_data(cfg: Any, settings: Any, snapped: Any) -> None:
 
     known = trained_on(cfg, settings, snapped)
     if known is not None:
-        from autopilot.orchestration.notes import set_run_note
-        from autopilot.pipeline.run_notes import known_data_note
+        from autopilot.orchestration.notes import write_known_data_note
 
-        dag_run = get_current_context()["dag_run"]
-        set_run_note(dag_run.dag_id, dag_run.run_id, known_data_note(known))
+        write_known_data_note(get_current_context()["dag_run"], known)
         raise AirflowSkipException(f"version {known} of {cfg.registered_model_name} was already trained on this "
                                    "data (the same snapshots) with this config: nothing new to train")
 
@@ -513,16 +486,15 @@ def _monitoring_tasks(path: str, model: str, succeeded: Any) -> None:
 
     @task(task_id=TaskId.MONITOR.value, task_display_name="Check window for drift")
     def monitor() -> dict[str, Any]:
-        from autopilot.orchestration.notes import set_run_note
+        from autopilot.orchestration.notes import write_monitoring_note
         from autopilot.pipeline.monitoring import monitor_window
-        from autopilot.pipeline.run_notes import monitoring_note
 
         ctx, settings = _context()
         cfg = _config(path, model)
         start, end = _window(cfg)
         running = _running_retrain(model, settings, end)
         result = dict(_gate(monitor_window, cfg, settings, ctx, start, end, running))
-        set_run_note(ctx.dag_id, ctx.run_id, monitoring_note(result))  # the window's action, whatever the branch
+        write_monitoring_note(ctx.dag_id, ctx.run_id, result)  # the window's action, whatever the branch
         return result
 
     @task.branch(task_id=TaskId.BRANCH.value, task_display_name="Choose action")

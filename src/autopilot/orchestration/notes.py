@@ -19,13 +19,14 @@ api-server answers 500 "database is locked" while the scheduler writes; seen in 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from autopilot.adapters.airflow_api import NoteNotSet, patch_run_note
 from autopilot.task_ids import TaskId
 
-__all__ = ["CONN_ID", "RECORD_PATH", "set_run_note", "write_training_note"]
+__all__ = ["CONN_ID", "RECORD_PATH", "failure_note_writer", "set_run_note", "write_known_data_note",
+           "write_monitoring_note", "write_stage_note", "write_training_note"]
 
 RECORD_PATH = "decision/decision.json"  # where `decide` stores a version's decision record (on its run)
 
@@ -91,3 +92,44 @@ def _decision_record(settings: Any, registered: Mapping[str, Any] | None) -> Map
     version = registry.resolve_version(str(registered["name"]), int(registered["version"]))
     record: Mapping[str, Any] = registry.load_dict(str(version.run_id), RECORD_PATH)
     return record
+
+
+def failure_note_writer(task: TaskId, context: Mapping[str, Any], settings: Any) -> Callable[[Exception], Any] | None:
+    """How a gate failure of a training task is put on the run's note (None: the factory's default,
+    `Stopped by a gate: <reasons>`): `decide` names the rejected version and every gate's line; a
+    rollout that rolled back says so."""
+    from autopilot.pipeline.run_notes import STOPPED
+
+    if task is TaskId.DECIDE:
+        return lambda exc: write_training_note(context, settings, fallback=f"{STOPPED}{exc}")
+    if task is TaskId.ROLLOUT:
+        return lambda exc: write_training_note(context, settings, pull=(TaskId.REVIEW, TaskId.PROMOTE),
+                                               rollout={"rolled_back": True, "reason": str(exc)},
+                                               fallback=f"{STOPPED}{exc}")
+    return None
+
+
+def write_stage_note(task: TaskId, context: Mapping[str, Any], settings: Any, result: Any) -> None:
+    """The run's note after a training task that changes how the run ends: the decision, the
+    promotion, the rollout (other tasks leave it as it is)."""
+    if task is TaskId.DECIDE:
+        write_training_note(context, settings)
+    elif task is TaskId.PROMOTE:
+        write_training_note(context, settings, promotion=result, pull=(TaskId.REVIEW,))
+    elif task is TaskId.ROLLOUT:
+        rollout = {"skipped": True, "reason": result.get("reason")} if result.get("skipped") else {"passed": True}
+        write_training_note(context, settings, rollout=rollout, pull=(TaskId.REVIEW, TaskId.PROMOTE))
+
+
+def write_known_data_note(dag_run: Any, version: Any) -> bool:
+    """A run that ends at `snapshot`: `no new version: this data was already trained on (v2)`."""
+    from autopilot.pipeline.run_notes import known_data_note
+
+    return set_run_note(dag_run.dag_id, dag_run.run_id, known_data_note(version))
+
+
+def write_monitoring_note(dag_id: str, run_id: str, result: Mapping[str, Any]) -> bool:
+    """A monitoring run's note from its window's result (`monitor_window`)."""
+    from autopilot.pipeline.run_notes import monitoring_note
+
+    return set_run_note(dag_id, run_id, monitoring_note(result))
