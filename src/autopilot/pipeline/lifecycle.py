@@ -3,7 +3,9 @@
 Two runners read `TRAINING`, in its order:
 
 * the DAG factory (`autopilot.orchestration.factory`) builds the training DAG from it: one
-  Airflow task per `Stage`, all with one generic task body; and
+  Airflow task per `Stage`, all with one generic task body, drawn in the stage's task `group`
+  under its display `label`, with edges only to its `upstream` stages (the lifecycle's order;
+  its other inputs are read from XCom by task id); and
 * `autopilot run` (`autopilot.cli.run.run_pipeline`) calls the same stages in one process.
 
 A stage function is called as `function(cfg, settings, ctx, *inputs, clients)` (`Stage.call`):
