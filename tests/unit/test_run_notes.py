@@ -259,3 +259,22 @@ def test_a_monitoring_note_names_the_window_action_rows_reasons_and_retrain() ->
     quiet = monitoring_note(window(action="none", strategy=None, reasons=[], rows=0, trigger_run_id=None))
     assert quiet == "Window 2026-12-07 01:00-02:00 UTC: none\n0 rows"
     assert len(monitoring_note(window(reasons=["r" * 5000] * 3))) <= MAX_NOTE
+
+
+def test_a_first_run_held_by_policy_is_not_called_inconclusive(adult: tuple[Splits, Any, Any]) -> None:
+    """`first_run: require_review` holds a version whose comparisons passed (or were let through)."""
+    splits, champion, _ = adult
+    for policy in ("review", "pass"):
+        cfg = cfg_with(quality={**FAST, "first_run": "require_review", "on_inconclusive": policy})
+        quality = evaluate_quality(champion, None, splits.X_test, splits.y_test, cfg, X_train=splits.X_train,
+                                   y_train=splits.y_train)
+        if any(c["status"] == "inconclusive" for c in quality.details["first_run_baselines"].values()) and \
+                policy == "review":
+            continue  # really inconclusive: said so (test_review_answers_and_what_promote_makes_of_them)
+        held = record([quality, explainability(), infra(), GateReport(name="fairness", passed=True)], version=1,
+                      baseline=None)
+        assert held["decision"] == "review"
+        lines = training_note(held).splitlines()
+        assert lines[0].startswith("v1 held for review: quality: first run: there is no champion"), lines
+        assert lines[1].startswith("quality: passed - roc_auc 0.") and lines[1].endswith(
+            "; held for review (gates.quality.first_run)") or "..." in lines[1], lines

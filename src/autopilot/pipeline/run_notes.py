@@ -150,9 +150,9 @@ def _status_and_reason(name: str, report: Mapping[str, Any], baseline: Any) -> t
     details = report.get("details") or {}
     reasons = [str(r) for r in report.get("reasons") or [] if r]
     if not report.get("passed"):
-        if details.get("requires_review") and not _inconclusive(name, details):  # held by a policy, not the numbers
+        if details.get("requires_review") and not _inconclusive(name, report):  # held by a policy, not the numbers
             summary = _PASSED.get(name, _nothing)(report, baseline)
-            return "passed", "; ".join(part for part in (summary, _first(reasons)) if part)
+            return "passed", "; ".join(part for part in (summary, "held for review (gates.quality.first_run)") if part)
         status = "inconclusive" if details.get("requires_review") else "failed"
         return status, _first(reasons) or "failed without a reason"
     let_through = details.get("passed_inconclusive") or (details.get("inconclusive") if
@@ -165,11 +165,15 @@ def _status_and_reason(name: str, report: Mapping[str, Any], baseline: Any) -> t
     return "passed", summary
 
 
-def _inconclusive(name: str, details: Mapping[str, Any]) -> bool:
+def _inconclusive(name: str, report: Mapping[str, Any]) -> bool:
     """Whether a report held for review holds for evidence too thin to judge, not for a policy (the
-    quality gate's `first_run: require_review` holds a first run that passed every comparison)."""
+    quality gate's `first_run: require_review` holds a first run whose comparisons passed, or were
+    inconclusive and let through by `on_inconclusive: pass`)."""
     if name != "quality":
         return True
+    details = report.get("details") or {}
+    if (report.get("thresholds") or {}).get("on_inconclusive", "review") != "review":
+        return False
     comparisons = [details.get("baseline") or {}, *(details.get("first_run_baselines") or {}).values()]
     return any(isinstance(c, Mapping) and c.get("status") == "inconclusive" for c in comparisons)
 
