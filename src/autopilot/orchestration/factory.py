@@ -81,7 +81,7 @@ Every task is idempotent: a retry or a rerun of this DAG run creates no second s
 or model version. Trigger with the Airflow UI (a form: strategy, reason, trial budget),
 `airflow dags trigger`, or the REST API; `training.schedule` may also run it on a cron or on
 each update of the data Asset `autopilot_data__{model}`. A new champion emits an event on
-`autopilot_champion__{model}`.
+`autopilot_champion__{model}`. The run's note says what it decided, with each gate's reason.
 """
 
 
