@@ -199,6 +199,10 @@ def test_a_rollback_and_a_rollout(passed_against_v1: dict[str, Any]) -> None:
                          rollout={"rolled_back": True, "reason": "rollout gate FAILED: p95 900 ms above 250"})
     assert back.splitlines()[0] == ("Stopped by a gate: v2 promoted over v1: every gate passed, then rolled back: "
                                     "rollout gate FAILED: p95 900 ms above 250")
+    loud = training_note(passed_against_v1, promotion=promoted, rollout={
+        "rolled_back": True, "reason": "ROLLBACK INCOMPLETE: could not revert endpoint ep-1. rollout gate FAILED"})
+    assert loud.splitlines()[0] == ("Stopped by a gate: ROLLBACK INCOMPLETE: could not revert endpoint ep-1. rollout "
+                                    "gate FAILED (v2 promoted over v1: every gate passed)")
     done = training_note(passed_against_v1, promotion=promoted, rollout={"passed": True})
     assert done.splitlines()[0] == "v2 promoted over v1: every gate passed"
     assert done.splitlines()[-1] == "rollout: smoke test and bake passed on the live endpoint"

@@ -29,6 +29,7 @@ __all__ = ["GATE_ORDER", "MAX_NOTE", "STOPPED", "gate_line", "known_data_note", 
 
 MAX_NOTE = 1000  # autopilot.adapters.airflow_api.MAX_NOTE (not imported: that module needs httpx)
 STOPPED = "Stopped by a gate: "  # the prefix of a run a gate stopped (Slack alerts and tests read it)
+INCOMPLETE = "ROLLBACK INCOMPLETE:"  # autopilot.pipeline.deploy.RollbackIncomplete's first words
 GATE_ORDER = ("quality", "explainability", "fairness", "infra")  # autopilot.gates.decision.EXPECTED_GATES
 MAX_WHY = 300  # the reason quoted in a first line
 MAX_LINE = 240  # one detail line
@@ -75,6 +76,8 @@ def _training_headline(record: Mapping[str, Any], approval: Mapping[str, Any] | 
         promoted = _promoted(version, record, approval, promotion)
         if rollout and rollout.get("rolled_back"):
             back = _clip(str(rollout.get("reason") or "the rollout failed"), MAX_WHY)
+            if back.startswith(INCOMPLETE):  # said first, as the task's error and the Slack alert say it
+                return f"{STOPPED}{back} ({promoted})"
             return f"{STOPPED}{promoted}, then rolled back: {back}"
         return promoted
     answer = (approval or {}).get("outcome")
