@@ -54,25 +54,15 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
     for name in ("validate", "snapshot", *tuning, "train_and_register", *gates, "decide", "promote",
                  "plan_deployment", "deploy"):
         assert tasks[name].retries == 2 and tasks[name].retry_exponential_backoff, name
-    assert tasks["validate"].downstream_task_ids == {"snapshot"}
-    # tuning fans out: one mapped worker task per `tuning.parallel_workers`, all on one study
-    assert {"plan_tuning", "tune_worker", "train_and_register"} <= tasks["snapshot"].downstream_task_ids
-    assert tasks["plan_tuning"].downstream_task_ids == {"tune_worker", "tune"}
+    # the edges follow the lifecycle (tests/dags/test_graph.py checks each): one mapped worker per
+    # `tuning.parallel_workers`, the gates in parallel, one task deciding
     assert type(tasks["tune_worker"]).__name__.endswith("MappedOperator")
-    assert tasks["tune_worker"].downstream_task_ids == {"tune"}
-    assert tasks["tune"].downstream_task_ids == {"train_and_register"}
-    assert gates <= tasks["train_and_register"].downstream_task_ids
-    for gate in gates:  # the gates run in parallel, and one task decides
+    for gate in gates:
         assert tasks[gate].downstream_task_ids == {"decide"}
     # a `review` decision waits for an approval in "Required actions"; promote runs after a skipped review too
-    assert tasks["decide"].downstream_task_ids == {"review", "promote"}
     assert type(tasks["review"]).__name__ == "VersionReview" and tasks["review"].options == ["Approve", "Reject"]
-    assert tasks["review"].downstream_task_ids == {"promote"}
     assert tasks["promote"].trigger_rule == "none_failed"
     assert tasks["promote"].pool == "autopilot_promotion"
-    assert tasks["promote"].downstream_task_ids == {"plan_deployment"}
-    assert tasks["plan_deployment"].downstream_task_ids == {"deploy", "rollout"}
-    assert tasks["deploy"].downstream_task_ids == {"rollout"}
     # on demand by default (`training.schedule: null`); the trigger form's fields
     assert type(dag.timetable).__name__ == "NullTimetable" and not dag.timetable.can_be_scheduled
     assert list(dag.params) == ["strategy", "reason", "n_trials", "window_start", "window_end"]

@@ -189,6 +189,9 @@ def test_each_data_event_starts_one_training_run_on_its_batch(served: tuple[Airf
     assert (states["validate"], states["snapshot"], states["train_and_register"]) == ("success", "skipped", "skipped")
     assert reg.find_version(MODEL, f"{MODEL}/{again['dag_run_id']}/train") is None
     assert len(reg.versions(MODEL)) == before + 1
+    # Each run's note says how it ended: the first its decision, the repeated batch's that nothing was new.
+    assert again["note"] == f"no new version: this data was already trained on (v{version.version})", again
+    assert any(word in first["note"].splitlines()[0] for word in ("promoted", "rejected", "held for review")), first
 
 
 def data_run(reg: Any, run: dict[str, Any]) -> dict[str, str]:

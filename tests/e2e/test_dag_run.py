@@ -50,7 +50,25 @@ def states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
-def test_training_dag_end_to_end(airflow_db: None, env: Any, small_adult: Callable[..., Path]) -> None:
+@pytest.fixture
+def notes_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A stand-in api-server behind `autopilot_airflow_api`: it records each note the tasks write."""
+    import json
+
+    from autopilot.adapters import airflow_api
+    from tests.dags.test_notes import FakeApi
+
+    monkeypatch.setattr(airflow_api, "RETRY_DELAYS", (0.0, 0.0))
+    fake = FakeApi([200])
+    monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_AIRFLOW_API", json.dumps(
+        {"conn_type": "http", "host": "127.0.0.1", "port": fake.server.server_address[1], "login": "admin",
+         "password": "pw"}))
+    yield fake
+    fake.server.shutdown()
+
+
+def test_training_dag_end_to_end(airflow_db: None, env: Any, small_adult: Callable[..., Path],
+                                 notes_api: Any) -> None:
     small_adult(name="dagtest")
     dag_run = run_dag("dagtest")
     assert str(dag_run.state) == "success", states(dag_run)
@@ -82,6 +100,16 @@ def test_training_dag_end_to_end(airflow_db: None, env: Any, small_adult: Callab
     assert {"deploy/configs/Dockerfile", "deploy/configs/k8s", "deploy/configs/sagemaker"} <= stored
     profile = reg.load_dict(str(champion.run_id), "deploy/profile.json")
     assert profile["latency_ms"]["p95"] > 0 and set(profile["throughput_rps"]) == {"1", "2"}
+    # The run's note: decide wrote it, promote and rollout rewrote it; the last says how the run ended.
+    notes = [patch["note"] for patch in notes_api.patches]
+    assert [note.splitlines()[0] for note in notes] == [
+        "v1 passed every gate: to be promoted (first champion)", "v1 promoted (first champion): every gate passed",
+        "v1 promoted (first champion): every gate passed"], notes
+    lines = notes[-1].splitlines()
+    assert [line.split(":")[0] for line in lines[1:5]] == ["quality", "explainability", "fairness", "infra"]
+    # 800 holdout rows: the first-run comparison with the linear baseline may be inconclusive (let through)
+    assert lines[1].startswith(("quality: passed - roc_auc 0.", "quality: inconclusive - let through")), lines
+    assert lines[-1].startswith("rollout: skipped ("), lines  # nothing serves at AUTOPILOT_SERVING_URL
 
 
 def test_bad_data_fails_the_dag_before_training(airflow_db: None, env: Any,

@@ -18,7 +18,7 @@ from autopilot.data.sources import canonicalize
 from autopilot.monitoring.simulate import shift_frame
 from autopilot.serving.inference_log import InferenceLog, InferenceRecord
 from autopilot.serving.schema import ServingSchema
-from tests.e2e.test_dag_run import airflow_db, env  # noqa: F401  (fixtures)
+from tests.e2e.test_dag_run import airflow_db, env, notes_api  # noqa: F401  (fixtures)
 from tests.helpers import PROJECT
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
@@ -42,7 +42,8 @@ def log_traffic(cfg: Any, settings: Any, frame: Any, start: datetime, prefix: st
 
 
 def test_a_drifted_window_triggers_the_training_dag_once(airflow_db: None, env: Any,  # noqa: F811
-                                                         small_adult: Callable[..., Path], adult_frames: Any) -> None:
+                                                         small_adult: Callable[..., Path], adult_frames: Any,
+                                                         notes_api: Any) -> None:  # noqa: F811
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models import DagRun
 
@@ -65,3 +66,10 @@ def test_a_drifted_window_triggers_the_training_dag_once(airflow_db: None, env: 
     triggered = DagRun.find(dag_id="autopilot_training__mondag", run_id=result["trigger_run_id"])
     assert len(triggered) == 1
     assert triggered[0].conf["strategy"] == result["strategy"] and triggered[0].conf["window_end"]
+    # The run's note, written by `monitor`: the window, its action, the rows, the reasons, the retrain.
+    note = notes_api.patches[-1]["note"].splitlines()
+    assert note[0] == f"Window 2026-11-20 10:00-11:00 UTC: retrain ({result['strategy']})", note
+    assert note[1] == "1,200 rows", note
+    assert note[2] == result["reasons"][0] or (note[2].endswith("...") and result["reasons"][0].startswith(
+        note[2][:-3])), note
+    assert note[-1] == f"retrain triggered: run {result['trigger_run_id']}", note

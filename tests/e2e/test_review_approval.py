@@ -8,6 +8,7 @@ runs go at once; each stops at its `review` task in the `awaiting_input` state, 
 
 * approve: `champion` moves, and the alias history's actor is `airflow-user:alice`, her comment its reason;
 * reject: nothing is promoted, the version loses `challenger`, the reason is in its tags and the run note;
+  every run's note (through the live api-server) names its outcome and each gate's line;
 * no answer within the config's (tiny) `gates.review.timeout_hours`: the scheduler times it out,
   the task fails saying so, nothing is promoted, the version's tags record it.
 """
@@ -166,6 +167,12 @@ def test_approve_promotes_with_the_reviewer_in_the_alias_history(airflow: Airflo
     tags = connect(settings).resolve_version(model, 1).tags
     assert (tags["autopilot.decision"], tags["autopilot.review"], tags["autopilot.reviewed_by"]) == (
         "review", "approved", "airflow-user:alice")
+    # The run's note, written through the live api-server, says how the run ended, then each gate.
+    lines = (run["note"] or "").splitlines()
+    assert lines[:2] == ["v1 approved by alice and promoted (first champion)",
+                         "review comment: checked the holdout by hand"], run["note"]
+    assert lines[2].startswith("quality: passed - roc_auc 0.") and "(first run)" in lines[2], run["note"]
+    assert [line.split(":")[0] for line in lines[2:6]] == ["quality", "explainability", "fairness", "infra"]
 
 
 def test_reject_promotes_nothing_and_records_the_reason(airflow: Airflow) -> None:
@@ -182,7 +189,8 @@ def test_reject_promotes_nothing_and_records_the_reason(airflow: Airflow) -> Non
     tags = registry.resolve_version(model, 1).tags
     assert tags["autopilot.review"] == "rejected" and tags["autopilot.reviewed_by"] == "airflow-user:alice"
     assert tags["autopilot.review_reason"] == "fairness by race not convincing"
-    assert run["note"] and "rejected on review by airflow-user:alice" in run["note"], run
+    assert run["note"] and run["note"].startswith("v1 rejected by alice in review\n"
+                                                  "review comment: fairness by race not convincing\n"), run
 
 
 def test_no_answer_in_time_promotes_nothing_and_says_so(airflow: Airflow) -> None:
@@ -197,6 +205,6 @@ def test_no_answer_in_time_promotes_nothing_and_says_so(airflow: Airflow) -> Non
     tags = registry.resolve_version(model, 1).tags
     assert tags["autopilot.review"] == "timed_out"
     assert "no reviewer answered within 0.004 h" in tags["autopilot.review_reason"]
-    assert run["note"] and "Review timed out" in run["note"], run
+    assert run["note"] and run["note"].startswith("v1 held for review, then timed out: no reviewer answered"), run
     detail = api(airflow, "GET", hitl_path(model))
     assert not detail["response_received"] and not detail["chosen_options"]  # nobody answered

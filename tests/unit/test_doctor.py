@@ -214,6 +214,11 @@ def test_a_missing_connection_counts_as_its_need_says() -> None:
     assert "AIRFLOW_CONN_AUTOPILOT_SLACK" in slack.fix
     api = check_connection(needs["autopilot_airflow_api"], None)
     assert api.status == "warn" and "run's note" in api.detail
+    # doctor names the missing connection, what goes missing with it (every run's note), and the fix
+    assert api.name == "connection autopilot_airflow_api" and "run notes will not appear" in api.detail
+    assert "promoted, rejected, held for review" in api.detail
+    assert api.fix is not None and "export AIRFLOW_CONN_AUTOPILOT_AIRFLOW_API='{\"conn_type\": \"http\"" in api.fix
+    assert "allowed to edit DAG runs: docs/operations.md" in api.fix
     aws = check_connection(needs["aws_default"], ConnectionFacts("aws_default", False,
                                                                  errors=("the metadata DB: OperationalError",)))
     assert aws.status == "fail" and "OperationalError" in aws.detail

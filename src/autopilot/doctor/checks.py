@@ -276,6 +276,7 @@ class Need:
     fields: tuple[str, ...]  # which of host/login/password must be set
     example: str
     models: tuple[str, ...] = ()
+    guide: str = ""  # where the docs say how to set it up (added to the fix)
 
 
 def needed_connections(configs: Sequence[LoadedConfig]) -> list[Need]:
@@ -293,10 +294,14 @@ def needed_connections(configs: Sequence[LoadedConfig]) -> list[Need]:
                  "alerts are off: no message about any run outcome", ("slackwebhook",), ("password",),
                  '{"conn_type": "slackwebhook", "password": "<webhook URL>"}'), cfg.name)
         add(Need(AIRFLOW_API_CONN, "DAG run notes through the REST API", "warn",
-                 "a gate's reasons will not reach the DAG run's note (they stay in the task log)",
+                 "run notes will not appear: no DAG run's note in the Airflow UI will say what the run decided "
+                 "(promoted, rejected, held for review, rolled back; a monitoring window's action and reasons); "
+                 "only the task logs will",
                  ("http", "https"), ("host", "login", "password"),
                  '{"conn_type": "http", "host": "<api-server host>", "port": 8080, "login": "<user>", '
-                 '"password": "<password>"}'), cfg.name)
+                 '"password": "<password>"}',
+                 guide="a dedicated Airflow user allowed to edit DAG runs: docs/operations.md, \"Run notes\""),
+            cfg.name)
         if cfg.deployment.target == "aws":
             add(Need(cfg.deployment.aws.aws_conn_id, "SageMaker deployment (deployment.aws.aws_conn_id)", "fail",
                      "the deploy task cannot reach AWS", ("aws",), (),
@@ -311,7 +316,7 @@ def check_connection(need: Need, found: ConnectionFacts | None) -> Check:
     models = ", ".join(need.models)
     env = "AIRFLOW_CONN_" + need.conn_id.upper()
     fix = (f"define it: export {env}='{need.example}', or `airflow connections add {need.conn_id} --conn-json ...`, "
-           "or in your secrets backend")
+           "or in your secrets backend" + (f" ({need.guide})" if need.guide else ""))
     if found is None or not found.found:
         unread = f"; not all backends answered: {'; '.join(found.errors)}" if found and found.errors else ""
         return Check(name, need.missing, f"missing ({need.purpose}; {models}): {need.consequence}{unread}", fix)

@@ -1,7 +1,9 @@
 """DAG factory: one training DAG and one monitoring DAG per model config file.
 
 The training DAG is built from the declared pipeline (`autopilot.pipeline.lifecycle.TRAINING`):
-one task per stage, all with one body (`_run_stage`), wired by the stages' inputs.
+one task per stage, all with one body (`_run_stage`), drawn in four task groups (data, tuning,
+gates, deployment) with edges in the lifecycle's order (`Stage.upstream`), not one per input.
+Every run ends with a note saying what it decided (`autopilot.orchestration.notes`).
 
 This module is imported by the scheduler's DAG parser every few seconds, so it imports only
 Airflow's SDK, the standard library and that declaration (itself standard library only) at
@@ -17,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, AssetAlias, Param, dag, get_current_context, task
+from airflow.sdk import DAG, AssetAlias, Param, TaskGroup, dag, get_current_context, task
 
 from autopilot.orchestration.schedules import (
     ScheduleError,
@@ -25,7 +27,7 @@ from autopilot.orchestration.schedules import (
     monitoring_schedule,
     training_schedule,
 )
-from autopilot.pipeline.lifecycle import TRAINING, Stage
+from autopilot.pipeline.lifecycle import GROUPS, TRAINING, Stage
 from autopilot.task_ids import TaskId
 
 __all__ = ["DEFAULT_ARGS", "MONITORING_PARAMS", "TRAINING_PARAMS", "ScheduleError", "config_dir", "monitoring_dag",
@@ -79,7 +81,7 @@ Every task is idempotent: a retry or a rerun of this DAG run creates no second s
 or model version. Trigger with the Airflow UI (a form: strategy, reason, trial budget),
 `airflow dags trigger`, or the REST API; `training.schedule` may also run it on a cron or on
 each update of the data Asset `autopilot_data__{model}`. A new champion emits an event on
-`autopilot_champion__{model}`.
+`autopilot_champion__{model}`. The run's note says what it decided, with each gate's reason.
 """
 
 
@@ -170,13 +172,17 @@ def _config(path: str, model: str) -> Any:
 def _note(text: str) -> None:
     """Put a gate's reasons on the DAG run's note (best effort: the task log has them too)."""
     from autopilot.orchestration.notes import set_run_note
+    from autopilot.pipeline.run_notes import STOPPED
 
     dag_run = get_current_context()["dag_run"]
-    set_run_note(dag_run.dag_id, dag_run.run_id, f"Stopped by a gate: {text}")
+    set_run_note(dag_run.dag_id, dag_run.run_id, f"{STOPPED}{text}")
 
 
-def _gate(func: Any, *args: Any) -> Any:
-    """Run a stage; a failed gate fails the task at once (no retry: it is a decision)."""
+def _gate(func: Any, *args: Any, noted: Any = None) -> Any:
+    """Run a stage; a failed gate fails the task at once (no retry: it is a decision).
+
+    `noted(exc)` writes the run's note of that failure (default: `Stopped by a gate: <reasons>`).
+    """
     from airflow.sdk.exceptions import AirflowFailException
 
     from autopilot.config import ConfigError
@@ -185,7 +191,7 @@ def _gate(func: Any, *args: Any) -> Any:
     try:
         return func(*args)
     except GateFailure as exc:
-        _note(str(exc))
+        (noted or (lambda failure: _note(str(failure))))(exc)
         raise AirflowFailException(str(exc)) from exc
     except ConfigError as exc:  # a broken config will not fix itself on retry
         raise AirflowFailException(str(exc)) from exc
@@ -210,14 +216,20 @@ def _aws_clients(cfg: Any) -> Any:
     return clients_from_connection(aws.aws_conn_id, aws.region, aws)
 
 
-def _run_stage(stage: Stage, path: str, model: str, inputs: list[Any]) -> Any:
-    """What every training task does: call its stage on its inputs, as the declaration says."""
+def _run_stage(stage: Stage, path: str, model: str, given: dict[str, Any]) -> Any:
+    """What every training task does: call its stage on its inputs, as the declaration says.
+
+    `given` holds the inputs Airflow resolved from the task's upstream neighbours (by task id);
+    every other input is read from XCom here (`_pulled`), so only the lifecycle's order draws edges.
+    """
     from collections.abc import Mapping
 
+    from autopilot.orchestration.notes import failure_note_writer, write_stage_note
     from autopilot.pipeline.context import plain
 
     ctx, settings = _context()
     cfg = _config(path, model)
+    inputs = [given[task.value] if task.value in given else _pulled(task) for task in stage.inputs]
     # XCom hands a mapped task's results over as a lazy sequence: the stage gets a list.
     values = [value if value is None or isinstance(value, Mapping) else list(value) for value in inputs]
     if stage.trigger_rule is not None:
@@ -225,8 +237,11 @@ def _run_stage(stage: Stage, path: str, model: str, inputs: list[Any]) -> Any:
     if stage.map_label is not None:  # the mapped task's label in the UI (`map_index_template`)
         get_current_context()[MAP_LABEL] = stage.map_label(values[0])  # type: ignore[literal-required]
     clients = _aws_clients(cfg) if stage.aws else None
-    result = _gate(stage.call, cfg, settings, ctx, values, clients) if stage.gated else \
-        stage.call(cfg, settings, ctx, values, clients)
+    context = get_current_context()
+    result = _gate(stage.call, cfg, settings, ctx, values, clients,
+                   noted=failure_note_writer(stage.task, context, settings)) \
+        if stage.gated else stage.call(cfg, settings, ctx, values, clients)
+    write_stage_note(stage.task, context, settings, result)
     if stage.skippable:
         _skip_if_skipped(result)
     if stage.task is TaskId.SNAPSHOT and ctx.skip_known_data:
@@ -234,6 +249,12 @@ def _run_stage(stage: Stage, path: str, model: str, inputs: list[Any]) -> Any:
     if stage.announces and result.get("promoted"):
         _announce_champion(model, result, ctx.run_id)
     return plain(result)
+
+
+def _pulled(task: TaskId) -> Any:
+    """An input from a task that is not an upstream neighbour: its return value, read from XCom
+    (None when it was skipped, as an XComArg of a skipped task resolves)."""
+    return get_current_context()["ti"].xcom_pull(task_ids=task.value, key="return_value")
 
 
 MAP_LABEL = "autopilot_map_label"  # the context key a mapped task's label is rendered from
@@ -261,6 +282,9 @@ def _skip_known_data(cfg: Any, settings: Any, snapped: Any) -> None:
 
     known = trained_on(cfg, settings, snapped)
     if known is not None:
+        from autopilot.orchestration.notes import write_known_data_note
+
+        write_known_data_note(get_current_context()["dag_run"], known)
         raise AirflowSkipException(f"version {known} of {cfg.registered_model_name} was already trained on this "
                                    "data (the same snapshots) with this config: nothing new to train")
 
@@ -279,7 +303,7 @@ def _champion_alias(model: str) -> str:
 
 def _stage_task(stage: Stage, path: str, model: str, succeeded: Any) -> Any:
     """The Airflow task of one declared stage: one body for them all, set up as the stage says."""
-    options: dict[str, Any] = {"task_id": stage.task.value,
+    options: dict[str, Any] = {"task_id": stage.task.value, "task_display_name": stage.label or stage.task.value,
                                # as the hand-written `-> dict` tasks did: each key is an XCom too
                                "multiple_outputs": not stage.many}
     if stage.pool is not None:
@@ -296,8 +320,9 @@ def _stage_task(stage: Stage, path: str, model: str, succeeded: Any) -> Any:
         options["outlets"] = [AssetAlias(_champion_alias(model))]
 
     # No docstring: Airflow would show it as each task's documentation.
-    def body(inputs: list[Any], item: Any = None) -> Any:
-        return _run_stage(stage, path, model, [item, *inputs] if stage.mapped else inputs)
+    def body(inputs: dict[str, Any], item: Any = None) -> Any:
+        given = {stage.inputs[0].value: item, **inputs} if stage.mapped else dict(inputs)
+        return _run_stage(stage, path, model, given)
 
     return task(**options)(body)
 
@@ -306,26 +331,43 @@ def _review_task(stage: Stage, path: str, model: str) -> Any:
     """The approval task of a `review` decision (`autopilot.orchestration.review.VersionReview`)."""
     from autopilot.orchestration.review import VersionReview
 
-    return VersionReview(task_id=stage.task.value, config_path=path, model=model)
+    return VersionReview(task_id=stage.task.value, task_display_name=stage.label or stage.task.value,
+                         config_path=path, model=model)
 
 
 def _training_tasks(path: str, model: str, succeeded: Any) -> None:
-    """Add the declared training stages to the DAG being defined, wired by their inputs."""
+    """Add the declared training stages to the DAG being defined, each in its task group.
+
+    Edges follow `Stage.upstream` (the lifecycle's order). An input from an upstream neighbour is
+    an XComArg (Airflow resolves it, and the tuning workers expand over `plan_tuning`'s list); any
+    other input is read from XCom by task id when the task runs (`_run_stage`).
+    """
+    # Task ids stay unprefixed (`prefix_group_id=False`): XCom pulls, progress events and the
+    # outcome messages name tasks by their `TaskId`.
+    groups = {name: TaskGroup(group_id=name, prefix_group_id=False, tooltip=tooltip)
+              for name, tooltip in GROUPS.items()}
     outputs: dict[TaskId, Any] = {}  # XComArgs: references resolved when the task runs
     for stage in TRAINING:
-        inputs = [outputs[upstream] for upstream in stage.inputs]
-        if stage.human:  # an approval in "Required actions" (it reads its input from XCom itself)
-            outputs[stage.task] = _review_task(stage, path, model).output
-            for upstream in stage.inputs:
-                outputs[upstream] >> outputs[stage.task]
-            continue
+        with groups[stage.group]:
+            outputs[stage.task] = _stage_output(stage, path, model, succeeded, outputs)
+
+
+def _stage_output(stage: Stage, path: str, model: str, succeeded: Any, outputs: dict[TaskId, Any]) -> Any:
+    """Add one stage's task after its upstream neighbours; return its output (an XComArg)."""
+    linked = {task.value: outputs[task] for task in stage.inputs if task in stage.upstream}
+    if stage.human:  # an approval in "Required actions" (it reads its input from XCom itself)
+        output = _review_task(stage, path, model).output
+    else:
         made = _stage_task(stage, path, model, succeeded)
-        if stage.mapped:  # one task per item of the first input, the other inputs shared
-            outputs[stage.task] = made.partial(inputs=inputs[1:]).expand(item=inputs[0])
+        if stage.mapped:  # one task per item of the first input (a neighbour's list), the other inputs shared
+            first = stage.inputs[0].value
+            output = made.partial(inputs={k: v for k, v in linked.items() if k != first}).expand(item=linked[first])
         else:
-            outputs[stage.task] = made(inputs=inputs)
-        for upstream in stage.after:
-            outputs[upstream] >> outputs[stage.task]
+            output = made(inputs=linked)
+    for upstream in stage.upstream:
+        if stage.human or upstream not in stage.inputs:  # no XComArg drew this edge
+            outputs[upstream] >> output
+    return output
 
 
 def _dag_arguments(kind: str, model: str, path: str) -> tuple[dict[str, Any], Any]:
@@ -357,7 +399,7 @@ def training_dag(model: str, config_path: Path) -> DAG:
     arguments, succeeded = _dag_arguments("training", model, path)
 
     @dag(
-        description=f"Validate, version, tune, train and register {model}",
+        description=f"Train {model}: validate the data, tune, gate against the champion, promote and deploy",
         doc_md=DOC.format(model=model, config=config_path.name),
         schedule=training_schedule(model, config_path),
         params=copy.deepcopy(TRAINING_PARAMS),  # a DAG's Params take a run's values: one set per DAG
@@ -421,7 +463,7 @@ def monitoring_dag(model: str, config_path: Path) -> DAG:
     arguments, succeeded = _dag_arguments("monitoring", model, path)
 
     @dag(
-        description=f"Watch {model}'s traffic for drift and degradation; retrain when needed",
+        description=f"Watch {model}'s served traffic each window for drift and degradation; alert, retrain, roll back",
         doc_md=MONITORING_DOC.format(model=model),
         schedule=monitoring_schedule(config_path),
         params=copy.deepcopy(MONITORING_PARAMS),
@@ -442,17 +484,20 @@ def _monitoring_tasks(path: str, model: str, succeeded: Any) -> None:
     """Add the monitoring tasks to the DAG being defined: the window, then one branch of three."""
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
-    @task(task_id=TaskId.MONITOR.value)
+    @task(task_id=TaskId.MONITOR.value, task_display_name="Check window for drift")
     def monitor() -> dict[str, Any]:
+        from autopilot.orchestration.notes import write_monitoring_note
         from autopilot.pipeline.monitoring import monitor_window
 
         ctx, settings = _context()
         cfg = _config(path, model)
         start, end = _window(cfg)
         running = _running_retrain(model, settings, end)
-        return dict(_gate(monitor_window, cfg, settings, ctx, start, end, running))
+        result = dict(_gate(monitor_window, cfg, settings, ctx, start, end, running))
+        write_monitoring_note(ctx.dag_id, ctx.run_id, result)  # the window's action, whatever the branch
+        return result
 
-    @task.branch(task_id=TaskId.BRANCH.value)
+    @task.branch(task_id=TaskId.BRANCH.value, task_display_name="Choose action")
     def branch(result: dict[str, Any]) -> str:
         return BRANCHES.get(str(result["action"]), TaskId.HEALTHY).value
 
@@ -460,6 +505,7 @@ def _monitoring_tasks(path: str, model: str, succeeded: Any) -> None:
     pulled = f"ti.xcom_pull(task_ids='{TaskId.MONITOR}')"
     trigger_retraining = TriggerDagRunOperator(
         task_id=TaskId.TRIGGER_RETRAINING.value,
+        task_display_name="Trigger retraining",
         trigger_dag_id=f"autopilot_training__{model}",
         trigger_run_id=f"{{{{ {pulled}['trigger_run_id'] }}}}",
         conf=f"{{{{ {pulled}['conf'] }}}}",  # type: ignore[arg-type]
@@ -474,7 +520,7 @@ def _monitoring_tasks(path: str, model: str, succeeded: Any) -> None:
 def _outcome_tasks(model: str, result: Any, succeeded: Any) -> list[Any]:
     """The branches that end a window without a retrain: an alert (logged), or healthy."""
 
-    @task(task_id=TaskId.ALERT.value, on_success_callback=succeeded)
+    @task(task_id=TaskId.ALERT.value, task_display_name="Alert", on_success_callback=succeeded)
     def alert(result: dict[str, Any]) -> dict[str, Any]:
         import logging
 
@@ -483,7 +529,7 @@ def _outcome_tasks(model: str, result: Any, succeeded: Any) -> list[Any]:
             f"; retrain blocked: {result['blocked_by']}" if result.get("blocked_by") else "")
         return {"action": result["action"], "reasons": result["reasons"], "report": result.get("report_uri")}
 
-    @task(task_id=TaskId.HEALTHY.value, on_success_callback=succeeded)
+    @task(task_id=TaskId.HEALTHY.value, task_display_name="Healthy", on_success_callback=succeeded)
     def healthy() -> None:
         return None
 
@@ -494,7 +540,7 @@ def _drain_alerts() -> Any:
     """Housekeeping: re-send Slack messages whose delivery failed (the alert outbox), whatever
     their DAG or model; beside the window, never in its way (it does not raise)."""
 
-    @task(task_id=TaskId.DRAIN_ALERTS.value)
+    @task(task_id=TaskId.DRAIN_ALERTS.value, task_display_name="Re-send failed alerts")
     def drain_alerts() -> dict[str, int]:
         from autopilot.orchestration.connections import airflow_settings
         from autopilot.orchestration.slack import drain_outbox

@@ -12,7 +12,8 @@ scheduler enforces `gates.review.timeout_hours`, read from the model config when
   so the task skips, saying how to approve by hand (`autopilot promote`); nothing is promoted.
 * an answer: `Approve` returns an `approved` `Approval` naming the reviewer
   (`airflow-user:<name>`), which `promote` uses as the alias move's actor; `Reject` is recorded
-  on the version (tags, run note) and `promote` promotes nothing.
+  on the version (tags) and `promote` promotes nothing. Either way the run's note says who
+  answered (`v3 rejected by alice in review`); `promote` then writes the final one.
 * no answer in time: recorded, and the task fails (no retry) saying nothing was promoted.
 * a retry after the answer was recorded (Airflow 3.3 can retry a resumed task whose executor event
   arrived late, seen on a loaded machine): the recorded answer is returned, nobody is asked twice.
@@ -120,7 +121,7 @@ class VersionReview(HITLOperator):
         if event.get("error_type") == "timeout":
             approval = timed_out(decided, cfg.gates.review.timeout_hours)
             record_review(cfg, settings, approval, context["dag_run"].run_id)
-            self._note(context, f"Review timed out: {approval.reason}")
+            self._note(context, settings, approval.to_xcom())
             raise AirflowFailException(approval.reason)
         payload = super().execute_complete(context, event)  # validates the options and the form
         params = payload.get("params_input") or {}
@@ -128,14 +129,14 @@ class VersionReview(HITLOperator):
                             params.get("comment"))
         record_review(cfg, settings, approval, context["dag_run"].run_id)
         self.log.info("version %s %s by %s: %s", approval.version, approval.outcome, approval.actor, approval.reason)
-        if approval.outcome == "rejected":
-            self._note(context, f"Version {approval.version} rejected on review by {approval.actor}: "
-                                f"{approval.reason}")
+        self._note(context, settings, approval.to_xcom())
         return approval.to_xcom()
 
     @staticmethod
-    def _note(context: Any, text: str) -> None:
-        from autopilot.orchestration.notes import set_run_note
+    def _note(context: Any, settings: Any, approval: dict[str, Any]) -> None:
+        """The run's note after the answer: `v3 rejected by alice in review`, `v3 approved by alice ...`,
+        or held for review when nobody answered in time (`promote` updates it after an approval)."""
+        from autopilot.orchestration.notes import write_training_note
 
-        dag_run = context["dag_run"]
-        set_run_note(dag_run.dag_id, dag_run.run_id, text)
+        fallback = f"v{approval.get('version')} {approval.get('outcome')} in review: {approval.get('reason')}"
+        write_training_note(context, settings, approval=approval, fallback=fallback)
