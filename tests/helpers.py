@@ -26,3 +26,12 @@ def adult_config_dict(**overrides: Any) -> dict[str, Any]:
 
 TINY_TUNING = {"n_trials": 3, "timeout_seconds": 60, "families": ["linear", "hist_gradient_boosting"],
                "seed": 7, "n_startup_trials": 2}
+
+
+def note_lines(note: str) -> list[str]:
+    """A note's lines as written: its first line, then each Markdown list item without its bullet."""
+    first, _, rest = note.partition("\n\n")
+    assert "\n" not in first, note  # the first line is one line; the details follow a blank line
+    items = rest.split("\n") if rest else []
+    assert all(item.startswith("- ") for item in items), note  # Airflow renders notes as Markdown
+    return [first, *(item.removeprefix("- ") for item in items)]

@@ -177,7 +177,8 @@ def test_a_rejection_by_decide_keeps_the_gate_prefix_and_fails_the_task(api: Any
     with pytest.raises(AirflowFailException):
         factory._gate(reject, noted=failure_note_writer(TaskId.DECIDE, task_context, None))
     note = fake.patches[-1]["note"]
-    assert note.startswith("Stopped by a gate: v2 rejected: quality failed\nquality: failed - roc_auc 0.7100 vs 0.9300")
+    assert note.startswith("Stopped by a gate: v2 rejected: quality failed\n\n"
+                           "- quality: failed - roc_auc 0.7100 vs 0.9300")
 
 
 def test_an_unreadable_record_falls_back_and_a_missing_one_writes_nothing(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from autopilot.adapters import registry
-from tests.helpers import PROJECT
+from tests.helpers import PROJECT, note_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
 
@@ -102,10 +102,10 @@ def test_training_dag_end_to_end(airflow_db: None, env: Any, small_adult: Callab
     assert profile["latency_ms"]["p95"] > 0 and set(profile["throughput_rps"]) == {"1", "2"}
     # The run's note: decide wrote it, promote and rollout rewrote it; the last says how the run ended.
     notes = [patch["note"] for patch in notes_api.patches]
-    assert [note.splitlines()[0] for note in notes] == [
+    assert [note_lines(note)[0] for note in notes] == [
         "v1 passed every gate: to be promoted (first champion)", "v1 promoted (first champion): every gate passed",
         "v1 promoted (first champion): every gate passed"], notes
-    lines = notes[-1].splitlines()
+    lines = note_lines(notes[-1])
     assert [line.split(":")[0] for line in lines[1:5]] == ["quality", "explainability", "fairness", "infra"]
     # 800 holdout rows: the first-run comparison with the linear baseline may be inconclusive (let through)
     assert lines[1].startswith(("quality: passed - roc_auc 0.", "quality: inconclusive - let through")), lines

@@ -19,7 +19,7 @@ from autopilot.monitoring.simulate import shift_frame
 from autopilot.serving.inference_log import InferenceLog, InferenceRecord
 from autopilot.serving.schema import ServingSchema
 from tests.e2e.test_dag_run import airflow_db, env, notes_api  # noqa: F401  (fixtures)
-from tests.helpers import PROJECT
+from tests.helpers import PROJECT, note_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
 HOUR_END = datetime(2026, 11, 20, 11, tzinfo=UTC)
@@ -67,7 +67,7 @@ def test_a_drifted_window_triggers_the_training_dag_once(airflow_db: None, env: 
     assert len(triggered) == 1
     assert triggered[0].conf["strategy"] == result["strategy"] and triggered[0].conf["window_end"]
     # The run's note, written by `monitor`: the window, its action, the rows, the reasons, the retrain.
-    note = notes_api.patches[-1]["note"].splitlines()
+    note = note_lines(notes_api.patches[-1]["note"])
     assert note[0] == f"Window 2026-11-20 10:00-11:00 UTC: retrain ({result['strategy']})", note
     assert note[1] == "1,200 rows", note
     assert note[2] == result["reasons"][0] or (note[2].endswith("...") and result["reasons"][0].startswith(

@@ -29,7 +29,7 @@ from autopilot.adapters.registry import connect
 from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.versions.promotion import current, history
 from tests.airflow_support import TIMEOUT, Airflow, live_airflow
-from tests.helpers import PROJECT, TINY_TUNING, adult_config_dict
+from tests.helpers import PROJECT, TINY_TUNING, adult_config_dict, note_lines
 
 pytestmark = pytest.mark.slow
 
@@ -168,7 +168,7 @@ def test_approve_promotes_with_the_reviewer_in_the_alias_history(airflow: Airflo
     assert (tags["autopilot.decision"], tags["autopilot.review"], tags["autopilot.reviewed_by"]) == (
         "review", "approved", "airflow-user:alice")
     # The run's note, written through the live api-server, says how the run ended, then each gate.
-    lines = (run["note"] or "").splitlines()
+    lines = note_lines(run["note"] or "")
     assert lines[:2] == ["v1 approved by alice and promoted (first champion)",
                          "review comment: checked the holdout by hand"], run["note"]
     assert lines[2].startswith("quality: passed - roc_auc 0.") and "(first run)" in lines[2], run["note"]
@@ -189,8 +189,8 @@ def test_reject_promotes_nothing_and_records_the_reason(airflow: Airflow) -> Non
     tags = registry.resolve_version(model, 1).tags
     assert tags["autopilot.review"] == "rejected" and tags["autopilot.reviewed_by"] == "airflow-user:alice"
     assert tags["autopilot.review_reason"] == "fairness by race not convincing"
-    assert run["note"] and run["note"].startswith("v1 rejected by alice in review\n"
-                                                  "review comment: fairness by race not convincing\n"), run
+    assert run["note"] and run["note"].startswith("v1 rejected by alice in review\n\n"
+                                                  "- review comment: fairness by race not convincing\n"), run
 
 
 def test_no_answer_in_time_promotes_nothing_and_says_so(airflow: Airflow) -> None:

@@ -26,7 +26,7 @@ from autopilot.pipeline.run_notes import (
     training_note,
 )
 from autopilot.reports import GateReport
-from tests.helpers import adult_config_dict
+from tests.helpers import adult_config_dict, note_lines
 
 HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "constant", "hgb.cat_encoding": "native",
        "prep.min_frequency": 0.0, "hgb.learning_rate": 0.1, "hgb.max_iter": 60, "hgb.max_leaf_nodes": 15,
@@ -106,7 +106,7 @@ def passed_against_v1(adult: tuple[Splits, Any, Any]) -> dict[str, Any]:
 def test_a_promotion_over_the_champion_names_both_versions_and_every_gate(passed_against_v1: dict[str, Any]) -> None:
     promoted = Promotion(promoted=True, decision="promote", version=2, from_version=1).to_xcom()
     note = training_note(passed_against_v1, promotion=promoted)
-    lines = note.splitlines()
+    lines = note_lines(note)
     assert lines[0] == "v2 promoted over v1: every gate passed"
     quality = next(line for line in lines if line.startswith("quality: "))
     champion_auc = passed_against_v1["gates"][0]["details"]["baseline"]["metrics"]["roc_auc"]
@@ -122,7 +122,7 @@ def test_a_promotion_over_the_champion_names_both_versions_and_every_gate(passed
 
 
 def test_before_the_promotion_decide_says_it_is_next(passed_against_v1: dict[str, Any]) -> None:
-    assert training_note(passed_against_v1).splitlines()[0] == "v2 passed every gate: to be promoted over v1"
+    assert note_lines(training_note(passed_against_v1))[0] == "v2 passed every gate: to be promoted over v1"
 
 
 def test_a_first_champion_and_a_retrain_asked_by_monitoring(adult: tuple[Splits, Any, Any]) -> None:
@@ -134,7 +134,7 @@ def test_a_first_champion_and_a_retrain_asked_by_monitoring(adult: tuple[Splits,
     conf = {"strategy": "refit", "reason": "drift: age (wasserstein 0.31)",
             "window_start": "2026-12-07T01:00:00+00:00", "window_end": "2026-12-07T02:00:00+00:00"}
     note = training_note(made, conf=conf)
-    lines = note.splitlines()
+    lines = note_lines(note)
     assert made["decision"] == "reject"
     assert lines[0] == "Stopped by a gate: v1 rejected: fairness failed"
     assert lines[1].startswith("quality: passed - roc_auc 0.") and "(first run) vs prior 0.5000 (diff +0." in lines[1]
@@ -143,7 +143,7 @@ def test_a_first_champion_and_a_retrain_asked_by_monitoring(adult: tuple[Splits,
     assert lines[-1] == "Retrain asked by monitoring window 2026-12-07 01:00-02:00: drift: age (wasserstein 0.31)"
     promoted = training_note(record([quality, explainability(), infra()], version=1, baseline=None),
                              promotion={"promoted": True, "decision": "promote", "version": 1, "from": None})
-    assert promoted.splitlines()[0].startswith("Stopped by a gate")  # a rejected record never reads as promoted
+    assert note_lines(promoted)[0].startswith("Stopped by a gate")  # a rejected record never reads as promoted
 
 
 def test_a_rejection_by_the_quality_gate_quotes_its_reason(adult: tuple[Splits, Any, Any]) -> None:
@@ -151,7 +151,7 @@ def test_a_rejection_by_the_quality_gate_quotes_its_reason(adult: tuple[Splits, 
     quality = evaluate_quality(stump, champion, splits.X_test, splits.y_test, cfg_with(quality=FAST),
                                champion_version=1)
     note = training_note(record([quality, explainability(passed=False), infra()], version=3))
-    lines = note.splitlines()
+    lines = note_lines(note)
     assert lines[0] == "Stopped by a gate: v3 rejected: quality, explainability, fairness failed"
     assert lines[1].startswith("quality: failed - roc_auc 0.") and "for champion v1" in lines[1]
     assert lines[2] == ("explainability: failed - possible leakage: feature 'fnlwgt' carries 0.700 of all "
@@ -168,44 +168,44 @@ def test_review_answers_and_what_promote_makes_of_them(adult: tuple[Splits, Any,
     held = record([quality, explainability(), infra(), GateReport(name="fairness", passed=True)], version=3,
                   baseline=2)
     assert held["decision"] == "review"
-    first = training_note(held).splitlines()
+    first = note_lines(training_note(held))
     assert first[0].startswith("v3 held for review: quality: roc_auc") and "inconclusive" in first[0]
     assert first[1].startswith("quality: inconclusive - roc_auc")
     assert "fairness: report-only - nothing gated" in first
 
     alice = "airflow-user:alice"
     approved = Approval(outcome="approved", version=3, actor=alice, reason="checked by hand").to_xcom()
-    assert training_note(held, approval=approved).splitlines()[:2] == [
+    assert note_lines(training_note(held, approval=approved))[:2] == [
         "v3 approved by alice in review: to be promoted over v2", "review comment: checked by hand"]
     promoted = {"promoted": True, "decision": "promote", "version": 3, "from": 2, "retired": []}
-    assert training_note(held, approval=approved, promotion=promoted).splitlines()[0] == \
+    assert note_lines(training_note(held, approval=approved, promotion=promoted))[0] == \
         "v3 approved by alice and promoted over v2"
 
     rejected = Approval(outcome="rejected", version=3, actor=alice, reason="not convincing").to_xcom()
     not_promoted = Promotion(promoted=False, decision="review", version=3, reasons=["review rejected"]).to_xcom()
-    assert training_note(held, approval=rejected, promotion=not_promoted).splitlines()[:2] == [
+    assert note_lines(training_note(held, approval=rejected, promotion=not_promoted))[:2] == [
         "v3 rejected by alice in review", "review comment: not convincing"]
     late = Approval(outcome="timed_out", version=3, reason="no reviewer answered within 72 h").to_xcom()
-    assert training_note(held, approval=late).splitlines()[0] == \
+    assert note_lines(training_note(held, approval=late))[0] == \
         "v3 held for review, then timed out: no reviewer answered within 72 h"
     # dag.test: nobody could answer, promote promoted nothing
     pending = Promotion(promoted=False, decision="review", version=3, reasons=["a test run cannot wait"]).to_xcom()
-    assert training_note(held, promotion=pending).splitlines()[0] == "v3 held for review: a test run cannot wait"
+    assert note_lines(training_note(held, promotion=pending))[0] == "v3 held for review: a test run cannot wait"
 
 
 def test_a_rollback_and_a_rollout(passed_against_v1: dict[str, Any]) -> None:
     promoted = {"promoted": True, "decision": "promote", "version": 2, "from": 1, "retired": []}
     back = training_note(passed_against_v1, promotion=promoted,
                          rollout={"rolled_back": True, "reason": "rollout gate FAILED: p95 900 ms above 250"})
-    assert back.splitlines()[0] == ("Stopped by a gate: v2 promoted over v1: every gate passed, then rolled back: "
+    assert note_lines(back)[0] == ("Stopped by a gate: v2 promoted over v1: every gate passed, then rolled back: "
                                     "rollout gate FAILED: p95 900 ms above 250")
     loud = training_note(passed_against_v1, promotion=promoted, rollout={
         "rolled_back": True, "reason": "ROLLBACK INCOMPLETE: could not revert endpoint ep-1. rollout gate FAILED"})
-    assert loud.splitlines()[0] == ("Stopped by a gate: ROLLBACK INCOMPLETE: could not revert endpoint ep-1. rollout "
+    assert note_lines(loud)[0] == ("Stopped by a gate: ROLLBACK INCOMPLETE: could not revert endpoint ep-1. rollout "
                                     "gate FAILED (v2 promoted over v1: every gate passed)")
     done = training_note(passed_against_v1, promotion=promoted, rollout={"passed": True})
-    assert done.splitlines()[0] == "v2 promoted over v1: every gate passed"
-    assert done.splitlines()[-1] == "rollout: smoke test and bake passed on the live endpoint"
+    assert note_lines(done)[0] == "v2 promoted over v1: every gate passed"
+    assert note_lines(done)[-1] == "rollout: smoke test and bake passed on the live endpoint"
 
 
 def test_long_reasons_are_clipped_never_the_first_line() -> None:
@@ -216,13 +216,13 @@ def test_long_reasons_are_clipped_never_the_first_line() -> None:
             "reason": "y" * 500}
     note = training_note(made, conf=conf)
     assert len(note) <= MAX_NOTE
-    assert note.splitlines()[0] == "Stopped by a gate: v9 rejected: quality, explainability, fairness, infra failed"
-    assert note.splitlines()[1].startswith("quality: failed - reason 0: xxx") and note.splitlines()[1].endswith(
+    assert note_lines(note)[0] == "Stopped by a gate: v9 rejected: quality, explainability, fairness, infra failed"
+    assert note_lines(note)[1].startswith("quality: failed - reason 0: xxx") and note_lines(note)[1].endswith(
         "... (+5 more)")
     held = record([GateReport.failed("quality", ["z" * 2000], details={"requires_review": True,
                                                                        "baseline": {"status": "inconclusive"}}),
                    explainability(), infra(), GateReport(name="fairness", passed=True)])
-    first = training_note(held).splitlines()[0]
+    first = note_lines(training_note(held))[0]
     assert first.startswith("v2 held for review: quality: zzz") and len(first) < 400
     assert len(training_note(held)) <= MAX_NOTE
     assert gate_line({"name": "infra", "passed": True}) == "infra: passed"
@@ -251,17 +251,17 @@ def window(**changes: Any) -> dict[str, Any]:
 
 
 def test_a_monitoring_note_names_the_window_action_rows_reasons_and_retrain() -> None:
-    lines = monitoring_note(window()).splitlines()
+    lines = note_lines(monitoring_note(window()))
     assert lines[0] == "Window 2026-12-07 01:00-02:00 UTC: retrain (refit)"
     assert lines[1] == "12,345 rows"
     assert lines[2].startswith("drift: 4 of 14 features drifted") and len(lines) == 6  # the top 3 reasons
     assert lines[-1] == "retrain triggered: run retrain__adult_income__20261207T020000"
-    blocked = monitoring_note(window(action="alert", trigger_run_id=None, conf=None,
-                                     blocked_by="retrain budget spent: 2 in the last 24 h")).splitlines()
+    blocked = note_lines(monitoring_note(window(action="alert", trigger_run_id=None, conf=None,
+                                     blocked_by="retrain budget spent: 2 in the last 24 h")))
     assert blocked[0] == "Window 2026-12-07 01:00-02:00 UTC: alert (refit)"
     assert blocked[-1] == "retrain blocked: retrain budget spent: 2 in the last 24 h"
     quiet = monitoring_note(window(action="none", strategy=None, reasons=[], rows=0, trigger_run_id=None))
-    assert quiet == "Window 2026-12-07 01:00-02:00 UTC: none\n0 rows"
+    assert quiet == "Window 2026-12-07 01:00-02:00 UTC: none\n\n- 0 rows"
     assert len(monitoring_note(window(reasons=["r" * 5000] * 3))) <= MAX_NOTE
 
 
@@ -278,7 +278,7 @@ def test_a_first_run_held_by_policy_is_not_called_inconclusive(adult: tuple[Spli
         held = record([quality, explainability(), infra(), GateReport(name="fairness", passed=True)], version=1,
                       baseline=None)
         assert held["decision"] == "review"
-        lines = training_note(held).splitlines()
+        lines = note_lines(training_note(held))
         assert lines[0].startswith("v1 held for review: quality: first run: there is no champion"), lines
         assert lines[1].startswith("quality: passed - roc_auc 0.") and lines[1].endswith(
             "; held for review (gates.quality.first_run)") or "..." in lines[1], lines

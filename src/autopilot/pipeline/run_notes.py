@@ -34,6 +34,7 @@ GATE_ORDER = ("quality", "explainability", "fairness", "infra")  # autopilot.gat
 MAX_WHY = 300  # the reason quoted in a first line
 MAX_LINE = 240  # one detail line
 TOP_REASONS = 3  # a monitoring note's reasons
+BULLET = "\n- "  # a detail line: a Markdown list item
 
 
 # ---------------------------------------------------------------------------- training
@@ -352,13 +353,14 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _fit(lines: list[str]) -> str:
-    """The lines joined, at most `MAX_NOTE` characters: the first line whole, detail lines while they fit."""
+    """The lines as Markdown, at most `MAX_NOTE` characters: the first line whole, then detail lines as list
+    items while they fit (Airflow renders a note as Markdown: single newlines would run the lines together)."""
     kept = [_clip(lines[0], MAX_NOTE)]
-    used = len(kept[0])
+    used = len(kept[0]) + 1  # the blank line after the first line
     for line in lines[1:]:
-        room = MAX_NOTE - used - 1
+        room = MAX_NOTE - used - len(BULLET)
         if room < 20:  # not even a readable start of the line: leave it out
             break
-        kept.append(_clip(line, room))
-        used += len(kept[-1]) + 1
-    return "\n".join(kept)
+        kept.append(BULLET + _clip(line, room))
+        used += len(kept[-1])
+    return kept[0] + ("\n\n" + "".join(kept[1:]).removeprefix("\n") if len(kept) > 1 else "")
