@@ -26,13 +26,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopilot.settings import Settings
 
-__all__ = ["ALL_ADMINS_OVERRIDE", "PROGRESS_FILE_ENV", "AllAdminsRefused", "Embedded", "all_admins_source"]
+if TYPE_CHECKING:
+    from autopilot.adapters.airflow_api import AirflowApi
 
-# Where the progress listener (`orchestration/progress_listener.py`) writes task events; set only by `test_dag`.
+__all__ = ["ALL_ADMINS_OVERRIDE", "PROGRESS_FILE_ENV", "AllAdminsRefused", "Embedded", "EventFile",
+           "all_admins_source"]
+
+# Where the progress listener (`orchestration/progress_listener.py`) writes task events: set only by
+# `autopilot demo` (in the environment it starts the services with) and by `test_dag`.
 PROGRESS_FILE_ENV = "AUTOPILOT_PROGRESS_FILE"
 BIND_ADDRESS_ENV = "AUTOPILOT_BIND_ADDRESS"
 DEFAULT_BIND_ADDRESS = "127.0.0.1"
@@ -226,7 +231,7 @@ class Embedded:
         if conf:
             command += ["--conf", json.dumps(conf)]
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        events = _EventFile(self.run_dir / f"{dag_id}.events.jsonl")
+        events = EventFile(self.run_dir / f"{dag_id}.events.jsonl")
         env = {**self.env(), PROGRESS_FILE_ENV: str(events.path)}
         with open(self.run_dir / f"{dag_id}.log", "w") as log:
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -308,6 +313,32 @@ class Embedded:
         except (OSError, ValueError, KeyError):
             return None
 
+    def running(self) -> list[str]:
+        """The services of this home that run now (their pid file names a live process)."""
+        return [pid_file.stem for pid_file in sorted(self.run_dir.glob("*.pid"))
+                if (pid := _pid(pid_file)) is not None and _alive(pid)]
+
+    def api(self) -> AirflowApi:
+        """A REST client of this api-server, logged in as admin (the password never leaves the client)."""
+        from autopilot.adapters.airflow_api import AirflowApi
+
+        return AirflowApi(self.airflow_url, "admin", self._admin_secret())
+
+    def wait_for_dags(self, api: AirflowApi, dag_ids: list[str], timeout: float = 120.0) -> list[str]:
+        """Wait until the DAG processor has parsed every DAG of `dag_ids`; return those still missing."""
+        from autopilot.adapters.airflow_api import TransientError
+
+        missing = list(dag_ids)
+        deadline = time.monotonic() + timeout
+        while missing and time.monotonic() < deadline:
+            try:
+                missing = [dag_id for dag_id in missing if api.dag(dag_id) is None]
+            except TransientError:  # a busy SQLite api-server: ask again
+                pass
+            if missing:
+                time.sleep(2)
+        return missing
+
     def stop(self) -> list[str]:
         """Stop every service started by `start` (the whole process group of each)."""
         stopped = []
@@ -352,12 +383,13 @@ def _truthy(value: str) -> bool:
     return value.split("#")[0].strip().lower() in _TRUE
 
 
-class _EventFile:
+class EventFile:
     """The listener's JSON lines, read as they are appended (a line not yet complete waits)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, truncate: bool = True) -> None:
         self.path = path
-        path.write_text("")  # this run's events only
+        if truncate or not path.exists():
+            path.write_text("")  # this run's events only
         self.offset = 0
         self.partial = b""
 
@@ -375,6 +407,13 @@ class _EventFile:
             except ValueError:  # not ours: skip it rather than stop following
                 continue
         return events
+
+
+def _pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text())
+    except (OSError, ValueError):  # removed in between, or half written
+        return None
 
 
 def _alive(pid: int) -> bool:
