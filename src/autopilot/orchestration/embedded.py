@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,7 @@ __all__ = ["ALL_ADMINS_OVERRIDE", "PROGRESS_FILE_ENV", "AllAdminsRefused", "Embe
            "all_admins_source"]
 
 # Where the progress listener (`orchestration/progress_listener.py`) writes task events: set only by
-# `autopilot demo` (in the environment it starts the services with) and by `test_dag`.
+# `autopilot demo`, in the environment it starts the services with (`Embedded.overrides`).
 PROGRESS_FILE_ENV = "AUTOPILOT_PROGRESS_FILE"
 BIND_ADDRESS_ENV = "AUTOPILOT_BIND_ADDRESS"
 DEFAULT_BIND_ADDRESS = "127.0.0.1"
@@ -214,37 +214,6 @@ class Embedded:
         if done.returncode != 0:
             tail = (self.run_dir / log).read_text()[-3000:]
             raise RuntimeError(f"`{' '.join(command)}` failed ({done.returncode}); log {self.run_dir / log}:\n{tail}")
-
-    def test_dag(self, dag_id: str, conf: dict[str, object] | None = None,
-                 on_event: Callable[[dict[str, Any]], None] | None = None,
-                 on_tick: Callable[[], None] | None = None, tick_seconds: float = 0.5) -> int:
-        """Run one DAG run with `airflow dags test`; return its exit code.
-
-        The run is followed through Airflow's listener interface, not its log: the progress
-        plugin (`plugins/autopilot_progress.py`) writes one JSON line per task event to the file
-        `AUTOPILOT_PROGRESS_FILE` names (`<run dir>/<dag_id>.events.jsonl`), and each event is
-        passed to `on_event` as it arrives (running, success, failed with its `error`, skipped).
-        `on_tick` is called every `tick_seconds` while the run goes on (e.g. to poll the Optuna
-        study). The raw output goes to `<run dir>/<dag_id>.log`, for reference.
-        """
-        command = ["airflow", "dags", "test", dag_id]
-        if conf:
-            command += ["--conf", json.dumps(conf)]
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        events = EventFile(self.run_dir / f"{dag_id}.events.jsonl")
-        env = {**self.env(), PROGRESS_FILE_ENV: str(events.path)}
-        with open(self.run_dir / f"{dag_id}.log", "w") as log:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-            while True:
-                exited = process.poll() is not None
-                for event in events.read():
-                    if on_event is not None:
-                        on_event(event)
-                if on_tick is not None:
-                    on_tick()
-                if exited:
-                    return process.returncode
-                time.sleep(tick_seconds)
 
     def start(self) -> list[str]:
         """Start the Airflow services and the MLflow UI, each in its own process group.

@@ -9,9 +9,9 @@ one JSON object per line to the file `AUTOPILOT_PROGRESS_FILE` names:
 
 `autopilot demo` sets the variable in the environment it starts the embedded services with (so
 every task process of its scheduler has it) and reads the file while its runs go on, taking each
-run's events by dag_id and run_id; `Embedded.test_dag` sets it for its `airflow dags test`
-process. Nowhere else is it set, so in a scheduler or worker of a real deployment (and under
-`make up`) every hook returns at once and writes nothing. A hook never raises: progress is not worth failing a task.
+run's events by dag_id and run_id. Nowhere else is it set, so in a scheduler or worker of a real
+deployment (and under `make up`) every hook returns at once and writes nothing. A hook never
+raises: progress is not worth failing a task.
 The error of a failed task is its final exception, secrets scrubbed, clipped to a few lines.
 """
 
