@@ -49,8 +49,10 @@ SERVICES = {
     "scheduler": ["airflow", "scheduler", "--skip-serve-logs"],
     "dag-processor": ["airflow", "dag-processor"],
     "triggerer": ["airflow", "triggerer", "--skip-serve-logs"],
+    # One uvicorn worker (MLflow starts 4 by default): a local UI for one user, and the demo's tasks
+    # write to the MLflow store directly; four workers cost ~1 GB and CPU at every start on 2 cores.
     "mlflow": ["mlflow", "server", "--backend-store-uri", "{mlflow_uri}", "--default-artifact-root",
-               "{mlflow_artifacts}", "--host", "{bind}", "--port", "{mlflow_port}"],
+               "{mlflow_artifacts}", "--host", "{bind}", "--port", "{mlflow_port}", "--workers", "1"],
 }
 
 
