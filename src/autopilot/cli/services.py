@@ -76,14 +76,11 @@ def _demo_embedded(settings: Any, cfg: Any) -> tuple[Any, tuple[str, str] | None
     import secrets
 
     from autopilot.cli.demo_runs import events_path, free_port
-    from autopilot.orchestration.embedded import PROGRESS_FILE_ENV, Embedded, EventFile
+    from autopilot.orchestration.embedded import PROGRESS_FILE_ENV, Embedded
 
     project = _project_root()
     probe = Embedded(settings=settings, project=project)
-    probe.run_dir.mkdir(parents=True, exist_ok=True)
-    events = events_path(probe.run_dir)
-    EventFile(events)  # empties it: this demo's events only
-    overrides = {PROGRESS_FILE_ENV: str(events)}
+    overrides = {PROGRESS_FILE_ENV: str(events_path(probe.run_dir))}
     serving = None
     if cfg is not None:
         token_env = cfg.deployment.serving.token_env
@@ -109,7 +106,8 @@ def _demo(args: argparse.Namespace, settings: Any, embedded: Any, api: Any, serv
         print(f"[demo] the DAG processor did not parse {', '.join(missing)}: see Import errors in the Airflow UI "
               f"(make up) or {embedded.run_dir / 'dag-processor.log'}", flush=True)
         return 1
-    runs = SchedulerRuns(api, EventFile(events_path(embedded.run_dir), truncate=False))
+    # Emptied now, once the services are this demo's: a run started before (a scheduled window) is not followed.
+    runs = SchedulerRuns(api, EventFile(events_path(embedded.run_dir)))
     run_id = f"demo__{datetime.now(UTC):%Y%m%dT%H%M%S}"
     print(f"[demo] triggered {training} run {run_id} through the scheduler (validate -> snapshot -> tune -> "
           "train_and_register -> gates -> decide -> promote -> plan_deployment -> deploy -> rollout)", flush=True)
@@ -132,7 +130,9 @@ def _demo(args: argparse.Namespace, settings: Any, embedded: Any, api: Any, serv
         return 1
     from autopilot.cli.demo_loop import run_loop
 
-    assert serving is not None  # the config loaded, so the endpoint was planned
+    if serving is None:  # the config did not load when the demo started, so no endpoint was planned
+        print("[demo] the model's config did not load at the start: no serving endpoint was planned", flush=True)
+        return 1
     print("\n[demo] the monitoring loop: serve, watch, drift, retrain, redeploy", flush=True)
     return run_loop(cfg, settings, embedded, runs, serving, say=lambda line: print(f"[loop] {line}", flush=True))
 

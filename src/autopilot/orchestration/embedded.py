@@ -357,10 +357,10 @@ def _truthy(value: str) -> bool:
 class EventFile:
     """The listener's JSON lines, read as they are appended (a line not yet complete waits)."""
 
-    def __init__(self, path: Path, truncate: bool = True) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        if truncate or not path.exists():
-            path.write_text("")  # this run's events only
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")  # the events from now on only
         self.offset = 0
         self.partial = b""
 
