@@ -311,15 +311,23 @@ class Embedded:
         return missing
 
     def stop(self) -> list[str]:
-        """Stop every service started by `start` (the whole process group of each)."""
-        stopped = []
+        """Stop every service started by `start` (the whole process group of each), all at once.
+
+        Each group gets its grace period side by side rather than one after another: the five
+        services stopped one by one took ~20 s at the end of every demo.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        live = {}
         for pid_file in sorted(self.run_dir.glob("*.pid")):
-            pid = int(pid_file.read_text())
-            if _alive(pid):
-                _stop_group(pid)
-                stopped.append(pid_file.stem)
+            pid = _pid(pid_file)
+            if pid is not None and _alive(pid):
+                live[pid_file.stem] = pid
             pid_file.unlink()
-        return stopped
+        if live:
+            with ThreadPoolExecutor(max_workers=len(live)) as pool:
+                list(pool.map(_stop_group, live.values()))
+        return list(live)
 
 
 ALL_ADMINS_OVERRIDE = "AUTOPILOT_ALLOW_ALL_ADMINS"  # =1: a development set-up that may run with all-admins
