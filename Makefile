@@ -23,7 +23,7 @@ install: $(STAMP) ## create .venv (if needed) and install the package (every par
 browser: ## install the Debian tools the tests drive: Chromium, strace (root; a no-op when present)
 	bash scripts/ensure_debian_tools.sh
 
-demo: $(STAMP) ## train, validate, version, tune and register the Adult model through Airflow
+demo: $(STAMP) ## the Adult model through Airflow's scheduler: train, gate, serve, monitor, retrain (services stopped after)
 	$(BIN)/autopilot demo
 
 schema: $(STAMP) ## regenerate the shipped JSON schema of a model config (both copies; a test compares them)
@@ -92,7 +92,7 @@ bench: $(STAMP) ## benchmarks (long; not run by CI): quality, FLAML, TPE vs rand
 docker-check: $(STAMP) ## run both images' pip install steps in fresh venvs (~10 min; not run by CI)
 	$(BIN)/pytest -p no:cacheprovider -s $(IMAGE_TEST)
 
-up: $(STAMP) ## start the Airflow UI (api-server, scheduler, dag-processor, triggerer) and MLflow UI
+up: $(STAMP) ## start the Airflow UI (api-server, scheduler, dag-processor, triggerer) and MLflow UI; unpause the model DAGs
 	$(BIN)/autopilot up
 
 down: ## stop what `make up` started

@@ -1,8 +1,8 @@
 """Airflow plugin: task progress as JSON lines, for `autopilot demo` following its DAG run.
 
 Wiring only; the listener is `autopilot.orchestration.progress_listener`. It writes only when
-`AUTOPILOT_PROGRESS_FILE` is set (the demo sets it for its own `airflow dags test` process), so
-the scheduler and workers of a deployment load it and it does nothing there.
+`AUTOPILOT_PROGRESS_FILE` is set (the demo sets it in the environment of the services it starts),
+so the scheduler and workers of a deployment, or of `make up`, load it and it does nothing there.
 """
 
 from __future__ import annotations

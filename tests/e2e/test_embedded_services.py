@@ -1,4 +1,5 @@
-"""`make up` / `make down`: the embedded services and MLflow UI start, serve, listen on loopback only, stop."""
+"""`make up` / `make down`: the embedded services and MLflow UI start, serve, listen on loopback only, stop;
+`up` unpauses every model's training and monitoring DAG and says so."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from autopilot.cli.services import bring_up
 from autopilot.orchestration.embedded import Embedded, _alive
 from autopilot.settings import Settings
-from tests.helpers import PROJECT
+from tests.helpers import PROJECT, adult_config_dict
 
 pytestmark = pytest.mark.slow
 
@@ -93,15 +95,20 @@ def test_up_serves_the_training_dag_and_down_stops_everything(tmp_path: Path, mo
     # The services run `airflow` from PATH: make it this interpreter's.
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
     # A model whose data lacks a column: its run stops at `validate`, and the reasons land on the run's note.
-    small_adult(name="broken", mutate_train=lambda f: f.drop(columns=["sex"]))
+    # Monitored by hand only: `up` unpauses its monitoring DAG too, and an hourly window of a model with
+    # no champion would be a second outcome for "Slack".
+    monitoring = {**adult_config_dict()["monitoring"], "schedule": None}
+    small_adult(name="broken", mutate_train=lambda f: f.drop(columns=["sex"]), monitoring=monitoring)
     settings = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"), "AUTOPILOT_CONFIG_DIR": str(tmp_path)})
     slack = Receiver()  # the run's outcome must reach "Slack" exactly once, from the real scheduler's run
     monkeypatch.setenv("AIRFLOW_CONN_AUTOPILOT_SLACK", json.dumps({"conn_type": "slackwebhook", "password": slack.url}))
     embedded = Embedded(settings=settings, project=PROJECT, airflow_port=free_port(), mlflow_port=free_port())
-    started = embedded.start()
+    started = ["api-server", "scheduler", "dag-processor", "triggerer", "mlflow"]
+    said: list[str] = []
     try:
-        assert started == ["api-server", "scheduler", "dag-processor", "triggerer", "mlflow"]
-        assert embedded.wait_healthy(timeout=180), (embedded.run_dir / "api-server.log").read_text()[-2000:]
+        assert bring_up(embedded, settings, 180, out=said.append) == 0, (
+            said, (embedded.run_dir / "api-server.log").read_text()[-2000:])
+        assert said[0].startswith(f"started: {', '.join(started)}; "), said
         assert_loopback_only(embedded)  # nothing of `up` is reachable from another machine by default
         password = embedded.admin_password()
         assert password and password != "admin"
@@ -118,7 +125,12 @@ def test_up_serves_the_training_dag_and_down_stops_everything(tmp_path: Path, mo
         assert dag.get("dag_id") == "autopilot_training__broken", "the DAG never appeared in the API"
         assert "model:broken" in {t["name"] for t in dag["tags"]}
         assert embedded.start() == []  # already running: nothing started twice
-        request(dag_url, {"is_paused": False}, token=token, method="PATCH")
+        # `up` unpaused both DAGs of the model (new DAGs start paused: a triggered run would wait forever).
+        assert dag["is_paused"] is False
+        assert request(f"{base}/api/v2/dags/autopilot_monitoring__broken", token=token)["is_paused"] is False
+        assert ("DAGs     unpaused: autopilot_training__broken, autopilot_monitoring__broken; they run on their "
+                "schedules") in said[-1], said
+        assert f"Airflow  {base}  (user admin, password {password})" in said
         run = request(f"{dag_url}/dagRuns", {"logical_date": None, "dag_run_id": "broken-1"}, token=token)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and run["state"] not in ("success", "failed"):

@@ -1,8 +1,11 @@
 """Progress while training runs, and summaries that read well, on real runs.
 
-- `autopilot demo` follows a real `airflow dags test` run through the progress listener
-  (`plugins/autopilot_progress.py`): task lines and a failed task's reason come from its events,
-  tuning lines from the Optuna study; the summary's decision is a table.
+- `autopilot demo` starts the embedded services, triggers the training run through the REST API
+  and follows it on the real scheduler through the progress listener (`plugins/autopilot_progress.py`,
+  whose file the services' environment names): task lines and a failed task's reason come from
+  its events, tuning lines from the Optuna study; the summary's decision is a table. The task
+  logs land in the folder the Airflow UI reads, the run stays in the metadata database, and the
+  services are stopped at the end.
 - `autopilot run` shows each stage and the tuning progress (trial n of N, best score, time
   against the budget), then a summary; `status`, `lineage`, `compare`, `promote`, `rollback` on
   the state it made print sentences and tables, never a Python dict or list.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,12 +54,34 @@ def assert_readable(text: str) -> None:
 def demo(model: str) -> int:
     from autopilot.cli.services import cmd_demo
 
-    return cmd_demo(argparse.Namespace(model=model, no_loop=True))
+    return cmd_demo(argparse.Namespace(model=model, no_loop=True, keep_up=False))
 
 
 def events(settings: Any, model: str) -> list[dict[str, Any]]:
-    path = settings.home / "run" / f"autopilot_training__{model}.events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The training run's events among everything the demo's services wrote."""
+    path = settings.home / "run" / "demo.events.jsonl"
+    seen = [json.loads(line) for line in path.read_text().splitlines()]
+    ours = [e for e in seen if e["dag_id"] == f"autopilot_training__{model}"]
+    assert len({e["run_id"] for e in ours}) == 1, ours  # one run, triggered through the API
+    return ours
+
+
+def runs_in_metadata_db(settings: Any, dag_id: str) -> list[tuple[str, str, str]]:
+    """(run_id, run_type, state) of every run of `dag_id` in the embedded Airflow's database."""
+    with sqlite3.connect(settings.home / "airflow" / "airflow.db") as db:
+        return list(db.execute("SELECT run_id, run_type, state FROM dag_run WHERE dag_id = ?", (dag_id,)))
+
+
+def task_log(settings: Any, dag_id: str, run_id: str, task_id: str) -> str:
+    """The task's log where the api-server reads it (the UI's log pane)."""
+    folder = settings.home / "airflow" / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+    return "".join(path.read_text() for path in sorted(folder.glob("attempt=*.log")))
+
+
+def assert_services_stopped(settings: Any) -> None:
+    from autopilot.orchestration.embedded import Embedded
+
+    assert Embedded(settings=settings, project=PROJECT).running() == []
 
 
 def test_the_demo_shows_a_failed_tasks_reason_from_the_listener(
@@ -71,10 +97,13 @@ def test_the_demo_shows_a_failed_tasks_reason_from_the_listener(
     lines = out.splitlines()
     failed = next(k for k, line in enumerate(lines) if re.match(r"\s+validate\s+failed \(\d+\.\d s\)$", line))
     assert lines[failed + 1].strip().startswith("reason: ") and "sex" in lines[failed + 1]
-    assert re.search(r"\[demo\] the DAG run failed \(exit 1\): task validate failed: .*sex", out)
+    run_id = seen[0]["run_id"]
+    assert re.search(rf"\[demo\] the DAG run {run_id} failed: task validate failed: .*sex", out)
     assert "Traceback" not in out and "File \"" not in out
-    # The raw output is still kept for reference.
-    assert "validate" in (env.home / "run" / "autopilot_training__progbad.log").read_text()
+    # The run went through the scheduler: the UI shows it, with the task's log.
+    assert runs_in_metadata_db(env, "autopilot_training__progbad") == [(run_id, "manual", "failed")]
+    assert "sex" in task_log(env, "autopilot_training__progbad", run_id, "validate")
+    assert_services_stopped(env)
     assert_readable(out)
 
 
@@ -102,8 +131,15 @@ def test_the_demo_follows_tasks_and_tuning_and_prints_a_gate_table(
     assert not table[1].replace("-", "").strip()
     assert {row.split()[0] for row in table[2:6]} == {"quality", "explainability", "fairness", "infra"}
     assert all(row.split()[1] == "passed" for row in table[2:6])
-    kinds = {e["event"] for e in events(env, "progdemo")}
+    seen = events(env, "progdemo")
+    kinds = {e["event"] for e in seen}
     assert kinds == {"running", "success", "skipped"}  # rollout skips itself: nothing serves
+    run_id = seen[0]["run_id"]
+    assert runs_in_metadata_db(env, "autopilot_training__progdemo") == [(run_id, "manual", "success")]
+    for task in ("validate", "train_and_register", "promote"):  # the UI's log pane is not empty
+        assert task_log(env, "autopilot_training__progdemo", run_id, task).strip(), task
+    assert "browse the runs: make up" in out and "user admin, the password make up prints" in out
+    assert_services_stopped(env)
 
 
 def test_run_shows_tuning_progress_and_the_commands_print_no_reprs(

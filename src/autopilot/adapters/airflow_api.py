@@ -13,6 +13,10 @@ the kind of call:
   502/503/504, or a 500 "Database error" (on SQLite the api-server answers so while another writer
   holds the lock; seen with two CI jobs unpausing at once) raise `TransientError`, which
   `call_retrying` asks again after `RETRY_DELAYS`. Any other 500 is final.
+- `dag`, `unpause`, `trigger_run` (optionally with a data interval), `run`, `task_instance`, `xcom`, what
+  `autopilot demo` and `autopilot up` ask of the embedded Airflow: as `call_retrying`; a 404 of
+  `dag` or `run` is None (not parsed yet, no such run), and their transient answers raise
+  `TransientError` for the caller's own polling to ask again.
 - `patch_run_note`, a run's note (an idempotent PATCH): every 5xx and 429 as well, each attempt
   with a fresh token, after `RETRY_DELAYS` (on SQLite the api-server answers 500 "database is
   locked" while the scheduler writes; seen in CI).
@@ -20,7 +24,9 @@ the kind of call:
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -169,6 +175,92 @@ class AirflowApi:
             except TransientError:
                 time.sleep(delay)
         return self.call(method, path, what, dag_id, **kwargs)
+
+    # ------------------------------------------------------------------ DAGs and their runs
+
+    def dag(self, dag_id: str) -> dict[str, Any] | None:
+        """The DAG as the API shows it, or None while it is not (yet) parsed (404)."""
+        response = self.send("GET", _dag_path(dag_id))
+        if response.status_code == 404:
+            return None
+        if response.status_code in _TRANSIENT_STATUS or _database_busy(response):
+            raise TransientError(f"read DAG {dag_id!r} at {self.base} failed ({response.status_code})",
+                                 response.status_code)
+        return self.json_of(response, f"read DAG {dag_id!r}")
+
+    def unpause(self, dag_id: str) -> bool:
+        """Unpause the DAG; True when it was paused (an unpaused DAG gets no write: fewer SQLite lock waits)."""
+        _, found = self.call_retrying("GET", _dag_path(dag_id), "unpause", dag_id)
+        if not found.get("is_paused", True):
+            return False
+        self.call_retrying("PATCH", _dag_path(dag_id), "unpause", dag_id, json={"is_paused": False})
+        return True
+
+    def trigger_run(self, dag_id: str, run_id: str, conf: dict[str, Any] | None = None,
+                    data_interval: tuple[datetime, datetime] | None = None) -> tuple[bool, dict[str, Any]]:
+        """Start a run of `dag_id` named `run_id`; return (created, the run).
+
+        Without `data_interval` the run is a manual run with no logical date (Airflow 3 wants
+        `logical_date: null` said). With one, the run covers exactly that interval: its logical
+        date is the interval's start, as a scheduled run of a data-interval timetable has, and
+        the tasks read `data_interval_start`/`_end` as in a scheduled run. Both ends must carry
+        a time zone. A run that already has `run_id` (409) is read and returned with created False.
+        """
+        body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        if data_interval is not None:
+            start, end = data_interval
+            if start.tzinfo is None or end.tzinfo is None or end <= start:
+                raise ValueError(f"a data interval needs two time-zone-aware ends, start before end: {start}, {end}")
+            body.update(logical_date=start.isoformat(), data_interval_start=start.isoformat(),
+                        data_interval_end=end.isoformat())
+        status, run = self.call_retrying("POST", f"{_dag_path(dag_id)}/dagRuns", "trigger a run", dag_id, json=body)
+        if status == 409:
+            found = self.run(dag_id, run_id)
+            if found is None:  # a 409 for another reason than this run id (e.g. the logical date is taken)
+                raise AirflowApiError(f"DAG {dag_id!r} refused run {run_id!r} (409): a run with its logical date "
+                                      "exists", 409)
+            return False, found
+        return True, run
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        """The DAG run (`state`, `note`, `conf`, dates...), or None when there is no such run (404)."""
+        response = self.send("GET", _run_path(dag_id, run_id))
+        if response.status_code == 404:
+            return None
+        if response.status_code in _TRANSIENT_STATUS or _database_busy(response):
+            raise TransientError(f"read run {run_id!r} of DAG {dag_id!r} at {self.base} failed "
+                                 f"({response.status_code})", response.status_code)
+        return self.json_of(response, f"read run {run_id!r} of DAG {dag_id!r}")
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        """A task instance of a run (`state`: e.g. `running`, or `awaiting_input` for a human's answer)."""
+        path = f"{_run_path(dag_id, run_id)}/taskInstances/{quote(task_id, safe='')}"
+        return self.call_retrying("GET", path, f"read task {task_id!r}", dag_id)[1]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        """A task's XCom value as JSON (a task's returned dict comes back as that dict).
+
+        Raises:
+            AirflowApiError: 404 when the task pushed no such value (it failed, was skipped, or has not run).
+        """
+        path = f"{_run_path(dag_id, run_id)}/taskInstances/{quote(task_id, safe='')}/xcomEntries/{quote(key, safe='')}"
+        _, entry = self.call_retrying("GET", path, f"read the XCom {key!r} of task {task_id!r}", dag_id,
+                                      params={"map_index": map_index})
+        value = entry.get("value")
+        if isinstance(value, str):  # stored as a JSON string by some writers: the value is what it encodes
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+
+def _dag_path(dag_id: str) -> str:
+    return f"/api/v2/dags/{quote(dag_id, safe='')}"
+
+
+def _run_path(dag_id: str, run_id: str) -> str:
+    return f"{_dag_path(dag_id)}/dagRuns/{quote(run_id, safe='')}"
 
 
 def _database_busy(response: httpx.Response) -> bool:

@@ -2,9 +2,9 @@
 
 Both ways of running the pipeline report through here:
 
-- `autopilot demo` follows its `airflow dags test` run through Airflow's listener interface
-  (`Embedded.test_dag` passes each event of `plugins/autopilot_progress.py` to `RunConsole.event`)
-  and polls the Optuna study (`RunConsole.tick`);
+- `autopilot demo` follows its runs on the embedded scheduler through Airflow's listener interface
+  (`cli/demo_runs.SchedulerRuns` passes each event of `plugins/autopilot_progress.py` for the run
+  to `RunConsole.event`) and polls the Optuna study (`RunConsole.tick`);
 - `autopilot run` reports each stage it runs in-process (`StageConsole`), with a thread polling
   the study while the tuning workers run.
 

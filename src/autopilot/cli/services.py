@@ -24,12 +24,13 @@ from autopilot.cli.common import (
     positive_int,
 )
 from autopilot.cli.versions import last_decision
+from autopilot.task_ids import TaskId
 
 if TYPE_CHECKING:
     from autopilot.adapters.registry import Registry
 
-__all__ = ["add_commands", "cmd_demo", "cmd_doctor", "cmd_down", "cmd_monitor", "cmd_serve", "cmd_simulate",
-           "cmd_trigger", "cmd_up", "print_data_docs"]
+__all__ = ["add_commands", "bring_up", "cmd_demo", "cmd_doctor", "cmd_down", "cmd_monitor", "cmd_serve", "cmd_simulate",
+           "cmd_trigger", "cmd_up", "model_dag_ids", "print_data_docs"]
 
 
 def _embedded(settings: Any) -> Any:
@@ -47,49 +48,79 @@ def _project_root() -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the training DAG on the embedded default and print a summary."""
-    from autopilot.adapters.registry import connect
-    from autopilot.cli.progress import RunConsole
-    from autopilot.cli.summaries import decision_lines
-    from autopilot.versions.lineage import lineage
+    """Run both DAGs of the model through the embedded scheduler and print what happened."""
+    from autopilot.cli.demo_runs import ServicesRunning, services_for_demo
 
     settings = load_settings()
-    embedded = _embedded(settings)
-    model = args.model
+    cfg, _ = _config_or_none(args.model, settings)
+    embedded, serving = _demo_embedded(settings, cfg)
     started = time.monotonic()
-    print(f"[demo] Airflow home {embedded.airflow_home}: migrating the metadata database")
-    embedded.migrate()
-    dag_id = f"autopilot_training__{model}"
-    print(f"[demo] running {dag_id} (validate -> snapshot -> tune -> train_and_register -> gates -> "
-          "decide -> promote -> plan_deployment -> deploy -> rollout)")
-    console = RunConsole(_say, *_config_or_none(model, settings))
-    code = embedded.test_dag(dag_id, on_event=console.event, on_tick=console.tick)
-    console.finish()
-    if code != 0:  # before reading the config again: a broken config would raise first
-        print(f"[demo] the DAG run failed (exit {code}): {_failure(console)}; full log: "
-              f"{embedded.run_dir / (dag_id + '.log')}")
-    registry = connect(settings)
-    cfg = find_config(model, settings)
-    decision = last_decision(registry, cfg.registered_model_name)
-    if code != 0:
-        if decision and decision["decision"] == "reject":
-            print(f"[demo] version {decision['version']} was rejected:")
-            for line in decision_lines(decision)[1:]:
-                print(line)
+    try:
+        with services_for_demo(embedded, keep_up=args.keep_up, say=_say) as api:
+            code = _demo(args, settings, embedded, api, serving, started)
+    except ServicesRunning as exc:
+        print(f"autopilot demo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("[demo] interrupted: the services it started are stopped", file=sys.stderr)
+        return 130
+    _print_browse(embedded, kept=args.keep_up)
+    return code
+
+
+def _demo_embedded(settings: Any, cfg: Any) -> tuple[Any, tuple[str, str] | None]:
+    """The embedded set-up with the demo's environment; and the serving endpoint's (url, token), if any.
+
+    The ports are picked up front: the rollout task needs the endpoint's URL in the services' environment.
+    """
+    import secrets
+
+    from autopilot.cli.demo_runs import events_path, free_port
+    from autopilot.orchestration.embedded import PROGRESS_FILE_ENV, Embedded
+
+    project = _project_root()
+    probe = Embedded(settings=settings, project=project)
+    overrides = {PROGRESS_FILE_ENV: str(events_path(probe.run_dir))}
+    serving = None
+    if cfg is not None:
+        token_env = cfg.deployment.serving.token_env
+        token = os.environ.get(token_env) or secrets.token_urlsafe(32)
+        url = f"http://127.0.0.1:{free_port(cfg.deployment.serving.port)}"
+        overrides.update({"AUTOPILOT_SERVING_URL": url, token_env: token})
+        serving = (url, token)
+    embedded = Embedded(settings=settings, project=project, airflow_port=free_port(probe.airflow_port),
+                        mlflow_port=free_port(probe.mlflow_port), overrides=overrides)
+    return embedded, serving
+
+
+def _demo(args: argparse.Namespace, settings: Any, embedded: Any, api: Any, serving: tuple[str, str] | None,
+          started: float) -> int:
+    """The demo once the services run: the training run, its summary, then the monitoring loop."""
+    from autopilot.cli.demo_runs import SchedulerRuns, events_path
+    from autopilot.orchestration.embedded import EventFile
+
+    model = args.model
+    training, monitoring = f"autopilot_training__{model}", f"autopilot_monitoring__{model}"
+    missing = embedded.wait_for_dags(api, [training, monitoring])
+    if missing:
+        print(f"[demo] the DAG processor did not parse {', '.join(missing)}: see Import errors in the Airflow UI "
+              f"(make up) or {embedded.run_dir / 'dag-processor.log'}", flush=True)
+        return 1
+    # Emptied now, once the services are this demo's: a run started before (a scheduled window) is not followed.
+    runs = SchedulerRuns(api, EventFile(events_path(embedded.run_dir)))
+    run_id = f"demo__{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    print(f"[demo] triggered {training} run {run_id} through the scheduler (validate -> snapshot -> tune -> "
+          "train_and_register -> gates -> decide -> promote -> plan_deployment -> deploy -> rollout)", flush=True)
+    code = _train(args, settings, runs, training, run_id, started, embedded)
+    if code != 0 or args.no_loop:
         return code
-    chain = lineage(cfg.registered_model_name, CHALLENGER, registry)
-    _print_summary(chain, settings, embedded, time.monotonic() - started)
-    shown = decision_lines(decision)
-    print(f"decision        {shown[0]}")
-    for line in shown[1:]:
-        print(line)
-    print(f"status          autopilot status {cfg.name}   (champion, history; rollback with autopilot rollback)")
-    _print_deployment(registry, cfg)
-    if args.no_loop:
-        return 0
+    cfg = find_config(model, settings)
+    from autopilot.adapters.registry import connect
     from autopilot.versions.promotion import current
 
+    registry = connect(settings)
     if current(cfg.registered_model_name, CHAMPION, registry) is None:
+        decision = last_decision(registry, cfg.registered_model_name)
         # Held for review (an inconclusive gate, or first_run: require_review): no champion to serve.
         reasons = decision["reasons"] if decision and decision["reasons"] else "no decision recorded"
         print(f"[demo] no champion to serve, so the monitoring loop does not run: {reasons}\n"
@@ -99,8 +130,74 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     from autopilot.cli.demo_loop import run_loop
 
-    print("\n[demo] the monitoring loop: serve, watch, drift, retrain, redeploy")
-    return run_loop(cfg, settings, embedded, say=lambda line: print(f"[loop] {line}", flush=True))
+    if serving is None:  # the config did not load when the demo started, so no endpoint was planned
+        print("[demo] the model's config did not load at the start: no serving endpoint was planned", flush=True)
+        return 1
+    print("\n[demo] the monitoring loop: serve, watch, drift, retrain, redeploy", flush=True)
+    return run_loop(cfg, settings, embedded, runs, serving, say=lambda line: print(f"[loop] {line}", flush=True))
+
+
+def _train(args: argparse.Namespace, settings: Any, runs: Any, dag_id: str, run_id: str, started: float,
+           embedded: Any) -> int:
+    """Trigger the training run, follow it to its end, print its summary; 0 when it succeeded."""
+    from autopilot.adapters.registry import connect
+    from autopilot.cli.progress import RunConsole
+    from autopilot.cli.summaries import decision_lines
+    from autopilot.versions.lineage import lineage
+
+    console = RunConsole(_say, *_config_or_none(args.model, settings))
+    runs.trigger(dag_id, run_id)
+    run = runs.follow(dag_id, run_id, on_event=console.event, on_tick=console.tick, human_task=TaskId.REVIEW.value)
+    console.finish()
+    if run.get("awaiting_input"):
+        _print_held(args.model, settings, dag_id, run_id)
+        return 1
+    code = 0 if run.get("state") == "success" else 1
+    if code != 0:  # before reading the config again: a broken config would raise first
+        print(f"[demo] the DAG run {run_id} failed: {_failure(console)}; its task logs: "
+              f"{embedded.airflow_home / 'logs' / f'dag_id={dag_id}' / f'run_id={run_id}'}", flush=True)
+    registry = connect(settings)
+    cfg = find_config(args.model, settings)
+    decision = last_decision(registry, cfg.registered_model_name)
+    if code != 0:
+        if decision and decision["decision"] == "reject":
+            print(f"[demo] version {decision['version']} was rejected:")
+            for line in decision_lines(decision)[1:]:
+                print(line)
+        return code
+    chain = lineage(cfg.registered_model_name, CHALLENGER, registry)
+    _print_summary(chain, settings, time.monotonic() - started)
+    shown = decision_lines(decision)
+    print(f"decision        {shown[0]}")
+    for line in shown[1:]:
+        print(line)
+    print(f"status          autopilot status {cfg.name}   (champion, history; rollback with autopilot rollback)")
+    _print_deployment(registry, cfg)
+    return 0
+
+
+def _print_held(model: str, settings: Any, dag_id: str, run_id: str) -> None:
+    """A version held for a person's review: where to answer (the run waits in Airflow), and why it is held."""
+    from autopilot.adapters.registry import connect
+
+    cfg = find_config(model, settings)
+    decision = last_decision(connect(settings), cfg.registered_model_name)
+    version = decision["version"] if decision else "<version>"
+    reasons = decision["reasons"] if decision and decision["reasons"] else "no decision recorded"
+    print(f"[demo] version {version} is held for review ({reasons}): run {run_id} of {dag_id} waits for an answer "
+          "in Airflow's Required actions (make up, then approve or reject it there), or promote it by hand: "
+          f"autopilot promote {cfg.name} --version {version} --reason '...'. The demo stops here", flush=True)
+
+
+def _print_browse(embedded: Any, kept: bool) -> None:
+    """How to see the demo's runs in the Airflow UI: their task logs, notes, and the Models page."""
+    if kept:
+        print(f"[demo] the services keep running (--keep-up): Airflow {embedded.airflow_url} (user admin, password "
+              f"{embedded.admin_password()}), MLflow {embedded.mlflow_url}; make down stops them")
+        return
+    print("[demo] browse the runs: make up, then the Airflow UI at http://127.0.0.1:8080 (user admin, the password "
+          "make up prints): each run's task logs and note, the Models page (Models in the navigation, /plugin/models); "
+          "the metadata database and logs stay under the home folder. make down stops them")
 
 
 def _say(line: str) -> None:
@@ -138,7 +235,7 @@ def _print_deployment(registry: Registry, cfg: Any) -> None:
           f"(http://{serving.host}:{serving.port}, follows the champion)")
 
 
-def _print_summary(chain: dict[str, Any], settings: Any, embedded: Any, seconds: float) -> None:
+def _print_summary(chain: dict[str, Any], settings: Any, seconds: float) -> None:
     metrics = chain["training"]["metrics"]
     print("\n" + "=" * 72)
     print(f"autopilot demo finished in {seconds / 60:.1f} min")
@@ -157,8 +254,6 @@ def _print_summary(chain: dict[str, Any], settings: Any, embedded: Any, seconds:
     print(f"MLflow store    {redact(settings.mlflow_tracking_uri, url_secrets(settings.mlflow_tracking_uri))}")
     print(f"lineage         autopilot lineage {chain['model']}@{chain['version']}")
     print(f"reproduce       autopilot reproduce {chain['model']} --version {chain['version']}")
-    print(f"UIs             make up -> Airflow http://127.0.0.1:{embedded.airflow_port} (it prints the admin "
-          f"password), MLflow http://127.0.0.1:{embedded.mlflow_port}; make down stops them")
     print("=" * 72)
 
 
@@ -172,11 +267,18 @@ def print_data_docs(home: Path, label: str, only: str | None = None) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Start the Airflow UI stack and MLflow UI on the embedded default."""
+    """Start the Airflow UI stack and MLflow UI on the embedded default; unpause the model DAGs."""
+    settings = load_settings()
+    return bring_up(_embedded(settings), settings, args.wait)
+
+
+def bring_up(embedded: Any, settings: Any, wait: float, out: Any = print) -> int:
+    """`autopilot up` on `embedded`: start, wait until healthy, print the login, unpause the model DAGs.
+
+    Returns 0 when everything is up and every model's DAGs are unpaused, 1 when not, 2 when refused.
+    """
     from autopilot.orchestration.embedded import AllAdminsRefused
 
-    settings = load_settings()
-    embedded = _embedded(settings)
     try:  # everyone-is-admin is refused unless a dev override says so; then it is flagged loudly
         warning = embedded.check_all_admins()
         started = embedded.start()
@@ -185,15 +287,45 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     if warning:
         print(f"autopilot up: {warning}", file=sys.stderr)
-    print(f"started: {', '.join(started) or 'nothing (already running)'}; logs in {embedded.run_dir}")
-    healthy = embedded.wait_healthy(timeout=args.wait)
+    out(f"started: {', '.join(started) or 'nothing (already running)'}; logs in {embedded.run_dir}")
+    healthy = embedded.wait_healthy(timeout=wait)
     password = embedded.admin_password()
     login = f"user admin, password {password}" if password else "password: see the api-server log"
-    print(f"Airflow  {embedded.airflow_url}  ({login})")
-    print(f"MLflow   {embedded.mlflow_url}")
+    out(f"Airflow  {embedded.airflow_url}  ({login})")
+    out(f"MLflow   {embedded.mlflow_url}")
     print_data_docs(settings.home, "GX Docs  ")
     if not healthy:
-        print(f"not healthy after {args.wait:.0f} s; see the logs in {embedded.run_dir}", file=sys.stderr)
+        print(f"not healthy after {wait:.0f} s; see the logs in {embedded.run_dir}", file=sys.stderr)
+        return 1
+    return _unpause_model_dags(embedded, settings, wait, out)
+
+
+def model_dag_ids(settings: Any) -> list[str]:
+    """The training and monitoring DAG ids of every model config (the DAG files name them by file stem)."""
+    models = sorted(path.stem for path in Path(settings.config_dir).glob("*.yaml"))
+    return [f"autopilot_{kind}__{model}" for model in models for kind in ("training", "monitoring")]
+
+
+def _unpause_model_dags(embedded: Any, settings: Any, wait: float, out: Any) -> int:
+    """Unpause every model's DAGs once parsed (new DAGs start paused: their runs would wait forever)."""
+    from autopilot.adapters.airflow_api import AirflowApiError
+
+    dag_ids = model_dag_ids(settings)
+    try:
+        with embedded.api() as api:
+            missing = embedded.wait_for_dags(api, dag_ids, timeout=wait)
+            unpaused = [dag_id for dag_id in dag_ids if dag_id not in missing and api.unpause(dag_id)]
+    except AirflowApiError as exc:
+        print(f"autopilot up: could not unpause the model DAGs: {exc}", file=sys.stderr)
+        return 1
+    ready = [dag_id for dag_id in dag_ids if dag_id not in missing]
+    if ready:
+        out(f"DAGs     unpaused: {', '.join(ready)}" + ("" if unpaused else " (they already were)")
+            + "; they run on their schedules (monitoring: monitoring.schedule, default hourly) and take "
+            "triggered runs. Pause one with its toggle in the UI")
+    if missing:
+        print(f"autopilot up: not parsed after {wait:.0f} s, left paused: {', '.join(missing)} (see Import errors "
+              f"in the UI, or {embedded.run_dir / 'dag-processor.log'})", file=sys.stderr)
         return 1
     return 0
 
@@ -286,18 +418,26 @@ def add_commands(sub: Any) -> None:
 
 def _add_local_commands(sub: Any) -> None:
     demo = add_command(
-        sub, "demo", "run the training DAG on the embedded default and summarize",
-        "Run the training DAG with `airflow dags test` on the embedded default (SQLite Airflow, local MLflow "
-        "store under AUTOPILOT_HOME), print a summary (version, metrics, gates, decision, deployment), then run "
-        "the monitoring loop: serve the champion, send quiet then drifted traffic, retrain, redeploy.",
-        ["autopilot demo", "autopilot demo adult_income --no-loop"])
+        sub, "demo", "run both DAGs through the embedded scheduler and summarize",
+        "Start the embedded Airflow (SQLite, LocalExecutor) and MLflow, trigger the training DAG through the REST "
+        "API and follow its tasks, print a summary (version, metrics, gates, decision, deployment), then run the "
+        "monitoring loop: serve the champion, send quiet then drifted traffic, each window a monitoring DAG run "
+        "over its data interval; the drifted one triggers the retrain, which is followed to its redeployment. The "
+        "services stop at the end (their runs, notes and task logs stay: `autopilot up` shows them). Refuses to "
+        "start while services of this home run (`autopilot down` first).",
+        ["autopilot demo", "autopilot demo adult_income --no-loop", "autopilot demo --keep-up"])
     add_model_argument(demo, default="adult_income")
     demo.add_argument("--no-loop", action="store_true", help="stop after training (no serving and monitoring)")
+    demo.add_argument("--keep-up", action="store_true",
+                      help="leave the services running after the demo (with the demo's environment; "
+                           "make down stops them)")
     demo.set_defaults(func=cmd_demo)
-    up = add_command(sub, "up", "start the Airflow and MLflow UIs",
+    up = add_command(sub, "up", "start the Airflow and MLflow UIs; unpause the model DAGs",
                      "Start the embedded Airflow (api-server, scheduler, DAG processor, triggerer) and the MLflow "
-                     "UI in the background, wait until they are healthy, and print their addresses and the admin "
-                     "login. `autopilot down` stops them.", ["autopilot up", "autopilot up --wait 300"])
+                     "UI in the background, wait until they are healthy, print their addresses and the login (user "
+                     "admin and its generated password), and unpause every model's training and monitoring DAG "
+                     "(they then run on their schedules). `autopilot down` stops them.",
+                     ["autopilot up", "autopilot up --wait 300"])
     up.add_argument("--wait", type=positive_float, default=120.0,
                     help="seconds to wait for the services to be healthy (default 120)")
     up.set_defaults(func=cmd_up)

@@ -23,16 +23,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopilot.settings import Settings
 
-__all__ = ["ALL_ADMINS_OVERRIDE", "PROGRESS_FILE_ENV", "AllAdminsRefused", "Embedded", "all_admins_source"]
+if TYPE_CHECKING:
+    from autopilot.adapters.airflow_api import AirflowApi
 
-# Where the progress listener (`orchestration/progress_listener.py`) writes task events; set only by `test_dag`.
+__all__ = ["ALL_ADMINS_OVERRIDE", "PROGRESS_FILE_ENV", "AllAdminsRefused", "Embedded", "EventFile",
+           "all_admins_source"]
+
+# Where the progress listener (`orchestration/progress_listener.py`) writes task events: set only by
+# `autopilot demo`, in the environment it starts the services with (`Embedded.overrides`).
 PROGRESS_FILE_ENV = "AUTOPILOT_PROGRESS_FILE"
 BIND_ADDRESS_ENV = "AUTOPILOT_BIND_ADDRESS"
 DEFAULT_BIND_ADDRESS = "127.0.0.1"
@@ -44,8 +49,10 @@ SERVICES = {
     "scheduler": ["airflow", "scheduler", "--skip-serve-logs"],
     "dag-processor": ["airflow", "dag-processor"],
     "triggerer": ["airflow", "triggerer", "--skip-serve-logs"],
+    # One uvicorn worker (MLflow starts 4 by default): a local UI for one user, and the demo's tasks
+    # write to the MLflow store directly; four workers cost ~1 GB and CPU at every start on 2 cores.
     "mlflow": ["mlflow", "server", "--backend-store-uri", "{mlflow_uri}", "--default-artifact-root",
-               "{mlflow_artifacts}", "--host", "{bind}", "--port", "{mlflow_port}"],
+               "{mlflow_artifacts}", "--host", "{bind}", "--port", "{mlflow_port}", "--workers", "1"],
 }
 
 
@@ -210,37 +217,6 @@ class Embedded:
             tail = (self.run_dir / log).read_text()[-3000:]
             raise RuntimeError(f"`{' '.join(command)}` failed ({done.returncode}); log {self.run_dir / log}:\n{tail}")
 
-    def test_dag(self, dag_id: str, conf: dict[str, object] | None = None,
-                 on_event: Callable[[dict[str, Any]], None] | None = None,
-                 on_tick: Callable[[], None] | None = None, tick_seconds: float = 0.5) -> int:
-        """Run one DAG run with `airflow dags test`; return its exit code.
-
-        The run is followed through Airflow's listener interface, not its log: the progress
-        plugin (`plugins/autopilot_progress.py`) writes one JSON line per task event to the file
-        `AUTOPILOT_PROGRESS_FILE` names (`<run dir>/<dag_id>.events.jsonl`), and each event is
-        passed to `on_event` as it arrives (running, success, failed with its `error`, skipped).
-        `on_tick` is called every `tick_seconds` while the run goes on (e.g. to poll the Optuna
-        study). The raw output goes to `<run dir>/<dag_id>.log`, for reference.
-        """
-        command = ["airflow", "dags", "test", dag_id]
-        if conf:
-            command += ["--conf", json.dumps(conf)]
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        events = _EventFile(self.run_dir / f"{dag_id}.events.jsonl")
-        env = {**self.env(), PROGRESS_FILE_ENV: str(events.path)}
-        with open(self.run_dir / f"{dag_id}.log", "w") as log:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-            while True:
-                exited = process.poll() is not None
-                for event in events.read():
-                    if on_event is not None:
-                        on_event(event)
-                if on_tick is not None:
-                    on_tick()
-                if exited:
-                    return process.returncode
-                time.sleep(tick_seconds)
-
     def start(self) -> list[str]:
         """Start the Airflow services and the MLflow UI, each in its own process group.
 
@@ -308,16 +284,50 @@ class Embedded:
         except (OSError, ValueError, KeyError):
             return None
 
+    def running(self) -> list[str]:
+        """The services of this home that run now (their pid file names a live process)."""
+        return [pid_file.stem for pid_file in sorted(self.run_dir.glob("*.pid"))
+                if (pid := _pid(pid_file)) is not None and _alive(pid)]
+
+    def api(self) -> AirflowApi:
+        """A REST client of this api-server, logged in as admin (the password never leaves the client)."""
+        from autopilot.adapters.airflow_api import AirflowApi
+
+        return AirflowApi(self.airflow_url, "admin", self._admin_secret())
+
+    def wait_for_dags(self, api: AirflowApi, dag_ids: list[str], timeout: float = 120.0) -> list[str]:
+        """Wait until the DAG processor has parsed every DAG of `dag_ids`; return those still missing."""
+        from autopilot.adapters.airflow_api import TransientError
+
+        missing = list(dag_ids)
+        deadline = time.monotonic() + timeout
+        while missing and time.monotonic() < deadline:
+            try:
+                missing = [dag_id for dag_id in missing if api.dag(dag_id) is None]
+            except TransientError:  # a busy SQLite api-server: ask again
+                pass
+            if missing:
+                time.sleep(2)
+        return missing
+
     def stop(self) -> list[str]:
-        """Stop every service started by `start` (the whole process group of each)."""
-        stopped = []
+        """Stop every service started by `start` (the whole process group of each), all at once.
+
+        Each group gets its grace period side by side rather than one after another: the five
+        services stopped one by one took ~20 s at the end of every demo.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        live = {}
         for pid_file in sorted(self.run_dir.glob("*.pid")):
-            pid = int(pid_file.read_text())
-            if _alive(pid):
-                _stop_group(pid)
-                stopped.append(pid_file.stem)
+            pid = _pid(pid_file)
+            if pid is not None and _alive(pid):
+                live[pid_file.stem] = pid
             pid_file.unlink()
-        return stopped
+        if live:
+            with ThreadPoolExecutor(max_workers=len(live)) as pool:
+                list(pool.map(_stop_group, live.values()))
+        return list(live)
 
 
 ALL_ADMINS_OVERRIDE = "AUTOPILOT_ALLOW_ALL_ADMINS"  # =1: a development set-up that may run with all-admins
@@ -352,12 +362,13 @@ def _truthy(value: str) -> bool:
     return value.split("#")[0].strip().lower() in _TRUE
 
 
-class _EventFile:
+class EventFile:
     """The listener's JSON lines, read as they are appended (a line not yet complete waits)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.write_text("")  # this run's events only
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")  # the events from now on only
         self.offset = 0
         self.partial = b""
 
@@ -375,6 +386,13 @@ class _EventFile:
             except ValueError:  # not ours: skip it rather than stop following
                 continue
         return events
+
+
+def _pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text())
+    except (OSError, ValueError):  # removed in between, or half written
+        return None
 
 
 def _alive(pid: int) -> bool:

@@ -7,9 +7,11 @@ one JSON object per line to the file `AUTOPILOT_PROGRESS_FILE` names:
     {"event": "running" | "success" | "failed" | "skipped", "task_id": ..., "map_index": -1,
      "try_number": 1, "dag_id": ..., "run_id": ..., "at": <unix seconds>, "error": "..." (failed only)}
 
-`autopilot demo` sets the variable for its `airflow dags test` process and reads the file while the
-run goes on; nowhere else is it set, so in a scheduler or worker of a real deployment every hook
-returns at once and writes nothing. A hook never raises: progress is not worth failing a task.
+`autopilot demo` sets the variable in the environment it starts the embedded services with (so
+every task process of its scheduler has it) and reads the file while its runs go on, taking each
+run's events by dag_id and run_id. Nowhere else is it set, so in a scheduler or worker of a real
+deployment (and under `make up`) every hook returns at once and writes nothing. A hook never
+raises: progress is not worth failing a task.
 The error of a failed task is its final exception, secrets scrubbed, clipped to a few lines.
 """
 

@@ -8,7 +8,7 @@ and the answer arrives through the UI or the HITL REST API
 scheduler enforces `gates.review.timeout_hours`, read from the model config when the task runs.
 
 * decision `promote` (or no decision): the task skips itself at once; `promote` runs as before.
-* `airflow dags test` (`autopilot demo`): nobody can answer a test run, which would wait forever,
+* `airflow dags test`: nobody can answer a test run, which would wait forever,
   so the task skips, saying how to approve by hand (`autopilot promote`); nothing is promoted.
 * an answer: `Approve` returns an `approved` `Approval` naming the reviewer
   (`airflow-user:<name>`), which `promote` uses as the alias move's actor; `Reject` is recorded
