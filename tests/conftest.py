@@ -112,8 +112,12 @@ def mlflow_clean() -> Iterator[None]:
 # both workers busy until the short files fill the gaps.
 SLOW_FILES_FIRST = (
     "tests/integration/test_scale_out.py",
+    "tests/e2e/test_airflow_ui.py",
     "tests/e2e/test_gates.py",
     "tests/e2e/test_embedded_services.py",
+    "tests/e2e/test_progress.py",
+    "tests/e2e/test_review_approval.py",
+    "tests/e2e/test_models_page.py",
     "tests/e2e/test_monitoring_loop.py",
     "tests/e2e/test_pipeline.py",
     "tests/e2e/test_trigger.py",

@@ -73,3 +73,25 @@ def test_a_drifted_window_triggers_the_training_dag_once(airflow_db: None, env: 
     assert note[2] == result["reasons"][0] or (note[2].endswith("...") and result["reasons"][0].startswith(
         note[2][:-3])), note
     assert note[-1] == f"retrain triggered: run {result['trigger_run_id']}", note
+
+
+def test_a_window_before_the_first_champion_is_skipped_not_failed(airflow_db: None, env: Any,  # noqa: F811
+                                                                  small_adult: Callable[..., Path],
+                                                                  notes_api: Any) -> None:  # noqa: F811
+    """`make up` unpauses the monitoring DAG of a model that may have no champion yet: its hourly
+    runs must not fail (and alert) until the first promotion; each says why it did nothing."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from autopilot.monitoring.state import last_windows
+
+    small_adult(name="nochamp")
+    bag = DagBag(dag_folder=str(PROJECT / "dags"))
+    run = bag.dags["autopilot_monitoring__nochamp"].test(logical_date=HOUR_END)
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert str(run.state) == "success", states
+    assert states["monitor"] == "skipped" and states["trigger_retraining"] == "skipped", states
+    assert states["alert"] == "skipped" and states["healthy"] == "skipped", states
+    assert last_windows(env, "nochamp", limit=5) == []  # nothing recorded for a window nobody served
+    note = note_lines(notes_api.patches[-1]["note"])
+    assert note[0] == "Window 2026-11-20 10:00-11:00 UTC: skipped", note
+    assert note[1].startswith("no champion yet: nothing is served to monitor"), note

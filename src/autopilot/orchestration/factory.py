@@ -495,7 +495,7 @@ def _monitoring_tasks(path: str, model: str, succeeded: Any) -> None:
         running = _running_retrain(model, settings, end)
         result = dict(_gate(monitor_window, cfg, settings, ctx, start, end, running))
         write_monitoring_note(ctx.dag_id, ctx.run_id, result)  # the window's action, whatever the branch
-        return result
+        return dict(_skip_if_skipped(result))  # no champion yet: the window is skipped, not failed
 
     @task.branch(task_id=TaskId.BRANCH.value, task_display_name="Choose action")
     def branch(result: dict[str, Any]) -> str:

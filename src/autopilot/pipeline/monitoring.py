@@ -217,9 +217,12 @@ def monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start
 def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start: datetime | str,
                     end: datetime | str, running_retrain: str | None) -> dict[str, Any]:
     from autopilot.monitoring import state
+    from autopilot.versions.promotion import current
 
     start, end = _utc(start), _utc(end)
     registry = connect(settings)
+    if current(cfg.registered_model_name, CHAMPION, registry) is None:  # an unreachable registry raises: retried
+        return _no_champion(start, end)
     champion = registry.resolve_version(cfg.registered_model_name, CHAMPION)
     version = int(champion.version)
     reference = load_reference(registry, cfg, settings, champion)
@@ -286,6 +289,15 @@ def _performance(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) 
         estimated = {name: asdict(e) for name, e in estimate_performance(scores, reference.calibrator, cfg).items()}
     return {"realized": realized, "estimated": estimated, "labeled_rows": len(labeled),
             "reference_metric": reference.meta.get("reference_metric")}
+
+
+def _no_champion(start: datetime, end: datetime) -> dict[str, Any]:
+    """A window before the first promotion: nothing is served, so nothing is recorded or decided (the task is
+    skipped; `make up` unpauses the monitoring DAG of a model that may have no champion yet)."""
+    reason = "no champion yet: nothing is served to monitor (monitoring starts with the first promotion)"
+    return {"action": "skipped", "skipped": True, "reason": reason, "reasons": [reason], "strategy": None,
+            "window_start": start.isoformat(), "window_end": end.isoformat(), "rows": None, "version": None,
+            "trigger_run_id": None, "conf": None, "report_uri": None, "html_uri": None}
 
 
 def _attribution(registry: Registry, cfg: LoadedConfig, settings: Settings, champion: Any, reference: Reference,

@@ -303,7 +303,8 @@ def monitoring_note(result: Mapping[str, Any]) -> str:
     head = f"Window {_window(result.get('window_start'), result.get('window_end'))} UTC: {action}"
     lines = [head + (f" ({strategy})" if strategy else "")]
     rows = result.get("rows")
-    lines.append(f"{int(rows):,} rows" if isinstance(rows, int | float) else "rows unknown")
+    if not result.get("skipped"):  # a skipped window read no rows: its reason says why
+        lines.append(f"{int(rows):,} rows" if isinstance(rows, int | float) else "rows unknown")
     lines.extend(_clip(str(reason), MAX_LINE) for reason in (result.get("reasons") or [])[:TOP_REASONS])
     if result.get("trigger_run_id"):
         lines.append(f"retrain triggered: run {result['trigger_run_id']}")

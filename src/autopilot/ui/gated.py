@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GATED", "INCONCLUSIVE", "REPORT_ONLY", "CheckView", "gated_checks"]
+__all__ = ["GATED", "INCONCLUSIVE", "REPORT_ONLY", "CheckView", "finite", "gated_checks"]
 
 GATED, INCONCLUSIVE, REPORT_ONLY = "gated", "inconclusive", "report-only"
 PASSED, FAILED = "passed", "failed"
@@ -215,3 +215,14 @@ _READERS: dict[str, Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], l
     "explainability": _explainability,
     "infra": _infra,
 }
+
+
+def finite(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, inf) inside dicts and lists replaced by None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -43,7 +43,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.redaction import scrub
-from autopilot.ui.gated import CheckView, gated_checks
+from autopilot.ui.gated import CheckView, finite, gated_checks
 from autopilot.versions.decisions import read_decision_tags
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ class ModelView:
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (non-finite numbers become None)."""
-        return dict(_finite(asdict(self)))
+        return dict(finite(asdict(self)))
 
 
 def mlflow_links(settings: Settings, environ: Mapping[str, str] | None = None) -> MlflowLinks:
@@ -591,13 +591,3 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
