@@ -37,8 +37,14 @@ from autopilot.config.gates import (
     QualityGateConfig,
 )
 from autopilot.config.loading import check_name_matches_file, config_hash, config_json_schema, load_config
-from autopilot.config.metrics import CLASSIFICATION_METRICS, LOWER_IS_BETTER, REGRESSION_METRICS
-from autopilot.config.model import LoadedConfig, ModelConfig, RegistryConfig, RetentionConfig
+from autopilot.config.metrics import (
+    CLASSIFICATION_METRICS,
+    LOWER_IS_BETTER,
+    MULTICLASS_METRICS,
+    REGRESSION_METRICS,
+    metrics_for,
+)
+from autopilot.config.model import MAX_CLASSES, MIN_CLASSES, LoadedConfig, ModelConfig, RegistryConfig, RetentionConfig
 from autopilot.config.monitoring import (
     AlertsConfig,
     AnomalyConfig,
@@ -57,6 +63,9 @@ __all__ = [
     "DATA_ROOTS_ENV",
     "IDENTIFIER",
     "LOWER_IS_BETTER",
+    "MAX_CLASSES",
+    "MIN_CLASSES",
+    "MULTICLASS_METRICS",
     "REGRESSION_METRICS",
     "AlertsConfig",
     "AnomalyConfig",
@@ -97,4 +106,5 @@ __all__ = [
     "config_hash",
     "config_json_schema",
     "load_config",
+    "metrics_for",
 ]

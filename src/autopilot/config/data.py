@@ -18,7 +18,13 @@ class Task(StrEnum):
     """The learning task."""
 
     BINARY_CLASSIFICATION = "binary_classification"
+    MULTICLASS_CLASSIFICATION = "multiclass_classification"
     REGRESSION = "regression"
+
+    @property
+    def classification(self) -> bool:
+        """Whether the model predicts a class (binary or multiclass), not a number."""
+        return self is not Task.REGRESSION
 
 
 class DataConfig(Frozen):

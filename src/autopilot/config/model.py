@@ -11,12 +11,17 @@ from autopilot.config.base import IDENTIFIER, Frozen, Inconsistent
 from autopilot.config.data import DataConfig, FeatureSpec, SplitConfig, TargetConfig, Task, ValidationConfig
 from autopilot.config.deployment import DeploymentConfig
 from autopilot.config.gates import GatesConfig
-from autopilot.config.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from autopilot.config.metrics import metrics_for
 from autopilot.config.monitoring import AlertsConfig, MonitoringConfig
 from autopilot.config.training import DATA_SCHEDULE, TrainingConfig
 from autopilot.config.tuning import TuningConfig
 
-__all__ = ["EvaluationConfig", "LoadedConfig", "ModelConfig", "RegistryConfig", "RetentionConfig"]
+__all__ = ["MAX_CLASSES", "MIN_CLASSES", "EvaluationConfig", "LoadedConfig", "ModelConfig", "RegistryConfig",
+           "RetentionConfig"]
+
+# A multiclass target has 3 to 50 labels: 2 is binary; beyond 50 per-class gates and reports stop being
+# readable and per-class intervals need more rows than a tabular batch holds.
+MIN_CLASSES, MAX_CLASSES = 3, 50
 
 
 class RetentionConfig(Frozen):
@@ -102,13 +107,15 @@ class ModelConfig(Frozen):
                              "severe_weighted_share must hold"))
         if self.task is Task.BINARY_CLASSIFICATION:
             problems += self._binary_target_problems()
+        elif self.task is Task.MULTICLASS_CLASSIFICATION:
+            problems += self._multiclass_target_problems()
         elif self.target.positive_class is not None or self.target.classes is not None:
             problems.append(("target", "positive_class and classes apply to classification only"))
         return problems
 
     def _metric_problems(self) -> list[tuple[str, str]]:
         """The metric and the quality floors name metrics of this task."""
-        allowed = CLASSIFICATION_METRICS if self.task is Task.BINARY_CLASSIFICATION else REGRESSION_METRICS
+        allowed = metrics_for(self.task)
         quality = self.gates.quality
         named = (("metric", [self.metric]), ("gates.quality.min_metrics", list(quality.min_metrics)),
                  ("gates.quality.max_metrics", list(quality.max_metrics)))
@@ -149,6 +156,16 @@ class ModelConfig(Frozen):
                 return [("target.classes", f"must list exactly 2 labels, got {len(target.classes)}")]
             if target.positive_class not in target.classes:
                 return [("target.positive_class", f"{target.positive_class!r} is not in target.classes")]
+        return []
+
+    def _multiclass_target_problems(self) -> list[tuple[str, str]]:
+        target = self.target
+        if target.positive_class is not None:
+            return [("target.positive_class", "applies to binary_classification only; a multiclass model "
+                     "predicts every class")]
+        if target.classes is not None and not MIN_CLASSES <= len(set(target.classes)) <= MAX_CLASSES:
+            return [("target.classes", f"must list {MIN_CLASSES} to {MAX_CLASSES} distinct labels for "
+                     f"multiclass_classification, got {len(set(target.classes))}")]
         return []
 
     @property

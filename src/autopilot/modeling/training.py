@@ -13,7 +13,7 @@ from autopilot.config import ModelConfig, Task
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-__all__ = ["evaluate", "fit_pipeline", "metrics_from_scores", "predict_scores"]
+__all__ = ["class_order", "evaluate", "fit_pipeline", "metrics_from_scores", "predict_scores"]
 
 
 def fit_pipeline(params: dict[str, Any], cfg: ModelConfig, X: pd.DataFrame, y: pd.Series, seed: int) -> Pipeline:
@@ -26,10 +26,18 @@ def fit_pipeline(params: dict[str, Any], cfg: ModelConfig, X: pd.DataFrame, y: p
 
 
 def predict_scores(pipeline: Any, X: pd.DataFrame, task: Task) -> np.ndarray:
-    """The positive-class probability (classification) or the prediction (regression)."""
+    """The positive-class probability (binary), the prediction (regression), or for multiclass the
+    class probabilities: shape (rows, classes), columns in `class_order(pipeline)`."""
     if task is Task.BINARY_CLASSIFICATION:
         return np.asarray(pipeline.predict_proba(X))[:, 1]
+    if task is Task.MULTICLASS_CLASSIFICATION:
+        return np.asarray(pipeline.predict_proba(X), dtype=float)
     return np.asarray(pipeline.predict(X), dtype=float)
+
+
+def class_order(pipeline: Any) -> list[Any]:
+    """The labels of a fitted classifier, in the order of its `predict_proba` columns."""
+    return list(np.asarray(pipeline.classes_).tolist())
 
 
 def evaluate(pipeline: Any, X: pd.DataFrame, y: pd.Series, task: Task, threshold: float = 0.5) -> dict[str, float]:
