@@ -20,8 +20,8 @@ from typing import Any
 import _common as common
 
 # Order: the quick parse-time check first, then the long model runs.
-BENCHMARKS = ("parse_time", "quality", "automl_vs_flaml", "tpe_vs_random", "orchestration_overhead", "shap_paths",
-              "gate_cost", "serving", "overload", "drift")
+BENCHMARKS = ("parse_time", "quality", "automl_vs_flaml", "automl_multiclass", "tpe_vs_random",
+              "orchestration_overhead", "shap_paths", "gate_cost", "serving", "overload", "drift")
 
 
 def run_one(name: str, extra: list[str]) -> dict[str, Any]:
@@ -58,12 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
     parser.add_argument("--skip", nargs="+", choices=BENCHMARKS, default=[], help="skip these")
-    parser.add_argument("--budget", type=float, help="automl_vs_flaml: seconds per side (its default: 120)")
+    parser.add_argument("--budget", type=float, help="automl_vs_flaml and automl_multiclass: seconds per side "
+                        "(their defaults: 120, 60)")
     args = parser.parse_args(argv)
     selected = [name for name in (args.only or BENCHMARKS) if name not in args.skip]
     extras: dict[str, list[str]] = {name: [] for name in BENCHMARKS}
     if args.budget is not None:
         extras["automl_vs_flaml"] += ["--budget", f"{args.budget:g}"]
+        extras["automl_multiclass"] += ["--budget", f"{args.budget:g}"]
 
     started = time.perf_counter()
     outcomes = [run_one(name, extras[name]) for name in selected]
