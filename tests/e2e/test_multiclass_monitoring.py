@@ -41,7 +41,7 @@ from autopilot.serving.inference_log import InferenceLog, InferenceRecord
 from autopilot.settings import Settings
 from tests.multiclass_support import FEATURES, HGB, binary_twin, frame, labels
 
-pytestmark = [pytest.mark.usefixtures("mlflow_clean")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_clean")]
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
 ROWS = 1200
@@ -90,7 +90,7 @@ def _champion(tmp: Path) -> tuple[LoadedConfig, Settings, Any]:
 
 def _serve(settings: Settings, cfg: LoadedConfig, champion: tuple[Any, int], rows: pd.DataFrame, start: datetime,
            prefix: str) -> None:
-    """Log `rows` as the endpoint logs a multiclass answer, then feed back every row's label."""
+    """Log `rows` as the endpoint logs a multiclass answer (requests of 100 rows), then feed back their labels."""
     model, version = champion
     with threadpool_limits(limits=1):
         probabilities = model.predict_proba(rows[list(cfg.features)])
@@ -101,12 +101,12 @@ def _serve(settings: Settings, cfg: LoadedConfig, champion: tuple[Any, int], row
     log = InferenceLog(settings.inference_db)
     try:
         log.append([InferenceRecord(
-            request_id=f"{prefix}-{i}", row=0, model=cfg.name, version=version, at=start + timedelta(seconds=1) + i * step,
-            features=features, latency_ms=10.0,
+            request_id=f"{prefix}-{i // 100}", row=i % 100, model=cfg.name, version=version,
+            at=start + timedelta(seconds=1) + i * step, features=features, latency_ms=10.0,
             prediction={"label": classes[int(np.argmax(p))], "probabilities": [float(x) for x in p]})  # type: ignore[arg-type]
             for i, (features, p) in enumerate(zip(records, probabilities, strict=True))])
-        for i, label in enumerate(rows["y"]):
-            log.add_feedback(f"{prefix}-{i}", [label])
+        for start_row in range(0, len(rows), 100):
+            log.add_feedback(f"{prefix}-{start_row // 100}", list(rows["y"].iloc[start_row:start_row + 100]))
     finally:
         log.close()
 
