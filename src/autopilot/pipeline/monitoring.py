@@ -330,7 +330,8 @@ def _performance(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) 
 
 
 def _class_performance(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) -> dict[str, Any]:
-    """A multiclass window's realized metrics (enough labeled rows) and label-free estimate (`monitoring.multiclass`)."""
+    """A multiclass window's realized metrics (enough labeled rows) and label-free estimate
+    (`monitoring.multiclass`)."""
     from autopilot.monitoring.multiclass import ClassCalibrator, estimate_multiclass, realized_multiclass
 
     read = _served(cfg, reference, served)
@@ -390,7 +391,8 @@ def _series(cfg: LoadedConfig, drift: dict[str, Any], performance: dict[str, Any
     if len(served) and cfg.task is Task.MULTICLASS_CLASSIFICATION:
         # The mean of class indices means nothing; the mean top-class probability (confidence) does.
         probabilities = _served(cfg, reference, served).probabilities if reference is not None else None
-        readable = probabilities[np.isfinite(probabilities).all(axis=1)] if probabilities is not None else []
+        readable = (probabilities[np.isfinite(probabilities).all(axis=1)] if probabilities is not None
+                    else np.empty((0, 1)))
         if len(readable):
             values["prediction_confidence"] = float(readable.max(axis=1).mean())
     elif len(served):

@@ -7,13 +7,14 @@ shape) and the thresholds, the window size from which noise alone crosses any co
 threshold with probability at most `small_sample_alpha` per window (about 970 rows on Adult).
 Below it, as Evidently switches to tests for small references, every column is tested: scipy's
 two-sample Kolmogorov-Smirnov for numeric columns, chi-squared on the category counts for
-categorical ones and numeric ones with at most 5 values (sparse categories pooled; a pool still
-too sparse, e.g. a category new in the window, gets Fisher's exact test), with Holm's correction
-across the columns and the scores (a multiclass model's predicted classes: chi-squared on their counts), so the family-wise false-alarm rate is `small_sample_alpha`,
-the same rate the threshold was derived for. A column drifted when its adjusted p-value is at
-most `small_sample_alpha`; its effect is still reported, and `decided_by` (`effect` or `test`)
-says which decided. Calibration on Adult (`tests/unit/test_drift.py`): 1 alarm in 200 undrifted
-300-row windows, and +0.5 sd on three important features retrains in 40 of 40 300-row windows.
+categorical ones and numeric ones with at most 5 values (sparse categories pooled; a pool still too
+sparse, e.g. a category new in the window, gets Fisher's exact test), with Holm's correction across
+the columns and the scores (a multiclass model's predicted classes: chi-squared on their counts), so
+the family-wise false-alarm rate is `small_sample_alpha`, the same rate the threshold was derived
+for. A column drifted when its adjusted p-value is at most `small_sample_alpha`; its effect is still
+reported, and `decided_by` (`effect` or `test`) says which decided. Calibration on Adult
+(`tests/unit/test_drift.py`): 1 alarm in 200 undrifted 300-row windows, and +0.5 sd on three
+important features retrains in 40 of 40 300-row windows.
 """
 
 from __future__ import annotations
