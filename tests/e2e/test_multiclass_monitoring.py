@@ -128,6 +128,8 @@ def test_multiclass_quiet_window_then_drifted_class_mix(tmp_path: Path, monkeypa
     assert realized["rows"] == ROWS
     assert abs(estimated["value"] - realized["roc_auc_ovr"]) < 0.03, (estimated, realized)
     assert "prediction_confidence" in report["series"]
+    # Attribution drift ranks the window's features by mean |SHAP| over rows and classes, like the gate.
+    assert report["attribution"]["method"] == "tree" and report["attribution"]["drifted"] is False
 
     # The same people, but those the model calls "high" served three times as often.
     pool = frame(6000, 50)
