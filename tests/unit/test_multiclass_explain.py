@@ -76,3 +76,16 @@ def test_the_gate_ranks_by_mean_shap_over_classes_and_reports_each_class(models:
     assert tops["high"][0]["feature"] == "x0" and tops["low"][0]["feature"] == "x0"
     assert {item["feature"] for item in tops["mid"][:2]} & {"x2", "x0"}
     assert sum(report.metrics["shares"].values()) == pytest.approx(1.0)
+
+
+def test_plots_of_a_multiclass_explanation(models: dict[str, Any], tmp_path: Any) -> None:
+    import json
+
+    from autopilot.explain import write_plots
+
+    cfg, model, X, _ = models["forest"]
+    attr = shap_attributions(model, X.iloc[:60], cfg)
+    paths = write_plots(attr, X.iloc[:60], tmp_path)
+    payload = json.loads(paths["importance"].read_text())
+    assert payload["classes"] == ["high", "low", "mid"] and set(payload["class_importance"]) == {"high", "low", "mid"}
+    assert paths["beeswarm"].stat().st_size > 0 and paths["bar"].stat().st_size > 0

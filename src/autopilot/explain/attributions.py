@@ -13,7 +13,7 @@ import pandas as pd
 
 from autopilot.config import ModelConfig
 
-__all__ = ["Attributions", "ExplainPath", "class_answer", "feature_rows", "relative_error"]
+__all__ = ["Attributions", "ExplainPath", "class_answer", "feature_rows", "predicted_classes", "relative_error"]
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,7 @@ def class_answer(attr: Attributions) -> dict[str, Any]:
     if attr.class_values is None or not attr.classes:
         return {}
     columns = [str(c) for c in attr.values.columns]
-    outputs = attr.class_values.sum(axis=1) + np.asarray(attr.class_base_values)[None, :]
-    chosen = np.argmax(outputs, axis=1)
+    chosen = predicted_classes(attr)
     return {
         "classes": list(attr.classes),
         "base_values": dict(zip(attr.classes, attr.class_base_values, strict=True)),
@@ -140,6 +139,14 @@ def class_answer(attr: Attributions) -> dict[str, Any]:
         "class_contributions": [{label: {name: _finite(attr.class_values[i, j, k]) for j, name in enumerate(columns)}
                                  for k, label in enumerate(attr.classes)} for i in range(len(chosen))],
     }
+
+
+def predicted_classes(attr: Attributions) -> np.ndarray:
+    """Multiclass: each row's predicted class index (the largest explained output: base value plus values)."""
+    if attr.class_values is None:
+        raise ValueError("not a multiclass explanation")
+    outputs = attr.class_values.sum(axis=1) + np.asarray(attr.class_base_values)[None, :]
+    return np.asarray(np.argmax(outputs, axis=1))
 
 
 def _finite(value: Any) -> float | None:
