@@ -58,7 +58,6 @@ def test_serving_answers_the_predicted_class_with_every_class_beside_it(models: 
     for row, label, per_class in zip(answer["contributions"], answer["predicted_class"],
                                      answer["class_contributions"], strict=True):
         assert row == per_class[label] and set(row) == set(FEATURES)
-    assert class_answer(shap_attributions(fitted(HGB, n=300)[1], rows, cfg)) != {}  # multiclass again: non-empty
 
 
 def test_the_gate_ranks_by_mean_shap_over_classes_and_reports_each_class(models: dict[str, Any]) -> None:
