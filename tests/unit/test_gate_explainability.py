@@ -243,17 +243,18 @@ def test_permutation_path_is_reproducible(adult: dict[str, Any]) -> None:
     pd.testing.assert_frame_equal(first.values, again.values)
 
 
-def test_a_multiclass_linear_model_falls_back_to_the_permutation_path_and_says_why() -> None:
+def test_a_multiclass_linear_model_is_explained_exactly_per_class() -> None:
+    """Issue 16: a multinomial logistic regression has one linear margin per class, so the exact
+    linear path explains every class (it used to fall back to the permutation path)."""
     cfg, X, y = _synthetic(n=600)
-    three = pd.Series(np.digitize(X["x0"], [-0.5, 0.5]), name="y")  # three classes: no single log-odds margin
+    three = pd.Series(np.digitize(X["x0"], [-0.5, 0.5]), name="y")
     model = build_pipeline(LINEAR, cfg, seed=0).fit(X, three)
     attr = shap_attributions(model, X.iloc[:3], cfg, background=X.iloc[-10:])
-    assert attr.method == "permutation"
-    assert "LogisticRegression with 3 classes" in attr.path_reason and "multiclass" in attr.path_reason
-    with pytest.raises(ValueError, match="linear path cannot explain.*multiclass"):
-        shap_attributions(model, X.iloc[:3], cfg, background=X.iloc[-10:], method="linear")
+    assert attr.method == "linear" and attr.output == "margin" and attr.classes == ("0", "1", "2")
+    assert attr.class_values is not None and attr.class_values.shape == (3, len(cfg.features), 3)
+    assert attr.additivity_error is not None and attr.additivity_error < 1e-9
     binary = build_pipeline(LINEAR, cfg, seed=0).fit(X, y)
-    assert shap_attributions(binary, X.iloc[:3], cfg, background=X.iloc[-10:]).method == "linear"
+    assert shap_attributions(binary, X.iloc[:3], cfg, background=X.iloc[-10:]).classes == ()
 
 
 def test_tree_and_permutation_paths_agree_on_the_dominant_feature() -> None:

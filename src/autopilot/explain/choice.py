@@ -61,4 +61,7 @@ def prepare_path(model: Any, cfg: ModelConfig, background: pd.DataFrame | None, 
     else:
         path = PermutationPath(model, cfg, background, seed)
     path.reason = reason
+    classes = getattr(estimator, "classes_", None)
+    if classes is not None and len(classes) > 2:
+        path.classes = tuple(str(c) for c in classes)
     return path

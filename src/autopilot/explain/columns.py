@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["column_indices", "column_owners", "dense", "margin", "split_pipeline", "sum_columns"]
+__all__ = ["column_indices", "column_owners", "dense", "margin", "split_pipeline", "sum_class_columns", "sum_columns"]
 
 
 def split_pipeline(model: Any) -> tuple[Any, Any]:
@@ -37,10 +37,17 @@ def dense(matrix: Any) -> np.ndarray:
 
 
 def margin(estimator: Any, transformed: np.ndarray, classifier: bool) -> np.ndarray:
-    """The estimator's raw output on transformed rows: `decision_function` (log-odds) or `predict`."""
+    """The estimator's raw output on transformed rows: `decision_function` (log-odds; for a
+    multiclass model one margin per class, rows x classes) or `predict`."""
     if classifier:
-        return np.ravel(np.asarray(estimator.decision_function(transformed), dtype=float))
+        raw = np.asarray(estimator.decision_function(transformed), dtype=float)
+        return raw if raw.ndim == 2 and raw.shape[1] > 1 else np.ravel(raw)
     return np.asarray(estimator.predict(transformed), dtype=float)
+
+
+def sum_class_columns(values: np.ndarray, owners: np.ndarray, width: int) -> np.ndarray:
+    """`sum_columns` per class: rows x columns x classes -> rows x `width` x classes."""
+    return np.stack([sum_columns(values[:, :, k], owners, width) for k in range(values.shape[2])], axis=2)
 
 
 def sum_columns(values: np.ndarray, owners: np.ndarray, width: int) -> np.ndarray:

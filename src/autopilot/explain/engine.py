@@ -11,7 +11,7 @@ same `background_rows` sample.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -103,12 +103,19 @@ def explain_model(
     return _result(path, explained, values, base, error, time.perf_counter() - start)
 
 
-def _result(path: ExplainPath, rows: pd.DataFrame, values: np.ndarray, base: float, error: float | None,
+def _result(path: ExplainPath, rows: pd.DataFrame, values: np.ndarray, base: Any, error: float | None,
             seconds: float) -> Attributions:
-    frame = pd.DataFrame(np.asarray(values, dtype=float), index=rows.index, columns=list(rows.columns))
+    array = np.asarray(values, dtype=float)
+    per_class: dict[str, Any] = {}
+    if array.ndim == 3:  # multiclass: rows x features x classes
+        bases = np.ravel(np.asarray(base, dtype=float))
+        per_class = {"classes": tuple(str(c) for c in path.classes), "class_values": array,
+                     "class_base_values": tuple(float(b) for b in bases)}
+        array, base = np.abs(array).mean(axis=2), float(bases.mean())
+    frame = pd.DataFrame(array, index=rows.index, columns=list(rows.columns))
     return Attributions(values=frame, base_value=float(base), method=path.method, rows=len(frame), seconds=seconds,
                         output=path.output, background_rows=path.background_rows, additivity_error=error,
-                        path_reason=path.reason)
+                        path_reason=path.reason, **per_class)
 
 
 def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:

@@ -19,7 +19,10 @@ __all__ = ["HGBTrees"]
 
 
 class HGBTrees:
-    """A fitted HistGradientBoosting model as a shap tree-ensemble dict, with categorical splits.
+    """A fitted HistGradientBoosting model as shap tree-ensemble dicts, with categorical splits.
+
+    `model` is the ensemble of a binary classifier or a regressor; `models` holds one ensemble
+    per class of a multiclass classifier (one for the others), all on the matrix `inputs` builds.
 
     HGB with categorical features runs its input through its own ColumnTransformer first
     (categorical columns first, re-coded 0..n-1), so tree feature indices refer to that
@@ -29,8 +32,6 @@ class HGBTrees:
     """
 
     def __init__(self, estimator: Any) -> None:
-        if getattr(estimator, "n_trees_per_iteration_", 1) != 1:
-            raise ValueError("multiclass HistGradientBoosting is not supported")
         self.estimator = estimator
         self.preprocessor = getattr(estimator, "_preprocessor", None)
         self.n_inputs = int(estimator.n_features_in_)
@@ -39,10 +40,16 @@ class HGBTrees:
         self.f_idx_map = np.asarray(f_idx_map)
         self.splits: dict[tuple[int, bytes, bool], int] = {}
         self.split_specs: list[tuple[int, np.ndarray, bool]] = []
-        trees = [self._tree(predictors[0]) for predictors in estimator._predictors]
-        baseline = float(np.ravel(np.asarray(estimator._baseline_prediction, dtype=float))[0])
-        self.model = {"trees": trees, "base_offset": baseline, "tree_output": "raw_value",
-                      "input_dtype": np.float64, "internal_dtype": np.float64}
+        # A multiclass model grows one tree per class and iteration (its raw output per class is
+        # that class's softmax margin): one shap model per class, all reading the same matrix.
+        per_iteration = int(getattr(estimator, "n_trees_per_iteration_", 1))
+        baselines = np.ravel(np.asarray(estimator._baseline_prediction, dtype=float))
+        self.models = [
+            {"trees": [self._tree(predictors[k]) for predictors in estimator._predictors],
+             "base_offset": float(baselines[k]), "tree_output": "raw_value",
+             "input_dtype": np.float64, "internal_dtype": np.float64}
+            for k in range(per_iteration)]
+        self.model = self.models[0]
 
     def _tree(self, predictor: Any) -> dict[str, np.ndarray]:
         nodes = predictor.nodes

@@ -9,7 +9,9 @@ feature as on the tree path. Base value = coef . mean(z_background) + intercept.
 (`decision_function`) for logistic regression, the prediction for regressors. These are the
 values the permutation path estimates with the same background (for an additive model every
 permutation gives the same marginal contributions), at a tiny fraction of the cost. A multiclass
-or multi-output linear model has no single margin and is not explained here.
+logistic regression has one margin per class (its softmax logits, units `margin`), each linear in
+z: every class is explained the same way (values rows x features x classes). A multi-output
+regressor is not explained here.
 """
 
 from __future__ import annotations
@@ -61,8 +63,11 @@ def linear_problem(preprocess: Any, estimator: Any) -> str | None:
         if name == "SGDClassifier" and getattr(estimator, "loss", None) != "log_loss":
             return f"SGDClassifier with loss={estimator.loss!r} has no log-odds margin"
         classes = len(getattr(estimator, "classes_", ()))
-        if classes != 2:
-            return f"{name} with {classes} classes has no single log-odds margin (multiclass)"
+        if classes < 2:
+            return f"{name} with {classes} classes has no margin"
+        if classes > 2 and np.shape(coef)[0] != classes:
+            return f"{name} has {np.shape(coef)[0]} margins for {classes} classes"
+        return None
     shape = np.shape(coef)
     if len(shape) == 2 and shape[0] != 1:
         return f"{name} has {shape[0]} outputs (one margin each); the gates explain one"
@@ -80,20 +85,30 @@ class LinearPath(ExplainPath):
         self.features = list(cfg.features)
         self.owners = column_owners(preprocess, self.features)
         self.classifier = type(estimator).__name__ in _LINEAR_CLASSIFIERS
-        self.output = "log_odds" if self.classifier else "prediction"
+        self.multiclass = self.classifier and len(getattr(estimator, "classes_", ())) > 2
+        self.output = ("margin" if self.multiclass else "log_odds") if self.classifier else "prediction"
         coef = estimator.coef_
-        self.coef = np.ravel(np.asarray(coef.toarray() if hasattr(coef, "toarray") else coef, dtype=np.float64))
-        if len(self.coef) != len(self.owners):
-            raise ValueError(f"{len(self.coef)} coefficients but {len(self.owners)} transformed columns")
+        matrix = np.atleast_2d(np.asarray(coef.toarray() if hasattr(coef, "toarray") else coef, dtype=np.float64))
+        self.coefs = matrix if self.multiclass else matrix.reshape(1, -1)
+        self.coef = self.coefs[0]
+        if self.coefs.shape[1] != len(self.owners):
+            raise ValueError(f"{self.coefs.shape[1]} coefficients but {len(self.owners)} transformed columns")
         reference = dense(preprocess.transform(feature_rows(background, cfg)))
         self.background_rows = len(reference)
         self.mean = reference.mean(axis=0)
-        intercept = float(np.ravel(np.asarray(getattr(estimator, "intercept_", 0.0), dtype=np.float64))[0])
-        self.base = float(self.mean @ self.coef) + intercept
+        intercepts = np.ravel(np.asarray(getattr(estimator, "intercept_", 0.0), dtype=np.float64))
+        self.bases = self.coefs @ self.mean + intercepts[: len(self.coefs)]
+        self.base = float(self.bases[0])
 
-    def explain(self, rows: pd.DataFrame) -> tuple[np.ndarray, float, float | None]:
-        """SHAP values of `rows` on the original features: coef * (z - background mean), summed per feature."""
+    def explain(self, rows: pd.DataFrame) -> tuple[np.ndarray, Any, float | None]:
+        """SHAP values of `rows` on the original features: coef * (z - background mean), summed per
+        feature (multiclass: per class, rows x features x classes, one base value per class)."""
         transformed = dense(self.preprocess.transform(rows))
+        if self.multiclass:
+            centred = transformed - self.mean
+            values3 = np.stack([sum_columns(centred * c, self.owners, len(self.features)) for c in self.coefs], axis=2)
+            output = margin(self.estimator, transformed, True)
+            return values3, self.bases, relative_error(values3.sum(axis=1) + self.bases[None, :], output)
         values = sum_columns((transformed - self.mean) * self.coef, self.owners, len(self.features))
         # Checked against the estimator's own margin, so a model that is not what its name says fails the gate.
         output = margin(self.estimator, transformed, self.classifier)

@@ -4,7 +4,9 @@
 Categorical columns are integer-coded for the masker (it cannot hold strings) and decoded back to
 strings (code NaN -> NaN) inside the prediction function. Classification is explained in
 log-odds (the logit of `predict_proba[:, 1]`), so it shares units with the tree path on boosting
-and with the linear path; regression explains `predict`.
+and with the linear path; regression explains `predict`. A multiclass model is explained in
+every class's probability at once (shap explains a multi-output function in one pass: values
+rows x features x classes, one base value per class).
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ class PermutationPath(ExplainPath):
 
         self.model = model
         self.task = cfg.task
-        self.output = "log_odds" if cfg.task is Task.BINARY_CLASSIFICATION else "prediction"
+        self.output = {Task.BINARY_CLASSIFICATION: "log_odds",
+                       Task.MULTICLASS_CLASSIFICATION: "probability"}.get(cfg.task, "prediction")
         self.codec = _Codec(cfg, background)
         codes = self.codec.encode(feature_rows(background, cfg))
         self.background_rows = len(codes)
@@ -131,12 +134,16 @@ class PermutationPath(ExplainPath):
             return np.log(p) - np.log1p(-p)
         return scores
 
-    def explain(self, rows: pd.DataFrame) -> tuple[np.ndarray, float, float | None]:
-        """SHAP values of `rows` (already on the original features)."""
+    def explain(self, rows: pd.DataFrame) -> tuple[np.ndarray, Any, float | None]:
+        """SHAP values of `rows` (already on the original features; multiclass: rows x features x classes)."""
         codes = self.codec.encode(rows)
         with _global_numpy_seed(self.seed), _one_thread():  # shap draws permutations from numpy's global RNG
             explanation = self.explainer(codes, max_evals=self.max_evals, silent=True)
         values = np.asarray(explanation.values, dtype=float)
+        if values.ndim == 3:  # one output per class; base values rows x classes
+            bases3 = np.asarray(explanation.base_values, dtype=float).reshape(len(codes), -1)
+            error3 = relative_error(values.sum(axis=1) + bases3, self.predict_codes(codes))
+            return values, bases3.mean(axis=0), error3
         bases = np.ravel(np.asarray(explanation.base_values, dtype=float))
         error = relative_error(values.sum(axis=1) + bases, self.predict_codes(codes))
         return values, float(np.mean(bases)), error

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autopilot.explain.attributions import Attributions
+from autopilot.explain.attributions import Attributions, predicted_classes
 from autopilot.explain.rankings import ranked
 from autopilot.reports import json_safe
 
@@ -25,6 +25,8 @@ def write_plots(attr: Attributions, X: pd.DataFrame, folder: Path) -> dict[str, 
     values colour the beeswarm by their (sorted) category code. The JSON holds importance,
     shares, method (and why), output units, rows, seconds and the base value (NaN as null).
     Returns {"bar": ..., "beeswarm": ..., "importance": ...}; the caller logs them.
+    Multiclass: the bar is mean |SHAP| over rows and classes, the beeswarm shows each row's signed
+    values toward its predicted class, and the JSON adds `classes` and `class_importance`.
     """
     import matplotlib
 
@@ -50,9 +52,14 @@ def write_plots(attr: Attributions, X: pd.DataFrame, folder: Path) -> dict[str, 
     finally:
         plt.close(figure)
 
+    signed, bases = attr.values.to_numpy(dtype=float), np.full(len(attr.values), attr.base_value)
+    if attr.class_values is not None:  # multiclass: each row's values toward its predicted class (signed)
+        chosen = predicted_classes(attr)
+        signed = attr.class_values[np.arange(len(chosen)), :, chosen]
+        bases = np.asarray(attr.class_base_values)[chosen]
     explanation = shap.Explanation(
-        values=attr.values.to_numpy(dtype=float),
-        base_values=np.full(len(attr.values), attr.base_value),
+        values=signed,
+        base_values=bases,
         data=_numeric_view(rows),
         feature_names=[str(c) for c in attr.values.columns],
     )
@@ -67,7 +74,8 @@ def write_plots(attr: Attributions, X: pd.DataFrame, folder: Path) -> dict[str, 
     payload = {"importance": importance, "shares": attr.shares(), "method": attr.method, "output": attr.output,
                "rows": attr.rows, "seconds": attr.seconds, "base_value": attr.base_value,
                "background_rows": attr.background_rows, "additivity_error": attr.additivity_error,
-               "path_reason": attr.path_reason}
+               "path_reason": attr.path_reason, "classes": list(attr.classes),
+               "class_importance": attr.class_importance()}
     paths["importance"].write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     return paths
 

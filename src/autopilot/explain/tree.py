@@ -5,6 +5,10 @@ transformed matrix, and the attributions of all transformed columns that come fr
 feature are summed (`explain.columns`). HistGradientBoosting goes through the project's own
 conversion (`explain.hgb_trees`). Units: log-odds for HGB classifiers, probability for forest
 classifiers (their trees average probabilities), the prediction for regressors.
+
+Multiclass: every class is explained (values rows x features x classes, one base value per
+class): a forest's per-class probabilities, or HGB's per-class softmax margins (`margin`), each
+class's trees explained on their own.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import pandas as pd
 
 from autopilot.config import ModelConfig
 from autopilot.explain.attributions import ExplainPath, relative_error
-from autopilot.explain.columns import column_owners, dense, margin, sum_columns
+from autopilot.explain.columns import column_owners, dense, margin, sum_class_columns, sum_columns
 from autopilot.explain.hgb_trees import HGBTrees
 
 __all__ = ["TreePath", "tree_problem"]
@@ -58,18 +62,23 @@ class TreePath(ExplainPath):
         self.features = list(cfg.features)
         self.owners = column_owners(preprocess, self.features)
         self.classifier = hasattr(estimator, "predict_proba")
+        self.multiclass = self.classifier and len(getattr(estimator, "classes_", ())) > 2
         self.hgb = type(estimator).__name__.startswith("HistGradientBoosting")
         if self.hgb:
             self.trees = HGBTrees(estimator)
-            self.explainer = shap.TreeExplainer(self.trees.model)
-            self.output = "log_odds" if self.classifier else "prediction"
+            self.explainers = [shap.TreeExplainer(model) for model in self.trees.models]
+            self.explainer = self.explainers[0]
+            self.output = ("margin" if self.multiclass else "log_odds") if self.classifier else "prediction"
         else:
             self.explainer = shap.TreeExplainer(estimator)
             self.output = "probability" if self.classifier else "prediction"
 
-    def explain(self, rows: pd.DataFrame) -> tuple[np.ndarray, float, float | None]:
-        """SHAP values of `rows` on the original features."""
+    def explain(self, rows: pd.DataFrame) -> tuple[np.ndarray, Any, float | None]:
+        """SHAP values of `rows` on the original features (multiclass: rows x features x classes,
+        with one base value per class)."""
         transformed = dense(self.preprocess.transform(rows))
+        if self.multiclass:
+            return self._explain_classes(transformed)
         if self.hgb:
             matrix, owners = self.trees.inputs(transformed)
             raw = np.asarray(self.explainer.shap_values(matrix, check_additivity=False), dtype=float)
@@ -90,6 +99,26 @@ class TreePath(ExplainPath):
             per_column = raw
         values = sum_columns(per_column, self.owners, len(self.features))
         error = relative_error(values.sum(axis=1) + base, output)
+        return values, base, error
+
+
+    def _explain_classes(self, transformed: np.ndarray) -> tuple[np.ndarray, np.ndarray, float | None]:
+        """Every class of a multiclass classifier: its SHAP values, base value and output."""
+        if self.hgb:
+            matrix, owners = self.trees.inputs(transformed)
+            raw = np.stack([np.asarray(e.shap_values(matrix, check_additivity=False), dtype=float)
+                            for e in self.explainers], axis=2)
+            per_column = sum_class_columns(raw, owners, transformed.shape[1])
+            base = np.asarray([float(np.ravel(e.expected_value)[0]) for e in self.explainers])
+            output = margin(self.estimator, transformed, True)
+        else:
+            raw_any = self.explainer.shap_values(transformed.astype(np.float32), check_additivity=False)
+            per_column = (np.stack([np.asarray(v, dtype=float) for v in raw_any], axis=2)
+                          if isinstance(raw_any, list) else np.asarray(raw_any, dtype=float))
+            base = np.ravel(np.asarray(self.explainer.expected_value, dtype=float))
+            output = np.asarray(self.estimator.predict_proba(transformed), dtype=float)
+        values = sum_class_columns(per_column, self.owners, len(self.features))
+        error = relative_error(values.sum(axis=1) + base[None, :], output)
         return values, base, error
 
 

@@ -6,6 +6,11 @@ NaN/inf or all-zero attributions, or attributions that do not add up to the mode
 fails when one feature carries more than `max_feature_share` of all attribution (leakage);
 and, with a champion, fails when nDCG@k of the importance ranking drops below `min_ndcg`.
 It reports the share carried by the sensitive attributes, which the fairness gate gates.
+
+Multiclass: the attributions cover every class (`Attributions.class_values`), and features are
+ranked by mean |SHAP| over rows and classes (`Attributions.importance`), so leakage, stability
+and the sensitive share are judged on that one ranking; each class's own top features are
+reported beside it (`metrics["class_top_features"]`), not gated.
 """
 
 from __future__ import annotations
@@ -101,6 +106,9 @@ def _evaluate(challenger: Attributions, champion: Attributions | None, cfg: Mode
         "base_value": challenger.base_value,
         "ndcg_at_k": None,
     })
+    if challenger.classes:
+        metrics["classes"] = list(challenger.classes)
+        metrics["class_top_features"] = _class_tops(challenger, bounds.top_k)
     details["sensitive_features"] = sensitive_names
     details["path_reason"] = challenger.path_reason
     absent = [name for name in sensitive_names if name not in shares]
@@ -118,6 +126,16 @@ def _evaluate(challenger: Attributions, champion: Attributions | None, cfg: Mode
                                  details=json_safe(details))
     return GateReport(name=GATE, passed=True, metrics=report_metrics, thresholds=thresholds,
                       details=json_safe(details))
+
+
+def _class_tops(attr: Attributions, k: int) -> dict[str, list[dict[str, Any]]]:
+    """Each class's top-k features by its own share of that class's mean |SHAP| (reported, not gated)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for label, importance in attr.class_importance().items():
+        total = sum(v for v in importance.values() if math.isfinite(v))
+        shares = {name: (v / total if total > 0 else 0.0) for name, v in importance.items()}
+        out[label] = top_shares(shares, k)
+    return out
 
 
 def _stability(challenger: Attributions, champion: Attributions, k: int, min_ndcg: float,

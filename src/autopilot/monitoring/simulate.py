@@ -12,6 +12,11 @@ Scenarios (`SCENARIOS`):
 - `covariate`: numeric features moved by `strength * 0.8` standard deviations.
 - `categorical`: the category mix of one feature changed (its top category's share halved).
 - `concept`: the labels of a subgroup flipped, features untouched: only performance can tell.
+  A multiclass model's subgroup labels move to the next class (in sorted class order, the
+  last to the first).
+- `class_mix` (classification): the mix of the true classes changed, rows resampled so the most
+  common class's share is halved (as `categorical` does to a feature): the predicted class
+  distribution moves with it. `autopilot simulate` offers the first four.
 
 Request ids are `sim-<scenario>-<seed>-<run tag>-<i>`; the run tag is random unless given, so
 two runs never collide, while a run repeated with the same tag is refused by the inference log
@@ -41,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SCENARIOS", "SimulationError", "SimulationResult", "run_simulation", "shift_frame"]
 
-SCENARIOS = ("none", "covariate", "categorical", "concept")
+SCENARIOS = ("none", "covariate", "categorical", "concept", "class_mix")
 SHIFT_SD = 0.8  # covariate shift per unit of strength, in standard deviations
 # Age, schooling and working hours: the Adult numeric features that matter most relative to
 # their spread (capital gain/loss are mostly zero, fnlwgt is a sampling weight).
@@ -140,6 +145,10 @@ def shift_frame(frame: pd.DataFrame, cfg: ModelConfig, scenario: str, strength: 
         data, shift = _shift_numeric(data, cfg, strength, features)
     elif scenario == "categorical":
         data, shift = _shift_categories(data, cfg, strength, rng, features)
+    elif scenario == "class_mix":
+        if cfg.task is Task.REGRESSION:
+            raise ValueError("the class_mix scenario needs a classification model")
+        data, shift = _remix(data, target, strength, rng)
     else:
         data, shift = _shift_concept(data, cfg, strength, rng, subgroup)
     labels = data[target] if cfg.task is Task.REGRESSION else data[target].astype(str)
@@ -194,6 +203,12 @@ def _shift_categories(data: pd.DataFrame, cfg: ModelConfig, strength: float, rng
         name = categorical[0]
     else:
         raise ValueError("the categorical scenario needs a categorical feature; the config has none")
+    return _remix(data, name, strength, rng)
+
+
+def _remix(data: pd.DataFrame, name: str, strength: float,
+           rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Rows resampled so the top level of column `name` keeps 1 - strength/2 of its share."""
     # Missing values are a level of their own: their share scales like any other non-top level.
     codes, levels = pd.factorize(data[name], use_na_sentinel=False)
     counts = np.bincount(codes, minlength=len(levels)).astype(float)
@@ -240,6 +255,12 @@ def _shift_concept(data: pd.DataFrame, cfg: ModelConfig, strength: float, rng: n
         out[target] = labels.clip(lower=cfg.target.min, upper=cfg.target.max)
         return out, {target: f"{delta:+.4g} ({strength * SHIFT_SD:+.2g} sd) where {attr} == {value}"}
     labels = out[target].astype(str)
+    if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        classes = sorted({str(c) for c in (cfg.target.classes or [])} | set(labels.unique()))
+        following = {c: classes[(i + 1) % len(classes)] for i, c in enumerate(classes)}
+        labels.iloc[members] = labels.iloc[members].map(following)
+        out[target] = labels
+        return out, {target: f"moved to the next class where {attr} == {value} ({len(members)} of {len(out)} rows)"}
     positive = str(cfg.target.positive_class)
     negative = _negative_label(labels, cfg)
     current = labels.iloc[members]

@@ -69,7 +69,7 @@ def _utc(value: datetime | str) -> datetime:
 def load_reference(registry: Registry, cfg: LoadedConfig, settings: Settings, version: Any) -> Reference:
     """The champion's reference: from its run's artifacts (in `registry`) if stored, else built and stored now."""
     from autopilot.monitoring.drift import ReferenceProfile
-    from autopilot.monitoring.performance import Calibrator
+    from autopilot.monitoring.multiclass import load_calibrator
 
     run_id = str(version.run_id)
     frame = _training_frame(cfg, settings, version)
@@ -83,7 +83,7 @@ def load_reference(registry: Registry, cfg: LoadedConfig, settings: Settings, ve
     folder = registry.download_artifacts(run_id, "monitoring", _fresh(cache))  # .../monitoring
     profile = ReferenceProfile.load(folder / "reference.npz")
     calibrated = json.loads((folder / "calibrator.json").read_text())  # null for a regression model
-    calibrator = Calibrator.from_dict(calibrated) if calibrated is not None else None
+    calibrator = load_calibrator(calibrated)  # binary isotonic, or one map per class (multiclass)
     meta = json.loads((folder / "reference.json").read_text())
     return Reference(profile, calibrator, frame, meta)
 
@@ -128,24 +128,53 @@ def _build_reference(registry: Registry, cfg: LoadedConfig, settings: Settings, 
 
     model = load_version(version, LoadPolicy.of(cfg, settings), registry)
     scores = predict_scores(model, feature_frame(frame, cfg), cfg.task)
+    classes = _classes(model) if cfg.task is Task.MULTICLASS_CLASSIFICATION else None
+    if classes is not None:  # a multiclass model's drift check compares its predicted classes
+        scores = np.argmax(scores, axis=1).astype(float)
     importance = _importance(registry, str(version.run_id))
     profile = build_reference(feature_frame(frame, cfg), scores, cfg, importance)
     try:
         holdout = _snapshot(cfg, settings, version, "test")
     except LookupError:
         holdout = frame
-    calibrator = fit_calibrator(predict_scores(model, feature_frame(holdout, cfg), cfg.task),
-                                np.asarray(encode_target(holdout, cfg))) \
-        if cfg.task is Task.BINARY_CLASSIFICATION else None
+    calibrator: Any = None
+    if cfg.task is Task.BINARY_CLASSIFICATION:
+        calibrator = fit_calibrator(predict_scores(model, feature_frame(holdout, cfg), cfg.task),
+                                    np.asarray(encode_target(holdout, cfg)))
+    elif classes is not None:
+        calibrator = _class_calibrator(model, holdout, cfg, classes)
     metric_tag = (version.tags or {}).get(f"autopilot.test_{cfg.metric}")
     meta = {"version": int(version.version), "rows": len(frame), "metric": cfg.metric,
-            "reference_metric": float(metric_tag) if metric_tag else None, "importance": importance}
+            "reference_metric": float(metric_tag) if metric_tag else None, "importance": importance,
+            "classes": classes}
     with tempfile.TemporaryDirectory() as tmp:
         profile.save(Path(tmp) / "reference.npz")
         (Path(tmp) / "calibrator.json").write_text(json.dumps(calibrator.as_dict() if calibrator else None))
         (Path(tmp) / "reference.json").write_text(json.dumps(json_safe(meta)))
         registry.run(str(version.run_id)).log_artifacts(tmp, "monitoring")
     return Reference(profile, calibrator, frame, meta)
+
+
+def _classes(model: Any) -> list[str]:
+    """A multiclass model's labels as text, in the order of its probabilities."""
+    from autopilot.modeling.training import class_order
+    from autopilot.monitoring.multiclass import label_text
+
+    return [label_text(c) for c in class_order(model)]
+
+
+def _class_calibrator(model: Any, holdout: pd.DataFrame, cfg: LoadedConfig, classes: list[str]) -> Any:
+    """The per-class calibration on the held-out rows (None, with a warning, when a class is missing there)."""
+    from autopilot.modeling.splits import feature_frame
+    from autopilot.modeling.training import predict_scores
+    from autopilot.monitoring.multiclass import fit_class_calibrator
+
+    probabilities = predict_scores(model, feature_frame(holdout, cfg), cfg.task)
+    try:
+        return fit_class_calibrator(probabilities, holdout[cfg.target.column].tolist(), classes)
+    except ValueError as exc:  # no label-free estimate then; realized metrics still come with labels
+        log.warning("no multiclass calibration for %s: %s", cfg.name, exc)
+        return None
 
 
 def _importance(registry: Registry, run_id: str) -> dict[str, float] | None:
@@ -234,7 +263,7 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
                                                                                      "estimated": None}
     attribution = (_attribution(registry, cfg, settings, champion, reference, features)
                    if drift["sufficient"] else None)
-    series = _series(cfg, drift, performance, served)
+    series = _series(cfg, drift, performance, served, reference)
     counters, unreachable = _endpoint_counters(cfg)
     rate = _error_rate(settings, cfg, end, counters)
     if rate is not None:
@@ -271,13 +300,22 @@ def _drift(cfg: LoadedConfig, reference: Reference, features: pd.DataFrame, serv
 
     if len(features) == 0:
         return {"rows": 0, "sufficient": False, "severity": "none", "reasons": ["no traffic in the window"]}
-    scores = served["prediction"].astype(float).to_numpy() if len(served) else None
-    return dict(check_drift(reference.profile, features, scores, cfg).as_dict())
+    scores = _served(cfg, reference, served).scores if len(served) else None
+    return dict(check_drift(reference.profile, features, scores, cfg, reference.meta.get("classes")).as_dict())
+
+
+def _served(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) -> Any:
+    """The window's logged predictions read back (`monitoring.multiclass.read_predictions`)."""
+    from autopilot.monitoring.multiclass import read_predictions
+
+    return read_predictions(served["prediction"].tolist(), cfg.task, reference.meta.get("classes"))
 
 
 def _performance(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) -> dict[str, Any]:
     from autopilot.monitoring.performance import estimate_performance, realized_performance
 
+    if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        return _class_performance(cfg, reference, served)
     scores = served["prediction"].astype(float).to_numpy()
     labeled = served[served["label"].notna()] if "label" in served else served.iloc[:0]
     realized = None
@@ -289,6 +327,26 @@ def _performance(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) 
         estimated = {name: asdict(e) for name, e in estimate_performance(scores, reference.calibrator, cfg).items()}
     return {"realized": realized, "estimated": estimated, "labeled_rows": len(labeled),
             "reference_metric": reference.meta.get("reference_metric")}
+
+
+def _class_performance(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) -> dict[str, Any]:
+    """A multiclass window's realized metrics (enough labeled rows) and label-free estimate
+    (`monitoring.multiclass`)."""
+    from autopilot.monitoring.multiclass import ClassCalibrator, estimate_multiclass, realized_multiclass
+
+    read = _served(cfg, reference, served)
+    assert read.probabilities is not None
+    readable = np.isfinite(read.probabilities).all(axis=1)
+    labeled = readable & (served["label"].notna().to_numpy() if "label" in served else False)
+    realized = None
+    if labeled.sum() >= MIN_LABELED_ROWS:
+        realized = realized_multiclass(served["label"].to_numpy()[labeled], read.probabilities[labeled], read.classes)
+    estimated = None
+    if isinstance(reference.calibrator, ClassCalibrator) and readable.any():
+        estimated = {name: asdict(e) for name, e in
+                     estimate_multiclass(read.probabilities[readable], reference.calibrator, cfg).items()}
+    return {"realized": realized, "estimated": estimated, "labeled_rows": int(labeled.sum()),
+            "unreadable_predictions": read.unreadable, "reference_metric": reference.meta.get("reference_metric")}
 
 
 def _no_champion(start: datetime, end: datetime) -> dict[str, Any]:
@@ -320,7 +378,7 @@ def _attribution(registry: Registry, cfg: LoadedConfig, settings: Settings, cham
 
 
 def _series(cfg: LoadedConfig, drift: dict[str, Any], performance: dict[str, Any],
-            served: pd.DataFrame) -> dict[str, float]:
+            served: pd.DataFrame, reference: Reference | None = None) -> dict[str, float]:
     """The metric values the anomaly detector learns baselines for (NaN-free; absent when unknown)."""
     values: dict[str, float] = {}
     if drift.get("sufficient"):
@@ -330,8 +388,16 @@ def _series(cfg: LoadedConfig, drift: dict[str, Any], performance: dict[str, Any
         # as a point of the series it would look like an anomaly against the large windows.
         if drift.get("prediction_effect") is not None and drift.get("decided_by", "effect") == "effect":
             values["prediction_drift"] = float(drift["prediction_effect"])
-    if len(served):
+    if len(served) and cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        # The mean of class indices means nothing; the mean top-class probability (confidence) does.
+        probabilities = _served(cfg, reference, served).probabilities if reference is not None else None
+        readable = (probabilities[np.isfinite(probabilities).all(axis=1)] if probabilities is not None
+                    else np.empty((0, 1)))
+        if len(readable):
+            values["prediction_confidence"] = float(readable.max(axis=1).mean())
+    elif len(served):
         values["prediction_mean"] = float(served["prediction"].astype(float).mean())
+    if len(served):
         values["latency_p95_ms"] = float(np.percentile(served["latency_ms"].astype(float), 95))
         values["rows"] = float(len(served))
     realized = performance.get("realized") or {}

@@ -294,8 +294,9 @@ def _request_id(request: Request) -> str:
 
 
 def _explain(state: ServingState, model: LoadedModel, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-row SHAP contributions on the original features (exact tree path where the model allows)."""
-    from autopilot.explain import shap_attributions
+    """Per-row SHAP contributions on the original features (exact tree path where the model allows);
+    a multiclass model's rows are explained for their predicted class, every class beside it (`class_answer`)."""
+    from autopilot.explain import class_answer, shap_attributions
 
     frame = model.schema.frame(rows)
     background_rows = list(state.recent) or rows
@@ -304,7 +305,7 @@ def _explain(state: ServingState, model: LoadedModel, rows: list[dict[str, Any]]
     values = attr.values.to_dict("records")
     return {"model_version": model.version, "method": attr.method, "output": attr.output,
             "base_value": _finite(attr.base_value),
-            "contributions": [{k: _finite(v) for k, v in row.items()} for row in values]}
+            "contributions": [{k: _finite(v) for k, v in row.items()} for row in values], **class_answer(attr)}
 
 
 def _finite(value: float) -> float | None:

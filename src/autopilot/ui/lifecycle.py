@@ -43,6 +43,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.redaction import scrub
+from autopilot.ui.classes import class_list
 from autopilot.ui.gated import CheckView, finite, gated_checks
 from autopilot.versions.decisions import read_decision_tags
 
@@ -145,6 +146,7 @@ class VersionView:
     dag_run_id: str | None = None
     airflow_url: str | None = None  # the DAG run that produced it
     data_docs: dict[str, str] = field(default_factory=dict)  # split -> the Data Docs page of its validation
+    classes: list[str] = field(default_factory=list)  # a multiclass version's labels (`ui.classes`)
 
 
 @dataclass
@@ -428,7 +430,7 @@ def _version_view(registry: Registry, cfg: LoadedConfig, number: int, aliases: l
         metrics=metrics, decision=tags.get(DECISION_TAG), url=found.mlflow.version(name, number),
         run_url=found.mlflow.run(experiment_id, run_id), compared_with=_compared_with(registry, run_id, tags),
         dag_id=dag_id, dag_run_id=dag_run_id, airflow_url=found.airflow.dag_run(dag_id, dag_run_id),
-        data_docs={split: served_data_docs(cfg.name, page) for split, page in pages.items()},
+        data_docs={split: served_data_docs(cfg.name, page) for split, page in pages.items()}, classes=class_list(tags),
     )
 
 

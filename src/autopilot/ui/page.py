@@ -12,6 +12,7 @@ import html
 from collections.abc import Callable, Iterable
 
 from autopilot.aliases import CHALLENGER, CHAMPION
+from autopilot.ui.classes import classes_row, metric_label
 from autopilot.ui.gated import GATED, CheckView
 from autopilot.ui.lifecycle import DecisionView, GateView, ModelView, VersionView, WindowView
 
@@ -159,7 +160,7 @@ def _versions_table(model: ModelView) -> str:
     rows = [_row("registered", [esc(_short_time(v.created_at)) for v in columns])]
     rows += [_row(_metric_label(n, model.metric), [_metric(v.metrics.get(n)) for v in columns], numeric=True)
              for n in names]
-    rows.append(_row("family", [esc(v.family or "–") for v in columns]))
+    rows.append(_row("family", [esc(v.family or "–") for v in columns]) + classes_row([v.classes for v in columns]))
     rows.append(_row("decision", [_badge(v.decision) if v.decision else "–" for v in columns]))
     rows.append(_row("compared with", [_compared(v) for v in columns]))
     rows.append(_row("links", [_version_links(v) for v in columns]))
@@ -207,7 +208,7 @@ def _version_heading(version: VersionView) -> str:
 
 
 def _metric_label(name: str, primary: str | None) -> str:
-    return f"<strong>{esc(name)}</strong>" if name == primary else esc(name)
+    return f"<strong>{esc(metric_label(name))}</strong>" if name == primary else esc(metric_label(name))
 
 
 def _row(label: str, cells: Iterable[str], numeric: bool = False) -> str:

@@ -28,7 +28,8 @@ def counterfactual_flip_rate(model: Any, X: pd.DataFrame, attribute: str, cfg: M
     scored once with each other group's value: each allowed category (`features[attr].categories`,
     else the categories seen in X), or for a binned numeric attribute each other bin's median in
     the reference data. Classification: `flip_rate` is the share of rows whose decision
-    (score >= `gates.fairness.threshold`) changes for at least one substitution. Regression:
+    (score >= `gates.fairness.threshold`; multiclass: the most probable class) changes for at
+    least one substitution. Regression:
     `mean_relative_change`, the mean absolute relative change of the prediction (report only).
 
     Args:
@@ -59,14 +60,21 @@ def flip_rate(model: Any, X: pd.DataFrame, grouping: Grouping, cfg: ModelConfig)
     variants = pd.concat([rows.assign(**values) for _, values in subs], ignore_index=True)
     task = cfg.task
     base = np.asarray(predict_scores(model, rows, task), dtype=float)
-    changed = np.asarray(predict_scores(model, variants, task), dtype=float).reshape(len(subs), len(rows))
+    changed = np.asarray(predict_scores(model, variants, task), dtype=float)
+    if task is Task.MULTICLASS_CLASSIFICATION:  # the decision is the most probable class
+        base, changed = np.argmax(base, axis=1).astype(float), np.argmax(changed, axis=1).astype(float)
+    changed = changed.reshape(len(subs), len(rows))
     labels = [label for label, _ in subs]
     # A row is moved to every *other* group: a binned row set to its own bin's median is no move.
     other = np.asarray(labels)[:, None] != grouping.assign(rows)[None, :]
     result.update(rows=len(rows), categories=labels)
     if grouping.kind in ("bins", "quantile_bins", "values"):
         result["values"] = {label: values[grouping.columns[0]] for label, values in subs}
-    if task is Task.BINARY_CLASSIFICATION:
+    if task is Task.MULTICLASS_CLASSIFICATION:
+        flips = (changed != base) & other
+        result.update(flip_rate=float(flips.any(axis=0).mean()),
+                      flip_rate_to={c: float(f.mean()) for c, f in zip(labels, flips, strict=True)})
+    elif task is Task.BINARY_CLASSIFICATION:
         threshold = cfg.gates.fairness.threshold
         flips = ((changed >= threshold) != (base >= threshold)) & other
         result.update(flip_rate=float(flips.any(axis=0).mean()),

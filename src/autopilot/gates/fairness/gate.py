@@ -21,8 +21,9 @@ from autopilot.gates.fairness.groups import Grouping, build_groupings
 from autopilot.gates.fairness.judging import REPORT_ONLY, Outcome
 from autopilot.gates.fairness.label_bias import pretraining_bias
 from autopilot.gates.fairness.metrics import classification_outcome, regression_outcome
+from autopilot.gates.fairness.multiclass import label_texts, multiclass_outcomes
 from autopilot.gates.intervals import FAIL, PASS
-from autopilot.modeling.training import predict_scores
+from autopilot.modeling.training import class_order, predict_scores
 from autopilot.reports import GateReport, json_safe
 
 __all__ = ["GATE", "evaluate_fairness"]
@@ -85,11 +86,13 @@ def _evaluate(model: Any, X: pd.DataFrame, y: pd.Series, cfg: ModelConfig, attri
         total.details["note"] = "no sensitive attributes configured: nothing to judge"
     for index, grouping in enumerate(groupings):
         rng = np.random.default_rng([seed, index])  # per attribute: independent of the others' draws
-        found = _attribute(model, X, y, scores, grouping, cfg, rng)
-        total.metrics.update({f"{grouping.name}.{name}": value for name, value in found.metrics.items()})
-        total.details["attributes"][grouping.name] = found.details
-        total.hard.extend(found.hard)
-        total.unsure.extend(found.unsure)
+        for name, found in _attribute(model, X, y, scores, grouping, cfg, rng):
+            total.metrics.update({f"{name}.{metric}": value for metric, value in found.metrics.items()})
+            total.details["attributes"][name] = found.details
+            total.hard.extend(found.hard)
+            total.unsure.extend(found.unsure)
+    if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        total.details["classes"] = [str(c) for c in label_texts(class_order(model))]
     share_metrics, total.details["attribution"], share_reasons = _attribution(attribution_share, cfg)
     total.metrics.update(share_metrics)
     total.hard.extend(share_reasons)
@@ -134,16 +137,32 @@ def _input_problems(X: pd.DataFrame, y: pd.Series, cfg: ModelConfig) -> list[str
 
 
 def _attribute(model: Any, X: pd.DataFrame, y: pd.Series, scores: np.ndarray, grouping: Grouping, cfg: ModelConfig,
-               rng: np.random.Generator) -> Outcome:
-    """Group metrics, their intervals and the counterfactual test for one grouping."""
+               rng: np.random.Generator) -> list[tuple[str, Outcome]]:
+    """Group metrics, their intervals and the counterfactual test for one grouping: (report name, outcome)
+    pairs, one for a binary or regression model; for a multiclass model one per class (one-vs-rest) and
+    one for the counterfactual test of the predicted class."""
     fc = cfg.gates.fairness
     groups = grouping.assign(X)
+    if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        classes = [str(c) for c in label_texts(class_order(model))]
+        named = multiclass_outcomes(grouping, groups, np.asarray(y, dtype=object), scores, classes, fc, rng)
+        for _, found in named:
+            found.details["grouping"] = grouping.describe()
+        overall = Outcome(details={"grouping": grouping.describe(), "classes": classes,
+                                   "judged_per_class": [name for name, _ in named]})
+        return [*named, (grouping.name, _counterfactual(overall, model, X, grouping, cfg))]
     y_true = np.asarray(y, dtype=float)
     if cfg.task is Task.BINARY_CLASSIFICATION:
         found = classification_outcome(grouping, groups, y_true, scores, fc, rng)
     else:
         found = regression_outcome(grouping, groups, y_true, scores, fc, rng)
     found.details["grouping"] = grouping.describe()
+    return [(grouping.name, _counterfactual(found, model, X, grouping, cfg))]
+
+
+def _counterfactual(found: Outcome, model: Any, X: pd.DataFrame, grouping: Grouping, cfg: ModelConfig) -> Outcome:
+    """The counterfactual flip test of one grouping, recorded (and gated) on `found`."""
+    fc = cfg.gates.fairness
     flips = flip_rate(model, X, grouping, cfg)
     found.details["counterfactual"] = flips
     rate = flips.get("flip_rate")

@@ -13,17 +13,22 @@ severity to at least `alert` whatever its SHAP weight (a model that barely uses 
 serves a population whose age moved, which fairness results were not measured on); whether it
 retrains stays with the weighted share. The prediction scores are checked the same way (normed
 Wasserstein against the reference scores, `prediction_threshold`, or a KS test in small
-windows); drifted scores raise the severity to at least `alert`.
+windows); drifted scores raise the severity to at least `alert`. A multiclass model's
+"scores" are its predicted classes: their distribution is checked as a categorical column
+(Jensen-Shannon against `categorical_threshold`, or a chi-squared test in small windows; `classes`),
+and the reason names the predicted class distribution and the classes whose share moved.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from autopilot.monitoring.drift.classes import class_effect, class_shift_words
 from autopilot.monitoring.drift.columns import check_frame, distinct, feature_kinds
 from autopilot.monitoring.drift.effects import METHOD_LABELS, STD_FLOOR, column_drift, w1
 from autopilot.monitoring.drift.reference import ReferenceProfile
@@ -37,7 +42,7 @@ __all__ = ["check_drift"]
 
 
 def check_drift(reference: ReferenceProfile, window: pd.DataFrame, window_scores: np.ndarray | None,
-                cfg: ModelConfig) -> DriftResult:
+                cfg: ModelConfig, classes: Sequence[str] | None = None) -> DriftResult:
     """Compare one window of served rows (and their scores) with the reference.
 
     Args:
@@ -47,6 +52,9 @@ def check_drift(reference: ReferenceProfile, window: pd.DataFrame, window_scores
             as a distribution: they need not be one per window row, but fewer than `min_rows`
             finite scores are not checked (a reason says so).
         cfg: the model config (`monitoring.drift`: methods, thresholds, policy, min_rows, bins).
+            For a multiclass model (`cfg.task`) the scores on both sides are predicted class
+            indices, and their distribution is checked as a categorical column.
+        classes: a multiclass model's class labels in class order (for the reason's words only).
 
     Raises:
         ValueError: an empty window, a feature column missing from it, a numeric column that is
@@ -71,6 +79,9 @@ def check_drift(reference: ReferenceProfile, window: pd.DataFrame, window_scores
     drifted = [c for c in columns if c.drifted]
     weighted = float(sum(c.importance for c in drifted))
     severity, reasons = _verdict(drifted, len(columns), weighted, prediction, cfg)
+    if prediction.drifted and _multiclass(cfg) and window_scores is not None:
+        moved = class_shift_words(reference.scores, _finite(window_scores), classes)
+        reasons.append(f"predicted class shares moved most: {moved}")
     if tested:
         notes.append(_tested_note(rows, large, drift.small_sample_alpha))
     reasons.extend(notes)
@@ -80,7 +91,8 @@ def check_drift(reference: ReferenceProfile, window: pd.DataFrame, window_scores
                        prediction_drifted=prediction.drifted, severity=severity, reasons=reasons,
                        decided_by="test" if tested else "effect", large_sample_rows=large,
                        prediction_p_value=prediction.p_value,
-                       sensitive_drifted=[c.column for c in drifted if c.sensitive])
+                       sensitive_drifted=[c.column for c in drifted if c.sensitive],
+                       prediction_method="jensenshannon" if _multiclass(cfg) else "wasserstein")
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,9 @@ def _check_scores(reference: ReferenceProfile, window: pd.DataFrame, tested_colu
     drift = cfg.monitoring.drift
     scores = _window_scores(reference, window_scores, drift.min_rows, notes)
     effect: float | None = None
-    if scores is not None:
+    if scores is not None and _multiclass(cfg):
+        effect = class_effect(reference.scores, scores)
+    elif scores is not None:
         ref_values, ref_counts = distinct(reference.scores)
         norm = max(float(np.std(reference.scores)), STD_FLOOR)
         effect = w1(ref_values, ref_counts, *distinct(scores)) / norm
@@ -126,7 +140,24 @@ def _check_scores(reference: ReferenceProfile, window: pd.DataFrame, tested_colu
     p_value = run_tests(reference, window, tested_columns, scores if scores_tested else None, cfg)
     if scores_tested:
         return _Scores(effect, p_value is not None and p_value <= drift.small_sample_alpha, p_value)
-    return _Scores(effect, effect is not None and effect >= drift.prediction_threshold, None)
+    return _Scores(effect, effect is not None and effect >= _prediction_threshold(cfg), None)
+
+
+def _multiclass(cfg: ModelConfig) -> bool:
+    from autopilot.config import Task
+
+    return cfg.task is Task.MULTICLASS_CLASSIFICATION
+
+
+def _prediction_threshold(cfg: ModelConfig) -> float:
+    """A multiclass model's predicted classes are held to the categorical columns' threshold."""
+    drift = cfg.monitoring.drift
+    return drift.categorical_threshold if _multiclass(cfg) else drift.prediction_threshold
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    values = np.asarray(scores, dtype=np.float64).ravel()
+    return values[np.isfinite(values)]
 
 
 def _verdict(drifted: list[ColumnDrift], n_columns: int, weighted: float, prediction: _Scores,
@@ -150,7 +181,8 @@ def _verdict(drifted: list[ColumnDrift], n_columns: int, weighted: float, predic
         if raised:
             severity = "alert"
         reasons.append(_prediction_reason(prediction.effect, prediction.drifted, prediction.p_value,
-                                          drift.prediction_threshold, drift.small_sample_alpha, raised))
+                                          _prediction_threshold(cfg), drift.small_sample_alpha, raised,
+                                          _multiclass(cfg)))
     return severity, reasons
 
 
@@ -200,15 +232,17 @@ def _column_reason(c: ColumnDrift) -> str:
 
 
 def _prediction_reason(effect: float, drifted: bool, p_adjusted: float | None, threshold: float, alpha: float,
-                       raised: bool) -> str:
+                       raised: bool, classes: bool = False) -> str:
     verb = "drifted" if drifted else "did not drift"
+    test, distance = ("chi-squared test", "Jensen-Shannon") if classes else ("KS test", "normed Wasserstein")
     if p_adjusted is not None:
         sign = "<=" if drifted else ">"
-        evidence = f"KS test Holm-adjusted p {p_adjusted:.2g} {sign} {alpha:g} (normed Wasserstein {effect:.3f})"
+        evidence = f"{test} Holm-adjusted p {p_adjusted:.2g} {sign} {alpha:g} ({distance} {effect:.3f})"
     else:
         sign = ">=" if drifted else "<"
-        evidence = f"normed Wasserstein {effect:.3f} {sign} {threshold:g}"
-    return f"prediction scores {verb}: {evidence}" + (" (raises severity to alert)" if raised else "")
+        evidence = f"{distance} {effect:.3f} {sign} {threshold:g}"
+    what = "predicted class distribution" if classes else "prediction scores"
+    return f"{what} {verb}: {evidence}" + (" (raises severity to alert)" if raised else "")
 
 
 def _tested_note(rows: int, large: int | None, alpha: float) -> str:

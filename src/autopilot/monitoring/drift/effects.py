@@ -41,8 +41,8 @@ from autopilot.monitoring.drift.result import ColumnDrift
 if TYPE_CHECKING:
     from autopilot.config import ModelConfig
 
-__all__ = ["DISCRETE_BINS", "FEW_VALUES", "METHOD_LABELS", "STD_FLOOR", "cdf_at", "column_drift", "method_threshold",
-           "resolve_method", "w1"]
+__all__ = ["DISCRETE_BINS", "FEW_VALUES", "METHOD_LABELS", "STD_FLOOR", "cdf_at", "column_drift", "js_distance",
+           "method_threshold", "resolve_method", "w1"]
 
 STD_FLOOR = 0.001  # Evidently's floor for the reference std that normalizes W1
 FEW_VALUES = 5  # numeric columns with at most this many distinct values use Jensen-Shannon (Evidently)
@@ -145,6 +145,11 @@ def _js(p: np.ndarray, q: np.ndarray) -> float:
     q = q / np.sum(q)
     m = (p + q) / 2.0
     return float(np.sqrt((np.sum(rel_entr(p, m)) + np.sum(rel_entr(q, m))) / 2.0))
+
+
+def js_distance(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon distance (natural log) of two count (or share) vectors over the same keys."""
+    return _js(np.asarray(p, dtype=float), np.asarray(q, dtype=float))
 
 
 def _numeric_js(ref_values: np.ndarray, ref_counts: np.ndarray, values: np.ndarray, counts: np.ndarray) -> float:

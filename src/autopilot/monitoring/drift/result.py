@@ -62,7 +62,8 @@ class DriftResult:
         columns: per-column results (empty when insufficient), config order.
         drifted_share: drifted columns / columns.
         weighted_share: summed importance of the drifted columns.
-        prediction_effect: normed Wasserstein distance of the scores (None: not checked).
+        prediction_effect: normed Wasserstein distance of the scores, or for a multiclass model the
+            Jensen-Shannon distance of the predicted class distribution (None: not checked).
         prediction_drifted: prediction_effect >= `prediction_threshold`.
         severity: `none`, `alert`, `retrain` or `severe`.
         reasons: human-readable: drifted columns with effect, threshold and importance, then the verdict.
@@ -72,6 +73,8 @@ class DriftResult:
             reference (`large_sample_rows`); None: the reference is too small for them, tests decide.
         prediction_p_value: the Holm-adjusted KS p-value of the scores when a test decided them.
         sensitive_drifted: drifted sensitive attributes (each alone raises severity to `alert`).
+        prediction_method: `wasserstein` (scores) or `jensenshannon` (a multiclass model's
+            predicted class distribution).
     """
 
     rows: int
@@ -87,6 +90,7 @@ class DriftResult:
     large_sample_rows: int | None = None
     prediction_p_value: float | None = None
     sensitive_drifted: list[str] = field(default_factory=list)
+    prediction_method: str = "wasserstein"
 
     @property
     def drifted_columns(self) -> list[str]:

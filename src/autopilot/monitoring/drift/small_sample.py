@@ -7,13 +7,14 @@ shape) and the thresholds, the window size from which noise alone crosses any co
 threshold with probability at most `small_sample_alpha` per window (about 970 rows on Adult).
 Below it, as Evidently switches to tests for small references, every column is tested: scipy's
 two-sample Kolmogorov-Smirnov for numeric columns, chi-squared on the category counts for
-categorical ones and numeric ones with at most 5 values (sparse categories pooled; a pool still
-too sparse, e.g. a category new in the window, gets Fisher's exact test), with Holm's correction
-across the columns and the scores, so the family-wise false-alarm rate is `small_sample_alpha`,
-the same rate the threshold was derived for. A column drifted when its adjusted p-value is at
-most `small_sample_alpha`; its effect is still reported, and `decided_by` (`effect` or `test`)
-says which decided. Calibration on Adult (`tests/unit/test_drift.py`): 1 alarm in 200 undrifted
-300-row windows, and +0.5 sd on three important features retrains in 40 of 40 300-row windows.
+categorical ones and numeric ones with at most 5 values (sparse categories pooled; a pool still too
+sparse, e.g. a category new in the window, gets Fisher's exact test), with Holm's correction across
+the columns and the scores (a multiclass model's predicted classes: chi-squared on their counts), so
+the family-wise false-alarm rate is `small_sample_alpha`, the same rate the threshold was derived
+for. A column drifted when its adjusted p-value is at most `small_sample_alpha`; its effect is still
+reported, and `decided_by` (`effect` or `test`) says which decided. Calibration on Adult
+(`tests/unit/test_drift.py`): 1 alarm in 200 undrifted 300-row windows, and +0.5 sd on three
+important features retrains in 40 of 40 300-row windows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from autopilot.monitoring.drift.classes import class_p_value, class_rows
 from autopilot.monitoring.drift.columns import MISSING, category_counts, distinct, finite_values
 from autopilot.monitoring.drift.effects import (
     DISCRETE_BINS,
@@ -78,7 +80,10 @@ def large_sample_rows(reference: ReferenceProfile, cfg: ModelConfig) -> int | No
     z = float(norm.isf(level))
     needed = [(_column_rows(reference, name, kind, cfg, level, z), _present_rows(reference, name))
               for name, kind in reference.features.items()]  # (n_eff needed, reference rows)
-    if reference.scores.size:
+    if reference.scores.size and _multiclass(cfg):  # predicted classes: a categorical column
+        needed.append((class_rows(reference.scores, drift.categorical_threshold, level),
+                       float(reference.scores.size)))
+    elif reference.scores.size:
         values, counts = distinct(reference.scores)
         std = float(np.std(reference.scores))
         needed.append((_w1_rows(values, counts, std, drift.prediction_threshold, z), float(reference.scores.size)))
@@ -173,13 +178,21 @@ def run_tests(reference: ReferenceProfile, window: pd.DataFrame, columns: list[C
         column.test, column.p_value = _column_test(reference, window[column.column], column)
         family.append(column)
         p_values.append(column.p_value)
-    if scores is not None:
+    if scores is not None and _multiclass(cfg):  # predicted class indices: their counts
+        p_values.append(class_p_value(reference.scores, scores))
+    elif scores is not None:
         p_values.append(float(ks_2samp(scores, reference.scores).pvalue))
     adjusted = _holm(p_values)
     for column, p in zip(family, adjusted, strict=False):
         column.p_adjusted = p
         column.drifted = bool(p <= alpha)
     return adjusted[-1] if scores is not None else None
+
+
+def _multiclass(cfg: ModelConfig) -> bool:
+    from autopilot.config import Task
+
+    return cfg.task is Task.MULTICLASS_CLASSIFICATION
 
 
 def _column_test(reference: ReferenceProfile, column: pd.Series, c: ColumnDrift) -> tuple[str, float]:
