@@ -108,7 +108,8 @@ class MultivariateReference:
         try:
             features = {str(k): str(v) for k, v in meta["features"].items()}
             built = cls(features=features, fill={k: float(v) for k, v in meta["fill"].items()},
-                        frequencies={k: {str(c): float(s) for c, s in v.items()} for k, v in meta["frequencies"].items()},
+                        frequencies={k: {str(c): float(s) for c, s in v.items()}
+                                     for k, v in meta["frequencies"].items()},
                         center=np.asarray(arrays["center"], dtype=np.float64),
                         scale=np.asarray(arrays["scale"], dtype=np.float64),
                         mean=np.asarray(arrays["mean"], dtype=np.float64),
@@ -229,7 +230,7 @@ def fit_multivariate(frame: pd.DataFrame, features: dict[str, str], cfg: ModelCo
     _, singular, axes = np.linalg.svd(fit - mean, full_matrices=False)
     variance = singular**2
     ratio = np.cumsum(variance) / variance.sum() if variance.sum() > 0 else np.ones_like(variance)
-    k = int(min(np.searchsorted(ratio, settings.explained_variance - 1e-12) + 1, len(ratio)))
+    k = min(int(np.searchsorted(ratio, settings.explained_variance - 1e-12)) + 1, len(ratio))
     fitted = MultivariateReference(
         features=dict(features), fill=fill, frequencies=frequencies, center=center, scale=scale, mean=mean,
         components=axes[:k].copy(), explained=float(ratio[k - 1]), error_mean=0.0, error_sd=0.0,
