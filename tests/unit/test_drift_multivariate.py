@@ -75,13 +75,21 @@ def _rows(frame: pd.DataFrame, rows: int, rng: np.random.Generator) -> pd.DataFr
 
 def test_undrifted_windows_rarely_alarm(gaussian_profile: ReferenceProfile, adult: tuple[pd.DataFrame, pd.DataFrame],
                                         adult_profile: ReferenceProfile, adult_cfg: LoadedConfig) -> None:
-    """At most 2 alarms in 50 undrifted windows: fresh Gaussian draws, and Adult's held-out test rows."""
+    """At most 2 alarms in 50 undrifted windows: fresh Gaussian draws, and Adult's held-out test rows.
+
+    Also none in 10 Adult windows of 20,000 rows: the test file sits 1.3% above the training
+    file's error (other people), which the sampling bound alone would flag at that size; the
+    effect-size floor `min_error_change` does not.
+    """
     cfg = _gaussian_cfg()
     gaussian = [check_multivariate(gaussian_profile.multivariate, _gaussian(1000, np.random.default_rng(100 + s)),
                                    cfg) for s in range(50)]
     held_out = adult[1]
     adult_results = [check_multivariate(adult_profile.multivariate, _rows(held_out, 2000, np.random.default_rng(s)),
                                         adult_cfg) for s in range(50)]
+    large = [check_multivariate(adult_profile.multivariate, _rows(held_out, 20_000, np.random.default_rng(s)),
+                                adult_cfg) for s in range(10)]
+    assert not any(r.drifted for r in large), [r.reason for r in large if r.drifted]
     for results in (gaussian, adult_results):
         assert all(r.checked and r.sufficient for r in results)
         alarms = [r.reason for r in results if r.drifted]
@@ -92,7 +100,7 @@ def test_a_correlation_flip_is_found_where_the_per_column_checks_see_nothing(
         gaussian_profile: ReferenceProfile) -> None:
     """rho 0.8 -> -0.8 between a and b: every marginal as before; multivariate drift, per-column nothing."""
     cfg = _gaussian_cfg()
-    for seed in range(20):
+    for seed in range(10):
         window = _gaussian(1000, np.random.default_rng(200 + seed), rho=-0.8)
         per_column = check_drift(gaussian_profile, window, None, cfg)
         assert per_column.sufficient and per_column.drifted_columns == [] and per_column.severity == "none", (
@@ -106,11 +114,11 @@ def test_a_correlation_flip_is_found_where_the_per_column_checks_see_nothing(
 
 def test_a_broken_relation_in_adult_is_found_where_the_per_column_checks_see_nothing(
         adult: tuple[pd.DataFrame, pd.DataFrame], adult_profile: ReferenceProfile, adult_cfg: LoadedConfig) -> None:
-    """education_num shuffled within held-out windows: its marginal as before, its tie to education gone."""
+    """relationship shuffled within held-out windows: its marginal as before, its tie to marital status and sex gone."""
     for seed in range(10):
         rng = np.random.default_rng(300 + seed)
         window = _rows(adult[1], 2000, rng)
-        window["education_num"] = rng.permutation(window["education_num"].to_numpy())
+        window["relationship"] = rng.permutation(window["relationship"].to_numpy())
         per_column = check_drift(adult_profile, window, None, adult_cfg)
         assert per_column.drifted_columns == [] and per_column.severity == "none", (seed, per_column.reasons)
         assert check_multivariate(adult_profile.multivariate, window, adult_cfg).drifted, seed
@@ -118,7 +126,7 @@ def test_a_broken_relation_in_adult_is_found_where_the_per_column_checks_see_not
 
 def test_a_mean_shift_is_found(gaussian_profile: ReferenceProfile, adult: tuple[pd.DataFrame, pd.DataFrame],
                                adult_profile: ReferenceProfile, adult_cfg: LoadedConfig) -> None:
-    """One Gaussian column moved 1 sd; Adult's age, education_num and hours_per_week moved 0.5 sd."""
+    """One Gaussian column moved 1 sd; Adult's age and hours_per_week moved 1 sd."""
     cfg = _gaussian_cfg()
     assert all(check_multivariate(gaussian_profile.multivariate,
                                   _gaussian(1000, np.random.default_rng(400 + s), shift=1.0), cfg).drifted
@@ -127,8 +135,8 @@ def test_a_mean_shift_is_found(gaussian_profile: ReferenceProfile, adult: tuple[
     hits = 0
     for seed in range(20):
         window = _rows(adult[1], 2000, np.random.default_rng(500 + seed))
-        for name in ("age", "education_num", "hours_per_week"):
-            window[name] = window[name] + 0.5 * float(np.std(reference[name]))
+        for name in ("age", "hours_per_week"):
+            window[name] = window[name] + float(np.std(reference[name]))
         hits += check_multivariate(adult_profile.multivariate, window, adult_cfg).drifted
     assert hits >= 19
 

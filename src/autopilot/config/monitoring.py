@@ -37,7 +37,17 @@ class MultivariateDriftConfig(Frozen):
     threshold_sd: Annotated[float, Field(gt=0)] = Field(
         default=3.0, description="A window drifted when its mean reconstruction error is further than this many "
         "standard deviations (of the mean error of a window of its size, from held-out reference rows) from the "
-        "reference's mean error, either way (NannyML: 3)."
+        "reference's mean error, either way (NannyML: 3), and by at least `min_error_change`."
+    )
+    # The effect-size floor, as the per-column checks have one: the sampling bound alone narrows
+    # with the window, so large windows would alarm on differences nobody acts on. On Adult the
+    # test file differs from the training file by +1.3% (same population, other people) and
+    # weekend traffic mixtures (tests/reliability/test_r24) by +3 to +4%; breaking relationship's
+    # tie to marital status and sex moves it +12%, a 0.8 -> -0.8 correlation flip +54%.
+    min_error_change: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.06, description="A window drifted only when its mean reconstruction error also differs from the "
+        "reference's by at least this share (relative, either way): the effect size below which a statistically "
+        "clear change is still too small to act on."
     )
     action: Literal["alert", "retrain"] = Field(
         default="alert", description="What a detection does: alert (a person looks) or retrain (a refit on newer "

@@ -23,7 +23,10 @@ Fit (once per champion, on the training reference, next to the per-column profil
   distribution has a mean error whose standard deviation is `sd / sqrt(n)` (plus the held-out
   mean's own uncertainty, `sd / sqrt(m)` for `m` held-out rows), so the bounds are
   `mean +- threshold_sd * sd * sqrt(1/n + 1/m)`: NannyML's mean +- 3 sd of chunk means, computed
-  for the window's own size instead of fixed chunks.
+  for the window's own size instead of fixed chunks. As the per-column checks, the check also
+  has an effect-size floor (`min_error_change`, a relative change of the mean error): the
+  sampling bound narrows with the window, and at tens of thousands of rows it would flag
+  differences nobody acts on. The bounds are the wider of the two, on each side.
 
 Window: the mean reconstruction error of its rows, outside the bounds -> drifted. Above the
 upper bound, the window no longer fits the reference's structure; below the lower bound, it
@@ -144,6 +147,7 @@ class MultivariateResult:
         lower: the lower bound at the window's size.
         upper: the upper bound at the window's size.
         reference_error: the held-out reference rows' mean error.
+        change: error / reference_error - 1, the effect size (`min_error_change` is its floor).
         components: PCA components kept.
         rows: rows in the window.
         reason: one sentence saying what was found, or why nothing was decided.
@@ -156,6 +160,7 @@ class MultivariateResult:
     lower: float | None
     upper: float | None
     reference_error: float | None
+    change: float | None
     components: int
     rows: int
     reason: str
@@ -290,12 +295,11 @@ def check_multivariate(reference: MultivariateReference | None, window: pd.DataF
         return _unchecked(rows, False, f"insufficient data: {rows} rows in the window, fewer than min_rows "
                           f"{min_rows}; no multivariate drift decision")
     error = float(_errors(reference, encode(reference, window)).mean())
-    low, high = reference.bounds(rows)
-    k = settings.threshold_sd
-    lower = reference.error_mean - k * (reference.error_mean - low)
-    upper = reference.error_mean + k * (high - reference.error_mean)
+    lower, upper = _bounds(reference, rows, settings.threshold_sd, settings.min_error_change)
     n = reference.components.shape[0]
-    pca = f"PCA, {n} components explaining {reference.explained:.0%} of the reference's variance"
+    change = error / reference.error_mean - 1.0 if reference.error_mean > 0 else math.inf
+    pca = (f"PCA, {n} components explaining {reference.explained:.0%} of the reference's variance; "
+           f"{change:+.1%} against the reference's {reference.error_mean:.4f}")
     if error > upper:
         reason = (f"multivariate drift: reconstruction error {error:.4f} above the reference's upper bound "
                   f"{upper:.4f} ({pca}): the features no longer move together as they did")
@@ -306,10 +310,20 @@ def check_multivariate(reference: MultivariateReference | None, window: pd.DataF
         reason = (f"no multivariate drift: reconstruction error {error:.4f} within the reference's bounds "
                   f"{lower:.4f}-{upper:.4f} ({pca})")
     return MultivariateResult(checked=True, sufficient=True, drifted=not lower <= error <= upper, error=error,
-                              lower=lower, upper=upper, reference_error=reference.error_mean, components=n,
-                              rows=rows, reason=reason)
+                              lower=lower, upper=upper, reference_error=reference.error_mean, change=change,
+                              components=n, rows=rows, reason=reason)
+
+
+def _bounds(reference: MultivariateReference, rows: int, threshold_sd: float, min_change: float) -> tuple[float, float]:
+    """(lower, upper): the wider of the sampling bound at `rows` rows and the effect-size floor, each side."""
+    low, high = reference.bounds(rows)
+    mean = reference.error_mean
+    # Sampling noise decides small windows, the effect floor large ones (where the sampling bound
+    # alone would flag any difference at all, as p-values do).
+    return (min(mean - threshold_sd * (mean - low), mean * (1.0 - min_change)),
+            max(mean + threshold_sd * (high - mean), mean * (1.0 + min_change)))
 
 
 def _unchecked(rows: int, sufficient: bool, reason: str) -> MultivariateResult:
     return MultivariateResult(checked=False, sufficient=sufficient, drifted=False, error=None, lower=None,
-                              upper=None, reference_error=None, components=0, rows=rows, reason=reason)
+                              upper=None, reference_error=None, change=None, components=0, rows=rows, reason=reason)
