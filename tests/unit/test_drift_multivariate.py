@@ -174,6 +174,16 @@ def test_disabled_or_unfitted_is_reported_not_decided() -> None:
     assert not found.checked and "no fitted check" in found.reason
 
 
+def test_a_single_feature_has_nothing_to_reconstruct() -> None:
+    raw = _gaussian_cfg().model_dump(mode="json")
+    raw["features"] = {"a": {"type": "numeric"}}
+    cfg = ModelConfig.model_validate(raw)
+    profile = build_reference(_gaussian(1000, np.random.default_rng(0)), None, cfg, None)
+    assert profile.multivariate is not None and profile.multivariate.error_mean == pytest.approx(0.0, abs=1e-6)
+    found = check_multivariate(profile.multivariate, _gaussian(500, np.random.default_rng(1), shift=3.0), cfg)
+    assert not found.checked and not found.drifted and "no error to compare" in found.reason
+
+
 def test_explained_variance_sets_the_components(gaussian_profile: ReferenceProfile) -> None:
     frame = _gaussian(4000, np.random.default_rng(0))
     more = build_reference(frame, None, _gaussian_cfg(explained_variance=0.95), None).multivariate

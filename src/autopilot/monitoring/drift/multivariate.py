@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["MultivariateReference", "MultivariateResult", "check_multivariate", "encode", "fit_multivariate"]
 
 SCALE_FLOOR = 1e-12  # a constant encoded column is centred, not divided by zero
+ERROR_FLOOR = 1e-9  # a mean error this small on standardized data is rounding: nothing is left to reconstruct
 SEED = 0  # the fit/held-out split of the reference is seeded: a rebuilt reference is the same reference
 
 
@@ -294,10 +295,13 @@ def check_multivariate(reference: MultivariateReference | None, window: pd.DataF
     if rows < min_rows:
         return _unchecked(rows, False, f"insufficient data: {rows} rows in the window, fewer than min_rows "
                           f"{min_rows}; no multivariate drift decision")
+    if reference.error_mean <= ERROR_FLOOR:
+        return _unchecked(rows, True, "multivariate drift not checked: the kept components reconstruct the "
+                          "reference exactly (a single feature, or every component kept): no error to compare")
     error = float(_errors(reference, encode(reference, window)).mean())
     lower, upper = _bounds(reference, rows, settings.threshold_sd, settings.min_error_change)
     n = reference.components.shape[0]
-    change = error / reference.error_mean - 1.0 if reference.error_mean > 0 else math.inf
+    change = error / reference.error_mean - 1.0
     pca = (f"PCA, {n} components explaining {reference.explained:.0%} of the reference's variance; "
            f"{change:+.1%} against the reference's {reference.error_mean:.4f}")
     if error > upper:
