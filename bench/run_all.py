@@ -21,7 +21,8 @@ import _common as common
 
 # Order: the quick parse-time check first, then the long model runs.
 BENCHMARKS = ("parse_time", "quality", "automl_vs_flaml", "automl_multiclass", "tpe_vs_random",
-              "orchestration_overhead", "shap_paths", "gate_cost", "serving", "overload", "drift")
+              "orchestration_overhead", "shap_paths", "gate_cost", "serving", "overload", "drift",
+              "multivariate")
 
 
 def run_one(name: str, extra: list[str]) -> dict[str, Any]:

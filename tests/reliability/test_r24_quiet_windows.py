@@ -117,6 +117,10 @@ def test_fifty_quiet_hours(champion: Champion, no_endpoint: None, caplog: pytest
     assert results[quiet_hour]["rows"] == 300 and results[quiet_hour]["action"] == "none"
     quiet = json.loads(Path(results[quiet_hour]["report_uri"]).read_text())["drift"]
     assert quiet["sufficient"] and quiet["decided_by"] == "test", quiet["reasons"]
+    # The multivariate check ran in every window, from the reference fitted once and read back from the run.
+    for result in results:
+        multivariate = json.loads(Path(result["report_uri"]).read_text())["drift"]["multivariate"]
+        assert multivariate["checked"] and multivariate["components"] > 0, multivariate["reason"]
     assert_quiet_and_stored(champion, cfg, windows, results)
 
 

@@ -13,6 +13,9 @@ Policy, in order:
    hyperparameters, on newer data); `alert` -> `alert`. Prediction drift is at least `alert`,
    and so is a drifted sensitive attribute, whatever its SHAP weight (`drift.check_drift`
    raises the severity; whether it retrains stays with the weighted share).
+   Multivariate drift (`drift["multivariate"]`, the PCA reconstruction check) that found a
+   change is an `alert`, or a `retrain`/`refit` when `monitoring.drift.multivariate.action` is
+   `retrain`; its reason names the error, the bound and the components.
 5. Anomaly alarms on the metric series: at least `alert`.
 6. A retrain the monitor triggered earlier that is still queued or running turns a wanted
    retrain into an `alert` naming that run: the alarm is recorded (in the window's report), not
@@ -61,7 +64,8 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
     """Apply the policy above to one window's findings.
 
     Args:
-        drift: `DriftResult.as_dict()` (needs `sufficient`, `severity`, `reasons`).
+        drift: `DriftResult.as_dict()` (needs `sufficient`, `severity`, `reasons`), with the
+            multivariate check's `MultivariateResult.as_dict()` under `multivariate` (optional).
         performance: `{"realized": {metric: value, "rows": n} | None, "estimated": {metric: {"value",
             "low", "high"}} | None}`.
         alarms: the anomaly alarms of this window (each with a `reason`).
@@ -101,6 +105,13 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
     elif severity == "alert" or drift.get("prediction_drifted"):
         reasons.extend(drift.get("reasons", []))
         action = action if action == "retrain" else "alert"
+    multivariate = drift.get("multivariate") or {}
+    if multivariate.get("drifted"):
+        reasons.append(str(multivariate.get("reason")))
+        if cfg.monitoring.drift.multivariate.action == "retrain":
+            action, wanted = "retrain", wanted or "refit"  # the joint structure moved: newer data, same family
+        else:
+            action = action if action == "retrain" else "alert"
     if alarms:
         reasons.extend(a["reason"] for a in alarms)
         action = action if action == "retrain" else "alert"

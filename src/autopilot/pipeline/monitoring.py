@@ -296,12 +296,14 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
 
 
 def _drift(cfg: LoadedConfig, reference: Reference, features: pd.DataFrame, served: pd.DataFrame) -> dict[str, Any]:
-    from autopilot.monitoring.drift import check_drift
+    from autopilot.monitoring.drift import check_drift, check_multivariate
 
     if len(features) == 0:
         return {"rows": 0, "sufficient": False, "severity": "none", "reasons": ["no traffic in the window"]}
     scores = _served(cfg, reference, served).scores if len(served) else None
-    return dict(check_drift(reference.profile, features, scores, cfg, reference.meta.get("classes")).as_dict())
+    multivariate = check_multivariate(getattr(reference.profile, "multivariate", None), features, cfg).as_dict()
+    return {**check_drift(reference.profile, features, scores, cfg, reference.meta.get("classes")).as_dict(),
+            "multivariate": multivariate}
 
 
 def _served(cfg: LoadedConfig, reference: Reference, served: pd.DataFrame) -> Any:

@@ -28,6 +28,7 @@ from autopilot.monitoring.drift.columns import (
     feature_kinds,
     finite_values,
 )
+from autopilot.monitoring.drift.multivariate import MultivariateReference, fit_multivariate
 
 if TYPE_CHECKING:
     from autopilot.config import ModelConfig
@@ -56,6 +57,8 @@ class ReferenceProfile:
         rows: reference rows.
         counts: numeric column -> how often each value of `numeric` occurs.
         missing: column -> share of reference rows missing (or infinite) in it.
+        multivariate: the fitted PCA reconstruction check (`multivariate`); None: disabled, too
+            few rows, or a profile stored before it existed.
     """
 
     features: dict[str, str]
@@ -68,6 +71,7 @@ class ReferenceProfile:
     rows: int
     counts: dict[str, np.ndarray] = field(default_factory=dict)
     missing: dict[str, float] = field(default_factory=dict)
+    multivariate: MultivariateReference | None = None
 
     def values_and_counts(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """The column's sorted distinct reference values and their counts."""
@@ -94,6 +98,11 @@ class ReferenceProfile:
                 arrays[f"counts_{i}"] = np.asarray(self.counts[column], dtype=np.int64)
         for i, column in enumerate(self.psi_edges):
             arrays[f"edges_{i}"] = np.asarray(self.psi_edges[column], dtype=np.float64)
+        if self.multivariate is not None:  # optional keys: older readers ignore them, older files lack them
+            mv_meta, mv_arrays = self.multivariate.to_stored()
+            meta["multivariate"] = mv_meta
+            arrays["meta"] = np.array(json.dumps(meta))
+            arrays.update({f"mv_{k}": v for k, v in mv_arrays.items()})
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written next to the target and renamed: a reader never sees half a profile.
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -123,10 +132,15 @@ class ReferenceProfile:
             counts = {c: data[f"counts_{i}"] for i, c in enumerate(meta["numeric_columns"]) if c in counted}
             edges = {c: data[f"edges_{i}"] for i, c in enumerate(meta["psi_columns"])}
             scores = data["scores"]
+            multivariate = None
+            if "multivariate" in meta:
+                multivariate = MultivariateReference.from_stored(
+                    meta["multivariate"], {k.removeprefix("mv_"): data[k] for k in data.files if k.startswith("mv_")})
         return cls(features=dict(meta["features"]), numeric=numeric, std={k: float(v) for k, v in meta["std"].items()},
                    categories={k: {c: float(s) for c, s in v.items()} for k, v in meta["categories"].items()},
                    psi_edges=edges, scores=scores, importance={k: float(v) for k, v in meta["importance"].items()},
-                   rows=int(meta["rows"]), counts=counts, missing={k: float(v) for k, v in meta["missing"].items()})
+                   rows=int(meta["rows"]), counts=counts, missing={k: float(v) for k, v in meta["missing"].items()},
+                   multivariate=multivariate)
 
 
 def build_reference(frame: pd.DataFrame, scores: np.ndarray | None, cfg: ModelConfig,
@@ -138,7 +152,8 @@ def build_reference(frame: pd.DataFrame, scores: np.ndarray | None, cfg: ModelCo
             as numbers, categorical ones as strings with NaN for missing. Other columns are ignored.
         scores: the champion's prediction scores on reference rows (any rows, e.g. its test
             split); None or empty: no prediction-drift check.
-        cfg: the model config (features and their types, `monitoring.drift.bins`).
+        cfg: the model config (features and their types, `monitoring.drift.bins`, and
+            `monitoring.drift.multivariate`: the PCA reconstruction check is fitted here too).
         importance: SHAP attribution shares per feature from the explainability gate (normalized
             here to sum 1; absent features get 0); None: uniform.
 
@@ -177,9 +192,10 @@ def build_reference(frame: pd.DataFrame, scores: np.ndarray | None, cfg: ModelCo
             missing[name] = absent / rows
     reference_scores = np.empty(0) if scores is None else np.asarray(scores, dtype=np.float64).ravel()
     reference_scores = np.sort(reference_scores[np.isfinite(reference_scores)])
+    multivariate = fit_multivariate(frame, features, cfg) if cfg.monitoring.drift.multivariate.enabled else None
     return ReferenceProfile(features=features, numeric=numeric, std=std, categories=categories, psi_edges=edges,
                             scores=reference_scores, importance=_importance(importance, list(features)), rows=rows,
-                            counts=counts, missing=missing)
+                            counts=counts, missing=missing, multivariate=multivariate)
 
 
 def _importance(given: dict[str, float] | None, features: list[str]) -> dict[str, float]:
