@@ -145,6 +145,10 @@ class ShadowConfig(Frozen):
     poll_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = Field(
         default=15.0, description="How often the training DAG's shadow task looks at the shadow log "
                                   "(reschedule mode: no worker slot is held between looks).")
+    run_wait_seconds: Annotated[float, Field(ge=0, le=24 * 3600)] = Field(
+        default=0.0, description="`autopilot run` (no scheduler to look again later): how long its shadow stage "
+                                 "waits in process for enough shadow rows before it leaves the version pending in "
+                                 "shadow (promotable by hand); 0: look once.")
     max_queued_rows: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=8192, description="Most rows waiting for the challenger; a copy that would exceed it is dropped "
                                   "and counted (autopilot_shadow_rows_total{outcome=\"dropped\"}), never waited for.")

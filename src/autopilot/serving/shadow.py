@@ -251,7 +251,8 @@ class ShadowRunner:
             self.metrics.children["predicted"].inc(len(rows))
         except Exception as exc:  # the challenger (or the log) failed: counted, never a client's problem
             self.metrics.children["failed"].inc(len(rows))
-            self.last_error = f"challenger v{model.version} failed on {len(rows)} shadow rows: {type(exc).__name__}: {exc}"
+            self.last_error = (f"challenger v{model.version} failed on {len(rows)} shadow rows: "
+                               f"{type(exc).__name__}: {exc}")
             log.warning("%s", self.last_error)
 
     def describe(self) -> Mapping[str, Any]:
