@@ -76,8 +76,8 @@ def serve_and_shadow(cfg: Any, settings: Settings, n: int, labeled: int, challen
     champion, challenger = (poor, good) if challenger_better else (good, poor)
     at = NOW - timedelta(minutes=30)
     with InferenceLog(settings.inference_db) as log:
-        log.append([InferenceRecord(f"{cfg.name}-{i}", 0, cfg.name, 1, at, {"age": 30 + i % 40}, float(champion[i]), 5.0)
-                    for i in range(n)])
+        log.append([InferenceRecord(f"{cfg.name}-{i}", 0, cfg.name, 1, at, {"age": 30 + i % 40},
+                                    float(champion[i]), 5.0) for i in range(n)])
         log.append_shadow([InferenceRecord(f"{cfg.name}-{i}", 0, cfg.name, 2, at, {}, float(challenger[i]), 7.0)
                            for i in range(n)])
         for i in range(labeled):
