@@ -160,3 +160,23 @@ def test_nothing_to_shadow_passes_through(model: Any) -> None:
     shadowing = with_shadow(cfg)
     assert look(shadowing, settings, {}, {**decided, "champion_version": None}).outcome == "no_champion"
     assert look(shadowing, settings, {}, {**decided, "decision": "review"}).outcome == "not_promotable"
+
+
+def test_the_dag_task_reschedules_while_waiting_and_a_test_run_ends_pending(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    from autopilot.orchestration.shadow import after_look
+
+    cfg = with_shadow(load_config(write_config(tmp_path, "shadow_dag")),
+                      poll_minutes=20)
+    waiting = {"outcome": "waiting", "version": 4, "hold": False, "reasons": ["12 of 500 shadow rows"]}
+    before = datetime.now(UTC)
+    with pytest.raises(AirflowRescheduleException) as raised:  # up_for_reschedule: no worker slot held
+        after_look(cfg, waiting, SimpleNamespace(triggering_user_name="alice"))
+    assert timedelta(minutes=19) < raised.value.reschedule_date - before < timedelta(minutes=21)
+    ended = after_look(cfg, waiting, SimpleNamespace(triggering_user_name="dag_test"))
+    assert ended["outcome"] == "pending" and ended["hold"] and ended["reasons"][0] == "12 of 500 shadow rows"
+    settled = {"outcome": "compared", "version": 4, "hold": False}
+    assert after_look(cfg, settled, SimpleNamespace(triggering_user_name="alice")) is settled

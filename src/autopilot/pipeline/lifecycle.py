@@ -142,7 +142,7 @@ TRAINING: tuple[Stage, ...] = (
     # traffic; the comparison on it becomes a second opinion in the decision record (a no-op otherwise).
     Stage(TaskId.SHADOW, "autopilot.pipeline.shadow:shadow_phase",
           inputs=(TaskId.TRAIN_AND_REGISTER, TaskId.DECIDE, TaskId.REVIEW), upstream=(TaskId.REVIEW,),
-          gated=False, trigger_rule="none_failed", waits=True,
+          gated=False, trigger_rule="none_failed", waits=True, aws=True,
           returns="ShadowVerdict", group="gates", label="Shadow on live traffic"),
     # One promotion at a time, across every model and run. It runs after a skipped review too.
     Stage(TaskId.PROMOTE, "autopilot.pipeline.gates:promote_version",

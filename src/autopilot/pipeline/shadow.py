@@ -54,13 +54,17 @@ SETTLED = ("compared", "too_few_labels")
 
 
 def shadow_phase(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: Mapping[str, Any],
-                 decided: Mapping[str, Any], approval: Mapping[str, Any] | None = None) -> ShadowVerdict:
-    """The `shadow` stage: one look in the DAG (rescheduled while `waiting`); in process, a bounded wait."""
+                 decided: Mapping[str, Any], approval: Mapping[str, Any] | None = None,
+                 clients: Any | None = None) -> ShadowVerdict:
+    """The `shadow` stage: one look in the DAG (rescheduled while `waiting`); in process, a bounded wait.
+
+    `clients`: AWS clients for the `aws` target (the DAG's connection; None: from the environment).
+    """
     shadow = cfg.deployment.rollout.shadow
     in_dag = ctx.actor.startswith("airflow:")
     deadline = time.monotonic() + (0.0 if in_dag else shadow.run_wait_seconds)
     while True:
-        verdict = look(cfg, settings, registered, decided, approval)
+        verdict = look(cfg, settings, registered, decided, approval, clients=clients)
         if not verdict.waiting or time.monotonic() >= deadline:
             break
         time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
@@ -77,8 +81,14 @@ def pending(cfg: LoadedConfig, waiting: Mapping[str, Any]) -> ShadowVerdict:
 
 
 def look(cfg: LoadedConfig, settings: Settings, registered: Mapping[str, Any], decided: Mapping[str, Any],
-         approval: Mapping[str, Any] | None = None, now: datetime | None = None) -> ShadowVerdict:
-    """One look at the shadow traffic: nothing to do, still waiting, or settled (recorded)."""
+         approval: Mapping[str, Any] | None = None, now: datetime | None = None,
+         clients: Any | None = None) -> ShadowVerdict:
+    """One look at the shadow traffic: nothing to do, still waiting, or settled (recorded).
+
+    On the `aws` target the first look puts the challenger on the endpoint as a shadow variant
+    (`deploy.aws.start_shadow`; before the phase's start is recorded, so a failure is retried);
+    a settled verdict that holds the version takes the variant off again (`stop_shadow`).
+    """
     from autopilot.adapters.registry import connect
 
     shadow = cfg.deployment.rollout.shadow
@@ -93,6 +103,8 @@ def look(cfg: LoadedConfig, settings: Settings, registered: Mapping[str, Any], d
     if tags.get(SHADOW_VERDICT_TAG):  # a retry after the verdict was recorded
         return ShadowVerdict.from_xcom(json.loads(tags[SHADOW_VERDICT_TAG]))
     now = now or datetime.now(UTC)
+    if cfg.deployment.target == "aws" and not tags.get(SHADOW_STARTED_TAG):
+        _on_sagemaker(cfg, settings, registry, name, decision, clients, start=True)
     started = _started(registry, name, version, tags, now)
     rows, labeled = _counts(settings, cfg.name, version)
     hours = (now - started).total_seconds() / 3600.0
@@ -101,7 +113,10 @@ def look(cfg: LoadedConfig, settings: Settings, registered: Mapping[str, Any], d
         return ShadowVerdict(outcome="waiting", version=version, reasons=[
             f"v{version} in shadow for {hours:.1f} h of at most {shadow.max_hours:g}: {rows} of {shadow.min_rows} "
             f"shadow rows, {labeled} of {shadow.min_labeled_rows} labeled"])
-    return _settle(cfg, settings, registry, name, decision, rows, labeled, started, now)
+    verdict = _settle(cfg, settings, registry, name, decision, rows, labeled, started, now)
+    if verdict.hold and cfg.deployment.target == "aws":
+        _on_sagemaker(cfg, settings, registry, name, decision, clients, start=False)
+    return verdict
 
 
 def _nothing_to_shadow(cfg: LoadedConfig, decision: Decision,
@@ -182,6 +197,45 @@ def _drop_challenger(settings: Settings, registry: Any, name: str, version: int)
     with model_lock(settings, name):
         if current(name, CHALLENGER, registry) == version:
             registry.delete_alias(name, CHALLENGER)
+
+
+def _on_sagemaker(cfg: LoadedConfig, settings: Settings, registry: Any, name: str, decision: Decision,
+                  clients: Any | None, *, start: bool) -> None:
+    """Put the challenger beside the champion on the SageMaker endpoint as a shadow variant, or take it off.
+
+    The champion's stored plan (`deploy/sagemaker.json` on its run) gives the endpoint, its config
+    and the model definition; the challenger is packaged from its verified copy and uploaded as
+    `deploy_version` does, under its own version's key. SageMaker's shadow answers go to its data
+    capture, not to the inference log, so on `aws` the second opinion needs labeled rows there.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from autopilot.adapters.registry.model_loading import SIGNATURE_TAG, LoadPolicy, open_version
+    from autopilot.deploy.aws import package_model, shadow_model, start_shadow, stop_shadow, upload_package
+    from autopilot.deploy.layout import deployment_names
+    from autopilot.deploy.rollback import SAGEMAKER_ARTIFACT, aws_clients_for
+
+    aws, shadow = cfg.deployment.aws, cfg.deployment.rollout.shadow
+    clients = aws_clients_for(cfg, clients)
+    champion_run = str(registry.resolve_version(name, int(decision.champion_version or 0)).run_id)
+    champion = json.loads(registry.download_artifacts(champion_run, SAGEMAKER_ARTIFACT).read_text())
+    endpoint = deployment_names(cfg.name, decision.version).endpoint
+    if not start:
+        stop_shadow(clients, endpoint=endpoint, champion=champion, wait_timeout=aws.wait_timeout_seconds)
+        return
+    version = registry.resolve_version(name, decision.version)
+    prefix = aws.prefix.strip("/")
+    key = f"{prefix + '/' if prefix else ''}{cfg.name}/v{decision.version}/model.tar.gz"
+    with (open_version(version, LoadPolicy.of(cfg, settings), registry) as files,
+          tempfile.TemporaryDirectory(prefix="autopilot-shadow-") as tmp):
+        path, digest = package_model(files.folder, Path(tmp) / "model.tar.gz",
+                                     signature=(version.tags or {}).get(SIGNATURE_TAG))
+        url = upload_package(clients.s3, aws.bucket, key, path, digest, limits=aws)
+    challenger = shadow_model(champion["create_model"], model_name=deployment_names(cfg.name, decision.version).model,
+                              version=decision.version, model_data_url=url)
+    start_shadow(clients, endpoint=endpoint, champion=champion, challenger_model=challenger, sample=shadow.sample,
+                 wait_timeout=aws.wait_timeout_seconds)
 
 
 # ---------------------------------------------------------------------------- the comparison
