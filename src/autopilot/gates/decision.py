@@ -115,9 +115,9 @@ def second_opinion(source: str, report: GateReport | None, *, first_decision: st
     reasons = [f"{source}: challenger {verdict} than the champion on {labeled_rows:,} labeled live rows "
                f"({comparison.get('metric')} difference {comparison.get('difference', float('nan')):.4f}{interval})"]
     if worse:
-        reasons.append(f"{source}: on_worse is {on_worse}: "
-                       + ("noted; the first decision stands" if on_worse == "note" else f"the version is {action}ed"
-                          if action == REJECT else "held for a human (autopilot promote)"))
+        outcome = {"note": "noted; the first decision stands", REJECT: "the version is rejected",
+                   REVIEW: "held for a human (autopilot promote)"}.get(on_worse, on_worse)
+        reasons.append(f"{source}: on_worse is {on_worse}: {outcome}")
     opinion.update(status="compared", opinion=verdict, action=action, reasons=reasons, comparison=comparison,
                    challenger_metrics=report.metrics, report_reasons=report.reasons)
     return opinion
@@ -127,10 +127,8 @@ def with_second_opinion(record: dict[str, Any], opinion: dict[str, Any]) -> dict
     """The decision record with `opinion` under `second_opinions[<source>]` (a repeat replaces it:
     idempotent), and `final_decision`: the first decision unless an opinion changed it."""
     opinions = {**dict(record.get("second_opinions") or {}), opinion["source"]: opinion}
-    final = record["decision"]
-    for other in opinions.values():
-        if other.get("action") in (REJECT, REVIEW) and other["action"] != final:
-            final = REJECT if REJECT in (final, other["action"]) else other["action"]
+    actions = {str(other.get("action")) for other in opinions.values()}
+    final = REJECT if REJECT in actions else REVIEW if REVIEW in actions else record["decision"]
     return {**record, "second_opinions": opinions, "final_decision": final}
 
 
