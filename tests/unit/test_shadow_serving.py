@@ -111,7 +111,8 @@ def test_nothing_is_shadowed_without_a_challenger_or_when_it_is_the_champion(
     for version in (None, 1):
         with TestClient(_app(cfg, log, Constant(0.8), version=version)) as client:
             assert client.post("/predict", json={"records": rows}, headers=AUTH).status_code == 200
-            assert not client.app.state.autopilot.shadow.active  # type: ignore[attr-defined]
+            shadow = client.app.state.autopilot.shadow  # type: ignore[attr-defined]
+            assert not shadow.active and shadow.challenger is None  # the champion is not loaded a second time
     assert log.count() == 10 and log.shadow_counts(cfg.name, 1) == (0, 0)
 
 

@@ -195,7 +195,7 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
         from autopilot.serving.shadow import ShadowRunner
 
         state.shadow = ShadowRunner(shadow_source, inference_log, max_queued_rows=shadow.max_queued_rows,
-                                    sample=shadow.sample, registry=metrics.registry)
+                                    sample=shadow.sample, registry=metrics.registry, serving=lambda: state.version)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -25,7 +25,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -68,12 +68,16 @@ class ShadowRunner:
     """Follows the challenger alias and predicts copies of served rows with it, on its own thread."""
 
     def __init__(self, source: ModelSource, inference_log: Any, *, max_queued_rows: int, sample: float = 1.0,
-                 registry: CollectorRegistry | None = None, seed: int | None = None) -> None:
+                 registry: CollectorRegistry | None = None, seed: int | None = None,
+                 serving: Callable[[], int | None] | None = None) -> None:
+        """`serving` reads the version the endpoint serves now (the champion): a challenger that is
+        that version is not loaded a second time, and nothing is copied to it."""
         self.source = source
         self.inference_log = inference_log
         self.max_queued_rows = max_queued_rows
         self.sample = sample
         self.challenger: LoadedModel | None = None
+        self._serving = serving
         self.serving_version: int | None = None  # the champion's, set by the endpoint on each offer
         self.last_error: str | None = None
         self._failed: tuple[int, float] | None = None
@@ -138,7 +142,8 @@ class ShadowRunner:
         except Exception as exc:  # no challenger alias (the usual case between shadow phases), or unreachable
             log.debug("no challenger to shadow: %s", exc)
             wanted = None
-        if wanted is None:
+        serving = self._serving() if self._serving is not None else self.serving_version
+        if wanted is None or wanted == serving:  # no challenger, or it is serving already (promoted)
             self._set(None)
         elif self.challenger is None or self.challenger.version != wanted:
             self._load(wanted)
