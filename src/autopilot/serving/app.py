@@ -289,8 +289,8 @@ def _process(state: ServingState, jobs: Sequence[Job]) -> list[Any]:
         start = end
     if state.inference_log is not None:
         answers = _log(state, model, jobs, answers)
-        if state.shadow is not None and state.shadow.challenger is not None:  # after the durable log: a
-            # shadow row always has its served row
+        # After the durable log, so a shadow row always has its served row.
+        if state.shadow is not None and state.shadow.challenger is not None:
             _copy_to_shadow(state, model, jobs, answers)
     return answers
 
