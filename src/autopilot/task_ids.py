@@ -27,6 +27,7 @@ class TaskId(StrEnum):
     INFRA = "infra"
     DECIDE = "decide"
     REVIEW = "review"
+    SHADOW = "shadow"
     PROMOTE = "promote"
     PLAN_DEPLOYMENT = "plan_deployment"
     DEPLOY = "deploy"

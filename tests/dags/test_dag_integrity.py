@@ -47,7 +47,7 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
     deployment = {"plan_deployment", "deploy", "rollout"}
     tuning = {"plan_tuning", "tune_worker", "tune"}
     assert set(tasks) == {"validate", "snapshot", *tuning, "train_and_register", *gates, "decide", "review",
-                          "promote", *deployment}
+                          "shadow", "promote", *deployment}
     assert tasks["rollout"].retries == 0  # a failed rollout has rolled back: a retry would deploy again
     # validate, the gates and the decision retry an outage (a source, MLflow); their verdicts raise
     # AirflowFailException, which is never retried.
@@ -62,6 +62,8 @@ def test_training_dag_shape_and_retries(dagbag) -> None:  # type: ignore[no-unty
     # a `review` decision waits for an approval in "Required actions"; promote runs after a skipped review too
     assert type(tasks["review"]).__name__ == "VersionReview" and tasks["review"].options == ["Approve", "Reject"]
     assert tasks["promote"].trigger_rule == "none_failed"
+    # the shadow phase (a no-op unless deployment.rollout.shadow) runs after a skipped review too
+    assert tasks["shadow"].trigger_rule == "none_failed" and tasks["promote"].upstream_task_ids == {"shadow"}
     assert tasks["promote"].pool == "autopilot_promotion"
     # on demand by default (`training.schedule: null`); the trigger form's fields
     assert type(dag.timetable).__name__ == "NullTimetable" and not dag.timetable.can_be_scheduled

@@ -13,18 +13,19 @@ TRAINING = "autopilot_training__adult_income"
 MONITORING = "autopilot_monitoring__adult_income"
 
 # validate -> snapshot -> plan_tuning -> tune_worker -> tune -> train_and_register -> {three gates} -> decide
-# -> review -> promote -> plan_deployment -> deploy -> rollout: each task's upstream set, and nothing else.
+# -> review -> shadow -> promote -> plan_deployment -> deploy -> rollout: each task's upstream set, and nothing else.
 UPSTREAM = {
     "validate": set(), "snapshot": {"validate"}, "plan_tuning": {"snapshot"}, "tune_worker": {"plan_tuning"},
     "tune": {"tune_worker"}, "train_and_register": {"tune"}, "quality": {"train_and_register"},
     "explainability_and_fairness": {"train_and_register"}, "infra": {"train_and_register"},
-    "decide": {"quality", "explainability_and_fairness", "infra"}, "review": {"decide"}, "promote": {"review"},
+    "decide": {"quality", "explainability_and_fairness", "infra"}, "review": {"decide"}, "shadow": {"review"},
+    "promote": {"shadow"},
     "plan_deployment": {"promote"}, "deploy": {"plan_deployment"}, "rollout": {"deploy"},
 }
 GROUPS = {
     "data": {"validate", "snapshot"},
     "tuning": {"plan_tuning", "tune_worker", "tune", "train_and_register"},
-    "gates": {"quality", "explainability_and_fairness", "infra", "decide", "review", "promote"},
+    "gates": {"quality", "explainability_and_fairness", "infra", "decide", "review", "shadow", "promote"},
     "deployment": {"plan_deployment", "deploy", "rollout"},
 }
 
@@ -61,6 +62,7 @@ def test_every_task_has_a_display_name_and_each_dag_a_one_line_description(dags:
     training = {t.task_id: t.task_display_name for t in dags[TRAINING].tasks}
     assert training["validate"] == "Validate data (Great Expectations)" and training["tune"] == "Pick best trial"
     assert training["review"] == "Human review" and training["promote"] == "Promote to champion"
+    assert training["shadow"] == "Shadow on live traffic"
     monitoring = {t.task_id: t.task_display_name for t in dags[MONITORING].tasks}
     assert monitoring["monitor"] == "Check window for drift" and monitoring["drain_alerts"] == "Re-send failed alerts"
     for dag_id in (TRAINING, MONITORING):

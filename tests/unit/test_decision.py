@@ -47,3 +47,32 @@ def test_record_and_tags() -> None:
     first = decision_tags(decision_record("m", 1, gates, run_id="r", data_snapshot="abc", actor="a", dag_run="d",
                                           baseline_version=None))
     assert "autopilot.compared_with" not in first  # a first run was compared with no champion
+
+
+def test_a_second_opinion_is_recorded_beside_the_decision_and_only_a_worse_one_can_change_it() -> None:
+    from autopilot.gates.decision import second_opinion, second_opinion_tags, with_second_opinion
+
+    record = {"decision": "promote", "reasons": []}
+
+    def report(verdict: str) -> GateReport:
+        return GateReport(name="quality", passed=verdict != "worse", details={"baseline": {
+            "decision": verdict, "metric": "roc_auc", "difference": -0.03 if verdict == "worse" else 0.02,
+            "ci": [-0.05, -0.01] if verdict == "worse" else [0.01, 0.03]}})
+
+    common = {"first_decision": "promote", "rows": 900, "labeled_rows": 400, "needed_labeled_rows": 200,
+              "on_too_few": "promote"}
+    better = second_opinion("shadow", report("better"), on_worse="reject", **common)
+    assert better["action"] == "promote" and better["opinion"] == "better"
+    assert with_second_opinion(record, better)["final_decision"] == "promote"
+    noted = second_opinion("shadow", report("worse"), on_worse="note", **common)
+    assert noted["action"] == "promote" and "noted" in noted["reasons"][-1]
+    rejected = second_opinion("shadow", report("worse"), on_worse="reject", **common)
+    updated = with_second_opinion(record, rejected)
+    assert updated["final_decision"] == "reject" and updated["decision"] == "promote"  # the first decision is kept
+    assert with_second_opinion(updated, better)["final_decision"] == "promote"  # the same source replaces itself
+    held = second_opinion("shadow", report("worse"), on_worse="review", **common)
+    assert with_second_opinion(record, held)["final_decision"] == "review"
+    few = second_opinion("shadow", None, on_worse="reject", **{**common, "labeled_rows": 50, "on_too_few": "review"})
+    assert (few["status"], few["opinion"], few["action"]) == ("too_few_labels", None, "review")
+    assert second_opinion_tags(few)["autopilot.second_opinion.shadow"] == "too_few_labels"
+    assert second_opinion_tags(rejected)["autopilot.second_opinion.shadow.action"] == "reject"

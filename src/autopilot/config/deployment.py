@@ -9,7 +9,14 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from autopilot.config.base import Frozen, Share
 from autopilot.config.roots import confined
 
-__all__ = ["AwsDeploymentConfig", "DeploymentConfig", "RolloutConfig", "ServiceLevelConfig", "ServingConfig"]
+__all__ = [
+    "AwsDeploymentConfig",
+    "DeploymentConfig",
+    "RolloutConfig",
+    "ServiceLevelConfig",
+    "ServingConfig",
+    "ShadowConfig",
+]
 
 
 class ServiceLevelConfig(Frozen):
@@ -114,6 +121,49 @@ class ServingConfig(Frozen):
         return self
 
 
+class ShadowConfig(Frozen):
+    """Shadow deployment: the challenger answers a copy of live traffic before it may take over.
+
+    The champion alone answers clients; the challenger's predictions go to the inference log
+    marked as shadow, off the request path. When enough shadow rows have labels (or `max_hours`
+    passed) the quality comparison on that traffic is written as a second opinion into the
+    decision record, and `on_worse` says what a worse challenger gets.
+    """
+
+    enabled: bool = Field(
+        default=False, description="Hold a version that passed the gates as `challenger` in shadow before it "
+                                   "is promoted (local serving copies traffic to it; SageMaker: a shadow variant).")
+    sample: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=1.0, description="Share of served requests copied to the challenger (1.0: all of them).")
+    min_rows: Annotated[int, Field(ge=1)] = Field(
+        default=500, description="Shadow rows the challenger must have answered before the shadow phase can end.")
+    min_labeled_rows: Annotated[int, Field(ge=10)] = Field(
+        default=200, description="Shadow rows with labels (/feedback) needed for the quality comparison.")
+    max_hours: Annotated[float, Field(gt=0, le=24 * 90)] = Field(
+        default=72.0, description="Longest shadow phase: past it the phase ends with whatever labels there are "
+                                  "(too few: the record says so, no second opinion).")
+    poll_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = Field(
+        default=15.0, description="How often the training DAG's shadow task looks at the shadow log "
+                                  "(reschedule mode: no worker slot is held between looks).")
+    run_wait_seconds: Annotated[float, Field(ge=0, le=24 * 3600)] = Field(
+        default=0.0, description="`autopilot run` (no scheduler to look again later): how long its shadow stage "
+                                 "waits in process for enough shadow rows before it leaves the version pending in "
+                                 "shadow (promotable by hand); 0: look once.")
+    max_queued_rows: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=8192, description="Most rows waiting for the challenger; a copy that would exceed it is dropped "
+                                  "and counted (autopilot_shadow_rows_total{outcome=\"dropped\"}), never waited for.")
+    on_worse: Literal["note", "review", "reject"] = Field(
+        default="note",
+        description="What a challenger the shadow comparison finds worse than the champion gets: `note` (the "
+                    "default) records it as a second opinion and promotes as the gates decided (the gates "
+                    "already judged it on the holdout); `review` holds it for a human; `reject` promotes nothing.")
+    on_too_few_labels: Literal["promote", "review", "reject"] = Field(
+        default="promote",
+        description="What happens when `max_hours` passed without `min_labeled_rows` labeled shadow rows: "
+                    "`promote` as the gates decided (the record says there was no second opinion), `review` "
+                    "holds it for a human, `reject` promotes nothing.")
+
+
 class RolloutConfig(Frozen):
     """How a new champion is checked on the live endpoint before the deployment counts as done."""
 
@@ -129,6 +179,7 @@ class RolloutConfig(Frozen):
     swap_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
         default=120.0, description="How long to wait for the endpoint to serve the new version."
     )
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
 
 
 class AwsDeploymentConfig(Frozen):

@@ -21,12 +21,8 @@ from typing import Any
 
 from airflow.sdk import DAG, AssetAlias, Param, TaskGroup, dag, get_current_context, task
 
-from autopilot.orchestration.schedules import (
-    ScheduleError,
-    champion_asset,
-    monitoring_schedule,
-    training_schedule,
-)
+from autopilot.orchestration.schedules import ScheduleError, champion_asset, monitoring_schedule, training_schedule
+from autopilot.orchestration.shadow import after_look
 from autopilot.pipeline.lifecycle import GROUPS, TRAINING, Stage
 from autopilot.task_ids import TaskId
 
@@ -67,6 +63,8 @@ Takes the data named in `{config}` through the lifecycle core:
 7. **review** (only for a `review` decision, else skipped): an approval under "Required
    actions" naming the version, the champion and the gates' reasons; Approve promotes with the
    reviewer recorded, Reject promotes nothing; no answer within `gates.review.timeout_hours` fails it.
+   **shadow** (`deployment.rollout.shadow`): a promotable version answers a copy of live traffic as
+   `challenger`; rescheduled until enough labeled rows, its comparison is a second opinion in the record.
 8. **promote** (pool `autopilot_promotion`, one slot): moves `champion`, compare-and-set
    against the champion the gates compared with, recorded in the alias history.
 9. **plan_deployment**: profiles the new champion (size, load time, memory, latency,
@@ -241,6 +239,8 @@ def _run_stage(stage: Stage, path: str, model: str, given: dict[str, Any]) -> An
     result = _gate(stage.call, cfg, settings, ctx, values, clients,
                    noted=failure_note_writer(stage.task, context, settings)) \
         if stage.gated else stage.call(cfg, settings, ctx, values, clients)
+    if stage.waits:  # the shadow phase: rescheduled while waiting (`autopilot.orchestration.shadow`)
+        result = after_look(cfg, result, context["dag_run"])
     write_stage_note(stage.task, context, settings, result)
     if stage.skippable:
         _skip_if_skipped(result)

@@ -45,6 +45,7 @@ __all__ = [
     "RolloutResult",
     "RunContext",
     "Skipped",
+    "ShadowVerdict",
     "SnapshotRef",
     "Snapshots",
     "TunedResult",
@@ -373,6 +374,33 @@ class Promotion(Reference):
         """Read back either case."""
         return cls(promoted=bool(data.get("promoted")), decision=data.get("decision"), version=data.get("version"),
                    reasons=data.get("reasons", []), from_version=data.get("from"), retired=data.get("retired", []))
+
+
+@dataclass(frozen=True, eq=False, repr=False, kw_only=True)
+class ShadowVerdict(Reference):
+    """`shadow`'s output: what the shadow phase found (`autopilot.pipeline.shadow`).
+
+    `outcome`: `off` (shadow disabled), `not_promotable` (the decision promotes nothing anyway),
+    `no_champion` (a first run: nothing to shadow against), `waiting` (not enough shadow traffic
+    yet: the DAG task looks again later), `pending` (`autopilot run`: still waiting when its
+    bounded wait ended), `compared` (the second opinion is in the decision record) or
+    `too_few_labels` (`max_hours` passed without enough labeled shadow rows). `hold`: promote
+    must not move `champion` (a `review` or `reject` from `on_worse` / `on_too_few_labels`, or
+    pending); `decision` is what the shadow phase says then. `opinion` is the comparison's
+    verdict (better, equivalent, worse, inconclusive, undefined) when there was one.
+    """
+
+    outcome: str
+    version: int = 0
+    hold: bool = False
+    decision: str | None = None
+    opinion: str | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the shadow phase needs another look."""
+        return self.outcome == "waiting"
 
 
 # ---------------------------------------------------------------------------- deployment

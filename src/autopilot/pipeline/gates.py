@@ -352,13 +352,15 @@ def _rejected(registry: Registry, name: str, number: int) -> bool:
 
 
 def promote_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: Mapping[str, Any],
-                    decided: Mapping[str, Any], approval: Mapping[str, Any] | None = None) -> Promotion:
+                    decided: Mapping[str, Any], approval: Mapping[str, Any] | None = None,
+                    shadowed: Mapping[str, Any] | None = None) -> Promotion:
     """Move `champion` to the version when the decision says so (compare-and-set, recorded).
 
     A `review` decision promotes only with a reviewer's `approved` answer for this version
     (`approval`, the `review` task's output); the reviewer is the move's actor in the alias
     history and their comment its reason. Anything else (rejected, timed out, pending, no answer)
-    promotes nothing.
+    promotes nothing. `shadowed` (the `shadow` stage's `ShadowVerdict`) holds the version when its
+    second opinion said `review` or `reject`, or the shadow phase is still pending.
     """
     from autopilot.versions.promotion import promote
 
@@ -373,6 +375,9 @@ def promote_version(cfg: LoadedConfig, settings: Settings, ctx: RunContext, regi
         actor, reason = str(answer.actor), f"approved on review: {answer.reason}"
     elif decided.decision != "promote":
         return Promotion(promoted=False, decision=decided.decision, version=decided.version, reasons=decided.reasons)
+    if shadowed and shadowed.get("hold"):
+        return Promotion(promoted=False, decision=str(shadowed.get("decision") or "review"), version=decided.version,
+                         reasons=[*decided.reasons, *shadowed.get("reasons", [])])
     move = promote(settings, registered.name, int(decided.version), actor=actor,
                    reason=reason, expected_champion=decided.champion_version,
                    idempotency_key=ctx.key(cfg, "promote"), decision_ref=str(registered.run_id))

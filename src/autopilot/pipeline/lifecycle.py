@@ -78,6 +78,9 @@ class Stage:
     # (`autopilot.orchestration.review`), skipped unless the decision is `review`; `autopilot run`
     # calls `function` instead, which leaves the version pending for `autopilot promote`.
     human: bool = False
+    # Waits for something outside the run (the shadow phase): in the DAG a result with `outcome`
+    # `waiting` reschedules the task (`autopilot.orchestration.shadow`), holding no worker slot.
+    waits: bool = False
     trigger_rule: str | None = None  # None: Airflow's default (all upstream succeeded)
 
     def load(self) -> Callable[..., Any]:
@@ -135,9 +138,15 @@ TRAINING: tuple[Stage, ...] = (
     # A `review` decision waits for a reviewer's approval (skipped for `promote`).
     Stage(TaskId.REVIEW, "autopilot.pipeline.review:hold_for_review", inputs=(TaskId.DECIDE,), human=True,
           upstream=(TaskId.DECIDE,), returns="Approval | None", group="gates", label="Human review"),
+    # With deployment.rollout.shadow, a promotable version waits as `challenger` on a copy of live
+    # traffic; the comparison on it becomes a second opinion in the decision record (a no-op otherwise).
+    Stage(TaskId.SHADOW, "autopilot.pipeline.shadow:shadow_phase",
+          inputs=(TaskId.TRAIN_AND_REGISTER, TaskId.DECIDE, TaskId.REVIEW), upstream=(TaskId.REVIEW,),
+          gated=False, trigger_rule="none_failed", waits=True, aws=True,
+          returns="ShadowVerdict", group="gates", label="Shadow on live traffic"),
     # One promotion at a time, across every model and run. It runs after a skipped review too.
     Stage(TaskId.PROMOTE, "autopilot.pipeline.gates:promote_version",
-          inputs=(TaskId.TRAIN_AND_REGISTER, TaskId.DECIDE, TaskId.REVIEW), upstream=(TaskId.REVIEW,),
+          inputs=(TaskId.TRAIN_AND_REGISTER, TaskId.DECIDE, TaskId.REVIEW, TaskId.SHADOW), upstream=(TaskId.SHADOW,),
           gated=False, pool=PROMOTION_POOL, trigger_rule="none_failed", announces=True,
           returns="Promotion", group="gates", label="Promote to champion"),
     Stage(TaskId.PLAN_DEPLOYMENT, "autopilot.pipeline.deploy:plan_deployment", inputs=(TaskId.PROMOTE, TaskId.SNAPSHOT),

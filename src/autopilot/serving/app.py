@@ -155,6 +155,7 @@ class ServingState:
     side_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         max_workers=SIDE_WORKERS, thread_name_prefix="autopilot-side"))
     side_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(SIDE_JOBS))
+    shadow: Any | None = None  # a `serving.shadow.ShadowRunner` when shadow deployment is on
 
     def __post_init__(self) -> None:
         self.admission = Admission(self)
@@ -167,7 +168,7 @@ class ServingState:
 
 
 def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, inference_log: Any | None = None,
-               follow: bool = True) -> FastAPI:
+               follow: bool = True, shadow_source: ModelSource | None = None) -> FastAPI:
     """The serving app for one model.
 
     Args:
@@ -177,6 +178,8 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
             where IAM authenticates `/invocations` and the container is not reachable otherwise).
         inference_log: an `InferenceLog`; every acknowledged prediction is appended to it first.
         follow: poll the source every `serving.poll_seconds` and hot-swap on a new version.
+        shadow_source: the challenger's source (`challenger` alias); with the inference log and
+            `deployment.rollout.shadow.enabled`, a copy of the traffic goes to it (`serving.shadow`).
     """
     metrics = ServingMetrics()
     state = ServingState(cfg=cfg, holder=ModelHolder(source), metrics=metrics, token=token, inference_log=inference_log)
@@ -187,6 +190,12 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
     metrics.in_flight.set_function(lambda: state.in_flight)
     metrics.queued_rows.set_function(lambda: state.batcher.queued_rows if state.batcher else 0)
     metrics.connections.set_function(lambda: state.open_connections() if state.open_connections else -1)
+    shadow = cfg.deployment.rollout.shadow
+    if shadow.enabled and shadow_source is not None and inference_log is not None:
+        from autopilot.serving.shadow import ShadowRunner
+
+        state.shadow = ShadowRunner(shadow_source, inference_log, max_queued_rows=shadow.max_queued_rows,
+                                    sample=shadow.sample, registry=metrics.registry, serving=lambda: state.version)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -197,9 +206,14 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
         await asyncio.get_running_loop().run_in_executor(None, state.holder.refresh)
         if follow:
             state.holder.follow(serving.poll_seconds)
+        if state.shadow is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, state.shadow.start, serving.poll_seconds if follow else None)
         try:
             yield
         finally:
+            if state.shadow is not None:
+                state.shadow.stop()
             state.holder.stop()
             await state.batcher.stop()
             state.side_pool.shutdown(wait=False, cancel_futures=True)
@@ -275,7 +289,20 @@ def _process(state: ServingState, jobs: Sequence[Job]) -> list[Any]:
         start = end
     if state.inference_log is not None:
         answers = _log(state, model, jobs, answers)
+        # After the durable log, so a shadow row always has its served row.
+        if state.shadow is not None and state.shadow.challenger is not None:
+            _copy_to_shadow(state, model, jobs, answers)
     return answers
+
+
+def _copy_to_shadow(state: ServingState, model: LoadedModel, jobs: Sequence[Job], answers: list[Any]) -> None:
+    """Offer the answered requests to the shadow challenger (non-blocking, never raises)."""
+    from autopilot.serving.shadow import ShadowCopy
+
+    assert state.shadow is not None
+    state.shadow.offer(model.version, [ShadowCopy(job.request_id, job.rows)
+                                       for job, answer in zip(jobs, answers, strict=True)
+                                       if isinstance(answer, _Answer)])
 
 
 def _log(state: ServingState, model: LoadedModel, jobs: Sequence[Job], answers: list[Any]) -> list[Any]:

@@ -14,6 +14,12 @@ tables of its own (not state tables: created here, not by the state database's m
 - `inference_log`: (request_id, row) primary key, model, version, `at` (timezone-aware, stored
   as UTC), features and prediction as JSON text, latency_ms; indexed on (model, at).
 - `inference_feedback`: (request_id, row) primary key, the label as JSON text, when it was posted.
+- `inference_shadow`: the challenger's answers to a copy of served rows in a shadow deployment
+  (`autopilot.serving.shadow`): (request_id, row) primary key (the served row it shadows), model,
+  the challenger's version, `at`, prediction, latency_ms. A table of its own, so `window` (what
+  monitoring reads as served traffic) can never count a shadow row; `shadow_window` joins it with
+  the served row and its feedback, so `/feedback` labels both. Older databases gain the table
+  when opened (created if missing).
 
 Decisions:
 - Feedback is an upsert: posting the same labels again changes nothing (not even the stored
@@ -88,6 +94,17 @@ FEEDBACK = Table(
     Column("row", Integer, primary_key=True, autoincrement=False),
     Column("label", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+)
+SHADOW = Table(
+    "inference_shadow", METADATA,
+    Column("request_id", String(MAX_ID_LENGTH), primary_key=True),
+    Column("row", Integer, primary_key=True, autoincrement=False),
+    Column("model", String(256), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("prediction", Text, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Index("ix_inference_shadow_model_version", "model", "version"),
 )
 # The window's fixed columns; a feature with one of these names is expanded as `feature_<name>`.
 COLUMNS = ("request_id", "row", "model", "version", "at", "prediction", "latency_ms", "label")
@@ -220,6 +237,66 @@ class InferenceLog:
         with self._reader.connect() as conn:
             result = conn.execute(query).all()
         return _frame(result, with_labels)
+
+    def append_shadow(self, records: Sequence[InferenceRecord]) -> int:
+        """Append the challenger's answers to served rows (`features` is ignored: the served row holds them).
+
+        Idempotent: a (request_id, row) already shadowed is kept as it is (a retried copy writes
+        nothing). Returns how many rows were new.
+        """
+        if not records:
+            return 0
+        rows = [{key: value for key, value in _log_row(record).items() if key != "features"} for record in records]
+        with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+            result = conn.execute(insert(SHADOW).on_conflict_do_nothing(
+                index_elements=[SHADOW.c.request_id, SHADOW.c.row]), rows)
+        return max(int(result.rowcount or 0), 0)
+
+    def shadow_window(self, model: str, version: int, start: datetime | None = None,
+                      end: datetime | None = None) -> pd.DataFrame:
+        """The served rows the challenger `version` shadowed, side by side, ordered by (at, request_id, row).
+
+        Columns: request_id, row, model, version (the champion's, that answered), at, prediction
+        (the champion's), latency_ms, label (None where no feedback came), shadow_version,
+        shadow_prediction, shadow_latency_ms, then the features. `start`/`end` bound the served
+        time, half-open as in `window`.
+        """
+        query = (select(LOG.c.request_id, LOG.c.row, LOG.c.model, LOG.c.version, LOG.c.at, LOG.c.prediction,
+                        LOG.c.latency_ms, LOG.c.features, FEEDBACK.c.label, SHADOW.c.version.label("shadow_version"),
+                        SHADOW.c.prediction.label("shadow_prediction"),
+                        SHADOW.c.latency_ms.label("shadow_latency_ms"))
+                 .select_from(LOG.join(SHADOW, and_(SHADOW.c.request_id == LOG.c.request_id,
+                                                    SHADOW.c.row == LOG.c.row))
+                              .outerjoin(FEEDBACK, and_(FEEDBACK.c.request_id == LOG.c.request_id,
+                                                        FEEDBACK.c.row == LOG.c.row)))
+                 .where(SHADOW.c.model == model, SHADOW.c.version == int(version))
+                 .order_by(LOG.c.at, LOG.c.request_id, LOG.c.row))
+        if start is not None:
+            query = query.where(LOG.c.at >= _utc(start, "start"))
+        if end is not None:
+            query = query.where(LOG.c.at < _utc(end, "end"))
+        with self._reader.connect() as conn:
+            result = conn.execute(query).all()
+        frame = _frame(result, with_labels=True)
+        frame.insert(len(COLUMNS), "shadow_version", [r.shadow_version for r in result] if result else [])
+        frame.insert(len(COLUMNS) + 1, "shadow_prediction",
+                     pd.Series([_loads(r.shadow_prediction) for r in result], dtype=object).infer_objects())
+        frame.insert(len(COLUMNS) + 2, "shadow_latency_ms", [r.shadow_latency_ms for r in result] if result else [])
+        return frame
+
+    def shadow_counts(self, model: str, version: int) -> tuple[int, int]:
+        """(rows the challenger `version` shadowed, of which labeled by feedback)."""
+        joined = SHADOW.outerjoin(FEEDBACK, and_(FEEDBACK.c.request_id == SHADOW.c.request_id,
+                                                 FEEDBACK.c.row == SHADOW.c.row))
+        query = (select(func.count(), func.count(FEEDBACK.c.label)).select_from(joined)
+                 .where(SHADOW.c.model == model, SHADOW.c.version == int(version)))
+        with self._reader.connect() as conn:
+            rows, labeled = conn.execute(query).one()
+        return int(rows), int(labeled)
 
     def count(self, model: str | None = None) -> int:
         """How many rows are logged (for one model when given)."""

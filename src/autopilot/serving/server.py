@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from autopilot.aliases import CHAMPION
+from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.config import ModelConfig
 from autopilot.settings import Settings
 
@@ -59,14 +59,19 @@ def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = Non
         log.warning("AUTOPILOT_SIGNING_KEY is not set: manifest signatures are not checked, so any version "
                     "registered in MLflow with a matching manifest can be loaded; set the key used at registration")
     source: ModelSource
+    shadow_source: ModelSource | None = None
     if model_dir is not None:
         source = DirectorySource(cfg, model_dir, policy=policy)
         follow = False
     else:
         source = RegistrySource(cfg, cfg.registered_model_name, alias, policy=policy, registry=connect(settings))
+        if cfg.deployment.rollout.shadow.enabled and alias == CHAMPION:  # the champion's endpoint shadows
+            shadow_source = RegistrySource(cfg, cfg.registered_model_name, CHALLENGER, policy=policy,
+                                           registry=connect(settings))
     settings.ensure_local_dirs()
     inference_log = InferenceLog(settings.inference_db)
-    return create_app(cfg, source, token=token, inference_log=inference_log, follow=follow)
+    return create_app(cfg, source, token=token, inference_log=inference_log, follow=follow,
+                      shadow_source=shadow_source)
 
 
 def serve(cfg: ModelConfig, settings: Settings, host: str | None = None, port: int | None = None,

@@ -28,7 +28,15 @@ settles, and deleting what a failed call created) and `errors`. The clients come
 
 from autopilot.deploy.aws.errors import ProvisionError, ProvisionRetryable, ProvisionTimeout, UploadMismatch
 from autopilot.deploy.aws.packaging import MANIFEST_NAME, package_model, upload_package
-from autopilot.deploy.aws.provisioning import ProvisionResult, delete_deployment, provision_endpoint
+from autopilot.deploy.aws.provisioning import (
+    ProvisionResult,
+    delete_deployment,
+    provision_endpoint,
+    shadow_endpoint_config,
+    shadow_model,
+    start_shadow,
+    stop_shadow,
+)
 
 __all__ = [
     "MANIFEST_NAME",
@@ -40,5 +48,9 @@ __all__ = [
     "delete_deployment",
     "package_model",
     "provision_endpoint",
+    "shadow_endpoint_config",
+    "shadow_model",
+    "start_shadow",
+    "stop_shadow",
     "upload_package",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -12,12 +14,22 @@ from autopilot.adapters.aws import AwsClients
 from autopilot.deploy.aws.errors import ProvisionError
 from autopilot.deploy.aws.waits import cleanup, describe_or_none, wait_settled
 
-__all__ = ["ProvisionResult", "delete_deployment", "provision_endpoint"]
+__all__ = [
+    "SHADOW_VARIANT",
+    "ProvisionResult",
+    "delete_deployment",
+    "provision_endpoint",
+    "shadow_endpoint_config",
+    "shadow_model",
+    "start_shadow",
+    "stop_shadow",
+]
 
 log = logging.getLogger(__name__)
 
 # Keys the create calls accept but the describe calls never return: not comparable.
 WRITE_ONLY_KEYS = frozenset({"Tags"})
+SHADOW_VARIANT = "shadow"  # the challenger's variant name in a shadow endpoint config
 
 
 @dataclass(frozen=True)
@@ -291,3 +303,92 @@ def delete_deployment(clients: AwsClients, endpoint: str, *, alarm_names: Sequen
         clients.cloudwatch.delete_alarms(AlarmNames=list(alarm_names))
         deleted += [f"alarm:{name}" for name in alarm_names]
     return deleted
+
+
+# ---------------------------------------------------------------------------- shadow variants
+
+
+def shadow_model(champion_model: dict[str, Any], *, model_name: str, version: int,
+                 model_data_url: str) -> dict[str, Any]:
+    """The challenger's CreateModel kwargs: the champion's (image, role, IAM auth), its own package and version."""
+    container = dict(champion_model["PrimaryContainer"])
+    container["ModelDataUrl"] = model_data_url
+    container["Environment"] = {**dict(container.get("Environment") or {}), "AUTOPILOT_MODEL_VERSION": str(version)}
+    tags = [t if t.get("Key") != "autopilot:version" else {**t, "Value": str(version)}
+            for t in champion_model.get("Tags", [])]
+    return {**champion_model, "ModelName": model_name, "PrimaryContainer": container, "Tags": tags}
+
+
+def shadow_endpoint_config(champion_config: dict[str, Any], challenger_model: str, sample: float) -> dict[str, Any]:
+    """CreateEndpointConfig kwargs: the champion's production variant(s), the challenger as a shadow variant.
+
+    SageMaker sends every request to the production variant (which alone answers) and a copy of
+    `InitialVariantWeight(shadow) / InitialVariantWeight(production)` of them to the shadow
+    variant: the shadow's weight is `sample` times the production weight. The shadow variant
+    runs on the production variant's instance type, one instance. The name is derived from the
+    content (champion config and challenger model), so a retry finds the config it created.
+    """
+    if not 0 < sample <= 1:
+        raise ProvisionError(f"the shadow sample must be in (0, 1], not {sample}")
+    production = [{**v, "InitialVariantWeight": float(v.get("InitialVariantWeight", 1.0))}
+                  for v in champion_config.get("ProductionVariants") or []]
+    if len(production) != 1:
+        raise ProvisionError(f"a shadow variant needs exactly one production variant, found {len(production)}")
+    shadow = {"VariantName": SHADOW_VARIANT, "ModelName": challenger_model,
+              "InstanceType": production[0]["InstanceType"], "InitialInstanceCount": 1,
+              "InitialVariantWeight": round(production[0]["InitialVariantWeight"] * sample, 6)}
+    body = {"ProductionVariants": production, "ShadowProductionVariants": [shadow],
+            **({"Tags": champion_config["Tags"]} if champion_config.get("Tags") else {})}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
+    base = str(champion_config["EndpointConfigName"])[:45].rstrip("-")
+    return {"EndpointConfigName": f"{base}-shadow-{digest}", **body}
+
+
+def start_shadow(clients: AwsClients, *, endpoint: str, champion: dict[str, Any], challenger_model: dict[str, Any],
+                 sample: float, wait_timeout: float = 1800.0,
+                 poll: Callable[..., None] | None = None) -> ProvisionResult:
+    """Put the challenger beside the champion as a shadow variant of the live endpoint, idempotently.
+
+    `champion` is the champion's plan (as `provision_endpoint` takes it); `challenger_model` the
+    challenger's CreateModel kwargs (`shadow_model`). Creates the challenger's model and the shadow
+    endpoint config unless they exist (an existing one must match), then updates the endpoint to
+    it, unless it already serves it. The update carries no DeploymentConfig: the production
+    variant is the champion's, unchanged; only the shadow variant is new. Waits for InService on
+    the shadow config; anything else is a ProvisionError (and what this call created is deleted).
+    """
+    sleep = poll or time.sleep
+    sm = clients.sagemaker
+    model = str(challenger_model["ModelName"])
+    config_kwargs = shadow_endpoint_config(champion["create_endpoint_config"], model, sample)
+    config = config_kwargs["EndpointConfigName"]
+    created: list[tuple[str, str]] = []
+    try:
+        _ensure("model", model, lambda: describe_or_none(sm.describe_model, ModelName=model),
+                lambda: sm.create_model(**challenger_model), challenger_model, created)
+        _ensure("endpoint-config", config,
+                lambda: describe_or_none(sm.describe_endpoint_config, EndpointConfigName=config),
+                lambda: sm.create_endpoint_config(**config_kwargs), config_kwargs, created)
+        current = wait_settled(sm, endpoint, wait_timeout, sleep)
+        if current is None:
+            raise ProvisionError(f"endpoint {endpoint} does not exist: there is no live traffic to shadow")
+        if current.get("EndpointConfigName") == config and current.get("EndpointStatus") == "InService":
+            return ProvisionResult(endpoint=endpoint, endpoint_config=config, model=model, action="unchanged",
+                                   status="InService")
+        log.info("adding shadow variant %s (model %s, %.0f%% of requests) to endpoint %s", SHADOW_VARIANT, model,
+                 100 * sample, endpoint)
+        sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=config, RetainAllVariantProperties=False)
+        status = _settled_on(sm, endpoint, config, "shadowed", wait_timeout, sleep)
+        return ProvisionResult(endpoint=endpoint, endpoint_config=config, model=model, action="shadowed",
+                               status=status, created=[f"{kind}:{name}" for kind, name in created])
+    except Exception as exc:
+        cleanup(sm, endpoint, created, min(wait_timeout, 600.0), sleep)
+        if isinstance(exc, ProvisionError):
+            raise
+        raise ProvisionError(f"adding a shadow variant to endpoint {endpoint} failed: {exc}") from exc
+
+
+def stop_shadow(clients: AwsClients, *, endpoint: str, champion: dict[str, Any], wait_timeout: float = 1800.0,
+                poll: Callable[..., None] | None = None) -> ProvisionResult:
+    """Take the shadow variant off: the endpoint goes back to the champion's own config (all at once)."""
+    return provision_endpoint(clients, endpoint=endpoint, sagemaker=champion, wait_timeout=wait_timeout, poll=poll,
+                              revert=True)
