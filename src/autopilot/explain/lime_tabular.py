@@ -6,8 +6,9 @@ Used by serving's `/explain?method=lime`, the monitoring window's changed predic
 How the original features meet LIME (which wants one numeric matrix):
 
 - numeric columns are LIME's continuous features, discretized into the background's quartiles
-  (LIME's tabular default). LIME cannot perturb a missing value: a NaN in an explained row is
-  replaced by the background's median for that column (the row's note says so).
+  (LIME's tabular default). LIME cannot perturb around a missing value: a NaN in an explained row
+  stands at the background's median for the perturbations (the note says so), while the row itself
+  is scored as sent (missing), so the score explained is the model's.
 - categorical columns are LIME categorical features: integer codes into the column's vocabulary
   (the background's values, the fitted encoders' training categories when given, and the
   explained rows' own values), decoded back to the canonical strings before the model sees a
@@ -111,7 +112,7 @@ class _Codec:
                 continue
             values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
             if np.isnan(values).any():
-                notes.append(f"{name}: a missing value was explained as the background median {self.medians[i]:g}")
+                notes.append(f"{name}: a missing value was perturbed around the background median {self.medians[i]:g}")
                 values = np.where(np.isnan(values), self.medians[i], values)
             out[:, i] = values
         return out, notes
@@ -198,10 +199,13 @@ def lime_attributions(
         categorical_names={i: [str(v) for v in values] for i, values in codec.vocab.items()},
         feature_selection="none", discretize_continuous=True, random_state=seed)
     weights, intercepts, fits, scores = [], [], [], []
+    blanks = rows.isna().to_numpy()
+    numeric = [i for i in range(len(names)) if i not in codec.vocab]
     for i in range(len(matrix)):
         _check(deadline, timeout_seconds, i, len(matrix))
         _reseed(explainer, seed)
-        predict = _predict_fn(codec, score, deadline, timeout_seconds)
+        predict = _predict_fn(codec, score, deadline, timeout_seconds,
+                              [names[j] for j in numeric if blanks[i, j]])
         found = explainer.explain_instance(matrix[i], predict, num_features=len(names), num_samples=num_samples)
         row = np.zeros(len(names))
         for index, weight in found.as_map()[1]:  # regression mode explains label 1 (LIME's convention)
@@ -230,12 +234,19 @@ def _reseed(explainer: Any, seed: int) -> None:
 
 
 def _predict_fn(codec: _Codec, score: Callable[[pd.DataFrame], np.ndarray], deadline: float | None,
-                budget: float | None) -> Callable[[np.ndarray], np.ndarray]:
-    """The function LIME calls with perturbed rows (the explained row first): the model's 1-D score."""
+                budget: float | None, blank: list[str]) -> Callable[[np.ndarray], np.ndarray]:
+    """The function LIME calls with perturbed rows (the explained row first): the model's 1-D score.
+
+    `blank`: the explained row's missing numeric columns, missing again in its own (first) row, so
+    the score explained is the model's score of the row as it was sent.
+    """
 
     def predict(matrix: np.ndarray) -> np.ndarray:
         _check(deadline, budget, 0, 1)
-        scores = score(codec.decode(matrix))
+        frame = codec.decode(matrix)
+        if blank:
+            frame.loc[0, blank] = np.nan
+        scores = score(frame)
         if scores.ndim == 2:  # multiclass: the probability of the class the explained row is predicted as
             scores = scores[:, int(np.argmax(scores[0]))]
         return scores

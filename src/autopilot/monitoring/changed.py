@@ -1,0 +1,42 @@
+"""A monitoring window's `changed_predictions` section: the champion loaded through the door, then
+`explain.changed.changed_predictions` on the window against the champion's reference.
+
+A diagnostic, like attribution drift: a failure is reported in the section (`error`), it never
+stops the window; a champion that fails verification is raised (an alarm, not a diagnostic).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from autopilot.adapters.registry import Registry
+    from autopilot.config import LoadedConfig
+    from autopilot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["window_changed_predictions"]
+
+
+def window_changed_predictions(registry: Registry, cfg: LoadedConfig, settings: Settings, champion: Any,
+                               reference: pd.DataFrame, window: pd.DataFrame) -> dict[str, Any] | None:
+    """The window's most changed predictions with their explanations; None when off (`top_n: 0`) or no rows.
+
+    Bounded by `monitoring.changed_predictions` (rows sampled, reference rows searched, LIME samples).
+    """
+    from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
+    from autopilot.explain.changed import changed_predictions
+
+    bounds = cfg.monitoring.changed_predictions
+    if bounds.top_n == 0 or len(window) == 0 or len(reference) == 0:
+        return None
+    model = load_version(champion, LoadPolicy.of(cfg, settings), registry)  # ModelRefused propagates
+    try:
+        return changed_predictions(model, cfg, reference, window, bounds, seed=cfg.split.seed)
+    except Exception as exc:  # a diagnostic: report the failure, do not stop the monitor
+        log.warning("changed predictions failed: %s", exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
