@@ -56,10 +56,10 @@ def frame(n: int, seed: int = 0) -> pd.DataFrame:
     return out
 
 
-def fit(params: dict[str, Any], X: pd.DataFrame, cfg: ModelConfig) -> Pipeline:
+def fit(params: dict[str, Any], X: pd.DataFrame, cfg: ModelConfig, second: float = 0.4) -> Pipeline:
     """One dominant feature (x0), two small ones: any honest explainer ranks x0 first."""
     rng = np.random.default_rng(1)
-    margin = 4.0 * X["x0"] + 0.4 * X["x1"].fillna(0.0) + 0.3 * (X["colour"] == "red")
+    margin = 4.0 * X["x0"] + second * X["x1"].fillna(0.0) + 0.3 * (X["colour"] == "red")
     y = pd.Series((margin + rng.logistic(size=len(X)) > 0).astype("int64"), name="y")
     return build_pipeline(params, cfg, seed=0).fit(X, y)
 
@@ -125,3 +125,34 @@ def test_changed_predictions_name_the_shifted_feature(linear: dict[str, Any]) ->
     # Off when top_n is 0 is the caller's (monitoring/changed.py); an empty window is refused here.
     with pytest.raises(ValueError, match="window and reference rows"):
         changed_predictions(model, cfg, X, window.iloc[:0], ChangedPredictionsConfig())
+
+
+def test_lime_and_shap_agree_on_a_linear_model_and_the_gate_reports_it(linear: dict[str, Any]) -> None:
+    from autopilot.explain import explain_model
+    from autopilot.gates.explainability import evaluate_explainability, lime_shap_agreement, measure_lime_agreement
+
+    cfg = config(top_k=2, lime_rows=15, lime_num_samples=300, max_rows=200, max_feature_share=1.0)
+    X = linear["X"]
+    model = fit(LOGISTIC, X, cfg, second=2.0)  # x0 first, x1 a clear second, the rest (nearly) nothing
+    holdout = frame(300, seed=11)
+    shap = explain_model(model, holdout, X, cfg, seed=0)
+    start = time.perf_counter()
+    agreement = measure_lime_agreement(model, shap, holdout, X, cfg, seed=0)
+    assert time.perf_counter() - start < 5  # bounded: 15 rows x 300 samples
+    assert agreement is not None and agreement["rows"] == 15 and agreement["k"] == 2
+    # Random top-2 sets of 7 features overlap by about 0.2; near x0's mean x1 leads, so top-1 may differ there.
+    assert agreement["mean_jaccard"] >= 0.75 and agreement["top1_agreement"] >= 0.6, agreement
+    rows = shap.values.iloc[:15]
+    reversed_ = rows.rename(columns=dict(zip(rows.columns, rows.columns[::-1], strict=True)))
+    assert lime_shap_agreement(rows, reversed_, 2)["mean_jaccard"] < 0.3  # the measure can tell disagreement
+    report = evaluate_explainability(shap, None, cfg, sensitive=[], lime_agreement=agreement)
+    assert report.passed and report.details["lime_agreement"]["mean_jaccard"] == agreement["mean_jaccard"]
+    assert report.thresholds["min_lime_agreement"] is None  # report-only by default
+
+    strict = config(top_k=2, max_rows=200, max_feature_share=1.0, min_lime_agreement=0.9)
+    low = {**agreement, "mean_jaccard": 0.4}
+    failed = evaluate_explainability(shap, None, strict, sensitive=[], lime_agreement=low)
+    assert not failed.passed and any("LIME and SHAP disagree" in r and "0.400 < 0.9" in r for r in failed.reasons)
+    unmeasured = evaluate_explainability(shap, None, strict, sensitive=[], lime_agreement={"error": "boom"})
+    assert not unmeasured.passed and "could not be measured: boom" in unmeasured.reasons[-1]
+    assert measure_lime_agreement(model, shap, holdout, X, config(lime_rows=0), seed=0) is None
