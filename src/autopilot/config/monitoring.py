@@ -10,7 +10,8 @@ from autopilot.config.base import Frozen, Share
 from autopilot.config.roots import confined
 from autopilot.config.schedules import check_cron
 
-__all__ = ["AlertsConfig", "AnomalyConfig", "ChangedPredictionsConfig", "DriftConfig", "DriftMethod", "MonitoringConfig", "RetrainConfig"]
+__all__ = ["AlertsConfig", "AnomalyConfig", "ChangedPredictionsConfig", "DriftConfig",
+           "DriftMethod", "MonitoringConfig", "RetrainConfig"]
 
 
 DriftMethod = Literal["auto", "wasserstein", "jensenshannon", "psi"]

@@ -221,7 +221,7 @@ def _with_agreement(report: GateReport, agreement: dict[str, Any] | None, minimu
     reasons = list(report.reasons)
     if minimum is not None:
         mean = (agreement or {}).get("mean_jaccard")
-        if mean is None:
+        if agreement is None or mean is None:
             why = (agreement or {}).get("error") or "not measured (gates.explainability.lime_rows is 0)"
             reasons.append(f"LIME/SHAP agreement could not be measured: {why}")
         elif mean < minimum:

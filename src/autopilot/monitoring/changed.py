@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["window_changed_predictions"]
+__all__ = ["PAGE_FEATURES", "compact_changed", "window_changed_predictions"]
+
+PAGE_FEATURES = 3  # features per list kept for the Models page (the full section is in the window's JSON report)
 
 
 def window_changed_predictions(registry: Registry, cfg: LoadedConfig, settings: Settings, champion: Any,
@@ -40,3 +42,23 @@ def window_changed_predictions(registry: Registry, cfg: LoadedConfig, settings: 
     except Exception as exc:  # a diagnostic: report the failure, do not stop the monitor
         log.warning("changed predictions failed: %s", exc)
         return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def compact_changed(changed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The section as the state database keeps it for the Models page: per row the scores, the driver,
+    and the top `PAGE_FEATURES` differing features, SHAP changes and LIME weights."""
+    if not changed or "rows" not in changed:
+        return changed  # None, or {"error": ...}
+    rows = []
+    for row in changed["rows"]:
+        rows.append({key: row.get(key) for key in ("rank", "change", "score_window", "score_reference", "driver")}
+                    | {"differing": row.get("differing", [])[:PAGE_FEATURES],
+                       "shap_change": _top(row.get("shap_change")), "lime": _top(row.get("lime"))})
+    return {"drivers": changed.get("drivers", []), "sampled_rows": changed.get("sampled_rows"),
+            "output": changed.get("output"), "lime_error": changed.get("lime_error"), "rows": rows}
+
+
+def _top(values: dict[str, Any] | None) -> dict[str, float]:
+    """The `PAGE_FEATURES` largest |values|, largest first."""
+    finite = [(name, float(v)) for name, v in (values or {}).items() if v is not None]
+    return dict(sorted(finite, key=lambda item: -abs(item[1]))[:PAGE_FEATURES])

@@ -217,7 +217,7 @@ def monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start
 def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start: datetime | str,
                     end: datetime | str, running_retrain: str | None) -> dict[str, Any]:
     from autopilot.monitoring import state
-    from autopilot.monitoring.changed import window_changed_predictions
+    from autopilot.monitoring.changed import compact_changed, window_changed_predictions
     from autopilot.versions.promotion import current
 
     start, end = _utc(start), _utc(end)
@@ -252,7 +252,7 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
         "changed_predictions": changed, "series": series, "alarms": alarms, "decision": decision.as_dict()})
     state.record_window(settings, cfg.name, start, end, version, decision.action,
                         {"series": series, "decision": decision.as_dict(), "rows": len(frame), "counters": counters,
-                         "endpoint_unreachable": unreachable,
+                         "endpoint_unreachable": unreachable, "changed_predictions": compact_changed(changed),
                          "endpoint_down": any(a.get("metric") == "endpoint" for a in alarms), **paths})
     conf = None
     if decision.action == "retrain":
