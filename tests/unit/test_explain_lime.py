@@ -116,6 +116,7 @@ def test_changed_predictions_name_the_shifted_feature(linear: dict[str, Any]) ->
     # The nearest neighbour matches x0 too, so other features may differ more in standardized units; what
     # moved every listed score is x0 (SHAP of the window row minus SHAP of its pair), and the report says so.
     assert found["drivers"] == [{"feature": "x0", "rows": 5}]
+    assert found["shift"]["top_features"][0] == "x0" and found["shift"]["pairs"] == 300
     for row in found["rows"]:
         assert "x0" in [d["feature"] for d in row["differing"]], row["differing"]
         assert row["driver"] == "x0" and top_features(row["shap_change"], 1) == ["x0"], row["shap_change"]

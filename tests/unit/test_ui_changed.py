@@ -41,12 +41,15 @@ def _section() -> dict:
             "lime_fit_r2": 0.3})
     return {"definition": "...", "top_n": 2, "sampled_rows": 500, "reference_rows": 5000, "output": "log_odds",
             "shap_method": "tree", "lime_output": "probability", "seconds": 1.2,
-            "drivers": [{"feature": "age", "rows": 2}], "rows": rows}
+            "drivers": [{"feature": "age", "rows": 2}], "rows": rows,
+            "shift": {"pairs": 300, "mean_shap_change": {"age": 0.2, "education": 0.1}, "top_features": ["age",
+                                                                                                     "education"]}}
 
 
 def test_compact_keeps_the_top_features_for_the_page() -> None:
     compact = compact_changed(_section())
     assert compact is not None and compact["drivers"] == [{"feature": "age", "rows": 2}]
+    assert compact["shift"] == {"pairs": 300, "top_features": ["age", "education"], "skipped": None}
     row = compact["rows"][0]
     assert row["change"] == 0.42 and row["driver"] == "age" and len(row["differing"]) == PAGE_FEATURES
     assert list(row["shap_change"]) == ["age", "education", "hours_per_week"]  # by |value|
@@ -71,6 +74,7 @@ def test_the_models_page_shows_each_windows_changed_predictions(tmp_path: Path) 
     assert "<h3>Changed predictions</h3>" in page
     section = page.split("<h3>Changed predictions</h3>", 1)[1]
     assert section.count('class="changed-row"') == 2 and section.count('class="changed-window"') == 2
+    assert '<span class="shift">age, education</span>' in section and "over 300 pairs" in section
     assert "age (2 rows)" in section and "+0.420" in section and "-0.310" in section
     assert "age: 30 → 52" in section and "hours_per_week: 40 → missing" in section
     assert "&lt;b&gt;Masters&lt;/b&gt;" in section and "<b>Masters</b>" not in section  # values are escaped

@@ -146,6 +146,10 @@ class ChangedPredictionsConfig(Frozen):
     lime_num_samples: Annotated[int, Field(ge=50, le=20_000)] = Field(
         default=300, description="Perturbed rows LIME scores per listed row."
     )
+    shift_rows: Annotated[int, Field(ge=10, le=100_000)] = Field(
+        default=300, description="Sampled pairs whose mean SHAP change says what moved the window's scores "
+                                 "as a whole (exact SHAP paths only)."
+    )
 
 
 class MonitoringConfig(Frozen):

@@ -15,7 +15,12 @@ Definition (the window report's `changed_predictions`, docs/architecture.md):
    reference sample as background), their difference (`shap_change`: what moved the model's output
    from one row to the other, in SHAP's output units; its largest is the row's `driver`), and LIME
    weights of the window row (`explain.lime_tabular`, the reference sample as statistics);
-5. `drivers`: each row's driver, counted over the listed rows (the feature a shift moved the scores by).
+5. `drivers`: each row's driver, counted over the listed rows;
+6. `shift`: the mean SHAP change over the first `shift_rows` sampled pairs, by feature (`top_features`:
+   the three largest |mean|): what moved the window's scores as a whole. The largest single changes
+   can come from a pairing that missed on a heavy-tailed feature (on Adult, capital_gain: a nearest
+   row 0.5 standard deviations away is thousands of dollars, which the model reads as a large
+   difference); such misses have no direction and average out, a shifted feature does not.
 
 The nearest neighbour matches on every feature alike, so a shifted feature is partly matched away:
 the features that differ most in standardized units need not be what moved the score; `shap_change`
@@ -137,7 +142,7 @@ def changed_predictions(model: Any, cfg: ModelConfig, reference: pd.DataFrame, w
 
     Returns:
         {"definition", "top_n", "sampled_rows", "reference_rows", "output", "shap_method", "seconds",
-        "drivers": [{"feature", "rows"}], "rows": [{"rank", "driver", "window_index", "reference_index",
+        "drivers": [{"feature", "rows"}], "shift": {"pairs", "mean_shap_change", "top_features"}, "rows": [{"rank", "driver", "window_index", "reference_index",
         "score_window", "score_reference", "change", "distance", "differing", "shap", "shap_reference",
         "shap_change", "lime", "lime_fit_r2"}]};
         `lime_error` when LIME could not explain (the rest stands).
@@ -175,6 +180,7 @@ def changed_predictions(model: Any, cfg: ModelConfig, reference: pd.DataFrame, w
     shap_reference = shap_attributions(model, chosen_pairs.set_axis(chosen.index), cfg, background=background,
                                        seed=seed)
     lime, lime_error = _lime(lime_attributions, model, chosen, cfg, ref, bounds, seed)
+    shift = _shift(model, cfg, win, pairs, background, bounds, shap_window.method, seed)
     spread = {name: float(np.nanstd(pd.to_numeric(ref[name], errors="coerce"))) or 1.0
               for name in cfg.numeric_features}
     rows = []
@@ -196,8 +202,8 @@ def changed_predictions(model: Any, cfg: ModelConfig, reference: pd.DataFrame, w
     result: dict[str, Any] = {"definition": DEFINITION, "top_n": bounds.top_n, "sampled_rows": len(win),
                               "reference_rows": len(ref), "output": shap_window.output,
                               "shap_method": shap_window.method, "lime_output": lime.output if lime else None,
-                              "seconds": round(time.perf_counter() - start, 3), "drivers": _drivers(rows),
-                              "rows": rows}
+                              "drivers": _drivers(rows), "shift": shift, "rows": rows,
+                              "seconds": round(time.perf_counter() - start, 3)}
     if lime_error:
         result["lime_error"] = lime_error
     return result
@@ -210,6 +216,27 @@ def _drivers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if row.get("driver"):
             counts[row["driver"]] = counts.get(row["driver"], 0) + 1
     return [{"feature": name, "rows": n} for name, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+
+
+def _shift(model: Any, cfg: ModelConfig, window: pd.DataFrame, pairs: pd.DataFrame, background: pd.DataFrame,
+           bounds: ChangedPredictionsConfig, method: str, seed: int) -> dict[str, Any]:
+    """The mean SHAP change over the first `shift_rows` sampled pairs: what moved the window's scores as a whole.
+
+    The listed rows are the largest single changes, which a noisy pairing on a heavy-tailed feature can
+    dominate; the mean over many pairs keeps what moved scores systematically (a shifted feature) and
+    averages the pairing's noise out. Exact SHAP paths only (the permutation path would cost minutes).
+    """
+    from autopilot.explain import shap_attributions
+
+    if method == "permutation":
+        return {"skipped": "the model has no exact SHAP path; the mean over many pairs would cost too much"}
+    n = min(bounds.shift_rows, len(window))
+    rows, paired = window.iloc[:n], pairs.iloc[:n].set_axis(window.index[:n])
+    moved = (shap_attributions(model, rows, cfg, background=background, seed=seed).values
+             - shap_attributions(model, paired, cfg, background=background, seed=seed).values).mean(axis=0)
+    ranked = sorted(((str(k), float(v)) for k, v in moved.items()), key=lambda item: -abs(item[1]))
+    return {"pairs": n, "mean_shap_change": {k: round(v, 6) for k, v in ranked},
+            "top_features": [k for k, v in ranked[:3] if v != 0]}
 
 
 def _lime(explain: Any, model: Any, rows: pd.DataFrame, cfg: ModelConfig, reference: pd.DataFrame,

@@ -54,7 +54,10 @@ def compact_changed(changed: dict[str, Any] | None) -> dict[str, Any] | None:
         rows.append({key: row.get(key) for key in ("rank", "change", "score_window", "score_reference", "driver")}
                     | {"differing": row.get("differing", [])[:PAGE_FEATURES],
                        "shap_change": _top(row.get("shap_change")), "lime": _top(row.get("lime"))})
+    shift = changed.get("shift") or {}
     return {"drivers": changed.get("drivers", []), "sampled_rows": changed.get("sampled_rows"),
+            "shift": {"pairs": shift.get("pairs"), "top_features": shift.get("top_features"),
+                      "skipped": shift.get("skipped")},
             "output": changed.get("output"), "lime_error": changed.get("lime_error"), "rows": rows}
 
 

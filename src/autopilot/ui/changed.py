@@ -33,8 +33,12 @@ def _window(window: Any) -> str:
     if "error" in changed:
         return head + f'<p class="muted">Could not list changed predictions: {_e(changed["error"])}</p>'
     drivers = ", ".join(f'{_e(d["feature"])} ({_e(d["rows"])} rows)' for d in changed.get("drivers", []))
+    shift = changed.get("shift") or {}
+    moved = ", ".join(_e(name) for name in shift.get("top_features") or []) or _e(shift.get("skipped") or "–")
     intro = (f'<p class="muted">{_e(changed.get("sampled_rows"))} rows sampled, each paired with its nearest '
-             f'reference row; what moved the score: {drivers or "nothing"}.</p>')
+             f'reference row. What moved the window\'s scores (mean SHAP change over {_e(shift.get("pairs"))} '
+             f'pairs): <span class="shift">{moved}</span>; what drove the largest changes below: '
+             f'{drivers or "nothing"}.</p>')
     if changed.get("lime_error"):
         intro += f'<p class="muted">LIME could not explain these rows: {_e(changed["lime_error"])}</p>'
     rows = "".join(_row(r) for r in changed.get("rows", []))
