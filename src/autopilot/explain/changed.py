@@ -142,7 +142,8 @@ def changed_predictions(model: Any, cfg: ModelConfig, reference: pd.DataFrame, w
 
     Returns:
         {"definition", "top_n", "sampled_rows", "reference_rows", "output", "shap_method", "seconds",
-        "drivers": [{"feature", "rows"}], "shift": {"pairs", "mean_shap_change", "top_features"}, "rows": [{"rank", "driver", "window_index", "reference_index",
+        "drivers": [{"feature", "rows"}], "shift": {"pairs", "mean_shap_change", "top_features"},
+        "rows": [{"rank", "driver", "window_index", "reference_index",
         "score_window", "score_reference", "change", "distance", "differing", "shap", "shap_reference",
         "shap_change", "lime", "lime_fit_r2"}]};
         `lime_error` when LIME could not explain (the rest stands).
