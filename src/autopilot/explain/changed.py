@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -151,15 +152,68 @@ def changed_predictions(model: Any, cfg: ModelConfig, reference: pd.DataFrame, w
     Raises:
         ValueError: an empty window or reference, or a missing feature column.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     from autopilot.explain import shap_attributions
-    from autopilot.explain.lime_tabular import lime_attributions, top_features
+    from autopilot.explain.lime_tabular import lime_attributions
 
     start = time.perf_counter()
-    features = list(cfg.features)
     if len(window) == 0 or len(reference) == 0:
         raise ValueError("changed predictions need window and reference rows")
+    found = _pair(model, cfg, reference, window, bounds, seed)
+    order = np.argsort(-np.abs(found.change), kind="stable")[: bounds.top_n]
+    chosen, chosen_pairs = found.window.iloc[order], found.pairs.iloc[order].set_axis(found.window.index[order])
+    background = _sample(found.reference, cfg.gates.explainability.background_rows, seed + 2)
+    shap_window = shap_attributions(model, chosen, cfg, background=background, seed=seed)
+    shap_reference = shap_attributions(model, chosen_pairs, cfg, background=background, seed=seed)
+    lime, lime_error = _lime(lime_attributions, model, chosen, cfg, found.reference, bounds, seed)
+    shift = _shift(model, cfg, found.window, found.pairs, background, bounds, shap_window.method, seed)
+    spread = {name: float(np.nanstd(pd.to_numeric(found.reference[name], errors="coerce"))) or 1.0
+              for name in cfg.numeric_features}
+    rows = []
+    for rank, (position, index) in enumerate(zip(order, chosen.index, strict=True), start=1):
+        item = {"rank": rank, "window_index": _plain(index), "reference_index": int(found.nearest[position]),
+                "score_window": float(found.window_scores[position]),
+                "score_reference": float(found.reference_scores[position]),
+                "change": float(found.change[position]), "distance": float(found.distance[position]),
+                "differing": _differing(found.window.loc[index], chosen_pairs.loc[index], cfg, spread),
+                **_explained(shap_window.values.loc[index], shap_reference.values.loc[index])}
+        if lime is not None:
+            item["lime"] = _rounded(lime.values.loc[index])
+            item["lime_fit_r2"] = float(lime.fit_r2[rank - 1])
+        rows.append(item)
+    result: dict[str, Any] = {"definition": DEFINITION, "top_n": bounds.top_n, "sampled_rows": len(found.window),
+                              "reference_rows": len(found.reference), "output": shap_window.output,
+                              "shap_method": shap_window.method, "lime_output": lime.output if lime else None,
+                              "drivers": _drivers(rows), "shift": shift, "rows": rows,
+                              "seconds": round(time.perf_counter() - start, 3)}
+    if lime_error:
+        result["lime_error"] = lime_error
+    return result
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Sampled window rows, each with its nearest reference row and both scores."""
+
+    reference: pd.DataFrame  # the reference sample searched in
+    window: pd.DataFrame  # the window sample (its own index)
+    pairs: pd.DataFrame  # the nearest reference row of each window row, in the window sample's order
+    nearest: np.ndarray  # their positions in `reference`
+    distance: np.ndarray
+    window_scores: np.ndarray
+    reference_scores: np.ndarray
+
+    @property
+    def change(self) -> np.ndarray:
+        """The champion's score on each window row minus on its nearest reference row."""
+        return self.window_scores - self.reference_scores
+
+
+def _pair(model: Any, cfg: ModelConfig, reference: pd.DataFrame, window: pd.DataFrame,
+          bounds: ChangedPredictionsConfig, seed: int) -> _Pairs:
+    """Steps 1-3 of the definition: sample, pair by nearest neighbour, score both rows."""
+    from sklearn.neighbors import NearestNeighbors
+
+    features = list(cfg.features)
     ref = _sample(reference.loc[:, features], bounds.reference_rows, seed).reset_index(drop=True)
     win = _sample(window.loc[:, features], bounds.sample_rows, seed + 1)
     encoder = _encoder(ref, cfg)
@@ -172,42 +226,17 @@ def changed_predictions(model: Any, cfg: ModelConfig, reference: pd.DataFrame, w
         from autopilot.modeling.training import predict_scores
 
         classes = np.argmax(np.asarray(predict_scores(model, win, cfg.task)), axis=1)
-    reference_scores = _score(model, pairs, cfg, classes)
-    change = window_scores - reference_scores
-    order = np.argsort(-np.abs(change), kind="stable")[: bounds.top_n]
-    chosen, chosen_pairs = win.iloc[order], pairs.iloc[order]
-    background = _sample(ref, cfg.gates.explainability.background_rows, seed + 2)
-    shap_window = shap_attributions(model, chosen, cfg, background=background, seed=seed)
-    shap_reference = shap_attributions(model, chosen_pairs.set_axis(chosen.index), cfg, background=background,
-                                       seed=seed)
-    lime, lime_error = _lime(lime_attributions, model, chosen, cfg, ref, bounds, seed)
-    shift = _shift(model, cfg, win, pairs, background, bounds, shap_window.method, seed)
-    spread = {name: float(np.nanstd(pd.to_numeric(ref[name], errors="coerce"))) or 1.0
-              for name in cfg.numeric_features}
-    rows = []
-    for rank, (position, index) in enumerate(zip(order, chosen.index, strict=True), start=1):
-        window_row, reference_row = win.loc[index], chosen_pairs.iloc[rank - 1]
-        item = {"rank": rank, "window_index": _plain(index), "reference_index": int(nearest[position, 0]),
-                "score_window": float(window_scores[position]),
-                "score_reference": float(reference_scores[position]),
-                "change": float(change[position]), "distance": float(distance[position, 0]),
-                "differing": _differing(window_row, reference_row, cfg, spread),
-                "shap": _rounded(shap_window.values.loc[index]),
-                "shap_reference": _rounded(shap_reference.values.loc[index]),
-                "shap_change": _rounded(shap_window.values.loc[index] - shap_reference.values.loc[index])}
-        item["driver"] = next(iter(top_features(item["shap_change"], 1)), None)
-        if lime is not None:
-            item["lime"] = _rounded(lime.values.loc[index])
-            item["lime_fit_r2"] = float(lime.fit_r2[rank - 1])
-        rows.append(item)
-    result: dict[str, Any] = {"definition": DEFINITION, "top_n": bounds.top_n, "sampled_rows": len(win),
-                              "reference_rows": len(ref), "output": shap_window.output,
-                              "shap_method": shap_window.method, "lime_output": lime.output if lime else None,
-                              "drivers": _drivers(rows), "shift": shift, "rows": rows,
-                              "seconds": round(time.perf_counter() - start, 3)}
-    if lime_error:
-        result["lime_error"] = lime_error
-    return result
+    return _Pairs(reference=ref, window=win, pairs=pairs, nearest=nearest[:, 0], distance=distance[:, 0],
+                  window_scores=window_scores, reference_scores=_score(model, pairs, cfg, classes))
+
+
+def _explained(window: pd.Series, reference: pd.Series) -> dict[str, Any]:
+    """SHAP of the window row, of its reference row, of the change, and the change's driver."""
+    from autopilot.explain.lime_tabular import top_features
+
+    change = _rounded(window - reference)
+    return {"shap": _rounded(window), "shap_reference": _rounded(reference), "shap_change": change,
+            "driver": next(iter(top_features(change, 1)), None)}
 
 
 def _drivers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -182,14 +182,7 @@ def lime_attributions(
     start = time.perf_counter()
     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     names = list(cfg.features)
-    missing = [n for n in names if n not in X.columns or n not in background.columns]
-    if missing:
-        raise ValueError(f"feature columns missing from the rows or the background: {missing}")
-    rows, back = X.loc[:, names].reset_index(drop=True), background.loc[:, names].reset_index(drop=True)
-    if len(rows) == 0:
-        raise ValueError("no rows to explain")
-    if len(back) < MIN_BACKGROUND_ROWS:
-        raise ValueError(f"LIME needs at least {MIN_BACKGROUND_ROWS} background rows, got {len(back)}")
+    rows, back = _frames(X, background, names)
     codec = _Codec(cfg, back, rows, categories)
     train, _ = codec.encode(back)
     matrix, notes = codec.encode(rows)
@@ -207,10 +200,7 @@ def lime_attributions(
         predict = _predict_fn(codec, score, deadline, timeout_seconds,
                               [names[j] for j in numeric if blanks[i, j]])
         found = explainer.explain_instance(matrix[i], predict, num_features=len(names), num_samples=num_samples)
-        row = np.zeros(len(names))
-        for index, weight in found.as_map()[1]:  # regression mode explains label 1 (LIME's convention)
-            row[int(index)] = float(weight)
-        weights.append(row)
+        weights.append(_weights(found, len(names)))
         intercepts.append(float(found.intercept[1]))
         fits.append(float(found.score))
         scores.append(float(found.predicted_value))
@@ -218,6 +208,27 @@ def lime_attributions(
     return LimeAttributions(values=values, intercepts=tuple(intercepts), fit_r2=tuple(fits), scores=tuple(scores),
                             rows=len(values), seconds=time.perf_counter() - start, num_samples=num_samples,
                             background_rows=len(back), output=output, notes=tuple(notes))
+
+
+def _frames(X: pd.DataFrame, background: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows and the background in feature order (ValueError: a column missing, no rows, too little background)."""
+    missing = [n for n in names if n not in X.columns or n not in background.columns]
+    if missing:
+        raise ValueError(f"feature columns missing from the rows or the background: {missing}")
+    rows, back = X.loc[:, names].reset_index(drop=True), background.loc[:, names].reset_index(drop=True)
+    if len(rows) == 0:
+        raise ValueError("no rows to explain")
+    if len(back) < MIN_BACKGROUND_ROWS:
+        raise ValueError(f"LIME needs at least {MIN_BACKGROUND_ROWS} background rows, got {len(back)}")
+    return rows, back
+
+
+def _weights(found: Any, width: int) -> np.ndarray:
+    """One weight per feature from a LIME explanation (regression mode explains label 1, LIME's convention)."""
+    row = np.zeros(width)
+    for index, weight in found.as_map()[1]:
+        row[int(index)] = float(weight)
+    return row
 
 
 def _check(deadline: float | None, budget: float | None, done: int, total: int) -> None:
@@ -254,8 +265,9 @@ def _predict_fn(codec: _Codec, score: Callable[[pd.DataFrame], np.ndarray], dead
     return predict
 
 
-def top_features(weights: Mapping[str, float], k: int) -> list[str]:
-    """The `k` features with the largest |weight| (ties by name, for a stable order); zero weights left out."""
-    ranked = sorted(((abs(float(v)), name) for name, v in weights.items() if math.isfinite(float(v)) and v != 0),
+def top_features(weights: Mapping[str, float | None], k: int) -> list[str]:
+    """The `k` features with the largest |weight| (ties by name, for a stable order); zero and None left out."""
+    ranked = sorted(((abs(float(v)), name) for name, v in weights.items()
+                     if v is not None and math.isfinite(float(v)) and v != 0),
                     key=lambda item: (-item[0], item[1]))
     return [name for _, name in ranked[:k]]
