@@ -1,4 +1,4 @@
-"""/explain?method=lime through the real serving app (TestClient) on a registered Adult version."""
+"""/explain?method=lime through the real serving app (TestClient) on a fitted Adult model."""
 
 from __future__ import annotations
 
@@ -9,42 +9,55 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from autopilot.adapters import registry
+from autopilot.config import LoadedConfig
 from autopilot.serving.app import create_app
-from autopilot.serving.model import RegistrySource
-from autopilot.settings import Settings
-from tests.serving_support import adult_cfg, feature_rows, register_version
+from autopilot.serving.model import LoadedModel, known_categories
+from autopilot.serving.schema import ServingSchema
+from tests.serving_support import HGB, adult_cfg, feature_rows
 
-pytestmark = pytest.mark.usefixtures("mlflow_clean")
 TOKEN = "lime-token-for-tests-0123456789abcd"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings.from_env({"AUTOPILOT_HOME": str(tmp_path_factory.mktemp("lime") / "home")})
+class FittedSource:
+    """A model source holding one fitted version in memory: the real app and routes, without MLflow's cost
+    (the registry and the verified door are tested in test_serving_app.py)."""
+
+    def __init__(self, cfg: LoadedConfig, pipeline: Any) -> None:
+        self.cfg, self.pipeline = cfg, pipeline
+
+    def current_version(self) -> int:
+        return 1
+
+    def load(self, version: int) -> LoadedModel:
+        schema = ServingSchema.from_config(self.cfg)
+        return LoadedModel(name=self.cfg.name, version=version, pipeline=self.pipeline, cfg=self.cfg, schema=schema,
+                           known=known_categories(self.pipeline, schema))
 
 
 @pytest.fixture(scope="module")
-def version(store: Settings, adult_frames: Any) -> Any:
-    return register_version(store, adult_cfg(), adult_frames, rows=1500)
+def pipeline(adult_frames: Any) -> Any:
+    from autopilot.data.sources import canonicalize
+    from autopilot.modeling.splits import encode_target, feature_frame
+    from autopilot.modeling.training import fit_pipeline
+
+    cfg = adult_cfg()
+    frame = canonicalize(adult_frames[0].sample(1500, random_state=0), cfg)
+    return fit_pipeline(HGB, cfg, feature_frame(frame, cfg), encode_target(frame, cfg), seed=0)
 
 
-def _client(store: Settings, **serving: Any) -> Iterator[TestClient]:
+def _client(pipeline: Any, **serving: Any) -> Iterator[TestClient]:
     cfg = adult_cfg(**serving)
-    app = create_app(cfg, RegistrySource(cfg, cfg.registered_model_name, registry=registry.connect(store)),
-                     token=TOKEN, follow=False)
-    with TestClient(app) as client:
+    with TestClient(create_app(cfg, FittedSource(cfg, pipeline), token=TOKEN, follow=False)) as client:
         yield client
 
 
 @pytest.fixture
-def client(store: Settings, version: Any) -> Iterator[TestClient]:
-    yield from _client(store, lime_num_samples=200, lime_max_rows=5)
+def client(pipeline: Any) -> Iterator[TestClient]:
+    yield from _client(pipeline, lime_num_samples=200, lime_max_rows=5)
 
 
-def test_lime_answers_contributions_on_the_original_features(client: TestClient, adult_frames: Any,
-                                                            version: Any) -> None:
+def test_lime_answers_contributions_on_the_original_features(client: TestClient, adult_frames: Any) -> None:
     cfg = adult_cfg()
     rows = feature_rows(adult_frames, cfg, n=5)
     scores = client.post("/predict", json={"records": rows}, headers=AUTH).json()["predictions"]
@@ -52,7 +65,7 @@ def test_lime_answers_contributions_on_the_original_features(client: TestClient,
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["explainer"] == "lime" and body["method"] == "lime" and body["output"] == "probability"
-    assert body["model_version"] == int(version.version) and body["base_value"] is None
+    assert body["model_version"] == 1 and body["base_value"] is None
     assert len(body["contributions"]) == 5 and all(set(c) == set(cfg.features) for c in body["contributions"])
     assert body["num_samples"] == 200 and body["background_rows"] >= 5
     np.testing.assert_allclose(body["scores"], scores, atol=1e-9)  # LIME explained the served score
@@ -63,14 +76,14 @@ def test_lime_answers_contributions_on_the_original_features(client: TestClient,
     assert shap["explainer"] == "shap" and set(shap["contributions"][0]) == set(body["contributions"][0])
 
 
-def test_bad_method_row_limit_and_time_budget(client: TestClient, store: Settings, adult_frames: Any) -> None:
+def test_bad_method_row_limit_and_time_budget(client: TestClient, pipeline: Any, adult_frames: Any) -> None:
     rows = feature_rows(adult_frames, adult_cfg(), n=6)
     bad = client.post("/explain?method=anchors", json={"records": rows[:1]}, headers=AUTH)
     assert bad.status_code == 400
     assert "method=shap or method=lime" in bad.json()["error"] and "anchors" in bad.json()["error"]
     over = client.post("/explain?method=lime", json={"records": rows}, headers=AUTH)
     assert over.status_code == 422 and "limit of 5" in over.json()["error"]
-    for slow in _client(store, lime_num_samples=20_000, lime_max_rows=20, explain_timeout_seconds=0.05):
+    for slow in _client(pipeline, lime_num_samples=20_000, lime_max_rows=20, explain_timeout_seconds=0.05):
         client_rows = feature_rows(adult_frames, adult_cfg(), n=20)
         answer = slow.post("/explain?method=lime", json={"records": client_rows}, headers=AUTH)
         assert answer.status_code == 504, answer.text
