@@ -15,8 +15,6 @@ from autopilot.ui.lifecycle import gather, mlflow_links
 from autopilot.ui.page import render_page
 from tests.lifecycle_support import write_config
 
-pytestmark = pytest.mark.usefixtures("mlflow_clean")
-
 FEATURES = ["age", "hours_per_week", "education", "capital_gain", "workclass"]
 
 
@@ -57,7 +55,12 @@ def test_compact_keeps_the_top_features_for_the_page() -> None:
     assert compact_changed(None) is None and compact_changed({"error": "x"}) == {"error": "x"}
 
 
-def test_the_models_page_shows_each_windows_changed_predictions(tmp_path: Path) -> None:
+def test_the_models_page_shows_each_windows_changed_predictions(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_registry(settings: Settings) -> None:  # the MLflow sections are tested elsewhere (a new MLflow DB: ~15 s)
+        raise ConnectionError("no registry in this test")
+
+    monkeypatch.setattr("autopilot.ui.lifecycle._registry", no_registry)
     settings = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path / "home"),
                                   "AUTOPILOT_CONFIG_DIR": str(tmp_path / "c")})
     write_config(settings.config_dir, "changed_model")
