@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,13 @@ def test_drift_triggers_a_retrain_that_is_gated_promoted_redeployed_and_rolled_b
         assert drifted["action"] == "retrain", drifted["reasons"]
         assert drifted["strategy"] in {"refit", "retune"} and drifted["trigger_run_id"].startswith("retrain__loop__")
         assert any("age" in r or "education_num" in r or "hours_per_week" in r for r in drifted["reasons"])
+        # The predictions that changed most, explained (issue 16.5): what moved them is a shifted feature.
+        changed = json.loads(Path(drifted["report_uri"]).read_text())["changed_predictions"]
+        assert len(changed["rows"]) == cfg.monitoring.changed_predictions.top_n, changed
+        # What moved the window's scores as a whole is the shifted features (the largest single changes on
+        # Adult are nearest-row misses on capital_gain/capital_loss: see explain/changed.py).
+        assert set(changed["shift"]["top_features"]) & {"age", "education_num", "hours_per_week"}, changed["shift"]
+        assert all(set(r["lime"]) == set(cfg.features) for r in changed["rows"])
         # The error rate comes from the endpoint's counters, from the second window on.
         recorded = state.last_windows(settings, "loop")
         assert "error_rate" not in recorded[0]["report"]["series"]
@@ -74,6 +82,9 @@ def test_drift_triggers_a_retrain_that_is_gated_promoted_redeployed_and_rolled_b
         assert champion.tags["autopilot.dag_run_id"] == drifted["trigger_run_id"]
         assert champion.tags["autopilot.retrain.strategy"] == drifted["strategy"]
         assert champion.tags["autopilot.snapshot.recent"].startswith("sha256:")  # served, labeled rows joined
+        explained = reg.load_dict(str(champion.run_id), "gates/explainability.json")
+        agreement = explained["details"]["lime_agreement"]
+        assert agreement["rows"] == cfg.gates.explainability.lime_rows and 0 <= agreement["mean_jaccard"] <= 1
         assert httpx.get(server.url + "/health").json()["model_version"] == 2
 
         # The budget: another drifted window within the cooldown alerts instead of retraining.

@@ -62,6 +62,19 @@ class ServingConfig(Frozen):
         default=5.0, description="How often the server checks the champion alias for a new version."
     )
     explain_max_rows: Annotated[int, Field(ge=1)] = Field(default=100, description="Most rows one /explain call.")
+    # /explain?method=lime (explain/lime_tabular.py): each row costs one model call of
+    # lime_num_samples rows, so LIME gets its own, smaller row limit and a time budget.
+    lime_max_rows: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=20, description="Most rows one /explain?method=lime call (LIME costs a model call per row)."
+    )
+    lime_num_samples: Annotated[int, Field(ge=50, le=20_000)] = Field(
+        default=1000, description="Perturbed rows LIME scores per explained row (/explain?method=lime)."
+    )
+    explain_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=5.0,
+        description="Time budget of one /explain?method=lime call: past it the call stops before its next model "
+                    "call and answers 504 (the worker is freed; request_timeout_seconds still bounds the wait).",
+    )
     compiled_fast_path: bool = Field(
         default=True,
         description="Compile the fitted preprocessing to arrays at load (verified against the pipeline on "

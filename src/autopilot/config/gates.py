@@ -79,6 +79,18 @@ class ExplainabilityGateConfig(Frozen):
     max_feature_share: Share = Field(
         default=0.5, description="Leakage check: the most any one feature may carry of all attribution."
     )
+    # LIME beside SHAP (explain/lime_tabular.py): reported in the gate's details, gated only when set.
+    lime_rows: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=20, description="Holdout rows explained by LIME too, for the LIME/SHAP agreement (0: not measured)."
+    )
+    lime_num_samples: Annotated[int, Field(ge=50, le=20_000)] = Field(
+        default=300, description="Perturbed rows LIME scores per row of the agreement."
+    )
+    min_lime_agreement: Share | None = Field(
+        default=None,
+        description="Lowest mean Jaccard overlap of LIME's and SHAP's top-k features per row; null (default): "
+                    "the agreement is reported, never gated.",
+    )
 
 
 class FairnessGateConfig(Frozen):

@@ -10,8 +10,8 @@ from autopilot.config.base import Frozen, Share
 from autopilot.config.roots import confined
 from autopilot.config.schedules import check_cron
 
-__all__ = ["AlertsConfig", "AnomalyConfig", "DriftConfig", "DriftMethod", "MonitoringConfig", "MultivariateDriftConfig",
-           "RetrainConfig"]
+__all__ = ["AlertsConfig", "AnomalyConfig", "ChangedPredictionsConfig", "DriftConfig", "DriftMethod",
+           "MonitoringConfig", "MultivariateDriftConfig", "RetrainConfig"]
 
 
 DriftMethod = Literal["auto", "wasserstein", "jensenshannon", "psi"]
@@ -169,6 +169,28 @@ class RetrainConfig(Frozen):
     retune_trials: Annotated[int, Field(ge=1)] = Field(default=10, description="Trials of a warm-started re-tune.")
 
 
+class ChangedPredictionsConfig(Frozen):
+    """The window report's predictions that changed most (explain/changed.py): each sampled window row
+    paired with its nearest reference row, the champion's score compared, the largest changes explained."""
+
+    top_n: Annotated[int, Field(ge=0, le=50)] = Field(
+        default=5, description="Rows listed per window, by |score change| (0: the section is off)."
+    )
+    sample_rows: Annotated[int, Field(ge=10, le=100_000)] = Field(
+        default=500, description="Window rows sampled (seeded) and paired with their nearest reference row."
+    )
+    reference_rows: Annotated[int, Field(ge=10, le=1_000_000)] = Field(
+        default=5000, description="Reference rows sampled (seeded) to search for nearest neighbours in."
+    )
+    lime_num_samples: Annotated[int, Field(ge=50, le=20_000)] = Field(
+        default=300, description="Perturbed rows LIME scores per listed row."
+    )
+    shift_rows: Annotated[int, Field(ge=10, le=100_000)] = Field(
+        default=300, description="Sampled pairs whose mean SHAP change says what moved the window's scores "
+                                 "as a whole (exact SHAP paths only)."
+    )
+
+
 class MonitoringConfig(Frozen):
     """The monitoring DAG of this model."""
 
@@ -184,6 +206,7 @@ class MonitoringConfig(Frozen):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    changed_predictions: ChangedPredictionsConfig = Field(default_factory=ChangedPredictionsConfig)
 
     @field_validator("labels_source")
     @classmethod

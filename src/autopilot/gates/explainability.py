@@ -11,6 +11,16 @@ Multiclass: the attributions cover every class (`Attributions.class_values`), an
 ranked by mean |SHAP| over rows and classes (`Attributions.importance`), so leakage, stability
 and the sensitive share are judged on that one ranking; each class's own top features are
 reported beside it (`metrics["class_top_features"]`), not gated.
+
+LIME beside SHAP (`measure_lime_agreement`, `lime_shap_agreement`): on the first
+`lime_rows` rows SHAP explained, LIME (`explain.lime_tabular`) explains the same rows, and the
+per-row Jaccard overlap of the two top-k feature sets is reported in `details["lime_agreement"]`
+(mean, top-1 agreement, rows, k), so the decision record carries it. Report-only unless
+`min_lime_agreement` is set; then a mean below it (or an agreement that could not be measured)
+fails the gate. Why report-only: LIME and SHAP answer different questions (LIME, the effect of
+leaving the row's quartile bin, with perturbations drawn from the training distribution; SHAP,
+the distance from the average row): on Adult LIME ranks capital_gain first for most rows (its
+bin "0" set against a bin of large gains) where SHAP does not, top-1 agreement 0 of 20 rows.
 """
 
 from __future__ import annotations
@@ -19,12 +29,14 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from autopilot.config import ModelConfig
 from autopilot.explain import Attributions, ndcg_at_k, top_shares
 from autopilot.reports import GateReport, json_safe
 
-__all__ = ["ADDITIVITY_TOLERANCE", "GATE", "evaluate_explainability"]
+__all__ = ["ADDITIVITY_TOLERANCE", "GATE", "evaluate_explainability", "lime_shap_agreement",
+           "measure_lime_agreement"]
 
 GATE = "explainability"
 # Largest |sum of attributions + base - model output| / max(1, max |model output|) the gate accepts.
@@ -60,6 +72,7 @@ def evaluate_explainability(
     champion: Attributions | None,
     cfg: ModelConfig,
     sensitive: list[str] | None = None,
+    lime_agreement: dict[str, Any] | None = None,
 ) -> GateReport:
     """Judge the challenger's attributions: usable, no leakage, and stable against the champion.
 
@@ -69,12 +82,15 @@ def evaluate_explainability(
     challenger's ranking against the champion's importance is below `min_ndcg`. Reports the
     top-k shares, every share and importance, nDCG, method, rows, seconds, and
     `sensitive_share` (the summed share of `sensitive`, default `cfg.sensitive_attributes`);
-    `details["path_reason"]` says why that SHAP path explained the model.
+    `details["path_reason"]` says why that SHAP path explained the model. `lime_agreement`
+    (`measure_lime_agreement`'s result) goes to `details["lime_agreement"]`, gated only by
+    `min_lime_agreement`.
     """
     bounds = cfg.gates.explainability
     thresholds = {"max_feature_share": bounds.max_feature_share, "min_ndcg": bounds.min_ndcg, "top_k": bounds.top_k}
     try:
-        return _evaluate(challenger, champion, cfg, sensitive, thresholds)
+        report = _evaluate(challenger, champion, cfg, sensitive, thresholds)
+        return _with_agreement(report, lime_agreement, bounds.min_lime_agreement)
     except Exception as exc:  # a gate fails closed, whatever went wrong
         return GateReport.failed(GATE, [f"the explainability gate errored: {type(exc).__name__}: {exc}"],
                                  thresholds=thresholds)
@@ -160,3 +176,77 @@ def _stability(challenger: Attributions, champion: Attributions, k: int, min_ndc
         return [f"importance ranking unstable against the champion: nDCG@{k} {ndcg:.3f} < {min_ndcg}; "
                 f"challenger top-{k}: {challenger_top}; champion top-{k}: {_shown(champion_top)}"]
     return []
+
+
+# ---------------------------------------------------------------------------- LIME beside SHAP
+
+
+def lime_shap_agreement(shap_values: pd.DataFrame, lime_values: pd.DataFrame, k: int) -> dict[str, Any]:
+    """How far LIME's and SHAP's top-k features agree, row by row (the same rows, original features).
+
+    k is capped at the number of features minus one (top-k of every feature would always agree).
+    Returns {"rows", "k", "mean_jaccard", "min_jaccard", "top1_agreement"} (None values on no rows).
+    """
+    from autopilot.explain.lime_tabular import top_features
+
+    rows = [index for index in lime_values.index if index in shap_values.index]
+    k = max(1, min(k, shap_values.shape[1] - 1))
+    jaccards, same_first = [], []
+    for index in rows:
+        lime_top = top_features(lime_values.loc[index].to_dict(), k)
+        shap_top = top_features(shap_values.loc[index].to_dict(), k)
+        union = set(lime_top) | set(shap_top)
+        jaccards.append(len(set(lime_top) & set(shap_top)) / len(union) if union else 1.0)
+        same_first.append(bool(lime_top[:1] == shap_top[:1]))
+    if not rows:
+        return {"rows": 0, "k": k, "mean_jaccard": None, "min_jaccard": None, "top1_agreement": None}
+    return {"rows": len(rows), "k": k, "mean_jaccard": float(np.mean(jaccards)), "min_jaccard": float(min(jaccards)),
+            "top1_agreement": float(np.mean(same_first))}
+
+
+def measure_lime_agreement(model: Any, shap: Attributions, rows: pd.DataFrame, background: pd.DataFrame,
+                           cfg: ModelConfig, seed: int = 0) -> dict[str, Any] | None:
+    """LIME on the first `lime_rows` rows SHAP explained, and the agreement of the two (bounded, seeded).
+
+    None when `gates.explainability.lime_rows` is 0; `{"error": ...}` when LIME failed (reported;
+    a failure only fails the gate when `min_lime_agreement` is set). The background is a seeded
+    sample of at most 1,000 rows of `background` (the training split).
+    """
+    from autopilot.explain.lime_tabular import lime_attributions
+
+    bounds = cfg.gates.explainability
+    if bounds.lime_rows == 0:
+        return None
+    try:
+        chosen = rows.loc[list(shap.values.index[: bounds.lime_rows])]
+        sample = background if len(background) <= LIME_BACKGROUND_ROWS else \
+            background.sample(LIME_BACKGROUND_ROWS, random_state=seed)
+        lime = lime_attributions(model, chosen, cfg, sample, num_samples=bounds.lime_num_samples, seed=seed)
+        found = lime_shap_agreement(shap.values, lime.values, bounds.top_k)
+    except Exception as exc:  # a second opinion: its failure is reported, never raised
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {**found, "method": "jaccard of the top-k |attribution| features per row", "num_samples": lime.num_samples,
+            "seconds": round(lime.seconds, 3), "lime_output": lime.output, "shap_output": shap.output,
+            "mean_lime_fit_r2": float(np.mean(lime.fit_r2))}
+
+
+LIME_BACKGROUND_ROWS = 1000  # LIME's quartiles and frequencies: plenty, and cheap to discretize
+
+
+def _with_agreement(report: GateReport, agreement: dict[str, Any] | None, minimum: float | None) -> GateReport:
+    """The report with the LIME/SHAP agreement in its details; failed when below a configured minimum."""
+    if agreement is None and minimum is None:
+        return report
+    details = {**report.details, "lime_agreement": json_safe(agreement)}
+    thresholds = {**report.thresholds, "min_lime_agreement": minimum}
+    reasons = list(report.reasons)
+    if minimum is not None:
+        mean = (agreement or {}).get("mean_jaccard")
+        if agreement is None or mean is None:
+            why = (agreement or {}).get("error") or "not measured (gates.explainability.lime_rows is 0)"
+            reasons.append(f"LIME/SHAP agreement could not be measured: {why}")
+        elif mean < minimum:
+            reasons.append(f"LIME and SHAP disagree: mean top-{agreement['k']} Jaccard {mean:.3f} < {minimum} "
+                           f"over {agreement['rows']} rows")
+    return report.model_copy(update={"details": details, "thresholds": thresholds, "reasons": reasons,
+                                     "passed": report.passed and len(reasons) == len(report.reasons)})

@@ -196,7 +196,7 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
                                        snapped: Mapping[str, Any]) -> ExplainabilityAndFairness:
     """SHAP importance (stability, leakage) and fairness (groups, counterfactuals, attribution)."""
     from autopilot.explain import explain_model, write_plots
-    from autopilot.gates.explainability import evaluate_explainability
+    from autopilot.gates.explainability import evaluate_explainability, measure_lime_agreement
     from autopilot.gates.fairness import evaluate_fairness, fairness_chart
 
     registry = connect(settings)
@@ -208,7 +208,9 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
         attributions = explain_model(inputs.challenger, inputs.X_test, inputs.X_train, cfg, seed=seed)
         baseline = explain_model(inputs.champion, inputs.X_test, inputs.X_train, cfg, seed=seed) \
             if inputs.champion is not None else None
-        explain = evaluate_explainability(attributions, baseline, cfg, sensitive=cfg.sensitive_attributes)
+        agreement = measure_lime_agreement(inputs.challenger, attributions, inputs.X_test, inputs.X_train, cfg, seed)
+        explain = evaluate_explainability(attributions, baseline, cfg, sensitive=cfg.sensitive_attributes,
+                                          lime_agreement=agreement)
         shares = {name: attributions.shares()[name] for name in cfg.sensitive_attributes
                   if name in attributions.shares()}
         with tempfile.TemporaryDirectory() as tmp:

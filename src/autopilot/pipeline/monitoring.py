@@ -246,6 +246,7 @@ def monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start
 def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, start: datetime | str,
                     end: datetime | str, running_retrain: str | None) -> dict[str, Any]:
     from autopilot.monitoring import state
+    from autopilot.monitoring.changed import compact_changed, window_changed_predictions
     from autopilot.versions.promotion import current
 
     start, end = _utc(start), _utc(end)
@@ -263,6 +264,8 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
                                                                                      "estimated": None}
     attribution = (_attribution(registry, cfg, settings, champion, reference, features)
                    if drift["sufficient"] else None)
+    changed = window_changed_predictions(registry, cfg, settings, champion, reference.frame, features) \
+        if drift["sufficient"] else None
     series = _series(cfg, drift, performance, served, reference)
     counters, unreachable = _endpoint_counters(cfg)
     rate = _error_rate(settings, cfg, end, counters)
@@ -275,10 +278,10 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
     paths = _store_report(cfg, settings, reference, features, start, end, drift["sufficient"], {
         "model": cfg.name, "version": version, "window_start": start.isoformat(), "window_end": end.isoformat(),
         "rows": len(frame), "drift": drift, "performance": performance, "attribution": attribution,
-        "series": series, "alarms": alarms, "decision": decision.as_dict()})
+        "changed_predictions": changed, "series": series, "alarms": alarms, "decision": decision.as_dict()})
     state.record_window(settings, cfg.name, start, end, version, decision.action,
                         {"series": series, "decision": decision.as_dict(), "rows": len(frame), "counters": counters,
-                         "endpoint_unreachable": unreachable,
+                         "endpoint_unreachable": unreachable, "changed_predictions": compact_changed(changed),
                          "endpoint_down": any(a.get("metric") == "endpoint" for a in alarms), **paths})
     conf = None
     if decision.action == "retrain":

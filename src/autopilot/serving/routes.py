@@ -3,6 +3,8 @@
 Handlers read the body themselves (`_json_body`) rather than through pydantic models: the size
 limit is enforced while reading, a slow body gets 408, malformed JSON a 400 that says so.
 /explain and /feedback run on a small pool of their own (`_side_job`), shed when it is full.
+/explain takes `?method=shap` (default) or `?method=lime` (`explain.lime_tabular`, with its own row
+limit and time budget); any other method is a 400 naming the allowed ones.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from autopilot.serving.schema import RequestError
 if TYPE_CHECKING:
     from autopilot.serving.app import ServingState
 
-__all__ = ["SIDE_JOBS", "SIDE_WORKERS", "SideBusy", "add_routes"]
+__all__ = ["EXPLAIN_METHODS", "SIDE_JOBS", "SIDE_WORKERS", "SideBusy", "add_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +164,24 @@ async def _on_predict(state: ServingState, request: Request, body: Any) -> Any:
     return result
 
 
+EXPLAIN_METHODS = ("shap", "lime")  # /explain?method=...; shap when absent
+
+
 async def _on_explain(state: ServingState, request: Request, body: Any) -> Any:
     model = state.holder.current
     if model is None:
         raise RequestError(503, "no model is loaded yet")
+    method = request.query_params.get("method", "shap")
+    if method not in EXPLAIN_METHODS:
+        raise RequestError(400, f"unknown /explain method {method[:MAX_VALUE_CHARS]!r}: "
+                                f"use method={' or method='.join(EXPLAIN_METHODS)}")
     rows = model.schema.records(body)
-    limit = state.cfg.deployment.serving.explain_max_rows
+    serving = state.cfg.deployment.serving
+    limit = serving.lime_max_rows if method == "lime" else serving.explain_max_rows
     if len(rows) > limit:
-        raise RequestError(422, f"{len(rows)} records exceed the /explain limit of {limit}")
-    return await _side_job(state, _explain, state, model, rows)
+        raise RequestError(422, f"{len(rows)} records exceed the /explain{'?method=lime' if method == 'lime' else ''} "
+                                f"limit of {limit}")
+    return await _side_job(state, _explain_lime if method == "lime" else _explain, state, model, rows)
 
 
 async def _on_feedback(state: ServingState, request: Request, body: Any) -> Any:
@@ -303,9 +314,36 @@ def _explain(state: ServingState, model: LoadedModel, rows: list[dict[str, Any]]
     background = model.schema.frame(background_rows)
     attr = shap_attributions(model.pipeline, frame, model.cfg, background=background, method="auto", seed=0)
     values = attr.values.to_dict("records")
-    return {"model_version": model.version, "method": attr.method, "output": attr.output,
+    return {"model_version": model.version, "explainer": "shap", "method": attr.method, "output": attr.output,
             "base_value": _finite(attr.base_value),
             "contributions": [{k: _finite(v) for k, v in row.items()} for row in values], **class_answer(attr)}
+
+
+def _explain_lime(state: ServingState, model: LoadedModel, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-row LIME weights on the original features (`explain.lime_tabular`), within the serving budget.
+
+    The statistics come from the recent requests plus these rows (what SHAP's background is made
+    of) and the categories of the fitted encoders; a call over `explain_timeout_seconds` is a 504.
+    """
+    from autopilot.explain.lime_tabular import ExplainTimeout, lime_attributions
+
+    serving = state.cfg.deployment.serving
+    frame = model.schema.frame(rows)
+    background = model.schema.frame([*state.recent, *rows])
+    try:
+        attr = lime_attributions(model.pipeline, frame, model.cfg, background, num_samples=serving.lime_num_samples,
+                                 seed=0, timeout_seconds=serving.explain_timeout_seconds,
+                                 categories=dict(model.known))
+    except ExplainTimeout as exc:
+        raise RequestError(504, f"{exc} (deployment.serving.explain_timeout_seconds)") from None
+    except ValueError as exc:  # e.g. one row and no recent traffic: nothing to draw statistics from
+        raise RequestError(422, f"LIME cannot explain these rows: {exc}") from None
+    values = attr.values.to_dict("records")
+    return {"model_version": model.version, "explainer": "lime", "method": "lime", "output": attr.output,
+            "base_value": None, "num_samples": attr.num_samples, "background_rows": attr.background_rows,
+            "intercepts": [_finite(v) for v in attr.intercepts], "fit_r2": [_finite(v) for v in attr.fit_r2],
+            "scores": [_finite(v) for v in attr.scores], "notes": list(attr.notes),
+            "contributions": [{k: _finite(v) for k, v in row.items()} for row in values]}
 
 
 def _finite(value: float) -> float | None:
