@@ -13,12 +13,15 @@ Policy, in order:
    hyperparameters, on newer data); `alert` -> `alert`. Prediction drift is at least `alert`,
    and so is a drifted sensitive attribute, whatever its SHAP weight (`drift.check_drift`
    raises the severity; whether it retrains stays with the weighted share).
-5. Anomaly alarms on the metric series: at least `alert`.
-6. A retrain the monitor triggered earlier that is still queued or running turns a wanted
+5. Bias drift (`monitoring.bias`, `monitoring.bias.check_bias_drift`): a fairness metric of a
+   group changed significantly and materially since promotion: `alert`, or `retrain`/`refit`
+   when `monitoring.bias.action` is `retrain`; the reasons name the attribute, group and metric.
+6. Anomaly alarms on the metric series: at least `alert`.
+7. A retrain the monitor triggered earlier that is still queued or running turns a wanted
    retrain into an `alert` naming that run: the alarm is recorded (in the window's report), not
    queued as a second retrain of the same champion (the running one's result is judged by the
    next windows).
-7. The budget turns a wanted retrain into an `alert` that says why: retraining disabled, the
+8. The budget turns a wanted retrain into an `alert` that says why: retraining disabled, the
    cooldown since the last trigger, or `max_per_day` reached.
 """
 
@@ -57,7 +60,8 @@ def _drop(value: float, reference: float, metric: str) -> float:
 
 def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, Any], alarms: list[dict[str, Any]],
            reference_metric: float | None, previous_champion_metric: float | None, recent_retrain: bool,
-           triggers: list[datetime], now: datetime, running_retrain: str | None = None) -> WindowDecision:
+           triggers: list[datetime], now: datetime, running_retrain: str | None = None,
+           bias: dict[str, Any] | None = None) -> WindowDecision:
     """Apply the policy above to one window's findings.
 
     Args:
@@ -72,6 +76,7 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
         triggers: times of retrain triggers in the last 24 h.
         now: the window's end.
         running_retrain: the run id of a retrain this monitor triggered that is still queued or running.
+        bias: `BiasDrift.as_dict()` of the window (needs `flagged`, `reasons`); None when not checked.
     """
     metric = cfg.metric
     if not drift.get("sufficient", False):
@@ -101,6 +106,12 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
     elif severity == "alert" or drift.get("prediction_drifted"):
         reasons.extend(drift.get("reasons", []))
         action = action if action == "retrain" else "alert"
+    if bias and bias.get("flagged"):
+        reasons.extend(bias.get("reasons") or ["bias drift"])
+        if cfg.monitoring.bias.action == "retrain":
+            action, wanted = "retrain", wanted or "refit"
+        elif action != "retrain":
+            action = "alert"
     if alarms:
         reasons.extend(a["reason"] for a in alarms)
         action = action if action == "retrain" else "alert"

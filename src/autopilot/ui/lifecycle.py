@@ -187,6 +187,7 @@ class WindowView:
     rows: int | None
     drift_share: float | None
     report_url: str | None = None  # Evidently's HTML report of the window, served by the plugin
+    bias: dict[str, Any] | None = None  # the window's bias drift summary (`monitoring.bias`), for `ui.bias`
 
 
 @dataclass
@@ -572,7 +573,7 @@ def _window(row: dict[str, Any], model: str) -> WindowView:
     url = served_report(model, row["window_end"]) if report.get("html_uri") else None
     return WindowView(start=_iso(row["window_start"]), end=_iso(row["window_end"]), version=row.get("version"),
                       action=str(row.get("action", "?")), rows=int(rows) if isinstance(rows, int | float) else None,
-                      drift_share=_number(share), report_url=url)
+                      drift_share=_number(share), report_url=url, bias=report.get("bias"))
 
 
 def _iso(value: datetime) -> str:

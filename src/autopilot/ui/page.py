@@ -12,6 +12,7 @@ import html
 from collections.abc import Callable, Iterable
 
 from autopilot.aliases import CHALLENGER, CHAMPION
+from autopilot.ui.bias import bias_section
 from autopilot.ui.gated import GATED, CheckView
 from autopilot.ui.lifecycle import DecisionView, GateView, ModelView, VersionView, WindowView
 
@@ -116,6 +117,7 @@ def _model_card(model: ModelView) -> str:
     parts.append(f"<h3>Drift · last {len(model.windows)} windows</h3>" if model.windows else "<h3>Drift</h3>")
     parts.append(_note(model, "monitoring") if "monitoring" in model.notes else "")
     parts.append(_drift(model) if model.windows else "")
+    parts.append(bias_section(model.windows) if model.windows else "")
     parts.append("<h3>Champion alias history</h3>")
     parts.append(_note(model, "history") if "history" in model.notes else _history(model.history))
     return _card(model, parts)
