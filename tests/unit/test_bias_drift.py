@@ -22,6 +22,8 @@ from autopilot.monitoring.bias import GroupCounts, check_bias_drift, grouping_fr
 from autopilot.monitoring.decision import decide
 from autopilot.monitoring.simulate import shift_frame
 from autopilot.ui.bias import bias_section
+from autopilot.ui.lifecycle import ModelView, WindowView
+from autopilot.ui.page import render_page
 from tests.helpers import ADULT_CONFIG, PROJECT, adult_config_dict
 
 WINDOW_ROWS = 2000
@@ -169,6 +171,13 @@ def test_the_summary_feeds_the_models_page_chart(world: dict[str, Any], cfg: Loa
     assert "1 of 3 windows flagged" in html and "sex=Female" in html
     assert "<script" not in html
     assert "No window compared" in bias_section([Window("2026-12-01T10:00:00+00:00", None)])
+    # On the Models page, under the drift chart of the model's card.
+    views = [WindowView(start=w.end, end=w.end, version=1, action="alert", rows=2000, drift_share=0.01, bias=w.bias)
+             for w in (Window("2026-12-01T10:00:00+00:00", summary), Window("2026-12-01T11:00:00+00:00", flagged))]
+    page = render_page([ModelView(name="adult_income", config_file="adult_income.yaml", windows=views)],
+                       "2026-12-01T12:00:00+00:00", None)
+    assert page.index('class="drift-chart"') < page.index('class="bias-chart"')
+    assert "1 of 2 windows flagged" in page
 
 
 def test_newcombe_interval_and_the_records_groupings() -> None:
@@ -182,3 +191,21 @@ def test_newcombe_interval_and_the_records_groupings() -> None:
     both = grouping_from("sex & race", {"kind": "intersection", "attributes": ["sex", "race"],
                                         "parts": {"sex": {"kind": "categorical"}, "race": {"kind": "categorical"}}})
     assert list(both.assign(pd.DataFrame({"sex": ["Male"], "race": ["Black"]}))) == ["sex=Male & race=Black"]
+
+
+def test_an_older_record_without_label_counts_derives_them_from_the_rates(world: dict[str, Any],
+                                                                          cfg: LoadedConfig) -> None:
+    """Reports written before the gate stored `positives`/`negatives`: selection = p TPR + (1 - p) FPR gives p."""
+    import copy
+
+    older = copy.deepcopy(world["record"])
+    for attr in older["details"]["attributes"].values():
+        for entry in attr["by_group"].values():
+            entry.pop("positives"), entry.pop("negatives")
+    pool, rows = world["pool"], np.arange(WINDOW_ROWS)
+    args = (pool.loc[rows, list(cfg.features)], world["scores"][rows], pool.loc[rows, cfg.target.column].to_numpy())
+    new, old = check_bias_drift(world["record"], *args, cfg), check_bias_drift(older, *args, cfg)
+    assert [c.key for c in old.comparisons] == [c.key for c in new.comparisons]
+    for a, b in zip(old.comparisons, new.comparisons, strict=True):
+        assert a.promoted == pytest.approx(b.promoted, abs=0.002) and a.promoted_rows == pytest.approx(
+            b.promoted_rows, abs=2)
