@@ -209,3 +209,31 @@ def test_an_older_record_without_label_counts_derives_them_from_the_rates(world:
     for a, b in zip(old.comparisons, new.comparisons, strict=True):
         assert a.promoted == pytest.approx(b.promoted, abs=0.002) and a.promoted_rows == pytest.approx(
             b.promoted_rows, abs=2)
+
+
+def test_the_stage_entry_point_skips_unchecked_models_and_turns_errors_into_an_alert(world: dict[str, Any],
+                                                                                      cfg: LoadedConfig) -> None:
+    from autopilot.monitoring.bias import window_bias
+
+    pool, rows = world["pool"], np.arange(800)
+    frame = pd.DataFrame({"version": [3] * 700 + [2] * 100, "prediction": world["scores"][rows],
+                          "label": pool.loc[rows, cfg.target.column].to_numpy()})
+    features = pool.loc[rows, list(cfg.features)].reset_index(drop=True)
+    ok = window_bias(lambda: world["record"], features, frame, 3, cfg)
+    assert ok["status"] == "ok" and ok["rows"] == 700 and ok["labeled_rows"] == 700  # the champion's rows only
+
+    def broken() -> dict[str, Any]:
+        raise KeyError("details")
+
+    error = window_bias(broken, features, frame, 3, cfg)
+    assert error["status"] == "error" and error["reasons"][0].startswith("bias drift could not be checked: KeyError")
+    args: dict[str, Any] = {"drift": {"sufficient": True, "severity": "none", "reasons": []},
+                            "performance": {"realized": None, "estimated": None}, "alarms": [],
+                            "reference_metric": 0.9, "previous_champion_metric": None, "recent_retrain": False,
+                            "triggers": [], "now": datetime(2026, 12, 1, tzinfo=UTC)}
+    retrain_cfg = ModelConfig.model_validate(adult_config_dict(monitoring={"bias": {"action": "retrain"}}))
+    assert decide(retrain_cfg, bias=error, **args).action == "alert"  # an error is said, never retrained on
+    called: list[int] = []
+    off_cfg = ModelConfig.model_validate(adult_config_dict(monitoring={"bias": {"enabled": False}}))
+    off = window_bias(lambda: called.append(1) or None, features, frame, 3, off_cfg)
+    assert off["status"] == "off" and not called  # nothing read for a model that is not checked

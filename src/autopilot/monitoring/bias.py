@@ -20,8 +20,8 @@ replicate formula). Every interval is at `confidence` Bonferroni-corrected over 
 comparisons, so a window with many groups does not alarm more often. A change is flagged only
 when it is significant (its interval excludes 0) and material (|change| >= `min_effect`).
 
-Pure: the caller reads the gate report and the inference log. Binary classification only
-(multiclass and regression report `unsupported`).
+Pure: the caller reads the gate report and the inference log (`window_bias` takes both as
+given). Binary classification only (multiclass and regression report `unsupported`).
 """
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ from autopilot.config import ModelConfig, Task
 from autopilot.gates.fairness.groups import Grouping
 from autopilot.gates.fairness.judging import interval
 from autopilot.gates.fairness.metrics import replicate_disparities
+from autopilot.outages import is_outage
 from autopilot.reports import json_safe
 
-__all__ = ["BiasComparison", "BiasDrift", "GroupCounts", "check_bias_drift", "grouping_from", "newcombe"]
+__all__ = ["BiasComparison", "BiasDrift", "GroupCounts", "check_bias_drift", "failed", "grouping_from", "newcombe",
+           "not_checked", "window_bias"]
 
 RATES = {"selection_rate": "selection rate", "true_positive_rate": "TPR", "false_positive_rate": "FPR"}
 DISPARITIES = {"demographic_parity_difference": "demographic parity difference",
@@ -119,7 +121,8 @@ class BiasDrift:
 
     `status`: `ok` (compared, nothing flagged), `drift` (something flagged), `insufficient`
     (too few rows: no decision), `unavailable` (no promotion-time fairness record to compare
-    with), `unsupported` (a task other than binary classification) or `off`.
+    with), `unsupported` (a task other than binary classification), `off`, or `error` (the
+    check raised; its reason says so, and the window alerts).
     """
 
     status: str
@@ -170,12 +173,11 @@ def check_bias_drift(promoted: Mapping[str, Any] | None, features: pd.DataFrame,
     Never raises on thin data: too few rows give `insufficient`, a missing record `unavailable`.
     """
     bc = cfg.monitoring.bias
+    skipped = not_checked(cfg)
+    if skipped is not None:
+        return skipped
     found = BiasDrift(status="ok", rows=len(features), confidence=bc.confidence, min_effect=bc.min_effect,
                       action=bc.action)
-    if not bc.enabled or not cfg.sensitive_attributes:
-        return _stop(found, "off", "bias drift is off (monitoring.bias.enabled) or no sensitive attributes are set")
-    if cfg.task is not Task.BINARY_CLASSIFICATION:
-        return _stop(found, "unsupported", f"bias drift is checked for binary classification, not {cfg.task.value}")
     records = _records(promoted)
     if not records:
         return _stop(found, "unavailable", "the champion's fairness gate report holds no group metrics to compare with")
@@ -202,6 +204,53 @@ def check_bias_drift(promoted: Mapping[str, Any] | None, features: pd.DataFrame,
         pending.extend(_compare_attribute(name, groups, window, setup, found.notes))
     _judge(found, pending)
     return found
+
+
+def window_bias(promoted: Callable[[], Mapping[str, Any] | None], features: pd.DataFrame, frame: pd.DataFrame,
+                version: int, cfg: ModelConfig) -> dict[str, Any]:
+    """`check_bias_drift` on a window of the inference log, as the monitoring stage calls it (JSON-ready).
+
+    Args:
+        promoted: reads the champion's fairness gate report (None when it has none); not called
+            when the model is not checked.
+        features: the window's canonical features, row for row with `frame`.
+        frame: the window's inference-log rows (`version`, `prediction`, `label`).
+        version: the champion's version: only its rows are compared.
+        cfg: the model config.
+
+    An outage (`outages.is_outage`) is raised, so that the window is retried; any other error
+    gives status `error` with its reason, which the decision turns into an alert.
+    """
+    skipped = not_checked(cfg)
+    if skipped is not None:
+        return skipped.as_dict()
+    try:
+        mine = (frame["version"] == version).to_numpy()
+        labels = frame["label"].to_numpy()[mine] if "label" in frame else None
+        scores = frame["prediction"].to_numpy(dtype=float)[mine]
+        return check_bias_drift(promoted(), features[mine], scores, labels, cfg).as_dict()
+    except Exception as exc:  # the check's own failure is said, and alerts; an outage retries the window
+        if is_outage(exc):
+            raise
+        return failed(cfg, exc).as_dict()
+
+
+def not_checked(cfg: ModelConfig) -> BiasDrift | None:
+    """The result of a model whose windows are not checked (`off`, `unsupported`), else None."""
+    bc = cfg.monitoring.bias
+    found = BiasDrift(status="off", confidence=bc.confidence, min_effect=bc.min_effect, action=bc.action)
+    if not bc.enabled or not cfg.sensitive_attributes:
+        return _stop(found, "off", "bias drift is off (monitoring.bias.enabled) or no sensitive attributes are set")
+    if cfg.task is not Task.BINARY_CLASSIFICATION:
+        return _stop(found, "unsupported", f"bias drift is checked for binary classification, not {cfg.task.value}")
+    return None
+
+
+def failed(cfg: ModelConfig, exc: BaseException) -> BiasDrift:
+    """A check that raised: status `error`, its reason said (the decision alerts on it, never retrains)."""
+    bc = cfg.monitoring.bias
+    return BiasDrift(status="error", confidence=bc.confidence, min_effect=bc.min_effect, action=bc.action,
+                     reasons=[f"bias drift could not be checked: {type(exc).__name__}: {str(exc)[:300]}"])
 
 
 @dataclass

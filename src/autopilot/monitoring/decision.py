@@ -16,6 +16,7 @@ Policy, in order:
 5. Bias drift (`monitoring.bias`, `monitoring.bias.check_bias_drift`): a fairness metric of a
    group changed significantly and materially since promotion: `alert`, or `retrain`/`refit`
    when `monitoring.bias.action` is `retrain`; the reasons name the attribute, group and metric.
+   A bias check that raised is an `alert` saying so (never a retrain).
 6. Anomaly alarms on the metric series: at least `alert`.
 7. A retrain the monitor triggered earlier that is still queued or running turns a wanted
    retrain into an `alert` naming that run: the alarm is recorded (in the window's report), not
@@ -76,7 +77,7 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
         triggers: times of retrain triggers in the last 24 h.
         now: the window's end.
         running_retrain: the run id of a retrain this monitor triggered that is still queued or running.
-        bias: `BiasDrift.as_dict()` of the window (needs `flagged`, `reasons`); None when not checked.
+        bias: `BiasDrift.as_dict()` of the window (needs `status`, `flagged`, `reasons`); None when not checked.
     """
     metric = cfg.metric
     if not drift.get("sufficient", False):
@@ -106,9 +107,9 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
     elif severity == "alert" or drift.get("prediction_drifted"):
         reasons.extend(drift.get("reasons", []))
         action = action if action == "retrain" else "alert"
-    if bias and bias.get("flagged"):
+    if bias and (bias.get("flagged") or bias.get("status") == "error"):
         reasons.extend(bias.get("reasons") or ["bias drift"])
-        if cfg.monitoring.bias.action == "retrain":
+        if bias.get("flagged") and cfg.monitoring.bias.action == "retrain":
             action, wanted = "retrain", wanted or "refit"
         elif action != "retrain":
             action = "alert"

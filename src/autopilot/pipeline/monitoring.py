@@ -323,13 +323,15 @@ def _attribution(registry: Registry, cfg: LoadedConfig, settings: Settings, cham
 def _bias(registry: Registry, cfg: LoadedConfig, champion: Any, features: pd.DataFrame,
           frame: pd.DataFrame) -> dict[str, Any]:
     """Bias drift (`monitoring.bias`): the champion's rows against its fairness gate report of promotion."""
-    from autopilot.monitoring.bias import check_bias_drift
+    from autopilot.monitoring.bias import window_bias
 
-    run_id, mine = str(champion.run_id), (frame["version"] == int(champion.version)).to_numpy()
-    promoted = registry.load_dict(run_id, "gates/fairness.json") \
-        if "fairness.json" in _artifact_names(registry, run_id, "gates") else None
-    labels = frame["label"].to_numpy()[mine] if "label" in frame else None
-    return check_bias_drift(promoted, features[mine], frame["prediction"].to_numpy(float)[mine], labels, cfg).as_dict()
+    run_id = str(champion.run_id)
+
+    def promoted() -> Any:
+        return registry.load_dict(run_id, "gates/fairness.json") \
+            if "fairness.json" in _artifact_names(registry, run_id, "gates") else None
+
+    return window_bias(promoted, features, frame, int(champion.version), cfg)
 
 
 def _series(cfg: LoadedConfig, drift: dict[str, Any], performance: dict[str, Any],
