@@ -50,6 +50,8 @@ def test_drift_triggers_a_retrain_that_is_gated_promoted_redeployed_and_rolled_b
         quiet = window(cfg, settings, start, "w1")
         assert quiet["action"] == "none", quiet["reasons"]
         assert quiet["rows"] == 1500 and quiet["html_uri"] and Path(quiet["html_uri"]).exists()
+        # Bias drift compared the groups against the fairness gate's record of promotion, and flagged nothing.
+        assert state.last_windows(settings, "loop")[-1]["report"]["bias"]["status"] == "ok"
 
         # Older, more educated, longer-working traffic: drift on important features -> retrain.
         time.sleep(0.01)
@@ -104,6 +106,8 @@ def test_drift_triggers_a_retrain_that_is_gated_promoted_redeployed_and_rolled_b
         regressed = window(cfg, settings, start, "w4")
         assert regressed["action"] == "rollback", regressed
         assert "worse than its predecessor" in regressed["reasons"][0]
+        # The women's labels flipped: their TPR against the retrained champion's promotion record is bias drift.
+        assert "sex=Female.true_positive_rate" in state.last_windows(settings, "loop")[-1]["report"]["bias"]["flagged"]
         assert int(reg.resolve_version("loop", "champion").version) == 1
         moves = [m for m in history(settings, "loop") if m.action == "rollback"]
         assert len(moves) == 1 and (moves[0].from_version, moves[0].to_version) == (2, 1)

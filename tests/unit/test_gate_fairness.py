@@ -135,7 +135,7 @@ def test_by_group_metrics_are_reported(adult: tuple[Splits, Any, Any]) -> None:
     by_group = report.details["attributes"]["sex"]["by_group"]
     assert set(by_group) == {"Female", "Male"}
     assert set(by_group["Female"]) == {"selection_rate", "true_positive_rate", "false_positive_rate", "accuracy",
-                                       "count"}
+                                       "count", "positives", "negatives"}
     assert by_group["Female"]["count"] + by_group["Male"]["count"] == 3000
     assert {"sex.demographic_parity_ratio", "sex.demographic_parity_difference", "sex.equalized_odds_difference",
             "race.equalized_odds_difference", "race.counterfactual_flip_rate"} <= set(report.metrics)

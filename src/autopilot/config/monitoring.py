@@ -10,8 +10,8 @@ from autopilot.config.base import Frozen, Share
 from autopilot.config.roots import confined
 from autopilot.config.schedules import check_cron
 
-__all__ = ["AlertsConfig", "AnomalyConfig", "ChangedPredictionsConfig", "DriftConfig", "DriftMethod",
-           "MonitoringConfig", "MultivariateDriftConfig", "RetrainConfig"]
+__all__ = ["AlertsConfig", "AnomalyConfig", "BiasDriftConfig", "ChangedPredictionsConfig", "DriftConfig",
+           "DriftMethod", "MonitoringConfig", "MultivariateDriftConfig", "RetrainConfig"]
 
 
 DriftMethod = Literal["auto", "wasserstein", "jensenshannon", "psi"]
@@ -191,6 +191,44 @@ class ChangedPredictionsConfig(Frozen):
     )
 
 
+class BiasDriftConfig(Frozen):
+    """Bias drift: each window's fairness metrics by group against the values recorded at promotion.
+
+    Selection rates by group (from predictions alone) are compared in every window with at least
+    `min_rows` served rows; true and false positive rates and the equalized odds difference once
+    `min_labeled_rows` rows have labels. A change is flagged only when it is significant (its
+    interval excludes 0 at `confidence`, Bonferroni-corrected over every comparison of the
+    window) and material (at least `min_effect`). Binary classification only, for now.
+    """
+
+    enabled: bool = Field(
+        default=True, description="Compare the fairness metrics by group each window (needs sensitive_attributes)."
+    )
+    min_rows: Annotated[int, Field(ge=10)] = Field(
+        default=500, description="Served rows a window needs before its selection rates by group are compared."
+    )
+    min_labeled_rows: Annotated[int, Field(ge=10)] = Field(
+        default=300, description="Labeled rows a window needs before its true/false positive rates are compared."
+    )
+    min_group_rows: Annotated[int, Field(ge=5)] = Field(
+        default=50,
+        description="Rows a group needs, on both sides, for a rate to be compared (its positives for a true "
+        "positive rate, its negatives for a false positive rate); smaller groups are reported as too small.",
+    )
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = Field(
+        default=0.95, description="Family-wise confidence of the window's comparisons (Bonferroni-corrected)."
+    )
+    min_effect: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.1, description="Smallest absolute change of a rate or disparity that counts as material."
+    )
+    bootstrap_samples: Annotated[int, Field(ge=200, le=100_000)] = Field(
+        default=4000, description="Replicates for the intervals of the disparity metrics' changes."
+    )
+    action: Literal["alert", "retrain"] = Field(
+        default="alert", description="What a flagged change leads to: an alert, or a retrain (refit) as well."
+    )
+
+
 class MonitoringConfig(Frozen):
     """The monitoring DAG of this model."""
 
@@ -207,6 +245,7 @@ class MonitoringConfig(Frozen):
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     changed_predictions: ChangedPredictionsConfig = Field(default_factory=ChangedPredictionsConfig)
+    bias: BiasDriftConfig = Field(default_factory=BiasDriftConfig)
 
     @field_validator("labels_source")
     @classmethod

@@ -16,12 +16,16 @@ Policy, in order:
    Multivariate drift (`drift["multivariate"]`, the PCA reconstruction check) that found a
    change is an `alert`, or a `retrain`/`refit` when `monitoring.drift.multivariate.action` is
    `retrain`; its reason names the error, the bound and the components.
-5. Anomaly alarms on the metric series: at least `alert`.
-6. A retrain the monitor triggered earlier that is still queued or running turns a wanted
+5. Bias drift (`monitoring.bias`, `monitoring.bias.check_bias_drift`): a fairness metric of a
+   group changed significantly and materially since promotion: `alert`, or `retrain`/`refit`
+   when `monitoring.bias.action` is `retrain`; the reasons name the attribute, group and metric.
+   A bias check that raised is an `alert` saying so (never a retrain).
+6. Anomaly alarms on the metric series: at least `alert`.
+7. A retrain the monitor triggered earlier that is still queued or running turns a wanted
    retrain into an `alert` naming that run: the alarm is recorded (in the window's report), not
    queued as a second retrain of the same champion (the running one's result is judged by the
    next windows).
-7. The budget turns a wanted retrain into an `alert` that says why: retraining disabled, the
+8. The budget turns a wanted retrain into an `alert` that says why: retraining disabled, the
    cooldown since the last trigger, or `max_per_day` reached.
 """
 
@@ -60,7 +64,8 @@ def _drop(value: float, reference: float, metric: str) -> float:
 
 def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, Any], alarms: list[dict[str, Any]],
            reference_metric: float | None, previous_champion_metric: float | None, recent_retrain: bool,
-           triggers: list[datetime], now: datetime, running_retrain: str | None = None) -> WindowDecision:
+           triggers: list[datetime], now: datetime, running_retrain: str | None = None,
+           bias: dict[str, Any] | None = None) -> WindowDecision:
     """Apply the policy above to one window's findings.
 
     Args:
@@ -76,6 +81,7 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
         triggers: times of retrain triggers in the last 24 h.
         now: the window's end.
         running_retrain: the run id of a retrain this monitor triggered that is still queued or running.
+        bias: `BiasDrift.as_dict()` of the window (needs `status`, `flagged`, `reasons`); None when not checked.
     """
     metric = cfg.metric
     if not drift.get("sufficient", False):
@@ -112,6 +118,12 @@ def decide(cfg: ModelConfig, *, drift: dict[str, Any], performance: dict[str, An
             action, wanted = "retrain", wanted or "refit"  # the joint structure moved: newer data, same family
         else:
             action = action if action == "retrain" else "alert"
+    if bias and (bias.get("flagged") or bias.get("status") == "error"):
+        reasons.extend(bias.get("reasons") or ["bias drift"])
+        if bias.get("flagged") and cfg.monitoring.bias.action == "retrain":
+            action, wanted = "retrain", wanted or "refit"
+        elif action != "retrain":
+            action = "alert"
     if alarms:
         reasons.extend(a["reason"] for a in alarms)
         action = action if action == "retrain" else "alert"

@@ -266,6 +266,7 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
                    if drift["sufficient"] else None)
     changed = window_changed_predictions(registry, cfg, settings, champion, reference.frame, features) \
         if drift["sufficient"] else None
+    bias = _bias(registry, cfg, champion, features, frame) if drift["sufficient"] else None
     series = _series(cfg, drift, performance, served, reference)
     counters, unreachable = _endpoint_counters(cfg)
     rate = _error_rate(settings, cfg, end, counters)
@@ -274,14 +275,16 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
     alarms = _alarms(cfg, settings, end, series) + _endpoint_alarm(settings, cfg, end, unreachable)
     trigger_run_id = retrain_run_id(cfg.name, end)
     decision = _decide(cfg, settings, champion, reference, drift, performance, alarms, end, trigger_run_id,
-                       running_retrain)
+                       running_retrain, bias)
     paths = _store_report(cfg, settings, reference, features, start, end, drift["sufficient"], {
         "model": cfg.name, "version": version, "window_start": start.isoformat(), "window_end": end.isoformat(),
         "rows": len(frame), "drift": drift, "performance": performance, "attribution": attribution,
-        "changed_predictions": changed, "series": series, "alarms": alarms, "decision": decision.as_dict()})
+        "changed_predictions": changed, "series": series, "alarms": alarms, "bias": bias,
+        "decision": decision.as_dict()})
     state.record_window(settings, cfg.name, start, end, version, decision.action,
                         {"series": series, "decision": decision.as_dict(), "rows": len(frame), "counters": counters,
                          "endpoint_unreachable": unreachable, "changed_predictions": compact_changed(changed),
+                         "bias": bias and bias["summary"],
                          "endpoint_down": any(a.get("metric") == "endpoint" for a in alarms), **paths})
     conf = None
     if decision.action == "retrain":
@@ -380,6 +383,20 @@ def _attribution(registry: Registry, cfg: LoadedConfig, settings: Settings, cham
     except Exception as exc:  # attribution is a diagnostic: report the failure, do not stop the monitor
         log.warning("attribution drift failed: %s", exc)
         return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _bias(registry: Registry, cfg: LoadedConfig, champion: Any, features: pd.DataFrame,
+          frame: pd.DataFrame) -> dict[str, Any]:
+    """Bias drift (`monitoring.bias`): the champion's rows against its fairness gate report of promotion."""
+    from autopilot.monitoring.bias import window_bias
+
+    run_id = str(champion.run_id)
+
+    def promoted() -> Any:
+        return registry.load_dict(run_id, "gates/fairness.json") \
+            if "fairness.json" in _artifact_names(registry, run_id, "gates") else None
+
+    return window_bias(promoted, features, frame, int(champion.version), cfg)
 
 
 def _series(cfg: LoadedConfig, drift: dict[str, Any], performance: dict[str, Any],
@@ -485,7 +502,7 @@ def _alarms(cfg: LoadedConfig, settings: Settings, end: datetime, series: dict[s
 
 def _decide(cfg: LoadedConfig, settings: Settings, champion: Any, reference: Reference, drift: dict[str, Any],
             performance: dict[str, Any], alarms: list[dict[str, Any]], end: datetime, trigger_run_id: str,
-            running_retrain: str | None = None) -> Any:
+            running_retrain: str | None = None, bias: dict[str, Any] | None = None) -> Any:
     from autopilot.monitoring import state
     from autopilot.monitoring.decision import decide
 
@@ -494,7 +511,8 @@ def _decide(cfg: LoadedConfig, settings: Settings, champion: Any, reference: Ref
     recent_retrain, previous = _after_retrain(cfg, settings, champion, end)
     return decide(cfg, drift=drift, performance=performance, alarms=alarms,
                   reference_metric=reference.meta.get("reference_metric"), previous_champion_metric=previous,
-                  recent_retrain=recent_retrain, triggers=triggers, now=end, running_retrain=running_retrain)
+                  recent_retrain=recent_retrain, triggers=triggers, now=end, running_retrain=running_retrain,
+                  bias=bias)
 
 
 def _after_retrain(cfg: LoadedConfig, settings: Settings, champion: Any, end: datetime) -> tuple[bool, float | None]:

@@ -190,6 +190,7 @@ class WindowView:
     drift_share: float | None
     report_url: str | None = None  # Evidently's HTML report of the window, served by the plugin
     changed: dict[str, Any] | None = None  # the predictions that changed most (ui/changed.py renders them)
+    bias: dict[str, Any] | None = None  # the window's bias drift summary (`monitoring.bias`), for `ui.bias`
 
 
 @dataclass
@@ -575,7 +576,8 @@ def _window(row: dict[str, Any], model: str) -> WindowView:
     url = served_report(model, row["window_end"]) if report.get("html_uri") else None
     return WindowView(start=_iso(row["window_start"]), end=_iso(row["window_end"]), version=row.get("version"),
                       action=str(row.get("action", "?")), rows=int(rows) if isinstance(rows, int | float) else None,
-                      drift_share=_number(share), report_url=url, changed=report.get("changed_predictions"))
+                      drift_share=_number(share), report_url=url, changed=report.get("changed_predictions"),
+                      bias=report.get("bias"))
 
 
 def _iso(value: datetime) -> str:

@@ -45,7 +45,7 @@ from autopilot.gates.fairness.judging import (
 from autopilot.gates.intervals import INCONCLUSIVE
 from autopilot.reports import json_safe
 
-__all__ = ["classification_outcome", "regression_outcome"]
+__all__ = ["classification_outcome", "regression_outcome", "replicate_disparities"]
 
 # Regression bootstrap: the replicate x row index block held at once.
 CHUNK_CELLS = 2_000_000
@@ -83,7 +83,7 @@ def classification_outcome(grouping: Grouping, groups: np.ndarray, y: np.ndarray
             odds = np.isin(groups, odds_groups)
             metrics["equalized_odds_difference"] = float(equalized_odds_difference(
                 y[odds], pred[odds], sensitive_features=groups[odds], agg="worst_case"))
-    replicates = _replicate_disparities(cells, gated, odds_groups)
+    replicates = replicate_disparities(cells, gated, odds_groups)
     words = _Words(groups, y, pred)
     bands = [Band("demographic_parity_ratio", "ratio", minimum=fc.demographic_parity_ratio_min),
              Band("demographic_parity_difference", "difference", maximum=fc.demographic_parity_difference_max),
@@ -181,6 +181,8 @@ def _by_group_classification(groups: np.ndarray, y: np.ndarray, pred: np.ndarray
         labels = y[groups == group]
         entry = {name: json_safe(value) for name, value in row.items()}
         entry["count"] = int(row["count"])
+        # The label counts behind TPR and FPR: monitoring compares a window's rates with these (bias drift).
+        entry["positives"], entry["negatives"] = int(labels.sum()), int(len(labels) - labels.sum())
         if labels.sum() == 0:  # no positives: a TPR is undefined, not 0
             entry["true_positive_rate"] = None
         if labels.sum() == len(labels):  # no negatives: an FPR is undefined
@@ -201,7 +203,11 @@ def _bootstrap_cells(groups: np.ndarray, y: np.ndarray, pred: np.ndarray, gated:
     return out
 
 
-def _replicate_disparities(cells: np.ndarray, gated: list[str], odds_groups: list[str]) -> dict[str, np.ndarray]:
+def replicate_disparities(cells: np.ndarray, gated: list[str], odds_groups: list[str]) -> dict[str, np.ndarray]:
+    """Disparity metrics per replicate from confusion cells (TP, FN, FP, TN) of shape (replicates, groups, 4).
+
+    The bias drift check (`monitoring.bias`) applies it to a window's and the promotion's cells.
+    """
     tp, fn, fp, tn = (cells[..., k] for k in range(4))
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are handled by interval

@@ -1,0 +1,110 @@
+"""The Models page's bias drift section: the fairness metrics by group, window after window.
+
+Each monitoring window stores a small summary of its bias drift check (`monitoring.bias`,
+`BiasDrift.summary()`: each `attribute=group.metric` key's window value, its value at the
+champion's promotion, and the keys flagged). One inline SVG line chart per metric (selection
+rate, true and false positive rate, the disparities), one line per group, the promotion's value
+dashed in the same colour, flagged windows as red dots. No scripts; every text escaped.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+__all__ = ["bias_section", "bias_series"]
+
+CHART_W, CHART_H = 640, 140
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 46, 12, 10, 22
+PALETTE = ("#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a", "#00838f", "#ad1457", "#5d4037", "#546e7a")
+FLAG_COLOUR = "#c62828"
+METRICS = {"selection_rate": "Selection rate by group (label-free)",
+           "true_positive_rate": "True positive rate by group (labeled rows)",
+           "false_positive_rate": "False positive rate by group (labeled rows)",
+           "demographic_parity_difference": "Demographic parity difference by attribute",
+           "equalized_odds_difference": "Equalized odds difference by attribute"}
+
+
+class _Window(Protocol):
+    start: str
+    end: str
+    bias: dict[str, Any] | None
+
+
+def _esc(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def bias_series(windows: Sequence[_Window]) -> dict[str, dict[str, list[Any]]]:
+    """metric -> series name (`sex=Female`, or the attribute for a disparity) -> per window
+    `(value | None, promoted | None, flagged)`, in window order."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for i, window in enumerate(windows):
+        summary = window.bias or {}
+        flagged = set(summary.get("flagged") or [])
+        promoted = summary.get("promoted") or {}
+        for key, value in (summary.get("window") or {}).items():
+            name, _, metric = key.rpartition(".")
+            if metric not in METRICS or not name:
+                continue
+            series = out.setdefault(metric, {}).setdefault(name, [(None, None, False)] * len(windows))
+            series[i] = (value, promoted.get(key), key in flagged)
+    return out
+
+
+def bias_section(windows: Sequence[_Window]) -> str:
+    """The section's HTML: a heading, then a chart per metric, or a note when no window compared anything."""
+    series = bias_series(windows)
+    heading = "<h3>Bias drift · fairness metrics by group against promotion</h3>"
+    if not series:
+        return heading + ('<p class="muted">No window compared fairness metrics yet (too few rows, labels or '
+                          "sensitive attributes, or no promotion-time fairness record).</p>")
+    flagged = sum(1 for w in windows if (w.bias or {}).get("flagged"))
+    summary = (f'<p class="muted">{flagged} of {len(windows)} windows flagged bias drift. Solid: the window; dashed: '
+               "the value at promotion; red dots: a significant, material change.</p>")
+    charts = "".join(_chart(metric, series[metric], windows) for metric in METRICS if metric in series)
+    return heading + summary + charts
+
+
+def _chart(metric: str, lines: dict[str, list[Any]], windows: Sequence[_Window]) -> str:
+    plot_w, plot_h = CHART_W - PAD_LEFT - PAD_RIGHT, CHART_H - PAD_TOP - PAD_BOTTOM
+    values = [v for points in lines.values() for p in points for v in p[:2] if isinstance(v, int | float)]
+    top = min(1.0, max([*values, 0.05]) * 1.1)
+    slot = plot_w / max(len(windows), 1)
+
+    def x(i: int) -> float:
+        return PAD_LEFT + slot * (i + 0.5)
+
+    def y(value: float) -> float:
+        return PAD_TOP + plot_h - min(max(value, 0.0), top) / top * plot_h
+
+    parts = [f'<line x1="{PAD_LEFT}" y1="{y(0):.1f}" x2="{CHART_W - PAD_RIGHT}" y2="{y(0):.1f}" stroke="#9aa5b1"/>',
+             f'<text x="{PAD_LEFT - 6}" y="{y(0) + 4:.1f}" text-anchor="end">0</text>',
+             f'<text x="{PAD_LEFT - 6}" y="{y(top) + 4:.1f}" text-anchor="end">{top:.2f}</text>']
+    legend = []
+    for n, (name, points) in enumerate(sorted(lines.items())):
+        colour = PALETTE[n % len(PALETTE)]
+        legend.append(f'<span><i style="background:{colour}"></i>{_esc(name)}</span>')
+        known = [(i, p) for i, p in enumerate(points) if isinstance(p[0], int | float)]
+        path = " ".join(f"{x(i):.1f},{y(p[0]):.1f}" for i, p in known)
+        if len(known) > 1:
+            parts.append(f'<polyline class="bias-line" points="{path}" fill="none" stroke="{colour}" '
+                         f'stroke-width="1.6"><title>{_esc(name)}</title></polyline>')
+        promoted = next((p[1] for _, p in reversed(known) if isinstance(p[1], int | float)), None)
+        if promoted is not None:
+            parts.append(f'<line class="bias-promoted" x1="{PAD_LEFT}" y1="{y(promoted):.1f}" '
+                         f'x2="{CHART_W - PAD_RIGHT}" y2="{y(promoted):.1f}" stroke="{colour}" '
+                         f'stroke-dasharray="4 3" opacity="0.7"/>')
+        for i, (value, before, flag) in known:
+            title = (f"{windows[i].end[:16].replace('T', ' ')} UTC: {name} {value:.3f}"
+                     + (f" (at promotion {before:.3f})" if isinstance(before, int | float) else "")
+                     + (" flagged" if flag else ""))
+            parts.append(f'<circle class="bias-point{" flagged" if flag else ""}" cx="{x(i):.1f}" cy="{y(value):.1f}" '
+                         f'r="{3.5 if flag else 2}" fill="{FLAG_COLOUR if flag else colour}">'
+                         f"<title>{_esc(title)}</title></circle>")
+    svg = (f'<svg class="bias-chart" data-metric="{_esc(metric)}" xmlns="http://www.w3.org/2000/svg" '
+           f'viewBox="0 0 {CHART_W} {CHART_H}" role="img" aria-label="{_esc(METRICS[metric])}" font-size="11" '
+           f'fill="#52606d">{"".join(parts)}</svg>')
+    return (f'<div class="chart bias"><p class="muted">{_esc(METRICS[metric])}</p>{svg}'
+            f'<div class="legend">{"".join(legend)}</div></div>')
