@@ -465,12 +465,14 @@ def _add_serving_commands(sub: Any) -> None:
         sub, "simulate", "send real rows, shifted by a scenario, to the endpoint; then their labels",
         "Send real held-out rows to a running endpoint, shifted by a scenario (none: a plain resample; covariate: "
         "numeric features moved by strength x 0.8 standard deviations; categorical: one feature's category mix "
-        "changed; concept: a subgroup's labels flipped), then post their labels to /feedback. The token comes from "
+        "changed; concept: a subgroup's labels flipped (multiclass: moved to the next class); class_mix: a multiclass "
+        "model's most common class halved), then post their labels to /feedback. The token comes from "
         "deployment.serving.token_env. Exit 0 when no request failed.",
         ["autopilot simulate adult_income --scenario none", "autopilot simulate adult_income --scenario covariate "
          "--strength 1.5 --rows 5000"])
     add_model_argument(sim)
-    sim.add_argument("--scenario", choices=["none", "covariate", "categorical", "concept"], default="none",
+    sim.add_argument("--scenario", choices=["none", "covariate", "categorical", "concept", "class_mix"],
+                     default="none",
                      help="the shift to apply (default: none)")
     sim.add_argument("--rows", type=positive_int, default=2000, help="rows to send (default 2000)")
     sim.add_argument("--batch", type=positive_int, default=10, help="records per request (default 10)")
