@@ -200,6 +200,8 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
     from autopilot.gates.fairness import evaluate_fairness, fairness_chart
 
     registry = connect(settings)
+    if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        return _multiclass_not_judged(registry, cfg, registered)
     inputs = load_gate_inputs(registry, cfg, settings, registered, snapped)
     seed = cfg.split.seed
     run_id = str(inputs.version.run_id)
@@ -224,6 +226,26 @@ def _explainability_and_fairness_gates(cfg: LoadedConfig, settings: Settings, ct
     with tempfile.TemporaryDirectory() as tmp:
         _store_report(registry, run_id, fairness, _chart_files(fairness_chart, fairness, Path(tmp)))
     return ExplainabilityAndFairness(explainability=_summary(explain), fairness=_summary(fairness))
+
+
+def _multiclass_not_judged(registry: Registry, cfg: LoadedConfig,
+                           registered: Mapping[str, Any]) -> ExplainabilityAndFairness:
+    """Multiclass explainability and fairness (SHAP and selection rates per class) are not judged yet:
+    both reports fail closed and hold the version for a human (`requires_review`), never promote it.
+
+    Issue 16 replaces this with the per-class gates; until then `autopilot promote --reason` is the way.
+    """
+    version = registry.resolve_version(coerce(registered, RegisteredVersion).name,
+                                       coerce(registered, RegisteredVersion).version)
+    reports = [GateReport(name=name, passed=False, details={"requires_review": True}, reasons=[
+        f"{what} is not judged for multiclass_classification yet (per-class {how}): a human must review "
+        f"it (autopilot promote {cfg.name} --version {version.version} --reason ...)"])
+        for name, what, how in (("explainability", "explainability", "SHAP"),
+                                ("fairness", "fairness", "one-vs-rest selection rates and equalized odds"))]
+    for report in reports:
+        _store_report(registry, str(version.run_id), report)
+    explain, fairness = (_summary(report) for report in reports)
+    return ExplainabilityAndFairness(explainability=explain, fairness=fairness)
 
 
 def _chart_files(draw: Callable[[GateReport, Path], Path | None], report: GateReport,
@@ -261,7 +283,7 @@ def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, register
         # The in-process reference: the same verified model, called directly.
         model = load_version(version, policy, registry)
         step = "queried in process"
-        expected = model.predict_proba(sample) if cfg.task is Task.BINARY_CLASSIFICATION else model.predict(sample)
+        expected = model.predict_proba(sample) if cfg.task.classification else model.predict(sample)
         report = _guarded("infra", evaluate_infra, version, sample, expected, cfg, policy, registry)
     except Exception as exc:
         if is_outage(exc):
