@@ -68,8 +68,9 @@ def test_multiclass_dag_to_champion_then_served(airflow_db: None, env: Any, tmp_
     try:
         server.wait_ready()
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        described = httpx.get(server.url + "/model", headers=auth, timeout=10).json()
+        described = httpx.get(server.url + "/model", headers=auth, timeout=10).json()["serving"]
         assert described["task"] == "multiclass_classification" and described["classes"] == CLASSES
+        assert json.loads(described["lineage"]["classes"]) == CLASSES
         records = [{"age": 32.0, "yrs_married": 9.0, "children": 2.0, "religious": r, "educ": 14.0,
                     "occupation": 3.0, "occupation_husb": 4.0, "affairs": a} for r, a in ((1.0, 0.0), (4.0, 3.5))]
         answer = httpx.post(server.url + "/predict", json={"records": records}, headers=auth, timeout=30)

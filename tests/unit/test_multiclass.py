@@ -1,5 +1,5 @@
 """Multiclass: the draft's task inference, the metrics, the quality gate's paired bootstrap, the served
-answer and the inference-log record (statsmodels' `fair` sample and synthetic data, fixed seeds)."""
+answer and the inference-log record (synthetic data, fixed seeds)."""
 
 from __future__ import annotations
 
@@ -208,3 +208,13 @@ def test_prediction_record_round_trip_and_refusals() -> None:
             read_prediction(bad)
     with pytest.raises(ValueError, match="finite"):
         prediction_record("a", [float("nan"), 1.0])
+
+
+
+def test_validation_expects_the_class_set() -> None:
+    """The expectation itself (running GX costs seconds; tests/unit/test_validation.py runs the same suite)."""
+    from autopilot.data.validation import build_expectations
+
+    found = [e for e in build_expectations(mc_cfg()) if type(e).__name__ == "ExpectColumnValuesToBeInSet"
+             and e.column == "y"]
+    assert len(found) == 1 and sorted(found[0].value_set) == CLASSES
