@@ -18,6 +18,7 @@ import yaml
 from autopilot.adapters import registry
 from autopilot.cli import main
 from autopilot.modeling.multiclass import read_prediction
+from autopilot.modeling.reproduce import reproduce
 from autopilot.serving.inference_log import InferenceLog
 from tests.e2e.test_dag_run import airflow_db, env, run_dag, states  # noqa: F401  (fixtures)
 from tests.helpers import PROJECT
@@ -63,6 +64,7 @@ def test_multiclass_dag_to_champion_then_served(airflow_db: None, env: Any, tmp_
         assert result["review"] == "skipped", result  # under dag.test() nobody answers: it stays pending
         assert main(["promote", "mcfair", "--version", "1", "--reason", "multiclass e2e: reviewed"]) == 0
     assert int(reg.resolve_version("mcfair", "champion").version) == 1
+    assert reproduce(env, "mcfair", 1).reproduced  # refit from the record: same metrics, same probabilities
 
     server = Server(config, env.home, free_port())
     try:

@@ -96,6 +96,18 @@ def test_multiclass_draft_loads_with_every_class_and_log_loss(tmp_path: Path) ->
         draft(frame, "y", "d.csv", positive_class="1")
 
 
+def test_init_config_cli_drafts_a_multiclass_config_and_takes_task(tmp_path: Path) -> None:
+    from autopilot.cli import main
+
+    data = tmp_path / "grades.csv"
+    _labels(4, numeric=True).to_csv(data, index=False)
+    assert main(["init-config", "--data", str(data), "--target", "y", "--out", str(tmp_path / "grades.yaml")]) == 0
+    assert load_config(tmp_path / "grades.yaml").task is Task.MULTICLASS_CLASSIFICATION
+    out = tmp_path / "grades_r.yaml"
+    assert main(["init-config", "--data", str(data), "--target", "y", "--task", "regression", "--out", str(out)]) == 0
+    assert load_config(out).task is Task.REGRESSION
+
+
 # ---------------------------------------------------------------------------- data and metrics
 
 
