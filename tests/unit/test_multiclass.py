@@ -188,6 +188,19 @@ def test_quality_gate_fails_closed_on_a_label_the_challenger_never_learned() -> 
     assert not report.passed and "labels the challenger never learned: ['zzz']" in report.reasons[0]
 
 
+def test_quality_gate_aligns_a_champion_that_lacks_a_class() -> None:
+    cfg = mc_cfg()
+    splits = make_splits(synthetic(), None, cfg)
+    challenger = build_pipeline(LINEAR, cfg, 0).fit(splits.X_train, splits.y_train)
+    known = splits.y_train != "c"
+    champion = build_pipeline(LINEAR, cfg, 0).fit(splits.X_train[known], splits.y_train[known])
+    assert class_order(champion) == ["a", "b"]
+    report = evaluate_quality(challenger, champion, splits.X_test, splits.y_test, cfg, champion_version=1, seed=1)
+    # The champion gives class c probability 0: clipped, its log loss is huge and the challenger is better.
+    assert report.passed and report.details["baseline"]["decision"] == "better", report.reasons
+    assert report.details["baseline"]["metrics"]["log_loss"] > 3 * report.metrics["log_loss"]
+
+
 # ---------------------------------------------------------------------------- serving and the log
 
 

@@ -197,15 +197,13 @@ def _coded_multiclass(challenger: Any, champion: Any | None, y: pd.Series,
     labels = [str(label) for label in class_order(challenger)]
     code = {label: k for k, label in enumerate(labels)}
     text = pd.Series(y).astype(str)
-    unknown = sorted(set(text) - set(code))
-    if unknown:
-        return (challenger, champion, y, y_train), (f"the holdout has labels the challenger never learned: {unknown} "
-                                                    f"(its classes: {labels})")
-    train = None
-    if y_train is not None:
-        train_text = pd.Series(y_train).astype(str)
-        train = train_text[train_text.isin(code)].map(code).astype(int)
-        train = train if len(train) == len(train_text) else None  # unknown training labels: no baseline
+    train_text = None if y_train is None else pd.Series(y_train).astype(str)
+    for split, values in (("holdout", text), ("training split", train_text)):
+        unknown = [] if values is None else sorted(set(values) - set(code))
+        if unknown:
+            return (challenger, champion, y, y_train), (f"the {split} has labels the challenger never learned: "
+                                                        f"{unknown} (its classes: {labels})")
+    train = None if train_text is None else train_text.map(code).astype(int)
     coded_champion = None if champion is None else _ByCode(champion, labels)
     return (_ByCode(challenger, labels), coded_champion, text.map(code).astype(int), train), None
 
@@ -296,6 +294,8 @@ def _against_baselines(verdict: _Verdict, scores: np.ndarray, metrics: dict[str,
     for kind in cfg.gates.quality.first_run_baselines:
         try:
             model = fit_baseline(kind, cfg, X_train, y_train, seed)
+            if cfg.task is Task.MULTICLASS_CLASSIFICATION:  # fitted on the codes: every code a column
+                model = _ByCode(model, [str(k) for k in range(scores.shape[1])])
             baseline_scores, problem = _checked_scores(model, X, cfg, f"the {kind} baseline")
         except Exception as exc:  # a baseline that cannot be fitted proves nothing: fail closed
             problem = f"the {kind} baseline could not be fitted: {type(exc).__name__}: {exc}"
