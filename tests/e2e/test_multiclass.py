@@ -41,6 +41,7 @@ def write_fair(folder: Path, name: str, rows: int = 2000) -> Path:
                tuning={"n_trials": 3, "timeout_seconds": 60, "seed": 3, "n_startup_trials": 2,
                        "families": ["linear", "hist_gradient_boosting"]},
                split={"seed": 42, "test_size": 0.25, "stratify": True, "cv_folds": 2})
+    raw["deployment"] = {**raw.get("deployment", {}), "rollout": {"smoke_rows": 10, "bake_seconds": 1}}
     raw["validation"]["min_rows"] = 100
     raw["gates"]["quality"]["on_inconclusive"] = "pass"  # ~625 holdout rows: the linear comparison may straddle
     path = folder / f"{name}.yaml"
@@ -48,7 +49,11 @@ def write_fair(folder: Path, name: str, rows: int = 2000) -> Path:
     return path
 
 
-def test_multiclass_dag_to_champion_then_served(airflow_db: None, env: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_multiclass_dag_to_champion_then_served(airflow_db: None, env: Any, tmp_path: Path,  # noqa: F811
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopilot.config import load_config
+    from autopilot.deploy.rollout import watch_local
+
     config = write_fair(tmp_path, "mcfair")
     dag_run = run_dag("mcfair")
     result = states(dag_run)
@@ -78,6 +83,12 @@ def test_multiclass_dag_to_champion_then_served(airflow_db: None, env: Any, tmp_
         answer = httpx.post(server.url + "/predict", json={"records": records}, headers=auth, timeout=30)
         assert answer.status_code == 200, answer.text
         body = answer.json()
+        # The rollout's smoke test: held-out rows answered by v1, probabilities equal to the verified model's.
+        monkeypatch.setenv("AUTOPILOT_SERVING_TOKEN", TOKEN)
+        snapped = {"snapshots": {"train": {"digest": version.tags["autopilot.snapshot.train"].removeprefix("sha256:")}}}
+        plan = {"version": 1, "instance": "local", "predicted_p95_ms": 10.0, "predicted_rss_mb": 100.0}
+        rollout = watch_local(load_config(config), env, plan, snapped, server.url)
+        assert rollout.passed and rollout.metrics["smoke_max_abs_diff"] <= 1e-9, rollout.reasons
     finally:
         server.kill(signal.SIGTERM)
     for probabilities, label in zip(body["predictions"], body["labels"], strict=True):
@@ -89,6 +100,8 @@ def test_multiclass_dag_to_champion_then_served(airflow_db: None, env: Any, tmp_
                         with_labels=False)
     log.close()
     logged = [read_prediction(value) for value in window["prediction"]]
-    assert [record.label for record in logged] == body["labels"]
-    assert np.allclose([record.probabilities for record in logged],
+    # The first two rows logged are the /predict request's (the smoke test's follow).
+    assert [record.label for record in logged[:2]] == body["labels"]
+    assert np.allclose([record.probabilities for record in logged[:2]],
                        [list(p.values()) for p in body["predictions"]])
+    assert len(logged) == 12 and all(len(record.probabilities) == len(CLASSES) for record in logged)
