@@ -155,6 +155,18 @@ def test_bootstrap_with_unit_weights_is_the_metric(metric: str) -> None:
     assert replicates.shape == (1, 50) and np.isfinite(replicates).all()
 
 
+@pytest.mark.parametrize("metric", ["roc_auc_ovr", "log_loss"])
+def test_tuning_optimizes_a_multiclass_metric_in_its_direction(tmp_path: Path, metric: str) -> None:
+    from autopilot.modeling.tuning import tune
+
+    cfg = mc_cfg(metric)
+    splits = make_splits(synthetic(600), None, cfg)
+    result = tune(splits.X_train, splits.y_train, cfg, f"sqlite:///{tmp_path / 'o.db'}", "mc", n_trials=2)
+    assert result.direction == ("minimize" if metric == "log_loss" else "maximize")
+    assert result.n_complete >= 1 and np.isfinite(result.best_value)
+    assert (0.7 < result.best_value <= 1.0) if metric == "roc_auc_ovr" else (0 < result.best_value < 1.0)
+
+
 # ---------------------------------------------------------------------------- the quality gate
 
 
@@ -222,6 +234,22 @@ def test_served_answer_is_probabilities_by_label_and_the_argmax() -> None:
         assert record["label"] == max(answer, key=answer.get)
         back = read_prediction(json.dumps(record))
         assert back.label == record["label"] and back.probabilities == list(answer.values())
+
+
+def test_compiled_fast_path_serves_the_same_multiclass_probabilities() -> None:
+    from autopilot.serving.compiled import compile_pipeline
+    from autopilot.serving.model import LoadedModel
+    from autopilot.serving.schema import ServingSchema
+
+    cfg = mc_cfg()
+    splits = make_splits(synthetic(), None, cfg)
+    pipeline = build_pipeline(HGB, cfg, 0).fit(splits.X_train, splits.y_train)
+    schema = ServingSchema.from_config(cfg)
+    model = LoadedModel(name="mc", version=1, pipeline=pipeline, cfg=cfg, schema=schema)
+    rows = splits.X_test.head(20).to_dict("records")
+    slow = model.predict_rows(rows)
+    model.compiled = compile_pipeline(pipeline, schema, splits.X_test.head(5))
+    assert np.array_equal(model.predict_rows(rows), slow) and slow.shape == (20, 3)
 
 
 def test_prediction_record_round_trip_and_refusals() -> None:
