@@ -51,5 +51,8 @@ def test_draft_regression_and_errors() -> None:
     assert draft_config(frame, "y", "d.csv")["task"] == "regression"
     with pytest.raises(ValueError, match="not in the data"):
         draft_config(frame, "z", "d.csv")
-    with pytest.raises(ValueError, match="3 classes"):
-        draft_config(pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]}), "y", "d.csv")
+    # Three text labels are multiclass now (issue 16); more than 50 is the error.
+    assert draft_config(pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]}), "y", "d.csv")["task"] == \
+        "multiclass_classification"
+    with pytest.raises(ValueError, match="51 distinct labels"):
+        draft_config(pd.DataFrame({"x": range(51), "y": [f"k{i}" for i in range(51)]}), "y", "d.csv")

@@ -91,7 +91,7 @@ def _draft(args: argparse.Namespace) -> tuple[Any, str]:
     sensitive = [part.strip() for part in (args.sensitive or "").split(",") if part.strip()]
     try:
         drafted = draft(frame, args.target, data_path, name=name, positive_class=args.positive_class,
-                        sensitive=sensitive)
+                        sensitive=sensitive, task=args.task)
     except ValueError as exc:  # the draft names the option it refused, else it is about the target
         named = re.match(r"(--[a-z-]+):? (.*)", str(exc), re.DOTALL)
         raise (UsageError(named[1], named[2]) if named else UsageError("--target", str(exc))) from None
@@ -169,6 +169,9 @@ def _add_init_config(sub: Any) -> None:
     init.add_argument("--target", required=True, help="the column to predict")
     init.add_argument("--name", help="model name (default: the --out file's name, else the data file's)")
     init.add_argument("--positive-class", help="the label counted as positive (default: the minority class)")
+    init.add_argument("--task", choices=["binary_classification", "multiclass_classification", "regression"],
+                      help="the task (default: from the target: 2 labels binary, 3 to 50 labels multiclass, "
+                           "numbers regression; whole numbers with at most 10 values multiclass)")
     init.add_argument("--sensitive", help="comma-separated features to audit for fairness, e.g. sex,age "
                                           "(the draft writes the labels' rates by group for each)")
     init.add_argument("--out", help="write the YAML here instead of printing it")

@@ -29,11 +29,15 @@ from autopilot.config.gates import (
     InfraGateConfig,
     QualityGateConfig,
 )
+from autopilot.config.model import MAX_CLASSES, MIN_CLASSES
 
-__all__ = ["GATE_KEYS", "Draft", "draft", "draft_config", "draft_yaml", "identifier", "index_column_reason",
-           "label_rates"]
+__all__ = ["GATE_KEYS", "MAX_NUMERIC_CLASSES", "Draft", "draft", "draft_config", "draft_yaml", "identifier",
+           "index_column_reason", "infer_task", "label_rates"]
 
 MAX_CATEGORIES = 50
+# A numeric target with whole-number values and at most this many of them is drafted as classes
+# (grades, ratings); more values are a quantity (regression).
+MAX_NUMERIC_CLASSES = 10
 # Names a saved row index goes by; such a column is left out only when it also holds row numbers.
 INDEX_NAMES = frozenset({"index", "id", "idx", "level_0", "row", "row_id", "rowid"})
 # What pandas names a header-less column, as `to_csv` writes the index by default.
@@ -217,13 +221,14 @@ def _listing(parts: list[str]) -> str:
 
 
 def label_rates(frame: pd.DataFrame, attribute: str, outcome: pd.Series, classification: bool,
-                min_group_size: int) -> str:
+                min_group_size: int, positive: str = "positive") -> str:
     """One line: the labels' positive rate (or the target's mean) per group of `attribute`.
 
     Numeric attributes with more than four values are grouped into quartile bins. For
     classification the line ends with the lowest/highest rate ratio over groups of at least
     `min_group_size` rows (what the demographic-parity ratio of a model would be if it
-    reproduced the labels exactly); smaller groups are named apart.
+    reproduced the labels exactly); smaller groups are named apart. `positive` names what the
+    outcome 1 is (a multiclass draft shows its most frequent class, one-vs-rest).
     """
     groups, order = _group_labels(frame[attribute], attribute)
     table = pd.DataFrame({"group": groups, "y": outcome}).dropna()
@@ -234,7 +239,7 @@ def label_rates(frame: pd.DataFrame, attribute: str, outcome: pd.Series, classif
     small = stats[stats["size"] < min_group_size]
     if classification:
         listed = _listing([f"{_pct(m)} of {g}" for g, m in big["mean"].items()])
-        text = f"the labels themselves, by {attribute}: positive for {listed}" if len(big) else (
+        text = f"the labels themselves, by {attribute}: {positive} for {listed}" if len(big) else (
             f"the labels themselves, by {attribute}: no group has {min_group_size} rows")
         if len(big) >= 2 and big["mean"].max() > 0:
             text += f" (ratio {big['mean'].min() / big['mean'].max():.2f})"
@@ -268,6 +273,11 @@ GATE_KEYS: dict[str, tuple[type[BaseModel], dict[str, tuple[str, ...]]]] = {
                                   "demographic_parity_difference_max", "equalized_odds_difference_max",
                                   "max_counterfactual_flip_rate", "max_sensitive_attribution_share",
                                   "bootstrap_samples", "confidence", "threshold"),
+        # One-vs-rest per class: each class's selection rate and equalized odds by group.
+        "multiclass_classification": ("min_group_size", "on_inconclusive", "quantile_bins",
+                                      "demographic_parity_ratio_min", "demographic_parity_difference_max",
+                                      "equalized_odds_difference_max", "max_counterfactual_flip_rate",
+                                      "max_sensitive_attribution_share", "bootstrap_samples", "confidence"),
         "regression": ("min_group_size", "on_inconclusive", "quantile_bins", "max_group_error_ratio",
                        "max_counterfactual_flip_rate", "max_sensitive_attribution_share", "bootstrap_samples",
                        "confidence")}),
@@ -296,10 +306,12 @@ def _draft_gates(result: Draft, task: str, rate_lines: list[str], suggested: lis
     result.config["gates"] = gates
     result.comment("gates", "Promotion gates, with their defaults; each comment says what the threshold means.",
                    "Choose the fairness bands knowing how much the labels themselves differ by group (below).")
-    floor = "min_metrics: {recall: 0.5}" if task == Task.BINARY_CLASSIFICATION else "max_metrics: {rmse: 10.0}"
+    floor = {Task.BINARY_CLASSIFICATION: "min_metrics: {recall: 0.5}",
+             Task.MULTICLASS_CLASSIFICATION: "min_metrics: {balanced_accuracy: 0.5}"}.get(
+        Task(task), "max_metrics: {rmse: 10.0}")
     result.comment("gates.quality", "min_metrics / max_metrics (none drafted): absolute floors / ceilings on "
                    f"test metrics, e.g. {floor}.")
-    band = "demographic_parity_ratio_min" if task == Task.BINARY_CLASSIFICATION else "max_group_error_ratio"
+    band = "max_group_error_ratio" if task == Task.REGRESSION else "demographic_parity_ratio_min"
     if rate_lines:
         result.comment(f"gates.fairness.{band}", *rate_lines)
     else:
@@ -341,19 +353,101 @@ def _check_sensitive(sensitive: list[str], frame: pd.DataFrame, target: str, fea
             raise ValueError(f"--sensitive: {attr!r} was left out as a row index; it cannot be audited")
 
 
+def infer_task(labels: pd.Series, target: str, given: str | Task | None = None) -> Task:
+    """The task a target column asks for (`given`, when set, is checked against the data instead).
+
+    Rule: 2 distinct labels are binary; a non-numeric target with 3..MAX_CLASSES labels is
+    multiclass; a numeric one is regression, unless it holds only whole numbers with 3 to
+    MAX_NUMERIC_CLASSES distinct values (grades, ratings, codes: multiclass).
+
+    Raises:
+        ValueError: naming the column and its count when the labels fit no task (one label, or a
+            non-numeric target with more than MAX_CLASSES labels), or do not fit `given`.
+    """
+    values = labels.dropna()
+    count = int(values.nunique())
+    numeric = _is_number(values)
+    if count < 2:
+        raise ValueError(f"target {target!r} has {count} distinct value(s): there is nothing to learn")
+    if given is not None:
+        chosen = Task(given)
+        if chosen is Task.REGRESSION and not numeric:
+            raise ValueError(f"--task regression needs a numeric target; {target!r} is not numeric")
+        expected = {Task.BINARY_CLASSIFICATION: count == 2,
+                    Task.MULTICLASS_CLASSIFICATION: MIN_CLASSES <= count <= MAX_CLASSES,
+                    Task.REGRESSION: True}[chosen]
+        if not expected:
+            raise ValueError(f"--task {chosen.value}: target {target!r} has {count} distinct labels")
+        return chosen
+    if count == 2:
+        return Task.BINARY_CLASSIFICATION
+    if numeric:
+        whole = bool(all(float(v).is_integer() for v in values.unique()))
+        return Task.MULTICLASS_CLASSIFICATION if whole and count <= MAX_NUMERIC_CLASSES else Task.REGRESSION
+    if count > MAX_CLASSES:
+        raise ValueError(f"target {target!r} has {count} distinct labels; multiclass_classification takes "
+                         f"{MIN_CLASSES} to {MAX_CLASSES} (group rare labels, or use a numeric target for regression)")
+    return Task.MULTICLASS_CLASSIFICATION
+
+
+def _draft_binary(result: Draft, column: pd.Series, target: str, data_path: str,
+                  positive_class: str | None) -> pd.Series:
+    """Fill the binary task, target and metric; return the outcome (1.0 for the positive class) per row."""
+    raw_labels = column.dropna()
+    convert = _label_converter(raw_labels)
+    values = raw_labels.map(convert)
+    classes = sorted(values.unique().tolist())
+    positive, sentence = _choose_positive(values, positive_class)
+    result.notes.insert(0, sentence)
+    result.comment("target", sentence + ".")
+    result.config.update(task="binary_classification", data={"source": data_path},
+                         target={"column": target, "positive_class": positive, "classes": classes}, metric="roc_auc")
+    return column.map(lambda v: float(convert(v) == positive), na_action="ignore")
+
+
+def _draft_multiclass(result: Draft, column: pd.Series, target: str, data_path: str,
+                      given: bool) -> tuple[pd.Series, str]:
+    """Fill the multiclass task, target (every class) and metric; return the outcome the label-rate lines
+    show (1.0 for the most frequent class, the one-vs-rest view the fairness gate takes per class)."""
+    raw_labels = column.dropna()
+    convert = _label_converter(raw_labels)
+    values = raw_labels.map(convert)
+    counts = values.value_counts()
+    classes = sorted(counts.index.tolist())
+    smallest = counts.idxmin()
+    sentence = (f"multiclass_classification: {len(classes)} classes; the smallest, {smallest}, has "
+                f"{int(counts.min())} rows ({_pct(counts.min() / counts.sum())})")
+    if _is_number(raw_labels) and not given:
+        sentence += (f"; {target!r} is numeric with whole-number values, read as classes "
+                     "(init-config --task regression to predict it as a number)")
+    result.notes.insert(0, sentence)
+    result.comment("target", sentence + ".")
+    # log_loss, not roc_auc_ovr: it judges every class probability the endpoint serves (a proper
+    # scoring rule, so it rewards calibration), is a mean of per-row terms (the quality gate's paired
+    # bootstrap resamples rows), and stays defined in a fold or window where a class is absent.
+    result.comment("metric", "log_loss: judges every served class probability (calibration included); "
+                   "roc_auc_ovr, f1_macro, accuracy and balanced_accuracy are recorded too.")
+    result.config.update(task="multiclass_classification", data={"source": data_path},
+                         target={"column": target, "classes": classes}, metric="log_loss")
+    top = counts.idxmax()
+    return column.map(lambda v: float(convert(v) == top), na_action="ignore"), f"class {top} (the most frequent)"
+
+
 def draft(frame: pd.DataFrame, target: str, data_path: str, name: str | None = None,
-          positive_class: str | None = None, sensitive: list[str] | None = None) -> Draft:
+          positive_class: str | None = None, sensitive: list[str] | None = None,
+          task: str | Task | None = None) -> Draft:
     """Draft a config from a frame, with the comments and console notes that explain it.
 
     Args:
         name: the model name (with `--out`, the output file's stem); default: from the data file name.
         positive_class: the label counted as positive, as text; default: the minority class.
         sensitive: features to audit for fairness (their labels' rates by group are written).
+        task: the task, overriding `infer_task`'s rule (checked against the data).
 
     Raises:
         ValueError: the target column is not in the data, the data has no other columns, the
-            target is neither binary nor numeric, `positive_class` is not a label, or a
-            sensitive attribute is not a feature.
+            target fits no task (`infer_task`), `positive_class` is not a label or is given for
+            another task than binary, or a sensitive attribute is not a feature.
     """
     if target not in frame.columns:
         raise ValueError(f"target column {target!r} is not in the data; columns: {list(frame.columns)}")
@@ -363,39 +457,32 @@ def draft(frame: pd.DataFrame, target: str, data_path: str, name: str | None = N
     sensitive = list(sensitive or [])
     _check_sensitive(sensitive, frame, target, features)
     config = result.config
-    raw_labels = frame[target].dropna()
-    if _is_number(raw_labels) and raw_labels.nunique() > 2:
-        if positive_class is not None:
-            raise ValueError(f"--positive-class applies to classification; {target!r} is numeric with "
-                             f"{raw_labels.nunique()} values (regression)")
+    chosen_task = infer_task(frame[target], target, task)
+    if positive_class is not None and chosen_task is not Task.BINARY_CLASSIFICATION:
+        raise ValueError(f"--positive-class applies to binary classification; {target!r} is drafted as "
+                         f"{chosen_task.value} ({frame[target].dropna().nunique()} distinct values)")
+    positive_word = "positive"
+    if chosen_task is Task.REGRESSION:
         config.update(task="regression", data={"source": data_path}, target={"column": target}, metric="rmse")
         outcome = pd.to_numeric(frame[target], errors="coerce")
+    elif chosen_task is Task.MULTICLASS_CLASSIFICATION:
+        outcome, positive_word = _draft_multiclass(result, frame[target], target, data_path, given=task is not None)
     else:
-        convert = _label_converter(raw_labels)
-        values = raw_labels.map(convert)
-        classes = sorted(values.unique().tolist())
-        if len(classes) != 2:
-            raise ValueError(f"target {target!r} has {len(classes)} classes; only binary classification "
-                             "and regression are supported")
-        positive, sentence = _choose_positive(values, positive_class)
-        result.notes.insert(0, sentence)
-        result.comment("target", sentence + ".")
-        config.update(task="binary_classification", data={"source": data_path},
-                      target={"column": target, "positive_class": positive, "classes": classes}, metric="roc_auc")
-        outcome = frame[target].map(lambda v: float(convert(v) == positive), na_action="ignore")
+        outcome = _draft_binary(result, frame[target], target, data_path, positive_class)
     config["features"] = features
     config["sensitive_attributes"] = sensitive
     suggested = [c for c in features if c.lower() in LIKELY_SENSITIVE and c not in sensitive]
     if suggested:
         result.notes.append(f"{', '.join(suggested)} look like sensitive attributes: pass --sensitive "
                             f"{','.join(suggested)} to audit them (their labels' rates by group are in the draft)")
-    config["split"] = {"seed": 42, "test_size": 0.2, "stratify": config["task"] == Task.BINARY_CLASSIFICATION,
-                       "cv_folds": 3}
+    config["split"] = {"seed": 42, "test_size": 0.2, "stratify": chosen_task.classification, "cv_folds": 3}
     config["validation"] = {"min_rows": max(1, len(frame) // 10), "max_rows": max(1000, len(frame) * 100)}
     config["tuning"] = {"n_trials": 30, "timeout_seconds": 300, "seed": 42}
     min_group = int(_default(FairnessGateConfig, "min_group_size"))
-    classification = config["task"] == Task.BINARY_CLASSIFICATION
-    rates = [label_rates(frame, a, outcome, classification, min_group) for a in [*sensitive, *suggested]]
+    # Multiclass: the rate of the most frequent class by group (the one-vs-rest view the fairness gate takes).
+    classification = chosen_task.classification
+    rates = [label_rates(frame, a, outcome, classification, min_group, positive_word)
+             for a in [*sensitive, *suggested]]
     _draft_gates(result, config["task"], rates[:len(sensitive)], suggested)
     if suggested:
         band = "demographic_parity_ratio_min" if classification else "max_group_error_ratio"

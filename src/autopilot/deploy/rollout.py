@@ -181,9 +181,10 @@ def _smoke(cfg: LoadedConfig, settings: Settings, http: httpx.Client, plan: dict
     version = registry.resolve_version(cfg.registered_model_name, plan["version"])
     model = load_version(version, LoadPolicy.of(cfg, settings), registry)
     schema = ServingSchema.from_config(cfg)
-    classifier = cfg.task is Task.BINARY_CLASSIFICATION
+    classifier, multiclass = cfg.task.classification, cfg.task is Task.MULTICLASS_CLASSIFICATION
     raw = model.predict_proba(schema.frame(records)) if classifier else model.predict(schema.frame(records))
-    expected = np.asarray(raw)[:, 1] if classifier else np.asarray(raw, dtype=float)
+    # Multiclass: the whole probability row, read from the answer's {label: probability} in class order.
+    expected = np.asarray(raw, dtype=float) if not classifier or multiclass else np.asarray(raw)[:, 1]
     latencies, scores = [], []
     for i, record in enumerate(records):  # one row per request: the latency the service level is about
         start = time.perf_counter()
@@ -197,7 +198,8 @@ def _smoke(cfg: LoadedConfig, settings: Settings, http: httpx.Client, plan: dict
         if body.get("model_version") != plan["version"]:
             reasons.append(f"smoke request {i} was answered by version {body.get('model_version')}")
             return
-        scores.append(body["predictions"][0])
+        first = body["predictions"][0]
+        scores.append(list(first.values()) if multiclass and isinstance(first, dict) else first)
     diff = float(np.max(np.abs(np.asarray(scores) - expected)))
     if diff > 1e-9:
         reasons.append(f"the endpoint's predictions differ from the verified model's by up to {diff:.3g}")

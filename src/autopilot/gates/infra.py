@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autopilot.adapters.registry import is_mlflow_error, model_loading
+from autopilot.config import Task
 from autopilot.reports import GateReport
 
 if TYPE_CHECKING:
@@ -89,6 +90,10 @@ def _evaluate(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarra
     if rows == 0 or len(expected) != len(X_sample):
         reason = (f"need sample rows with one expected prediction each; got {len(X_sample)} rows and "
                   f"{len(expected)} expected predictions")
+        return GateReport.failed(GATE, [reason], thresholds=thresholds, details=details)
+    if cfg.task is Task.MULTICLASS_CLASSIFICATION and (expected.ndim != 2 or expected.shape[1] < 3):
+        # What is served must be (rows, classes); the comparison below then holds the served output to it.
+        reason = f"a multiclass model must give (rows, classes) probabilities; in process it gave {expected.shape}"
         return GateReport.failed(GATE, [reason], thresholds=thresholds, details=details)
     timeout = PROBE_OVERHEAD_SECONDS + infra.max_load_seconds + 4 * rows * infra.max_p95_latency_ms / 1000
     try:

@@ -29,7 +29,6 @@ human (`autopilot promote ... --reason`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,17 +37,14 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from autopilot.config import LOWER_IS_BETTER, Baseline, ModelConfig, Task
+from autopilot.gates.bootstrap import LABEL_THRESHOLD, bootstrap_metric
 from autopilot.gates.intervals import FAIL, INCONCLUSIVE, PASS, rows_needed
-from autopilot.modeling.training import evaluate, predict_scores
+from autopilot.modeling.training import class_order, evaluate, metrics_from_scores, predict_scores
 from autopilot.reports import GateReport, json_safe
 
-__all__ = ["bootstrap_metric", "evaluate_quality", "fit_baseline"]
+__all__ = ["bootstrap_metric", "evaluate_quality", "fit_baseline"]  # bootstrap_metric: from gates.bootstrap
 
 GATE = "quality"
-# `evaluate` turns probabilities into labels at 0.5; the bootstrap must score the same labels.
-LABEL_THRESHOLD = 0.5
-# Upper bound on the replicate x row count matrix held at once (~16 MB of float64).
-CHUNK_CELLS = 2_000_000
 UNDEFINED = "undefined"
 
 
@@ -115,6 +111,11 @@ def _evaluate(challenger: Any, champion: Any | None, X: pd.DataFrame, y: pd.Seri
     problem = _holdout_problem(X, y)
     if problem:
         return GateReport.failed(GATE, [problem], thresholds=thresholds)
+    if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        coded, problem = _coded_multiclass(challenger, champion, y, y_train)
+        if problem:
+            return GateReport.failed(GATE, [problem], thresholds=thresholds)
+        challenger, champion, y, y_train = coded
     scores, problem = _checked_scores(challenger, X, cfg, "challenger")
     if problem:
         return GateReport.failed(GATE, [problem], thresholds=thresholds)
@@ -149,7 +150,10 @@ class _StoredScores:
 
 
 def _metrics(scores: np.ndarray, X: pd.DataFrame, y: pd.Series, cfg: ModelConfig) -> dict[str, float]:
-    """The standard test metrics (`evaluate`) of already computed scores."""
+    """The standard test metrics (`evaluate`) of already computed scores (multiclass: labels coded
+    0..classes-1 in the score columns' order, see `_coded_multiclass`)."""
+    if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        return metrics_from_scores(y, scores, cfg.task, labels=list(range(scores.shape[1])))
     return evaluate(_StoredScores(scores), X, y, cfg.task, threshold=LABEL_THRESHOLD)
 
 
@@ -163,9 +167,53 @@ def _holdout_problem(X: pd.DataFrame, y: pd.Series) -> str | None:
     return None
 
 
+class _ByCode:
+    """A classifier whose probability columns follow a fixed class order, coded 0..classes-1: a class
+    the model never saw gets probability 0, a class it knows beyond the order is dropped (and the row
+    renormalized), so champion, challenger and baselines are scored column for column."""
+
+    def __init__(self, model: Any, labels: list[str]) -> None:
+        self.model, self.labels = model, labels
+        self.classes_ = np.arange(len(labels))
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        proba = np.asarray(self.model.predict_proba(X), dtype=float)
+        own = {str(label): k for k, label in enumerate(class_order(self.model))}
+        if [str(label) for label in class_order(self.model)] == self.labels:
+            return proba
+        out = np.column_stack([proba[:, own[label]] if label in own else np.zeros(len(proba))
+                               for label in self.labels])
+        total = out.sum(axis=1, keepdims=True)
+        return np.divide(out, total, out=np.full_like(out, 1.0 / len(self.labels)), where=total > 0)
+
+
+def _coded_multiclass(challenger: Any, champion: Any | None, y: pd.Series,
+                      y_train: pd.Series | None) -> tuple[tuple[Any, Any, pd.Series, pd.Series | None], str | None]:
+    """Multiclass: labels coded 0..classes-1 in the challenger's class order, every model's columns in it.
+
+    A holdout label the challenger cannot predict fails the gate (its probability would be 0 by
+    construction, and the comparison would judge something else than the model).
+    """
+    labels = [str(label) for label in class_order(challenger)]
+    code = {label: k for k, label in enumerate(labels)}
+    text = pd.Series(y).astype(str)
+    train_text = None if y_train is None else pd.Series(y_train).astype(str)
+    for split, values in (("holdout", text), ("training split", train_text)):
+        unknown = [] if values is None else sorted(set(values) - set(code))
+        if unknown:
+            return (challenger, champion, y, y_train), (f"the {split} has labels the challenger never learned: "
+                                                        f"{unknown} (its classes: {labels})")
+    train = None if train_text is None else train_text.map(code).astype(int)
+    coded_champion = None if champion is None else _ByCode(champion, labels)
+    return (_ByCode(challenger, labels), coded_champion, text.map(code).astype(int), train), None
+
+
 def _checked_scores(model: Any, X: pd.DataFrame, cfg: ModelConfig, who: str) -> tuple[np.ndarray, str | None]:
     scores = np.asarray(predict_scores(model, X, cfg.task), dtype=float)
-    if scores.shape != (len(X),):
+    if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        if scores.ndim != 2 or scores.shape[0] != len(X):
+            return scores, f"{who}: expected class probabilities of shape ({len(X)}, classes), got {scores.shape}"
+    elif scores.shape != (len(X),):
         return scores, f"{who}: expected {len(X)} scores, got shape {scores.shape}"
     bad = int((~np.isfinite(scores)).sum())
     if bad:
@@ -238,7 +286,7 @@ def _against_baselines(verdict: _Verdict, scores: np.ndarray, metrics: dict[str,
         verdict.hard.append("first run: the trivial baselines (gates.quality.first_run_baselines) need the training "
                             "split to be fitted on, and none was given")
         return
-    if cfg.task is Task.BINARY_CLASSIFICATION and pd.Series(y_train).nunique() < 2:
+    if cfg.task.classification and pd.Series(y_train).nunique() < 2:
         verdict.hard.append("first run: the training split holds one class only, so no baseline can be fitted "
                             "and the model cannot be judged against one")
         return
@@ -246,6 +294,8 @@ def _against_baselines(verdict: _Verdict, scores: np.ndarray, metrics: dict[str,
     for kind in cfg.gates.quality.first_run_baselines:
         try:
             model = fit_baseline(kind, cfg, X_train, y_train, seed)
+            if cfg.task is Task.MULTICLASS_CLASSIFICATION:  # fitted on the codes: every code a column
+                model = _ByCode(model, [str(k) for k in range(scores.shape[1])])
             baseline_scores, problem = _checked_scores(model, X, cfg, f"the {kind} baseline")
         except Exception as exc:  # a baseline that cannot be fitted proves nothing: fail closed
             problem = f"the {kind} baseline could not be fitted: {type(exc).__name__}: {exc}"
@@ -275,8 +325,11 @@ def _against_baselines(verdict: _Verdict, scores: np.ndarray, metrics: dict[str,
 
 _BASELINE_NAMES = {
     "prior": {Task.BINARY_CLASSIFICATION: "DummyClassifier(strategy='prior')",
+              Task.MULTICLASS_CLASSIFICATION: "DummyClassifier(strategy='prior')",
               Task.REGRESSION: "DummyRegressor(strategy='mean')"},
     "linear": {Task.BINARY_CLASSIFICATION: "LogisticRegression(C=1.0), one-hot + median impute + standard scale",
+               Task.MULTICLASS_CLASSIFICATION: "LogisticRegression(C=1.0, multinomial), one-hot + median impute + "
+                                               "standard scale",
                Task.REGRESSION: "Ridge(alpha=1.0), one-hot + median impute + standard scale"},
 }
 # The project's own preprocessing (search_space.build_pipeline) with default regularization:
@@ -295,7 +348,7 @@ def fit_baseline(kind: str, cfg: ModelConfig, X_train: pd.DataFrame, y_train: pd
     if kind == "prior":
         from sklearn.dummy import DummyClassifier, DummyRegressor
 
-        dummy = DummyClassifier(strategy="prior") if cfg.task is Task.BINARY_CLASSIFICATION \
+        dummy = DummyClassifier(strategy="prior") if cfg.task.classification \
             else DummyRegressor(strategy="mean")
         return dummy.fit(X_train, y_train)
     if kind == "linear":
@@ -308,6 +361,10 @@ def fit_baseline(kind: str, cfg: ModelConfig, X_train: pd.DataFrame, y_train: pd
 def _baseline_words(kind: str, cfg: ModelConfig, y_train: pd.Series) -> str:
     """The baseline in plain words, e.g. 'the class prior (always 24.1%, the training rate)'."""
     classify = cfg.task is Task.BINARY_CLASSIFICATION
+    if kind == "prior" and cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        return "the class prior (always the training rate of each class)"
+    if kind == "linear" and cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        return "a multinomial logistic regression (same features, same training rows)"
     if kind == "prior":
         mean = float(np.mean(np.asarray(y_train, dtype=float)))
         return (f"the class prior (always {mean:.1%}, the training rate of the positive class)" if classify
@@ -409,136 +466,3 @@ def _comparison_reason(comparison: dict[str, Any], cfg: ModelConfig, who: str, o
 
 def _fmt(value: float | None) -> str:
     return "NaN" if value is None or not math.isfinite(value) else f"{value:.4f}"
-
-
-# ---------------------------------------------------------------------------- bootstrap
-
-
-def bootstrap_metric(metric: str, y: np.ndarray, scores: list[np.ndarray], samples: int, seed: int) -> np.ndarray:
-    """`metric` of each score vector on `samples` seeded row resamples shared by all vectors.
-
-    Each replicate draws n row indices with replacement once; every score vector is scored on
-    those same rows (a paired bootstrap). Resamples are held as per-row counts, so each
-    metric is a weighted sum computed for a block of replicates at once.
-
-    Returns:
-        An array of shape (len(scores), samples); NaN where the metric is undefined.
-    """
-    scorers = [_scorer(metric, y, score) for score in scores]  # per-vector work done once, not per block
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    chunk = max(1, CHUNK_CELLS // n)
-    out = np.empty((len(scores), samples))
-    for start in range(0, samples, chunk):
-        size = min(chunk, samples - start)
-        rows = rng.integers(0, n, size=(size, n))
-        offsets = rows + (np.arange(size) * n)[:, None]
-        counts = np.bincount(offsets.ravel(), minlength=size * n).reshape(size, n).astype(float)
-        for i, scorer in enumerate(scorers):
-            out[i, start:start + size] = scorer(counts)
-    return out
-
-
-Scorer = Callable[[np.ndarray], np.ndarray]
-
-
-def _scorer(metric: str, y: np.ndarray, s: np.ndarray) -> Scorer:
-    """A function from a count matrix (replicates x rows) to `metric` per replicate."""
-    if metric == "roc_auc":
-        plan = _AucPlan(y, s)
-        return plan.auc
-    if metric in _LABEL_METRICS:
-        labels = (s >= LABEL_THRESHOLD).astype(float)
-        return lambda w: _LABEL_METRICS[metric](w, y, labels)
-    if metric in _SCORE_METRICS:
-        return lambda w: _SCORE_METRICS[metric](w, y, s)
-    raise ValueError(f"no bootstrap implementation for metric {metric!r}")
-
-
-def _mean(w: np.ndarray, values: np.ndarray) -> np.ndarray:
-    return np.asarray(w @ values / w.sum(axis=1))
-
-
-def _log_loss(w: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
-    p = np.clip(s, 1e-15, 1 - 1e-15)  # as `evaluate` does
-    return _mean(w, -(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-
-def _r2(w: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
-    total = w.sum(axis=1)
-    sst = w @ y**2 - (w @ y) ** 2 / total  # weighted sum of squares around the weighted mean
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(1.0 - (w @ (s - y) ** 2) / sst)
-
-
-_SCORE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
-    "log_loss": _log_loss,
-    "brier": lambda w, y, s: _mean(w, (s - y) ** 2),
-    "rmse": lambda w, y, s: np.sqrt(_mean(w, (s - y) ** 2)),
-    "mae": lambda w, y, s: _mean(w, np.abs(s - y)),
-    "r2": _r2,
-}
-
-
-def _confusion(w: np.ndarray, y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return w @ (pred * y), w @ (pred * (1 - y)), w @ ((1 - pred) * y)
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """numerator / denominator, 0 where the denominator is 0 (sklearn's zero_division=0)."""
-    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
-
-
-def _precision(w: np.ndarray, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    tp, fp, _ = _confusion(w, y, pred)
-    return _ratio(tp, tp + fp)
-
-
-def _recall(w: np.ndarray, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    tp, _, fn = _confusion(w, y, pred)
-    return _ratio(tp, tp + fn)
-
-
-def _f1(w: np.ndarray, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    tp, fp, fn = _confusion(w, y, pred)
-    return _ratio(2 * tp, 2 * tp + fp + fn)
-
-
-_LABEL_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
-    "accuracy": lambda w, y, pred: _mean(w, (pred == y).astype(float)),
-    "precision": _precision,
-    "recall": _recall,
-    "f1": _f1,
-}
-
-
-class _AucPlan:
-    """Rank-based ROC AUC under row weights: P(positive scores above negative), ties count half.
-
-    Sorting and tie groups depend only on the scores, so they are computed once; per block of
-    replicates the AUC is then one cumulative sum of negative weight along the score order:
-    each positive row counts the negatives strictly below its tie group plus half of its ties.
-    """
-
-    def __init__(self, y: np.ndarray, s: np.ndarray) -> None:
-        self.order = np.argsort(s, kind="mergesort")
-        s_sorted, y_sorted = s[self.order], y[self.order]
-        self.negative = (y_sorted == 0).astype(float)
-        new_group = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
-        starts = np.flatnonzero(new_group)
-        ends = np.r_[starts[1:], len(s)]  # exclusive
-        group = np.cumsum(new_group) - 1
-        self.positive_rows = np.flatnonzero(y_sorted == 1)
-        # Indexes into the cumulative sum with a leading 0 column: negatives before the group / up to its end.
-        self.below = starts[group[self.positive_rows]]
-        self.up_to = ends[group[self.positive_rows]]
-
-    def auc(self, w: np.ndarray) -> np.ndarray:
-        """The weighted AUC for each row of the count matrix `w`; NaN without both classes."""
-        w_sorted = w[:, self.order]
-        cum_neg = np.concatenate([np.zeros((w.shape[0], 1)), np.cumsum(w_sorted * self.negative, axis=1)], axis=1)
-        w_pos = w_sorted[:, self.positive_rows]
-        pairs = w_pos.sum(axis=1) * cum_neg[:, -1]
-        wins = (w_pos * (cum_neg[:, self.below] + cum_neg[:, self.up_to])).sum(axis=1) / 2.0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(pairs > 0, wins / pairs, np.nan)

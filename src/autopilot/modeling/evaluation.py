@@ -45,6 +45,8 @@ class Holdout:
         """What a person needs to read the evaluation: the dataset, rows, sampling, what label 1 means."""
         out: dict[str, object] = {"dataset": self.name, "digest": self.digest, "source": self.source,
                                   "rows": self.rows, "holdout_rows": self.total_rows, "sampled": self.sampled}
+        if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+            out["labels"] = "the class labels themselves (multiclass; probabilities in the model's class order)"
         if cfg.task is Task.BINARY_CLASSIFICATION:
             out["positive_class"] = str(cfg.target.positive_class)
             out["labels"] = {"1": str(cfg.target.positive_class), "0": "any other class"}
@@ -53,7 +55,7 @@ class Holdout:
 
 def model_type(cfg: ModelConfig) -> str:
     """MLflow's evaluator model type for the config's task."""
-    return "classifier" if cfg.task is Task.BINARY_CLASSIFICATION else "regressor"
+    return "classifier" if cfg.task.classification else "regressor"
 
 
 def holdout(cfg: ModelConfig, X: pd.DataFrame, y: pd.Series, *, test_digest: str | None, source: str) -> Holdout:

@@ -115,7 +115,7 @@ def _suggest_preprocessing(trial: BaseTrial, cfg: ModelConfig, family: ModelFami
 
 def _suggest_estimator(trial: BaseTrial, cfg: ModelConfig, family: ModelFamily) -> dict[str, Any]:
     if family is ModelFamily.LINEAR:
-        if cfg.task is Task.BINARY_CLASSIFICATION:
+        if cfg.task.classification:
             return {"linear.C": trial.suggest_float("linear.C", 1e-3, 1e2, log=True)}
         return {"linear.alpha": trial.suggest_float("linear.alpha", 1e-3, 1e3, log=True)}
     if family is ModelFamily.HIST_GRADIENT_BOOSTING:
@@ -206,6 +206,8 @@ def _categorical_step(params: dict[str, Any], cfg: ModelConfig, family: ModelFam
 def _encoder(encoding: str, params: dict[str, Any], cfg: ModelConfig, seed: int) -> Any:
     if encoding == "target":
         # A seeded splitter, not cv=int: TargetEncoder's own shuffling seed is deprecated in sklearn 1.9.
+        if cfg.task is Task.MULTICLASS_CLASSIFICATION:  # one encoded column per class and feature
+            return TargetEncoder(target_type="multiclass", cv=StratifiedKFold(5, shuffle=True, random_state=seed))
         if cfg.task is Task.BINARY_CLASSIFICATION:
             return TargetEncoder(target_type="binary", cv=StratifiedKFold(5, shuffle=True, random_state=seed))
         return TargetEncoder(target_type="continuous", cv=KFold(5, shuffle=True, random_state=seed))
@@ -236,9 +238,10 @@ def _estimator(
     n_jobs: int | None,
     native_mask: list[bool] | None,
 ) -> Any:
-    classify = cfg.task is Task.BINARY_CLASSIFICATION
+    classify = cfg.task.classification
     if family is ModelFamily.LINEAR:
         if classify:
+            # Multiclass: lbfgs fits the multinomial (softmax) model, sklearn's default.
             # max_iter bounds the cost of unscaled inputs (prep.scaling "none"/"robust" on Adult
             # runs ~20 ms per lbfgs iteration without converging); scaled data needs < 100.
             c_value = float(_need(params, "linear.C"))

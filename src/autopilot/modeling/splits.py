@@ -19,7 +19,7 @@ from autopilot.config import ModelConfig, Task
 if TYPE_CHECKING:
     from autopilot.settings import Settings
 
-__all__ = ["Splits", "encode_target", "feature_frame", "load_splits", "make_splits"]
+__all__ = ["Splits", "check_stratifiable", "encode_target", "feature_frame", "load_splits", "make_splits"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ def encode_target(frame_or_series: pd.DataFrame | pd.Series, cfg: ModelConfig) -
     """Turn the target column into what estimators are trained on.
 
     Binary classification gives int64 1 where the label equals `target.positive_class` and 0
-    otherwise; regression gives float64. Labels are compared as strings because canonical
+    otherwise; multiclass keeps the labels as text (the canonical frames' `str`), never numbered;
+    regression gives float64. Labels are compared as strings because canonical
     frames hold classification labels as `str` while YAML may spell the class as an int.
 
     Raises:
@@ -52,9 +53,25 @@ def encode_target(frame_or_series: pd.DataFrame | pd.Series, cfg: ModelConfig) -
         raise ValueError(f"target column {cfg.target.column!r} has {int(series.isna().sum())} missing values")
     if cfg.task is Task.REGRESSION:
         return pd.to_numeric(series, errors="raise").astype("float64").rename(cfg.target.column)
+    if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        return series.astype(str).astype(object).rename(cfg.target.column)
     positive = str(cfg.target.positive_class)
     encoded = (series.astype(str) == positive).astype("int64")
     return encoded.rename(cfg.target.column)
+
+
+def check_stratifiable(y: pd.Series, needed: int, what: str) -> None:
+    """Raise a clear error when a class has fewer than `needed` rows, which stratifying needs.
+
+    Raises:
+        ValueError: naming each class that is too small, its row count and what needed it.
+    """
+    counts = pd.Series(y).astype(str).value_counts()
+    small = counts[counts < needed]
+    if len(small):
+        listed = ", ".join(f"{label!r} ({int(n)} rows)" for label, n in small.items())
+        raise ValueError(f"{what} needs at least {needed} rows of every class; too few: {listed}. "
+                         "Add rows of these classes, drop them from the data, or set split.stratify: false")
 
 
 def feature_frame(frame: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
@@ -77,7 +94,9 @@ def make_splits(train: pd.DataFrame, test: pd.DataFrame | None, cfg: ModelConfig
         train_part, test_part = train, test
     else:
         y_all = encode_target(train, cfg)
-        stratify = y_all if cfg.task is Task.BINARY_CLASSIFICATION and cfg.split.stratify else None
+        stratify = y_all if cfg.task.classification and cfg.split.stratify else None
+        if stratify is not None:
+            check_stratifiable(y_all, 2, "split.stratify (the train/test split)")
         positions = np.arange(len(train))
         train_pos, test_pos = train_test_split(
             positions, test_size=cfg.split.test_size, random_state=cfg.split.seed, shuffle=True, stratify=stratify

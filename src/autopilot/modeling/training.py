@@ -42,20 +42,37 @@ def class_order(pipeline: Any) -> list[Any]:
 
 def evaluate(pipeline: Any, X: pd.DataFrame, y: pd.Series, task: Task, threshold: float = 0.5) -> dict[str, float]:
     """Test metrics: ROC AUC, accuracy, precision, recall, F1, log loss and Brier for
-    classification; RMSE, MAE and R² for regression.
+    binary classification; the `MULTICLASS_METRICS` for multiclass (in the model's class order);
+    RMSE, MAE and R² for regression.
 
     Raises:
         ValueError: on an empty test set (there is nothing to measure).
     """
     if len(X) == 0:
         raise ValueError("the test split is empty: nothing to evaluate")
-    return metrics_from_scores(y, predict_scores(pipeline, X, task), task, threshold)
+    labels = class_order(pipeline) if task is Task.MULTICLASS_CLASSIFICATION else None
+    return metrics_from_scores(y, predict_scores(pipeline, X, task), task, threshold, labels=labels)
 
 
-def metrics_from_scores(y: pd.Series, scores: np.ndarray, task: Task, threshold: float = 0.5) -> dict[str, float]:
-    """The test metrics of `evaluate`, from scores already predicted (so they are predicted once)."""
+def metrics_from_scores(y: pd.Series, scores: np.ndarray, task: Task, threshold: float = 0.5,
+                        labels: list[Any] | None = None) -> dict[str, float]:
+    """The test metrics of `evaluate`, from scores already predicted (so they are predicted once).
+
+    Args:
+        labels: multiclass only, and required there: the class order of the score columns
+            (`class_order(model)`).
+
+    Raises:
+        ValueError: multiclass scores without `labels`, or of another width.
+    """
     if task is Task.BINARY_CLASSIFICATION:
         return _classification_metrics(np.asarray(y), scores, threshold)
+    if task is Task.MULTICLASS_CLASSIFICATION:
+        from autopilot.modeling.multiclass import multiclass_metrics
+
+        if labels is None:
+            raise ValueError("multiclass metrics need the class order of the scores (labels=class_order(model))")
+        return multiclass_metrics(y, scores, labels)
     return _regression_metrics(np.asarray(y, dtype=float), scores)
 
 

@@ -54,6 +54,7 @@ from threadpoolctl import threadpool_limits
 from autopilot.config import LOWER_IS_BETTER, ModelConfig, Task
 from autopilot.faults import checkpoint
 from autopilot.modeling.search_space import build_pipeline, suggest_params
+from autopilot.modeling.splits import check_stratifiable
 
 __all__ = [
     "PROBA_METRICS",
@@ -132,15 +133,22 @@ def score(metric: str, y_true: Any, y_pred_or_proba: Any) -> float:
     return float(functions[metric]())
 
 
-def predict_for_metric(metric: str, pipeline: Pipeline, X: pd.DataFrame) -> np.ndarray:
-    """What `metric` is computed from: positive-class probability or predicted values."""
+def predict_for_metric(metric: str, pipeline: Pipeline, X: pd.DataFrame, task: Task | None = None) -> np.ndarray:
+    """What `metric` is computed from: positive-class probability or predicted values; for a
+    multiclass `task` always the class probabilities (every multiclass metric is read from them)."""
+    if task is Task.MULTICLASS_CLASSIFICATION:
+        return np.asarray(pipeline.predict_proba(X), dtype=float)
     if metric in PROBA_METRICS:
         return np.asarray(pipeline.predict_proba(X))[:, 1]
     return np.asarray(pipeline.predict(X))
 
 
-def score_pipeline(metric: str, pipeline: Pipeline, X: pd.DataFrame, y: pd.Series) -> float:
-    """Score a fitted pipeline on (X, y) with `metric`."""
+def score_pipeline(metric: str, pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, task: Task | None = None) -> float:
+    """Score a fitted pipeline on (X, y) with `metric` (multiclass: in the pipeline's class order)."""
+    if task is Task.MULTICLASS_CLASSIFICATION:
+        from autopilot.modeling.multiclass import multiclass_score
+
+        return multiclass_score(metric, y, predict_for_metric(metric, pipeline, X, task), list(pipeline.classes_))
     return score(metric, y, predict_for_metric(metric, pipeline, X))
 
 
@@ -195,7 +203,7 @@ def _fit_and_score(
             # A non-converged linear model is just a worse trial; its score says so.
             warnings.simplefilter("ignore", ConvergenceWarning)
             pipeline.fit(X.iloc[fit_idx], y.iloc[fit_idx])
-        value = score_pipeline(cfg.metric, pipeline, X.iloc[val_idx], y.iloc[val_idx])
+        value = score_pipeline(cfg.metric, pipeline, X.iloc[val_idx], y.iloc[val_idx], cfg.task)
     except Exception as exc:
         # Kept on the trial so a study where nothing completes can say why.
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
@@ -209,7 +217,7 @@ def _subsample(X: pd.DataFrame, y: pd.Series, cfg: ModelConfig) -> tuple[pd.Data
     limit = cfg.tuning.max_train_rows
     if limit is None or len(X) <= limit:
         return X, y
-    stratify = y if cfg.task is Task.BINARY_CLASSIFICATION else None
+    stratify = y if cfg.task.classification else None
     keep, _ = train_test_split(np.arange(len(X)), train_size=limit, random_state=cfg.tuning.seed, stratify=stratify)
     keep = np.sort(keep)
     return X.iloc[keep].reset_index(drop=True), y.iloc[keep].reset_index(drop=True)
@@ -217,6 +225,10 @@ def _subsample(X: pd.DataFrame, y: pd.Series, cfg: ModelConfig) -> tuple[pd.Data
 
 def _folds(X: pd.DataFrame, y: pd.Series, cfg: ModelConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     n_splits, seed = cfg.split.cv_folds, cfg.split.seed
+    if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+        # Every fold must see every class, or a fold's model lacks a probability column.
+        check_stratifiable(y, n_splits, f"split.cv_folds ({n_splits} folds)")
+        return list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, y))
     if cfg.task is Task.BINARY_CLASSIFICATION and cfg.split.stratify:
         return list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, y))
     return list(KFold(n_splits, shuffle=True, random_state=seed).split(X))

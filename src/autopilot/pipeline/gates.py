@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from autopilot.adapters.registry import Registry, connect
 from autopilot.aliases import CHALLENGER, CHAMPION
-from autopilot.config import Task
 from autopilot.outages import is_outage
 from autopilot.pipeline.context import (
     Approval,
@@ -263,7 +262,7 @@ def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, register
         # The in-process reference: the same verified model, called directly.
         model = load_version(version, policy, registry)
         step = "queried in process"
-        expected = model.predict_proba(sample) if cfg.task is Task.BINARY_CLASSIFICATION else model.predict(sample)
+        expected = model.predict_proba(sample) if cfg.task.classification else model.predict(sample)
         report = _guarded("infra", evaluate_infra, version, sample, expected, cfg, policy, registry)
     except Exception as exc:
         if is_outage(exc):

@@ -263,6 +263,8 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
     second wait, then find and return the first one's version. A run killed mid-way is resumed
     by the rerun (`stage_run` finds it by key); one killed after registering is finished by it.
     """
+    import numpy as np
+
     from autopilot.adapters.registry.model_loading import manifest_tags
     from autopilot.adapters.state_db.locks import state_lock
     from autopilot.faults import checkpoint
@@ -280,6 +282,9 @@ def train_and_register(cfg: LoadedConfig, settings: Settings, ctx: RunContext, s
         with tempfile.TemporaryDirectory() as tmp, stage_run(registry, cfg, settings, ctx, "train") as run:
             info, metrics, manifest = _fit_and_log(run, cfg, snapped, tuned, splits, frames, Path(tmp))
             tags = _version_tags(cfg, ctx, snapped, tuned, metrics, key)
+            if cfg.task is Task.MULTICLASS_CLASSIFICATION:
+                # sklearn classifiers order their classes as numpy.unique of the training labels.
+                tags[CLASSES_TAG] = json.dumps([str(c) for c in np.unique(np.asarray(splits.y_train, dtype=str))])
             tags.update(manifest_tags(name, manifest, settings.signing_key))  # signed when a key is configured
             checkpoint("train.logged")
         version = registry.create_version(name, info.model_uri, run.run_id, tags)
@@ -310,7 +315,7 @@ def _fit_and_log(run: RunHandle, cfg: LoadedConfig, snapped: Snapshots, tuned: T
     import numpy as np
 
     from autopilot.modeling.fingerprint import environment_fingerprint, fingerprint_tags
-    from autopilot.modeling.training import fit_pipeline, metrics_from_scores, predict_scores
+    from autopilot.modeling.training import class_order, fit_pipeline, metrics_from_scores, predict_scores
 
     params, seed = tuned.best_params, cfg.tuning.seed
     log_dataset_inputs(run, cfg, frames, snapped.snapshots,
@@ -319,7 +324,10 @@ def _fit_and_log(run: RunHandle, cfg: LoadedConfig, snapped: Snapshots, tuned: T
     if len(splits.X_test) == 0:
         raise ValueError("the test split is empty: nothing to evaluate")
     scores = predict_scores(pipeline, splits.X_test, cfg.task)  # once: for the metrics and the record
-    metrics = metrics_from_scores(splits.y_test, scores, cfg.task)
+    labels = class_order(pipeline) if cfg.task is Task.MULTICLASS_CLASSIFICATION else None
+    metrics = metrics_from_scores(splits.y_test, scores, cfg.task, labels=labels)
+    if labels is not None:  # the class order of every probability it serves (`CLASSES_TAG`)
+        run.set_tags({CLASSES_TAG: json.dumps([str(label) for label in labels])})
     run.log_params({f"model.{k}": v for k, v in params.items()})
     run.log_dict(params, "model_params.json")
     run.log_metrics({f"test_{k}": v for k, v in metrics.items()})
@@ -335,7 +343,7 @@ def _fit_and_log(run: RunHandle, cfg: LoadedConfig, snapped: Snapshots, tuned: T
     if not floor.passed:
         run.set_tag("autopilot.decision", "rejected: " + "; ".join(floor.reasons))
         raise GateFailure(floor)
-    predict_fn = "predict_proba" if cfg.task is Task.BINARY_CLASSIFICATION else "predict"
+    predict_fn = "predict_proba" if cfg.task.classification else "predict"
     served = getattr(pipeline, predict_fn)(splits.X_test.head(50))
     info = run.log_sklearn_model(pipeline, splits.X_test.head(5), signature_for(cfg, splits.X_test, served),
                                  cfg.registry.allow_pickle, predict_fn)
@@ -355,6 +363,7 @@ def _evaluate_version(run: RunHandle, cfg: LoadedConfig, snapped: Snapshots, spl
     """
     from autopilot.adapters.registry.evaluation import evaluate_fitted
     from autopilot.modeling.evaluation import capped, holdout, model_type, residuals_plot
+    from autopilot.modeling.training import class_order
 
     snaps = snapped.snapshots
     test = snaps.get("test")
@@ -364,8 +373,10 @@ def _evaluate_version(run: RunHandle, cfg: LoadedConfig, snapped: Snapshots, spl
                     dataset=_as_dataset(cfg, full))
     sample = capped(full, cfg.evaluation.max_rows, cfg.split.seed)
     figures = {"residuals_plot": residuals_plot} if cfg.task is Task.REGRESSION else {}
+    labels = class_order(pipeline) if cfg.task is Task.MULTICLASS_CLASSIFICATION else None
     result = evaluate_fitted(run.registry, run.run_id, model_id=info.model_id, mlmodel=mlmodel, estimator=pipeline,
-                             dataset=_as_dataset(cfg, sample), model_type=model_type(cfg), figures=figures)
+                             dataset=_as_dataset(cfg, sample), model_type=model_type(cfg), figures=figures,
+                             labels=labels)
     run.log_dict({**sample.describe(cfg), "metrics": result.metrics, "artifacts": result.artifacts},
                  "evaluation/holdout.json")
 
@@ -402,6 +413,9 @@ def _version_tags(cfg: LoadedConfig, ctx: RunContext, snapped: Snapshots, tuned:
 
 
 CONFIG_TAG = "autopilot.config_sha256"  # the config a version was trained with (`config_hash`)
+# A multiclass version's class order (a JSON list of label strings): the columns of every probability
+# row it serves and logs. On the run, and on the registered version by `_version_tags`.
+CLASSES_TAG = "autopilot.classes"
 
 
 def trained_on(cfg: LoadedConfig, settings: Settings, snapped: Mapping[str, Any], newest: int = 100) -> int | None:

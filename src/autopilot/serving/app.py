@@ -263,8 +263,9 @@ def _failed(state: ServingState, failure: SwapFailure) -> None:
 @dataclass(frozen=True)
 class _Answer:
     version: int
-    scores: list[float]
+    scores: list[Any]  # a probability or value per row; multiclass: {label: probability} in class order
     labels: list[Any] | None
+    logged: list[Any]  # what the inference log records per row (`_logged`)
 
 
 def _process(state: ServingState, jobs: Sequence[Job]) -> list[Any]:
@@ -282,10 +283,11 @@ def _process(state: ServingState, jobs: Sequence[Job]) -> list[Any]:
     state.recent.extend(rows[-BACKGROUND_ROWS:])
     answers: list[Any] = []
     start = 0
+    answered, logged = _answered(model, scores, labels)
     for job in jobs:
         end = start + len(job.rows)
-        answers.append(_Answer(model.version, [float(s) for s in scores[start:end]],
-                               labels[start:end] if labels is not None else None))
+        answers.append(_Answer(model.version, answered[start:end], labels[start:end] if labels is not None else None,
+                               logged[start:end]))
         start = end
     if state.inference_log is not None:
         answers = _log(state, model, jobs, answers)
@@ -305,6 +307,23 @@ def _copy_to_shadow(state: ServingState, model: LoadedModel, jobs: Sequence[Job]
                                        if isinstance(answer, _Answer)])
 
 
+def _answered(model: LoadedModel, scores: np.ndarray, labels: list[Any] | None) -> tuple[list[Any], list[Any]]:
+    """Per row, the answer and what the log records. The score (probability for classifiers), not the
+    label, is logged: monitoring needs it for prediction drift and for estimating performance before
+    labels arrive. Multiclass answers `{label: probability}` (labels as text, class order) and logs
+    `prediction_record(label, probabilities)`, the contract `read_prediction` reads back."""
+    if not model.multiclass:
+        values = [float(s) for s in scores]
+        return values, values
+    from autopilot.modeling.multiclass import prediction_record
+
+    classes = model.classes
+    probabilities = [[float(p) for p in row] for row in scores]
+    answered = [dict(zip(classes, row, strict=True)) for row in probabilities]
+    assert labels is not None
+    return answered, [dict(prediction_record(label, row)) for label, row in zip(labels, probabilities, strict=True)]
+
+
 def _log(state: ServingState, model: LoadedModel, jobs: Sequence[Job], answers: list[Any]) -> list[Any]:
     """Append the batch in one transaction; if that fails, job by job, so one bad request fails alone."""
     from autopilot.serving.inference_log import DuplicateRequest, InferenceRecord
@@ -315,12 +334,10 @@ def _log(state: ServingState, model: LoadedModel, jobs: Sequence[Job], answers: 
     done = time.monotonic()
 
     def records(job: Job, answer: _Answer) -> list[InferenceRecord]:
-        # The score (probability for classifiers), not the label: monitoring needs it for
-        # prediction drift and for estimating performance before labels arrive.
-        latency = (done - job.enqueued) * 1000.0
+        latency = (done - job.enqueued) * 1000.0  # what is logged: see `_answered`
         return [InferenceRecord(request_id=job.request_id, row=i, model=model.name, version=model.version, at=now,
-                                features=row, prediction=score, latency_ms=latency)
-                for i, (row, score) in enumerate(zip(job.rows, answer.scores, strict=True))]
+                                features=row, prediction=logged, latency_ms=latency)
+                for i, (row, logged) in enumerate(zip(job.rows, answer.logged, strict=True))]
 
     try:
         inference_log.append([r for job, a in zip(jobs, answers, strict=True) for r in records(job, a)])

@@ -136,7 +136,8 @@ class InferenceRecord:
         model: the registered model name; version: its version that answered.
         at: when it was answered (timezone-aware; stored as UTC).
         features: the row's input, by feature name (JSON-safe after NaN/numpy conversion).
-        prediction: the answer (a probability, a class label or a value).
+        prediction: the answer (a probability, a class label or a value; multiclass: the JSON object
+            `modeling.multiclass.prediction_record` makes, read back with `read_prediction`).
         latency_ms: the time the request took to answer, in milliseconds.
     """
 
@@ -146,7 +147,7 @@ class InferenceRecord:
     version: int
     at: datetime
     features: dict[str, Any]
-    prediction: float | str | int
+    prediction: float | str | int | dict[str, Any]
     latency_ms: float
 
 

@@ -65,11 +65,26 @@ class LoadedModel:
 
     @property
     def classifier(self) -> bool:
-        """Whether the model answers with a probability and a label."""
-        return self.cfg.task is Task.BINARY_CLASSIFICATION
+        """Whether the model answers with probabilities and a label (binary or multiclass)."""
+        return self.cfg.task.classification
+
+    @property
+    def multiclass(self) -> bool:
+        """Whether the model answers with one probability per class (rows x classes scores)."""
+        return self.cfg.task is Task.MULTICLASS_CLASSIFICATION
+
+    @property
+    def classes(self) -> list[str]:
+        """A classifier's labels as text, in the order of its probability columns (`class_order`)."""
+        from autopilot.modeling.training import class_order
+
+        return [str(label) for label in class_order(self.pipeline)]
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Scores for a canonical frame: positive-class probability, or the regression value."""
+        """Scores for a canonical frame: positive-class probability, the class probabilities
+        (multiclass: rows x classes, in `classes` order), or the regression value."""
+        if self.multiclass:
+            return np.asarray(self.pipeline.predict_proba(frame), dtype=float)
         if self.classifier:
             return np.asarray(self.pipeline.predict_proba(frame))[:, 1]
         return np.asarray(self.pipeline.predict(frame), dtype=float)
@@ -80,6 +95,8 @@ class LoadedModel:
             return self.predict(self.schema.frame(rows))
         features = self.compiled.transform(rows)
         estimator = self.pipeline.steps[-1][1]
+        if self.multiclass:
+            return np.asarray(estimator.predict_proba(features), dtype=float)
         if self.classifier:
             return np.asarray(estimator.predict_proba(features))[:, 1]
         return np.asarray(estimator.predict(features), dtype=float)
@@ -98,7 +115,12 @@ class LoadedModel:
         return found
 
     def labels(self, scores: np.ndarray) -> list[Any]:
-        """Class labels for classifier scores at the fairness gate's decision threshold."""
+        """Class labels for classifier scores at the fairness gate's decision threshold; multiclass:
+        the most probable class of each row (as text)."""
+        if self.multiclass:
+            from autopilot.modeling.multiclass import argmax_labels
+
+            return [str(label) for label in argmax_labels(scores, self.classes)]
         threshold = self.cfg.gates.fairness.threshold
         positive = self.cfg.target.positive_class
         negative = _negative_class(self.cfg)
@@ -111,6 +133,7 @@ class LoadedModel:
         return {"model": self.name, "version": self.version, "run_id": self.run_id, "source": self.source,
                 "loaded_at": self.loaded_at, "load_seconds": round(self.load_seconds, 3),
                 "task": self.cfg.task.value, "features": list(self.schema.columns), "lineage": lineage,
+                **({"classes": self.classes} if self.multiclass else {}),
                 "fast_path": {"compiled": self.compiled is not None, "note": self.compiled_note},
                 "unseen_categories": {"action": self.cfg.deployment.serving.unseen_categories,
                                       "checked": [name for name, _ in self.known]}}

@@ -93,7 +93,8 @@ class _OnePass:
 
 
 def evaluate_fitted(registry: Registry, run_id: str, *, model_id: str, mlmodel: Path, estimator: Any,
-                    dataset: Any, model_type: str, figures: Mapping[str, FigureFn] | None = None) -> Evaluation:
+                    dataset: Any, model_type: str, figures: Mapping[str, FigureFn] | None = None,
+                    labels: list[Any] | None = None) -> Evaluation:
     """Run MLflow's default evaluator on a fitted estimator and log its results to a run.
 
     Args:
@@ -103,7 +104,9 @@ def evaluate_fitted(registry: Registry, run_id: str, *, model_id: str, mlmodel: 
         estimator: the fitted model the logged model holds (in memory: not loaded again).
         dataset: a `pandas_dataset` of the holdout features and encoded target (`targets` set);
             recorded as a run input, and named with the metrics.
-        model_type: `classifier` (binary, labels 0/1, 1 the positive class) or `regressor`.
+        model_type: `classifier` (binary, labels 0/1, 1 the positive class; or multiclass, with
+            `labels`) or `regressor`.
+        labels: a multiclass model's class order (its `classes_`); None for binary and regression.
         figures: artifact name -> function drawing a PNG from (targets, predictions).
 
     Returns:
@@ -120,7 +123,9 @@ def evaluate_fitted(registry: Registry, run_id: str, *, model_id: str, mlmodel: 
 
     model = PyFuncModel(model_meta=Model.load(str(mlmodel)), model_impl=_Fitted(estimator), model_id=model_id)
     config: dict[str, Any] = {"log_model_explainability": False, "metric_prefix": METRIC_PREFIX}
-    if model_type == "classifier":
+    if model_type == "classifier" and labels is not None:
+        config.update(label_list=list(labels))  # multiclass: per-class curves, no positive class
+    elif model_type == "classifier":
         config.update(pos_label=1, label_list=[0, 1])
     # One native thread: on a busy 2-core worker OpenMP threads contend (as in the fairness gate).
     with made_active(registry, run_id), threadpool_limits(limits=1):
