@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from autopilot.adapters import registry
-from autopilot.cli import main
 from autopilot.modeling.multiclass import read_prediction
 from autopilot.modeling.reproduce import reproduce
 from autopilot.serving.inference_log import InferenceLog
