@@ -38,12 +38,12 @@ def env(settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     yield settings
 
 
-def run_dag(model: str) -> Any:
+def run_dag(model: str, conf: dict[str, Any] | None = None) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(PROJECT / "dags"))
     assert bag.import_errors == {}
-    return bag.dags[f"autopilot_training__{model}"].test()
+    return bag.dags[f"autopilot_training__{model}"].test(run_conf=conf)
 
 
 def states(dag_run: Any) -> dict[str, str]:

@@ -17,12 +17,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MULTICLASS_ONLY", "PredictionRecord", "argmax_labels", "multiclass_metrics", "multiclass_score",
-           "prediction_record", "read_prediction"]
+__all__ = ["CLASSES_TAG", "MULTICLASS_ONLY", "PredictionRecord", "argmax_labels", "label_text", "multiclass_metrics",
+           "multiclass_score", "prediction_record", "read_prediction"]
 
 # Metric names only a multiclass model has (`log_loss` and `accuracy` are shared with binary).
 MULTICLASS_ONLY = frozenset({"roc_auc_ovr", "f1_macro", "balanced_accuracy"})
 _EPS = 1e-15
+
+
+# The version tag (and run tag) with a multiclass model's class order: a JSON list of label texts.
+CLASSES_TAG = "autopilot.classes"
 
 
 def _check(y: Any, proba: Any, labels: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, list[Any]]:
@@ -40,6 +44,16 @@ def argmax_labels(proba: Any, labels: Sequence[Any]) -> np.ndarray:
     """The most probable label of each row (ties: the earlier class in `labels`, as numpy's argmax)."""
     p = np.asarray(proba, dtype=float)
     return np.asarray(list(labels), dtype=object)[np.argmax(p, axis=1)] if len(p) else np.asarray([], dtype=object)
+
+
+def label_text(value: Any) -> str:
+    """A label as text, numeric spellings unified (1, 1.0, True and "1" are all "1"): how labels from
+    outside (feedback, label sources) are compared with a model's classes."""
+    if isinstance(value, bool | np.bool_):
+        return "1" if value else "0"
+    if isinstance(value, int | float | np.integer | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _as_text(values: Any) -> np.ndarray:

@@ -32,21 +32,13 @@ from typing import Any
 import numpy as np
 
 from autopilot.config import ModelConfig, Task
+from autopilot.modeling.multiclass import label_text
 from autopilot.monitoring.performance import LOG_LOSS_CLIP, MC_CHUNK_CELLS, Calibrator, Estimate, fit_calibrator
 
 __all__ = ["ClassCalibrator", "ServedPredictions", "estimate_multiclass", "fit_class_calibrator", "label_text",
            "load_calibrator", "read_predictions", "realized_multiclass"]
 
 MULTICLASS_CALIBRATION = "multiclass_isotonic"
-
-
-def label_text(value: Any) -> str:
-    """A label as text, numeric spellings unified (1, 1.0, "1" are all "1"): how classes are compared."""
-    if isinstance(value, bool | np.bool_):
-        return "1" if value else "0"
-    if isinstance(value, int | float | np.integer | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 # ---------------------------------------------------------------------------- served predictions

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from autopilot.config import ModelConfig, Task
+from autopilot.modeling.multiclass import label_text
 
 __all__ = [
     "Calibrator",
@@ -203,9 +204,9 @@ def _encode_labels(raw: pd.Series, cfg: ModelConfig) -> np.ndarray:
             return np.asarray(pd.to_numeric(raw, errors="raise"), dtype=float)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"regression labels must be numeric: {exc}") from None
-    positive = _label_text(cfg.target.positive_class)
-    classes = {_label_text(c) for c in cfg.target.classes} if cfg.target.classes else None
-    texts = raw.map(_label_text)
+    positive = label_text(cfg.target.positive_class)
+    classes = {label_text(c) for c in cfg.target.classes} if cfg.target.classes else None
+    texts = raw.map(label_text)
     seen = set(texts)
     numeric_classes = {positive, *(classes or set())} <= {"0", "1"}
     if seen <= {"0", "1"} and not numeric_classes:
@@ -214,15 +215,6 @@ def _encode_labels(raw: pd.Series, cfg: ModelConfig) -> np.ndarray:
         unknown = sorted(seen - classes)[:5]
         raise ValueError(f"labels {unknown} are neither target.classes {sorted(classes)} nor 0/1")
     return np.asarray(texts == positive, dtype=int)
-
-
-def _label_text(value: Any) -> str:
-    """A label as text, with numeric spellings unified (1, 1.0, True and "1" are all "1")."""
-    if isinstance(value, bool | np.bool_):
-        return "1" if value else "0"
-    if isinstance(value, int | float | np.integer | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 # ---------------------------------------------------------------------------- estimated

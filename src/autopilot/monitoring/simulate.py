@@ -16,7 +16,7 @@ Scenarios (`SCENARIOS`):
   last to the first).
 - `class_mix` (classification): the mix of the true classes changed, rows resampled so the most
   common class's share is halved (as `categorical` does to a feature): the predicted class
-  distribution moves with it. `autopilot simulate` offers the first four.
+  distribution moves with it. `autopilot simulate --scenario` offers all five.
 
 Request ids are `sim-<scenario>-<seed>-<run tag>-<i>`; the run tag is random unless given, so
 two runs never collide, while a run repeated with the same tag is refused by the inference log

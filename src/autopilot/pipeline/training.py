@@ -29,6 +29,7 @@ from autopilot.adapters.registry import (
 )
 from autopilot.aliases import CHAMPION
 from autopilot.config import LoadedConfig, Task, config_hash
+from autopilot.modeling.multiclass import CLASSES_TAG
 from autopilot.pipeline.context import (
     RegisteredVersion,
     RunContext,
@@ -413,9 +414,6 @@ def _version_tags(cfg: LoadedConfig, ctx: RunContext, snapped: Snapshots, tuned:
 
 
 CONFIG_TAG = "autopilot.config_sha256"  # the config a version was trained with (`config_hash`)
-# A multiclass version's class order (a JSON list of label strings): the columns of every probability
-# row it serves and logs. On the run, and on the registered version by `_version_tags`.
-CLASSES_TAG = "autopilot.classes"
 
 
 def trained_on(cfg: LoadedConfig, settings: Settings, snapped: Mapping[str, Any], newest: int = 100) -> int | None:

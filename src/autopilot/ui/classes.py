@@ -14,9 +14,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 
+from autopilot.modeling.multiclass import CLASSES_TAG
+
 __all__ = ["CLASSES_TAG", "METRIC_LABELS", "class_list", "classes_row", "metric_label"]
 
-CLASSES_TAG = "autopilot.classes"
 METRIC_LABELS = {
     "roc_auc_ovr": "ROC AUC, one-vs-rest macro",
     "f1_macro": "F1, macro over classes",

@@ -30,12 +30,9 @@ def class_grouping_name(attribute: str, label: str) -> str:
 
 def label_texts(values: np.ndarray | list[object]) -> np.ndarray:
     """Labels as text, numeric spellings unified (1, 1.0 and "1" are all "1"), as classes are compared."""
-    out = []
-    for value in np.asarray(values, dtype=object).tolist():
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        out.append(str(value))
-    return np.asarray(out, dtype=object)
+    from autopilot.modeling.multiclass import label_text
+
+    return np.asarray([label_text(v) for v in np.asarray(values, dtype=object).tolist()], dtype=object)
 
 
 def multiclass_outcomes(grouping: Grouping, groups: np.ndarray, y: np.ndarray, probabilities: np.ndarray,
