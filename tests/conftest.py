@@ -119,6 +119,7 @@ SLOW_FILES_FIRST = (
     "tests/e2e/test_review_approval.py",
     "tests/e2e/test_models_page.py",
     "tests/e2e/test_monitoring_loop.py",
+    "tests/e2e/test_multiclass.py",
     "tests/e2e/test_pipeline.py",
     "tests/e2e/test_trigger.py",
     "tests/e2e/test_dag_run.py",
@@ -126,6 +127,8 @@ SLOW_FILES_FIRST = (
     "tests/e2e/test_generic_datasets.py",
     "tests/e2e/test_doctor.py",
     "tests/e2e/test_simulate.py",
+    "tests/e2e/test_shadow_deployment.py",
+    "tests/e2e/test_multiclass_monitoring.py",
     "tests/integration/test_postgres.py",
     # The reliability suite (`make test-reliability`), measured the same way.
     "tests/reliability/test_r06_concurrent_triggers.py",

@@ -17,7 +17,9 @@ series, the decision, the stored report.
   change of the traffic, and the monitor flags it as drift: 0.27 of the importance moves.)
 
 The Evidently HTML report is switched off (`monitoring.drift.evidently_report: false`, 2-5 s a
-window here; decisions never read it; the monitoring e2e tests draw it).
+window here; decisions never read it; the monitoring e2e tests draw it), and so is the list of
+changed predictions (`monitoring.changed_predictions.top_n: 0`, 1-2 s a window of LIME and SHAP on
+the listed rows; also for people only, checked by tests/e2e/test_monitoring_loop.py).
 
 Invariant: at most 2 of the 50 windows of each variant decide anything but `none`; every window
 is stored once in the state database's `monitoring_windows` table with its action, series and
@@ -64,7 +66,7 @@ def configured(cfg: LoadedConfig, **monitoring: Any) -> LoadedConfig:
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory: pytest.TempPathFactory, adult_frames: tuple[pd.DataFrame, pd.DataFrame]) -> Iterator[
         Champion]:
-    cfg = configured(adult_cfg(), drift={"evidently_report": False})
+    cfg = configured(adult_cfg(), drift={"evidently_report": False}, changed_predictions={"top_n": 0})
     yield make_champion(tmp_path_factory.mktemp("r24"), cfg, adult_frames)
 
 
