@@ -203,8 +203,8 @@ def wait_for_marker(fault_dir: Path, point: str, proc: subprocess.Popen[bytes] |
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = sorted(fault_dir.glob(f"{point}.*"))
-        if found:
-            return int(found[0].read_text())
+        if found:  # the pid from the name: the file may exist before its content is written
+            return int(found[0].name.rsplit(".", 1)[1])
         if proc is not None and proc.poll() is not None:
             tail = log.read_text(errors="replace")[-3000:] if log is not None else ""
             raise AssertionError(f"the child exited ({proc.returncode}) before reaching {point}:\n{tail}")
