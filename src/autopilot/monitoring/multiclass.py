@@ -33,7 +33,14 @@ import numpy as np
 
 from autopilot.config import ModelConfig, Task
 from autopilot.modeling.multiclass import label_text
-from autopilot.monitoring.performance import LOG_LOSS_CLIP, MC_CHUNK_CELLS, Calibrator, Estimate, fit_calibrator
+from autopilot.monitoring.performance import (
+    LOG_LOSS_CLIP,
+    MC_CHUNK_CELLS,
+    Calibrator,
+    Estimate,
+    check_estimate_args,
+    fit_calibrator,
+)
 
 __all__ = ["ClassCalibrator", "ServedPredictions", "estimate_multiclass", "fit_class_calibrator", "label_text",
            "load_calibrator", "read_predictions", "realized_multiclass"]
@@ -248,10 +255,7 @@ def estimate_multiclass(probabilities: np.ndarray, calibrator: ClassCalibrator, 
         raise ValueError(f"probabilities of shape {q.shape} do not fit {len(calibrator.classes)} classes")
     if not np.isfinite(q).all():
         raise ValueError("probabilities must be finite")
-    if n_simulations < 2:
-        raise ValueError(f"n_simulations must be at least 2 (a spread needs two draws), got {n_simulations}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    check_estimate_args(n_simulations, confidence)
     p = calibrator(q)
     predicted = np.argmax(q, axis=1)
     draws = _simulate(q, p, predicted, n_simulations, np.random.default_rng(seed))

@@ -245,6 +245,14 @@ class Estimate:
         return asdict(self)
 
 
+def check_estimate_args(n_simulations: int, confidence: float) -> None:
+    """The Monte Carlo arguments every label-free estimate takes (binary here, multiclass in `multiclass`)."""
+    if n_simulations < 2:
+        raise ValueError(f"n_simulations must be at least 2 (a spread needs two draws), got {n_simulations}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+
+
 def estimate_performance(
     scores: np.ndarray,
     calibrator: Calibrator,
@@ -274,10 +282,7 @@ def estimate_performance(
         raise ValueError("the window has no scores: nothing to estimate")
     if not np.isfinite(s).all():
         raise ValueError("scores must be finite")
-    if n_simulations < 2:
-        raise ValueError(f"n_simulations must be at least 2 (a spread needs two draws), got {n_simulations}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    check_estimate_args(n_simulations, confidence)
     p = np.clip(calibrator(s), 0.0, 1.0)
     predicted = s >= cfg.gates.fairness.threshold
     draws = simulate_metrics(s, p, predicted, n_simulations, np.random.default_rng(seed))

@@ -33,17 +33,25 @@ def pretraining_bias(frame: pd.DataFrame, y: pd.Series, cfg: ModelConfig,
         out["positive_share"] = float(labels.mean()) if len(labels) else None
     else:
         out["target_mean"] = float(labels.mean()) if len(labels) else None
-    present = [a for a in cfg.sensitive_attributes if a in frame.columns]
+    groupings = _groupings(frame, cfg, groupings, out)
+    for grouping in groupings:
+        if all(column in frame.columns for column in grouping.columns):
+            out["attributes"][grouping.name] = _label_by_group(grouping.assign(frame), labels, classify, cfg)
+    return json_safe(out)
+
+
+def _groupings(frame: pd.DataFrame, cfg: ModelConfig, groupings: list[Grouping] | None,
+               out: dict[str, Any]) -> list[Grouping]:
+    """The groupings to report (the gate's, else built from the sensitive attributes present, without
+    intersections); a sensitive attribute missing from `frame` is noted in `out`."""
     if groupings is None:
+        present = [a for a in cfg.sensitive_attributes if a in frame.columns]
         sub = cfg.model_copy(update={"sensitive_attributes": present})
         groupings = [g for g in build_groupings(sub, frame) if g.kind != "intersection"] if len(frame) else []
     for attr in cfg.sensitive_attributes:
         if attr not in frame.columns:
             out["attributes"][attr] = {"note": "column missing"}
-    for grouping in groupings:
-        if all(column in frame.columns for column in grouping.columns):
-            out["attributes"][grouping.name] = _label_by_group(grouping.assign(frame), labels, classify, cfg)
-    return json_safe(out)
+    return groupings
 
 
 def _label_by_group(groups: np.ndarray, labels: np.ndarray, classify: bool, cfg: ModelConfig) -> dict[str, Any]:
@@ -72,13 +80,7 @@ def _multiclass_bias(frame: pd.DataFrame, y: pd.Series, cfg: ModelConfig,
     classes = sorted(set(labels.tolist()))
     out: dict[str, Any] = {"rows": len(labels), "attributes": {},
                            "class_shares": {c: float((labels == c).mean()) for c in classes} if len(labels) else {}}
-    if groupings is None:
-        present = [a for a in cfg.sensitive_attributes if a in frame.columns]
-        sub = cfg.model_copy(update={"sensitive_attributes": present})
-        groupings = [g for g in build_groupings(sub, frame) if g.kind != "intersection"] if len(frame) else []
-    for attr in cfg.sensitive_attributes:
-        if attr not in frame.columns:
-            out["attributes"][attr] = {"note": "column missing"}
+    groupings = _groupings(frame, cfg, groupings, out)
     for grouping in groupings:
         if not all(column in frame.columns for column in grouping.columns):
             continue
