@@ -208,15 +208,18 @@ class BiasDriftConfig(Frozen):
         default=True, description="Compare the fairness metrics by group each window (needs sensitive_attributes)."
     )
     min_rows: Annotated[int, Field(ge=10)] = Field(
-        default=500, description="Served rows a window needs before its selection rates by group are compared."
+        default=500, description="Served rows a window needs before its selection rates (regression: mean "
+        "predictions) by group are compared."
     )
     min_labeled_rows: Annotated[int, Field(ge=10)] = Field(
-        default=300, description="Labeled rows a window needs before its true/false positive rates are compared."
+        default=300, description="Labeled rows a window needs before its true/false positive rates (regression: "
+        "MAE by group and the worst/best MAE ratio) are compared."
     )
     min_group_rows: Annotated[int, Field(ge=5)] = Field(
         default=50,
         description="Rows a group needs, on both sides, for a rate to be compared (its positives for a true "
-        "positive rate, its negatives for a false positive rate); smaller groups are reported as too small.",
+        "positive rate, its negatives for a false positive rate; its labeled rows for a regression MAE); smaller "
+        "groups are reported as too small.",
     )
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = Field(
         default=0.95, description="Family-wise confidence of the window's comparisons (Bonferroni-corrected)."

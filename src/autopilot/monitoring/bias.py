@@ -20,8 +20,17 @@ replicate formula). Every interval is at `confidence` Bonferroni-corrected over 
 comparisons, so a window with many groups does not alarm more often. A change is flagged only
 when it is significant (its interval excludes 0) and material (|change| >= `min_effect`).
 
+A multiclass model is compared one class at a time, one-vs-rest, as its gate judged it: the gate
+records each class of each attribute as an attribute of its own (`sex [class high]`, with
+`class` set), and for class k a row is selected when its predicted (most probable) class is k
+and positive when its label is k (`bias_views.WindowViews.of`); the comparisons above then run
+unchanged per class, every class in the one Bonferroni family, and keys and reasons name the
+class (`sex=Female [class high].true_positive_rate`, `TPR of class high for sex=Female`). A
+regression model compares each group's mean prediction and MAE, and the worst/best MAE ratio,
+with a material floor relative to the promoted value (`bias_regression`).
+
 Pure: the caller reads the gate report and the inference log (`window_bias` takes both as
-given). Binary classification only (multiclass and regression report `unsupported`).
+given).
 """
 
 from __future__ import annotations

@@ -193,8 +193,7 @@ def welch(after: Moments, before: Moments, confidence: float) -> list[float]:
     va, vb = after.sd ** 2 / after.n, before.sd ** 2 / before.n
     if va + vb == 0:  # both constant: the difference is known exactly
         return [d, d]
-    df = (va + vb) ** 2 / ((va ** 2 / (after.n - 1) if after.n > 1 else 0.0)
-                           + (vb ** 2 / (before.n - 1) if before.n > 1 else 0.0) or 1e-300)
+    df = (va + vb) ** 2 / (va ** 2 / max(after.n - 1, 1) + vb ** 2 / max(before.n - 1, 1))
     half = float(student_t.ppf(0.5 + confidence / 2.0, df)) * math.sqrt(va + vb)
     return [d - half, d + half]
 
