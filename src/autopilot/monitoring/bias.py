@@ -269,7 +269,7 @@ def window_bias(promoted: Callable[[], Mapping[str, Any] | None], features: pd.D
 
 
 def not_checked(cfg: ModelConfig) -> BiasDrift | None:
-    """The result of a model whose windows are not checked (`off`, `unsupported`), else None."""
+    """The result of a model whose windows are not checked (`off`: disabled, or no sensitive attributes), else None."""
     bc = cfg.monitoring.bias
     found = BiasDrift(status="off", confidence=bc.confidence, min_effect=bc.min_effect, action=bc.action)
     if not bc.enabled or not cfg.sensitive_attributes:
