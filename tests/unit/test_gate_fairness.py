@@ -293,7 +293,7 @@ def test_regression_group_error_ratio() -> None:
     assert 2.5 < report.metrics["group.group_error_ratio"] < 3.5 and group["group_error_ratio"]["ci"][0] > 1.5
     assert not report.passed and report.reasons[0].startswith("group: mean absolute error ")
     assert " for b and " in report.reasons[0] and "(group_error_ratio)" in report.reasons[0]
-    assert set(group["by_group"]["a"]) == {"mae", "mean_prediction", "mean_target", "count"}
+    assert set(group["by_group"]["a"]) == {"mae", "mean_prediction", "mean_target", "count", "mae_sd", "prediction_sd"}
     assert group["counterfactual"]["mean_relative_change"] == 0.0
     assert report.details["pretraining_bias"]["attributes"]["group"]["target_mean_difference"] >= 0
     assert evaluate_fairness(Linear(), X, y, cfg(None)).passed  # report only

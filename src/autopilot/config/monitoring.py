@@ -198,31 +198,46 @@ class BiasDriftConfig(Frozen):
     `min_rows` served rows; true and false positive rates and the equalized odds difference once
     `min_labeled_rows` rows have labels. A change is flagged only when it is significant (its
     interval excludes 0 at `confidence`, Bonferroni-corrected over every comparison of the
-    window) and material (at least `min_effect`). Binary classification only, for now.
+    window) and material (at least `min_effect`). A multiclass model is checked per class,
+    one-vs-rest (the share predicted that class, its true and false positive rates). A regression
+    model: each group's mean prediction (label-free) and, with labels, its MAE and the worst/best
+    MAE ratio, material from `min_relative_effect` of the promoted value.
     """
 
     enabled: bool = Field(
         default=True, description="Compare the fairness metrics by group each window (needs sensitive_attributes)."
     )
     min_rows: Annotated[int, Field(ge=10)] = Field(
-        default=500, description="Served rows a window needs before its selection rates by group are compared."
+        default=500, description="Served rows a window needs before its selection rates (regression: mean "
+        "predictions) by group are compared."
     )
     min_labeled_rows: Annotated[int, Field(ge=10)] = Field(
-        default=300, description="Labeled rows a window needs before its true/false positive rates are compared."
+        default=300, description="Labeled rows a window needs before its true/false positive rates (regression: "
+        "MAE by group and the worst/best MAE ratio) are compared."
     )
     min_group_rows: Annotated[int, Field(ge=5)] = Field(
         default=50,
         description="Rows a group needs, on both sides, for a rate to be compared (its positives for a true "
-        "positive rate, its negatives for a false positive rate); smaller groups are reported as too small.",
+        "positive rate, its negatives for a false positive rate; its labeled rows for a regression MAE); smaller "
+        "groups are reported as too small.",
     )
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = Field(
         default=0.95, description="Family-wise confidence of the window's comparisons (Bonferroni-corrected)."
     )
     min_effect: Annotated[float, Field(gt=0, le=1)] = Field(
-        default=0.1, description="Smallest absolute change of a rate or disparity that counts as material."
+        default=0.1, description="Classification: smallest absolute change of a rate or disparity that counts as "
+        "material."
+    )
+    # Regression metrics have the target's scale, so an absolute floor means nothing there: a
+    # share of the promoted value does (calibrated in tests/unit/test_bias_drift_tasks.py).
+    min_relative_effect: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=0.1, description="Regression: smallest change that counts as material, as a share of the value at "
+        "promotion (a group's MAE, the worst/best MAE ratio) or, for a group's mean prediction, of its prediction "
+        "standard deviation at promotion (a mean near 0 makes a share of itself meaningless)."
     )
     bootstrap_samples: Annotated[int, Field(ge=200, le=100_000)] = Field(
-        default=4000, description="Replicates for the intervals of the disparity metrics' changes."
+        default=4000, description="Replicates for the intervals of the disparity metrics' changes (and of the "
+        "worst/best MAE ratio's)."
     )
     action: Literal["alert", "retrain"] = Field(
         default="alert", description="What a flagged change leads to: an alert, or a retrain (refit) as well."

@@ -20,8 +20,17 @@ replicate formula). Every interval is at `confidence` Bonferroni-corrected over 
 comparisons, so a window with many groups does not alarm more often. A change is flagged only
 when it is significant (its interval excludes 0) and material (|change| >= `min_effect`).
 
+A multiclass model is compared one class at a time, one-vs-rest, as its gate judged it: the gate
+records each class of each attribute as an attribute of its own (`sex [class high]`, with
+`class` set), and for class k a row is selected when its predicted (most probable) class is k
+and positive when its label is k (`bias_views.WindowViews.of`); the comparisons above then run
+unchanged per class, every class in the one Bonferroni family, and keys and reasons name the
+class (`sex=Female [class high].true_positive_rate`, `TPR of class high for sex=Female`). A
+regression model compares each group's mean prediction and MAE, and the worst/best MAE ratio,
+with a material floor relative to the promoted value (`bias_regression`).
+
 Pure: the caller reads the gate report and the inference log (`window_bias` takes both as
-given). Binary classification only (multiclass and regression report `unsupported`).
+given).
 """
 
 from __future__ import annotations
@@ -39,15 +48,19 @@ from autopilot.config import ModelConfig, Task
 from autopilot.gates.fairness.groups import Grouping
 from autopilot.gates.fairness.judging import interval
 from autopilot.gates.fairness.metrics import replicate_disparities
+from autopilot.modeling.multiclass import label_text
+from autopilot.monitoring.bias_views import logged_classes, window_views
 from autopilot.outages import is_outage
 from autopilot.reports import json_safe
 
-__all__ = ["BiasComparison", "BiasDrift", "GroupCounts", "check_bias_drift", "failed", "grouping_from", "newcombe",
-           "not_checked", "window_bias"]
+__all__ = ["BiasComparison", "BiasDrift", "GroupCounts", "attribute_of", "check_bias_drift", "failed",
+           "grouping_from", "newcombe", "not_checked", "window_bias"]
 
 RATES = {"selection_rate": "selection rate", "true_positive_rate": "TPR", "false_positive_rate": "FPR"}
 DISPARITIES = {"demographic_parity_difference": "demographic parity difference",
                "equalized_odds_difference": "equalized odds difference"}
+# Regression (`bias_regression`): per group, and the attribute's worst/best MAE ratio.
+REGRESSION = {"mae": "MAE", "mean_prediction": "mean prediction", "group_error_ratio": "worst/best MAE ratio"}
 
 
 @dataclass(frozen=True)
@@ -98,20 +111,28 @@ class BiasComparison:
     significant: bool = False
     material: bool = False
     flagged: bool = False
+    label: str | None = None  # multiclass: the class compared one-vs-rest
+    min_change: float | None = None  # the material floor applied (`min_effect`, or relative for regression)
 
     @property
     def key(self) -> str:
-        """`sex=Female.true_positive_rate`, `race.equalized_odds_difference`: the chart's series name."""
-        return f"{self.attribute}={self.group}.{self.metric}" if self.group is not None else \
-            f"{self.attribute}.{self.metric}"
+        """`sex=Female.true_positive_rate`, `race.equalized_odds_difference`, with ` [class high]` after the
+        group (or attribute) for a multiclass model: the chart's series name."""
+        who = f"{self.attribute}={self.group}" if self.group is not None else self.attribute
+        return f"{who}{f' [class {self.label}]' if self.label is not None else ''}.{self.metric}"
 
     def reason(self, confidence: float, tests: int) -> str:
-        """The flag in words: the metric, the group, both values, the change and its interval."""
-        name = RATES.get(self.metric) or DISPARITIES[self.metric]
-        who = f"of {_who(self.attribute, self.group)}" if self.group is not None else f"by {self.attribute}"
-        ci = f"[{self.ci[0]:+.2f}, {self.ci[1]:+.2f}]" if self.ci else "[?]"
-        return (f"bias drift: {name} {who} {self.window:.2f} vs {self.promoted:.2f} at promotion (diff "
-                f"{self.diff:+.2f}, {_pct(confidence)} CI {ci}, Bonferroni over {tests} comparisons; "
+        """The flag in words: the metric (and class), the group, both values, the change and its interval."""
+        name = RATES.get(self.metric) or DISPARITIES.get(self.metric) or REGRESSION[self.metric]
+        if self.label is not None:
+            name = f"{name} of class {self.label}"
+        who = (f"{'for' if self.label is not None else 'of'} {_who(self.attribute, self.group)}"
+               if self.group is not None else f"by {self.attribute}")
+        # Rates and disparities are shares (two decimals); regression values have the target's scale.
+        fmt, signed = (".2f", "+.2f") if self.metric not in REGRESSION else (".4g", "+.3g")
+        ci = f"[{self.ci[0]:{signed}}, {self.ci[1]:{signed}}]" if self.ci else "[?]"
+        return (f"bias drift: {name} {who} {self.window:{fmt}} vs {self.promoted:{fmt}} at promotion (diff "
+                f"{self.diff:{signed}}, {_pct(confidence)} CI {ci}, Bonferroni over {tests} comparisons; "
                 f"{self.window_rows} window rows)")
 
 
@@ -121,8 +142,9 @@ class BiasDrift:
 
     `status`: `ok` (compared, nothing flagged), `drift` (something flagged), `insufficient`
     (too few rows: no decision), `unavailable` (no promotion-time fairness record to compare
-    with), `unsupported` (a task other than binary classification), `off`, or `error` (the
-    check raised; its reason says so, and the window alerts).
+    with), `unsupported` (the record cannot be compared with: a regression gate report written
+    before the gate stored each group's spread), `off`, or `error` (the check raised; its reason
+    says so, and the window alerts).
     """
 
     status: str
@@ -131,6 +153,7 @@ class BiasDrift:
     confidence: float = 0.95
     per_test_confidence: float | None = None
     min_effect: float = 0.1
+    min_relative_effect: float | None = None  # regression's material floor (a share of the promoted value)
     comparisons: list[BiasComparison] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -158,17 +181,19 @@ class BiasDrift:
 # ---------------------------------------------------------------------------- the check
 
 
-def check_bias_drift(promoted: Mapping[str, Any] | None, features: pd.DataFrame, scores: Sequence[float] | np.ndarray,
+def check_bias_drift(promoted: Mapping[str, Any] | None, features: pd.DataFrame, scores: Sequence[Any] | np.ndarray,
                      labels: Sequence[Any] | np.ndarray | None, cfg: ModelConfig, seed: int = 0) -> BiasDrift:
     """Compare a window's fairness metrics by group with those recorded at the champion's promotion.
 
     Args:
         promoted: the champion's fairness gate report (`GateReport` as a dict); None when not stored.
         features: the window's served rows (canonical features, the sensitive attributes among them).
-        scores: the logged predictions (scores) of those rows, in order.
+        scores: the logged predictions of those rows, in order: binary, the scores; regression, the
+            predictions; multiclass, the predicted class labels (None where unreadable) or the class
+            probabilities (rows x classes, in the report's class order `details.classes`).
         labels: their labels where /feedback attached them (None or NaN elsewhere); None for none.
         cfg: the model config (`sensitive_attributes`, `gates.fairness.threshold`, `monitoring.bias`).
-        seed: the disparities' bootstrap seed.
+        seed: the bootstrap seed (disparities; regression's worst/best MAE ratio).
 
     Never raises on thin data: too few rows give `insufficient`, a missing record `unavailable`.
     """
@@ -178,30 +203,33 @@ def check_bias_drift(promoted: Mapping[str, Any] | None, features: pd.DataFrame,
         return skipped
     found = BiasDrift(status="ok", rows=len(features), confidence=bc.confidence, min_effect=bc.min_effect,
                       action=bc.action)
-    records = _records(promoted)
+    if cfg.task is Task.REGRESSION:  # means and spreads instead of confusion counts: its own module
+        from autopilot.monitoring.bias_regression import check_regression
+
+        return check_regression(promoted, features, scores, labels, cfg, found, seed)
+    records = _records(promoted, multiclass=cfg.task is Task.MULTICLASS_CLASSIFICATION)
     if not records:
         return _stop(found, "unavailable", "the champion's fairness gate report holds no group metrics to compare with")
-    s = np.asarray(scores, dtype=float).ravel()
-    if len(s) != len(features):
-        raise ValueError(f"{len(features)} feature rows but {len(s)} scores")
-    y = _labels(labels, len(s), cfg)
-    found.labeled_rows = int(np.isfinite(y).sum())
-    if len(s) < bc.min_rows:
-        return _stop(found, "insufficient", f"{len(s)} served rows, fewer than the {bc.min_rows} bias drift needs")
+    views = window_views(promoted, features, scores, labels, cfg)
+    found.rows, found.labeled_rows = views.rows, views.labeled_rows
+    found.notes.extend(views.notes)
+    if found.rows < bc.min_rows:
+        return _stop(found, "insufficient", f"{found.rows} served rows, fewer than the {bc.min_rows} bias drift needs")
     if found.labeled_rows < bc.min_labeled_rows:
         found.notes.append(f"{found.labeled_rows} labeled rows, fewer than the {bc.min_labeled_rows} needed: "
                            "selection rates only")
-    pred = (s >= cfg.gates.fairness.threshold).astype(float)
     setup = _Setup(bc.min_group_rows, found.labeled_rows >= bc.min_labeled_rows, bc.bootstrap_samples,
                    np.random.default_rng(seed))
-    pending: list[tuple[BiasComparison, Callable[[float], list[float] | None]]] = []
-    for name, (grouping, groups) in records.items():
-        missing = [c for c in grouping.columns if c not in features.columns]
+    pending: list[_Pending] = []
+    for name, (grouping, groups, label) in records.items():
+        missing = [c for c in grouping.columns if c not in views.features.columns]
         if missing:
             found.notes.append(f"{name}: the window lacks {missing}")
             continue
-        window = _window_counts(grouping.assign(features), pred, y, setup.labeled)
-        pending.extend(_compare_attribute(name, groups, window, setup, found.notes))
+        # One-vs-rest for a class of a multiclass model: the binary comparisons on its indicators.
+        pred, y = views.of(label)
+        window = _window_counts(grouping.assign(views.features), pred, y, setup.labeled)
+        pending.extend(_compare_attribute(grouping.name, groups, window, setup, found.notes, label))
     _judge(found, pending)
     return found
 
@@ -227,8 +255,13 @@ def window_bias(promoted: Callable[[], Mapping[str, Any] | None], features: pd.D
     try:
         mine = (frame["version"] == version).to_numpy()
         labels = frame["label"].to_numpy()[mine] if "label" in frame else None
-        scores = frame["prediction"].to_numpy(dtype=float)[mine]
-        return check_bias_drift(promoted(), features[mine], scores, labels, cfg).as_dict()
+        report = promoted()
+        scores: list[Any] | np.ndarray
+        if cfg.task is Task.MULTICLASS_CLASSIFICATION:  # logged {"label", "probabilities"} records
+            scores = logged_classes(frame["prediction"].to_numpy(dtype=object)[mine].tolist(), report, cfg)
+        else:
+            scores = frame["prediction"].to_numpy(dtype=float)[mine]
+        return check_bias_drift(report, features[mine], scores, labels, cfg).as_dict()
     except Exception as exc:  # the check's own failure is said, and alerts; an outage retries the window
         if is_outage(exc):
             raise
@@ -236,13 +269,11 @@ def window_bias(promoted: Callable[[], Mapping[str, Any] | None], features: pd.D
 
 
 def not_checked(cfg: ModelConfig) -> BiasDrift | None:
-    """The result of a model whose windows are not checked (`off`, `unsupported`), else None."""
+    """The result of a model whose windows are not checked (`off`: disabled, or no sensitive attributes), else None."""
     bc = cfg.monitoring.bias
     found = BiasDrift(status="off", confidence=bc.confidence, min_effect=bc.min_effect, action=bc.action)
     if not bc.enabled or not cfg.sensitive_attributes:
         return _stop(found, "off", "bias drift is off (monitoring.bias.enabled) or no sensitive attributes are set")
-    if cfg.task is not Task.BINARY_CLASSIFICATION:
-        return _stop(found, "unsupported", f"bias drift is checked for binary classification, not {cfg.task.value}")
     return None
 
 
@@ -271,24 +302,6 @@ def _stop(found: BiasDrift, status: str, note: str) -> BiasDrift:
     return found
 
 
-def _labels(labels: Sequence[Any] | np.ndarray | None, n: int, cfg: ModelConfig) -> np.ndarray:
-    """0/1 labels as float, NaN where a row has none: class labels by `target.positive_class`, 0/1 as encoded."""
-    if labels is None:
-        return np.full(n, np.nan)
-    raw = pd.Series(np.asarray(labels, dtype=object).ravel())
-    if len(raw) != n:
-        raise ValueError(f"{n} scores but {len(raw)} labels")
-    present = raw.notna()
-    text = raw[present].map(lambda v: str(int(v)) if isinstance(v, bool | int | float | np.number)
-                            and float(v).is_integer() else str(v))
-    positive = str(cfg.target.positive_class)
-    classes = {str(c) for c in cfg.target.classes or ()}
-    encoded_already = set(text) <= {"0", "1"} and not ({positive} | classes) <= {"0", "1"}
-    out = np.full(n, np.nan)
-    out[present.to_numpy()] = (text == "1").to_numpy(float) if encoded_already else (text == positive).to_numpy(float)
-    return out
-
-
 def _window_counts(groups: np.ndarray, pred: np.ndarray, y: np.ndarray, labeled: bool) -> dict[str, tuple[
         GroupCounts, GroupCounts | None]]:
     """Per group: counts over all served rows (selection) and over its labeled rows (TPR, FPR)."""
@@ -308,8 +321,9 @@ def _window_counts(groups: np.ndarray, pred: np.ndarray, y: np.ndarray, labeled:
 
 
 def _compare_attribute(name: str, promoted: dict[str, GroupCounts], window: dict[str, tuple[
-        GroupCounts, GroupCounts | None]], setup: _Setup, notes: list[str]) -> list[_Pending]:
-    """Every group's rates and the attribute's disparities, where both sides have enough rows."""
+        GroupCounts, GroupCounts | None]], setup: _Setup, notes: list[str], label: str | None = None) -> list[_Pending]:
+    """Every group's rates and the attribute's disparities, where both sides have enough rows (of class
+    `label` one-vs-rest for a multiclass model)."""
     out: list[_Pending] = []
     selection_groups: list[str] = []
     odds_groups: list[str] = []
@@ -319,28 +333,29 @@ def _compare_attribute(name: str, promoted: dict[str, GroupCounts], window: dict
         every, with_labels = window[group]
         if _enough(before, every, "selection_rate", setup.min_rows):
             selection_groups.append(group)
-            out.append(_rate(name, group, "selection_rate", before, every))
+            out.append(_rate(name, group, "selection_rate", before, every, label))
         if with_labels is None:
             continue
         # A TPR rests on the group's positives, an FPR on its negatives: each is compared when its own
         # denominator is large enough; the equalized odds difference needs both.
         rates = [m for m in ("true_positive_rate", "false_positive_rate")
                  if _enough(before, with_labels, m, setup.min_rows)]
-        out.extend(_rate(name, group, m, before, with_labels) for m in rates)
+        out.extend(_rate(name, group, m, before, with_labels, label) for m in rates)
         if len(rates) == 2:
             odds_groups.append(group)
     too_small = sorted(set(promoted) & set(window) - set(selection_groups))
     if too_small:
-        notes.append(f"{name}: too few rows to compare ({', '.join(too_small)}; {setup.min_rows} needed on both "
-                     "sides)")
+        of_class = f" [class {label}]" if label is not None else ""
+        notes.append(f"{name}{of_class}: too few rows to compare ({', '.join(too_small)}; {setup.min_rows} "
+                     "needed on both sides)")
     if len(selection_groups) >= 2:
         after = [window[g][0] for g in selection_groups]
         out.append(_disparity(name, "demographic_parity_difference", [promoted[g] for g in selection_groups], after,
-                              selection_groups, [], setup))
+                              selection_groups, [], setup, label))
     if setup.labeled and len(odds_groups) >= 2:
         labeled = [c for g in odds_groups if (c := window[g][1]) is not None]
         out.append(_disparity(name, "equalized_odds_difference", [promoted[g] for g in odds_groups], labeled,
-                              odds_groups, odds_groups, setup))
+                              odds_groups, odds_groups, setup, label))
     return out
 
 
@@ -349,16 +364,17 @@ def _enough(before: GroupCounts, after: GroupCounts, metric: str, min_rows: int)
     return a is not None and b is not None and a[1] >= min_rows and b[1] >= min_rows
 
 
-def _rate(name: str, group: str, metric: str, before: GroupCounts, after: GroupCounts) -> _Pending:
+def _rate(name: str, group: str, metric: str, before: GroupCounts, after: GroupCounts,
+          label: str | None = None) -> _Pending:
     a, b = before.rate(metric), after.rate(metric)
     assert a is not None and b is not None
     found = BiasComparison(name, group, metric, promoted=a[0] / a[1], window=b[0] / b[1], promoted_rows=a[1],
-                           window_rows=b[1])
+                           window_rows=b[1], label=label)
     return found, lambda level: newcombe(b[0], b[1], a[0], a[1], level)
 
 
 def _disparity(name: str, metric: str, before: list[GroupCounts], after: list[GroupCounts], groups: list[str],
-               odds: list[str], setup: _Setup) -> _Pending:
+               odds: list[str], setup: _Setup, label: str | None = None) -> _Pending:
     """A disparity over the same groups on both sides, its change bootstrapped from each side's cells."""
     cells_before, cells_after = np.stack([c.cells() for c in before]), np.stack([c.cells() for c in after])
 
@@ -366,7 +382,7 @@ def _disparity(name: str, metric: str, before: list[GroupCounts], after: list[Gr
         return float(replicate_disparities(cells[None, ...], groups, odds)[metric][0])
 
     found = BiasComparison(name, None, metric, promoted=point(cells_before), window=point(cells_after),
-                           promoted_rows=int(cells_before.sum()), window_rows=int(cells_after.sum()))
+                           promoted_rows=int(cells_before.sum()), window_rows=int(cells_after.sum()), label=label)
     diffs = (replicate_disparities(_resample(cells_after, setup), groups, odds)[metric]
              - replicate_disparities(_resample(cells_before, setup), groups, odds)[metric])
     return found, lambda level: interval(diffs, level)
@@ -392,7 +408,9 @@ def _judge(found: BiasDrift, pending: list[_Pending]) -> None:
         c.diff = c.window - c.promoted
         c.ci = ci(level)
         c.significant = c.ci is not None and (c.ci[0] > 0 or c.ci[1] < 0)
-        c.material = abs(c.diff) >= found.min_effect
+        if c.min_change is None:  # classification: one absolute floor for rates and disparities
+            c.min_change = found.min_effect
+        c.material = abs(c.diff) >= c.min_change
         c.flagged = c.significant and c.material
         found.comparisons.append(c)
     flagged = sorted((c for c in found.comparisons if c.flagged), key=lambda c: -abs(c.diff))
@@ -420,18 +438,32 @@ def _wilson(x: int, n: int, z: float) -> tuple[float, float]:
 # ---------------------------------------------------------------------------- the promotion's record
 
 
-def _records(report: Mapping[str, Any] | None) -> dict[str, tuple[Grouping, dict[str, GroupCounts]]]:
-    """Per attribute: its grouping and each group's counts at promotion, from the fairness gate report."""
+def _records(report: Mapping[str, Any] | None, multiclass: bool = False) -> dict[str, tuple[
+        Grouping, dict[str, GroupCounts], str | None]]:
+    """Per attribute record: its grouping, each group's counts at promotion and (multiclass) its class.
+
+    A multiclass gate records each class of each attribute one-vs-rest as an attribute of its own,
+    `<attribute> [class <label>]`, with `class` set: the grouping is the attribute's (its columns).
+    """
     attributes = ((report or {}).get("details") or {}).get("attributes") or {}
-    out: dict[str, tuple[Grouping, dict[str, GroupCounts]]] = {}
+    out: dict[str, tuple[Grouping, dict[str, GroupCounts], str | None]] = {}
     for name, attr in attributes.items():
         if not isinstance(attr, dict) or not attr.get("by_group"):
+            continue
+        label = label_text(attr["class"]) if attr.get("class") is not None else None
+        if (label is not None) != multiclass:  # a record of the other kind of model
             continue
         groups = {str(g): counts for g, entry in attr["by_group"].items()
                   if (counts := _promoted_counts(entry)) is not None}
         if groups:
-            out[str(name)] = (grouping_from(str(name), attr.get("grouping") or {}), groups)
+            out[str(name)] = (grouping_from(attribute_of(str(name), label), attr.get("grouping") or {}), groups, label)
     return out
+
+
+def attribute_of(name: str, label: str | None) -> str:
+    """The attribute of a record name: `sex` of `sex [class high]` (the gate's `class_grouping_name`)."""
+    suffix = f" [class {label}]"
+    return name[: -len(suffix)] if label is not None and name.endswith(suffix) else name
 
 
 def _promoted_counts(entry: Mapping[str, Any]) -> GroupCounts | None:

@@ -3,8 +3,11 @@
 Each monitoring window stores a small summary of its bias drift check (`monitoring.bias`,
 `BiasDrift.summary()`: each `attribute=group.metric` key's window value, its value at the
 champion's promotion, and the keys flagged). One inline SVG line chart per metric (selection
-rate, true and false positive rate, the disparities), one line per group, the promotion's value
-dashed in the same colour, flagged windows as red dots. No scripts; every text escaped.
+rate, true and false positive rate, the disparities; for a regression model the mean prediction,
+the MAE and the worst/best MAE ratio), one line per group (a multiclass model's per class:
+`sex=Female [class high]`), the promotion's value dashed in the same colour, flagged windows as
+red dots. Rates share a 0-1 axis; regression values have the target's scale. No scripts; every
+text escaped.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ METRICS = {"selection_rate": "Selection rate by group (label-free)",
            "true_positive_rate": "True positive rate by group (labeled rows)",
            "false_positive_rate": "False positive rate by group (labeled rows)",
            "demographic_parity_difference": "Demographic parity difference by attribute",
-           "equalized_odds_difference": "Equalized odds difference by attribute"}
+           "equalized_odds_difference": "Equalized odds difference by attribute",
+           "mean_prediction": "Mean prediction by group (label-free)",
+           "mae": "Mean absolute error by group (labeled rows)",
+           "group_error_ratio": "Worst/best MAE ratio by attribute (labeled rows)"}
+# Shares, drawn on an axis from 0 to at most 1; the others take the scale of their values.
+SHARES = frozenset({"selection_rate", "true_positive_rate", "false_positive_rate", "demographic_parity_difference",
+                    "equalized_odds_difference"})
 
 
 class _Window(Protocol):
@@ -70,18 +79,21 @@ def bias_section(windows: Sequence[_Window]) -> str:
 def _chart(metric: str, lines: dict[str, list[Any]], windows: Sequence[_Window]) -> str:
     plot_w, plot_h = CHART_W - PAD_LEFT - PAD_RIGHT, CHART_H - PAD_TOP - PAD_BOTTOM
     values = [v for points in lines.values() for p in points for v in p[:2] if isinstance(v, int | float)]
-    top = min(1.0, max([*values, 0.05]) * 1.1)
+    bottom, top = _axis(metric, values)
     slot = plot_w / max(len(windows), 1)
+    fmt = ".3f" if metric in SHARES else ".4g"
 
     def x(i: int) -> float:
         return PAD_LEFT + slot * (i + 0.5)
 
     def y(value: float) -> float:
-        return PAD_TOP + plot_h - min(max(value, 0.0), top) / top * plot_h
+        return PAD_TOP + plot_h - (min(max(value, bottom), top) - bottom) / (top - bottom) * plot_h
 
-    parts = [f'<line x1="{PAD_LEFT}" y1="{y(0):.1f}" x2="{CHART_W - PAD_RIGHT}" y2="{y(0):.1f}" stroke="#9aa5b1"/>',
-             f'<text x="{PAD_LEFT - 6}" y="{y(0) + 4:.1f}" text-anchor="end">0</text>',
-             f'<text x="{PAD_LEFT - 6}" y="{y(top) + 4:.1f}" text-anchor="end">{top:.2f}</text>']
+    parts = [f'<line x1="{PAD_LEFT}" y1="{y(bottom):.1f}" x2="{CHART_W - PAD_RIGHT}" y2="{y(bottom):.1f}" '
+             'stroke="#9aa5b1"/>',
+             f'<text x="{PAD_LEFT - 6}" y="{y(bottom) + 4:.1f}" text-anchor="end">{bottom:.3g}</text>',
+             f'<text x="{PAD_LEFT - 6}" y="{y(top) + 4:.1f}" text-anchor="end">'
+             f'{f"{top:.2f}" if metric in SHARES else f"{top:.3g}"}</text>']
     legend = []
     for n, (name, points) in enumerate(sorted(lines.items())):
         colour = PALETTE[n % len(PALETTE)]
@@ -97,8 +109,8 @@ def _chart(metric: str, lines: dict[str, list[Any]], windows: Sequence[_Window])
                          f'x2="{CHART_W - PAD_RIGHT}" y2="{y(promoted):.1f}" stroke="{colour}" '
                          f'stroke-dasharray="4 3" opacity="0.7"/>')
         for i, (value, before, flag) in known:
-            title = (f"{windows[i].end[:16].replace('T', ' ')} UTC: {name} {value:.3f}"
-                     + (f" (at promotion {before:.3f})" if isinstance(before, int | float) else "")
+            title = (f"{windows[i].end[:16].replace('T', ' ')} UTC: {name} {value:{fmt}}"
+                     + (f" (at promotion {before:{fmt}})" if isinstance(before, int | float) else "")
                      + (" flagged" if flag else ""))
             parts.append(f'<circle class="bias-point{" flagged" if flag else ""}" cx="{x(i):.1f}" cy="{y(value):.1f}" '
                          f'r="{3.5 if flag else 2}" fill="{FLAG_COLOUR if flag else colour}">'
@@ -108,3 +120,14 @@ def _chart(metric: str, lines: dict[str, list[Any]], windows: Sequence[_Window])
            f'fill="#52606d">{"".join(parts)}</svg>')
     return (f'<div class="chart bias"><p class="muted">{_esc(METRICS[metric])}</p>{svg}'
             f'<div class="legend">{"".join(legend)}</div></div>')
+
+
+def _axis(metric: str, values: list[float]) -> tuple[float, float]:
+    """(bottom, top) of a chart's value axis: 0 to at most 1 for shares; else from 0 (or the lowest
+    value, when negative) to a tenth above the highest."""
+    if metric in SHARES:
+        return 0.0, min(1.0, max([*values, 0.05]) * 1.1)
+    bottom = min([*values, 0.0])
+    top = max([*values, bottom])
+    top += 0.1 * ((top - bottom) or abs(top) or 1.0)
+    return bottom, top

@@ -2,7 +2,8 @@
 
 Classification: fairlearn's `MetricFrame` by group and, over groups with at least
 `min_group_size` rows, the demographic parity ratio and difference and the equalized odds
-difference. Regression: MAE by group and the worst/best MAE ratio.
+difference. Regression: MAE by group (with the standard deviations of the absolute errors and of
+the predictions, which bias drift compares windows with) and the worst/best MAE ratio.
 
 Bootstrap: groups are resampled separately (a stratified bootstrap keeps every group's size).
 For classification every statistic depends only on each group's four confusion cells, so a
@@ -235,14 +236,17 @@ def regression_outcome(grouping: Grouping, groups: np.ndarray, y: np.ndarray, pr
         y_true=y, y_pred=pred, sensitive_features=pd.Series(groups, name="group"),
     )
     table = frame.by_group.to_dict(orient="index")
-    found = Outcome(details={"by_group": {str(g): {**json_safe(row), "count": int(row["count"])}
+    errors = np.abs(y - pred)
+    # The spreads behind each mean: bias drift (`monitoring.bias_regression`) compares a window's
+    # MAE and mean prediction by group with these through a Welch interval.
+    spread = {str(g): {"mae_sd": _sd(errors[groups == g]), "prediction_sd": _sd(pred[groups == g])} for g in table}
+    found = Outcome(details={"by_group": {str(g): {**json_safe(row), "count": int(row["count"]), **spread[str(g)]}
                                            for g, row in table.items()},
                               "gated_groups": gated, "reported_not_gated": small})
     if len(gated) < 2:
         found.details["note"] = f"cannot be judged: fewer than two groups with at least {fc.min_group_size} rows"
         found.hard.append(ungroupable(grouping, gated, small, fc, len(y)))
         return found
-    errors = np.abs(y - pred)
     mae = {g: float(errors[groups == g].mean()) for g in gated}
     point = float(_error_ratio(np.array([[mae[g] for g in gated]]))[0])
     found.metrics["group_error_ratio"] = point
@@ -258,6 +262,11 @@ def regression_outcome(grouping: Grouping, groups: np.ndarray, y: np.ndarray, pr
     judge(found, grouping.name, band, point, interval(_error_ratio(replicates), fc.confidence), plain,
            fc.confidence, len(y))
     return found
+
+
+def _sd(values: np.ndarray) -> float | None:
+    """Sample standard deviation; None (not NaN, which JSON lacks) below two values."""
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else None
 
 
 def _mean_prediction(y_true: np.ndarray, y_pred: np.ndarray) -> float:
