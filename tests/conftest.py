@@ -117,6 +117,7 @@ SLOW_FILES_FIRST = (
     "tests/e2e/test_embedded_services.py",
     "tests/e2e/test_progress.py",
     "tests/e2e/test_review_approval.py",
+    "tests/e2e/test_assets.py",
     "tests/e2e/test_models_page.py",
     "tests/e2e/test_monitoring_loop.py",
     "tests/e2e/test_multiclass.py",

@@ -1,6 +1,8 @@
 """A `review` decision becomes an approval in Airflow's "Required actions", answered through the live HITL API.
 
-One live Airflow (api-server, scheduler, DAG processor, triggerer, MLflow) serves three tiny models
+One live Airflow (api-server, scheduler, DAG processor, triggerer, MLflow; its metadata on
+PostgreSQL, as in production: three runs at once on the SQLite default are the load under which r06
+saw the scheduler die of "database is locked") serves three tiny models
 whose configs hold a first version for review (`first_run: require_review`). Their three training
 runs go at once; each stops at its `review` task in the `awaiting_input` state, and a reviewer
 (`alice`, a second user of the simple auth manager) answers through
@@ -28,7 +30,7 @@ import yaml
 from autopilot.adapters.registry import connect
 from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.versions.promotion import current, history
-from tests.airflow_support import TIMEOUT, Airflow, live_airflow
+from tests.airflow_support import TIMEOUT, Airflow, live_airflow, postgres_databases
 from tests.helpers import PROJECT, TINY_TUNING, adult_config_dict, note_lines
 
 pytestmark = pytest.mark.slow
@@ -68,7 +70,8 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
              # No endpoint listens here: the rollout is skipped, whatever serves on the default port.
              "AUTOPILOT_SERVING_URL": "http://127.0.0.1:9"}
     dags = {f"autopilot_training__{name}" for name in MODELS.values()}
-    with live_airflow(root, expect=dags, overrides=users) as served:
+    with postgres_databases() as database, \
+            live_airflow(root, expect=dags, overrides={**users, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database()}) as served:
         for dag_id in dags:
             api(served, "PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
             api(served, "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"dag_run_id": "r1", "logical_date": None})
@@ -96,7 +99,7 @@ def alice_token(airflow: Airflow) -> str:
     return str(response.json()["access_token"])
 
 
-def wait_task(airflow: Airflow, model: str, task: str, states: set[str], timeout: float = 600) -> str:
+def wait_task(airflow: Airflow, model: str, task: str, states: set[str], timeout: float = 420) -> str:
     """Until the run's task is in one of `states`; fail early when the run ended otherwise."""
     dag_id = f"autopilot_training__{model}"
     deadline = time.monotonic() + timeout
@@ -112,26 +115,30 @@ def wait_task(airflow: Airflow, model: str, task: str, states: set[str], timeout
         if state in states:
             return str(state)
         if run in ("success", "failed"):
-            tasks = airflow.get(f"/api/v2/dags/{dag_id}/dagRuns/r1/taskInstances")["task_instances"]
-            raise AssertionError(f"{dag_id} ended {run} with {task} {state}: "
-                                 f"{ {t['task_id']: t['state'] for t in tasks} }")
+            raise AssertionError(f"{dag_id} ended {run} with {task} {state}: {task_states(airflow, dag_id)}")
         time.sleep(3)
     raise AssertionError(f"{task} of {dag_id} still {state} after {timeout} s")
 
 
-def wait_run(airflow: Airflow, model: str, timeout: float = 600) -> dict[str, Any]:
+def task_states(airflow: Airflow, dag_id: str) -> dict[str, str]:
+    tasks = airflow.get(f"/api/v2/dags/{dag_id}/dagRuns/r1/taskInstances")["task_instances"]
+    return {t["task_id"]: t["state"] for t in tasks}
+
+
+def wait_run(airflow: Airflow, model: str, timeout: float = 420) -> dict[str, Any]:
+    """Until the run ends; a dead service fails at once, and a run still going says where it stands."""
     dag_id = f"autopilot_training__{model}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        airflow.assert_alive()
         try:
             run = airflow.get(f"/api/v2/dags/{dag_id}/dagRuns/r1")
         except httpx.HTTPError:
             run = {}
         if run.get("state") in ("success", "failed"):
-            tasks = airflow.get(f"/api/v2/dags/{dag_id}/dagRuns/r1/taskInstances")["task_instances"]
-            return {"state": run["state"], "note": run.get("note"), "tasks": {t["task_id"]: t["state"] for t in tasks}}
+            return {"state": run["state"], "note": run.get("note"), "tasks": task_states(airflow, dag_id)}
         time.sleep(3)
-    raise AssertionError(f"{dag_id} did not finish in {timeout} s")
+    raise AssertionError(f"{dag_id} did not finish in {timeout} s: {task_states(airflow, dag_id)}")
 
 
 def hitl_path(model: str) -> str:
@@ -148,6 +155,7 @@ def answer(airflow: Airflow, model: str, option: str, comment: str) -> dict[str,
     return dict(shown)
 
 
+@pytest.mark.timeout(1200)  # it bears the fixture (services up, three runs to `review`); the waits fail first, saying why
 def test_approve_promotes_with_the_reviewer_in_the_alias_history(airflow: Airflow) -> None:
     model = MODELS["approve"]
     shown = answer(airflow, model, "Approve", "checked the holdout by hand")
