@@ -469,7 +469,8 @@ def _add_serving_commands(sub: Any) -> None:
         "changed; concept: a subgroup's labels flipped (multiclass: moved to the next class); class_mix: a multiclass "
         "model's most common class halved; decorrelate: each chosen feature's values shuffled within the rows on its "
         "own, so every column keeps its distribution while the ties between them break (default: relationship and "
-        "marital_status, else the two most correlated numeric features; only the multivariate check sees it)), "
+        "marital_status, else the two most correlated numeric features; no per-column check sees it, the "
+        "multivariate one does)), "
         "then post their labels to /feedback. The token comes from deployment.serving.token_env. Exit 0 when no "
         "request failed.",
         ["autopilot simulate adult_income --scenario none", "autopilot simulate adult_income --scenario covariate "
