@@ -33,6 +33,7 @@ import pytest
 
 from autopilot.config import LoadedConfig
 from autopilot.data.sources import canonicalize
+from autopilot.monitoring import state
 from autopilot.monitoring.simulate import shift_frame
 from autopilot.pipeline.context import RunContext
 from autopilot.pipeline.monitoring import monitor_window
@@ -106,6 +107,9 @@ def test_decorrelated_traffic_is_multivariate_drift_that_no_column_shows(
     assert broken["action"] == "alert" and broken["strategy"] is None, broken
     assert broken["reasons"] == [found["reason"]]
     assert report["decision"]["action"] == "alert"
+    # The state database keeps the check for the Models page's chart (ui/multivariate.py).
+    stored = state.last_windows(champion.settings, cfg.name)[-1]["report"]["multivariate"]
+    assert stored["drifted"] and stored["error"] == found["error"] and stored["upper"] == found["upper"]
 
     # The scenario's default (relationship and marital status, ~+15%), with the check configured to act:
     # a refit. Still no drifted column; the champion's scores move too (it uses both), an alert on its own.

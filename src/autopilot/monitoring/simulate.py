@@ -23,9 +23,10 @@ Scenarios (`SCENARIOS`):
   each other closely) are gone while each column holds exactly the same values. No per-column
   check can see it; the multivariate check (`monitoring.drift.multivariate`, PCA data
   reconstruction) is there for it. The model's scores move too when it uses the shuffled
-  columns (Adult's champion uses both defaults: its score check alerts as well). Default columns: relationship and marital_status where both
-  are features, else the two numeric features most correlated (|Pearson|) in the rows given.
-  `strength` is the share of rows whose values are shuffled (1.0 and above: all of them).
+  columns (Adult's champion uses both defaults: its score check alerts as well). Default
+  columns: relationship and marital_status where both are features, else the two numeric
+  features most correlated (|Pearson|) in the rows given. `strength` is the share of rows
+  (the same rows for every column) whose values are shuffled (1.0 and above: all of them).
 
 `autopilot simulate --scenario` offers all six.
 
