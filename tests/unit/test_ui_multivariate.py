@@ -60,8 +60,8 @@ def test_the_chart_draws_each_checked_window_against_its_bounds() -> None:
     assert "<script" not in html
     # The drifted window's dot sits above its band's top (SVG y grows downwards).
     band_top = [float(v) for v in re.findall(r'class="mv-bound" x="[\d.]+" y="([\d.]+)"', html)]
-    dot_y = float(re.search(r'class="mv-point flagged" cx="[\d.]+" cy="([\d.]+)"', html).group(1))  # type: ignore[union-attr]
-    assert dot_y < band_top[1]
+    dot = re.search(r'class="mv-point flagged" cx="[\d.]+" cy="([\d.]+)"', html)
+    assert dot is not None and float(dot.group(1)) < band_top[1]
 
 
 def test_no_checked_window_is_said_with_the_latest_reason() -> None:
