@@ -129,6 +129,7 @@ SLOW_FILES_FIRST = (
     "tests/e2e/test_doctor.py",
     "tests/e2e/test_simulate.py",
     "tests/e2e/test_shadow_deployment.py",
+    "tests/e2e/test_multivariate_drift.py",
     "tests/e2e/test_multiclass_monitoring.py",
     "tests/integration/test_postgres.py",
     # The reliability suite (`make test-reliability`), measured the same way.

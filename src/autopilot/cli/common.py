@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODEL_HELP", "HelpFormatter", "UsageError", "actor", "add_command", "add_model_argument", "find_config",
-           "iso_time", "json_object", "load_settings", "non_negative_float", "positive_float", "positive_int",
-           "registered_name", "rewrite_deprecated"]
+__all__ = ["MODEL_HELP", "HelpFormatter", "UsageError", "actor", "add_command", "add_model_argument", "feature_list",
+           "find_config", "iso_time", "json_object", "load_settings", "non_negative_float", "positive_float",
+           "positive_int", "registered_name", "rewrite_deprecated"]
 
 # The flags that named the model before MODEL did, by command (read for one more release).
 DEPRECATED_MODEL_FLAGS = {"demo": ("--model",), "serve": ("--model", "--config"), "simulate": ("--model",),
@@ -121,6 +121,14 @@ def iso_time(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO 8601 time such as 2026-12-06T21:00, got {text!r}") from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def feature_list(text: str) -> list[str]:
+    """An argparse type: comma-separated feature names (the config checks that they exist)."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated feature names (age,relationship), got {text!r}")
+    return names
 
 
 def json_object(text: str) -> str:

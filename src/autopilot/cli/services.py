@@ -15,6 +15,7 @@ from autopilot.cli.common import (
     actor,
     add_command,
     add_model_argument,
+    feature_list,
     find_config,
     iso_time,
     json_object,
@@ -361,7 +362,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         result = run_simulation(cfg, args.url or serving_url(cfg), token, args.scenario, rows=args.rows,
                                 batch=args.batch, strength=args.strength, seed=args.seed,
-                                send_labels=not args.no_labels)
+                                send_labels=not args.no_labels, features=args.features)
     except SimulationError as exc:
         print(f"autopilot: error: {exc}", file=sys.stderr)
         return 2
@@ -466,18 +467,28 @@ def _add_serving_commands(sub: Any) -> None:
         "Send real held-out rows to a running endpoint, shifted by a scenario (none: a plain resample; covariate: "
         "numeric features moved by strength x 0.8 standard deviations; categorical: one feature's category mix "
         "changed; concept: a subgroup's labels flipped (multiclass: moved to the next class); class_mix: a multiclass "
-        "model's most common class halved), then post their labels to /feedback. The token comes from "
-        "deployment.serving.token_env. Exit 0 when no request failed.",
+        "model's most common class halved; decorrelate: each chosen feature's values shuffled within the rows on its "
+        "own, so every column keeps its distribution while the ties between them break (default: relationship and "
+        "marital_status, else the two most correlated numeric features; no per-column check sees it, the "
+        "multivariate one does)), "
+        "then post their labels to /feedback. The token comes from deployment.serving.token_env. Exit 0 when no "
+        "request failed.",
         ["autopilot simulate adult_income --scenario none", "autopilot simulate adult_income --scenario covariate "
-         "--strength 1.5 --rows 5000"])
+         "--strength 1.5 --rows 5000", "autopilot simulate adult_income --scenario decorrelate --features age,"
+         "marital_status"])
     add_model_argument(sim)
-    sim.add_argument("--scenario", choices=["none", "covariate", "categorical", "concept", "class_mix"],
+    sim.add_argument("--scenario", choices=["none", "covariate", "categorical", "concept", "class_mix", "decorrelate"],
                      default="none",
                      help="the shift to apply (default: none)")
+    sim.add_argument("--features", type=feature_list,
+                     help="comma-separated features the scenario changes (covariate: the numeric ones shifted; "
+                          "categorical: the one whose mix changes; decorrelate: the ones shuffled; default: the "
+                          "scenario's own choice)")
     sim.add_argument("--rows", type=positive_int, default=2000, help="rows to send (default 2000)")
     sim.add_argument("--batch", type=positive_int, default=10, help="records per request (default 10)")
     sim.add_argument("--strength", type=non_negative_float, default=1.0,
-                     help="how far to shift; 1.0 is the documented shift (default 1.0)")
+                     help="how far to shift; 1.0 is the documented shift (decorrelate: the share of rows "
+                          "shuffled, 1.0 all) (default 1.0)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the sample and the shift (default 0)")
     sim.add_argument("--no-labels", action="store_true", help="do not post the labels to /feedback")
     sim.add_argument("--url", help="endpoint (default: AUTOPILOT_SERVING_URL or the config's host and port)")

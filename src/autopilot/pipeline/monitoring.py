@@ -284,7 +284,7 @@ def _monitor_window(cfg: LoadedConfig, settings: Settings, ctx: RunContext, star
     state.record_window(settings, cfg.name, start, end, version, decision.action,
                         {"series": series, "decision": decision.as_dict(), "rows": len(frame), "counters": counters,
                          "endpoint_unreachable": unreachable, "changed_predictions": compact_changed(changed),
-                         "bias": bias and bias["summary"],
+                         "bias": bias and bias["summary"], "multivariate": drift.get("multivariate"),
                          "endpoint_down": any(a.get("metric") == "endpoint" for a in alarms), **paths})
     conf = None
     if decision.action == "retrain":

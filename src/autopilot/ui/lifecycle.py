@@ -191,12 +191,12 @@ class WindowView:
     report_url: str | None = None  # Evidently's HTML report of the window, served by the plugin
     changed: dict[str, Any] | None = None  # the predictions that changed most (ui/changed.py renders them)
     bias: dict[str, Any] | None = None  # the window's bias drift summary (`monitoring.bias`), for `ui.bias`
+    multivariate: dict[str, Any] | None = None  # the window's `drift.multivariate` result, for `ui.multivariate`
 
 
 @dataclass
 class ModelView:
-    """Everything the Models page shows about one model; `notes` holds a message per section
-    that could not be shown (nothing there yet, or its store could not be read)."""
+    """Everything the Models page shows about one model; `notes`: per section, why it is not shown (empty, unread)."""
 
     name: str
     config_file: str
@@ -577,7 +577,7 @@ def _window(row: dict[str, Any], model: str) -> WindowView:
     return WindowView(start=_iso(row["window_start"]), end=_iso(row["window_end"]), version=row.get("version"),
                       action=str(row.get("action", "?")), rows=int(rows) if isinstance(rows, int | float) else None,
                       drift_share=_number(share), report_url=url, changed=report.get("changed_predictions"),
-                      bias=report.get("bias"))
+                      bias=report.get("bias"), multivariate=report.get("multivariate"))
 
 
 def _iso(value: datetime) -> str:

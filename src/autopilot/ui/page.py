@@ -17,6 +17,7 @@ from autopilot.ui.changed import render_changed
 from autopilot.ui.classes import classes_row, metric_label
 from autopilot.ui.gated import GATED, CheckView
 from autopilot.ui.lifecycle import DecisionView, GateView, ModelView, VersionView, WindowView
+from autopilot.ui.multivariate import multivariate_section
 
 __all__ = ["drift_chart", "esc", "render_page"]
 
@@ -120,6 +121,7 @@ def _model_card(model: ModelView) -> str:
     parts.append(_note(model, "monitoring") if "monitoring" in model.notes else "")
     parts.append(_drift(model) if model.windows else "")
     parts.append("<h3>Changed predictions</h3>" + render_changed(model.windows) if model.windows else "")
+    parts.append(multivariate_section(model.windows) if model.windows else "")
     parts.append(bias_section(model.windows) if model.windows else "")
     parts.append("<h3>Champion alias history</h3>")
     parts.append(_note(model, "history") if "history" in model.notes else _history(model.history))
