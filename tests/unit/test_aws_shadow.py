@@ -75,7 +75,15 @@ def test_start_shadow_creates_the_challenger_and_updates_the_endpoint(sagemaker:
     assert challenger["PrimaryContainer"]["Environment"] == {"AUTOPILOT_SERVING_AUTH": "iam",
                                                              "AUTOPILOT_MODEL_VERSION": "4"}
     assert {"Key": "autopilot:version", "Value": "4"} in challenger["Tags"]
-    config = shadow_endpoint_config(plan["create_endpoint_config"], challenger["ModelName"], 1.0)
+    capture = "s3://autopilot-models/models/data-capture"
+    config = shadow_endpoint_config(plan["create_endpoint_config"], challenger["ModelName"], 1.0, capture)
+    # Data Capture on: every request, input and output (the Stubber validates it against botocore's model)
+    assert config["DataCaptureConfig"] == {
+        "EnableCapture": True, "InitialSamplingPercentage": 100, "DestinationS3Uri": capture,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"], "CsvContentTypes": ["text/csv"]}}
+    assert config["EndpointConfigName"] != shadow_endpoint_config(plan["create_endpoint_config"],
+                                                                  challenger["ModelName"], 1.0)["EndpointConfigName"]
     name = config["EndpointConfigName"]
     stub = Stubber(sagemaker)
     stub.add_client_error("describe_model", "ValidationException", "Could not find model.",
@@ -92,7 +100,8 @@ def test_start_shadow_creates_the_challenger_and_updates_the_endpoint(sagemaker:
     stub.add_response("describe_endpoint", answer(name, "InService"), {"EndpointName": ENDPOINT})
     with stub:
         result = start_shadow(AwsClients(s3=None, sagemaker=sagemaker, cloudwatch=None), endpoint=ENDPOINT,
-                              champion=plan, challenger_model=challenger, sample=1.0, poll=lambda s: None)
+                              champion=plan, challenger_model=challenger, sample=1.0, poll=lambda s: None,
+                              capture_uri=capture)
         stub.assert_no_pending_responses()
     assert (result.action, result.status, result.endpoint_config) == ("shadowed", "InService", name)
     assert result.created == [f"model:{ENDPOINT}-v4", f"endpoint-config:{name}"]

@@ -242,6 +242,25 @@ class AwsDeploymentConfig(Frozen):
     multipart_part_mib: Annotated[int, Field(ge=5, le=5120)] = Field(
         default=16, description="Part size of a multipart upload (S3's minimum is 5 MiB)."
     )
+    # Shadow on SageMaker: the variants' answers come back through Data Capture (S3 JSON Lines).
+    capture_prefix: str = Field(
+        default="data-capture", description="Key prefix (under `prefix` in `bucket`) where a shadow endpoint's "
+                                            "Data Capture writes both variants' requests and answers, imported by "
+                                            "each look of the shadow stage into the inference log."
+    )
+    capture_max_objects: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=200, description="Most new capture files one shadow look reads (the rest wait for the next look)."
+    )
+    capture_max_object_mib: Annotated[float, Field(gt=0, le=1024)] = Field(
+        default=32.0, description="A capture file larger than this is refused unread (counted and noted)."
+    )
+    capture_max_look_mib: Annotated[float, Field(gt=0, le=10_240)] = Field(
+        default=256.0, description="Most capture bytes one shadow look reads (the rest wait for the next look)."
+    )
+    capture_max_line_kib: Annotated[int, Field(ge=1, le=65_536)] = Field(
+        default=1024, description="A capture line (one request and its answer) longer than this is skipped "
+                                  "and counted as bad."
+    )
 
 
 class DeploymentConfig(Frozen):

@@ -2,8 +2,10 @@
 
 With `deployment.rollout.shadow.enabled`, `decide` has already pointed `challenger` at the
 version; the endpoint that serves `champion` copies live requests to it
-(`autopilot.serving.shadow`), and their answers land in the inference log's shadow table. This
-stage (`shadow`, between `review` and `promote`) looks at that table:
+(`autopilot.serving.shadow`), and their answers land in the inference log's shadow table (on
+`aws`, a shadow variant's answers land in the endpoint's Data Capture, imported into the same
+tables by each look: `_import_capture`). This stage (`shadow`, between `review` and `promote`)
+looks at that table:
 
 * not enough yet (`min_rows` shadow rows and `min_labeled_rows` of them labeled by `/feedback`)
   and `max_hours` not passed since the phase started: `waiting`. In the DAG the task is
@@ -106,13 +108,14 @@ def look(cfg: LoadedConfig, settings: Settings, registered: Mapping[str, Any], d
     if cfg.deployment.target == "aws" and not tags.get(SHADOW_STARTED_TAG):
         _on_sagemaker(cfg, settings, registry, name, decision, clients, start=True)
     started = _started(registry, name, version, tags, now)
+    imported = _import_capture(cfg, settings, decision, clients, started) if cfg.deployment.target == "aws" else None
     rows, labeled = _counts(settings, cfg.name, version)
     hours = (now - started).total_seconds() / 3600.0
     enough = rows >= shadow.min_rows and labeled >= shadow.min_labeled_rows
     if not enough and hours < shadow.max_hours:
         return ShadowVerdict(outcome="waiting", version=version, reasons=[
             f"v{version} in shadow for {hours:.1f} h of at most {shadow.max_hours:g}: {rows} of {shadow.min_rows} "
-            f"shadow rows, {labeled} of {shadow.min_labeled_rows} labeled"])
+            f"shadow rows, {labeled} of {shadow.min_labeled_rows} labeled", *(imported or [])])
     verdict = _settle(cfg, settings, registry, name, decision, rows, labeled, started, now)
     if verdict.hold and cfg.deployment.target == "aws":
         _on_sagemaker(cfg, settings, registry, name, decision, clients, start=False)
@@ -141,6 +144,39 @@ def _started(registry: Any, name: str, version: int, tags: Mapping[str, str], no
         return datetime.fromisoformat(tags[SHADOW_STARTED_TAG])
     registry.set_version_tag(name, version, SHADOW_STARTED_TAG, now.isoformat(timespec="seconds"))
     return now
+
+
+def _import_capture(cfg: LoadedConfig, settings: Settings, decision: Decision, clients: Any | None,
+                    started: datetime) -> list[str]:
+    """On `aws`: import the shadow endpoint's Data Capture since the phase started (`deploy.aws.capture`).
+
+    Both variants' new capture files go into the inference log (served rows and shadow rows, paired
+    by the caller's InferenceId), so the counts and the comparison below read them as they read
+    local shadow traffic. Returns what is worth a reason (bad lines, refused files), else nothing.
+    """
+    from autopilot.deploy.aws.capture import import_captures
+    from autopilot.deploy.aws.provisioning import SHADOW_VARIANT
+    from autopilot.deploy.configs import VARIANT
+    from autopilot.deploy.layout import deployment_names
+    from autopilot.deploy.rollback import aws_clients_for
+    from autopilot.serving.inference_log import InferenceLog
+
+    aws = cfg.deployment.aws
+    clients = aws_clients_for(cfg, clients)
+    with InferenceLog(settings.inference_db) as log:
+        endpoint = deployment_names(cfg.name, decision.version).endpoint
+        summary = import_captures(clients.s3, log, aws=aws, endpoint=endpoint, model=cfg.name,
+                                  production_variant=VARIANT, shadow_variant=SHADOW_VARIANT,
+                                  challenger_version=decision.version, since=started)
+    reasons: list[str] = []
+    if summary.notes:
+        reasons.append(f"data capture: {summary.files} new files read, {summary.new_events} events imported, "
+                       f"{summary.bad_lines} bad lines skipped, {summary.skipped_events} events not ours, "
+                       f"{summary.refused_files} files refused (too large), {summary.clashing_rows} rows with a "
+                       f"reused request id; first: {summary.notes[0]}")
+    if summary.more:
+        reasons.append("data capture: more new files than one look reads; the next look goes on")
+    return reasons
 
 
 def _counts(settings: Settings, model: str, version: int) -> tuple[int, int]:
@@ -205,14 +241,16 @@ def _on_sagemaker(cfg: LoadedConfig, settings: Settings, registry: Any, name: st
 
     The champion's stored plan (`deploy/sagemaker.json` on its run) gives the endpoint, its config
     and the model definition; the challenger is packaged from its verified copy and uploaded as
-    `deploy_version` does, under its own version's key. SageMaker's shadow answers go to its data
-    capture, not to the inference log, so on `aws` the second opinion needs labeled rows there.
+    `deploy_version` does, under its own version's key. The shadow config turns on Data Capture
+    (`deploy.aws.capture.capture_uri`): SageMaker's shadow answers go there, not to the inference
+    log, and each look imports them (`_import_capture`).
     """
     import tempfile
     from pathlib import Path
 
     from autopilot.adapters.registry.model_loading import SIGNATURE_TAG, LoadPolicy, open_version
     from autopilot.deploy.aws import package_model, shadow_model, start_shadow, stop_shadow, upload_package
+    from autopilot.deploy.aws.capture import capture_uri
     from autopilot.deploy.layout import deployment_names
     from autopilot.deploy.rollback import SAGEMAKER_ARTIFACT, aws_clients_for
 
@@ -235,7 +273,7 @@ def _on_sagemaker(cfg: LoadedConfig, settings: Settings, registry: Any, name: st
     challenger = shadow_model(champion["create_model"], model_name=deployment_names(cfg.name, decision.version).model,
                               version=decision.version, model_data_url=url)
     start_shadow(clients, endpoint=endpoint, champion=champion, challenger_model=challenger, sample=shadow.sample,
-                 wait_timeout=aws.wait_timeout_seconds)
+                 wait_timeout=aws.wait_timeout_seconds, capture_uri=capture_uri(aws))
 
 
 # ---------------------------------------------------------------------------- the comparison

@@ -20,6 +20,9 @@ tables of its own (not state tables: created here, not by the state database's m
   monitoring reads as served traffic) can never count a shadow row; `shadow_window` joins it with
   the served row and its feedback, so `/feedback` labels both. Older databases gain the table
   when opened (created if missing).
+- `inference_capture_files`, `inference_capture_events`: what was imported from SageMaker's Data
+  Capture on a shadow endpoint (`deploy.aws.capture`): the files read, and each event by
+  (model, variant, event id), so importing a file again adds nothing (`import_capture`).
 
 Decisions:
 - Feedback is an upsert: posting the same labels again changes nothing (not even the stored
@@ -42,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -69,7 +72,7 @@ from autopilot.adapters.state_db import READ_OPTION, open_engine
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["DuplicateRequest", "InferenceLog", "InferenceRecord", "UnknownRequest"]
+__all__ = ["CapturedEvent", "DuplicateRequest", "InferenceLog", "InferenceRecord", "UnknownRequest"]
 
 MAX_ID_LENGTH = 128
 # Serializes table creation across processes on PostgreSQL (any constant; only this module takes it).
@@ -105,6 +108,23 @@ SHADOW = Table(
     Column("prediction", Text, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Index("ix_inference_shadow_model_version", "model", "version"),
+)
+# Data Capture imports (SageMaker shadow, `deploy.aws.capture`): the files read and the events taken.
+CAPTURE_FILES = Table(
+    "inference_capture_files", METADATA,
+    Column("key", String(1024), primary_key=True),
+    Column("model", String(256), nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("bad_lines", Integer, nullable=False),
+    Column("note", Text, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+CAPTURE_EVENTS = Table(
+    "inference_capture_events", METADATA,
+    Column("model", String(256), primary_key=True),
+    Column("variant", String(64), primary_key=True),
+    Column("event_id", String(MAX_ID_LENGTH), primary_key=True),
+    Column("request_id", String(MAX_ID_LENGTH), nullable=False),
 )
 # The window's fixed columns; a feature with one of these names is expanded as `feature_<name>`.
 COLUMNS = ("request_id", "row", "model", "version", "at", "prediction", "latency_ms", "label")
@@ -149,6 +169,24 @@ class InferenceRecord:
     features: dict[str, Any]
     prediction: float | str | int | dict[str, Any]
     latency_ms: float
+
+
+class CapturedEvent(Protocol):
+    """One imported Data Capture event (`deploy.aws.capture.ImportedEvent`): its key and its rows.
+
+    `variant` and `event_id` identify it (with the model); `records` are `InferenceRecord`s or
+    mappings of their fields; `shadow`: they are the challenger's answers (`inference_shadow`),
+    else served rows (`inference_log`).
+    """
+
+    @property
+    def variant(self) -> str: ...  # noqa: D102
+    @property
+    def event_id(self) -> str: ...  # noqa: D102
+    @property
+    def shadow(self) -> bool: ...  # noqa: D102
+    @property
+    def records(self) -> Sequence[InferenceRecord | Mapping[str, Any]]: ...  # noqa: D102
 
 
 class InferenceLog:
@@ -299,6 +337,53 @@ class InferenceLog:
             rows, labeled = conn.execute(query).one()
         return int(rows), int(labeled)
 
+    def import_capture(self, key: str, model: str, events: Sequence[CapturedEvent], bad_lines: int = 0,
+                       note: str | None = None, at: datetime | None = None) -> tuple[int, int]:
+        """Write one capture file's events in ONE transaction and remember the file.
+
+        Idempotent on the event: an event (model, variant, event_id) imported before adds nothing,
+        nor does a (request_id, row) already logged or shadowed (kept as it is). The file is
+        remembered (`captured_files`) so a later look does not read it again. Returns (new events,
+        rows of new events that were NOT written because their request id and row were already
+        there: a reused InferenceId).
+        """
+        rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        keys = [(e.variant, e.event_id) for e in events]
+        with self._engine.begin() as conn:
+            known: set[tuple[str, str]] = set()
+            ids = sorted({event_id for _, event_id in keys})
+            for start in range(0, len(ids), 500):  # bounded IN lists
+                query = select(CAPTURE_EVENTS.c.variant, CAPTURE_EVENTS.c.event_id).where(
+                    CAPTURE_EVENTS.c.model == model, CAPTURE_EVENTS.c.event_id.in_(ids[start:start + 500]))
+                known.update((r.variant, r.event_id) for r in conn.execute(query))
+            new = [e for e in events if (e.variant, e.event_id) not in known]
+            new = list({(e.variant, e.event_id): e for e in new}.values())  # the same event twice in a file
+            for event in new:
+                rows[event.shadow] += [_log_row(r if isinstance(r, InferenceRecord) else InferenceRecord(**r))
+                                       for r in event.records]
+            if new:
+                _insert_new(conn, CAPTURE_EVENTS, [{"model": model, "variant": e.variant, "event_id": e.event_id,
+                                                    "request_id": _request_of(e.records)}
+                                                   for e in new])
+            clashes = 0
+            for table, batch in ((LOG, rows[False]), (SHADOW, rows[True])):
+                if not batch:
+                    continue
+                row_keys = [(str(r["request_id"]), int(r["row"])) for r in batch]
+                clashes += len(row_keys) - len(set(row_keys) - _present(conn, table, row_keys))  # not by rowcount
+                _insert_new(conn, table, [r if table is LOG else {k: v for k, v in r.items() if k != "features"}
+                                          for r in batch])
+            _insert_new(conn, CAPTURE_FILES, [{"key": key, "model": model, "events": len(new), "bad_lines": bad_lines,
+                                               "note": note, "at": _utc(at or datetime.now(UTC), "at")}])
+        return len(new), clashes
+
+    def captured_files(self, model: str, prefix: str) -> set[str]:
+        """The capture files under `prefix` already imported (or refused) for `model`."""
+        query = select(CAPTURE_FILES.c.key).where(CAPTURE_FILES.c.model == model,
+                                                 CAPTURE_FILES.c.key.startswith(prefix, autoescape=True))
+        with self._reader.connect() as conn:
+            return set(conn.execute(query).scalars())
+
     def count(self, model: str | None = None) -> int:
         """How many rows are logged (for one model when given)."""
         query = select(func.count()).select_from(LOG)
@@ -322,13 +407,8 @@ class InferenceLog:
 
     def _logged(self, keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Which of these (request_id, row) pairs the log already holds (to name them in the error)."""
-        ids = sorted({request_id for request_id, _ in keys})
-        found: set[tuple[str, int]] = set()
         with self._reader.connect() as conn:
-            for start in range(0, len(ids), 500):  # bounded IN lists
-                query = select(LOG.c.request_id, LOG.c.row).where(LOG.c.request_id.in_(ids[start:start + 500]))
-                found.update((r.request_id, r.row) for r in conn.execute(query))
-        return sorted(found & set(keys))
+            return sorted(_present(conn, LOG, keys))
 
 
 def _log_row(record: InferenceRecord) -> dict[str, Any]:
@@ -425,6 +505,32 @@ def _loads(raw: str | None) -> Any:
 def _keys(keys: Sequence[tuple[str, int]], shown: int = 10) -> str:
     named = ", ".join(f"{request_id!r} row {row}" for request_id, row in keys[:shown])
     return named + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def _request_of(records: Sequence[InferenceRecord | Mapping[str, Any]]) -> str:
+    if not records:
+        return ""
+    first = records[0]
+    return str(first.request_id if isinstance(first, InferenceRecord) else first["request_id"])
+
+
+def _present(conn: Connection, table: Table, keys: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Which of these (request_id, row) keys `table` already holds."""
+    ids = sorted({request_id for request_id, _ in keys})
+    found: set[tuple[str, int]] = set()
+    for start in range(0, len(ids), 500):  # bounded IN lists
+        query = select(table.c.request_id, table.c.row).where(table.c.request_id.in_(ids[start:start + 500]))
+        found.update((r.request_id, r.row) for r in conn.execute(query))
+    return found & set(keys)
+
+
+def _insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert the rows whose primary key is not there yet; the others are kept as they are."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    conn.execute(insert(table).on_conflict_do_nothing(index_elements=list(table.primary_key.columns)), rows)
 
 
 def _upsert_feedback(conn: Connection, rows: list[dict[str, Any]]) -> None:

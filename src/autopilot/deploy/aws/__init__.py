@@ -21,15 +21,18 @@ deleted: a failed blue/green update leaves SageMaker serving the old config.
 The same code path runs against AWS and against moto's server; only `endpoint_url` differs.
 
 The package: `packaging` (the deterministic archive and its verified upload), `provisioning`
-(model, endpoint config, endpoint, alarms; teardown), `waits` (polling an endpoint until it
+(model, endpoint config, endpoint, alarms; teardown; shadow variants), `capture` (a shadow
+endpoint's Data Capture, imported into the inference log), `waits` (polling an endpoint until it
 settles, and deleting what a failed call created) and `errors`. The clients come from
 `autopilot.adapters.aws`.
 """
 
+from autopilot.deploy.aws.capture import CaptureImport, CaptureLimits, capture_uri, import_captures
 from autopilot.deploy.aws.errors import ProvisionError, ProvisionRetryable, ProvisionTimeout, UploadMismatch
 from autopilot.deploy.aws.packaging import MANIFEST_NAME, package_model, upload_package
 from autopilot.deploy.aws.provisioning import (
     ProvisionResult,
+    data_capture_config,
     delete_deployment,
     provision_endpoint,
     shadow_endpoint_config,
@@ -40,12 +43,17 @@ from autopilot.deploy.aws.provisioning import (
 
 __all__ = [
     "MANIFEST_NAME",
+    "CaptureImport",
+    "CaptureLimits",
     "ProvisionError",
     "ProvisionRetryable",
     "ProvisionTimeout",
     "UploadMismatch",
     "ProvisionResult",
+    "capture_uri",
+    "data_capture_config",
     "delete_deployment",
+    "import_captures",
     "package_model",
     "provision_endpoint",
     "shadow_endpoint_config",

@@ -17,6 +17,7 @@ from autopilot.deploy.aws.waits import cleanup, describe_or_none, wait_settled
 __all__ = [
     "SHADOW_VARIANT",
     "ProvisionResult",
+    "data_capture_config",
     "delete_deployment",
     "provision_endpoint",
     "shadow_endpoint_config",
@@ -319,7 +320,8 @@ def shadow_model(champion_model: dict[str, Any], *, model_name: str, version: in
     return {**champion_model, "ModelName": model_name, "PrimaryContainer": container, "Tags": tags}
 
 
-def shadow_endpoint_config(champion_config: dict[str, Any], challenger_model: str, sample: float) -> dict[str, Any]:
+def shadow_endpoint_config(champion_config: dict[str, Any], challenger_model: str, sample: float,
+                           capture_uri: str | None = None) -> dict[str, Any]:
     """CreateEndpointConfig kwargs: the champion's production variant(s), the challenger as a shadow variant.
 
     SageMaker sends every request to the production variant (which alone answers) and a copy of
@@ -327,6 +329,10 @@ def shadow_endpoint_config(champion_config: dict[str, Any], challenger_model: st
     variant: the shadow's weight is `sample` times the production weight. The shadow variant
     runs on the production variant's instance type, one instance. The name is derived from the
     content (champion config and challenger model), so a retry finds the config it created.
+
+    `capture_uri` (s3://bucket/key-prefix) turns on Data Capture for the endpoint, so both
+    variants' requests and answers land there (`data_capture_config`); the shadow stage imports
+    them (`deploy.aws.capture`), since SageMaker returns the shadow's answers to nobody.
     """
     if not 0 < sample <= 1:
         raise ProvisionError(f"the shadow sample must be in (0, 1], not {sample}")
@@ -338,15 +344,30 @@ def shadow_endpoint_config(champion_config: dict[str, Any], challenger_model: st
               "InstanceType": production[0]["InstanceType"], "InitialInstanceCount": 1,
               "InitialVariantWeight": round(production[0]["InitialVariantWeight"] * sample, 6)}
     body = {"ProductionVariants": production, "ShadowProductionVariants": [shadow],
+            **({"DataCaptureConfig": data_capture_config(capture_uri)} if capture_uri else {}),
             **({"Tags": champion_config["Tags"]} if champion_config.get("Tags") else {})}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
     base = str(champion_config["EndpointConfigName"])[:45].rstrip("-")
     return {"EndpointConfigName": f"{base}-shadow-{digest}", **body}
 
 
+def data_capture_config(destination: str) -> dict[str, Any]:
+    """DataCaptureConfig of a shadow endpoint: every request, input and output, JSON and CSV kept as text.
+
+    SageMaker writes both variants' records under `<destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/`
+    as JSON Lines; the content-type lists make it store our JSON bodies as text (`encoding: JSON`)
+    rather than base64. 100 %: a sampled capture would lose pairs of production and shadow answers.
+    """
+    if not destination.startswith("s3://"):
+        raise ProvisionError(f"the data capture destination must be an s3:// URI, not {destination!r}")
+    return {"EnableCapture": True, "InitialSamplingPercentage": 100, "DestinationS3Uri": destination.rstrip("/"),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"], "CsvContentTypes": ["text/csv"]}}
+
+
 def start_shadow(clients: AwsClients, *, endpoint: str, champion: dict[str, Any], challenger_model: dict[str, Any],
-                 sample: float, wait_timeout: float = 1800.0,
-                 poll: Callable[..., None] | None = None) -> ProvisionResult:
+                 sample: float, wait_timeout: float = 1800.0, poll: Callable[..., None] | None = None,
+                 capture_uri: str | None = None) -> ProvisionResult:
     """Put the challenger beside the champion as a shadow variant of the live endpoint, idempotently.
 
     `champion` is the champion's plan (as `provision_endpoint` takes it); `challenger_model` the
@@ -355,11 +376,12 @@ def start_shadow(clients: AwsClients, *, endpoint: str, champion: dict[str, Any]
     it, unless it already serves it. The update carries no DeploymentConfig: the production
     variant is the champion's, unchanged; only the shadow variant is new. Waits for InService on
     the shadow config; anything else is a ProvisionError (and what this call created is deleted).
+    `capture_uri`: Data Capture on, to that S3 prefix (`shadow_endpoint_config`).
     """
     sleep = poll or time.sleep
     sm = clients.sagemaker
     model = str(challenger_model["ModelName"])
-    config_kwargs = shadow_endpoint_config(champion["create_endpoint_config"], model, sample)
+    config_kwargs = shadow_endpoint_config(champion["create_endpoint_config"], model, sample, capture_uri)
     config = config_kwargs["EndpointConfigName"]
     created: list[tuple[str, str]] = []
     try:
