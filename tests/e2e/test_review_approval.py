@@ -70,12 +70,13 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
              # No endpoint listens here: the rollout is skipped, whatever serves on the default port.
              "AUTOPILOT_SERVING_URL": "http://127.0.0.1:9"}
     dags = {f"autopilot_training__{name}" for name in MODELS.values()}
-    with postgres_databases() as database, \
-            live_airflow(root, expect=dags, overrides={**users, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database()}) as served:
-        for dag_id in dags:
-            api(served, "PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-            api(served, "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"dag_run_id": "r1", "logical_date": None})
-        yield served
+    with postgres_databases() as database:
+        overrides = {**users, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database()}
+        with live_airflow(root, expect=dags, overrides=overrides) as served:
+            for dag_id in dags:
+                api(served, "PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+                api(served, "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"dag_run_id": "r1", "logical_date": None})
+            yield served
 
 
 def api(airflow: Airflow, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
@@ -155,7 +156,8 @@ def answer(airflow: Airflow, model: str, option: str, comment: str) -> dict[str,
     return dict(shown)
 
 
-@pytest.mark.timeout(1200)  # it bears the fixture (services up, three runs to `review`); the waits fail first, saying why
+# It bears the fixture (services up, three runs to `review`): the waits below fail first, saying why.
+@pytest.mark.timeout(1200)
 def test_approve_promotes_with_the_reviewer_in_the_alias_history(airflow: Airflow) -> None:
     model = MODELS["approve"]
     shown = answer(airflow, model, "Approve", "checked the holdout by hand")
