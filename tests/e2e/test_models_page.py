@@ -378,6 +378,17 @@ def _devtools_endpoint(process: subprocess.Popen[str], timeout: float = 30) -> s
     raise AssertionError("Chromium exited before opening its DevTools endpoint")
 
 
+class DevToolsError(AssertionError):
+    """A DevTools call answered with an error."""
+
+    # What Chromium answers when the page navigates while a call runs in it.
+    NAVIGATING = ("navigated or closed", "Cannot find context", "context was destroyed")
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error)
+        self.navigating = any(marker in str(error.get("message", "")) for marker in self.NAVIGATING)
+
+
 class _DevTools:
     """The few DevTools-protocol calls the browser tests need, over one browser-level websocket."""
 
@@ -394,7 +405,8 @@ class _DevTools:
         while True:  # events arrive in between; only our reply counts
             reply = json.loads(await asyncio.wait_for(self.socket.recv(), timeout=60))
             if reply.get("id") == self.last_id:
-                assert "error" not in reply, reply["error"]
+                if "error" in reply:
+                    raise DevToolsError(reply["error"])
                 return dict(reply["result"])
 
     async def evaluate(self, session: str, expression: str) -> Any:
@@ -405,7 +417,12 @@ class _DevTools:
         """Poll a JavaScript expression until it is truthy; return its value."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = await self.evaluate(session, expression)
+            try:
+                value = await self.evaluate(session, expression)
+            except DevToolsError as exc:
+                if not exc.navigating:
+                    raise
+                value = None  # the page navigated under the poll (a login's redirect): look again
             if value:
                 return value
             await asyncio.sleep(0.3)

@@ -53,8 +53,9 @@ from autopilot.monitoring.bias_views import logged_classes, window_views
 from autopilot.outages import is_outage
 from autopilot.reports import json_safe
 
-__all__ = ["BiasComparison", "BiasDrift", "GroupCounts", "attribute_of", "check_bias_drift", "failed",
-           "grouping_from", "newcombe", "not_checked", "window_bias"]
+__all__ = ["NO_RECORD", "BiasComparison", "BiasDrift", "GroupCounts", "PendingComparison", "attribute_of",
+           "check_bias_drift", "failed", "grouping_from", "judge", "newcombe", "not_checked", "stopped",
+           "too_few_rows", "window_bias"]
 
 RATES = {"selection_rate": "selection rate", "true_positive_rate": "TPR", "false_positive_rate": "FPR"}
 DISPARITIES = {"demographic_parity_difference": "demographic parity difference",
@@ -209,18 +210,18 @@ def check_bias_drift(promoted: Mapping[str, Any] | None, features: pd.DataFrame,
         return check_regression(promoted, features, scores, labels, cfg, found, seed)
     records = _records(promoted, multiclass=cfg.task is Task.MULTICLASS_CLASSIFICATION)
     if not records:
-        return _stop(found, "unavailable", "the champion's fairness gate report holds no group metrics to compare with")
+        return stopped(found, "unavailable", NO_RECORD)
     views = window_views(promoted, features, scores, labels, cfg)
     found.rows, found.labeled_rows = views.rows, views.labeled_rows
     found.notes.extend(views.notes)
     if found.rows < bc.min_rows:
-        return _stop(found, "insufficient", f"{found.rows} served rows, fewer than the {bc.min_rows} bias drift needs")
+        return too_few_rows(found, bc.min_rows)
     if found.labeled_rows < bc.min_labeled_rows:
         found.notes.append(f"{found.labeled_rows} labeled rows, fewer than the {bc.min_labeled_rows} needed: "
                            "selection rates only")
     setup = _Setup(bc.min_group_rows, found.labeled_rows >= bc.min_labeled_rows, bc.bootstrap_samples,
                    np.random.default_rng(seed))
-    pending: list[_Pending] = []
+    pending: list[PendingComparison] = []
     for name, (grouping, groups, label) in records.items():
         missing = [c for c in grouping.columns if c not in views.features.columns]
         if missing:
@@ -230,7 +231,7 @@ def check_bias_drift(promoted: Mapping[str, Any] | None, features: pd.DataFrame,
         pred, y = views.of(label)
         window = _window_counts(grouping.assign(views.features), pred, y, setup.labeled)
         pending.extend(_compare_attribute(grouping.name, groups, window, setup, found.notes, label))
-    _judge(found, pending)
+    judge(found, pending)
     return found
 
 
@@ -273,7 +274,7 @@ def not_checked(cfg: ModelConfig) -> BiasDrift | None:
     bc = cfg.monitoring.bias
     found = BiasDrift(status="off", confidence=bc.confidence, min_effect=bc.min_effect, action=bc.action)
     if not bc.enabled or not cfg.sensitive_attributes:
-        return _stop(found, "off", "bias drift is off (monitoring.bias.enabled) or no sensitive attributes are set")
+        return stopped(found, "off", "bias drift is off (monitoring.bias.enabled) or no sensitive attributes are set")
     return None
 
 
@@ -293,10 +294,19 @@ class _Setup:
 
 
 # A comparison and how to compute its interval of the change at a given confidence.
-_Pending = tuple[BiasComparison, Callable[[float], list[float] | None]]
+PendingComparison = tuple[BiasComparison, Callable[[float], list[float] | None]]
 
 
-def _stop(found: BiasDrift, status: str, note: str) -> BiasDrift:
+NO_RECORD = "the champion's fairness gate report holds no group metrics to compare with"
+
+
+def too_few_rows(found: BiasDrift, min_rows: int) -> BiasDrift:
+    """`found` is `insufficient`: fewer served rows than bias drift needs."""
+    return stopped(found, "insufficient", f"{found.rows} served rows, fewer than the {min_rows} bias drift needs")
+
+
+def stopped(found: BiasDrift, status: str, note: str) -> BiasDrift:
+    """`found` ended early with `status`, the note saying why (shared with `bias_regression`)."""
     found.status = status
     found.notes.append(note)
     return found
@@ -320,11 +330,12 @@ def _window_counts(groups: np.ndarray, pred: np.ndarray, y: np.ndarray, labeled:
     return out
 
 
-def _compare_attribute(name: str, promoted: dict[str, GroupCounts], window: dict[str, tuple[
-        GroupCounts, GroupCounts | None]], setup: _Setup, notes: list[str], label: str | None = None) -> list[_Pending]:
+def _compare_attribute(name: str, promoted: dict[str, GroupCounts],
+                       window: dict[str, tuple[GroupCounts, GroupCounts | None]], setup: _Setup, notes: list[str],
+                       label: str | None = None) -> list[PendingComparison]:
     """Every group's rates and the attribute's disparities, where both sides have enough rows (of class
     `label` one-vs-rest for a multiclass model)."""
-    out: list[_Pending] = []
+    out: list[PendingComparison] = []
     selection_groups: list[str] = []
     odds_groups: list[str] = []
     for group, before in promoted.items():
@@ -365,7 +376,7 @@ def _enough(before: GroupCounts, after: GroupCounts, metric: str, min_rows: int)
 
 
 def _rate(name: str, group: str, metric: str, before: GroupCounts, after: GroupCounts,
-          label: str | None = None) -> _Pending:
+          label: str | None = None) -> PendingComparison:
     a, b = before.rate(metric), after.rate(metric)
     assert a is not None and b is not None
     found = BiasComparison(name, group, metric, promoted=a[0] / a[1], window=b[0] / b[1], promoted_rows=a[1],
@@ -374,7 +385,7 @@ def _rate(name: str, group: str, metric: str, before: GroupCounts, after: GroupC
 
 
 def _disparity(name: str, metric: str, before: list[GroupCounts], after: list[GroupCounts], groups: list[str],
-               odds: list[str], setup: _Setup, label: str | None = None) -> _Pending:
+               odds: list[str], setup: _Setup, label: str | None = None) -> PendingComparison:
     """A disparity over the same groups on both sides, its change bootstrapped from each side's cells."""
     cells_before, cells_after = np.stack([c.cells() for c in before]), np.stack([c.cells() for c in after])
 
@@ -396,11 +407,11 @@ def _resample(cells: np.ndarray, setup: _Setup) -> np.ndarray:
     return out
 
 
-def _judge(found: BiasDrift, pending: list[_Pending]) -> None:
+def judge(found: BiasDrift, pending: list[PendingComparison]) -> None:
     """Each comparison's interval at the Bonferroni-corrected confidence; flags; reasons; the status."""
     tests = len(pending)
     if tests == 0:
-        _stop(found, "insufficient", "no group has enough rows on both sides to compare")
+        stopped(found, "insufficient", "no group has enough rows on both sides to compare")
         return
     level = 1.0 - (1.0 - found.confidence) / tests
     found.per_test_confidence = level

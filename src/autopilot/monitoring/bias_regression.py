@@ -36,7 +36,16 @@ from scipy.stats import t as student_t
 from autopilot.config import ModelConfig
 from autopilot.gates.fairness.groups import Grouping
 from autopilot.gates.fairness.judging import interval
-from autopilot.monitoring.bias import BiasComparison, BiasDrift, _judge, _Pending, _stop, grouping_from
+from autopilot.monitoring.bias import (
+    NO_RECORD,
+    BiasComparison,
+    BiasDrift,
+    PendingComparison,
+    grouping_from,
+    judge,
+    stopped,
+    too_few_rows,
+)
 
 __all__ = ["Moments", "check_regression", "welch"]
 
@@ -76,7 +85,7 @@ def check_regression(promoted: Mapping[str, Any] | None, features: pd.DataFrame,
     found.min_relative_effect = bc.min_relative_effect
     records = _records(promoted)
     if not records:
-        return _stop(found, "unavailable", "the champion's fairness gate report holds no group metrics to compare with")
+        return stopped(found, "unavailable", NO_RECORD)
     pred = np.asarray(predictions, dtype=float).ravel()
     if len(pred) != len(features):
         raise ValueError(f"{len(features)} feature rows but {len(pred)} predictions")
@@ -84,13 +93,13 @@ def check_regression(promoted: Mapping[str, Any] | None, features: pd.DataFrame,
     readable = np.isfinite(pred)
     found.rows, found.labeled_rows = int(readable.sum()), int((readable & np.isfinite(y)).sum())
     if found.rows < bc.min_rows:
-        return _stop(found, "insufficient", f"{found.rows} served rows, fewer than the {bc.min_rows} bias drift needs")
+        return too_few_rows(found, bc.min_rows)
     labeled = found.labeled_rows >= bc.min_labeled_rows
     if not labeled:
         found.notes.append(f"{found.labeled_rows} labeled rows, fewer than the {bc.min_labeled_rows} needed: "
                            "mean predictions only")
     rng = np.random.default_rng(seed)
-    pending: list[_Pending] = []
+    pending: list[PendingComparison] = []
     lacking: set[str] = set()
     for name, (grouping, by_group) in records.items():
         missing = [c for c in grouping.columns if c not in features.columns]
@@ -110,19 +119,19 @@ def check_regression(promoted: Mapping[str, Any] | None, features: pd.DataFrame,
     if not pending and lacking:
         found.status = "unsupported"
         return found
-    _judge(found, pending)
+    judge(found, pending)
     return found
 
 
 def _means(name: str, by_group: Mapping[str, Mapping[str, Any]], groups: np.ndarray, readable: np.ndarray,
            pred: np.ndarray, y: np.ndarray, labeled: bool, min_rows: int, relative: float, lacking: set[str],
-           maes: dict[str, tuple[Moments, Moments]], notes: list[str]) -> list[_Pending]:
+           maes: dict[str, tuple[Moments, Moments]], notes: list[str]) -> list[PendingComparison]:
     """Each group's mean prediction and (labeled) MAE against the gate's, where both sides have the rows.
 
     Adds to `lacking` the spreads an older report misses, and to `maes` each compared group's
     MAE moments (promotion, window) for the worst/best ratio.
     """
-    out: list[_Pending] = []
+    out: list[PendingComparison] = []
     small: list[str] = []
     for group, entry in by_group.items():
         member = readable & (groups == group)
@@ -160,7 +169,7 @@ def _welch_at(after: Moments, before: Moments) -> Callable[[float], list[float] 
 
 
 def _ratio(name: str, maes: dict[str, tuple[Moments, Moments]], relative: float, samples: int,
-           rng: np.random.Generator) -> _Pending | None:
+           rng: np.random.Generator) -> PendingComparison | None:
     """The worst/best MAE ratio over the groups whose MAE is compared, its change from normal draws of the means."""
     if len(maes) < 2:
         return None
