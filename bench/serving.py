@@ -1,28 +1,45 @@
-"""Serving: `autopilot serve` against `mlflow models serve`, same model version, same load.
+"""Serving: `autopilot serve` against `mlflow models serve`, MLServer and an empty endpoint, same model version.
 
 One Adult model (the demo's native-categorical HGB, `hgb.max_iter` 200, fitted on the full
 training split) is logged and registered in a fresh AUTOPILOT_HOME the way training does it
-(skops, signature, SHA-256 manifest tag, alias `champion`). Two servers then run on loopback,
+(skops, signature, SHA-256 manifest tag, alias `champion`). The servers then run on loopback,
 each in its own process group:
 
 - **ours:** `autopilot serve <copy of the demo config> --port P1` (default serving
   settings: micro-batching, durable inference log, bearer token), `POST /predict` with
   `{"records": [row]}`;
-- **peer:** `mlflow models serve -m models:/adult_income/<v> --env-manager local`, its
-  defaults (one uvicorn worker), `POST /invocations` with `{"dataframe_records": [row]}`.
+- **mlflow:** `mlflow models serve -m models:/adult_income/<v> --env-manager local`, its
+  defaults (one uvicorn worker), `POST /invocations` with `{"dataframe_records": [row]}`;
+- **mlserver:** MLServer 1.7.1 with mlserver-mlflow's `MLflowRuntime` on the version's MLflow
+  model folder, adaptive batching on (`max_batch_size` 32, `max_batch_time` 0.01 s),
+  `parallel_workers` = os.cpu_count(); `POST /v2/models/adult_income/infer` (V2 protocol, pandas
+  content type, one input per column). It conflicts with our environment, so it runs from its
+  own venv, `bench/.peers/mlserver/` (gitignored; created with `python3.11 -m venv` on first use,
+  then reused): `mlserver==1.7.1 mlserver-mlflow==1.7.1 'uvloop<0.20'` (MLServer's parallel
+  workers die at start with uvloop >= 0.20) plus the model's runtime libraries at this venv's versions;
+- **empty:** the ceiling, a minimal ASGI app on uvicorn with our server's settings (httptools,
+  uvloop, no access log) that reads the body and answers a fixed JSON.
 
-One load generator drives both: a separate process (`python bench/serving.py --loadgen ...`)
+`--peers mlflow mlserver empty` chooses the servers beside autopilot (default all). Before the load,
+each model server's scores on the first 200 test rows are compared with the in-process pipeline.
+
+One load generator drives all: a separate process (`python bench/serving.py --loadgen ...`)
 with asyncio streams and hand-written HTTP/1.1 keep-alive requests (bodies pre-encoded, the
 response framed by Content-Length), so the client costs little CPU on a 2-core machine. It
 runs a closed loop: C connections, each sends one single-row request (real Adult test rows),
-waits for the answer and sends the next. A warm-up comes first, then `--seconds` are
-measured. Each concurrency level runs both servers, in alternating order.
+waits for the answer and sends the next; an answer other than 200, or a 200 without the
+server's outputs (`predictions`, `outputs`), counts as an error. A warm-up comes first, then
+`--seconds` are measured. Each concurrency level runs every server, the order rotated per level.
+CPU per request = the server's process tree's user + system CPU time (psutil) over the measured
+window / requests answered in it.
 
-Goals at concurrency 32: throughput >= 3x MLflow's and p99 latency <= 0.5x MLflow's.
+Goals at concurrency 32: throughput >= 3x MLflow's and p99 latency <= 0.5x MLflow's; issue 17:
+throughput >= 4x MLServer's, p99 <= 0.1x MLServer's, and >= 15% of the empty endpoint's rate.
 Serving efficiency = autopilot's rows/s at concurrency 32 / in-process `predict_proba`
 rows/s on one 16k-row batch (the physical limit of the model on this machine).
 
 Usage: python bench/serving.py [--seconds 10] [--concurrency 1 8 32] [--warmup 1.5]
+                               [--peers mlflow mlserver empty]
 """
 
 from __future__ import annotations
@@ -32,6 +49,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,6 +71,15 @@ GOAL_P99 = 0.5          # autopilot / mlflow p99 latency, at GOAL_CONCURRENCY
 TEST_ROWS = 2000        # distinct request bodies, cycled
 BATCH_ROWS = 16_000     # the in-process batch (the physical limit)
 MEASURE_START, MEASURE_END = "#MEASURE_START", "#MEASURE_END"
+PEERS = ("mlflow", "mlserver", "empty")
+# Issue 17's targets at GOAL_CONCURRENCY, against MLServer and the empty endpoint
+GOAL_MLSERVER_THROUGHPUT = 4.0   # autopilot / MLServer requests per second
+GOAL_MLSERVER_P99 = 0.1          # autopilot / MLServer p99 latency
+GOAL_EMPTY_SHARE = 0.15          # autopilot / empty endpoint requests per second
+MLSERVER_VENV = Path(__file__).resolve().parent / ".peers" / "mlserver"
+MLSERVER_PACKAGES = ("mlserver==1.7.1", "mlserver-mlflow==1.7.1", "uvloop<0.20")
+MODEL_RUNTIME = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops", "cloudpickle")
+MLSERVER_BATCH_SIZE, MLSERVER_BATCH_TIME = 32, 0.01
 
 
 # ---------------------------------------------------------------------------- load generator (child process)
@@ -108,6 +135,7 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
     start = clock()
     measure_from = start + float(spec["warmup"])
     measure_to = measure_from + float(spec["seconds"])
+    expect = spec.get("expect", "").encode()  # a 200 without it counts as an error ("no_outputs")
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     counts = {"sent": 0, "reconnects": 0, "connection_errors": 0}
@@ -131,6 +159,8 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
                     status, body, close = -1, b"", True
                 t1 = clock()
                 counts["sent"] += 1
+                if status == 200 and expect and expect not in body:
+                    status = "no_outputs"  # type: ignore[assignment]
                 if measure_from <= t1 < measure_to:
                     latencies.append(t1 - t0)
                     if status != 200:
@@ -197,6 +227,28 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / ticks
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` and its live descendants (MLServer's workers, uvicorn under
+    mlflow); the process group from /proc when psutil is missing."""
+    try:
+        import psutil
+    except ImportError:
+        return group_cpu_seconds(pid)
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 class Server:
     """A server process in its own session (so its whole process group can be stopped)."""
 
@@ -225,8 +277,8 @@ class Server:
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.tail()}")
 
     def cpu_seconds(self) -> float:
-        """CPU seconds used so far by the server's process group."""
-        return group_cpu_seconds(self.proc.pid)
+        """CPU seconds used so far by the server's live process tree (psutil) or process group (/proc)."""
+        return tree_cpu_seconds(self.proc.pid)
 
     def tail(self, chars: int = 3000) -> str:
         """The end of the server's log."""
@@ -259,6 +311,99 @@ def post_json(url: str, body: dict[str, Any], token: str | None = None) -> Any:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.loads(answer.read())
+
+
+# ------------------------------------------------------------------ the peers: MLServer and the empty endpoint
+
+
+def _empty_server_main(port: str) -> int:
+    """The empty endpoint's process: uvicorn as `autopilot serve` runs it, an app that answers a fixed JSON."""
+    import uvicorn
+
+    answer = b'{"predictions":[0.5]}'
+    start = {"type": "http.response.start", "status": 200,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]}
+    reply = {"type": "http.response.body", "body": answer}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send(start)
+        await send(reply)
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False,
+                            timeout_keep_alive=30, proxy_headers=False, server_header=False, http="httptools",
+                            lifespan="off")
+    uvicorn.Server(config).run()
+    return 0
+
+
+def mlserver_python() -> Path:
+    """The MLServer venv's interpreter, `bench/.peers/mlserver/` (created and filled once, then reused).
+
+    MLServer 1.7.1 conflicts with our environment, so it gets its own venv: mlserver and mlserver-mlflow 1.7.1,
+    `uvloop<0.20` (with uvloop >= 0.20 its parallel workers die at start: "There is no current event loop") and
+    the model's runtime libraries at the versions of this venv.
+    """
+    from importlib.metadata import version
+
+    python = MLSERVER_VENV / "bin" / "python"
+    marker = MLSERVER_VENV / ".installed"
+    pins = [*MLSERVER_PACKAGES, *(f"{name}=={version(name)}" for name in MODEL_RUNTIME)]
+    if marker.exists() and marker.read_text().split() == pins:
+        return python
+    if not python.exists():
+        subprocess.run(["python3.11", "-m", "venv", str(MLSERVER_VENV)], check=True)
+    print(f"[serving] installing MLServer into {MLSERVER_VENV}: {' '.join(pins)}", flush=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *pins], check=True)
+    marker.write_text("\n".join(pins))
+    return python
+
+
+def mlserver_repository(root: Path, name: str, model_folder: Path, port: int) -> Path:
+    """An MLServer model repository serving the MLflow model folder: settings.json and model-settings.json."""
+    root.mkdir(parents=True)
+    model_dir = root / name
+    shutil.copytree(model_folder, model_dir / "model")
+    (root / "settings.json").write_text(json.dumps({
+        "debug": False, "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(),
+        "metrics_port": free_port(), "parallel_workers": os.cpu_count() or 1, "load_models_at_startup": True}))
+    # Adaptive batching is a per-model setting in MLServer (ModelSettings.max_batch_size / max_batch_time).
+    (model_dir / "model-settings.json").write_text(json.dumps({
+        "name": name, "implementation": "mlserver_mlflow.MLflowRuntime",
+        "max_batch_size": MLSERVER_BATCH_SIZE, "max_batch_time": MLSERVER_BATCH_TIME,
+        "parameters": {"uri": str(model_dir / "model")}}))
+    return root
+
+
+def v2_datatypes(frame: Any) -> dict[str, str]:
+    """The V2 protocol datatype of each column (pandas content type)."""
+    out = {}
+    for column, dtype in frame.dtypes.items():
+        kind = getattr(dtype, "kind", "O")
+        out[str(column)] = {"i": "INT64", "u": "INT64", "f": "FP64", "b": "BOOL"}.get(kind, "BYTES")
+    return out
+
+
+def v2_body(rows: list[dict[str, Any]], datatypes: dict[str, str]) -> dict[str, Any]:
+    """A V2 inference request with the pandas content type: one input per column."""
+    return {"parameters": {"content_type": "pd"},
+            "inputs": [{"name": column, "shape": [len(rows)], "datatype": datatype,
+                        "data": [row[column] for row in rows]} for column, datatype in datatypes.items()]}
+
+
+def mlserver_check(server: Server, name: str, pipeline: Any, frame: Any, records: list[dict[str, Any]],
+                   datatypes: dict[str, str], n: int = 200) -> dict[str, Any]:
+    """MLServer against the in-process pipeline on the first `n` test rows without nulls (setup only)."""
+    import numpy as np
+
+    complete = [i for i, row in enumerate(records[:n]) if not any(v is None for v in row.values())]
+    local = pipeline.predict_proba(frame.iloc[complete])[:, 1]
+    answer = post_json(f"{server.url}/v2/models/{name}/infer", v2_body([records[i] for i in complete], datatypes))
+    output = np.asarray(answer["outputs"][0]["data"], dtype=float).reshape(len(complete), -1)[:, -1]
+    return {"rows": len(complete), "mlserver_max_diff_complete_rows": float(np.abs(output - local).max())}
 
 
 def same_model_check(ours: Server, peer: Server, token: str, pipeline: Any, frame: Any,
@@ -325,13 +470,16 @@ def batch_summary(before: dict[str, float], after: dict[str, float]) -> dict[str
             "batch_size_shares": shares}
 
 
-def run_load(server: Server, other: Server, path: str, token: str | None, bodies: Path, concurrency: int,
-             warmup: float, seconds: float, work: Path) -> dict[str, Any]:
-    """Drive `server` with the load generator; add CPU accounting (and batch sizes for autopilot)."""
+def run_load(server: Server, others: list[Server], path: str, token: str | None, bodies: Path, concurrency: int,
+             warmup: float, seconds: float, work: Path, expect: str = "") -> dict[str, Any]:
+    """Drive `server` with the load generator; add CPU accounting (and batch sizes for autopilot).
+
+    `others` are the idle servers (their CPU is counted apart); `expect`, a string every 200 answer must contain.
+    """
     spec = work / f"spec-{server.name}-{concurrency}.json"
     spec.write_text(json.dumps({"host": "127.0.0.1", "port": server.port, "path": path, "token": token,
                                 "bodies": str(bodies), "concurrency": concurrency, "warmup": warmup,
-                                "seconds": seconds}))
+                                "seconds": seconds, "expect": expect}))
     stderr = (work / f"loadgen-{server.name}-{concurrency}.log").open("w")
     child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--loadgen", str(spec)],
                              stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
@@ -347,7 +495,7 @@ def run_load(server: Server, other: Server, path: str, token: str | None, bodies
             if tag in (MEASURE_START, MEASURE_END):
                 key = "start" if tag == MEASURE_START else "end"
                 marks[key] = {"wall": time.perf_counter(), "proc": common._cpu_times(),
-                              "server": server.cpu_seconds(), "other": other.cpu_seconds(),
+                              "server": server.cpu_seconds(), "other": sum(o.cpu_seconds() for o in others),
                               "batches": batch_metrics(server) if is_autopilot else None}
         child.wait(timeout=60)
     finally:
@@ -370,7 +518,7 @@ def run_load(server: Server, other: Server, path: str, token: str | None, bodies
     result.update({
         "server": server.name,
         "server_cpu_cores": server_cpu / wall,
-        "idle_peer_cpu_cores": other_cpu / wall,
+        "idle_peers_cpu_cores": other_cpu / wall,
         "server_cpu_ms_per_request": server_cpu / max(result["completed"], 1) * 1000.0,
         # What is left of the machine's busy time once both servers and the load generator are
         # taken out: other processes (the neighbours), plus this parent's few /metrics reads.
@@ -385,7 +533,7 @@ def run_load(server: Server, other: Server, path: str, token: str | None, bodies
 # ---------------------------------------------------------------------------- the model and the in-process floor
 
 
-def fit_and_register(settings: Any, cfg: Any) -> tuple[Any, Any, Any, dict[str, float]]:
+def fit_and_register(settings: Any, cfg: Any) -> tuple[Any, Any, Any, dict[str, float], Path]:
     """Fit the HGB pipeline on the full Adult train split and register it as `champion` (as training does)."""
     import mlflow  # noqa: F401 - imported here so that its import time is not counted as logging time
     import pandas as pd
@@ -415,7 +563,7 @@ def fit_and_register(settings: Any, cfg: Any) -> tuple[Any, Any, Any, dict[str, 
                                         "autopilot.family": HGB["family"]})
         store.set_alias(cfg.registered_model_name, "champion", int(version.version))
     seconds["log_and_register"] = timed["seconds"]
-    return pipeline, X, version, seconds
+    return pipeline, X, version, seconds, folder
 
 
 def test_rows(cfg: Any) -> tuple[Any, list[dict[str, Any]]]:
@@ -484,14 +632,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--loadgen"]:
         return _loadgen_main(argv[1])
+    if argv[:1] == ["--empty-server"]:
+        return _empty_server_main(argv[1])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per server and concurrency")
     parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="connections (closed loop)")
     parser.add_argument("--wait-idle", type=float, default=120.0,
                         help="seconds to wait for a quiet machine before each timed part (0: off)")
+    parser.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS),
+                        help="the servers to run beside autopilot (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home (server logs) afterwards")
     args = parser.parse_args(argv)
+    mlserver_py = mlserver_python() if "mlserver" in args.peers else None
 
     from autopilot.config import load_config
     from autopilot.settings import Settings
@@ -503,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(common.ADULT_CONFIG)
     print(f"[serving] home {home}; fitting HGB (max_iter {HGB['hgb.max_iter']}) on the full Adult train split",
           flush=True)
-    pipeline, X_train, version, setup_seconds = fit_and_register(settings, cfg)
+    pipeline, X_train, version, setup_seconds, model_folder = fit_and_register(settings, cfg)
     estimator = pipeline.steps[-1][1]
     print(f"[serving] registered {cfg.registered_model_name} v{version.version} (fit {setup_seconds['fit']:.1f} s, "
           f"{getattr(estimator, 'n_iter_', '?')} boosting iterations; log+register "
@@ -521,68 +674,101 @@ def main(argv: list[str] | None = None) -> int:
 
     config = common.write_config_copy(work / "config", cfg.name, {})
     token = secrets.token_urlsafe(32)
-    ours_body = work / "bodies-autopilot.json"
-    peer_body = work / "bodies-mlflow.json"
-    ours_body.write_text(json.dumps([json.dumps({"records": [r]}) for r in records]))
-    peer_body.write_text(json.dumps([json.dumps({"dataframe_records": [r]}) for r in records]))
+    name = cfg.registered_model_name
+    datatypes = v2_datatypes(test_frame)
+    bodies = {"autopilot": [{"records": [r]} for r in records], "mlflow": [{"dataframe_records": [r]} for r in records],
+              "mlserver": [v2_body([r], datatypes) for r in records], "empty": [{"records": [r]} for r in records]}
+    body_files = {}
+    for key, items in bodies.items():
+        body_files[key] = work / f"bodies-{key}.json"
+        body_files[key].write_text(json.dumps([json.dumps(b) for b in items]))
     bin_dir = Path(sys.executable).parent
     autopilot_exe = bin_dir / "autopilot"
     ours_argv = ([str(autopilot_exe)] if autopilot_exe.exists() else [sys.executable, "-m", "autopilot.cli"])
-    model_uri = f"models:/{cfg.registered_model_name}/{version.version}"
-    servers: list[Server] = []
+    model_uri = f"models:/{name}/{version.version}"
+    servers: dict[str, Server] = {}
+    # name -> (path, token, string every 200 answer must hold)
+    routes = {"autopilot": ("/predict", token, '"predictions"'), "mlflow": ("/invocations", None, '"predictions"'),
+              "mlserver": (f"/v2/models/{name}/infer", None, '"outputs"'), "empty": ("/predict", None, "")}
     runs: list[dict[str, Any]] = []
+    same_model: dict[str, Any] = {}
     try:
-        port_ours, port_peer = free_port(), free_port()
-        ours = Server("autopilot", [*ours_argv, "serve", str(config), "--port", str(port_ours)],
-                      common.clean_env(AUTOPILOT_HOME=str(home), AUTOPILOT_SERVING_TOKEN=token), port_ours,
-                      "/ready", work)
-        servers.append(ours)
-        peer = Server("mlflow", [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-                                 "-h", "127.0.0.1", "-p", str(port_peer)],
-                      common.clean_env(MLFLOW_TRACKING_URI=settings.mlflow_tracking_uri,
-                                       MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), port_peer, "/ping", work)
-        servers.append(peer)
-        ready = {s.name: s.wait_ready() for s in servers}
-        print(f"[serving] ready: autopilot {ready['autopilot']:.1f} s on {ours.url}, "
-              f"mlflow {ready['mlflow']:.1f} s on {peer.url} ({model_uri})", flush=True)
+        port = free_port()
+        servers["autopilot"] = Server("autopilot", [*ours_argv, "serve", str(config), "--port", str(port)],
+                                      common.clean_env(AUTOPILOT_HOME=str(home), AUTOPILOT_SERVING_TOKEN=token), port,
+                                      "/ready", work)
+        if "mlflow" in args.peers:
+            port = free_port()
+            servers["mlflow"] = Server(
+                "mlflow", [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+                           "-h", "127.0.0.1", "-p", str(port)],
+                common.clean_env(MLFLOW_TRACKING_URI=settings.mlflow_tracking_uri,
+                                 MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), port, "/ping", work)
+        if mlserver_py is not None:
+            port = free_port()
+            repository = mlserver_repository(work / "mlserver-models", name, model_folder, port)
+            env = common.clean_env()
+            env["PATH"] = str(mlserver_py.parent) + os.pathsep + env["PATH"]
+            servers["mlserver"] = Server("mlserver", [str(mlserver_py.parent / "mlserver"), "start", str(repository)],
+                                         env, port, f"/v2/models/{name}/ready", work)
+        if "empty" in args.peers:
+            port = free_port()
+            servers["empty"] = Server("empty", [sys.executable, str(Path(__file__).resolve()), "--empty-server",
+                                                str(port)], common.clean_env(), port, "/", work)
+        ready = {key: server.wait_ready() for key, server in servers.items()}
+        print("[serving] ready: " + ", ".join(f"{key} {seconds:.1f} s on {servers[key].url}"
+                                              for key, seconds in ready.items()) + f" ({model_uri})", flush=True)
 
-        same_model = same_model_check(ours, peer, token, pipeline, test_frame, records)
-        print(f"[serving] same model: max |p_autopilot - p_in_process| {same_model['autopilot_max_diff']:.1e}, "
-              f"max |p_mlflow - p_in_process| {same_model['mlflow_max_diff_complete_rows']:.1e} on rows without "
-              f"nulls; mlflow differs on {same_model['mlflow_rows_differing_with_nulls']} of "
-              f"{same_model['rows_with_nulls']} rows with nulls "
-              f"(max {same_model['mlflow_max_diff_rows_with_nulls']:.3f}); autopilot fast path: "
-              f"{same_model['autopilot_fast_path']['note']}",
-              flush=True)
-        if same_model["autopilot_max_diff"] > 1e-9 or same_model["mlflow_max_diff_complete_rows"] > 1e-9:
-            raise RuntimeError(f"the servers do not serve the fitted model: {same_model}")
+        ours = servers["autopilot"]
+        if "mlflow" in servers:
+            same_model = same_model_check(ours, servers["mlflow"], token, pipeline, test_frame, records)
+            print(f"[serving] same model: max |p_autopilot - p_in_process| {same_model['autopilot_max_diff']:.1e}, "
+                  f"max |p_mlflow - p_in_process| {same_model['mlflow_max_diff_complete_rows']:.1e} on rows without "
+                  f"nulls; mlflow differs on {same_model['mlflow_rows_differing_with_nulls']} of "
+                  f"{same_model['rows_with_nulls']} rows with nulls "
+                  f"(max {same_model['mlflow_max_diff_rows_with_nulls']:.3f}); autopilot fast path: "
+                  f"{same_model['autopilot_fast_path']['note']}",
+                  flush=True)
+            if same_model["autopilot_max_diff"] > 1e-9 or same_model["mlflow_max_diff_complete_rows"] > 1e-9:
+                raise RuntimeError(f"the servers do not serve the fitted model: {same_model}")
+        if "mlserver" in servers:
+            same_model["mlserver"] = mlserver_check(servers["mlserver"], name, pipeline, test_frame, records,
+                                                    datatypes)
+            print(f"[serving] same model: max |p_mlserver - p_in_process| "
+                  f"{same_model['mlserver']['mlserver_max_diff_complete_rows']:.1e} on "
+                  f"{same_model['mlserver']['rows']} rows without nulls", flush=True)
+            if same_model["mlserver"]["mlserver_max_diff_complete_rows"] > 1e-9:
+                raise RuntimeError(f"MLServer does not serve the fitted model: {same_model['mlserver']}")
 
-        targets = {"autopilot": (ours, peer, "/predict", token, ours_body),
-                   "mlflow": (peer, ours, "/invocations", None, peer_body)}
+        names = list(servers)
         for index, concurrency in enumerate(args.concurrency):
-            order = ["autopilot", "mlflow"] if index % 2 == 0 else ["mlflow", "autopilot"]
-            for name in order:
-                server, other, path, tok, bodies = targets[name]
+            order = names[index % len(names):] + names[:index % len(names)]
+            for key in order:
+                server = servers[key]
+                path, tok, expect = routes[key]
                 if args.wait_idle > 0:
                     quiet.append(common.wait_for_quiet(args.wait_idle))
-                result = run_load(server, other, path, tok, bodies, concurrency, args.warmup, args.seconds, work)
+                others = [s for k, s in servers.items() if k != key]
+                result = run_load(server, others, path, tok, body_files[key], concurrency, args.warmup, args.seconds,
+                                  work, expect)
                 runs.append(result)
                 batching = result.get("batching")
                 extra = (f", mean batch {batching['mean_rows']:.1f} rows" if batching and batching["mean_rows"]
                          else "")
-                print(f"[serving] c={concurrency:<3} {name:<9} {result['rps']:8.1f} req/s  p50 "
+                print(f"[serving] c={concurrency:<3} {key:<9} {result['rps']:8.1f} req/s  p50 "
                       f"{fmt(result['p50_ms'])} ms  p99 {fmt(result['p99_ms'])} ms  errors {result['errors']}  "
-                      f"server {result['server_cpu_cores']:.2f} cores, loadgen {result['loadgen_cpu_cores']:.2f}, "
-                      f"foreign {result['foreign_cpu_share']}{extra}", flush=True)
-        dead = [s.name for s in servers if s.proc.poll() is not None]
+                      f"server {result['server_cpu_cores']:.2f} cores "
+                      f"({result['server_cpu_ms_per_request']:.3f} ms/request), loadgen "
+                      f"{result['loadgen_cpu_cores']:.2f}, foreign {result['foreign_cpu_share']}{extra}", flush=True)
+        dead = [s.name for s in servers.values() if s.proc.poll() is not None]
         if dead:
             raise RuntimeError(f"server(s) died during the runs: {dead}")
     except BaseException:
-        for server in servers:
+        for server in servers.values():
             print(f"\n--- {server.name} log tail ({server.log_path}) ---\n{server.tail()}", file=sys.stderr)
         raise
     finally:
-        for server in servers:
+        for server in servers.values():
             server.stop()
 
     return report(args, runs, floor, version, setup_seconds, quiet, home, same_model)
@@ -593,38 +779,66 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], floor: dict[str
            same_model: dict[str, Any]) -> int:
     """Print the tables, write `bench/results/serving.json`."""
     by = {(r["server"], r["concurrency"]): r for r in runs}
+    names = ["autopilot", *(p for p in PEERS if p in args.peers)]
     common.print_table(
         f"Single-row requests, closed loop, {args.seconds:g} s measured after {args.warmup:g} s warm-up",
         ["concurrency", "server", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "server CPU (cores)",
-         "loadgen CPU (cores)", "foreign CPU", "mean batch rows"],
+         "server CPU ms/request", "loadgen CPU (cores)", "foreign CPU", "mean batch rows"],
         [[r["concurrency"], r["server"], fmt(r["rps"]), fmt(r["p50_ms"], 2), fmt(r["p95_ms"], 2), fmt(r["p99_ms"], 2),
           fmt(r["max_ms"]), r["errors"] + r["connection_errors"], f"{r['server_cpu_cores']:.2f}",
-          f"{r['loadgen_cpu_cores']:.2f}",
+          f"{r['server_cpu_ms_per_request']:.3f}", f"{r['loadgen_cpu_cores']:.2f}",
           f"{r['foreign_cpu_share']:.0%}" if r["foreign_cpu_share"] is not None else "-",
           fmt((r.get("batching") or {}).get("mean_rows"))]
-         for c in args.concurrency for r in (by[("autopilot", c)], by[("mlflow", c)])])
+         for c in args.concurrency for r in (by[(n, c)] for n in names)])
 
     goal_c = GOAL_CONCURRENCY if GOAL_CONCURRENCY in args.concurrency else max(args.concurrency)
-    ratios: dict[int, dict[str, float | None]] = {}
-    for c in args.concurrency:
-        ours, peer = by[("autopilot", c)], by[("mlflow", c)]
-        ratios[c] = {"throughput": ours["rps"] / peer["rps"] if peer["rps"] else None,
-                     "p99": ours["p99_ms"] / peer["p99_ms"] if ours["p99_ms"] and peer["p99_ms"] else None}
-    throughput, p99 = ratios[goal_c]["throughput"], ratios[goal_c]["p99"]
-    throughput_ok = throughput is not None and throughput >= GOAL_THROUGHPUT
-    p99_ok = p99 is not None and p99 <= GOAL_P99
+
+    def ratio_of(peer: str, c: int, key: str) -> float | None:
+        ours, theirs = by[("autopilot", c)], by.get((peer, c))
+        if theirs is None or not ours[key] or not theirs[key]:
+            return None
+        return ours[key] / theirs[key]
+
+    ratios = {c: {f"{peer}_{what}": ratio_of(peer, c, key) for peer in names[1:]
+                  for what, key in (("throughput", "rps"), ("p99", "p99_ms"))} for c in args.concurrency}
     errors = sum(r["errors"] + r["connection_errors"] for r in runs)
-    rows = []
-    for c in args.concurrency:
+    verdicts: dict[str, bool] = {}
+    rows: list[list[Any]] = []
+
+    def target(c: int, label: str, value: float | None, key: str, goal: float, at_least: bool) -> None:
         at_goal = c == goal_c
-        rows.append([c, "throughput autopilot / mlflow", f"{fmt(ratios[c]['throughput'], 2)}x",
-                     f">= {GOAL_THROUGHPUT:g}x" if at_goal else "-",
-                     ("PASS" if throughput_ok else "FAIL") if at_goal else "-"])
-        rows.append([c, "p99 latency autopilot / mlflow", f"{fmt(ratios[c]['p99'], 3)}x",
-                     f"<= {GOAL_P99:g}x" if at_goal else "-", ("PASS" if p99_ok else "FAIL") if at_goal else "-"])
-    rows.append(["all", "non-200 answers and connection errors", errors, "0", "PASS" if errors == 0 else "FAIL"])
-    common.print_table("autopilot against mlflow models serve (same model version)",
+        text = f"{fmt(value, 3)}x"
+        if not at_goal:
+            rows.append([c, label, text, "-", "-"])
+            return
+        met = value is not None and (value >= goal if at_least else value <= goal)
+        verdicts[key] = met
+        rows.append([c, label, text, f"{'>=' if at_least else '<='} {goal:g}x", "PASS" if met else "MISS"])
+
+    for c in args.concurrency:
+        if "mlflow" in args.peers:
+            target(c, "throughput autopilot / mlflow", ratios[c]["mlflow_throughput"], "mlflow_throughput",
+                   GOAL_THROUGHPUT, True)
+            target(c, "p99 latency autopilot / mlflow", ratios[c]["mlflow_p99"], "mlflow_p99", GOAL_P99, False)
+        if "mlserver" in args.peers:
+            target(c, "throughput autopilot / MLServer (issue 17)", ratios[c]["mlserver_throughput"],
+                   "mlserver_throughput", GOAL_MLSERVER_THROUGHPUT, True)
+            target(c, "p99 latency autopilot / MLServer (issue 17)", ratios[c]["mlserver_p99"], "mlserver_p99",
+                   GOAL_MLSERVER_P99, False)
+        if "empty" in args.peers:
+            target(c, "throughput autopilot / empty endpoint (issue 17)", ratios[c]["empty_throughput"], "empty_share",
+                   GOAL_EMPTY_SHARE, True)
+    rows.append(["all", "non-200 answers, answers without outputs, connection errors", errors, "0",
+                 "PASS" if errors == 0 else "MISS"])
+    common.print_table(f"autopilot against its peers (same model version); targets at concurrency {goal_c}",
                        ["concurrency", "ratio", "value", "goal", "verdict"], rows)
+
+    if "empty" in args.peers:
+        common.print_table("The ceiling: an empty HTTP endpoint (uvicorn, httptools, uvloop, fixed JSON answer)",
+                           ["concurrency", "empty req/s", *[f"{n} share" for n in names if n != "empty"]],
+                           [[c, fmt(by[("empty", c)]["rps"]),
+                             *[f"{by[(n, c)]['rps'] / by[('empty', c)]['rps']:.1%}" if by[("empty", c)]["rps"] else "-"
+                               for n in names if n != "empty"]] for c in args.concurrency])
 
     served = by[("autopilot", goal_c)]["rps"]
     efficiency = served / floor["batch_rows_per_s"]
@@ -643,18 +857,23 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], floor: dict[str
     ])
     shares = [r["foreign_cpu_share"] for r in runs] + [floor.get("foreign_cpu_share")]
     contended = common.warn_if_contended(shares)
-    met = throughput_ok and p99_ok and errors == 0
-    ratio = ratios[goal_c]["throughput"] or 0.0
+    met = all(verdicts.values()) and errors == 0
+    ratio = ratios[goal_c].get("mlflow_throughput") or ratios[goal_c].get("mlserver_throughput") or 0.0
+    peer_label = "mlflow models serve" if "mlflow" in args.peers else "MLServer"
+    headline = ", ".join(f"{n} {by[(n, goal_c)]['rps']:,.0f} req/s p99 {fmt(by[(n, goal_c)]['p99_ms'])} ms"
+                         for n in names)
     path = common.write_result("serving", {
         "ratio": ratio,
-        "ratio_label": f"autopilot / mlflow models serve requests per second, single-row, concurrency {goal_c}",
-        "goal": f">= {GOAL_THROUGHPUT:g}x throughput and <= {GOAL_P99:g}x p99 at concurrency {goal_c}, 0 errors",
+        "ratio_label": f"autopilot / {peer_label} requests per second, single-row, concurrency {goal_c}",
+        "goal": (f"at concurrency {goal_c}: >= {GOAL_THROUGHPUT:g}x mlflow's throughput and <= {GOAL_P99:g}x its p99; "
+                 f">= {GOAL_MLSERVER_THROUGHPUT:g}x MLServer's throughput and <= {GOAL_MLSERVER_P99:g}x its p99; "
+                 f">= {GOAL_EMPTY_SHARE:.0%} of the empty endpoint's rate; 0 errors"),
         "goal_met": met,
-        "headline": (f"c={goal_c}: {served:,.0f} vs {by[('mlflow', goal_c)]['rps']:,.0f} req/s, p99 "
-                     f"{fmt(by[('autopilot', goal_c)]['p99_ms'])} vs {fmt(by[('mlflow', goal_c)]['p99_ms'])} ms; "
-                     f"efficiency {efficiency:.1%}"),
-        "goals": {"concurrency": goal_c, "throughput_ratio_min": GOAL_THROUGHPUT, "throughput_met": throughput_ok,
-                  "p99_ratio_max": GOAL_P99, "p99_met": p99_ok, "errors": errors},
+        "headline": f"c={goal_c}: {headline}; efficiency {efficiency:.1%}",
+        "goals": {"concurrency": goal_c, "met": verdicts, "errors": errors,
+                  "mlflow_throughput_min": GOAL_THROUGHPUT, "mlflow_p99_max": GOAL_P99,
+                  "mlserver_throughput_min": GOAL_MLSERVER_THROUGHPUT, "mlserver_p99_max": GOAL_MLSERVER_P99,
+                  "empty_share_min": GOAL_EMPTY_SHARE},
         "ratios": {str(c): v for c, v in ratios.items()},
         "efficiency": {"served_rows_per_s": served, "physical_limit_rows_per_s": floor["batch_rows_per_s"],
                        "ratio": efficiency},
@@ -662,6 +881,7 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], floor: dict[str
         "runs": runs,
         "model": {"params": HGB, "version": int(version.version), "setup_seconds": setup_seconds},
         "settings": {"seconds": args.seconds, "warmup": args.warmup, "concurrency": args.concurrency,
+                     "peers": args.peers,
                      "test_rows_cycled": TEST_ROWS},
         "same_model_check": same_model,
         "quiet_at_start": quiet,
