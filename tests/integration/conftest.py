@@ -83,6 +83,30 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
+AWS_REGION = "us-east-1"
+MODELS_BUCKET = "autopilot-models"
+
+
+@pytest.fixture
+def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The project's AWS clients (`adapters.aws.AwsClients`) on a freshly reset moto server, with the
+    bucket `autopilot-models`; credentials are dummies and no profile or endpoint leaks in."""
+    import urllib.request
+
+    from autopilot.adapters.aws import aws_clients
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": AWS_REGION}.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    # Assertions like "no model exists" need an empty server, not one other tests wrote to.
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10).close()
+    clients = aws_clients(AWS_REGION, moto_server)
+    clients.s3.create_bucket(Bucket=MODELS_BUCKET)
+    yield clients
+
+
 @pytest.fixture
 def s3(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A boto3 S3 client on moto's server, with a fresh bucket; the same code path as AWS."""

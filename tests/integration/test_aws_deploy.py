@@ -17,8 +17,6 @@ import json
 import logging
 import os
 import tarfile
-import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,21 +43,6 @@ REGION = "us-east-1"
 ENDPOINT = "autopilot-adult-income"
 ROLE = "arn:aws:iam::123456789012:role/autopilot-sagemaker"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/autopilot-serving:latest"
-
-
-@pytest.fixture
-def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsClients]:
-    """Clients on a freshly reset moto server, with a bucket named `autopilot-models`."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(key, raising=False)
-    # Assertions like "no model exists" need an empty server, not one other tests wrote to.
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10).close()
-    clients = aws_clients(REGION, moto_server)
-    clients.s3.create_bucket(Bucket="autopilot-models")
-    yield clients
 
 
 def make_model_dir(root: Path, payload: bytes = b"weights-v1") -> Path:

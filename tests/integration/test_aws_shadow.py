@@ -9,27 +9,15 @@ and moto accepts what `start_shadow` sends.
 
 from __future__ import annotations
 
-import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from autopilot.adapters.aws import AwsClients, aws_clients
+from autopilot.adapters.aws import AwsClients
 from autopilot.deploy.aws import ProvisionError, provision_endpoint, shadow_endpoint_config, shadow_model, start_shadow
-from tests.unit.test_aws_shadow import ENDPOINT, REGION, champion_plan
+from tests.unit.test_aws_shadow import ENDPOINT, champion_plan
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsClients]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10).close()
-    yield aws_clients(REGION, moto_server)
 
 
 def test_moto_stores_the_shadow_config_and_the_challenger_model(aws: AwsClients) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ import numpy as np
 import pytest
 
 from autopilot.adapters import registry, state_db
-from autopilot.adapters.aws import AwsClients, aws_clients
+from autopilot.adapters.aws import AwsClients
 from autopilot.config import load_config
 from autopilot.deploy.aws.capture import CaptureLimits, import_captures, variant_prefix
 from autopilot.deploy.layout import deployment_names
@@ -46,19 +45,6 @@ BUCKET = "autopilot-models"
 CTX = RunContext(run_id="shadow-run", dag_id="autopilot_training__shadow_model", actor="airflow:test")
 NOW = datetime.now(UTC).replace(microsecond=0)
 STARTED = NOW - timedelta(hours=1)
-
-
-@pytest.fixture
-def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsClients]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(key, raising=False)
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10).close()
-    clients = aws_clients(REGION, moto_server)
-    clients.s3.create_bucket(Bucket=BUCKET)
-    yield clients
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,15 @@ text escaped.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from autopilot.ui.svg import CHART_H, CHART_W, FLAG_COLOUR, Frame
+from autopilot.ui.svg import esc as _esc
+
 __all__ = ["bias_section", "bias_series"]
 
-CHART_W, CHART_H = 640, 140
-PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 46, 12, 10, 22
 PALETTE = ("#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a", "#00838f", "#ad1457", "#5d4037", "#546e7a")
-FLAG_COLOUR = "#c62828"
 METRICS = {"selection_rate": "Selection rate by group (label-free)",
            "true_positive_rate": "True positive rate by group (labeled rows)",
            "false_positive_rate": "False positive rate by group (labeled rows)",
@@ -39,10 +38,6 @@ class _Window(Protocol):
     start: str
     end: str
     bias: dict[str, Any] | None
-
-
-def _esc(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def bias_series(windows: Sequence[_Window]) -> dict[str, dict[str, list[Any]]]:
@@ -77,23 +72,11 @@ def bias_section(windows: Sequence[_Window]) -> str:
 
 
 def _chart(metric: str, lines: dict[str, list[Any]], windows: Sequence[_Window]) -> str:
-    plot_w, plot_h = CHART_W - PAD_LEFT - PAD_RIGHT, CHART_H - PAD_TOP - PAD_BOTTOM
     values = [v for points in lines.values() for p in points for v in p[:2] if isinstance(v, int | float)]
-    bottom, top = _axis(metric, values)
-    slot = plot_w / max(len(windows), 1)
+    frame = Frame(*_axis(metric, values), len(windows))
+    x, y = frame.x, frame.y
     fmt = ".3f" if metric in SHARES else ".4g"
-
-    def x(i: int) -> float:
-        return PAD_LEFT + slot * (i + 0.5)
-
-    def y(value: float) -> float:
-        return PAD_TOP + plot_h - (min(max(value, bottom), top) - bottom) / (top - bottom) * plot_h
-
-    parts = [f'<line x1="{PAD_LEFT}" y1="{y(bottom):.1f}" x2="{CHART_W - PAD_RIGHT}" y2="{y(bottom):.1f}" '
-             'stroke="#9aa5b1"/>',
-             f'<text x="{PAD_LEFT - 6}" y="{y(bottom) + 4:.1f}" text-anchor="end">{bottom:.3g}</text>',
-             f'<text x="{PAD_LEFT - 6}" y="{y(top) + 4:.1f}" text-anchor="end">'
-             f'{f"{top:.2f}" if metric in SHARES else f"{top:.3g}"}</text>']
+    parts = frame.axis(f"{frame.top:.2f}" if metric in SHARES else f"{frame.top:.3g}")
     legend = []
     for n, (name, points) in enumerate(sorted(lines.items())):
         colour = PALETTE[n % len(PALETTE)]
@@ -105,9 +88,7 @@ def _chart(metric: str, lines: dict[str, list[Any]], windows: Sequence[_Window])
                          f'stroke-width="1.6"><title>{_esc(name)}</title></polyline>')
         promoted = next((p[1] for _, p in reversed(known) if isinstance(p[1], int | float)), None)
         if promoted is not None:
-            parts.append(f'<line class="bias-promoted" x1="{PAD_LEFT}" y1="{y(promoted):.1f}" '
-                         f'x2="{CHART_W - PAD_RIGHT}" y2="{y(promoted):.1f}" stroke="{colour}" '
-                         f'stroke-dasharray="4 3" opacity="0.7"/>')
+            parts.append(frame.dashed(promoted, "bias-promoted", colour))
         for i, (value, before, flag) in known:
             title = (f"{windows[i].end[:16].replace('T', ' ')} UTC: {name} {value:{fmt}}"
                      + (f" (at promotion {before:{fmt}})" if isinstance(before, int | float) else "")

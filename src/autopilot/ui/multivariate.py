@@ -11,25 +11,21 @@ scripts; every text escaped.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from autopilot.ui.svg import CHART_H, CHART_W, FLAG_COLOUR, Frame
+from autopilot.ui.svg import esc as _esc
+
 __all__ = ["multivariate_points", "multivariate_section"]
 
-CHART_W, CHART_H = 640, 140
-PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 46, 12, 10, 22
-LINE_COLOUR, BAND_COLOUR, FLAG_COLOUR = "#1565c0", "#dfe6ee", "#c62828"
+LINE_COLOUR, BAND_COLOUR = "#1565c0", "#dfe6ee"
 
 
 class _Window(Protocol):
     start: str
     end: str
     multivariate: dict[str, Any] | None
-
-
-def _esc(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def _number(value: Any) -> float | None:
@@ -71,31 +67,19 @@ def multivariate_section(windows: Sequence[_Window]) -> str:
 
 def _chart(points: list[tuple[float, float, float, bool] | None], reference: float | None,
            windows: Sequence[_Window]) -> str:
-    plot_w, plot_h = CHART_W - PAD_LEFT - PAD_RIGHT, CHART_H - PAD_TOP - PAD_BOTTOM
     values = [v for p in points if p for v in p[:3]] + ([reference] if reference is not None else [])
     bottom, top = min(values), max(values)
     margin = 0.1 * ((top - bottom) or abs(top) or 1.0)
-    bottom, top = max(bottom - margin, 0.0), top + margin
-    slot = plot_w / max(len(windows), 1)
-
-    def x(i: int) -> float:
-        return PAD_LEFT + slot * (i + 0.5)
-
-    def y(value: float) -> float:
-        return PAD_TOP + plot_h - (min(max(value, bottom), top) - bottom) / (top - bottom) * plot_h
-
-    parts = [f'<line x1="{PAD_LEFT}" y1="{y(bottom):.1f}" x2="{CHART_W - PAD_RIGHT}" y2="{y(bottom):.1f}" '
-             'stroke="#9aa5b1"/>',
-             f'<text x="{PAD_LEFT - 6}" y="{y(bottom) + 4:.1f}" text-anchor="end">{bottom:.3g}</text>',
-             f'<text x="{PAD_LEFT - 6}" y="{y(top) + 4:.1f}" text-anchor="end">{top:.3g}</text>']
+    frame = Frame(max(bottom - margin, 0.0), top + margin, len(windows))
+    x, y, slot = frame.x, frame.y, frame.slot
+    parts = frame.axis(f"{frame.top:.3g}")
     for i, point in enumerate(points):
         if point is not None:
             parts.append(f'<rect class="mv-bound" x="{x(i) - slot * 0.35:.1f}" y="{y(point[2]):.1f}" '
                          f'width="{slot * 0.7:.1f}" height="{max(y(point[1]) - y(point[2]), 1.0):.1f}" '
                          f'fill="{BAND_COLOUR}"/>')
     if reference is not None:
-        parts.append(f'<line class="mv-reference" x1="{PAD_LEFT}" y1="{y(reference):.1f}" x2="{CHART_W - PAD_RIGHT}" '
-                     f'y2="{y(reference):.1f}" stroke="#52606d" stroke-dasharray="4 3" opacity="0.7"/>')
+        parts.append(frame.dashed(reference, "mv-reference", "#52606d"))
     known = [(i, p) for i, p in enumerate(points) if p is not None]
     if len(known) > 1:
         path = " ".join(f"{x(i):.1f},{y(p[0]):.1f}" for i, p in known)
