@@ -285,15 +285,8 @@ class InferenceLog:
         """
         if not records:
             return 0
-        rows = [{key: value for key, value in _log_row(record).items() if key != "features"} for record in records]
         with self._engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-            result = conn.execute(insert(SHADOW).on_conflict_do_nothing(
-                index_elements=[SHADOW.c.request_id, SHADOW.c.row]), rows)
-        return max(int(result.rowcount or 0), 0)
+            return _insert_new(conn, SHADOW, [_without_features(_log_row(record)) for record in records])
 
     def shadow_window(self, model: str, version: int, start: datetime | None = None,
                       end: datetime | None = None) -> pd.DataFrame:
@@ -371,8 +364,7 @@ class InferenceLog:
                     continue
                 row_keys = [(str(r["request_id"]), int(r["row"])) for r in batch]
                 clashes += len(row_keys) - len(set(row_keys) - _present(conn, table, row_keys))  # not by rowcount
-                _insert_new(conn, table, [r if table is LOG else {k: v for k, v in r.items() if k != "features"}
-                                          for r in batch])
+                _insert_new(conn, table, batch if table is LOG else [_without_features(r) for r in batch])
             _insert_new(conn, CAPTURE_FILES, [{"key": key, "model": model, "events": len(new), "bad_lines": bad_lines,
                                                "note": note, "at": _utc(at or datetime.now(UTC), "at")}])
         return len(new), clashes
@@ -524,13 +516,20 @@ def _present(conn: Connection, table: Table, keys: Sequence[tuple[str, int]]) ->
     return found & set(keys)
 
 
-def _insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert the rows whose primary key is not there yet; the others are kept as they are."""
+def _insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
+    """Insert the rows whose primary key is not there yet; the others are kept as they are. Returns how
+    many were new (as the driver counts them)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    conn.execute(insert(table).on_conflict_do_nothing(index_elements=list(table.primary_key.columns)), rows)
+    result = conn.execute(insert(table).on_conflict_do_nothing(index_elements=list(table.primary_key.columns)), rows)
+    return max(int(result.rowcount or 0), 0)
+
+
+def _without_features(row: dict[str, Any]) -> dict[str, Any]:
+    """A log row as the shadow table holds it: the served row keeps the features."""
+    return {key: value for key, value in row.items() if key != "features"}
 
 
 def _upsert_feedback(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -43,8 +43,7 @@ if TYPE_CHECKING:
     from autopilot.config import AwsDeploymentConfig
 
 __all__ = ["CaptureEvent", "CaptureFormatError", "CaptureImport", "CaptureLimits", "CaptureSink", "ImportedEvent",
-           "capture_uri",
-           "import_captures", "parse_capture_line", "variant_prefix"]
+           "capture_uri", "import_captures", "parse_capture_line", "variant_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -125,16 +124,19 @@ class CaptureImport:
         log.warning("data capture: %s", text)
 
 
+def _capture_parts(aws: AwsDeploymentConfig) -> list[str]:
+    """The deployment's prefix and `capture_prefix`, without their slashes (empty ones left out)."""
+    return [p.strip("/") for p in (aws.prefix, aws.capture_prefix) if p.strip("/")]
+
+
 def capture_uri(aws: AwsDeploymentConfig) -> str:
     """Data Capture's DestinationS3Uri: `capture_prefix` under the deployment's bucket and prefix."""
-    parts = [p.strip("/") for p in (aws.prefix, aws.capture_prefix) if p.strip("/")]
-    return f"s3://{aws.bucket}/{'/'.join(parts)}"
+    return f"s3://{aws.bucket}/{'/'.join(_capture_parts(aws))}"
 
 
 def variant_prefix(aws: AwsDeploymentConfig, endpoint: str, variant: str) -> str:
     """The S3 key prefix under which capture writes one variant's files (ends with '/')."""
-    parts = [p.strip("/") for p in (aws.prefix, aws.capture_prefix) if p.strip("/")]
-    return "/".join([*parts, endpoint, variant]) + "/"
+    return "/".join([*_capture_parts(aws), endpoint, variant]) + "/"
 
 
 # ---------------------------------------------------------------------------- one line
