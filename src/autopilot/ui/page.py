@@ -8,7 +8,6 @@ Airflow's sandboxed iframe), and the app's Content-Security-Policy forbids scrip
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable, Iterable
 
 from autopilot.aliases import CHALLENGER, CHAMPION
@@ -18,6 +17,7 @@ from autopilot.ui.classes import classes_row, metric_label
 from autopilot.ui.gated import GATED, CheckView
 from autopilot.ui.lifecycle import DecisionView, GateView, ModelView, VersionView, WindowView
 from autopilot.ui.multivariate import multivariate_section
+from autopilot.ui.svg import esc
 
 __all__ = ["drift_chart", "esc", "render_page"]
 
@@ -80,11 +80,6 @@ ul.reasons { margin: 2px 0 0; padding-left: 18px; }
 .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 4px;
   vertical-align: -1px; }
 """
-
-
-def esc(value: object) -> str:
-    """HTML-escape any value (quotes too: values also land in attributes)."""
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def render_page(models: list[ModelView], generated_at: str, mlflow_ui: str | None) -> str:

@@ -1,7 +1,7 @@
 """The frame the Models page's per-window SVG charts share (bias drift, multivariate drift).
 
 One size, padding and flag colour; a value axis from `bottom` to `top`; one slot per window on
-the x axis. Every text that reaches the page goes through `esc`.
+the x axis. Every text that reaches the page goes through `esc` (the page's own escaping too).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ FLAG_COLOUR = "#c62828"
 
 
 def esc(value: object) -> str:
-    """`value` as HTML text (None: empty), quotes escaped too."""
+    """`value` as HTML text (None: empty), quotes escaped too: values also land in attributes."""
     return html.escape("" if value is None else str(value), quote=True)
 
 
