@@ -36,6 +36,7 @@ from scipy.stats import t as student_t
 from autopilot.config import ModelConfig
 from autopilot.gates.fairness.groups import Grouping
 from autopilot.gates.fairness.judging import interval
+from autopilot.gates.fairness.metrics import error_ratio
 from autopilot.monitoring.bias import (
     NO_RECORD,
     BiasComparison,
@@ -174,11 +175,11 @@ def _ratio(name: str, maes: dict[str, tuple[Moments, Moments]], relative: float,
     if len(maes) < 2:
         return None
     before, after = [b for b, _ in maes.values()], [a for _, a in maes.values()]
-    point_before, point_after = _error_ratio(np.array([[m.mean for m in before]]))[0], _error_ratio(
+    point_before, point_after = error_ratio(np.array([[m.mean for m in before]]))[0], error_ratio(
         np.array([[m.mean for m in after]]))[0]
     if not (math.isfinite(point_before) and math.isfinite(point_after)):
         return None
-    diffs = _error_ratio(_draws(after, samples, rng)) - _error_ratio(_draws(before, samples, rng))
+    diffs = error_ratio(_draws(after, samples, rng)) - error_ratio(_draws(before, samples, rng))
     found = BiasComparison(name, None, "group_error_ratio", promoted=float(point_before), window=float(point_after),
                            promoted_rows=sum(m.n for m in before), window_rows=sum(m.n for m in after),
                            min_change=relative * float(point_before))
@@ -188,12 +189,6 @@ def _ratio(name: str, maes: dict[str, tuple[Moments, Moments]], relative: float,
 def _draws(moments: list[Moments], samples: int, rng: np.random.Generator) -> np.ndarray:
     """(samples, groups) normal draws of each group's mean: N(mean, sd / sqrt(n))."""
     return np.column_stack([rng.normal(m.mean, m.sd / math.sqrt(m.n), size=samples) for m in moments])
-
-
-def _error_ratio(mae: np.ndarray) -> np.ndarray:
-    """Worst over best group MAE per row (as the gate's ratio); NaN when the best is not above 0."""
-    best, worst = mae.min(axis=1), mae.max(axis=1)
-    return np.where(best > 0, worst / np.where(best > 0, best, 1.0), np.nan)
 
 
 def welch(after: Moments, before: Moments, confidence: float) -> list[float]:

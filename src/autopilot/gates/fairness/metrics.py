@@ -46,7 +46,7 @@ from autopilot.gates.fairness.judging import (
 from autopilot.gates.intervals import INCONCLUSIVE
 from autopilot.reports import json_safe
 
-__all__ = ["classification_outcome", "regression_outcome", "replicate_disparities"]
+__all__ = ["classification_outcome", "error_ratio", "regression_outcome", "replicate_disparities"]
 
 # Regression bootstrap: the replicate x row index block held at once.
 CHUNK_CELLS = 2_000_000
@@ -248,7 +248,7 @@ def regression_outcome(grouping: Grouping, groups: np.ndarray, y: np.ndarray, pr
         found.hard.append(ungroupable(grouping, gated, small, fc, len(y)))
         return found
     mae = {g: float(errors[groups == g].mean()) for g in gated}
-    point = float(_error_ratio(np.array([[mae[g] for g in gated]]))[0])
+    point = float(error_ratio(np.array([[mae[g] for g in gated]]))[0])
     found.metrics["group_error_ratio"] = point
     replicates = np.column_stack([_bootstrap_means(errors[groups == g], fc.bootstrap_samples, rng) for g in gated])
     found.details["group_intervals"] = {"metric": "mae", "confidence": fc.confidence, "groups": {
@@ -259,7 +259,7 @@ def regression_outcome(grouping: Grouping, groups: np.ndarray, y: np.ndarray, pr
              f"{{numbers}}; the targets themselves average {target[worst]:.3g} for {worst} and {target[best]:.3g} "
              f"for {best}")
     band = Band("group_error_ratio", "worst/best MAE ratio", maximum=fc.max_group_error_ratio)
-    judge(found, grouping.name, band, point, interval(_error_ratio(replicates), fc.confidence), plain,
+    judge(found, grouping.name, band, point, interval(error_ratio(replicates), fc.confidence), plain,
            fc.confidence, len(y))
     return found
 
@@ -277,8 +277,9 @@ def _mean_target(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(y_true))
 
 
-def _error_ratio(mae: np.ndarray) -> np.ndarray:
-    """Worst over best group MAE per row; NaN (undefined) when the best group's MAE is 0."""
+def error_ratio(mae: np.ndarray) -> np.ndarray:
+    """Worst over best group MAE per row; NaN (undefined) when the best group's MAE is 0 (bias drift
+    compares a window's ratio with the gate's through this same function)."""
     best, worst = mae.min(axis=1), mae.max(axis=1)
     return np.where(best > 0, worst / np.where(best > 0, best, 1.0), np.nan)
 
