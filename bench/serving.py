@@ -211,29 +211,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds of the live processes in process group `pgid` (from /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields: state ppid pgrp session ... utime(11) stime(12)
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process `pid` and its live descendants (MLServer's workers, uvicorn under
-    mlflow); the process group from /proc when psutil is missing."""
-    try:
-        import psutil
-    except ImportError:
-        return group_cpu_seconds(pid)
+    mlflow); psutil is a dependency of autopilot itself (the infra gate's memory meter)."""
+    import psutil
+
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
@@ -277,7 +259,7 @@ class Server:
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.tail()}")
 
     def cpu_seconds(self) -> float:
-        """CPU seconds used so far by the server's live process tree (psutil) or process group (/proc)."""
+        """CPU seconds used so far by the server's live process tree (psutil)."""
         return tree_cpu_seconds(self.proc.pid)
 
     def tail(self, chars: int = 3000) -> str:
