@@ -6,8 +6,8 @@ training split) is logged and registered in a fresh AUTOPILOT_HOME the way train
 each in its own process group:
 
 - **ours:** `autopilot serve <copy of the demo config> --port P1` (default serving
-  settings: micro-batching, durable inference log, bearer token), `POST /predict` with
-  `{"records": [row]}`;
+  settings: a worker process per core, micro-batching, durable inference log, bearer token;
+  `--workers N` sets the count), `POST /predict` with `{"records": [row]}`;
 - **mlflow:** `mlflow models serve -m models:/adult_income/<v> --env-manager local`, its
   defaults (one uvicorn worker), `POST /invocations` with `{"dataframe_records": [row]}`;
 - **mlserver:** MLServer 1.7.1 with mlserver-mlflow's `MLflowRuntime` on the version's MLflow
@@ -39,7 +39,7 @@ Serving efficiency = autopilot's rows/s at concurrency 32 / in-process `predict_
 rows/s on one 16k-row batch (the physical limit of the model on this machine).
 
 Usage: python bench/serving.py [--seconds 10] [--concurrency 1 8 32] [--warmup 1.5]
-                               [--peers mlflow mlserver empty]
+                               [--peers mlflow mlserver empty] [--workers N]
 """
 
 from __future__ import annotations
@@ -624,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait for a quiet machine before each timed part (0: off)")
     parser.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS),
                         help="the servers to run beside autopilot (default: all)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="autopilot serve's worker processes (default: deployment.serving.workers, auto)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home (server logs) afterwards")
     args = parser.parse_args(argv)
     mlserver_py = mlserver_python() if "mlserver" in args.peers else None
@@ -676,7 +678,8 @@ def main(argv: list[str] | None = None) -> int:
     same_model: dict[str, Any] = {}
     try:
         port = free_port()
-        servers["autopilot"] = Server("autopilot", [*ours_argv, "serve", str(config), "--port", str(port)],
+        workers = ["--workers", str(args.workers)] if args.workers else []  # default: the config's `auto`
+        servers["autopilot"] = Server("autopilot", [*ours_argv, "serve", str(config), "--port", str(port), *workers],
                                       common.clean_env(AUTOPILOT_HOME=str(home), AUTOPILOT_SERVING_TOKEN=token), port,
                                       "/ready", work)
         if "mlflow" in args.peers:

@@ -123,7 +123,8 @@ def test_every_route_refuses_a_missing_or_wrong_token_and_nothing_changes(
         assert again["model_version"] == int(v1.version) and again["predictions"] == first.json()["predictions"]
         assert logged(settings) == (2 * len(rows), 0)
         metrics = http.get("/metrics").text
-        assert 'autopilot_model_swaps_total{outcome="ok"} 1.0' in metrics  # the start-up load only
+        workers = len(info.get("workers", {}).get("versions", [v1.version]))  # summed over the worker pool
+        assert f'autopilot_model_swaps_total{{outcome="ok"}} {workers:.1f}' in metrics  # the start-up loads only
 
         # The token holder's reload does swap: the refusals above were the token's doing.
         swapped = http.post("/reload", headers=AUTH).json()

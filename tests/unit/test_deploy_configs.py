@@ -124,7 +124,9 @@ def test_kubernetes_resources_come_from_the_profile_and_selection(tmp_path: Path
     chosen = make_selection(make_profile(), deployment).chosen
     assert dep["spec"]["replicas"] == chosen.replicas
     assert container["resources"]["requests"] == {"cpu": "1", "memory": "360Mi"}  # 300 MiB x 1.2
-    assert container["resources"]["limits"] == {"cpu": "2", "memory": "600Mi"}  # 300 x headroom 2
+    # 300 x headroom 2, for each of the two workers (one per vCPU): the plan sets the count
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "1200Mi"}
+    assert {"name": "AUTOPILOT_SERVING_WORKERS", "value": "2"} in container["env"]
     assert container["env"][0] == {"name": "MY_TOKEN", "valueFrom": {
         "secretKeyRef": {"name": "autopilot-adult-income-serving", "key": "token"}}}
     assert container["env"][1] == {"name": "AUTOPILOT_SIGNING_KEY", "valueFrom": {  # signed packages, when keyed
@@ -151,7 +153,8 @@ def test_sagemaker_bodies_follow_the_config(tmp_path: Path) -> None:
     container = sm["create_model"]["PrimaryContainer"]
     assert container["Image"] == "example.com/serving:3"
     assert container["ModelDataUrl"] == "s3://b/p/adult_income/v3/model.tar.gz"
-    assert container["Environment"] == {"AUTOPILOT_SERVING_AUTH": "iam", "AUTOPILOT_MODEL_VERSION": "3"}
+    assert container["Environment"] == {"AUTOPILOT_SERVING_AUTH": "iam", "AUTOPILOT_MODEL_VERSION": "3",
+                                        "AUTOPILOT_SERVING_WORKERS": "2"}
     variant = sm["create_endpoint_config"]["ProductionVariants"][0]
     assert variant == {"VariantName": "AllTraffic", "ModelName": gen.names.model, "InstanceType": "ml.c6i.large",
                        "InitialInstanceCount": 2}

@@ -54,12 +54,21 @@ def test_cheapest_feasible_is_chosen_and_losers_say_why() -> None:
 def test_replicas_grow_with_peak_rps_and_respect_min_replicas() -> None:
     # small: 100 rps per replica at headroom 1, 50 at headroom 2; big: 8 vCPU -> 400 rps (extrapolated).
     assert select_environment(profile(), sl(peak_rps=10, min_replicas=3), catalog()).chosen.replicas == 3
-    sel = select_environment(profile(), sl(peak_rps=450, headroom=2.0), catalog())
+    sel = select_environment(profile(rss=800.0), sl(peak_rps=450, headroom=2.0), catalog())
     small = next(c for c in sel.candidates if c.instance.name == "small")
     big = next(c for c in sel.candidates if c.instance.name == "big")
     assert small.replicas == 9 and big.replicas == 3 and big.extrapolated and not small.extrapolated
+    assert (small.workers, big.workers) == (2, 8)  # a worker per vCPU: 800 MiB x 2 twice fits in 3.5 GiB
     assert sel.chosen.instance.name == "small"  # 9 x 0.08 = 0.72 < 3 x 0.40 = 1.20
-    # memory need carries the headroom too: 1000 MiB x 2 still fits in small's 3.5 GiB
+    # memory need carries the headroom too, for every worker: 800 MiB x 2 x 2 workers
+    assert small.memory_need_mb == pytest.approx(3200)
+
+
+def test_memory_for_fewer_workers_than_vcpus_serves_proportionally_less() -> None:
+    # 1000 MiB x headroom 2 per worker: small (3.5 GiB after the OS) holds one worker of its two vCPUs.
+    sel = select_environment(profile(), sl(peak_rps=450, headroom=2.0), catalog())
+    small = next(c for c in sel.candidates if c.instance.name == "small")
+    assert small.workers == 1 and small.capacity_rps == pytest.approx(25.0) and small.replicas == 18
     assert small.memory_need_mb == pytest.approx(2000)
 
 

@@ -347,7 +347,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     cfg = find_config(args.model, settings)
-    serve(cfg, settings, host=args.host, port=args.port, model_dir=Path(args.model_dir) if args.model_dir else None)
+    serve(cfg, settings, host=args.host, port=args.port, model_dir=Path(args.model_dir) if args.model_dir else None,
+          workers=args.workers)
     return 0
 
 
@@ -460,6 +461,8 @@ def _add_serving_commands(sub: Any) -> None:
     serve.add_argument("--model-dir", help="serve this model package folder instead of following the registry")
     serve.add_argument("--host", help="interface to bind (default: deployment.serving.host)")
     serve.add_argument("--port", type=positive_int, help="port (default: deployment.serving.port)")
+    serve.add_argument("--workers", type=positive_int,
+                       help="worker processes on the port (default: deployment.serving.workers, 'auto')")
     serve.set_defaults(func=cmd_serve)
 
     sim = add_command(

@@ -87,6 +87,14 @@ class ServingConfig(Frozen):
                     "answers 422 naming the column and value. Both count it per column in "
                     "autopilot_unseen_categories_total.",
     )
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = Field(
+        default="auto",
+        description="Worker processes `autopilot serve` runs on one port (each uses one core for HTTP and "
+                    "validation). `auto`: one per usable core, as many as fit in the free memory at the model's "
+                    "measured footprint (its deployment profile), one process on a one-core host; 1: the "
+                    "single-process endpoint. The admission limits below bound the whole endpoint, all workers "
+                    "together. Overridden by `autopilot serve --workers` and AUTOPILOT_SERVING_WORKERS.",
+    )
     # Overload: past these bounds the endpoint sheds load at once (never queues without bound),
     # so admitted requests keep a bounded latency and the process a bounded memory.
     max_concurrent_requests: Annotated[int, Field(ge=1, le=100_000)] = Field(

@@ -177,6 +177,8 @@ def _container(version: int, names: DeploymentNames, profile: Profile, selection
              "valueFrom": {"secretKeyRef": {"name": f"{names.k8s}-serving", "key": "signing-key",
                                             "optional": True}}},
             {"name": "AUTOPILOT_MODEL_VERSION", "value": str(version)},
+            # Sized by the plan: inside a container the visible cores are the node's, not the CPU limit.
+            {"name": "AUTOPILOT_SERVING_WORKERS", "value": str(chosen.workers)},
         ],
         "resources": {
             "requests": {"cpu": str(min(1, vcpu)), "memory": f"{request_mem}Mi"},
@@ -343,7 +345,8 @@ def _sagemaker(model: str, version: int, selection: Selection, deployment: Deplo
         "ExecutionRoleArn": aws.execution_role_arn,
         "PrimaryContainer": {"Image": image, "ModelDataUrl": data_url,
                              "Environment": {"AUTOPILOT_SERVING_AUTH": "iam",
-                                             "AUTOPILOT_MODEL_VERSION": str(version)}},
+                                             "AUTOPILOT_MODEL_VERSION": str(version),
+                                             "AUTOPILOT_SERVING_WORKERS": str(chosen.workers)}},
         "Tags": _tags(model, version),
     }
     body = {

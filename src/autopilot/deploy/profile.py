@@ -29,6 +29,15 @@ if TYPE_CHECKING:
     from autopilot.adapters.registry.model_loading import VerifiedFiles
 
 
+WORKER_MEMORY_HEADROOM = 1.25  # a worker's RSS grows past the profiled peak with traffic (batches, caches)
+OS_RESERVED_MB = 512.0  # left to the operating system and the supervisor
+
+
+def workers_that_fit(cores: int, available_mb: float, per_worker_mb: float) -> int:
+    """One worker per core, as many as `available_mb` holds at `per_worker_mb` each; at least one."""
+    return max(1, min(cores, int(available_mb // max(per_worker_mb, 1.0))))
+
+
 @dataclass
 class Profile:
     """Serving cost of one model version, as measured by `profile_model`.
@@ -67,6 +76,15 @@ class Profile:
                             for c, per in data["throughput_rps"].items()},
             cores_measured=[int(c) for c in data["cores_measured"]],
         )
+
+    def workers_for(self, cores: int, memory_mb: float, headroom: float = WORKER_MEMORY_HEADROOM) -> int:
+        """Serving worker processes for a host with `cores` usable cores and `memory_mb` MiB free.
+
+        One per core (a worker is one Python process: one core of HTTP and validation work), as
+        many as fit at the profiled footprint times `headroom`; at least one. A small host (one
+        core, or memory for one footprint) gets the single-process endpoint.
+        """
+        return workers_that_fit(cores, memory_mb - OS_RESERVED_MB, self.peak_rss_mb * headroom)
 
     def throughput(self, cores: int, batch_size: int = 1) -> float:
         """Measured rows per second at exactly `cores` cores and `batch_size` rows per call.

@@ -1,15 +1,18 @@
 """Pick the cheapest instance type and replica count that meet a model's service level.
 
-Sizing model (one serving process per replica; every number comes from the model's `Profile`):
+Sizing model (worker processes per replica, `serving.pool`; every number comes from the model's `Profile`):
 
+* workers per replica = one per vCPU, as many as fit in the instance memory less 0.5 GiB kept
+  for the operating system at the per-worker memory need below (at least one);
 * capacity per replica = the best single-row (batch 1) throughput measured at a core count not
   above the instance's vCPUs, scaled linearly by vcpu / max-measured when the instance has more
-  vCPUs than were measured (an extrapolation: it assumes extra cores are used by extra workers)
-  and by `baseline_cpu_fraction` for burstable types; then divided by the
-  latency correction (a model observed 2x slower serves half the rows) and by the headroom;
+  vCPUs than were measured (an extrapolation: extra cores are used by extra workers), by
+  workers / vCPUs when memory allows fewer workers than vCPUs, and by `baseline_cpu_fraction`
+  for burstable types; then divided by the latency correction (a model observed 2x slower
+  serves half the rows) and by the headroom;
 * replicas = max(min_replicas, ceil(peak_rps / capacity));
-* memory need = peak RSS x memory correction x headroom; it must fit in the instance memory
-  less 0.5 GiB kept for the operating system;
+* memory need per worker = peak RSS x memory correction x headroom; one worker must fit, and
+  the replica's need is that times its workers;
 * predicted p95 = profiled single-row p95 x latency correction; above the SLO, the model is
   rejected on every instance (instance speed differences are not modelled);
 * cost = hourly price x replicas; the cheapest feasible wins, ties go to fewer replicas.
@@ -31,9 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot.config import ServiceLevelConfig
-from autopilot.deploy.profile import Profile
-
-OS_RESERVED_GIB = 0.5
+from autopilot.deploy.profile import OS_RESERVED_MB, Profile, workers_that_fit
 
 
 class InstanceType(BaseModel):
@@ -107,9 +108,10 @@ class Candidate(BaseModel):
     hourly_cost: float
     predicted_p95_ms: float
     capacity_rps: float
-    memory_need_mb: float
+    memory_need_mb: float  # per replica: every worker process's footprint
     extrapolated: bool
     verdict: str  # "chosen" or why it lost
+    workers: int = 1  # serving worker processes per replica (`Profile.workers_for`)
 
     @property
     def feasible(self) -> bool:
@@ -178,6 +180,30 @@ def _capacity(profile: Profile, inst: InstanceType) -> tuple[float, bool]:
     return rps * inst.baseline_cpu_fraction, extrapolated
 
 
+def _size(inst: InstanceType, profile: Profile, sl: ServiceLevelConfig, corr: Correction, p95: float,
+          memory_mb: float, require_sagemaker: bool) -> Candidate:
+    """One instance type sized for the model: workers, capacity, replicas, memory; `verdict` empty if feasible."""
+    raw, extrapolated = _capacity(profile, inst)
+    available_mb = inst.memory_gib * 1024.0 - OS_RESERVED_MB
+    # A worker per vCPU, as many as fit: fewer workers than vCPUs serve proportionally less.
+    workers = workers_that_fit(inst.vcpu, available_mb, memory_mb)
+    capacity = raw * workers / inst.vcpu / corr.latency / sl.headroom
+    replicas = max(sl.min_replicas, math.ceil(sl.peak_rps / capacity)) if capacity > 0 else 0
+    if require_sagemaker and not inst.sagemaker:
+        verdict = "not offered by SageMaker hosting"
+    elif memory_mb > available_mb:
+        verdict = f"too little memory: needs {memory_mb:.0f} MiB, has {max(available_mb, 0):.0f} MiB after the OS"
+    elif p95 > sl.p95_latency_ms:
+        verdict = f"latency above SLO: predicted p95 {p95:.2f} ms > {sl.p95_latency_ms:g} ms"
+    elif capacity <= 0:
+        verdict = "no measured throughput"
+    else:
+        verdict = ""
+    return Candidate(instance=inst, replicas=replicas, hourly_cost=inst.hourly_usd * replicas,
+                     predicted_p95_ms=p95, capacity_rps=capacity, memory_need_mb=memory_mb * workers,
+                     extrapolated=extrapolated, verdict=verdict, workers=workers)
+
+
 def select_environment(profile: Profile, service_level: ServiceLevelConfig, catalog: InstanceCatalog,
                        history: list[Observation] | None = None, model: str | None = None,
                        require_sagemaker: bool = False) -> Selection:
@@ -199,25 +225,7 @@ def select_environment(profile: Profile, service_level: ServiceLevelConfig, cata
     corr = correction_from(history, model)
     p95 = profile.latency_ms["p95"] * corr.latency
     memory_mb = profile.peak_rss_mb * corr.memory * sl.headroom
-    sized: list[Candidate] = []
-    for inst in catalog.instances:
-        raw, extrapolated = _capacity(profile, inst)
-        capacity = raw / corr.latency / sl.headroom
-        replicas = max(sl.min_replicas, math.ceil(sl.peak_rps / capacity)) if capacity > 0 else 0
-        available_mb = (inst.memory_gib - OS_RESERVED_GIB) * 1024.0
-        if require_sagemaker and not inst.sagemaker:
-            verdict = "not offered by SageMaker hosting"
-        elif memory_mb > available_mb:
-            verdict = f"too little memory: needs {memory_mb:.0f} MiB, has {max(available_mb, 0):.0f} MiB after the OS"
-        elif p95 > sl.p95_latency_ms:
-            verdict = f"latency above SLO: predicted p95 {p95:.2f} ms > {sl.p95_latency_ms:g} ms"
-        elif capacity <= 0:
-            verdict = "no measured throughput"
-        else:
-            verdict = ""
-        sized.append(Candidate(instance=inst, replicas=replicas, hourly_cost=inst.hourly_usd * replicas,
-                               predicted_p95_ms=p95, capacity_rps=capacity, memory_need_mb=memory_mb,
-                               extrapolated=extrapolated, verdict=verdict))
+    sized = [_size(inst, profile, sl, corr, p95, memory_mb, require_sagemaker) for inst in catalog.instances]
     feasible = [c for c in sized if not c.verdict]
     if not feasible:
         reasons = "; ".join(f"{c.instance.name}: {c.verdict}" for c in sized)

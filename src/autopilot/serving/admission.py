@@ -17,6 +17,8 @@ import orjson
 from fastapi import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from autopilot.serving.board import Field
+
 if TYPE_CHECKING:
     from autopilot.serving.app import ServingState
 
@@ -62,9 +64,11 @@ class Admission:
 
     def refusal(self, path: str) -> Refusal | None:
         """Why a request for `path` must be refused now, or None to admit it (no side effects)."""
-        if path in ADMITTED and self.state.in_flight >= self.serving.max_concurrent_requests:
-            return self._busy
-        return None
+        if path not in ADMITTED:
+            return None
+        board = self.state.board  # in a pool, the limit bounds all workers together
+        in_flight = self.state.in_flight if board is None else board.total(Field.IN_FLIGHT)
+        return self._busy if in_flight >= self.serving.max_concurrent_requests else None
 
     def connection_refusal(self, path: str) -> Refusal | None:
         """The refusal for a request on a connection opened past `max_connections` (None for probes).
@@ -76,8 +80,17 @@ class Admission:
         return None if path in PROBES else self._crowded
 
     def over_connection_bound(self, open_connections: int) -> bool:
-        """Whether a connection that makes `open_connections` open is past `max_connections`."""
+        """Whether a connection that makes `open_connections` open (here) is past `max_connections`."""
+        board = self.state.board
+        if board is not None:  # in a pool, the bound counts every worker's connections
+            board.set(Field.CONNECTIONS, open_connections)
+            open_connections = board.total(Field.CONNECTIONS)
         return open_connections > self.serving.max_connections
+
+    def connections_now(self, open_connections: int) -> None:
+        """Publish this process's open connections after one closed (in a pool; nothing otherwise)."""
+        if self.state.board is not None:
+            self.state.board.set(Field.CONNECTIONS, open_connections)
 
     def answer(self, path: str, refusal: Refusal) -> tuple[list[tuple[bytes, bytes]], bytes, bytes]:
         """Count the refusal and return its answer: ASGI headers, body, and the whole response as bytes."""
@@ -127,11 +140,16 @@ class AdmissionGuard:
             await self.app(scope, receive, send)
             return
         state = self.state
+        board = state.board
         state.in_flight += 1
+        if board is not None:
+            board.set(Field.IN_FLIGHT, state.in_flight)
         try:
             await self.app(scope, receive, send)
         finally:
             state.in_flight -= 1
+            if board is not None:
+                board.set(Field.IN_FLIGHT, state.in_flight)
 
 
 def shed_response(state: ServingState, status: int, message: str, close: bool = False) -> Response:

@@ -63,13 +63,31 @@ __all__ = ["ServingMetrics", "ServingState", "create_app"]
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0)
 BACKGROUND_ROWS = 200
+POOL_START_SECONDS = 300.0  # how long a pool worker waits for the others' first load before it serves anyway
+
+
+class _Unexported:
+    """A gauge a pool worker does not export: the pool's collector reports it for the whole endpoint."""
+
+    def set(self, value: float) -> None:
+        """Ignored."""
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        """Ignored."""
 
 
 class ServingMetrics:
-    """The endpoint's Prometheus metrics, on a registry of its own (several apps per process in tests)."""
+    """The endpoint's Prometheus metrics, on a registry of its own (several apps per process in tests).
 
-    def __init__(self) -> None:
+    With `board` (a pool worker), `exposition` is what /metrics serves: every worker's counters
+    and histograms summed (prometheus_client's multiprocess files) and the endpoint's gauges from
+    the shared table; the per-process gauges here are not exported.
+    """
+
+    def __init__(self, board: Any = None) -> None:
         self.registry = CollectorRegistry()
+        self.exposition = self.registry if board is None else _pool_registry(board)
+        pooled = board is not None
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes etc.: rollouts record memory
         self.requests = Counter("autopilot_requests_total", "Requests answered, by endpoint and HTTP status.",
                                 ["endpoint", "status"], registry=self.registry)
@@ -77,26 +95,27 @@ class ServingMetrics:
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.errors = Counter("autopilot_errors_total", "Requests refused or failed, by endpoint and kind.",
                               ["endpoint", "kind"], registry=self.registry)
-        self.version = Gauge("autopilot_model_version", "The model version serving now (0 = none).",
-                             registry=self.registry)
+        self.version: Any = _Unexported() if pooled else Gauge(
+            "autopilot_model_version", "The model version serving now (0 = none).", registry=self.registry)
         self.rows = Counter("autopilot_predicted_rows_total", "Rows predicted.", registry=self.registry)
         self.batch_rows = Histogram("autopilot_batch_rows", "Rows per micro-batch.",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
         self.swaps = Counter("autopilot_model_swaps_total", "Model swaps, by outcome.", ["outcome"],
                              registry=self.registry)
-        self.swap_failed = Gauge("autopilot_model_swap_failed_version",
+        self.swap_failed: Any = _Unexported() if pooled else Gauge("autopilot_model_swap_failed_version",
                                  "The version whose load or warm-up failed last, while an older one keeps serving "
                                  "(0 = the last swap succeeded).", registry=self.registry)
         self.rejected = Counter("autopilot_rejected_total",
                                 "Requests shed under load (429/503 with Retry-After), by endpoint and reason "
                                 "(concurrency, queue, connections); not counted in autopilot_requests_total.",
                                 ["endpoint", "reason"], registry=self.registry)
-        self.in_flight = Gauge("autopilot_requests_in_progress", "Requests admitted to the model routes and not "
-                               "yet answered.", registry=self.registry)
-        self.queued_rows = Gauge("autopilot_queued_rows", "Rows waiting for the micro-batcher.",
-                                 registry=self.registry)
-        self.connections = Gauge("autopilot_open_connections", "Open client connections (-1 when unknown).",
-                                 registry=self.registry)
+        self.in_flight: Any = _Unexported() if pooled else Gauge(
+            "autopilot_requests_in_progress", "Requests admitted to the model routes and not yet answered.",
+            registry=self.registry)
+        self.queued_rows: Any = _Unexported() if pooled else Gauge(
+            "autopilot_queued_rows", "Rows waiting for the micro-batcher.", registry=self.registry)
+        self.connections: Any = _Unexported() if pooled else Gauge(
+            "autopilot_open_connections", "Open client connections (-1 when unknown).", registry=self.registry)
         self.unseen = Counter("autopilot_unseen_categories_total",
                               "Categorical values never seen in training, in /predict and /invocations requests, "
                               "by model and column (null is missing, not unseen).", ["model", "column"],
@@ -133,6 +152,21 @@ class ServingMetrics:
         child.inc()
 
 
+def _pool_registry(board: Any) -> CollectorRegistry:
+    """What a pool worker's /metrics serves: all workers' counters and histograms, and the pool's gauges."""
+    import os
+
+    from prometheus_client import multiprocess
+
+    from autopilot.serving.board import PoolCollector
+    from autopilot.serving.pool import METRICS_DIR_ENV
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=os.environ[METRICS_DIR_ENV])
+    registry.register(PoolCollector(board))
+    return registry
+
+
 @dataclass
 class ServingState:
     """Everything one app's routes, admission and batch worker share: the model, the limits, the counters."""
@@ -156,9 +190,16 @@ class ServingState:
         max_workers=SIDE_WORKERS, thread_name_prefix="autopilot-side"))
     side_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(SIDE_JOBS))
     shadow: Any | None = None  # a `serving.shadow.ShadowRunner` when shadow deployment is on
+    board: Any | None = None  # the pool's shared table (`serving.board.Board`) in a worker process
 
     def __post_init__(self) -> None:
         self.admission = Admission(self)
+
+    def reported_version(self) -> int | None:
+        """The version the endpoint reports: this process's, or in a pool the one every worker serves."""
+        if self.board is None:
+            return self.version
+        return self.board.agreement().version
 
     @property
     def version(self) -> int | None:
@@ -168,7 +209,7 @@ class ServingState:
 
 
 def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, inference_log: Any | None = None,
-               follow: bool = True, shadow_source: ModelSource | None = None) -> FastAPI:
+               follow: bool = True, shadow_source: ModelSource | None = None, board: Any = None) -> FastAPI:
     """The serving app for one model.
 
     Args:
@@ -180,9 +221,12 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
         follow: poll the source every `serving.poll_seconds` and hot-swap on a new version.
         shadow_source: the challenger's source (`challenger` alias); with the inference log and
             `deployment.rollout.shadow.enabled`, a copy of the traffic goes to it (`serving.shadow`).
+        board: in a pool worker (`serving.pool`), the workers' shared table: admission counts all
+            workers' load, the reported version is the one they all serve, /reload reaches them all.
     """
-    metrics = ServingMetrics()
-    state = ServingState(cfg=cfg, holder=ModelHolder(source), metrics=metrics, token=token, inference_log=inference_log)
+    metrics = ServingMetrics(board)
+    state = ServingState(cfg=cfg, holder=ModelHolder(source), metrics=metrics, token=token, inference_log=inference_log,
+                         board=board)
     state.holder._on_swap = lambda old, new: _swapped(state, old, new)
     state.holder._on_failure = lambda failure: _failed(state, failure)
     serving = cfg.deployment.serving
@@ -201,11 +245,13 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.batcher = MicroBatcher(lambda jobs: _process(state, jobs), serving.micro_batch_max_rows,
                                      serving.micro_batch_wait_ms, thread_init=_one_native_thread,
-                                     max_queued_rows=serving.max_queued_rows)
+                                     max_queued_rows=serving.max_queued_rows, board=board)
         state.batcher.start()
         await asyncio.get_running_loop().run_in_executor(None, state.holder.refresh)
+        if board is not None:
+            await _join_pool(board)
         if follow:
-            state.holder.follow(serving.poll_seconds)
+            state.holder.follow(serving.poll_seconds, nudged=(lambda: board.generation) if board else None)
         if state.shadow is not None:
             await asyncio.get_running_loop().run_in_executor(
                 None, state.shadow.start, serving.poll_seconds if follow else None)
@@ -225,6 +271,16 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
     return app
 
 
+async def _join_pool(board: Any) -> None:
+    """Accept connections only once every worker has tried its first load (uvicorn listens after this)."""
+    from autopilot.serving.board import Field
+
+    board.set(Field.STARTED, 1)
+    if not await asyncio.get_running_loop().run_in_executor(None, board.wait_started, POOL_START_SECONDS):
+        log.warning("not every worker started within %g s; serving anyway", POOL_START_SECONDS)
+    board.request_reload()  # one more look each: a worker that loaded after the alias moved brings the rest
+
+
 def _one_native_thread() -> None:
     """Limit OpenMP to one thread on the batch thread (OpenMP's thread count is per calling thread).
 
@@ -237,6 +293,12 @@ def _one_native_thread() -> None:
 
 
 def _swapped(state: ServingState, old: LoadedModel | None, new: LoadedModel) -> None:
+    if state.board is not None:
+        from autopilot.serving.board import Field
+
+        state.board.set(Field.VERSION, new.version)
+        state.board.set(Field.FAILED, 0)
+        state.board.request_reload()  # the others check the alias now: the workers converge on one version
     state.metrics.version.set(new.version)
     state.metrics.swaps.labels("ok").inc()
     state.metrics.swap_failed.set(0)
@@ -253,6 +315,10 @@ def _swapped(state: ServingState, old: LoadedModel | None, new: LoadedModel) -> 
 
 
 def _failed(state: ServingState, failure: SwapFailure) -> None:
+    if state.board is not None:
+        from autopilot.serving.board import Field
+
+        state.board.set(Field.FAILED, failure.version)
     state.metrics.swaps.labels("failed").inc()
     state.metrics.swap_failed.set(failure.version)
 

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from autopilot.serving.board import Field
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Job", "MicroBatcher", "QueueFull"]
@@ -68,8 +70,10 @@ class MicroBatcher:
 
     def __init__(self, process: Callable[[Sequence[Job]], list[Any]], max_rows: int,
                  max_wait_ms: float | None = None, thread_init: Callable[[], None] | None = None,
-                 max_queued_rows: int | None = None) -> None:
+                 max_queued_rows: int | None = None, board: Any = None) -> None:
+        """`board`: in a worker pool, the shared table; `max_queued_rows` then bounds all workers' queues."""
         self._process = process
+        self._board = board
         self.max_rows = max_rows
         self.max_queued_rows = max_queued_rows
         self.queued_rows = 0  # rows submitted and not yet taken into a batch (event-loop thread only)
@@ -110,16 +114,22 @@ class MicroBatcher:
         """
         if self._queue is None:
             raise RuntimeError("the batcher is not started")
-        if self.max_queued_rows is not None and self.queued_rows + len(rows) > self.max_queued_rows:
-            raise QueueFull(self.queued_rows, len(rows), self.max_queued_rows)
+        if self.max_queued_rows is not None:
+            queued = self.queued_rows if self._board is None else self._board.total(Field.QUEUED_ROWS)
+            if queued + len(rows) > self.max_queued_rows:
+                raise QueueFull(queued, len(rows), self.max_queued_rows)
         loop = asyncio.get_running_loop()
         job = Job(rows=rows, request_id=request_id, future=loop.create_future(), enqueued=loop.time(), meta=meta)
         self.queued_rows += len(rows)
+        if self._board is not None:
+            self._board.set(Field.QUEUED_ROWS, self.queued_rows)
         self._queue.put_nowait(job)  # unbounded asyncio queue: bounded by the row count above
         return await job.future
 
     def _take(self, job: Job) -> Job:
         self.queued_rows -= len(job.rows)
+        if self._board is not None:
+            self._board.set(Field.QUEUED_ROWS, self.queued_rows)
         return job
 
     def _wait(self) -> float:

@@ -25,6 +25,7 @@ __all__ = ["ModelHolder", "SwapFailure"]
 
 KEEP_LOADED = 2  # the serving version and the one before it: rolling back to it is instant
 RETRY_FAILED_AFTER = 60.0
+NUDGE_POLL = 0.05  # seconds: how soon a pool worker notices a reload asked of another worker
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,22 @@ class ModelHolder:
     def _report(self, changed: bool, error: str | None) -> dict[str, Any]:
         return {"version": self.current.version if self.current else None, "changed": changed, "error": error}
 
-    def follow(self, every: float) -> None:
-        """Poll the source every `every` seconds on a daemon thread (first check immediately)."""
+    def follow(self, every: float, nudged: Callable[[], int] | None = None) -> None:
+        """Poll the source every `every` seconds on a daemon thread (first check immediately).
+
+        `nudged` (a worker pool's reload generation) is read every `NUDGE_POLL` seconds: when it
+        changes, another worker was asked to reload, and this one checks the source at once too.
+        """
         def loop() -> None:
+            seen = nudged() if nudged else 0
+            due = 0.0
             while not self._stop.is_set():
-                self.refresh()
-                self._stop.wait(every)
+                generation = nudged() if nudged else 0
+                if time.monotonic() >= due or generation != seen:
+                    seen = generation
+                    self.refresh()
+                    due = time.monotonic() + every
+                self._stop.wait(NUDGE_POLL if nudged else max(due - time.monotonic(), 0.0))
 
         self._thread = threading.Thread(target=loop, name="autopilot-follow", daemon=True)
         self._thread.start()

@@ -53,10 +53,12 @@ class ServingProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop both deadlines."""
+        """Stop both deadlines; publish the open connections (in a worker pool)."""
         self._disarm()
         self._disarm_body()
         super().connection_lost(exc)
+        if self.admission is not None:
+            self.admission.connections_now(len(self.connections))
 
     def _disarm(self) -> None:
         if self._head_timer is not None:

@@ -84,7 +84,7 @@ def add_routes(app: FastAPI, state: ServingState) -> None:
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(state.metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
 
 def _route(app: FastAPI, state: ServingState, path: str, endpoint: str, fn: Handler, method: str,
@@ -198,24 +198,47 @@ async def _on_feedback(state: ServingState, request: Request, body: Any) -> Any:
 async def _on_model(state: ServingState, request: Request, body: Any) -> Any:
     model = state.holder.current
     failure = state.holder.last_failure
-    return {"model_version": state.version, "serving": model.describe() if model else None,
-            "last_swap_failure": {"version": failure.version, "error": failure.error} if failure else None}
+    answer = {"model_version": state.reported_version(), "serving": model.describe() if model else None,
+              "last_swap_failure": {"version": failure.version, "error": failure.error} if failure else None}
+    if state.board is not None:
+        answer["workers"] = _workers(state.board, state.board.agreement())
+    return answer
 
 
 async def _on_reload(state: ServingState, request: Request, body: Any) -> Any:
-    report = await asyncio.get_running_loop().run_in_executor(None, state.holder.refresh)
-    return {"model_version": state.version, **report}
+    loop = asyncio.get_running_loop()
+    report = await loop.run_in_executor(None, state.holder.refresh)
+    board = state.board
+    if board is None:
+        return {"model_version": state.version, **report}
+    # A pool: every worker checks now, and the endpoint reports the version once all serve it.
+    board.request_reload()
+    wanted = report["version"]
+    if wanted is None:  # this worker could not read the version: the answer says why
+        return {"model_version": state.reported_version(), **report, "workers": _workers(board, board.agreement())}
+    agreed = await loop.run_in_executor(None, board.wait_for, wanted,
+                                        state.cfg.deployment.serving.request_timeout_seconds * 0.8)
+    if agreed.swapping and report["error"] is None:
+        report["error"] = f"not every worker serves version {wanted} yet: {agreed.versions}"
+    return {"model_version": agreed.version, **report, "workers": _workers(board, agreed)}
+
+
+def _workers(board: Any, agreed: Any) -> dict[str, Any]:
+    """Each worker's pid (0 while restarting) and version, and whether a swap is under way."""
+    from autopilot.serving.board import Field
+
+    return {"pids": board.column(Field.PID), "versions": agreed.versions, "swapping": agreed.swapping}
 
 
 async def _on_health(state: ServingState, request: Request, body: Any) -> Any:
-    return {"status": "ok", "model_version": state.version}
+    return {"status": "ok", "model_version": state.reported_version()}
 
 
 async def _on_ready(state: ServingState, request: Request, body: Any) -> Any:
     if state.holder.current is None:
         failure = state.holder.last_failure
         raise RequestError(503, "no model loaded" + (f": {failure.error}" if failure else ""))
-    return {"status": "ready", "model_version": state.version}
+    return {"status": "ready", "model_version": state.reported_version() or state.version}
 
 
 def _authorize(state: ServingState, request: Request) -> None:

@@ -12,13 +12,15 @@ from autopilot.aliases import CHALLENGER, CHAMPION
 from autopilot.config import ModelConfig
 from autopilot.settings import Settings
 
-__all__ = ["build_app", "http_protocol", "resolve_token", "serve"]
+__all__ = ["WORKERS_ENV", "build_app", "http_protocol", "make_server", "resolve_token", "resolve_workers", "serve"]
 
 log = logging.getLogger(__name__)
 
 # SageMaker authenticates /invocations with IAM and keeps the container off the network;
 # only there may the endpoint run without its own token.
 AUTH_MODE_ENV = "AUTOPILOT_SERVING_AUTH"
+# The worker count, when set: the generated container configs set it from the deployment plan.
+WORKERS_ENV = "AUTOPILOT_SERVING_WORKERS"
 
 
 class ServingSetupError(ValueError):
@@ -45,8 +47,12 @@ def resolve_token(cfg: ModelConfig, environ: dict[str, str] | None = None) -> st
 
 
 def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = None, follow: bool = True,
-              token: str | None = None, alias: str = CHAMPION) -> Any:
-    """The FastAPI app: following the registry alias, or serving a fixed package folder."""
+              token: str | None = None, alias: str = CHAMPION, board: Any = None) -> Any:
+    """The FastAPI app: following the registry alias, or serving a fixed package folder.
+
+    `board` is the worker pool's shared table (`serving.board.Board`) when this process is one
+    of several workers (`serving.pool`); None for the single-process endpoint.
+    """
     from autopilot.adapters.registry import connect
     from autopilot.adapters.registry.model_loading import LoadPolicy, harden_process
     from autopilot.serving.app import create_app
@@ -71,27 +77,44 @@ def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = Non
     settings.ensure_local_dirs()
     inference_log = InferenceLog(settings.inference_db)
     return create_app(cfg, source, token=token, inference_log=inference_log, follow=follow,
-                      shadow_source=shadow_source)
+                      shadow_source=shadow_source, board=board)
 
 
 def serve(cfg: ModelConfig, settings: Settings, host: str | None = None, port: int | None = None,
-          model_dir: Path | None = None) -> None:
-    """Run the endpoint until interrupted."""
+          model_dir: Path | None = None, workers: int | None = None) -> None:
+    """Run the endpoint until interrupted: one process, or a pool of workers on every core.
+
+    `workers` overrides `deployment.serving.workers` (see `resolve_workers`).
+    """
+    serving = cfg.deployment.serving
+    host, port = host or serving.host, port or serving.port
+    token = resolve_token(cfg)  # before anything starts: a missing token stops here, named
+    count, why = resolve_workers(cfg, settings, model_dir, workers)
+    log.info("serving %s on %s:%s: %d worker process(es) (%s)", cfg.name, host, port, count, why)
+    if count > 1:
+        from autopilot.serving.pool import run_pool
+
+        run_pool(cfg, settings, host, port, model_dir, count)
+        return
+    server = make_server(build_app(cfg, settings, model_dir=model_dir, token=token), cfg, host, port)
+    server.run()
+    if not server.started:
+        raise ServingSetupError(f"the server did not start on {host}:{port} (see the log above)")
+
+
+def make_server(app: Any, cfg: ModelConfig, host: str, port: int) -> Any:
+    """The uvicorn server for one endpoint process (run it with `.run()`, or `.run(sockets=...)` in a pool)."""
     import uvicorn
 
-    token = resolve_token(cfg)
-    app = build_app(cfg, settings, model_dir=model_dir, token=token)
     serving = cfg.deployment.serving
-    log.info("serving %s on %s:%s", cfg.name, host or serving.host, port or serving.port)
-    # One process: the batcher is what gives throughput (a second worker would halve its batches
-    # and double the memory); access logs are off because /metrics and the inference log say more.
+    # Access logs are off because /metrics and the inference log say more.
     # uvicorn's own `limit_concurrency` is not used: its 503 carries no Retry-After, refuses the
     # probes too, and refuses every request while over the limit; `http_protocol` below refuses
     # only the connections opened past `serving.max_connections`.
     # No proxy-headers middleware (nothing here reads the client address; it cost ~7 us a
     # request) and no `server: uvicorn` header (it tells an attacker what to look up).
     state = app.state.autopilot
-    config = uvicorn.Config(app, host=host or serving.host, port=port or serving.port, log_level="warning",
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             access_log=False, timeout_keep_alive=30, backlog=serving.listen_backlog,
                             proxy_headers=False, server_header=False,
                             http=http_protocol(serving.header_timeout_seconds, state.admission,
@@ -99,9 +122,61 @@ def serve(cfg: ModelConfig, settings: Settings, host: str | None = None, port: i
     server = uvicorn.Server(config)
     connections = server.server_state.connections
     state.open_connections = lambda: len(connections)
-    server.run()
-    if not server.started:
-        raise ServingSetupError(f"the server did not start on {config.host}:{config.port} (see the log above)")
+    return server
+
+
+def resolve_workers(cfg: ModelConfig, settings: Settings, model_dir: Path | None = None,
+                    requested: int | None = None, environ: dict[str, str] | None = None) -> tuple[int, str]:
+    """How many worker processes to serve with, and why.
+
+    In order: `requested` (`autopilot serve --workers`), the `AUTOPILOT_SERVING_WORKERS`
+    environment variable (set by the generated container configs from the deployment plan),
+    `deployment.serving.workers`. `auto` chooses from the champion's measured profile
+    (`deploy/profile.json`, recorded by the deployment plan): one worker per usable core, as
+    many as fit in the memory available now at the profiled footprint (`Profile.workers_for`);
+    one process on a one-core host. Without a profile: one per core.
+    """
+    env = dict(os.environ) if environ is None else environ
+    setting: int | str = requested or env.get(WORKERS_ENV) or cfg.deployment.serving.workers
+    if str(setting) != "auto":
+        try:
+            count = int(setting)
+        except ValueError:
+            raise ServingSetupError(f"{WORKERS_ENV}={setting!r}: expected a positive integer or 'auto'") from None
+        if count < 1:
+            raise ServingSetupError(f"the worker count must be at least 1, not {count}")
+        return count, "configured"
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2:
+        return 1, "one usable core"
+    profile = None if model_dir is not None else _champion_profile(cfg, settings)
+    if profile is None:
+        return cores, f"one per usable core ({cores}); no measured profile to size memory by"
+    available = psutil.virtual_memory().available / 2**20
+    count = profile.workers_for(cores, available)
+    return count, (f"measured profile: {profile.peak_rss_mb:.0f} MiB per worker, {available:.0f} MiB available, "
+                   f"{cores} usable cores")
+
+
+def _champion_profile(cfg: ModelConfig, settings: Settings) -> Any:
+    """The champion's measured serving profile, or None (no champion, never planned, registry down)."""
+    import json
+
+    from autopilot.adapters.registry import connect
+    from autopilot.deploy.profile import Profile
+
+    try:
+        store = connect(settings)
+        version = store.resolve_version(cfg.registered_model_name, CHAMPION)
+        run_id = str(version.run_id)
+        if "profile.json" not in {Path(p).name for p in store.list_artifacts(run_id, "deploy")}:
+            return None
+        return Profile.from_dict(json.loads(store.download_artifacts(run_id, "deploy/profile.json").read_text()))
+    except Exception as exc:  # sizing is advisory: serving must start even when the registry is not there yet
+        log.warning("cannot read the champion's serving profile (%s): sizing without it", exc)
+        return None
 
 
 def http_protocol(header_timeout: float, admission: Any = None,

@@ -57,10 +57,12 @@ class _ShadowMetrics:
                             "Rows copied to the shadow challenger, by outcome: copied (queued), dropped (queue "
                             "full), predicted (logged as shadow), failed (the challenger or the log failed).",
                             ["outcome"], registry=registry)
+        # Set, never read through a function: in a worker pool (`serving.pool`) gauges are summed
+        # or maxed across the workers' files, and a function gauge would export 0.
         self.version = Gauge("autopilot_shadow_version", "The challenger version in shadow (0 = none).",
-                             registry=registry)
+                             registry=registry, multiprocess_mode="livemax")
         self.queued = Gauge("autopilot_shadow_queued_rows", "Rows waiting for the shadow challenger.",
-                            registry=registry)
+                            registry=registry, multiprocess_mode="livesum")
         self.children = {name: self.rows.labels(name) for name in ("copied", "dropped", "predicted", "failed")}
 
 
@@ -88,7 +90,6 @@ class ShadowRunner:
         self._threads: list[threading.Thread] = []
         self._random = random.Random(seed)
         self.metrics = _ShadowMetrics(registry or CollectorRegistry())
-        self.metrics.queued.set_function(lambda: self._queued_rows)
 
     # ------------------------------------------------------------------ the request path (never blocks)
 
@@ -120,6 +121,7 @@ class ShadowRunner:
                     self._queued_rows += len(copy.rows)
                     queued += len(copy.rows)
                 if queued:
+                    self.metrics.queued.set(self._queued_rows)
                     self._cond.notify()
             self.metrics.children["copied"].inc(queued)
             self.metrics.children["dropped"].inc(dropped)
@@ -229,6 +231,7 @@ class ShadowRunner:
             batch.append(copy)
             rows += len(copy.rows)
         self._queued_rows -= rows
+        self.metrics.queued.set(self._queued_rows)
         return batch
 
     def _predict(self, batch: list[ShadowCopy]) -> None:

@@ -1,0 +1,216 @@
+"""The worker pool's shared table, endpoint-wide admission, worker sizing and reload nudges (in one process)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autopilot.deploy.profile import Profile
+from autopilot.serving.app import create_app
+from autopilot.serving.batcher import MicroBatcher, QueueFull
+from autopilot.serving.board import Board, Field
+from autopilot.serving.holder import ModelHolder
+from autopilot.serving.server import ServingSetupError, resolve_workers
+from tests.serving_support import adult_cfg
+
+
+def board_of(workers: int = 2) -> Board:
+    board = Board.create(workers, multiprocessing.get_context("spawn"))
+    for i in range(workers):
+        board.set_pid(i, 1000 + i)
+    return board
+
+
+def test_each_worker_writes_its_row_and_totals_sum_all_rows() -> None:
+    board = board_of(3)
+    for i, load in enumerate((2, 5, 7)):
+        board.for_worker(i).set(Field.IN_FLIGHT, load)
+    assert board.total(Field.IN_FLIGHT) == 14
+    assert board.column(Field.IN_FLIGHT) == [2, 5, 7]
+    board.clear_row(1)  # a dead worker's load is gone
+    assert board.total(Field.IN_FLIGHT) == 9
+    assert board.get(1, Field.PID) == 0
+
+
+def test_the_reported_version_moves_only_when_every_worker_serves_it() -> None:
+    board = board_of(2)
+    first, second = board.for_worker(0), board.for_worker(1)
+    assert board.agreement().version is None  # nothing loaded yet
+    first.set(Field.VERSION, 1)
+    assert board.agreement().version is None and board.agreement().swapping
+    second.set(Field.VERSION, 1)
+    assert board.agreement().version == 1 and not board.agreement().swapping
+    first.set(Field.VERSION, 2)  # one worker swapped: the endpoint still reports 1
+    agreed = board.agreement()
+    assert (agreed.version, agreed.swapping, agreed.versions) == (1, True, [2, 1])
+    second.set(Field.VERSION, 2)
+    assert board.agreement().version == 2
+    first.set(Field.VERSION, 1)  # a rollback is no exception: 1 only once both serve it
+    assert board.agreement().version == 2
+    second.set(Field.VERSION, 1)
+    assert board.agreement().version == 1
+
+
+def test_a_restarting_worker_holds_the_reported_version() -> None:
+    board = board_of(2)
+    for i in range(2):
+        board.for_worker(i).set(Field.VERSION, 3)
+    assert board.agreement().version == 3
+    board.clear_row(1)  # died: until its replacement serves a version, nothing new is agreed
+    board.for_worker(0).set(Field.VERSION, 4)
+    assert board.agreement().version == 3 and board.agreement().swapping
+
+
+def test_wait_for_returns_when_the_last_worker_swaps_and_gives_up_at_the_deadline() -> None:
+    board = board_of(2)
+    board.for_worker(0).set(Field.VERSION, 5)
+    later = threading.Timer(0.2, lambda: board.for_worker(1).set(Field.VERSION, 5))
+    later.start()
+    start = time.monotonic()
+    assert board.wait_for(5, timeout=5).version == 5
+    assert 0.15 < time.monotonic() - start < 3
+    agreed = board.wait_for(6, timeout=0.1)
+    assert agreed.version == 5 and not agreed.swapping
+
+
+class NoSource:
+    """A model source the tests never load from (admission does not need a model)."""
+
+    def current_version(self) -> int:
+        raise RuntimeError("not used")
+
+    def load(self, version: int) -> Any:
+        raise RuntimeError("not used")
+
+
+def pooled_state(board: Board, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **serving: Any) -> Any:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    app = create_app(adult_cfg(**serving), NoSource(), token=None, board=board)  # type: ignore[arg-type]
+    return app.state.autopilot
+
+
+def test_admission_counts_every_workers_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    board = board_of(2)
+    here = pooled_state(board.for_worker(0), tmp_path, monkeypatch, max_concurrent_requests=4)
+    assert here.admission.refusal("/predict") is None
+    board.for_worker(1).set(Field.IN_FLIGHT, 4)  # the other worker holds the whole limit
+    refusal = here.admission.refusal("/predict")
+    assert refusal is not None and refusal.status == 429
+    assert here.admission.refusal("/health") is None  # probes are never shed
+
+
+def test_the_connection_bound_counts_every_workers_connections(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    board = board_of(2)
+    here = pooled_state(board.for_worker(0), tmp_path, monkeypatch, max_connections=10)
+    board.for_worker(1).set(Field.CONNECTIONS, 8)
+    assert not here.admission.over_connection_bound(2)
+    assert here.admission.over_connection_bound(3)  # 3 here + 8 there > 10
+    here.admission.connections_now(1)
+    assert board.total(Field.CONNECTIONS) == 9
+
+
+def test_the_queue_bound_counts_every_workers_queued_rows() -> None:
+    board = board_of(2)
+    batcher = MicroBatcher(lambda jobs: [None] * len(jobs), max_rows=32, max_queued_rows=100,
+                           board=board.for_worker(0))
+    board.for_worker(1).set(Field.QUEUED_ROWS, 95)
+
+    async def submit() -> None:
+        batcher.start()
+        try:
+            with pytest.raises(QueueFull, match="95 rows are waiting"):
+                await batcher.submit([{}] * 10, "r1")
+            await batcher.submit([{}] * 5, "r2")  # fits: 95 + 5 = 100
+        finally:
+            await batcher.stop()
+
+    asyncio.run(submit())
+    assert board.get(0, Field.QUEUED_ROWS) == 0  # taken into a batch: published back to zero
+
+
+def test_pool_metrics_report_the_endpoint_gauges_from_the_board(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import generate_latest
+
+    board = board_of(2)
+    state = pooled_state(board.for_worker(0), tmp_path, monkeypatch)
+    for i in range(2):
+        board.for_worker(i).set(Field.VERSION, 7)
+        board.for_worker(i).set(Field.IN_FLIGHT, 3)
+    text = generate_latest(state.metrics.exposition).decode()
+    assert "autopilot_model_version 7.0" in text
+    assert "autopilot_requests_in_progress 6.0" in text
+    assert "autopilot_workers_alive 2.0" in text
+    assert text.count("autopilot_model_version{") == 0  # no per-process copy beside the endpoint's
+
+
+def profile(rss_mb: float) -> Profile:
+    return Profile(artifact_bytes=1, load_seconds=0.1, peak_rss_mb=rss_mb, latency_ms={"p50": 1, "p95": 2, "p99": 3},
+                   throughput_rps={"1": {"1": 100.0}}, cores_measured=[1])
+
+
+@pytest.mark.parametrize(("cores", "memory_mb", "rss_mb", "workers"), [
+    (2, 8000, 300, 2),  # room for one per core
+    (8, 2000, 400, 2),  # memory for two footprints (x1.25) after the OS's 512 MiB
+    (4, 900, 300, 1),  # a small host: the single-process endpoint
+    (1, 64000, 300, 1),  # one core
+])
+def test_workers_are_sized_from_the_measured_footprint(cores: int, memory_mb: float, rss_mb: float,
+                                                       workers: int) -> None:
+    assert profile(rss_mb).workers_for(cores, memory_mb) == workers
+
+
+def test_resolve_workers_order_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopilot.settings import Settings
+
+    settings = Settings.from_env({"AUTOPILOT_HOME": str(tmp_path)})
+    cfg = adult_cfg(workers=3)
+    assert resolve_workers(cfg, settings, tmp_path, requested=2, environ={})[0] == 2
+    assert resolve_workers(cfg, settings, tmp_path, environ={"AUTOPILOT_SERVING_WORKERS": "4"})[0] == 4
+    assert resolve_workers(cfg, settings, tmp_path, environ={}) == (3, "configured")
+    with pytest.raises(ServingSetupError, match="AUTOPILOT_SERVING_WORKERS='many'"):
+        resolve_workers(cfg, settings, tmp_path, environ={"AUTOPILOT_SERVING_WORKERS": "many"})
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert resolve_workers(adult_cfg(), settings, tmp_path, environ={}) == (1, "one usable core")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2})
+    count, why = resolve_workers(adult_cfg(), settings, tmp_path, environ={})  # a package folder: no profile
+    assert count == 3 and "no measured profile" in why
+
+
+class CountingSource:
+    """A source whose version never changes, counting how often it is asked."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def current_version(self) -> int:
+        self.asked += 1
+        raise RuntimeError("registry down")  # refresh never raises: it reports
+
+    def load(self, version: int) -> Any:
+        raise AssertionError("not reached")
+
+
+def test_a_nudge_makes_a_following_worker_check_at_once() -> None:
+    source = CountingSource()
+    holder = ModelHolder(source)  # type: ignore[arg-type]
+    generation = [0]
+    holder.follow(3600.0, nudged=lambda: generation[0])
+    try:
+        deadline = time.monotonic() + 5
+        while source.asked < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert source.asked == 1  # the first check; the next poll is an hour away
+        generation[0] += 1
+        while source.asked < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert source.asked == 2
+    finally:
+        holder.stop()
