@@ -15,7 +15,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEnc
 
 from autopilot.config import LoadedConfig
 from autopilot.modeling.training import fit_pipeline
-from autopilot.serving.compiled import NotCompilable, compile_pipeline
+from autopilot.serving.compiled import DirectHGB, NotCompilable, compile_pipeline
 from autopilot.serving.schema import ServingSchema
 from tests.serving_support import adult_cfg, feature_rows
 
@@ -75,10 +75,22 @@ def test_compiled_features_and_scores_equal_the_pipeline(case: str, cfg: LoadedC
     rows = served_rows(adult_frames, cfg)
     frame = schema.frame(rows)
     expected = pipeline[0].transform(frame)
+    scorer = compiled.estimator or pipeline[-1]
+    if compiled.estimator is not None:  # HGB: its own input step (validation, ordinal codes) is compiled in too
+        assert case.startswith("hgb") and isinstance(compiled.estimator, DirectHGB)
+        expected = pipeline[-1]._preprocess_X(np.asarray(expected, dtype=float), reset=False)
     got = compiled.transform(rows)
     # The same floats, not close ones: the same operations in the same order.
     assert got.shape == expected.shape and np.array_equal(got, expected, equal_nan=True)
-    assert np.array_equal(pipeline[-1].predict_proba(got), pipeline.predict_proba(frame))
+    assert np.array_equal(scorer.predict_proba(got), pipeline.predict_proba(frame))
+
+
+def test_hist_gradient_boosting_is_scored_without_its_input_step(cfg: LoadedConfig, train: Any) -> None:
+    X, y = train
+    for case in (c for c in CASES if c.startswith("hgb")):
+        pipeline = fit_pipeline({**BASE, **CASES[case]}, cfg, X, y, seed=0)
+        compiled = compile_pipeline(pipeline, ServingSchema.from_config(cfg), X.head(5))
+        assert isinstance(compiled.estimator, DirectHGB), case
 
 
 def test_one_row_and_all_null_rows(cfg: LoadedConfig, train: Any, adult_frames: Any) -> None:
@@ -175,3 +187,24 @@ def test_a_regressor_with_imputation_scaling_and_target_encoding() -> None:
     features = compiled.transform(rows)
     assert np.array_equal(features, pipeline[0].transform(schema.frame(rows)))
     assert np.array_equal(pipeline[-1].predict(features), pipeline.predict(schema.frame(rows)))
+
+
+def test_a_hist_gradient_boosting_regressor_is_scored_directly_and_exactly() -> None:
+    from sklearn.datasets import load_diabetes
+
+    from autopilot.config import ModelConfig
+
+    X, y = load_diabetes(scaled=False, return_X_y=True, as_frame=True)
+    X = X.assign(sex=X["sex"].map({1.0: "f", 2.0: "m"}))  # a native categorical column beside the numbers
+    features = {name: {"type": "categorical" if name == "sex" else "numeric"} for name in X.columns}
+    cfg = ModelConfig.model_validate({"name": "diabetes", "task": "regression", "data": {"source": "d.csv"},
+                                      "target": {"column": "y"}, "features": features, "metric": "rmse"})
+    params = {**CASES["hgb-native"], "prep.num_impute": "median", "prep.cat_impute": "most_frequent"}
+    pipeline = fit_pipeline(params, cfg, X, y, seed=0)
+    schema = ServingSchema.from_config(cfg)
+    compiled = compile_pipeline(pipeline, schema, X.head(5))
+    assert isinstance(compiled.estimator, DirectHGB) and not hasattr(compiled.estimator, "predict_proba")
+    rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+            for r in X.tail(60).to_dict("records")]
+    rows[0]["bmi"], rows[1]["sex"] = None, "unseen"
+    assert np.array_equal(compiled.estimator.predict(compiled.transform(rows)), pipeline.predict(schema.frame(rows)))

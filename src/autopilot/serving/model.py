@@ -94,7 +94,7 @@ class LoadedModel:
         if self.compiled is None:
             return self.predict(self.schema.frame(rows))
         features = self.compiled.transform(rows)
-        estimator = self.pipeline.steps[-1][1]
+        estimator = self.compiled.estimator or self.pipeline.steps[-1][1]
         if self.multiclass:
             return np.asarray(estimator.predict_proba(features), dtype=float)
         if self.classifier:
@@ -228,8 +228,9 @@ def _compile(model: LoadedModel, example: pd.DataFrame | None) -> tuple[Compiled
         log.warning("version %s: the fast path failed to compile, serving through the pipeline: %s: %s",
                     model.version, type(exc).__name__, exc)
         return None, f"not compiled: {type(exc).__name__}: {exc}"
+    direct = ", scored without the estimator's input step" if compiled.estimator is not None else ""
     return compiled, f"compiled: {len(compiled.numeric)} numeric and {len(compiled.categorical)} categorical " \
-                     f"columns into {compiled.width} features, verified against the pipeline"
+                     f"columns into {compiled.width} features{direct}, verified against the pipeline"
 
 
 class RegistrySource:
