@@ -214,3 +214,61 @@ def test_a_nudge_makes_a_following_worker_check_at_once() -> None:
         assert source.asked == 2
     finally:
         holder.stop()
+
+
+def _hold_turn(url: str, held: Any, release: Any) -> None:
+    from autopilot.adapters.state_db import WriteTurn
+
+    turn = WriteTurn.for_url(url)
+    assert turn is not None
+    with turn:
+        held.set()
+        release.wait(10)
+
+
+def test_sqlite_appenders_in_two_processes_take_turns(tmp_path: Path) -> None:
+    from autopilot.adapters.state_db import WriteTurn
+
+    url = f"sqlite:///{tmp_path / 'inference.db'}"
+    assert WriteTurn.for_url("postgresql://localhost/x") is None
+    context = multiprocessing.get_context("spawn")
+    held, release = context.Event(), context.Event()
+    other = context.Process(target=_hold_turn, args=(url, held, release))
+    other.start()
+    try:
+        assert held.wait(30)
+        turn = WriteTurn.for_url(url)
+        assert turn is not None
+        threading.Timer(0.3, release.set).start()
+        start = time.monotonic()
+        with turn:  # waits for the other process's turn to end, and no longer
+            waited = time.monotonic() - start
+        assert 0.25 < waited < 2.0
+    finally:
+        release.set()
+        other.join(10)
+
+
+def test_threads_of_one_process_take_turns_too(tmp_path: Path) -> None:
+    from autopilot.adapters.state_db import WriteTurn
+
+    turn = WriteTurn.for_url(f"sqlite:///{tmp_path / 'inference.db'}")
+    assert turn is not None
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    def write() -> None:
+        for _ in range(50):
+            with turn:
+                inside.append(1)
+                if len(inside) > 1:
+                    overlaps.append(1)
+                time.sleep(0.0005)
+                inside.pop()
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not overlaps

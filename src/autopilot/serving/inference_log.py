@@ -38,6 +38,7 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import operator
@@ -67,7 +68,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from autopilot.adapters.state_db import READ_OPTION, open_engine
+from autopilot.adapters.state_db import READ_OPTION, WriteTurn, open_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -196,6 +197,7 @@ class InferenceLog:
         """Open the log at `url`, creating its tables if missing (idempotent, safe across processes)."""
         self.url = url
         self._engine = _open(url)
+        self._turn = WriteTurn.for_url(url) or contextlib.nullcontext()  # SQLite: appenders take turns
         # Reads need no write lock: on SQLite they BEGIN DEFERRED and, in WAL mode, never wait for a writer.
         self._reader = self._engine.execution_options(**{READ_OPTION: True})
 
@@ -215,7 +217,7 @@ class InferenceLog:
             repeated = sorted(key for key in set(keys) if keys.count(key) > 1)
             raise DuplicateRequest(f"duplicate request id in one batch: {_keys(repeated)}; nothing was written")
         try:
-            with self._engine.begin() as conn:  # leaving the block commits; an error rolls it all back
+            with self._turn, self._engine.begin() as conn:  # leaving the block commits; an error rolls back
                 conn.execute(LOG.insert(), rows)
         except IntegrityError as exc:
             clashes = self._logged(keys)

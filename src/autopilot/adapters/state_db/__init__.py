@@ -7,7 +7,8 @@ transactions (`locks`), and the schema, made and upgraded by Alembic migrations 
 `migrations/`) when a process first opens the database. SQLite by default, PostgreSQL in production.
 """
 
-from autopilot.adapters.state_db.engines import READ_OPTION, answers, engine, open_engine, reset_engines
+from autopilot.adapters.state_db.engines import READ_OPTION, WriteTurn, answers, engine, open_engine, reset_engines
 from autopilot.adapters.state_db.locks import LockTimeout, hold, state_lock
 
-__all__ = ["READ_OPTION", "LockTimeout", "answers", "engine", "hold", "open_engine", "reset_engines", "state_lock"]
+__all__ = ["READ_OPTION", "LockTimeout", "WriteTurn", "answers", "engine", "hold", "open_engine", "reset_engines",
+           "state_lock"]
