@@ -39,7 +39,7 @@ Serving efficiency = autopilot's rows/s at concurrency 32 / in-process `predict_
 rows/s on one 16k-row batch (the physical limit of the model on this machine).
 
 Usage: python bench/serving.py [--seconds 10] [--concurrency 1 8 32] [--warmup 1.5]
-                               [--peers mlflow mlserver empty] [--workers N]
+                               [--peers mlflow mlserver empty] [--workers N] [--inference-db URL]
 """
 
 from __future__ import annotations
@@ -626,6 +626,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the servers to run beside autopilot (default: all)")
     parser.add_argument("--workers", type=int, default=None,
                         help="autopilot serve's worker processes (default: deployment.serving.workers, auto)")
+    parser.add_argument("--inference-db", default=None,
+                        help="autopilot's inference log (SQLAlchemy URL; default: SQLite in the bench home). Every "
+                             "answer is committed there before it is sent: on SQLite one fsync per micro-batch")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home (server logs) afterwards")
     args = parser.parse_args(argv)
     mlserver_py = mlserver_python() if "mlserver" in args.peers else None
@@ -679,8 +682,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         port = free_port()
         workers = ["--workers", str(args.workers)] if args.workers else []  # default: the config's `auto`
+        log_db = {"AUTOPILOT_INFERENCE_DB": args.inference_db} if args.inference_db else {}
         servers["autopilot"] = Server("autopilot", [*ours_argv, "serve", str(config), "--port", str(port), *workers],
-                                      common.clean_env(AUTOPILOT_HOME=str(home), AUTOPILOT_SERVING_TOKEN=token), port,
+                                      common.clean_env(AUTOPILOT_HOME=str(home), AUTOPILOT_SERVING_TOKEN=token,
+                                                       **log_db), port,
                                       "/ready", work)
         if "mlflow" in args.peers:
             port = free_port()

@@ -272,3 +272,14 @@ def test_threads_of_one_process_take_turns_too(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not overlaps
+
+
+def test_a_rollout_compares_one_workers_memory_with_the_one_process_profile() -> None:
+    from autopilot.deploy.rollout import parse_metrics
+
+    total = "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 6e8\n"
+    largest = ("# TYPE autopilot_worker_resident_memory_bytes_max gauge\n"
+               "autopilot_worker_resident_memory_bytes_max 3.5e8\n")
+    assert parse_metrics(total + largest).rss_bytes == parse_metrics(largest + total).rss_bytes == 3.5e8
+    single = "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 3e8\n"
+    assert parse_metrics(single).rss_bytes == 3e8

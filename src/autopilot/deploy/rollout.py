@@ -78,6 +78,7 @@ def parse_metrics(text: str) -> MetricsSample:
     from prometheus_client.parser import text_string_to_metric_families
 
     sample = MetricsSample()
+    largest_worker = False  # in a worker pool, memory is the largest worker's (a profile predicts one process)
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             endpoint = s.labels.get("endpoint")
@@ -88,8 +89,10 @@ def parse_metrics(text: str) -> MetricsSample:
             elif s.name == "autopilot_request_latency_seconds_bucket" and endpoint in PREDICT_ENDPOINTS:
                 bound = float(s.labels["le"])
                 sample.buckets[bound] = sample.buckets.get(bound, 0.0) + s.value
-            elif s.name == "process_resident_memory_bytes":
+            elif s.name == "process_resident_memory_bytes" and not largest_worker:
                 sample.rss_bytes = s.value
+            elif s.name == "autopilot_worker_resident_memory_bytes_max":  # a worker pool: one process's
+                sample.rss_bytes, largest_worker = s.value, True
             elif s.name == "autopilot_model_version":
                 sample.version = s.value
     return sample

@@ -191,23 +191,29 @@ class PoolCollector:
             yield family
         rss, cpu = _usage([pid for pid in board.column(Field.PID) if pid])
         memory = GaugeMetricFamily("process_resident_memory_bytes", "Resident memory of all worker processes.")
-        memory.add_metric([], rss)
+        memory.add_metric([], sum(rss))
         yield memory
+        # What one process's profile predicts (rollouts compare the two): the largest worker.
+        largest = GaugeMetricFamily("autopilot_worker_resident_memory_bytes_max",
+                                    "Resident memory of the largest worker process.")
+        largest.add_metric([], max(rss, default=0.0))
+        yield largest
         seconds = CounterMetricFamily("process_cpu_seconds", "CPU time of the live worker processes (seconds).")
         seconds.add_metric([], cpu)
         yield seconds
 
 
-def _usage(pids: list[int]) -> tuple[float, float]:
-    """Summed resident bytes and CPU seconds of the processes still running."""
+def _usage(pids: list[int]) -> tuple[list[float], float]:
+    """Resident bytes of each process still running, and their summed CPU seconds."""
     import psutil
 
-    rss = cpu = 0.0
+    rss: list[float] = []
+    cpu = 0.0
     for pid in pids:
         try:
             process = psutil.Process(pid)
             with process.oneshot():
-                rss += process.memory_info().rss
+                rss.append(float(process.memory_info().rss))
                 times = process.cpu_times()
                 cpu += times.user + times.system
         except psutil.Error:  # it died between the read and now: the supervisor restarts it
