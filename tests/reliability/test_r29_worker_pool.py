@@ -151,3 +151,18 @@ def test_a_new_version_is_reported_only_once_every_worker_serves_it(pool: tuple[
     for _ in range(20):  # once reported, every worker answers with it: fresh connections land anywhere
         with httpx.Client(base_url=server.url, headers=AUTH) as http:
             assert http.post("/predict", json={"records": one}).headers["X-Model-Version"] == str(v2.version)
+
+
+def test_the_workers_stop_when_the_supervisor_is_killed(pool: tuple[Server, Settings, Any]) -> None:
+    import psutil
+
+    server, _, _ = pool
+    pids = workers(server)["pids"]
+    os.kill(server.proc.pid, signal.SIGKILL)  # nobody left to restart them or clean up: they must not linger
+    server.proc.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids):
+        assert time.monotonic() < deadline, f"orphaned workers still running: {pids}"
+        time.sleep(0.2)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(server.url + "/health", timeout=2)

@@ -47,6 +47,7 @@ METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when a
 QUICK_DEATH_SECONDS = 30.0  # a worker that dies sooner than this after its start died "while starting"
 MAX_QUICK_DEATHS = 5  # in a row, for one worker: a setup problem, the endpoint stops
 SUPERVISE_EVERY = 0.2
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,27 @@ def worker_main(spec: WorkerSpec, raw: Any, index: int, sock: socket.socket) -> 
                         format=f"%(asctime)s %(levelname)s worker {index} %(name)s: %(message)s")
     from autopilot.serving.server import build_app, make_server, resolve_token
 
+    _exit_with_supervisor()
     board = Board(raw, spec.workers, index)
     app = build_app(spec.cfg, spec.settings, model_dir=spec.model_dir, token=resolve_token(spec.cfg), board=board)
     server = make_server(app, spec.cfg, spec.host, spec.port)
     server.run(sockets=[sock])
+
+
+def _exit_with_supervisor() -> None:
+    """Stop this worker (SIGTERM: uvicorn finishes what it has) if the supervisor dies, e.g. of kill -9.
+
+    Spawned processes outlive their parent; an orphaned worker would keep serving the port with
+    nobody to restart its peers or clean the run directory.
+    """
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        log.error("the supervisor (pid %d) is gone: this worker stops", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="autopilot-orphan-watch", daemon=True).start()
