@@ -283,3 +283,60 @@ def test_a_rollout_compares_one_workers_memory_with_the_one_process_profile() ->
     assert parse_metrics(total + largest).rss_bytes == parse_metrics(largest + total).rss_bytes == 3.5e8
     single = "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 3e8\n"
     assert parse_metrics(single).rss_bytes == 3e8
+
+
+def _records(request_id: str, rows: int = 2) -> list[Any]:
+    from datetime import UTC, datetime
+
+    from autopilot.serving.inference_log import InferenceRecord
+
+    return [InferenceRecord(request_id=request_id, row=i, model="m", version=3, at=datetime.now(UTC),
+                            features={"age": 39.5 + i, "sex": None, "job": "é"}, prediction=0.1 + i / 3,
+                            latency_ms=1.25) for i in range(rows)]
+
+
+def test_workers_append_through_one_writer_that_commits_them_together(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from autopilot.serving.inference_log import DuplicateRequest, InferenceLog
+    from autopilot.serving.log_writer import LogWriter, RemoteLog
+
+    url = f"sqlite:///{tmp_path / 'inference.db'}"
+    writer = LogWriter(url, tmp_path / "log.sock")
+    writer.start()
+    remotes = [RemoteLog(InferenceLog(url), writer.path, timeout=10) for _ in range(4)]
+    try:
+        def append(n: int) -> None:
+            for k in range(25):
+                remotes[n].append(_records(f"w{n}-{k}"))
+
+        threads = [threading.Thread(target=append, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert writer.batches == 100 and writer.commits < 100  # batches sent together share a commit
+        with pytest.raises(DuplicateRequest, match="w0-0"):  # a duplicate fails its own batch, nothing else
+            remotes[0].append(_records("w0-0"))
+        remotes[1].append(_records("fresh"))
+        window = remotes[2].window("m", datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+        assert len(window) == 202 and window["request_id"].nunique() == 101  # reads go to the local log
+        row = window[window["request_id"] == "w3-7"].sort_values("row").iloc[1]
+        assert (row["prediction"], row["feature_age"] if "feature_age" in row else row["age"]) == (0.1 + 1 / 3, 40.5)
+    finally:
+        writer.close()
+
+
+def test_a_worker_whose_writer_is_gone_fails_its_appends(tmp_path: Path) -> None:
+    from autopilot.serving.inference_log import InferenceLog
+    from autopilot.serving.log_writer import LogWriter, RemoteLog
+
+    url = f"sqlite:///{tmp_path / 'inference.db'}"
+    writer = LogWriter(url, tmp_path / "log.sock")
+    writer.start()
+    remote = RemoteLog(InferenceLog(url), writer.path, timeout=2)
+    remote.append(_records("before"))
+    writer.close()
+    (tmp_path / "log.sock").unlink()
+    with pytest.raises(ConnectionError):
+        remote.append(_records("after"))

@@ -61,6 +61,7 @@ class WorkerSpec:
     model_dir: Path | None
     workers: int
     log_level: int
+    log_socket: Path | None = None  # the supervisor's group-committing inference-log writer (SQLite)
 
 
 @dataclass
@@ -154,8 +155,9 @@ def run_pool(cfg: Any, settings: Any, host: str, port: int, model_dir: Path | No
     (run_dir / "metrics").mkdir()
     os.environ[METRICS_DIR_ENV] = str(run_dir / "metrics")  # the workers inherit it before importing the client
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no threads or locks inherited
+    writer = _log_writer(settings, run_dir)
     spec = WorkerSpec(cfg=cfg, settings=settings, host=host, port=port, model_dir=model_dir, workers=workers,
-                      log_level=logging.getLogger().getEffectiveLevel())
+                      log_level=logging.getLogger().getEffectiveLevel(), log_socket=writer and writer.path)
     supervisor = _Supervisor(spec, sock, Board.create(workers, context), run_dir, context,
                              [_Slot() for _ in range(workers)])
     stop = _stop_on_signals()
@@ -166,8 +168,24 @@ def run_pool(cfg: Any, settings: Any, host: str, port: int, model_dir: Path | No
             time.sleep(SUPERVISE_EVERY)
     finally:
         supervisor.stop(serving.request_timeout_seconds + 5.0)
+        if writer is not None:
+            writer.close()
         sock.close()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _log_writer(settings: Any, run_dir: Path) -> Any:
+    """On SQLite, the one writer the workers append through (`serving.log_writer`); None on PostgreSQL."""
+    from autopilot.adapters.state_db import WriteTurn
+
+    if WriteTurn.for_url(settings.inference_db) is None:
+        return None
+    from autopilot.serving.log_writer import LogWriter
+
+    settings.ensure_local_dirs()
+    writer = LogWriter(settings.inference_db, run_dir / "log.sock")
+    writer.start()
+    return writer
 
 
 def _bind(host: str, port: int, backlog: int) -> socket.socket:
@@ -200,7 +218,8 @@ def worker_main(spec: WorkerSpec, raw: Any, index: int, sock: socket.socket) -> 
 
     _exit_with_supervisor()
     board = Board(raw, spec.workers, index)
-    app = build_app(spec.cfg, spec.settings, model_dir=spec.model_dir, token=resolve_token(spec.cfg), board=board)
+    app = build_app(spec.cfg, spec.settings, model_dir=spec.model_dir, token=resolve_token(spec.cfg), board=board,
+                    log_socket=spec.log_socket)
     server = make_server(app, spec.cfg, spec.host, spec.port)
     server.run(sockets=[sock])
 

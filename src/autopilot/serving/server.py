@@ -47,11 +47,13 @@ def resolve_token(cfg: ModelConfig, environ: dict[str, str] | None = None) -> st
 
 
 def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = None, follow: bool = True,
-              token: str | None = None, alias: str = CHAMPION, board: Any = None) -> Any:
+              token: str | None = None, alias: str = CHAMPION, board: Any = None,
+              log_socket: Path | None = None) -> Any:
     """The FastAPI app: following the registry alias, or serving a fixed package folder.
 
     `board` is the worker pool's shared table (`serving.board.Board`) when this process is one
-    of several workers (`serving.pool`); None for the single-process endpoint.
+    of several workers (`serving.pool`); None for the single-process endpoint. `log_socket`: the
+    pool's inference-log writer, which appends go through (`serving.log_writer`).
     """
     from autopilot.adapters.registry import connect
     from autopilot.adapters.registry.model_loading import LoadPolicy, harden_process
@@ -75,7 +77,11 @@ def build_app(cfg: ModelConfig, settings: Settings, model_dir: Path | None = Non
             shadow_source = RegistrySource(cfg, cfg.registered_model_name, CHALLENGER, policy=policy,
                                            registry=connect(settings))
     settings.ensure_local_dirs()
-    inference_log = InferenceLog(settings.inference_db)
+    inference_log: Any = InferenceLog(settings.inference_db)
+    if log_socket is not None:
+        from autopilot.serving.log_writer import RemoteLog
+
+        inference_log = RemoteLog(inference_log, log_socket, timeout=cfg.deployment.serving.request_timeout_seconds)
     return create_app(cfg, source, token=token, inference_log=inference_log, follow=follow,
                       shadow_source=shadow_source, board=board)
 
