@@ -118,8 +118,14 @@ def test_a_registered_version_passes(
     # The same probe result, judged against other expectations (one spawned probe is enough).
     probe = infra._run_probe
     results: list[dict[str, Any]] = []
-    monkeypatch.setattr(infra, "_run_probe", lambda *args: results[0] if results else results.append(probe(*args))
-                        or results[0])
+
+    def reuse(*args: Any) -> dict[str, Any]:  # the probe once; this process's own (pyfunc) checks every time
+        *probe_args, meanwhile = args
+        if not results:
+            results.append(probe(*probe_args))
+        return {**results[0], **meanwhile()}
+
+    monkeypatch.setattr(infra, "_run_probe", reuse)
     # Judged against the scores the pipeline computes (positive class only): the endpoint answers those,
     # and pyfunc's (rows, 2) probabilities are compared on their positive-class column.
     scores = evaluate_infra(version, X, model.predict_proba(X)[:, 1], tiny_config(), LoadPolicy(), reg)
@@ -147,6 +153,35 @@ def test_a_version_serving_cannot_load_against_its_config_fails(
     assert not report.passed
     assert "loading or querying the model failed" in report.reasons[0], report.reasons
     assert "does not match the config's features" in report.reasons[0], report.reasons
+
+
+def test_the_probe_measures_only_after_the_gates_own_work(
+        reg: registry.Registry, skops_version: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pyfunc checks run while the probe imports; the probe loads and measures only once they are done,
+    and a failing pyfunc check fails the gate closed."""
+    import time
+
+    version, model = skops_version
+    X = tiny_frame(10)
+    checks = infra._pyfunc_checks
+
+    def slow(*args: Any) -> dict[str, Any]:
+        time.sleep(8.0)  # longer than the probe's start-up and imports
+        return checks(*args)
+
+    monkeypatch.setattr(infra, "_pyfunc_checks", slow)
+    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy(), reg)
+    assert report.passed, report.reasons
+    assert report.details["probe_waited_seconds"] > 0.5, report.details
+
+    def broken(*args: Any) -> dict[str, Any]:
+        raise RuntimeError("pyfunc exploded")
+
+    monkeypatch.setattr(infra, "_pyfunc_checks", broken)
+    failed = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy(), reg)
+    assert not failed.passed
+    assert failed.reasons == ["loading or querying the model failed: the MLflow pyfunc check failed: "
+                              "RuntimeError: pyfunc exploded"], failed.reasons
 
 
 def test_served_scores_are_compared_with_the_positive_class_column() -> None:
@@ -238,7 +273,7 @@ def test_probe_runs_from_a_daemonic_process_as_under_celery(tmp_path: Path) -> N
         files = VerifiedFiles(folder=tmp_path, name="empty", model_file=tmp_path / "model.skops",
                               serialization_format="skops", predict_fn="predict", manifest={}, signed=False,
                               allow_pickle=False)
-        result = _run_probe(files, pd.DataFrame({"x": [1.0]}), 120, tiny_config(), 1)
+        result = _run_probe(files, pd.DataFrame({"x": [1.0]}), 120, tiny_config(), 1, lambda: {})
     finally:
         config.pop("daemon", None)
     assert set(result) == {"error"}, result

@@ -35,6 +35,7 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,12 +109,12 @@ def _evaluate(version: ModelVersion, X_sample: pd.DataFrame, expected: np.ndarra
     try:
         with model_loading.open_version(version, policy, registry) as files:
             details["serialization_format"] = files.serialization_format
-            probe = _run_probe(files, X, timeout, cfg, int(version.version))
-            pyfunc = _pyfunc_checks(files, X, expected[:rows]) if "error" not in probe else {}
+            probe = _run_probe(files, X, timeout, cfg, int(version.version),
+                               lambda: _pyfunc_checks(files, X, expected[:rows]))
     except model_loading.ModelRefused as exc:
         return GateReport.failed(GATE, [f"refusing to load version {version.version}: {exc}"],
                                  thresholds=thresholds, details=details)
-    return _judge({**probe, **pyfunc}, expected[:rows], infra, thresholds, details)
+    return _judge(probe, expected[:rows], infra, thresholds, details)
 
 
 def _pyfunc_checks(files: model_loading.VerifiedFiles, X: pd.DataFrame, expected: np.ndarray) -> dict[str, Any]:
@@ -133,8 +134,13 @@ def _pyfunc_checks(files: model_loading.VerifiedFiles, X: pd.DataFrame, expected
 
 
 def _run_probe(files: model_loading.VerifiedFiles, X: pd.DataFrame, timeout: float, cfg: ModelConfig,
-               version: int) -> dict[str, Any]:
+               version: int, meanwhile: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run the probe in a fresh interpreter (`python -m autopilot.gates.infra`); its result, or `{"error": ...}`.
+
+    `meanwhile` is this process's own work (the pyfunc checks), done while the probe starts and
+    imports; its result is merged into the answer (its failure is the answer's error). The probe
+    waits for it before it loads the model, so the load and the queries it measures never share
+    the machine with it: only the probe's import time (reported, never gated) can overlap it.
 
     A plain subprocess, not multiprocessing: under the CeleryExecutor a task is forked from
     Celery's daemonic pool process, where multiprocessing refuses to start children ("daemonic
@@ -148,24 +154,45 @@ def _run_probe(files: model_loading.VerifiedFiles, X: pd.DataFrame, timeout: flo
     import sys
 
     with tempfile.TemporaryDirectory(prefix="autopilot-infra-") as tmp:
-        rows, result, spec = Path(tmp) / "rows.parquet", Path(tmp) / "result", Path(tmp) / "model.json"
+        rows, result, spec, go = (Path(tmp) / name for name in ("rows.parquet", "result", "model.json", "go"))
         X.to_parquet(rows)
         # The config as a plain ModelConfig (a LoadedConfig's file path is not part of it).
         config = cfg.model_dump(mode="json", include=set(ModelConfig.model_fields))
         spec.write_text(json.dumps({"manifest": files.manifest, "allow_pickle": files.allow_pickle,
                                     "name": files.name, "signed": files.signed, "config": config,
                                     "version": version}))
-        try:
-            done = subprocess.run([sys.executable, "-m", "autopilot.gates.infra", str(files.folder), str(rows),
-                                   str(result), str(spec)],
-                                  capture_output=True, text=True, timeout=timeout, check=False, env=_probe_env())
-        except subprocess.TimeoutExpired:
-            return {"error": f"the probe did not finish within {timeout:.0f} s"}
+        command = [sys.executable, "-m", "autopilot.gates.infra", str(files.folder), str(rows), str(result), str(spec),
+                   str(go)]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_probe_env()) as process:
+            try:
+                side = _alongside(meanwhile)
+            finally:
+                go.touch()  # the probe may load and measure now
+            try:
+                _, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                return {"error": f"the probe did not finish within {timeout:.0f} s"}
         if not result.with_suffix(".json").exists():
-            tail = (done.stderr or "").strip().splitlines()[-3:]
-            return {"error": f"the probe process died without an answer (exit code {done.returncode}): "
+            tail = (stderr or "").strip().splitlines()[-3:]
+            return {"error": f"the probe process died without an answer (exit code {process.returncode}): "
                              + " | ".join(tail)}
-        return _read_answer(result)
+        answer = _read_answer(result)
+        return answer if "error" in answer else {**answer, **side}
+
+
+def _alongside(meanwhile: Callable[[], dict[str, Any]] | None) -> dict[str, Any]:
+    """`meanwhile()`, or `{"error": ...}` naming why it failed (the gate then fails closed with that reason)."""
+    if meanwhile is None:
+        return {}
+    try:
+        return meanwhile()
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        return {"error": "the MLflow pyfunc check failed: "
+                         + (text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ...")}
 
 
 ARRAYS = ("batch", "singles")
@@ -210,23 +237,26 @@ def _probe_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", model_loading.PICKLE_ENV: "false"}
 
 
-def _probe_main(folder: str, rows: str, result: str, spec: str) -> None:
+def _probe_main(folder: str, rows: str, result: str, spec: str, go: str) -> None:
     """Probe entry point (in the fresh interpreter): measure, and write the result or the error."""
     try:
-        answer = _measure(folder, _read_rows(rows), json.loads(Path(spec).read_text()))
+        answer = _measure(folder, _read_rows(rows), json.loads(Path(spec).read_text()), Path(go))
     except Exception as exc:  # the parent reports it; a probe that dies outright leaves no file
         text = f"{type(exc).__name__}: {exc}"  # MLflow's schema errors quote the rows: keep the start only
         answer = {"error": text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ..."}
     _write_answer(Path(result), answer)
 
 
-def _measure(folder: str, X: pd.DataFrame, spec: dict[str, Any]) -> dict[str, Any]:
+def _measure(folder: str, X: pd.DataFrame, spec: dict[str, Any], go: Path) -> dict[str, Any]:
     """Load the model as `autopilot serve` does and answer the rows as its endpoint does; time and weigh it."""
     meter = _PeakMemory()
     startup_seconds = _seconds_since_start()  # interpreter, the probe module, pandas and the rows
     started = time.perf_counter()
     _import_serving()  # what serving imports to load and answer; counted as import time, not load time
     import_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    _wait_for(go)  # the gate's own work is done: nothing else of the gate runs while this measures
+    waited_seconds = time.perf_counter() - started
     from autopilot.serving.model import load_files
 
     baseline_mb = meter.current_mb()
@@ -249,7 +279,16 @@ def _measure(folder: str, X: pd.DataFrame, spec: dict[str, Any]) -> dict[str, An
     return {"startup_seconds": startup_seconds, "import_seconds": import_seconds, "load_seconds": load_seconds,
             "batch_ms": batch_ms, "latencies_ms": latencies, "batch": batch, "singles": np.concatenate(singles),
             "baseline_mb": baseline_mb, "peak_mb": meter.peak_mb(), "memory_method": meter.method,
-            "fast_path": served.compiled_note}
+            "fast_path": served.compiled_note, "waited_seconds": waited_seconds}
+
+
+def _wait_for(go: Path) -> None:
+    """Wait until the gate's process has finished its own work (it creates `go`), at most `PROBE_OVERHEAD_SECONDS`."""
+    deadline = time.monotonic() + PROBE_OVERHEAD_SECONDS
+    while not go.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gate's process did not let the probe start within {PROBE_OVERHEAD_SECONDS:.0f} s")
+        time.sleep(0.005)
 
 
 def _import_serving() -> None:
@@ -363,7 +402,8 @@ def _judge(probe: dict[str, Any], expected: np.ndarray, infra: InfraGateConfig, 
         "row_vs_batch_equal": rows_equal, "row_vs_batch_max_abs_diff": rows_diff,
     }
     details.update(memory_method=probe["memory_method"], compared=compared, pyfunc_compared=probe["pyfunc_compared"],
-                   fast_path=probe["fast_path"], signature_checks=probe["signature_checks"])
+                   fast_path=probe["fast_path"], probe_waited_seconds=probe["waited_seconds"],
+                   signature_checks=probe["signature_checks"])
     reasons = _limit_reasons(metrics, infra)
     if not equal:
         reasons.append(f"served predictions differ from the in-process ones ({compared}; max |diff| {max_diff})")
@@ -407,4 +447,4 @@ def _compare(served: np.ndarray, expected: np.ndarray) -> tuple[bool, float | No
 if __name__ == "__main__":  # the probe process `_run_probe` starts
     import sys
 
-    _probe_main(*sys.argv[1:5])
+    _probe_main(*sys.argv[1:6])
