@@ -6,7 +6,11 @@ plus the decision (the promotion itself is an alias move, timed separately). The
 one after another here; under a real scheduler they run in parallel, so the critical path is
 also printed (the slowest gate plus the decision).
 
-Goal: gate stage <= 25% of the training stage's wall time. Usage: python bench/gate_cost.py
+Goal: gate stage <= 15% of the training stage's wall time. Also printed: the distance to that
+ceiling, and the part of the gate stage no gate change can remove: the infra probe is a cold
+serving process, so its interpreter start-up, its imports (skops alone imports every
+scikit-learn estimator) and its model load are what serving itself pays (read back from the
+stored infra report). Usage: python bench/gate_cost.py
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import time
 from typing import Any
 
 import _common as common
+
+GOAL = 0.15  # gate stage / training stage wall time
 
 
 def main() -> int:
@@ -50,6 +56,7 @@ def main() -> int:
     quality = timed("quality", gate_stages.quality_gate, registered, snapped)
     timed("explainability_and_fairness", gate_stages.explainability_and_fairness_gates, registered, snapped)
     timed("infra", gate_stages.infra_gate, registered, snapped)
+    probe = _infra_metrics(settings, registered)
     decided = timed("decide", gate_stages.decide_version, registered, snapped, quality)
     timed("promote", gate_stages.promote_version, registered, decided)
     training = seconds["tune"] + seconds["train_and_register"]
@@ -57,20 +64,52 @@ def main() -> int:
     gates = sum(seconds[n] for n in gate_names) + seconds["decide"]
     critical = max(seconds[n] for n in gate_names) + seconds["decide"]
     ratio = gates / training
+    ceiling = GOAL * training
+    # What a cold serving process pays before it can answer: the gate cannot make these smaller.
+    cold = {k: float(probe.get(k) or 0.0) for k in ("startup_seconds", "import_seconds", "load_seconds")}
+    irreducible = sum(cold.values())
     common.print_table("Stage wall times (s)", ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in seconds.items()])
     common.print_table("Gate cost against training", ["measure", "value", "goal"], [
-        ["gates, sequential / training", f"{ratio:.2f}x", "<= 0.25"],
-        ["gates, critical path (parallel) / training", f"{critical / training:.2f}x", "<= 0.25"],
+        ["gates, sequential / training", f"{ratio:.3f}x", f"<= {GOAL}"],
+        ["gates, critical path (parallel) / training", f"{critical / training:.3f}x", f"<= {GOAL}"],
+        ["ceiling (goal x training), s", f"{ceiling:.1f}", ""],
+        ["gates, sequential, s", f"{gates:.1f}", f"<= {ceiling:.1f}"],
+        ["distance to the ceiling, s (+ under, - over)", f"{ceiling - gates:+.1f}", ">= 0"],
         ["decision", decided["decision"], "promote"],
     ])
+    common.print_table("Irreducible: the infra probe as a cold serving process (s)", ["part", "seconds"], [
+        ["interpreter start-up and first imports", f"{cold['startup_seconds']:.2f}"],
+        ["serving imports (skops, scikit-learn, autopilot.serving)", f"{cold['import_seconds']:.2f}"],
+        ["model load (verify, deserialize, warm, compile the fast path)", f"{cold['load_seconds']:.2f}"],
+        ["total", f"{irreducible:.2f}"],
+        ["share of the gate stage", f"{irreducible / gates:.0%}"],
+        ["gate stage without it / training", f"{(gates - irreducible) / training:.3f}x"],
+    ])
+    print(f"quiet at start: {quiet}")
     common.write_result("gate_cost", {
         "benchmark": "gate_cost", "ratio": ratio, "ratio_label": "gate stage / training stage wall time",
-        "goal": "<= 0.25", "goal_met": ratio <= 0.25, "critical_path_ratio": critical / training,
+        "goal": f"<= {GOAL}", "goal_met": ratio <= GOAL, "critical_path_ratio": critical / training,
         "headline": f"gates {gates:.1f} s vs training {training:.1f} s", "seconds": seconds,
+        "ceiling_seconds": ceiling, "distance_to_ceiling_seconds": ceiling - gates,
+        "irreducible_seconds": {**cold, "total": irreducible},
+        "infra_probe": {k: probe.get(k) for k in ("p50_latency_ms", "p95_latency_ms", "peak_memory_mb")},
         "decision": decided["decision"], "quiet_at_start": quiet, "machine": common.machine(),
         "code": common.code_state(),
     })
     return 0
+
+
+def _infra_metrics(settings: Any, registered: Any) -> dict[str, Any]:
+    """The infra gate's stored report's metrics (the probe's own timings), read back from the version's run."""
+    import json
+
+    from autopilot.adapters.registry import connect
+
+    registry = connect(settings)
+    name, number = registered["name"], registered["version"]
+    run_id = str(registry.resolve_version(name, number).run_id)
+    metrics: dict[str, Any] = json.loads(registry.download_artifacts(run_id, "gates/infra.json").read_text())["metrics"]
+    return metrics
 
 
 if __name__ == "__main__":

@@ -26,8 +26,13 @@ from tests.helpers import adult_config_dict
 pytestmark = pytest.mark.usefixtures("mlflow_clean")
 
 
+TINY_FEATURES = {"age": {"type": "numeric"}, "sex": {"type": "categorical", "categories": ["Female", "Male"]}}
+
+
 def tiny_config(**infra_limits: Any) -> ModelConfig:
-    return ModelConfig.model_validate(adult_config_dict(gates={"infra": {"sample_rows": 40, **infra_limits}}))
+    """The demo config cut to the tiny model's features (the probe loads it as serving does, against its config)."""
+    return ModelConfig.model_validate(adult_config_dict(gates={"infra": {"sample_rows": 40, **infra_limits}},
+                                                        features=TINY_FEATURES, sensitive_attributes=["sex"]))
 
 
 def tiny_frame(rows: int = 60) -> pd.DataFrame:
@@ -101,6 +106,10 @@ def test_a_registered_version_passes(
     assert 0 < m["load_seconds"] < 60 and 0 < m["p50_latency_ms"] <= m["p95_latency_ms"] <= m["max_latency_ms"]
     assert 50 < m["baseline_memory_mb"] <= m["peak_memory_mb"] < 4096
     assert report.details["memory_method"].startswith("VmHWM") and report.details["serialization_format"] == "skops"
+    # Answered as `autopilot serve` answers: its load (fast path or the pipeline, said which) and its scores.
+    assert report.details["fast_path"].startswith(("compiled", "not compiled")), report.details["fast_path"]
+    assert m["pyfunc_predictions_equal"] and m["pyfunc_max_abs_diff"] == 0.0
+    assert m["startup_seconds"] > 0 and m["import_seconds"] > 0
     checks = report.details["signature_checks"]
     assert set(checks) == {"missing column 'age'", "text in numeric column 'age'"}
     assert all(check["rejected"] for check in checks.values()), checks
@@ -109,11 +118,19 @@ def test_a_registered_version_passes(
     # The same probe result, judged against other expectations (one spawned probe is enough).
     probe = infra._run_probe
     results: list[dict[str, Any]] = []
-    monkeypatch.setattr(infra, "_run_probe", lambda *args: results[0] if results else results.append(probe(*args))
-                        or results[0])
-    # Judged against the scores the pipeline computes (positive class only).
+
+    def reuse(*args: Any) -> dict[str, Any]:  # the probe once; this process's own (pyfunc) checks every time
+        *probe_args, meanwhile = args
+        if not results:
+            results.append(probe(*probe_args))
+        return {**results[0], **meanwhile()}
+
+    monkeypatch.setattr(infra, "_run_probe", reuse)
+    # Judged against the scores the pipeline computes (positive class only): the endpoint answers those,
+    # and pyfunc's (rows, 2) probabilities are compared on their positive-class column.
     scores = evaluate_infra(version, X, model.predict_proba(X)[:, 1], tiny_config(), LoadPolicy(), reg)
-    assert scores.passed and "positive-class column" in scores.details["compared"]
+    assert scores.passed and scores.details["compared"] == "served (40,) vs expected (40,)"
+    assert "positive-class column" in scores.details["pyfunc_compared"]
 
     # Predictions that differ from the in-process ones, and limits the model misses, fail.
     wrong = model.predict_proba(X)
@@ -124,6 +141,58 @@ def test_a_registered_version_passes(
     text = " | ".join(strict.reasons)
     assert "differ from the in-process ones" in text and "p95 latency" in text and "peak memory" in text
     assert strict.metrics["max_abs_diff"] == pytest.approx(1e-12, rel=0.01)
+
+
+def test_a_version_serving_cannot_load_against_its_config_fails(
+        reg: registry.Registry, skops_version: tuple[Any, Any]) -> None:
+    """The probe loads as `autopilot serve` does: a signature that disagrees with the config's features fails."""
+    version, model = skops_version
+    X = tiny_frame(10)
+    report = evaluate_infra(version, X, model.predict_proba(X), ModelConfig.model_validate(adult_config_dict()),
+                            LoadPolicy(), reg)
+    assert not report.passed
+    assert "loading or querying the model failed" in report.reasons[0], report.reasons
+    assert "does not match the config's features" in report.reasons[0], report.reasons
+
+
+def test_the_probe_measures_only_after_the_gates_own_work(
+        reg: registry.Registry, skops_version: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pyfunc checks run while the probe imports; the probe loads and measures only once they are done,
+    and a failing pyfunc check fails the gate closed."""
+    import time
+
+    version, model = skops_version
+    X = tiny_frame(10)
+    checks = infra._pyfunc_checks
+
+    def slow(*args: Any) -> dict[str, Any]:
+        time.sleep(8.0)  # longer than the probe's start-up and imports
+        return checks(*args)
+
+    monkeypatch.setattr(infra, "_pyfunc_checks", slow)
+    report = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy(), reg)
+    assert report.passed, report.reasons
+    assert report.details["probe_waited_seconds"] > 0.5, report.details
+
+    def broken(*args: Any) -> dict[str, Any]:
+        raise RuntimeError("pyfunc exploded")
+
+    monkeypatch.setattr(infra, "_pyfunc_checks", broken)
+    failed = evaluate_infra(version, X, model.predict_proba(X), tiny_config(), LoadPolicy(), reg)
+    assert not failed.passed
+    assert failed.reasons == ["loading or querying the model failed: the MLflow pyfunc check failed: "
+                              "RuntimeError: pyfunc exploded"], failed.reasons
+
+
+def test_served_scores_are_compared_with_the_positive_class_column() -> None:
+    """A binary endpoint answers the positive-class probability; predict_proba's last column is its reference."""
+    proba = np.array([[0.9, 0.1], [0.3, 0.7]])
+    assert infra._compare(proba[:, 1].copy(), proba)[:2] == (True, 0.0)
+    changed = proba.copy()
+    changed[1, 1] = 0.75
+    equal, diff, compared = infra._compare(proba[:, 1].copy(), changed)
+    assert not equal and diff == pytest.approx(0.05) and "positive-class column" in compared
+    assert infra._compare(np.array([0.1, 0.7, 0.2]), proba)[0] is False  # rows differ: shapes differ
 
 
 def test_a_changed_model_file_fails_before_loading(reg: registry.Registry, store: Settings, no_load: None) -> None:
@@ -150,7 +219,8 @@ def test_a_pickle_model_is_refused_without_allow_pickle(
 def test_a_pickle_model_loads_when_allowed(reg: registry.Registry, pickle_version: tuple[Any, Any]) -> None:
     version, model = pickle_version
     X = tiny_frame(10)
-    cfg = ModelConfig.model_validate(adult_config_dict(registry={"allow_pickle": True}))
+    cfg = ModelConfig.model_validate(adult_config_dict(registry={"allow_pickle": True}, features=TINY_FEATURES,
+                                                       sensitive_attributes=["sex"]))
     report = evaluate_infra(version, X, model.predict_proba(X), cfg, LoadPolicy(allow_pickle=True), reg)
     assert report.passed, report.reasons
 
@@ -203,7 +273,7 @@ def test_probe_runs_from_a_daemonic_process_as_under_celery(tmp_path: Path) -> N
         files = VerifiedFiles(folder=tmp_path, name="empty", model_file=tmp_path / "model.skops",
                               serialization_format="skops", predict_fn="predict", manifest={}, signed=False,
                               allow_pickle=False)
-        result = _run_probe(files, pd.DataFrame({"x": [1.0]}), timeout=120)
+        result = _run_probe(files, pd.DataFrame({"x": [1.0]}), 120, tiny_config(), 1, lambda: {})
     finally:
         config.pop("daemon", None)
     assert set(result) == {"error"}, result

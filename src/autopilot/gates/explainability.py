@@ -211,7 +211,12 @@ def measure_lime_agreement(model: Any, shap: Attributions, rows: pd.DataFrame, b
     None when `gates.explainability.lime_rows` is 0; `{"error": ...}` when LIME failed (reported;
     a failure only fails the gate when `min_lime_agreement` is set). The background is a seeded
     sample of at most 1,000 rows of `background` (the training split).
+
+    On one native thread, like the other gates: LIME scores `lime_rows` batches of `lime_num_samples`
+    rows, and HGB's two OpenMP threads made that ~5x slower on a busy 2-core machine (same weights).
     """
+    from threadpoolctl import threadpool_limits
+
     from autopilot.explain.lime_tabular import lime_attributions
 
     bounds = cfg.gates.explainability
@@ -221,7 +226,8 @@ def measure_lime_agreement(model: Any, shap: Attributions, rows: pd.DataFrame, b
         chosen = rows.loc[list(shap.values.index[: bounds.lime_rows])]
         sample = background if len(background) <= LIME_BACKGROUND_ROWS else \
             background.sample(LIME_BACKGROUND_ROWS, random_state=seed)
-        lime = lime_attributions(model, chosen, cfg, sample, num_samples=bounds.lime_num_samples, seed=seed)
+        with threadpool_limits(limits=1):
+            lime = lime_attributions(model, chosen, cfg, sample, num_samples=bounds.lime_num_samples, seed=seed)
         found = lime_shap_agreement(shap.values, lime.values, bounds.top_k)
     except Exception as exc:  # a second opinion: its failure is reported, never raised
         return {"error": f"{type(exc).__name__}: {exc}"}

@@ -247,6 +247,8 @@ def _chart_files(draw: Callable[[GateReport, Path], Path | None], report: GateRe
 def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, registered: Mapping[str, Any],
                 snapped: Mapping[str, Any]) -> GateSummary:
     """Load the version as serving will, query it through its signature, measure it."""
+    from threadpoolctl import threadpool_limits
+
     from autopilot.adapters.registry.model_loading import LoadPolicy, load_version
     from autopilot.gates.infra import evaluate_infra
     from autopilot.modeling.splits import load_splits
@@ -262,7 +264,8 @@ def _infra_gate(cfg: LoadedConfig, settings: Settings, ctx: RunContext, register
         # The in-process reference: the same verified model, called directly.
         model = load_version(version, policy, registry)
         step = "queried in process"
-        expected = model.predict_proba(sample) if cfg.task.classification else model.predict(sample)
+        with threadpool_limits(limits=1):  # one native thread, like the other gates (and the probe)
+            expected = model.predict_proba(sample) if cfg.task.classification else model.predict(sample)
         report = _guarded("infra", evaluate_infra, version, sample, expected, cfg, policy, registry)
     except Exception as exc:
         if is_outage(exc):

@@ -52,7 +52,6 @@ __all__ = [
     "ModelRefused",
     "VerifiedFiles",
     "harden_process",
-    "import_pyfunc",
     "load_pyfunc",
     "load_sklearn",
     "load_version",
@@ -344,11 +343,6 @@ def load_sklearn(files: VerifiedFiles) -> Any:
 
     with files.model_file.open("rb") as handle:  # verified and allowed by the model's own config
         return cloudpickle.load(handle)
-
-
-def import_pyfunc() -> None:
-    """Import MLflow's pyfunc module, what serving imports (so a probe can time the import apart from the load)."""
-    import mlflow.pyfunc  # noqa: F401
 
 
 def load_pyfunc(files: VerifiedFiles) -> Any:
