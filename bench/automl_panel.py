@@ -165,7 +165,8 @@ def run_ours(dataset: Dataset, cfg: Any, splits: Any, budget: float, threads: in
     return {"test": test_metric(dataset, splits.y_test, predict_scores(pipeline, splits.X_test, cfg.task)),
             "cv_best_value": result.best_value, "best_family": result.best_params.get("family"),
             "n_trials": result.n_trials, "n_pruned": result.n_pruned,
-            "by_family": common.time_by_family(result.trials), "seconds": total["seconds"]}
+            "by_family": common.time_by_family(result.trials, maximize=result.direction == "maximize"),
+            "seconds": total["seconds"]}
 
 
 def run_flaml(dataset: Dataset, cfg: Any, splits: Any, budget: float, seed: int) -> dict[str, Any]:

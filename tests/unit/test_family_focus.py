@@ -82,7 +82,9 @@ def test_the_sampler_sends_a_retired_familys_trials_to_active_families() -> None
 def test_default_params_build_one_pipeline_per_family(task: str, categorical: bool) -> None:
     cfg = _config(task, categorical)
     defaults = default_params(cfg)
-    assert [p["family"] for p in defaults] == ["hist_gradient_boosting", "linear", "random_forest", "extra_trees"]
+    assert [p["family"] for p in defaults] == ["hist_gradient_boosting", "linear", "random_forest", "extra_trees",
+                                               "hist_gradient_boosting"]  # the second HGB point is a shallow one
+    assert defaults[-1]["hgb.max_leaf_nodes"] < defaults[0]["hgb.max_leaf_nodes"]
     for params in defaults:
         build_pipeline(params, cfg, seed=0)  # every value a family needs is there
 
