@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import _common as common
-from automl_vs_flaml import INSTALL_HINT, MANY_TRIALS, measured
+from automl_vs_flaml import MANY_TRIALS, add_side_options, flaml_missing, measured
 
 NAME = "automl_panel"
 SPLIT_SEED = 42
@@ -241,15 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 300.0], help="seconds per side")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="tuner and FLAML seeds")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for our tuning fits (passed to tune); default: the library's own default")
-    parser.add_argument("--wait-idle", type=float, default=30.0,
-                        help="seconds to wait for other work to leave the cores before each side (0: no wait)")
+    add_side_options(parser, wait_idle=30.0)
     args = parser.parse_args(argv)
-    try:
-        import flaml  # noqa: F401
-    except ImportError:
-        print(INSTALL_HINT, file=sys.stderr)
+    if flaml_missing():
         return 2
     common.quiet_optuna()
     started = time.perf_counter()
