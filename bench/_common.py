@@ -259,16 +259,21 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def time_by_family(trials: Any) -> dict[str, dict[str, float]]:
-    """Trials and seconds spent per model family, from `TuningResult.trials` (pruned/failed included)."""
+def time_by_family(trials: Any, maximize: bool = True) -> dict[str, dict[str, float]]:
+    """Trials and seconds spent per model family, from `TuningResult.trials` (pruned/failed included);
+    `best` is the highest complete value, or the lowest when not `maximize` (an error metric)."""
     if trials.empty or "params_family" not in trials.columns:
         return {}
     frame = trials.assign(seconds=(trials["datetime_complete"] - trials["datetime_start"]).dt.total_seconds())
     grouped = frame.groupby("params_family")
     return {str(family): {"trials": int(len(group)), "seconds": round(float(group["seconds"].sum()), 1),
                           "pruned": int((group["state"] == "PRUNED").sum()),
-                          "best": round(float(group.loc[group["state"] == "COMPLETE", "value"].max()), 5)}
+                          "best": round(float(_best(group.loc[group["state"] == "COMPLETE", "value"], maximize)), 5)}
             for family, group in grouped}
+
+
+def _best(values: Any, maximize: bool) -> float:
+    return float(values.max() if maximize else values.min())
 
 
 def format_by_family(by_family: Mapping[str, Mapping[str, float]]) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 import _common as common
-from automl_vs_flaml import INSTALL_HINT, MANY_TRIALS, measured
+from automl_vs_flaml import MANY_TRIALS, flaml_missing, measured
 
 NAME = "automl_multiclass"
 TARGET = "rate_marriage"
@@ -116,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-idle", type=float, default=120.0,
                         help="seconds to wait for other work to leave the cores before each side (0: no wait)")
     args = parser.parse_args(argv)
-    try:
-        import flaml  # noqa: F401
-    except ImportError:
-        print(INSTALL_HINT, file=sys.stderr)
+    if flaml_missing():
         return 2
     common.quiet_optuna()
     started = time.perf_counter()

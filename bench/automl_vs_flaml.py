@@ -94,20 +94,32 @@ def measured(side: Callable[[], dict[str, Any]], wait_idle: float) -> dict[str, 
     return {**result, "quiet_at_start": quiet, "foreign_cpu_share": others["foreign_cpu_share"]}
 
 
+def add_side_options(parser: argparse.ArgumentParser, wait_idle: float) -> None:
+    """`--threads` (ours) and `--wait-idle` (both sides), shared by the FLAML comparisons."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for our tuning fits (passed to tune); default: the library's own default")
+    parser.add_argument("--wait-idle", type=float, default=wait_idle,
+                        help="seconds to wait for other work to leave the cores before each side (0: no wait)")
+
+
+def flaml_missing() -> bool:
+    """True (after printing how to install it) when FLAML cannot be imported."""
+    try:
+        import flaml  # noqa: F401
+    except ImportError:
+        print(INSTALL_HINT, file=sys.stderr)
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write `bench/results/automl_vs_flaml.json`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=120.0, help="wall-clock seconds for each side (default 120)")
     parser.add_argument("--seed", type=int, default=42, help="seed for both sides (default 42)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for our tuning fits (passed to tune); default: the library's own default")
-    parser.add_argument("--wait-idle", type=float, default=120.0,
-                        help="seconds to wait for other work to leave the cores before each side (0: no wait)")
+    add_side_options(parser, wait_idle=120.0)
     args = parser.parse_args(argv)
-    try:
-        import flaml  # noqa: F401
-    except ImportError:
-        print(INSTALL_HINT, file=sys.stderr)
+    if flaml_missing():
         return 2
 
     common.quiet_optuna()

@@ -42,6 +42,21 @@ class TuningConfig(Frozen):
     max_train_rows: Annotated[int, Field(ge=100)] | None = Field(
         default=None, description="Subsample the tuning folds to this many rows (the refit uses all)."
     )
+    warm_start_defaults: bool = Field(
+        default=True,
+        description="Run one known-good configuration of each family first (a new study only), so every family "
+        "is measured at a sensible point before the sampler explores.",
+    )
+    family_retire_trials: Annotated[int, Field(ge=0)] = Field(
+        default=1,
+        description="Complete trials a family needs before it can be retired (0: never retire a family); with "
+        "warm_start_defaults each family's first trial is its known-good configuration.",
+    )
+    family_retire_margin: Annotated[float, Field(ge=0)] = Field(
+        default=0.01,
+        description="Retire a family whose best CV value trails the leader's by more than this share of the "
+        "leader's value: later trials that sample it run an active family instead.",
+    )
     parallel_workers: Annotated[int, Field(ge=1, le=64)] = Field(
         default=1,
         description="Mapped tuning tasks sharing one Optuna study (one per Celery/Kubernetes worker slot). "

@@ -53,7 +53,8 @@ from threadpoolctl import threadpool_limits
 
 from autopilot.config import LOWER_IS_BETTER, ModelConfig, Task
 from autopilot.faults import checkpoint
-from autopilot.modeling.search_space import build_pipeline, suggest_params
+from autopilot.modeling.family_focus import FamilyFocusSampler
+from autopilot.modeling.search_space import build_pipeline, default_params, suggest_params
 from autopilot.modeling.splits import check_stratifiable
 
 __all__ = [
@@ -294,7 +295,8 @@ def open_study(cfg: ModelConfig, storage: str, study_name: str, *,
 
     Run once per tuning stage, while no worker runs: a RUNNING trial then can only belong to
     a process that died (a retried or rerun stage), and it must not count or block the budget.
-    Warm-start params are enqueued only into a new study.
+    Warm-start params are enqueued only into a new study: the caller's first, then (with
+    `tuning.warm_start_defaults`) one known-good configuration per family.
     """
     direction = _direction(cfg)
     storage_obj = optuna.storages.get_storage(storage)
@@ -306,7 +308,8 @@ def open_study(cfg: ModelConfig, storage: str, study_name: str, *,
                           f"but metric {cfg.metric!r} needs {direction}")
     _fail_stale_trials(study, storage_obj)
     if not study.trials:
-        for params in warm_start or []:
+        defaults = default_params(cfg) if cfg.tuning.warm_start_defaults else []
+        for params in [*(warm_start or []), *defaults]:
             study.enqueue_trial(params, skip_if_exists=True)
     return study
 
@@ -390,6 +393,15 @@ def study_result(cfg: ModelConfig, storage: str, study_name: str, *, n_new: int)
 
 
 def _sampler(name: str, cfg: ModelConfig, seed: int) -> optuna.samplers.BaseSampler:
+    base = _base_sampler(name, cfg, seed)
+    if cfg.tuning.family_retire_trials <= 0 or len(cfg.tuning.families) < 2:
+        return base
+    # Trials the sampler gives a family that cannot win go to the families that still can.
+    return FamilyFocusSampler(base, min_trials=cfg.tuning.family_retire_trials,
+                              margin=cfg.tuning.family_retire_margin, seed=seed)
+
+
+def _base_sampler(name: str, cfg: ModelConfig, seed: int) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name != "tpe":
