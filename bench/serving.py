@@ -687,6 +687,9 @@ def main(argv: list[str] | None = None) -> int:
                                       common.clean_env(AUTOPILOT_HOME=str(home), AUTOPILOT_SERVING_TOKEN=token,
                                                        **log_db), port,
                                       "/ready", work)
+        # Loaded before the peers start: `mlflow models serve` writes `registered_model_meta` into the
+        # version's folder of a local artifact store, which autopilot's SHA-256 manifest then refuses.
+        ours_ready = servers["autopilot"].wait_ready()
         if "mlflow" in args.peers:
             port = free_port()
             servers["mlflow"] = Server(
@@ -705,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             servers["empty"] = Server("empty", [sys.executable, str(Path(__file__).resolve()), "--empty-server",
                                                 str(port)], common.clean_env(), port, "/", work)
-        ready = {key: server.wait_ready() for key, server in servers.items()}
+        ready = {key: ours_ready if key == "autopilot" else server.wait_ready() for key, server in servers.items()}
         print("[serving] ready: " + ", ".join(f"{key} {seconds:.1f} s on {servers[key].url}"
                                               for key, seconds in ready.items()) + f" ({model_uri})", flush=True)
 

@@ -23,7 +23,7 @@ import queue
 import socket
 import struct
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -147,7 +147,7 @@ class RemoteLog:
         """
         if not records:
             return
-        body = orjson.dumps([asdict(record) for record in records])
+        body = orjson.dumps(records)  # orjson writes dataclasses itself: no deep copy, as `asdict` makes
         with self._lock:  # the batch thread is the one caller; the lock keeps a stray second one in order
             answer = self._roundtrip(body)
         if answer.get("ok"):
