@@ -90,7 +90,7 @@ def test_default_params_build_one_pipeline_per_family(task: str, categorical: bo
 
 
 def test_a_new_study_runs_the_callers_warm_start_then_the_defaults(tmp_path: Path) -> None:
-    cfg = _config(families=["linear", "hist_gradient_boosting"])
+    cfg = _config(families=["linear", "hist_gradient_boosting"], warm_start_defaults=True)  # opt-in
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     mine = {**default_params(cfg)[0], "hgb.learning_rate": 0.05}
     study = open_study(cfg, storage, "warm", warm_start=[mine])

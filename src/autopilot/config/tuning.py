@@ -43,12 +43,12 @@ class TuningConfig(Frozen):
         default=None, description="Subsample the tuning folds to this many rows (the refit uses all)."
     )
     warm_start_defaults: bool = Field(
-        default=True,
+        default=False,
         description="Run one known-good configuration of each family first (a new study only), so every family "
         "is measured at a sensible point before the sampler explores.",
     )
     family_retire_trials: Annotated[int, Field(ge=0)] = Field(
-        default=1,
+        default=0,
         description="Complete trials a family needs before it can be retired (0: never retire a family); with "
         "warm_start_defaults each family's first trial is its known-good configuration.",
     )

@@ -224,9 +224,8 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
         board: in a pool worker (`serving.pool`), the workers' shared table: admission counts all
             workers' load, the reported version is the one they all serve, /reload reaches them all.
     """
-    metrics = ServingMetrics(board)
-    state = ServingState(cfg=cfg, holder=ModelHolder(source), metrics=metrics, token=token, inference_log=inference_log,
-                         board=board)
+    state = ServingState(cfg=cfg, holder=ModelHolder(source), metrics=(metrics := ServingMetrics(board)),
+                         token=token, inference_log=inference_log, board=board)
     state.holder._on_swap = lambda old, new: _swapped(state, old, new)
     state.holder._on_failure = lambda failure: _failed(state, failure)
     serving = cfg.deployment.serving
@@ -248,8 +247,7 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
                                      max_queued_rows=serving.max_queued_rows, board=board)
         state.batcher.start()
         await asyncio.get_running_loop().run_in_executor(None, state.holder.refresh)
-        if board is not None:
-            await _join_pool(board)
+        await _join_pool(board)
         if follow:
             state.holder.follow(serving.poll_seconds, nudged=(lambda: board.generation) if board else None)
         if state.shadow is not None:
@@ -272,8 +270,11 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
 
 
 async def _join_pool(board: Any) -> None:
-    """Accept connections only once every worker has tried its first load (uvicorn listens after this)."""
+    """In a pool, accept connections only once every worker has tried its first load (uvicorn listens after)."""
     from autopilot.serving.board import Field
+
+    if board is None:
+        return
 
     board.set(Field.STARTED, 1)
     if not await asyncio.get_running_loop().run_in_executor(None, board.wait_started, POOL_START_SECONDS):
