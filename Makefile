@@ -64,8 +64,12 @@ INSTALL_TESTS := tests/install
 # then headless Chromium: ~5 min of one worker) is `make test-ui`; `.ci/run` runs it after `make test`,
 # which measured 17.6 min of pytest with it inside (2026-12-07): too close to its 20-minute budget.
 UI_TEST := tests/e2e/test_airflow_ui.py
+# In `make pytest` every `autopilot serve` (the e2e runs, the demo) runs one worker process: the
+# pool's own tests (tests/unit/test_serving_pool.py, and r19, r20, r29 in `make test-reliability`,
+# which keeps the default `auto`) set the count they test; elsewhere a second worker on a 2-core
+# machine already running two test files only doubles each server's start-up.
 pytest: $(STAMP) ## the test suite (unit, DAG, end-to-end, integration)
-	@$(BIN)/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) \
+	@AUTOPILOT_SERVING_WORKERS=$${AUTOPILOT_SERVING_WORKERS:-1} $(BIN)/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) \
 	  --ignore=$(SCALE_TEST) --ignore=$(IMAGE_TEST) --ignore=$(RELIABILITY) --ignore=$(INSTALL_TESTS) --ignore=$(UI_TEST) $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
 

@@ -79,6 +79,20 @@ def test_wait_for_returns_when_the_last_worker_swaps_and_gives_up_at_the_deadlin
     assert agreed.version == 5 and not agreed.swapping
 
 
+def test_wait_tried_counts_a_worker_that_failed_the_version_or_serves_it() -> None:
+    board = board_of(2)
+    board.for_worker(0).set(Field.FAILED, 7)
+    assert not board.wait_tried(7, timeout=0.1)  # worker 1 has not tried 7 yet
+    later = threading.Timer(0.2, lambda: board.for_worker(1).set(Field.FAILED, 7))
+    later.start()
+    start = time.monotonic()
+    assert board.wait_tried(7, timeout=5)
+    assert 0.15 < time.monotonic() - start < 3
+    board.for_worker(1).set(Field.VERSION, 8)
+    board.for_worker(0).set(Field.FAILED, 8)
+    assert board.wait_tried(8, timeout=0.1)
+
+
 class NoSource:
     """A model source the tests never load from (admission does not need a model)."""
 

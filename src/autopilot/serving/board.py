@@ -140,6 +140,20 @@ class Board:
             time.sleep(poll)
         return True
 
+    def wait_tried(self, version: int, timeout: float, poll: float = 0.02) -> bool:
+        """Block until every worker has tried `version` (serves it, or its load failed); whether all have.
+
+        A `/reload` to a version that fails answers only after each worker has failed it too, so
+        the report, `/model` and the failed-swap count describe the whole endpoint, not one worker.
+        """
+        deadline = time.monotonic() + timeout
+        while not all(self.get(i, Field.VERSION) == version or self.get(i, Field.FAILED) == version
+                      for i in range(self.workers)):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
+
     def wait_for(self, version: int, timeout: float, poll: float = 0.02) -> Agreement:
         """Block until every worker serves `version` or `timeout` passes; the agreement at the end."""
         deadline = time.monotonic() + timeout

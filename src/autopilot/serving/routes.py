@@ -216,8 +216,13 @@ async def _on_reload(state: ServingState, request: Request, body: Any) -> Any:
     wanted = report["version"]
     if wanted is None:  # this worker could not read the version: the answer says why
         return {"model_version": state.reported_version(), **report, "workers": _workers(board, board.agreement())}
-    agreed = await loop.run_in_executor(None, board.wait_for, wanted,
-                                        state.cfg.deployment.serving.request_timeout_seconds * 0.8)
+    patience = state.cfg.deployment.serving.request_timeout_seconds * 0.8
+    failure = state.holder.last_failure
+    if report["error"] is not None and failure is not None and failure.error == report["error"]:
+        # The alias's version failed here: answer once every worker has tried it as well.
+        if not await loop.run_in_executor(None, board.wait_tried, failure.version, patience):
+            report["error"] += f" (not every worker has tried version {failure.version} yet)"
+    agreed = await loop.run_in_executor(None, board.wait_for, wanted, patience)
     if agreed.swapping and report["error"] is None:
         report["error"] = f"not every worker serves version {wanted} yet: {agreed.versions}"
     return {"model_version": agreed.version, **report, "workers": _workers(board, agreed)}

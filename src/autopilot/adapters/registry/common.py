@@ -6,6 +6,8 @@ Nothing here talks to a store: these are plain values and checks on local files.
 from __future__ import annotations
 
 import hashlib
+import sys
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +23,7 @@ __all__ = [
     "quote",
     "requirements",
     "sha256_manifest",
+    "skops_io",
     "skops_types",
     "verify_manifest",
 ]
@@ -83,16 +86,33 @@ def requirements() -> list[str]:
     return pins
 
 
+def skops_io() -> Any:
+    """`skops.io`, imported (the first time) without the flood of Airflow deprecation warnings it causes.
+
+    skops.io, at import, names the module of every scipy.special ufunc by looking the name up in
+    every loaded module. In an Airflow task process five of those modules are Airflow's
+    deprecated-import shims, which warn on each lookup: 1,160 warnings, each a line in the task
+    log through the task supervisor, about 18 s of a training task on a busy 2-core machine, in
+    every task that saves or loads a model. Only those warnings are silenced, only during that import.
+    """
+    module = sys.modules.get("skops.io")
+    if module is not None:
+        return module
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The `airflow\.", category=FutureWarning)
+        import skops.io
+    return skops.io
+
+
 def skops_types(model: object) -> list[str] | None:
     """The non-default types a skops file of the model needs, or None if any is outside the reviewed list.
 
     The list is `model_loading.SKOPS_TRUSTED_TYPES`, the same one every load trusts: a model that
     needs another type could be saved but never loaded.
     """
-    import skops.io as sio
-
     from autopilot.adapters.registry.model_loading import SKOPS_TRUSTED_TYPES
 
+    sio = skops_io()
     needed: list[str] = sio.get_untrusted_types(data=sio.dumps(model))
     return needed if all(t in SKOPS_TRUSTED_TYPES for t in needed) else None
 

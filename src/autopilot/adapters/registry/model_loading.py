@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopilot.adapters.registry import MANIFEST_TAG, ManifestError, verify_manifest
+from autopilot.adapters.registry.common import skops_io
 
 if TYPE_CHECKING:
     from autopilot.adapters.registry import ModelVersion, Registry
@@ -298,8 +299,7 @@ def _model_file(folder: Path, flavor: Mapping[str, Any], name: str) -> Path:
 
 def _check_skops_types(model_file: Path, flavor: Mapping[str, Any], name: str) -> None:
     """Refuse a skops file, or an MLmodel trust list, naming types outside the project's own list."""
-    import skops.io as sio
-
+    sio = skops_io()
     claimed = [t for t in flavor.get("skops_trusted_types") or [] if t not in SKOPS_TRUSTED_TYPES]
     if claimed:
         raise ModelRefused(f"{name}: the MLmodel file trusts types outside autopilot's reviewed list: {claimed}")
@@ -334,9 +334,7 @@ def load_sklearn(files: VerifiedFiles) -> Any:
     """Deserialize a verified model: skops with the reviewed types, pickle only when the policy allows it."""
     harden_process()
     if files.serialization_format == "skops":
-        import skops.io as sio
-
-        return sio.load(files.model_file, trusted=sorted(SKOPS_TRUSTED_TYPES))
+        return skops_io().load(files.model_file, trusted=sorted(SKOPS_TRUSTED_TYPES))
     if not files.allow_pickle:  # verify_folder refused it already; never reached
         raise ModelRefused(f"{files.name}: refusing a pickle model")
     import cloudpickle
