@@ -19,7 +19,8 @@ What the table makes endpoint-wide:
   the new version therefore waits for the last worker's swap. Each answer's own
   `X-Model-Version` is the version that computed it.
 - **Reload.** `/reload` lands on one worker; it bumps the table's reload generation, which
-  every other worker watches, so all of them check the registry at once.
+  every other worker watches, so all of them check the registry at once. It answers once every
+  worker has tried the alias's version: all serve it, or (a version that fails) each has failed it.
 """
 
 from __future__ import annotations
