@@ -293,9 +293,10 @@ def _wait_for(go: Path) -> None:
 
 def _import_serving() -> None:
     """Import what `autopilot serve` needs to load a model and answer (skops is what `load_sklearn` reads with)."""
-    import skops.io  # noqa: F401
-
     import autopilot.serving.model  # noqa: F401
+    from autopilot.adapters.registry.common import skops_io
+
+    skops_io()  # the adapter's own import, as `load_sklearn` does it
 
 
 def _answer(served: Any, records: list[dict[str, Any]]) -> np.ndarray:
