@@ -130,3 +130,23 @@ def test_a_run_that_raises_ends_failed_and_resumes_running_with_new_tags(tmp_pat
     assert again.run_id == run.run_id and resumed.info.status == "FINISHED" and resumed.data.tags["again"] == "yes"
     a.run(run.run_id).set_tag("later", "1")  # a handle without starting: the status stays
     assert a.get_run(run.run_id).info.status == "FINISHED" and a.get_run(run.run_id).data.tags["later"] == "1"
+
+
+def test_a_recorded_dataset_has_mlflows_own_schema_inferred_from_distinct_values() -> None:
+    """The seeded schema equals MLflow's cell-by-cell inference: types and `required` (missing values) alike."""
+    from mlflow.types.utils import _infer_schema
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "age": rng.integers(17, 90, 500).astype(float), "n": rng.integers(0, 5, 500),
+        "city": rng.choice(["a", "b", "c"], 500), "flag": rng.random(500) > 0.5,
+        "when": pd.Timestamp("2026-01-01"), "label": rng.choice(["<=50K", ">50K"], 500),
+    })
+    frame.loc[3, "age"] = np.nan
+    frame.loc[7, "city"] = None
+    dataset = registry.pandas_dataset(frame, source="s3://bucket/x", name="x", targets="label", digest="d" * 32)
+    assert dataset.schema == _infer_schema(frame)
+    required = {spec.name: spec.required for spec in dataset.schema.inputs}
+    assert required == {"age": False, "n": True, "city": False, "flag": True, "when": True, "label": True}
+    assert json.loads(dataset._to_mlflow_entity().schema)["mlflow_colspec"][2] == {
+        "type": "string", "name": "city", "required": False}
