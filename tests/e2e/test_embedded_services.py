@@ -110,6 +110,10 @@ def test_up_serves_the_training_dag_and_down_stops_everything(tmp_path: Path, mo
             said, (embedded.run_dir / "api-server.log").read_text()[-2000:])
         assert said[0].startswith(f"started: {', '.join(started)}; "), said
         assert_loopback_only(embedded)  # nothing of `up` is reachable from another machine by default
+        # The scheduler imported the task layer's libraries before Airflow started (`orchestration/preloaded.py`):
+        # the LocalExecutor's workers, and each task forked from them, start with them loaded.
+        scheduler_maps = Path(f"/proc/{int((embedded.run_dir / 'scheduler.pid').read_text())}/maps").read_text()
+        assert "/sklearn/" in scheduler_maps and "/pandas/_libs/" in scheduler_maps
         password = embedded.admin_password()
         assert password and password != "admin"
         base = f"http://127.0.0.1:{embedded.airflow_port}"

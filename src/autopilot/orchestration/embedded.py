@@ -42,11 +42,16 @@ PROGRESS_FILE_ENV = "AUTOPILOT_PROGRESS_FILE"
 BIND_ADDRESS_ENV = "AUTOPILOT_BIND_ADDRESS"
 DEFAULT_BIND_ADDRESS = "127.0.0.1"
 
+# `airflow ...` with the task layer's imports done first (PATH puts this venv's python first).
+PRELOADED_AIRFLOW = ["python", "-m", "autopilot.orchestration.preloaded"]
+
 # --skip-serve-logs: Airflow's log server binds every interface with no setting to change it; here
 # all components share one log folder on one host, which the api-server reads directly.
 SERVICES = {
     "api-server": ["airflow", "api-server", "--host", "{bind}", "--port", "{airflow_port}"],
-    "scheduler": ["airflow", "scheduler", "--skip-serve-logs"],
+    # The scheduler forks the LocalExecutor's workers, which fork each task: started through
+    # `preloaded`, every task inherits the libraries it imports (`orchestration/preloaded.py`).
+    "scheduler": [*PRELOADED_AIRFLOW, "scheduler", "--skip-serve-logs"],
     "dag-processor": ["airflow", "dag-processor"],
     "triggerer": ["airflow", "triggerer", "--skip-serve-logs"],
     # One uvicorn worker (MLflow starts 4 by default): a local UI for one user, and the demo's tasks
@@ -172,7 +177,7 @@ class Embedded:
             # --skip-serve-logs: workers on one host would fight over the log server's port; they
             # write to the shared log folder the api-server reads.
             services[f"celery-worker-{k}"] = (
-                ["airflow", "celery", "worker", "--celery-hostname", f"worker{k}@%h",
+                [*PRELOADED_AIRFLOW, "celery", "worker", "--celery-hostname", f"worker{k}@%h",
                  "--concurrency", str(self.worker_concurrency), "--skip-serve-logs"],
                 {"AUTOPILOT_CELERY_WORKER": f"worker{k}"})
         return services
