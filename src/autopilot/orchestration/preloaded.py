@@ -14,7 +14,7 @@ task inherits is what it would have imported itself. The native pools the import
 worker, pyarrow's jemalloc thread) re-create themselves in a forked child through their own fork
 handlers, as they do under the scheduler's own forks. `AUTOPILOT_PRELOAD=0` turns it off (each task
 then imports for itself, as under a plain `airflow scheduler`). A deployment of its own gets the
-same effect by calling `preload()` from `airflow_local_settings.py` in the scheduler and workers.
+same effect by starting its scheduler and Celery workers with this module in place of `airflow`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def preload(modules: tuple[str, ...] = PRELOADED) -> dict[str, float]:
             continue
         seconds[name] = time.perf_counter() - started
     started = time.perf_counter()
-    skops_io()  # skops.io: imported here its import would flood the task logs with Airflow's warnings
+    skops_io()  # through the registry adapter: a plain import floods task logs with Airflow's warnings
     seconds["skops.io"] = time.perf_counter() - started
     return seconds
 
