@@ -370,13 +370,15 @@ def _evaluate_version(run: RunHandle, cfg: LoadedConfig, snapped: Snapshots, spl
     test = snaps.get("test")
     full = holdout(cfg, splits.X_test, splits.y_test, test_digest=test.digest if test else None,
                    source=(test or snaps["train"]).uri)
-    run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, model_id=info.model_id,
-                    dataset=_as_dataset(cfg, full))
+    dataset = _as_dataset(cfg, full)
+    run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, model_id=info.model_id, dataset=dataset)
     sample = capped(full, cfg.evaluation.max_rows, cfg.split.seed)
     figures = {"residuals_plot": residuals_plot} if cfg.task is Task.REGRESSION else {}
     labels = class_order(pipeline) if cfg.task is Task.MULTICLASS_CLASSIFICATION else None
     result = evaluate_fitted(run.registry, run.run_id, model_id=info.model_id, mlmodel=mlmodel, estimator=pipeline,
-                             dataset=_as_dataset(cfg, sample), model_type=model_type(cfg), figures=figures,
+                             # a holdout within the cap is evaluated whole: the dataset already built
+                             dataset=dataset if sample is full else _as_dataset(cfg, sample),
+                             model_type=model_type(cfg), figures=figures,
                              labels=labels)
     run.log_dict({**sample.describe(cfg), "metrics": result.metrics, "artifacts": result.artifacts},
                  "evaluation/holdout.json")
