@@ -31,6 +31,10 @@ HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "constant", "hgb.c
 FOREST = {"family": "random_forest", "prep.num_impute": "median", "prep.cat_impute": "most_frequent",
           "rf.cat_encoding": "ordinal", "prep.min_frequency": 0.0, "rf.n_estimators": 20,
           "rf.max_depth": 6, "rf.min_samples_leaf": 5, "rf.max_features": 0.8}
+LIGHTGBM = {"family": "lightgbm", "prep.cat_impute": "constant", "lgbm.cat_encoding": "native",
+            "prep.min_frequency": 0.0, "lgbm.learning_rate": 0.1, "lgbm.n_estimators": 20, "lgbm.num_leaves": 15,
+            "lgbm.min_child_samples": 20, "lgbm.colsample_bytree": 0.8, "lgbm.reg_lambda": 0.0,
+            "lgbm.min_data_per_group": 20, "lgbm.cat_smooth": 5.0}
 
 
 def config(**sections: Any) -> ModelConfig:

@@ -28,6 +28,10 @@ TOKEN = "process-test-token-0123456789abcdef"
 HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "most_frequent", "hgb.cat_encoding": "native",
        "prep.min_frequency": 0.0, "hgb.learning_rate": 0.1, "hgb.max_iter": 60, "hgb.max_leaf_nodes": 31,
        "hgb.min_samples_leaf": 20, "hgb.l2_regularization": 0.1}
+LIGHTGBM = {"family": "lightgbm", "prep.cat_impute": "most_frequent", "lgbm.cat_encoding": "native",
+            "prep.min_frequency": 0.0, "lgbm.learning_rate": 0.1, "lgbm.n_estimators": 60, "lgbm.num_leaves": 31,
+            "lgbm.min_child_samples": 20, "lgbm.colsample_bytree": 0.8, "lgbm.reg_lambda": 0.1,
+            "lgbm.min_data_per_group": 20, "lgbm.cat_smooth": 5.0}
 LINEAR = {"family": "linear", "prep.num_impute": "median", "prep.scaling": "standard",
           "prep.cat_impute": "most_frequent", "linear.cat_encoding": "onehot", "prep.min_frequency": 0.0,
           "linear.C": 1.0}

@@ -33,7 +33,8 @@ def test_demo_config_loads() -> None:
     assert cfg.name == "adult_income"
     assert cfg.task is Task.BINARY_CLASSIFICATION
     assert cfg.target.positive_class == ">50K"
-    assert set(cfg.tuning.families) == set(ModelFamily)
+    # Every family but LightGBM (the config says why).
+    assert set(cfg.tuning.families) == set(ModelFamily) - {ModelFamily.LIGHTGBM}
     assert cfg.columns[-1] == "income" and len(cfg.features) == 14
     assert Path(cfg.resolve(cfg.data.source)).is_file()
     assert cfg.sensitive_attributes == ["sex", "race"]

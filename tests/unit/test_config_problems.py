@@ -212,7 +212,7 @@ def test_bad_list_items_are_each_named_and_the_other_checks_still_run(tmp_path: 
     raw = adult_config_dict(metric="rmse")
     raw["tuning"]["families"] = ["svm", "linear", "xgb"]
     path = write(tmp_path, raw)
-    expected = "'linear', 'random_forest', 'extra_trees' or 'hist_gradient_boosting'"
+    expected = "'linear', 'random_forest', 'extra_trees', 'hist_gradient_boosting' or 'lightgbm'"
     assert validate(path, capsys)[2].splitlines() == [
         f"{path}: tuning.families.0: expected {expected}, got 'svm' (text)",
         f"{path}: tuning.families.2: expected {expected}, got 'xgb' (text)",

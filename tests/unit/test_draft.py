@@ -137,3 +137,14 @@ def test_every_drafted_gate_key_exists_in_the_config() -> None:
         assert model is type(getattr(GatesConfig(), section))
         for keys in keys_by_task.values():
             assert set(keys) <= set(model.model_fields), (section, set(keys) - set(model.model_fields))
+
+
+def test_the_drafted_tuner_searches_every_family_after_a_warm_start(tmp_path: Path) -> None:
+    """A drafted config names no families (all of them, LightGBM included) and starts from each
+    family's known-good point."""
+    from autopilot.config import ModelFamily
+
+    loaded = _load(tmp_path, draft(_frame(), "y", "d.csv", name="m"))
+    tuning = loaded.tuning  # type: ignore[attr-defined]
+    assert tuning.warm_start_defaults is True
+    assert tuning.families == list(ModelFamily) and ModelFamily.LIGHTGBM in tuning.families

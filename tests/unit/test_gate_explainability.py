@@ -41,6 +41,10 @@ HGB = {"family": "hist_gradient_boosting", "prep.cat_impute": "constant", "prep.
 RF = {"family": "random_forest", "prep.num_impute": "median", "prep.cat_impute": "most_frequent",
       "rf.cat_encoding": "ordinal", "prep.min_frequency": 0.0, "rf.n_estimators": 30, "rf.max_depth": 6,
       "rf.min_samples_leaf": 5, "rf.max_features": 0.5}
+LIGHTGBM = {"family": "lightgbm", "prep.cat_impute": "constant", "prep.min_frequency": 0.0,
+            "lgbm.learning_rate": 0.1, "lgbm.n_estimators": 60, "lgbm.num_leaves": 15, "lgbm.min_child_samples": 20,
+            "lgbm.colsample_bytree": 0.7, "lgbm.reg_lambda": 0.0, "lgbm.min_data_per_group": 20,
+            "lgbm.cat_smooth": 5.0}
 LINEAR = {"family": "linear", "prep.num_impute": "median", "prep.scaling": "standard",
           "prep.cat_impute": "most_frequent", "linear.cat_encoding": "onehot", "prep.min_frequency": 0.0,
           "linear.C": 1.0}
@@ -146,6 +150,21 @@ def test_tree_path_on_hgb_gives_additive_values_per_original_feature(adult: dict
     assert top in {"marital_status", "relationship", "capital_gain", "age", "education_num"}
 
 
+@pytest.mark.parametrize("encoding", ["native", "target"])
+def test_tree_path_on_lightgbm_uses_its_own_treeshap_additively(adult: dict[str, Any], encoding: str) -> None:
+    """LightGBM (categorical splits included with `native`) is explained exactly, in log-odds."""
+    cfg = adult["cfg"]
+    model = _fit(LIGHTGBM, adult, **{"lgbm.cat_encoding": encoding})
+    X = adult["X_test"].iloc[:200]
+    attr = shap_attributions(model, X, cfg)
+    assert attr.method == "tree" and attr.output == "log_odds" and attr.rows == 200
+    assert list(attr.values.columns) == list(cfg.features)
+    _additive(attr, model[-1].predict(model[0].transform(X), raw_score=True), tol=1e-6)
+    assert attr.additivity_error is not None and attr.additivity_error < 1e-9
+    top = max(attr.importance(), key=attr.importance().__getitem__)
+    assert top in {"marital_status", "relationship", "capital_gain", "age", "education_num"}
+
+
 def test_tree_path_on_random_forest_takes_the_positive_class(adult: dict[str, Any]) -> None:
     model = _fit(RF, adult)
     X = adult["X_test"].iloc[:100]
@@ -165,6 +184,10 @@ REGRESSION = {
                     "et.n_estimators": 10, "et.max_depth": 5, "et.min_samples_leaf": 3, "et.max_features": 0.5},
     "linear": {"prep.num_impute": "mean", "prep.scaling": "standard", "prep.cat_impute": "constant",
                "linear.cat_encoding": "onehot", "prep.min_frequency": 0.0, "linear.alpha": 1.0},
+    "lightgbm": {"prep.cat_impute": "constant", "lgbm.cat_encoding": "native", "prep.min_frequency": 0.0,
+                 "lgbm.learning_rate": 0.1, "lgbm.n_estimators": 30, "lgbm.num_leaves": 15,
+                 "lgbm.min_child_samples": 10, "lgbm.colsample_bytree": 1.0, "lgbm.reg_lambda": 0.0,
+                 "lgbm.min_data_per_group": 5, "lgbm.cat_smooth": 1.0},
 }
 
 

@@ -32,11 +32,11 @@ from autopilot.adapters.registry.model_loading import (
     open_version,
     sign_manifest,
 )
-from autopilot.config import ModelConfig, Task
+from autopilot.config import ModelConfig, ModelFamily, Task
 from autopilot.settings import Settings
 from tests.helpers import PROJECT, adult_config_dict
 from tests.payloads import register_malicious
-from tests.serving_support import LINEAR, adult_cfg, feature_rows, register_version
+from tests.serving_support import LIGHTGBM, LINEAR, adult_cfg, feature_rows, register_version
 
 pytestmark = pytest.mark.usefixtures("mlflow_clean")
 KEY = "k" * 40
@@ -92,9 +92,14 @@ def test_every_family_encoding_and_task_needs_only_reviewed_types(adult_frames: 
                                    "hgb.min_samples_leaf": 20, "hgb.l2_regularization": 0.1},
         "random_forest": {"rf.n_estimators": 3, "rf.max_depth": 3, "rf.min_samples_leaf": 2, "rf.max_features": 0.3},
         "extra_trees": {"et.n_estimators": 3, "et.max_depth": 3, "et.min_samples_leaf": 2, "et.max_features": 0.3},
+        "lightgbm": {"lgbm.learning_rate": 0.1, "lgbm.n_estimators": 10, "lgbm.num_leaves": 15,
+                     "lgbm.min_child_samples": 20, "lgbm.colsample_bytree": 0.7, "lgbm.reg_lambda": 0.1,
+                     "lgbm.min_data_per_group": 10, "lgbm.cat_smooth": 2.0},
     }
     encodings = {"linear": ("linear", ["onehot", "target"]), "random_forest": ("rf", ["ordinal", "target"]),
-                 "extra_trees": ("et", ["ordinal", "target"]), "hist_gradient_boosting": ("hgb", ["native", "target"])}
+                 "extra_trees": ("et", ["ordinal", "target"]), "hist_gradient_boosting": ("hgb", ["native", "target"]),
+                 "lightgbm": ("lgbm", ["native", "target"])}
+    assert set(encodings) == {family.value for family in ModelFamily}  # a new family is reviewed here first
     needed: set[str] = set()
     for task in (Task.BINARY_CLASSIFICATION, Task.REGRESSION):
         cfg = base.model_copy(update={"task": task})
@@ -108,6 +113,7 @@ def test_every_family_encoding_and_task_needs_only_reviewed_types(adult_frames: 
                 needed.update(sio.get_untrusted_types(data=sio.dumps(pipeline)))
     assert needed <= SKOPS_TRUSTED_TYPES, f"review these types before trusting them: {needed - SKOPS_TRUSTED_TYPES}"
     assert "sklearn.tree._tree.Tree" in needed  # the enumeration reached the tree families
+    assert {"lightgbm.basic.Booster", "lightgbm.sklearn.LGBMRegressor"} <= needed  # and LightGBM's
 
 
 def test_a_genuine_version_loads_and_predicts_like_the_registered_model(reg: registry.Registry, genuine: Any,
@@ -126,6 +132,28 @@ def test_a_genuine_version_loads_and_predicts_like_the_registered_model(reg: reg
             pyfunc.predict(frame.drop(columns=["age"]))
     assert not files.folder.exists()  # removed afterwards
     assert np.array_equal(served, model.predict_proba(frame))
+
+
+def test_a_lightgbm_version_loads_through_the_door_and_pins_its_library(
+        reg: registry.Registry, store: Settings, adult_frames: tuple[Any, Any]) -> None:
+    """A LightGBM pipeline is stored as skops (no pickle), loads with the reviewed types only, predicts
+    exactly what the registered model did, and its logged environment installs LightGBM."""
+    from importlib import metadata
+
+    cfg = adult_cfg()
+    version = register_version(store, cfg, adult_frames, params=LIGHTGBM, rows=1500, alias=None)
+    frame = pd.DataFrame(feature_rows(adult_frames, cfg, n=50))
+    with open_version(version, LoadPolicy(), reg) as files:
+        assert files.serialization_format == "skops"
+        requirements = (files.folder / "requirements.txt").read_text().split()
+        mlmodel = (files.folder / "MLmodel").read_text()
+        model = load_sklearn(files)
+        served = np.asarray(load_pyfunc(files).predict(frame))
+    assert f"lightgbm=={metadata.version('lightgbm')}" in requirements
+    assert "lightgbm.basic.Booster" in mlmodel  # the types skops was told to trust, all from the reviewed list
+    assert type(model[-1]).__name__ == "LGBMClassifier"
+    assert np.array_equal(served, model.predict_proba(frame))
+    assert served.shape == (50, 2) and np.all((served >= 0) & (served <= 1))
 
 
 def test_signed_manifests(reg: registry.Registry, genuine: Any, store: Settings) -> None:

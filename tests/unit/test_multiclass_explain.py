@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from autopilot.explain import class_answer, shap_attributions
 from autopilot.gates.explainability import evaluate_explainability
-from tests.multiclass_support import FEATURES, FOREST, HGB, LOGISTIC, config, fitted
+from tests.multiclass_support import FEATURES, FOREST, HGB, LIGHTGBM, LOGISTIC, config, fitted
 
 
 @pytest.fixture(autouse=True)
@@ -25,11 +25,12 @@ def _one_thread() -> Iterator[None]:
 def models() -> dict[str, Any]:
     with threadpool_limits(limits=1):
         return {name: fitted(params, n=1200) for name, params in
-                (("linear", LOGISTIC), ("hgb", HGB), ("forest", FOREST))}
+                (("linear", LOGISTIC), ("hgb", HGB), ("forest", FOREST), ("lightgbm", LIGHTGBM))}
 
 
 @pytest.mark.parametrize(("name", "method", "output"), [("linear", "linear", "margin"), ("hgb", "tree", "margin"),
-                                                        ("forest", "tree", "probability")])
+                                                        ("forest", "tree", "probability"),
+                                                        ("lightgbm", "tree", "margin")])
 def test_every_class_is_explained_exactly(models: dict[str, Any], name: str, method: str, output: str) -> None:
     cfg, model, X, _ = models[name]
     rows = X.iloc[:120]
@@ -40,8 +41,12 @@ def test_every_class_is_explained_exactly(models: dict[str, Any], name: str, met
     # Local accuracy per class: base value + attributions = the class's margin or probability.
     assert attr.additivity_error is not None and attr.additivity_error < 1e-6
     explained = attr.class_values.sum(axis=1) + np.asarray(attr.class_base_values)[None, :]
-    target = (model.predict_proba(rows) if output == "probability"
-              else model[-1].decision_function(model[0].transform(rows)))
+    if output == "probability":
+        target = model.predict_proba(rows)
+    elif name == "lightgbm":  # LightGBM's raw scores: it has no decision_function
+        target = model[-1].predict(model[0].transform(rows), raw_score=True)
+    else:
+        target = model[-1].decision_function(model[0].transform(rows))
     np.testing.assert_allclose(explained, target, atol=1e-6)
     # Importance is mean |SHAP| over rows and classes; x0 drives two of the three margins.
     expected = np.abs(attr.class_values).mean(axis=(0, 2))

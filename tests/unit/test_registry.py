@@ -150,3 +150,18 @@ def test_a_recorded_dataset_has_mlflows_own_schema_inferred_from_distinct_values
     assert required == {"age": False, "n": True, "city": False, "flag": True, "when": True, "label": True}
     assert json.loads(dataset._to_mlflow_entity().schema)["mlflow_colspec"][2] == {
         "type": "string", "name": "city", "required": False}
+
+
+def test_requirements_pin_lightgbm_only_for_a_model_that_holds_it() -> None:
+    """A LightGBM model's environment needs lightgbm to load; the others are not made to install it."""
+    from importlib import metadata
+
+    from lightgbm import LGBMClassifier
+    from sklearn.pipeline import Pipeline
+
+    pin = f"lightgbm=={metadata.version('lightgbm')}"
+    assert pin in registry.requirements(Pipeline([("model", LGBMClassifier())]))
+    assert pin in registry.requirements(LGBMClassifier())
+    for other in (Pipeline([("model", LogisticRegression())]), None):
+        pins = registry.requirements(other)
+        assert not any(p.startswith("lightgbm") for p in pins) and any(p.startswith("scikit-learn") for p in pins)

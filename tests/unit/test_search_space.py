@@ -20,12 +20,15 @@ from autopilot.modeling.search_space import build_pipeline, suggest_params
 
 SEED = 7
 FAMILIES = [family.value for family in ModelFamily]
-PREFIX = {"linear": "linear", "random_forest": "rf", "extra_trees": "et", "hist_gradient_boosting": "hgb"}
+PREFIX = {"linear": "linear", "random_forest": "rf", "extra_trees": "et", "hist_gradient_boosting": "hgb",
+          "lightgbm": "lgbm"}
+NATIVE_MISSING = {"hist_gradient_boosting", "lightgbm"}  # no numeric imputer in front of them
 ENCODINGS = {
     "linear": ["onehot", "target"],
     "random_forest": ["ordinal", "target"],
     "extra_trees": ["ordinal", "target"],
     "hist_gradient_boosting": ["native", "target"],
+    "lightgbm": ["native", "target"],
 }
 
 
@@ -87,7 +90,7 @@ def _fixed_params(family: str, task: str, encoding: str) -> dict[str, Any]:
     params: dict[str, Any] = {"family": family, "prep.cat_impute": "constant", f"{prefix}.cat_encoding": encoding}
     if encoding != "target":
         params["prep.min_frequency"] = 0.01
-    if family != "hist_gradient_boosting":
+    if family not in NATIVE_MISSING:
         params["prep.num_impute"] = "median"
     if family == "linear":
         params["prep.scaling"] = "standard"
@@ -95,6 +98,11 @@ def _fixed_params(family: str, task: str, encoding: str) -> dict[str, Any]:
     elif family == "hist_gradient_boosting":
         params.update({"hgb.learning_rate": 0.1, "hgb.max_iter": 100, "hgb.max_leaf_nodes": 15,
                        "hgb.min_samples_leaf": 10, "hgb.l2_regularization": 0.01})
+    elif family == "lightgbm":
+        params.update({"lgbm.learning_rate": 0.1, "lgbm.n_estimators": 100, "lgbm.num_leaves": 15,
+                       "lgbm.min_child_samples": 10, "lgbm.colsample_bytree": 0.7, "lgbm.reg_lambda": 0.01})
+        if encoding == "native":  # the category groups' size and smoothing: asked only for native splits
+            params.update({"lgbm.min_data_per_group": 10, "lgbm.cat_smooth": 2.0})
     else:
         params.update({f"{prefix}.n_estimators": 50, f"{prefix}.max_depth": 6,
                        f"{prefix}.min_samples_leaf": 2, f"{prefix}.max_features": 0.5})
@@ -132,6 +140,25 @@ def test_hgb_native_marks_categorical_columns(classification: tuple[ModelConfig,
     pipeline = build_pipeline(_fixed_params("hist_gradient_boosting", "binary_classification", "native"), cfg, SEED)
     assert pipeline[-1].categorical_features == [False] * 5 + [True]
     assert pipeline.fit(X, y)[-1].is_categorical_.tolist() == [False] * 5 + [True]
+
+
+def test_lightgbm_native_splits_on_the_category_codes(
+    classification: tuple[ModelConfig, pd.DataFrame, pd.Series],
+) -> None:
+    """`native` reaches LightGBM through a Pipeline's plain fit: the booster's trees hold categorical
+    splits on the code column (index 5), and `target` encoding gives none."""
+    cfg, X, y = classification
+    native = build_pipeline(_fixed_params("lightgbm", "binary_classification", "native"), cfg, SEED).fit(X, y)
+    assert native[-1].get_params()["categorical_column"] == [5]
+    booster_params = native[-1].booster_.params
+    grouping = (booster_params["min_data_per_group"], booster_params["cat_smooth"], booster_params["cat_l2"])
+    assert grouping == (10, 2.0, 2.0)
+    text = native[-1].booster_.model_to_string()
+    assert any(line.startswith("num_cat=") and line != "num_cat=0" for line in text.splitlines())
+    target = build_pipeline(_fixed_params("lightgbm", "binary_classification", "target"), cfg, SEED).fit(X, y)
+    assert "categorical_column" not in target[-1].get_params()
+    assert all(line == "num_cat=0" for line in target[-1].booster_.model_to_string().splitlines()
+               if line.startswith("num_cat="))
 
 
 def _sampled(cfg: ModelConfig, n: int, seed: int = 0) -> list[tuple[optuna.Trial, dict[str, Any]]]:
@@ -178,11 +205,33 @@ def test_space_is_conditional_on_family(classification: tuple[ModelConfig, pd.Da
         namespaces = {key.split(".")[0] for key in params if key != "family"}
         assert namespaces <= {"prep", PREFIX[family]}, params
         assert ("prep.scaling" in params) == (family == "linear")
-        assert ("prep.num_impute" in params) == (family != "hist_gradient_boosting")
+        assert ("prep.num_impute" in params) == (family not in NATIVE_MISSING)
         encoding = params[f"{PREFIX[family]}.cat_encoding"]
         assert encoding in ENCODINGS[family]
         assert ("prep.min_frequency" in params) == (encoding != "target")
     assert families_seen == set(FAMILIES)
+
+
+# The shallow HGB point's 4 leaves lie below the sampled range on purpose (search_space explains why).
+@pytest.mark.filterwarnings("ignore:The value 4 of the parameter 'hgb.max_leaf_nodes'")
+def test_the_warm_start_points_are_points_of_the_space(
+    classification: tuple[ModelConfig, pd.DataFrame, pd.Series],
+) -> None:
+    """Each known-good point is exactly what the space would suggest (FixedTrial refuses any other name),
+    builds and fits; with categorical columns LightGBM gets its defaults and a fine-categories point."""
+    from autopilot.modeling.search_space import default_params
+
+    cfg, X, y = classification
+    points = default_params(cfg)
+    assert [p["family"] for p in points] == ["hist_gradient_boosting", "linear", "lightgbm", "random_forest",
+                                             "extra_trees", "hist_gradient_boosting", "lightgbm"]
+    assert (points[2]["lgbm.min_data_per_group"], points[-1]["lgbm.min_data_per_group"]) == (100, 5)
+    for point in points:
+        assert suggest_params(FixedTrial(point), cfg) == point
+        build_pipeline(point, cfg, SEED).fit(X, y)
+    numeric = _config("binary_classification", [f"f{i}" for i in range(5)], [])
+    assert [p["family"] for p in default_params(numeric)].count("lightgbm") == 1
+    assert not any("lgbm.cat_smooth" in p for p in default_params(numeric))
 
 
 def test_fixed_trial_for_one_family_asks_nothing_of_the_others(
@@ -218,14 +267,17 @@ def test_missing_param_is_a_clear_error(classification: tuple[ModelConfig, pd.Da
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_fitted_pipeline_holds_only_sklearn_and_numpy_types(
+def test_fitted_pipeline_holds_only_reviewed_types(
     classification: tuple[ModelConfig, pd.DataFrame, pd.Series], family: str
 ) -> None:
     cfg, X, y = classification
+    # LightGBM's estimator, its Booster (rebuilt from LightGBM's text model) and the Booster's params.
+    lightgbm = ["collections.OrderedDict", "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier"]
     for encoding in ENCODINGS[family]:
         pipeline = build_pipeline(_fixed_params(family, "binary_classification", encoding), cfg, SEED).fit(X, y)
         untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
         # HGB's native categorical support stores functools.partial(sklearn...check_array)
         # internally; a partial only loads when its function is itself trusted.
         allowed = [name for name in untrusted if name.split(".")[0] in {"sklearn", "numpy"}]
-        assert sorted(set(untrusted) - set(allowed)) in ([], ["functools.partial"]), untrusted
+        expected = [lightgbm] if family == "lightgbm" else [[], ["functools.partial"]]
+        assert sorted(set(untrusted) - set(allowed)) in expected, untrusted

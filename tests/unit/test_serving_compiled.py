@@ -36,6 +36,14 @@ CASES = {
                    "prep.min_frequency": 0.001},
     "et-target": {"family": "extra_trees", "et.cat_encoding": "target", "et.n_estimators": 20, "et.max_depth": 8,
                   "et.min_samples_leaf": 5, "et.max_features": 0.4},
+    # LightGBM's categorical splits read the compiled ordinal codes (unseen ones NaN) like the pipeline's.
+    "lgbm-native": {"family": "lightgbm", "lgbm.cat_encoding": "native", "lgbm.learning_rate": 0.1,
+                    "lgbm.n_estimators": 30, "lgbm.num_leaves": 15, "lgbm.min_child_samples": 20,
+                    "lgbm.colsample_bytree": 0.7, "lgbm.reg_lambda": 0.1, "prep.cat_impute": "constant",
+                    "prep.min_frequency": 0.01, "lgbm.min_data_per_group": 10, "lgbm.cat_smooth": 2.0},
+    "lgbm-target": {"family": "lightgbm", "lgbm.cat_encoding": "target", "lgbm.learning_rate": 0.1,
+                    "lgbm.n_estimators": 30, "lgbm.num_leaves": 15, "lgbm.min_child_samples": 20,
+                    "lgbm.colsample_bytree": 1.0, "lgbm.reg_lambda": 0.1},
 }
 
 

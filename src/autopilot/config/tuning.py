@@ -13,12 +13,13 @@ __all__ = ["ModelFamily", "TuningConfig"]
 
 
 class ModelFamily(StrEnum):
-    """The scikit-learn model families the tuner can choose from."""
+    """The model families the tuner can choose from (scikit-learn's, and LightGBM's sklearn estimators)."""
 
     LINEAR = "linear"  # logistic regression for classification, ridge for regression
     RANDOM_FOREST = "random_forest"
     EXTRA_TREES = "extra_trees"
     HIST_GRADIENT_BOOSTING = "hist_gradient_boosting"
+    LIGHTGBM = "lightgbm"  # leaf-wise boosting with per-tree column sampling, which HGB lacks
 
 
 class TuningConfig(Frozen):

@@ -108,7 +108,7 @@ def _dockerfile(model: str, version: int, package_version: str, token_env: str) 
         f"    AUTOPILOT_MODEL={model} \\",
         f"    AUTOPILOT_MODEL_VERSION={version}",
         "",
-        "# libgomp1: OpenMP runtime of scikit-learn's histogram gradient boosting (absent from slim).",
+        "# libgomp1: OpenMP runtime of scikit-learn's histogram gradient boosting and of LightGBM (absent from slim).",
         "RUN apt-get update \\",
         "    && apt-get install -y --no-install-recommends libgomp1 \\",
         "    && rm -rf /var/lib/apt/lists/*",

@@ -1,6 +1,6 @@
 """Path choice: which SHAP path explains a pipeline, and why (`path_reason`).
 
-`auto` takes an exact path first, the tree path for forests and HistGradientBoosting, then the
+`auto` takes an exact path first, the tree path for forests, HistGradientBoosting and LightGBM, then the
 linear path for linear models, and the permutation path only when neither applies (it costs
 ~0.05-0.5 s per row and estimates); the reason says why each exact path did not apply.
 """
@@ -38,7 +38,7 @@ def prepare_path(model: Any, cfg: ModelConfig, background: pd.DataFrame | None, 
     why_not_tree = tree_problem(preprocess, estimator)
     why_not_linear = linear_problem(preprocess, estimator)
     if method == "tree" and why_not_tree is not None:
-        raise ValueError(f"the tree path needs a ColumnTransformer + forest/HGB pipeline: {why_not_tree}")
+        raise ValueError(f"the tree path needs a ColumnTransformer + forest/HGB/LightGBM pipeline: {why_not_tree}")
     if method == "linear" and why_not_linear is not None:
         raise ValueError(f"the linear path cannot explain this pipeline: {why_not_linear}")
     reason = "requested"

@@ -1,10 +1,12 @@
-"""The exact tree path: path-dependent TreeSHAP for RandomForest / ExtraTrees / HistGradientBoosting.
+"""The exact tree path: path-dependent TreeSHAP for RandomForest / ExtraTrees / HistGradientBoosting / LightGBM.
 
 The fitted `preprocess` step transforms the rows, TreeSHAP explains the estimator on the
 transformed matrix, and the attributions of all transformed columns that come from one original
 feature are summed (`explain.columns`). HistGradientBoosting goes through the project's own
-conversion (`explain.hgb_trees`). Units: log-odds for HGB classifiers, probability for forest
-classifiers (their trees average probabilities), the prediction for regressors.
+conversion (`explain.hgb_trees`); LightGBM through its own TreeSHAP (`predict(pred_contrib=True)`, the
+same path-dependent algorithm, categorical splits included). Units: log-odds for the boosters'
+classifiers, probability for forest classifiers (their trees average probabilities), the prediction
+for regressors.
 
 Multiclass: every class is explained (values rows x features x classes, one base value per
 class): a forest's per-class probabilities, or HGB's per-class softmax margins (`margin`), each
@@ -32,6 +34,8 @@ _TREE_ESTIMATORS = (
     "ExtraTreesRegressor",
     "HistGradientBoostingClassifier",
     "HistGradientBoostingRegressor",
+    "LGBMClassifier",
+    "LGBMRegressor",
 )
 
 
@@ -43,7 +47,7 @@ def tree_problem(preprocess: Any, estimator: Any) -> str | None:
     """Why the tree path cannot explain this pipeline (None when it can)."""
     name = type(estimator).__name__
     if not _is_tree(estimator):
-        return f"{name} is not a forest or HistGradientBoosting model"
+        return f"{name} is not a forest, HistGradientBoosting or LightGBM model"
     if preprocess is None:
         return "the pipeline is not a ColumnTransformer followed by the estimator"
     return None
@@ -64,7 +68,10 @@ class TreePath(ExplainPath):
         self.classifier = hasattr(estimator, "predict_proba")
         self.multiclass = self.classifier and len(getattr(estimator, "classes_", ())) > 2
         self.hgb = type(estimator).__name__.startswith("HistGradientBoosting")
-        if self.hgb:
+        self.lightgbm = type(estimator).__name__.startswith("LGBM")
+        if self.lightgbm:
+            self.output = ("margin" if self.multiclass else "log_odds") if self.classifier else "prediction"
+        elif self.hgb:
             self.trees = HGBTrees(estimator)
             self.explainers = [shap.TreeExplainer(model) for model in self.trees.models]
             self.explainer = self.explainers[0]
@@ -77,6 +84,8 @@ class TreePath(ExplainPath):
         """SHAP values of `rows` on the original features (multiclass: rows x features x classes,
         with one base value per class)."""
         transformed = dense(self.preprocess.transform(rows))
+        if self.lightgbm:
+            return self._explain_lightgbm(transformed)
         if self.multiclass:
             return self._explain_classes(transformed)
         if self.hgb:
@@ -101,6 +110,22 @@ class TreePath(ExplainPath):
         error = relative_error(values.sum(axis=1) + base, output)
         return values, base, error
 
+
+    def _explain_lightgbm(self, transformed: np.ndarray) -> tuple[np.ndarray, Any, float | None]:
+        """LightGBM's own TreeSHAP: per row, each transformed column's value then the base value
+        (multiclass: one such block per class), in raw-score units."""
+        width = transformed.shape[1]
+        contrib = np.asarray(self.estimator.predict(transformed, pred_contrib=True), dtype=float)
+        output = np.asarray(self.estimator.predict(transformed, raw_score=True), dtype=float)
+        if self.multiclass:
+            blocks = contrib.reshape(len(transformed), -1, width + 1)  # rows x classes x (columns + base)
+            per_column = np.transpose(blocks[:, :, :width], (0, 2, 1))
+            base: Any = blocks[0, :, width].copy()
+            values = sum_class_columns(per_column, self.owners, len(self.features))
+            return values, base, relative_error(values.sum(axis=1) + base[None, :], output)
+        base = float(contrib[0, width]) if len(contrib) else 0.0
+        values = sum_columns(contrib[:, :width], self.owners, len(self.features))
+        return values, base, relative_error(values.sum(axis=1) + base, output)
 
     def _explain_classes(self, transformed: np.ndarray) -> tuple[np.ndarray, np.ndarray, float | None]:
         """Every class of a multiclass classifier: its SHAP values, base value and output."""

@@ -75,15 +75,24 @@ def quote(value: str) -> str:
     return value.replace("'", "''")
 
 
-def requirements() -> list[str]:
-    """Pinned requirements for a logged model (inferring them costs seconds per model)."""
+def requirements(model: object | None = None) -> list[str]:
+    """Pinned requirements for a logged model (inferring them costs seconds per model); LightGBM
+    is pinned only for a model that holds a LightGBM estimator (a pipeline's steps are looked at)."""
     pins = []
-    for name in ("scikit-learn", "numpy", "pandas", "scipy", "skops", "cloudpickle"):
+    names = ["scikit-learn", "numpy", "pandas", "scipy", "skops", "cloudpickle"]
+    if model is not None and _holds_lightgbm(model):
+        names.append("lightgbm")
+    for name in names:
         try:
             pins.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
             continue
     return pins
+
+
+def _holds_lightgbm(model: object) -> bool:
+    steps = [step for _, step in getattr(model, "steps", [])] or [model]
+    return any(type(step).__module__.startswith("lightgbm") for step in steps)
 
 
 def skops_io() -> Any:

@@ -74,7 +74,7 @@ PICKLE_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 
 # The non-default types a skops file of ours may contain, reviewed one by one. skops builds objects
 # only from types it trusts (its defaults: plain containers and scikit-learn estimators); these
-# are the others that the four model families need (tests/unit/test_model_loading.py fits every
+# are the others that the five model families need (tests/unit/test_model_loading.py fits every
 # family, encoding and task and fails when a new scikit-learn release needs a type not listed
 # here, so a new type is reviewed before any model needs it).
 SKOPS_TRUSTED_TYPES: frozenset[str] = frozenset({
@@ -88,6 +88,13 @@ SKOPS_TRUSTED_TYPES: frozenset[str] = frozenset({
     # calling it, and only around a function that is itself trusted (this one).
     "functools.partial",
     "sklearn.utils.validation.check_array",
+    # LightGBM's sklearn estimators, and the Booster they hold. The Booster's state is plain values
+    # plus its model in LightGBM's own text format, which `Booster.__setstate__` parses in C
+    # (LGBM_BoosterLoadModelFromString): a model file, not code. Its params are an OrderedDict.
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
+    "lightgbm.basic.Booster",
+    "collections.OrderedDict",
 })
 
 

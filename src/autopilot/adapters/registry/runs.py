@@ -250,7 +250,7 @@ def _log_model(model: object, trusted: list[str] | None, input_example: Any, sig
     return mlflow.sklearn.log_model(
         model, name="model", serialization_format="skops" if trusted is not None else "cloudpickle",
         skops_trusted_types=trusted, signature=signature, input_example=input_example,
-        pip_requirements=requirements(), pyfunc_predict_fn=predict_fn, run_id=run_id,
+        pip_requirements=requirements(model), pyfunc_predict_fn=predict_fn, run_id=run_id,
     )
 
 
