@@ -69,16 +69,16 @@ class TreePath(ExplainPath):
         self.multiclass = self.classifier and len(getattr(estimator, "classes_", ())) > 2
         self.hgb = type(estimator).__name__.startswith("HistGradientBoosting")
         self.lightgbm = type(estimator).__name__.startswith("LGBM")
-        if self.lightgbm:
+        if self.hgb or self.lightgbm:  # the boosters are explained in raw-score units
             self.output = ("margin" if self.multiclass else "log_odds") if self.classifier else "prediction"
-        elif self.hgb:
+        else:
+            self.output = "probability" if self.classifier else "prediction"
+        if self.hgb:
             self.trees = HGBTrees(estimator)
             self.explainers = [shap.TreeExplainer(model) for model in self.trees.models]
             self.explainer = self.explainers[0]
-            self.output = ("margin" if self.multiclass else "log_odds") if self.classifier else "prediction"
-        else:
+        elif not self.lightgbm:  # LightGBM computes its own TreeSHAP (`_explain_lightgbm`)
             self.explainer = shap.TreeExplainer(estimator)
-            self.output = "probability" if self.classifier else "prediction"
 
     def explain(self, rows: pd.DataFrame) -> tuple[np.ndarray, Any, float | None]:
         """SHAP values of `rows` on the original features (multiclass: rows x features x classes,
