@@ -36,6 +36,7 @@ __all__ = ["CompiledPreprocess", "DirectHGB", "NotCompilable", "compile_pipeline
 UNSEEN = "\x00autopilot-unseen\x00"  # a category no training set holds: probes the unknown-value route
 NUMERIC_PROBES = (0.0, 1.0, None, -3.5, 2.0, 1000.0)
 VERIFY_ROWS = 256
+VERIFY_BATCH = 7  # rows per call in the micro-batch check: an odd size, below any forest cut-off
 
 
 class NotCompilable(ValueError):
@@ -175,7 +176,11 @@ class DirectHGB:
                 "n_trees_per_iteration_")
 
     def __init__(self, estimator: Any) -> None:
+        from autopilot.serving.forest import FlatForest
+
         self.estimator = estimator
+        # Micro-batches go through the joined forest (one native call); `compile_pipeline` proves both routes.
+        self.forest = FlatForest(estimator, int(estimator.n_features_in_))
 
     @classmethod
     def of(cls, estimator: Any) -> DirectHGB | None:
@@ -195,6 +200,8 @@ class DirectHGB:
         from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
         est = self.estimator
+        if features.shape[1] == self.forest.width and self.forest.fits(features.shape[0]):
+            return self.forest.raw(features, _openmp_effective_n_threads())
         raw = np.zeros((features.shape[0], est.n_trees_per_iteration_), dtype=est._baseline_prediction.dtype,
                        order="F")
         raw += est._baseline_prediction
@@ -392,6 +399,14 @@ def _verify(compiled: CompiledPreprocess, stage: Any, scorer: Any, estimator: An
     reference = _scores(estimator, _transform(preprocess, frame))
     if not np.array_equal(_scores(scorer, got), reference):
         raise NotCompilable("the estimator's scores on the compiled features differ from the pipeline's")
+    if not isinstance(scorer, DirectHGB):
+        return
+    # Micro-batches take another route (the joined forest, `serving.forest`): proven equal too. Only
+    # there: other estimators' scores may differ in the last bit between batch sizes (BLAS kernels),
+    # in the pipeline as much as in the fast path.
+    small = [_scores(scorer, got[i:i + VERIFY_BATCH]) for i in range(0, len(got), VERIFY_BATCH)]
+    if not np.array_equal(np.concatenate(small), reference):
+        raise NotCompilable(f"the estimator's scores in batches of {VERIFY_BATCH} rows differ from the pipeline's")
 
 
 def _scores(estimator: Any, features: np.ndarray) -> np.ndarray:
