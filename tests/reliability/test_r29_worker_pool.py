@@ -146,7 +146,7 @@ def test_a_new_version_is_reported_only_once_every_worker_serves_it(pool: tuple[
     answer = httpx.post(server.url + "/reload", headers=AUTH, timeout=30).json()
     assert answer["model_version"] == int(v2.version), answer
     assert answer["workers"] == {"pids": answer["workers"]["pids"], "versions": [int(v2.version)] * 2,
-                                 "swapping": False}
+                                 "swapping": False, "connections": answer["workers"]["connections"]}
     one = feature_rows(adult_frames, cfg, n=1)
     for _ in range(20):  # once reported, every worker answers with it: fresh connections land anywhere
         with httpx.Client(base_url=server.url, headers=AUTH) as http:
@@ -166,3 +166,19 @@ def test_the_workers_stop_when_the_supervisor_is_killed(pool: tuple[Server, Sett
         time.sleep(0.2)
     with pytest.raises(httpx.TransportError):
         httpx.get(server.url + "/health", timeout=2)
+
+
+def test_a_burst_of_connections_is_shared_evenly_between_the_workers(pool: tuple[Server, Settings, Any]) -> None:
+    """32 keep-alive clients connecting at once: left to the event loops, one worker took ~27 of them."""
+    import socket
+
+    server, _, _ = pool
+    port = int(server.url.rsplit(":", 1)[1])
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+    try:
+        counts = workers(server, until=lambda w: sum(w["connections"]) >= 33, timeout=3)["connections"]
+        # Each holds its share (this /model request's connection is one of the 33), within the slack.
+        assert sum(counts) == 33 and max(counts) - min(counts) <= 3, counts
+    finally:
+        for client in clients:
+            client.close()

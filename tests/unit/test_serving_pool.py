@@ -354,3 +354,39 @@ def test_a_worker_whose_writer_is_gone_fails_its_appends(tmp_path: Path) -> None
     (tmp_path / "log.sock").unlink()
     with pytest.raises(ConnectionError):
         remote.append(_records("after"))
+
+
+def _balanced(board: Board, index: int, open_here: int) -> Any:
+    import uvicorn
+
+    from autopilot.serving.accept import BalancedServer
+
+    server = BalancedServer(uvicorn.Config(app=None), board.for_worker(index))
+    server.server_state.connections = {object() for _ in range(open_here)}  # type: ignore[assignment]
+    return server
+
+
+def test_a_worker_ahead_of_the_least_loaded_one_lets_it_accept_first() -> None:
+    board = board_of(3)
+    for i, connections in enumerate((16, 18, 30)):
+        board.for_worker(i).set(Field.CONNECTIONS, connections)
+    assert not _balanced(board, 0, 16)._ahead()
+    assert not _balanced(board, 1, 18)._ahead()  # within the slack (an eighth of the fewest, at least one)
+    assert _balanced(board, 1, 19)._ahead() and _balanced(board, 2, 30)._ahead()
+    board.clear_row(0)  # a dead worker is not waited for: the fewest live is now 18
+    assert not _balanced(board, 2, 20)._ahead() and _balanced(board, 2, 21)._ahead()
+
+
+def test_a_worker_ahead_waits_for_its_turn_at_most_the_bound() -> None:
+    from autopilot.serving.accept import MAX_YIELD_SECONDS
+
+    board = board_of(2)
+    board.for_worker(1).set(Field.CONNECTIONS, 0)  # e.g. stopped: it never catches up
+    server = _balanced(board, 0, 20)
+    start = time.monotonic()
+    asyncio.run(server._take_turn())
+    assert MAX_YIELD_SECONDS <= time.monotonic() - start < MAX_YIELD_SECONDS + 0.5
+    alone = _balanced(board_of(1), 0, 20)
+    start = time.monotonic()
+    asyncio.run(alone._take_turn())  # one worker: nobody to wait for
+    assert time.monotonic() - start < MAX_YIELD_SECONDS

@@ -229,10 +229,11 @@ async def _on_reload(state: ServingState, request: Request, body: Any) -> Any:
 
 
 def _workers(board: Any, agreed: Any) -> dict[str, Any]:
-    """Each worker's pid (0 while restarting) and version, and whether a swap is under way."""
+    """Each worker's pid (0 while restarting), version and open connections, and whether a swap is under way."""
     from autopilot.serving.board import Field
 
-    return {"pids": board.column(Field.PID), "versions": agreed.versions, "swapping": agreed.swapping}
+    return {"pids": board.column(Field.PID), "versions": agreed.versions, "swapping": agreed.swapping,
+            "connections": board.column(Field.CONNECTIONS)}
 
 
 async def _on_health(state: ServingState, request: Request, body: Any) -> Any:

@@ -125,7 +125,12 @@ def make_server(app: Any, cfg: ModelConfig, host: str, port: int) -> Any:
                             proxy_headers=False, server_header=False,
                             http=http_protocol(serving.header_timeout_seconds, state.admission,
                                                body_timeout=serving.body_timeout_seconds))
-    server = uvicorn.Server(config)
+    if state.board is not None:  # a pool worker: connections shared evenly with the other workers
+        from autopilot.serving.accept import BalancedServer
+
+        server: uvicorn.Server = BalancedServer(config, state.board)
+    else:
+        server = uvicorn.Server(config)
     connections = server.server_state.connections
     state.open_connections = lambda: len(connections)
     return server

@@ -1,0 +1,109 @@
+"""Connections shared evenly between a pool's workers.
+
+The workers inherit one listening socket. Left to the event loops, whichever worker wakes
+first accepts a whole burst of new connections (uvloop accepts until the backlog is empty), and
+keep-alive clients then stay where they landed: measured with 32 connections on 2 workers, one
+worker held ~27 of them and saturated its core while the other idled (22 against 4 requests per
+micro-batch). `BalancedServer` accepts one connection at a time, and a worker holding more open
+connections than the least loaded live worker (by more than a slack of an eighth) lets the
+others take the next ones first, for at most `MAX_YIELD_SECONDS` per connection: a worker that
+is stuck or slow to wake delays a new connection by that much, never refuses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+import uvicorn
+
+from autopilot.serving.board import Field
+
+__all__ = ["MAX_YIELD_SECONDS", "BalancedServer"]
+
+log = logging.getLogger(__name__)
+
+MAX_YIELD_SECONDS = 0.02
+POLL_SECONDS = 0.001
+ERROR_PAUSE_SECONDS = 0.1  # after a failed accept (EMFILE: out of file descriptors), before the next try
+
+
+class BalancedServer(uvicorn.Server):
+    """uvicorn's server with the accept loop above, for a pool worker serving inherited sockets."""
+
+    def __init__(self, config: uvicorn.Config, board: Any) -> None:
+        """`board`: the pool's shared table, where every worker publishes its open connections."""
+        super().__init__(config)
+        self.board = board
+        self._acceptors: list[asyncio.Task[None]] = []
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup (lifespan, state) without its listeners; then one accept loop per socket."""
+        if not sockets:
+            await super().startup(sockets)
+            return
+        await super().startup(sockets=[])
+        loop = asyncio.get_running_loop()
+        for sock in sockets:
+            sock.setblocking(False)
+            self._acceptors.append(loop.create_task(self._accept_loop(sock), name="autopilot-accept"))
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, then uvicorn's graceful shutdown of the open connections."""
+        for task in self._acceptors:
+            task.cancel()
+        for task in self._acceptors:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await super().shutdown(sockets)
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._take_turn()
+            try:
+                connection, _ = await loop.sock_accept(sock)
+            except OSError as exc:
+                if sock.fileno() < 0:  # closed: shutting down
+                    return
+                log.warning("accepting a connection failed (%s); trying again in %g s", exc, ERROR_PAUSE_SECONDS)
+                await asyncio.sleep(ERROR_PAUSE_SECONDS)
+                continue
+            await self._connect(connection)
+
+    async def _connect(self, connection: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        if connection.family in (socket.AF_INET, socket.AF_INET6):
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the event loop's own accept does
+        try:
+            await loop.connect_accepted_socket(self._protocol, connection)
+        except OSError as exc:
+            log.warning("a new connection could not be served: %s", exc)
+            connection.close()
+
+    def _protocol(self) -> asyncio.Protocol:
+        """A protocol for one connection, built as uvicorn's own listeners build it."""
+        config = self.config
+        protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=self.server_state, app_state=self.lifespan.state)
+        return protocol
+
+    async def _take_turn(self) -> None:
+        """Wait, up to MAX_YIELD_SECONDS, while another live worker holds clearly fewer connections."""
+        waited = 0.0
+        while waited < MAX_YIELD_SECONDS and self._ahead():
+            await asyncio.sleep(POLL_SECONDS)
+            waited += POLL_SECONDS
+
+    def _ahead(self) -> bool:
+        board = self.board
+        mine = len(self.server_state.connections)
+        others = [board.get(i, Field.CONNECTIONS) for i in range(board.workers)
+                  if i != board.index and board.get(i, Field.PID)]
+        if not others:
+            return False
+        fewest = min(others)
+        return mine > fewest + max(1, fewest // 8)
