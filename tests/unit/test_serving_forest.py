@@ -30,7 +30,9 @@ def _frame(rows: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
 def _served(estimator: Any, frame: pd.DataFrame) -> np.ndarray:
     """What the fast path feeds the trees: the estimator's own input step's output (ordinal codes, NaN)."""
     features = np.asarray(estimator._preprocess_X(frame, reset=False), dtype=np.float64)
-    features[::13, -1] = np.nan  # a missing category
+    assert np.isnan(features[:, 1]).any()  # column 0 is the category codes (HGB puts them first), 1 is `a`
+    features[::13, 2] = np.nan  # a missing number where training had none
+    features[2::11, 0] = np.nan  # a missing category
     features[5::17, 0] = 99.0  # a category code training never saw (treated as missing)
     return features
 
