@@ -377,16 +377,41 @@ def test_a_worker_ahead_of_the_least_loaded_one_lets_it_accept_first() -> None:
     assert not _balanced(board, 2, 20)._ahead() and _balanced(board, 2, 21)._ahead()
 
 
-def test_a_worker_ahead_waits_for_its_turn_at_most_the_bound() -> None:
+def _accepted_after(server: Any) -> float:
+    """Seconds from `server`'s accept loop starting to its taking a connection already waiting (real loopback)."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    client = socket.create_connection(listener.getsockname())  # in the backlog before the loop starts
+    taken: list[float] = []
+
+    async def record(connection: socket.socket) -> None:
+        taken.append(time.monotonic())
+        connection.close()
+
+    async def scenario() -> float:
+        server._connect = record
+        started = time.monotonic()
+        task = asyncio.get_running_loop().create_task(server._accept_loop(listener))
+        while not taken and time.monotonic() - started < 2:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        return taken[0] - started
+
+    try:
+        return asyncio.run(scenario())
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_a_worker_ahead_leaves_new_connections_to_the_others_but_never_strands_them() -> None:
     from autopilot.serving.accept import MAX_YIELD_SECONDS
 
     board = board_of(2)
-    board.for_worker(1).set(Field.CONNECTIONS, 0)  # e.g. stopped: it never catches up
-    server = _balanced(board, 0, 20)
-    start = time.monotonic()
-    asyncio.run(server._take_turn())
-    assert MAX_YIELD_SECONDS <= time.monotonic() - start < MAX_YIELD_SECONDS + 0.5
-    alone = _balanced(board_of(1), 0, 20)
-    start = time.monotonic()
-    asyncio.run(alone._take_turn())  # one worker: nobody to wait for
-    assert time.monotonic() - start < MAX_YIELD_SECONDS
+    board.for_worker(1).set(Field.CONNECTIONS, 0)  # e.g. stopped: it never takes the connection
+    delay = _accepted_after(_balanced(board, 0, 20))
+    assert MAX_YIELD_SECONDS <= delay <= MAX_YIELD_SECONDS + 0.5  # left to the other worker, then taken
+    assert _accepted_after(_balanced(board, 0, 1)) < MAX_YIELD_SECONDS  # not ahead: at once
+    assert _accepted_after(_balanced(board_of(1), 0, 20)) < MAX_YIELD_SECONDS  # alone: nobody to yield to

@@ -3,11 +3,12 @@
 The workers inherit one listening socket. Left to the event loops, whichever worker wakes
 first accepts a whole burst of new connections (uvloop accepts until the backlog is empty), and
 keep-alive clients then stay where they landed: measured with 32 connections on 2 workers, one
-worker held ~27 of them and saturated its core while the other idled (22 against 4 requests per
+worker held most or all of them and saturated its core while the other idled (22 against 4 requests per
 micro-batch). `BalancedServer` accepts one connection at a time, and a worker holding more open
-connections than the least loaded live worker (by more than a slack of an eighth) lets the
-others take the next ones first, for at most `MAX_YIELD_SECONDS` per connection: a worker that
-is stuck or slow to wake delays a new connection by that much, never refuses it.
+connections than the least loaded live worker (by more than a slack of an eighth) stops
+competing for them: every `MAX_YIELD_SECONDS` it takes only what the others left waiting in the
+backlog, so a worker that is stuck or slow to wake delays new connections by that much, never
+strands them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = ["MAX_YIELD_SECONDS", "BalancedServer"]
 log = logging.getLogger(__name__)
 
 MAX_YIELD_SECONDS = 0.02
-POLL_SECONDS = 0.001
+MAX_DRAIN = 256  # connections taken at once after a yield (a backlog nobody else accepted)
 ERROR_PAUSE_SECONDS = 0.1  # after a failed accept (EMFILE: out of file descriptors), before the next try
 
 
@@ -63,8 +64,16 @@ class BalancedServer(uvicorn.Server):
     async def _accept_loop(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._take_turn()
             try:
+                if self._ahead():
+                    # The less loaded workers take what arrives meanwhile. Still ahead after that, with
+                    # connections still waiting: the worker that is not ahead (there always is one) did
+                    # not take them, being stuck or busy, so they are taken here: delayed, never stranded.
+                    await asyncio.sleep(MAX_YIELD_SECONDS)
+                    if self._ahead():
+                        for connection in _waiting(sock):
+                            await self._connect(connection)
+                    continue
                 connection, _ = await loop.sock_accept(sock)
             except OSError as exc:
                 if sock.fileno() < 0:  # closed: shutting down
@@ -91,14 +100,8 @@ class BalancedServer(uvicorn.Server):
             config=config, server_state=self.server_state, app_state=self.lifespan.state)
         return protocol
 
-    async def _take_turn(self) -> None:
-        """Wait, up to MAX_YIELD_SECONDS, while another live worker holds clearly fewer connections."""
-        waited = 0.0
-        while waited < MAX_YIELD_SECONDS and self._ahead():
-            await asyncio.sleep(POLL_SECONDS)
-            waited += POLL_SECONDS
-
     def _ahead(self) -> bool:
+        """Whether another live worker holds fewer open connections than this one, by more than the slack."""
         board = self.board
         mine = len(self.server_state.connections)
         others = [board.get(i, Field.CONNECTIONS) for i in range(board.workers)
@@ -107,3 +110,18 @@ class BalancedServer(uvicorn.Server):
             return False
         fewest = min(others)
         return mine > fewest + max(1, fewest // 8)
+
+
+def _waiting(sock: socket.socket) -> list[socket.socket]:
+    """The connections waiting in the (non-blocking) listening socket's backlog now, up to MAX_DRAIN."""
+    waiting: list[socket.socket] = []
+    while len(waiting) < MAX_DRAIN:
+        try:
+            connection, _ = sock.accept()
+        except BlockingIOError:  # nothing (more) waiting
+            break
+        except OSError as exc:  # e.g. out of file descriptors: serve what was taken, try again later
+            log.warning("accepting a waiting connection failed: %s", exc)
+            break
+        waiting.append(connection)
+    return waiting

@@ -12,8 +12,9 @@ its tree's root, and scikit-learn's own `_predict_from_raw_data` walks all pairs
 The leaf values are then added in scikit-learn's order (baseline, then tree after tree, per
 class: `np.cumsum` accumulates sequentially), so the scores are the same floats, not an
 approximation; `serving.compiled` proves that on every model before it is used, and anything
-unexpected leaves the model on scikit-learn's loop. Batches whose replicated input would exceed
-`MAX_CELLS` use the loop too (large batches already amortize the per-call cost).
+unexpected leaves the model on scikit-learn's loop. Batches over `MAX_ROWS` rows, or whose
+replicated input would exceed `MAX_CELLS`, use the loop too: large batches already amortize its
+per-call cost (each pair also walks ~7 routing nodes, so past ~150 rows the loop is faster).
 """
 
 from __future__ import annotations
