@@ -415,3 +415,40 @@ def test_a_worker_ahead_leaves_new_connections_to_the_others_but_never_strands_t
     assert MAX_YIELD_SECONDS <= delay <= MAX_YIELD_SECONDS + 0.5  # left to the other worker, then taken
     assert _accepted_after(_balanced(board, 0, 1)) < MAX_YIELD_SECONDS  # not ahead: at once
     assert _accepted_after(_balanced(board_of(1), 0, 20)) < MAX_YIELD_SECONDS  # alone: nobody to yield to
+
+
+def test_after_its_yield_a_worker_ahead_takes_one_connection_if_the_others_are_accepting_all_if_not() -> None:
+    import socket
+
+    from autopilot.serving.accept import MAX_YIELD_SECONDS
+
+    def taken_after_one_yield(others_accepting: bool) -> int:
+        board = board_of(2)
+        other = board.for_worker(1)
+        other.set(Field.CONNECTIONS, 2)
+        server = _balanced(board, 0, 20)  # ahead all along
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
+        taken: list[socket.socket] = []
+
+        async def record(connection: socket.socket) -> None:
+            taken.append(connection)
+
+        async def scenario() -> None:
+            server._connect = record
+            task = asyncio.get_running_loop().create_task(server._yield_turn(listener))
+            await asyncio.sleep(MAX_YIELD_SECONDS / 2)
+            if others_accepting:
+                other.set(Field.CONNECTIONS, 3)  # it took one meanwhile, the rest are still waiting
+            await task
+
+        try:
+            asyncio.run(scenario())
+            return len(taken)
+        finally:
+            for connection in (*taken, *clients, listener):
+                connection.close()
+
+    assert taken_after_one_yield(others_accepting=True) == 1
+    assert taken_after_one_yield(others_accepting=False) == 3

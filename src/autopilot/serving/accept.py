@@ -7,8 +7,8 @@ worker held most or all of them and saturated its core while the other idled (22
 micro-batch). `BalancedServer` accepts one connection at a time, and a worker holding more open
 connections than the least loaded live worker (by more than a slack of an eighth) stops
 competing for them: every `MAX_YIELD_SECONDS` it takes only what the others left waiting in the
-backlog, so a worker that is stuck or slow to wake delays new connections by that much, never
-strands them.
+backlog (one connection if they are accepting, slowly; all if they took none), so a worker that
+is stuck or slow to wake delays new connections by that much, never strands them.
 """
 
 from __future__ import annotations
@@ -66,13 +66,7 @@ class BalancedServer(uvicorn.Server):
         while True:
             try:
                 if self._ahead():
-                    # The less loaded workers take what arrives meanwhile. Still ahead after that, with
-                    # connections still waiting: the worker that is not ahead (there always is one) did
-                    # not take them, being stuck or busy, so they are taken here: delayed, never stranded.
-                    await asyncio.sleep(MAX_YIELD_SECONDS)
-                    if self._ahead():
-                        for connection in _waiting(sock):
-                            await self._connect(connection)
+                    await self._yield_turn(sock)
                     continue
                 connection, _ = await loop.sock_accept(sock)
             except OSError as exc:
@@ -81,6 +75,22 @@ class BalancedServer(uvicorn.Server):
                 log.warning("accepting a connection failed (%s); trying again in %g s", exc, ERROR_PAUSE_SECONDS)
                 await asyncio.sleep(ERROR_PAUSE_SECONDS)
                 continue
+            await self._connect(connection)
+
+    async def _yield_turn(self, sock: socket.socket) -> None:
+        """Let the less loaded workers take what arrives for MAX_YIELD_SECONDS; then take what they left.
+
+        Still ahead after the yield, with connections still waiting: the worker that is not ahead
+        (there always is one) did not take them. If it took none meanwhile it is stuck or busy, so
+        every waiting connection is taken here (delayed, never stranded); if it is accepting, only
+        slowly, one is taken and the turn goes back to it.
+        """
+        others_before = self._others_total()
+        await asyncio.sleep(MAX_YIELD_SECONDS)
+        if not self._ahead():
+            return
+        limit = MAX_DRAIN if self._others_total() <= others_before else 1
+        for connection in _waiting(sock, limit):
             await self._connect(connection)
 
     async def _connect(self, connection: socket.socket) -> None:
@@ -100,6 +110,10 @@ class BalancedServer(uvicorn.Server):
             config=config, server_state=self.server_state, app_state=self.lifespan.state)
         return protocol
 
+    def _others_total(self) -> int:
+        board = self.board
+        return sum(board.get(i, Field.CONNECTIONS) for i in range(board.workers) if i != board.index)
+
     def _ahead(self) -> bool:
         """Whether another live worker holds fewer open connections than this one, by more than the slack."""
         board = self.board
@@ -112,10 +126,10 @@ class BalancedServer(uvicorn.Server):
         return mine > fewest + max(1, fewest // 8)
 
 
-def _waiting(sock: socket.socket) -> list[socket.socket]:
-    """The connections waiting in the (non-blocking) listening socket's backlog now, up to MAX_DRAIN."""
+def _waiting(sock: socket.socket, limit: int) -> list[socket.socket]:
+    """The connections waiting in the (non-blocking) listening socket's backlog now, up to `limit`."""
     waiting: list[socket.socket] = []
-    while len(waiting) < MAX_DRAIN:
+    while len(waiting) < limit:
         try:
             connection, _ = sock.accept()
         except BlockingIOError:  # nothing (more) waiting
