@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from autopilot.deploy.profile import Profile
-from autopilot.serving.app import create_app
+from autopilot.serving.app import create_app, join_pool
 from autopilot.serving.batcher import MicroBatcher, QueueFull
 from autopilot.serving.board import Board, Field
 from autopilot.serving.holder import ModelHolder
@@ -452,3 +452,15 @@ def test_after_its_yield_a_worker_ahead_takes_one_connection_if_the_others_are_a
 
     assert taken_after_one_yield(others_accepting=True) == 1
     assert taken_after_one_yield(others_accepting=False) == 3
+
+
+def test_joining_the_pool_asks_for_one_more_look_only_when_the_workers_disagree() -> None:
+    """A worker slow to join must not make the others follow an alias moved after the endpoint was up."""
+    for versions, nudged in (((1, 1), False), ((1, 2), True), ((1, 0), True)):
+        board = board_of(2)
+        for i, version in enumerate(versions):
+            board.for_worker(i).set(Field.VERSION, version)
+        board.for_worker(0).set(Field.STARTED, 1)
+        before = board.generation
+        asyncio.run(join_pool(board.for_worker(1)))
+        assert (board.generation != before) is nudged, versions

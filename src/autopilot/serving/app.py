@@ -58,7 +58,7 @@ from autopilot.serving.schema import RequestError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServingMetrics", "ServingState", "create_app"]
+__all__ = ["ServingMetrics", "ServingState", "create_app", "join_pool"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0)
@@ -247,7 +247,7 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
                                      max_queued_rows=serving.max_queued_rows, board=board)
         state.batcher.start()
         await asyncio.get_running_loop().run_in_executor(None, state.holder.refresh)
-        await _join_pool(board)
+        await join_pool(board)
         if follow:
             state.holder.follow(serving.poll_seconds, nudged=(lambda: board.generation) if board else None)
         if state.shadow is not None:
@@ -269,8 +269,14 @@ def create_app(cfg: ModelConfig, source: ModelSource, *, token: str | None, infe
     return app
 
 
-async def _join_pool(board: Any) -> None:
-    """In a pool, accept connections only once every worker has tried its first load (uvicorn listens after)."""
+async def join_pool(board: Any) -> None:
+    """In a pool, accept connections only once every worker has tried its first load (uvicorn listens after).
+
+    If the workers then serve different versions (the alias moved while they loaded), each looks
+    once more, so they converge on one. Only then: a worker slow to get here must not make the
+    others follow an alias moved after the endpoint was up (with a long `poll_seconds`, swaps
+    come from an authorized /reload only; seen in CI under load).
+    """
     from autopilot.serving.board import Field
 
     if board is None:
@@ -279,7 +285,8 @@ async def _join_pool(board: Any) -> None:
     board.set(Field.STARTED, 1)
     if not await asyncio.get_running_loop().run_in_executor(None, board.wait_started, POOL_START_SECONDS):
         log.warning("not every worker started within %g s; serving anyway", POOL_START_SECONDS)
-    board.request_reload()  # one more look each: a worker that loaded after the alias moved brings the rest
+    if board.agreement().swapping:
+        board.request_reload()
 
 
 def _one_native_thread() -> None:
