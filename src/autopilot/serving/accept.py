@@ -112,7 +112,7 @@ class BalancedServer(uvicorn.Server):
 
     def _others_total(self) -> int:
         board = self.board
-        return sum(board.get(i, Field.CONNECTIONS) for i in range(board.workers) if i != board.index)
+        return board.total(Field.CONNECTIONS) - board.get(board.index, Field.CONNECTIONS)
 
     def _ahead(self) -> bool:
         """Whether another live worker holds fewer open connections than this one, by more than the slack."""
